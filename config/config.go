@@ -1,0 +1,741 @@
+// Package config loads gatekeeper's settings from a YAML file, GATEKEEPER_* environment
+// variables and command-line flags (in rising precedence), validates them all at once and
+// prints the effective result for `gatekeeper config check`.
+//
+// Viper is not safe for concurrent use, so every Load builds its own viper instance and the
+// result is a plain typed struct that the daemon can share read-only.
+package config
+
+import (
+	"bytes"
+	_ "embed"
+	"errors"
+	"fmt"
+	"io"
+	"io/fs"
+	"net/netip"
+	"os"
+	"slices"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/spf13/pflag"
+	"github.com/spf13/viper"
+	"go.yaml.in/yaml/v3"
+)
+
+// DefaultFile is read by Load when no file is named and $GATEKEEPER_CONFIG is unset, if it
+// exists; otherwise Load uses defaults, environment and flags only.
+const DefaultFile = "/etc/gatekeeper/gatekeeper.yaml"
+
+// EnvPrefix prefixes every environment variable: key "rate_limit.failures" is read from
+// GATEKEEPER_RATE_LIMIT_FAILURES. EnvConfigFile names the config file when no file is given.
+const (
+	EnvPrefix     = "GATEKEEPER"
+	EnvConfigFile = EnvPrefix + "_CONFIG"
+)
+
+// maxFileSize bounds what Load reads: a real config is a few KiB, and a runaway file (or a
+// device node given by mistake) must not exhaust memory.
+const maxFileSize = 1 << 20
+
+//go:embed gatekeeper.example.yaml
+var example []byte
+
+// Example returns the annotated example configuration, which documents every key with its
+// default value. It returns a fresh copy so callers may modify it.
+func Example() []byte { return bytes.Clone(example) }
+
+// Config is the validated configuration of the daemon and its commands. Load fills the
+// mapstructure-tagged fields; Validate fills the parsed ones (Trusted, ProxyFrom,
+// Enroll.Allowed).
+type Config struct {
+	// Listen is the SSH front door, host:port.
+	Listen string `mapstructure:"listen"`
+	// HostKeyFiles are the gatekeeper's own SSH host keys; missing ones are created on first start.
+	HostKeyFiles []string `mapstructure:"host_key_files"`
+	// DB is the bbolt file holding all user state.
+	DB string `mapstructure:"db"`
+	// SecretKeyFile holds the key that encrypts TOTP secrets at rest.
+	SecretKeyFile string `mapstructure:"secret_key_file"`
+	// Upstream is the lander's sshd that connections are relayed to.
+	Upstream Upstream `mapstructure:"upstream"`
+	// FirstFactor names the password backend; only "upstream" (the lander's sshd) exists.
+	FirstFactor string `mapstructure:"first_factor"`
+	// TrustedNetworks are the raw trusted_networks entries, CIDR networks or bare addresses.
+	TrustedNetworks []string `mapstructure:"trusted_networks"`
+	// Trusted is TrustedNetworks parsed by Validate: no code is asked from these sources.
+	Trusted []netip.Prefix `mapstructure:"-"`
+	// ProxyProtocol accepts PROXY v1/v2 headers, but only from ProxyProtocolFrom.
+	ProxyProtocol bool `mapstructure:"proxy_protocol"`
+	// ProxyProtocolFrom are the raw proxy_protocol_from entries (load balancer addresses).
+	ProxyProtocolFrom []string `mapstructure:"proxy_protocol_from"`
+	// ProxyFrom is ProxyProtocolFrom parsed by Validate.
+	ProxyFrom []netip.Prefix `mapstructure:"-"`
+	// TOTP configures the one-time codes.
+	TOTP TOTP `mapstructure:"totp"`
+	// RateLimit configures lockouts after failed logins.
+	RateLimit RateLimit `mapstructure:"rate_limit"`
+	// Enroll configures device linking.
+	Enroll Enroll `mapstructure:"enroll"`
+	// Admin configures the local admin socket.
+	Admin Admin `mapstructure:"admin"`
+	// MetricsListen serves /metrics and /healthz; empty disables it.
+	MetricsListen string `mapstructure:"metrics_listen"`
+	// LogFormat is "json" or "text".
+	LogFormat string `mapstructure:"log_format"`
+
+	// LoginGraceTime is how long a client may take to authenticate.
+	LoginGraceTime time.Duration `mapstructure:"login_grace_time"`
+	// MaxAuthTries is the number of authentication attempts per connection.
+	MaxAuthTries int `mapstructure:"max_auth_tries"`
+	// MaxStartups caps concurrent unauthenticated connections.
+	MaxStartups int `mapstructure:"max_startups"`
+	// FailureDelay is the least time every failed attempt takes, so failures look alike.
+	FailureDelay time.Duration `mapstructure:"failure_delay"`
+
+	// source describes where the file settings came from, for messages and Effective.
+	source string
+}
+
+// Upstream is the lander's sshd.
+type Upstream struct {
+	// Address is the lander's sshd, host:port.
+	Address string `mapstructure:"address"`
+	// KnownHosts holds the lander's host key(s); the key is always verified.
+	KnownHosts string `mapstructure:"known_hosts"`
+}
+
+// TOTP configures RFC 6238 codes.
+type TOTP struct {
+	// Issuer is shown in the authenticator app and is part of the otpauth label.
+	Issuer string `mapstructure:"issuer"`
+	// Skew is the number of 30 s steps accepted on either side of now.
+	Skew int `mapstructure:"skew"`
+}
+
+// RateLimit locks a user (and a source address) out after repeated failures.
+type RateLimit struct {
+	// Failures within Window trigger a lockout.
+	Failures int `mapstructure:"failures"`
+	// Window is the period in which Failures are counted.
+	Window time.Duration `mapstructure:"window"`
+	// Lockout is how long a lockout lasts.
+	Lockout time.Duration `mapstructure:"lockout"`
+}
+
+// Enroll configures device linking.
+type Enroll struct {
+	// PortalListen is the browser portal's address; empty disables the portal.
+	PortalListen string `mapstructure:"portal_listen"`
+	// SSHListen is the terminal linking SSH listener; empty disables it.
+	SSHListen string `mapstructure:"ssh_listen"`
+	// AllowedNetworks are the raw allowed_networks entries.
+	AllowedNetworks []string `mapstructure:"allowed_networks"`
+	// Allowed is AllowedNetworks parsed by Validate, or a copy of Trusted when none are given:
+	// linking is allowed from here without a ticket.
+	Allowed []netip.Prefix `mapstructure:"-"`
+	// ConfirmWithin is how long an unconfirmed link stays pending.
+	ConfirmWithin time.Duration `mapstructure:"confirm_within"`
+	// TLSCert and TLSKey serve the portal over HTTPS when both are set.
+	TLSCert string `mapstructure:"tls_cert"`
+	// TLSKey is the private key for TLSCert.
+	TLSKey string `mapstructure:"tls_key"`
+}
+
+// Admin configures the admin Unix socket.
+type Admin struct {
+	// Socket is the admin socket's path.
+	Socket string `mapstructure:"socket"`
+}
+
+// setting is one configuration key with its default. The key's kind (scalar or list) follows
+// from the default's type.
+type setting struct {
+	key string
+	def any
+}
+
+// settings lists every key in the order Effective and the example use. It is the single place
+// that knows the keys: defaults, env names, flag names and the unknown-key check derive from it.
+func settings() []setting {
+	return []setting{
+		{"listen", "0.0.0.0:22"},
+		{"host_key_files", []string{"/var/lib/gatekeeper/ssh_host_ed25519_key"}},
+		{"db", "/var/lib/gatekeeper/gatekeeper.db"},
+		{"secret_key_file", "/var/lib/gatekeeper/secret.key"},
+		{"upstream.address", "127.0.0.1:22"},
+		{"upstream.known_hosts", "/etc/gatekeeper/known_hosts"},
+		{"first_factor", "upstream"},
+		{"trusted_networks", []string{}},
+		{"proxy_protocol", false},
+		{"proxy_protocol_from", []string{}},
+		{"totp.issuer", "gatekeeper"},
+		{"totp.skew", 1},
+		{"rate_limit.failures", 3},
+		{"rate_limit.window", 30 * time.Second},
+		{"rate_limit.lockout", 5 * time.Minute},
+		{"enroll.portal_listen", "127.0.0.1:8080"},
+		{"enroll.ssh_listen", "127.0.0.1:2223"},
+		{"enroll.allowed_networks", []string{}},
+		{"enroll.confirm_within", 10 * time.Minute},
+		{"enroll.tls_cert", ""},
+		{"enroll.tls_key", ""},
+		{"admin.socket", "/run/gatekeeper/admin.sock"},
+		{"metrics_listen", "127.0.0.1:9122"},
+		{"log_format", "json"},
+		{"login_grace_time", 60 * time.Second},
+		{"max_auth_tries", 6},
+		{"max_startups", 64},
+		{"failure_delay", 2 * time.Second},
+	}
+}
+
+func (s setting) isList() bool {
+	_, ok := s.def.([]string)
+	return ok
+}
+
+// flagName is the command-line flag for a key: "upstream.address" → "upstream-address".
+func flagName(key string) string {
+	return strings.NewReplacer(".", "-", "_", "-").Replace(key)
+}
+
+// envName is the environment variable for a key: "upstream.address" → "GATEKEEPER_UPSTREAM_ADDRESS".
+func envName(key string) string {
+	return EnvPrefix + "_" + strings.ToUpper(strings.ReplaceAll(key, ".", "_"))
+}
+
+// RegisterFlags defines the flags `gatekeeper serve` offers on fs. Load binds every flag
+// whose name is a key with "." and "_" replaced by "-"; a flag overrides file and
+// environment only when it was given on the command line.
+func RegisterFlags(fs *pflag.FlagSet) {
+	def := make(map[string]string)
+	for _, s := range settings() {
+		def[s.key] = fmt.Sprint(s.def)
+	}
+	fs.String(flagName("listen"), def["listen"], "SSH front door address, host:port")
+	fs.String(flagName("upstream.address"), def["upstream.address"], "the lander's sshd, host:port")
+	fs.String(flagName("log_format"), def["log_format"], "log format: json or text")
+	fs.String(flagName("db"), def["db"], "path of the state database")
+}
+
+// Load reads the configuration and validates it. The file is file if given, else
+// $GATEKEEPER_CONFIG if set, else DefaultFile if it exists; without one, defaults apply.
+// GATEKEEPER_* environment variables override the file and flags set on flags (may be nil)
+// override both. All validation problems are reported together.
+func Load(file string, flags *pflag.FlagSet) (*Config, error) {
+	c, err := read(file, flags, DefaultFile)
+	if err != nil {
+		return nil, err
+	}
+	if err := c.Validate(); err != nil {
+		return nil, fmt.Errorf("invalid configuration (%s):\n%w", c.source, err)
+	}
+	return c, nil
+}
+
+// read is Load without validation; fallback stands in for DefaultFile so tests do not depend
+// on the machine's /etc.
+func read(file string, flags *pflag.FlagSet, fallback string) (*Config, error) {
+	file = resolveFile(file, fallback)
+
+	v := viper.New()
+	for _, s := range settings() {
+		v.SetDefault(s.key, s.def)
+	}
+	v.SetEnvPrefix(EnvPrefix)
+	v.SetEnvKeyReplacer(strings.NewReplacer(".", "_"))
+	v.AutomaticEnv()
+
+	source := "no config file"
+	if file != "" {
+		source = file
+		m, err := readFile(file)
+		if err != nil {
+			return nil, err
+		}
+		if err := v.MergeConfigMap(m); err != nil {
+			return nil, fmt.Errorf("%s: %w", file, err)
+		}
+	}
+	if flags != nil {
+		for _, s := range settings() {
+			if f := flags.Lookup(flagName(s.key)); f != nil {
+				if err := v.BindPFlag(s.key, f); err != nil {
+					return nil, fmt.Errorf("flag --%s: %w", f.Name, err)
+				}
+			}
+		}
+	}
+
+	// Check types first: viper's weak decoding would otherwise turn `window: 30` into 30ns and
+	// report other mismatches without the value or in Go type names.
+	var errs []error
+	for _, s := range settings() {
+		if err := checkType(s, v.Get(s.key)); err != nil {
+			errs = append(errs, fmt.Errorf("%s: %w", s.key, err))
+		}
+	}
+	if len(errs) > 0 {
+		return nil, fmt.Errorf("invalid configuration (%s):\n%w", source, errors.Join(errs...))
+	}
+
+	var c Config
+	if err := v.Unmarshal(&c); err != nil {
+		return nil, fmt.Errorf("%s: %w", source, err)
+	}
+	// Lists from the environment arrive comma-separated: "10.0.0.0/8, fd00::/8," is two entries.
+	c.HostKeyFiles = cleanList(c.HostKeyFiles)
+	c.TrustedNetworks = cleanList(c.TrustedNetworks)
+	c.ProxyProtocolFrom = cleanList(c.ProxyProtocolFrom)
+	c.Enroll.AllowedNetworks = cleanList(c.Enroll.AllowedNetworks)
+	c.source = source
+	return &c, nil
+}
+
+// checkType reports whether val, from whichever source won, fits the setting's type.
+func checkType(s setting, val any) error {
+	switch s.def.(type) {
+	case []string:
+		switch val := val.(type) {
+		case string, []string:
+			return nil
+		case []any:
+			for i, e := range val {
+				if !isScalar(e) {
+					return fmt.Errorf("entry %d: expected a single value", i)
+				}
+			}
+			return nil
+		}
+		return fmt.Errorf("expected a list")
+	case string:
+		if !isScalar(val) {
+			return fmt.Errorf("expected a single value")
+		}
+	case bool:
+		switch val := val.(type) {
+		case bool:
+		case string:
+			if _, err := strconv.ParseBool(val); err != nil {
+				return fmt.Errorf("%q is not true or false", val)
+			}
+		default:
+			return fmt.Errorf("%v is not true or false", val)
+		}
+	case int:
+		switch val := val.(type) {
+		case int, int64, uint64:
+		case float64:
+			if val != float64(int64(val)) {
+				return fmt.Errorf("%v is not a whole number", val)
+			}
+		case string:
+			if _, err := strconv.Atoi(strings.TrimSpace(val)); err != nil {
+				return fmt.Errorf("%q is not a whole number", val)
+			}
+		default:
+			return fmt.Errorf("%v is not a whole number", val)
+		}
+	case time.Duration:
+		switch val := val.(type) {
+		case time.Duration:
+		case string:
+			if _, err := time.ParseDuration(strings.TrimSpace(val)); err != nil {
+				return fmt.Errorf("%q is not a duration (like \"30s\", \"5m\", \"1h30m\")", val)
+			}
+		case int, int64, uint64, float64:
+			if fmt.Sprint(val) != "0" {
+				return fmt.Errorf("%v has no unit (write e.g. \"%vs\" for seconds)", val, val)
+			}
+		default:
+			return fmt.Errorf("%v is not a duration (like \"30s\", \"5m\", \"1h30m\")", val)
+		}
+	}
+	return nil
+}
+
+func isScalar(v any) bool {
+	switch v.(type) {
+	case string, bool, int, int64, uint64, float64:
+		return true
+	}
+	return false
+}
+
+func resolveFile(file, fallback string) string {
+	if file != "" {
+		return file
+	}
+	if env := os.Getenv(EnvConfigFile); env != "" {
+		return env
+	}
+	if _, err := os.Stat(fallback); err == nil || !errors.Is(err, fs.ErrNotExist) {
+		// Present, or present but unreadable: reading it reports the real problem.
+		return fallback
+	}
+	return ""
+}
+
+// cleanList trims entries and drops empty ones, so trailing commas and spaces in environment
+// lists do not become bogus entries.
+func cleanList(in []string) []string {
+	out := make([]string, 0, len(in))
+	for _, s := range in {
+		if s = strings.TrimSpace(s); s != "" {
+			out = append(out, s)
+		}
+	}
+	return out
+}
+
+func readFile(name string) (map[string]any, error) {
+	f, err := os.Open(name)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	data, err := io.ReadAll(io.LimitReader(f, maxFileSize+1))
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", name, err)
+	}
+	if len(data) > maxFileSize {
+		return nil, fmt.Errorf("%s: larger than %d bytes, not a gatekeeper config", name, maxFileSize)
+	}
+	return parseYAML(name, data)
+}
+
+// parseYAML parses a config file strictly: one document, a mapping at the top, only known keys,
+// sections as mappings and lists as sequences (or comma-separated strings). Null values are
+// dropped so that an empty `enroll:` means "defaults" rather than zeroing the section in viper.
+func parseYAML(name string, data []byte) (m map[string]any, err error) {
+	defer func() {
+		// The YAML parser is third-party code fed with whatever the file holds; a bug there must
+		// surface as a config error, never take the daemon down.
+		if r := recover(); r != nil {
+			m, err = nil, fmt.Errorf("%s: cannot parse YAML: %v", name, r)
+		}
+	}()
+
+	dec := yaml.NewDecoder(bytes.NewReader(data))
+	var doc yaml.Node
+	if err := dec.Decode(&doc); err != nil {
+		if errors.Is(err, io.EOF) {
+			return map[string]any{}, nil
+		}
+		return nil, fmt.Errorf("%s: %w", name, err)
+	}
+	var next yaml.Node
+	if err := dec.Decode(&next); !errors.Is(err, io.EOF) {
+		if err != nil {
+			return nil, fmt.Errorf("%s: %w", name, err)
+		}
+		return nil, fmt.Errorf("%s:%d: a second YAML document; the config must be a single document", name, next.Line)
+	}
+
+	root := &doc
+	if root.Kind == yaml.DocumentNode {
+		if len(root.Content) == 0 {
+			return map[string]any{}, nil
+		}
+		root = root.Content[0]
+	}
+	if isNull(root) {
+		return map[string]any{}, nil
+	}
+	if root.Kind != yaml.MappingNode {
+		return nil, fmt.Errorf("%s:%d: expected a mapping of settings (key: value) at the top level", name, root.Line)
+	}
+	if err := checkKeys(name, root); err != nil {
+		return nil, err
+	}
+	if err := root.Decode(&m); err != nil {
+		return nil, fmt.Errorf("%s: %w", name, err)
+	}
+	dropNulls(m)
+	return m, nil
+}
+
+func isNull(n *yaml.Node) bool {
+	return n.Kind == yaml.ScalarNode && n.Tag == "!!null"
+}
+
+func resolveAlias(n *yaml.Node) *yaml.Node {
+	// Aliases of aliases are bounded by the document; the loop ends at a non-alias node.
+	for n.Kind == yaml.AliasNode && n.Alias != nil {
+		n = n.Alias
+	}
+	return n
+}
+
+// checkKeys reports every unknown, duplicate or mistyped key of the file at once, with its line.
+func checkKeys(name string, root *yaml.Node) error {
+	kinds := make(map[string]bool) // key → is a list
+	sections := make(map[string]bool)
+	for _, s := range settings() {
+		kinds[s.key] = s.isList()
+		if sec, _, ok := strings.Cut(s.key, "."); ok {
+			sections[sec] = true
+		}
+	}
+
+	var errs []error
+	var walk func(prefix string, m *yaml.Node)
+	walk = func(prefix string, m *yaml.Node) {
+		seen := make(map[string]int)
+		for i := 0; i+1 < len(m.Content); i += 2 {
+			k, val := m.Content[i], resolveAlias(m.Content[i+1])
+			key := prefix + k.Value
+			if k.Kind != yaml.ScalarNode {
+				errs = append(errs, fmt.Errorf("%s:%d: a key must be a plain name", name, k.Line))
+				continue
+			}
+			if line, dup := seen[k.Value]; dup {
+				errs = append(errs, fmt.Errorf("%s:%d: %s: set twice (first at line %d)", name, k.Line, key, line))
+				continue
+			}
+			seen[k.Value] = k.Line
+			isList, known := kinds[key]
+			switch {
+			case prefix == "" && sections[key]:
+				if !isNull(val) && val.Kind != yaml.MappingNode {
+					errs = append(errs, fmt.Errorf("%s:%d: %s: expected a mapping of settings", name, k.Line, key))
+					continue
+				}
+				if val.Kind == yaml.MappingNode {
+					walk(key+".", val)
+				}
+			case !known:
+				msg := fmt.Sprintf("%s:%d: unknown key %q", name, k.Line, key)
+				if s := suggest(key, kinds, sections); s != "" {
+					msg += fmt.Sprintf(" (did you mean %q?)", s)
+				}
+				errs = append(errs, errors.New(msg))
+			case isList:
+				switch val.Kind {
+				case yaml.ScalarNode: // comma-separated, like the environment
+				case yaml.SequenceNode:
+					for j, e := range val.Content {
+						if resolveAlias(e).Kind != yaml.ScalarNode {
+							errs = append(errs, fmt.Errorf("%s:%d: %s[%d]: expected a single value", name, e.Line, key, j))
+						}
+					}
+				default:
+					errs = append(errs, fmt.Errorf("%s:%d: %s: expected a list", name, k.Line, key))
+				}
+			default:
+				if val.Kind != yaml.ScalarNode {
+					errs = append(errs, fmt.Errorf("%s:%d: %s: expected a single value, not a list or mapping", name, k.Line, key))
+				}
+			}
+		}
+	}
+	walk("", root)
+	return errors.Join(errs...)
+}
+
+// suggest returns the known key closest to a misspelt one, or "" when none is close.
+func suggest(key string, kinds, sections map[string]bool) string {
+	best, bestDist := "", 4
+	consider := func(cand string) {
+		if d := editDistance(key, cand); d < bestDist || (d == bestDist && cand < best) {
+			best, bestDist = cand, d
+		}
+	}
+	for k := range kinds {
+		consider(k)
+	}
+	for k := range sections {
+		consider(k)
+	}
+	if bestDist > len(key)/2 {
+		return ""
+	}
+	return best
+}
+
+// editDistance is the Levenshtein distance, small strings only.
+func editDistance(a, b string) int {
+	prev := make([]int, len(b)+1)
+	cur := make([]int, len(b)+1)
+	for j := range prev {
+		prev[j] = j
+	}
+	for i := 1; i <= len(a); i++ {
+		cur[0] = i
+		for j := 1; j <= len(b); j++ {
+			cost := 1
+			if a[i-1] == b[j-1] {
+				cost = 0
+			}
+			cur[j] = min(prev[j]+1, cur[j-1]+1, prev[j-1]+cost)
+		}
+		prev, cur = cur, prev
+	}
+	return prev[len(b)]
+}
+
+func dropNulls(m map[string]any) {
+	for k, v := range m {
+		switch v := v.(type) {
+		case nil:
+			delete(m, k)
+		case map[string]any:
+			dropNulls(v)
+		}
+	}
+}
+
+// IsTrusted reports whether a login from addr skips the verification code. IPv4-mapped IPv6
+// addresses (::ffff:10.1.2.3, as seen on a dual-stack listener) count as their IPv4 address.
+func (c *Config) IsTrusted(addr netip.Addr) bool {
+	return contains(c.Trusted, addr)
+}
+
+// IsEnrollAllowed reports whether device linking is allowed from addr without a ticket.
+func (c *Config) IsEnrollAllowed(addr netip.Addr) bool {
+	return contains(c.Enroll.Allowed, addr)
+}
+
+// AcceptsProxyFrom reports whether a PROXY protocol header from the direct peer addr is to be
+// honoured: only with proxy_protocol on and addr inside proxy_protocol_from, or anyone could
+// claim a trusted source address.
+func (c *Config) AcceptsProxyFrom(addr netip.Addr) bool {
+	return c.ProxyProtocol && contains(c.ProxyFrom, addr)
+}
+
+func contains(nets []netip.Prefix, addr netip.Addr) bool {
+	if !addr.IsValid() {
+		return false
+	}
+	addr = addr.Unmap().WithZone("")
+	return slices.ContainsFunc(nets, func(p netip.Prefix) bool { return p.Contains(addr) })
+}
+
+// effective mirrors Config with YAML tags and readable durations; its field order is the order
+// of DESIGN.md, extras last.
+type effective struct {
+	Listen        string   `yaml:"listen"`
+	HostKeyFiles  []string `yaml:"host_key_files"`
+	DB            string   `yaml:"db"`
+	SecretKeyFile string   `yaml:"secret_key_file"`
+	Upstream      struct {
+		Address    string `yaml:"address"`
+		KnownHosts string `yaml:"known_hosts"`
+	} `yaml:"upstream"`
+	FirstFactor       string   `yaml:"first_factor"`
+	TrustedNetworks   []string `yaml:"trusted_networks"`
+	ProxyProtocol     bool     `yaml:"proxy_protocol"`
+	ProxyProtocolFrom []string `yaml:"proxy_protocol_from"`
+	TOTP              struct {
+		Issuer string `yaml:"issuer"`
+		Skew   int    `yaml:"skew"`
+	} `yaml:"totp"`
+	RateLimit struct {
+		Failures int    `yaml:"failures"`
+		Window   string `yaml:"window"`
+		Lockout  string `yaml:"lockout"`
+	} `yaml:"rate_limit"`
+	Enroll struct {
+		PortalListen    string   `yaml:"portal_listen"`
+		SSHListen       string   `yaml:"ssh_listen"`
+		AllowedNetworks []string `yaml:"allowed_networks"`
+		ConfirmWithin   string   `yaml:"confirm_within"`
+		TLSCert         string   `yaml:"tls_cert"`
+		TLSKey          string   `yaml:"tls_key"`
+	} `yaml:"enroll"`
+	Admin struct {
+		Socket string `yaml:"socket"`
+	} `yaml:"admin"`
+	MetricsListen  string `yaml:"metrics_listen"`
+	LogFormat      string `yaml:"log_format"`
+	LoginGraceTime string `yaml:"login_grace_time"`
+	MaxAuthTries   int    `yaml:"max_auth_tries"`
+	MaxStartups    int    `yaml:"max_startups"`
+	FailureDelay   string `yaml:"failure_delay"`
+}
+
+// Effective returns the settings in effect as YAML, in a fixed order, for
+// `gatekeeper config check`. After Validate, networks appear in canonical form and
+// enroll.allowed_networks shows what linking really allows (trusted_networks when unset).
+func (c *Config) Effective() string {
+	var e effective
+	e.Listen = c.Listen
+	e.HostKeyFiles = nonNil(c.HostKeyFiles)
+	e.DB = c.DB
+	e.SecretKeyFile = c.SecretKeyFile
+	e.Upstream.Address = c.Upstream.Address
+	e.Upstream.KnownHosts = c.Upstream.KnownHosts
+	e.FirstFactor = c.FirstFactor
+	e.TrustedNetworks = networks(c.TrustedNetworks, c.Trusted)
+	e.ProxyProtocol = c.ProxyProtocol
+	e.ProxyProtocolFrom = networks(c.ProxyProtocolFrom, c.ProxyFrom)
+	e.TOTP.Issuer = c.TOTP.Issuer
+	e.TOTP.Skew = c.TOTP.Skew
+	e.RateLimit.Failures = c.RateLimit.Failures
+	e.RateLimit.Window = formatDuration(c.RateLimit.Window)
+	e.RateLimit.Lockout = formatDuration(c.RateLimit.Lockout)
+	e.Enroll.PortalListen = c.Enroll.PortalListen
+	e.Enroll.SSHListen = c.Enroll.SSHListen
+	e.Enroll.AllowedNetworks = networks(c.Enroll.AllowedNetworks, c.Enroll.Allowed)
+	if len(c.Enroll.AllowedNetworks) == 0 && len(c.Enroll.Allowed) > 0 {
+		e.Enroll.AllowedNetworks = networks(nil, c.Enroll.Allowed)
+	}
+	e.Enroll.ConfirmWithin = formatDuration(c.Enroll.ConfirmWithin)
+	e.Enroll.TLSCert = c.Enroll.TLSCert
+	e.Enroll.TLSKey = c.Enroll.TLSKey
+	e.Admin.Socket = c.Admin.Socket
+	e.MetricsListen = c.MetricsListen
+	e.LogFormat = c.LogFormat
+	e.LoginGraceTime = formatDuration(c.LoginGraceTime)
+	e.MaxAuthTries = c.MaxAuthTries
+	e.MaxStartups = c.MaxStartups
+	e.FailureDelay = formatDuration(c.FailureDelay)
+
+	var buf bytes.Buffer
+	if c.source != "" {
+		fmt.Fprintf(&buf, "# effective gatekeeper configuration (%s, environment, flags)\n", c.source)
+	}
+	enc := yaml.NewEncoder(&buf)
+	enc.SetIndent(2)
+	if err := enc.Encode(&e); err != nil {
+		// Encoding a struct of strings, ints and bools cannot fail; say so rather than hide it.
+		return fmt.Sprintf("# cannot encode configuration: %v\n", err)
+	}
+	_ = enc.Close()
+	return buf.String()
+}
+
+// networks prints parsed prefixes when Validate produced them one for one, the raw entries
+// otherwise.
+func networks(raw []string, parsed []netip.Prefix) []string {
+	if len(parsed) == 0 || (raw != nil && len(parsed) != len(raw)) {
+		return nonNil(raw)
+	}
+	out := make([]string, len(parsed))
+	for i, p := range parsed {
+		out[i] = p.String()
+	}
+	return out
+}
+
+func nonNil(s []string) []string {
+	if s == nil {
+		return []string{}
+	}
+	return s
+}
+
+// formatDuration prints "5m" rather than Go's "5m0s", so the output reads like the example.
+func formatDuration(d time.Duration) string {
+	s := d.String()
+	if strings.HasSuffix(s, "m0s") {
+		s = strings.TrimSuffix(s, "0s")
+	}
+	if strings.HasSuffix(s, "h0m") {
+		s = strings.TrimSuffix(s, "0m")
+	}
+	return s
+}

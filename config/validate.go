@@ -1,0 +1,433 @@
+package config
+
+import (
+	"bytes"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"io"
+	"io/fs"
+	"net"
+	"net/netip"
+	"os"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"strings"
+	"syscall"
+	"unicode"
+
+	"golang.org/x/crypto/ssh"
+	"golang.org/x/crypto/ssh/knownhosts"
+)
+
+// maxSocketPath is the longest Unix socket path Linux accepts (sun_path is 108 bytes with NUL).
+const maxSocketPath = 107
+
+// maxIssuer keeps the otpauth URI, and with it the QR code, small enough to render.
+const maxIssuer = 64
+
+// problems collects validation errors so that an admin sees all of them in one run.
+type problems []error
+
+func (p *problems) addf(key, format string, args ...any) {
+	*p = append(*p, fmt.Errorf("%s: %s", key, fmt.Sprintf(format, args...)))
+}
+
+func (p *problems) add(key string, err error) {
+	*p = append(*p, fmt.Errorf("%s: %w", key, err))
+}
+
+// Validate checks every setting and reports all problems at once, each prefixed with the
+// key it concerns (e.g. "trusted_networks[1]: ..."). It also parses the network lists into
+// Trusted, ProxyFrom and Enroll.Allowed (which defaults to Trusted). Files are checked as the
+// daemon will use them: known_hosts must hold a key, host keys must be parseable or creatable.
+func (c *Config) Validate() error {
+	var p problems
+
+	c.Trusted = parseNetworks(&p, "trusted_networks", c.TrustedNetworks, false)
+	c.ProxyFrom = parseNetworks(&p, "proxy_protocol_from", c.ProxyProtocolFrom, true)
+	c.Enroll.Allowed = parseNetworks(&p, "enroll.allowed_networks", c.Enroll.AllowedNetworks, true)
+	if len(c.Enroll.AllowedNetworks) == 0 {
+		c.Enroll.Allowed = slices.Clone(c.Trusted)
+	}
+
+	checkListen(&p, "listen", c.Listen, true)
+	checkListen(&p, "enroll.portal_listen", c.Enroll.PortalListen, false)
+	checkListen(&p, "enroll.ssh_listen", c.Enroll.SSHListen, false)
+	checkListen(&p, "metrics_listen", c.MetricsListen, false)
+	checkListenConflicts(&p, []string{"listen", "enroll.portal_listen", "enroll.ssh_listen", "metrics_listen"},
+		[]string{c.Listen, c.Enroll.PortalListen, c.Enroll.SSHListen, c.MetricsListen})
+
+	if len(c.HostKeyFiles) == 0 {
+		p.addf("host_key_files", "at least one host key file is required")
+	}
+	for i, f := range c.HostKeyFiles {
+		checkHostKey(&p, fmt.Sprintf("host_key_files[%d]", i), f)
+	}
+	checkStatePath(&p, "db", c.DB)
+	checkStatePath(&p, "secret_key_file", c.SecretKeyFile)
+	if c.DB != "" && filepath.Clean(c.DB) == filepath.Clean(c.SecretKeyFile) {
+		p.addf("secret_key_file", "must not be the same file as db")
+	}
+
+	checkUpstream(&p, c.Upstream.Address)
+	checkKnownHosts(&p, "upstream.known_hosts", c.Upstream.KnownHosts)
+	if c.FirstFactor != "upstream" {
+		p.addf("first_factor", "%q is not supported (supported: upstream)", c.FirstFactor)
+	}
+
+	if c.ProxyProtocol && len(c.ProxyProtocolFrom) == 0 {
+		p.addf("proxy_protocol_from", "required when proxy_protocol is true (the load balancers' addresses)")
+	}
+
+	switch {
+	case c.TOTP.Issuer == "":
+		p.addf("totp.issuer", "required (shown in the authenticator app)")
+	case strings.Contains(c.TOTP.Issuer, ":"):
+		p.addf("totp.issuer", "%q must not contain ':' (it separates issuer and user in the otpauth label)", c.TOTP.Issuer)
+	case strings.IndexFunc(c.TOTP.Issuer, unicode.IsControl) >= 0:
+		p.addf("totp.issuer", "%q must not contain control characters", c.TOTP.Issuer)
+	case len(c.TOTP.Issuer) > maxIssuer:
+		p.addf("totp.issuer", "longer than %d bytes (it goes into the QR code)", maxIssuer)
+	}
+	if c.TOTP.Skew < 0 || c.TOTP.Skew > 10 {
+		p.addf("totp.skew", "%d is out of range (0..10 steps of 30s)", c.TOTP.Skew)
+	}
+
+	if c.RateLimit.Failures < 1 {
+		p.addf("rate_limit.failures", "must be at least 1")
+	}
+	if c.RateLimit.Window <= 0 {
+		p.addf("rate_limit.window", "must be positive")
+	}
+	if c.RateLimit.Lockout <= 0 {
+		p.addf("rate_limit.lockout", "must be positive")
+	}
+
+	if c.Enroll.ConfirmWithin <= 0 {
+		p.addf("enroll.confirm_within", "must be positive")
+	}
+	checkTLS(&p, c.Enroll.TLSCert, c.Enroll.TLSKey)
+
+	switch {
+	case c.Admin.Socket == "":
+		p.addf("admin.socket", "required")
+	case len(c.Admin.Socket) > maxSocketPath:
+		p.addf("admin.socket", "%s is longer than %d bytes, the limit for a Unix socket path", c.Admin.Socket, maxSocketPath)
+	default:
+		if err := creatable(c.Admin.Socket); err != nil {
+			p.add("admin.socket", err)
+		}
+	}
+
+	if c.LogFormat != "json" && c.LogFormat != "text" {
+		p.addf("log_format", "%q is not supported (supported: json, text)", c.LogFormat)
+	}
+	if c.LoginGraceTime <= 0 {
+		p.addf("login_grace_time", "must be positive")
+	}
+	if c.MaxAuthTries < 1 {
+		p.addf("max_auth_tries", "must be at least 1")
+	}
+	if c.MaxStartups < 1 {
+		p.addf("max_startups", "must be at least 1")
+	}
+	if c.FailureDelay < 0 {
+		p.addf("failure_delay", "must not be negative")
+	}
+
+	return errors.Join(p...)
+}
+
+// parseNetwork accepts a CIDR network or a bare address (as /32 or /128). An IPv4-mapped
+// IPv6 network becomes the IPv4 network it denotes, because lookups Unmap addresses first.
+func parseNetwork(s string) (netip.Prefix, error) {
+	var pfx netip.Prefix
+	if strings.Contains(s, "/") {
+		p, err := netip.ParsePrefix(s)
+		if err != nil {
+			return netip.Prefix{}, err
+		}
+		pfx = p
+	} else {
+		a, err := netip.ParseAddr(s)
+		if err != nil {
+			return netip.Prefix{}, err
+		}
+		if a.Zone() != "" {
+			return netip.Prefix{}, errors.New("zones are not allowed")
+		}
+		pfx = netip.PrefixFrom(a, a.BitLen())
+	}
+	if a := pfx.Addr(); a.Is4In6() && pfx.Bits() >= 96 {
+		pfx = netip.PrefixFrom(a.Unmap(), pfx.Bits()-96)
+	}
+	return pfx.Masked(), nil
+}
+
+func parseNetworks(p *problems, key string, raw []string, allowAll bool) []netip.Prefix {
+	out := make([]netip.Prefix, 0, len(raw))
+	for i, s := range raw {
+		k := fmt.Sprintf("%s[%d]", key, i)
+		pfx, err := parseNetwork(s)
+		if err != nil {
+			p.addf(k, "%q is not a CIDR network or IP address", s)
+			continue
+		}
+		if !allowAll && pfx.Bits() == 0 {
+			// Trusting everyone silently turns the second factor off.
+			p.addf(k, "%q would trust every address, so nobody would be asked for a code", s)
+			continue
+		}
+		out = append(out, pfx)
+	}
+	return out
+}
+
+// splitHostPort checks host:port with a numeric port; the host may be empty (all addresses).
+func splitHostPort(addr string) (host string, port int, err error) {
+	host, ps, err := net.SplitHostPort(addr)
+	if err != nil {
+		if ae, ok := errors.AsType[*net.AddrError](err); ok {
+			return "", 0, fmt.Errorf("%q is not host:port (%s)", addr, ae.Err)
+		}
+		return "", 0, fmt.Errorf("%q is not host:port", addr)
+	}
+	port, err = strconv.Atoi(ps)
+	if err != nil || port < 0 || port > 65535 {
+		return "", 0, fmt.Errorf("%q: port %q is not a number from 0 to 65535", addr, ps)
+	}
+	if host != "" && !validHost(host) {
+		return "", 0, fmt.Errorf("%q: %q is not an IP address or host name", addr, host)
+	}
+	return host, port, nil
+}
+
+func validHost(h string) bool {
+	if _, err := netip.ParseAddr(h); err == nil {
+		return true
+	}
+	if len(h) > 253 {
+		return false
+	}
+	for _, label := range strings.Split(h, ".") {
+		if label == "" || len(label) > 63 || label[0] == '-' || label[len(label)-1] == '-' {
+			return false
+		}
+		for _, r := range label {
+			if !(r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' || r == '-' || r == '_') {
+				return false
+			}
+		}
+	}
+	return true
+}
+
+func checkListen(p *problems, key, addr string, required bool) {
+	if addr == "" {
+		if required {
+			p.addf(key, "required (host:port)")
+		}
+		return
+	}
+	if _, _, err := splitHostPort(addr); err != nil {
+		p.add(key, err)
+	}
+}
+
+// checkListenConflicts catches two listeners on one port, which would fail at start with a
+// less helpful "address already in use". Port 0 (pick a free port) never conflicts.
+func checkListenConflicts(p *problems, keys, addrs []string) {
+	wildcard := func(h string) bool {
+		if h == "" {
+			return true
+		}
+		a, err := netip.ParseAddr(h)
+		return err == nil && a.IsUnspecified()
+	}
+	for i := range addrs {
+		hi, pi, err := splitHostPort(addrs[i])
+		if addrs[i] == "" || err != nil || pi == 0 {
+			continue
+		}
+		for j := range i {
+			hj, pj, err := splitHostPort(addrs[j])
+			if addrs[j] == "" || err != nil || pj != pi {
+				continue
+			}
+			if hi == hj || wildcard(hi) || wildcard(hj) {
+				p.addf(keys[i], "%q uses the same port as %s (%q)", addrs[i], keys[j], addrs[j])
+				break
+			}
+		}
+	}
+}
+
+func checkUpstream(p *problems, addr string) {
+	const key = "upstream.address"
+	if addr == "" {
+		p.addf(key, "required (host:port)")
+		return
+	}
+	host, port, err := splitHostPort(addr)
+	switch {
+	case err != nil:
+		p.add(key, err)
+	case host == "":
+		p.addf(key, "%q has no host", addr)
+	case port == 0:
+		p.addf(key, "%q: port 0 cannot be dialled", addr)
+	}
+}
+
+// checkKnownHosts requires a readable file with at least one usable key, parsed the way the
+// daemon will parse it (knownhosts.New), so that a broken file fails here and not at the first
+// login.
+func checkKnownHosts(p *problems, key, path string) {
+	if path == "" {
+		p.addf(key, "required (the lander's host keys, e.g. from ssh-keyscan)")
+		return
+	}
+	data, err := readSmall(path)
+	if err != nil {
+		p.add(key, err)
+		return
+	}
+	keys := 0
+	for i, line := range bytes.Split(data, []byte("\n")) {
+		marker, _, _, _, _, err := ssh.ParseKnownHosts(line)
+		switch {
+		case errors.Is(err, io.EOF): // blank line or comment
+		case err != nil:
+			p.addf(key, "%s:%d: %v", path, i+1, err)
+			return
+		case marker != "revoked":
+			keys++
+		}
+	}
+	if _, err := knownhosts.New(path); err != nil {
+		p.add(key, err)
+		return
+	}
+	if keys == 0 {
+		p.addf(key, "%s holds no host key (add the lander's: ssh-keyscan -p PORT HOST >> %s)", path, path)
+	}
+}
+
+// checkHostKey accepts a parseable unencrypted private key, or a missing file that the daemon
+// can create on first start.
+func checkHostKey(p *problems, key, path string) {
+	if path == "" {
+		p.addf(key, "empty path")
+		return
+	}
+	data, err := readSmall(path)
+	if missing(err) {
+		if err := creatable(path); err != nil {
+			p.add(key, err)
+		}
+		return
+	}
+	if err != nil {
+		p.add(key, err)
+		return
+	}
+	if _, err := ssh.ParsePrivateKey(data); err != nil {
+		if _, ok := errors.AsType[*ssh.PassphraseMissingError](err); ok {
+			p.addf(key, "%s is protected by a passphrase; the daemon needs an unencrypted key", path)
+			return
+		}
+		p.addf(key, "%s is not a private key (%v)", path, err)
+	}
+}
+
+// checkStatePath accepts a file that is not a directory, or a missing one that can be created.
+func checkStatePath(p *problems, key, path string) {
+	if path == "" {
+		p.addf(key, "required (a file path)")
+		return
+	}
+	fi, err := os.Stat(path)
+	switch {
+	case err == nil && fi.IsDir():
+		p.addf(key, "%s is a directory, not a file", path)
+	case missing(err):
+		if err := creatable(path); err != nil {
+			p.add(key, err)
+		}
+	case err != nil:
+		p.add(key, err)
+	}
+}
+
+// missing reports whether err says a file is absent, including ENOTDIR: a path through a
+// regular file, which creatable then explains.
+func missing(err error) bool {
+	return errors.Is(err, fs.ErrNotExist) || errors.Is(err, syscall.ENOTDIR)
+}
+
+// creatable reports whether a missing file's directory exists or could be made: the nearest
+// existing ancestor must be a directory. Write permission is not checked, because `config
+// check` may run as another user than the daemon.
+func creatable(path string) error {
+	dir := filepath.Dir(path)
+	for {
+		fi, err := os.Stat(dir)
+		if err == nil {
+			if !fi.IsDir() {
+				return fmt.Errorf("%s: %s is not a directory", path, dir)
+			}
+			return nil
+		}
+		if !missing(err) {
+			return err
+		}
+		parent := filepath.Dir(dir)
+		if parent == dir {
+			return nil
+		}
+		dir = parent
+	}
+}
+
+func checkTLS(p *problems, cert, key string) {
+	switch {
+	case cert == "" && key == "":
+		return
+	case cert == "":
+		p.addf("enroll.tls_cert", "required when enroll.tls_key is set")
+	case key == "":
+		p.addf("enroll.tls_key", "required when enroll.tls_cert is set")
+	default:
+		if _, err := tls.LoadX509KeyPair(cert, key); err != nil {
+			p.add("enroll.tls_cert", err)
+		}
+	}
+}
+
+// readSmall reads a key or known_hosts file. It refuses anything but a regular file (opening a
+// FIFO would hang `config check`) and anything implausibly large.
+func readSmall(path string) ([]byte, error) {
+	// O_NONBLOCK makes opening a FIFO return at once; it does not affect reading a regular file.
+	f, err := os.OpenFile(path, os.O_RDONLY|syscall.O_NONBLOCK, 0)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	fi, err := f.Stat()
+	if err != nil {
+		return nil, err
+	}
+	if !fi.Mode().IsRegular() {
+		return nil, fmt.Errorf("%s is not a regular file", path)
+	}
+	data, err := io.ReadAll(io.LimitReader(f, maxFileSize+1))
+	if err != nil {
+		return nil, err
+	}
+	if len(data) > maxFileSize {
+		return nil, fmt.Errorf("%s is larger than %d bytes", path, maxFileSize)
+	}
+	return data, nil
+}

@@ -1,0 +1,259 @@
+package config
+
+import (
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"encoding/pem"
+	"math/big"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+)
+
+// selfSigned writes a certificate and key pair for the portal's TLS settings.
+func selfSigned(t *testing.T, dir string) (cert, key string) {
+	t.Helper()
+	priv, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tmpl := &x509.Certificate{
+		SerialNumber: big.NewInt(1),
+		Subject:      pkix.Name{CommonName: "portal"},
+		NotBefore:    time.Now().Add(-time.Hour),
+		NotAfter:     time.Now().Add(time.Hour),
+	}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &priv.PublicKey, priv)
+	if err != nil {
+		t.Fatal(err)
+	}
+	kder, err := x509.MarshalECPrivateKey(priv)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cert = writeFile(t, filepath.Join(dir, "portal.crt"), string(pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der})))
+	key = writeFile(t, filepath.Join(dir, "portal.key"), string(pem.EncodeToMemory(&pem.Block{Type: "EC PRIVATE KEY", Bytes: kder})))
+	return cert, key
+}
+
+func TestValidateNamesTheKey(t *testing.T) {
+	tests := []struct {
+		name   string
+		mutate func(t *testing.T, c *Config, dir string)
+		want   string // the start of the one expected error line; "" = valid
+	}{
+		// trusted networks and other network lists
+		{"bad CIDR", func(t *testing.T, c *Config, dir string) { c.TrustedNetworks = []string{"10.0.0.0/8", "10.0.0.300/8"} },
+			`trusted_networks[1]: "10.0.0.300/8" is not a CIDR network`},
+		{"trust everyone", func(t *testing.T, c *Config, dir string) { c.TrustedNetworks = []string{"0.0.0.0/0"} },
+			`trusted_networks[0]: "0.0.0.0/0" would trust every address`},
+		{"trust everyone v6", func(t *testing.T, c *Config, dir string) { c.TrustedNetworks = []string{"::/0"} },
+			`trusted_networks[0]: "::/0" would trust every address`},
+		{"zone", func(t *testing.T, c *Config, dir string) { c.TrustedNetworks = []string{"fe80::1%eth0"} },
+			`trusted_networks[0]: "fe80::1%eth0" is not a CIDR network`},
+		{"bare IPs and non-canonical prefixes are fine", func(t *testing.T, c *Config, dir string) {
+			c.TrustedNetworks = []string{"10.1.2.3", "2001:db8::1", "10.1.2.3/8"}
+		}, ""},
+		{"allowed networks", func(t *testing.T, c *Config, dir string) { c.Enroll.AllowedNetworks = []string{"any"} },
+			`enroll.allowed_networks[0]: "any" is not a CIDR network`},
+		{"proxy from", func(t *testing.T, c *Config, dir string) {
+			c.ProxyProtocol = true
+			c.ProxyProtocolFrom = []string{"lb.example.org"}
+		}, `proxy_protocol_from[0]: "lb.example.org" is not a CIDR network or IP address`},
+		{"proxy on without peers", func(t *testing.T, c *Config, dir string) { c.ProxyProtocol = true },
+			`proxy_protocol_from: required when proxy_protocol is true`},
+		{"proxy from IP and CIDR", func(t *testing.T, c *Config, dir string) {
+			c.ProxyProtocol = true
+			c.ProxyProtocolFrom = []string{"10.0.0.1", "fd00::/64"}
+		}, ""},
+
+		// durations and numbers
+		{"window zero", func(t *testing.T, c *Config, dir string) { c.RateLimit.Window = 0 }, `rate_limit.window: must be positive`},
+		{"lockout negative", func(t *testing.T, c *Config, dir string) { c.RateLimit.Lockout = -time.Second }, `rate_limit.lockout: must be positive`},
+		{"failures zero", func(t *testing.T, c *Config, dir string) { c.RateLimit.Failures = 0 }, `rate_limit.failures: must be at least 1`},
+		{"confirm_within", func(t *testing.T, c *Config, dir string) { c.Enroll.ConfirmWithin = 0 }, `enroll.confirm_within: must be positive`},
+		{"skew high", func(t *testing.T, c *Config, dir string) { c.TOTP.Skew = 11 }, `totp.skew: 11 is out of range (0..10`},
+		{"skew negative", func(t *testing.T, c *Config, dir string) { c.TOTP.Skew = -1 }, `totp.skew: -1 is out of range`},
+		{"skew zero ok", func(t *testing.T, c *Config, dir string) { c.TOTP.Skew = 0 }, ""},
+		{"login_grace_time", func(t *testing.T, c *Config, dir string) { c.LoginGraceTime = 0 }, `login_grace_time: must be positive`},
+		{"max_auth_tries", func(t *testing.T, c *Config, dir string) { c.MaxAuthTries = 0 }, `max_auth_tries: must be at least 1`},
+		{"max_startups", func(t *testing.T, c *Config, dir string) { c.MaxStartups = -1 }, `max_startups: must be at least 1`},
+		{"failure_delay", func(t *testing.T, c *Config, dir string) { c.FailureDelay = -time.Second }, `failure_delay: must not be negative`},
+
+		// strings with fixed choices
+		{"first factor", func(t *testing.T, c *Config, dir string) { c.FirstFactor = "ldap" },
+			`first_factor: "ldap" is not supported (supported: upstream)`},
+		{"log format", func(t *testing.T, c *Config, dir string) { c.LogFormat = "xml" },
+			`log_format: "xml" is not supported (supported: json, text)`},
+		{"issuer empty", func(t *testing.T, c *Config, dir string) { c.TOTP.Issuer = "" }, `totp.issuer: required`},
+		{"issuer colon", func(t *testing.T, c *Config, dir string) { c.TOTP.Issuer = "HPC:Login" }, `totp.issuer: "HPC:Login" must not contain ':'`},
+		{"issuer control", func(t *testing.T, c *Config, dir string) { c.TOTP.Issuer = "HPC\n" }, `totp.issuer: "HPC\n" must not contain control`},
+		{"issuer long", func(t *testing.T, c *Config, dir string) { c.TOTP.Issuer = strings.Repeat("x", 65) }, `totp.issuer: longer than 64`},
+
+		// addresses
+		{"listen missing", func(t *testing.T, c *Config, dir string) { c.Listen = "" }, `listen: required (host:port)`},
+		{"listen no port", func(t *testing.T, c *Config, dir string) { c.Listen = "0.0.0.0" }, `listen: "0.0.0.0" is not host:port`},
+		{"listen bad port", func(t *testing.T, c *Config, dir string) { c.Listen = ":99999" }, `listen: ":99999": port "99999" is not a number`},
+		{"listen bad host", func(t *testing.T, c *Config, dir string) { c.Listen = "bad host:22" }, `listen: "bad host:22": "bad host" is not an IP address or host name`},
+		{"listen v6", func(t *testing.T, c *Config, dir string) { c.Listen = "[::]:2222" }, ""},
+		{"portal", func(t *testing.T, c *Config, dir string) { c.Enroll.PortalListen = "8080" }, `enroll.portal_listen: "8080" is not host:port`},
+		{"enroll ssh", func(t *testing.T, c *Config, dir string) { c.Enroll.SSHListen = "localhost:ssh" }, `enroll.ssh_listen: "localhost:ssh": port "ssh"`},
+		{"metrics", func(t *testing.T, c *Config, dir string) { c.MetricsListen = "127.0.0.1:" }, `metrics_listen: "127.0.0.1:": port ""`},
+		{"optional listeners may be off", func(t *testing.T, c *Config, dir string) {
+			c.Enroll.PortalListen, c.Enroll.SSHListen, c.MetricsListen = "", "", ""
+		}, ""},
+		{"port clash", func(t *testing.T, c *Config, dir string) { c.Enroll.SSHListen = "0.0.0.0:2222" },
+			`enroll.ssh_listen: "0.0.0.0:2222" uses the same port as listen ("127.0.0.1:2222")`},
+		{"port 0 never clashes", func(t *testing.T, c *Config, dir string) {
+			c.Listen, c.Enroll.PortalListen, c.Enroll.SSHListen, c.MetricsListen = "127.0.0.1:0", "127.0.0.1:0", "127.0.0.1:0", "127.0.0.1:0"
+		}, ""},
+		{"upstream missing", func(t *testing.T, c *Config, dir string) { c.Upstream.Address = "" }, `upstream.address: required (host:port)`},
+		{"upstream no port", func(t *testing.T, c *Config, dir string) { c.Upstream.Address = "lander" }, `upstream.address: "lander" is not host:port`},
+		{"upstream no host", func(t *testing.T, c *Config, dir string) { c.Upstream.Address = ":22" }, `upstream.address: ":22" has no host`},
+		{"upstream port 0", func(t *testing.T, c *Config, dir string) { c.Upstream.Address = "lander:0" }, `upstream.address: "lander:0": port 0`},
+		{"upstream by name", func(t *testing.T, c *Config, dir string) { c.Upstream.Address = "lander-01.example.org:22" }, ""},
+
+		// known_hosts
+		{"known_hosts missing", func(t *testing.T, c *Config, dir string) { c.Upstream.KnownHosts = filepath.Join(dir, "nope") },
+			`upstream.known_hosts: open ` + "DIR" + `/nope: no such file or directory`},
+		{"known_hosts empty path", func(t *testing.T, c *Config, dir string) { c.Upstream.KnownHosts = "" }, `upstream.known_hosts: required`},
+		{"known_hosts empty", func(t *testing.T, c *Config, dir string) {
+			c.Upstream.KnownHosts = writeFile(t, filepath.Join(dir, "kh"), "# nothing yet\n\n")
+		}, `upstream.known_hosts: DIR/kh holds no host key`},
+		{"known_hosts only revoked", func(t *testing.T, c *Config, dir string) {
+			c.Upstream.KnownHosts = writeFile(t, filepath.Join(dir, "kh"), "@revoked "+knownHostsLine(t))
+		}, `upstream.known_hosts: DIR/kh holds no host key`},
+		{"known_hosts garbage", func(t *testing.T, c *Config, dir string) {
+			c.Upstream.KnownHosts = writeFile(t, filepath.Join(dir, "kh"), knownHostsLine(t)+"lander ssh-ed25519 notbase64!\n")
+		}, `upstream.known_hosts: DIR/kh:2:`},
+		{"known_hosts is a directory", func(t *testing.T, c *Config, dir string) { c.Upstream.KnownHosts = dir },
+			`upstream.known_hosts: DIR is not a regular file`},
+
+		// host keys
+		{"host key missing in missing dirs is fine", func(t *testing.T, c *Config, dir string) {
+			c.HostKeyFiles = []string{filepath.Join(dir, "a", "b", "key")}
+		}, ""},
+		{"host key present", func(t *testing.T, c *Config, dir string) {
+			c.HostKeyFiles = []string{writeFile(t, filepath.Join(dir, "key"), privateKeyPEM(t, ""))}
+		}, ""},
+		{"host key garbage", func(t *testing.T, c *Config, dir string) {
+			c.HostKeyFiles = []string{c.HostKeyFiles[0], writeFile(t, filepath.Join(dir, "key"), "hello\n")}
+		}, `host_key_files[1]: DIR/key is not a private key`},
+		{"host key is a public key", func(t *testing.T, c *Config, dir string) {
+			c.HostKeyFiles = []string{writeFile(t, filepath.Join(dir, "key.pub"), strings.Fields(knownHostsLine(t))[1]+" "+strings.Fields(knownHostsLine(t))[2]+"\n")}
+		}, `host_key_files[0]: DIR/key.pub is not a private key`},
+		{"host key encrypted", func(t *testing.T, c *Config, dir string) {
+			c.HostKeyFiles = []string{writeFile(t, filepath.Join(dir, "key"), privateKeyPEM(t, "secret"))}
+		}, `host_key_files[0]: DIR/key is protected by a passphrase`},
+		{"host key is a directory", func(t *testing.T, c *Config, dir string) { c.HostKeyFiles = []string{dir} },
+			`host_key_files[0]: DIR is not a regular file`},
+		{"host key under a file", func(t *testing.T, c *Config, dir string) {
+			f := writeFile(t, filepath.Join(dir, "plain"), "x")
+			c.HostKeyFiles = []string{filepath.Join(f, "key")}
+		}, `host_key_files[0]: DIR/plain/key: DIR/plain is not a directory`},
+		{"no host keys", func(t *testing.T, c *Config, dir string) { c.HostKeyFiles = nil }, `host_key_files: at least one`},
+
+		// state files
+		{"db missing", func(t *testing.T, c *Config, dir string) { c.DB = "" }, `db: required`},
+		{"db is a directory", func(t *testing.T, c *Config, dir string) { c.DB = dir }, `db: DIR is a directory`},
+		{"secret key is db", func(t *testing.T, c *Config, dir string) { c.SecretKeyFile = c.DB }, `secret_key_file: must not be the same file as db`},
+		{"secret key under a file", func(t *testing.T, c *Config, dir string) {
+			c.SecretKeyFile = filepath.Join(writeFile(t, filepath.Join(dir, "plain"), "x"), "secret.key")
+		}, `secret_key_file: DIR/plain/secret.key: DIR/plain is not a directory`},
+		{"socket missing", func(t *testing.T, c *Config, dir string) { c.Admin.Socket = "" }, `admin.socket: required`},
+		{"socket too long", func(t *testing.T, c *Config, dir string) { c.Admin.Socket = "/run/" + strings.Repeat("s", 110) },
+			`admin.socket: /run/sss`},
+
+		// TLS
+		{"tls both", func(t *testing.T, c *Config, dir string) { c.Enroll.TLSCert, c.Enroll.TLSKey = selfSigned(t, dir) }, ""},
+		{"tls cert only", func(t *testing.T, c *Config, dir string) { c.Enroll.TLSCert, _ = selfSigned(t, dir) },
+			`enroll.tls_key: required when enroll.tls_cert is set`},
+		{"tls key only", func(t *testing.T, c *Config, dir string) { _, c.Enroll.TLSKey = selfSigned(t, dir) },
+			`enroll.tls_cert: required when enroll.tls_key is set`},
+		{"tls unreadable", func(t *testing.T, c *Config, dir string) {
+			_, c.Enroll.TLSKey = selfSigned(t, dir)
+			c.Enroll.TLSCert = filepath.Join(dir, "none.crt")
+		}, `enroll.tls_cert: open DIR/none.crt: no such file or directory`},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			c := validConfig(t)
+			dir := t.TempDir()
+			tt.mutate(t, c, dir)
+			err := c.Validate()
+			if tt.want == "" {
+				if err != nil {
+					t.Fatalf("unexpected error: %v", err)
+				}
+				return
+			}
+			if err == nil {
+				t.Fatalf("no error, want %q", tt.want)
+			}
+			want := strings.ReplaceAll(tt.want, "DIR", dir)
+			lines := strings.Split(err.Error(), "\n")
+			if len(lines) != 1 || !strings.HasPrefix(lines[0], want) {
+				t.Errorf("error:\n%v\nwant exactly one line starting %q", err, want)
+			}
+		})
+	}
+}
+
+// TestValidateReportsAll: an admin fixes everything in one go, so all problems come at once.
+func TestValidateReportsAll(t *testing.T) {
+	c := validConfig(t)
+	c.TrustedNetworks = []string{"10.0.0.0/8", "10.0.0.300/8"}
+	c.RateLimit.Window = 0
+	c.FirstFactor = "ldap"
+	c.Upstream.KnownHosts = filepath.Join(t.TempDir(), "x")
+	err := c.Validate()
+	if err == nil {
+		t.Fatal("no error")
+	}
+	for _, want := range []string{"trusted_networks[1]:", "rate_limit.window:", "first_factor:", "upstream.known_hosts:"} {
+		if !hasLine(err, want) {
+			t.Errorf("missing %q in\n%v", want, err)
+		}
+	}
+	// Through Load, the message says which file to fix.
+	dir := t.TempDir()
+	file := writeFile(t, filepath.Join(dir, "g.yaml"), validYAML(t, dir)+"first_factor: ldap\nlog_format: xml\n")
+	_, err = Load(file, nil)
+	if err == nil || !strings.Contains(err.Error(), file) || !hasLine(err, "first_factor:") || !hasLine(err, "log_format:") {
+		t.Errorf("Load error = %v", err)
+	}
+}
+
+// TestValidateIdempotent: validating twice must not pile up parsed networks.
+func TestValidateIdempotent(t *testing.T) {
+	c := validConfig(t)
+	c.TrustedNetworks = []string{"10.0.0.0/8"}
+	for range 2 {
+		if err := c.Validate(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if len(c.Trusted) != 1 || len(c.Enroll.Allowed) != 1 {
+		t.Errorf("Trusted %v Allowed %v after two Validate calls", c.Trusted, c.Enroll.Allowed)
+	}
+}
+
+func TestUnreadableFiles(t *testing.T) {
+	if os.Geteuid() == 0 {
+		t.Skip("root reads files regardless of mode")
+	}
+	c := validConfig(t)
+	key := writeFile(t, filepath.Join(t.TempDir(), "key"), privateKeyPEM(t, ""))
+	if err := os.Chmod(key, 0); err != nil {
+		t.Fatal(err)
+	}
+	c.HostKeyFiles = []string{key}
+	if err := c.Validate(); err == nil || !hasLine(err, "host_key_files[0]: open "+key+": permission denied") {
+		t.Errorf("err = %v", err)
+	}
+}

@@ -1,0 +1,364 @@
+package enroll
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"fmt"
+	"image"
+	"image/color"
+	"image/png"
+	"io"
+	"net/url"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"gatekeeper/gatekeeper/store"
+)
+
+// requireTool returns the path of an external program the test needs. Locally a missing tool
+// skips the test; in CI (CI=true) it fails it, so that a broken install step cannot hide.
+func requireTool(t *testing.T, name string) string {
+	t.Helper()
+	p, err := exec.LookPath(name)
+	if err != nil {
+		if os.Getenv("CI") == "true" {
+			t.Fatalf("%s is not installed: %v", name, err)
+		}
+		t.Skipf("%s is not installed: %v", name, err)
+	}
+	return p
+}
+
+// oathCodes asks oathtool for the codes of a base32 secret at the steps from at-30s to at+30s.
+func oathCodes(t *testing.T, oathtool, secret string, at time.Time) []string {
+	t.Helper()
+	out, err := exec.Command(oathtool, "--totp", "-b", secret,
+		"-N", fmt.Sprintf("@%d", at.Add(-30*time.Second).Unix()), "-w", "2").Output()
+	if err != nil {
+		t.Fatalf("oathtool: %v", err)
+	}
+	codes := strings.Fields(string(out))
+	if len(codes) != 3 {
+		t.Fatalf("oathtool printed %q, want 3 codes", out)
+	}
+	return codes
+}
+
+// session runs Terminal with pipes, as a script or a pty would drive it.
+type session struct {
+	in    *io.PipeWriter
+	lines chan string // output lines as they are printed
+	done  chan error  // Terminal's result
+	all   chan string // the whole output, after Terminal returned
+}
+
+func startTerminal(t *testing.T, l Linker, user string) *session {
+	t.Helper()
+	inR, inW := io.Pipe()
+	outR, outW := io.Pipe()
+	s := &session{in: inW, lines: make(chan string, 1000), done: make(chan error, 1), all: make(chan string, 1)}
+	go func() {
+		var all strings.Builder
+		sc := bufio.NewScanner(outR)
+		for sc.Scan() {
+			all.WriteString(sc.Text() + "\n")
+			s.lines <- sc.Text()
+		}
+		close(s.lines)
+		s.all <- all.String()
+	}()
+	go func() {
+		err := Terminal(context.Background(), l, user, inR, outW)
+		outW.Close()
+		inR.Close()
+		s.done <- err
+	}()
+	return s
+}
+
+// waitLine returns the first printed line starting with prefix, without the prefix.
+func (s *session) waitLine(t *testing.T, prefix string) string {
+	t.Helper()
+	timeout := time.After(10 * time.Second)
+	for {
+		select {
+		case l, ok := <-s.lines:
+			if !ok {
+				t.Fatalf("output ended before a line %q", prefix)
+			}
+			if rest, ok := strings.CutPrefix(l, prefix); ok {
+				return rest
+			}
+		case <-timeout:
+			t.Fatalf("no line %q within 10s", prefix)
+		}
+	}
+}
+
+func (s *session) typeLine(t *testing.T, line string) {
+	t.Helper()
+	if _, err := io.WriteString(s.in, line+"\n"); err != nil {
+		t.Fatalf("typing %q: %v", line, err)
+	}
+}
+
+// finish waits for Terminal to return and gives its error and whole output.
+func (s *session) finish(t *testing.T) (string, error) {
+	t.Helper()
+	select {
+	case err := <-s.done:
+		for range s.lines {
+		}
+		return <-s.all, err
+	case <-time.After(10 * time.Second):
+		t.Fatal("Terminal did not return within 10s")
+		return "", nil
+	}
+}
+
+var groupedSecret = regexp.MustCompile(`^[A-Z2-7]{4}( [A-Z2-7]{4})* ?[A-Z2-7]{0,3}$`)
+
+func TestTerminalLinks(t *testing.T) {
+	oathtool := requireTool(t, "oathtool")
+	clock := &fakeClock{t: time.Now()}
+	svc := newService(t, clock, nil)
+
+	s := startTerminal(t, svc, "alice")
+	uri := s.waitLine(t, "otpauth URI: ")
+	grouped := s.waitLine(t, "Secret: ")
+	u, err := url.Parse(uri)
+	if err != nil || u.Scheme != "otpauth" || u.Host != "totp" {
+		t.Fatalf("printed URI %q is not an otpauth://totp URI (%v)", uri, err)
+	}
+	secret := u.Query().Get("secret")
+	if !groupedSecret.MatchString(grouped) || strings.ReplaceAll(grouped, " ", "") != secret {
+		t.Errorf("Secret line %q is not the URI's secret %q in groups of 4", grouped, secret)
+	}
+	s.typeLine(t, oathCodes(t, oathtool, secret, clock.t)[1])
+	out, err := s.finish(t)
+	if err != nil {
+		t.Fatalf("Terminal: %v\n%s", err, out)
+	}
+
+	for _, want := range []string{
+		"Scan this QR code with Google Authenticator or any TOTP app. It is shown only once.",
+		"\notpauth URI: " + uri + "\n",
+		"\nSecret: " + grouped + "\n",
+		"Code from your app: Device linked for alice. Log in with your password and a code from the app.\n",
+	} {
+		if !strings.Contains(out, want) {
+			t.Errorf("output lacks %q:\n%s", want, out)
+		}
+	}
+	if strings.Contains(out, "\x1b") {
+		t.Errorf("output has escape sequences:\n%q", out)
+	}
+	if qr := qrBlock(out); len(qr) < 10 {
+		t.Errorf("output has no QR code drawn with half blocks:\n%s", out)
+	}
+	if got := peek(t, svc.Store, "alice"); got.State != store.StateActive {
+		t.Errorf("state after linking = %s, want active", got.State)
+	}
+}
+
+// TestTerminalQRDecodes renders the printed half-block QR code to an image and reads it back
+// with zbarimg, as a phone camera would.
+func TestTerminalQRDecodes(t *testing.T) {
+	zbarimg := requireTool(t, "zbarimg")
+	svc := newService(t, &fakeClock{t: t0}, nil)
+	s := startTerminal(t, svc, "alice")
+	uri := s.waitLine(t, "otpauth URI: ")
+	s.in.Close()
+	out, _ := s.finish(t)
+
+	img := renderQR(t, qrBlock(out))
+	file := filepath.Join(t.TempDir(), "qr.png")
+	f, err := os.Create(file)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := png.Encode(f, img); err != nil {
+		t.Fatal(err)
+	}
+	f.Close()
+	got, err := exec.Command(zbarimg, "--raw", "-q", file).Output()
+	if err != nil {
+		t.Fatalf("zbarimg could not read the printed QR code: %v\n%s", err, out)
+	}
+	if strings.TrimSpace(string(got)) != uri {
+		t.Errorf("QR code holds %q, want the printed URI %q", got, uri)
+	}
+}
+
+// qrBlock returns the output lines that draw the QR code.
+func qrBlock(out string) []string {
+	var qr []string
+	for _, l := range strings.Split(out, "\n") {
+		if l != "" && strings.Trim(l, " █▀▄") == "" && strings.ContainsAny(l, "█▀▄") {
+			qr = append(qr, l)
+		}
+	}
+	return qr
+}
+
+// renderQR turns half-block lines into an image as a dark terminal shows them: a space is two
+// dark modules, a full block two light ones, and the terminal around the code is dark too, so
+// only the code's own quiet zone is light. 4 pixels a module.
+func renderQR(t *testing.T, lines []string) image.Image {
+	t.Helper()
+	const scale, border = 4, 4
+	width := 0
+	for _, l := range lines {
+		width = max(width, len([]rune(l)))
+	}
+	h := 2 * len(lines)
+	img := image.NewGray(image.Rect(0, 0, (width+2*border)*scale, (h+2*border)*scale))
+	set := func(x, y int) {
+		for dy := range scale {
+			for dx := range scale {
+				img.SetGray((x+border)*scale+dx, (y+border)*scale+dy, color.Gray{Y: 255})
+			}
+		}
+	}
+	for row, l := range lines {
+		for col, r := range []rune(l) {
+			top, bottom := true, true // light?
+			switch r {
+			case ' ':
+				top, bottom = false, false
+			case '▀':
+				bottom = false
+			case '▄':
+				top = false
+			case '█':
+			default:
+				t.Fatalf("unexpected %q in QR line %q", r, l)
+			}
+			if top {
+				set(col, 2*row)
+			}
+			if bottom {
+				set(col, 2*row+1)
+			}
+		}
+	}
+	return img
+}
+
+func TestTerminalWrongCodes(t *testing.T) {
+	oathtool := requireTool(t, "oathtool")
+	clock := &fakeClock{t: t0}
+	svc := newService(t, clock, nil)
+
+	s := startTerminal(t, svc, "alice")
+	secret := strings.ReplaceAll(s.waitLine(t, "Secret: "), " ", "")
+	valid := oathCodes(t, oathtool, secret, clock.t)
+	var wrong []string
+	for c := 0; len(wrong) < MaxTries; c++ {
+		if code := fmt.Sprintf("%06d", c); !slices.Contains(valid, code) {
+			wrong = append(wrong, code)
+		}
+	}
+	for _, code := range wrong {
+		s.typeLine(t, code)
+	}
+	out, err := s.finish(t)
+	if !errors.Is(err, ErrBadCode) || !strings.Contains(err.Error(), "the link stays pending until") {
+		t.Errorf("Terminal error = %v, want ErrBadCode saying the link stays pending", err)
+	}
+	if n := strings.Count(out, "Code from your app: "); n != MaxTries {
+		t.Errorf("asked for a code %d times, want %d", n, MaxTries)
+	}
+	if !strings.Contains(out, "That code did not match. Check the phone's clock") {
+		t.Errorf("output does not explain the mismatch:\n%s", out)
+	}
+	if got := peek(t, svc.Store, "alice"); got.State != store.StatePending {
+		t.Errorf("state = %s, want pending", got.State)
+	}
+	// A valid code still confirms the pending link afterwards.
+	if err := svc.Confirm(context.Background(), "alice", valid[1]); err != nil {
+		t.Errorf("Confirm after three wrong codes: %v", err)
+	}
+}
+
+func TestTerminalNoCode(t *testing.T) {
+	clock := &fakeClock{t: t0}
+	svc := newService(t, clock, nil)
+	var out strings.Builder
+	err := Terminal(context.Background(), svc, "alice", strings.NewReader(""), &out)
+	want := "no code given; the link stays pending until " + formatTime(t0.Add(10*time.Minute))
+	if err == nil || err.Error() != want {
+		t.Errorf("Terminal with empty input = %v, want %q", err, want)
+	}
+	if got := peek(t, svc.Store, "alice"); got.State != store.StatePending {
+		t.Errorf("state = %s, want pending", got.State)
+	}
+}
+
+func TestTerminalRefused(t *testing.T) {
+	clock := &fakeClock{t: t0}
+	svc := newService(t, clock, nil)
+	mustBegin(t, svc, "alice")
+	var out strings.Builder
+	err := Terminal(context.Background(), svc, "alice", strings.NewReader("123456\n"), &out)
+	if !errors.Is(err, ErrPending) {
+		t.Errorf("Terminal for a pending user = %v, want ErrPending", err)
+	}
+	if out.Len() != 0 {
+		t.Errorf("refused Terminal printed:\n%s", out.String())
+	}
+}
+
+func TestLineReader(t *testing.T) {
+	tests := []struct {
+		in   string
+		want []string
+	}{
+		{"123456\n654321\n", []string{"123456", "654321"}},
+		{"123456\r\n654321\r\n", []string{"123456", "654321"}},
+		{"123456\r654321\r", []string{"123456", "654321"}},
+		{"123456", []string{"123456"}},
+		{"\n\n", []string{"", ""}},
+		{"\r\r\n", []string{"", ""}},
+		{strings.Repeat("9", 5000) + "\n1\n", []string{strings.Repeat("9", maxLine), "1"}},
+	}
+	for _, tt := range tests {
+		lr := &lineReader{r: bufio.NewReader(strings.NewReader(tt.in))}
+		var got []string
+		for {
+			l, err := lr.readLine()
+			if err != nil {
+				if !errors.Is(err, io.EOF) {
+					t.Fatalf("readLine(%q): %v", tt.in, err)
+				}
+				break
+			}
+			got = append(got, l)
+		}
+		if !slices.Equal(got, tt.want) {
+			t.Errorf("lines of %q = %q, want %q", tt.in, got, tt.want)
+		}
+	}
+}
+
+func TestGroupSecret(t *testing.T) {
+	tests := map[string]string{
+		"":                                 "",
+		"ABC":                              "ABC",
+		"ABCD":                             "ABCD",
+		"ABCDEFGHIJ":                       "ABCD EFGH IJ",
+		"JBSWY3DPEHPK3PXPJBSWY3DPEHPK3PXP": "JBSW Y3DP EHPK 3PXP JBSW Y3DP EHPK 3PXP",
+	}
+	for in, want := range tests {
+		if got := GroupSecret(in); got != want {
+			t.Errorf("GroupSecret(%q) = %q, want %q", in, got, want)
+		}
+	}
+}

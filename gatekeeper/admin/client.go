@@ -1,0 +1,188 @@
+package admin
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"net/url"
+	"syscall"
+	"time"
+
+	"gatekeeper/enroll"
+	"gatekeeper/gatekeeper/store"
+)
+
+// ErrNoDaemon means no gatekeeper daemon listens on the admin socket (the socket file is
+// missing or nobody accepts on it). Commands then open the database directly.
+var ErrNoDaemon = errors.New("gatekeeper daemon is not running")
+
+// DefaultTimeout bounds each Client call, from dialling to reading the answer.
+const DefaultTimeout = 10 * time.Second
+
+// maxResponseBytes bounds what the client reads of an answer.
+const maxResponseBytes = 1 << 20
+
+// Client calls the admin API of a running daemon. It implements enroll.Linker, so the terminal
+// link flow runs the same against the daemon as against a local enroll.Service. Errors the
+// daemon reports match the enroll and store sentinel errors with errors.Is and carry the
+// daemon's message.
+type Client struct {
+	path string
+	// Timeout bounds each call; NewClient sets DefaultTimeout.
+	Timeout time.Duration
+	hc      *http.Client
+}
+
+var _ enroll.Linker = (*Client)(nil)
+
+// dialError marks a failure to connect, as opposed to one after the daemon accepted.
+type dialError struct{ err error }
+
+func (e *dialError) Error() string { return e.err.Error() }
+func (e *dialError) Unwrap() error { return e.err }
+
+// NewClient returns a client for the admin socket at path. It does not connect yet.
+func NewClient(path string) *Client {
+	var d net.Dialer
+	tr := &http.Transport{
+		DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
+			c, err := d.DialContext(ctx, "unix", path)
+			if err != nil {
+				return nil, &dialError{err}
+			}
+			return c, nil
+		},
+		// One connection per call: the commands make a handful of calls, and a fresh
+		// connection is what the daemon's per-connection caller uid is taken from.
+		DisableKeepAlives: true,
+	}
+	return &Client{path: path, Timeout: DefaultTimeout, hc: &http.Client{Transport: tr}}
+}
+
+// Begin starts a device link for user on the daemon and returns the one showing of the secret.
+func (c *Client) Begin(ctx context.Context, user string) (enroll.Link, error) {
+	var link enroll.Link
+	err := c.call(ctx, http.MethodPost, "/v1/enroll/begin", beginRequest{User: user}, &link)
+	return link, err
+}
+
+// Confirm confirms user's pending link with code on the daemon.
+func (c *Client) Confirm(ctx context.Context, user, code string) error {
+	return c.call(ctx, http.MethodPost, "/v1/enroll/confirm", confirmRequest{User: user, Code: code}, nil)
+}
+
+// User returns the state of user as the daemon sees it (never the secret).
+func (c *Client) User(ctx context.Context, user string) (UserInfo, error) {
+	var info UserInfo
+	if err := store.CheckName(user); err != nil {
+		return info, err
+	}
+	err := c.call(ctx, http.MethodGet, "/v1/users/"+url.PathEscape(user), nil, &info)
+	return info, err
+}
+
+// Ping checks that a daemon answers on the socket; it returns an error matching ErrNoDaemon
+// when none does.
+func (c *Client) Ping(ctx context.Context) error {
+	return c.call(ctx, http.MethodGet, "/v1/health", nil, nil)
+}
+
+// call sends one request and decodes a 2xx answer into out (when out is not nil).
+func (c *Client) call(ctx context.Context, method, path string, in, out any) error {
+	if c.Timeout > 0 {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, c.Timeout)
+		defer cancel()
+	}
+	var body io.Reader
+	if in != nil {
+		b, err := json.Marshal(in)
+		if err != nil {
+			return fmt.Errorf("admin request: %w", err)
+		}
+		body = bytes.NewReader(b)
+	}
+	// The host is never used for a Unix socket, but HTTP needs one.
+	req, err := http.NewRequestWithContext(ctx, method, "http://gatekeeper"+path, body)
+	if err != nil {
+		return fmt.Errorf("admin request: %w", err)
+	}
+	if in != nil {
+		req.Header.Set("Content-Type", "application/json")
+	}
+	resp, err := c.hc.Do(req)
+	if err != nil {
+		return c.connError(ctx, err)
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(io.LimitReader(resp.Body, maxResponseBytes))
+	if err != nil {
+		return c.connError(ctx, err)
+	}
+	if resp.StatusCode/100 != 2 {
+		return remoteError(resp.StatusCode, b)
+	}
+	if out == nil {
+		return nil
+	}
+	if err := json.Unmarshal(b, out); err != nil {
+		return fmt.Errorf("admin socket %s: unreadable answer: %w", c.path, err)
+	}
+	return nil
+}
+
+// connError turns a transport failure into a message that tells the operator what to do.
+func (c *Client) connError(ctx context.Context, err error) error {
+	var de *dialError
+	switch {
+	case errors.As(err, &de) && (errors.Is(err, syscall.ENOENT) || errors.Is(err, syscall.ECONNREFUSED)):
+		return fmt.Errorf("%w (nothing answers on admin socket %s)", ErrNoDaemon, c.path)
+	case errors.Is(err, syscall.EACCES) || errors.Is(err, syscall.EPERM):
+		return fmt.Errorf("permission denied on admin socket %s (are you in the gatekeeper group or root?): %w", c.path, err)
+	case errors.Is(ctx.Err(), context.DeadlineExceeded):
+		return fmt.Errorf("admin socket %s: no answer within %s: %w", c.path, c.Timeout, err)
+	default:
+		return fmt.Errorf("admin socket %s: %w", c.path, err)
+	}
+}
+
+// apiError is an error reported by the daemon: its message is the daemon's, and it matches the
+// sentinel error the daemon's code stands for.
+type apiError struct {
+	msg      string
+	sentinel error
+}
+
+func (e *apiError) Error() string { return e.msg }
+func (e *apiError) Unwrap() error { return e.sentinel }
+
+// remoteError maps an error answer back to the sentinel errors the daemon started from.
+func remoteError(status int, b []byte) error {
+	var eb errorBody
+	if err := json.Unmarshal(b, &eb); err != nil || eb.Error == "" {
+		return fmt.Errorf("admin socket: unexpected answer %d %s", status, http.StatusText(status))
+	}
+	var sentinel error
+	switch eb.Code {
+	case codeAlreadyLinked:
+		sentinel = enroll.ErrAlreadyLinked
+	case codePending:
+		sentinel = enroll.ErrPending
+	case codeNoPending:
+		sentinel = enroll.ErrNoPending
+	case codeExpired:
+		sentinel = enroll.ErrExpired
+	case codeBadCode:
+		sentinel = enroll.ErrBadCode
+	case codeBadName:
+		sentinel = store.ErrBadName
+	default:
+		return fmt.Errorf("gatekeeper daemon: %s", eb.Error)
+	}
+	return &apiError{msg: eb.Error, sentinel: sentinel}
+}

@@ -1,0 +1,86 @@
+package gatekeeper
+
+import (
+	"crypto/ed25519"
+	"crypto/rand"
+	"encoding/pem"
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
+	"path/filepath"
+
+	"golang.org/x/crypto/ssh"
+)
+
+// LoadHostKeys reads the gatekeeper's SSH host keys. A file that does not
+// exist yet gets a new ed25519 key, written 0600 — the same first-start
+// behaviour as sshd-keygen. A file that exists but cannot be parsed is an
+// error: silently replacing it would change the host key users trust.
+func LoadHostKeys(files []string) ([]ssh.Signer, error) {
+	if len(files) == 0 {
+		return nil, errors.New("host_key_files: at least one host key is required")
+	}
+	var signers []ssh.Signer
+	for i, f := range files {
+		s, err := loadOrCreateHostKey(f)
+		if err != nil {
+			return nil, fmt.Errorf("host_key_files[%d]: %w", i, err)
+		}
+		signers = append(signers, s)
+	}
+	return signers, nil
+}
+
+func loadOrCreateHostKey(path string) (ssh.Signer, error) {
+	data, err := os.ReadFile(path)
+	if errors.Is(err, fs.ErrNotExist) {
+		data, err = createHostKey(path)
+	}
+	if err != nil {
+		return nil, err
+	}
+	signer, err := ssh.ParsePrivateKey(data)
+	if err != nil {
+		return nil, fmt.Errorf("%s is not a usable private key: %w", path, err)
+	}
+	return signer, nil
+}
+
+// createHostKey writes a new ed25519 key with O_EXCL, so two daemons started
+// at once cannot both write one and end up with different keys.
+func createHostKey(path string) ([]byte, error) {
+	_, priv, err := ed25519.GenerateKey(rand.Reader)
+	if err != nil {
+		return nil, err
+	}
+	block, err := ssh.MarshalPrivateKey(priv, "gatekeeper host key")
+	if err != nil {
+		return nil, err
+	}
+	data := pem.EncodeToMemory(block)
+	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
+		return nil, err
+	}
+	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
+	if errors.Is(err, fs.ErrExist) {
+		return os.ReadFile(path) // another process won the race; use its key
+	}
+	if err != nil {
+		return nil, err
+	}
+	if _, err := f.Write(data); err != nil {
+		f.Close()
+		os.Remove(path)
+		return nil, err
+	}
+	if err := f.Sync(); err != nil {
+		f.Close()
+		os.Remove(path)
+		return nil, err
+	}
+	if err := f.Close(); err != nil {
+		return nil, err
+	}
+	return data, nil
+}

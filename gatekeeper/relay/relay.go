@@ -1,0 +1,430 @@
+// Package relay bridges an authenticated client SSH connection to the lander's
+// sshd: every channel, channel request and global request is passed through
+// unchanged in both directions, so that ssh, scp, sftp, rsync, git, port
+// forwarding, agent and X11 forwarding behave as if the client talked to the
+// lander directly.
+package relay
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"golang.org/x/crypto/ssh"
+)
+
+const (
+	// copyBufSize is the buffer of each data copy. A channel read drains
+	// everything the peer has sent so far (up to the 2 MiB window), so a
+	// big buffer means fewer, larger window adjustments.
+	copyBufSize = 256 << 10
+
+	// reqQueueLen is how many requests we take off x/crypto's queue (16
+	// deep) while an earlier request waits for its reply. x/crypto's read
+	// loop blocks, for the whole connection, when its queue is full.
+	reqQueueLen = 128
+
+	// drainTimeout bounds how long output the lander sent before it went
+	// away may take to reach the client before the client is cut off.
+	drainTimeout = 10 * time.Second
+)
+
+// Global request types with special treatment.
+const (
+	reqKeepalive   = "keepalive@openssh.com"
+	reqHostkeys    = "hostkeys-00@openssh.com"
+	reqHostkeysPrv = "hostkeys-prove-00@openssh.com"
+)
+
+// Stats counts channel payload bytes (data and extended data such as
+// stderr) relayed in each direction. Several relays may share one Stats.
+type Stats struct {
+	Up   atomic.Int64 // client → lander
+	Down atomic.Int64 // lander → client
+}
+
+// Options tunes a Relay. The zero value is usable.
+type Options struct {
+	// Log receives channel open/reject/close lines at Debug and
+	// unexpected failures at Warn; never payloads. Nil discards.
+	Log *slog.Logger
+	// Stats, when set, is incremented with relayed payload bytes.
+	Stats *Stats
+}
+
+// side names the connection a channel or request came from.
+type side int
+
+const (
+	fromClient side = iota
+	fromLander
+)
+
+func (s side) String() string {
+	if s == fromClient {
+		return "client"
+	}
+	return "lander"
+}
+
+// relay is the state of one Relay call.
+type relay struct {
+	down, up ssh.Conn
+	log      *slog.Logger
+	stats    *Stats
+	bufs     sync.Pool // *[]byte of copyBufSize
+
+	// wg tracks every goroutine Relay starts, directly or indirectly.
+	wg sync.WaitGroup
+	// ending is closed when teardown starts; failures after that are
+	// expected and logged at Debug only.
+	ending chan struct{}
+
+	mu     sync.Mutex
+	active int           // channel pairs being opened or running
+	idle   chan struct{} // closed when active drops to 0, if set
+}
+
+// Relay pumps everything between the client's connection (down, with its
+// channel and request queues) and the lander's (up, from ssh.NewClientConn)
+// until either ends, then closes both. It blocks until done and leaves no
+// goroutine behind.
+//
+// When the client goes, the lander connection is closed at once. When the
+// lander goes, output it sent before (data, exit status, channel close) is
+// still delivered to the client, for at most drainTimeout, before the client
+// connection is closed.
+//
+// Relay returns nil when the connection that ended first ended normally (EOF,
+// a peer's "by application" disconnect, or closed by the caller), otherwise
+// the error that ended it, naming the side.
+func Relay(down *ssh.ServerConn, downChans <-chan ssh.NewChannel, downReqs <-chan *ssh.Request,
+	up ssh.Conn, upChans <-chan ssh.NewChannel, upReqs <-chan *ssh.Request, opts Options) error {
+	r := &relay{
+		down:   down,
+		up:     up,
+		log:    opts.Log,
+		stats:  opts.Stats,
+		ending: make(chan struct{}),
+	}
+	if r.log == nil {
+		r.log = slog.New(slog.DiscardHandler)
+	}
+	if r.stats == nil {
+		r.stats = new(Stats)
+	}
+	r.bufs.New = func() any {
+		b := make([]byte, copyBufSize)
+		return &b
+	}
+
+	downDone := make(chan error, 1)
+	upDone := make(chan error, 1)
+	r.wg.Go(func() { downDone <- down.Wait() })
+	r.wg.Go(func() { upDone <- up.Wait() })
+	r.wg.Go(func() { r.serveChannels(downChans, fromClient) })
+	r.wg.Go(func() { r.serveChannels(upChans, fromLander) })
+	r.wg.Go(func() { r.serveGlobal(downReqs, fromClient) })
+	r.wg.Go(func() { r.serveGlobal(upReqs, fromLander) })
+
+	var err error
+	select {
+	case e := <-downDone:
+		close(r.ending)
+		err = endErr(fromClient, e)
+		r.log.Debug("connection ended", "side", fromClient.String(), "err", e)
+		_ = up.Close()
+	case e := <-upDone:
+		close(r.ending)
+		err = endErr(fromLander, e)
+		r.log.Debug("connection ended", "side", fromLander.String(), "err", e)
+		r.drain(downDone)
+	}
+	_ = down.Close()
+	_ = up.Close()
+	r.wg.Wait()
+	return err
+}
+
+// endErr turns the error a connection's Wait returned into Relay's result.
+func endErr(s side, err error) error {
+	if err == nil || errors.Is(err, io.EOF) || errors.Is(err, net.ErrClosed) ||
+		// x/crypto's disconnectMsg is unexported; reason 11 is
+		// SSH_DISCONNECT_BY_APPLICATION, what OpenSSH's ssh sends on exit.
+		strings.HasPrefix(err.Error(), "ssh: disconnect, reason 11:") {
+		return nil
+	}
+	return fmt.Errorf("relay: %s connection: %w", s, err)
+}
+
+// drain waits, after the lander has gone, until every channel pair has
+// delivered what it holds to the client, the client has gone, or
+// drainTimeout has passed.
+func (r *relay) drain(downDone <-chan error) {
+	r.mu.Lock()
+	idle := make(chan struct{})
+	if r.active == 0 {
+		close(idle)
+	} else {
+		r.idle = idle
+	}
+	r.mu.Unlock()
+
+	t := time.NewTimer(drainTimeout)
+	defer t.Stop()
+	select {
+	case <-idle:
+	case <-downDone:
+	case <-t.C:
+		r.log.Warn("client did not take the lander's last output in time; closing", "timeout", drainTimeout)
+	}
+}
+
+func (r *relay) pairStart() {
+	r.mu.Lock()
+	r.active++
+	r.mu.Unlock()
+}
+
+func (r *relay) pairDone() {
+	r.mu.Lock()
+	r.active--
+	if r.active == 0 && r.idle != nil {
+		close(r.idle)
+		r.idle = nil
+	}
+	r.mu.Unlock()
+}
+
+// warn logs an unexpected failure, or at Debug once teardown has begun,
+// when failures are the normal consequence of closing.
+func (r *relay) warn(log *slog.Logger, msg string, args ...any) {
+	select {
+	case <-r.ending:
+		log.Debug(msg, args...)
+	default:
+		log.Warn(msg, args...)
+	}
+}
+
+// serveChannels bridges each channel one side opens to a new channel of the
+// same type on the other side. Each open is handled in its own goroutine so
+// that x/crypto's queue is always read.
+func (r *relay) serveChannels(in <-chan ssh.NewChannel, from side) {
+	for nc := range in {
+		r.pairStart()
+		r.wg.Go(func() {
+			defer r.pairDone()
+			r.bridge(nc, from)
+		})
+	}
+}
+
+// bridge opens the counterpart of nc on the other connection and relays
+// between the two channels until both are closed.
+func (r *relay) bridge(nc ssh.NewChannel, from side) {
+	target := r.up
+	if from == fromLander {
+		target = r.down
+	}
+	log := r.log.With("type", nc.ChannelType(), "from", from.String())
+
+	out, outReqs, err := target.OpenChannel(nc.ChannelType(), nc.ExtraData())
+	if err != nil {
+		var oce *ssh.OpenChannelError
+		if errors.As(err, &oce) {
+			log.Debug("channel rejected", "reason", oce.Reason.String(), "message", oce.Message)
+			if err := nc.Reject(oce.Reason, oce.Message); err != nil {
+				log.Debug("channel reject not sent", "err", err)
+			}
+			return
+		}
+		r.warn(log, "channel open failed", "err", err)
+		if err := nc.Reject(ssh.ConnectionFailed, "open failed"); err != nil {
+			log.Debug("channel reject not sent", "err", err)
+		}
+		return
+	}
+	in, inReqs, err := nc.Accept()
+	if err != nil {
+		r.warn(log, "channel accept failed", "err", err)
+		_ = out.Close()
+		// Keep reading the closed channel's requests until x/crypto
+		// closes the queue, or its read loop could block on it.
+		ssh.DiscardRequests(outReqs)
+		return
+	}
+	log.Debug("channel open")
+
+	downCh, downReqs, upCh, upReqs := in, inReqs, out, outReqs
+	if from == fromLander {
+		downCh, downReqs, upCh, upReqs = out, outReqs, in, inReqs
+	}
+	var nUp, nDown atomic.Int64
+	var wg sync.WaitGroup
+	wg.Go(func() { r.half(downCh, downReqs, upCh, &r.stats.Up, &nUp) })
+	wg.Go(func() { r.half(upCh, upReqs, downCh, &r.stats.Down, &nDown) })
+	wg.Wait()
+	log.Debug("channel closed", "bytes_up", nUp.Load(), "bytes_down", nDown.Load())
+}
+
+// item is one step of a channel half: a request to forward, or the EOF.
+type item struct {
+	req *ssh.Request
+	eof bool
+}
+
+// half relays one direction of a channel pair: src's data and stderr to
+// dst, src's requests to dst with their replies back, then src's EOF as
+// dst.CloseWrite and src's close as dst.Close.
+//
+// x/crypto hands out data and requests separately, losing their relative
+// order. The order of EOF and requests matters (sshd must see "exec" before
+// the client's EOF, the client must see "exit-status" before CLOSE), so the
+// EOF goes through the request queue, after every request src sent before
+// it, and dst is closed only after src's request queue has ended.
+func (r *relay) half(src ssh.Channel, srcReqs <-chan *ssh.Request, dst ssh.Channel, total, local *atomic.Int64) {
+	var wg sync.WaitGroup
+	copiesDone := make(chan struct{})
+	var copies atomic.Int32
+	copies.Store(2)
+	finish := func() {
+		if copies.Add(-1) == 0 {
+			close(copiesDone)
+		}
+	}
+	wg.Go(func() { defer finish(); r.copy(dst, src, total, local) })
+	wg.Go(func() { defer finish(); r.copy(dst.Stderr(), src.Stderr(), total, local) })
+
+	queue := make(chan item, reqQueueLen)
+	wg.Go(func() { pump(srcReqs, copiesDone, queue) })
+
+	for it := range queue {
+		if it.eof {
+			// Fails harmlessly when dst is already closed.
+			_ = dst.CloseWrite()
+			continue
+		}
+		req := it.req
+		ok, err := dst.SendRequest(req.Type, req.WantReply, req.Payload)
+		if err != nil {
+			ok = false // dst is gone: the request cannot succeed.
+		}
+		if err := req.Reply(ok, nil); err != nil {
+			r.log.Debug("channel request reply not sent", "type", req.Type, "err", err)
+		}
+	}
+	_ = dst.Close()
+	wg.Wait()
+}
+
+// pump moves requests from x/crypto's queue to out without waiting for
+// them to be forwarded, and puts the EOF marker in its place once copiesDone
+// is closed: when a copy sees EOF, every request the peer sent before its EOF
+// is already in in. out is closed once in is closed and the EOF was queued.
+func pump(in <-chan *ssh.Request, copiesDone <-chan struct{}, out chan<- item) {
+	defer close(out)
+	done := copiesDone
+	for in != nil || done != nil {
+		select {
+		case req, ok := <-in:
+			if !ok {
+				in = nil
+				continue
+			}
+			out <- item{req: req}
+		case <-done:
+			done = nil
+		drained:
+			for in != nil {
+				select {
+				case req, ok := <-in:
+					if !ok {
+						in = nil
+						break drained
+					}
+					out <- item{req: req}
+				default:
+					break drained
+				}
+			}
+			out <- item{eof: true}
+		}
+	}
+}
+
+// copy moves data from src to dst until src reaches EOF or either fails,
+// counting bytes written.
+func (r *relay) copy(dst io.Writer, src io.Reader, total, local *atomic.Int64) {
+	bp := r.bufs.Get().(*[]byte)
+	defer r.bufs.Put(bp)
+	buf := *bp
+	for {
+		n, rerr := src.Read(buf)
+		if n > 0 {
+			w, werr := dst.Write(buf[:n])
+			total.Add(int64(w))
+			local.Add(int64(w))
+			if werr != nil {
+				// dst is closed (only then do channel writes fail):
+				// its side is tearing the pair down.
+				return
+			}
+		}
+		// A read that returns data can also report that its window
+		// adjustment could not be sent (src's connection is gone);
+		// what src sent before is still buffered and owed to dst, so
+		// only a read that returns nothing (EOF) ends the copy.
+		if rerr != nil && n == 0 {
+			return
+		}
+	}
+}
+
+// serveGlobal handles the global requests one side sends: answered locally,
+// dropped, or forwarded to the other side with the reply (and its payload,
+// e.g. the port tcpip-forward allocated) passed back. Replies must come in
+// request order, so requests are handled one at a time.
+func (r *relay) serveGlobal(in <-chan *ssh.Request, from side) {
+	target := r.up
+	if from == fromLander {
+		target = r.down
+	}
+	queue := make(chan *ssh.Request, reqQueueLen)
+	r.wg.Go(func() {
+		defer close(queue)
+		for req := range in {
+			queue <- req
+		}
+	})
+	for req := range queue {
+		switch {
+		case from == fromClient && req.Type == reqKeepalive:
+			// The client only wants a reply; the lander may be slow.
+			// OpenSSH's sshd answers failure to it, as to any unknown
+			// request.
+			_ = req.Reply(false, nil)
+			continue
+		case from == fromLander && (req.Type == reqHostkeys || req.Type == reqHostkeysPrv):
+			// These would teach the client the lander's host keys
+			// under the gatekeeper's name.
+			r.log.Debug("global request dropped", "type", req.Type, "from", from.String())
+			_ = req.Reply(false, nil)
+			continue
+		}
+		ok, payload, err := target.SendRequest(req.Type, req.WantReply, req.Payload)
+		if err != nil {
+			r.warn(r.log, "global request not forwarded", "type", req.Type, "from", from.String(), "err", err)
+			ok, payload = false, nil
+		}
+		if err := req.Reply(ok, payload); err != nil {
+			r.log.Debug("global request reply not sent", "type", req.Type, "from", from.String(), "err", err)
+		}
+	}
+}

@@ -1,0 +1,1042 @@
+package relay
+
+import (
+	"bytes"
+	"crypto/ed25519"
+	"crypto/rand"
+	"crypto/sha256"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	mrand "math/rand/v2"
+	"net"
+	"runtime"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"golang.org/x/crypto/ssh"
+)
+
+// waitLimit bounds every step a test waits for; generous for -race.
+const waitLimit = 20 * time.Second
+
+// Fixed facts of the test lander.
+const (
+	allocatedPort = 4242 // what tcpip-forward with port 0 allocates
+	refusedPort   = 9    // direct-tcpip to it fails: connect failed
+	forbiddenPort = 10   // direct-tcpip to it fails: prohibited
+	refusedMsg    = "connect to port 9 failed: Connection refused"
+	forbiddenMsg  = "administratively prohibited by test lander"
+	exitSignalMsg = "killed by test lander"
+	burstSize     = 1 << 20
+)
+
+func newSigner(tb testing.TB) ssh.Signer {
+	tb.Helper()
+	_, priv, err := ed25519.GenerateKey(rand.Reader)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	s, err := ssh.NewSignerFromKey(priv)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	return s
+}
+
+// tcpPair returns both ends of a loopback TCP connection.
+func tcpPair(tb testing.TB) (net.Conn, net.Conn) {
+	tb.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		tb.Fatal(err)
+	}
+	defer ln.Close()
+	type res struct {
+		c   net.Conn
+		err error
+	}
+	acc := make(chan res, 1)
+	go func() {
+		c, err := ln.Accept()
+		acc <- res{c, err}
+	}()
+	a, err := net.Dial("tcp", ln.Addr().String())
+	if err != nil {
+		tb.Fatal(err)
+	}
+	r := <-acc
+	if r.err != nil {
+		tb.Fatal(r.err)
+	}
+	return a, r.c
+}
+
+// wedgeConn can hold back what was read until unwedged: a lander that
+// stops processing its input.
+type wedgeConn struct {
+	net.Conn
+	mu   sync.Mutex
+	gate chan struct{}
+}
+
+func (c *wedgeConn) Read(p []byte) (int, error) {
+	n, err := c.Conn.Read(p)
+	c.mu.Lock()
+	g := c.gate
+	c.mu.Unlock()
+	if g != nil {
+		<-g
+	}
+	return n, err
+}
+
+func (c *wedgeConn) wedge() {
+	c.mu.Lock()
+	c.gate = make(chan struct{})
+	c.mu.Unlock()
+}
+
+func (c *wedgeConn) unwedge() {
+	c.mu.Lock()
+	if c.gate != nil {
+		close(c.gate)
+		c.gate = nil
+	}
+	c.mu.Unlock()
+}
+
+// syncBuffer is a goroutine-safe log sink.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}
+
+// recorder is a goroutine-safe list of strings with change notification.
+type recorder struct {
+	mu      sync.Mutex
+	items   []string
+	changed chan struct{}
+}
+
+func newRecorder() *recorder { return &recorder{changed: make(chan struct{}, 1)} }
+
+func (r *recorder) add(s string) {
+	r.mu.Lock()
+	r.items = append(r.items, s)
+	r.mu.Unlock()
+	select {
+	case r.changed <- struct{}{}:
+	default:
+	}
+}
+
+func (r *recorder) list() []string {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return slices.Clone(r.items)
+}
+
+// waitFor blocks until ok(list) holds or the limit passes.
+func (r *recorder) waitFor(ok func([]string) bool) bool {
+	deadline := time.After(waitLimit)
+	for {
+		if ok(r.list()) {
+			return true
+		}
+		select {
+		case <-r.changed:
+		case <-deadline:
+			return false
+		}
+	}
+}
+
+func hasPrefix(prefix string) func([]string) bool {
+	return func(l []string) bool {
+		return slices.ContainsFunc(l, func(s string) bool { return strings.HasPrefix(s, prefix) })
+	}
+}
+
+// lander is a tiny in-process stand-in for the lander's sshd.
+type lander struct {
+	conn    *ssh.ServerConn
+	raw     *wedgeConn
+	globals *recorder // global request types received
+	wg      sync.WaitGroup
+
+	mu   sync.Mutex
+	port uint32 // last tcpip-forward port
+}
+
+func startLander(raw net.Conn, key ssh.Signer) (*lander, <-chan error) {
+	l := &lander{raw: &wedgeConn{Conn: raw}, globals: newRecorder()}
+	cfg := &ssh.ServerConfig{NoClientAuth: true}
+	cfg.AddHostKey(key)
+	ready := make(chan error, 1)
+	l.wg.Go(func() {
+		conn, chans, reqs, err := ssh.NewServerConn(l.raw, cfg)
+		if err != nil {
+			ready <- err
+			return
+		}
+		l.conn = conn
+		ready <- nil
+		l.wg.Go(func() { l.serveGlobal(reqs) })
+		for nc := range chans {
+			l.wg.Go(func() { l.serveChannel(nc) })
+		}
+	})
+	return l, ready
+}
+
+func (l *lander) serveGlobal(reqs <-chan *ssh.Request) {
+	for req := range reqs {
+		l.globals.add(req.Type)
+		switch req.Type {
+		case "tcpip-forward":
+			var p struct {
+				Addr string
+				Port uint32
+			}
+			if err := ssh.Unmarshal(req.Payload, &p); err != nil {
+				_ = req.Reply(false, nil)
+				continue
+			}
+			var reply []byte
+			if p.Port == 0 {
+				p.Port = allocatedPort
+				reply = ssh.Marshal(struct{ Port uint32 }{p.Port})
+			}
+			l.mu.Lock()
+			l.port = p.Port
+			l.mu.Unlock()
+			_ = req.Reply(true, reply)
+		case "sync@test":
+			_ = req.Reply(true, nil)
+		default:
+			_ = req.Reply(false, nil)
+		}
+	}
+}
+
+func (l *lander) serveChannel(nc ssh.NewChannel) {
+	switch nc.ChannelType() {
+	case "session":
+		l.session(nc)
+	case "direct-tcpip":
+		var p struct {
+			Host     string
+			Port     uint32
+			OrigHost string
+			OrigPort uint32
+		}
+		if err := ssh.Unmarshal(nc.ExtraData(), &p); err != nil {
+			_ = nc.Reject(ssh.ConnectionFailed, "bad payload")
+			return
+		}
+		switch p.Port {
+		case refusedPort:
+			_ = nc.Reject(ssh.ConnectionFailed, refusedMsg)
+			return
+		case forbiddenPort:
+			_ = nc.Reject(ssh.Prohibited, forbiddenMsg)
+			return
+		}
+		ch, reqs, err := nc.Accept()
+		if err != nil {
+			return
+		}
+		l.wg.Go(func() { ssh.DiscardRequests(reqs) })
+		data, _ := io.ReadAll(ch)
+		_, _ = fmt.Fprintf(ch, "echo from %s:%d: %s", p.Host, p.Port, data)
+		_ = ch.Close()
+	default:
+		_ = nc.Reject(ssh.UnknownChannelType, "unknown channel type: "+nc.ChannelType())
+	}
+}
+
+func (l *lander) session(nc ssh.NewChannel) {
+	ch, reqs, err := nc.Accept()
+	if err != nil {
+		return
+	}
+	seen := newRecorder()
+	for req := range reqs {
+		ok := true
+		var rec string
+		switch req.Type {
+		case "pty-req":
+			var p struct {
+				Term                         string
+				Columns, Rows, Width, Height uint32
+				Modes                        string
+			}
+			ok = ssh.Unmarshal(req.Payload, &p) == nil
+			rec = fmt.Sprintf("pty-req %s %dx%d", p.Term, p.Columns, p.Rows)
+		case "env":
+			var p struct{ Name, Value string }
+			ok = ssh.Unmarshal(req.Payload, &p) == nil
+			rec = fmt.Sprintf("env %s=%s", p.Name, p.Value)
+		case "window-change":
+			var p struct{ Columns, Rows, Width, Height uint32 }
+			ok = ssh.Unmarshal(req.Payload, &p) == nil
+			rec = fmt.Sprintf("window-change %dx%d", p.Columns, p.Rows)
+		case "signal":
+			var p struct{ Signal string }
+			ok = ssh.Unmarshal(req.Payload, &p) == nil
+			rec = "signal " + p.Signal
+		case "exec":
+			var p struct{ Command string }
+			ok = ssh.Unmarshal(req.Payload, &p) == nil
+			rec = "exec " + p.Command
+			if ok {
+				l.wg.Go(func() { l.run(ch, p.Command, seen) })
+			}
+		case "x-refuse@test":
+			ok = false
+			rec = req.Type
+		default:
+			rec = req.Type
+		}
+		seen.add(rec)
+		_ = req.Reply(ok, nil)
+	}
+}
+
+// exit ends a session the way sshd does: EOF, exit-status, CLOSE.
+func exit(ch ssh.Channel, status uint32) {
+	_ = ch.CloseWrite()
+	_, _ = ch.SendRequest("exit-status", false, ssh.Marshal(struct{ Status uint32 }{status}))
+	_ = ch.Close()
+}
+
+// run executes one of the lander's fixed commands.
+func (l *lander) run(ch ssh.Channel, cmd string, seen *recorder) {
+	name, arg, _ := strings.Cut(cmd, " ")
+	switch name {
+	case "echo": // stdin → stdout
+		_, _ = io.Copy(ch, ch)
+		exit(ch, 0)
+	case "exit":
+		n, _ := strconv.Atoi(arg)
+		exit(ch, uint32(n))
+	case "signal":
+		_ = ch.CloseWrite()
+		_, _ = ch.SendRequest("exit-signal", false, ssh.Marshal(struct {
+			Signal     string
+			CoreDumped bool
+			Error      string
+			Lang       string
+		}{"KILL", false, exitSignalMsg, ""}))
+		_ = ch.Close()
+	case "stderr": // distinct streams, written concurrently
+		var wg sync.WaitGroup
+		wg.Go(func() { _, _ = ch.Write(bytes.Repeat([]byte("o"), 300_000)) })
+		wg.Go(func() { _, _ = ch.Stderr().Write(bytes.Repeat([]byte("e"), 300_000)) })
+		wg.Wait()
+		exit(ch, 0)
+	case "count": // reads stdin to EOF, then answers
+		n, _ := io.Copy(io.Discard, ch)
+		_, _ = fmt.Fprintf(ch, "got %d bytes\n", n)
+		exit(ch, 0)
+	case "halfclose": // EOF first, then read stdin; status = bytes read
+		_ = ch.CloseWrite()
+		n, _ := io.Copy(io.Discard, ch)
+		_, _ = ch.SendRequest("exit-status", false, ssh.Marshal(struct{ Status uint32 }{uint32(n)}))
+		_ = ch.Close()
+	case "requests": // reports the session's requests once a signal came
+		if !seen.waitFor(hasPrefix("signal ")) {
+			exit(ch, 1)
+			return
+		}
+		_, _ = io.WriteString(ch, strings.Join(seen.list(), "\n")+"\n")
+		exit(ch, 0)
+	case "forward": // opens forwarded-tcpip for the last tcpip-forward
+		l.mu.Lock()
+		port := l.port
+		l.mu.Unlock()
+		fc, reqs, err := l.conn.OpenChannel("forwarded-tcpip", ssh.Marshal(struct {
+			Addr       string
+			Port       uint32
+			OriginAddr string
+			OriginPort uint32
+		}{"127.0.0.1", port, "192.0.2.7", 5555}))
+		if err != nil {
+			_, _ = fmt.Fprintf(ch, "forward failed: %v\n", err)
+			exit(ch, 1)
+			return
+		}
+		l.wg.Go(func() { ssh.DiscardRequests(reqs) })
+		_, _ = io.WriteString(fc, "hello via -R")
+		_ = fc.CloseWrite()
+		reply, _ := io.ReadAll(fc)
+		_ = fc.Close()
+		_, _ = fmt.Fprintf(ch, "forward reply: %s\n", reply)
+		exit(ch, 0)
+	case "agent": // asks the client's agent over auth-agent@openssh.com
+		ac, reqs, err := l.conn.OpenChannel("auth-agent@openssh.com", nil)
+		if err != nil {
+			_, _ = fmt.Fprintf(ch, "agent failed: %v\n", err)
+			exit(ch, 1)
+			return
+		}
+		l.wg.Go(func() { ssh.DiscardRequests(reqs) })
+		_, _ = io.WriteString(ac, "ping")
+		_ = ac.CloseWrite()
+		reply, _ := io.ReadAll(ac)
+		_ = ac.Close()
+		_, _ = fmt.Fprintf(ch, "agent said: %s\n", reply)
+		exit(ch, 0)
+	case "hostkeys": // what sshd sends after auth, then a marker
+		_, _, _ = l.conn.SendRequest("hostkeys-00@openssh.com", false, ssh.Marshal(struct{ Key string }{"k"}))
+		prove, _, _ := l.conn.SendRequest("hostkeys-prove-00@openssh.com", true, nil)
+		marker, _, _ := l.conn.SendRequest("marker@test", true, nil)
+		_, _ = fmt.Fprintf(ch, "prove=%v marker=%v\n", prove, marker)
+		exit(ch, 0)
+	case "burst-and-die": // output, exit 7, then the lander ends the connection
+		_, _ = ch.Write(bytes.Repeat([]byte("b"), burstSize))
+		exit(ch, 7)
+		// A FIN, not Close: closing with unread input makes the
+		// kernel send RST, which discards data in flight even to a
+		// direct client.
+		_ = l.raw.Conn.(*net.TCPConn).CloseWrite()
+	case "source": // writes arg bytes
+		n, _ := strconv.ParseInt(arg, 10, 64)
+		_, _ = io.Copy(ch, io.LimitReader(zeroReader{}, n))
+		exit(ch, 0)
+	case "sink": // discards stdin
+		_, _ = io.Copy(io.Discard, ch)
+		exit(ch, 0)
+	default:
+		_, _ = fmt.Fprintf(ch.Stderr(), "unknown command %q\n", cmd)
+		exit(ch, 127)
+	}
+}
+
+type zeroReader struct{}
+
+func (zeroReader) Read(p []byte) (int, error) {
+	clear(p)
+	return len(p), nil
+}
+
+// env is a lander, a Relay in front of it and an x/crypto client.
+type env struct {
+	tb        testing.TB
+	lander    *lander
+	client    *ssh.Client
+	clientRaw net.Conn
+	globals   *recorder // global request types the client received
+	stats     *Stats
+	logs      *syncBuffer
+	relayDone chan error
+	relayErr  error
+	returned  bool
+	wg        sync.WaitGroup
+}
+
+// newEnv wires client → Relay → lander over loopback TCP; direct skips
+// the relay (for the benchmark baseline). Cleanup tears everything down
+// and checks that no goroutine is left.
+func newEnv(tb testing.TB, direct bool) *env {
+	tb.Helper()
+	baseline := runtime.NumGoroutine()
+	e := &env{tb: tb, globals: newRecorder(), stats: new(Stats), logs: new(syncBuffer), relayDone: make(chan error, 1)}
+	landerKey, gkKey := newSigner(tb), newSigner(tb)
+
+	landerRaw, upRaw := tcpPair(tb)
+	l, ready := startLander(landerRaw, landerKey)
+	e.lander = l
+	serverKey := gkKey
+
+	if direct {
+		e.clientRaw = upRaw
+		serverKey = landerKey
+		e.relayDone <- nil
+	} else {
+		clientRaw, downRaw := tcpPair(tb)
+		e.clientRaw = clientRaw
+		up, upChans, upReqs, err := ssh.NewClientConn(upRaw, "lander", &ssh.ClientConfig{
+			User:            "alice",
+			HostKeyCallback: ssh.FixedHostKey(landerKey.PublicKey()),
+		})
+		if err != nil {
+			tb.Fatal(err)
+		}
+		cfg := &ssh.ServerConfig{NoClientAuth: true}
+		cfg.AddHostKey(gkKey)
+		log := slog.New(slog.NewTextHandler(e.logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
+		e.wg.Go(func() {
+			down, downChans, downReqs, err := ssh.NewServerConn(downRaw, cfg)
+			if err != nil {
+				_ = up.Close()
+				e.relayDone <- fmt.Errorf("front handshake: %w", err)
+				return
+			}
+			e.relayDone <- Relay(down, downChans, downReqs, up, upChans, upReqs, Options{Log: log, Stats: e.stats})
+		})
+	}
+	if err := <-ready; err != nil {
+		tb.Fatal(err)
+	}
+
+	conn, chans, reqs, err := ssh.NewClientConn(e.clientRaw, "gatekeeper", &ssh.ClientConfig{
+		User:            "alice",
+		HostKeyCallback: ssh.FixedHostKey(serverKey.PublicKey()),
+	})
+	if err != nil {
+		tb.Fatal(err)
+	}
+	fwd := make(chan *ssh.Request)
+	e.wg.Go(func() {
+		defer close(fwd)
+		for req := range reqs {
+			e.globals.add(req.Type)
+			if req.Type == "marker@test" {
+				_ = req.Reply(true, nil)
+				continue
+			}
+			fwd <- req
+		}
+	})
+	e.client = ssh.NewClient(conn, chans, fwd)
+
+	tb.Cleanup(func() {
+		_ = e.client.Close()
+		l.raw.unwedge()
+		_ = l.raw.Close()
+		e.waitRelay()
+		waitGroup(tb, &e.wg, "test client")
+		waitGroup(tb, &l.wg, "test lander")
+		if !poll(func() bool { return runtime.NumGoroutine() <= baseline }) {
+			tb.Errorf("goroutines leaked: %d running, %d before\n%s", runtime.NumGoroutine(), baseline, stacks())
+		}
+		if tb.Failed() {
+			tb.Logf("relay log:\n%s", e.logs)
+		}
+	})
+	return e
+}
+
+// waitRelay waits for Relay to return and checks that it left none of its
+// goroutines behind.
+func (e *env) waitRelay() error {
+	e.tb.Helper()
+	if e.returned {
+		return e.relayErr
+	}
+	select {
+	case e.relayErr = <-e.relayDone:
+		e.returned = true
+	case <-time.After(waitLimit):
+		e.tb.Fatalf("Relay did not return\n%s", stacks())
+	}
+	if !poll(func() bool { return !strings.Contains(stacks(), "gatekeeper/relay/relay.go:") }) {
+		e.tb.Errorf("Relay returned but left goroutines:\n%s", stacks())
+	}
+	return e.relayErr
+}
+
+func stacks() string {
+	buf := make([]byte, 1<<20)
+	return string(buf[:runtime.Stack(buf, true)])
+}
+
+// poll checks cond until it holds or the limit passes.
+func poll(cond func() bool) bool {
+	deadline := time.Now().Add(waitLimit)
+	for !cond() {
+		if time.Now().After(deadline) {
+			return false
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	return true
+}
+
+func waitGroup(tb testing.TB, wg *sync.WaitGroup, what string) {
+	tb.Helper()
+	done := make(chan struct{})
+	go func() {
+		wg.Wait()
+		close(done)
+	}()
+	select {
+	case <-done:
+	case <-time.After(waitLimit):
+		tb.Errorf("%s goroutines did not finish\n%s", what, stacks())
+	}
+}
+
+// within runs f, failing the test if it takes longer than waitLimit.
+func within(tb testing.TB, what string, f func()) {
+	tb.Helper()
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		f()
+	}()
+	select {
+	case <-done:
+	case <-time.After(waitLimit):
+		tb.Fatalf("%s: timed out\n%s", what, stacks())
+	}
+}
+
+// run runs cmd in a new session and returns stdout, stderr and Run's error.
+func (e *env) run(cmd string, stdin io.Reader) (string, string, error) {
+	e.tb.Helper()
+	s, err := e.client.NewSession()
+	if err != nil {
+		e.tb.Fatalf("new session: %v", err)
+	}
+	defer s.Close()
+	var out, errOut bytes.Buffer
+	s.Stdout, s.Stderr, s.Stdin = &out, &errOut, stdin
+	within(e.tb, cmd, func() { err = s.Run(cmd) })
+	return out.String(), errOut.String(), err
+}
+
+func TestExitStatusAndSignal(t *testing.T) {
+	e := newEnv(t, false)
+	tests := []struct {
+		cmd        string
+		wantStatus int // -1: success
+		wantSignal string
+	}{
+		{"exit 0", -1, ""},
+		{"exit 3", 3, ""},
+		{"exit 255", 255, ""},
+		{"signal", 0, "KILL"},
+	}
+	for _, tc := range tests {
+		t.Run(tc.cmd, func(t *testing.T) {
+			_, _, err := e.run(tc.cmd, nil)
+			if tc.wantStatus == -1 {
+				if err != nil {
+					t.Fatalf("Run = %v, want success (exit-status 0 before CLOSE)", err)
+				}
+				return
+			}
+			var ee *ssh.ExitError
+			if !errors.As(err, &ee) {
+				t.Fatalf("Run = %v (%T), want *ssh.ExitError", err, err)
+			}
+			if tc.wantSignal != "" {
+				if ee.Signal() != tc.wantSignal || ee.Msg() != exitSignalMsg {
+					t.Fatalf("signal %q msg %q, want %q %q", ee.Signal(), ee.Msg(), tc.wantSignal, exitSignalMsg)
+				}
+				return
+			}
+			if ee.ExitStatus() != tc.wantStatus {
+				t.Fatalf("exit status %d, want %d", ee.ExitStatus(), tc.wantStatus)
+			}
+		})
+	}
+}
+
+func TestStdoutStderrApart(t *testing.T) {
+	e := newEnv(t, false)
+	out, errOut, err := e.run("stderr", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if out != strings.Repeat("o", 300_000) {
+		t.Errorf("stdout: %d bytes, %d of them 'o'; want 300000 'o'", len(out), strings.Count(out, "o"))
+	}
+	if errOut != strings.Repeat("e", 300_000) {
+		t.Errorf("stderr: %d bytes, %d of them 'e'; want 300000 'e'", len(errOut), strings.Count(errOut, "e"))
+	}
+}
+
+func TestBulkEchoAndStats(t *testing.T) {
+	const size = 32 << 20
+	e := newEnv(t, false)
+	in := sha256.New()
+	src := io.TeeReader(io.LimitReader(mrand.NewChaCha8([32]byte{7}), size), in)
+	out := sha256.New()
+	s, err := e.client.NewSession()
+	if err != nil {
+		t.Fatal(err)
+	}
+	s.Stdin, s.Stdout = src, out
+	within(t, "echo 32 MiB", func() { err = s.Run("echo") })
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Equal(in.Sum(nil), out.Sum(nil)) {
+		t.Fatal("sha256 of stdout differs from stdin")
+	}
+	_ = e.client.Close()
+	if err := e.waitRelay(); err != nil {
+		t.Fatalf("Relay = %v, want nil after the client closed", err)
+	}
+	if up, down := e.stats.Up.Load(), e.stats.Down.Load(); up != size || down != size {
+		t.Fatalf("stats up %d down %d, want %d each", up, down, size)
+	}
+}
+
+func TestEOFPropagation(t *testing.T) {
+	e := newEnv(t, false)
+	t.Run("client EOF reaches lander, which still answers", func(t *testing.T) {
+		out, _, err := e.run("count", strings.NewReader("abc"))
+		if err != nil || out != "got 3 bytes\n" {
+			t.Fatalf("got %q, %v; want %q", out, err, "got 3 bytes\n")
+		}
+	})
+	t.Run("lander EOF reaches client, which still sends", func(t *testing.T) {
+		s, err := e.client.NewSession()
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer s.Close()
+		stdout, _ := s.StdoutPipe()
+		stdin, _ := s.StdinPipe()
+		if err := s.Start("halfclose"); err != nil {
+			t.Fatal(err)
+		}
+		within(t, "stdout EOF", func() { _, err = io.ReadAll(stdout) })
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := io.WriteString(stdin, "xyz"); err != nil {
+			t.Fatalf("write after lander EOF: %v", err)
+		}
+		_ = stdin.Close()
+		within(t, "wait", func() { err = s.Wait() })
+		var ee *ssh.ExitError
+		if !errors.As(err, &ee) || ee.ExitStatus() != 3 {
+			t.Fatalf("Wait = %v, want exit status 3 (lander read 3 bytes)", err)
+		}
+	})
+}
+
+func TestChannelRequests(t *testing.T) {
+	e := newEnv(t, false)
+	s, err := e.client.NewSession()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	if err := s.RequestPty("xterm-256color", 40, 80, ssh.TerminalModes{ssh.ECHO: 0}); err != nil {
+		t.Fatalf("pty-req: %v", err)
+	}
+	if err := s.Setenv("GK_SECRET", "s3cr3t-payload"); err != nil {
+		t.Fatalf("env: %v", err)
+	}
+	for _, tc := range []struct {
+		req  string
+		want bool
+	}{{"x-refuse@test", false}, {"x-ok@test", true}} {
+		ok, err := s.SendRequest(tc.req, true, nil)
+		if err != nil || ok != tc.want {
+			t.Fatalf("%s: reply %v, %v; want %v", tc.req, ok, err, tc.want)
+		}
+	}
+	var out bytes.Buffer
+	s.Stdout = &out
+	if err := s.Start("requests"); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.WindowChange(50, 132); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Signal(ssh.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	within(t, "wait", func() { err = s.Wait() })
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := strings.Join([]string{
+		"pty-req xterm-256color 80x40",
+		"env GK_SECRET=s3cr3t-payload",
+		"x-refuse@test",
+		"x-ok@test",
+		"exec requests",
+		"window-change 132x50",
+		"signal TERM",
+	}, "\n") + "\n"
+	if out.String() != want {
+		t.Fatalf("lander saw\n%s\nwant\n%s", out.String(), want)
+	}
+	logs := e.logs.String()
+	if !strings.Contains(logs, `msg="channel open" type=session from=client`) {
+		t.Errorf("no channel open line in log:\n%s", logs)
+	}
+	if strings.Contains(logs, "s3cr3t") {
+		t.Errorf("payload leaked into log:\n%s", logs)
+	}
+}
+
+func TestPortForwarding(t *testing.T) {
+	e := newEnv(t, false)
+	t.Run("direct-tcpip", func(t *testing.T) {
+		c, err := e.client.Dial("tcp", "10.0.0.1:7")
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.Close()
+		_, _ = io.WriteString(c, "hello")
+		_ = c.(interface{ CloseWrite() error }).CloseWrite()
+		var got []byte
+		within(t, "read", func() { got, err = io.ReadAll(c) })
+		if want := "echo from 10.0.0.1:7: hello"; string(got) != want || err != nil {
+			t.Fatalf("got %q, %v; want %q", got, err, want)
+		}
+	})
+	for _, tc := range []struct {
+		name, typ  string
+		extra      []byte
+		wantReason ssh.RejectionReason
+		wantMsg    string
+	}{
+		{"refused", "direct-tcpip", directExtra(refusedPort), ssh.ConnectionFailed, refusedMsg},
+		{"prohibited", "direct-tcpip", directExtra(forbiddenPort), ssh.Prohibited, forbiddenMsg},
+		{"unknown type", "x-unknown@test", nil, ssh.UnknownChannelType, "unknown channel type: x-unknown@test"},
+	} {
+		t.Run("open failure "+tc.name, func(t *testing.T) {
+			_, _, err := e.client.OpenChannel(tc.typ, tc.extra)
+			var oce *ssh.OpenChannelError
+			if !errors.As(err, &oce) || oce.Reason != tc.wantReason || oce.Message != tc.wantMsg {
+				t.Fatalf("OpenChannel = %v, want %v %q", err, tc.wantReason, tc.wantMsg)
+			}
+		})
+	}
+	for _, tc := range []struct {
+		listen   string
+		wantPort int
+	}{{"127.0.0.1:0", allocatedPort}, {"127.0.0.1:2222", 2222}} {
+		t.Run("tcpip-forward "+tc.listen, func(t *testing.T) {
+			ln, err := e.client.Listen("tcp", tc.listen)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer ln.Close()
+			if p := ln.Addr().(*net.TCPAddr).Port; p != tc.wantPort {
+				t.Fatalf("listener port %d, want %d", p, tc.wantPort)
+			}
+			accepted := make(chan string, 1)
+			var wg sync.WaitGroup
+			defer wg.Wait()
+			wg.Go(func() {
+				c, err := ln.Accept()
+				if err != nil {
+					accepted <- "accept: " + err.Error()
+					return
+				}
+				defer c.Close()
+				got, _ := io.ReadAll(c)
+				_, _ = io.WriteString(c, "hi from client")
+				accepted <- fmt.Sprintf("%s from %s", got, c.RemoteAddr())
+			})
+			out, _, err := e.run("forward", nil)
+			if err != nil || out != "forward reply: hi from client\n" {
+				t.Fatalf("lander: %q, %v", out, err)
+			}
+			if got, want := <-accepted, "hello via -R from 192.0.2.7:5555"; got != want {
+				t.Fatalf("client got %q, want %q", got, want)
+			}
+		})
+	}
+}
+
+func directExtra(port uint32) []byte {
+	return ssh.Marshal(struct {
+		Host     string
+		Port     uint32
+		OrigHost string
+		OrigPort uint32
+	}{"10.0.0.1", port, "127.0.0.1", 40000})
+}
+
+func TestAgentChannel(t *testing.T) {
+	e := newEnv(t, false)
+	agents := e.client.HandleChannelOpen("auth-agent@openssh.com")
+	var wg sync.WaitGroup
+	defer wg.Wait()
+	wg.Go(func() {
+		nc, ok := <-agents
+		if !ok {
+			return
+		}
+		ch, reqs, err := nc.Accept()
+		if err != nil {
+			return
+		}
+		go ssh.DiscardRequests(reqs)
+		got, _ := io.ReadAll(ch)
+		if string(got) == "ping" {
+			_, _ = io.WriteString(ch, "pong")
+		}
+		_ = ch.Close()
+	})
+	out, _, err := e.run("agent", nil)
+	if err != nil || out != "agent said: pong\n" {
+		t.Fatalf("got %q, %v; want %q", out, err, "agent said: pong\n")
+	}
+}
+
+func TestHostkeysNotRelayed(t *testing.T) {
+	e := newEnv(t, false)
+	out, _, err := e.run("hostkeys", nil)
+	if err != nil || out != "prove=false marker=true\n" {
+		t.Fatalf("got %q, %v; want %q", out, err, "prove=false marker=true\n")
+	}
+	// Requests are relayed in order: the marker came after both.
+	got := e.globals.list()
+	if !slices.Contains(got, "marker@test") || slices.Contains(got, "hostkeys-00@openssh.com") ||
+		slices.Contains(got, "hostkeys-prove-00@openssh.com") {
+		t.Fatalf("client received global requests %q; want the marker only", got)
+	}
+}
+
+func TestKeepaliveAnsweredLocally(t *testing.T) {
+	e := newEnv(t, false)
+	e.lander.raw.wedge()
+	var ok bool
+	var err error
+	within(t, "keepalive reply while the lander is wedged", func() {
+		ok, _, err = e.client.SendRequest("keepalive@openssh.com", true, nil)
+	})
+	if err != nil || ok {
+		t.Fatalf("keepalive reply %v, %v; want false (what sshd answers), nil", ok, err)
+	}
+	e.lander.raw.unwedge()
+	within(t, "sync", func() { ok, _, err = e.client.SendRequest("sync@test", true, nil) })
+	if err != nil || !ok {
+		t.Fatalf("sync: %v, %v", ok, err)
+	}
+	if got := e.lander.globals.list(); slices.Contains(got, "keepalive@openssh.com") {
+		t.Fatalf("lander received %q", got)
+	}
+}
+
+func TestTeardown(t *testing.T) {
+	tests := []struct {
+		name string
+		end  func(e *env)
+		// errOK tells whether Relay's result fits the way it ended.
+		errOK func(error) bool
+		// what the far side must observe
+		check func(t *testing.T, e *env)
+	}{
+		{
+			name: "lander connection killed",
+			end:  func(e *env) { _ = e.lander.raw.Close() },
+			// EOF, or a reset when the kill left input unread.
+			errOK: func(err error) bool {
+				return err == nil || strings.HasPrefix(err.Error(), "relay: lander connection: ")
+			},
+			check: func(t *testing.T, e *env) {
+				within(t, "client conn closed", func() { _ = e.client.Wait() })
+			},
+		},
+		{
+			name:  "client closes",
+			end:   func(e *env) { _ = e.client.Close() },
+			errOK: func(err error) bool { return err == nil },
+			check: func(t *testing.T, e *env) {
+				within(t, "lander conn closed", func() { _ = e.lander.conn.Wait() })
+			},
+		},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			e := newEnv(t, false)
+			// A session in progress must not keep anything alive.
+			s, err := e.client.NewSession()
+			if err != nil {
+				t.Fatal(err)
+			}
+			stdin, _ := s.StdinPipe()
+			if err := s.Start("echo"); err != nil {
+				t.Fatal(err)
+			}
+			_, _ = io.WriteString(stdin, "x")
+			start := time.Now()
+			tc.end(e)
+			if err := e.waitRelay(); !tc.errOK(err) {
+				t.Errorf("Relay = %v", err)
+			}
+			if d := time.Since(start); d > drainTimeout/2 {
+				t.Errorf("Relay took %v to end", d)
+			}
+			tc.check(t, e)
+			within(t, "session ends", func() { _ = s.Wait() })
+		})
+	}
+}
+
+// The lander's last output, sent just before its connection drops, still
+// reaches the client with the exit status, as it would without the relay.
+func TestLanderOutputDeliveredAfterDrop(t *testing.T) {
+	e := newEnv(t, false)
+	out, _, err := e.run("burst-and-die", nil)
+	var ee *ssh.ExitError
+	if !errors.As(err, &ee) || ee.ExitStatus() != 7 {
+		t.Fatalf("Run = %v, want exit status 7", err)
+	}
+	if out != strings.Repeat("b", burstSize) {
+		t.Fatalf("got %d bytes of output, want %d", len(out), burstSize)
+	}
+	within(t, "client conn closed", func() { _ = e.client.Wait() })
+	if err := e.waitRelay(); err != nil {
+		t.Fatalf("Relay = %v, want nil", err)
+	}
+}
+
+// BenchmarkRelayThroughput measures one session's throughput through the
+// relay over loopback TCP; "direct" is the same without the relay.
+func BenchmarkRelayThroughput(b *testing.B) {
+	const chunk = 1 << 20
+	for _, bc := range []struct {
+		name   string
+		direct bool
+		upload bool
+	}{
+		{"relay/download", false, false},
+		{"relay/upload", false, true},
+		{"direct/download", true, false},
+		{"direct/upload", true, true},
+	} {
+		b.Run(bc.name, func(b *testing.B) {
+			e := newEnv(b, bc.direct)
+			s, err := e.client.NewSession()
+			if err != nil {
+				b.Fatal(err)
+			}
+			b.SetBytes(chunk)
+			b.ResetTimer()
+			if bc.upload {
+				s.Stdin = io.LimitReader(zeroReader{}, int64(b.N)*chunk)
+				err = s.Run("sink")
+			} else {
+				s.Stdout = io.Discard
+				err = s.Run(fmt.Sprintf("source %d", int64(b.N)*chunk))
+			}
+			b.StopTimer()
+			if err != nil {
+				b.Fatal(err)
+			}
+		})
+	}
+}

@@ -1,0 +1,411 @@
+// Package gatekeeper is the SSH front door of an HPC lander: it asks for a
+// password and a one-use TOTP code (skipped for trusted networks), checks the
+// password by logging in to the lander's own sshd, and then relays the whole
+// SSH connection to it.
+//
+// A connection goes through three stages, each owned by one goroutine:
+// Serve's accept loop hands the net.Conn to handleConn, which runs the SSH
+// handshake and authentication (auth.go) under the login grace deadline and a
+// cap on unauthenticated connections, and then runs relay.Relay until either
+// side hangs up.
+package gatekeeper
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/netip"
+	"sort"
+	"sync"
+	"syscall"
+	"time"
+
+	"golang.org/x/crypto/ssh"
+
+	"gatekeeper/config"
+	"gatekeeper/gatekeeper/relay"
+	"gatekeeper/gatekeeper/store"
+)
+
+// ErrServerClosed is returned by Serve after Shutdown or Close.
+var ErrServerClosed = errors.New("gatekeeper: server closed")
+
+// Store is the part of the user store the front door needs.
+type Store interface {
+	Get(name string) (store.User, error)
+	Update(name string, fn func(u *store.User) error) error
+}
+
+// Options are a Server's dependencies.
+type Options struct {
+	// Store holds users' secrets and last used time steps. Required.
+	Store Store
+	// Log receives one structured line per auth decision and session.
+	// Defaults to slog.Default().
+	Log *slog.Logger
+	// Now is the clock for TOTP steps and rate limits. Defaults to time.Now.
+	Now func() time.Time
+}
+
+// Server is the SSH front door. Create it with New, run it with Serve, stop
+// it with Shutdown or Close — the same shape as net/http.Server.
+type Server struct {
+	cfg     *config.Config
+	store   Store
+	log     *slog.Logger
+	now     func() time.Time
+	lander  *lander
+	signers []ssh.Signer
+	limiter *limiter
+
+	// startups holds one token per connection that has not authenticated
+	// yet; a full channel means new connections are turned away.
+	startups chan struct{}
+
+	// mu protects the following.
+	mu        sync.Mutex
+	closing   bool
+	listeners map[net.Listener]struct{}
+	conns     map[net.Conn]struct{}
+	sessions  map[uint64]*Session
+	nextID    uint64
+	connsWG   sync.WaitGroup // one count per entry in conns
+}
+
+// New checks cfg's upstream settings and loads (or creates) the host keys.
+func New(cfg *config.Config, opts Options) (*Server, error) {
+	if opts.Store == nil {
+		return nil, errors.New("gatekeeper: no store")
+	}
+	if cfg.ProxyProtocol {
+		return nil, errors.New("proxy_protocol: not supported by this version; set it to false")
+	}
+	if opts.Log == nil {
+		opts.Log = slog.Default()
+	}
+	if opts.Now == nil {
+		opts.Now = time.Now
+	}
+	signers, err := LoadHostKeys(cfg.HostKeyFiles)
+	if err != nil {
+		return nil, err
+	}
+	l, err := newLander(cfg.Upstream.Address, cfg.Upstream.KnownHosts)
+	if err != nil {
+		return nil, err
+	}
+	maxStartups := cfg.MaxStartups
+	if maxStartups <= 0 {
+		maxStartups = 64
+	}
+	return &Server{
+		cfg:     cfg,
+		store:   opts.Store,
+		log:     opts.Log,
+		now:     opts.Now,
+		lander:  l,
+		signers: signers,
+		limiter: newLimiter(RateLimit{
+			Failures: cfg.RateLimit.Failures,
+			Window:   cfg.RateLimit.Window,
+			Lockout:  cfg.RateLimit.Lockout,
+		}, opts.Now),
+		startups:  make(chan struct{}, maxStartups),
+		listeners: map[net.Listener]struct{}{},
+		conns:     map[net.Conn]struct{}{},
+		sessions:  map[uint64]*Session{},
+	}, nil
+}
+
+// Serve accepts connections on ln until Shutdown or Close; it always returns
+// a non-nil error, ErrServerClosed after a shutdown.
+func (s *Server) Serve(ln net.Listener) error {
+	s.mu.Lock()
+	if s.closing {
+		s.mu.Unlock()
+		return ErrServerClosed
+	}
+	s.listeners[ln] = struct{}{}
+	s.mu.Unlock()
+	defer func() {
+		s.mu.Lock()
+		delete(s.listeners, ln)
+		s.mu.Unlock()
+	}()
+
+	var backoff time.Duration
+	for {
+		nc, err := ln.Accept()
+		if err != nil {
+			if s.isClosing() {
+				return ErrServerClosed
+			}
+			var ne net.Error
+			if errors.As(err, &ne) && ne.Timeout() || errors.Is(err, syscall.EMFILE) || errors.Is(err, syscall.ENFILE) {
+				// Out of file descriptors or similar: wait and retry, as
+				// net/http does, rather than spin or die.
+				backoff = min(max(2*backoff, 5*time.Millisecond), time.Second)
+				s.log.Warn("accept failed; retrying", "err", err, "retry_in", backoff)
+				time.Sleep(backoff)
+				continue
+			}
+			return err
+		}
+		backoff = 0
+		if !s.trackConn(nc) {
+			nc.Close()
+			return ErrServerClosed
+		}
+		go func() {
+			defer s.untrackConn(nc)
+			s.handleConn(nc)
+		}()
+	}
+}
+
+func (s *Server) isClosing() bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.closing
+}
+
+func (s *Server) trackConn(nc net.Conn) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closing {
+		return false
+	}
+	s.conns[nc] = struct{}{}
+	s.connsWG.Add(1)
+	return true
+}
+
+func (s *Server) untrackConn(nc net.Conn) {
+	nc.Close()
+	s.mu.Lock()
+	delete(s.conns, nc)
+	s.mu.Unlock()
+	s.connsWG.Done()
+}
+
+// Shutdown stops accepting connections and waits for the live ones to end
+// on their own. When ctx expires first it closes them and returns ctx.Err().
+func (s *Server) Shutdown(ctx context.Context) error {
+	s.stopListening()
+	done := make(chan struct{})
+	go func() {
+		s.connsWG.Wait()
+		close(done)
+	}()
+	select {
+	case <-done:
+		return nil
+	case <-ctx.Done():
+		s.closeConns()
+		<-done
+		return ctx.Err()
+	}
+}
+
+// Close stops accepting and closes every connection at once.
+func (s *Server) Close() error {
+	s.stopListening()
+	s.closeConns()
+	s.connsWG.Wait()
+	return nil
+}
+
+func (s *Server) stopListening() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.closing = true
+	for ln := range s.listeners {
+		ln.Close()
+	}
+}
+
+func (s *Server) closeConns() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for nc := range s.conns {
+		nc.Close()
+	}
+}
+
+// SetRateLimit replaces the lockout policy without touching live sessions or
+// current counts (used on config reload).
+func (s *Server) SetRateLimit(p RateLimit) { s.limiter.setPolicy(p) }
+
+// Unlock clears user's lockout. It reports whether user had failures or a
+// lockout on record.
+func (s *Server) Unlock(user string) bool { return s.limiter.reset(userKey(user)) }
+
+// LockedUntil reports until when user is locked out (zero if not locked).
+func (s *Server) LockedUntil(user string) time.Time { return s.limiter.lockedUntil(userKey(user)) }
+
+// handleConn authenticates one client and relays it to the lander.
+func (s *Server) handleConn(nc net.Conn) {
+	remote := remoteAddrPort(nc.RemoteAddr())
+	log := s.log.With("remote", remote.String())
+
+	select {
+	case s.startups <- struct{}{}:
+	default:
+		log.Warn("too many unauthenticated connections; refusing", "max_startups", cap(s.startups))
+		return
+	}
+	released := false
+	release := func() {
+		if !released {
+			released = true
+			<-s.startups
+		}
+	}
+	defer release()
+
+	grace := s.cfg.LoginGraceTime
+	if grace <= 0 {
+		grace = 60 * time.Second
+	}
+	_ = nc.SetDeadline(time.Now().Add(grace))
+
+	a := &attempt{srv: s, remote: remote.Addr(), trusted: s.cfg.IsTrusted(remote.Addr()), log: log}
+	sc, chans, reqs, err := ssh.NewServerConn(nc, s.serverConfig(a))
+	if err != nil {
+		if a.up != nil {
+			a.up.conn.Close()
+		}
+		log.Debug("connection ended before login", "err", err)
+		return
+	}
+	_ = nc.SetDeadline(time.Time{})
+	release()
+
+	sess := s.addSession(sc, remote, a)
+	defer s.removeSession(sess)
+	log = log.With("user", sc.User(), "session", sess.ID)
+	log.Info("session started", "trusted", a.trusted)
+	err = relay.Relay(sc, chans, reqs, a.up.conn, a.up.chans, a.up.reqs, relay.Options{Log: log, Stats: &sess.Stats})
+	log.Info("session ended", "duration", time.Since(sess.Start).Round(time.Millisecond).String(),
+		"bytes_up", sess.Stats.Up.Load(), "bytes_down", sess.Stats.Down.Load(), "err", errString(err))
+}
+
+// serverConfig builds one connection's SSH server config. It is built per
+// connection so that the auth callbacks close over that connection's attempt.
+func (s *Server) serverConfig(a *attempt) *ssh.ServerConfig {
+	c := &ssh.ServerConfig{
+		MaxAuthTries:                s.cfg.MaxAuthTries,
+		ServerVersion:               "SSH-2.0-gatekeeper",
+		KeyboardInteractiveCallback: a.keyboardInteractive,
+		PasswordCallback:            a.passwordMethod,
+	}
+	for _, k := range s.signers {
+		c.AddHostKey(k)
+	}
+	return c
+}
+
+// Session is a live proxied connection.
+type Session struct {
+	ID      uint64
+	User    string
+	Remote  netip.AddrPort
+	Trusted bool
+	Start   time.Time
+	// Stats counts the bytes relayed; safe to read while the session runs.
+	Stats relay.Stats
+
+	conn ssh.Conn
+}
+
+// SessionInfo is a snapshot of a Session for listing.
+type SessionInfo struct {
+	ID        uint64    `json:"id"`
+	User      string    `json:"user"`
+	Remote    string    `json:"remote"`
+	Trusted   bool      `json:"trusted"`
+	Start     time.Time `json:"start"`
+	BytesUp   int64     `json:"bytes_up"`
+	BytesDown int64     `json:"bytes_down"`
+}
+
+func (s *Server) addSession(sc *ssh.ServerConn, remote netip.AddrPort, a *attempt) *Session {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.nextID++
+	sess := &Session{ID: s.nextID, User: sc.User(), Remote: remote, Trusted: a.trusted, Start: time.Now(), conn: sc}
+	s.sessions[sess.ID] = sess
+	return sess
+}
+
+func (s *Server) removeSession(sess *Session) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	delete(s.sessions, sess.ID)
+}
+
+// Sessions lists the live sessions, oldest first.
+func (s *Server) Sessions() []SessionInfo {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	out := make([]SessionInfo, 0, len(s.sessions))
+	for _, x := range s.sessions {
+		out = append(out, SessionInfo{
+			ID: x.ID, User: x.User, Remote: x.Remote.String(), Trusted: x.Trusted, Start: x.Start,
+			BytesUp: x.Stats.Up.Load(), BytesDown: x.Stats.Down.Load(),
+		})
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].ID < out[j].ID })
+	return out
+}
+
+// Kill ends the session with the given id; it reports whether it existed.
+func (s *Server) Kill(id uint64) bool {
+	s.mu.Lock()
+	sess := s.sessions[id]
+	s.mu.Unlock()
+	if sess == nil {
+		return false
+	}
+	sess.conn.Close()
+	return true
+}
+
+// KillUser ends every live session of user and returns how many there were.
+func (s *Server) KillUser(user string) int {
+	s.mu.Lock()
+	var victims []*Session
+	for _, x := range s.sessions {
+		if x.User == user {
+			victims = append(victims, x)
+		}
+	}
+	s.mu.Unlock()
+	for _, x := range victims {
+		x.conn.Close()
+	}
+	return len(victims)
+}
+
+// remoteAddrPort extracts the client's address; IPv4-mapped IPv6 addresses
+// are unmapped so that "10.0.0.0/8" matches a dual-stack listener's peers.
+func remoteAddrPort(a net.Addr) netip.AddrPort {
+	if t, ok := a.(*net.TCPAddr); ok {
+		ap := t.AddrPort()
+		return netip.AddrPortFrom(ap.Addr().Unmap(), ap.Port())
+	}
+	ap, err := netip.ParseAddrPort(a.String())
+	if err != nil {
+		return netip.AddrPort{}
+	}
+	return netip.AddrPortFrom(ap.Addr().Unmap(), ap.Port())
+}
+
+func errString(err error) string {
+	if err == nil {
+		return ""
+	}
+	return fmt.Sprint(err)
+}

@@ -1,0 +1,677 @@
+package gatekeeper
+
+import (
+	"bytes"
+	"crypto/ed25519"
+	"crypto/rand"
+	"encoding/base32"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/netip"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/pquerna/otp"
+	"github.com/pquerna/otp/hotp"
+	"golang.org/x/crypto/ssh"
+	"golang.org/x/crypto/ssh/knownhosts"
+
+	"gatekeeper/config"
+	"gatekeeper/gatekeeper/store"
+)
+
+// memStore is an in-memory Store with the same all-or-nothing Update
+// semantics as the bbolt one.
+type memStore struct {
+	mu    sync.Mutex
+	users map[string]store.User
+}
+
+func (m *memStore) Get(name string) (store.User, error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	u, ok := m.users[name]
+	if !ok {
+		return store.User{Name: name, State: store.StateNone}, nil
+	}
+	u.Secret = nil
+	return u, nil
+}
+
+func (m *memStore) Update(name string, fn func(u *store.User) error) error {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	u, ok := m.users[name]
+	if !ok {
+		u = store.User{Name: name, State: store.StateNone}
+	}
+	u.Secret = bytes.Clone(u.Secret)
+	if err := fn(&u); err != nil {
+		return err
+	}
+	m.users[name] = u
+	return nil
+}
+
+func (m *memStore) lastStep(name string) uint64 {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return m.users[name].LastStep
+}
+
+// fakeLander is an in-process sshd that accepts one password and runs a
+// trivial exec: it echoes the command back and exits 0.
+type fakeLander struct {
+	addr       string
+	knownHosts string
+	// attempts counts password attempts: the lander must never see one for
+	// a login whose code was wrong.
+	attempts atomic.Int32
+}
+
+const landerPassword = "correct horse"
+
+func startLander(t *testing.T) *fakeLander {
+	t.Helper()
+	_, priv, _ := ed25519.GenerateKey(rand.Reader)
+	signer, err := ssh.NewSignerFromKey(priv)
+	if err != nil {
+		t.Fatal(err)
+	}
+	fl := &fakeLander{}
+	cfg := &ssh.ServerConfig{
+		PasswordCallback: func(c ssh.ConnMetadata, pw []byte) (*ssh.Permissions, error) {
+			fl.attempts.Add(1)
+			if string(pw) == landerPassword {
+				return nil, nil
+			}
+			return nil, errors.New("wrong password")
+		},
+	}
+	cfg.AddHostKey(signer)
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { ln.Close() })
+	fl.addr = ln.Addr().String()
+	fl.knownHosts = filepath.Join(t.TempDir(), "known_hosts")
+	line := knownhosts.Line([]string{knownhosts.Normalize(fl.addr)}, signer.PublicKey())
+	if err := os.WriteFile(fl.knownHosts, []byte(line+"\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	go func() {
+		for {
+			nc, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			go serveFakeLanderConn(nc, cfg)
+		}
+	}()
+	return fl
+}
+
+func serveFakeLanderConn(nc net.Conn, cfg *ssh.ServerConfig) {
+	defer nc.Close()
+	_, chans, reqs, err := ssh.NewServerConn(nc, cfg)
+	if err != nil {
+		return
+	}
+	go ssh.DiscardRequests(reqs)
+	for nch := range chans {
+		ch, chReqs, err := nch.Accept()
+		if err != nil {
+			continue
+		}
+		go func() {
+			defer ch.Close()
+			for req := range chReqs {
+				if req.Type != "exec" {
+					req.Reply(false, nil)
+					continue
+				}
+				req.Reply(true, nil)
+				var cmd struct{ Command string }
+				_ = ssh.Unmarshal(req.Payload, &cmd)
+				fmt.Fprintf(ch, "ran: %s", cmd.Command)
+				ch.SendRequest("exit-status", false, ssh.Marshal(struct{ Status uint32 }{0}))
+				return
+			}
+		}()
+	}
+}
+
+// fakeClock is the server's clock; tests move it to cross time steps.
+type fakeClock struct{ t atomic.Int64 }
+
+func (c *fakeClock) Now() time.Time          { return time.Unix(0, c.t.Load()) }
+func (c *fakeClock) Set(t time.Time)         { c.t.Store(t.UnixNano()) }
+func (c *fakeClock) Advance(d time.Duration) { c.t.Add(int64(d)) }
+
+// syncBuffer collects log output written from many goroutines.
+type syncBuffer struct {
+	mu  sync.Mutex
+	buf bytes.Buffer
+}
+
+func (b *syncBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.Write(p)
+}
+
+func (b *syncBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.String()
+}
+
+type testGate struct {
+	srv    *Server
+	addr   string
+	store  *memStore
+	clock  *fakeClock
+	lander *fakeLander
+	logs   *syncBuffer
+	secret []byte
+}
+
+// newTestGate starts a Server in front of a fake lander, with user "alice"
+// linked and 127.0.0.2 trusted.
+func newTestGate(t *testing.T, edit func(*config.Config)) *testGate {
+	t.Helper()
+	fl := startLander(t)
+	secret := make([]byte, 20)
+	rand.Read(secret)
+	g := &testGate{
+		store:  &memStore{users: map[string]store.User{}},
+		clock:  &fakeClock{},
+		lander: fl,
+		logs:   &syncBuffer{},
+		secret: secret,
+	}
+	g.clock.Set(time.Date(2026, 11, 23, 12, 0, 0, 0, time.UTC))
+	g.store.users["alice"] = store.User{Name: "alice", State: store.StateActive, Secret: secret}
+
+	cfg := &config.Config{
+		HostKeyFiles:   []string{filepath.Join(t.TempDir(), "host_key")},
+		Upstream:       config.Upstream{Address: fl.addr, KnownHosts: fl.knownHosts},
+		Trusted:        []netip.Prefix{netip.MustParsePrefix("127.0.0.2/32")},
+		TOTP:           config.TOTP{Issuer: "Test", Skew: 1},
+		RateLimit:      config.RateLimit{Failures: 3, Window: 30 * time.Second, Lockout: 5 * time.Minute},
+		MaxAuthTries:   6,
+		MaxStartups:    64,
+		LoginGraceTime: 10 * time.Second,
+		FailureDelay:   time.Millisecond,
+	}
+	if edit != nil {
+		edit(cfg)
+	}
+	srv, err := New(cfg, Options{
+		Store: g.store,
+		Log:   slog.New(slog.NewJSONHandler(g.logs, &slog.HandlerOptions{Level: slog.LevelDebug})),
+		Now:   g.clock.Now,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	go srv.Serve(ln)
+	t.Cleanup(func() { srv.Close() })
+	g.srv, g.addr = srv, ln.Addr().String()
+	return g
+}
+
+// code computes the code for the clock's step plus offset with pquerna's
+// HOTP, independently of package totp.
+func (g *testGate) code(t *testing.T, offset int) string {
+	t.Helper()
+	step := uint64(g.clock.Now().Unix()/30 + int64(offset))
+	c, err := hotp.GenerateCodeCustom(base32.StdEncoding.EncodeToString(g.secret), step,
+		hotp.ValidateOpts{Digits: otp.DigitsSix, Algorithm: otp.AlgorithmSHA1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return c
+}
+
+type loginResult struct {
+	output  string
+	err     error
+	prompts []string
+}
+
+// login runs "hello" through the gate with keyboard-interactive, answering
+// the password and code prompts; from is the local address to dial from.
+func (g *testGate) login(user, password, code, from string, methods ...ssh.AuthMethod) loginResult {
+	var res loginResult
+	var mu sync.Mutex
+	answer := func(name, instruction string, questions []string, echos []bool) ([]string, error) {
+		mu.Lock()
+		defer mu.Unlock()
+		out := make([]string, len(questions))
+		for i, q := range questions {
+			res.prompts = append(res.prompts, q)
+			switch q {
+			case PromptPassword:
+				out[i] = password
+			case PromptCode:
+				out[i] = code
+			default:
+				return nil, fmt.Errorf("unexpected prompt %q", q)
+			}
+		}
+		return out, nil
+	}
+	if len(methods) == 0 {
+		methods = []ssh.AuthMethod{ssh.KeyboardInteractive(answer)}
+	} else {
+		methods = append(methods, ssh.KeyboardInteractive(answer))
+	}
+	d := net.Dialer{LocalAddr: &net.TCPAddr{IP: net.ParseIP(from)}, Timeout: 5 * time.Second}
+	nc, err := d.Dial("tcp", g.addr)
+	if err != nil {
+		res.err = err
+		return res
+	}
+	defer nc.Close()
+	conn, chans, reqs, err := ssh.NewClientConn(nc, g.addr, &ssh.ClientConfig{
+		User:            user,
+		Auth:            methods,
+		HostKeyCallback: ssh.InsecureIgnoreHostKey(), // the gate's key is new per test
+	})
+	if err != nil {
+		res.err = err
+		return res
+	}
+	client := ssh.NewClient(conn, chans, reqs)
+	defer client.Close()
+	sess, err := client.NewSession()
+	if err != nil {
+		res.err = err
+		return res
+	}
+	out, err := sess.Output("hello")
+	res.output, res.err = string(out), err
+	return res
+}
+
+func TestLogin(t *testing.T) {
+	tests := []struct {
+		name string
+		// prepare may use earlier logins or change state; it returns the
+		// code to use.
+		prepare      func(t *testing.T, g *testGate) string
+		user         string
+		password     string
+		from         string
+		wantOK       bool
+		wantPrompts  []string
+		wantReason   string
+		wantAttempts int32 // password attempts the lander saw in the final login
+	}{
+		{
+			name:    "password and current code",
+			prepare: func(t *testing.T, g *testGate) string { return g.code(t, 0) },
+			user:    "alice", password: landerPassword, from: "127.0.0.1",
+			wantOK: true, wantPrompts: []string{PromptPassword, PromptCode}, wantAttempts: 1,
+		},
+		{
+			name:    "code of the previous step within skew",
+			prepare: func(t *testing.T, g *testGate) string { return g.code(t, -1) },
+			user:    "alice", password: landerPassword, from: "127.0.0.1",
+			wantOK: true, wantPrompts: []string{PromptPassword, PromptCode}, wantAttempts: 1,
+		},
+		{
+			name:    "code outside skew",
+			prepare: func(t *testing.T, g *testGate) string { return g.code(t, -2) },
+			user:    "alice", password: landerPassword, from: "127.0.0.1",
+			wantReason: ReasonWrongCode,
+		},
+		{
+			name: "replayed code",
+			prepare: func(t *testing.T, g *testGate) string {
+				c := g.code(t, 0)
+				if r := g.login("alice", landerPassword, c, "127.0.0.1"); r.err != nil {
+					t.Fatalf("first login: %v", r.err)
+				}
+				return c
+			},
+			user: "alice", password: landerPassword, from: "127.0.0.1",
+			wantReason: ReasonReplayedCode,
+		},
+		{
+			name: "older code after a newer one",
+			prepare: func(t *testing.T, g *testGate) string {
+				if r := g.login("alice", landerPassword, g.code(t, 1), "127.0.0.1"); r.err != nil {
+					t.Fatalf("first login: %v", r.err)
+				}
+				return g.code(t, 0)
+			},
+			user: "alice", password: landerPassword, from: "127.0.0.1",
+			wantReason: ReasonReplayedCode,
+		},
+		{
+			name:    "wrong code never reaches the lander",
+			prepare: func(t *testing.T, g *testGate) string { return "000000" },
+			user:    "alice", password: landerPassword, from: "127.0.0.1",
+			wantReason: ReasonWrongCode,
+		},
+		{
+			name:    "malformed code",
+			prepare: func(t *testing.T, g *testGate) string { return strings.Repeat("9", 5000) },
+			user:    "alice", password: landerPassword, from: "127.0.0.1",
+			wantReason: ReasonMalformedCode,
+		},
+		{
+			name:    "wrong password with a good code",
+			prepare: func(t *testing.T, g *testGate) string { return g.code(t, 0) },
+			user:    "alice", password: "guess", from: "127.0.0.1",
+			wantReason: ReasonWrongPassword, wantAttempts: 1,
+		},
+		{
+			name:    "unlinked user outside the trusted networks",
+			prepare: func(t *testing.T, g *testGate) string { return "123456" },
+			user:    "bob", password: landerPassword, from: "127.0.0.1",
+			wantReason: ReasonNotLinked,
+		},
+		{
+			name:    "trusted source is never asked for a code",
+			prepare: func(t *testing.T, g *testGate) string { return "" },
+			user:    "bob", password: landerPassword, from: "127.0.0.2",
+			wantOK: true, wantPrompts: []string{PromptPassword}, wantAttempts: 1,
+		},
+		{
+			name:    "oversized username",
+			prepare: func(t *testing.T, g *testGate) string { return g.code(t, 0) },
+			user:    strings.Repeat("a", 10000), password: landerPassword, from: "127.0.0.1",
+			wantReason: ReasonBadUsername,
+		},
+		{
+			name:    "oversized password",
+			prepare: func(t *testing.T, g *testGate) string { return g.code(t, 0) },
+			user:    "alice", password: strings.Repeat("p", 100000), from: "127.0.0.1",
+			wantReason: ReasonBadPassword,
+		},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			g := newTestGate(t, nil)
+			code := tc.prepare(t, g)
+			before := g.lander.attempts.Load()
+			r := g.login(tc.user, tc.password, code, tc.from)
+			if got := g.lander.attempts.Load() - before; got != tc.wantAttempts {
+				t.Errorf("lander saw %d password attempts, want %d", got, tc.wantAttempts)
+			}
+			if !tc.wantOK {
+				if r.err == nil {
+					t.Fatalf("login succeeded, want refusal (%s)", tc.wantReason)
+				}
+				if !strings.Contains(g.logs.String(), `"reason":"`+tc.wantReason+`"`) {
+					t.Errorf("log lacks reason %q:\n%s", tc.wantReason, g.logs.String())
+				}
+				return
+			}
+			if r.err != nil {
+				t.Fatalf("login failed: %v\nlog:\n%s", r.err, g.logs.String())
+			}
+			if r.output != "ran: hello" {
+				t.Errorf("output %q, want %q", r.output, "ran: hello")
+			}
+			if strings.Join(r.prompts, "|") != strings.Join(tc.wantPrompts, "|") {
+				t.Errorf("prompts %q, want %q", r.prompts, tc.wantPrompts)
+			}
+		})
+	}
+}
+
+func TestPasswordMethodThenCode(t *testing.T) {
+	g := newTestGate(t, nil)
+	r := g.login("alice", landerPassword, g.code(t, 0), "127.0.0.1", ssh.Password(landerPassword))
+	if r.err != nil {
+		t.Fatalf("login: %v\n%s", r.err, g.logs.String())
+	}
+	if strings.Join(r.prompts, "|") != PromptCode {
+		t.Errorf("prompts %q, want only the code prompt", r.prompts)
+	}
+	if !strings.Contains(g.logs.String(), `"method":"password+keyboard-interactive"`) {
+		t.Errorf("log does not record the method:\n%s", g.logs.String())
+	}
+}
+
+func TestConcurrentLoginsWithOneCode(t *testing.T) {
+	g := newTestGate(t, nil)
+	code := g.code(t, 0)
+	var wg sync.WaitGroup
+	var ok atomic.Int32
+	for range 8 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if r := g.login("alice", landerPassword, code, "127.0.0.1"); r.err == nil {
+				ok.Add(1)
+			}
+		}()
+	}
+	wg.Wait()
+	if ok.Load() != 1 {
+		t.Fatalf("%d logins succeeded with one code, want exactly 1", ok.Load())
+	}
+	if got, want := g.store.lastStep("alice"), uint64(g.clock.Now().Unix()/30); got != want {
+		t.Errorf("last step %d, want %d", got, want)
+	}
+}
+
+func TestLockout(t *testing.T) {
+	g := newTestGate(t, func(c *config.Config) {
+		c.RateLimit = config.RateLimit{Failures: 3, Window: time.Minute, Lockout: 5 * time.Minute}
+	})
+	for i := range 3 {
+		if r := g.login("alice", landerPassword, "000000", "127.0.0.1"); r.err == nil {
+			t.Fatalf("wrong code %d accepted", i)
+		}
+	}
+	// Locked: even the right code is refused, and the lander is not asked.
+	before := g.lander.attempts.Load()
+	if r := g.login("alice", landerPassword, g.code(t, 0), "127.0.0.1"); r.err == nil {
+		t.Fatal("locked-out user got in")
+	}
+	if g.lander.attempts.Load() != before {
+		t.Error("the lander was asked while the user was locked out")
+	}
+	if !strings.Contains(g.logs.String(), `"reason":"locked"`) {
+		t.Errorf("log lacks the lockout reason:\n%s", g.logs.String())
+	}
+	// The code was not used up by the refused attempt.
+	g.clock.Advance(5*time.Minute + time.Second)
+	if r := g.login("alice", landerPassword, g.code(t, 0), "127.0.0.1"); r.err != nil {
+		t.Fatalf("login after the lockout expired: %v", r.err)
+	}
+}
+
+func TestUnlock(t *testing.T) {
+	g := newTestGate(t, nil)
+	// From a trusted address no code is asked, so lock alice with wrong
+	// passwords; the per-user limit applies there too.
+	for range 3 {
+		g.login("alice", "guess", "", "127.0.0.2")
+	}
+	if g.srv.LockedUntil("alice").IsZero() {
+		t.Fatal("alice is not locked after 3 wrong passwords")
+	}
+	if r := g.login("alice", landerPassword, "", "127.0.0.2"); r.err == nil {
+		t.Fatal("locked-out user got in")
+	}
+	if !g.srv.Unlock("alice") {
+		t.Fatal("Unlock found nothing to clear")
+	}
+	if r := g.login("alice", landerPassword, "", "127.0.0.2"); r.err != nil {
+		t.Fatalf("login after unlock: %v", r.err)
+	}
+}
+
+func TestLanderProblemsShowABanner(t *testing.T) {
+	tests := []struct {
+		name       string
+		edit       func(t *testing.T, c *config.Config)
+		wantReason string
+		wantLog    string
+	}{
+		{
+			name: "host key changed",
+			edit: func(t *testing.T, c *config.Config) {
+				_, other, _ := ed25519.GenerateKey(rand.Reader)
+				pub, _ := ssh.NewSignerFromKey(other)
+				line := knownhosts.Line([]string{knownhosts.Normalize(c.Upstream.Address)}, pub.PublicKey())
+				if err := os.WriteFile(c.Upstream.KnownHosts, []byte(line+"\n"), 0o644); err != nil {
+					t.Fatal(err)
+				}
+			},
+			wantReason: ReasonLanderHostKey,
+			wantLog:    "lander host key does not match upstream.known_hosts",
+		},
+		{
+			name: "lander down",
+			edit: func(t *testing.T, c *config.Config) {
+				ln, _ := net.Listen("tcp", "127.0.0.1:0")
+				addr := ln.Addr().String()
+				ln.Close()
+				kh, _ := os.ReadFile(c.Upstream.KnownHosts)
+				host := knownhosts.Normalize(c.Upstream.Address)
+				kh = bytes.Replace(kh, []byte(host), []byte(knownhosts.Normalize(addr)), 1)
+				os.WriteFile(c.Upstream.KnownHosts, kh, 0o644)
+				c.Upstream.Address = addr
+			},
+			wantReason: ReasonLanderUnavailable,
+			wantLog:    "lander unavailable",
+		},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			var banner atomic.Value
+			g := newTestGate(t, func(c *config.Config) { tc.edit(t, c) })
+			nc, err := net.Dial("tcp", g.addr)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer nc.Close()
+			_, _, _, err = ssh.NewClientConn(nc, g.addr, &ssh.ClientConfig{
+				User: "alice",
+				Auth: []ssh.AuthMethod{ssh.RetryableAuthMethod(ssh.KeyboardInteractive(
+					func(_, _ string, qs []string, _ []bool) ([]string, error) {
+						out := make([]string, len(qs))
+						for i, q := range qs {
+							out[i] = map[string]string{PromptPassword: landerPassword, PromptCode: g.code(t, 0)}[q]
+						}
+						return out, nil
+					}), 1)},
+				HostKeyCallback: ssh.InsecureIgnoreHostKey(),
+				BannerCallback:  func(m string) error { banner.Store(m); return nil },
+			})
+			if err == nil {
+				t.Fatal("login succeeded with the lander unusable")
+			}
+			if b, _ := banner.Load().(string); !strings.Contains(b, "not reachable") {
+				t.Errorf("banner %q does not tell the user the login node is unreachable", b)
+			}
+			logs := g.logs.String()
+			if !strings.Contains(logs, `"reason":"`+tc.wantReason+`"`) || !strings.Contains(logs, tc.wantLog) {
+				t.Errorf("log lacks reason %q / %q:\n%s", tc.wantReason, tc.wantLog, logs)
+			}
+		})
+	}
+}
+
+func TestGarbageOnThePort(t *testing.T) {
+	g := newTestGate(t, nil)
+	inputs := [][]byte{
+		[]byte("GET / HTTP/1.1\r\nHost: x\r\n\r\n"),
+		bytes.Repeat([]byte{0xff}, 70000),
+		[]byte("SSH-2.0-" + strings.Repeat("x", 300) + "\r\n"),
+		{},
+	}
+	for i, in := range inputs {
+		nc, err := net.Dial("tcp", g.addr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		nc.SetDeadline(time.Now().Add(5 * time.Second))
+		nc.Write(in)
+		if c, ok := nc.(*net.TCPConn); ok {
+			c.CloseWrite()
+		}
+		// A reset is a close too (unread garbage makes the kernel send RST);
+		// only a timeout means the gate kept the connection open.
+		if _, err := io.Copy(io.Discard, nc); errors.Is(err, os.ErrDeadlineExceeded) {
+			t.Errorf("input %d: the gate did not close the connection: %v", i, err)
+		}
+		nc.Close()
+	}
+	// Still serving.
+	if r := g.login("alice", landerPassword, g.code(t, 0), "127.0.0.1"); r.err != nil {
+		t.Fatalf("login after garbage: %v", r.err)
+	}
+}
+
+func TestMaxStartups(t *testing.T) {
+	g := newTestGate(t, func(c *config.Config) { c.MaxStartups = 2 })
+	// Two connections that never speak hold both unauthenticated slots.
+	var held []net.Conn
+	for range 2 {
+		nc, err := net.Dial("tcp", g.addr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer nc.Close()
+		buf := make([]byte, 64)
+		if _, err := nc.Read(buf); err != nil { // the server's version line: the slot is taken
+			t.Fatal(err)
+		}
+		held = append(held, nc)
+	}
+	nc, err := net.Dial("tcp", g.addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nc.Close()
+	nc.SetDeadline(time.Now().Add(5 * time.Second))
+	if n, _ := io.Copy(io.Discard, nc); n != 0 {
+		t.Errorf("third connection got %d bytes, want it closed at once", n)
+	}
+	for _, c := range held {
+		c.Close()
+	}
+}
+
+func TestSessionForgottenWhenClientLeaves(t *testing.T) {
+	g := newTestGate(t, nil)
+	if r := g.login("alice", landerPassword, g.code(t, 0), "127.0.0.1"); r.err != nil {
+		t.Fatal(r.err)
+	}
+	waitFor(t, "the session list to empty", func() bool { return len(g.srv.Sessions()) == 0 })
+}
+
+// waitFor polls cond until it holds, failing the test after 10 s.
+func waitFor(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting for %s", what)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}

@@ -1,0 +1,457 @@
+package e2e
+
+import (
+	"bufio"
+	"bytes"
+	"crypto/rand"
+	"crypto/sha256"
+	"encoding/hex"
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+)
+
+// The relay tests run every client feature twice: straight at the lander (which proves the
+// harness and the machine, so that a failure through the gatekeeper is the gatekeeper's) and
+// through the shared gatekeeper from the trusted source (password only, so that a test can log
+// in as often as it needs; the code path has its own tests).
+
+// forEachPath runs f with a fresh user and client for each path to the lander.
+func forEachPath(t *testing.T, f func(t *testing.T, c *client)) {
+	t.Parallel()
+	t.Run("direct", func(t *testing.T) {
+		t.Parallel()
+		l := landerFor(t)
+		f(t, newClient(t, newUser(t), l.port, ""))
+	})
+	t.Run("gatekeeper", func(t *testing.T) {
+		t.Parallel()
+		g := sharedGatekeeper(t)
+		u := newUser(t)
+		t.Cleanup(func() {
+			if t.Failed() {
+				t.Logf("gatekeeper log for %s:\n%s", u.name, g.userLog(u.name))
+			}
+		})
+		f(t, newClient(t, u, g.port, trustedAddr))
+	})
+}
+
+func TestExitStatus(t *testing.T) {
+	forEachPath(t, func(t *testing.T, c *client) {
+		for _, code := range []int{0, 3, 42} {
+			r := c.ssh(nil, fmt.Sprintf("echo bye; exit %d", code))
+			if r.exit != code || r.stdout != "bye\n" {
+				t.Errorf("`exit %d`: %s", code, r)
+			}
+		}
+		// A command killed by a signal: ssh reports it (exit-signal) and exits 255.
+		r := c.ssh(nil, "kill -KILL $$")
+		if r.exit != 255 {
+			t.Errorf("`kill -KILL $$`: want ssh exit 255 (remote killed by a signal), got %s", r)
+		}
+	})
+}
+
+func TestStdoutStderrApart(t *testing.T) {
+	forEachPath(t, func(t *testing.T, c *client) {
+		r := c.ssh(nil, "echo out; echo err >&2")
+		if r.exit != 0 || r.stdout != "out\n" || r.stderr != "err\n" {
+			t.Errorf("want stdout \"out\\n\" and stderr \"err\\n\", got %s", r)
+		}
+		// Enough of both to fill the channel windows, written at the same time.
+		r = c.ssh(nil, "seq 1 100000 >&2 & seq 100001 200000; wait")
+		want1, want2 := seqString(100001, 200000), seqString(1, 100000)
+		if r.exit != 0 || r.stdout != want1 || r.stderr != want2 {
+			t.Errorf("200000 lines on stdout and stderr at once: exit %d, stdout %d bytes (want %d, equal %v), stderr %d bytes (want %d, equal %v)",
+				r.exit, len(r.stdout), len(want1), r.stdout == want1, len(r.stderr), len(want2), r.stderr == want2)
+		}
+	})
+}
+
+func seqString(from, to int) string {
+	var b strings.Builder
+	for i := from; i <= to; i++ {
+		b.WriteString(strconv.Itoa(i))
+		b.WriteByte('\n')
+	}
+	return b.String()
+}
+
+func TestPTY(t *testing.T) {
+	forEachPath(t, func(t *testing.T, c *client) {
+		r := c.ssh([]string{"-tt"}, "tty; echo $TERM")
+		if r.exit != 0 || !regexp.MustCompile(`^/dev/pts/\d+\r?\nxterm\r?\n$`).MatchString(r.stdout) {
+			t.Errorf("`ssh -tt HOST 'tty; echo $TERM'`: want /dev/pts/N and xterm, got %s", r)
+		}
+		r = c.ssh([]string{"-T"}, "tty")
+		if r.exit != 1 || r.stdout != "not a tty\n" {
+			t.Errorf("`ssh -T HOST tty`: want \"not a tty\" and exit 1, got %s", r)
+		}
+	})
+}
+
+func TestKeepalive(t *testing.T) {
+	forEachPath(t, func(t *testing.T, c *client) {
+		// The client sends keepalive@openssh.com every second while the command is silent and
+		// gives up after two without an answer.
+		r := c.ssh([]string{"-o", "ServerAliveInterval=1", "-o", "ServerAliveCountMax=2"}, "sleep 5; echo ok")
+		if r.exit != 0 || r.stdout != "ok\n" {
+			t.Errorf("keepalives during a 5 s silent command: %s", r)
+		}
+	})
+}
+
+// data32 is a 32 MiB random file shared by the transfer tests, and its SHA-256.
+var data32 = sync.OnceValues(func() (string, error) {
+	p := filepath.Join(h.tmp, "data32")
+	b := make([]byte, 32<<20)
+	_, _ = rand.Read(b)
+	return p, os.WriteFile(p, b, 0o644)
+})
+
+func sha256File(t testing.TB, p string) string {
+	t.Helper()
+	f, err := os.Open(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	hash := sha256.New()
+	if _, err := io.Copy(hash, f); err != nil {
+		t.Fatal(err)
+	}
+	return hex.EncodeToString(hash.Sum(nil))
+}
+
+func TestTransfer32MiB(t *testing.T) {
+	forEachPath(t, func(t *testing.T, c *client) {
+		src, err := data32()
+		if err != nil {
+			t.Fatal(err)
+		}
+		want := sha256File(t, src)
+		home := c.user.home
+		// dl.bin is in the user's home for the downloads.
+		if out, err := exec.Command("install", "-o", c.user.name, "-m", "0644", src, filepath.Join(home, "dl.bin")).CombinedOutput(); err != nil {
+			t.Fatalf("install: %v: %s", err, out)
+		}
+		local := func(name string) string { return filepath.Join(c.dir, name) }
+		check := func(what, path string) {
+			t.Helper()
+			if got := sha256File(t, path); got != want {
+				t.Errorf("%s: sha256 %s, want %s", what, got, want)
+			}
+		}
+		port := strconv.Itoa(c.port)
+
+		t.Run("stdin", func(t *testing.T) {
+			f, err := os.Open(src)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer f.Close()
+			r := c.run(f, nil, "ssh", c.sshArgs(nil, "cat > up-stdin.bin")...)
+			if r.exit != 0 {
+				t.Fatalf("cat > file: %s", r)
+			}
+			check("upload through stdin", filepath.Join(home, "up-stdin.bin"))
+		})
+		t.Run("stdout", func(t *testing.T) {
+			hash := sha256.New()
+			r := c.run(nil, hash, "ssh", c.sshArgs(nil, "cat dl.bin")...)
+			if got := hex.EncodeToString(hash.Sum(nil)); r.exit != 0 || got != want {
+				t.Errorf("cat file > stdout: sha256 %s, want %s; %s", got, want, r)
+			}
+		})
+		for _, mode := range []struct{ name, flag string }{{"scp", ""}, {"scp-legacy", "-O"}} {
+			t.Run(mode.name, func(t *testing.T) {
+				args := func(from, to string) []string {
+					a := []string{"-q", "-P", port}
+					if mode.flag != "" {
+						a = append(a, mode.flag)
+					}
+					return append(append(a, c.opts()...), from, to)
+				}
+				up := "up-" + mode.name + ".bin"
+				if r := c.run(nil, nil, "scp", args(src, c.target()+":"+up)...); r.exit != 0 {
+					t.Fatalf("scp upload: %s", r)
+				}
+				check(mode.name+" upload", filepath.Join(home, up))
+				if r := c.run(nil, nil, "scp", args(c.target()+":dl.bin", local(mode.name+".bin"))...); r.exit != 0 {
+					t.Fatalf("scp download: %s", r)
+				}
+				check(mode.name+" download", local(mode.name+".bin"))
+			})
+		}
+		t.Run("sftp", func(t *testing.T) {
+			// Commands on stdin, not -b: sftp -b forces BatchMode, which disables the prompts.
+			cmds := fmt.Sprintf("put %s up-sftp.bin\nget dl.bin %s\nbye\n", src, local("sftp.bin"))
+			args := append(append([]string{"-q", "-P", port}, c.opts()...), c.target())
+			r := c.run(strings.NewReader(cmds), nil, "sftp", args...)
+			if r.exit != 0 {
+				t.Fatalf("sftp: %s", r)
+			}
+			check("sftp put", filepath.Join(home, "up-sftp.bin"))
+			check("sftp get", local("sftp.bin"))
+		})
+		t.Run("rsync", func(t *testing.T) {
+			if r := c.run(nil, nil, "rsync", "-e", c.sshRSH(), src, c.target()+":up-rsync.bin"); r.exit != 0 {
+				t.Fatalf("rsync upload: %s", r)
+			}
+			check("rsync upload", filepath.Join(home, "up-rsync.bin"))
+			if r := c.run(nil, nil, "rsync", "-e", c.sshRSH(), c.target()+":dl.bin", local("rsync.bin")); r.exit != 0 {
+				t.Fatalf("rsync download: %s", r)
+			}
+			check("rsync download", local("rsync.bin"))
+		})
+	})
+}
+
+// echoServer is a TCP echo service on 127.0.0.1, the far end of the forwarding tests.
+func echoServer(t testing.TB) int {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var wg sync.WaitGroup
+	t.Cleanup(func() { ln.Close(); wg.Wait() })
+	wg.Go(func() {
+		for {
+			conn, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			wg.Go(func() {
+				defer conn.Close()
+				_, _ = io.Copy(conn, conn)
+			})
+		}
+	})
+	return ln.Addr().(*net.TCPAddr).Port
+}
+
+// checkEcho sends 1 MiB through addr and expects it back unchanged.
+func checkEcho(t testing.TB, addr string) {
+	t.Helper()
+	conn, err := net.DialTimeout("tcp", addr, 10*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	_ = conn.SetDeadline(time.Now().Add(2 * time.Minute))
+	msg := make([]byte, 1<<20)
+	_, _ = rand.Read(msg)
+	werr := make(chan error, 1)
+	go func() {
+		_, err := conn.Write(msg)
+		if err == nil {
+			err = conn.(*net.TCPConn).CloseWrite()
+		}
+		werr <- err
+	}()
+	got, err := io.ReadAll(conn)
+	if err != nil {
+		t.Fatalf("reading the echo through %s: %v", addr, err)
+	}
+	if err := <-werr; err != nil {
+		t.Fatalf("writing through %s: %v", addr, err)
+	}
+	if !bytes.Equal(got, msg) {
+		t.Fatalf("echo through %s: got %d bytes back, want the 1 MiB sent", addr, len(got))
+	}
+}
+
+// stderrLines collects a background client's stderr lines and offers them on a channel.
+func stderrLines(r io.Reader) (<-chan string, func() string) {
+	var mu sync.Mutex
+	var all strings.Builder
+	ch := make(chan string, 100)
+	go func() {
+		s := bufio.NewScanner(r)
+		for s.Scan() {
+			mu.Lock()
+			all.WriteString(s.Text() + "\n")
+			mu.Unlock()
+			select {
+			case ch <- s.Text():
+			default:
+			}
+		}
+		close(ch)
+	}()
+	return ch, func() string { mu.Lock(); defer mu.Unlock(); return all.String() }
+}
+
+func TestForwardLocal(t *testing.T) {
+	forEachPath(t, func(t *testing.T, c *client) {
+		echo := echoServer(t)
+		lport := freePort()
+		_, stderr, done := c.background("ssh", c.sshArgs([]string{"-N", "-o", "ExitOnForwardFailure=yes",
+			"-L", fmt.Sprintf("127.0.0.1:%d:127.0.0.1:%d", lport, echo)})...)
+		_, all := stderrLines(stderr)
+		addr := fmt.Sprintf("127.0.0.1:%d", lport)
+		waitPort(t, addr, done, all)
+		checkEcho(t, addr)
+		checkEcho(t, addr) // a second connection over the same session
+	})
+}
+
+func TestForwardRemote(t *testing.T) {
+	forEachPath(t, func(t *testing.T, c *client) {
+		echo := echoServer(t)
+		t.Run("fixed-port", func(t *testing.T) {
+			rport := freePort()
+			_, stderr, done := c.background("ssh", c.sshArgs([]string{"-N", "-o", "ExitOnForwardFailure=yes",
+				"-R", fmt.Sprintf("127.0.0.1:%d:127.0.0.1:%d", rport, echo)})...)
+			_, all := stderrLines(stderr)
+			addr := fmt.Sprintf("127.0.0.1:%d", rport)
+			waitPort(t, addr, done, all)
+			checkEcho(t, addr)
+		})
+		t.Run("allocated-port", func(t *testing.T) {
+			// -R 0:...: the lander picks the port and the client prints it: the relay must pass
+			// the tcpip-forward reply's payload through.
+			_, stderr, done := c.background("ssh", c.sshArgs([]string{"-N", "-o", "ExitOnForwardFailure=yes",
+				"-o", "LogLevel=INFO", "-R", fmt.Sprintf("0:127.0.0.1:%d", echo)})...)
+			lines, all := stderrLines(stderr)
+			re := regexp.MustCompile(`Allocated port (\d+) for remote forward`)
+			var rport string
+			timeout := time.After(startTimeout)
+			for rport == "" {
+				select {
+				case line, ok := <-lines:
+					if !ok {
+						<-done
+						t.Fatalf("ssh -R 0:... ended without an allocated port: %s", all())
+					}
+					if m := re.FindStringSubmatch(line); m != nil {
+						rport = m[1]
+					}
+				case <-timeout:
+					t.Fatalf("no \"Allocated port\" from ssh -R 0:... within %v: %s", startTimeout, all())
+				}
+			}
+			if rport == "0" {
+				t.Fatal("allocated port 0: the tcpip-forward reply payload was lost")
+			}
+			addr := "127.0.0.1:" + rport
+			waitPort(t, addr, done, all)
+			checkEcho(t, addr)
+		})
+	})
+}
+
+func TestAgentForwarding(t *testing.T) {
+	forEachPath(t, func(t *testing.T, c *client) {
+		sock := filepath.Join(c.dir, "agent.sock")
+		agent := exec.Command("ssh-agent", "-D", "-a", sock)
+		agent.Env = cleanEnv()
+		if err := agent.Start(); err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { _ = agent.Process.Kill(); _ = agent.Wait() })
+		deadline := time.Now().Add(startTimeout)
+		for {
+			if conn, err := net.Dial("unix", sock); err == nil {
+				conn.Close()
+				break
+			}
+			if time.Now().After(deadline) {
+				t.Fatal("ssh-agent socket never appeared")
+			}
+			time.Sleep(20 * time.Millisecond)
+		}
+		key := filepath.Join(c.dir, "id_ed25519")
+		if out, err := exec.Command("ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", "e2e-agent", "-f", key).CombinedOutput(); err != nil {
+			t.Fatalf("ssh-keygen: %v: %s", err, out)
+		}
+		add := exec.Command("ssh-add", "-q", key)
+		add.Env = cleanEnv("SSH_AUTH_SOCK=" + sock)
+		if out, err := add.CombinedOutput(); err != nil {
+			t.Fatalf("ssh-add: %v: %s", err, out)
+		}
+		out, err := exec.Command("ssh-keygen", "-l", "-f", key+".pub").Output()
+		if err != nil {
+			t.Fatal(err)
+		}
+		fp := strings.Fields(string(out))[1] // "256 SHA256:... e2e-agent (ED25519)"
+		c.extra = append(c.extra, "SSH_AUTH_SOCK="+sock)
+		r := c.ssh([]string{"-A"}, "ssh-add -l")
+		if r.exit != 0 || !strings.Contains(r.stdout, fp) {
+			t.Errorf("`ssh -A HOST ssh-add -l`: want the key %s listed, got %s", fp, r)
+		}
+		r = c.ssh([]string{"-a"}, "ssh-add -l")
+		if r.exit == 0 || strings.Contains(r.stdout, fp) {
+			t.Errorf("`ssh -a HOST ssh-add -l` (no forwarding): want no agent, got %s", r)
+		}
+	})
+}
+
+func TestX11Forwarding(t *testing.T) {
+	if _, err := exec.LookPath("xauth"); err != nil {
+		t.Skip("xauth not installed: sshd cannot set up X11 forwarding")
+	}
+	forEachPath(t, func(t *testing.T, c *client) {
+		// A fake X server on the client side, display 127.0.0.1:N (TCP port 6000+N).
+		var ln net.Listener
+		var display int
+		for n := 20; n < 100 && ln == nil; n++ {
+			if l, err := net.Listen("tcp", fmt.Sprintf("127.0.0.1:%d", 6000+n)); err == nil {
+				ln, display = l, n
+			}
+		}
+		if ln == nil {
+			t.Fatal("no free X display port in 6020-6099")
+		}
+		setups := make(chan []byte, 1)
+		go func() {
+			conn, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			defer conn.Close()
+			buf := make([]byte, 12)
+			_ = conn.SetDeadline(time.Now().Add(time.Minute))
+			if _, err := io.ReadFull(conn, buf); err == nil {
+				setups <- buf
+				_, _ = conn.Write([]byte("XFAKE-OK"))
+			}
+		}()
+		t.Cleanup(func() { ln.Close() })
+		c.extra = append(c.extra, fmt.Sprintf("DISPLAY=127.0.0.1:%d", display))
+		// On the lander: an X client that sends a connection setup with the cookie sshd stored
+		// and prints the server's first bytes.
+		script := `set -e
+echo "DISPLAY=$DISPLAY"
+d=${DISPLAY#*:}; d=${d%.*}
+cookie=$(xauth list | awk '{print $3; exit}')
+exec 3<>/dev/tcp/127.0.0.1/$((6000 + d))
+printf 'l\000\013\000\000\000\022\000\020\000\000\000MIT-MAGIC-COOKIE-1\000\000' >&3
+printf "$(echo "$cookie" | sed 's/../\\x&/g')" >&3
+head -c 8 <&3; echo`
+		r := c.ssh([]string{"-Y"}, script)
+		if r.exit != 0 || !regexp.MustCompile(`(?m)^DISPLAY=localhost:\d+\.0$`).MatchString(r.stdout) ||
+			!strings.Contains(r.stdout, "XFAKE-OK") {
+			t.Fatalf("X11 forwarding: want DISPLAY set and the fake X server's answer, got %s", r)
+		}
+		select {
+		case b := <-setups:
+			if b[0] != 'l' {
+				t.Errorf("fake X server got setup %q", b)
+			}
+		default:
+			t.Error("the fake X server was never contacted")
+		}
+	})
+}
