@@ -39,7 +39,7 @@ func (l *Listener) Accept() (net.Conn, error) {
 	if err != nil {
 		return nil, err
 	}
-	if false && !fromProxy(c.RemoteAddr(), l.From) {
+	if !fromProxy(c.RemoteAddr(), l.From) {
 		return c, nil
 	}
 	timeout := l.HeaderTimeout

@@ -52,6 +52,13 @@ func connect(t *testing.T, l *Listener) (client, server net.Conn) {
 			t.Fatal(r.err)
 		}
 		t.Cleanup(func() { r.c.Close() })
+		// A broken implementation must fail the test, not hang it: closing unblocks any Read.
+		watchdog := time.AfterFunc(10*time.Second, func() {
+			t.Error("connection still in use after 10s; closing it")
+			client.Close()
+			r.c.Close()
+		})
+		t.Cleanup(func() { watchdog.Stop() })
 		return client, r.c
 	case <-time.After(5 * time.Second):
 		t.Fatal("Accept blocked")
@@ -185,7 +192,7 @@ func TestUntrustedPeerHeaderIgnored(t *testing.T) {
 func TestTrustedPeerBadHeader(t *testing.T) {
 	tests := []struct {
 		name    string
-		send    []byte // then the client closes its side if closeAfter
+		send    []byte // then the client closes its sending side if close
 		close   bool
 		wantErr error
 	}{
@@ -316,27 +323,35 @@ func TestDeadlines(t *testing.T) {
 		}
 	})
 
-	t.Run("caller deadline cuts a header read short", func(t *testing.T) {
-		l := listen(t, trusted, time.Minute)
-		_, server := connect(t, l)
-		errc := make(chan error, 1)
-		go func() {
-			_, err := server.Read(make([]byte, 1))
-			errc <- err
-		}()
-		// Whether the Read has started waiting for the header or not, this deadline applies.
-		if err := server.SetDeadline(time.Now().Add(100 * time.Millisecond)); err != nil {
-			t.Fatal(err)
+	for _, started := range []bool{false, true} {
+		name := "caller deadline cuts a header read short"
+		if started {
+			name += " after it started"
 		}
-		select {
-		case err := <-errc:
-			if !errors.Is(err, os.ErrDeadlineExceeded) {
-				t.Errorf("Read() error = %v, want a timeout", err)
+		t.Run(name, func(t *testing.T) {
+			l := listen(t, trusted, time.Minute)
+			_, server := connect(t, l)
+			errc := make(chan error, 1)
+			go func() {
+				_, err := server.Read(make([]byte, 1))
+				errc <- err
+			}()
+			if started {
+				waitState(t, server.(*conn), reading)
 			}
-		case <-time.After(5 * time.Second):
-			t.Fatal("Read ignored the caller's deadline")
-		}
-	})
+			if err := server.SetDeadline(time.Now().Add(100 * time.Millisecond)); err != nil {
+				t.Fatal(err)
+			}
+			select {
+			case err := <-errc:
+				if !errors.Is(err, os.ErrDeadlineExceeded) {
+					t.Errorf("Read() error = %v, want a timeout", err)
+				}
+			case <-time.After(5 * time.Second):
+				t.Fatal("Read ignored the caller's deadline")
+			}
+		})
+	}
 
 	t.Run("caller deadline cleared during header read stays cleared", func(t *testing.T) {
 		l := listen(t, trusted, 5*time.Second)
@@ -389,5 +404,22 @@ func TestDefaultHeaderTimeout(t *testing.T) {
 	_, server := connect(t, l)
 	if got := server.(*conn).timeout; got != DefaultHeaderTimeout {
 		t.Errorf("timeout = %v, want %v", got, DefaultHeaderTimeout)
+	}
+}
+
+// waitState polls until the connection's header read reaches state.
+func waitState(t *testing.T, c *conn, state headerState) {
+	t.Helper()
+	for deadline := time.Now().Add(5 * time.Second); ; {
+		c.mu.Lock()
+		s := c.state
+		c.mu.Unlock()
+		if s == state {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("header read state %d, want %d", s, state)
+		}
+		time.Sleep(time.Millisecond)
 	}
 }
