@@ -25,6 +25,7 @@ import (
 	"golang.org/x/crypto/ssh"
 
 	"gatekeeper/config"
+	"gatekeeper/gatekeeper/proxyproto"
 	"gatekeeper/gatekeeper/relay"
 	"gatekeeper/gatekeeper/store"
 )
@@ -79,9 +80,6 @@ func New(cfg *config.Config, opts Options) (*Server, error) {
 	if opts.Store == nil {
 		return nil, errors.New("gatekeeper: no store")
 	}
-	if cfg.ProxyProtocol {
-		return nil, errors.New("proxy_protocol: not supported by this version; set it to false")
-	}
 	if opts.Log == nil {
 		opts.Log = slog.Default()
 	}
@@ -120,8 +118,13 @@ func New(cfg *config.Config, opts Options) (*Server, error) {
 }
 
 // Serve accepts connections on ln until Shutdown or Close; it always returns
-// a non-nil error, ErrServerClosed after a shutdown.
+// a non-nil error, ErrServerClosed after a shutdown. With proxy_protocol on,
+// peers in proxy_protocol_from must send a PROXY header and the client
+// address it names is the one the policy sees; nobody else can claim one.
 func (s *Server) Serve(ln net.Listener) error {
+	if s.cfg.ProxyProtocol {
+		ln = &proxyproto.Listener{Listener: ln, From: s.cfg.ProxyFrom}
+	}
 	s.mu.Lock()
 	if s.closing {
 		s.mu.Unlock()

@@ -675,3 +675,77 @@ func waitFor(t *testing.T, what string, cond func() bool) {
 		time.Sleep(10 * time.Millisecond)
 	}
 }
+
+func TestProxyProtocol(t *testing.T) {
+	tests := []struct {
+		name        string
+		from        string // proxy_protocol_from
+		wantPrompts []string
+	}{
+		// The balancer (127.0.0.1) says the client is 127.0.0.2, a trusted
+		// address: no code is asked.
+		{"header from a listed balancer is honoured", "127.0.0.1/32", []string{PromptPassword}},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			g := newTestGate(t, func(c *config.Config) {
+				c.ProxyProtocol = true
+				c.ProxyFrom = []netip.Prefix{netip.MustParsePrefix(tc.from)}
+			})
+			g.addr = proxyFront(t, g.addr, "PROXY TCP4 127.0.0.2 127.0.0.1 40000 22\r\n")
+			r := g.login("alice", landerPassword, "", "127.0.0.1")
+			if r.err != nil {
+				t.Fatalf("login: %v\n%s", r.err, g.logs.String())
+			}
+			if strings.Join(r.prompts, "|") != strings.Join(tc.wantPrompts, "|") {
+				t.Errorf("prompts %q, want %q", r.prompts, tc.wantPrompts)
+			}
+			if !strings.Contains(g.logs.String(), `"remote":"127.0.0.2:40000"`) {
+				t.Errorf("log does not show the client address from the header:\n%s", g.logs.String())
+			}
+		})
+	}
+	t.Run("header from anyone else is not honoured", func(t *testing.T) {
+		g := newTestGate(t, func(c *config.Config) {
+			c.ProxyProtocol = true
+			c.ProxyFrom = []netip.Prefix{netip.MustParsePrefix("10.9.9.9/32")} // not us
+		})
+		g.addr = proxyFront(t, g.addr, "PROXY TCP4 127.0.0.2 127.0.0.1 40000 22\r\n")
+		if r := g.login("alice", landerPassword, "", "127.0.0.1"); r.err == nil {
+			t.Fatal("a PROXY header from an unlisted peer let a client skip the code")
+		}
+	})
+}
+
+// proxyFront starts a tiny TCP forwarder that prefixes each connection to
+// backend with header, the way a load balancer would, and returns its address.
+func proxyFront(t *testing.T, backend, header string) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { ln.Close() })
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			go func() {
+				defer c.Close()
+				b, err := net.Dial("tcp", backend)
+				if err != nil {
+					return
+				}
+				defer b.Close()
+				if _, err := io.WriteString(b, header); err != nil {
+					return
+				}
+				go io.Copy(b, c)
+				io.Copy(c, b)
+			}()
+		}
+	}()
+	return ln.Addr().String()
+}
