@@ -121,7 +121,7 @@ func TestBegin(t *testing.T) {
 			user: "alice",
 			setup: func(t *testing.T, s *Service, c *fakeClock) {
 				l := mustBegin(t, s, "alice")
-				if err := s.Confirm(context.Background(), "alice", codeAt(decodeSecret(t, l.Secret), c.t)); err != nil {
+				if _, err := s.Confirm(context.Background(), "alice", codeAt(decodeSecret(t, l.Secret), c.t)); err != nil {
 					t.Fatalf("Confirm: %v", err)
 				}
 			},
@@ -270,7 +270,10 @@ func TestConfirm(t *testing.T) {
 				code = codeAt(secret, clock.t.Add(tt.codeAt))
 			}
 
-			err := s.Confirm(context.Background(), "alice", code)
+			codes, err := s.Confirm(context.Background(), "alice", code)
+			if (err == nil) != (len(codes) == RecoveryCodes) {
+				t.Errorf("Confirm returned %d recovery codes with error %v; want %d exactly on success", len(codes), err, RecoveryCodes)
+			}
 			for _, want := range tt.wantErr {
 				if !errors.Is(err, want) {
 					t.Errorf("Confirm error = %v, want %v", err, want)
@@ -289,12 +292,15 @@ func TestConfirm(t *testing.T) {
 				if u.LastStep != step || !u.EnrolledAt.Equal(clock.t) {
 					t.Errorf("LastStep %d EnrolledAt %v, want %d and %v", u.LastStep, u.EnrolledAt, step, clock.t)
 				}
+				if len(u.Recovery) != RecoveryCodes {
+					t.Errorf("%d recovery code hashes stored, want %d", len(u.Recovery), RecoveryCodes)
+				}
 				// The confirming code counts as used: the login check refuses it ...
 				if _, err := totp.Verify(u.Secret, code, clock.t, s.Skew, u.LastStep); !errors.Is(err, totp.ErrReplay) {
 					t.Errorf("login check of the confirming code: %v, want ErrReplay", err)
 				}
 				// ... and confirming again finds nothing pending.
-				if err := s.Confirm(context.Background(), "alice", code); !errors.Is(err, ErrNoPending) {
+				if _, err := s.Confirm(context.Background(), "alice", code); !errors.Is(err, ErrNoPending) {
 					t.Errorf("second Confirm with the same code: %v, want ErrNoPending", err)
 				}
 			case store.StatePending:
@@ -320,7 +326,7 @@ func TestConfirm(t *testing.T) {
 func TestConfirmBadName(t *testing.T) {
 	s := newService(t, &fakeClock{t: t0}, nil)
 	for _, name := range []string{"", "-x", "a b", "ä"} {
-		if err := s.Confirm(context.Background(), name, "123456"); !errors.Is(err, store.ErrBadName) {
+		if _, err := s.Confirm(context.Background(), name, "123456"); !errors.Is(err, store.ErrBadName) {
 			t.Errorf("Confirm(%q) = %v, want ErrBadName", name, err)
 		}
 	}

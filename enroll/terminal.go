@@ -17,7 +17,8 @@ const MaxTries = 3
 
 // Terminal runs the text device-link flow for user: it starts a link, shows the QR code, the
 // otpauth URI and the grouped secret on out, then reads codes from in, one per line, until one
-// is accepted or MaxTries codes were wrong. in need not be a terminal (a pipe works, so the flow
+// is accepted or MaxTries codes were wrong, and then prints the recovery codes with what they
+// are for. in need not be a terminal (a pipe works, so the flow
 // can be scripted); lines may end in "\n", "\r\n" or a bare "\r" (raw-mode pty). The output has
 // no escape sequences: the QR code is drawn with Unicode half blocks and bare "\n" line ends.
 func Terminal(ctx context.Context, l Linker, user string, in io.Reader, out io.Writer) error {
@@ -51,10 +52,11 @@ func Terminal(ctx context.Context, l Linker, user string, in io.Reader, out io.W
 			}
 			return fmt.Errorf("reading the code: %w; the link stays pending until %s", err, formatTime(link.ExpiresAt))
 		}
-		err = l.Confirm(ctx, user, strings.TrimSpace(code))
+		codes, err := l.Confirm(ctx, user, strings.TrimSpace(code))
 		switch {
 		case err == nil:
 			fmt.Fprintf(out, "Device linked for %s. Log in with your password and a code from the app.\n", user)
+			writeRecoveryCodes(out, codes)
 			return nil
 		case errors.Is(err, ErrBadCode):
 			if try < MaxTries {
@@ -67,6 +69,24 @@ func Terminal(ctx context.Context, l Linker, user string, in io.Reader, out io.W
 	fmt.Fprintln(out, "That code did not match.")
 	return fmt.Errorf("%w %d times; the link stays pending until %s: check the phone's clock, then start again after that",
 		ErrBadCode, MaxTries, formatTime(link.ExpiresAt))
+}
+
+// writeRecoveryCodes prints the one showing of the recovery codes and what they are for.
+func writeRecoveryCodes(out io.Writer, codes []string) {
+	if len(codes) == 0 {
+		return
+	}
+	fmt.Fprintln(out)
+	fmt.Fprintln(out, "Your recovery codes (shown only this once):")
+	fmt.Fprintln(out)
+	for _, c := range codes {
+		fmt.Fprintf(out, "    %s\n", c)
+	}
+	fmt.Fprintln(out)
+	fmt.Fprintln(out, "If your phone is lost or broken, type one of these at the \"Verification code:\" prompt")
+	fmt.Fprintln(out, "instead of a code from the app. Each code works only once.")
+	fmt.Fprintln(out, "Keep them somewhere safe and away from your phone: print them, or put them in a password manager.")
+	fmt.Fprintln(out, "Linking a new device replaces them.")
 }
 
 // GroupSecret splits a base32 secret into groups of four characters separated by spaces, the

@@ -163,8 +163,75 @@ func TestTerminalLinks(t *testing.T) {
 	if qr := qrBlock(out); len(qr) < 10 {
 		t.Errorf("output has no QR code drawn with half blocks:\n%s", out)
 	}
-	if got := peek(t, svc.Store, "alice"); got.State != store.StateActive {
+	got := peek(t, svc.Store, "alice")
+	if got.State != store.StateActive {
 		t.Errorf("state after linking = %s, want active", got.State)
+	}
+
+	// The recovery codes follow, once, with what to do with them.
+	codes := printedCodes(out)
+	if len(codes) != RecoveryCodes {
+		t.Fatalf("printed %d recovery codes, want %d:\n%s", len(codes), RecoveryCodes, out)
+	}
+	for _, want := range []string{"shown only this once", `at the "Verification code:" prompt`, "works only once",
+		"somewhere safe", "Linking a new device replaces them."} {
+		if !strings.Contains(out, want) {
+			t.Errorf("recovery code explanation lacks %q:\n%s", want, out)
+		}
+	}
+	if !VerifyRecovery(&got, codes[len(codes)-1]) {
+		t.Error("a printed recovery code is not one the store knows")
+	}
+}
+
+// printedCodes returns the indented recovery code lines of Terminal's output.
+func printedCodes(out string) []string {
+	var codes []string
+	for _, l := range strings.Split(out, "\n") {
+		if c, ok := strings.CutPrefix(l, "    "); ok && recoveryCodeRE.MatchString(c) {
+			codes = append(codes, c)
+		}
+	}
+	return codes
+}
+
+// fakeLinker is a Linker with canned answers, for Terminal's output alone.
+type fakeLinker struct {
+	codes []string
+}
+
+func (f *fakeLinker) Begin(_ context.Context, user string) (Link, error) {
+	return Link{User: user, Issuer: "X", Secret: "JBSWY3DPEHPK3PXP", URI: "otpauth://totp/X:" + user + "?secret=JBSWY3DPEHPK3PXP", ExpiresAt: t0}, nil
+}
+
+func (f *fakeLinker) Confirm(context.Context, string, string) ([]string, error) { return f.codes, nil }
+
+func TestTerminalRecoveryCodes(t *testing.T) {
+	tests := []struct {
+		name  string
+		codes []string
+		want  []string // printed lines
+		not   string   // must not be printed
+	}{
+		{"codes", []string{"abcd-efgh-jk", "mnpq-rstu-vw"}, []string{"    abcd-efgh-jk", "    mnpq-rstu-vw"}, ""},
+		{"none", nil, nil, "recovery codes"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			var out strings.Builder
+			if err := Terminal(context.Background(), &fakeLinker{codes: tt.codes}, "alice", strings.NewReader("123456\n"), &out); err != nil {
+				t.Fatal(err)
+			}
+			lines := strings.Split(out.String(), "\n")
+			for _, w := range tt.want {
+				if !slices.Contains(lines, w) {
+					t.Errorf("output lacks line %q:\n%s", w, out.String())
+				}
+			}
+			if tt.not != "" && strings.Contains(out.String(), tt.not) {
+				t.Errorf("output mentions %q:\n%s", tt.not, out.String())
+			}
+		})
 	}
 }
 
@@ -283,7 +350,7 @@ func TestTerminalWrongCodes(t *testing.T) {
 		t.Errorf("state = %s, want pending", got.State)
 	}
 	// A valid code still confirms the pending link afterwards.
-	if err := svc.Confirm(context.Background(), "alice", valid[1]); err != nil {
+	if _, err := svc.Confirm(context.Background(), "alice", valid[1]); err != nil {
 		t.Errorf("Confirm after three wrong codes: %v", err)
 	}
 }

@@ -217,7 +217,7 @@ func (s *Server) useCode(user, code string) error {
 			return ErrNotLinked
 		}
 		now := s.now()
-		step, err := totp.Verify(u.Secret, code, now, s.cfg.TOTP.Skew, u.LastStep)
+		step, err := totp.Verify(u.Secret, code, now, s.config().TOTP.Skew, u.LastStep)
 		if err != nil {
 			return err
 		}
@@ -263,16 +263,16 @@ func (s *Server) touchLastLogin(user string) {
 // everyone behind it.
 func (s *Server) noteFailure(user string, remote netip.Addr, trusted bool) {
 	if s.limiter.fail(userKey(user)) {
-		s.log.Warn("user locked out", "user", user, "lockout", s.cfg.RateLimit.Lockout.String())
+		s.log.Warn("user locked out", "user", user, "lockout", s.config().RateLimit.Lockout.String())
 	}
 	if !trusted && s.limiter.fail(addrKey(remote)) {
-		s.log.Warn("source address locked out", "addr", addrKey(remote), "lockout", s.cfg.RateLimit.Lockout.String())
+		s.log.Warn("source address locked out", "addr", addrKey(remote), "lockout", s.config().RateLimit.Lockout.String())
 	}
 }
 
 func (s *Server) failureDelay() time.Duration {
-	if s.cfg.FailureDelay > 0 {
-		return s.cfg.FailureDelay
+	if d := s.config().FailureDelay; d > 0 {
+		return d
 	}
 	return 2 * time.Second
 }

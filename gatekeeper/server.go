@@ -19,6 +19,7 @@ import (
 	"net/netip"
 	"sort"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -53,7 +54,8 @@ type Options struct {
 // Server is the SSH front door. Create it with New, run it with Serve, stop
 // it with Shutdown or Close — the same shape as net/http.Server.
 type Server struct {
-	cfg     *config.Config
+	// cfg is swapped whole by Reload; read it through config().
+	cfg     atomic.Pointer[config.Config]
 	store   Store
 	log     *slog.Logger
 	now     func() time.Time
@@ -98,8 +100,7 @@ func New(cfg *config.Config, opts Options) (*Server, error) {
 	if maxStartups <= 0 {
 		maxStartups = 64
 	}
-	return &Server{
-		cfg:     cfg,
+	s := &Server{
 		store:   opts.Store,
 		log:     opts.Log,
 		now:     opts.Now,
@@ -114,7 +115,53 @@ func New(cfg *config.Config, opts Options) (*Server, error) {
 		listeners: map[net.Listener]struct{}{},
 		conns:     map[net.Conn]struct{}{},
 		sessions:  map[uint64]*Session{},
-	}, nil
+	}
+	s.cfg.Store(cfg)
+	return s, nil
+}
+
+// config returns the settings in force now.
+func (s *Server) config() *config.Config { return s.cfg.Load() }
+
+// Reload applies the policy settings of cfg — trusted_networks, rate_limit,
+// totp.skew, failure_delay, login_grace_time, max_auth_tries — to new logins
+// without touching live sessions. Settings that need a restart (listeners,
+// keys, upstream, database) keep their old values; Reload returns their
+// names so the caller can say so.
+func (s *Server) Reload(cfg *config.Config) (needRestart []string) {
+	old := s.config()
+	merged := *old
+	merged.TrustedNetworks, merged.Trusted = cfg.TrustedNetworks, cfg.Trusted
+	merged.RateLimit = cfg.RateLimit
+	merged.TOTP.Skew = cfg.TOTP.Skew
+	merged.FailureDelay = cfg.FailureDelay
+	merged.LoginGraceTime = cfg.LoginGraceTime
+	merged.MaxAuthTries = cfg.MaxAuthTries
+	s.limiter.setPolicy(RateLimit{
+		Failures: cfg.RateLimit.Failures, Window: cfg.RateLimit.Window, Lockout: cfg.RateLimit.Lockout,
+	})
+	s.cfg.Store(&merged)
+
+	restartOnly := []struct {
+		key      string
+		old, new any
+	}{
+		{"listen", old.Listen, cfg.Listen},
+		{"host_key_files", old.HostKeyFiles, cfg.HostKeyFiles},
+		{"db", old.DB, cfg.DB},
+		{"secret_key_file", old.SecretKeyFile, cfg.SecretKeyFile},
+		{"upstream", old.Upstream, cfg.Upstream},
+		{"proxy_protocol", old.ProxyProtocol, cfg.ProxyProtocol},
+		{"proxy_protocol_from", old.ProxyProtocolFrom, cfg.ProxyProtocolFrom},
+		{"max_startups", old.MaxStartups, cfg.MaxStartups},
+		{"admin.socket", old.Admin.Socket, cfg.Admin.Socket},
+	}
+	for _, r := range restartOnly {
+		if fmt.Sprint(r.old) != fmt.Sprint(r.new) {
+			needRestart = append(needRestart, r.key)
+		}
+	}
+	return needRestart
 }
 
 // Serve accepts connections on ln until Shutdown or Close; it always returns
@@ -122,8 +169,8 @@ func New(cfg *config.Config, opts Options) (*Server, error) {
 // peers in proxy_protocol_from must send a PROXY header and the client
 // address it names is the one the policy sees; nobody else can claim one.
 func (s *Server) Serve(ln net.Listener) error {
-	if s.cfg.ProxyProtocol {
-		ln = &proxyproto.Listener{Listener: ln, From: s.cfg.ProxyFrom}
+	if cfg := s.config(); cfg.ProxyProtocol {
+		ln = &proxyproto.Listener{Listener: ln, From: cfg.ProxyFrom}
 	}
 	s.mu.Lock()
 	if s.closing {
@@ -268,14 +315,15 @@ func (s *Server) handleConn(nc net.Conn) {
 	}
 	defer release()
 
-	grace := s.cfg.LoginGraceTime
+	cfg := s.config()
+	grace := cfg.LoginGraceTime
 	if grace <= 0 {
 		grace = 60 * time.Second
 	}
 	_ = nc.SetDeadline(time.Now().Add(grace))
 
-	a := &attempt{srv: s, remote: remote.Addr(), trusted: s.cfg.IsTrusted(remote.Addr()), log: log}
-	sc, chans, reqs, err := ssh.NewServerConn(nc, s.serverConfig(a))
+	a := &attempt{srv: s, remote: remote.Addr(), trusted: cfg.IsTrusted(remote.Addr()), log: log}
+	sc, chans, reqs, err := ssh.NewServerConn(nc, s.serverConfig(cfg, a))
 	if err != nil {
 		if a.up != nil {
 			a.up.conn.Close()
@@ -297,9 +345,9 @@ func (s *Server) handleConn(nc net.Conn) {
 
 // serverConfig builds one connection's SSH server config. It is built per
 // connection so that the auth callbacks close over that connection's attempt.
-func (s *Server) serverConfig(a *attempt) *ssh.ServerConfig {
+func (s *Server) serverConfig(cfg *config.Config, a *attempt) *ssh.ServerConfig {
 	c := &ssh.ServerConfig{
-		MaxAuthTries:                s.cfg.MaxAuthTries,
+		MaxAuthTries:                cfg.MaxAuthTries,
 		ServerVersion:               "SSH-2.0-gatekeeper",
 		KeyboardInteractiveCallback: a.keyboardInteractive,
 		PasswordCallback:            a.passwordMethod,

@@ -749,3 +749,26 @@ func proxyFront(t *testing.T, backend, header string) string {
 	}()
 	return ln.Addr().String()
 }
+
+func TestReloadTrustedNetworks(t *testing.T) {
+	g := newTestGate(t, nil)
+	if r := g.login("alice", landerPassword, "", "127.0.0.3"); r.err == nil {
+		t.Fatal("127.0.0.3 got in without a code before it was trusted")
+	}
+	cfg := *g.srv.config()
+	cfg.Trusted = []netip.Prefix{netip.MustParsePrefix("127.0.0.3/32")}
+	cfg.Listen = "127.0.0.1:1" // restart-only: reported, not applied
+	if got := g.srv.Reload(&cfg); strings.Join(got, ",") != "listen" {
+		t.Errorf("Reload reported %q as needing a restart, want [listen]", got)
+	}
+	r := g.login("alice", landerPassword, "", "127.0.0.3")
+	if r.err != nil {
+		t.Fatalf("login from the newly trusted address: %v", r.err)
+	}
+	if strings.Join(r.prompts, "|") != PromptPassword {
+		t.Errorf("prompts %q after reload, want only the password", r.prompts)
+	}
+	if r := g.login("alice", landerPassword, "", "127.0.0.2"); r.err == nil {
+		t.Error("127.0.0.2 is still trusted after it was removed")
+	}
+}

@@ -79,7 +79,8 @@ func newServeCmd() *cobra.Command {
 			if err != nil {
 				return err
 			}
-			return serve(cmd.Context(), cfg, newLogger(cfg.LogFormat, os.Stderr))
+			reload := func() (*config.Config, error) { return loadConfig(cmd, cmd.Flags()) }
+			return serve(cmd.Context(), cfg, newLogger(cfg.LogFormat, os.Stderr), reload)
 		},
 	}
 	config.RegisterFlags(cmd.Flags())
@@ -88,8 +89,9 @@ func newServeCmd() *cobra.Command {
 
 // serve runs the daemon until SIGINT or SIGTERM, then shuts down in order:
 // the SSH front door first (stop accepting, let sessions finish up to
-// shutdownGrace), the admin socket next, the store last.
-func serve(ctx context.Context, cfg *config.Config, log *slog.Logger) error {
+// shutdownGrace), the admin socket next, the store last. SIGHUP re-reads the
+// config with reload and applies its policy settings to new logins.
+func serve(ctx context.Context, cfg *config.Config, log *slog.Logger, reload func() (*config.Config, error)) error {
 	st, err := store.Open(cfg.DB, cfg.SecretKeyFile)
 	if err != nil {
 		return err
@@ -125,16 +127,24 @@ func serve(ctx context.Context, cfg *config.Config, log *slog.Logger) error {
 		"upstream", cfg.Upstream.Address, "admin_socket", cfg.Admin.Socket)
 
 	sigs := make(chan os.Signal, 1)
-	signal.Notify(sigs, syscall.SIGINT, syscall.SIGTERM)
+	signal.Notify(sigs, syscall.SIGINT, syscall.SIGTERM, syscall.SIGHUP)
 	defer signal.Stop(sigs)
 
 	var runErr error
-	select {
-	case sig := <-sigs:
-		log.Info("shutting down", "signal", sig.String(), "grace", shutdownGrace.String())
-	case runErr = <-errc:
-		log.Error("listener failed; shutting down", "err", runErr)
-	case <-ctx.Done():
+wait:
+	for {
+		select {
+		case sig := <-sigs:
+			if sig == syscall.SIGHUP {
+				reloadConfig(gk, reload, log)
+				continue
+			}
+			log.Info("shutting down", "signal", sig.String(), "grace", shutdownGrace.String())
+		case runErr = <-errc:
+			log.Error("listener failed; shutting down", "err", runErr)
+		case <-ctx.Done():
+		}
+		break wait
 	}
 
 	drain, cancel := context.WithTimeout(context.Background(), shutdownGrace)
@@ -150,6 +160,21 @@ func serve(ctx context.Context, cfg *config.Config, log *slog.Logger) error {
 		runErr = nil
 	}
 	return runErr
+}
+
+// reloadConfig applies a re-read config; a broken one is logged and the old
+// settings stay in force, as sshd does on SIGHUP with a bad config.
+func reloadConfig(gk *gatekeeper.Server, reload func() (*config.Config, error), log *slog.Logger) {
+	cfg, err := reload()
+	if err != nil {
+		log.Error("config reload failed; keeping the current settings", "err", err)
+		return
+	}
+	needRestart := gk.Reload(cfg)
+	log.Info("config reloaded", "applied", "trusted_networks, rate_limit, totp.skew, failure_delay, login_grace_time, max_auth_tries")
+	if len(needRestart) > 0 {
+		log.Warn("changed settings that take effect only after a restart", "keys", needRestart)
+	}
 }
 
 func newConfigCmd() *cobra.Command {

@@ -115,7 +115,17 @@ type daemon struct {
 // startDaemon serves the admin API on a real socket with a real store and a fake clock.
 func startDaemon(t *testing.T) *daemon {
 	t.Helper()
+	return startDaemonWith(t, nil, nil)
+}
+
+// startDaemonWith is startDaemon with prepare run on the database files before the store opens
+// them, and configure on the Server (to set hooks) before it serves.
+func startDaemonWith(t *testing.T, prepare func(t *testing.T, dbPath, keyPath string), configure func(*Server)) *daemon {
+	t.Helper()
 	dir := shortDir(t)
+	if prepare != nil {
+		prepare(t, filepath.Join(dir, "gatekeeper.db"), filepath.Join(dir, "secret.key"))
+	}
 	st, err := store.Open(filepath.Join(dir, "gatekeeper.db"), filepath.Join(dir, "secret.key"))
 	if err != nil {
 		t.Fatalf("store.Open: %v", err)
@@ -127,6 +137,9 @@ func startDaemon(t *testing.T) *daemon {
 		Enroll: &enroll.Service{Store: st, Issuer: "Example HPC", Skew: 1, ConfirmWithin: 10 * time.Minute, Now: d.clock.Now, Log: logger},
 		Store:  st,
 		Log:    logger,
+	}
+	if configure != nil {
+		configure(d.srv)
 	}
 	ln, err := Listen(d.path)
 	if err != nil {
@@ -297,22 +310,32 @@ func TestLinkRoundTrip(t *testing.T) {
 		t.Error("the daemon's log shows the secret")
 	}
 
-	if err := c.Confirm(ctx, "alice", wrongCode(t, link.Secret, t0)); !errors.Is(err, enroll.ErrBadCode) {
+	if _, err := c.Confirm(ctx, "alice", wrongCode(t, link.Secret, t0)); !errors.Is(err, enroll.ErrBadCode) {
 		t.Errorf("Confirm with a wrong code = %v, want ErrBadCode", err)
 	}
 	d.clock.Add(time.Minute)
 	code := codeAt(t, link.Secret, d.clock.Now())
-	if err := c.Confirm(ctx, "alice", code); err != nil {
+	codes, err := c.Confirm(ctx, "alice", code)
+	if err != nil {
 		t.Fatalf("Confirm: %v", err)
 	}
-	if err := c.Confirm(ctx, "alice", code); !errors.Is(err, enroll.ErrNoPending) {
+	if len(codes) != enroll.RecoveryCodes {
+		t.Errorf("Confirm returned %d recovery codes, want %d", len(codes), enroll.RecoveryCodes)
+	}
+	for _, rc := range codes {
+		if strings.Contains(d.log.String(), rc) {
+			t.Error("the daemon's log shows a recovery code")
+		}
+	}
+	if _, err := c.Confirm(ctx, "alice", code); !errors.Is(err, enroll.ErrNoPending) {
 		t.Errorf("Confirm again = %v, want ErrNoPending", err)
 	}
 	info, err := c.User(ctx, "alice")
 	if err != nil {
 		t.Fatalf("User: %v", err)
 	}
-	if info.State != store.StateActive || !info.EnrolledAt.Equal(d.clock.Now()) || !info.PendingExpiresAt.IsZero() {
+	if info.State != store.StateActive || !info.EnrolledAt.Equal(d.clock.Now()) || !info.PendingExpiresAt.IsZero() ||
+		info.RecoveryCodesLeft != enroll.RecoveryCodes {
 		t.Errorf("User = %+v, want active since %v", info, d.clock.Now())
 	}
 	_, err = c.Begin(ctx, "alice")
@@ -347,12 +370,12 @@ func TestClientErrors(t *testing.T) {
 		msg  string // part of the message the daemon sent
 	}{
 		{"pending", func() error { _, err := c.Begin(ctx, "fresh"); return err }, enroll.ErrPending, "expires at"},
-		{"no pending", func() error { return c.Confirm(ctx, "nobody", "123456") }, enroll.ErrNoPending, "nobody"},
-		{"expired", func() error { return c.Confirm(ctx, "expiring", "123456") }, enroll.ErrExpired, "start a new link"},
-		{"bad code", func() error { return c.Confirm(ctx, "pending", badCode) }, enroll.ErrBadCode, "did not match"},
-		{"malformed code", func() error { return c.Confirm(ctx, "pending", "12ab56") }, enroll.ErrBadCode, "did not match"},
+		{"no pending", func() error { _, err := c.Confirm(ctx, "nobody", "123456"); return err }, enroll.ErrNoPending, "nobody"},
+		{"expired", func() error { _, err := c.Confirm(ctx, "expiring", "123456"); return err }, enroll.ErrExpired, "start a new link"},
+		{"bad code", func() error { _, err := c.Confirm(ctx, "pending", badCode); return err }, enroll.ErrBadCode, "did not match"},
+		{"malformed code", func() error { _, err := c.Confirm(ctx, "pending", "12ab56"); return err }, enroll.ErrBadCode, "did not match"},
 		{"bad name begin", func() error { _, err := c.Begin(ctx, "-oProxyCommand=x"); return err }, store.ErrBadName, ""},
-		{"bad name confirm", func() error { return c.Confirm(ctx, "a/b", "123456") }, store.ErrBadName, ""},
+		{"bad name confirm", func() error { _, err := c.Confirm(ctx, "a/b", "123456"); return err }, store.ErrBadName, ""},
 		{"bad name user", func() error { _, err := c.User(ctx, "../etc"); return err }, store.ErrBadName, ""},
 	}
 	for _, tt := range tests {

@@ -10,6 +10,7 @@ import (
 	"net"
 	"net/http"
 	"net/url"
+	"strconv"
 	"syscall"
 	"time"
 
@@ -24,8 +25,9 @@ var ErrNoDaemon = errors.New("gatekeeper daemon is not running")
 // DefaultTimeout bounds each Client call, from dialling to reading the answer.
 const DefaultTimeout = 10 * time.Second
 
-// maxResponseBytes bounds what the client reads of an answer.
-const maxResponseBytes = 1 << 20
+// maxResponseBytes bounds what the client reads of an answer (an audit log of MaxAuditLimit
+// events fits).
+const maxResponseBytes = 64 << 20
 
 // Client calls the admin API of a running daemon. It implements enroll.Linker, so the terminal
 // link flow runs the same against the daemon as against a local enroll.Service. Errors the
@@ -71,9 +73,103 @@ func (c *Client) Begin(ctx context.Context, user string) (enroll.Link, error) {
 	return link, err
 }
 
-// Confirm confirms user's pending link with code on the daemon.
-func (c *Client) Confirm(ctx context.Context, user, code string) error {
-	return c.call(ctx, http.MethodPost, "/v1/enroll/confirm", confirmRequest{User: user, Code: code}, nil)
+// Confirm confirms user's pending link with code on the daemon and returns the link's recovery
+// codes (their one showing).
+func (c *Client) Confirm(ctx context.Context, user, code string) ([]string, error) {
+	var resp confirmResponse
+	if err := c.call(ctx, http.MethodPost, "/v1/enroll/confirm", confirmRequest{User: user, Code: code}, &resp); err != nil {
+		return nil, err
+	}
+	return resp.RecoveryCodes, nil
+}
+
+// Users returns every user with a record, sorted by name (never secrets).
+func (c *Client) Users(ctx context.Context) ([]UserInfo, error) {
+	var infos []UserInfo
+	err := c.call(ctx, http.MethodGet, "/v1/users", nil, &infos)
+	return infos, err
+}
+
+// userPath is the API path of user's action (user checked, so it is a single path element).
+func userPath(user, action string) (string, error) {
+	if err := store.CheckName(user); err != nil {
+		return "", err
+	}
+	return "/v1/users/" + url.PathEscape(user) + "/" + action, nil
+}
+
+// Reset forgets user's device link and recovery codes and ends their live sessions. A user
+// without a record or a session gets ErrNoSuchUser.
+func (c *Client) Reset(ctx context.Context, user string) (ResetResult, error) {
+	var res ResetResult
+	p, err := userPath(user, "reset")
+	if err != nil {
+		return res, err
+	}
+	err = c.call(ctx, http.MethodPost, p, nil, &res)
+	return res, err
+}
+
+// Unlock clears user's rate-limit lockout and reports whether there was one.
+func (c *Client) Unlock(ctx context.Context, user string) (wasLocked bool, err error) {
+	p, err := userPath(user, "unlock")
+	if err != nil {
+		return false, err
+	}
+	var resp unlockResponse
+	err = c.call(ctx, http.MethodPost, p, nil, &resp)
+	return resp.WasLocked, err
+}
+
+// Ticket issues a one-time enrollment ticket for user and returns it with its expiry.
+func (c *Client) Ticket(ctx context.Context, user string) (token string, expires time.Time, err error) {
+	p, err := userPath(user, "ticket")
+	if err != nil {
+		return "", time.Time{}, err
+	}
+	var resp ticketResponse
+	if err := c.call(ctx, http.MethodPost, p, nil, &resp); err != nil {
+		return "", time.Time{}, err
+	}
+	return resp.Ticket, resp.ExpiresAt, nil
+}
+
+// Audit returns the audit events q selects, oldest first. q.Limit 0 means the daemon's default
+// (DefaultAuditLimit newest events).
+func (c *Client) Audit(ctx context.Context, q store.EventQuery) ([]store.Event, error) {
+	v := url.Values{}
+	if q.User != "" {
+		if err := store.CheckName(q.User); err != nil {
+			return nil, err
+		}
+		v.Set("user", q.User)
+	}
+	if !q.Since.IsZero() {
+		v.Set("since", q.Since.Format(time.RFC3339Nano))
+	}
+	if q.Limit > 0 {
+		v.Set("limit", strconv.Itoa(q.Limit))
+	}
+	p := "/v1/audit"
+	if len(v) > 0 {
+		p += "?" + v.Encode()
+	}
+	var events []store.Event
+	err := c.call(ctx, http.MethodGet, p, nil, &events)
+	return events, err
+}
+
+// Sessions returns the daemon's live sessions as the JSON its Sessions hook produces, for the
+// caller to decode into its own type (or print as it is).
+func (c *Client) Sessions(ctx context.Context) (json.RawMessage, error) {
+	var raw json.RawMessage
+	err := c.call(ctx, http.MethodGet, "/v1/sessions", nil, &raw)
+	return raw, err
+}
+
+// Kill ends the live session id; an unknown id gets ErrNoSuchSession.
+func (c *Client) Kill(ctx context.Context, id uint64) error {
+	return c.call(ctx, http.MethodPost, "/v1/sessions/"+strconv.FormatUint(id, 10)+"/kill", nil, nil)
 }
 
 // User returns the state of user as the daemon sees it (never the secret).
@@ -181,6 +277,14 @@ func remoteError(status int, b []byte) error {
 		sentinel = enroll.ErrBadCode
 	case codeBadName:
 		sentinel = store.ErrBadName
+	case codeUnknownUser:
+		sentinel = ErrNoSuchUser
+	case codeNoSession:
+		sentinel = ErrNoSuchSession
+	case codeNotImpl:
+		sentinel = ErrNotImplemented
+	case codeDamaged:
+		sentinel = store.ErrDamaged
 	default:
 		return fmt.Errorf("gatekeeper daemon: %s", eb.Error)
 	}

@@ -26,7 +26,22 @@ const (
 	codeBadName       = "bad_name"
 	codeBadRequest    = "bad_request"
 	codeNotFound      = "not_found"
+	codeUnknownUser   = "unknown_user"
+	codeNoSession     = "no_session"
+	codeNotImpl       = "not_implemented"
+	codeDamaged       = "damaged"
 	codeInternal      = "internal"
+)
+
+// Errors of the admin API besides the enroll and store sentinels. The Client's errors match
+// them with errors.Is.
+var (
+	// ErrNoSuchUser means the user has no record and no live session: nothing to act on.
+	ErrNoSuchUser = errors.New("no such user")
+	// ErrNoSuchSession means no live session has the given id.
+	ErrNoSuchSession = errors.New("no such session")
+	// ErrNotImplemented means the daemon was started without the hook the request needs.
+	ErrNotImplemented = errors.New("not supported by this daemon")
 )
 
 // maxBodyBytes bounds a request body; the API's requests are a few dozen bytes.
@@ -45,11 +60,27 @@ const (
 )
 
 // Server serves the admin API. Enroll must be set; Store defaults to Enroll.Store and Log to a
-// discarding logger.
+// discarding logger. Every request that changes something is written to the audit log with the
+// caller's uid from SO_PEERCRED as the actor ("uid N").
+//
+// The hooks connect the API to the SSH front door's live state. Set them before Serve; a nil
+// hook makes the endpoints that need it answer 501 Not Implemented (ErrNotImplemented), except
+// LockedUntil, which is optional.
 type Server struct {
 	Enroll *enroll.Service
 	Store  *store.Store
 	Log    *slog.Logger
+
+	// OnReset ends user's live sessions after a reset; it returns how many it ended.
+	OnReset func(user string) int
+	// OnUnlock clears user's rate-limit lockout; it reports whether user was locked out.
+	OnUnlock func(user string) bool
+	// LockedUntil returns when user's lockout ends (zero: not locked), for the user listings.
+	LockedUntil func(user string) time.Time
+	// Sessions returns the live sessions in a JSON-encodable form.
+	Sessions func() any
+	// Kill ends the live session id; it reports whether there was one.
+	Kill func(id uint64) bool
 
 	mu     sync.Mutex
 	srv    *http.Server
@@ -65,6 +96,33 @@ type UserInfo struct {
 	PendingExpiresAt time.Time   `json:"pending_expires_at,omitzero"`
 	EnrolledAt       time.Time   `json:"enrolled_at,omitzero"`
 	LastLogin        time.Time   `json:"last_login,omitzero"`
+	// RecoveryCodesLeft counts the recovery codes not used yet.
+	RecoveryCodesLeft int `json:"recovery_codes_left"`
+	// LockedUntil is when a rate-limit lockout ends; zero (left out) when there is none or the
+	// daemon does not say.
+	LockedUntil time.Time `json:"locked_until,omitzero"`
+}
+
+// UserInfoOf is the public state of u, whose pending link expires confirmWithin after it began
+// (0 = enroll.DefaultConfirmWithin). Commands working on the database directly use it to show
+// what the daemon would.
+func UserInfoOf(u store.User, confirmWithin time.Duration) UserInfo {
+	if confirmWithin <= 0 {
+		confirmWithin = enroll.DefaultConfirmWithin
+	}
+	info := UserInfo{
+		Name:              u.Name,
+		State:             u.State,
+		CreatedAt:         u.CreatedAt,
+		EnrolledAt:        u.EnrolledAt,
+		LastLogin:         u.LastLogin,
+		RecoveryCodesLeft: len(u.Recovery),
+	}
+	if u.State == store.StatePending {
+		info.PendingSince = u.PendingSince
+		info.PendingExpiresAt = u.PendingSince.Add(confirmWithin)
+	}
+	return info
 }
 
 // errorBody is the JSON body of every error response.
@@ -80,6 +138,10 @@ type beginRequest struct {
 type confirmRequest struct {
 	User string `json:"user"`
 	Code string `json:"code"`
+}
+
+type confirmResponse struct {
+	RecoveryCodes []string `json:"recovery_codes"`
 }
 
 // store is s.Store, or the enrollment service's store when Store is left nil.
@@ -142,7 +204,14 @@ func (s *Server) handler() http.Handler {
 	mux := http.NewServeMux()
 	mux.HandleFunc("POST /v1/enroll/begin", s.handleBegin)
 	mux.HandleFunc("POST /v1/enroll/confirm", s.handleConfirm)
+	mux.HandleFunc("GET /v1/users", s.handleUsers)
 	mux.HandleFunc("GET /v1/users/{name}", s.handleUser)
+	mux.HandleFunc("POST /v1/users/{name}/reset", s.handleReset)
+	mux.HandleFunc("POST /v1/users/{name}/unlock", s.handleUnlock)
+	mux.HandleFunc("POST /v1/users/{name}/ticket", s.handleTicket)
+	mux.HandleFunc("GET /v1/audit", s.handleAudit)
+	mux.HandleFunc("GET /v1/sessions", s.handleSessions)
+	mux.HandleFunc("POST /v1/sessions/{id}/kill", s.handleKill)
 	mux.HandleFunc("GET /v1/health", func(w http.ResponseWriter, r *http.Request) {
 		writeJSON(w, http.StatusOK, map[string]string{"status": "ok"})
 	})
@@ -207,7 +276,7 @@ func (s *Server) handleBegin(w http.ResponseWriter, r *http.Request) {
 	if !s.decode(w, r, &req) {
 		return
 	}
-	link, err := s.Enroll.Begin(r.Context(), req.User)
+	link, err := s.Enroll.Begin(s.actorContext(r), req.User)
 	if err != nil {
 		s.writeErr(w, r, err)
 		return
@@ -222,11 +291,14 @@ func (s *Server) handleConfirm(w http.ResponseWriter, r *http.Request) {
 	if !s.decode(w, r, &req) {
 		return
 	}
-	if err := s.Enroll.Confirm(r.Context(), req.User, req.Code); err != nil {
+	codes, err := s.Enroll.Confirm(s.actorContext(r), req.User, req.Code)
+	if err != nil {
 		s.writeErr(w, r, err)
 		return
 	}
-	w.WriteHeader(http.StatusNoContent)
+	// The one showing of the recovery codes.
+	w.Header().Set("Cache-Control", "no-store")
+	writeJSON(w, http.StatusOK, confirmResponse{RecoveryCodes: codes})
 }
 
 func (s *Server) handleUser(w http.ResponseWriter, r *http.Request) {
@@ -240,24 +312,7 @@ func (s *Server) handleUser(w http.ResponseWriter, r *http.Request) {
 		s.writeErr(w, r, err)
 		return
 	}
-	info := UserInfo{
-		Name:         u.Name,
-		State:        u.State,
-		CreatedAt:    u.CreatedAt,
-		PendingSince: u.PendingSince,
-		EnrolledAt:   u.EnrolledAt,
-		LastLogin:    u.LastLogin,
-	}
-	if u.State == store.StatePending {
-		within := s.Enroll.ConfirmWithin
-		if within <= 0 {
-			within = enroll.DefaultConfirmWithin
-		}
-		info.PendingExpiresAt = u.PendingSince.Add(within)
-	} else {
-		info.PendingSince = time.Time{}
-	}
-	writeJSON(w, http.StatusOK, info)
+	writeJSON(w, http.StatusOK, s.userInfo(u))
 }
 
 // decode reads r's JSON body into v: at most maxBodyBytes, no unknown fields, exactly one
@@ -306,6 +361,16 @@ func (s *Server) writeErr(w http.ResponseWriter, r *http.Request, err error) {
 		status, code = http.StatusUnprocessableEntity, codeBadCode
 	case errors.Is(err, store.ErrBadName):
 		status, code = http.StatusBadRequest, codeBadName
+	case errors.Is(err, ErrNoSuchUser):
+		status, code = http.StatusNotFound, codeUnknownUser
+	case errors.Is(err, ErrNoSuchSession):
+		status, code = http.StatusNotFound, codeNoSession
+	case errors.Is(err, ErrNotImplemented):
+		status, code = http.StatusNotImplemented, codeNotImpl
+	case errors.Is(err, store.ErrDamaged):
+		// Not an internal error: the admin must act on it (a reset removes the record).
+		s.log().ErrorContext(r.Context(), "damaged user record", "method", r.Method, "path", r.URL.Path, "err", err)
+		status, code = http.StatusInternalServerError, codeDamaged
 	default:
 		s.log().ErrorContext(r.Context(), "admin request failed", "method", r.Method, "path", r.URL.Path, "err", err)
 		writeError(w, http.StatusInternalServerError, codeInternal, internalMessage)

@@ -1,5 +1,7 @@
-// Package store keeps gatekeeper's per-user state (enrollment state, sealed
-// TOTP secret, last used time step, timestamps) in one bbolt file.
+// Package store keeps gatekeeper's state in one bbolt file: per-user records
+// (enrollment state, sealed TOTP secret, last used time step, recovery code
+// hashes, timestamps), the append-only audit log and one-time enrollment
+// tickets.
 //
 // TOTP secrets are sealed with AES-256-GCM under a 32-byte key kept in a
 // separate file, so that the database alone (a backup, a copied file) reveals
@@ -7,6 +9,13 @@
 // transaction, fsync'd before it returns, which is what makes the "a time
 // step is used at most once" check race-free across concurrent logins and
 // restarts.
+//
+// Schema: version 1. The audit and tickets buckets and the recovery fields
+// of a user record were added later without a version change, because they
+// are backward compatible: Open creates missing buckets, and a record without
+// the recovery fields reads as "no recovery codes". (A gatekeeper older than
+// these additions ignores the new buckets and would drop a user's recovery
+// codes the next time it rewrites that user's record.)
 package store
 
 import (
@@ -55,7 +64,16 @@ type User struct {
 	PendingSince time.Time
 	EnrolledAt   time.Time
 	LastLogin    time.Time
+	// RecoverySalt is the per-user random salt of the recovery code hashes.
+	RecoverySalt []byte
+	// Recovery holds one RecoveryHashSize-byte hash (argon2id of the code
+	// with RecoverySalt, see package enroll) per recovery code not used yet.
+	// Hashes are not secrets, so Get and List return them (for counting).
+	Recovery [][]byte
 }
+
+// RecoveryHashSize is the size of a stored recovery code hash.
+const RecoveryHashSize = 32
 
 // InUseError is returned by Open when another process holds the database's
 // lock (bbolt allows one process per file).
@@ -88,7 +106,17 @@ var (
 	// ErrSchema is returned by Open for a database written by a newer
 	// gatekeeper (or not by gatekeeper at all).
 	ErrSchema = errors.New("unsupported database schema")
+	// ErrDamaged matches (errors.Is) the error for a user record that cannot
+	// be read or whose secret cannot be decrypted. Delete still removes such
+	// a record.
+	ErrDamaged = errors.New("damaged")
 )
+
+// damagedError marks an error as ErrDamaged without changing its message.
+type damagedError struct{ error }
+
+func (e damagedError) Unwrap() error        { return e.error }
+func (e damagedError) Is(target error) bool { return target == ErrDamaged }
 
 const (
 	// schemaVersion is the record layout this code reads and writes.
@@ -103,10 +131,12 @@ const (
 )
 
 var (
-	bucketMeta  = []byte("meta")
-	bucketUsers = []byte("users")
-	keySchema   = []byte("schema")
-	keyCheck    = []byte("keycheck")
+	bucketMeta    = []byte("meta")
+	bucketUsers   = []byte("users")
+	bucketAudit   = []byte("audit")
+	bucketTickets = []byte("tickets")
+	keySchema     = []byte("schema")
+	keyCheck      = []byte("keycheck")
 	// checkPlain is sealed into the meta bucket with the key so that a wrong
 	// key file is caught at Open, not at the first login.
 	checkPlain = []byte("gatekeeper secret key check v1")
@@ -136,6 +166,8 @@ type record struct {
 	PendingSince time.Time `json:"pending_since,omitzero"`
 	EnrolledAt   time.Time `json:"enrolled_at,omitzero"`
 	LastLogin    time.Time `json:"last_login,omitzero"`
+	RecoverySalt []byte    `json:"recovery_salt,omitempty"`
+	Recovery     [][]byte  `json:"recovery,omitempty"`
 }
 
 // Open opens (creating if needed) the database at dbPath, with TOTP secrets
@@ -192,6 +224,7 @@ func openBolt(path string) (db *bolt.DB, err error) {
 type dbInfo struct {
 	fresh      bool   // no gatekeeper buckets yet
 	noUsers    bool   // users bucket missing
+	noBuckets  bool   // audit or tickets bucket missing (added after schema 1 first shipped)
 	check      []byte // sealed key-check record, nil if none
 	hasSecrets bool   // some user record holds (or may hold) a sealed secret
 	firstUser  string // a user with a sealed secret, to test a key against
@@ -229,9 +262,15 @@ func (s *Store) init() error {
 			if plain, err := s.open(info.check, checkAD); err != nil || !bytes.Equal(plain, checkPlain) {
 				return mismatch
 			}
-			if !info.noUsers {
+			if !info.noUsers && !info.noBuckets {
 				return nil // nothing to write
 			}
+			if info.noUsers {
+				break // write a fresh check too, below
+			}
+			// Only the buckets added since are missing: create them and
+			// leave the check record alone.
+			return s.update(createBuckets)
 		case info.firstSeal != nil:
 			// Secrets but no check record (written by hand?): test the key on
 			// a real secret before vouching for it.
@@ -256,11 +295,21 @@ func (s *Store) init() error {
 				return err
 			}
 		}
-		if _, err := tx.CreateBucketIfNotExists(bucketUsers); err != nil {
+		if err := createBuckets(tx); err != nil {
 			return err
 		}
 		return meta.Put(keyCheck, check)
 	})
+}
+
+// createBuckets creates the data buckets that do not exist yet.
+func createBuckets(tx *bolt.Tx) error {
+	for _, b := range [][]byte{bucketUsers, bucketAudit, bucketTickets} {
+		if _, err := tx.CreateBucketIfNotExists(b); err != nil {
+			return fmt.Errorf("create bucket %s: %w", b, err)
+		}
+	}
+	return nil
 }
 
 // inspect reads the schema version, the key-check record and whether any
@@ -289,6 +338,7 @@ func (s *Store) inspect(tx *bolt.Tx) (dbInfo, error) {
 	if c := meta.Get(keyCheck); c != nil {
 		info.check = bytes.Clone(c)
 	}
+	info.noBuckets = tx.Bucket(bucketAudit) == nil || tx.Bucket(bucketTickets) == nil
 	users := tx.Bucket(bucketUsers)
 	if users == nil {
 		info.noUsers = true
@@ -399,12 +449,15 @@ func (s *Store) Close() error {
 
 // CheckName reports (wrapping ErrBadName) whether name is not a usable user
 // name: empty, longer than 64 bytes, starting with '-' (it would read as an
-// option on a command line), or holding anything but ASCII letters, digits,
-// '.', '_' and '-'.
+// option on a command line), "." or ".." (path components: they cannot be
+// named in an admin API URL, and are no one's login name), or holding
+// anything but ASCII letters, digits, '.', '_' and '-'.
 func CheckName(name string) error {
 	switch {
 	case name == "":
 		return fmt.Errorf("%w: empty", ErrBadName)
+	case name == "." || name == "..":
+		return fmt.Errorf("%w %q", ErrBadName, name)
 	case len(name) > maxNameLen:
 		return fmt.Errorf("%w: %d bytes long, at most %d allowed", ErrBadName, len(name), maxNameLen)
 	case name[0] == '-':
@@ -458,6 +511,29 @@ func (s *Store) List() ([]User, error) {
 	return users, nil
 }
 
+// Delete removes name's record, whatever it holds: the secret, the recovery
+// codes, the last used step. It works on a damaged record too (the way out
+// for one that Get or Update refuse). existed reports whether there was a
+// record. The audit log and tickets are left alone: a ticket issued for the
+// user still lets them link a new device.
+func (s *Store) Delete(name string) (existed bool, err error) {
+	if err := CheckName(name); err != nil {
+		return false, err
+	}
+	err = s.update(func(tx *bolt.Tx) error {
+		b := tx.Bucket(bucketUsers)
+		existed = b.Get([]byte(name)) != nil
+		if !existed {
+			return nil
+		}
+		return b.Delete([]byte(name))
+	})
+	if err != nil {
+		return false, err
+	}
+	return existed, nil
+}
+
 // Update changes name's record in one bbolt read-write transaction, committed
 // and fsync'd before Update returns. fn sees the current record with Secret
 // decrypted (StateNone and zero fields when there is none). If fn returns nil
@@ -465,10 +541,11 @@ func (s *Store) List() ([]User, error) {
 // StateNone record without a secret is deleted. If fn returns an error
 // nothing is written and that error is returned unchanged.
 //
-// The result must keep the name, must not lower LastStep, and a pending or
-// active record must have a secret; otherwise nothing is written and Update
-// returns an error. A record that cannot be read or decrypted is an error and
-// fn is not called.
+// The result must keep the name, must not lower LastStep, a pending or
+// active record must have a secret, and recovery code hashes need a salt and
+// RecoveryHashSize bytes each; otherwise nothing is written and Update
+// returns an error. A record that cannot be read or decrypted is an error
+// matching ErrDamaged and fn is not called.
 func (s *Store) Update(name string, fn func(u *User) error) error {
 	if err := CheckName(name); err != nil {
 		return err
@@ -485,7 +562,7 @@ func (s *Store) Update(name string, fn func(u *User) error) error {
 		var oldPlain []byte
 		if len(old.Sealed) > 0 {
 			if oldPlain, err = s.open(old.Sealed, userAD(name)); err != nil {
-				return fmt.Errorf("user %q: stored secret cannot be decrypted (record damaged or copied from another user): %w", name, err)
+				return damagedError{fmt.Errorf("user %q: stored secret cannot be decrypted (record damaged or copied from another user): %w", name, err)}
 			}
 			u.Secret = bytes.Clone(oldPlain)
 		}
@@ -505,6 +582,13 @@ func (s *Store) Update(name string, fn func(u *User) error) error {
 			return fmt.Errorf("user %q: state %s needs a secret", name, u.State)
 		case u.LastStep < old.LastStep:
 			return fmt.Errorf("user %q: last used time step may not go back (%d to %d)", name, old.LastStep, u.LastStep)
+		case len(u.Recovery) > 0 && len(u.RecoverySalt) == 0:
+			return fmt.Errorf("user %q: recovery code hashes without a salt", name)
+		}
+		for i, h := range u.Recovery {
+			if len(h) != RecoveryHashSize {
+				return fmt.Errorf("user %q: recovery code hash %d has %d bytes, want %d", name, i, len(h), RecoveryHashSize)
+			}
 		}
 		r := record{
 			State:        u.State,
@@ -513,6 +597,8 @@ func (s *Store) Update(name string, fn func(u *User) error) error {
 			PendingSince: utc(u.PendingSince),
 			EnrolledAt:   utc(u.EnrolledAt),
 			LastLogin:    utc(u.LastLogin),
+			RecoverySalt: u.RecoverySalt,
+			Recovery:     u.Recovery,
 		}
 		if oldPlain != nil && bytes.Equal(u.Secret, oldPlain) {
 			r.Sealed = old.Sealed // unchanged: spend no fresh nonce
@@ -559,7 +645,7 @@ func (s *Store) decode(name string, raw []byte) (record, error) {
 		err = fmt.Errorf("state %s without a secret", r.State)
 	}
 	if err != nil {
-		return record{}, fmt.Errorf("user %q: stored record in %s is damaged: %w", name, s.path, err)
+		return record{}, damagedError{fmt.Errorf("user %q: stored record in %s is damaged: %w", name, s.path, err)}
 	}
 	return r, nil
 }
@@ -574,6 +660,8 @@ func (r record) user(name string) User {
 		PendingSince: r.PendingSince,
 		EnrolledAt:   r.EnrolledAt,
 		LastLogin:    r.LastLogin,
+		RecoverySalt: r.RecoverySalt,
+		Recovery:     r.Recovery,
 	}
 }
 

@@ -132,6 +132,10 @@ func TestCheckName(t *testing.T) {
 		{"a:b", false},
 		{"ällo", false},
 		{"a\x00", false},
+		{".", false},
+		{"..", false},
+		{"...", true},
+		{".profile", true},
 	}
 	for _, tt := range tests {
 		err := CheckName(tt.name)
@@ -516,8 +520,9 @@ func TestMovedSecret(t *testing.T) {
 	s = mustOpen(t, dbPath, keyPath)
 	called := false
 	err = s.Update("mallory", func(*User) error { called = true; return nil })
-	if err == nil || called || !strings.Contains(err.Error(), `"mallory"`) || !strings.Contains(err.Error(), "cannot be decrypted") {
-		t.Errorf("Update(mallory) = %v, fn called %v", err, called)
+	if err == nil || called || !strings.Contains(err.Error(), `"mallory"`) || !strings.Contains(err.Error(), "cannot be decrypted") ||
+		!errors.Is(err, ErrDamaged) {
+		t.Errorf("Update(mallory) = %v, fn called %v; want ErrDamaged", err, called)
 	}
 	if string(secretOf(t, s, "alice")) != "alice's secret" {
 		t.Error("alice damaged")
@@ -553,8 +558,9 @@ func TestDamagedRecord(t *testing.T) {
 			s = mustOpen(t, dbPath, keyPath)
 			check := func(op string, err error) {
 				t.Helper()
-				if err == nil || !strings.Contains(err.Error(), `user "bob"`) || !strings.Contains(err.Error(), "damaged") {
-					t.Errorf("%s: %v, want an error naming bob's damaged record", op, err)
+				if err == nil || !strings.Contains(err.Error(), `user "bob"`) || !strings.Contains(err.Error(), "damaged") ||
+					!errors.Is(err, ErrDamaged) {
+					t.Errorf("%s: %v, want an ErrDamaged error naming bob's damaged record", op, err)
 				}
 			}
 			_, err = s.Get("bob")

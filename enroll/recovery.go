@@ -1,0 +1,162 @@
+package enroll
+
+import (
+	"crypto/rand"
+	"crypto/subtle"
+	"errors"
+	"fmt"
+	"slices"
+	"strings"
+
+	"golang.org/x/crypto/argon2"
+
+	"gatekeeper/gatekeeper/store"
+)
+
+// RecoveryCodes is how many recovery codes a device link comes with.
+const RecoveryCodes = 10
+
+// codeAlphabet is lowercase letters and digits without the ones easily mistaken for another
+// (0/o, 1/l): 32 symbols, so each character carries 5 bits.
+const codeAlphabet = "abcdefghijkmnpqrstuvwxyz23456789"
+
+// Recovery code shape: 10 characters (50 bits) shown as xxxx-xxxx-xx.
+const recoveryChars = 10
+
+// Argon2id parameters of the recovery code hashes (OWASP's minimum for argon2id: 19 MiB, one
+// pass). One computation per login attempt, so a guess costs the guesser as much as it costs us.
+const (
+	argonTime    = 1
+	argonMemory  = 19 * 1024 // KiB
+	argonThreads = 1
+	saltSize     = 16
+	// maxRecoveryLen bounds a normalised answer: hostile input is not hashed.
+	maxRecoveryLen = 64
+)
+
+// randomCode returns n characters from codeAlphabet, uniformly (256 is a multiple of 32).
+func randomCode(n int) (string, error) {
+	b := make([]byte, n)
+	if _, err := rand.Read(b); err != nil {
+		return "", fmt.Errorf("random code: %w", err)
+	}
+	for i := range b {
+		b[i] = codeAlphabet[b[i]%byte(len(codeAlphabet))]
+	}
+	return string(b), nil
+}
+
+// group inserts a dash after every fourth character: "abcdefghjk" → "abcd-efgh-jk".
+func group(s string) string {
+	var b strings.Builder
+	for i := 0; i < len(s); i += 4 {
+		if i > 0 {
+			b.WriteByte('-')
+		}
+		b.WriteString(s[i:min(i+4, len(s))])
+	}
+	return b.String()
+}
+
+// NewRecoveryCodes returns RecoveryCodes fresh random codes in the form "abcd-efgh-jk" (50 bits
+// each).
+func NewRecoveryCodes() ([]string, error) {
+	codes := make([]string, RecoveryCodes)
+	for i := range codes {
+		c, err := randomCode(recoveryChars)
+		if err != nil {
+			return nil, err
+		}
+		codes[i] = group(c)
+	}
+	return codes, nil
+}
+
+// normalizeCode is the form a recovery code is hashed in: lowercase, without spaces and dashes.
+// ok is false for something that cannot be a code (empty, too long, not letters and digits), so
+// that no hash is computed for it.
+func normalizeCode(code string) (n string, ok bool) {
+	n = strings.Map(func(r rune) rune {
+		switch {
+		case r == ' ' || r == '-' || r == '\t':
+			return -1
+		case 'A' <= r && r <= 'Z':
+			return r + ('a' - 'A')
+		}
+		return r
+	}, code)
+	if n == "" || len(n) > maxRecoveryLen {
+		return "", false
+	}
+	for i := 0; i < len(n); i++ {
+		if c := n[i]; !('a' <= c && c <= 'z' || '0' <= c && c <= '9') {
+			return "", false
+		}
+	}
+	return n, true
+}
+
+// hashRecovery is the stored form of a normalised code.
+func hashRecovery(salt []byte, normalized string) []byte {
+	return argon2.IDKey([]byte(normalized), salt, argonTime, argonMemory, argonThreads, store.RecoveryHashSize)
+}
+
+// recoverySet is a fresh salt and the hashes of codes under it.
+func recoverySet(codes []string) (salt []byte, hashes [][]byte, err error) {
+	salt = make([]byte, saltSize)
+	if _, err := rand.Read(salt); err != nil {
+		return nil, nil, fmt.Errorf("recovery salt: %w", err)
+	}
+	for _, c := range codes {
+		n, ok := normalizeCode(c)
+		if !ok {
+			return nil, nil, fmt.Errorf("recovery code %d is not 1 to %d letters and digits", len(hashes)+1, maxRecoveryLen)
+		}
+		hashes = append(hashes, hashRecovery(salt, n))
+	}
+	return salt, hashes, nil
+}
+
+// SetRecovery replaces u's recovery codes with codes (for example the scratch codes of an
+// imported google-authenticator file): a new salt, and only the hashes are kept. Codes are
+// letters and digits (case, spaces and dashes do not count). Call it inside store.Update.
+func SetRecovery(u *store.User, codes []string) error {
+	if len(codes) == 0 {
+		return errors.New("no recovery codes given")
+	}
+	salt, hashes, err := recoverySet(codes)
+	if err != nil {
+		return err
+	}
+	u.RecoverySalt, u.Recovery = salt, hashes
+	return nil
+}
+
+// VerifyRecovery reports whether answer is one of active user u's unused recovery codes, and if
+// so removes it from u.Recovery, so that it works once. It is meant for the login check inside
+// store.Update: the removal is written in the same transaction that accepts the code. Case,
+// spaces and dashes in answer do not count. It costs one argon2id computation (none for an
+// answer that cannot be a code or a user without codes) and compares against every stored hash
+// in constant time.
+func VerifyRecovery(u *store.User, answer string) bool {
+	if u.State != store.StateActive || len(u.Recovery) == 0 || len(u.RecoverySalt) == 0 {
+		return false
+	}
+	n, ok := normalizeCode(answer)
+	if !ok {
+		return false
+	}
+	h := hashRecovery(u.RecoverySalt, n)
+	match := -1
+	for i, stored := range u.Recovery {
+		if subtle.ConstantTimeCompare(h, stored) == 1 {
+			match = i
+		}
+	}
+	if match < 0 {
+		return false
+	}
+	// A new slice: the caller's old one may be shared.
+	u.Recovery = slices.Delete(slices.Clone(u.Recovery), match, match+1)
+	return true
+}

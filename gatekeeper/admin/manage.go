@@ -1,0 +1,272 @@
+package admin
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"net/http"
+	"strconv"
+	"strings"
+	"time"
+
+	"gatekeeper/enroll"
+	"gatekeeper/gatekeeper/store"
+)
+
+// Limits of GET /v1/audit.
+const (
+	// DefaultAuditLimit is how many of the newest events /v1/audit returns without a limit.
+	DefaultAuditLimit = 1000
+	// MaxAuditLimit is the largest limit /v1/audit accepts.
+	MaxAuditLimit = 100000
+)
+
+// ResetResult is the answer to a reset.
+type ResetResult struct {
+	User string `json:"user"`
+	// HadRecord says whether a device link (active or pending) was removed.
+	HadRecord bool `json:"had_record"`
+	// SessionsEnded counts the live sessions that were ended.
+	SessionsEnded int `json:"sessions_ended"`
+}
+
+type unlockResponse struct {
+	User      string `json:"user"`
+	WasLocked bool   `json:"was_locked"`
+}
+
+type ticketResponse struct {
+	User      string    `json:"user"`
+	Ticket    string    `json:"ticket"`
+	ExpiresAt time.Time `json:"expires_at"`
+}
+
+type killResponse struct {
+	ID    uint64 `json:"id"`
+	Ended bool   `json:"ended"`
+}
+
+// actorOf names the caller for the audit log: "uid N" from SO_PEERCRED.
+func actorOf(r *http.Request) string {
+	if uid, ok := CallerUID(r.Context()); ok {
+		return fmt.Sprintf("uid %d", uid)
+	}
+	return "admin socket (uid unknown)"
+}
+
+// actorContext is r's context carrying the caller as the enroll.Service's actor.
+func (s *Server) actorContext(r *http.Request) context.Context {
+	return enroll.WithActor(r.Context(), actorOf(r))
+}
+
+func (s *Server) now() time.Time {
+	if s.Enroll != nil && s.Enroll.Now != nil {
+		return s.Enroll.Now()
+	}
+	return time.Now()
+}
+
+// audit writes an admin action to the audit log. The action has happened, so a failure is
+// logged, not reported to the caller as if the action had failed.
+func (s *Server) audit(r *http.Request, e store.Event) {
+	if err := s.store().Append(e); err != nil {
+		s.log().ErrorContext(r.Context(), "audit log write failed", "err", err, "kind", e.Kind, "user", e.User)
+	}
+}
+
+// userInfo is u's public state plus the front door's lockout, when known.
+func (s *Server) userInfo(u store.User) UserInfo {
+	info := UserInfoOf(u, s.Enroll.ConfirmWithin)
+	if s.LockedUntil != nil {
+		if t := s.LockedUntil(u.Name); t.After(s.now()) {
+			info.LockedUntil = t
+		}
+	}
+	return info
+}
+
+// pathUser is the {name} of r's path, or "" after answering a bad name.
+func (s *Server) pathUser(w http.ResponseWriter, r *http.Request) string {
+	name := r.PathValue("name")
+	if err := store.CheckName(name); err != nil {
+		s.writeErr(w, r, err)
+		return ""
+	}
+	return name
+}
+
+// notImplemented answers for a nil hook.
+func (s *Server) notImplemented(w http.ResponseWriter, r *http.Request, what string) {
+	s.writeErr(w, r, fmt.Errorf("%w: the daemon was started without %s", ErrNotImplemented, what))
+}
+
+func (s *Server) handleUsers(w http.ResponseWriter, r *http.Request) {
+	users, err := s.store().List()
+	if err != nil {
+		s.writeErr(w, r, err)
+		return
+	}
+	infos := make([]UserInfo, 0, len(users))
+	for _, u := range users {
+		infos = append(infos, s.userInfo(u))
+	}
+	writeJSON(w, http.StatusOK, infos)
+}
+
+// handleReset forgets the user's device link and recovery codes (even a damaged record) and ends
+// their live sessions: a lost phone must stop working at once.
+func (s *Server) handleReset(w http.ResponseWriter, r *http.Request) {
+	name := s.pathUser(w, r)
+	if name == "" {
+		return
+	}
+	if s.OnReset == nil {
+		s.notImplemented(w, r, "a way to end live sessions; nothing was reset")
+		return
+	}
+	existed, err := s.store().Delete(name)
+	if err != nil {
+		s.writeErr(w, r, err)
+		return
+	}
+	ended := s.OnReset(name)
+	if !existed && ended == 0 {
+		s.writeErr(w, r, fmt.Errorf("%w: %s has no linked device and no live session, nothing to reset", ErrNoSuchUser, name))
+		return
+	}
+	detail := "device link and recovery codes removed"
+	if !existed {
+		detail = "no device was linked"
+	}
+	detail += fmt.Sprintf("; %d live sessions ended", ended)
+	s.audit(r, store.Event{Kind: store.EventReset, User: name, Actor: actorOf(r), Detail: detail})
+	s.log().InfoContext(r.Context(), "user reset", "user", name, "actor", actorOf(r), "had_record", existed, "sessions_ended", ended)
+	writeJSON(w, http.StatusOK, ResetResult{User: name, HadRecord: existed, SessionsEnded: ended})
+}
+
+func (s *Server) handleUnlock(w http.ResponseWriter, r *http.Request) {
+	name := s.pathUser(w, r)
+	if name == "" {
+		return
+	}
+	if s.OnUnlock == nil {
+		s.notImplemented(w, r, "rate limiting")
+		return
+	}
+	was := s.OnUnlock(name)
+	detail := "was not locked out"
+	if was {
+		detail = "lockout cleared"
+	}
+	s.audit(r, store.Event{Kind: store.EventUnlock, User: name, Actor: actorOf(r), Detail: detail})
+	writeJSON(w, http.StatusOK, unlockResponse{User: name, WasLocked: was})
+}
+
+func (s *Server) handleTicket(w http.ResponseWriter, r *http.Request) {
+	name := s.pathUser(w, r)
+	if name == "" {
+		return
+	}
+	token, expires, err := s.Enroll.Ticket(r.Context(), name, actorOf(r))
+	if err != nil {
+		s.writeErr(w, r, err)
+		return
+	}
+	// The one showing of the ticket.
+	w.Header().Set("Cache-Control", "no-store")
+	writeJSON(w, http.StatusOK, ticketResponse{User: name, Ticket: token, ExpiresAt: expires})
+}
+
+// handleAudit answers GET /v1/audit?user=U&since=S&limit=N: the newest N (default
+// DefaultAuditLimit) events, oldest first, of user U (default all) at or after S (an RFC 3339
+// time, a date, or a duration back from now such as 90m, 24h or 7d).
+func (s *Server) handleAudit(w http.ResponseWriter, r *http.Request) {
+	q := store.EventQuery{Limit: DefaultAuditLimit}
+	v := r.URL.Query()
+	if u := v.Get("user"); u != "" {
+		if err := store.CheckName(u); err != nil {
+			s.writeErr(w, r, err)
+			return
+		}
+		q.User = u
+	}
+	if since := v.Get("since"); since != "" {
+		t, err := ParseSince(since, s.now())
+		if err != nil {
+			writeError(w, http.StatusBadRequest, codeBadRequest, err.Error())
+			return
+		}
+		q.Since = t
+	}
+	if l := v.Get("limit"); l != "" {
+		n, err := strconv.Atoi(l)
+		if err != nil || n < 1 || n > MaxAuditLimit {
+			writeError(w, http.StatusBadRequest, codeBadRequest,
+				fmt.Sprintf("limit %q: want a number from 1 to %d", l, MaxAuditLimit))
+			return
+		}
+		q.Limit = n
+	}
+	events, err := s.store().Events(q)
+	if err != nil {
+		s.writeErr(w, r, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, events)
+}
+
+// ParseSince reads a point in time for an audit query: an RFC 3339 time
+// (2026-11-23T10:00:00Z), a date (2026-11-23, local midnight), or a duration back from now:
+// Go's form (90m, 36h) or whole days (7d).
+func ParseSince(v string, now time.Time) (time.Time, error) {
+	if t, err := time.Parse(time.RFC3339Nano, v); err == nil {
+		return t, nil
+	}
+	if t, err := time.ParseInLocation(time.DateOnly, v, time.Local); err == nil {
+		return t, nil
+	}
+	if days, ok := strings.CutSuffix(v, "d"); ok {
+		if n, err := strconv.Atoi(days); err == nil && n >= 0 && n <= 100*365 {
+			return now.AddDate(0, 0, -n), nil
+		}
+	} else if d, err := time.ParseDuration(v); err == nil && d >= 0 {
+		return now.Add(-d), nil
+	}
+	return time.Time{}, fmt.Errorf("since %q: want a time (2026-11-23T10:00:00Z), a date (2026-11-23) or a duration back from now (90m, 24h, 7d)", v)
+}
+
+func (s *Server) handleSessions(w http.ResponseWriter, r *http.Request) {
+	if s.Sessions == nil {
+		s.notImplemented(w, r, "session tracking")
+		return
+	}
+	b, err := json.Marshal(s.Sessions())
+	if err != nil {
+		s.writeErr(w, r, fmt.Errorf("encode sessions: %w", err))
+		return
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.Header().Set("X-Content-Type-Options", "nosniff")
+	w.WriteHeader(http.StatusOK)
+	w.Write(append(b, '\n'))
+}
+
+func (s *Server) handleKill(w http.ResponseWriter, r *http.Request) {
+	raw := r.PathValue("id")
+	id, err := strconv.ParseUint(raw, 10, 64)
+	if err != nil {
+		writeError(w, http.StatusBadRequest, codeBadRequest, fmt.Sprintf("session id %q: want a number", raw))
+		return
+	}
+	if s.Kill == nil {
+		s.notImplemented(w, r, "session tracking")
+		return
+	}
+	if !s.Kill(id) {
+		s.writeErr(w, r, fmt.Errorf("%w: no live session has id %d", ErrNoSuchSession, id))
+		return
+	}
+	s.audit(r, store.Event{Kind: store.EventSessionKilled, Actor: actorOf(r), Detail: fmt.Sprintf("session %d", id)})
+	s.log().InfoContext(r.Context(), "session killed", "session", id, "actor", actorOf(r))
+	writeJSON(w, http.StatusOK, killResponse{ID: id, Ended: true})
+}

@@ -1,0 +1,515 @@
+package admin
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"os"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	bolt "go.etcd.io/bbolt"
+
+	"gatekeeper/enroll"
+	"gatekeeper/gatekeeper/store"
+)
+
+// me is the actor the audit log must name for this test process's requests.
+var me = fmt.Sprintf("uid %d", os.Getuid())
+
+// link makes user an active user through the client and returns the recovery codes.
+func link(t *testing.T, d *daemon, c *Client, user string) []string {
+	t.Helper()
+	l, err := c.Begin(context.Background(), user)
+	if err != nil {
+		t.Fatalf("Begin(%s): %v", user, err)
+	}
+	codes, err := c.Confirm(context.Background(), user, codeAt(t, l.Secret, d.clock.Now()))
+	if err != nil {
+		t.Fatalf("Confirm(%s): %v", user, err)
+	}
+	return codes
+}
+
+// auditOf returns user's audit events as "kind/actor/detail" strings.
+func auditOf(t *testing.T, st *store.Store, user string) []string {
+	t.Helper()
+	ev, err := st.Events(store.EventQuery{User: user})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var out []string
+	for _, e := range ev {
+		out = append(out, e.Kind+"/"+e.Actor+"/"+e.Detail)
+	}
+	return out
+}
+
+// rawDo sends a request to the socket and returns status, headers and body.
+func rawDo(t *testing.T, path, method, url string) (int, http.Header, []byte) {
+	t.Helper()
+	req, err := http.NewRequest(method, "http://x"+url, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp, err := httpClient(path).Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	return resp.StatusCode, resp.Header, b
+}
+
+// damage stores a broken record for user in the closed database.
+func damage(user string) func(t *testing.T, dbPath, keyPath string) {
+	return func(t *testing.T, dbPath, keyPath string) {
+		st, err := store.Open(dbPath, keyPath)
+		if err != nil {
+			t.Fatal(err)
+		}
+		st.Close()
+		db, err := bolt.Open(dbPath, 0o600, &bolt.Options{Timeout: time.Second})
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer db.Close()
+		if err := db.Update(func(tx *bolt.Tx) error {
+			return tx.Bucket([]byte("users")).Put([]byte(user), []byte("{broken"))
+		}); err != nil {
+			t.Fatal(err)
+		}
+	}
+}
+
+func TestUsers(t *testing.T) {
+	d := startDaemonWith(t, nil, func(s *Server) {
+		s.LockedUntil = func(user string) time.Time {
+			switch user {
+			case "bob":
+				return t0.Add(5 * time.Minute)
+			case "carol":
+				return t0.Add(-time.Minute) // over already
+			}
+			return time.Time{}
+		}
+	})
+	c := NewClient(d.path)
+	ctx := context.Background()
+
+	if users, err := c.Users(ctx); err != nil || users == nil || len(users) != 0 {
+		t.Fatalf("Users of an empty store = %#v, %v; want an empty list", users, err)
+	}
+	if _, _, body := rawDo(t, d.path, "GET", "/v1/users"); strings.TrimSpace(string(body)) != "[]" {
+		t.Errorf("empty list encodes as %s, want []", body)
+	}
+
+	link(t, d, c, "alice")
+	bobLink, err := c.Begin(ctx, "bob")
+	if err != nil {
+		t.Fatal(err)
+	}
+	link(t, d, c, "carol")
+
+	users, err := c.Users(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := []UserInfo{
+		{Name: "alice", State: store.StateActive, CreatedAt: t0, EnrolledAt: t0, RecoveryCodesLeft: 10},
+		{Name: "bob", State: store.StatePending, CreatedAt: t0, PendingSince: t0, PendingExpiresAt: t0.Add(10 * time.Minute), LockedUntil: t0.Add(5 * time.Minute)},
+		{Name: "carol", State: store.StateActive, CreatedAt: t0, EnrolledAt: t0, RecoveryCodesLeft: 10},
+	}
+	if len(users) != len(want) {
+		t.Fatalf("Users = %+v", users)
+	}
+	for i := range want {
+		if !sameInfo(users[i], want[i]) {
+			t.Errorf("user %d = %+v\nwant %+v", i, users[i], want[i])
+		}
+	}
+	_, _, body := rawDo(t, d.path, "GET", "/v1/users")
+	if strings.Contains(string(body), bobLink.Secret) || strings.Contains(string(body), "recovery_salt") || !strings.Contains(string(body), `"recovery_codes_left":10`) {
+		t.Errorf("user list shows secrets or lacks the recovery count: %s", body)
+	}
+
+	// One user shows the same as in the list.
+	info, err := c.User(ctx, "bob")
+	if err != nil || !sameInfo(info, want[1]) {
+		t.Errorf("User(bob) = %+v, %v", info, err)
+	}
+	if info, err := c.User(ctx, "dave"); err != nil || info.State != store.StateNone {
+		t.Errorf("User(dave) = %+v, %v; want state none", info, err)
+	}
+}
+
+func sameInfo(a, b UserInfo) bool {
+	return a.Name == b.Name && a.State == b.State && a.CreatedAt.Equal(b.CreatedAt) && a.PendingSince.Equal(b.PendingSince) &&
+		a.PendingExpiresAt.Equal(b.PendingExpiresAt) && a.EnrolledAt.Equal(b.EnrolledAt) && a.LastLogin.Equal(b.LastLogin) &&
+		a.RecoveryCodesLeft == b.RecoveryCodesLeft && a.LockedUntil.Equal(b.LockedUntil)
+}
+
+func TestReset(t *testing.T) {
+	tests := []struct {
+		name      string
+		user      string
+		prepare   func(t *testing.T, dbPath, keyPath string)
+		linked    bool // link user first
+		noHook    bool
+		sessions  int // the hook ends this many
+		want      ResetResult
+		wantErr   error
+		wantAudit string // detail of the reset event
+	}{
+		{name: "linked user", user: "alice", linked: true, sessions: 2,
+			want: ResetResult{User: "alice", HadRecord: true, SessionsEnded: 2}, wantAudit: "device link and recovery codes removed; 2 live sessions ended"},
+		{name: "linked user without sessions", user: "alice", linked: true,
+			want: ResetResult{User: "alice", HadRecord: true}, wantAudit: "device link and recovery codes removed; 0 live sessions ended"},
+		{name: "damaged record", user: "bob", prepare: damage("bob"),
+			want: ResetResult{User: "bob", HadRecord: true}, wantAudit: "device link and recovery codes removed; 0 live sessions ended"},
+		{name: "no record but a session", user: "carol", sessions: 1,
+			want: ResetResult{User: "carol", SessionsEnded: 1}, wantAudit: "no device was linked; 1 live sessions ended"},
+		{name: "nothing to reset", user: "carol", wantErr: ErrNoSuchUser},
+		{name: "no session hook", user: "alice", linked: true, noHook: true, wantErr: ErrNotImplemented},
+		{name: "bad name", user: "-rf", wantErr: store.ErrBadName},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			var mu sync.Mutex
+			var hookCalls []string
+			d := startDaemonWith(t, tt.prepare, func(s *Server) {
+				if !tt.noHook {
+					s.OnReset = func(user string) int {
+						mu.Lock()
+						defer mu.Unlock()
+						hookCalls = append(hookCalls, user)
+						return tt.sessions
+					}
+				}
+			})
+			c := NewClient(d.path)
+			var codes []string
+			if tt.linked {
+				codes = link(t, d, c, tt.user)
+			}
+
+			res, err := c.Reset(context.Background(), tt.user)
+			if tt.wantErr != nil {
+				if !errors.Is(err, tt.wantErr) {
+					t.Fatalf("Reset = %+v, %v; want %v", res, err, tt.wantErr)
+				}
+				if tt.linked {
+					if u, _ := d.st.Get(tt.user); u.State != store.StateActive {
+						t.Errorf("refused reset changed the user: %s", u.State)
+					}
+				}
+				for _, e := range auditOf(t, d.st, tt.user) {
+					if strings.HasPrefix(e, "reset/") {
+						t.Errorf("refused reset audited: %s", e)
+					}
+				}
+				return
+			}
+			if err != nil || res != tt.want {
+				t.Fatalf("Reset = %+v, %v; want %+v", res, err, tt.want)
+			}
+			mu.Lock()
+			if len(hookCalls) != 1 || hookCalls[0] != tt.user {
+				t.Errorf("OnReset called with %q, want [%s]", hookCalls, tt.user)
+			}
+			mu.Unlock()
+			u, err := d.st.Get(tt.user)
+			if err != nil || u.State != store.StateNone || len(u.Recovery) != 0 {
+				t.Errorf("after reset %+v, %v; want no record", u, err)
+			}
+			audit := auditOf(t, d.st, tt.user)
+			if want := "reset/" + me + "/" + tt.wantAudit; len(audit) == 0 || audit[len(audit)-1] != want {
+				t.Errorf("audit log %q, want it to end with %q", audit, want)
+			}
+			// The user can link again, and the old recovery codes are gone with the record.
+			newCodes := link(t, d, c, tt.user)
+			for _, old := range codes {
+				for _, n := range newCodes {
+					if old == n {
+						t.Error("a recovery code survived the reset")
+					}
+				}
+			}
+		})
+	}
+}
+
+func TestUnlock(t *testing.T) {
+	d := startDaemon(t)
+	c := NewClient(d.path)
+	if _, err := c.Unlock(context.Background(), "alice"); !errors.Is(err, ErrNotImplemented) || !strings.Contains(err.Error(), "rate limiting") {
+		t.Errorf("Unlock without a hook = %v, want ErrNotImplemented", err)
+	}
+	status, _, _ := rawDo(t, d.path, "POST", "/v1/users/alice/unlock")
+	if status != http.StatusNotImplemented {
+		t.Errorf("status %d, want 501", status)
+	}
+
+	locked := map[string]bool{"alice": true}
+	var mu sync.Mutex
+	d2 := startDaemonWith(t, nil, func(s *Server) {
+		s.OnUnlock = func(user string) bool {
+			mu.Lock()
+			defer mu.Unlock()
+			was := locked[user]
+			delete(locked, user)
+			return was
+		}
+	})
+	c2 := NewClient(d2.path)
+	for i, want := range []bool{true, false} {
+		was, err := c2.Unlock(context.Background(), "alice")
+		if err != nil || was != want {
+			t.Errorf("Unlock %d = %v, %v; want %v", i, was, err, want)
+		}
+	}
+	want := []string{"unlock/" + me + "/lockout cleared", "unlock/" + me + "/was not locked out"}
+	if got := auditOf(t, d2.st, "alice"); strings.Join(got, "|") != strings.Join(want, "|") {
+		t.Errorf("audit %q, want %q", got, want)
+	}
+}
+
+func TestTicketAPI(t *testing.T) {
+	d := startDaemon(t)
+	c := NewClient(d.path)
+	ctx := context.Background()
+
+	token, expires, err := c.Ticket(ctx, "alice")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !expires.Equal(t0.Add(enroll.TicketTTL)) || len(token) < 20 {
+		t.Errorf("Ticket = %q until %v", token, expires)
+	}
+	if err := d.st.CheckTicket("alice", token, t0); err != nil {
+		t.Errorf("issued ticket not valid: %v", err)
+	}
+	if strings.Contains(d.log.String(), token) {
+		t.Error("the daemon's log shows the ticket")
+	}
+	audit := auditOf(t, d.st, "alice")
+	if len(audit) != 1 || !strings.HasPrefix(audit[0], "ticket_issued/"+me+"/valid until ") || strings.Contains(audit[0], token) {
+		t.Errorf("audit %q, want one ticket_issued by %s without the token", audit, me)
+	}
+	status, hdr, body := rawDo(t, d.path, "POST", "/v1/users/alice/ticket")
+	if status != http.StatusOK || hdr.Get("Cache-Control") != "no-store" || !strings.Contains(string(body), `"ticket":"`) {
+		t.Errorf("raw ticket answer %d %v %s", status, hdr, body)
+	}
+	// That second ticket replaced the first.
+	if err := d.st.CheckTicket("alice", token, t0); !errors.Is(err, store.ErrNoTicket) {
+		t.Errorf("first ticket after a second one: %v", err)
+	}
+
+	link(t, d, c, "bob")
+	if _, _, err := c.Ticket(ctx, "bob"); !errors.Is(err, enroll.ErrAlreadyLinked) {
+		t.Errorf("Ticket for a linked user = %v, want ErrAlreadyLinked", err)
+	}
+	if _, _, err := c.Ticket(ctx, "a/b"); !errors.Is(err, store.ErrBadName) {
+		t.Errorf("Ticket(a/b) = %v", err)
+	}
+}
+
+func TestAuditAPI(t *testing.T) {
+	d := startDaemon(t)
+	c := NewClient(d.path)
+	ctx := context.Background()
+	var batch []store.Event
+	for i := range 1005 {
+		user := "alice"
+		if i%5 == 0 {
+			user = "bob"
+		}
+		batch = append(batch, store.Event{Kind: store.EventLoginOK, User: user, Time: t0.Add(time.Duration(i-1005) * time.Minute), Detail: fmt.Sprint(i)})
+	}
+	if err := d.st.Append(batch...); err != nil {
+		t.Fatal(err)
+	}
+	tests := []struct {
+		name        string
+		q           store.EventQuery
+		n           int
+		first, last string // details
+	}{
+		{"default limit", store.EventQuery{}, DefaultAuditLimit, "5", "1004"},
+		{"all", store.EventQuery{Limit: MaxAuditLimit}, 1005, "0", "1004"},
+		{"user", store.EventQuery{User: "bob", Limit: 3}, 3, "990", "1000"},
+		{"since", store.EventQuery{Since: t0.Add(-3 * time.Minute)}, 3, "1002", "1004"},
+		{"user since", store.EventQuery{User: "bob", Since: t0.Add(-11 * time.Minute)}, 2, "995", "1000"},
+		{"nobody", store.EventQuery{User: "carol"}, 0, "", ""},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			ev, err := c.Audit(ctx, tt.q)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if len(ev) != tt.n {
+				t.Fatalf("%d events, want %d", len(ev), tt.n)
+			}
+			if tt.n > 0 && (ev[0].Detail != tt.first || ev[len(ev)-1].Detail != tt.last) {
+				t.Errorf("events %s..%s, want %s..%s", ev[0].Detail, ev[len(ev)-1].Detail, tt.first, tt.last)
+			}
+		})
+	}
+
+	// A duration is counted back from the daemon's clock.
+	_, _, body := rawDo(t, d.path, "GET", "/v1/audit?since=2m&user=alice")
+	var ev []store.Event
+	if err := json.Unmarshal(body, &ev); err != nil || len(ev) != 2 || ev[0].Detail != "1003" {
+		t.Errorf("since=2m: %s", body)
+	}
+
+	for _, bad := range []struct{ query, code string }{
+		{"since=yesterday", "bad_request"},
+		{"since=-5m", "bad_request"},
+		{"limit=0", "bad_request"},
+		{"limit=abc", "bad_request"},
+		{"limit=100001", "bad_request"},
+		{"user=-x", "bad_name"},
+	} {
+		status, _, body := rawDo(t, d.path, "GET", "/v1/audit?"+bad.query)
+		var eb errorBody
+		if json.Unmarshal(body, &eb) != nil || status != http.StatusBadRequest || eb.Code != bad.code || eb.Error == "" {
+			t.Errorf("?%s: %d %s, want 400 %s", bad.query, status, body, bad.code)
+		}
+	}
+}
+
+// TestEnrollAudited: linking over the socket names the caller in the audit log.
+func TestEnrollAudited(t *testing.T) {
+	d := startDaemon(t)
+	link(t, d, NewClient(d.path), "alice")
+	var kinds []string
+	for _, e := range auditOf(t, d.st, "alice") {
+		kinds = append(kinds, strings.SplitN(e, "/", 3)[0]+"/"+strings.SplitN(e, "/", 3)[1])
+	}
+	want := "link_started/" + me + " qr_shown/" + me + " link_confirmed/" + me
+	if strings.Join(kinds, " ") != want {
+		t.Errorf("audit %q, want %q", kinds, want)
+	}
+}
+
+type fakeSession struct {
+	ID   uint64 `json:"id"`
+	User string `json:"user"`
+}
+
+func TestSessionsAPI(t *testing.T) {
+	d := startDaemon(t)
+	c := NewClient(d.path)
+	ctx := context.Background()
+	if _, err := c.Sessions(ctx); !errors.Is(err, ErrNotImplemented) {
+		t.Errorf("Sessions without a hook = %v", err)
+	}
+	if err := c.Kill(ctx, 1); !errors.Is(err, ErrNotImplemented) {
+		t.Errorf("Kill without a hook = %v", err)
+	}
+
+	var mu sync.Mutex
+	live := map[uint64]fakeSession{3: {3, "alice"}, 4: {4, "bob"}}
+	d2 := startDaemonWith(t, nil, func(s *Server) {
+		s.Sessions = func() any {
+			mu.Lock()
+			defer mu.Unlock()
+			out := []fakeSession{}
+			for _, id := range []uint64{3, 4} {
+				if s, ok := live[id]; ok {
+					out = append(out, s)
+				}
+			}
+			return out
+		}
+		s.Kill = func(id uint64) bool {
+			mu.Lock()
+			defer mu.Unlock()
+			_, ok := live[id]
+			delete(live, id)
+			return ok
+		}
+	})
+	c2 := NewClient(d2.path)
+	raw, err := c2.Sessions(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var got []fakeSession
+	if err := json.Unmarshal(raw, &got); err != nil || len(got) != 2 || got[1].User != "bob" {
+		t.Errorf("Sessions = %s, %v", raw, err)
+	}
+	if err := c2.Kill(ctx, 3); err != nil {
+		t.Errorf("Kill(3) = %v", err)
+	}
+	if err := c2.Kill(ctx, 3); !errors.Is(err, ErrNoSuchSession) || !strings.Contains(err.Error(), "3") {
+		t.Errorf("Kill(3) again = %v, want ErrNoSuchSession", err)
+	}
+	raw, _ = c2.Sessions(ctx)
+	if err := json.Unmarshal(raw, &got); err != nil || len(got) != 1 || got[0].ID != 4 {
+		t.Errorf("Sessions after kill = %s", raw)
+	}
+	ev, err := d2.st.Events(store.EventQuery{})
+	if err != nil || len(ev) != 1 || ev[0].Kind != store.EventSessionKilled || ev[0].Actor != me || ev[0].Detail != "session 3" {
+		t.Errorf("audit = %+v, %v; want one session_killed of session 3 by %s", ev, err, me)
+	}
+	for _, bad := range []string{"abc", "-1", "18446744073709551616"} {
+		if status, _, _ := rawDo(t, d2.path, "POST", "/v1/sessions/"+bad+"/kill"); status != http.StatusBadRequest {
+			t.Errorf("kill %s: status %d, want 400", bad, status)
+		}
+	}
+}
+
+func TestDamagedRecordAPI(t *testing.T) {
+	d := startDaemonWith(t, damage("bob"), func(s *Server) { s.OnReset = func(string) int { return 0 } })
+	c := NewClient(d.path)
+	ctx := context.Background()
+	if _, err := c.User(ctx, "bob"); !errors.Is(err, store.ErrDamaged) || !strings.Contains(err.Error(), `"bob"`) {
+		t.Errorf("User(bob) = %v, want ErrDamaged naming bob", err)
+	}
+	if _, err := c.Users(ctx); !errors.Is(err, store.ErrDamaged) || !strings.Contains(err.Error(), `"bob"`) {
+		t.Errorf("Users = %v, want ErrDamaged naming bob", err)
+	}
+	if _, err := c.Reset(ctx, "bob"); err != nil {
+		t.Fatalf("Reset(bob) = %v", err)
+	}
+	if users, err := c.Users(ctx); err != nil || len(users) != 0 {
+		t.Errorf("Users after reset = %+v, %v", users, err)
+	}
+}
+
+func TestParseSince(t *testing.T) {
+	now := time.Date(2026, 11, 23, 12, 0, 0, 0, time.UTC)
+	tests := []struct {
+		in   string
+		want time.Time
+		ok   bool
+	}{
+		{"2026-11-20T08:30:00Z", time.Date(2026, 11, 20, 8, 30, 0, 0, time.UTC), true},
+		{"2026-11-20T08:30:00.5+01:00", time.Date(2026, 11, 20, 7, 30, 0, 5e8, time.UTC), true},
+		{"2026-11-20", time.Date(2026, 11, 20, 0, 0, 0, 0, time.Local), true},
+		{"90m", now.Add(-90 * time.Minute), true},
+		{"36h", now.Add(-36 * time.Hour), true},
+		{"7d", now.AddDate(0, 0, -7), true},
+		{"0d", now, true},
+		{"", time.Time{}, false},
+		{"-1h", time.Time{}, false},
+		{"-2d", time.Time{}, false},
+		{"7 days", time.Time{}, false},
+		{"99999999d", time.Time{}, false},
+		{"2026-13-01", time.Time{}, false},
+	}
+	for _, tt := range tests {
+		got, err := ParseSince(tt.in, now)
+		if tt.ok != (err == nil) || (tt.ok && !got.Equal(tt.want)) {
+			t.Errorf("ParseSince(%q) = %v, %v; want %v ok=%v", tt.in, got, err, tt.want, tt.ok)
+		}
+	}
+}

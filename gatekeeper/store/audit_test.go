@@ -1,0 +1,237 @@
+package store
+
+import (
+	"errors"
+	"fmt"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+)
+
+// day0 is a fixed time for events and tickets.
+var day0 = time.Date(2026, 11, 23, 10, 0, 0, 0, time.UTC)
+
+// kinds lists the kinds of events, for compact comparisons.
+func kinds(events []Event) string {
+	var k []string
+	for _, e := range events {
+		k = append(k, e.Kind)
+	}
+	return strings.Join(k, ",")
+}
+
+func TestAppend(t *testing.T) {
+	dbPath, keyPath := paths(t)
+	s := mustOpen(t, dbPath, keyPath)
+	cet := time.FixedZone("CET", 3600)
+	before := time.Now()
+	err := s.Append(
+		Event{Kind: EventLinkStarted, User: "alice", Actor: "uid 0"},
+		Event{Kind: EventLoginOK, User: "alice", Remote: "192.0.2.7:5555", Time: day0.In(cet), Seq: 999},
+		Event{Kind: EventLoginRefused, User: strings.Repeat("x", 5000), Reason: "wrong_code", Detail: strings.Repeat("é", 1000)},
+	)
+	if err != nil {
+		t.Fatalf("Append: %v", err)
+	}
+	after := time.Now()
+	got, err := s.Events(EventQuery{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(got) != 3 || kinds(got) != "link_started,login_ok,login_refused" {
+		t.Fatalf("Events = %+v", got)
+	}
+	for i, e := range got {
+		if e.Seq != uint64(i+1) {
+			t.Errorf("event %d has Seq %d, want %d (the caller's Seq is ignored)", i, e.Seq, i+1)
+		}
+	}
+	if tm := got[0].Time; tm.Before(before.Add(-time.Second)) || tm.After(after.Add(time.Second)) || tm.Location() != time.UTC {
+		t.Errorf("zero Time became %v, want now in UTC", tm)
+	}
+	if !got[1].Time.Equal(day0) || got[1].Time.Location() != time.UTC || got[1].Remote != "192.0.2.7:5555" {
+		t.Errorf("event = %+v, want the given time in UTC", got[1])
+	}
+	if len(got[2].User) > maxEventField+3 || len(got[2].Detail) > maxEventField+3 ||
+		!strings.HasSuffix(got[2].User, "...") || !strings.HasPrefix(got[2].Detail, "éé") || strings.ContainsRune(got[2].Detail, '\uFFFD') {
+		t.Errorf("long fields not cut cleanly: user %d bytes, detail %q...", len(got[2].User), got[2].Detail[:10])
+	}
+
+	// All or nothing: one bad event stores none of the batch.
+	if err := s.Append(Event{Kind: EventReset}, Event{User: "alice"}); err == nil {
+		t.Error("Append of an event without a kind succeeded")
+	}
+	if got, _ := s.Events(EventQuery{}); len(got) != 3 {
+		t.Errorf("a failed Append stored events: %+v", got)
+	}
+	if err := s.Append(); err != nil {
+		t.Errorf("empty Append = %v", err)
+	}
+
+	// Sequence numbers keep growing across reopening.
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	s = mustOpen(t, dbPath, keyPath)
+	if err := s.Append(Event{Kind: EventUnlock}); err != nil {
+		t.Fatal(err)
+	}
+	if got, _ := s.Events(EventQuery{Limit: 1}); len(got) != 1 || got[0].Seq != 4 || got[0].Kind != EventUnlock {
+		t.Errorf("after reopen newest event = %+v, want seq 4 unlock", got)
+	}
+}
+
+func TestEvents(t *testing.T) {
+	dbPath, keyPath := paths(t)
+	s := mustOpen(t, dbPath, keyPath)
+	// One event an hour: alice, bob, alice, bob, ... kinds k0..k9.
+	for i := range 10 {
+		user := "alice"
+		if i%2 == 1 {
+			user = "bob"
+		}
+		if err := s.Append(Event{Kind: fmt.Sprintf("k%d", i), User: user, Time: day0.Add(time.Duration(i) * time.Hour)}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	tests := []struct {
+		name string
+		q    EventQuery
+		want string
+	}{
+		{"all", EventQuery{}, "k0,k1,k2,k3,k4,k5,k6,k7,k8,k9"},
+		{"user", EventQuery{User: "bob"}, "k1,k3,k5,k7,k9"},
+		{"unknown user", EventQuery{User: "carol"}, ""},
+		{"since", EventQuery{Since: day0.Add(7 * time.Hour)}, "k7,k8,k9"},
+		{"since between", EventQuery{Since: day0.Add(7*time.Hour + time.Second)}, "k8,k9"},
+		{"since in the future", EventQuery{Since: day0.Add(100 * time.Hour)}, ""},
+		{"limit keeps the newest", EventQuery{Limit: 3}, "k7,k8,k9"},
+		{"limit above count", EventQuery{Limit: 30}, "k0,k1,k2,k3,k4,k5,k6,k7,k8,k9"},
+		{"user and limit", EventQuery{User: "alice", Limit: 2}, "k6,k8"},
+		{"user, since and limit", EventQuery{User: "alice", Since: day0.Add(3 * time.Hour), Limit: 5}, "k4,k6,k8"},
+		{"negative limit is none", EventQuery{Limit: -1}, "k0,k1,k2,k3,k4,k5,k6,k7,k8,k9"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			got, err := s.Events(tt.q)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if got == nil {
+				t.Error("Events returned nil, want an empty slice")
+			}
+			if kinds(got) != tt.want {
+				t.Errorf("Events(%+v) = %s, want %s", tt.q, kinds(got), tt.want)
+			}
+			for i := 1; i < len(got); i++ {
+				if got[i].Seq <= got[i-1].Seq {
+					t.Errorf("not oldest first: %+v", got)
+				}
+			}
+		})
+	}
+}
+
+func TestDamagedEvent(t *testing.T) {
+	dbPath, keyPath := paths(t)
+	s, err := Open(dbPath, keyPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Append(Event{Kind: EventLoginOK, User: "alice", Time: day0}); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	rawPut(t, dbPath, bucketAudit, seqKey(2), []byte("{garbage"))
+	rawPut(t, dbPath, bucketAudit, seqKey(3), []byte(`{"user":"alice"}`)) // no kind
+	s = mustOpen(t, dbPath, keyPath)
+	if err := s.Append(Event{Kind: EventReset, User: "alice", Time: day0.Add(time.Hour)}); err != nil {
+		t.Fatal(err)
+	}
+
+	all, err := s.Events(EventQuery{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if kinds(all) != "login_ok,damaged,damaged,reset" || all[1].Seq != 2 || all[2].Seq != 3 || all[3].Seq != 4 {
+		t.Errorf("Events = %+v, want the damaged ones marked in place", all)
+	}
+	if got, _ := s.Events(EventQuery{User: "alice"}); kinds(got) != "login_ok,reset" {
+		t.Errorf("Events(alice) = %s", kinds(got))
+	}
+	// Retention removes the unreadable ones too.
+	n, err := s.PruneEvents(day0)
+	if err != nil || n != 2 {
+		t.Errorf("PruneEvents = %d, %v; want 2", n, err)
+	}
+	if got, _ := s.Events(EventQuery{}); kinds(got) != "login_ok,reset" {
+		t.Errorf("after prune Events = %s", kinds(got))
+	}
+}
+
+func TestPruneEvents(t *testing.T) {
+	tests := []struct {
+		name   string
+		before time.Time
+		n      int
+		want   string
+	}{
+		{"nothing older", day0, 0, "k0,k1,k2,k3,k4"},
+		{"some", day0.Add(2 * time.Hour), 2, "k2,k3,k4"},
+		{"exact time is kept", day0.Add(time.Hour), 1, "k1,k2,k3,k4"},
+		{"everything", day0.Add(24 * time.Hour), 5, ""},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			dbPath, keyPath := paths(t)
+			s := mustOpen(t, dbPath, keyPath)
+			for i := range 5 {
+				if err := s.Append(Event{Kind: fmt.Sprintf("k%d", i), Time: day0.Add(time.Duration(i) * time.Hour)}); err != nil {
+					t.Fatal(err)
+				}
+			}
+			n, err := s.PruneEvents(tt.before)
+			if err != nil || n != tt.n {
+				t.Fatalf("PruneEvents = %d, %v; want %d", n, err, tt.n)
+			}
+			got, _ := s.Events(EventQuery{})
+			if kinds(got) != tt.want {
+				t.Errorf("left %s, want %s", kinds(got), tt.want)
+			}
+			// New events still get new sequence numbers, never reused ones.
+			if err := s.Append(Event{Kind: "new"}); err != nil {
+				t.Fatal(err)
+			}
+			if got, _ := s.Events(EventQuery{Limit: 1}); got[0].Seq != 6 {
+				t.Errorf("after prune new event has Seq %d, want 6", got[0].Seq)
+			}
+		})
+	}
+}
+
+func TestAppendConcurrent(t *testing.T) {
+	dbPath, keyPath := paths(t)
+	s := mustOpen(t, dbPath, keyPath)
+	const n = 20
+	var wg sync.WaitGroup
+	errs := make([]error, n)
+	for i := range n {
+		wg.Go(func() { errs[i] = s.Append(Event{Kind: EventLoginOK, User: fmt.Sprintf("u%d", i)}) })
+	}
+	wg.Wait()
+	if err := errors.Join(errs...); err != nil {
+		t.Fatal(err)
+	}
+	got, err := s.Events(EventQuery{})
+	if err != nil || len(got) != n {
+		t.Fatalf("Events = %d events, %v; want %d", len(got), err, n)
+	}
+	for i, e := range got {
+		if e.Seq != uint64(i+1) {
+			t.Errorf("event %d has Seq %d", i, e.Seq)
+		}
+	}
+}

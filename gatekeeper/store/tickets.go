@@ -1,0 +1,164 @@
+package store
+
+import (
+	"crypto/sha256"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"slices"
+	"strings"
+	"time"
+
+	bolt "go.etcd.io/bbolt"
+)
+
+// ErrNoTicket is returned by UseTicket and CheckTicket for a ticket that is
+// unknown, already used, expired or issued for another user.
+var ErrNoTicket = errors.New("no valid ticket")
+
+// maxTokenLen bounds a ticket token as typed (hostile input is hashed).
+const maxTokenLen = 256
+
+// ticket is the stored form of a ticket, keyed by sha256 of its token: the
+// database never holds a usable token.
+type ticket struct {
+	User    string    `json:"user"`
+	Expires time.Time `json:"expires"`
+}
+
+// normalizeToken makes the token as a user may type it (any case, spaces,
+// dashes) match the one issued.
+func normalizeToken(token string) string {
+	return strings.Map(func(r rune) rune {
+		switch {
+		case r == ' ' || r == '-' || r == '\t':
+			return -1
+		case 'A' <= r && r <= 'Z':
+			return r + ('a' - 'A')
+		}
+		return r
+	}, token)
+}
+
+// ticketKey is the tickets bucket key of token, or nil for a token that
+// cannot be one.
+func ticketKey(token string) []byte {
+	if len(token) > maxTokenLen {
+		return nil
+	}
+	t := normalizeToken(token)
+	if t == "" {
+		return nil
+	}
+	h := sha256.Sum256([]byte(t))
+	return h[:]
+}
+
+// AddTicket stores a one-time enrollment ticket token for user, valid until
+// expires (the caller picks it, 24 h after issuing). Only the token's
+// SHA-256 is stored; case, spaces and dashes in the token do not count. Any
+// earlier ticket of user is revoked, so only the newest one handed out works.
+func (s *Store) AddTicket(user, token string, expires time.Time) error {
+	if err := CheckName(user); err != nil {
+		return err
+	}
+	key := ticketKey(token)
+	if key == nil {
+		return errors.New("ticket token is empty or too long")
+	}
+	if expires.IsZero() {
+		return errors.New("ticket without an expiry time")
+	}
+	v, err := json.Marshal(ticket{User: user, Expires: expires.UTC()})
+	if err != nil {
+		return fmt.Errorf("encode ticket: %w", err)
+	}
+	return s.update(func(tx *bolt.Tx) error {
+		b := tx.Bucket(bucketTickets)
+		var old [][]byte
+		err := b.ForEach(func(k, v []byte) error {
+			var t ticket
+			if json.Unmarshal(v, &t) == nil && t.User == user {
+				old = append(old, slices.Clone(k))
+			}
+			return nil
+		})
+		if err != nil {
+			return err
+		}
+		for _, k := range old {
+			if err := b.Delete(k); err != nil {
+				return err
+			}
+		}
+		return b.Put(key, v)
+	})
+}
+
+// UseTicket spends user's ticket token at time now: it is deleted in the same
+// committed transaction that found it valid, so it works once. An unknown,
+// used, expired or other user's ticket is ErrNoTicket. Expired tickets (of
+// anyone) are deleted on the way.
+func (s *Store) UseTicket(user, token string, now time.Time) error {
+	var result error
+	err := s.update(func(tx *bolt.Tx) error {
+		b := tx.Bucket(bucketTickets)
+		result = checkTicket(b, user, token, now)
+		var gone [][]byte
+		if result == nil {
+			gone = append(gone, ticketKey(token))
+		}
+		err := b.ForEach(func(k, v []byte) error {
+			var t ticket
+			if json.Unmarshal(v, &t) != nil || !now.Before(t.Expires) {
+				gone = append(gone, slices.Clone(k))
+			}
+			return nil
+		})
+		if err != nil {
+			return err
+		}
+		for _, k := range gone {
+			if err := b.Delete(k); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		return err
+	}
+	return result
+}
+
+// CheckTicket reports whether user's ticket token is valid at now, without
+// using it up: nil, or ErrNoTicket as UseTicket would return it.
+func (s *Store) CheckTicket(user, token string, now time.Time) error {
+	var result error
+	err := s.view(func(tx *bolt.Tx) error {
+		result = checkTicket(tx.Bucket(bucketTickets), user, token, now)
+		return nil
+	})
+	if err != nil {
+		return err
+	}
+	return result
+}
+
+// checkTicket is the validity check of UseTicket and CheckTicket. Another
+// user's ticket reads as unknown: a guess learns nothing about it.
+func checkTicket(b *bolt.Bucket, user, token string, now time.Time) error {
+	key := ticketKey(token)
+	if key == nil {
+		return fmt.Errorf("%w: unknown or already used", ErrNoTicket)
+	}
+	v := b.Get(key)
+	var t ticket
+	if v == nil || json.Unmarshal(v, &t) != nil || t.User != user {
+		return fmt.Errorf("%w: unknown or already used", ErrNoTicket)
+	}
+	if !now.Before(t.Expires) {
+		return fmt.Errorf("%w: expired at %s", ErrNoTicket, t.Expires.Format(time.RFC3339))
+	}
+	return nil
+}
