@@ -138,17 +138,31 @@ func askOne(ask ssh.KeyboardInteractiveChallenge, prompt string) (string, error)
 	return answers[0], nil
 }
 
-// finish decides the login, logs the decision, and makes every refusal take
-// the same time (failure_delay) whatever its reason.
+// finish decides the login, logs and audits the decision, and makes every
+// refusal take the same time (failure_delay) whatever its reason.
 func (a *attempt) finish(conn ssh.ConnMetadata, method, password, code string, start time.Time) (*ssh.Permissions, error) {
+	s := a.srv
 	user := conn.User()
-	up, err := a.srv.authenticate(context.Background(), user, password, code, a.remote, a.trusted)
+	up, how, err := s.authenticate(context.Background(), user, password, code, a.remote, a.trusted)
+	elapsed := time.Since(start)
+	s.metrics.AuthDuration.Observe(elapsed.Seconds())
+	remote := a.remote.String()
 	if err == nil {
 		a.up = up
 		a.log.Info("login accepted", "user", user, "method", method, "trusted", a.trusted,
-			"auth_ms", time.Since(start).Milliseconds())
+			"second_factor", how, "auth_ms", elapsed.Milliseconds())
+		s.metrics.Logins.With(metricsResultOK, how).Inc()
+		s.audit.record(store.Event{Kind: store.EventLoginOK, User: user, Remote: remote, Detail: method + ", " + how})
+		switch how {
+		case secondFactorTrusted:
+			s.metrics.TrustedBypass.Inc()
+			s.audit.record(store.Event{Kind: store.EventTrustedBypass, User: user, Remote: remote})
+		case secondFactorRecovery:
+			s.audit.record(store.Event{Kind: store.EventRecoveryUsed, User: user, Remote: remote})
+		}
 		return nil, nil
 	}
+
 	var le *LoginError
 	reason := ReasonInternal
 	if errors.As(err, &le) {
@@ -160,36 +174,80 @@ func (a *attempt) finish(conn ssh.ConnMetadata, method, password, code string, s
 	}
 	a.log.Log(context.Background(), level, "login refused", "user", logName(user), "method", method,
 		"trusted", a.trusted, "reason", reason, "err", err.Error())
-	a.srv.sleepUntil(start.Add(a.srv.failureDelay()))
+	s.metrics.Logins.With(metricsResultRefused, reason).Inc()
+	s.audit.record(store.Event{Kind: store.EventLoginRefused, User: logName(user), Remote: remote, Reason: reason})
+	if reason == ReasonReplayedCode {
+		s.metrics.CodeReuseRefusals.Inc()
+		s.audit.record(store.Event{Kind: store.EventCodeReuse, User: user, Remote: remote})
+	}
+	s.sleepUntil(start.Add(s.failureDelay()))
 	if reason == ReasonLanderUnavailable || reason == ReasonLanderHostKey {
 		return nil, &ssh.BannerError{Err: errDenied, Message: unavailableBanner}
 	}
 	return nil, errDenied
 }
 
+// How the second factor was satisfied, for the log, audit and metrics.
+const (
+	secondFactorCode     = "code"
+	secondFactorRecovery = "recovery_code"
+	secondFactorTrusted  = "trusted_network"
+)
+
+// Label values for gatekeeper_logins_total's result.
+const (
+	metricsResultOK      = "ok"
+	metricsResultRefused = "refused"
+)
+
 // authenticate applies the policy: lockouts, the one-use code (checked and
 // recorded before the lander ever sees the password), then the password at
-// the lander. It returns the authenticated lander connection.
-func (s *Server) authenticate(ctx context.Context, user, password, code string, remote netip.Addr, trusted bool) (*upstreamConn, error) {
+// the lander. It returns the authenticated lander connection and how the
+// second factor was satisfied.
+func (s *Server) authenticate(ctx context.Context, user, password, code string, remote netip.Addr, trusted bool) (*upstreamConn, string, error) {
+	if err := s.checkLocks(user, password, remote, trusted); err != nil {
+		return nil, "", err
+	}
+	how := secondFactorTrusted
+	if !trusted {
+		var err error
+		if how, err = s.useSecondFactor(user, code); err != nil {
+			s.noteFailure(user, remote, trusted)
+			return nil, "", err
+		}
+	}
+	up, err := s.landerLogin(ctx, user, password, remote, trusted)
+	if err != nil {
+		return nil, "", err
+	}
+	if trusted {
+		s.touchLastLogin(user)
+	}
+	return up, how, nil
+}
+
+// checkLocks refuses hostile input and locked-out users and addresses before
+// any work is done for them.
+func (s *Server) checkLocks(user, password string, remote netip.Addr, trusted bool) error {
 	if err := store.CheckName(user); err != nil {
-		return nil, &LoginError{ReasonBadUsername, err}
+		return &LoginError{ReasonBadUsername, err}
 	}
 	if len(password) > maxPasswordLen {
-		return nil, &LoginError{ReasonBadPassword, errors.New("password longer than 1 KiB")}
+		return &LoginError{ReasonBadPassword, errors.New("password longer than 1 KiB")}
 	}
 	if t := s.limiter.lockedUntil(userKey(user)); !t.IsZero() {
-		return nil, &LoginError{ReasonLocked, fmt.Errorf("%w: user until %s", ErrLocked, t.Format(time.RFC3339))}
+		return &LoginError{ReasonLocked, fmt.Errorf("%w: user until %s", ErrLocked, t.Format(time.RFC3339))}
 	}
 	if !trusted {
 		if t := s.limiter.lockedUntil(addrKey(remote)); !t.IsZero() {
-			return nil, &LoginError{ReasonLocked, fmt.Errorf("%w: address until %s", ErrLocked, t.Format(time.RFC3339))}
-		}
-		if err := s.useCode(user, code); err != nil {
-			s.noteFailure(user, remote, trusted)
-			return nil, err
+			return &LoginError{ReasonLocked, fmt.Errorf("%w: address until %s", ErrLocked, t.Format(time.RFC3339))}
 		}
 	}
+	return nil
+}
 
+// landerLogin checks the password by logging in to the lander.
+func (s *Server) landerLogin(ctx context.Context, user, password string, remote netip.Addr, trusted bool) (*upstreamConn, error) {
 	up, err := s.lander.dial(ctx, user, password)
 	switch {
 	case errors.Is(err, ErrPasswordRejected):
@@ -201,10 +259,57 @@ func (s *Server) authenticate(ctx context.Context, user, password, code string, 
 		return nil, &LoginError{ReasonLanderUnavailable, err}
 	}
 	s.limiter.reset(userKey(user))
-	if trusted {
-		s.touchLastLogin(user)
-	}
 	return up, nil
+}
+
+// CheckPassword checks user's password at the lander, with the same lockouts,
+// failure accounting and failure delay as an SSH login, and without a second
+// factor. Device linking (portal and SSH) uses it as the first factor.
+func (s *Server) CheckPassword(ctx context.Context, user, password string, remote netip.Addr) error {
+	start := time.Now()
+	remote = remote.Unmap()
+	trusted := s.config().IsTrusted(remote)
+	err := s.checkLocks(user, password, remote, trusted)
+	if err == nil {
+		var up *upstreamConn
+		if up, err = s.landerLogin(ctx, user, password, remote, trusted); err == nil {
+			up.conn.Close()
+			return nil
+		}
+	}
+	reason := ReasonInternal
+	var le *LoginError
+	if errors.As(err, &le) {
+		reason = le.Reason
+	}
+	s.log.Info("password check refused", "user", logName(user), "remote", remote.String(), "reason", reason, "err", err.Error())
+	s.sleepUntil(start.Add(s.failureDelay()))
+	return err
+}
+
+// useSecondFactor accepts a code from the app or, if that is what the user
+// typed, one of their recovery codes, and says which it was.
+func (s *Server) useSecondFactor(user, answer string) (string, error) {
+	if s.recovery != nil && !looksLikeTOTP(answer) {
+		return secondFactorRecovery, s.useRecoveryCode(user, answer)
+	}
+	return secondFactorCode, s.useCode(user, answer)
+}
+
+// looksLikeTOTP tells codes from the app (six digits, maybe spaced) from
+// recovery codes, which have letters and dashes.
+func looksLikeTOTP(answer string) bool {
+	n := 0
+	for _, r := range answer {
+		switch {
+		case r == ' ':
+		case r >= '0' && r <= '9':
+			n++
+		default:
+			return false
+		}
+	}
+	return n == totp.Digits
 }
 
 // useCode accepts code for user only if its time step is newer than the last
@@ -225,6 +330,39 @@ func (s *Server) useCode(user, code string) error {
 		u.LastLogin = now
 		return nil
 	})
+	return classifyCodeError(err)
+}
+
+// useRecoveryCode accepts one of user's unused recovery codes and removes
+// it, in one store transaction. The expensive hash is first computed outside
+// the transaction, so that guesses cannot hold the store's write lock; only
+// a code that matched is hashed again inside it.
+func (s *Server) useRecoveryCode(user, answer string) error {
+	u, err := s.store.Get(user)
+	if err != nil {
+		return classifyCodeError(err)
+	}
+	if u.State != store.StateActive {
+		return classifyCodeError(ErrNotLinked)
+	}
+	if !s.recovery(&u, answer) {
+		return classifyCodeError(totp.ErrMismatch)
+	}
+	err = s.store.Update(user, func(u *store.User) error {
+		if u.State != store.StateActive {
+			return ErrNotLinked
+		}
+		if !s.recovery(u, answer) {
+			return totp.ErrReplay // used by a concurrent login in between
+		}
+		u.LastLogin = s.now()
+		return nil
+	})
+	return classifyCodeError(err)
+}
+
+// classifyCodeError turns a second-factor error into a LoginError.
+func classifyCodeError(err error) error {
 	switch {
 	case err == nil:
 		return nil
@@ -262,11 +400,16 @@ func (s *Server) touchLastLogin(user string) {
 // Trusted sources are not locked out by address: a campus NAT would lock out
 // everyone behind it.
 func (s *Server) noteFailure(user string, remote netip.Addr, trusted bool) {
+	lockout := s.config().RateLimit.Lockout.String()
 	if s.limiter.fail(userKey(user)) {
-		s.log.Warn("user locked out", "user", user, "lockout", s.config().RateLimit.Lockout.String())
+		s.log.Warn("user locked out", "user", user, "lockout", lockout)
+		s.metrics.Lockouts.Inc()
+		s.audit.record(store.Event{Kind: store.EventLockout, User: user, Remote: remote.String(), Detail: "user, " + lockout})
 	}
 	if !trusted && s.limiter.fail(addrKey(remote)) {
-		s.log.Warn("source address locked out", "addr", addrKey(remote), "lockout", s.config().RateLimit.Lockout.String())
+		s.log.Warn("source address locked out", "addr", addrKey(remote), "lockout", lockout)
+		s.metrics.Lockouts.Inc()
+		s.audit.record(store.Event{Kind: store.EventLockout, User: user, Remote: remote.String(), Detail: "address, " + lockout})
 	}
 }
 

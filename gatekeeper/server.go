@@ -26,6 +26,7 @@ import (
 	"golang.org/x/crypto/ssh"
 
 	"gatekeeper/config"
+	"gatekeeper/gatekeeper/metrics"
 	"gatekeeper/gatekeeper/proxyproto"
 	"gatekeeper/gatekeeper/relay"
 	"gatekeeper/gatekeeper/store"
@@ -38,6 +39,7 @@ var ErrServerClosed = errors.New("gatekeeper: server closed")
 type Store interface {
 	Get(name string) (store.User, error)
 	Update(name string, fn func(u *store.User) error) error
+	Append(events ...store.Event) error
 }
 
 // Options are a Server's dependencies.
@@ -49,6 +51,11 @@ type Options struct {
 	Log *slog.Logger
 	// Now is the clock for TOTP steps and rate limits. Defaults to time.Now.
 	Now func() time.Time
+	// Recovery checks answer against u's unused recovery codes and, on a
+	// match, removes that code from u. Nil: recovery codes are not accepted.
+	Recovery func(u *store.User, answer string) bool
+	// Metrics counts logins, sessions and bytes. Nil: not exported.
+	Metrics *metrics.Gatekeeper
 }
 
 // Server is the SSH front door. Create it with New, run it with Serve, stop
@@ -62,6 +69,9 @@ type Server struct {
 	lander  *lander
 	signers []ssh.Signer
 	limiter *limiter
+	recovery func(u *store.User, answer string) bool
+	metrics  *metrics.Gatekeeper
+	audit    *auditor
 
 	// startups holds one token per connection that has not authenticated
 	// yet; a full channel means new connections are turned away.
@@ -96,6 +106,9 @@ func New(cfg *config.Config, opts Options) (*Server, error) {
 	if err != nil {
 		return nil, err
 	}
+	if opts.Metrics == nil {
+		opts.Metrics = metrics.NewGatekeeper(metrics.NewRegistry())
+	}
 	maxStartups := cfg.MaxStartups
 	if maxStartups <= 0 {
 		maxStartups = 64
@@ -111,6 +124,9 @@ func New(cfg *config.Config, opts Options) (*Server, error) {
 			Window:   cfg.RateLimit.Window,
 			Lockout:  cfg.RateLimit.Lockout,
 		}, opts.Now),
+		recovery:  opts.Recovery,
+		metrics:   opts.Metrics,
+		audit:     newAuditor(opts.Store, opts.Log),
 		startups:  make(chan struct{}, maxStartups),
 		listeners: map[net.Listener]struct{}{},
 		conns:     map[net.Conn]struct{}{},
@@ -249,6 +265,7 @@ func (s *Server) Shutdown(ctx context.Context) error {
 		s.connsWG.Wait()
 		close(done)
 	}()
+	defer s.audit.close()
 	select {
 	case <-done:
 		return nil
@@ -264,6 +281,7 @@ func (s *Server) Close() error {
 	s.stopListening()
 	s.closeConns()
 	s.connsWG.Wait()
+	s.audit.close()
 	return nil
 }
 
@@ -287,6 +305,15 @@ func (s *Server) closeConns() {
 // SetRateLimit replaces the lockout policy without touching live sessions or
 // current counts (used on config reload).
 func (s *Server) SetRateLimit(p RateLimit) { s.limiter.setPolicy(p) }
+
+// Health reports whether the store can be read and the lander answers; it
+// backs /healthz.
+func (s *Server) Health(ctx context.Context) error {
+	if _, err := s.store.Get("gatekeeper-healthz"); err != nil {
+		return fmt.Errorf("store: %w", err)
+	}
+	return s.lander.ping(ctx)
+}
 
 // Unlock clears user's lockout. It reports whether user had failures or a
 // lockout on record.
@@ -336,9 +363,13 @@ func (s *Server) handleConn(nc net.Conn) {
 
 	sess := s.addSession(sc, remote, a)
 	defer s.removeSession(sess)
+	s.metrics.Sessions.Inc()
+	defer s.metrics.Sessions.Dec()
 	log = log.With("user", sc.User(), "session", sess.ID)
 	log.Info("session started", "trusted", a.trusted)
 	err = relay.Relay(sc, chans, reqs, a.up.conn, a.up.chans, a.up.reqs, relay.Options{Log: log, Stats: &sess.Stats})
+	s.metrics.RelayedUp.Add(uint64(sess.Stats.Up.Load()))
+	s.metrics.RelayedDown.Add(uint64(sess.Stats.Down.Load()))
 	log.Info("session ended", "duration", time.Since(sess.Start).Round(time.Millisecond).String(),
 		"bytes_up", sess.Stats.Up.Load(), "bytes_down", sess.Stats.Down.Load(), "err", errString(err))
 }
@@ -421,6 +452,7 @@ func (s *Server) Kill(id uint64) bool {
 		return false
 	}
 	sess.conn.Close()
+	s.log.Info("session killed by an admin", "session", id, "user", sess.User)
 	return true
 }
 
@@ -436,6 +468,7 @@ func (s *Server) KillUser(user string) int {
 	s.mu.Unlock()
 	for _, x := range victims {
 		x.conn.Close()
+		s.log.Info("session ended by a token reset", "session", x.ID, "user", x.User)
 	}
 	return len(victims)
 }

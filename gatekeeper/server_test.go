@@ -25,14 +25,35 @@ import (
 	"golang.org/x/crypto/ssh/knownhosts"
 
 	"gatekeeper/config"
+	"gatekeeper/enroll"
+	"gatekeeper/gatekeeper/metrics"
 	"gatekeeper/gatekeeper/store"
 )
 
 // memStore is an in-memory Store with the same all-or-nothing Update
 // semantics as the bbolt one.
 type memStore struct {
-	mu    sync.Mutex
-	users map[string]store.User
+	mu     sync.Mutex
+	users  map[string]store.User
+	events []store.Event
+}
+
+func (m *memStore) Append(events ...store.Event) error {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	m.events = append(m.events, events...)
+	return nil
+}
+
+// kinds lists the audit event kinds recorded so far.
+func (m *memStore) kinds() []string {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	var out []string
+	for _, e := range m.events {
+		out = append(out, e.Kind)
+	}
+	return out
 }
 
 func (m *memStore) Get(name string) (store.User, error) {
@@ -189,6 +210,12 @@ type testGate struct {
 // linked and 127.0.0.2 trusted.
 func newTestGate(t *testing.T, edit func(*config.Config)) *testGate {
 	t.Helper()
+	return newTestGateWith(t, edit, nil)
+}
+
+// newTestGateWith is newTestGate with a hook to change the Server's Options.
+func newTestGateWith(t *testing.T, edit func(*config.Config), editOpts func(*Options)) *testGate {
+	t.Helper()
 	fl := startLander(t)
 	secret := make([]byte, 20)
 	rand.Read(secret)
@@ -216,11 +243,15 @@ func newTestGate(t *testing.T, edit func(*config.Config)) *testGate {
 	if edit != nil {
 		edit(cfg)
 	}
-	srv, err := New(cfg, Options{
+	opts := Options{
 		Store: g.store,
 		Log:   slog.New(slog.NewJSONHandler(g.logs, &slog.HandlerOptions{Level: slog.LevelDebug})),
 		Now:   g.clock.Now,
-	})
+	}
+	if editOpts != nil {
+		editOpts(&opts)
+	}
+	srv, err := New(cfg, opts)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -770,5 +801,74 @@ func TestReloadTrustedNetworks(t *testing.T) {
 	}
 	if r := g.login("alice", landerPassword, "", "127.0.0.2"); r.err == nil {
 		t.Error("127.0.0.2 is still trusted after it was removed")
+	}
+}
+
+func TestRecoveryCodeLogsInOnce(t *testing.T) {
+	var g *testGate
+	codes, err := enroll.NewRecoveryCodes()
+	if err != nil {
+		t.Fatal(err)
+	}
+	g = newTestGateWith(t, nil, func(o *Options) { o.Recovery = enroll.VerifyRecovery })
+	if err := g.store.Update("alice", func(u *store.User) error { return enroll.SetRecovery(u, codes) }); err != nil {
+		t.Fatal(err)
+	}
+	// Typed the way a user copies it from a printout: upper case, spaced.
+	typed := strings.ToUpper(strings.ReplaceAll(codes[3], "-", " "))
+	if r := g.login("alice", landerPassword, typed, "127.0.0.1"); r.err != nil {
+		t.Fatalf("login with a recovery code: %v\n%s", r.err, g.logs.String())
+	}
+	if r := g.login("alice", landerPassword, codes[3], "127.0.0.1"); r.err == nil {
+		t.Fatal("a recovery code logged in twice")
+	}
+	if r := g.login("alice", landerPassword, "zzzz-zzzz-zz", "127.0.0.1"); r.err == nil {
+		t.Fatal("a made-up recovery code logged in")
+	}
+	u, _ := g.store.Get("alice")
+	if len(u.Recovery) != len(codes)-1 {
+		t.Errorf("%d recovery codes left, want %d", len(u.Recovery), len(codes)-1)
+	}
+	g.srv.Close() // flushes the audit queue
+	if kinds := strings.Join(g.store.kinds(), ","); !strings.Contains(kinds, store.EventRecoveryUsed) {
+		t.Errorf("audit lacks %s: %s", store.EventRecoveryUsed, kinds)
+	}
+}
+
+func TestAuditAndMetrics(t *testing.T) {
+	reg := metrics.NewRegistry()
+	m := metrics.NewGatekeeper(reg)
+	g := newTestGateWith(t, nil, func(o *Options) { o.Metrics = m })
+	code := g.code(t, 0)
+	g.login("alice", landerPassword, code, "127.0.0.1")     // ok
+	g.login("alice", landerPassword, code, "127.0.0.1")     // replay
+	g.login("alice", landerPassword, "", "127.0.0.2")       // trusted
+	g.login("alice", landerPassword, "000000", "127.0.0.1") // wrong code
+	g.srv.Close()
+
+	wantKinds := []string{
+		store.EventLoginOK,
+		store.EventLoginRefused, store.EventCodeReuse,
+		store.EventLoginOK, store.EventTrustedBypass,
+		store.EventLoginRefused,
+	}
+	if got := g.store.kinds(); strings.Join(got, ",") != strings.Join(wantKinds, ",") {
+		t.Errorf("audit kinds %q, want %q", got, wantKinds)
+	}
+	var out bytes.Buffer
+	reg.WriteTo(&out)
+	for _, want := range []string{
+		`gatekeeper_logins_total{result="ok",reason="code"} 1`,
+		`gatekeeper_logins_total{result="ok",reason="trusted_network"} 1`,
+		`gatekeeper_logins_total{result="refused",reason="replayed_code"} 1`,
+		`gatekeeper_logins_total{result="refused",reason="wrong_code"} 1`,
+		`gatekeeper_code_reuse_refusals_total 1`,
+		`gatekeeper_trusted_bypass_total 1`,
+		`gatekeeper_auth_duration_seconds_count 4`,
+		`gatekeeper_relayed_bytes_total{direction="down"} 20`,
+	} {
+		if !strings.Contains(out.String(), want) {
+			t.Errorf("metrics lack %q:\n%s", want, out.String())
+		}
 	}
 }

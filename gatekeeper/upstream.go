@@ -5,6 +5,7 @@ import (
 	"crypto/ed25519"
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"time"
 
@@ -177,4 +178,24 @@ func (l *lander) dial(ctx context.Context, user, password string) (*upstreamConn
 	}
 	_ = nc.SetDeadline(time.Time{})
 	return &upstreamConn{conn: conn, chans: chans, reqs: reqs}, nil
+}
+
+// ping checks that the lander answers with an SSH version line, without
+// logging in.
+func (l *lander) ping(ctx context.Context) error {
+	ctx, cancel := context.WithTimeout(ctx, 3*time.Second)
+	defer cancel()
+	var d net.Dialer
+	nc, err := d.DialContext(ctx, "tcp", l.addr)
+	if err != nil {
+		return fmt.Errorf("%w: %v", ErrLanderUnavailable, err)
+	}
+	defer nc.Close()
+	deadline, _ := ctx.Deadline()
+	_ = nc.SetDeadline(deadline)
+	buf := make([]byte, 4)
+	if _, err := io.ReadFull(nc, buf); err != nil || string(buf) != "SSH-" {
+		return fmt.Errorf("%w: no SSH version line from %s", ErrLanderUnavailable, l.addr)
+	}
+	return nil
 }

@@ -10,6 +10,7 @@ import (
 	"io"
 	"log/slog"
 	"net"
+	"net/http"
 	"os"
 	"os/signal"
 	"runtime"
@@ -22,8 +23,10 @@ import (
 
 	"gatekeeper/config"
 	"gatekeeper/enroll"
+	"gatekeeper/enroll/portal"
 	"gatekeeper/gatekeeper"
 	"gatekeeper/gatekeeper/admin"
+	"gatekeeper/gatekeeper/metrics"
 	"gatekeeper/gatekeeper/store"
 )
 
@@ -89,8 +92,9 @@ func newServeCmd() *cobra.Command {
 
 // serve runs the daemon until SIGINT or SIGTERM, then shuts down in order:
 // the SSH front door first (stop accepting, let sessions finish up to
-// shutdownGrace), the admin socket next, the store last. SIGHUP re-reads the
-// config with reload and applies its policy settings to new logins.
+// shutdownGrace), then the linking portal, the metrics listener and the
+// admin socket, the store last. SIGHUP re-reads the config with reload and
+// applies its policy settings to new logins.
 func serve(ctx context.Context, cfg *config.Config, log *slog.Logger, reload func() (*config.Config, error)) error {
 	st, err := store.Open(cfg.DB, cfg.SecretKeyFile)
 	if err != nil {
@@ -98,33 +102,93 @@ func serve(ctx context.Context, cfg *config.Config, log *slog.Logger, reload fun
 	}
 	defer st.Close()
 
-	gk, err := gatekeeper.New(cfg, gatekeeper.Options{Store: st, Log: log})
+	reg := metrics.NewRegistry()
+	gk, err := gatekeeper.New(cfg, gatekeeper.Options{
+		Store:    st,
+		Log:      log,
+		Recovery: enroll.VerifyRecovery,
+		Metrics:  metrics.NewGatekeeper(reg),
+	})
 	if err != nil {
 		return err
 	}
-	sshLn, err := net.Listen("tcp", cfg.Listen)
+	linker := &enroll.Service{
+		Store: st, Issuer: cfg.TOTP.Issuer, Skew: cfg.TOTP.Skew,
+		ConfirmWithin: cfg.Enroll.ConfirmWithin, Log: log,
+	}
+
+	// Every listener is opened before anything is served, so that a port in
+	// use fails the start instead of leaving a half-working daemon.
+	var lns listeners
+	defer lns.closeAll()
+	sshLn, err := lns.listen("listen", cfg.Listen)
 	if err != nil {
-		return fmt.Errorf("listen: %w", err)
+		return err
 	}
 	adminLn, err := admin.Listen(cfg.Admin.Socket)
 	if err != nil {
-		sshLn.Close()
 		return fmt.Errorf("admin.socket: %w", err)
 	}
-	adm := &admin.Server{
-		Enroll: &enroll.Service{
-			Store: st, Issuer: cfg.TOTP.Issuer, Skew: cfg.TOTP.Skew,
-			ConfirmWithin: cfg.Enroll.ConfirmWithin, Log: log,
-		},
-		Store: st,
-		Log:   log,
+	lns = append(lns, adminLn)
+	portalLn, err := lns.listen("enroll.portal_listen", cfg.Enroll.PortalListen)
+	if err != nil {
+		return err
+	}
+	metricsLn, err := lns.listen("metrics_listen", cfg.MetricsListen)
+	if err != nil {
+		return err
 	}
 
-	errc := make(chan error, 2)
+	adm := &admin.Server{
+		Enroll:      linker,
+		Store:       st,
+		Log:         log,
+		OnReset:     gk.KillUser,
+		OnUnlock:    gk.Unlock,
+		LockedUntil: gk.LockedUntil,
+		Sessions:    func() any { return gk.Sessions() },
+		Kill:        gk.Kill,
+	}
+	prt := &portal.Server{
+		Passwords:     gk,
+		Linker:        linker,
+		Tickets:       st,
+		Allowed:       cfg.IsEnrollAllowed,
+		Issuer:        cfg.TOTP.Issuer,
+		ConfirmWithin: cfg.Enroll.ConfirmWithin,
+		Log:           log,
+		Secure:        cfg.Enroll.TLSCert != "",
+	}
+	mux := http.NewServeMux()
+	mux.Handle("GET /metrics", reg.Handler())
+	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) {
+		if err := gk.Health(r.Context()); err != nil {
+			log.Warn("health check failed", "err", err)
+			http.Error(w, "unhealthy: "+err.Error(), http.StatusServiceUnavailable)
+			return
+		}
+		fmt.Fprintln(w, "ok")
+	})
+	metricsSrv := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
+
+	errc := make(chan error, 4)
 	go func() { errc <- gk.Serve(sshLn) }()
 	go func() { errc <- adm.Serve(adminLn) }()
+	if portalLn != nil {
+		go func() {
+			if cfg.Enroll.TLSCert != "" {
+				errc <- prt.ServeTLS(portalLn, cfg.Enroll.TLSCert, cfg.Enroll.TLSKey)
+			} else {
+				errc <- prt.Serve(portalLn)
+			}
+		}()
+	}
+	if metricsLn != nil {
+		go func() { errc <- metricsSrv.Serve(metricsLn) }()
+	}
 	log.Info("gatekeeper started", "version", version, "listen", sshLn.Addr().String(),
-		"upstream", cfg.Upstream.Address, "admin_socket", cfg.Admin.Socket)
+		"upstream", cfg.Upstream.Address, "admin_socket", cfg.Admin.Socket,
+		"portal", addrOf(portalLn), "metrics", addrOf(metricsLn))
 
 	sigs := make(chan os.Signal, 1)
 	signal.Notify(sigs, syscall.SIGINT, syscall.SIGTERM, syscall.SIGHUP)
@@ -152,14 +216,51 @@ wait:
 	if err := gk.Shutdown(drain); err != nil {
 		log.Warn("sessions still open at the end of the grace period were closed", "err", err)
 	}
+	if err := prt.Shutdown(drain); err != nil {
+		log.Warn("portal shutdown", "err", err)
+	}
+	if err := metricsSrv.Shutdown(drain); err != nil {
+		log.Warn("metrics shutdown", "err", err)
+	}
 	if err := adm.Shutdown(drain); err != nil {
 		log.Warn("admin socket shutdown", "err", err)
 	}
 	log.Info("gatekeeper stopped")
-	if errors.Is(runErr, gatekeeper.ErrServerClosed) {
+	if errors.Is(runErr, gatekeeper.ErrServerClosed) || errors.Is(runErr, http.ErrServerClosed) {
 		runErr = nil
 	}
 	return runErr
+}
+
+// listeners collects the daemon's listeners so that a failed start closes
+// the ones already open.
+type listeners []net.Listener
+
+// listen opens addr for key; an empty addr means the listener is disabled
+// and returns a nil listener.
+func (l *listeners) listen(key, addr string) (net.Listener, error) {
+	if addr == "" {
+		return nil, nil
+	}
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", key, err)
+	}
+	*l = append(*l, ln)
+	return ln, nil
+}
+
+func (l listeners) closeAll() {
+	for _, ln := range l {
+		ln.Close()
+	}
+}
+
+func addrOf(ln net.Listener) string {
+	if ln == nil {
+		return "off"
+	}
+	return ln.Addr().String()
 }
 
 // reloadConfig applies a re-read config; a broken one is logged and the old

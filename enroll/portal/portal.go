@@ -1,0 +1,211 @@
+// Package portal is the browser side of device linking: a small web site where a user signs in
+// with the login node's password, reads what will happen, sees the new secret once as a QR code
+// (and as text), confirms it with one code from the app and gets the recovery codes.
+//
+// It works with JavaScript switched off (there is none): every step is a plain HTML form. The
+// secret is shown exactly once: it is kept in the server-side session only between the POST that
+// starts the link and the page that renders it, and is dropped as that page is rendered, so a
+// reload, the back button or a second tab get a page that explains why it is gone.
+//
+// Everything the portal needs from the rest of the daemon comes through the small interfaces
+// below, so it can be tested, and wired by the daemon, without knowing the store or the SSH side.
+package portal
+
+import (
+	"context"
+	"errors"
+	"log/slog"
+	"net"
+	"net/http"
+	"net/netip"
+	"sync"
+	"time"
+
+	"gatekeeper/enroll"
+	"gatekeeper/gatekeeper/store"
+)
+
+// PasswordChecker checks a user's first-factor password. The implementation rate-limits (per
+// user and per source address) and answers every failure, including "too many attempts", with
+// an error; the portal shows all of them the same way.
+type PasswordChecker interface {
+	CheckPassword(ctx context.Context, user, password string, remote netip.Addr) error
+}
+
+// Linker starts and confirms device links and reports a user's link state. Begin and Confirm
+// behave as enroll.Service's do (errors wrapping enroll.ErrAlreadyLinked, ErrPending,
+// ErrNoPending, ErrExpired, ErrBadCode); Confirm returns the new recovery codes. State never
+// returns the secret.
+type Linker interface {
+	Begin(ctx context.Context, user string) (enroll.Link, error)
+	Confirm(ctx context.Context, user, code string) ([]string, error)
+	State(ctx context.Context, user string) (store.User, error)
+}
+
+// Tickets checks and uses up the one-time tickets that let a user link a device from outside
+// the allowed networks. Both return an error for an unknown, expired, used or other user's
+// ticket. The implementation is expected to accept the ticket the way the admin command prints
+// it (the portal only trims surrounding spaces).
+type Tickets interface {
+	CheckTicket(user, token string, now time.Time) error
+	UseTicket(user, token string, now time.Time) error
+}
+
+// Limits of the portal. They are constants rather than settings: they protect the daemon and
+// nobody has a reason to tune them.
+const (
+	// IdleTimeout ends a session that made no request for this long.
+	IdleTimeout = 15 * time.Minute
+	// MaxSessions caps the sessions held in memory. When it is reached, the least recently used
+	// session that has not signed in is dropped; if every session is signed in, new visitors get
+	// a "busy" page until one ends.
+	MaxSessions = 10000
+	// MaxBodyBytes caps a request body: every form of the portal fits in far less.
+	MaxBodyBytes = 16 << 10
+	// MaxHeaderBytes caps the request line and headers.
+	MaxHeaderBytes = 16 << 10
+	// MaxCodeTries is how many wrong codes one session may enter before it is signed out.
+	MaxCodeTries = 5
+)
+
+// Timeouts of the http.Server that Serve and ServeTLS run.
+const (
+	readHeaderTimeout = 10 * time.Second
+	readTimeout       = 30 * time.Second
+	writeTimeout      = 30 * time.Second
+	idleTimeout       = 60 * time.Second
+)
+
+// Server is the device-linking portal. Set the fields, then either mount Handler in your own
+// http.Server or call Serve/ServeTLS, which run one with the portal's timeouts and limits.
+// A Server must not be copied or have its fields changed after the first call of a method.
+type Server struct {
+	// Passwords checks the sign-in password (required).
+	Passwords PasswordChecker
+	// Linker starts and confirms links (required).
+	Linker Linker
+	// Tickets checks one-time tickets; nil means tickets are not accepted.
+	Tickets Tickets
+	// Allowed reports whether a client address may link without a ticket
+	// (enroll.allowed_networks). The address is unmapped (IPv4-mapped IPv6 → IPv4). Nil allows
+	// no address: then only users with a ticket may link.
+	Allowed func(netip.Addr) bool
+	// Issuer is the service's name shown on the pages; "" means enroll.DefaultIssuer.
+	Issuer string
+	// ConfirmWithin is enroll.confirm_within, used to tell the user when a pending link expires;
+	// zero means enroll.DefaultConfirmWithin. It must match the Linker's.
+	ConfirmWithin time.Duration
+	// Log receives the portal's log lines; nil discards them.
+	Log *slog.Logger
+	// Now is the clock; nil means time.Now.
+	Now func() time.Time
+	// Secure marks the session cookie Secure; set it when the portal is served over TLS.
+	Secure bool
+
+	// maxSessions overrides MaxSessions in tests.
+	maxSessions int
+
+	initOnce sync.Once
+	handler  http.Handler
+	pages    *pages
+	sessions *sessionStore
+
+	srvMu sync.Mutex
+	srv   *http.Server
+}
+
+func (s *Server) now() time.Time {
+	if s.Now != nil {
+		return s.Now()
+	}
+	return time.Now()
+}
+
+func (s *Server) log() *slog.Logger {
+	if s.Log != nil {
+		return s.Log
+	}
+	return slog.New(slog.DiscardHandler)
+}
+
+func (s *Server) issuer() string {
+	if s.Issuer != "" {
+		return s.Issuer
+	}
+	return enroll.DefaultIssuer
+}
+
+func (s *Server) confirmWithin() time.Duration {
+	if s.ConfirmWithin > 0 {
+		return s.ConfirmWithin
+	}
+	return enroll.DefaultConfirmWithin
+}
+
+// allowed reports whether remote may link without a ticket. An address that cannot be parsed
+// (not a TCP peer) is never allowed.
+func (s *Server) allowed(remote netip.Addr) bool {
+	return remote.IsValid() && s.Allowed != nil && s.Allowed(remote)
+}
+
+// Handler returns the portal's HTTP handler. It is safe for concurrent use; every call returns
+// the same handler, sharing one session store.
+func (s *Server) Handler() http.Handler {
+	s.init()
+	return s.handler
+}
+
+func (s *Server) init() {
+	s.initOnce.Do(func() {
+		s.pages = mustParsePages()
+		limit := s.maxSessions
+		if limit <= 0 {
+			limit = MaxSessions
+		}
+		s.sessions = newSessionStore(limit, IdleTimeout)
+		s.handler = s.routes()
+	})
+}
+
+// httpServer returns the http.Server that Serve, ServeTLS and Shutdown share, creating it on
+// first use.
+func (s *Server) httpServer() *http.Server {
+	s.srvMu.Lock()
+	defer s.srvMu.Unlock()
+	if s.srv == nil {
+		s.srv = &http.Server{
+			Handler:           s.Handler(),
+			ReadHeaderTimeout: readHeaderTimeout,
+			ReadTimeout:       readTimeout,
+			WriteTimeout:      writeTimeout,
+			IdleTimeout:       idleTimeout,
+			MaxHeaderBytes:    MaxHeaderBytes,
+			ErrorLog:          slog.NewLogLogger(s.log().Handler(), slog.LevelWarn),
+		}
+	}
+	return s.srv
+}
+
+// Serve serves the portal over plain HTTP on ln until Shutdown; it then returns
+// http.ErrServerClosed. Use it behind a TLS-terminating proxy or on loopback only.
+func (s *Server) Serve(ln net.Listener) error {
+	return s.httpServer().Serve(ln)
+}
+
+// ServeTLS serves the portal over HTTPS on ln with the certificate and key in the given PEM
+// files, until Shutdown; it then returns http.ErrServerClosed. Set Secure as well.
+func (s *Server) ServeTLS(ln net.Listener, certFile, keyFile string) error {
+	return s.httpServer().ServeTLS(ln, certFile, keyFile)
+}
+
+// Shutdown stops Serve/ServeTLS gracefully (see http.Server.Shutdown) and then forgets every
+// session, so that no secret or recovery code waiting to be shown stays in memory.
+func (s *Server) Shutdown(ctx context.Context) error {
+	err := s.httpServer().Shutdown(ctx)
+	s.init()
+	s.sessions.clear()
+	if errors.Is(err, http.ErrServerClosed) {
+		err = nil
+	}
+	return err
+}

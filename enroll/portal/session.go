@@ -1,0 +1,175 @@
+package portal
+
+import (
+	"crypto/rand"
+	"crypto/sha256"
+	"errors"
+	"sync"
+	"time"
+
+	"gatekeeper/enroll"
+)
+
+// cookieName is the session cookie's name.
+const cookieName = "gk_session"
+
+// sweepEvery is how often, at most, creating a session also drops every idle one. Between sweeps
+// an idle session is still refused when it is looked up; the sweep only frees its memory (and any
+// secret it held) without a goroutine of its own.
+const sweepEvery = time.Minute
+
+// errBusy is returned by create when every session slot is taken by a signed-in user.
+var errBusy = errors.New("portal: too many sessions")
+
+// session is one browser's server-side state. The browser holds only the random id.
+type session struct {
+	csrf string
+	// user is "" until the password was checked.
+	user string
+	// ticket is the one-time ticket accepted at sign-in from outside the allowed networks; it is
+	// used up (and cleared) when a link starts.
+	ticket   string
+	lastSeen time.Time
+	// link is the new secret between the POST that started the link and the one page that shows
+	// it; taking it for that page removes it.
+	link *enroll.Link
+	// codes are the recovery codes between the confirmation and the one page that shows them.
+	codes []string
+	// badCodes counts wrong confirmation codes, see MaxCodeTries.
+	badCodes int
+}
+
+// view is the part of a session a handler may read outside the store's lock: never the secret.
+type view struct {
+	id, csrf, user, ticket string
+}
+
+// sessionStore holds the sessions in memory, keyed by the SHA-256 of their id so that a lookup
+// takes no time that depends on how much of a guessed id is right.
+type sessionStore struct {
+	mu        sync.Mutex
+	m         map[[sha256.Size]byte]*session
+	limit     int
+	idle      time.Duration
+	lastSweep time.Time
+}
+
+func newSessionStore(limit int, idle time.Duration) *sessionStore {
+	return &sessionStore{m: make(map[[sha256.Size]byte]*session), limit: limit, idle: idle}
+}
+
+func sessionKey(id string) [sha256.Size]byte { return sha256.Sum256([]byte(id)) }
+
+// newToken returns 128 random bits as text, for session ids and CSRF tokens.
+func newToken() string { return rand.Text() }
+
+// live returns the session with the given id if it exists and has not been idle too long, and
+// marks it used at now. The caller holds st.mu.
+func (st *sessionStore) live(id string, now time.Time) *session {
+	if id == "" {
+		return nil
+	}
+	k := sessionKey(id)
+	ss := st.m[k]
+	if ss == nil {
+		return nil
+	}
+	if now.Sub(ss.lastSeen) >= st.idle {
+		delete(st.m, k)
+		return nil
+	}
+	ss.lastSeen = now
+	return ss
+}
+
+// get returns a view of a live session.
+func (st *sessionStore) get(id string, now time.Time) (view, bool) {
+	st.mu.Lock()
+	defer st.mu.Unlock()
+	ss := st.live(id, now)
+	if ss == nil {
+		return view{}, false
+	}
+	return view{id: id, csrf: ss.csrf, user: ss.user, ticket: ss.ticket}, true
+}
+
+// update runs fn on a live session under the store's lock; it reports false (without calling
+// fn) when there is no such session.
+func (st *sessionStore) update(id string, now time.Time, fn func(*session)) bool {
+	st.mu.Lock()
+	defer st.mu.Unlock()
+	ss := st.live(id, now)
+	if ss == nil {
+		return false
+	}
+	fn(ss)
+	return true
+}
+
+// create starts a new session for user ("" for a visitor who has not signed in) with a fresh id
+// and CSRF token. When the store is full it drops idle sessions, then the least recently used
+// session that has not signed in; if all are signed in it returns errBusy.
+func (st *sessionStore) create(now time.Time, user, ticket string) (view, error) {
+	st.mu.Lock()
+	defer st.mu.Unlock()
+	if len(st.m) >= st.limit || now.Sub(st.lastSweep) >= sweepEvery {
+		st.sweep(now)
+	}
+	if len(st.m) >= st.limit && !st.evictVisitor() {
+		return view{}, errBusy
+	}
+	v := view{id: newToken(), csrf: newToken(), user: user, ticket: ticket}
+	st.m[sessionKey(v.id)] = &session{csrf: v.csrf, user: user, ticket: ticket, lastSeen: now}
+	return v, nil
+}
+
+// sweep drops every idle session. The caller holds st.mu.
+func (st *sessionStore) sweep(now time.Time) {
+	st.lastSweep = now
+	for k, ss := range st.m {
+		if now.Sub(ss.lastSeen) >= st.idle {
+			delete(st.m, k)
+		}
+	}
+}
+
+// evictVisitor drops the least recently used session that has not signed in. A flood of
+// visitors can thus only push out other visitors (who get a fresh sign-in form), never a user
+// in the middle of linking. The caller holds st.mu.
+func (st *sessionStore) evictVisitor() bool {
+	var (
+		oldest time.Time
+		victim [sha256.Size]byte
+		found  bool
+	)
+	for k, ss := range st.m {
+		if ss.user == "" && (!found || ss.lastSeen.Before(oldest)) {
+			oldest, victim, found = ss.lastSeen, k, true
+		}
+	}
+	if found {
+		delete(st.m, victim)
+	}
+	return found
+}
+
+// delete ends a session.
+func (st *sessionStore) delete(id string) {
+	st.mu.Lock()
+	defer st.mu.Unlock()
+	delete(st.m, sessionKey(id))
+}
+
+// clear ends every session.
+func (st *sessionStore) clear() {
+	st.mu.Lock()
+	defer st.mu.Unlock()
+	clear(st.m)
+}
+
+// len is the number of sessions held, idle ones included.
+func (st *sessionStore) len() int {
+	st.mu.Lock()
+	defer st.mu.Unlock()
+	return len(st.m)
+}
