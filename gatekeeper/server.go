@@ -62,13 +62,13 @@ type Options struct {
 // it with Shutdown or Close — the same shape as net/http.Server.
 type Server struct {
 	// cfg is swapped whole by Reload; read it through config().
-	cfg     atomic.Pointer[config.Config]
-	store   Store
-	log     *slog.Logger
-	now     func() time.Time
-	lander  *lander
-	signers []ssh.Signer
-	limiter *limiter
+	cfg      atomic.Pointer[config.Config]
+	store    Store
+	log      *slog.Logger
+	now      func() time.Time
+	lander   *lander
+	signers  []ssh.Signer
+	limiter  *limiter
 	recovery func(u *store.User, answer string) bool
 	metrics  *metrics.Gatekeeper
 	audit    *auditor
