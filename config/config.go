@@ -94,6 +94,8 @@ type Config struct {
 	MaxStartups int `mapstructure:"max_startups"`
 	// FailureDelay is the least time every failed attempt takes, so failures look alike.
 	FailureDelay time.Duration `mapstructure:"failure_delay"`
+	// Session limits live proxied sessions; zero values mean no limit.
+	Session Session `mapstructure:"session"`
 
 	// source describes where the file settings came from, for messages and Effective.
 	source string
@@ -150,6 +152,14 @@ type Admin struct {
 	Socket string `mapstructure:"socket"`
 }
 
+// Session holds the "session" keys: limits on live proxied sessions.
+type Session struct {
+	// IdleTimeout ends a session with no traffic in either direction for this long (0: never).
+	IdleTimeout time.Duration `mapstructure:"idle_timeout"`
+	// MaxDuration ends a session this long after login (0: never).
+	MaxDuration time.Duration `mapstructure:"max_duration"`
+}
+
 // setting is one configuration key with its default. The key's kind (scalar or list) follows
 // from the default's type.
 type setting struct {
@@ -189,6 +199,8 @@ func settings() []setting {
 		{"max_auth_tries", 6},
 		{"max_startups", 64},
 		{"failure_delay", 2 * time.Second},
+		{"session.idle_timeout", time.Duration(0)},
+		{"session.max_duration", time.Duration(0)},
 	}
 }
 
@@ -655,6 +667,10 @@ type effective struct {
 	MaxAuthTries   int    `yaml:"max_auth_tries"`
 	MaxStartups    int    `yaml:"max_startups"`
 	FailureDelay   string `yaml:"failure_delay"`
+	Session        struct {
+		IdleTimeout string `yaml:"idle_timeout"`
+		MaxDuration string `yaml:"max_duration"`
+	} `yaml:"session"`
 }
 
 // Effective returns the settings in effect as YAML, in a fixed order, for
@@ -693,6 +709,8 @@ func (c *Config) Effective() string {
 	e.MaxAuthTries = c.MaxAuthTries
 	e.MaxStartups = c.MaxStartups
 	e.FailureDelay = formatDuration(c.FailureDelay)
+	e.Session.IdleTimeout = formatDuration(c.Session.IdleTimeout)
+	e.Session.MaxDuration = formatDuration(c.Session.MaxDuration)
 
 	var buf bytes.Buffer
 	if c.source != "" {

@@ -133,6 +133,12 @@ func (c *Config) Validate() error {
 	if c.MaxStartups < 1 {
 		p.addf("max_startups", "must be at least 1")
 	}
+	if c.Session.IdleTimeout < 0 {
+		p.addf("session.idle_timeout", "must not be negative (0 turns it off)")
+	}
+	if c.Session.MaxDuration < 0 {
+		p.addf("session.max_duration", "must not be negative (0 turns it off)")
+	}
 	if c.FailureDelay < 0 {
 		p.addf("failure_delay", "must not be negative")
 	}

@@ -367,11 +367,58 @@ func (s *Server) handleConn(nc net.Conn) {
 	defer s.metrics.Sessions.Dec()
 	log = log.With("user", sc.User(), "session", sess.ID)
 	log.Info("session started", "trusted", a.trusted)
+	stopLimits := s.enforceLimits(sess, cfg.Session, log)
+	defer stopLimits()
 	err = relay.Relay(sc, chans, reqs, a.up.conn, a.up.chans, a.up.reqs, relay.Options{Log: log, Stats: &sess.Stats})
 	s.metrics.RelayedUp.Add(uint64(sess.Stats.Up.Load()))
 	s.metrics.RelayedDown.Add(uint64(sess.Stats.Down.Load()))
 	log.Info("session ended", "duration", time.Since(sess.Start).Round(time.Millisecond).String(),
 		"bytes_up", sess.Stats.Up.Load(), "bytes_down", sess.Stats.Down.Load(), "err", errString(err))
+}
+
+// enforceLimits ends sess when it has been idle for limits.IdleTimeout or has
+// lasted limits.MaxDuration (each off when zero). Idle means no channel data
+// either way; keepalives do not count. The returned func stops the watch; it
+// must be called when the session ends.
+func (s *Server) enforceLimits(sess *Session, limits config.Session, log *slog.Logger) (stop func()) {
+	if limits.IdleTimeout <= 0 && limits.MaxDuration <= 0 {
+		return func() {}
+	}
+	done := make(chan struct{})
+	go func() {
+		var maxTimer <-chan time.Time
+		if limits.MaxDuration > 0 {
+			t := time.NewTimer(limits.MaxDuration)
+			defer t.Stop()
+			maxTimer = t.C
+		}
+		var tick <-chan time.Time
+		if limits.IdleTimeout > 0 {
+			t := time.NewTicker(min(max(limits.IdleTimeout/10, 10*time.Millisecond), 30*time.Second))
+			defer t.Stop()
+			tick = t.C
+		}
+		lastBytes, lastActive := int64(-1), time.Now()
+		for {
+			select {
+			case <-done:
+				return
+			case <-maxTimer:
+				log.Info("session reached session.max_duration; closing", "max_duration", limits.MaxDuration.String())
+				sess.conn.Close()
+				return
+			case now := <-tick:
+				if b := sess.Stats.Up.Load() + sess.Stats.Down.Load(); b != lastBytes {
+					lastBytes, lastActive = b, now
+				} else if now.Sub(lastActive) >= limits.IdleTimeout {
+					log.Info("session idle for session.idle_timeout; closing", "idle_timeout", limits.IdleTimeout.String())
+					sess.conn.Close()
+					return
+				}
+			}
+		}
+	}()
+	return func() { close(done) }
 }
 
 // serverConfig builds one connection's SSH server config. It is built per

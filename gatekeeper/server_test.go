@@ -872,3 +872,51 @@ func TestAuditAndMetrics(t *testing.T) {
 		}
 	}
 }
+
+func TestSessionLimits(t *testing.T) {
+	tests := []struct {
+		name   string
+		limits config.Session
+		want   string
+	}{
+		{"idle timeout", config.Session{IdleTimeout: 300 * time.Millisecond}, "session.idle_timeout"},
+		{"max duration", config.Session{MaxDuration: 300 * time.Millisecond}, "session.max_duration"},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			g := newTestGate(t, func(c *config.Config) { c.Session = tc.limits })
+			nc, err := net.Dial("tcp", g.addr)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer nc.Close()
+			code := g.code(t, 0)
+			conn, chans, reqs, err := ssh.NewClientConn(nc, g.addr, &ssh.ClientConfig{
+				User: "alice",
+				Auth: []ssh.AuthMethod{ssh.KeyboardInteractive(func(_, _ string, qs []string, _ []bool) ([]string, error) {
+					out := make([]string, len(qs))
+					for i, q := range qs {
+						out[i] = map[string]string{PromptPassword: landerPassword, PromptCode: code}[q]
+					}
+					return out, nil
+				})},
+				HostKeyCallback: ssh.InsecureIgnoreHostKey(),
+			})
+			if err != nil {
+				t.Fatal(err)
+			}
+			client := ssh.NewClient(conn, chans, reqs)
+			// An idle connection: the gate must close it by itself.
+			ended := make(chan error, 1)
+			go func() { ended <- client.Wait() }()
+			select {
+			case <-ended:
+			case <-time.After(10 * time.Second):
+				t.Fatal("the session was not ended")
+			}
+			if !strings.Contains(g.logs.String(), tc.want) {
+				t.Errorf("log does not say why the session ended (%s):\n%s", tc.want, g.logs.String())
+			}
+		})
+	}
+}
