@@ -140,7 +140,7 @@ func New(cfg *config.Config, opts Options) (*Server, error) {
 func (s *Server) config() *config.Config { return s.cfg.Load() }
 
 // Reload applies the policy settings of cfg — trusted_networks, rate_limit,
-// totp.skew, failure_delay, login_grace_time, max_auth_tries — to new logins
+// totp.skew, failure_delay, login_grace_time, max_auth_tries, session — to new logins
 // without touching live sessions. Settings that need a restart (listeners,
 // keys, upstream, database) keep their old values; Reload returns their
 // names so the caller can say so.
@@ -153,6 +153,7 @@ func (s *Server) Reload(cfg *config.Config) (needRestart []string) {
 	merged.FailureDelay = cfg.FailureDelay
 	merged.LoginGraceTime = cfg.LoginGraceTime
 	merged.MaxAuthTries = cfg.MaxAuthTries
+	merged.Session = cfg.Session
 	s.limiter.setPolicy(RateLimit{
 		Failures: cfg.RateLimit.Failures, Window: cfg.RateLimit.Window, Lockout: cfg.RateLimit.Lockout,
 	})

@@ -157,7 +157,9 @@ func (hs *harness) close() error {
 			errs = append(errs, fmt.Errorf("lander sshd: %w", err))
 		}
 	}
-	if hs.tmp != "" {
+	if hs.tmp != "" && os.Getenv("GK_E2E_KEEP") != "" {
+		fmt.Fprintf(os.Stderr, "e2e: GK_E2E_KEEP set, keeping %s (logs, configs, DBs)\n", hs.tmp)
+	} else if hs.tmp != "" {
 		if err := os.RemoveAll(hs.tmp); err != nil {
 			errs = append(errs, err)
 		}
@@ -304,11 +306,6 @@ type lander struct {
 }
 
 func (l *lander) addr() string { return net.JoinHostPort("127.0.0.1", strconv.Itoa(l.port)) }
-
-// knownHostsLine is the lander's line for a known_hosts file.
-func (l *lander) knownHostsLine() string {
-	return fmt.Sprintf("[127.0.0.1]:%d %s\n", l.port, l.hostKey)
-}
 
 func (l *lander) logBytes() []byte {
 	b, _ := os.ReadFile(l.logPath)
@@ -495,7 +492,9 @@ func newGatekeeper(bin, parent string, l *lander, o gkOptions) (*gatekeeper, err
 		secretKey:  filepath.Join(dir, "secret.key"),
 		hostKey:    filepath.Join(dir, "ssh_host_ed25519_key"),
 	}
-	if err := os.WriteFile(g.knownHosts, []byte(l.knownHostsLine()), 0o644); err != nil {
+	// The lander's key, filed under the upstream address (a dead port in the lander-down test).
+	line := fmt.Sprintf("[127.0.0.1]:%d %s\n", o.upstreamPort, l.hostKey)
+	if err := os.WriteFile(g.knownHosts, []byte(line), 0o644); err != nil {
 		return nil, err
 	}
 	if err := g.writeConfig("gatekeeper"); err != nil {
@@ -543,7 +542,9 @@ func ownGatekeeper(t *testing.T, o gkOptions) *gatekeeper {
 			if t.Failed() {
 				t.Logf("gatekeeper log (%s):\n%s", g.logPath, tail(g.logBytes(), 60))
 			}
-			_ = os.RemoveAll(g.dir)
+			if os.Getenv("GK_E2E_KEEP") == "" {
+				_ = os.RemoveAll(g.dir)
+			}
 		})
 	}
 	if err != nil {
@@ -556,9 +557,7 @@ func (g *gatekeeper) addr() string { return net.JoinHostPort("127.0.0.1", strcon
 
 // start runs `gatekeeper serve --config` and waits for its SSH banner; stderr goes to the log.
 func (g *gatekeeper) start() error {
-	g.mu.Lock()
-	defer g.mu.Unlock()
-	exited, err := g.startLocked()
+	exited, err := g.startProcess()
 	if err != nil {
 		return err
 	}
@@ -601,6 +600,21 @@ func (g *gatekeeper) startLocked() (<-chan struct{}, error) {
 		close(exited)
 	}()
 	return exited, nil
+}
+
+// sibling is a gatekeeper on the same data files (DB, keys, known_hosts) as g; it needs its own
+// writeConfig before it starts.
+func (g *gatekeeper) sibling() *gatekeeper {
+	return &gatekeeper{bin: g.bin, dir: g.dir, opts: g.opts, knownHosts: g.knownHosts, db: g.db,
+		secretKey: g.secretKey, hostKey: g.hostKey}
+}
+
+// forget drops a process that has exited (a start that was meant to fail), so that stop does
+// not report its exit status.
+func (g *gatekeeper) forget() {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	g.cmd = nil
 }
 
 // running reports whether the daemon process is alive.

@@ -272,7 +272,7 @@ func reloadConfig(gk *gatekeeper.Server, reload func() (*config.Config, error), 
 		return
 	}
 	needRestart := gk.Reload(cfg)
-	log.Info("config reloaded", "applied", "trusted_networks, rate_limit, totp.skew, failure_delay, login_grace_time, max_auth_tries")
+	log.Info("config reloaded", "applied", "trusted_networks, rate_limit, totp.skew, failure_delay, login_grace_time, max_auth_tries, session")
 	if len(needRestart) > 0 {
 		log.Warn("changed settings that take effect only after a restart", "keys", needRestart)
 	}

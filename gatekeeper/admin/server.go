@@ -209,6 +209,7 @@ func (s *Server) handler() http.Handler {
 	mux.HandleFunc("POST /v1/users/{name}/reset", s.handleReset)
 	mux.HandleFunc("POST /v1/users/{name}/unlock", s.handleUnlock)
 	mux.HandleFunc("POST /v1/users/{name}/ticket", s.handleTicket)
+	mux.HandleFunc("POST /v1/users/{name}/import", s.handleImport)
 	mux.HandleFunc("GET /v1/audit", s.handleAudit)
 	mux.HandleFunc("GET /v1/sessions", s.handleSessions)
 	mux.HandleFunc("POST /v1/sessions/{id}/kill", s.handleKill)

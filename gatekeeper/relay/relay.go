@@ -267,9 +267,10 @@ func (r *relay) bridge(nc ssh.NewChannel, from side) {
 		downCh, downReqs, upCh, upReqs = out, outReqs, in, inReqs
 	}
 	var nUp, nDown atomic.Int64
+	var upward, downward sync.Mutex
 	var wg sync.WaitGroup
-	wg.Go(func() { r.half(downCh, downReqs, upCh, &r.stats.Up, &nUp) })
-	wg.Go(func() { r.half(upCh, upReqs, downCh, &r.stats.Down, &nDown) })
+	wg.Go(func() { r.half(downCh, downReqs, upCh, &r.stats.Up, &nUp, &upward, &downward) })
+	wg.Go(func() { r.half(upCh, upReqs, downCh, &r.stats.Down, &nDown, &downward, &upward) })
 	wg.Wait()
 	log.Debug("channel closed", "bytes_up", nUp.Load(), "bytes_down", nDown.Load())
 }
@@ -289,7 +290,15 @@ type item struct {
 // the client's EOF, the client must see "exit-status" before CLOSE), so the
 // EOF goes through the request queue, after every request src sent before
 // it, and dst is closed only after src's request queue has ended.
-func (r *relay) half(src ssh.Channel, srcReqs <-chan *ssh.Request, dst ssh.Channel, total, local *atomic.Int64) {
+//
+// inflight is held while a request of src is forwarded and answered;
+// reverse is the other half's. Before closing dst, half waits for the
+// reply to dst's request in flight to src: src answered it before its
+// CLOSE (sshd answers "exec" and then the command may exit at once), and
+// the answer must not be overtaken by our CLOSE. src is closed by then, so
+// that request is not waiting for anything.
+func (r *relay) half(src ssh.Channel, srcReqs <-chan *ssh.Request, dst ssh.Channel,
+	total, local *atomic.Int64, inflight, reverse *sync.Mutex) {
 	var wg sync.WaitGroup
 	copiesDone := make(chan struct{})
 	var copies atomic.Int32
@@ -312,6 +321,7 @@ func (r *relay) half(src ssh.Channel, srcReqs <-chan *ssh.Request, dst ssh.Chann
 			continue
 		}
 		req := it.req
+		inflight.Lock()
 		ok, err := dst.SendRequest(req.Type, req.WantReply, req.Payload)
 		if err != nil {
 			ok = false // dst is gone: the request cannot succeed.
@@ -319,8 +329,11 @@ func (r *relay) half(src ssh.Channel, srcReqs <-chan *ssh.Request, dst ssh.Chann
 		if err := req.Reply(ok, nil); err != nil {
 			r.log.Debug("channel request reply not sent", "type", req.Type, "err", err)
 		}
+		inflight.Unlock()
 	}
+	reverse.Lock()
 	_ = dst.Close()
+	reverse.Unlock()
 	wg.Wait()
 }
 

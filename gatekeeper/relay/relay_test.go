@@ -308,11 +308,19 @@ func (l *lander) session(nc ssh.NewChannel) {
 			ok = ssh.Unmarshal(req.Payload, &p) == nil
 			rec = "exec " + p.Command
 			if ok {
+				// Like sshd: reply first, then the command runs.
+				seen.add(rec)
+				_ = req.Reply(true, nil)
 				l.wg.Go(func() { l.run(ch, p.Command, seen) })
+				continue
 			}
 		case "x-refuse@test":
 			ok = false
 			rec = req.Type
+		case "reply-then-close@test":
+			_ = req.Reply(true, nil)
+			_ = ch.Close()
+			continue
 		default:
 			rec = req.Type
 		}
@@ -784,6 +792,26 @@ func TestChannelRequests(t *testing.T) {
 	}
 	if strings.Contains(logs, "s3cr3t") {
 		t.Errorf("payload leaked into log:\n%s", logs)
+	}
+}
+
+// A reply the lander sends just before closing the channel (as sshd does
+// for "exec" of a command that exits at once) must reach the client before
+// the CLOSE. The window is small, so try many times.
+func TestReplyBeforeClose(t *testing.T) {
+	e := newEnv(t, false)
+	for i := range 500 {
+		ch, reqs, err := e.client.OpenChannel("session", nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		go ssh.DiscardRequests(reqs)
+		var ok bool
+		within(t, "request", func() { ok, err = ch.SendRequest("reply-then-close@test", true, nil) })
+		_ = ch.Close()
+		if !ok || err != nil {
+			t.Fatalf("attempt %d: reply %v, %v; want true, nil", i, ok, err)
+		}
 	}
 }
 
