@@ -69,3 +69,20 @@ func (s *Service) State(ctx context.Context, user string) (store.User, error) {
 	}
 	return s.Store.Get(user)
 }
+
+// CheckTicket reports whether token is a valid, unused ticket for user,
+// without using it up.
+func (s *Service) CheckTicket(user, token string, now time.Time) error {
+	return s.Store.CheckTicket(user, token, now)
+}
+
+// UseTicket spends user's ticket (it works once) and records that in the
+// audit log.
+func (s *Service) UseTicket(user, token string, now time.Time) error {
+	if err := s.Store.UseTicket(user, token, now); err != nil {
+		return err
+	}
+	s.audit(context.Background(), store.Event{Kind: store.EventTicketUsed, User: user})
+	s.log().Info("linking ticket used", "user", user)
+	return nil
+}

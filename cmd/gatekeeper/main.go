@@ -24,6 +24,7 @@ import (
 	"gatekeeper/config"
 	"gatekeeper/enroll"
 	"gatekeeper/enroll/portal"
+	"gatekeeper/enroll/sshlink"
 	"gatekeeper/gatekeeper"
 	"gatekeeper/gatekeeper/admin"
 	"gatekeeper/gatekeeper/metrics"
@@ -55,6 +56,7 @@ func newRootCmd() *cobra.Command {
 	}
 	root.PersistentFlags().String("config", "", "config file (default $GATEKEEPER_CONFIG or /etc/gatekeeper/gatekeeper.yaml)")
 	root.AddCommand(newServeCmd(), newConfigCmd(), newEnrollCmd(), newVersionCmd())
+	root.AddCommand(newAdminCmd())
 	return root
 }
 
@@ -138,6 +140,14 @@ func serve(ctx context.Context, cfg *config.Config, log *slog.Logger, reload fun
 	if err != nil {
 		return err
 	}
+	linkLn, err := lns.listen("enroll.ssh_listen", cfg.Enroll.SSHListen)
+	if err != nil {
+		return err
+	}
+	signers, err := gatekeeper.LoadHostKeys(cfg.HostKeyFiles)
+	if err != nil {
+		return err
+	}
 
 	adm := &admin.Server{
 		Enroll:      linker,
@@ -152,12 +162,21 @@ func serve(ctx context.Context, cfg *config.Config, log *slog.Logger, reload fun
 	prt := &portal.Server{
 		Passwords:     gk,
 		Linker:        linker,
-		Tickets:       st,
+		Tickets:       linker,
 		Allowed:       cfg.IsEnrollAllowed,
 		Issuer:        cfg.TOTP.Issuer,
 		ConfirmWithin: cfg.Enroll.ConfirmWithin,
 		Log:           log,
 		Secure:        cfg.Enroll.TLSCert != "",
+	}
+	sshLink := &sshlink.Server{
+		Signers:        signers,
+		Passwords:      gk,
+		Linker:         linker,
+		Tickets:        linker,
+		Allowed:        cfg.IsEnrollAllowed,
+		Log:            log,
+		LoginGraceTime: cfg.LoginGraceTime,
 	}
 	mux := http.NewServeMux()
 	mux.Handle("GET /metrics", reg.Handler())
@@ -171,7 +190,7 @@ func serve(ctx context.Context, cfg *config.Config, log *slog.Logger, reload fun
 	})
 	metricsSrv := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
 
-	errc := make(chan error, 4)
+	errc := make(chan error, 5)
 	go func() { errc <- gk.Serve(sshLn) }()
 	go func() { errc <- adm.Serve(adminLn) }()
 	if portalLn != nil {
@@ -186,9 +205,12 @@ func serve(ctx context.Context, cfg *config.Config, log *slog.Logger, reload fun
 	if metricsLn != nil {
 		go func() { errc <- metricsSrv.Serve(metricsLn) }()
 	}
+	if linkLn != nil {
+		go func() { errc <- sshLink.Serve(linkLn) }()
+	}
 	log.Info("gatekeeper started", "version", version, "listen", sshLn.Addr().String(),
 		"upstream", cfg.Upstream.Address, "admin_socket", cfg.Admin.Socket,
-		"portal", addrOf(portalLn), "metrics", addrOf(metricsLn))
+		"portal", addrOf(portalLn), "link_ssh", addrOf(linkLn), "metrics", addrOf(metricsLn))
 
 	sigs := make(chan os.Signal, 1)
 	signal.Notify(sigs, syscall.SIGINT, syscall.SIGTERM, syscall.SIGHUP)
@@ -216,6 +238,9 @@ wait:
 	if err := gk.Shutdown(drain); err != nil {
 		log.Warn("sessions still open at the end of the grace period were closed", "err", err)
 	}
+	if err := sshLink.Shutdown(drain); err != nil {
+		log.Warn("ssh linking shutdown", "err", err)
+	}
 	if err := prt.Shutdown(drain); err != nil {
 		log.Warn("portal shutdown", "err", err)
 	}
@@ -226,7 +251,7 @@ wait:
 		log.Warn("admin socket shutdown", "err", err)
 	}
 	log.Info("gatekeeper stopped")
-	if errors.Is(runErr, gatekeeper.ErrServerClosed) || errors.Is(runErr, http.ErrServerClosed) {
+	if errors.Is(runErr, gatekeeper.ErrServerClosed) || errors.Is(runErr, http.ErrServerClosed) || errors.Is(runErr, sshlink.ErrServerClosed) {
 		runErr = nil
 	}
 	return runErr

@@ -1,0 +1,226 @@
+package sshlink
+
+import (
+	"errors"
+	"io"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+)
+
+// askpassScript answers OpenSSH's keyboard-interactive prompts (SSH_ASKPASS_REQUIRE=force sends
+// every prompt to it, the prompt as its argument).
+const askpassScript = `#!/bin/sh
+case "$1" in
+*Password*) printf '%s\n' "$GK_TEST_PASSWORD" ;;
+*ticket*) printf '%s\n' "$GK_TEST_TICKET" ;;
+*) echo "unexpected prompt: $1" >&2; exit 1 ;;
+esac
+`
+
+// opensshRun is one run of the real OpenSSH client against the test server.
+type opensshRun struct {
+	t      *testing.T
+	stdin  io.WriteCloser
+	stdout *syncBuffer
+	stderr *syncBuffer
+	done   chan struct{}
+	err    error // Wait's result, after done
+}
+
+// openssh starts `ssh -tt -p PORT user@127.0.0.1` with askpass answering password and ticket;
+// the test types into its stdin as a user would at a terminal.
+func (e *env) openssh(user, password, ticket string) *opensshRun {
+	t := e.t
+	t.Helper()
+	sshPath := requireTool(t, "ssh")
+	dir := t.TempDir()
+	askpass := filepath.Join(dir, "askpass")
+	if err := os.WriteFile(askpass, []byte(askpassScript), 0o700); err != nil {
+		t.Fatal(err)
+	}
+	host, port, err := net.SplitHostPort(e.addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cmd := exec.Command(sshPath, "-F", "/dev/null", "-tt", "-p", port,
+		"-o", "StrictHostKeyChecking=no", "-o", "UserKnownHostsFile=/dev/null", "-o", "GlobalKnownHostsFile=/dev/null",
+		"-o", "PreferredAuthentications=keyboard-interactive", "-o", "NumberOfPasswordPrompts=1",
+		"-o", "ConnectTimeout=10", "-o", "LogLevel=ERROR",
+		user+"@"+host)
+	cmd.Env = []string{
+		"PATH=" + os.Getenv("PATH"),
+		"HOME=" + dir,
+		"SSH_ASKPASS=" + askpass,
+		"SSH_ASKPASS_REQUIRE=force",
+		"GK_TEST_PASSWORD=" + password,
+		"GK_TEST_TICKET=" + ticket,
+	}
+	r := &opensshRun{t: t, stdout: newSyncBuffer(), stderr: newSyncBuffer(), done: make(chan struct{})}
+	cmd.Stdout, cmd.Stderr = r.stdout, r.stderr
+	if r.stdin, err = cmd.StdinPipe(); err != nil {
+		t.Fatal(err)
+	}
+	if err := cmd.Start(); err != nil {
+		t.Fatalf("starting ssh: %v", err)
+	}
+	go func() {
+		r.err = cmd.Wait()
+		close(r.done)
+	}()
+	t.Cleanup(func() {
+		r.stdin.Close()
+		select {
+		case <-r.done:
+		case <-time.After(waitTime):
+			cmd.Process.Kill()
+			<-r.done
+		}
+	})
+	return r
+}
+
+// waitFor waits for want on ssh's stdout and returns the stdout so far.
+func (r *opensshRun) waitFor(want string) string {
+	r.t.Helper()
+	out, ok := r.stdout.waitFor(want, r.done)
+	if !ok {
+		r.t.Fatalf("no %q from ssh; stdout:\n%s\nstderr:\n%s", want, out, r.stderr.String())
+	}
+	return out
+}
+
+// wait waits for ssh to exit and returns its exit code.
+func (r *opensshRun) wait() int {
+	r.t.Helper()
+	select {
+	case <-r.done:
+	case <-time.After(waitTime):
+		r.t.Fatalf("ssh did not exit; stdout:\n%s\nstderr:\n%s", r.stdout.String(), r.stderr.String())
+	}
+	var ee *exec.ExitError
+	switch {
+	case r.err == nil:
+		return 0
+	case errors.As(r.err, &ee):
+		return ee.ExitCode()
+	default:
+		r.t.Fatalf("ssh: %v", r.err)
+		return -1
+	}
+}
+
+// oathtool computes the current code of a base32 secret with the real oathtool.
+func oathtool(t *testing.T, secret string) string {
+	t.Helper()
+	out, err := exec.Command(requireTool(t, "oathtool"), "--totp", "-b", secret).Output()
+	if err != nil {
+		t.Fatalf("oathtool: %v", err)
+	}
+	code := strings.TrimSpace(string(out))
+	if len(code) != 6 {
+		t.Fatalf("oathtool printed %q", out)
+	}
+	return code
+}
+
+// TestOpenSSH drives the flow with the real OpenSSH client through a pty (-tt), computing the
+// code with the real oathtool, as a user would with their phone.
+func TestOpenSSH(t *testing.T) {
+	t.Parallel()
+	requireTool(t, "ssh")
+	requireTool(t, "oathtool")
+	tests := []struct {
+		name     string
+		outside  bool
+		password string
+		ticket   bool // issue a ticket and answer the ticket prompt with it
+		setup    func(e *env)
+		link     bool // the flow asks for a code: answer it with oathtool's
+		wantExit int
+		wantOut  []string // on stdout
+		wantErr  string   // on stderr
+		begins   int32
+		checks   int
+		// again runs ssh a second time with the same answers and expects it refused.
+		again bool
+	}{
+		{name: "allowed network: link", password: testPassword, link: true, wantExit: 0,
+			wantOut: []string{"Device linked for alice", "Your recovery codes (shown only this once):"}, begins: 1, checks: 1},
+		{name: "outside without a ticket: refused", outside: true, password: testPassword, wantExit: 255,
+			wantErr: "Permission denied"},
+		{name: "outside with a ticket: link, once", outside: true, password: testPassword, ticket: true, link: true,
+			wantExit: 0, wantOut: []string{"Device linked for alice"}, begins: 1, checks: 1, again: true},
+		{name: "already linked", password: testPassword, setup: func(e *env) { e.link(testUser) }, wantExit: 1,
+			wantOut: []string{"Your device is already linked (since " + time.Now().Format("2 January 2006") +
+				"). Lost your phone? Ask your admin."}, begins: 1, checks: 1},
+		{name: "wrong password: refused", password: "not the password", wantExit: 255,
+			wantErr: "Permission denied", checks: 1},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			e := newEnv(t)
+			e.allowed.Store(!tc.outside)
+			if tc.setup != nil {
+				tc.setup(e)
+			}
+			ticket := ""
+			if tc.ticket {
+				ticket = e.ticket(testUser)
+			}
+			r := e.openssh(testUser, tc.password, ticket)
+			code := ""
+			if tc.link {
+				out := r.waitFor("Code from your app: ")
+				code = oathtool(t, secretFrom(t, out))
+				if _, err := io.WriteString(r.stdin, code+"\r"); err != nil {
+					t.Fatal(err)
+				}
+			}
+			exit := r.wait()
+			stdout, stderr := r.stdout.String(), r.stderr.String()
+			if exit != tc.wantExit {
+				t.Errorf("ssh exit %d, want %d", exit, tc.wantExit)
+			}
+			for _, w := range tc.wantOut {
+				if !strings.Contains(stdout, w) {
+					t.Errorf("no %q on stdout", w)
+				}
+			}
+			if tc.wantErr != "" && !strings.Contains(stderr, tc.wantErr) {
+				t.Errorf("no %q on stderr", tc.wantErr)
+			}
+			if tc.link {
+				if !strings.Contains(stdout, "Code from your app: "+code+"\r\n") {
+					t.Errorf("the typed code %s was not echoed", code)
+				}
+				if n := len(recoveryLine.FindAllString(stdout, -1)); n != 10 {
+					t.Errorf("%d recovery codes on stdout, want 10", n)
+				}
+			}
+			if got := e.linker.begins.Load(); got != tc.begins {
+				t.Errorf("Linker.Begin called %d times, want %d", got, tc.begins)
+			}
+			if got := e.pw.Calls(); got != tc.checks {
+				t.Errorf("CheckPassword called %d times, want %d", got, tc.checks)
+			}
+			if t.Failed() {
+				t.Logf("stdout:\n%s\nstderr:\n%s", stdout, stderr)
+			}
+			if tc.again {
+				r := e.openssh(testUser, tc.password, ticket)
+				if exit := r.wait(); exit != 255 || !strings.Contains(r.stderr.String(), "Permission denied") {
+					t.Errorf("second run: exit %d, stderr %q; want the ticket refused", exit, r.stderr.String())
+				}
+				if got := e.linker.begins.Load(); got != tc.begins {
+					t.Errorf("Linker.Begin called on the second run")
+				}
+			}
+		})
+	}
+}

@@ -1,0 +1,480 @@
+// Package sshlink is device linking over SSH: `ssh -p PORT alice@host` asks for alice's password
+// (and, from outside the allowed networks, a one-time linking ticket), then draws the QR code of a
+// new TOTP secret in the session, asks for one code from the app and prints the recovery codes.
+//
+// The listener never proxies anywhere: after authentication the only thing a client can do is
+// run the linking flow (enroll.Terminal) in one session channel. The QR code goes as session
+// data, never as a keyboard-interactive instruction, which OpenSSH clients escape and truncate.
+//
+// Everything the flow needs from the rest of the daemon comes through the small interfaces
+// below, so the package can be tested, and wired by the daemon, without the front door.
+package sshlink
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/netip"
+	"sync"
+	"syscall"
+	"time"
+
+	"golang.org/x/crypto/ssh"
+
+	"gatekeeper/enroll"
+	"gatekeeper/gatekeeper/store"
+)
+
+// The keyboard-interactive prompts. The password prompt is the front door's, so users' askpass
+// scripts work here too.
+const (
+	PromptPassword = "Password: "
+	PromptTicket   = "Linking ticket: "
+)
+
+// Defaults for the Server's zero fields.
+const (
+	// DefaultLoginGraceTime is how long a client has to authenticate and start its session.
+	DefaultLoginGraceTime = 60 * time.Second
+	// DefaultMaxStartups caps the connections that have not authenticated yet.
+	DefaultMaxStartups = 16
+	// DefaultIdleTimeout is how long a session waits for input (the code) before it ends; it
+	// matches enroll.DefaultConfirmWithin, after which the code could not confirm anyway.
+	DefaultIdleTimeout = enroll.DefaultConfirmWithin
+)
+
+// Limits that protect the daemon; nobody has a reason to tune them.
+const (
+	// MaxInput caps what a session reads from its client in total: a code needs a few bytes.
+	MaxInput = 64 << 10
+	// maxPasswordLen bounds the password passed on to the PasswordChecker (sshd refuses longer).
+	maxPasswordLen = 1024
+	// maxTicketLen bounds the ticket passed on to Tickets.
+	maxTicketLen = 256
+	// maxAuthTries is how many authentication attempts one connection gets.
+	maxAuthTries = 3
+	// closeWait is how long a finished session waits for the client to hang up before the
+	// server closes the TCP connection: closing first could reset the connection and lose the
+	// last output and the exit status on their way to the client.
+	closeWait = 5 * time.Second
+	// stopWait is how long a timed-out session may take to say so before its connection is
+	// closed under it (a client that reads nothing could block the writes forever).
+	stopWait = 10 * time.Second
+)
+
+// ErrServerClosed is returned by Serve after Shutdown or Close.
+var ErrServerClosed = errors.New("sshlink: server closed")
+
+// errDenied is what the SSH library gets for every refusal: the client sees "Permission denied"
+// whatever the reason, which goes to the log only.
+var errDenied = errors.New("permission denied")
+
+// PasswordChecker checks a user's first-factor password. The implementation rate-limits (per
+// user and per source address) and answers every failure, including "too many attempts", with
+// an error; all of them are refused alike.
+type PasswordChecker interface {
+	CheckPassword(ctx context.Context, user, password string, remote netip.Addr) error
+}
+
+// Linker starts and confirms device links, as enroll.Service does (errors wrapping
+// enroll.ErrAlreadyLinked, ErrPending, ErrNoPending, ErrExpired, ErrBadCode); Confirm returns
+// the new recovery codes. If the Linker also has enroll.Service's
+// State(ctx, user) (store.User, error), the "already linked" message says since when.
+type Linker interface {
+	Begin(ctx context.Context, user string) (enroll.Link, error)
+	Confirm(ctx context.Context, user, code string) ([]string, error)
+}
+
+// Tickets checks and uses up the one-time tickets that let a user link a device from outside
+// the allowed networks (*store.Store implements it). Both return an error for an unknown,
+// expired, used or other user's ticket.
+type Tickets interface {
+	CheckTicket(user, token string, now time.Time) error
+	UseTicket(user, token string, now time.Time) error
+}
+
+// stater is the optional part of a Linker that tells since when a user's device is linked.
+type stater interface {
+	State(ctx context.Context, user string) (store.User, error)
+}
+
+// Server is the SSH device-linking listener. Set the fields, then call Serve; stop it with
+// Shutdown or Close, as with net/http.Server. The fields must not change after the first call.
+type Server struct {
+	// Signers are the host keys (required); the daemon passes the front door's.
+	Signers []ssh.Signer
+	// Passwords checks the password (required).
+	Passwords PasswordChecker
+	// Linker starts and confirms links (required).
+	Linker Linker
+	// Tickets checks and uses tickets; nil means tickets are not accepted.
+	Tickets Tickets
+	// Allowed reports whether a client address may link without a ticket
+	// (enroll.allowed_networks). It gets the address unmapped (IPv4-mapped IPv6 → IPv4). Nil
+	// allows no address: then only users with a ticket may link.
+	Allowed func(netip.Addr) bool
+	// Log receives the listener's log lines; nil discards them.
+	Log *slog.Logger
+	// Now is the clock for tickets and link expiry; it must be the Linker's clock. Nil means
+	// time.Now.
+	Now func() time.Time
+	// LoginGraceTime is how long a client has to authenticate and start its session; zero
+	// means DefaultLoginGraceTime.
+	LoginGraceTime time.Duration
+	// MaxStartups caps connections that have not authenticated yet; more are closed at once.
+	// Zero means DefaultMaxStartups.
+	MaxStartups int
+	// IdleTimeout is how long a session waits for input before it ends; zero means
+	// DefaultIdleTimeout. A session also ends when its link expires.
+	IdleTimeout time.Duration
+
+	initOnce sync.Once
+	startups chan struct{} // one token per connection that has not authenticated
+	ctx      context.Context
+	cancel   context.CancelFunc
+
+	mu        sync.Mutex
+	closing   bool
+	listeners map[net.Listener]struct{}
+	conns     map[net.Conn]struct{}
+	connsWG   sync.WaitGroup // one count per entry in conns
+}
+
+func (s *Server) init() {
+	s.initOnce.Do(func() {
+		n := s.MaxStartups
+		if n <= 0 {
+			n = DefaultMaxStartups
+		}
+		s.startups = make(chan struct{}, n)
+		s.ctx, s.cancel = context.WithCancel(context.Background())
+		s.listeners = map[net.Listener]struct{}{}
+		s.conns = map[net.Conn]struct{}{}
+	})
+}
+
+func (s *Server) now() time.Time {
+	if s.Now != nil {
+		return s.Now()
+	}
+	return time.Now()
+}
+
+func (s *Server) log() *slog.Logger {
+	if s.Log != nil {
+		return s.Log
+	}
+	return slog.New(slog.DiscardHandler)
+}
+
+func (s *Server) graceTime() time.Duration {
+	if s.LoginGraceTime > 0 {
+		return s.LoginGraceTime
+	}
+	return DefaultLoginGraceTime
+}
+
+func (s *Server) idleTimeout() time.Duration {
+	if s.IdleTimeout > 0 {
+		return s.IdleTimeout
+	}
+	return DefaultIdleTimeout
+}
+
+func (s *Server) allowed(a netip.Addr) bool {
+	return s.Allowed != nil && s.Allowed(a.Unmap())
+}
+
+// Serve accepts connections on ln until Shutdown or Close and always returns a non-nil error:
+// ErrServerClosed after a shutdown.
+func (s *Server) Serve(ln net.Listener) error {
+	s.init()
+	if len(s.Signers) == 0 || s.Passwords == nil || s.Linker == nil {
+		return errors.New("sshlink: Signers, Passwords and Linker are required")
+	}
+	s.mu.Lock()
+	if s.closing {
+		s.mu.Unlock()
+		return ErrServerClosed
+	}
+	s.listeners[ln] = struct{}{}
+	s.mu.Unlock()
+	defer func() {
+		s.mu.Lock()
+		delete(s.listeners, ln)
+		s.mu.Unlock()
+	}()
+
+	var backoff time.Duration
+	for {
+		nc, err := ln.Accept()
+		if err != nil {
+			if s.isClosing() {
+				return ErrServerClosed
+			}
+			var ne net.Error
+			if errors.As(err, &ne) && ne.Timeout() || errors.Is(err, syscall.EMFILE) || errors.Is(err, syscall.ENFILE) {
+				// Out of file descriptors or similar: wait and retry, as net/http does.
+				backoff = min(max(2*backoff, 5*time.Millisecond), time.Second)
+				s.log().Warn("sshlink: accept failed; retrying", "err", err, "retry_in", backoff)
+				time.Sleep(backoff)
+				continue
+			}
+			return err
+		}
+		backoff = 0
+		if !s.trackConn(nc) {
+			nc.Close()
+			return ErrServerClosed
+		}
+		go func() {
+			defer s.untrackConn(nc)
+			s.handleConn(nc)
+		}()
+	}
+}
+
+func (s *Server) isClosing() bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.closing
+}
+
+func (s *Server) trackConn(nc net.Conn) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closing {
+		return false
+	}
+	s.conns[nc] = struct{}{}
+	s.connsWG.Add(1)
+	return true
+}
+
+func (s *Server) untrackConn(nc net.Conn) {
+	nc.Close()
+	s.mu.Lock()
+	delete(s.conns, nc)
+	s.mu.Unlock()
+	s.connsWG.Done()
+}
+
+// Shutdown stops accepting connections and waits for the live ones to end on their own (a
+// session ends at the latest when it has waited IdleTimeout for input). When ctx ends first it
+// closes them and returns ctx.Err().
+func (s *Server) Shutdown(ctx context.Context) error {
+	s.init()
+	s.stopListening()
+	done := make(chan struct{})
+	go func() {
+		s.connsWG.Wait()
+		close(done)
+	}()
+	select {
+	case <-done:
+		s.cancel()
+		return nil
+	case <-ctx.Done():
+		s.closeConns()
+		<-done
+		return ctx.Err()
+	}
+}
+
+// Close stops accepting and closes every connection at once.
+func (s *Server) Close() error {
+	s.init()
+	s.stopListening()
+	s.closeConns()
+	s.connsWG.Wait()
+	return nil
+}
+
+func (s *Server) stopListening() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.closing = true
+	for ln := range s.listeners {
+		ln.Close()
+	}
+}
+
+func (s *Server) closeConns() {
+	s.cancel()
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for nc := range s.conns {
+		nc.Close()
+	}
+}
+
+// handleConn authenticates one client and runs its linking session.
+func (s *Server) handleConn(nc net.Conn) {
+	remote := remoteAddr(nc.RemoteAddr())
+	log := s.log().With("remote", remote.String())
+
+	select {
+	case s.startups <- struct{}{}:
+	default:
+		log.Warn("sshlink: too many unauthenticated connections; refusing", "max_startups", cap(s.startups))
+		return
+	}
+	released := false
+	release := func() {
+		if !released {
+			released = true
+			<-s.startups
+		}
+	}
+	defer release()
+
+	ctx, cancel := context.WithCancel(s.ctx)
+	defer cancel()
+	_ = nc.SetDeadline(time.Now().Add(s.graceTime()))
+	a := &authState{srv: s, ctx: ctx, remote: remote, log: log}
+	cfg := &ssh.ServerConfig{
+		MaxAuthTries:                maxAuthTries,
+		ServerVersion:               "SSH-2.0-gatekeeper-link",
+		KeyboardInteractiveCallback: a.keyboardInteractive,
+	}
+	for _, k := range s.Signers {
+		cfg.AddHostKey(k)
+	}
+	sc, chans, reqs, err := ssh.NewServerConn(nc, cfg)
+	if err != nil {
+		log.Debug("sshlink: connection ended before login", "err", err)
+		return
+	}
+	defer sc.Close()
+	release()
+	// A fresh grace period to open the session and ask for the shell; the session clears it.
+	_ = nc.SetDeadline(time.Now().Add(s.graceTime()))
+	go ssh.DiscardRequests(reqs)
+
+	log = log.With("user", sc.User())
+	var wg sync.WaitGroup
+	started := false
+	for nch := range chans {
+		if nch.ChannelType() != "session" {
+			_ = nch.Reject(ssh.Prohibited, "this server only links authenticator apps")
+			continue
+		}
+		if started {
+			_ = nch.Reject(ssh.Prohibited, "one session per connection")
+			continue
+		}
+		ch, chReqs, err := nch.Accept()
+		if err != nil {
+			log.Debug("sshlink: accepting the session failed", "err", err)
+			return
+		}
+		started = true
+		ss := &session{srv: s, ctx: ctx, conn: sc, nc: nc, ch: ch, reqs: chReqs,
+			user: sc.User(), remote: remote, ticket: a.ticket, log: log}
+		wg.Go(func() {
+			ss.run()
+			// The session is over: let the client hang up first, then close.
+			done := make(chan struct{})
+			go func() { _ = sc.Wait(); close(done) }()
+			t := time.NewTimer(closeWait)
+			select {
+			case <-done:
+			case <-t.C:
+			case <-ctx.Done():
+			}
+			t.Stop()
+			sc.Close()
+		})
+	}
+	wg.Wait()
+}
+
+// remoteAddr is the client's address as the policy sees it: unmapped, with its port.
+func remoteAddr(a net.Addr) netip.AddrPort {
+	if ta, ok := a.(*net.TCPAddr); ok {
+		ap := ta.AddrPort()
+		return netip.AddrPortFrom(ap.Addr().Unmap(), ap.Port())
+	}
+	ap, _ := netip.ParseAddrPort(a.String())
+	return netip.AddrPortFrom(ap.Addr().Unmap(), ap.Port())
+}
+
+// authState is one connection's authentication. The SSH library calls its callback from the
+// connection's handshake goroutine only, and the session starts after it returned.
+type authState struct {
+	srv    *Server
+	ctx    context.Context
+	remote netip.AddrPort
+	log    *slog.Logger
+	// ticket is the ticket that let the user in from outside the allowed networks; the
+	// session uses it up.
+	ticket string
+}
+
+// keyboardInteractive asks for the password and, from outside the allowed networks, a ticket,
+// in two rounds. The ticket is checked before the password, so that nobody without one can use
+// this listener to try passwords; every refusal is the same errDenied.
+func (a *authState) keyboardInteractive(conn ssh.ConnMetadata, ask ssh.KeyboardInteractiveChallenge) (*ssh.Permissions, error) {
+	s := a.srv
+	user := conn.User()
+	password, err := askOne(ask, PromptPassword)
+	if err != nil {
+		return nil, err
+	}
+	outside := !s.allowed(a.remote.Addr())
+	ticket := ""
+	if outside {
+		if ticket, err = askOne(ask, PromptTicket); err != nil {
+			return nil, err
+		}
+	}
+	reason := ""
+	switch {
+	case store.CheckName(user) != nil:
+		reason = "invalid user name"
+	case password == "" || len(password) > maxPasswordLen:
+		reason = "empty or oversized password"
+	case outside && (s.Tickets == nil || ticket == ""):
+		reason = "outside the allowed networks without a ticket"
+	case outside && len(ticket) > maxTicketLen:
+		reason = "oversized ticket"
+	case outside:
+		if err := s.Tickets.CheckTicket(user, ticket, s.now()); err != nil {
+			reason = "ticket: " + err.Error()
+		}
+	}
+	if reason == "" {
+		if err := s.Passwords.CheckPassword(a.ctx, user, password, a.remote.Addr()); err != nil {
+			reason = "password: " + err.Error()
+		}
+	}
+	if reason != "" {
+		a.log.Info("sshlink: login refused", "user", logName(user), "ticket", ticket != "", "reason", reason)
+		return nil, errDenied
+	}
+	a.ticket = ticket
+	a.log.Info("sshlink: login accepted", "user", user, "ticket", ticket != "")
+	return &ssh.Permissions{}, nil
+}
+
+// askOne asks one question with echo off.
+func askOne(ask ssh.KeyboardInteractiveChallenge, prompt string) (string, error) {
+	answers, err := ask("", "", []string{prompt}, []bool{false})
+	if err != nil {
+		return "", err
+	}
+	if len(answers) != 1 {
+		return "", fmt.Errorf("client sent %d answers to one question", len(answers))
+	}
+	return answers[0], nil
+}
+
+// logName keeps hostile user names from bloating the log.
+func logName(user string) string {
+	if len(user) > 64 {
+		return fmt.Sprintf("%.64q...(%d bytes)", user, len(user))
+	}
+	return user
+}
