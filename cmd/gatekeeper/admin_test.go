@@ -1,0 +1,1169 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"crypto/ed25519"
+	"crypto/rand"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"os/exec"
+	"os/user"
+	"path/filepath"
+	"regexp"
+	"slices"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"golang.org/x/crypto/ssh"
+	"golang.org/x/crypto/ssh/knownhosts"
+
+	"gatekeeper/enroll"
+	"gatekeeper/gatekeeper"
+	"gatekeeper/gatekeeper/admin"
+	"gatekeeper/gatekeeper/gauth"
+	"gatekeeper/gatekeeper/store"
+	"gatekeeper/gatekeeper/totp"
+)
+
+// me is the actor the audit log must name for this test process over the admin socket.
+var me = fmt.Sprintf("uid %d", os.Getuid())
+
+// seedSecret is the TOTP key of the users the tests make directly in the store.
+var seedSecret = []byte("12345678901234567890")
+
+// shortDir is a temporary directory with a short path: t.TempDir's can exceed the 108 bytes of
+// a Unix socket path.
+func shortDir(t *testing.T) string {
+	t.Helper()
+	dir, err := os.MkdirTemp("", "gk")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(dir) })
+	return dir
+}
+
+// env is one gatekeeper installation for a test: config file, database, key, socket path.
+type env struct {
+	config, db, key, socket string
+}
+
+// newEnv writes a valid config into a fresh directory. extra is appended to the YAML.
+func newEnv(t *testing.T, extra string) env {
+	t.Helper()
+	dir := t.TempDir()
+	pub, _, err := ed25519.GenerateKey(rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	sshPub, err := ssh.NewPublicKey(pub)
+	if err != nil {
+		t.Fatal(err)
+	}
+	kh := filepath.Join(dir, "known_hosts")
+	if err := os.WriteFile(kh, []byte(knownhosts.Line([]string{"127.0.0.1"}, sshPub)+"\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	e := env{
+		config: filepath.Join(dir, "gatekeeper.yaml"),
+		db:     filepath.Join(dir, "gatekeeper.db"),
+		key:    filepath.Join(dir, "secret.key"),
+		socket: filepath.Join(shortDir(t), "admin.sock"),
+	}
+	yaml := fmt.Sprintf("db: %q\nsecret_key_file: %q\nupstream:\n  known_hosts: %q\nadmin:\n  socket: %q\n%s",
+		e.db, e.key, kh, e.socket, extra)
+	if err := os.WriteFile(e.config, []byte(yaml), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	return e
+}
+
+// withStore opens e's database (no daemon may hold it), runs fn and closes it again.
+func (e env) withStore(t *testing.T, fn func(st *store.Store)) {
+	t.Helper()
+	st, err := store.Open(e.db, e.key)
+	if err != nil {
+		t.Fatalf("store.Open: %v", err)
+	}
+	defer st.Close()
+	fn(st)
+}
+
+// run runs `gatekeeper args... --config e.config` in this process and returns its output.
+func (e env) run(t *testing.T, args ...string) (stdout, stderr string, err error) {
+	t.Helper()
+	root := newRootCmd()
+	var out, errOut bytes.Buffer
+	root.SetOut(&out)
+	root.SetErr(&errOut)
+	root.SetIn(strings.NewReader(""))
+	root.SetArgs(append(slices.Clone(args), "--config", e.config))
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	err = root.ExecuteContext(ctx)
+	return out.String(), errOut.String(), err
+}
+
+func seedActive(t *testing.T, st *store.Store, name string, recovery ...string) {
+	t.Helper()
+	now := time.Now()
+	err := st.Update(name, func(u *store.User) error {
+		u.State, u.Secret = store.StateActive, seedSecret
+		u.CreatedAt, u.EnrolledAt, u.LastLogin = now.Add(-48*time.Hour), now.Add(-48*time.Hour), now.Add(-time.Hour)
+		if len(recovery) == 0 {
+			return nil
+		}
+		return enroll.SetRecovery(u, recovery)
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+}
+
+func seedPending(t *testing.T, st *store.Store, name string, since time.Time) {
+	t.Helper()
+	err := st.Update(name, func(u *store.User) error {
+		u.State, u.Secret, u.CreatedAt, u.PendingSince = store.StatePending, seedSecret, since, since
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+}
+
+// events returns the audit log as "kind/user/actor" strings.
+func events(t *testing.T, st *store.Store) []string {
+	t.Helper()
+	ev, err := st.Events(store.EventQuery{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var out []string
+	for _, e := range ev {
+		out = append(out, e.Kind+"/"+e.User+"/"+e.Actor)
+	}
+	return out
+}
+
+// tableRow returns the cells of the row starting with first, split at the header's column
+// starts: a value that is not aligned under its header comes out wrong.
+func tableRow(t *testing.T, out string, headers []string, first string) []string {
+	t.Helper()
+	lines := strings.Split(out, "\n")
+	var starts []int
+	for _, h := range headers {
+		i := strings.Index(lines[0], h)
+		if i < 0 {
+			t.Fatalf("header %q missing in:\n%s", h, out)
+		}
+		starts = append(starts, i)
+	}
+	for _, line := range lines[1:] {
+		if !strings.HasPrefix(line, first+" ") {
+			continue
+		}
+		cells := make([]string, len(starts))
+		for i, st := range starts {
+			end := len(line)
+			if i+1 < len(starts) {
+				end = min(starts[i+1], len(line))
+			}
+			if st < len(line) {
+				cells[i] = strings.TrimSpace(line[st:end])
+			}
+		}
+		return cells
+	}
+	t.Fatalf("no row %q in:\n%s", first, out)
+	return nil
+}
+
+// needTool returns the path of a command the test needs: it skips when the command is
+// missing, except in CI, where the test must run.
+func needTool(t *testing.T, name, pkg string) string {
+	t.Helper()
+	p, err := exec.LookPath(name)
+	if err != nil {
+		if os.Getenv("CI") == "true" {
+			t.Fatalf("%s not installed (Debian package %s); CI must run this test", name, pkg)
+		}
+		t.Skipf("%s not installed (Debian package %s)", name, pkg)
+	}
+	return p
+}
+
+// gaFile writes a google_authenticator file with the real google-authenticator command, as
+// a user setting up pam_google_authenticator would (TOTP, no reuse, rate limit 3 per 30 s,
+// window 3), and returns its path. counter makes it a counter-based (HOTP) file.
+func gaFile(t *testing.T, dir, name string, counter bool) string {
+	t.Helper()
+	bin := needTool(t, "google-authenticator", "libpam-google-authenticator")
+	path := filepath.Join(dir, name)
+	args := []string{"-t", "-d", "-f", "-r", "3", "-R", "30", "-w", "3", "-q", "-s", path}
+	if counter {
+		args = []string{"-c", "-f", "-u", "-w", "3", "-q", "-s", path}
+	}
+	cmd := exec.Command(bin, args...)
+	cmd.Stdin = strings.NewReader("")
+	if out, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("google-authenticator %s: %v\n%s", strings.Join(args, " "), err, out)
+	}
+	return path
+}
+
+// rewrite replaces a (read-only) google_authenticator file's content through edit.
+func rewrite(t *testing.T, path string, edit func(lines []string) []string) {
+	t.Helper()
+	b, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	lines := edit(strings.Split(strings.TrimSuffix(string(b), "\n"), "\n"))
+	if err := os.Remove(path); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(path, []byte(strings.Join(lines, "\n")+"\n"), 0o400); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// oathtool returns the current TOTP code of a base32 secret from the real oathtool.
+func oathtool(t *testing.T, secret string) string {
+	t.Helper()
+	bin := needTool(t, "oathtool", "oathtool")
+	out, err := exec.Command(bin, "--totp", "-b", secret).Output()
+	if err != nil {
+		t.Fatalf("oathtool: %v", err)
+	}
+	return strings.TrimSpace(string(out))
+}
+
+// storedSecret reads name's secret and last used step the only way the store hands it out:
+// inside Update (returning an error, so nothing is written).
+func storedSecret(t *testing.T, st *store.Store, name string) (secret []byte, last uint64) {
+	t.Helper()
+	errRead := errors.New("read only")
+	err := st.Update(name, func(u *store.User) error {
+		secret, last = slices.Clone(u.Secret), u.LastStep
+		return errRead
+	})
+	if !errors.Is(err, errRead) {
+		t.Fatalf("reading %s's record: %v", name, err)
+	}
+	return secret, last
+}
+
+// checkLogin checks that the app of the imported file would log name in: the real oathtool's
+// current code for the file's secret passes totp.Verify against what the store holds.
+func checkLogin(t *testing.T, st *store.Store, name string, gf *gauth.File) {
+	t.Helper()
+	secret, last := storedSecret(t, st, name)
+	if totp.EncodeSecret(secret) != gf.SecretBase32 {
+		t.Fatalf("stored secret of %s is not the file's", name)
+	}
+	if _, err := totp.Verify(secret, oathtool(t, gf.SecretBase32), time.Now(), 1, last); err != nil {
+		t.Fatalf("code from oathtool for the imported secret: %v", err)
+	}
+}
+
+func readGA(t *testing.T, path string) *gauth.File {
+	t.Helper()
+	gf, err := gauth.ReadFile(path, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return gf
+}
+
+func TestAdminWithoutDaemon(t *testing.T) {
+	type check func(t *testing.T, e env, stdout string)
+	tests := []struct {
+		name    string
+		args    []string
+		wantErr string   // substring of the error; "" = success
+		wantIs  error    // the error must match this, when set
+		want    []string // substrings of stdout
+		check   check
+	}{
+		{
+			name: "list table",
+			args: []string{"admin", "list"},
+			want: []string{"USER   STATE", "RECOVERY CODES LEFT  LOCKED UNTIL", "alice  active", "bob    pending"},
+			check: func(t *testing.T, e env, out string) {
+				headers := []string{"USER", "STATE", "ENROLLED", "LAST LOGIN", "RECOVERY CODES LEFT", "LOCKED UNTIL"}
+				now := time.Now()
+				want := []string{"alice", "active", now.Add(-48 * time.Hour).Local().Format(tableTime),
+					now.Add(-time.Hour).Local().Format(tableTime), "2", "-"}
+				if got := tableRow(t, out, headers, "alice"); !slices.Equal(got, want) {
+					t.Errorf("alice's row = %q, want %q:\n%s", got, want, out)
+				}
+				if got := tableRow(t, out, headers, "bob"); !slices.Equal(got, []string{"bob", "pending", "-", "-", "-", "-"}) {
+					t.Errorf("bob's row = %q:\n%s", got, out)
+				}
+			},
+		},
+		{
+			name: "list json",
+			args: []string{"admin", "list", "-o", "json"},
+			check: func(t *testing.T, e env, out string) {
+				var users []admin.UserInfo
+				if err := json.Unmarshal([]byte(out), &users); err != nil {
+					t.Fatalf("not JSON: %v\n%s", err, out)
+				}
+				if len(users) != 2 || users[0].Name != "alice" || users[0].State != store.StateActive ||
+					users[0].RecoveryCodesLeft != 2 || users[1].Name != "bob" || users[1].State != store.StatePending {
+					t.Errorf("users = %+v", users)
+				}
+				if strings.Contains(out, "secret") {
+					t.Errorf("JSON mentions a secret:\n%s", out)
+				}
+			},
+		},
+		{
+			name: "show",
+			args: []string{"admin", "show", "alice"},
+			want: []string{"User:                 alice\n", "State:                active\n", "Recovery codes left:  2\n", "Locked until:"},
+		},
+		{
+			name: "show json",
+			args: []string{"admin", "--output", "json", "show", "bob"},
+			check: func(t *testing.T, e env, out string) {
+				var u admin.UserInfo
+				if err := json.Unmarshal([]byte(out), &u); err != nil {
+					t.Fatalf("not JSON: %v\n%s", err, out)
+				}
+				if u.Name != "bob" || u.State != store.StatePending || u.PendingExpiresAt.IsZero() {
+					t.Errorf("user = %+v", u)
+				}
+			},
+		},
+		{name: "show unknown user", args: []string{"admin", "show", "carol"}, wantErr: "no such user: carol", wantIs: admin.ErrNoSuchUser},
+		{name: "show bad name", args: []string{"admin", "show", "a/b"}, wantErr: "invalid user name", wantIs: store.ErrBadName},
+		{
+			name: "reset",
+			args: []string{"admin", "reset", "alice"},
+			want: []string{"alice: token and recovery codes forgotten (no daemon is running, so there were no live sessions to end). alice can now link a new device.\n"},
+			check: func(t *testing.T, e env, _ string) {
+				e.withStore(t, func(st *store.Store) {
+					if u, _ := st.Get("alice"); u.State != store.StateNone {
+						t.Errorf("alice after reset: %s", u.State)
+					}
+					if ev := events(t, st); !slices.Contains(ev, "reset/alice/console") {
+						t.Errorf("audit = %v, want reset/alice/console", ev)
+					}
+				})
+			},
+		},
+		{
+			name: "reset json",
+			args: []string{"admin", "reset", "bob", "-o", "json"},
+			check: func(t *testing.T, e env, out string) {
+				var res admin.ResetResult
+				if err := json.Unmarshal([]byte(out), &res); err != nil || res != (admin.ResetResult{User: "bob", HadRecord: true}) {
+					t.Errorf("reset JSON = %+v (%v)\n%s", res, err, out)
+				}
+			},
+		},
+		{name: "reset unknown user", args: []string{"admin", "reset", "carol"}, wantErr: "no such user: carol", wantIs: admin.ErrNoSuchUser},
+		{
+			name: "ticket",
+			args: []string{"admin", "ticket", "carol"},
+			want: []string{"Ticket for carol: ", "Tell carol:", "ssh -p 2223 carol@", ":8080/ in a browser"},
+			check: func(t *testing.T, e env, out string) {
+				m := regexp.MustCompile(`Ticket for carol: (\S+)\nValid once, until (\d{4}-\d\d-\d\d \d\d:\d\d)\.`).FindStringSubmatch(out)
+				if m == nil {
+					t.Fatalf("no ticket and expiry in:\n%s", out)
+				}
+				if want := time.Now().Add(enroll.TicketTTL).Local().Format(tableTime); m[2] != want &&
+					m[2] != time.Now().Add(enroll.TicketTTL-time.Minute).Local().Format(tableTime) {
+					t.Errorf("expiry %s, want about %s", m[2], want)
+				}
+				e.withStore(t, func(st *store.Store) {
+					if err := st.CheckTicket("carol", m[1], time.Now()); err != nil {
+						t.Errorf("printed ticket does not work: %v", err)
+					}
+					if ev := events(t, st); !slices.Contains(ev, "ticket_issued/carol/console") {
+						t.Errorf("audit = %v", ev)
+					}
+				})
+			},
+		},
+		{
+			name: "ticket json",
+			args: []string{"admin", "ticket", "carol", "-o", "json"},
+			check: func(t *testing.T, e env, out string) {
+				var tk ticketOutput
+				if err := json.Unmarshal([]byte(out), &tk); err != nil {
+					t.Fatalf("not JSON: %v\n%s", err, out)
+				}
+				if tk.User != "carol" || tk.ExpiresAt.IsZero() || !strings.HasPrefix(tk.SSHCommand, "ssh -p 2223 carol@") ||
+					!strings.HasSuffix(tk.PortalURL, ":8080/") {
+					t.Errorf("ticket = %+v", tk)
+				}
+				e.withStore(t, func(st *store.Store) {
+					if err := st.CheckTicket("carol", tk.Ticket, time.Now()); err != nil {
+						t.Errorf("ticket does not work: %v", err)
+					}
+				})
+			},
+		},
+		{name: "ticket for a linked user", args: []string{"admin", "ticket", "alice"}, wantErr: "reset it first", wantIs: enroll.ErrAlreadyLinked},
+		{
+			name: "audit",
+			args: []string{"admin", "audit"},
+			want: []string{"TIME                 KIND", "login_refused", `"\x1b[31mevil"`, "login_ok"},
+			check: func(t *testing.T, _ env, out string) {
+				if strings.Contains(out, "\x1b") {
+					t.Errorf("an escape sequence from the log reached the terminal:\n%q", out)
+				}
+			},
+		},
+		{
+			name: "audit user since",
+			args: []string{"admin", "audit", "--user", "alice", "--since", "1h"},
+			want: []string{"login_ok"},
+			check: func(t *testing.T, _ env, out string) {
+				if strings.Contains(out, "evil") || strings.Contains(out, "old login") {
+					t.Errorf("another user's or an older event listed:\n%s", out)
+				}
+			},
+		},
+		{
+			name: "audit json limit",
+			args: []string{"admin", "audit", "--limit", "1", "-o", "json"},
+			check: func(t *testing.T, _ env, out string) {
+				var ev []store.Event
+				if err := json.Unmarshal([]byte(out), &ev); err != nil {
+					t.Fatalf("not JSON: %v\n%s", err, out)
+				}
+				if len(ev) != 1 || ev[0].Kind != store.EventLoginOK || ev[0].User != "alice" || ev[0].Remote != "192.0.2.7:4000" {
+					t.Errorf("events = %+v, want the newest one", ev)
+				}
+			},
+		},
+		{name: "audit bad since", args: []string{"admin", "audit", "--since", "yesterday"}, wantErr: `--since "yesterday": want a time`},
+		{name: "sessions", args: []string{"admin", "sessions"}, wantErr: "no gatekeeper daemon is running (admin socket ", wantIs: admin.ErrNoDaemon},
+		{name: "kill", args: []string{"admin", "kill", "3"}, wantErr: "there are no live sessions", wantIs: admin.ErrNoDaemon},
+		{name: "unlock", args: []string{"admin", "unlock", "alice"}, wantErr: "lockouts live only in the daemon", wantIs: admin.ErrNoDaemon},
+		{name: "bad output", args: []string{"admin", "list", "-o", "yaml"}, wantErr: `--output "yaml": want table or json`},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			e := newEnv(t, "")
+			e.withStore(t, func(st *store.Store) {
+				seedActive(t, st, "alice", "aaaa-bbbb-cc", "dddd-eeee-ff")
+				seedPending(t, st, "bob", time.Now())
+				err := st.Append(
+					store.Event{Kind: store.EventLoginOK, User: "alice", Detail: "old login", Time: time.Now().Add(-2 * time.Hour)},
+					store.Event{Kind: store.EventLoginRefused, User: "\x1b[31mevil", Remote: "198.51.100.1:22", Reason: "unknown user"},
+					store.Event{Kind: store.EventLoginOK, User: "alice", Remote: "192.0.2.7:4000"},
+				)
+				if err != nil {
+					t.Fatal(err)
+				}
+			})
+			out, _, err := e.run(t, tt.args...)
+			if tt.wantErr != "" {
+				if err == nil || !strings.Contains(err.Error(), tt.wantErr) {
+					t.Fatalf("error = %v, want one containing %q (stdout %q)", err, tt.wantErr, out)
+				}
+				if tt.wantIs != nil && !errors.Is(err, tt.wantIs) {
+					t.Errorf("error %q does not match %v", err, tt.wantIs)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatalf("error: %v", err)
+			}
+			for _, w := range tt.want {
+				if !strings.Contains(out, w) {
+					t.Errorf("stdout lacks %q:\n%s", w, out)
+				}
+			}
+			if tt.check != nil {
+				tt.check(t, e, out)
+			}
+		})
+	}
+}
+
+func TestAdminDatabaseInUse(t *testing.T) {
+	// A daemon whose socket is elsewhere holds the database: say so instead of hanging.
+	e := newEnv(t, "")
+	st, err := store.Open(e.db, e.key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	_, _, err = e.run(t, "admin", "list")
+	var inUse *store.InUseError
+	if !errors.As(err, &inUse) || !strings.Contains(err.Error(), "no gatekeeper daemon answers on admin socket "+e.socket) {
+		t.Errorf("error = %v, want the database in use and the socket named", err)
+	}
+}
+
+func TestAdminTicketPlaces(t *testing.T) {
+	host, err := os.Hostname()
+	if err != nil {
+		t.Fatal(err)
+	}
+	tests := []struct {
+		enroll           string
+		portal, ssh      string
+		wantNoPlaceHint  bool
+		wantPortalInText bool
+	}{
+		{enroll: "", portal: "http://" + host + ":8080/", ssh: "ssh -p 2223 carol@" + host, wantPortalInText: true},
+		{enroll: `{portal_listen: "192.0.2.10:8443", ssh_listen: ""}`, portal: "http://192.0.2.10:8443/", wantPortalInText: true},
+		{enroll: `{portal_listen: "", ssh_listen: "[::]:2222"}`, ssh: "ssh -p 2222 carol@" + host},
+		{enroll: `{portal_listen: "", ssh_listen: ""}`, wantNoPlaceHint: true},
+	}
+	for _, tt := range tests {
+		t.Run(tt.enroll, func(t *testing.T) {
+			extra := ""
+			if tt.enroll != "" {
+				extra = "enroll: " + tt.enroll + "\n"
+			}
+			e := newEnv(t, extra)
+			out, _, err := e.run(t, "admin", "ticket", "carol")
+			if err != nil {
+				t.Fatal(err)
+			}
+			if tt.portal != "" && !strings.Contains(out, "Open "+tt.portal+" in a browser") {
+				t.Errorf("no portal %s in:\n%s", tt.portal, out)
+			}
+			if tt.portal == "" && strings.Contains(out, "browser") {
+				t.Errorf("portal named though off:\n%s", out)
+			}
+			if tt.ssh != "" && !strings.Contains(out, tt.ssh+"\n") {
+				t.Errorf("no %q in:\n%s", tt.ssh, out)
+			}
+			if tt.ssh == "" && strings.Contains(out, "ssh -p") {
+				t.Errorf("ssh named though off:\n%s", out)
+			}
+			if got := strings.Contains(out, "the ticket cannot be used until one is"); got != tt.wantNoPlaceHint {
+				t.Errorf("hint about no place = %v, want %v:\n%s", got, tt.wantNoPlaceHint, out)
+			}
+		})
+	}
+}
+
+func TestAdminImportWithoutDaemon(t *testing.T) {
+	dir := t.TempDir()
+	good := gaFile(t, dir, "good", false)
+	hotp := gaFile(t, dir, "hotp", true)
+	noTOTP := gaFile(t, dir, "nototp", false)
+	rewrite(t, noTOTP, func(lines []string) []string {
+		return slices.DeleteFunc(lines, func(l string) bool { return l == `" TOTP_AUTH` })
+	})
+	// A code used through PAM right before the switch: the next step is recorded as used, so
+	// the current code (and the next) must count as replayed after the import.
+	used := gaFile(t, dir, "used", false)
+	usedStep := totp.Step(time.Now()) + 1
+	rewrite(t, used, func(lines []string) []string {
+		for i, l := range lines {
+			if l == `" DISALLOW_REUSE` {
+				lines[i] = fmt.Sprintf(`" DISALLOW_REUSE %d %d`, usedStep-5, usedStep)
+			}
+		}
+		return lines
+	})
+	gf := readGA(t, good)
+
+	t.Run("import", func(t *testing.T) {
+		e := newEnv(t, "")
+		out, _, err := e.run(t, "admin", "import-google-authenticator", "dave", good)
+		if err != nil {
+			t.Fatal(err)
+		}
+		want := fmt.Sprintf("dave: imported from %s; the codes of dave's current app work now. Its %d scratch codes are dave's recovery codes now.\n", good, len(gf.Scratch))
+		if out != want {
+			t.Errorf("stdout = %q, want %q", out, want)
+		}
+		e.withStore(t, func(st *store.Store) {
+			u, err := st.Get("dave")
+			if err != nil || u.State != store.StateActive || u.EnrolledAt.IsZero() || len(u.Recovery) != len(gf.Scratch) {
+				t.Fatalf("dave = %+v, %v", u, err)
+			}
+			checkLogin(t, st, "dave", gf)
+			// A scratch code of the file is a recovery code, once.
+			for _, try := range []bool{true, false} {
+				err := st.Update("dave", func(u *store.User) error {
+					if got := enroll.VerifyRecovery(u, gf.Scratch[0]); got != try {
+						t.Errorf("scratch code as recovery code: %v, want %v", got, try)
+					}
+					return nil
+				})
+				if err != nil {
+					t.Fatal(err)
+				}
+			}
+			if ev := events(t, st); !slices.Contains(ev, "import/dave/console") {
+				t.Errorf("audit = %v", ev)
+			}
+		})
+		_, _, err = e.run(t, "admin", "import-google-authenticator", "dave", good)
+		if !errors.Is(err, enroll.ErrAlreadyLinked) || !strings.Contains(err.Error(), "--force") {
+			t.Errorf("second import: %v, want already linked and a hint at --force", err)
+		}
+		out, _, err = e.run(t, "admin", "import-google-authenticator", "dave", good, "--force", "-o", "json")
+		if err != nil {
+			t.Fatal(err)
+		}
+		var res admin.ImportResult
+		if err := json.Unmarshal([]byte(out), &res); err != nil || !res.Replaced || res.RecoveryCodes != len(gf.Scratch) {
+			t.Errorf("forced import JSON = %+v (%v)", res, err)
+		}
+	})
+
+	t.Run("used steps stay used", func(t *testing.T) {
+		e := newEnv(t, "")
+		if _, _, err := e.run(t, "admin", "import-google-authenticator", "erin", used); err != nil {
+			t.Fatal(err)
+		}
+		e.withStore(t, func(st *store.Store) {
+			secret, last := storedSecret(t, st, "erin")
+			if last != usedStep {
+				t.Errorf("last used step = %d, want %d", last, usedStep)
+			}
+			_, err := totp.Verify(secret, oathtool(t, totp.EncodeSecret(secret)), time.Now(), 1, last)
+			if !errors.Is(err, totp.ErrReplay) {
+				t.Errorf("code already used through PAM: %v, want ErrReplay", err)
+			}
+		})
+	})
+
+	refusals := []struct {
+		name, file, wantErr string
+		wantIs              error
+	}{
+		{"hotp", hotp, "counter-based (HOTP_COUNTER)", gauth.ErrUnsupported},
+		{"no TOTP_AUTH", noTOTP, "no TOTP_AUTH line", gauth.ErrUnsupported},
+		{"missing file", filepath.Join(dir, "absent"), "no such file", nil},
+	}
+	for _, tt := range refusals {
+		t.Run(tt.name, func(t *testing.T) {
+			e := newEnv(t, "")
+			_, _, err := e.run(t, "admin", "import-google-authenticator", "frank", tt.file)
+			if err == nil || !strings.Contains(err.Error(), tt.wantErr) || !strings.HasPrefix(err.Error(), "cannot import frank: ") {
+				t.Fatalf("error = %v, want %q", err, tt.wantErr)
+			}
+			if tt.wantIs != nil && !errors.Is(err, tt.wantIs) {
+				t.Errorf("error does not match %v", tt.wantIs)
+			}
+			e.withStore(t, func(st *store.Store) {
+				if u, _ := st.Get("frank"); u.State != store.StateNone {
+					t.Errorf("refused import left frank %s", u.State)
+				}
+			})
+		})
+	}
+}
+
+// lookupTable is a fake of the system's user database for importHomes.
+func lookupTable(names map[uint32]string) func(uint32) (string, error) {
+	return func(uid uint32) (string, error) {
+		if n, ok := names[uid]; ok {
+			return n, nil
+		}
+		return "", user.UnknownUserIdError(int(uid))
+	}
+}
+
+func TestImportHomes(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("needs root to give home directories to other uids")
+	}
+	src := t.TempDir()
+	good := gaFile(t, src, "good", false)
+	hotp := gaFile(t, src, "hotp", true)
+	root := t.TempDir()
+	// home makes root/name owned by dirUID, with a copy of file owned by fileUID (no file when
+	// file is "").
+	home := func(name string, dirUID, fileUID int, file string) {
+		d := filepath.Join(root, name)
+		if err := os.Mkdir(d, 0o700); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.Chown(d, dirUID, dirUID); err != nil {
+			t.Fatal(err)
+		}
+		if file == "" {
+			return
+		}
+		b, err := os.ReadFile(file)
+		if err != nil {
+			t.Fatal(err)
+		}
+		p := filepath.Join(d, gauthFile)
+		if err := os.WriteFile(p, b, 0o400); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.Chown(p, fileUID, fileUID); err != nil {
+			t.Fatal(err)
+		}
+	}
+	home("alice", 61001, 61001, good)
+	home("bob", 61002, 61003, good)   // file not the home owner's
+	home("ghost", 61004, 61004, good) // owner without a name
+	home("carol", 61005, 61005, good) // linked already
+	home("dave", 61006, 61006, hotp)
+	home("eve", 61007, 61007, "")      // no file: no row
+	home("alice2", 61001, 61001, good) // alice's second directory
+	if err := os.Symlink("/etc/shadow", filepath.Join(root, "mallory-dir")); err != nil {
+		t.Fatal(err)
+	}
+	home("mallory", 61008, 61008, "")
+	if err := os.Symlink("/etc/shadow", filepath.Join(root, "mallory", gauthFile)); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(root, "README"), []byte("not a home"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	lookup := lookupTable(map[uint32]string{61001: "alice", 61002: "bob", 61005: "carol", 61006: "dave", 61008: "mallory"})
+
+	e := newEnv(t, "")
+	st, err := store.Open(e.db, e.key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	seedActive(t, st, "carol")
+	be := &localBackend{st: st, enroll: &enroll.Service{Store: st}, log: slog.New(slog.DiscardHandler)}
+	var out bytes.Buffer
+	err = importAll(context.Background(), &adminConn{be: be, out: &out}, root, false, lookup)
+	if err == nil || !strings.Contains(err.Error(), "5 of 7 google_authenticator files under "+root+" could not be imported") {
+		t.Errorf("error = %v, want 5 of 7 failed", err)
+	}
+	want := []struct{ home, user, result string }{
+		{"alice", "alice", "imported (" + fmt.Sprint(len(readGA(t, good).Scratch)) + " recovery codes)"},
+		{"alice2", "alice", "error: alice also owns " + filepath.Join(root, "alice") + ", imported already"},
+		{"bob", "bob", "error: .google_authenticator belongs to uid 61003, not to bob (uid 61002)"},
+		{"carol", "carol", "skipped: already linked"},
+		{"dave", "dave", "error: " + filepath.Join(root, "dave", gauthFile) + ": unsupported google_authenticator file: counter-based (HOTP_COUNTER)"},
+		{"ghost", "uid 61004", "error: the directory's owner (uid 61004) has no user name"},
+		{"mallory", "mallory", "error: " + filepath.Join(root, "mallory", gauthFile) + ": malformed google_authenticator file: is a symbolic link"},
+	}
+	lines := strings.Split(strings.TrimSpace(out.String()), "\n")
+	if len(lines) != len(want)+1 || !strings.HasPrefix(lines[0], "USER ") {
+		t.Fatalf("want a header and %d rows:\n%s", len(want), out.String())
+	}
+	for i, w := range want {
+		re := regexp.MustCompile(`^` + regexp.QuoteMeta(w.user) + ` +` + regexp.QuoteMeta(filepath.Join(root, w.home)) + ` +` + regexp.QuoteMeta(w.result))
+		if !re.MatchString(lines[i+1]) {
+			t.Errorf("row %d = %q, want %s %s %s", i+1, lines[i+1], w.user, w.home, w.result)
+		}
+	}
+	if u, _ := st.Get("alice"); u.State != store.StateActive {
+		t.Errorf("alice = %s, want active", u.State)
+	}
+	checkLogin(t, st, "alice", readGA(t, good))
+	for _, n := range []string{"bob", "dave", "mallory"} {
+		if u, _ := st.Get(n); u.State != store.StateNone {
+			t.Errorf("%s = %s after a refused import", n, u.State)
+		}
+	}
+}
+
+func TestAdminImportAllUsers(t *testing.T) {
+	// The real user database: a home owned by this process's user.
+	me, err := user.Current()
+	if err != nil || store.CheckName(me.Username) != nil {
+		t.Skipf("this user (%v) cannot own an imported home", err)
+	}
+	root := t.TempDir()
+	home := filepath.Join(root, me.Username)
+	if err := os.Mkdir(home, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Mkdir(filepath.Join(root, "empty"), 0o700); err != nil {
+		t.Fatal(err)
+	}
+	gf := readGA(t, gaFile(t, home, gauthFile, false))
+	e := newEnv(t, "")
+	out, _, err := e.run(t, "admin", "import-google-authenticator", "--all-users", "--home-root", root)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !regexp.MustCompile(`(?m)^USER +HOME +RESULT\n` + regexp.QuoteMeta(me.Username) + ` +` + regexp.QuoteMeta(home) + ` +imported \(\d+ recovery codes\)\n$`).MatchString(out) {
+		t.Errorf("stdout:\n%s", out)
+	}
+	e.withStore(t, func(st *store.Store) { checkLogin(t, st, me.Username, gf) })
+
+	out, _, err = e.run(t, "admin", "import-google-authenticator", "--all-users", "--home-root", root, "-o", "json")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var rows []importRow
+	if err := json.Unmarshal([]byte(out), &rows); err != nil || len(rows) != 1 || rows[0].Result != importSkipped || rows[0].Detail != "already linked" {
+		t.Errorf("second run = %+v (%v), want skipped: already linked", rows, err)
+	}
+
+	for _, args := range [][]string{
+		{"--all-users", "bob", "file"},
+		{"bob"},
+		{"--home-root", root, "bob", "file"},
+	} {
+		if _, _, err := e.run(t, append([]string{"admin", "import-google-authenticator"}, args...)...); err == nil {
+			t.Errorf("import-google-authenticator %v: no error", args)
+		}
+	}
+}
+
+// frontDoor fakes the SSH front door's live state behind the admin socket's hooks.
+type frontDoor struct {
+	mu       sync.Mutex
+	sessions []gatekeeper.SessionInfo
+	killed   []uint64
+	resets   []string
+	locked   map[string]time.Time
+}
+
+// state returns what the hooks did, under the lock (they run on the server's goroutines).
+func (f *frontDoor) state() (killed []uint64, resets []string, sessions int) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return slices.Clone(f.killed), slices.Clone(f.resets), len(f.sessions)
+}
+
+func (f *frontDoor) install(s *admin.Server) {
+	s.Sessions = func() any {
+		f.mu.Lock()
+		defer f.mu.Unlock()
+		return slices.Clone(f.sessions)
+	}
+	s.Kill = func(id uint64) bool {
+		f.mu.Lock()
+		defer f.mu.Unlock()
+		for i, x := range f.sessions {
+			if x.ID == id {
+				f.sessions = slices.Delete(f.sessions, i, i+1)
+				f.killed = append(f.killed, id)
+				return true
+			}
+		}
+		return false
+	}
+	s.OnReset = func(user string) int {
+		f.mu.Lock()
+		defer f.mu.Unlock()
+		f.resets = append(f.resets, user)
+		n := len(f.sessions)
+		f.sessions = slices.DeleteFunc(f.sessions, func(x gatekeeper.SessionInfo) bool { return x.User == user })
+		return n - len(f.sessions)
+	}
+	s.OnUnlock = func(user string) bool {
+		f.mu.Lock()
+		defer f.mu.Unlock()
+		_, was := f.locked[user]
+		delete(f.locked, user)
+		return was
+	}
+	s.LockedUntil = func(user string) time.Time {
+		f.mu.Lock()
+		defer f.mu.Unlock()
+		return f.locked[user]
+	}
+}
+
+// startDaemon serves the admin API for e on a real socket, with the database open in the
+// "daemon" (so the commands cannot open it) and the front door faked.
+func startDaemon(t *testing.T, e env, f *frontDoor) *store.Store {
+	t.Helper()
+	st, err := store.Open(e.db, e.key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { st.Close() })
+	srv := &admin.Server{Enroll: &enroll.Service{Store: st, Issuer: "Example HPC", Skew: 1}, Store: st}
+	f.install(srv)
+	ln, err := admin.Listen(e.socket)
+	if err != nil {
+		t.Fatal(err)
+	}
+	served := make(chan error, 1)
+	go func() { served <- srv.Serve(ln) }()
+	t.Cleanup(func() {
+		if err := srv.Shutdown(context.Background()); err != nil {
+			t.Errorf("Shutdown: %v", err)
+		}
+		if err := <-served; err != nil {
+			t.Errorf("Serve: %v", err)
+		}
+	})
+	return st
+}
+
+func TestAdminWithDaemon(t *testing.T) {
+	e := newEnv(t, "")
+	start := time.Now().Add(-10 * time.Minute)
+	lockedUntil := time.Now().Add(4 * time.Minute)
+	f := &frontDoor{
+		sessions: []gatekeeper.SessionInfo{
+			{ID: 7, User: "alice", Remote: "203.0.113.5:51000", Start: start, BytesUp: 1536, BytesDown: 10},
+			{ID: 8, User: "alice", Remote: "[2001:db8::1]:4022", Trusted: true, Start: start, BytesUp: 3 << 30},
+			{ID: 9, User: "bob", Remote: "198.51.100.9:2200", Start: start},
+		},
+		locked: map[string]time.Time{"bob": lockedUntil},
+	}
+	st := startDaemon(t, e, f)
+	seedActive(t, st, "alice", "aaaa-bbbb-cc")
+	seedActive(t, st, "bob")
+	dir := t.TempDir()
+	var good string
+	if _, err := exec.LookPath("google-authenticator"); err == nil || os.Getenv("CI") == "true" {
+		good = gaFile(t, dir, "good", false)
+	}
+
+	steps := []struct {
+		name    string
+		args    []string
+		wantErr string
+		wantIs  error
+		want    []string
+		check   func(t *testing.T, out string)
+	}{
+		{
+			name: "list shows lockouts",
+			args: []string{"admin", "list"},
+			want: []string{"bob    active", lockedUntil.Local().Format(tableTime) + "\n"},
+		},
+		{
+			name: "show lockout",
+			args: []string{"admin", "show", "bob", "-o", "json"},
+			check: func(t *testing.T, out string) {
+				var u admin.UserInfo
+				if err := json.Unmarshal([]byte(out), &u); err != nil || !u.LockedUntil.Equal(lockedUntil) {
+					t.Errorf("bob = %+v (%v), want locked until %v", u, err, lockedUntil)
+				}
+			},
+		},
+		{
+			name: "sessions",
+			args: []string{"admin", "sessions"},
+			want: []string{"ID  USER   FROM                TRUSTED  STARTED              UP       DOWN\n",
+				"7   alice  203.0.113.5:51000   no       " + start.Local().Format(tableStamp) + "  1.5 KiB  10 B\n",
+				"8   alice  [2001:db8::1]:4022  yes", "3.0 GiB", "9   bob"},
+		},
+		{
+			name: "sessions json",
+			args: []string{"admin", "sessions", "-o", "json"},
+			check: func(t *testing.T, out string) {
+				var got []gatekeeper.SessionInfo
+				if err := json.Unmarshal([]byte(out), &got); err != nil || len(got) != 3 || got[0].ID != 7 || got[0].BytesUp != 1536 || got[1].Remote != "[2001:db8::1]:4022" {
+					t.Errorf("sessions = %+v (%v)", got, err)
+				}
+			},
+		},
+		{
+			name: "kill",
+			args: []string{"admin", "kill", "9"},
+			want: []string{"Session 9 ended.\n"},
+			check: func(t *testing.T, _ string) {
+				if killed, _, _ := f.state(); !slices.Equal(killed, []uint64{9}) {
+					t.Errorf("killed = %v", killed)
+				}
+				if ev := events(t, st); !slices.Contains(ev, "session_killed//"+me) {
+					t.Errorf("audit = %v, want session_killed by %s", ev, me)
+				}
+			},
+		},
+		{name: "kill unknown", args: []string{"admin", "kill", "9"}, wantErr: "no live session has id 9", wantIs: admin.ErrNoSuchSession},
+		{
+			name: "unlock",
+			args: []string{"admin", "unlock", "bob"},
+			want: []string{"bob: lockout cleared; bob may log in again.\n"},
+			check: func(t *testing.T, _ string) {
+				if ev := events(t, st); !slices.Contains(ev, "unlock/bob/"+me) {
+					t.Errorf("audit = %v", ev)
+				}
+			},
+		},
+		{name: "unlock again", args: []string{"admin", "unlock", "bob"}, want: []string{"bob was not locked out.\n"}},
+		{
+			name: "reset ends sessions",
+			args: []string{"admin", "reset", "alice"},
+			want: []string{"alice: token and recovery codes forgotten; 2 live sessions ended. alice can now link a new device.\n"},
+			check: func(t *testing.T, _ string) {
+				if _, resets, left := f.state(); !slices.Equal(resets, []string{"alice"}) || left != 0 {
+					t.Errorf("resets = %v, sessions left = %d", resets, left)
+				}
+				if u, _ := st.Get("alice"); u.State != store.StateNone {
+					t.Errorf("alice = %s", u.State)
+				}
+				if ev := events(t, st); !slices.Contains(ev, "reset/alice/"+me) {
+					t.Errorf("audit = %v, want reset by %s", ev, me)
+				}
+			},
+		},
+		{name: "reset unknown", args: []string{"admin", "reset", "carol"}, wantErr: "no such user: carol", wantIs: admin.ErrNoSuchUser},
+		{name: "show unknown", args: []string{"admin", "show", "carol"}, wantErr: "no such user: carol", wantIs: admin.ErrNoSuchUser},
+		{
+			name: "ticket",
+			args: []string{"admin", "ticket", "alice"},
+			want: []string{"Ticket for alice: "},
+			check: func(t *testing.T, _ string) {
+				if ev := events(t, st); !slices.Contains(ev, "ticket_issued/alice/"+me) {
+					t.Errorf("audit = %v", ev)
+				}
+			},
+		},
+		{
+			name: "audit over the socket",
+			args: []string{"admin", "audit", "--user", "alice", "-o", "json"},
+			check: func(t *testing.T, out string) {
+				var ev []store.Event
+				if err := json.Unmarshal([]byte(out), &ev); err != nil || len(ev) != 2 || ev[0].Kind != store.EventReset || ev[0].Actor != me {
+					t.Errorf("events = %+v (%v)", ev, err)
+				}
+			},
+		},
+		{
+			name: "import",
+			args: []string{"admin", "import-google-authenticator", "alice", good},
+			want: []string{"alice: imported from "},
+			check: func(t *testing.T, _ string) {
+				if ev := events(t, st); !slices.Contains(ev, "import/alice/"+me) {
+					t.Errorf("audit = %v", ev)
+				}
+				checkLogin(t, st, "alice", readGA(t, good))
+			},
+		},
+		{
+			name: "import over a linked device ends its sessions",
+			args: []string{"admin", "import-google-authenticator", "alice", good, "--force"},
+			want: []string{"The device linked before was replaced; 1 live session ended.\n"},
+		},
+	}
+	for _, tt := range steps {
+		t.Run(tt.name, func(t *testing.T) {
+			if slices.Contains(tt.args, "") {
+				t.Skip("google-authenticator not installed")
+			}
+			if tt.name == "import over a linked device ends its sessions" {
+				f.mu.Lock()
+				f.sessions = append(f.sessions, gatekeeper.SessionInfo{ID: 10, User: "alice"})
+				f.mu.Unlock()
+			}
+			out, _, err := e.run(t, tt.args...)
+			if tt.wantErr != "" {
+				if err == nil || !strings.Contains(err.Error(), tt.wantErr) {
+					t.Fatalf("error = %v, want %q", err, tt.wantErr)
+				}
+				if tt.wantIs != nil && !errors.Is(err, tt.wantIs) {
+					t.Errorf("error %q does not match %v", err, tt.wantIs)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			for _, w := range tt.want {
+				if !strings.Contains(out, w) {
+					t.Errorf("stdout lacks %q:\n%s", w, out)
+				}
+			}
+			if tt.check != nil {
+				tt.check(t, out)
+			}
+		})
+	}
+}
+
+func TestAdminDaemonOnlyWithoutSocketPermission(t *testing.T) {
+	// Root passes every permission check; this needs an ordinary user.
+	if os.Geteuid() == 0 {
+		t.Skip("root can open any socket")
+	}
+	e := newEnv(t, "")
+	startDaemon(t, e, &frontDoor{})
+	if err := os.Chmod(e.socket, 0); err != nil {
+		t.Fatal(err)
+	}
+	_, _, err := e.run(t, "admin", "list")
+	if err == nil || !strings.Contains(err.Error(), "permission denied on admin socket") {
+		t.Errorf("error = %v", err)
+	}
+}
+
+// TestAdminExitCodes runs the real main in a child process: errors go to stderr, prefixed,
+// with exit code 1.
+func TestAdminExitCodes(t *testing.T) {
+	if args := os.Getenv("GATEKEEPER_TEST_MAIN_ARGS"); args != "" {
+		var a []string
+		if err := json.Unmarshal([]byte(args), &a); err != nil {
+			panic(err)
+		}
+		os.Args = append([]string{"gatekeeper"}, a...)
+		main()
+		os.Exit(0)
+	}
+	e := newEnv(t, "")
+	tests := []struct {
+		args       []string
+		wantCode   int
+		wantStderr string
+	}{
+		{[]string{"admin", "show", "nobody"}, 1, "gatekeeper: no such user: nobody"},
+		{[]string{"admin", "sessions"}, 1, "gatekeeper: no gatekeeper daemon is running (admin socket " + e.socket + "): there are no live sessions\n"},
+		{[]string{"admin", "list"}, 0, ""},
+	}
+	for _, tt := range tests {
+		t.Run(strings.Join(tt.args, " "), func(t *testing.T) {
+			a, _ := json.Marshal(append(tt.args, "--config", e.config))
+			cmd := exec.Command(os.Args[0], "-test.run=^TestAdminExitCodes$")
+			// GORACE: the race detector otherwise waits a second before a clean exit.
+			cmd.Env = append(os.Environ(), "GATEKEEPER_TEST_MAIN_ARGS="+string(a), "GORACE=atexit_sleep_ms=0")
+			var stderr bytes.Buffer
+			cmd.Stderr = &stderr
+			cmd.Stdout = io.Discard
+			err := cmd.Run()
+			code := 0
+			var ee *exec.ExitError
+			if errors.As(err, &ee) {
+				code = ee.ExitCode()
+			} else if err != nil {
+				t.Fatal(err)
+			}
+			if code != tt.wantCode || !strings.HasPrefix(stderr.String(), tt.wantStderr) || tt.wantStderr == "" && stderr.Len() > 0 {
+				t.Errorf("exit %d, stderr %q; want %d, %q", code, stderr.String(), tt.wantCode, tt.wantStderr)
+			}
+		})
+	}
+}
+
+func TestCell(t *testing.T) {
+	tests := []struct{ in, want string }{
+		{"", "-"},
+		{"alice", "alice"},
+		{"Jürgen", "Jürgen"},
+		{"a\tb", `"a\tb"`},
+		{"\x1b[2Jx", `"\x1b[2Jx"`},
+		{"evil\u202eexe", `"evil\u202eexe"`},
+		{"\xff", `"\xff"`},
+	}
+	for _, tt := range tests {
+		if got := cell(tt.in); got != tt.want {
+			t.Errorf("cell(%q) = %s, want %s", tt.in, got, tt.want)
+		}
+	}
+}
+
+func TestFmtBytes(t *testing.T) {
+	tests := []struct {
+		in   int64
+		want string
+	}{{0, "0 B"}, {1023, "1023 B"}, {1536, "1.5 KiB"}, {5 << 20, "5.0 MiB"}, {3 << 30, "3.0 GiB"}}
+	for _, tt := range tests {
+		if got := fmtBytes(tt.in); got != tt.want {
+			t.Errorf("fmtBytes(%d) = %q, want %q", tt.in, got, tt.want)
+		}
+	}
+}
