@@ -46,7 +46,7 @@ const (
 
 // requiredTools are the programs the tests run; scripts/install-deps.sh installs them.
 var requiredTools = []string{sshdPath, "ssh", "scp", "sftp", "rsync", "oathtool", "ssh-agent",
-	"ssh-add", "ssh-keygen", "useradd", "userdel", "chpasswd"}
+	"ssh-add", "ssh-keygen", "useradd", "userdel", "chpasswd", "xauth"}
 
 // h is the state shared by all tests of the package (binary, lander, one shared gatekeeper). It
 // is package-level because TestMain must tear it down after the last test; everything in it is
@@ -262,6 +262,12 @@ func binary(t testing.TB) string {
 	t.Helper()
 	hs := base(t)
 	hs.binOnce.Do(func() {
+		// GK_E2E_BIN runs the tests against a prebuilt binary (e.g. an older build, to check
+		// that a test catches a bug).
+		if bin := os.Getenv("GK_E2E_BIN"); bin != "" {
+			hs.bin, hs.binErr = filepath.Abs(bin)
+			return
+		}
 		hs.bin = filepath.Join(hs.tmp, "gatekeeper")
 		cmd := exec.Command("go", "build", "-race", "-o", hs.bin, "./cmd/gatekeeper")
 		cmd.Dir = hs.repo
@@ -672,16 +678,6 @@ func (g *gatekeeper) kill9(t testing.TB) {
 	}
 	_ = syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL)
 	<-exited
-}
-
-// pid is the running daemon's process id.
-func (g *gatekeeper) pid() int {
-	g.mu.Lock()
-	defer g.mu.Unlock()
-	if g.cmd == nil {
-		return 0
-	}
-	return g.cmd.Process.Pid
 }
 
 func (g *gatekeeper) logBytes() []byte {

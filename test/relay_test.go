@@ -6,6 +6,7 @@ import (
 	"crypto/rand"
 	"crypto/sha256"
 	"encoding/hex"
+	"errors"
 	"fmt"
 	"io"
 	"net"
@@ -18,6 +19,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"golang.org/x/crypto/ssh"
 )
 
 // The relay tests run every client feature twice: straight at the lander (which proves the
@@ -399,9 +402,6 @@ func TestAgentForwarding(t *testing.T) {
 }
 
 func TestX11Forwarding(t *testing.T) {
-	if _, err := exec.LookPath("xauth"); err != nil {
-		t.Skip("xauth not installed: sshd cannot set up X11 forwarding")
-	}
 	forEachPath(t, func(t *testing.T, c *client) {
 		// A fake X server on the client side, display 127.0.0.1:N (TCP port 6000+N).
 		var ln net.Listener
@@ -452,6 +452,95 @@ head -c 8 <&3; echo`
 			}
 		default:
 			t.Error("the fake X server was never contacted")
+		}
+	})
+}
+
+// goClient logs c's user in with the x/crypto SSH client (password only: the direct lander, or
+// the gatekeeper from the trusted source), for tests that need many sessions on one connection.
+func goClient(t *testing.T, c *client) *ssh.Client {
+	t.Helper()
+	d := net.Dialer{Timeout: 20 * time.Second}
+	if c.bind != "" {
+		d.LocalAddr = &net.TCPAddr{IP: net.ParseIP(c.bind)}
+	}
+	addr := fmt.Sprintf("127.0.0.1:%d", c.port)
+	conn, err := d.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg := &ssh.ClientConfig{
+		User: c.user.name,
+		Auth: []ssh.AuthMethod{ssh.KeyboardInteractive(func(_, _ string, qs []string, _ []bool) ([]string, error) {
+			ans := make([]string, len(qs))
+			for i, q := range qs {
+				if !strings.Contains(q, "Password:") {
+					return nil, fmt.Errorf("unexpected prompt %q", q)
+				}
+				ans[i] = c.user.password
+			}
+			return ans, nil
+		})},
+		HostKeyCallback: ssh.InsecureIgnoreHostKey(), // loopback test; the host key is not under test here
+		Timeout:         20 * time.Second,
+	}
+	_ = conn.SetDeadline(time.Now().Add(30 * time.Second))
+	sc, chans, reqs, err := ssh.NewClientConn(conn, addr, cfg)
+	if err != nil {
+		conn.Close()
+		t.Fatalf("x/crypto client login: %v", err)
+	}
+	_ = conn.SetDeadline(time.Time{})
+	client := ssh.NewClient(sc, chans, reqs)
+	t.Cleanup(func() { client.Close() })
+	return client
+}
+
+func TestManySessionsOneConnection(t *testing.T) {
+	// Concurrent sessions on one connection, each with stdin, stdout, stderr and an exit
+	// status: the relay must keep every channel's data, EOF, exit-status and close in order.
+	forEachPath(t, func(t *testing.T, c *client) {
+		conn := goClient(t, c)
+		const sessions, rounds, size = 20, 3, 256 << 10
+		input := make([]byte, size)
+		_, _ = rand.Read(input)
+		for round := range rounds {
+			var wg sync.WaitGroup
+			for i := range sessions {
+				wg.Go(func() {
+					s, err := conn.NewSession()
+					if err != nil {
+						t.Errorf("round %d session %d: %v", round, i, err)
+						return
+					}
+					defer s.Close()
+					var stdout, stderr bytes.Buffer
+					s.Stdout, s.Stderr = &stdout, &stderr
+					stdin, err := s.StdinPipe()
+					if err != nil {
+						t.Error(err)
+						return
+					}
+					if err := s.Start(fmt.Sprintf("wc -c; echo err%d >&2; exit %d", i, i%7)); err != nil {
+						t.Errorf("round %d session %d: start: %v", round, i, err)
+						return
+					}
+					_, werr := stdin.Write(input)
+					_ = stdin.Close()
+					err = s.Wait()
+					status := 0
+					var ee *ssh.ExitError
+					if errors.As(err, &ee) {
+						status, err = ee.ExitStatus(), nil
+					}
+					if werr != nil || err != nil || status != i%7 || strings.TrimSpace(stdout.String()) != strconv.Itoa(size) ||
+						stderr.String() != fmt.Sprintf("err%d\n", i) {
+						t.Errorf("round %d session %d: write %v, wait %v, exit %d (want %d), stdout %q (want %d), stderr %q",
+							round, i, werr, err, status, i%7, stdout.String(), size, stderr.String())
+					}
+				})
+			}
+			wg.Wait()
 		}
 	})
 }

@@ -1,0 +1,84 @@
+#!/usr/bin/env bash
+# demo.sh — `make demo`: try gatekeeper on one machine without touching its real sshd.
+#
+# Starts a throwaway OpenSSH sshd on 127.0.0.1 (own config and host key in a temp dir) as the
+# lander, creates the local user "demo" with a random password (printed once), and runs the
+# gatekeeper on 127.0.0.1:2222 with loopback NOT trusted, so that the verification code is
+# asked. Ctrl-C stops everything, removes the demo user (if this script created it) and the
+# temp dir. Never uses the machine's sshd, port 22 or /etc/ssh.
+set -euo pipefail
+# shellcheck source=scripts/lib.sh
+source "$(dirname "$0")/lib.sh"
+
+GK_MAKE_TARGET=demo
+gk_require_root "the demo creates a local user \"demo\" and runs a throwaway sshd, which can check passwords only as root"
+gk_require_tools oathtool
+
+DEMO_USER=demo
+DEMO_PORT=2222
+BIN=${GATEKEEPER_BIN:-$GK_REPO/bin/gatekeeper}
+if [[ ! -x $BIN ]]; then
+	(cd "$GK_REPO" && make build)
+fi
+gk_port_free "$DEMO_PORT" || gk_die "127.0.0.1:$DEMO_PORT is in use; stop whatever listens there and retry"
+
+TMP=$(mktemp -d /tmp/gatekeeper-demo.XXXXXX)
+chmod 0711 "$TMP"
+created_user=no
+
+cleanup() {
+	trap - EXIT INT TERM
+	echo
+	echo "demo: stopping the gatekeeper and the throwaway sshd"
+	gk_stop_gatekeeper
+	gk_stop_lander
+	if [[ $created_user == yes ]]; then
+		echo "demo: removing user $DEMO_USER"
+		userdel -r -f "$DEMO_USER" 2>/dev/null || userdel -f "$DEMO_USER" || true
+	fi
+	rm -rf "$TMP"
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+mkdir "$TMP/lander"
+gk_start_lander "$TMP/lander" "$DEMO_USER"
+
+if id "$DEMO_USER" >/dev/null 2>&1; then
+	password="(the existing user's own password)"
+else
+	password=$(gk_create_user "$DEMO_USER")
+	created_user=yes
+fi
+
+gk_write_config "$TMP/gatekeeper.yaml" "$TMP" "127.0.0.1:$DEMO_PORT" "[]"
+gk_start_gatekeeper "$BIN" "$TMP/gatekeeper.yaml" "$TMP/gatekeeper.log" "$DEMO_PORT"
+
+cat <<MSG
+
+gatekeeper demo is running
+  lander (throwaway sshd):  127.0.0.1:$LANDER_PORT   log: $TMP/lander/sshd.log
+  gatekeeper:               127.0.0.1:$DEMO_PORT    log: $TMP/gatekeeper.log
+  config:                   $TMP/gatekeeper.yaml
+  user:                     $DEMO_USER
+  password:                 $password    (shown only now)
+
+Loopback is NOT a trusted network here, so the gatekeeper asks for a verification code.
+In another terminal:
+
+  1. link your authenticator app (scan the QR code, then type one code):
+       $BIN enroll $DEMO_USER --config $TMP/gatekeeper.yaml
+
+  2. log in through the gatekeeper (Password:, then Verification code:):
+       ssh -p $DEMO_PORT $DEMO_USER@127.0.0.1
+
+No app at hand? oathtool computes the codes:  oathtool --totp -b SECRET
+Each code logs in once; the next login needs the next code (30 s later).
+
+Press Ctrl-C to stop everything$( [[ $created_user == yes ]] && echo " and remove the user $DEMO_USER").
+MSG
+
+# Run until Ctrl-C or until the gatekeeper exits on its own.
+wait "$GK_PID" || true
+echo "demo: the gatekeeper exited; see $TMP/gatekeeper.log:" >&2
+tail -n 20 "$TMP/gatekeeper.log" >&2 || true

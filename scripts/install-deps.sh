@@ -1,0 +1,60 @@
+#!/usr/bin/env bash
+# install-deps.sh — install the programs gatekeeper's end-to-end tests, demo and benchmarks run:
+# the OpenSSH server and client, oathtool, rsync, xauth, chromium and zbarimg. Quick and silent when
+# everything is present; otherwise needs root and installs the Debian packages with apt-get.
+#
+# Installing openssh-server normally starts the machine's sshd on port 22. The tests never want
+# that, so a temporary /usr/sbin/policy-rc.d forbids service starts during the install.
+set -euo pipefail
+
+# command (or absolute path) → Debian package
+declare -A pkg_of=(
+	[/usr/sbin/sshd]=openssh-server
+	[ssh]=openssh-client
+	[scp]=openssh-client
+	[sftp]=openssh-client
+	[ssh-agent]=openssh-client
+	[ssh-add]=openssh-client
+	[ssh-keygen]=openssh-client
+	[rsync]=rsync
+	[oathtool]=oathtool
+	[chromium]=chromium
+	[zbarimg]=zbar-tools
+	[xauth]=xauth # sshd needs it for X11 forwarding; only "recommended" by openssh-client
+)
+
+missing=()
+for cmd in "${!pkg_of[@]}"; do
+	if [[ $cmd == /* ]]; then
+		[[ -x $cmd ]] || missing+=("${pkg_of[$cmd]}")
+	else
+		command -v "$cmd" >/dev/null 2>&1 || missing+=("${pkg_of[$cmd]}")
+	fi
+done
+if ((${#missing[@]} == 0)); then
+	exit 0
+fi
+mapfile -t packages < <(printf '%s\n' "${missing[@]}" | sort -u)
+
+if ((EUID != 0)); then
+	echo "install-deps.sh: missing Debian packages: ${packages[*]}" >&2
+	echo "install-deps.sh: run as root (sudo $0) or install them yourself: apt-get install ${packages[*]}" >&2
+	exit 1
+fi
+if ! command -v apt-get >/dev/null 2>&1; then
+	echo "install-deps.sh: apt-get not found; install these packages (Debian names): ${packages[*]}" >&2
+	exit 1
+fi
+
+policy=/usr/sbin/policy-rc.d
+if [[ ! -e $policy ]]; then
+	# Ours, so ours to remove; an existing one (e.g. a container's) is left alone.
+	trap 'rm -f "$policy"' EXIT
+	printf '#!/bin/sh\n# temporary, from gatekeeper scripts/install-deps.sh: start no services\nexit 101\n' >"$policy"
+	chmod 0755 "$policy"
+fi
+
+export DEBIAN_FRONTEND=noninteractive
+echo "install-deps.sh: installing ${packages[*]}" >&2
+apt-get update -q
+apt-get install -y -q --no-install-recommends "${packages[@]}"
