@@ -9,7 +9,13 @@ LDFLAGS   := -X main.version=$(VERSION) -X main.commit=$(COMMIT)
 # staticcheck runs through the Go module proxy; no local install needed.
 STATICCHECK ?= honnef.co/go/tools/cmd/staticcheck@latest
 
-.PHONY: all build test lint bench demo run clean help
+PREFIX    ?= /usr/local
+DESTDIR   ?=
+SYSTEMD_UNIT_DIR ?= /etc/systemd/system
+SYSUSERS_DIR     ?= /usr/lib/sysusers.d
+TMPFILES_DIR     ?= /usr/lib/tmpfiles.d
+
+.PHONY: all build test lint bench demo run install clean help
 
 all: build
 
@@ -20,6 +26,7 @@ help:
 	@echo "make bench   Go benchmarks, login latency and throughput direct vs through the gatekeeper (root)"
 	@echo "make demo    throwaway lander sshd + gatekeeper on 127.0.0.1:2222 (root)"
 	@echo "make run     build, then $(BIN) serve --config $(CONFIG)"
+	@echo "make install install the binary, systemd unit, sysusers.d and tmpfiles.d snippets (DESTDIR, PREFIX)"
 	@echo "make clean   remove bin/"
 
 build:
@@ -48,6 +55,21 @@ demo: build
 
 run: build
 	$(BIN) serve --config $(CONFIG)
+
+# install puts the daemon where the unit expects it ($(PREFIX)/bin/gatekeeper; the unit's
+# ExecStart is rewritten when PREFIX is not /usr/local) and never overwrites an existing config.
+install: build
+	install -D -m 0755 $(BIN) $(DESTDIR)$(PREFIX)/bin/gatekeeper
+	install -d -m 0755 $(DESTDIR)$(SYSTEMD_UNIT_DIR)
+	sed 's|/usr/local/bin/gatekeeper|$(PREFIX)/bin/gatekeeper|' systemd/gatekeeper.service \
+		> $(DESTDIR)$(SYSTEMD_UNIT_DIR)/gatekeeper.service
+	chmod 0644 $(DESTDIR)$(SYSTEMD_UNIT_DIR)/gatekeeper.service
+	install -D -m 0644 systemd/gatekeeper.sysusers $(DESTDIR)$(SYSUSERS_DIR)/gatekeeper.conf
+	install -D -m 0644 systemd/gatekeeper.tmpfiles $(DESTDIR)$(TMPFILES_DIR)/gatekeeper.conf
+	install -D -m 0644 config/gatekeeper.example.yaml $(DESTDIR)/usr/share/doc/gatekeeper/gatekeeper.example.yaml
+	@if [ ! -e $(DESTDIR)/etc/gatekeeper/gatekeeper.yaml ]; then \
+		install -D -m 0640 config/gatekeeper.example.yaml $(DESTDIR)/etc/gatekeeper/gatekeeper.yaml; \
+		echo "installed an example config at $(DESTDIR)/etc/gatekeeper/gatekeeper.yaml: edit it"; fi
 
 clean:
 	rm -rf bin
