@@ -51,7 +51,9 @@ else
 	created_user=yes
 fi
 
-gk_write_config "$TMP/gatekeeper.yaml" "$TMP" "127.0.0.1:$DEMO_PORT" "[]"
+# Linking a device is allowed from loopback (enroll.allowed_networks); logging in from loopback
+# still asks for a code (trusted_networks is empty).
+GK_ENROLL_ALLOWED='["127.0.0.0/8", "::1/128"]' gk_write_config "$TMP/gatekeeper.yaml" "$TMP" "127.0.0.1:$DEMO_PORT" "[]"
 gk_start_gatekeeper "$BIN" "$TMP/gatekeeper.yaml" "$TMP/gatekeeper.log" "$DEMO_PORT"
 
 cat <<MSG
@@ -66,13 +68,17 @@ gatekeeper demo is running
 Loopback is NOT a trusted network here, so the gatekeeper asks for a verification code.
 In another terminal:
 
-  1. link your authenticator app (scan the QR code, then type one code):
-       $BIN enroll $DEMO_USER --config $TMP/gatekeeper.yaml
+  1. link your authenticator app (scan the QR code, then type one code), one of:
+       console:   $BIN enroll $DEMO_USER --config $TMP/gatekeeper.yaml
+       over SSH:  ssh -p $GK_LINK_PORT $DEMO_USER@127.0.0.1
+       browser:   http://127.0.0.1:$GK_PORTAL_PORT/
 
   2. log in through the gatekeeper (Password:, then Verification code:):
        ssh -p $DEMO_PORT $DEMO_USER@127.0.0.1
 
 No app at hand? oathtool computes the codes:  oathtool --totp -b SECRET
+Admin view: $BIN admin list --config $TMP/gatekeeper.yaml
+Metrics:    http://127.0.0.1:$GK_METRICS_PORT/metrics
 Each code logs in once; the next login needs the next code (30 s later).
 
 Press Ctrl-C to stop everything$( [[ $created_user == yes ]] && echo " and remove the user $DEMO_USER").

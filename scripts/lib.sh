@@ -118,7 +118,10 @@ gk_create_user() {
 # gk_write_config FILE DIR LISTEN TRUSTED [EXTRA]: a gatekeeper config with its state in DIR,
 # the lander as upstream, listening on LISTEN (host:port), TRUSTED a YAML list ("[]" for none).
 gk_write_config() {
-	local file=$1 dir=$2 listen=$3 trusted=$4 extra=${5:-}
+	local file=$1 dir=$2 listen=$3 trusted=$4 extra=${5:-} allowed=${GK_ENROLL_ALLOWED:-[]}
+	GK_PORTAL_PORT=$(gk_free_port)
+	GK_LINK_PORT=$(gk_free_port)
+	GK_METRICS_PORT=$(gk_free_port)
 	echo "[127.0.0.1]:$LANDER_PORT $LANDER_KEY" >"$dir/lander_known_hosts"
 	cat >"$file" <<-EOF
 		listen: "$listen"
@@ -131,11 +134,12 @@ gk_write_config() {
 		first_factor: "upstream"
 		trusted_networks: $trusted
 		enroll:
-		  portal_listen: "127.0.0.1:$(gk_free_port)"
-		  ssh_listen: "127.0.0.1:$(gk_free_port)"
+		  portal_listen: "127.0.0.1:$GK_PORTAL_PORT"
+		  ssh_listen: "127.0.0.1:$GK_LINK_PORT"
+		  allowed_networks: $allowed
 		admin:
 		  socket: "$dir/admin.sock"
-		metrics_listen: "127.0.0.1:$(gk_free_port)"
+		metrics_listen: "127.0.0.1:$GK_METRICS_PORT"
 		log_format: "text"
 		$extra
 	EOF
