@@ -20,10 +20,16 @@ import (
 )
 
 const (
-	// copyBufSize is the buffer of each data copy. A channel read drains
-	// everything the peer has sent so far (up to the 2 MiB window), so a
-	// big buffer means fewer, larger window adjustments.
+	// copyBufSize is the buffer of a data copy once it carries bulk data.
+	// A channel read drains everything the peer has sent so far (up to the
+	// 2 MiB window), so a big buffer means fewer, larger window
+	// adjustments.
 	copyBufSize = 256 << 10
+
+	// smallBufSize (one SSH packet) is what a copy starts with: most
+	// channels (shells, idle forwards, stderr) never need more, and each
+	// pair has four copies blocked in Read for its whole life.
+	smallBufSize = 32 << 10
 
 	// reqQueueLen is how many requests we take off x/crypto's queue (16
 	// deep) while an earlier request waits for its reply. x/crypto's read
@@ -373,11 +379,16 @@ func pump(in <-chan *ssh.Request, copiesDone <-chan struct{}, out chan<- item) {
 }
 
 // copy moves data from src to dst until src reaches EOF or either fails,
-// counting bytes written.
+// counting bytes written. It switches to a big buffer the first time a read
+// fills the small one.
 func (r *relay) copy(dst io.Writer, src io.Reader, total, local *atomic.Int64) {
-	bp := r.bufs.Get().(*[]byte)
-	defer r.bufs.Put(bp)
-	buf := *bp
+	buf := make([]byte, smallBufSize)
+	var big *[]byte
+	defer func() {
+		if big != nil {
+			r.bufs.Put(big)
+		}
+	}()
 	for {
 		n, rerr := src.Read(buf)
 		if n > 0 {
@@ -396,6 +407,10 @@ func (r *relay) copy(dst io.Writer, src io.Reader, total, local *atomic.Int64) {
 		// only a read that returns nothing (EOF) ends the copy.
 		if rerr != nil && n == 0 {
 			return
+		}
+		if big == nil && n == len(buf) {
+			big = r.bufs.Get().(*[]byte)
+			buf = *big
 		}
 	}
 }

@@ -456,6 +456,7 @@ type env struct {
 	stats     *Stats
 	logs      *syncBuffer
 	relayDone chan error
+	front     chan *ssh.ServerConn // the relay's client-side conn, once up
 	relayErr  error
 	returned  bool
 	wg        sync.WaitGroup
@@ -467,7 +468,7 @@ type env struct {
 func newEnv(tb testing.TB, direct bool) *env {
 	tb.Helper()
 	baseline := runtime.NumGoroutine()
-	e := &env{tb: tb, globals: newRecorder(), stats: new(Stats), logs: new(syncBuffer), relayDone: make(chan error, 1)}
+	e := &env{tb: tb, globals: newRecorder(), stats: new(Stats), logs: new(syncBuffer), relayDone: make(chan error, 1), front: make(chan *ssh.ServerConn, 1)}
 	landerKey, gkKey := newSigner(tb), newSigner(tb)
 
 	landerRaw, upRaw := tcpPair(tb)
@@ -499,18 +500,18 @@ func newEnv(tb testing.TB, direct bool) *env {
 				e.relayDone <- fmt.Errorf("front handshake: %w", err)
 				return
 			}
+			e.front <- down
 			e.relayDone <- Relay(down, downChans, downReqs, up, upChans, upReqs, Options{Log: log, Stats: e.stats})
 		})
 	}
-	if err := <-ready; err != nil {
-		tb.Fatal(err)
-	}
-
 	conn, chans, reqs, err := ssh.NewClientConn(e.clientRaw, "gatekeeper", &ssh.ClientConfig{
 		User:            "alice",
 		HostKeyCallback: ssh.FixedHostKey(serverKey.PublicKey()),
 	})
 	if err != nil {
+		tb.Fatal(err)
+	}
+	if err := <-ready; err != nil {
 		tb.Fatal(err)
 	}
 	fwd := make(chan *ssh.Request)
@@ -979,6 +980,16 @@ func TestTeardown(t *testing.T) {
 			},
 		},
 		{
+			// e.g. an admin ending the session
+			name:  "caller closes the client conn",
+			end:   func(e *env) { _ = (<-e.front).Close() },
+			errOK: func(err error) bool { return err == nil },
+			check: func(t *testing.T, e *env) {
+				within(t, "client conn closed", func() { _ = e.client.Wait() })
+				within(t, "lander conn closed", func() { _ = e.lander.conn.Wait() })
+			},
+		},
+		{
 			name:  "client closes",
 			end:   func(e *env) { _ = e.client.Close() },
 			errOK: func(err error) bool { return err == nil },
@@ -1066,5 +1077,24 @@ func BenchmarkRelayThroughput(b *testing.B) {
 				b.Fatal(err)
 			}
 		})
+	}
+}
+
+func TestEndErr(t *testing.T) {
+	for _, tc := range []struct {
+		err  error
+		want string // "" = nil
+	}{
+		{nil, ""},
+		{io.EOF, ""},
+		{fmt.Errorf("read: %w", net.ErrClosed), ""},
+		{errors.New("ssh: disconnect, reason 11: \"disconnected by user\""), ""},
+		{errors.New("ssh: disconnect, reason 2: \"protocol error\""), "relay: lander connection: ssh: disconnect, reason 2"},
+		{errors.New("connection reset by peer"), "relay: lander connection: connection reset by peer"},
+	} {
+		got := endErr(fromLander, tc.err)
+		if (got == nil) != (tc.want == "") || (got != nil && !strings.HasPrefix(got.Error(), tc.want)) {
+			t.Errorf("endErr(%v) = %v, want %q", tc.err, got, tc.want)
+		}
 	}
 }
