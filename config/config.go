@@ -96,6 +96,8 @@ type Config struct {
 	FailureDelay time.Duration `mapstructure:"failure_delay"`
 	// Session limits live proxied sessions; zero values mean no limit.
 	Session Session `mapstructure:"session"`
+	// Audit configures the audit log in the database.
+	Audit Audit `mapstructure:"audit"`
 
 	// source describes where the file settings came from, for messages and Effective.
 	source string
@@ -152,6 +154,12 @@ type Admin struct {
 	Socket string `mapstructure:"socket"`
 }
 
+// Audit holds the "audit" keys.
+type Audit struct {
+	// Retention is how long audit events are kept; older ones are deleted (0: forever).
+	Retention time.Duration `mapstructure:"retention"`
+}
+
 // Session holds the "session" keys: limits on live proxied sessions.
 type Session struct {
 	// IdleTimeout ends a session with no traffic in either direction for this long (0: never).
@@ -201,6 +209,7 @@ func settings() []setting {
 		{"failure_delay", 2 * time.Second},
 		{"session.idle_timeout", time.Duration(0)},
 		{"session.max_duration", time.Duration(0)},
+		{"audit.retention", 400 * 24 * time.Hour},
 	}
 }
 
@@ -671,6 +680,9 @@ type effective struct {
 		IdleTimeout string `yaml:"idle_timeout"`
 		MaxDuration string `yaml:"max_duration"`
 	} `yaml:"session"`
+	Audit struct {
+		Retention string `yaml:"retention"`
+	} `yaml:"audit"`
 }
 
 // Effective returns the settings in effect as YAML, in a fixed order, for
@@ -711,6 +723,7 @@ func (c *Config) Effective() string {
 	e.FailureDelay = formatDuration(c.FailureDelay)
 	e.Session.IdleTimeout = formatDuration(c.Session.IdleTimeout)
 	e.Session.MaxDuration = formatDuration(c.Session.MaxDuration)
+	e.Audit.Retention = formatDuration(c.Audit.Retention)
 
 	var buf bytes.Buffer
 	if c.source != "" {

@@ -135,6 +135,7 @@ func TestDefaults(t *testing.T) {
 		MaxAuthTries:   6,
 		MaxStartups:    64,
 		FailureDelay:   2 * time.Second,
+		Audit:          Audit{Retention: 400 * 24 * time.Hour},
 		source:         "no config file",
 	}
 	if !reflect.DeepEqual(*c, want) {

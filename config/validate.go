@@ -15,6 +15,7 @@ import (
 	"strconv"
 	"strings"
 	"syscall"
+	"time"
 	"unicode"
 
 	"golang.org/x/crypto/ssh"
@@ -132,6 +133,11 @@ func (c *Config) Validate() error {
 	}
 	if c.MaxStartups < 1 {
 		p.addf("max_startups", "must be at least 1")
+	}
+	if c.Audit.Retention < 0 {
+		p.addf("audit.retention", "must not be negative (0 keeps events forever)")
+	} else if c.Audit.Retention > 0 && c.Audit.Retention < time.Hour {
+		p.addf("audit.retention", "must be at least 1h (0 keeps events forever)")
 	}
 	if c.Session.IdleTimeout < 0 {
 		p.addf("session.idle_timeout", "must not be negative (0 turns it off)")

@@ -212,6 +212,9 @@ func serve(ctx context.Context, cfg *config.Config, log *slog.Logger, reload fun
 		"upstream", cfg.Upstream.Address, "admin_socket", cfg.Admin.Socket,
 		"portal", addrOf(portalLn), "link_ssh", addrOf(linkLn), "metrics", addrOf(metricsLn))
 
+	stopPruning := pruneAudit(st, cfg.Audit.Retention, log)
+	defer stopPruning()
+
 	sigs := make(chan os.Signal, 1)
 	signal.Notify(sigs, syscall.SIGINT, syscall.SIGTERM, syscall.SIGHUP)
 	defer signal.Stop(sigs)
@@ -255,6 +258,39 @@ wait:
 		runErr = nil
 	}
 	return runErr
+}
+
+// pruneAudit deletes audit events older than retention now and then hourly,
+// until the returned func is called (it waits for a prune in progress).
+// Zero retention keeps events forever.
+func pruneAudit(st *store.Store, retention time.Duration, log *slog.Logger) (stop func()) {
+	if retention <= 0 {
+		return func() {}
+	}
+	prune := func() {
+		n, err := st.PruneEvents(time.Now().Add(-retention))
+		if err != nil {
+			log.Error("pruning the audit log failed", "err", err)
+		} else if n > 0 {
+			log.Info("pruned old audit events", "events", n, "retention", retention.String())
+		}
+	}
+	done, finished := make(chan struct{}), make(chan struct{})
+	go func() {
+		defer close(finished)
+		prune()
+		t := time.NewTicker(time.Hour)
+		defer t.Stop()
+		for {
+			select {
+			case <-done:
+				return
+			case <-t.C:
+				prune()
+			}
+		}
+	}()
+	return func() { close(done); <-finished }
 }
 
 // listeners collects the daemon's listeners so that a failed start closes
