@@ -4,7 +4,8 @@
 // SSH connection to it.
 //
 // A connection goes through three stages, each owned by one goroutine:
-// Serve's accept loop hands the net.Conn to handleConn, which runs the SSH
+// Serve's accept loop (package connserve, which also tracks the connections
+// for Shutdown and Close) hands the net.Conn to handleConn, which runs the SSH
 // handshake and authentication (auth.go) under the login grace deadline and a
 // cap on unauthenticated connections, and then runs relay.Relay until either
 // side hangs up.
@@ -20,12 +21,12 @@ import (
 	"sort"
 	"sync"
 	"sync/atomic"
-	"syscall"
 	"time"
 
 	"golang.org/x/crypto/ssh"
 
 	"gatekeeper/config"
+	"gatekeeper/gatekeeper/connserve"
 	"gatekeeper/gatekeeper/metrics"
 	"gatekeeper/gatekeeper/proxyproto"
 	"gatekeeper/gatekeeper/relay"
@@ -77,14 +78,14 @@ type Server struct {
 	// yet; a full channel means new connections are turned away.
 	startups chan struct{}
 
+	// accept runs the accept loop and tracks the connections for Shutdown
+	// and Close.
+	accept connserve.Server
+
 	// mu protects the following.
-	mu        sync.Mutex
-	closing   bool
-	listeners map[net.Listener]struct{}
-	conns     map[net.Conn]struct{}
-	sessions  map[uint64]*Session
-	nextID    uint64
-	connsWG   sync.WaitGroup // one count per entry in conns
+	mu       sync.Mutex
+	sessions map[uint64]*Session
+	nextID   uint64
 }
 
 // New checks cfg's upstream settings and loads (or creates) the host keys.
@@ -124,14 +125,14 @@ func New(cfg *config.Config, opts Options) (*Server, error) {
 			Window:   cfg.RateLimit.Window,
 			Lockout:  cfg.RateLimit.Lockout,
 		}, opts.Now),
-		recovery:  opts.Recovery,
-		metrics:   opts.Metrics,
-		audit:     newAuditor(opts.Store, opts.Log),
-		startups:  make(chan struct{}, maxStartups),
-		listeners: map[net.Listener]struct{}{},
-		conns:     map[net.Conn]struct{}{},
-		sessions:  map[uint64]*Session{},
+		recovery: opts.Recovery,
+		metrics:  opts.Metrics,
+		audit:    newAuditor(opts.Store, opts.Log),
+		startups: make(chan struct{}, maxStartups),
+		sessions: map[uint64]*Session{},
 	}
+	s.accept.Handle = func(_ context.Context, nc net.Conn) { s.handleConn(nc) }
+	s.accept.Log = opts.Log
 	s.cfg.Store(cfg)
 	return s, nil
 }
@@ -189,118 +190,26 @@ func (s *Server) Serve(ln net.Listener) error {
 	if cfg := s.config(); cfg.ProxyProtocol {
 		ln = &proxyproto.Listener{Listener: ln, From: cfg.ProxyFrom}
 	}
-	s.mu.Lock()
-	if s.closing {
-		s.mu.Unlock()
+	err := s.accept.Serve(ln)
+	if errors.Is(err, connserve.ErrServerClosed) {
 		return ErrServerClosed
 	}
-	s.listeners[ln] = struct{}{}
-	s.mu.Unlock()
-	defer func() {
-		s.mu.Lock()
-		delete(s.listeners, ln)
-		s.mu.Unlock()
-	}()
-
-	var backoff time.Duration
-	for {
-		nc, err := ln.Accept()
-		if err != nil {
-			if s.isClosing() {
-				return ErrServerClosed
-			}
-			var ne net.Error
-			if errors.As(err, &ne) && ne.Timeout() || errors.Is(err, syscall.EMFILE) || errors.Is(err, syscall.ENFILE) {
-				// Out of file descriptors or similar: wait and retry, as
-				// net/http does, rather than spin or die.
-				backoff = min(max(2*backoff, 5*time.Millisecond), time.Second)
-				s.log.Warn("accept failed; retrying", "err", err, "retry_in", backoff)
-				time.Sleep(backoff)
-				continue
-			}
-			return err
-		}
-		backoff = 0
-		if !s.trackConn(nc) {
-			nc.Close()
-			return ErrServerClosed
-		}
-		go func() {
-			defer s.untrackConn(nc)
-			s.handleConn(nc)
-		}()
-	}
-}
-
-func (s *Server) isClosing() bool {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.closing
-}
-
-func (s *Server) trackConn(nc net.Conn) bool {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if s.closing {
-		return false
-	}
-	s.conns[nc] = struct{}{}
-	s.connsWG.Add(1)
-	return true
-}
-
-func (s *Server) untrackConn(nc net.Conn) {
-	nc.Close()
-	s.mu.Lock()
-	delete(s.conns, nc)
-	s.mu.Unlock()
-	s.connsWG.Done()
+	return err
 }
 
 // Shutdown stops accepting connections and waits for the live ones to end
 // on their own. When ctx expires first it closes them and returns ctx.Err().
+// The audit log is closed once the connections are gone.
 func (s *Server) Shutdown(ctx context.Context) error {
-	s.stopListening()
-	done := make(chan struct{})
-	go func() {
-		s.connsWG.Wait()
-		close(done)
-	}()
 	defer s.audit.close()
-	select {
-	case <-done:
-		return nil
-	case <-ctx.Done():
-		s.closeConns()
-		<-done
-		return ctx.Err()
-	}
+	return s.accept.Shutdown(ctx)
 }
 
 // Close stops accepting and closes every connection at once.
 func (s *Server) Close() error {
-	s.stopListening()
-	s.closeConns()
-	s.connsWG.Wait()
+	s.accept.Close()
 	s.audit.close()
 	return nil
-}
-
-func (s *Server) stopListening() {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	s.closing = true
-	for ln := range s.listeners {
-		ln.Close()
-	}
-}
-
-func (s *Server) closeConns() {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	for nc := range s.conns {
-		nc.Close()
-	}
 }
 
 // SetRateLimit replaces the lockout policy without touching live sessions or

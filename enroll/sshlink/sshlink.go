@@ -18,12 +18,12 @@ import (
 	"net"
 	"net/netip"
 	"sync"
-	"syscall"
 	"time"
 
 	"golang.org/x/crypto/ssh"
 
 	"gatekeeper/enroll"
+	"gatekeeper/gatekeeper/connserve"
 	"gatekeeper/gatekeeper/store"
 )
 
@@ -132,14 +132,9 @@ type Server struct {
 
 	initOnce sync.Once
 	startups chan struct{} // one token per connection that has not authenticated
-	ctx      context.Context
-	cancel   context.CancelFunc
-
-	mu        sync.Mutex
-	closing   bool
-	listeners map[net.Listener]struct{}
-	conns     map[net.Conn]struct{}
-	connsWG   sync.WaitGroup // one count per entry in conns
+	// accept runs the accept loop and tracks the connections for Shutdown and Close; the
+	// context it gives handleConn is cancelled when connections are closed under it.
+	accept connserve.Server
 }
 
 func (s *Server) init() {
@@ -149,9 +144,9 @@ func (s *Server) init() {
 			n = DefaultMaxStartups
 		}
 		s.startups = make(chan struct{}, n)
-		s.ctx, s.cancel = context.WithCancel(context.Background())
-		s.listeners = map[net.Listener]struct{}{}
-		s.conns = map[net.Conn]struct{}{}
+		s.accept.Handle = s.handleConn
+		s.accept.Log = s.log()
+		s.accept.Name = "sshlink"
 	})
 }
 
@@ -194,124 +189,31 @@ func (s *Server) Serve(ln net.Listener) error {
 	if len(s.Signers) == 0 || s.Passwords == nil || s.Linker == nil {
 		return errors.New("sshlink: Signers, Passwords and Linker are required")
 	}
-	s.mu.Lock()
-	if s.closing {
-		s.mu.Unlock()
+	err := s.accept.Serve(ln)
+	if errors.Is(err, connserve.ErrServerClosed) {
 		return ErrServerClosed
 	}
-	s.listeners[ln] = struct{}{}
-	s.mu.Unlock()
-	defer func() {
-		s.mu.Lock()
-		delete(s.listeners, ln)
-		s.mu.Unlock()
-	}()
-
-	var backoff time.Duration
-	for {
-		nc, err := ln.Accept()
-		if err != nil {
-			if s.isClosing() {
-				return ErrServerClosed
-			}
-			var ne net.Error
-			if errors.As(err, &ne) && ne.Timeout() || errors.Is(err, syscall.EMFILE) || errors.Is(err, syscall.ENFILE) {
-				// Out of file descriptors or similar: wait and retry, as net/http does.
-				backoff = min(max(2*backoff, 5*time.Millisecond), time.Second)
-				s.log().Warn("sshlink: accept failed; retrying", "err", err, "retry_in", backoff)
-				time.Sleep(backoff)
-				continue
-			}
-			return err
-		}
-		backoff = 0
-		if !s.trackConn(nc) {
-			nc.Close()
-			return ErrServerClosed
-		}
-		go func() {
-			defer s.untrackConn(nc)
-			s.handleConn(nc)
-		}()
-	}
-}
-
-func (s *Server) isClosing() bool {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.closing
-}
-
-func (s *Server) trackConn(nc net.Conn) bool {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if s.closing {
-		return false
-	}
-	s.conns[nc] = struct{}{}
-	s.connsWG.Add(1)
-	return true
-}
-
-func (s *Server) untrackConn(nc net.Conn) {
-	nc.Close()
-	s.mu.Lock()
-	delete(s.conns, nc)
-	s.mu.Unlock()
-	s.connsWG.Done()
+	return err
 }
 
 // Shutdown stops accepting connections and waits for the live ones to end on their own (a
 // session ends at the latest when it has waited IdleTimeout for input). When ctx ends first it
-// closes them and returns ctx.Err().
+// cancels the sessions' work (password checks, the linking flow), closes their connections and
+// returns ctx.Err().
 func (s *Server) Shutdown(ctx context.Context) error {
 	s.init()
-	s.stopListening()
-	done := make(chan struct{})
-	go func() {
-		s.connsWG.Wait()
-		close(done)
-	}()
-	select {
-	case <-done:
-		s.cancel()
-		return nil
-	case <-ctx.Done():
-		s.closeConns()
-		<-done
-		return ctx.Err()
-	}
+	return s.accept.Shutdown(ctx)
 }
 
 // Close stops accepting and closes every connection at once.
 func (s *Server) Close() error {
 	s.init()
-	s.stopListening()
-	s.closeConns()
-	s.connsWG.Wait()
-	return nil
+	return s.accept.Close()
 }
 
-func (s *Server) stopListening() {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	s.closing = true
-	for ln := range s.listeners {
-		ln.Close()
-	}
-}
-
-func (s *Server) closeConns() {
-	s.cancel()
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	for nc := range s.conns {
-		nc.Close()
-	}
-}
-
-// handleConn authenticates one client and runs its linking session.
-func (s *Server) handleConn(nc net.Conn) {
+// handleConn authenticates one client and runs its linking session. ctx ends when the server
+// closes connections under their sessions.
+func (s *Server) handleConn(ctx context.Context, nc net.Conn) {
 	remote := remoteAddr(nc.RemoteAddr())
 	log := s.log().With("remote", remote.String())
 
@@ -330,7 +232,7 @@ func (s *Server) handleConn(nc net.Conn) {
 	}
 	defer release()
 
-	ctx, cancel := context.WithCancel(s.ctx)
+	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	_ = nc.SetDeadline(time.Now().Add(s.graceTime()))
 	a := &authState{srv: s, ctx: ctx, remote: remote, log: log}
