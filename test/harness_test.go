@@ -422,6 +422,9 @@ type gkOptions struct {
 	window       string // rate_limit.window (default "30s")
 	lockout      string // rate_limit.lockout (default "5s")
 	upstreamPort int    // lander port (default: the lander's)
+	// edit, if set, rewrites the YAML before it is written (extra keys such as
+	// enroll.allowed_networks); see test/helpers2_test.go.
+	edit func(yaml string) string
 }
 
 type gatekeeper struct {
@@ -524,6 +527,9 @@ func (g *gatekeeper) writeConfig(name string) error {
 	cfg := fmt.Sprintf(gatekeeperConfig, g.port, g.hostKey, g.db, g.secretKey, o.upstreamPort,
 		g.knownHosts, totpSkew, o.failures, o.window, o.lockout, failureDelay, freePort(), freePort(),
 		g.socket, g.metricsPort)
+	if o.edit != nil {
+		cfg = o.edit(cfg)
+	}
 	return os.WriteFile(g.cfgPath, []byte(cfg), 0o600)
 }
 
