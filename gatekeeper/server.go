@@ -400,17 +400,18 @@ func (s *Server) Sessions() []SessionInfo {
 	return out
 }
 
-// Kill ends the session with the given id; it reports whether it existed.
-func (s *Server) Kill(id uint64) bool {
+// Kill ends the session with the given id; it reports whose session it was
+// and whether it existed.
+func (s *Server) Kill(id uint64) (user, remote string, ok bool) {
 	s.mu.Lock()
 	sess := s.sessions[id]
 	s.mu.Unlock()
 	if sess == nil {
-		return false
+		return "", "", false
 	}
 	sess.conn.Close()
 	s.log.Info("session killed by an admin", "session", id, "user", sess.User)
-	return true
+	return sess.User, sess.Remote.String(), true
 }
 
 // KillUser ends every live session of user and returns how many there were.

@@ -20,6 +20,10 @@ declare -A pkg_of=(
 	[oathtool]=oathtool
 	[chromium]=chromium
 	[zbarimg]=zbar-tools
+	[google-authenticator]=libpam-google-authenticator
+	[systemd-analyze]=systemd
+	[systemd-sysusers]=systemd
+	[systemd-tmpfiles]=systemd
 	[xauth]=xauth # sshd needs it for X11 forwarding; only "recommended" by openssh-client
 )
 

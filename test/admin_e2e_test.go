@@ -142,19 +142,18 @@ func TestAdminJSONAndAudit(t *testing.T) {
 	if left := sessionsOf(t, g, u.name); len(left) != 0 {
 		t.Errorf("admin sessions after the kill: %+v", left)
 	}
-	// The kill is audited with the admin's uid. (It is looked up in everyone's events: the
-	// daemon records it without the session's user, so `audit --user` does not show it.)
+	// The kill is audited with the admin's uid and the session's user.
 	sessionID := regexp.MustCompile(`\b` + strconv.FormatUint(se.ID, 10) + `\b`)
 	deadline := time.Now().Add(waitTimeout)
 	for {
 		var all []auditEvent
-		g.adminJSON(t, &all, "audit", "--since", since)
+		g.adminJSON(t, &all, "audit", "--user", u.name, "--since", since)
 		i := slices.IndexFunc(all, func(e auditEvent) bool {
 			return e.Kind == "session_killed" && sessionID.MatchString(e.Detail)
 		})
 		if i >= 0 {
-			if all[i].Actor != adminActor {
-				t.Errorf("audit: %v, want actor %q", all[i], adminActor)
+			if all[i].Actor != adminActor || all[i].User != u.name {
+				t.Errorf("audit: %v, want user %q and actor %q", all[i], u.name, adminActor)
 			}
 			break
 		}

@@ -839,17 +839,17 @@ func (f *frontDoor) install(s *admin.Server) {
 		defer f.mu.Unlock()
 		return slices.Clone(f.sessions)
 	}
-	s.Kill = func(id uint64) bool {
+	s.Kill = func(id uint64) (string, string, bool) {
 		f.mu.Lock()
 		defer f.mu.Unlock()
 		for i, x := range f.sessions {
 			if x.ID == id {
 				f.sessions = slices.Delete(f.sessions, i, i+1)
 				f.killed = append(f.killed, id)
-				return true
+				return x.User, x.Remote, true
 			}
 		}
-		return false
+		return "", "", false
 	}
 	s.OnReset = func(user string) int {
 		f.mu.Lock()
@@ -970,8 +970,8 @@ func TestAdminWithDaemon(t *testing.T) {
 				if killed, _, _ := f.state(); !slices.Equal(killed, []uint64{9}) {
 					t.Errorf("killed = %v", killed)
 				}
-				if ev := events(t, st); !slices.Contains(ev, "session_killed//"+me) {
-					t.Errorf("audit = %v, want session_killed by %s", ev, me)
+				if ev := events(t, st); !slices.Contains(ev, "session_killed/bob/"+me) {
+					t.Errorf("audit = %v, want session_killed of bob's session by %s", ev, me)
 				}
 			},
 		},

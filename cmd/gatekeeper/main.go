@@ -98,6 +98,14 @@ func newServeCmd() *cobra.Command {
 // admin socket, the store last. SIGHUP re-reads the config with reload and
 // applies its policy settings to new logins.
 func serve(ctx context.Context, cfg *config.Config, log *slog.Logger, reload func() (*config.Config, error)) error {
+	// Signals are caught from the start and until serve has returned: deferred
+	// first, signal.Stop runs last, so a second SIGTERM during the ordered
+	// shutdown below cannot kill the process half-way. One that arrives
+	// during start-up waits in the channel.
+	sigs := make(chan os.Signal, 1)
+	signal.Notify(sigs, syscall.SIGINT, syscall.SIGTERM, syscall.SIGHUP)
+	defer signal.Stop(sigs)
+
 	st, err := store.Open(cfg.DB, cfg.SecretKeyFile)
 	if err != nil {
 		return err
@@ -214,10 +222,6 @@ func serve(ctx context.Context, cfg *config.Config, log *slog.Logger, reload fun
 
 	stopPruning := pruneAudit(st, cfg.Audit.Retention, log)
 	defer stopPruning()
-
-	sigs := make(chan os.Signal, 1)
-	signal.Notify(sigs, syscall.SIGINT, syscall.SIGTERM, syscall.SIGHUP)
-	defer signal.Stop(sigs)
 
 	var runErr error
 wait:

@@ -1,6 +1,7 @@
 package portal
 
 import (
+	"context"
 	"crypto/subtle"
 	"encoding/base64"
 	"errors"
@@ -118,6 +119,12 @@ func (s *Server) setHeaders(w http.ResponseWriter) {
 
 // remoteAddr is the client's address from r.RemoteAddr (which the daemon may have replaced with
 // the PROXY protocol's), unmapped; invalid when it is not an IP:port.
+// actorContext names the portal and the browser's address as the actor of
+// the link events the request causes, in the audit log.
+func actorContext(r *http.Request) context.Context {
+	return enroll.WithActor(r.Context(), "portal "+remoteAddr(r).String())
+}
+
 func remoteAddr(r *http.Request) netip.Addr {
 	ap, err := netip.ParseAddrPort(r.RemoteAddr)
 	if err != nil {
@@ -413,7 +420,7 @@ func (s *Server) linkStart(w http.ResponseWriter, r *http.Request) {
 		seeOther(w, r, "/")
 		return
 	}
-	ctx := r.Context()
+	ctx := actorContext(r)
 	log := s.log().With("user", v.user, "remote", remoteAddr(r).String())
 	if !s.canLink(r, v) {
 		log.InfoContext(ctx, "portal link refused: outside the allowed networks without a ticket")
@@ -545,7 +552,7 @@ func (s *Server) linkConfirm(w http.ResponseWriter, r *http.Request) {
 		seeOther(w, r, "/")
 		return
 	}
-	ctx := r.Context()
+	ctx := actorContext(r)
 	code := r.PostForm.Get("code")
 	if len(code) > 64 {
 		code = code[:64] // too long to be a code anyway; keep what Confirm sees small

@@ -323,6 +323,19 @@ func TestLinkFlowShowsSecretOnce(t *testing.T) {
 	if strings.Contains(acc.body, `href="/link"`) {
 		t.Error("account page of an active link still offers to link")
 	}
+	// The audit log names the portal and the browser's address, not "console".
+	events, err := e.svc.Store.Events(store.EventQuery{User: testUser})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, ev := range events {
+		if !strings.HasPrefix(ev.Actor, "portal ") {
+			t.Errorf("audit event %s has actor %q, want the portal and the client address", ev.Kind, ev.Actor)
+		}
+	}
+	if len(events) == 0 {
+		t.Error("the link left no audit events")
+	}
 }
 
 func TestExpiredLinkCanStartAgain(t *testing.T) {

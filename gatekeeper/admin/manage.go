@@ -262,11 +262,13 @@ func (s *Server) handleKill(w http.ResponseWriter, r *http.Request) {
 		s.notImplemented(w, r, "session tracking")
 		return
 	}
-	if !s.Kill(id) {
+	user, remote, ok := s.Kill(id)
+	if !ok {
 		s.writeErr(w, r, fmt.Errorf("%w: no live session has id %d", ErrNoSuchSession, id))
 		return
 	}
-	s.audit(r, store.Event{Kind: store.EventSessionKilled, Actor: actorOf(r), Detail: fmt.Sprintf("session %d", id)})
-	s.log().InfoContext(r.Context(), "session killed", "session", id, "actor", actorOf(r))
+	s.audit(r, store.Event{Kind: store.EventSessionKilled, User: user, Remote: remote, Actor: actorOf(r),
+		Detail: fmt.Sprintf("session %d", id)})
+	s.log().InfoContext(r.Context(), "session killed", "session", id, "user", user, "actor", actorOf(r))
 	writeJSON(w, http.StatusOK, killResponse{ID: id, Ended: true})
 }

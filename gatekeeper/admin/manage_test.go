@@ -429,12 +429,12 @@ func TestSessionsAPI(t *testing.T) {
 			}
 			return out
 		}
-		s.Kill = func(id uint64) bool {
+		s.Kill = func(id uint64) (string, string, bool) {
 			mu.Lock()
 			defer mu.Unlock()
-			_, ok := live[id]
+			x, ok := live[id]
 			delete(live, id)
-			return ok
+			return x.User, "192.0.2.1:2222", ok
 		}
 	})
 	c2 := NewClient(d2.path)
@@ -457,7 +457,7 @@ func TestSessionsAPI(t *testing.T) {
 		t.Errorf("Sessions after kill = %s", raw)
 	}
 	ev, err := d2.st.Events(store.EventQuery{})
-	if err != nil || len(ev) != 1 || ev[0].Kind != store.EventSessionKilled || ev[0].Actor != me || ev[0].Detail != "session 3" {
+	if err != nil || len(ev) != 1 || ev[0].Kind != store.EventSessionKilled || ev[0].Actor != me || ev[0].Detail != "session 3" || ev[0].User != "alice" {
 		t.Errorf("audit = %+v, %v; want one session_killed of session 3 by %s", ev, err, me)
 	}
 	for _, bad := range []string{"abc", "-1", "18446744073709551616"} {

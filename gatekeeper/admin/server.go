@@ -79,8 +79,9 @@ type Server struct {
 	LockedUntil func(user string) time.Time
 	// Sessions returns the live sessions in a JSON-encodable form.
 	Sessions func() any
-	// Kill ends the live session id; it reports whether there was one.
-	Kill func(id uint64) bool
+	// Kill ends the live session id; it reports whose session it was (user
+	// and client address, for the audit log) and whether there was one.
+	Kill func(id uint64) (user, remote string, ok bool)
 
 	mu     sync.Mutex
 	srv    *http.Server
