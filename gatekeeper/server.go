@@ -33,6 +33,11 @@ import (
 	"gatekeeper/gatekeeper/store"
 )
 
+// sshSetupBytes covers an SSH connection's handshake, authentication and
+// first channel requests: the part where the OpenSSH client's Nagle delays
+// meet the kernel's delayed ACKs (see connserve.Server.QuickAck).
+const sshSetupBytes = 256 << 10
+
 // ErrServerClosed is returned by Serve after Shutdown or Close.
 var ErrServerClosed = errors.New("gatekeeper: server closed")
 
@@ -133,6 +138,7 @@ func New(cfg *config.Config, opts Options) (*Server, error) {
 	}
 	s.accept.Handle = func(_ context.Context, nc net.Conn) { s.handleConn(nc) }
 	s.accept.Log = opts.Log
+	s.accept.QuickAck = sshSetupBytes
 	s.cfg.Store(cfg)
 	return s, nil
 }

@@ -147,6 +147,7 @@ func (s *Server) init() {
 		s.accept.Handle = s.handleConn
 		s.accept.Log = s.log()
 		s.accept.Name = "sshlink"
+		s.accept.QuickAck = 256 << 10 // the whole linking dialogue; see connserve.Server.QuickAck
 	})
 }
 

@@ -31,6 +31,10 @@ type Server struct {
 	Log *slog.Logger
 	// Name, when set, prefixes the log messages ("NAME: accept failed; retrying").
 	Name string
+	// QuickAck is how many bytes of each connection are acknowledged at once
+	// rather than with the kernel's delayed ACK (0: none). SSH servers set it
+	// to cover the handshake: see quickAckConn.
+	QuickAck int
 
 	// mu protects the following.
 	mu        sync.Mutex
@@ -99,6 +103,10 @@ func (s *Server) Serve(ln net.Listener) error {
 		}
 		go func() {
 			defer s.untrackConn(nc)
+			if s.QuickAck > 0 {
+				s.Handle(ctx, withQuickAck(nc, s.QuickAck))
+				return
+			}
 			s.Handle(ctx, nc)
 		}()
 	}

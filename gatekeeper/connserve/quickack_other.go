@@ -1,0 +1,7 @@
+//go:build !linux
+
+package connserve
+
+const quickAckSupported = false
+
+func setQuickAck(uintptr) {}
