@@ -76,15 +76,7 @@ func NewRecoveryCodes() ([]string, error) {
 // ok is false for something that cannot be a code (empty, too long, not letters and digits), so
 // that no hash is computed for it.
 func normalizeCode(code string) (n string, ok bool) {
-	n = strings.Map(func(r rune) rune {
-		switch {
-		case r == ' ' || r == '-' || r == '\t':
-			return -1
-		case 'A' <= r && r <= 'Z':
-			return r + ('a' - 'A')
-		}
-		return r
-	}, code)
+	n = store.NormalizeTyped(code)
 	if n == "" || len(n) > maxRecoveryLen {
 		return "", false
 	}

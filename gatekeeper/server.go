@@ -79,9 +79,8 @@ type Server struct {
 	metrics  *metrics.Gatekeeper
 	audit    *auditor
 
-	// startups holds one token per connection that has not authenticated
-	// yet; a full channel means new connections are turned away.
-	startups chan struct{}
+	// startups caps the connections that have not authenticated yet.
+	startups *connserve.Startups
 
 	// accept runs the accept loop and tracks the connections for Shutdown
 	// and Close.
@@ -133,7 +132,7 @@ func New(cfg *config.Config, opts Options) (*Server, error) {
 		recovery: opts.Recovery,
 		metrics:  opts.Metrics,
 		audit:    newAuditor(opts.Store, opts.Log),
-		startups: make(chan struct{}, maxStartups),
+		startups: connserve.NewStartups(maxStartups),
 		sessions: map[uint64]*Session{},
 	}
 	s.accept.Handle = func(_ context.Context, nc net.Conn) { s.handleConn(nc) }
@@ -243,18 +242,10 @@ func (s *Server) handleConn(nc net.Conn) {
 	remote := remoteAddrPort(nc.RemoteAddr())
 	log := s.log.With("remote", remote.String())
 
-	select {
-	case s.startups <- struct{}{}:
-	default:
-		log.Warn("too many unauthenticated connections; refusing", "max_startups", cap(s.startups))
+	release, ok := s.startups.Enter()
+	if !ok {
+		log.Warn("too many unauthenticated connections; refusing", "max_startups", s.startups.Max())
 		return
-	}
-	released := false
-	release := func() {
-		if !released {
-			released = true
-			<-s.startups
-		}
 	}
 	defer release()
 

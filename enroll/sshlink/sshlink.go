@@ -131,7 +131,7 @@ type Server struct {
 	IdleTimeout time.Duration
 
 	initOnce sync.Once
-	startups chan struct{} // one token per connection that has not authenticated
+	startups *connserve.Startups
 	// accept runs the accept loop and tracks the connections for Shutdown and Close; the
 	// context it gives handleConn is cancelled when connections are closed under it.
 	accept connserve.Server
@@ -143,7 +143,7 @@ func (s *Server) init() {
 		if n <= 0 {
 			n = DefaultMaxStartups
 		}
-		s.startups = make(chan struct{}, n)
+		s.startups = connserve.NewStartups(n)
 		s.accept.Handle = s.handleConn
 		s.accept.Log = s.log()
 		s.accept.Name = "sshlink"
@@ -218,18 +218,10 @@ func (s *Server) handleConn(ctx context.Context, nc net.Conn) {
 	remote := remoteAddr(nc.RemoteAddr())
 	log := s.log().With("remote", remote.String())
 
-	select {
-	case s.startups <- struct{}{}:
-	default:
-		log.Warn("sshlink: too many unauthenticated connections; refusing", "max_startups", cap(s.startups))
+	release, ok := s.startups.Enter()
+	if !ok {
+		log.Warn("sshlink: too many unauthenticated connections; refusing", "max_startups", s.startups.Max())
 		return
-	}
-	released := false
-	release := func() {
-		if !released {
-			released = true
-			<-s.startups
-		}
 	}
 	defer release()
 

@@ -26,9 +26,10 @@ type ticket struct {
 	Expires time.Time `json:"expires"`
 }
 
-// normalizeToken makes the token as a user may type it (any case, spaces,
-// dashes) match the one issued.
-func normalizeToken(token string) string {
+// NormalizeTyped returns a code as a person may type it — any case, with
+// spaces or dashes — in the one form it was issued in: lower case, without
+// spaces and dashes. Tickets and recovery codes are compared in this form.
+func NormalizeTyped(token string) string {
 	return strings.Map(func(r rune) rune {
 		switch {
 		case r == ' ' || r == '-' || r == '\t':
@@ -46,7 +47,7 @@ func ticketKey(token string) []byte {
 	if len(token) > maxTokenLen {
 		return nil
 	}
-	t := normalizeToken(token)
+	t := NormalizeTyped(token)
 	if t == "" {
 		return nil
 	}
