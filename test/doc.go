@@ -1,9 +1,15 @@
 // Package e2e holds the end-to-end tests of gatekeeper: they build the daemon, start a throwaway
-// OpenSSH sshd on loopback as the lander, create local users, link devices with
-// `gatekeeper enroll`, and drive the real OpenSSH client (ssh, scp, sftp, rsync) through the
-// gatekeeper with codes computed by oathtool.
+// OpenSSH sshd on loopback as the lander, create local gktest-* users, and use the daemon the way
+// researchers and admins do:
+//
+//   - the real OpenSSH client (ssh, scp, sftp, rsync) through the gatekeeper, with codes computed
+//     by oathtool (e2e_test.go, relay_test.go);
+//   - device linking in headless Chromium through the portal (the QR read back with zbarimg),
+//     with `ssh -tt` on the SSH linking port, and with `gatekeeper enroll` (link_e2e_test.go);
+//   - the admin commands, metrics, SIGHUP and SIGTERM, and importing files made by Debian's
+//     google-authenticator (admin_e2e_test.go).
 //
 // The tests need root (useradd, and sshd can only check passwords as root). Without root they
 // are skipped, except when CI=true, where a skip would hide a broken pipeline and fails instead.
-// `make test` installs the OpenSSH, oathtool and rsync packages first (scripts/install-deps.sh).
+// `make test` installs the packages they use first (scripts/install-deps.sh).
 package e2e
