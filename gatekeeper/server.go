@@ -8,7 +8,9 @@
 // for Shutdown and Close) hands the net.Conn to handleConn, which runs the SSH
 // handshake and authentication (auth.go) under the login grace deadline and a
 // cap on unauthenticated connections, and then runs relay.Relay until either
-// side hangs up.
+// side hangs up. Two goroutines per Server run beside them, both started by
+// New and ended by Shutdown or Close: the auditor, which writes audit events
+// in batches, and reportLoop, which adds live sessions' bytes to the metrics.
 package gatekeeper
 
 import (
@@ -79,6 +81,10 @@ type Server struct {
 	metrics  *metrics.Gatekeeper
 	audit    *auditor
 
+	// reportStop ends reportLoop, which closes reportDone when it returns.
+	reportStop, reportDone chan struct{}
+	reportOnce             sync.Once
+
 	// startups caps the connections that have not authenticated yet.
 	startups *connserve.Startups
 
@@ -139,6 +145,8 @@ func New(cfg *config.Config, opts Options) (*Server, error) {
 	s.accept.Log = opts.Log
 	s.accept.QuickAck = sshSetupBytes
 	s.cfg.Store(cfg)
+	s.reportStop, s.reportDone = make(chan struct{}), make(chan struct{})
+	go s.reportLoop()
 	return s, nil
 }
 
@@ -207,12 +215,14 @@ func (s *Server) Serve(ln net.Listener) error {
 // The audit log is closed once the connections are gone.
 func (s *Server) Shutdown(ctx context.Context) error {
 	defer s.audit.close()
+	defer s.stopReporting()
 	return s.accept.Shutdown(ctx)
 }
 
 // Close stops accepting and closes every connection at once.
 func (s *Server) Close() error {
 	s.accept.Close()
+	s.stopReporting()
 	s.audit.close()
 	return nil
 }
@@ -277,8 +287,7 @@ func (s *Server) handleConn(nc net.Conn) {
 	stopLimits := s.enforceLimits(sess, cfg.Session, log)
 	defer stopLimits()
 	err = relay.Relay(sc, chans, reqs, a.up.conn, a.up.chans, a.up.reqs, relay.Options{Log: log, Stats: &sess.Stats})
-	s.metrics.RelayedUp.Add(uint64(sess.Stats.Up.Load()))
-	s.metrics.RelayedDown.Add(uint64(sess.Stats.Down.Load()))
+	sess.reportBytes(s.metrics)
 	log.Info("session ended", "duration", time.Since(sess.Start).Round(time.Millisecond).String(),
 		"bytes_up", sess.Stats.Up.Load(), "bytes_down", sess.Stats.Down.Load(), "err", errString(err))
 }
@@ -354,6 +363,63 @@ type Session struct {
 	Stats relay.Stats
 
 	conn ssh.Conn
+	// reportedUp and reportedDown are the bytes already added to the
+	// metrics; see reportBytes.
+	reportedUp, reportedDown atomic.Int64
+}
+
+// bytesReportInterval is how often live sessions' traffic is added to
+// gatekeeper_relayed_bytes_total, so that a long transfer shows while it runs.
+const bytesReportInterval = 5 * time.Second
+
+// reportBytes adds what sess relayed since the last report to m. It may run
+// from the report loop and the session's end at once: each byte is added
+// once, and the counters never go back.
+func (sess *Session) reportBytes(m *metrics.Gatekeeper) {
+	report := func(cur int64, reported *atomic.Int64, c *metrics.Counter) {
+		for {
+			old := reported.Load()
+			if cur <= old {
+				return
+			}
+			if reported.CompareAndSwap(old, cur) {
+				c.Add(uint64(cur - old))
+				return
+			}
+		}
+	}
+	report(sess.Stats.Up.Load(), &sess.reportedUp, m.RelayedUp)
+	report(sess.Stats.Down.Load(), &sess.reportedDown, m.RelayedDown)
+}
+
+// reportLoop adds live sessions' traffic to the metrics every
+// bytesReportInterval until stopReporting. It is started by New.
+func (s *Server) reportLoop() {
+	defer close(s.reportDone)
+	t := time.NewTicker(bytesReportInterval)
+	defer t.Stop()
+	for {
+		select {
+		case <-s.reportStop:
+			return
+		case <-t.C:
+			s.mu.Lock()
+			live := make([]*Session, 0, len(s.sessions))
+			for _, x := range s.sessions {
+				live = append(live, x)
+			}
+			s.mu.Unlock()
+			for _, x := range live {
+				x.reportBytes(s.metrics)
+			}
+		}
+	}
+}
+
+// stopReporting ends reportLoop and waits for it; calling it again is a no-op.
+func (s *Server) stopReporting() {
+	s.reportOnce.Do(func() { close(s.reportStop) })
+	<-s.reportDone
 }
 
 // SessionInfo is a snapshot of a Session for listing.

@@ -920,3 +920,29 @@ func TestSessionLimits(t *testing.T) {
 		})
 	}
 }
+
+func TestReportBytesCountsEachByteOnce(t *testing.T) {
+	reg := metrics.NewRegistry()
+	m := metrics.NewGatekeeper(reg)
+	sess := &Session{}
+	var wg sync.WaitGroup
+	for range 8 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for range 1000 {
+				sess.Stats.Up.Add(3)
+				sess.Stats.Down.Add(1)
+				sess.reportBytes(m)
+			}
+		}()
+	}
+	wg.Wait()
+	sess.reportBytes(m)
+	if got := m.RelayedUp.Value(); got != 8*1000*3 {
+		t.Errorf("up counter %d, want %d", got, 8*1000*3)
+	}
+	if got := m.RelayedDown.Value(); got != 8*1000 {
+		t.Errorf("down counter %d, want %d", got, 8*1000)
+	}
+}
