@@ -94,8 +94,8 @@ func newServeCmd() *cobra.Command {
 
 // serve runs the daemon until SIGINT or SIGTERM, then shuts down in order:
 // the SSH front door first (stop accepting, let sessions finish up to
-// shutdownGrace), then the linking portal, the metrics listener and the
-// admin socket, the store last. SIGHUP re-reads the config with reload and
+// shutdownGrace), then SSH linking, the linking portal, the metrics listener
+// and the admin socket, the store last. SIGHUP re-reads the config with reload and
 // applies its policy settings to new logins.
 func serve(ctx context.Context, cfg *config.Config, log *slog.Logger, reload func() (*config.Config, error)) error {
 	// Signals are caught from the start and until serve has returned: deferred
@@ -122,6 +122,9 @@ func serve(ctx context.Context, cfg *config.Config, log *slog.Logger, reload fun
 	if err != nil {
 		return err
 	}
+	// Stops the front door's background work on the error paths below; after
+	// the Shutdown at the end it has nothing left to do.
+	defer gk.Close()
 	linker := &enroll.Service{
 		Store: st, Issuer: cfg.TOTP.Issuer, Skew: cfg.TOTP.Skew,
 		ConfirmWithin: cfg.Enroll.ConfirmWithin, Log: log,
@@ -190,8 +193,13 @@ func serve(ctx context.Context, cfg *config.Config, log *slog.Logger, reload fun
 	mux.Handle("GET /metrics", reg.Handler())
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) {
 		if err := gk.Health(r.Context()); err != nil {
+			// The detail (addresses, paths) goes to the log, not to the client.
 			log.Warn("health check failed", "err", err)
-			http.Error(w, "unhealthy: "+err.Error(), http.StatusServiceUnavailable)
+			what := "database"
+			if errors.Is(err, gatekeeper.ErrLanderUnavailable) {
+				what = "lander not answering"
+			}
+			http.Error(w, "unhealthy: "+what, http.StatusServiceUnavailable)
 			return
 		}
 		fmt.Fprintln(w, "ok")
