@@ -160,24 +160,14 @@ func (s *Store) PruneEvents(before time.Time) (int, error) {
 	n := 0
 	err := s.update(func(tx *bolt.Tx) error {
 		n = 0
-		b := tx.Bucket(bucketAudit)
-		var old [][]byte
-		// Collect first: deleting under a moving cursor can skip keys.
-		err := b.ForEach(func(k, v []byte) error {
-			if e, ok := decodeEvent(k, v); !ok || e.Time.Before(before) {
-				old = append(old, slices.Clone(k))
-			}
-			return nil
+		var err error
+		n, err = deleteWhere(tx.Bucket(bucketAudit), func(k, v []byte) bool {
+			e, ok := decodeEvent(k, v)
+			return !ok || e.Time.Before(before)
 		})
 		if err != nil {
-			return err
+			return fmt.Errorf("audit log: %w", err)
 		}
-		for _, k := range old {
-			if err := b.Delete(k); err != nil {
-				return fmt.Errorf("audit log: %w", err)
-			}
-		}
-		n = len(old)
 		return nil
 	})
 	if err != nil {

@@ -30,6 +30,7 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"time"
 
@@ -717,4 +718,26 @@ func (s *Store) recoverDamage(err *error) {
 	if r := recover(); r != nil {
 		*err = fmt.Errorf("database %s is damaged (bbolt: %v)", s.path, r)
 	}
+}
+
+// deleteWhere deletes the entries of b for which match is true and returns
+// how many it deleted. The keys are collected first: deleting under a moving
+// cursor can skip keys.
+func deleteWhere(b *bolt.Bucket, match func(k, v []byte) bool) (int, error) {
+	var gone [][]byte
+	err := b.ForEach(func(k, v []byte) error {
+		if match(k, v) {
+			gone = append(gone, slices.Clone(k))
+		}
+		return nil
+	})
+	if err != nil {
+		return 0, err
+	}
+	for _, k := range gone {
+		if err := b.Delete(k); err != nil {
+			return 0, err
+		}
+	}
+	return len(gone), nil
 }

@@ -1,11 +1,11 @@
 package store
 
 import (
+	"bytes"
 	"crypto/sha256"
 	"encoding/json"
 	"errors"
 	"fmt"
-	"slices"
 	"strings"
 	"time"
 
@@ -76,21 +76,12 @@ func (s *Store) AddTicket(user, token string, expires time.Time) error {
 	}
 	return s.update(func(tx *bolt.Tx) error {
 		b := tx.Bucket(bucketTickets)
-		var old [][]byte
-		err := b.ForEach(func(k, v []byte) error {
+		_, err := deleteWhere(b, func(_, v []byte) bool {
 			var t ticket
-			if json.Unmarshal(v, &t) == nil && t.User == user {
-				old = append(old, slices.Clone(k))
-			}
-			return nil
+			return json.Unmarshal(v, &t) == nil && t.User == user
 		})
 		if err != nil {
 			return err
-		}
-		for _, k := range old {
-			if err := b.Delete(k); err != nil {
-				return err
-			}
 		}
 		return b.Put(key, v)
 	})
@@ -105,26 +96,18 @@ func (s *Store) UseTicket(user, token string, now time.Time) error {
 	err := s.update(func(tx *bolt.Tx) error {
 		b := tx.Bucket(bucketTickets)
 		result = checkTicket(b, user, token, now)
-		var gone [][]byte
+		var used []byte
 		if result == nil {
-			gone = append(gone, ticketKey(token))
+			used = ticketKey(token)
 		}
-		err := b.ForEach(func(k, v []byte) error {
+		_, err := deleteWhere(b, func(k, v []byte) bool {
+			if used != nil && bytes.Equal(k, used) {
+				return true
+			}
 			var t ticket
-			if json.Unmarshal(v, &t) != nil || !now.Before(t.Expires) {
-				gone = append(gone, slices.Clone(k))
-			}
-			return nil
+			return json.Unmarshal(v, &t) != nil || !now.Before(t.Expires)
 		})
-		if err != nil {
-			return err
-		}
-		for _, k := range gone {
-			if err := b.Delete(k); err != nil {
-				return err
-			}
-		}
-		return nil
+		return err
 	})
 	if err != nil {
 		return err
