@@ -150,6 +150,10 @@ func New(cfg *config.Config, opts Options) (*Server, error) {
 	return s, nil
 }
 
+// HostKeys returns the host keys the front door presents, loaded (or
+// created) by New, for other SSH listeners of the daemon to present too.
+func (s *Server) HostKeys() []ssh.Signer { return s.signers }
+
 // config returns the settings in force now.
 func (s *Server) config() *config.Config { return s.cfg.Load() }
 

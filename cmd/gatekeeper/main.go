@@ -155,10 +155,6 @@ func serve(ctx context.Context, cfg *config.Config, log *slog.Logger, reload fun
 	if err != nil {
 		return err
 	}
-	signers, err := gatekeeper.LoadHostKeys(cfg.HostKeyFiles)
-	if err != nil {
-		return err
-	}
 
 	adm := &admin.Server{
 		Enroll:      linker,
@@ -181,7 +177,7 @@ func serve(ctx context.Context, cfg *config.Config, log *slog.Logger, reload fun
 		Secure:        cfg.Enroll.TLSCert != "",
 	}
 	sshLink := &sshlink.Server{
-		Signers:        signers,
+		Signers:        gk.HostKeys(),
 		Passwords:      gk,
 		Linker:         linker,
 		Tickets:        linker,
