@@ -90,8 +90,13 @@ type Config struct {
 	LoginGraceTime time.Duration `mapstructure:"login_grace_time"`
 	// MaxAuthTries is the number of authentication attempts per connection.
 	MaxAuthTries int `mapstructure:"max_auth_tries"`
-	// MaxStartups caps concurrent unauthenticated connections.
+	// MaxStartups caps concurrent unauthenticated connections from outside the trusted networks;
+	// past Preauth.DropStart new ones are dropped at random, more often the fuller it gets.
 	MaxStartups int `mapstructure:"max_startups"`
+	// Preauth limits connections that have not authenticated yet, per source and in time.
+	Preauth Preauth `mapstructure:"preauth"`
+	// MaxChannels caps the channels (sessions, forwardings) open at once on one connection.
+	MaxChannels int `mapstructure:"max_channels"`
 	// FailureDelay is the least time every failed attempt takes, so failures look alike.
 	FailureDelay time.Duration `mapstructure:"failure_delay"`
 	// Session limits live proxied sessions; zero values mean no limit.
@@ -101,7 +106,13 @@ type Config struct {
 
 	// source describes where the file settings came from, for messages and Effective.
 	source string
+	// warnings are Validate's findings that are allowed but probably a mistake.
+	warnings []string
 }
+
+// Warnings returns what Validate found allowed but probably a mistake (such as a load balancer
+// inside the trusted networks), for `config check` to print and the daemon to log.
+func (c *Config) Warnings() []string { return slices.Clone(c.warnings) }
 
 // Upstream is the lander's sshd.
 type Upstream struct {
@@ -119,14 +130,44 @@ type TOTP struct {
 	Skew int `mapstructure:"skew"`
 }
 
-// RateLimit locks a user (and a source address) out after repeated failures.
+// RateLimit locks users and source addresses out after repeated failures. Failures from
+// outside the trusted networks and from inside them are counted apart, so that an attacker on
+// the internet can never lock anyone out of logins from the trusted networks.
 type RateLimit struct {
-	// Failures within Window trigger a lockout.
+	// Failures within Window lock out a user (outside logins, counted across all sources) and a
+	// source address (IPv4 /32, IPv6 /64). Every attempt reserves its place before its code is
+	// checked, so at most this many codes are ever checked per user per lockout.
 	Failures int `mapstructure:"failures"`
-	// Window is the period in which Failures are counted.
+	// Window is the period in which failures are counted.
 	Window time.Duration `mapstructure:"window"`
-	// Lockout is how long a lockout lasts.
+	// Lockout is how long a first lockout lasts; each consecutive one doubles, up to MaxLockout.
 	Lockout time.Duration `mapstructure:"lockout"`
+	// MaxLockout caps the doubling of consecutive lockouts.
+	MaxLockout time.Duration `mapstructure:"max_lockout"`
+	// NetworkFailures within Window lock out a source network (IPv4 /24, IPv6 /48).
+	NetworkFailures int `mapstructure:"network_failures"`
+	// TrustedFailures within Window lock out a user's logins from the trusted networks, and
+	// (times five) a trusted source address: a campus NAT carries many users.
+	TrustedFailures int `mapstructure:"trusted_failures"`
+}
+
+// Preauth holds the "preauth" keys: limits on connections before they authenticate, against
+// floods of idle or slow connections. They apply to the SSH front door and SSH linking.
+type Preauth struct {
+	// HandshakeTimeout bounds the version exchange and key exchange; login_grace_time then
+	// bounds authentication.
+	HandshakeTimeout time.Duration `mapstructure:"handshake_timeout"`
+	// PerAddress caps unauthenticated connections from one address (IPv6: one /64).
+	PerAddress int `mapstructure:"per_address"`
+	// PerNetwork caps unauthenticated connections from one /24 (IPv6: one /48).
+	PerNetwork int `mapstructure:"per_network"`
+	// DropStart is where random early drop begins: from here to max_startups a new connection is
+	// refused with a probability rising from 30% to 100%, as sshd's MaxStartups start:30:full.
+	// Zero means half of max_startups.
+	DropStart int `mapstructure:"drop_start"`
+	// TrustedReserve is how many connections from the trusted networks are let in beyond
+	// max_startups, so that a flood from outside cannot keep the campus out.
+	TrustedReserve int `mapstructure:"trusted_reserve"`
 }
 
 // Enroll configures device linking.
@@ -152,6 +193,9 @@ type Enroll struct {
 type Admin struct {
 	// Socket is the admin socket's path.
 	Socket string `mapstructure:"socket"`
+	// Groups may use the admin socket besides root: a caller is let in when its uid is 0 or its
+	// primary or a supplementary group is one of these.
+	Groups []string `mapstructure:"groups"`
 }
 
 // Audit holds the "audit" keys.
@@ -194,6 +238,9 @@ func settings() []setting {
 		{"rate_limit.failures", 3},
 		{"rate_limit.window", 30 * time.Second},
 		{"rate_limit.lockout", 5 * time.Minute},
+		{"rate_limit.max_lockout", time.Hour},
+		{"rate_limit.network_failures", 10},
+		{"rate_limit.trusted_failures", 10},
 		{"enroll.portal_listen", "127.0.0.1:8080"},
 		{"enroll.ssh_listen", "127.0.0.1:2223"},
 		{"enroll.allowed_networks", []string{}},
@@ -201,11 +248,18 @@ func settings() []setting {
 		{"enroll.tls_cert", ""},
 		{"enroll.tls_key", ""},
 		{"admin.socket", "/run/gatekeeper/admin.sock"},
+		{"admin.groups", []string{"root", "gatekeeper"}},
 		{"metrics_listen", "127.0.0.1:9122"},
 		{"log_format", "json"},
 		{"login_grace_time", 60 * time.Second},
 		{"max_auth_tries", 6},
-		{"max_startups", 64},
+		{"max_startups", 100},
+		{"preauth.handshake_timeout", 10 * time.Second},
+		{"preauth.per_address", 10},
+		{"preauth.per_network", 32},
+		{"preauth.drop_start", 0},
+		{"preauth.trusted_reserve", 20},
+		{"max_channels", 64},
 		{"failure_delay", 2 * time.Second},
 		{"session.idle_timeout", time.Duration(0)},
 		{"session.max_duration", time.Duration(0)},
@@ -312,6 +366,7 @@ func read(file string, flags *pflag.FlagSet, fallback string) (*Config, error) {
 	c.TrustedNetworks = cleanList(c.TrustedNetworks)
 	c.ProxyProtocolFrom = cleanList(c.ProxyProtocolFrom)
 	c.Enroll.AllowedNetworks = cleanList(c.Enroll.AllowedNetworks)
+	c.Admin.Groups = cleanList(c.Admin.Groups)
 	c.source = source
 	return &c, nil
 }
@@ -655,9 +710,12 @@ type effective struct {
 		Skew   int    `yaml:"skew"`
 	} `yaml:"totp"`
 	RateLimit struct {
-		Failures int    `yaml:"failures"`
-		Window   string `yaml:"window"`
-		Lockout  string `yaml:"lockout"`
+		Failures        int    `yaml:"failures"`
+		Window          string `yaml:"window"`
+		Lockout         string `yaml:"lockout"`
+		MaxLockout      string `yaml:"max_lockout"`
+		NetworkFailures int    `yaml:"network_failures"`
+		TrustedFailures int    `yaml:"trusted_failures"`
 	} `yaml:"rate_limit"`
 	Enroll struct {
 		PortalListen    string   `yaml:"portal_listen"`
@@ -668,15 +726,24 @@ type effective struct {
 		TLSKey          string   `yaml:"tls_key"`
 	} `yaml:"enroll"`
 	Admin struct {
-		Socket string `yaml:"socket"`
+		Socket string   `yaml:"socket"`
+		Groups []string `yaml:"groups"`
 	} `yaml:"admin"`
 	MetricsListen  string `yaml:"metrics_listen"`
 	LogFormat      string `yaml:"log_format"`
 	LoginGraceTime string `yaml:"login_grace_time"`
 	MaxAuthTries   int    `yaml:"max_auth_tries"`
 	MaxStartups    int    `yaml:"max_startups"`
-	FailureDelay   string `yaml:"failure_delay"`
-	Session        struct {
+	Preauth        struct {
+		HandshakeTimeout string `yaml:"handshake_timeout"`
+		PerAddress       int    `yaml:"per_address"`
+		PerNetwork       int    `yaml:"per_network"`
+		DropStart        int    `yaml:"drop_start"`
+		TrustedReserve   int    `yaml:"trusted_reserve"`
+	} `yaml:"preauth"`
+	MaxChannels  int    `yaml:"max_channels"`
+	FailureDelay string `yaml:"failure_delay"`
+	Session      struct {
 		IdleTimeout string `yaml:"idle_timeout"`
 		MaxDuration string `yaml:"max_duration"`
 	} `yaml:"session"`
@@ -705,6 +772,9 @@ func (c *Config) Effective() string {
 	e.RateLimit.Failures = c.RateLimit.Failures
 	e.RateLimit.Window = formatDuration(c.RateLimit.Window)
 	e.RateLimit.Lockout = formatDuration(c.RateLimit.Lockout)
+	e.RateLimit.MaxLockout = formatDuration(c.RateLimit.MaxLockout)
+	e.RateLimit.NetworkFailures = c.RateLimit.NetworkFailures
+	e.RateLimit.TrustedFailures = c.RateLimit.TrustedFailures
 	e.Enroll.PortalListen = c.Enroll.PortalListen
 	e.Enroll.SSHListen = c.Enroll.SSHListen
 	e.Enroll.AllowedNetworks = networks(c.Enroll.AllowedNetworks, c.Enroll.Allowed)
@@ -715,11 +785,18 @@ func (c *Config) Effective() string {
 	e.Enroll.TLSCert = c.Enroll.TLSCert
 	e.Enroll.TLSKey = c.Enroll.TLSKey
 	e.Admin.Socket = c.Admin.Socket
+	e.Admin.Groups = nonNil(c.Admin.Groups)
 	e.MetricsListen = c.MetricsListen
 	e.LogFormat = c.LogFormat
 	e.LoginGraceTime = formatDuration(c.LoginGraceTime)
 	e.MaxAuthTries = c.MaxAuthTries
 	e.MaxStartups = c.MaxStartups
+	e.Preauth.HandshakeTimeout = formatDuration(c.Preauth.HandshakeTimeout)
+	e.Preauth.PerAddress = c.Preauth.PerAddress
+	e.Preauth.PerNetwork = c.Preauth.PerNetwork
+	e.Preauth.DropStart = c.Preauth.DropStart
+	e.Preauth.TrustedReserve = c.Preauth.TrustedReserve
+	e.MaxChannels = c.MaxChannels
 	e.FailureDelay = formatDuration(c.FailureDelay)
 	e.Session.IdleTimeout = formatDuration(c.Session.IdleTimeout)
 	e.Session.MaxDuration = formatDuration(c.Session.MaxDuration)

@@ -45,6 +45,7 @@ func (p *problems) add(key string, err error) {
 // daemon will use them: known_hosts must hold a key, host keys must be parseable or creatable.
 func (c *Config) Validate() error {
 	var p problems
+	c.warnings = nil
 
 	c.Trusted = parseNetworks(&p, "trusted_networks", c.TrustedNetworks, false)
 	c.ProxyFrom = parseNetworks(&p, "proxy_protocol_from", c.ProxyProtocolFrom, true)
@@ -81,6 +82,7 @@ func (c *Config) Validate() error {
 	if c.ProxyProtocol && len(c.ProxyProtocolFrom) == 0 {
 		p.addf("proxy_protocol_from", "required when proxy_protocol is true (the load balancers' addresses)")
 	}
+	c.checkProxyFrom(&p)
 
 	switch {
 	case c.TOTP.Issuer == "":
@@ -104,6 +106,21 @@ func (c *Config) Validate() error {
 	}
 	if c.RateLimit.Lockout <= 0 {
 		p.addf("rate_limit.lockout", "must be positive")
+	}
+	// Configs written before these keys existed may set lockout or failures above the new keys'
+	// defaults: raise the new keys to match, and say so, rather than refuse to start.
+	if c.RateLimit.MaxLockout < c.RateLimit.Lockout && c.RateLimit.Lockout > 0 {
+		c.warnings = append(c.warnings, fmt.Sprintf("rate_limit.max_lockout: %s is shorter than rate_limit.lockout; using %s (lockouts do not grow)",
+			formatDuration(c.RateLimit.MaxLockout), formatDuration(c.RateLimit.Lockout)))
+		c.RateLimit.MaxLockout = c.RateLimit.Lockout
+	}
+	if c.RateLimit.NetworkFailures < c.RateLimit.Failures && c.RateLimit.Failures > 0 {
+		c.warnings = append(c.warnings, fmt.Sprintf("rate_limit.network_failures: %d is less than rate_limit.failures; using %d",
+			c.RateLimit.NetworkFailures, c.RateLimit.Failures))
+		c.RateLimit.NetworkFailures = c.RateLimit.Failures
+	}
+	if c.RateLimit.TrustedFailures < 1 {
+		p.addf("rate_limit.trusted_failures", "must be at least 1")
 	}
 
 	if c.Enroll.ConfirmWithin <= 0 {
@@ -134,6 +151,15 @@ func (c *Config) Validate() error {
 	if c.MaxStartups < 1 {
 		p.addf("max_startups", "must be at least 1")
 	}
+	c.checkPreauth(&p)
+	if c.MaxChannels < 1 {
+		p.addf("max_channels", "must be at least 1")
+	}
+	for i, g := range c.Admin.Groups {
+		if !validGroupName(g) {
+			p.addf(fmt.Sprintf("admin.groups[%d]", i), "%q is not a group name", g)
+		}
+	}
 	if c.Audit.Retention < 0 {
 		p.addf("audit.retention", "must not be negative (0 keeps events forever)")
 	} else if c.Audit.Retention > 0 && c.Audit.Retention < time.Hour {
@@ -150,6 +176,75 @@ func (c *Config) Validate() error {
 	}
 
 	return errors.Join(p...)
+}
+
+// Narrowest allowed proxy_protocol_from entries: a load balancer is a handful of hosts, and a
+// broad range would let anyone inside it claim any client address.
+const (
+	minProxyBits4 = 16
+	minProxyBits6 = 48
+)
+
+// checkProxyFrom refuses proxy_protocol_from entries broader than /16 (IPv4) or /48 (IPv6), and
+// warns when a load balancer is inside trusted_networks: a header without a client address
+// (a health check) is then still handled as an outside connection, but the overlap usually
+// means the balancer's own address was trusted by mistake.
+func (c *Config) checkProxyFrom(p *problems) {
+	for i, pfx := range c.ProxyFrom {
+		minBits := minProxyBits6
+		if pfx.Addr().Is4() {
+			minBits = minProxyBits4
+		}
+		if pfx.Bits() < minBits {
+			p.addf(fmt.Sprintf("proxy_protocol_from[%d]", i),
+				"%s is too broad: list the load balancers' own addresses (at most a /%d), or anyone inside it could claim any client address",
+				pfx, minBits)
+		}
+		for _, t := range c.Trusted {
+			if t.Overlaps(pfx) {
+				c.warnings = append(c.warnings, fmt.Sprintf(
+					"proxy_protocol_from[%d]: %s overlaps trusted_networks entry %s; connections through the load balancer are judged by the client address in the PROXY header, never by the balancer's",
+					i, pfx, t))
+				break
+			}
+		}
+	}
+}
+
+// checkPreauth checks the limits on unauthenticated connections.
+func (c *Config) checkPreauth(p *problems) {
+	a := c.Preauth
+	if a.HandshakeTimeout <= 0 {
+		p.addf("preauth.handshake_timeout", "must be positive")
+	} else if c.LoginGraceTime > 0 && a.HandshakeTimeout > c.LoginGraceTime {
+		p.addf("preauth.handshake_timeout", "%s is longer than login_grace_time (%s)",
+			formatDuration(a.HandshakeTimeout), formatDuration(c.LoginGraceTime))
+	}
+	if a.PerAddress < 1 {
+		p.addf("preauth.per_address", "must be at least 1")
+	}
+	if a.PerNetwork < a.PerAddress {
+		p.addf("preauth.per_network", "%d is less than preauth.per_address (%d)", a.PerNetwork, a.PerAddress)
+	}
+	if a.DropStart < 0 || c.MaxStartups >= 1 && a.DropStart > c.MaxStartups {
+		p.addf("preauth.drop_start", "%d is out of range (0..max_startups, %d; 0 means half of max_startups)", a.DropStart, c.MaxStartups)
+	}
+	if a.TrustedReserve < 0 {
+		p.addf("preauth.trusted_reserve", "must not be negative")
+	}
+}
+
+// validGroupName accepts the group names useradd/groupadd accept.
+func validGroupName(g string) bool {
+	if g == "" || len(g) > 32 || g[0] == '-' {
+		return false
+	}
+	for _, r := range g {
+		if !(r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' || r == '_' || r == '-' || r == '.') {
+			return false
+		}
+	}
+	return true
 }
 
 // parseNetwork accepts a CIDR network or a bare address (as /32 or /128). An IPv4-mapped

@@ -71,6 +71,35 @@ func TestValidateNamesTheKey(t *testing.T) {
 			c.ProxyProtocol = true
 			c.ProxyProtocolFrom = []string{"10.0.0.1", "fd00::/64"}
 		}, ""},
+		{"proxy from everyone", func(t *testing.T, c *Config, dir string) {
+			c.ProxyProtocol = true
+			c.ProxyProtocolFrom = []string{"0.0.0.0/0"}
+		}, `proxy_protocol_from[0]: 0.0.0.0/0 is too broad`},
+		{"proxy from an IPv4 /15", func(t *testing.T, c *Config, dir string) {
+			c.ProxyProtocolFrom = []string{"10.0.0.0/16", "10.2.0.0/15"}
+		}, `proxy_protocol_from[1]: 10.2.0.0/15 is too broad`},
+		{"proxy from an IPv6 /47", func(t *testing.T, c *Config, dir string) {
+			c.ProxyProtocolFrom = []string{"2001:db8::/48", "2001:db8::/47"}
+		}, `proxy_protocol_from[1]: 2001:db8::/47 is too broad`},
+		{"proxy from ::/0", func(t *testing.T, c *Config, dir string) { c.ProxyProtocolFrom = []string{"::/0"} },
+			`proxy_protocol_from[0]: ::/0 is too broad`},
+		{"preauth handshake zero", func(t *testing.T, c *Config, dir string) { c.Preauth.HandshakeTimeout = 0 },
+			`preauth.handshake_timeout: must be positive`},
+		{"preauth handshake over grace", func(t *testing.T, c *Config, dir string) { c.Preauth.HandshakeTimeout = 2 * time.Minute },
+			`preauth.handshake_timeout: 2m is longer than login_grace_time (1m)`},
+		{"preauth per address zero", func(t *testing.T, c *Config, dir string) { c.Preauth.PerAddress = 0 },
+			`preauth.per_address: must be at least 1`},
+		{"preauth per network below per address", func(t *testing.T, c *Config, dir string) { c.Preauth.PerNetwork = 5 },
+			`preauth.per_network: 5 is less than preauth.per_address (10)`},
+		{"preauth drop start over max", func(t *testing.T, c *Config, dir string) { c.Preauth.DropStart = 101 },
+			`preauth.drop_start: 101 is out of range`},
+		{"preauth reserve negative", func(t *testing.T, c *Config, dir string) { c.Preauth.TrustedReserve = -1 },
+			`preauth.trusted_reserve: must not be negative`},
+		{"max channels zero", func(t *testing.T, c *Config, dir string) { c.MaxChannels = 0 }, `max_channels: must be at least 1`},
+		{"trusted failures zero", func(t *testing.T, c *Config, dir string) { c.RateLimit.TrustedFailures = 0 },
+			`rate_limit.trusted_failures: must be at least 1`},
+		{"admin group", func(t *testing.T, c *Config, dir string) { c.Admin.Groups = []string{"wheel", "bad group"} },
+			`admin.groups[1]: "bad group" is not a group name`},
 
 		// durations and numbers
 		{"window zero", func(t *testing.T, c *Config, dir string) { c.RateLimit.Window = 0 }, `rate_limit.window: must be positive`},
@@ -255,5 +284,44 @@ func TestUnreadableFiles(t *testing.T) {
 	c.HostKeyFiles = []string{key}
 	if err := c.Validate(); err == nil || !hasLine(err, "host_key_files[0]: open "+key+": permission denied") {
 		t.Errorf("err = %v", err)
+	}
+}
+
+// TestValidateWarnings: settings that are allowed but probably wrong are reported as warnings,
+// and settings older configs set above the new keys' defaults are raised to match.
+func TestValidateWarnings(t *testing.T) {
+	c := validConfig(t)
+	c.TrustedNetworks = []string{"10.0.0.0/8"}
+	c.ProxyProtocol = true
+	c.ProxyProtocolFrom = []string{"10.1.2.3", "192.0.2.10"}
+	c.RateLimit.Lockout = 2 * time.Hour
+	c.RateLimit.Failures = 20
+	if err := c.Validate(); err != nil {
+		t.Fatal(err)
+	}
+	w := strings.Join(c.Warnings(), "\n")
+	for _, want := range []string{
+		"proxy_protocol_from[0]: 10.1.2.3/32 overlaps trusted_networks entry 10.0.0.0/8",
+		"rate_limit.max_lockout: 1h is shorter than rate_limit.lockout; using 2h",
+		"rate_limit.network_failures: 10 is less than rate_limit.failures; using 20",
+	} {
+		if !strings.Contains(w, want) {
+			t.Errorf("warnings lack %q:\n%s", want, w)
+		}
+	}
+	if strings.Contains(w, "proxy_protocol_from[1]") {
+		t.Errorf("a balancer outside the trusted networks is warned about:\n%s", w)
+	}
+	if c.RateLimit.MaxLockout != 2*time.Hour || c.RateLimit.NetworkFailures != 20 {
+		t.Errorf("max_lockout %s network_failures %d, want raised to 2h and 20", c.RateLimit.MaxLockout, c.RateLimit.NetworkFailures)
+	}
+	// Validating again starts afresh.
+	c.TrustedNetworks = nil
+	c.RateLimit.Failures = 3
+	if err := c.Validate(); err != nil {
+		t.Fatal(err)
+	}
+	if w := c.Warnings(); len(w) != 0 {
+		t.Errorf("warnings after the fix: %q", w)
 	}
 }

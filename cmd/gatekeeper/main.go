@@ -106,6 +106,9 @@ func serve(ctx context.Context, cfg *config.Config, log *slog.Logger, reload fun
 	signal.Notify(sigs, syscall.SIGINT, syscall.SIGTERM, syscall.SIGHUP)
 	defer signal.Stop(sigs)
 
+	for _, w := range cfg.Warnings() {
+		log.Warn("config: " + w)
+	}
 	st, err := store.Open(cfg.DB, cfg.SecretKeyFile)
 	if err != nil {
 		return err
@@ -359,6 +362,9 @@ func newConfigCmd() *cobra.Command {
 				return err
 			}
 			fmt.Fprint(cmd.OutOrStdout(), cfg.Effective())
+			for _, w := range cfg.Warnings() {
+				fmt.Fprintln(cmd.ErrOrStderr(), "warning:", w)
+			}
 			fmt.Fprintln(cmd.ErrOrStderr(), "config OK")
 			return nil
 		},

@@ -65,6 +65,20 @@ func fromProxy(addr net.Addr, from []netip.Prefix) bool {
 	return false
 }
 
+// UnknownAddr is the RemoteAddr of a connection whose PROXY header names no client address
+// (v1 UNKNOWN, v2 LOCAL, an AF_UNSPEC or AF_UNIX address): Proxy is the load balancer's own
+// address. Such a connection must be handled as one from outside the trusted networks, never
+// judged by the balancer's address (which may well be inside them).
+type UnknownAddr struct {
+	Proxy *net.TCPAddr
+}
+
+// Network is "tcp".
+func (a *UnknownAddr) Network() string { return "tcp" }
+
+// String is the load balancer's address.
+func (a *UnknownAddr) String() string { return a.Proxy.String() }
+
 // conn is a connection from a trusted proxy whose PROXY header is read lazily.
 type conn struct {
 	net.Conn
@@ -118,6 +132,10 @@ func (c *conn) readHeader() {
 	}
 	if src.IsValid() {
 		c.remote = net.TCPAddrFromAddrPort(src)
+		return
+	}
+	if tcp, ok := c.Conn.RemoteAddr().(*net.TCPAddr); ok {
+		c.remote = &UnknownAddr{Proxy: tcp}
 	}
 }
 

@@ -71,6 +71,12 @@ type User struct {
 	// with RecoverySalt, see package enroll) per recovery code not used yet.
 	// Hashes are not secrets, so Get and List return them (for counting).
 	Recovery [][]byte
+	// ConfirmTries counts the codes tried against the pending link, each counted in the same
+	// transaction that checks it (package enroll voids the link past its limit).
+	ConfirmTries int
+	// PendingBinding is the SHA-256 of the token that binds a pending link to the portal
+	// session, SSH channel or console that began it; only that holder may confirm it.
+	PendingBinding []byte
 }
 
 // RecoveryHashSize is the size of a stored recovery code hash.
@@ -161,14 +167,16 @@ type record struct {
 	State State `json:"state"`
 	// Sealed is nonce || AES-256-GCM(secret), with "user:"+name as
 	// additional data so a sealed secret copied to another user fails.
-	Sealed       []byte    `json:"sealed_secret,omitempty"`
-	LastStep     uint64    `json:"last_step,omitempty"`
-	CreatedAt    time.Time `json:"created_at,omitzero"`
-	PendingSince time.Time `json:"pending_since,omitzero"`
-	EnrolledAt   time.Time `json:"enrolled_at,omitzero"`
-	LastLogin    time.Time `json:"last_login,omitzero"`
-	RecoverySalt []byte    `json:"recovery_salt,omitempty"`
-	Recovery     [][]byte  `json:"recovery,omitempty"`
+	Sealed         []byte    `json:"sealed_secret,omitempty"`
+	LastStep       uint64    `json:"last_step,omitempty"`
+	CreatedAt      time.Time `json:"created_at,omitzero"`
+	PendingSince   time.Time `json:"pending_since,omitzero"`
+	EnrolledAt     time.Time `json:"enrolled_at,omitzero"`
+	LastLogin      time.Time `json:"last_login,omitzero"`
+	RecoverySalt   []byte    `json:"recovery_salt,omitempty"`
+	Recovery       [][]byte  `json:"recovery,omitempty"`
+	ConfirmTries   int       `json:"confirm_tries,omitempty"`
+	PendingBinding []byte    `json:"pending_binding,omitempty"`
 }
 
 // Open opens (creating if needed) the database at dbPath, with TOTP secrets
@@ -592,14 +600,16 @@ func (s *Store) Update(name string, fn func(u *User) error) error {
 			}
 		}
 		r := record{
-			State:        u.State,
-			LastStep:     u.LastStep,
-			CreatedAt:    utc(u.CreatedAt),
-			PendingSince: utc(u.PendingSince),
-			EnrolledAt:   utc(u.EnrolledAt),
-			LastLogin:    utc(u.LastLogin),
-			RecoverySalt: u.RecoverySalt,
-			Recovery:     u.Recovery,
+			State:          u.State,
+			LastStep:       u.LastStep,
+			CreatedAt:      utc(u.CreatedAt),
+			PendingSince:   utc(u.PendingSince),
+			EnrolledAt:     utc(u.EnrolledAt),
+			LastLogin:      utc(u.LastLogin),
+			RecoverySalt:   u.RecoverySalt,
+			Recovery:       u.Recovery,
+			ConfirmTries:   u.ConfirmTries,
+			PendingBinding: u.PendingBinding,
 		}
 		if oldPlain != nil && bytes.Equal(u.Secret, oldPlain) {
 			r.Sealed = old.Sealed // unchanged: spend no fresh nonce
@@ -654,15 +664,17 @@ func (s *Store) decode(name string, raw []byte) (record, error) {
 // user is r as a User (without the secret).
 func (r record) user(name string) User {
 	return User{
-		Name:         name,
-		State:        r.State,
-		LastStep:     r.LastStep,
-		CreatedAt:    r.CreatedAt,
-		PendingSince: r.PendingSince,
-		EnrolledAt:   r.EnrolledAt,
-		LastLogin:    r.LastLogin,
-		RecoverySalt: r.RecoverySalt,
-		Recovery:     r.Recovery,
+		Name:           name,
+		State:          r.State,
+		LastStep:       r.LastStep,
+		CreatedAt:      r.CreatedAt,
+		PendingSince:   r.PendingSince,
+		EnrolledAt:     r.EnrolledAt,
+		LastLogin:      r.LastLogin,
+		RecoverySalt:   r.RecoverySalt,
+		Recovery:       r.Recovery,
+		ConfirmTries:   r.ConfirmTries,
+		PendingBinding: r.PendingBinding,
 	}
 }
 
