@@ -2,12 +2,12 @@ package gatekeeper
 
 import (
 	"context"
-	"crypto/rand"
 	"errors"
 	"fmt"
 	"log/slog"
-	"math/big"
 	"net/netip"
+	"slices"
+	"sync"
 	"time"
 
 	"golang.org/x/crypto/ssh"
@@ -85,12 +85,14 @@ type attempt struct {
 	pendingPassword string
 	// up is the lander connection, set when authentication succeeds.
 	up *upstreamConn
+	// resetEpoch is the user's reset count when the last attempt began: a
+	// session whose login raced an admin reset is not let in (addSession).
+	resetEpoch uint64
 }
 
 // keyboardInteractive asks for the password and, outside trusted networks,
 // the verification code, in two rounds as pam_google_authenticator does.
 func (a *attempt) keyboardInteractive(conn ssh.ConnMetadata, ask ssh.KeyboardInteractiveChallenge) (*ssh.Permissions, error) {
-	start := time.Now()
 	pw, err := askOne(ask, PromptPassword)
 	if err != nil {
 		return nil, err
@@ -101,7 +103,7 @@ func (a *attempt) keyboardInteractive(conn ssh.ConnMetadata, ask ssh.KeyboardInt
 			return nil, err
 		}
 	}
-	return a.finish(conn, "keyboard-interactive", pw, code, start)
+	return a.finish(conn, "keyboard-interactive", pw, code, time.Now())
 }
 
 // passwordMethod serves clients that prefer the password method: from a trusted
@@ -118,12 +120,11 @@ func (a *attempt) passwordMethod(conn ssh.ConnMetadata, pw []byte) (*ssh.Permiss
 }
 
 func (a *attempt) codeOnly(conn ssh.ConnMetadata, ask ssh.KeyboardInteractiveChallenge) (*ssh.Permissions, error) {
-	start := time.Now()
 	code, err := askOne(ask, PromptCode)
 	if err != nil {
 		return nil, err
 	}
-	return a.finish(conn, "password+keyboard-interactive", a.pendingPassword, code, start)
+	return a.finish(conn, "password+keyboard-interactive", a.pendingPassword, code, time.Now())
 }
 
 // askOne asks one question with echo off.
@@ -139,12 +140,15 @@ func askOne(ask ssh.KeyboardInteractiveChallenge, prompt string) (string, error)
 }
 
 // finish decides the login, logs and audits the decision, and makes every
-// refusal take the same time (failure_delay) whatever its reason.
-func (a *attempt) finish(conn ssh.ConnMetadata, method, password, code string, start time.Time) (*ssh.Permissions, error) {
+// refusal take the same time whatever its reason. answered is when the last
+// answer arrived: the padding counts from there, so a client that answers
+// slowly still sees every refusal take the same time (see refusalDelay).
+func (a *attempt) finish(conn ssh.ConnMetadata, method, password, code string, answered time.Time) (*ssh.Permissions, error) {
 	s := a.srv
 	user := conn.User()
+	a.resetEpoch = s.resetEpoch(user)
 	up, how, err := s.authenticate(context.Background(), user, password, code, a.remote, a.trusted)
-	elapsed := time.Since(start)
+	elapsed := time.Since(answered)
 	s.metrics.AuthDuration.Observe(elapsed.Seconds())
 	remote := a.remote.String()
 	if err == nil {
@@ -169,18 +173,26 @@ func (a *attempt) finish(conn ssh.ConnMetadata, method, password, code string, s
 		reason = le.Reason
 	}
 	level := slog.LevelInfo
-	if reason == ReasonLanderHostKey || reason == ReasonInternal {
+	switch reason {
+	case ReasonLanderHostKey, ReasonInternal:
 		level = slog.LevelError
+	case ReasonLocked:
+		// Counted on the lockout and audited once when it ends (see
+		// auditLockEnds), so that a locked-out source knocking all day
+		// grows neither the database nor, much, the log.
+		level = slog.LevelDebug
 	}
 	a.log.Log(context.Background(), level, "login refused", "user", logName(user), "method", method,
 		"trusted", a.trusted, "reason", reason, "err", err.Error())
 	s.metrics.Logins.With(metricsResultRefused, reason).Inc()
-	s.audit.record(store.Event{Kind: store.EventLoginRefused, User: logName(user), Remote: remote, Reason: reason})
+	if reason != ReasonLocked {
+		s.audit.record(store.Event{Kind: store.EventLoginRefused, User: logName(user), Remote: remote, Reason: reason})
+	}
 	if reason == ReasonReplayedCode {
 		s.metrics.CodeReuseRefusals.Inc()
 		s.audit.record(store.Event{Kind: store.EventCodeReuse, User: user, Remote: remote})
 	}
-	s.sleepUntil(start.Add(s.failureDelay()))
+	sleepUntil(answered.Add(s.refusalDelay()))
 	if reason == ReasonLanderUnavailable || reason == ReasonLanderHostKey {
 		return nil, &ssh.BannerError{Err: errDenied, Message: unavailableBanner}
 	}
@@ -204,61 +216,114 @@ const (
 // recorded before the lander ever sees the password), then the password at
 // the lander. It returns the authenticated lander connection and how the
 // second factor was satisfied.
+//
+// Logins from the trusted networks and from outside are counted in separate
+// scopes (see Scope), so failures from outside never refuse a trusted login.
+// An outside attempt reserves its place in every budget it counts against
+// before its code is checked, so that no concurrency gets more codes checked
+// than rate_limit.failures allows.
 func (s *Server) authenticate(ctx context.Context, user, password, code string, remote netip.Addr, trusted bool) (*upstreamConn, string, error) {
-	if err := s.checkLocks(user, password, remote, trusted); err != nil {
-		return nil, "", err
-	}
-	how := secondFactorTrusted
-	if !trusted {
-		var err error
-		if how, err = s.useSecondFactor(user, code); err != nil {
-			s.noteFailure(user, remote, trusted)
-			return nil, "", err
-		}
-	}
-	up, err := s.landerLogin(ctx, user, password, remote, trusted)
-	if err != nil {
+	if err := checkInput(user, password); err != nil {
+		// Junk counts against the source, so a scanner is locked out soon
+		// and stops costing audit events.
+		s.noteFailures(s.limiter.fail(sourceKeys(remote, trusted)), remote)
 		return nil, "", err
 	}
 	if trusted {
-		s.touchLastLogin(user)
+		return s.authenticateTrusted(ctx, user, password, remote)
+	}
+
+	// Only users with a linked device have codes to guess; counting the
+	// others per user would only let a flood of made-up names fill memory.
+	u, err := s.store.Get(user)
+	if err != nil {
+		return nil, "", &LoginError{ReasonInternal, err}
+	}
+	active := u.State == store.StateActive
+	keys := sourceKeys(remote, false)
+	if active {
+		keys = append(keys, userKey(user, false))
+	}
+	res, lk := s.limiter.reserve(keys)
+	if lk != nil {
+		return nil, "", lockedError(lk)
+	}
+	how, err := s.useSecondFactor(ctx, user, code, active)
+	if err != nil {
+		if le, ok := errors.AsType[*LoginError](err); ok && le.Reason == ReasonInternal {
+			res.cancel()
+		} else {
+			s.noteFailures(res.fail(), remote)
+		}
+		return nil, "", err
+	}
+	res.succeed()
+	up, err := s.landerLogin(ctx, user, password)
+	if errors.Is(err, ErrPasswordRejected) {
+		s.noteFailures(s.limiter.fail(keys), remote)
+	}
+	if err != nil {
+		return nil, "", err
 	}
 	return up, how, nil
 }
 
-// checkLocks refuses hostile input and locked-out users and addresses before
-// any work is done for them.
-func (s *Server) checkLocks(user, password string, remote netip.Addr, trusted bool) error {
+// authenticateTrusted logs in a user from the trusted networks with the
+// password alone. Its failures count in the trusted scopes only; no place is
+// reserved, because the lander checks each password guess itself and
+// parallel logins of one user from campus (pdsh, parallel rsync) are normal.
+func (s *Server) authenticateTrusted(ctx context.Context, user, password string, remote netip.Addr) (*upstreamConn, string, error) {
+	keys := append(sourceKeys(remote, true), userKey(user, true))
+	if lk := s.limiter.check(keys); lk != nil {
+		return nil, "", lockedError(lk)
+	}
+	up, err := s.landerLogin(ctx, user, password)
+	if errors.Is(err, ErrPasswordRejected) {
+		s.noteFailures(s.limiter.fail(keys), remote)
+	}
+	if err != nil {
+		return nil, "", err
+	}
+	s.limiter.clear(keys[len(keys)-1:])
+	s.touchLastLogin(user)
+	return up, secondFactorTrusted, nil
+}
+
+// checkInput refuses hostile input before any work is done for it.
+func checkInput(user, password string) error {
 	if err := store.CheckName(user); err != nil {
 		return &LoginError{ReasonBadUsername, err}
 	}
 	if len(password) > maxPasswordLen {
 		return &LoginError{ReasonBadPassword, errors.New("password longer than 1 KiB")}
 	}
-	if t := s.limiter.lockedUntil(userKey(user)); !t.IsZero() {
-		return &LoginError{ReasonLocked, fmt.Errorf("%w: user until %s", ErrLocked, t.Format(time.RFC3339))}
-	}
-	if !trusted {
-		if t := s.limiter.lockedUntil(addrKey(remote)); !t.IsZero() {
-			return &LoginError{ReasonLocked, fmt.Errorf("%w: address until %s", ErrLocked, t.Format(time.RFC3339))}
-		}
-	}
 	return nil
 }
 
-// landerLogin checks the password by logging in to the lander.
-func (s *Server) landerLogin(ctx context.Context, user, password string, remote netip.Addr, trusted bool) (*upstreamConn, error) {
+// lockedError is the refusal for an attempt turned away by lk.
+func lockedError(lk *Lock) error {
+	if lk.Until.IsZero() {
+		return &LoginError{ReasonLocked, fmt.Errorf("%w: %s has attempts being checked that fill its budget", ErrLocked, lk.Key)}
+	}
+	return &LoginError{ReasonLocked, fmt.Errorf("%w: %s", ErrLocked, lk.describe())}
+}
+
+// landerLogin checks the password by logging in to the lander. A refused
+// password is a *LoginError wrapping ErrPasswordRejected.
+func (s *Server) landerLogin(ctx context.Context, user, password string) (*upstreamConn, error) {
+	start := time.Now()
 	up, err := s.lander.dial(ctx, user, password)
 	switch {
 	case errors.Is(err, ErrPasswordRejected):
-		s.noteFailure(user, remote, trusted)
+		// The lander's own failure delay (PAM's, about 2 s) would tell a
+		// wrong password from a wrong code; refusals are padded to cover it.
+		s.landerDelay.observe(time.Since(start))
 		return nil, &LoginError{ReasonWrongPassword, err}
 	case errors.Is(err, ErrLanderHostKey):
 		return nil, &LoginError{ReasonLanderHostKey, err}
 	case err != nil:
 		return nil, &LoginError{ReasonLanderUnavailable, err}
 	}
-	s.limiter.reset(userKey(user))
 	return up, nil
 }
 
@@ -269,29 +334,66 @@ func (s *Server) CheckPassword(ctx context.Context, user, password string, remot
 	start := time.Now()
 	remote = remote.Unmap()
 	trusted := s.config().IsTrusted(remote)
-	err := s.checkLocks(user, password, remote, trusted)
+	err := s.checkPassword(ctx, user, password, remote, trusted)
 	if err == nil {
-		var up *upstreamConn
-		if up, err = s.landerLogin(ctx, user, password, remote, trusted); err == nil {
-			up.conn.Close()
-			return nil
-		}
+		return nil
 	}
 	reason := ReasonInternal
-	var le *LoginError
-	if errors.As(err, &le) {
+	if le, ok := errors.AsType[*LoginError](err); ok {
 		reason = le.Reason
 	}
 	s.log.Info("password check refused", "user", logName(user), "remote", remote.String(), "reason", reason, "err", err.Error())
-	s.sleepUntil(start.Add(s.failureDelay()))
+	sleepUntil(start.Add(s.refusalDelay()))
 	return err
 }
 
+func (s *Server) checkPassword(ctx context.Context, user, password string, remote netip.Addr, trusted bool) error {
+	if err := checkInput(user, password); err != nil {
+		s.noteFailures(s.limiter.fail(sourceKeys(remote, trusted)), remote)
+		return err
+	}
+	var up *upstreamConn
+	var err error
+	if trusted {
+		up, _, err = s.authenticateTrusted(ctx, user, password, remote)
+	} else {
+		keys := sourceKeys(remote, false)
+		if u, gerr := s.store.Get(user); gerr == nil && u.State == store.StateActive {
+			keys = append(keys, userKey(user, false))
+		}
+		res, lk := s.limiter.reserve(keys)
+		if lk != nil {
+			return lockedError(lk)
+		}
+		up, err = s.landerLogin(ctx, user, password)
+		if errors.Is(err, ErrPasswordRejected) {
+			s.noteFailures(res.fail(), remote)
+		} else {
+			res.cancel()
+		}
+	}
+	if err != nil {
+		return err
+	}
+	up.conn.Close()
+	return nil
+}
+
 // useSecondFactor accepts a code from the app or, if that is what the user
-// typed, one of their recovery codes, and says which it was.
-func (s *Server) useSecondFactor(user, answer string) (string, error) {
-	if s.recovery != nil && !looksLikeTOTP(answer) {
-		return secondFactorRecovery, s.useRecoveryCode(user, answer)
+// typed, one of their recovery codes, and says which it was. For a user
+// without a linked device the same work is done (a recovery-shaped answer is
+// hashed against nothing), so that timing does not tell such users apart.
+func (s *Server) useSecondFactor(ctx context.Context, user, answer string, active bool) (string, error) {
+	recovery := s.recovery != nil && !looksLikeTOTP(answer)
+	if !active {
+		if recovery {
+			_ = s.checkRecovery(ctx, &store.User{Name: user}, answer)
+		}
+		return "", classifyCodeError(ErrNotLinked)
+	}
+	s.metrics.SecondFactorChecks.Inc()
+	if recovery {
+		return secondFactorRecovery, s.useRecoveryCode(ctx, user, answer)
 	}
 	return secondFactorCode, s.useCode(user, answer)
 }
@@ -337,7 +439,7 @@ func (s *Server) useCode(user, code string) error {
 // it, in one store transaction. The expensive hash is first computed outside
 // the transaction, so that guesses cannot hold the store's write lock; only
 // a code that matched is hashed again inside it.
-func (s *Server) useRecoveryCode(user, answer string) error {
+func (s *Server) useRecoveryCode(ctx context.Context, user, answer string) error {
 	u, err := s.store.Get(user)
 	if err != nil {
 		return classifyCodeError(err)
@@ -345,8 +447,8 @@ func (s *Server) useRecoveryCode(user, answer string) error {
 	if u.State != store.StateActive {
 		return classifyCodeError(ErrNotLinked)
 	}
-	if !s.recovery(&u, answer) {
-		return classifyCodeError(totp.ErrMismatch)
+	if err := s.checkRecovery(ctx, &u, answer); err != nil {
+		return classifyCodeError(err)
 	}
 	err = s.store.Update(user, func(u *store.User) error {
 		if u.State != store.StateActive {
@@ -359,6 +461,29 @@ func (s *Server) useRecoveryCode(user, answer string) error {
 		return nil
 	})
 	return classifyCodeError(err)
+}
+
+// hashWait bounds how long an attempt waits for a free recovery-code hashing
+// slot before it is refused as an internal error.
+const hashWait = 10 * time.Second
+
+// checkRecovery runs the recovery-code check (an argon2id hash of 19 MiB)
+// under the server's small concurrency limit, so that a flood of
+// recovery-shaped answers cannot take the machine's memory and cores. It
+// returns totp.ErrMismatch when answer is none of u's codes.
+func (s *Server) checkRecovery(ctx context.Context, u *store.User, answer string) error {
+	ctx, cancel := context.WithTimeout(ctx, hashWait)
+	defer cancel()
+	select {
+	case s.hashSlots <- struct{}{}:
+	case <-ctx.Done():
+		return fmt.Errorf("no free recovery-code hashing slot: %w", ctx.Err())
+	}
+	defer func() { <-s.hashSlots }()
+	if !s.recovery(u, answer) {
+		return totp.ErrMismatch
+	}
+	return nil
 }
 
 // classifyCodeError turns a second-factor error into a LoginError.
@@ -395,37 +520,84 @@ func (s *Server) touchLastLogin(user string) {
 	}
 }
 
-// noteFailure counts a failure against the user and, outside trusted
-// networks, the source address; it logs when that locks one of them out.
-// Trusted sources are not locked out by address: a campus NAT would lock out
-// everyone behind it.
-func (s *Server) noteFailure(user string, remote netip.Addr, trusted bool) {
-	lockout := s.config().RateLimit.Lockout.String()
-	if s.limiter.fail(userKey(user)) {
-		s.log.Warn("user locked out", "user", user, "lockout", lockout)
-		s.metrics.Lockouts.Inc()
-		s.audit.record(store.Event{Kind: store.EventLockout, User: user, Remote: remote.String(), Detail: "user, " + lockout})
-	}
-	if !trusted && s.limiter.fail(addrKey(remote)) {
-		s.log.Warn("source address locked out", "addr", addrKey(remote), "lockout", lockout)
-		s.metrics.Lockouts.Inc()
-		s.audit.record(store.Event{Kind: store.EventLockout, User: user, Remote: remote.String(), Detail: "address, " + lockout})
+// noteFailures logs, counts and audits the lockouts a failure started.
+func (s *Server) noteFailures(started []Lock, remote netip.Addr) {
+	for _, lk := range started {
+		s.log.Warn("locked out", "scope", string(lk.Key.Scope), "key", lk.Key.Name,
+			"until", lk.Until, "level", lk.Level, "remote", remote.String())
+		s.metrics.Lockouts.With(string(lk.Key.Scope)).Inc()
+		ev := store.Event{Kind: store.EventLockout, Remote: remote.String(), Detail: lk.describe()}
+		if lk.Key.Scope == ScopeUser || lk.Key.Scope == ScopeTrustedUser {
+			ev.User = lk.Key.Name
+		}
+		s.audit.record(ev)
 	}
 }
 
-func (s *Server) failureDelay() time.Duration {
-	if d := s.config().FailureDelay; d > 0 {
-		return d
+// auditLockEnds writes one audit event per ended lockout, with the number of
+// logins it refused (see limiter.sweep).
+func (s *Server) auditLockEnds(ended []LockEnded) {
+	for _, e := range ended {
+		detail := fmt.Sprintf("%s: %d logins refused while attempts were being checked", e.Key, e.Refused)
+		if !e.Until.IsZero() {
+			detail = fmt.Sprintf("%s ended %s (level %d): %d logins refused while locked",
+				e.Key, e.Until.UTC().Format(time.RFC3339), e.Level, e.Refused)
+		}
+		ev := store.Event{Kind: store.EventLockoutEnded, Detail: detail}
+		if e.Key.Scope == ScopeUser || e.Key.Scope == ScopeTrustedUser {
+			ev.User = e.Key.Name
+		}
+		s.audit.record(ev)
 	}
-	return 2 * time.Second
 }
 
-// sleepUntil waits until t plus up to 10% jitter of the failure delay, so
-// that a refusal's timing says nothing about its reason.
-func (s *Server) sleepUntil(t time.Time) {
-	if n, err := rand.Int(rand.Reader, big.NewInt(int64(s.failureDelay()/10)+1)); err == nil {
-		t = t.Add(time.Duration(n.Int64()))
+// refusalDelay is how long every refusal takes, counted from the client's
+// last answer: failure_delay, or longer when the lander takes longer to
+// refuse a wrong password (PAM's own delay), so that a right code with a
+// wrong password takes as long as a wrong code.
+func (s *Server) refusalDelay() time.Duration {
+	d := s.config().FailureDelay
+	if d <= 0 {
+		d = 2 * time.Second
 	}
+	return max(d, min(s.landerDelay.max()+landerDelayMargin, d+maxLanderDelayExtra))
+}
+
+// Bounds of the learned lander delay: refusals wait a margin beyond the
+// slowest recent password refusal, but a lander in trouble cannot stretch
+// them by more than maxLanderDelayExtra.
+const (
+	landerDelayMargin   = 100 * time.Millisecond
+	maxLanderDelayExtra = 8 * time.Second
+	landerDelaySamples  = 16
+)
+
+// delayTracker remembers the last landerDelaySamples durations of the
+// lander's password refusals.
+type delayTracker struct {
+	// mu protects the following.
+	mu      sync.Mutex
+	samples [landerDelaySamples]time.Duration
+	next    int
+}
+
+func (t *delayTracker) observe(d time.Duration) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	t.samples[t.next%landerDelaySamples] = d
+	t.next++
+}
+
+// max is the longest remembered duration (0 before the first).
+func (t *delayTracker) max() time.Duration {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	return slices.Max(t.samples[:])
+}
+
+// sleepUntil waits until t. Refusals wait for a fixed deadline rather than a
+// random one: only an equal time for every reason hides the reason.
+func sleepUntil(t time.Time) {
 	time.Sleep(time.Until(t))
 }
 

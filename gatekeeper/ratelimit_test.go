@@ -3,16 +3,48 @@ package gatekeeper
 import (
 	"net/netip"
 	"strconv"
+	"sync"
 	"testing"
 	"time"
 )
 
-func TestLimiter(t *testing.T) {
-	policy := RateLimit{Failures: 3, Window: 30 * time.Second, Lockout: 5 * time.Minute}
+// testPolicy is the default rate_limit section.
+var testPolicy = RateLimit{Failures: 3, Window: 30 * time.Second, Lockout: 5 * time.Minute,
+	MaxLockout: time.Hour, NetworkFailures: 10, TrustedFailures: 10}
+
+func newTestLimiter(t *testing.T) (*limiter, *fakeClock) {
+	t.Helper()
+	clock := &fakeClock{}
+	clock.Set(time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC))
+	return newLimiter(testPolicy, clock.Now), clock
+}
+
+var (
+	alice    = LockKey{ScopeUser, "alice"}
+	aliceIn  = LockKey{ScopeTrustedUser, "alice"}
+	outside  = LockKey{ScopeAddress, "203.0.113.7"}
+	outside2 = LockKey{ScopeAddress, "198.51.100.9"}
+)
+
+// failN fails n reserved attempts on keys and reports whether the last one
+// started a lockout.
+func failN(t *testing.T, l *limiter, n int, keys ...LockKey) (started []Lock) {
+	t.Helper()
+	for i := range n {
+		r, lk := l.reserve(keys)
+		if lk != nil {
+			t.Fatalf("attempt %d refused: %+v", i+1, lk)
+		}
+		started = r.fail()
+	}
+	return started
+}
+
+func TestLimiterSteps(t *testing.T) {
 	type step struct {
 		advance    time.Duration
-		op         string // "fail", "reset" or "check"
-		wantLocked bool   // after the step
+		op         string // "fail", "succeed", "trusted-fail", "unlock", "check"
+		wantLocked bool   // is alice (outside) locked after the step
 	}
 	tests := []struct {
 		name  string
@@ -29,31 +61,54 @@ func TestLimiter(t *testing.T) {
 			{0, "fail", false}, {0, "fail", false}, {0, "fail", true},
 			{5 * time.Minute, "check", false},
 		}},
-		{"failures outside the window do not add up", []step{
-			{0, "fail", false}, {0, "fail", false}, {31 * time.Second, "fail", false},
+		{"a user's failures are remembered beyond the window: pacing gains nothing", []step{
+			{0, "fail", false}, {time.Hour, "fail", false}, {10 * time.Hour, "fail", true},
 		}},
-		{"reset clears a lockout", []step{
-			{0, "fail", false}, {0, "fail", false}, {0, "fail", true}, {0, "reset", false},
+		{"a user's failures are forgotten after a day", []step{
+			{0, "fail", false}, {0, "fail", false}, {failureMemory, "fail", false},
 		}},
-		{"after a lockout the count starts again", []step{
+		{"a login with a code clears the failures", []step{
+			{0, "fail", false}, {0, "fail", false}, {0, "succeed", false}, {0, "fail", false}, {0, "fail", false},
+		}},
+		{"trusted failures never lock outside logins", []step{
+			{0, "trusted-fail", false}, {0, "trusted-fail", false}, {0, "trusted-fail", false},
+			{0, "trusted-fail", false}, {0, "trusted-fail", false}, {0, "check", false},
+		}},
+		{"unlock clears a lockout", []step{
+			{0, "fail", false}, {0, "fail", false}, {0, "fail", true}, {0, "unlock", false},
+		}},
+		{"the second lockout lasts twice as long", []step{
 			{0, "fail", false}, {0, "fail", false}, {0, "fail", true},
-			{5 * time.Minute, "fail", false}, {0, "check", false},
+			{5 * time.Minute, "fail", false}, {0, "fail", false}, {0, "fail", true},
+			{9 * time.Minute, "check", true}, {time.Minute, "check", false},
 		}},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
-			clock := &fakeClock{}
-			clock.Set(time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC))
-			l := newLimiter(policy, clock.Now)
+			l, clock := newTestLimiter(t)
+			keys := []LockKey{outside, alice}
 			for i, s := range tc.steps {
 				clock.Advance(s.advance)
 				switch s.op {
 				case "fail":
-					l.fail("k")
-				case "reset":
-					l.reset("k")
+					// A new address each time: the user's count is what matters.
+					r, lk := l.reserve([]LockKey{{ScopeAddress, "192.0.2." + strconv.Itoa(i)}, alice})
+					if lk != nil {
+						t.Fatalf("step %d: refused %+v", i, lk)
+					}
+					r.fail()
+				case "succeed":
+					r, lk := l.reserve(keys)
+					if lk != nil {
+						t.Fatalf("step %d: refused %+v", i, lk)
+					}
+					r.succeed()
+				case "trusted-fail":
+					l.fail([]LockKey{aliceIn})
+				case "unlock":
+					l.unlock([]LockKey{alice})
 				}
-				if got := !l.lockedUntil("k").IsZero(); got != s.wantLocked {
+				if got := l.check([]LockKey{alice}) != nil; got != s.wantLocked {
 					t.Fatalf("step %d (%s): locked = %v, want %v", i, s.op, got, s.wantLocked)
 				}
 			}
@@ -61,42 +116,208 @@ func TestLimiter(t *testing.T) {
 	}
 }
 
-func TestLimiterKeysAreSeparate(t *testing.T) {
-	clock := &fakeClock{}
-	l := newLimiter(RateLimit{Failures: 1, Window: time.Minute, Lockout: time.Minute}, clock.Now)
-	l.fail(userKey("alice"))
-	if l.lockedUntil(userKey("alice")).IsZero() {
-		t.Fatal("alice not locked")
+// TestLimiterOutsideNeverLocksTrusted: an attacker on the internet who locks
+// alice out of logins from outside leaves her logins from campus alone.
+func TestLimiterOutsideNeverLocksTrusted(t *testing.T) {
+	l, _ := newTestLimiter(t)
+	failN(t, l, 3, outside, alice)
+	if l.check([]LockKey{alice}) == nil {
+		t.Fatal("alice not locked out from outside")
 	}
-	if !l.lockedUntil(userKey("bob")).IsZero() {
-		t.Fatal("bob locked by alice's failure")
+	if lk := l.check([]LockKey{aliceIn, {ScopeTrustedAddress, "10.1.2.3"}}); lk != nil {
+		t.Fatalf("trusted login refused by %+v", lk)
 	}
 }
 
-func TestAddrKey(t *testing.T) {
+// TestLimiterReservesBeforeChecking: however many attempts arrive at once,
+// from however many addresses, no more than rate_limit.failures get a place.
+func TestLimiterReservesBeforeChecking(t *testing.T) {
+	l, _ := newTestLimiter(t)
+	var mu sync.Mutex
+	var wg sync.WaitGroup
+	var held []*reservation
+	for i := range 60 {
+		wg.Go(func() {
+			r, lk := l.reserve([]LockKey{{ScopeAddress, "192.0.2." + strconv.Itoa(i)}, alice})
+			if lk == nil {
+				mu.Lock()
+				held = append(held, r)
+				mu.Unlock()
+			}
+		})
+	}
+	wg.Wait()
+	if len(held) != testPolicy.Failures {
+		t.Fatalf("%d attempts got a place, want %d", len(held), testPolicy.Failures)
+	}
+	var started []Lock
+	for _, r := range held {
+		started = append(started, r.fail()...)
+	}
+	if len(started) != 1 || started[0].Key != alice {
+		t.Fatalf("lockouts started: %+v, want alice's", started)
+	}
+	if _, lk := l.reserve([]LockKey{outside2, alice}); lk == nil || lk.Until.IsZero() {
+		t.Fatalf("reserve after the lockout: %+v", lk)
+	}
+}
+
+// TestLimiterSuccessGivesThePlaceBack: a right code does not use up a place.
+func TestLimiterSuccessGivesThePlaceBack(t *testing.T) {
+	l, _ := newTestLimiter(t)
+	for range 10 {
+		r, lk := l.reserve([]LockKey{outside, alice})
+		if lk != nil {
+			t.Fatalf("refused: %+v", lk)
+		}
+		r.succeed()
+	}
+	r, _ := l.reserve([]LockKey{outside, alice})
+	r.cancel()
+	r.fail() // after cancel: no effect
+	if lk := l.locks([]LockKey{alice}); len(lk) != 0 {
+		t.Fatalf("locks after successes: %+v", lk)
+	}
+}
+
+func TestLimiterLockoutsDoubleUpToMax(t *testing.T) {
+	l, clock := newTestLimiter(t)
+	want := []time.Duration{5 * time.Minute, 10 * time.Minute, 20 * time.Minute, 40 * time.Minute, time.Hour, time.Hour}
+	for i, d := range want {
+		started := failN(t, l, 3, alice)
+		if len(started) != 1 {
+			t.Fatalf("lockout %d not started", i+1)
+		}
+		if got := started[0].Until.Sub(clock.Now()); got != d || started[0].Level != i+1 {
+			t.Fatalf("lockout %d: %s at level %d, want %s at level %d", i+1, got, started[0].Level, d, i+1)
+		}
+		clock.Advance(d)
+	}
+	// A quiet day forgets the level.
+	clock.Advance(failureMemory)
+	if started := failN(t, l, 3, alice); started[0].Level != 1 {
+		t.Fatalf("level after a quiet day: %d", started[0].Level)
+	}
+}
+
+// TestGuessesPerDay simulates the most patient attacker, one who guesses
+// again the moment each lockout ends, and compares with the stated bound.
+func TestGuessesPerDay(t *testing.T) {
+	l, clock := newTestLimiter(t)
+	start := clock.Now()
+	guesses := 0
+	for clock.Now().Sub(start) < 24*time.Hour {
+		r, lk := l.reserve([]LockKey{alice})
+		if lk != nil {
+			clock.Set(lk.Until)
+			continue
+		}
+		guesses++
+		r.fail()
+	}
+	if bound := testPolicy.GuessesPerDay(); guesses > bound || guesses < bound-testPolicy.Failures {
+		t.Fatalf("attacker got %d guesses in a day; stated bound %d", guesses, bound)
+	}
+	if got := testPolicy.GuessesPerDay(); got != 83 {
+		t.Errorf("GuessesPerDay() = %d for the defaults, the README says 83", got)
+	}
+}
+
+func TestLimiterSourceScopes(t *testing.T) {
+	l, _ := newTestLimiter(t)
+	// Ten addresses of one /24, one failure each: the network locks.
+	var started []Lock
+	for i := range 10 {
+		a := netip.MustParseAddr("198.51.100." + strconv.Itoa(i+1))
+		started = append(started, l.fail(sourceKeys(a, false))...)
+	}
+	if len(started) != 1 || started[0].Key != (LockKey{ScopeNetwork, "198.51.100.0/24"}) {
+		t.Fatalf("lockouts: %+v, want the /24", started)
+	}
+	if l.check(sourceKeys(netip.MustParseAddr("198.51.100.200"), false)) == nil {
+		t.Fatal("another address of the locked /24 let in")
+	}
+	if lk := l.check(sourceKeys(netip.MustParseAddr("198.51.101.1"), false)); lk != nil {
+		t.Fatalf("the next /24 locked: %+v", lk)
+	}
+	// A trusted address takes five times trusted_failures.
+	in := sourceKeys(netip.MustParseAddr("10.1.2.3"), true)
+	for i := range testPolicy.TrustedFailures*trustedAddressFactor - 1 {
+		if s := l.fail(in); len(s) != 0 {
+			t.Fatalf("trusted address locked after %d failures", i+1)
+		}
+	}
+	if s := l.fail(in); len(s) != 1 {
+		t.Fatal("trusted address not locked at its threshold")
+	}
+	if was := l.unlock(addressKeys(netip.MustParseAddr("10.1.2.3"))); len(was) != 1 {
+		t.Fatalf("unlock --address cleared %+v", was)
+	}
+	if l.check(in) != nil {
+		t.Fatal("still locked after unlock")
+	}
+}
+
+func TestSourceKeys(t *testing.T) {
 	tests := []struct{ a, b string }{
 		{"10.1.2.3", "::ffff:10.1.2.3"},
 		{"2001:db8::1", "2001:db8::ffff:1"}, // same /64
 	}
 	for _, tc := range tests {
-		if addrKey(netip.MustParseAddr(tc.a)) != addrKey(netip.MustParseAddr(tc.b)) {
-			t.Errorf("%s and %s should share a rate-limit key", tc.a, tc.b)
+		ka := sourceKeys(netip.MustParseAddr(tc.a), false)
+		kb := sourceKeys(netip.MustParseAddr(tc.b), false)
+		if ka[0] != kb[0] {
+			t.Errorf("%s and %s should share a rate-limit key: %v %v", tc.a, tc.b, ka[0], kb[0])
 		}
 	}
-	if addrKey(netip.MustParseAddr("2001:db8:0:1::1")) == addrKey(netip.MustParseAddr("2001:db8:0:2::1")) {
+	if sourceKeys(netip.MustParseAddr("2001:db8:0:1::1"), false)[0] == sourceKeys(netip.MustParseAddr("2001:db8:0:2::1"), false)[0] {
 		t.Error("different /64s share a key")
+	}
+	if got := sourceKeys(netip.MustParseAddr("2001:db8:0:1::1"), false)[1].Name; got != "2001:db8::/48" {
+		t.Errorf("IPv6 network key %q, want the /48", got)
+	}
+}
+
+// TestLimiterSweepAggregates: refusals while locked are counted on the
+// lockout and reported once, when it ends.
+func TestLimiterSweepAggregates(t *testing.T) {
+	l, clock := newTestLimiter(t)
+	failN(t, l, 3, outside)
+	for range 1000 {
+		if _, lk := l.reserve([]LockKey{outside, alice}); lk == nil {
+			t.Fatal("locked address let in")
+		}
+	}
+	if ended := l.sweep(); len(ended) != 0 {
+		t.Fatalf("sweep during the lockout reported %+v", ended)
+	}
+	clock.Advance(5 * time.Minute)
+	ended := l.sweep()
+	if len(ended) != 1 || ended[0].Key != outside || ended[0].Refused != 1000 {
+		t.Fatalf("sweep after the lockout: %+v", ended)
+	}
+	if ended := l.sweep(); len(ended) != 0 {
+		t.Fatalf("second sweep reported again: %+v", ended)
+	}
+	clock.Advance(failureMemory)
+	l.sweep()
+	if n := len(l.entries); n != 0 {
+		t.Fatalf("%d entries left after everything was forgotten", n)
 	}
 }
 
 func TestLimiterBoundsMemory(t *testing.T) {
-	clock := &fakeClock{}
-	l := newLimiter(RateLimit{Failures: 3, Window: time.Second, Lockout: time.Minute}, clock.Now)
-	for i := range maxLimiterKeys {
-		l.fail(userKey(strconv.Itoa(i)))
+	l, clock := newTestLimiter(t)
+	failN(t, l, 2, alice) // a user's failures must survive the flood
+	for i := range maxLimiterKeys + 10 {
+		a := netip.AddrFrom4([4]byte{10, byte(i >> 16), byte(i >> 8), byte(i)})
+		l.fail([]LockKey{{ScopeAddress, a.String()}})
 	}
-	clock.Advance(2 * time.Second)
-	l.fail(userKey("last"))
-	if n := len(l.entries); n > 1 {
-		t.Fatalf("%d stale entries kept after pruning", n)
+	if n := len(l.entries); n > maxLimiterKeys {
+		t.Fatalf("%d entries, cap %d", n, maxLimiterKeys)
+	}
+	clock.Advance(time.Second)
+	if lk := l.locks([]LockKey{alice}); len(lk) != 1 || lk[0].Failures != 2 {
+		t.Fatalf("alice's failures after a flood of addresses: %+v", lk)
 	}
 }

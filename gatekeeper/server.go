@@ -80,6 +80,11 @@ type Server struct {
 	recovery func(u *store.User, answer string) bool
 	metrics  *metrics.Gatekeeper
 	audit    *auditor
+	// hashSlots bounds the recovery-code hashes (argon2id, 19 MiB each)
+	// computed at once.
+	hashSlots chan struct{}
+	// landerDelay learns how long the lander takes to refuse a password.
+	landerDelay delayTracker
 
 	// reportStop ends reportLoop, which closes reportDone when it returns.
 	reportStop, reportDone chan struct{}
@@ -96,6 +101,24 @@ type Server struct {
 	mu       sync.Mutex
 	sessions map[uint64]*Session
 	nextID   uint64
+	// resets counts each user's token resets (KillUser), so that a login
+	// that was being decided while a reset ran is not let in afterwards.
+	resets map[string]uint64
+}
+
+// maxHashSlots is how many recovery-code hashes run at once.
+const maxHashSlots = 4
+
+// policyOf is the limiter's policy from the config.
+func policyOf(rl config.RateLimit) RateLimit {
+	return RateLimit{
+		Failures:        rl.Failures,
+		Window:          rl.Window,
+		Lockout:         rl.Lockout,
+		MaxLockout:      rl.MaxLockout,
+		NetworkFailures: rl.NetworkFailures,
+		TrustedFailures: rl.TrustedFailures,
+	}
 }
 
 // New checks cfg's upstream settings and loads (or creates) the host keys.
@@ -125,21 +148,19 @@ func New(cfg *config.Config, opts Options) (*Server, error) {
 		maxStartups = 64
 	}
 	s := &Server{
-		store:   opts.Store,
-		log:     opts.Log,
-		now:     opts.Now,
-		lander:  l,
-		signers: signers,
-		limiter: newLimiter(RateLimit{
-			Failures: cfg.RateLimit.Failures,
-			Window:   cfg.RateLimit.Window,
-			Lockout:  cfg.RateLimit.Lockout,
-		}, opts.Now),
-		recovery: opts.Recovery,
-		metrics:  opts.Metrics,
-		audit:    newAuditor(opts.Store, opts.Log),
-		startups: connserve.NewStartups(maxStartups),
-		sessions: map[uint64]*Session{},
+		store:     opts.Store,
+		log:       opts.Log,
+		now:       opts.Now,
+		lander:    l,
+		signers:   signers,
+		limiter:   newLimiter(policyOf(cfg.RateLimit), opts.Now),
+		recovery:  opts.Recovery,
+		metrics:   opts.Metrics,
+		audit:     newAuditor(opts.Store, opts.Log),
+		hashSlots: make(chan struct{}, maxHashSlots),
+		startups:  connserve.NewStartups(maxStartups),
+		sessions:  map[uint64]*Session{},
+		resets:    map[string]uint64{},
 	}
 	s.accept.Handle = func(_ context.Context, nc net.Conn) { s.handleConn(nc) }
 	s.accept.Log = opts.Log
@@ -172,9 +193,7 @@ func (s *Server) Reload(cfg *config.Config) (needRestart []string) {
 	merged.LoginGraceTime = cfg.LoginGraceTime
 	merged.MaxAuthTries = cfg.MaxAuthTries
 	merged.Session = cfg.Session
-	s.limiter.setPolicy(RateLimit{
-		Failures: cfg.RateLimit.Failures, Window: cfg.RateLimit.Window, Lockout: cfg.RateLimit.Lockout,
-	})
+	s.limiter.setPolicy(policyOf(cfg.RateLimit))
 	s.cfg.Store(&merged)
 
 	restartOnly := []struct {
@@ -244,12 +263,36 @@ func (s *Server) Health(ctx context.Context) error {
 	return s.lander.ping(ctx)
 }
 
-// Unlock clears user's lockout. It reports whether user had failures or a
-// lockout on record.
-func (s *Server) Unlock(user string) bool { return s.limiter.reset(userKey(user)) }
+// Unlock clears every lockout and failure count of user, from outside and
+// from the trusted networks, levels included. It returns what was in force.
+func (s *Server) Unlock(user string) []Lock {
+	return s.limiter.unlock([]LockKey{userKey(user, false), userKey(user, true)})
+}
 
-// LockedUntil reports until when user is locked out (zero if not locked).
-func (s *Server) LockedUntil(user string) time.Time { return s.limiter.lockedUntil(userKey(user)) }
+// UnlockAddress clears the lockouts and failure counts of addr: its address
+// (IPv6 /64), its network (/24, /48) and, if trusted, the address itself. It
+// returns what was in force.
+func (s *Server) UnlockAddress(addr netip.Addr) []Lock {
+	return s.limiter.unlock(addressKeys(addr))
+}
+
+// Locks returns the lockouts in force on user and the failures counted
+// against them, outside and trusted, for admin show.
+func (s *Server) Locks(user string) []Lock {
+	return s.limiter.locks([]LockKey{userKey(user, false), userKey(user, true)})
+}
+
+// LockedUntil reports until when user is locked out of logins from outside
+// or from the trusted networks, whichever ends later (zero if neither).
+func (s *Server) LockedUntil(user string) time.Time {
+	var until time.Time
+	for _, lk := range s.Locks(user) {
+		if lk.Until.After(until) {
+			until = lk.Until
+		}
+	}
+	return until
+}
 
 // handleConn authenticates one client and relays it to the lander.
 func (s *Server) handleConn(nc net.Conn) {
@@ -283,6 +326,12 @@ func (s *Server) handleConn(nc net.Conn) {
 	release()
 
 	sess := s.addSession(sc, remote, a)
+	if sess == nil {
+		log.Warn("login refused: the user's token was reset while the login was decided", "user", sc.User())
+		a.up.conn.Close()
+		sc.Close()
+		return
+	}
 	defer s.removeSession(sess)
 	s.metrics.Sessions.Inc()
 	defer s.metrics.Sessions.Dec()
@@ -407,6 +456,7 @@ func (s *Server) reportLoop() {
 		case <-s.reportStop:
 			return
 		case <-t.C:
+			s.auditLockEnds(s.limiter.sweep())
 			s.mu.Lock()
 			live := make([]*Session, 0, len(s.sessions))
 			for _, x := range s.sessions {
@@ -437,9 +487,14 @@ type SessionInfo struct {
 	BytesDown int64     `json:"bytes_down"`
 }
 
+// addSession registers a new session; nil when the user's token was reset
+// since a's login began (the reset could not see, and so end, this session).
 func (s *Server) addSession(sc *ssh.ServerConn, remote netip.AddrPort, a *attempt) *Session {
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	if s.resets[sc.User()] != a.resetEpoch {
+		return nil
+	}
 	s.nextID++
 	sess := &Session{ID: s.nextID, User: sc.User(), Remote: remote, Trusted: a.trusted, Start: time.Now(), conn: sc}
 	s.sessions[sess.ID] = sess
@@ -481,9 +536,19 @@ func (s *Server) Kill(id uint64) (user, remote string, ok bool) {
 	return sess.User, sess.Remote.String(), true
 }
 
+// resetEpoch is the number of times user's token was reset (KillUser).
+func (s *Server) resetEpoch(user string) uint64 {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.resets[user]
+}
+
 // KillUser ends every live session of user and returns how many there were.
+// Logins of user being decided at that moment are not let in either (see
+// addSession). Call it after the reset is committed to the store.
 func (s *Server) KillUser(user string) int {
 	s.mu.Lock()
+	s.resets[user]++
 	var victims []*Session
 	for _, x := range s.sessions {
 		if x.User == user {

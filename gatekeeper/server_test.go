@@ -9,10 +9,12 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"maps"
 	"net"
 	"net/netip"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -96,6 +98,9 @@ type fakeLander struct {
 	// attempts counts password attempts: the lander must never see one for
 	// a login whose code was wrong.
 	attempts atomic.Int32
+	// rejectDelay is how long a wrong password takes to be refused, as
+	// PAM's failure delay makes a real sshd take about 2 s.
+	rejectDelay atomic.Int64
 }
 
 const landerPassword = "correct horse"
@@ -114,6 +119,7 @@ func startLander(t *testing.T) *fakeLander {
 			if string(pw) == landerPassword {
 				return nil, nil
 			}
+			time.Sleep(time.Duration(fl.rejectDelay.Load()))
 			return nil, errors.New("wrong password")
 		},
 	}
@@ -234,7 +240,7 @@ func newTestGateWith(t *testing.T, edit func(*config.Config), editOpts func(*Opt
 		Upstream:       config.Upstream{Address: fl.addr, KnownHosts: fl.knownHosts},
 		Trusted:        []netip.Prefix{netip.MustParsePrefix("127.0.0.2/32")},
 		TOTP:           config.TOTP{Issuer: "Test", Skew: 1},
-		RateLimit:      config.RateLimit{Failures: 3, Window: 30 * time.Second, Lockout: 5 * time.Minute},
+		RateLimit:      testRateLimit,
 		MaxAuthTries:   6,
 		MaxStartups:    64,
 		LoginGraceTime: 10 * time.Second,
@@ -506,10 +512,12 @@ func TestConcurrentLoginsWithOneCode(t *testing.T) {
 	}
 }
 
+// testRateLimit is the default rate_limit section.
+var testRateLimit = config.RateLimit{Failures: 3, Window: 30 * time.Second, Lockout: 5 * time.Minute,
+	MaxLockout: time.Hour, NetworkFailures: 10, TrustedFailures: 10}
+
 func TestLockout(t *testing.T) {
-	g := newTestGate(t, func(c *config.Config) {
-		c.RateLimit = config.RateLimit{Failures: 3, Window: time.Minute, Lockout: 5 * time.Minute}
-	})
+	g := newTestGate(t, nil)
 	for i := range 3 {
 		if r := g.login("alice", landerPassword, "000000", "127.0.0.1"); r.err == nil {
 			t.Fatalf("wrong code %d accepted", i)
@@ -536,21 +544,62 @@ func TestLockout(t *testing.T) {
 func TestUnlock(t *testing.T) {
 	g := newTestGate(t, nil)
 	// From a trusted address no code is asked, so lock alice with wrong
-	// passwords; the per-user limit applies there too.
-	for range 3 {
+	// passwords: trusted logins have their own, higher, per-user limit.
+	for range testRateLimit.TrustedFailures {
 		g.login("alice", "guess", "", "127.0.0.2")
 	}
 	if g.srv.LockedUntil("alice").IsZero() {
-		t.Fatal("alice is not locked after 3 wrong passwords")
+		t.Fatal("alice is not locked after trusted_failures wrong passwords")
 	}
 	if r := g.login("alice", landerPassword, "", "127.0.0.2"); r.err == nil {
 		t.Fatal("locked-out user got in")
 	}
-	if !g.srv.Unlock("alice") {
-		t.Fatal("Unlock found nothing to clear")
+	locks := g.srv.Locks("alice")
+	if len(locks) != 1 || locks[0].Key.Scope != ScopeTrustedUser || locks[0].Level != 1 {
+		t.Fatalf("Locks = %+v, want one trusted_user lock at level 1", locks)
+	}
+	if was := g.srv.Unlock("alice"); len(was) != 1 {
+		t.Fatalf("Unlock cleared %+v", was)
 	}
 	if r := g.login("alice", landerPassword, "", "127.0.0.2"); r.err != nil {
 		t.Fatalf("login after unlock: %v", r.err)
+	}
+}
+
+// TestOutsideFailuresNeverLockTrustedLogins: an attacker who knows alice's
+// name locks her out of logins from outside, never out of logins from the
+// trusted network; and the outside lockout holds against a trusted success.
+func TestOutsideFailuresNeverLockTrustedLogins(t *testing.T) {
+	g := newTestGate(t, nil)
+	for range 5 {
+		g.login("alice", landerPassword, "000000", "127.0.0.1")
+	}
+	if r := g.login("alice", landerPassword, "", "127.0.0.2"); r.err != nil {
+		t.Fatalf("trusted login refused after failures from outside: %v", r.err)
+	}
+	// The password-only success did not clear the outside lockout.
+	if r := g.login("alice", landerPassword, g.code(t, 0), "127.0.0.3"); r.err == nil {
+		t.Fatal("outside login let in during the user's lockout")
+	}
+	locks := g.srv.Locks("alice")
+	if len(locks) != 1 || locks[0].Key != (LockKey{ScopeUser, "alice"}) || locks[0].Until.IsZero() {
+		t.Fatalf("Locks = %+v, want alice's outside lock", locks)
+	}
+}
+
+// TestCodesCheckedAreBounded: 60 concurrent wrong codes for one user from
+// 60 addresses get at most rate_limit.failures codes checked.
+func TestCodesCheckedAreBounded(t *testing.T) {
+	g := newTestGate(t, nil)
+	var wg sync.WaitGroup
+	for i := range 60 {
+		wg.Go(func() {
+			g.login("alice", landerPassword, fmt.Sprintf("%06d", i), fmt.Sprintf("127.0.%d.%d", 1+i/200, 1+i%200))
+		})
+	}
+	wg.Wait()
+	if n := g.srv.metrics.SecondFactorChecks.Value(); n > uint64(testRateLimit.Failures) {
+		t.Fatalf("%d codes checked, at most %d allowed", n, testRateLimit.Failures)
 	}
 }
 
@@ -944,5 +993,100 @@ func TestReportBytesCountsEachByteOnce(t *testing.T) {
 	}
 	if got := m.RelayedDown.Value(); got != 8*1000 {
 		t.Errorf("down counter %d, want %d", got, 8*1000)
+	}
+}
+
+// TestRefusalsAlikeInTime: whatever the reason, a refusal reaches a client
+// that answers slowly the same time after its last answer, also when the
+// lander takes longer than failure_delay to refuse a wrong password.
+func TestRefusalsAlikeInTime(t *testing.T) {
+	const (
+		answerDelay = 200 * time.Millisecond
+		rejectDelay = 250 * time.Millisecond
+		samples     = 3
+	)
+	g := newTestGateWith(t, func(c *config.Config) { c.FailureDelay = 100 * time.Millisecond },
+		func(o *Options) { o.Recovery = enroll.VerifyRecovery })
+	g.lander.rejectDelay.Store(int64(rejectDelay))
+	g.store.users["bob"] = store.User{Name: "bob", State: store.StateActive, Secret: g.secret}
+
+	// refusal logs in once, answering each prompt after answerDelay, and
+	// returns the time from the last answer to the refusal.
+	refusal := func(t *testing.T, user, password, code, from string) time.Duration {
+		var last time.Time
+		answer := ssh.KeyboardInteractive(func(_, _ string, qs []string, _ []bool) ([]string, error) {
+			time.Sleep(answerDelay)
+			out := make([]string, len(qs))
+			for i, q := range qs {
+				out[i] = map[string]string{PromptPassword: password, PromptCode: code}[q]
+			}
+			last = time.Now()
+			return out, nil
+		})
+		d := net.Dialer{LocalAddr: &net.TCPAddr{IP: net.ParseIP(from)}}
+		nc, err := d.Dial("tcp", g.addr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer nc.Close()
+		_, _, _, err = ssh.NewClientConn(nc, g.addr, &ssh.ClientConfig{
+			User: user, Auth: []ssh.AuthMethod{ssh.RetryableAuthMethod(answer, 1)},
+			HostKeyCallback: ssh.InsecureIgnoreHostKey(),
+		})
+		if err == nil {
+			t.Fatalf("%s logged in", user)
+		}
+		return time.Since(last)
+	}
+	// The first wrong password teaches the gate the lander's delay.
+	refusal(t, "alice", "wrong", g.code(t, -1), "127.0.9.1")
+	g.clock.Advance(30 * time.Second)
+	for range testRateLimit.Failures {
+		g.login("bob", landerPassword, "000000", "127.0.9.2")
+	}
+
+	cases := []struct {
+		name string
+		run  func(t *testing.T, i int) time.Duration
+	}{
+		{"unknown user", func(t *testing.T, i int) time.Duration {
+			return refusal(t, "nobody", landerPassword, "123456", fmt.Sprintf("127.0.10.%d", i+1))
+		}},
+		{"wrong code", func(t *testing.T, i int) time.Duration {
+			return refusal(t, "alice", landerPassword, "000000", fmt.Sprintf("127.0.11.%d", i+1))
+		}},
+		{"recovery-shaped answer", func(t *testing.T, i int) time.Duration {
+			return refusal(t, "alice", landerPassword, "abcd-efgh-jk", fmt.Sprintf("127.0.12.%d", i+1))
+		}},
+		{"right code, wrong password", func(t *testing.T, i int) time.Duration {
+			g.clock.Advance(30 * time.Second)
+			return refusal(t, "alice", "wrong", g.code(t, 0), fmt.Sprintf("127.0.13.%d", i+1))
+		}},
+		{"locked user", func(t *testing.T, i int) time.Duration {
+			return refusal(t, "bob", landerPassword, "000000", fmt.Sprintf("127.0.14.%d", i+1))
+		}},
+	}
+	medians := map[string]time.Duration{}
+	for _, c := range cases {
+		var ds []time.Duration
+		for i := range samples {
+			if c.name == "wrong code" || c.name == "right code, wrong password" {
+				g.srv.Unlock("alice") // keep alice's refusals about the code, not a lockout
+			}
+			ds = append(ds, c.run(t, i))
+		}
+		slices.Sort(ds)
+		medians[c.name] = ds[len(ds)/2]
+	}
+	lo, hi := slices.Min(slices.Collect(maps.Values(medians))), slices.Max(slices.Collect(maps.Values(medians)))
+	t.Logf("median refusal times after the last answer: %v", medians)
+	if hi-lo > 50*time.Millisecond {
+		t.Errorf("median refusal times differ by %v (more than 50ms): %v", hi-lo, medians)
+	}
+	if lo < rejectDelay {
+		t.Errorf("refusals take %v, less than the lander's own %v: a wrong password stands out", lo, rejectDelay)
+	}
+	if l := g.srv.Locks("bob"); len(l) == 0 || l[0].Until.IsZero() {
+		t.Errorf("bob was not locked out; the locked case measured something else: %+v", l)
 	}
 }

@@ -164,7 +164,7 @@ func serve(ctx context.Context, cfg *config.Config, log *slog.Logger, reload fun
 		Store:       st,
 		Log:         log,
 		OnReset:     gk.KillUser,
-		OnUnlock:    gk.Unlock,
+		OnUnlock:    func(u string) bool { return len(gk.Unlock(u)) > 0 },
 		LockedUntil: gk.LockedUntil,
 		Sessions:    func() any { return gk.Sessions() },
 		Kill:        gk.Kill,

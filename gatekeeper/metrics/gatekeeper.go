@@ -31,8 +31,20 @@ type Gatekeeper struct {
 	// TrustedBypass counts logins from trusted networks that were not asked
 	// for a code.
 	TrustedBypass *Counter
-	// Lockouts counts rate-limit lockouts started.
-	Lockouts *Counter
+	// Lockouts counts rate-limit lockouts started, by scope (user,
+	// address, network, trusted_user, trusted_address).
+	Lockouts *CounterVec
+	// SecondFactorChecks counts codes and recovery codes checked against a
+	// user's device: every one of them was first given a place in the
+	// user's rate-limit budget.
+	SecondFactorChecks *Counter
+	// PreauthRefused counts connections turned away before authentication,
+	// by reason (per_address, per_network, full, early_drop).
+	PreauthRefused *CounterVec
+	// StoreWriteErrors counts failed writes to the store by what failed
+	// (no_space, other); audit events that could not be written are among
+	// them.
+	StoreWriteErrors *CounterVec
 	// Sessions is the number of live relayed sessions.
 	Sessions *Gauge
 	// RelayedBytes counts bytes relayed by direction (DirectionUp,
@@ -54,8 +66,14 @@ func NewGatekeeper(r *Registry) *Gatekeeper {
 			"Verification codes refused because their time step was already used."),
 		TrustedBypass: r.NewCounter("gatekeeper_trusted_bypass_total",
 			"Logins from trusted networks that were not asked for a verification code."),
-		Lockouts: r.NewCounter("gatekeeper_lockouts_total",
-			"Rate-limit lockouts started, per user or per source address."),
+		Lockouts: r.NewCounterVec("gatekeeper_lockouts_total",
+			"Rate-limit lockouts started, by scope (user, address, network, trusted_user, trusted_address).", "scope"),
+		SecondFactorChecks: r.NewCounter("gatekeeper_second_factor_checks_total",
+			"Verification and recovery codes checked against a linked device."),
+		PreauthRefused: r.NewCounterVec("gatekeeper_preauth_refused_total",
+			"Connections refused before authentication, by reason (per_address, per_network, full, early_drop).", "reason"),
+		StoreWriteErrors: r.NewCounterVec("gatekeeper_store_write_errors_total",
+			"Failed writes to the store, by error (no_space, other).", "error"),
 		Sessions: r.NewGauge("gatekeeper_sessions",
 			"Live SSH sessions relayed to the lander."),
 		RelayedBytes: r.NewCounterVec("gatekeeper_relayed_bytes_total",

@@ -530,13 +530,16 @@ func TestGatekeeper(t *testing.T) {
 
 	e := scrape(t, r.Handler())
 	wantTypes := map[string]string{
-		"gatekeeper_logins_total":              "counter",
-		"gatekeeper_code_reuse_refusals_total": "counter",
-		"gatekeeper_trusted_bypass_total":      "counter",
-		"gatekeeper_lockouts_total":            "counter",
-		"gatekeeper_sessions":                  "gauge",
-		"gatekeeper_relayed_bytes_total":       "counter",
-		"gatekeeper_auth_duration_seconds":     "histogram",
+		"gatekeeper_logins_total":               "counter",
+		"gatekeeper_code_reuse_refusals_total":  "counter",
+		"gatekeeper_trusted_bypass_total":       "counter",
+		"gatekeeper_lockouts_total":             "counter",
+		"gatekeeper_second_factor_checks_total": "counter",
+		"gatekeeper_preauth_refused_total":      "counter",
+		"gatekeeper_store_write_errors_total":   "counter",
+		"gatekeeper_sessions":                   "gauge",
+		"gatekeeper_relayed_bytes_total":        "counter",
+		"gatekeeper_auth_duration_seconds":      "histogram",
 	}
 	for name, typ := range wantTypes {
 		if e.typ[name] != typ || e.help[name] == "" {
@@ -555,7 +558,10 @@ func TestGatekeeper(t *testing.T) {
 	g.Logins.With(metrics.ResultRefused, "replay").Add(2)
 	g.CodeReuseRefusals.Add(2)
 	g.TrustedBypass.Inc()
-	g.Lockouts.Inc()
+	g.Lockouts.With("user").Inc()
+	g.SecondFactorChecks.Add(3)
+	g.PreauthRefused.With("per_address").Inc()
+	g.StoreWriteErrors.With("no_space").Inc()
 	g.Sessions.Inc()
 	g.Sessions.Inc()
 	g.Sessions.Dec()
@@ -573,7 +579,10 @@ func TestGatekeeper(t *testing.T) {
 		{"gatekeeper_logins_total", []string{"result", "refused", "reason", "replay"}, 2},
 		{"gatekeeper_code_reuse_refusals_total", nil, 2},
 		{"gatekeeper_trusted_bypass_total", nil, 1},
-		{"gatekeeper_lockouts_total", nil, 1},
+		{"gatekeeper_lockouts_total", []string{"scope", "user"}, 1},
+		{"gatekeeper_second_factor_checks_total", nil, 3},
+		{"gatekeeper_preauth_refused_total", []string{"reason", "per_address"}, 1},
+		{"gatekeeper_store_write_errors_total", []string{"error", "no_space"}, 1},
 		{"gatekeeper_sessions", nil, 1},
 		{"gatekeeper_relayed_bytes_total", []string{"direction", "up"}, 100},
 		{"gatekeeper_relayed_bytes_total", []string{"direction", "down"}, 5000},

@@ -19,6 +19,9 @@ const (
 	EventTrustedBypass = "trusted_bypass"
 	EventCodeReuse     = "code_reuse"
 	EventLockout       = "lockout"
+	// EventLockoutEnded closes a lockout with the number of logins it
+	// refused: refusals while locked get no event of their own.
+	EventLockoutEnded  = "lockout_ended"
 	EventLinkStarted   = "link_started"
 	EventQRShown       = "qr_shown"
 	EventLinkConfirmed = "link_confirmed"
