@@ -90,8 +90,8 @@ type Server struct {
 	reportStop, reportDone chan struct{}
 	reportOnce             sync.Once
 
-	// startups caps the connections that have not authenticated yet.
-	startups *connserve.Startups
+	// admission caps the connections that have not authenticated yet.
+	admission *connserve.Admission
 
 	// accept runs the accept loop and tracks the connections for Shutdown
 	// and Close.
@@ -104,6 +104,28 @@ type Server struct {
 	// resets counts each user's token resets (KillUser), so that a login
 	// that was being decided while a reset ran is not let in afterwards.
 	resets map[string]uint64
+}
+
+// AdmissionLimits are the pre-authentication limits of cfg (max_startups
+// and preauth), with defaults for zero values; SSH linking uses them too.
+func AdmissionLimits(cfg *config.Config) connserve.Limits {
+	l := connserve.Limits{
+		PerAddress:     cfg.Preauth.PerAddress,
+		PerNetwork:     cfg.Preauth.PerNetwork,
+		Max:            cfg.MaxStartups,
+		DropStart:      cfg.Preauth.DropStart,
+		TrustedReserve: cfg.Preauth.TrustedReserve,
+	}
+	if l.Max <= 0 {
+		l.Max = 100
+	}
+	if l.PerAddress <= 0 {
+		l.PerAddress = 10
+	}
+	if l.PerNetwork <= 0 {
+		l.PerNetwork = max(32, l.PerAddress)
+	}
+	return l
 }
 
 // maxHashSlots is how many recovery-code hashes run at once.
@@ -143,10 +165,6 @@ func New(cfg *config.Config, opts Options) (*Server, error) {
 	if opts.Metrics == nil {
 		opts.Metrics = metrics.NewGatekeeper(metrics.NewRegistry())
 	}
-	maxStartups := cfg.MaxStartups
-	if maxStartups <= 0 {
-		maxStartups = 64
-	}
 	s := &Server{
 		store:     opts.Store,
 		log:       opts.Log,
@@ -158,7 +176,7 @@ func New(cfg *config.Config, opts Options) (*Server, error) {
 		metrics:   opts.Metrics,
 		audit:     newAuditor(opts.Store, opts.Log),
 		hashSlots: make(chan struct{}, maxHashSlots),
-		startups:  connserve.NewStartups(maxStartups),
+		admission: connserve.NewAdmission(AdmissionLimits(cfg)),
 		sessions:  map[uint64]*Session{},
 		resets:    map[string]uint64{},
 	}
@@ -179,7 +197,8 @@ func (s *Server) HostKeys() []ssh.Signer { return s.signers }
 func (s *Server) config() *config.Config { return s.cfg.Load() }
 
 // Reload applies the policy settings of cfg — trusted_networks, rate_limit,
-// totp.skew, failure_delay, login_grace_time, max_auth_tries, session — to new logins
+// totp.skew, failure_delay, login_grace_time, max_auth_tries, max_startups,
+// preauth, max_channels, session — to new logins
 // without touching live sessions. Settings that need a restart (listeners,
 // keys, upstream, database) keep their old values; Reload returns their
 // names so the caller can say so.
@@ -193,7 +212,9 @@ func (s *Server) Reload(cfg *config.Config) (needRestart []string) {
 	merged.LoginGraceTime = cfg.LoginGraceTime
 	merged.MaxAuthTries = cfg.MaxAuthTries
 	merged.Session = cfg.Session
+	merged.MaxStartups, merged.Preauth, merged.MaxChannels = cfg.MaxStartups, cfg.Preauth, cfg.MaxChannels
 	s.limiter.setPolicy(policyOf(cfg.RateLimit))
+	s.admission.SetLimits(AdmissionLimits(&merged))
 	s.cfg.Store(&merged)
 
 	restartOnly := []struct {
@@ -207,7 +228,6 @@ func (s *Server) Reload(cfg *config.Config) (needRestart []string) {
 		{"upstream", old.Upstream, cfg.Upstream},
 		{"proxy_protocol", old.ProxyProtocol, cfg.ProxyProtocol},
 		{"proxy_protocol_from", old.ProxyProtocolFrom, cfg.ProxyProtocolFrom},
-		{"max_startups", old.MaxStartups, cfg.MaxStartups},
 		{"admin.socket", old.Admin.Socket, cfg.Admin.Socket},
 	}
 	for _, r := range restartOnly {
@@ -296,25 +316,36 @@ func (s *Server) LockedUntil(user string) time.Time {
 
 // handleConn authenticates one client and relays it to the lander.
 func (s *Server) handleConn(nc net.Conn) {
-	remote := remoteAddrPort(nc.RemoteAddr())
+	start := time.Now()
+	remote, known := clientAddr(nc.RemoteAddr())
 	log := s.log.With("remote", remote.String())
+	cfg := s.config()
+	// A PROXY header that names no client (a health check) is never judged
+	// by the load balancer's own address, which may be trusted.
+	trusted := known && cfg.IsTrusted(remote.Addr())
+	if !known {
+		log = log.With("proxy_client", "unknown")
+	}
 
-	release, ok := s.startups.Enter()
-	if !ok {
-		log.Warn("too many unauthenticated connections; refusing", "max_startups", s.startups.Max())
+	release, refused := s.admission.Enter(remote.Addr(), trusted)
+	if refused != "" {
+		// Logged in summary by reportLoop: a flood must not flood the log.
+		s.metrics.PreauthRefused.With(refused).Inc()
 		return
 	}
 	defer release()
 
-	cfg := s.config()
-	grace := cfg.LoginGraceTime
-	if grace <= 0 {
-		grace = 60 * time.Second
+	// The version and key exchange get a short deadline of their own, so
+	// that idle connections give their place back soon; authentication
+	// then gets login_grace_time from the start (see serverConfig).
+	handshake := cfg.Preauth.HandshakeTimeout
+	if handshake <= 0 {
+		handshake = 10 * time.Second
 	}
-	_ = nc.SetDeadline(time.Now().Add(grace))
+	_ = nc.SetDeadline(start.Add(handshake))
 
-	a := &attempt{srv: s, remote: remote.Addr(), trusted: cfg.IsTrusted(remote.Addr()), log: log}
-	sc, chans, reqs, err := ssh.NewServerConn(nc, s.serverConfig(cfg, a))
+	a := &attempt{srv: s, remote: remote.Addr(), trusted: trusted, log: log}
+	sc, chans, reqs, err := ssh.NewServerConn(nc, s.serverConfig(cfg, a, nc, start))
 	if err != nil {
 		if a.up != nil {
 			a.up.conn.Close()
@@ -391,13 +422,22 @@ func (s *Server) enforceLimits(sess *Session, limits config.Session, log *slog.L
 }
 
 // serverConfig builds one connection's SSH server config. It is built per
-// connection so that the auth callbacks close over that connection's attempt.
-func (s *Server) serverConfig(cfg *config.Config, a *attempt) *ssh.ServerConfig {
+// connection so that the auth callbacks close over that connection's attempt,
+// and so that the end of the key exchange can move nc's deadline from the
+// handshake's to login_grace_time after start.
+func (s *Server) serverConfig(cfg *config.Config, a *attempt, nc net.Conn, start time.Time) *ssh.ServerConfig {
+	grace := cfg.LoginGraceTime
+	if grace <= 0 {
+		grace = 60 * time.Second
+	}
 	c := &ssh.ServerConfig{
 		MaxAuthTries:                cfg.MaxAuthTries,
 		ServerVersion:               "SSH-2.0-gatekeeper",
 		KeyboardInteractiveCallback: a.keyboardInteractive,
 		PasswordCallback:            a.passwordMethod,
+		PreAuthConnCallback: func(ssh.ServerPreAuthConn) {
+			_ = nc.SetDeadline(start.Add(grace))
+		},
 	}
 	for _, k := range s.signers {
 		c.AddHostKey(k)
@@ -457,6 +497,10 @@ func (s *Server) reportLoop() {
 			return
 		case <-t.C:
 			s.auditLockEnds(s.limiter.sweep())
+			if refused := s.admission.TakeRefused(); refused != nil {
+				s.log.Warn("connections refused before authentication (max_startups, preauth)",
+					"period", bytesReportInterval.String(), "refused", refused, "unauthenticated", s.admission.Len())
+			}
 			s.mu.Lock()
 			live := make([]*Session, 0, len(s.sessions))
 			for _, x := range s.sessions {
@@ -561,6 +605,16 @@ func (s *Server) KillUser(user string) int {
 		s.log.Info("session ended by a token reset", "session", x.ID, "user", x.User)
 	}
 	return len(victims)
+}
+
+// clientAddr is the client's address, and whether it is known: a PROXY
+// header without a client address gives the load balancer's address and
+// false.
+func clientAddr(a net.Addr) (netip.AddrPort, bool) {
+	if u, ok := a.(*proxyproto.UnknownAddr); ok {
+		return remoteAddrPort(u.Proxy), false
+	}
+	return remoteAddrPort(a), true
 }
 
 // remoteAddrPort extracts the client's address; IPv4-mapped IPv6 addresses

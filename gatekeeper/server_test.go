@@ -28,6 +28,7 @@ import (
 
 	"gatekeeper/config"
 	"gatekeeper/enroll"
+	"gatekeeper/gatekeeper/connserve"
 	"gatekeeper/gatekeeper/metrics"
 	"gatekeeper/gatekeeper/store"
 )
@@ -707,7 +708,7 @@ func TestGarbageOnThePort(t *testing.T) {
 }
 
 func TestMaxStartups(t *testing.T) {
-	g := newTestGate(t, func(c *config.Config) { c.MaxStartups = 2 })
+	g := newTestGate(t, func(c *config.Config) { c.MaxStartups, c.Preauth.DropStart = 2, 2 })
 	// Two connections that never speak hold both unauthenticated slots.
 	var held []net.Conn
 	for range 2 {
@@ -734,6 +735,60 @@ func TestMaxStartups(t *testing.T) {
 	for _, c := range held {
 		c.Close()
 	}
+}
+
+// TestPreauthFlood: idle connections from one address and from one /24 take
+// only their per-source share; a login from elsewhere and one from the
+// trusted network still get in, and the idle ones are closed once the
+// handshake deadline passes.
+func TestPreauthFlood(t *testing.T) {
+	g := newTestGate(t, func(c *config.Config) {
+		c.Preauth = config.Preauth{HandshakeTimeout: time.Second, PerAddress: 3, PerNetwork: 5, DropStart: 60, TrustedReserve: 4}
+		c.MaxStartups = 64
+	})
+	idle := func(from string) (net.Conn, bool) {
+		d := net.Dialer{LocalAddr: &net.TCPAddr{IP: net.ParseIP(from)}}
+		nc, err := d.Dial("tcp", g.addr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { nc.Close() })
+		nc.SetReadDeadline(time.Now().Add(5 * time.Second))
+		buf := make([]byte, 8)
+		_, err = io.ReadFull(nc, buf) // the version line, or EOF when refused
+		return nc, err == nil
+	}
+	var held []net.Conn
+	for range 20 {
+		if nc, ok := idle("127.0.7.1"); ok {
+			held = append(held, nc)
+		}
+	}
+	for i := range 20 {
+		if nc, ok := idle(fmt.Sprintf("127.0.7.%d", 10+i)); ok {
+			held = append(held, nc)
+		}
+	}
+	if len(held) != 5 {
+		t.Fatalf("%d idle connections admitted from one /24, want 5 (3 from one address, 5 in all)", len(held))
+	}
+	if r := g.login("alice", landerPassword, g.code(t, 0), "127.0.8.1"); r.err != nil {
+		t.Fatalf("login from another network during the flood: %v", r.err)
+	}
+	if r := g.login("alice", landerPassword, "", "127.0.0.2"); r.err != nil {
+		t.Fatalf("trusted login during the flood: %v", r.err)
+	}
+	if n := g.srv.metrics.PreauthRefused.With(connserve.RefusedPerAddress).Value(); n != 17 {
+		t.Errorf("per-address refusals %d, want 17", n)
+	}
+	// The handshake deadline closes the idle ones and frees their places.
+	for _, nc := range held {
+		nc.SetReadDeadline(time.Now().Add(10 * time.Second))
+		if _, err := io.Copy(io.Discard, nc); err != nil {
+			t.Fatalf("idle connection not closed by the server: %v", err)
+		}
+	}
+	waitFor(t, "the places to be given back", func() bool { return g.srv.admission.Len() == 0 })
 }
 
 func TestSessionForgottenWhenClientLeaves(t *testing.T) {
