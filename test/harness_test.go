@@ -224,16 +224,20 @@ func (hs *harness) initBase() error {
 
 // askpassScript answers the OpenSSH client's prompts from files in $GK_ASKPASS_DIR and records
 // every prompt, so that tests can assert which prompts were asked. Any other prompt fails loudly.
+//
+// With a file "delay" in $GK_ASKPASS_DIR it waits that many seconds before each answer (a slow
+// typist), and it appends the time of each answer (seconds since the epoch) to "answered".
 const askpassScript = `#!/bin/sh
 d="${GK_ASKPASS_DIR:?GK_ASKPASS_DIR not set}"
 printf '%s\n' "$1" >> "$d/prompts"
+if [ -f "$d/delay" ]; then sleep "$(cat "$d/delay")"; fi
 case "$1" in
 *"Verification code:"*)
-	if [ -f "$d/code" ]; then cat "$d/code"; exit 0; fi
+	if [ -f "$d/code" ]; then cat "$d/code"; date +%s.%N >> "$d/answered"; exit 0; fi
 	echo "askpass: asked for a code but the test gave none: $1" >&2
 	exit 1 ;;
 *[Pp]assword:*)
-	cat "$d/password"; exit 0 ;;
+	cat "$d/password"; date +%s.%N >> "$d/answered"; exit 0 ;;
 *)
 	echo "askpass: unexpected prompt: $1" >&2
 	exit 1 ;;
@@ -464,7 +468,14 @@ rate_limit:
   failures: %[8]d
   window: "%[9]s"
   lockout: "%[10]s"
+  network_failures: %[8]d
+  trusted_failures: 1000
 failure_delay: "%[11]s"
+# Many tests log in at once from 127.0.0.1: the pre-auth caps are the flood tests' business.
+max_startups: 1000
+preauth:
+  per_address: 500
+  per_network: 1000
 enroll:
   portal_listen: "127.0.0.1:%[12]d"
   ssh_listen: "127.0.0.1:%[13]d"

@@ -395,6 +395,13 @@ func newAdminShowCmd(o *adminOpts) *cobra.Command {
 				locked = "- (no daemon running, so no lockouts)"
 			}
 			row(tw, "Locked until:", locked)
+			for i, lk := range info.Locks {
+				label := ""
+				if i == 0 {
+					label = "Locks:"
+				}
+				row(tw, label, lk.String())
+			}
 			return tw.Flush()
 		},
 	}
@@ -440,34 +447,55 @@ device.`,
 }
 
 func newAdminUnlockCmd(o *adminOpts) *cobra.Command {
-	return &cobra.Command{
-		Use:   "unlock USER",
-		Short: "Clear USER's rate-limit lockout",
-		Args:  cobra.ExactArgs(1),
+	var address string
+	cmd := &cobra.Command{
+		Use:   "unlock USER | unlock --address ADDR",
+		Short: "Clear USER's rate-limit lockouts, or those of a source address",
+		Long: `Clear every rate-limit lockout and failure count of USER (logins from outside and from the
+trusted networks, and the doubling level), or with --address those of a source address: the
+address itself (IPv6: its /64) and its network (/24, IPv6 /48).`,
+		Args: cobra.MaximumNArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
+			if (len(args) == 1) == (address != "") {
+				return errors.New("give USER or --address ADDR (one of them)")
+			}
+			var addr netip.Addr
+			if address != "" {
+				var err error
+				if addr, err = netip.ParseAddr(address); err != nil || addr.Zone() != "" {
+					return fmt.Errorf("--address %q is not an IP address", address)
+				}
+			}
 			c, err := o.open(cmd, "lockouts live only in the daemon")
 			if err != nil {
 				return err
 			}
 			defer c.close()
-			was, err := c.client.Unlock(cmd.Context(), args[0])
+			var res admin.UnlockResult
+			if address != "" {
+				res, err = c.client.UnlockAddress(cmd.Context(), addr)
+			} else {
+				res, err = c.client.Unlock(cmd.Context(), args[0])
+			}
 			if err != nil {
 				return err
 			}
 			if c.json {
-				return c.writeJSON(struct {
-					User      string `json:"user"`
-					WasLocked bool   `json:"was_locked"`
-				}{args[0], was})
+				return c.writeJSON(res)
 			}
-			if was {
-				fmt.Fprintf(c.out, "%s: lockout cleared; %s may log in again.\n", args[0], args[0])
-			} else {
-				fmt.Fprintf(c.out, "%s was not locked out.\n", args[0])
+			who := res.User + res.Address
+			if len(res.Cleared) == 0 {
+				fmt.Fprintf(c.out, "%s was not locked out.\n", who)
+				return nil
+			}
+			for _, lk := range res.Cleared {
+				fmt.Fprintf(c.out, "%s: cleared %s\n", who, lk)
 			}
 			return nil
 		},
 	}
+	cmd.Flags().StringVar(&address, "address", "", "clear the lockouts of this source address instead of a user's")
+	return cmd
 }
 
 // ticketOutput is `admin ticket -o json`.

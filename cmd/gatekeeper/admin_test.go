@@ -10,6 +10,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net/netip"
 	"os"
 	"os/exec"
 	"os/user"
@@ -859,17 +860,26 @@ func (f *frontDoor) install(s *admin.Server) {
 		f.sessions = slices.DeleteFunc(f.sessions, func(x gatekeeper.SessionInfo) bool { return x.User == user })
 		return n - len(f.sessions)
 	}
-	s.OnUnlock = func(user string) bool {
+	s.OnUnlock = func(user string) []admin.LockInfo {
 		f.mu.Lock()
 		defer f.mu.Unlock()
-		_, was := f.locked[user]
+		until, was := f.locked[user]
 		delete(f.locked, user)
-		return was
+		if !was {
+			return nil
+		}
+		return []admin.LockInfo{{Scope: "user", Name: user, Until: until, Level: 1}}
 	}
-	s.LockedUntil = func(user string) time.Time {
+	s.OnUnlockAddress = func(a netip.Addr) []admin.LockInfo {
+		return []admin.LockInfo{{Scope: "address", Name: a.String(), Failures: 2}}
+	}
+	s.Locks = func(user string) []admin.LockInfo {
 		f.mu.Lock()
 		defer f.mu.Unlock()
-		return f.locked[user]
+		if until, ok := f.locked[user]; ok {
+			return []admin.LockInfo{{Scope: "user", Name: user, Until: until, Level: 1}}
+		}
+		return nil
 	}
 }
 
@@ -979,7 +989,7 @@ func TestAdminWithDaemon(t *testing.T) {
 		{
 			name: "unlock",
 			args: []string{"admin", "unlock", "bob"},
-			want: []string{"bob: lockout cleared; bob may log in again.\n"},
+			want: []string{"bob: cleared user bob: locked until ", "(level 1)\n"},
 			check: func(t *testing.T, _ string) {
 				if ev := events(t, st); !slices.Contains(ev, "unlock/bob/"+me) {
 					t.Errorf("audit = %v", ev)
@@ -987,6 +997,10 @@ func TestAdminWithDaemon(t *testing.T) {
 			},
 		},
 		{name: "unlock again", args: []string{"admin", "unlock", "bob"}, want: []string{"bob was not locked out.\n"}},
+		{name: "unlock address", args: []string{"admin", "unlock", "--address", "203.0.113.9"},
+			want: []string{"203.0.113.9: cleared address 203.0.113.9: not locked (level 0), 2 failures counted\n"}},
+		{name: "unlock needs one of user and address", args: []string{"admin", "unlock"}, wantErr: "give USER or --address ADDR"},
+		{name: "unlock bad address", args: []string{"admin", "unlock", "--address", "lander"}, wantErr: `--address "lander" is not an IP address`},
 		{
 			name: "reset ends sessions",
 			args: []string{"admin", "reset", "alice"},

@@ -11,6 +11,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/netip"
 	"os"
 	"os/signal"
 	"runtime"
@@ -160,14 +161,15 @@ func serve(ctx context.Context, cfg *config.Config, log *slog.Logger, reload fun
 	}
 
 	adm := &admin.Server{
-		Enroll:      linker,
-		Store:       st,
-		Log:         log,
-		OnReset:     gk.KillUser,
-		OnUnlock:    func(u string) bool { return len(gk.Unlock(u)) > 0 },
-		LockedUntil: gk.LockedUntil,
-		Sessions:    func() any { return gk.Sessions() },
-		Kill:        gk.Kill,
+		Enroll:          linker,
+		Store:           st,
+		Log:             log,
+		OnReset:         gk.KillUser,
+		OnUnlock:        func(u string) []admin.LockInfo { return lockInfos(gk.Unlock(u)) },
+		OnUnlockAddress: func(a netip.Addr) []admin.LockInfo { return lockInfos(gk.UnlockAddress(a)) },
+		Locks:           func(u string) []admin.LockInfo { return lockInfos(gk.Locks(u)) },
+		Sessions:        func() any { return gk.Sessions() },
+		Kill:            gk.Kill,
 	}
 	prt := &portal.Server{
 		Passwords:     gk,
@@ -302,6 +304,15 @@ func pruneAudit(st *store.Store, retention time.Duration, log *slog.Logger) (sto
 		}
 	}()
 	return func() { close(done); <-finished }
+}
+
+// lockInfos are the front door's locks as the admin API reports them.
+func lockInfos(locks []gatekeeper.Lock) []admin.LockInfo {
+	out := make([]admin.LockInfo, len(locks))
+	for i, l := range locks {
+		out[i] = admin.LockInfo{Scope: string(l.Key.Scope), Name: l.Key.Name, Until: l.Until, Level: l.Level, Failures: l.Failures}
+	}
+	return out
 }
 
 // listeners collects the daemon's listeners so that a failed start closes

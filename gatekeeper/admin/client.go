@@ -110,17 +110,6 @@ func (c *Client) Reset(ctx context.Context, user string) (ResetResult, error) {
 	return res, err
 }
 
-// Unlock clears user's rate-limit lockout and reports whether there was one.
-func (c *Client) Unlock(ctx context.Context, user string) (wasLocked bool, err error) {
-	p, err := userPath(user, "unlock")
-	if err != nil {
-		return false, err
-	}
-	var resp unlockResponse
-	err = c.call(ctx, http.MethodPost, p, nil, &resp)
-	return resp.WasLocked, err
-}
-
 // Ticket issues a one-time enrollment ticket for user and returns it with its expiry.
 func (c *Client) Ticket(ctx context.Context, user string) (token string, expires time.Time, err error) {
 	p, err := userPath(user, "ticket")

@@ -30,11 +30,6 @@ type ResetResult struct {
 	SessionsEnded int `json:"sessions_ended"`
 }
 
-type unlockResponse struct {
-	User      string `json:"user"`
-	WasLocked bool   `json:"was_locked"`
-}
-
 type ticketResponse struct {
 	User      string    `json:"user"`
 	Ticket    string    `json:"ticket"`
@@ -77,9 +72,12 @@ func (s *Server) audit(r *http.Request, e store.Event) {
 // userInfo is u's public state plus the front door's lockout, when known.
 func (s *Server) userInfo(u store.User) UserInfo {
 	info := UserInfoOf(u, s.Enroll.ConfirmWithin)
-	if s.LockedUntil != nil {
-		if t := s.LockedUntil(u.Name); t.After(s.now()) {
-			info.LockedUntil = t
+	if s.Locks != nil {
+		info.Locks = s.Locks(u.Name)
+		for _, lk := range info.Locks {
+			if lk.Until.After(s.now()) && lk.Until.After(info.LockedUntil) {
+				info.LockedUntil = lk.Until
+			}
 		}
 	}
 	return info
@@ -142,24 +140,6 @@ func (s *Server) handleReset(w http.ResponseWriter, r *http.Request) {
 	s.audit(r, store.Event{Kind: store.EventReset, User: name, Actor: actorOf(r), Detail: detail})
 	s.log().InfoContext(r.Context(), "user reset", "user", name, "actor", actorOf(r), "had_record", existed, "sessions_ended", ended)
 	writeJSON(w, http.StatusOK, ResetResult{User: name, HadRecord: existed, SessionsEnded: ended})
-}
-
-func (s *Server) handleUnlock(w http.ResponseWriter, r *http.Request) {
-	name := s.pathUser(w, r)
-	if name == "" {
-		return
-	}
-	if s.OnUnlock == nil {
-		s.notImplemented(w, r, "rate limiting")
-		return
-	}
-	was := s.OnUnlock(name)
-	detail := "was not locked out"
-	if was {
-		detail = "lockout cleared"
-	}
-	s.audit(r, store.Event{Kind: store.EventUnlock, User: name, Actor: actorOf(r), Detail: detail})
-	writeJSON(w, http.StatusOK, unlockResponse{User: name, WasLocked: was})
 }
 
 func (s *Server) handleTicket(w http.ResponseWriter, r *http.Request) {

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"net/netip"
 	"os"
 	"strings"
 	"sync"
@@ -89,14 +90,14 @@ func damage(user string) func(t *testing.T, dbPath, keyPath string) {
 
 func TestUsers(t *testing.T) {
 	d := startDaemonWith(t, nil, func(s *Server) {
-		s.LockedUntil = func(user string) time.Time {
+		s.Locks = func(user string) []LockInfo {
 			switch user {
 			case "bob":
-				return t0.Add(5 * time.Minute)
+				return []LockInfo{{Scope: "user", Name: "bob", Until: t0.Add(5 * time.Minute), Level: 1}}
 			case "carol":
-				return t0.Add(-time.Minute) // over already
+				return []LockInfo{{Scope: "user", Name: "carol", Until: t0.Add(-time.Minute), Level: 1}} // over already
 			}
-			return time.Time{}
+			return nil
 		}
 	})
 	c := NewClient(d.path)
@@ -122,7 +123,8 @@ func TestUsers(t *testing.T) {
 	}
 	want := []UserInfo{
 		{Name: "alice", State: store.StateActive, CreatedAt: t0, EnrolledAt: t0, RecoveryCodesLeft: 10},
-		{Name: "bob", State: store.StatePending, CreatedAt: t0, PendingSince: t0, PendingExpiresAt: t0.Add(10 * time.Minute), LockedUntil: t0.Add(5 * time.Minute)},
+		{Name: "bob", State: store.StatePending, CreatedAt: t0, PendingSince: t0, PendingExpiresAt: t0.Add(10 * time.Minute), LockedUntil: t0.Add(5 * time.Minute),
+			Locks: []LockInfo{{Scope: "user", Name: "bob", Until: t0.Add(5 * time.Minute), Level: 1}}},
 		{Name: "carol", State: store.StateActive, CreatedAt: t0, EnrolledAt: t0, RecoveryCodesLeft: 10},
 	}
 	if len(users) != len(want) {
@@ -255,27 +257,48 @@ func TestUnlock(t *testing.T) {
 		t.Errorf("status %d, want 501", status)
 	}
 
+	lock := LockInfo{Scope: "user", Name: "alice", Until: t0.Add(time.Hour), Level: 2}
 	locked := map[string]bool{"alice": true}
 	var mu sync.Mutex
+	var unlockedAddr netip.Addr
 	d2 := startDaemonWith(t, nil, func(s *Server) {
-		s.OnUnlock = func(user string) bool {
+		s.OnUnlock = func(user string) []LockInfo {
 			mu.Lock()
 			defer mu.Unlock()
 			was := locked[user]
 			delete(locked, user)
-			return was
+			if was {
+				return []LockInfo{lock}
+			}
+			return nil
+		}
+		s.OnUnlockAddress = func(a netip.Addr) []LockInfo {
+			mu.Lock()
+			defer mu.Unlock()
+			unlockedAddr = a
+			return []LockInfo{{Scope: "address", Name: a.String(), Until: t0.Add(time.Minute), Level: 1}}
 		}
 	})
 	c2 := NewClient(d2.path)
-	for i, want := range []bool{true, false} {
-		was, err := c2.Unlock(context.Background(), "alice")
-		if err != nil || was != want {
-			t.Errorf("Unlock %d = %v, %v; want %v", i, was, err, want)
+	for i, want := range []int{1, 0} {
+		res, err := c2.Unlock(context.Background(), "alice")
+		if err != nil || len(res.Cleared) != want || res.User != "alice" {
+			t.Errorf("Unlock %d = %+v, %v; want %d locks cleared", i, res, err, want)
 		}
 	}
-	want := []string{"unlock/" + me + "/lockout cleared", "unlock/" + me + "/was not locked out"}
+	want := []string{"unlock/" + me + "/cleared " + lock.String(), "unlock/" + me + "/was not locked out"}
 	if got := auditOf(t, d2.st, "alice"); strings.Join(got, "|") != strings.Join(want, "|") {
 		t.Errorf("audit %q, want %q", got, want)
+	}
+	res, err := c2.UnlockAddress(context.Background(), netip.MustParseAddr("::ffff:203.0.113.9"))
+	mu.Lock()
+	got := unlockedAddr
+	mu.Unlock()
+	if err != nil || len(res.Cleared) != 1 || res.Address != "203.0.113.9" || got != netip.MustParseAddr("203.0.113.9") {
+		t.Errorf("UnlockAddress = %+v, %v (hook saw %v)", res, err, got)
+	}
+	if status, _, _ := rawDo(t, d2.path, "POST", "/v1/addresses/not-an-ip/unlock"); status != http.StatusBadRequest {
+		t.Errorf("unlock of a bad address: status %d, want 400", status)
 	}
 }
 

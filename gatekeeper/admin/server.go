@@ -9,6 +9,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/netip"
 	"sync"
 	"time"
 
@@ -65,7 +66,7 @@ const (
 //
 // The hooks connect the API to the SSH front door's live state. Set them before Serve; a nil
 // hook makes the endpoints that need it answer 501 Not Implemented (ErrNotImplemented), except
-// LockedUntil, which is optional.
+// Locks, which is optional.
 type Server struct {
 	Enroll *enroll.Service
 	Store  *store.Store
@@ -73,10 +74,14 @@ type Server struct {
 
 	// OnReset ends user's live sessions after a reset; it returns how many it ended.
 	OnReset func(user string) int
-	// OnUnlock clears user's rate-limit lockout; it reports whether user was locked out.
-	OnUnlock func(user string) bool
-	// LockedUntil returns when user's lockout ends (zero: not locked), for the user listings.
-	LockedUntil func(user string) time.Time
+	// OnUnlock clears every rate-limit lock and failure count of user; it returns what was
+	// in force.
+	OnUnlock func(user string) []LockInfo
+	// OnUnlockAddress clears the rate-limit locks and failure counts of a source address (and
+	// its network); it returns what was in force.
+	OnUnlockAddress func(addr netip.Addr) []LockInfo
+	// Locks returns user's rate-limit locks and failure counts, for admin show and list.
+	Locks func(user string) []LockInfo
 	// Sessions returns the live sessions in a JSON-encodable form.
 	Sessions func() any
 	// Kill ends the live session id; it reports whose session it was (user
@@ -99,9 +104,11 @@ type UserInfo struct {
 	LastLogin        time.Time   `json:"last_login,omitzero"`
 	// RecoveryCodesLeft counts the recovery codes not used yet.
 	RecoveryCodesLeft int `json:"recovery_codes_left"`
-	// LockedUntil is when a rate-limit lockout ends; zero (left out) when there is none or the
-	// daemon does not say.
+	// LockedUntil is when the last of the user's rate-limit lockouts ends; zero (left out) when
+	// there is none or the daemon does not say.
 	LockedUntil time.Time `json:"locked_until,omitzero"`
+	// Locks are the user's lockouts and failure counts, outside and trusted (see LockInfo).
+	Locks []LockInfo `json:"locks,omitempty"`
 }
 
 // UserInfoOf is the public state of u, whose pending link expires confirmWithin after it began
@@ -209,6 +216,7 @@ func (s *Server) handler() http.Handler {
 	mux.HandleFunc("GET /v1/users/{name}", s.handleUser)
 	mux.HandleFunc("POST /v1/users/{name}/reset", s.handleReset)
 	mux.HandleFunc("POST /v1/users/{name}/unlock", s.handleUnlock)
+	mux.HandleFunc("POST /v1/addresses/{addr}/unlock", s.handleUnlockAddress)
 	mux.HandleFunc("POST /v1/users/{name}/ticket", s.handleTicket)
 	mux.HandleFunc("POST /v1/users/{name}/import", s.handleImport)
 	mux.HandleFunc("GET /v1/audit", s.handleAudit)
