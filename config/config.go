@@ -97,7 +97,9 @@ type Config struct {
 	Preauth Preauth `mapstructure:"preauth"`
 	// MaxChannels caps the channels (sessions, forwardings) open at once on one connection.
 	MaxChannels int `mapstructure:"max_channels"`
-	// FailureDelay is the least time every failed attempt takes, so failures look alike.
+	// FailureDelay is the least time every failed attempt takes, counted from the client's last
+	// answer, so that failures look alike. The front door waits longer when the lander takes
+	// longer to refuse a password (PAM's own randomised delay of 1-3 s).
 	FailureDelay time.Duration `mapstructure:"failure_delay"`
 	// Session limits live proxied sessions; zero values mean no limit.
 	Session Session `mapstructure:"session"`
@@ -260,7 +262,7 @@ func settings() []setting {
 		{"preauth.drop_start", 0},
 		{"preauth.trusted_reserve", 20},
 		{"max_channels", 64},
-		{"failure_delay", 2 * time.Second},
+		{"failure_delay", 3 * time.Second},
 		{"session.idle_timeout", time.Duration(0)},
 		{"session.max_duration", time.Duration(0)},
 		{"audit.retention", 400 * 24 * time.Hour},

@@ -138,7 +138,7 @@ func TestDefaults(t *testing.T) {
 		Preauth: Preauth{HandshakeTimeout: 10 * time.Second, PerAddress: 10, PerNetwork: 32,
 			DropStart: 0, TrustedReserve: 20},
 		MaxChannels:  64,
-		FailureDelay: 2 * time.Second,
+		FailureDelay: 3 * time.Second,
 		Audit:        Audit{Retention: 400 * 24 * time.Hour},
 		source:       "no config file",
 	}

@@ -558,18 +558,21 @@ func (s *Server) auditLockEnds(ended []LockEnded) {
 func (s *Server) refusalDelay() time.Duration {
 	d := s.config().FailureDelay
 	if d <= 0 {
-		d = 2 * time.Second
+		d = 3 * time.Second
 	}
-	return max(d, min(s.landerDelay.max()+landerDelayMargin, d+maxLanderDelayExtra))
+	learned := s.landerDelay.max()
+	learned += learned/4 + landerDelayMargin
+	return max(d, min(learned, d+maxLanderDelayExtra))
 }
 
-// Bounds of the learned lander delay: refusals wait a margin beyond the
-// slowest recent password refusal, but a lander in trouble cannot stretch
-// them by more than maxLanderDelayExtra.
+// Bounds of the learned lander delay. PAM randomises its failure delay
+// (pam_unix: 2 s, anywhere from 1 to 3 s), so refusals wait a quarter and a
+// margin beyond the slowest of the recent password refusals; but a lander
+// in trouble cannot stretch them by more than maxLanderDelayExtra.
 const (
 	landerDelayMargin   = 100 * time.Millisecond
 	maxLanderDelayExtra = 8 * time.Second
-	landerDelaySamples  = 16
+	landerDelaySamples  = 32
 )
 
 // delayTracker remembers the last landerDelaySamples durations of the

@@ -12,7 +12,7 @@ const (
 
 // AuthBuckets returns the upper bounds (seconds) of the auth latency
 // histogram: from a trusted bypass (milliseconds) through the upstream
-// password check to failures held back by failure_delay (2 s by default)
+// password check to failures held back by failure_delay (3 s by default)
 // and slow landers.
 func AuthBuckets() []float64 {
 	return []float64{0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2, 2.5, 5, 10, 30, 60}
