@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"slices"
 	"time"
 
 	"golang.org/x/crypto/ssh"
@@ -25,6 +26,20 @@ var (
 	// ErrLanderHostKey means the lander presented a host key that is not the
 	// one in upstream.known_hosts: a misconfiguration or an attack.
 	ErrLanderHostKey = errors.New("lander host key does not match upstream.known_hosts")
+	// ErrLanderNoPassword means the lander let the user in although the
+	// gatekeeper never sent the password: it accepted the "none" method or
+	// a keyboard-interactive exchange without questions (PermitEmptyPasswords,
+	// pam_unix nullok, an AuthenticationMethods without a password). Such a
+	// login is refused: otherwise a code alone, or just a trusted source
+	// address, would open the door. dial's error wraps ErrPasswordRejected
+	// too, so that the login fails and counts like a wrong password.
+	ErrLanderNoPassword = errors.New("lander let the user in without checking the password")
+)
+
+// Authentication method names of RFC 4252 and RFC 4256.
+const (
+	methodPassword            = "password"
+	methodKeyboardInteractive = "keyboard-interactive"
 )
 
 // lander dials the real sshd and authenticates there with the user's
@@ -107,6 +122,10 @@ type upstreamConn struct {
 // password is offered once: by the password method if the lander offers it,
 // else as the answer to the lander's keyboard-interactive password prompt.
 // It never goes to the lander twice, so one login is one guess there.
+//
+// The login succeeds only if the lander let the user in with the attempt
+// that carried the password: a lander that lets anyone in without it
+// (ErrLanderNoPassword) is refused, and so is one that wants more after it.
 func (l *lander) dial(ctx context.Context, user, password string) (*upstreamConn, error) {
 	var d net.Dialer
 	dialCtx, cancel := context.WithTimeout(ctx, l.handshakeTime)
@@ -120,7 +139,8 @@ func (l *lander) dial(ctx context.Context, user, password string) (*upstreamConn
 	deadline, _ := dialCtx.Deadline()
 	_ = nc.SetDeadline(deadline)
 
-	var hostKeyOK, hostKeyBad, offered bool
+	var hostKeyOK, hostKeyBad bool
+	auth := &passwordOnce{password: password}
 	cfg := &ssh.ClientConfig{
 		User: user,
 		HostKeyCallback: func(host string, remote net.Addr, key ssh.PublicKey) error {
@@ -133,28 +153,9 @@ func (l *lander) dial(ctx context.Context, user, password string) (*upstreamConn
 		},
 		HostKeyAlgorithms: l.hostKeyAlgos,
 		ClientVersion:     "SSH-2.0-gatekeeper",
-		Auth: []ssh.AuthMethod{
-			ssh.PasswordCallback(func() (string, error) {
-				offered = true
-				return password, nil
-			}),
-			ssh.KeyboardInteractive(func(name, instruction string, questions []string, echos []bool) ([]string, error) {
-				if len(questions) == 0 {
-					return nil, nil // an informational round
-				}
-				if offered {
-					return nil, ErrPasswordRejected
-				}
-				offered = true
-				answers := make([]string, len(questions))
-				for i := range questions {
-					if !echos[i] {
-						answers[i] = password
-					}
-				}
-				return answers, nil
-			}),
-		},
+		// The callback, not a list in Auth, picks each method: only it
+		// sees whether the attempt that carried the password failed.
+		AuthCallback: auth.next,
 	}
 	// AES-GCM first on the leg to the lander: both ends usually have AES
 	// instructions, where it is the fastest cipher.
@@ -170,14 +171,91 @@ func (l *lander) dial(ctx context.Context, user, password string) (*upstreamConn
 		switch {
 		case hostKeyBad:
 			return nil, fmt.Errorf("%w: %v", ErrLanderHostKey, err)
-		case hostKeyOK && offered:
-			return nil, ErrPasswordRejected
+		case hostKeyOK && auth.sent:
+			return nil, fmt.Errorf("%w: %v", ErrPasswordRejected, err)
 		default:
 			return nil, fmt.Errorf("%w: %v", ErrLanderUnavailable, err)
 		}
 	}
+	if !auth.sent {
+		// The lander let the user in before the password went out: by
+		// "none", or a keyboard-interactive exchange without questions.
+		// No later attempt can follow the one that carried the password
+		// (passwordOnce.next), so a password sent means the password let
+		// the user in.
+		conn.Close()
+		return nil, fmt.Errorf("%w; refused as if %w", ErrLanderNoPassword, ErrPasswordRejected)
+	}
 	_ = nc.SetDeadline(time.Time{})
 	return &upstreamConn{conn: conn, chans: chans, reqs: reqs}, nil
+}
+
+// passwordOnce is the gatekeeper's side of one login at the lander: it
+// sends the password at most once and tries nothing after the attempt that
+// carried it. x/crypto runs its methods on the dialing goroutine, one at a
+// time, so it needs no lock.
+type passwordOnce struct {
+	password string
+	// sent is set when the password has gone out, by either method.
+	sent bool
+}
+
+// next is the ssh.ClientAuthCallback: x/crypto calls it after "none" and
+// after each failed or partly successful attempt, to pick the next method.
+func (p *passwordOnce) next(ctx *ssh.ClientAuthContext) (ssh.AuthMethod, error) {
+	if p.sent {
+		// The attempt that carried the password did not let the user in:
+		// the password was wrong (one guess only), or the lander wants
+		// more than a password, which the gatekeeper cannot give.
+		return nil, fmt.Errorf("lander did not accept the password alone (refused %v, partly accepted %v, now offers %v)",
+			ctx.TriedMethods, ctx.PartialSuccessMethods, ctx.AllowedMethods)
+	}
+	untried := func(m string) bool {
+		return slices.Contains(ctx.AllowedMethods, m) && !slices.Contains(ctx.TriedMethods, m) &&
+			!slices.Contains(ctx.PartialSuccessMethods, m)
+	}
+	switch {
+	case untried(methodPassword):
+		return ssh.PasswordCallback(p.passwordMethod), nil
+	case untried(methodKeyboardInteractive):
+		return ssh.KeyboardInteractive(p.challenge), nil
+	}
+	return nil, fmt.Errorf("lander offers no method to send a password to (offers %v)", ctx.AllowedMethods)
+}
+
+// passwordMethod answers the password method.
+func (p *passwordOnce) passwordMethod() (string, error) {
+	if p.sent {
+		return "", errors.New("password already sent once")
+	}
+	p.sent = true
+	return p.password, nil
+}
+
+// challenge answers one keyboard-interactive round: the password goes into
+// the hidden prompts (PAM's "Password:"); rounds without questions are
+// informational and get an empty answer.
+func (p *passwordOnce) challenge(_, _ string, questions []string, echos []bool) ([]string, error) {
+	if len(questions) == 0 {
+		return nil, nil
+	}
+	if p.sent {
+		return nil, errors.New("lander asked again after the password: wrong password, or a second factor of its own")
+	}
+	answers := make([]string, len(questions))
+	hidden := false
+	for i := range questions {
+		if !echos[i] {
+			answers[i] = p.password
+			hidden = true
+		}
+	}
+	if !hidden {
+		// Echoed questions are not a password prompt: do not guess.
+		return nil, fmt.Errorf("lander asked %d question(s) without a hidden password prompt", len(questions))
+	}
+	p.sent = true
+	return answers, nil
 }
 
 // ping checks that the lander answers with an SSH version line, without
