@@ -8,6 +8,7 @@ import (
 	"io"
 	"net"
 	"slices"
+	"sync"
 	"time"
 
 	"golang.org/x/crypto/ssh"
@@ -42,6 +43,13 @@ const (
 	methodKeyboardInteractive = "keyboard-interactive"
 )
 
+// probeTTL is how long ping reuses the lander's last answer, good or bad.
+// Monitoring that polls /healthz every second must not become a connection
+// a second to the lander, whose sshd counts unauthenticated connections from
+// one address against it (PerSourcePenalties, MaxStartups): the gatekeeper's
+// address is every user's.
+const probeTTL = 5 * time.Second
+
 // lander dials the real sshd and authenticates there with the user's
 // password. It holds no per-user state and is safe for concurrent use.
 type lander struct {
@@ -49,6 +57,8 @@ type lander struct {
 	hostKeyCheck  ssh.HostKeyCallback
 	hostKeyAlgos  []string
 	handshakeTime time.Duration
+	// health caches probe for ping.
+	health *probeCache
 }
 
 // newLander reads known_hosts and learns which key algorithms are on file
@@ -63,7 +73,9 @@ func newLander(addr, knownHostsFile string) (*lander, error) {
 	if err != nil {
 		return nil, fmt.Errorf("upstream.known_hosts %s: %w", knownHostsFile, err)
 	}
-	return &lander{addr: addr, hostKeyCheck: cb, hostKeyAlgos: algos, handshakeTime: 15 * time.Second}, nil
+	l := &lander{addr: addr, hostKeyCheck: cb, hostKeyAlgos: algos, handshakeTime: 15 * time.Second}
+	l.health = &probeCache{ttl: probeTTL, now: time.Now, probe: l.probe}
+	return l, nil
 }
 
 // knownAlgorithms asks the known_hosts callback about a throwaway key: the
@@ -259,8 +271,11 @@ func (p *passwordOnce) challenge(_, _ string, questions []string, echos []bool) 
 }
 
 // ping checks that the lander answers with an SSH version line, without
-// logging in.
-func (l *lander) ping(ctx context.Context) error {
+// logging in. The answer is reused for probeTTL (see probeCache).
+func (l *lander) ping(ctx context.Context) error { return l.health.get(ctx) }
+
+// probe dials the lander and reads the start of its version line.
+func (l *lander) probe(ctx context.Context) error {
 	ctx, cancel := context.WithTimeout(ctx, 3*time.Second)
 	defer cancel()
 	var d net.Dialer
@@ -276,4 +291,55 @@ func (l *lander) ping(ctx context.Context) error {
 		return fmt.Errorf("%w: no SSH version line from %s", ErrLanderUnavailable, l.addr)
 	}
 	return nil
+}
+
+// probeCache reuses the result of a probe, success or failure, for ttl, and
+// lets callers that arrive while a probe runs wait for it instead of
+// starting their own: however often it is asked, the lander sees at most
+// one probe per ttl.
+type probeCache struct {
+	ttl   time.Duration
+	now   func() time.Time // the clock; tests replace it
+	probe func(context.Context) error
+
+	mu sync.Mutex
+	// at is when the last probe finished (zero: none yet), err its result.
+	at  time.Time
+	err error
+	// running is closed when the probe in flight finishes; nil if none.
+	running chan struct{}
+}
+
+// get returns the last probe's result if it is younger than ttl, else
+// probes. A caller whose ctx ends while it waits for another caller's probe
+// gets ErrLanderUnavailable; the probe itself runs to its own timeout, so
+// that an impatient caller does not leave a failure in the cache.
+func (c *probeCache) get(ctx context.Context) error {
+	c.mu.Lock()
+	if age := c.now().Sub(c.at); !c.at.IsZero() && age >= 0 && age < c.ttl {
+		defer c.mu.Unlock()
+		return c.err
+	}
+	if running := c.running; running != nil {
+		c.mu.Unlock()
+		select {
+		case <-running:
+		case <-ctx.Done():
+			return fmt.Errorf("%w: %w", ErrLanderUnavailable, ctx.Err())
+		}
+		c.mu.Lock()
+		defer c.mu.Unlock()
+		return c.err
+	}
+	running := make(chan struct{})
+	c.running = running
+	c.mu.Unlock()
+
+	err := c.probe(context.WithoutCancel(ctx))
+
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.at, c.err, c.running = c.now(), err, nil
+	close(running)
+	return err
 }

@@ -277,3 +277,141 @@ func TestLanderDialNeedsThePassword(t *testing.T) {
 		})
 	}
 }
+
+// testClock is a clock that moves only when told.
+type testClock struct {
+	mu sync.Mutex
+	t  time.Time
+}
+
+func (c *testClock) Now() time.Time {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.t
+}
+
+func (c *testClock) Advance(d time.Duration) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.t = c.t.Add(d)
+}
+
+// countingLander accepts TCP connections, counts them, and either sends an
+// SSH version line or closes at once.
+func countingLander(t *testing.T, answer bool) (addr string, accepted *atomic.Int32) {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	accepted = new(atomic.Int32)
+	var wg sync.WaitGroup
+	t.Cleanup(func() { ln.Close(); wg.Wait() })
+	wg.Go(func() {
+		for {
+			nc, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			// Counted before the answer (or the close) that ends the
+			// probe, so the count is settled when ping returns.
+			accepted.Add(1)
+			if answer {
+				_, _ = nc.Write([]byte("SSH-2.0-counting\r\n"))
+			}
+			nc.Close()
+		}
+	})
+	return ln.Addr().String(), accepted
+}
+
+func TestPingCachesTheProbe(t *testing.T) {
+	for _, tc := range []struct {
+		name    string
+		answer  bool
+		wantErr error
+	}{
+		{"lander answers", true, nil},
+		{"lander mute", false, ErrLanderUnavailable},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			addr, accepted := countingLander(t, tc.answer)
+			_, priv, _ := ed25519.GenerateKey(rand.Reader)
+			pub, _ := ssh.NewSignerFromKey(priv)
+			l, err := newLander(addr, writeKnownHosts(t, addr, pub.PublicKey()))
+			if err != nil {
+				t.Fatal(err)
+			}
+			clock := &testClock{t: time.Date(2026, 12, 1, 12, 0, 0, 0, time.UTC)}
+			l.health.now = clock.Now
+
+			ping := func(what string) {
+				t.Helper()
+				if err := l.ping(context.Background()); !errors.Is(err, tc.wantErr) || (tc.wantErr == nil) != (err == nil) {
+					t.Fatalf("%s: ping = %v, want %v", what, err, tc.wantErr)
+				}
+			}
+			for range 10 {
+				ping("within the first 5 s")
+				clock.Advance(probeTTL / 20) // 10 × 250 ms = 2.5 s
+			}
+			clock.Advance(probeTTL/2 - time.Millisecond) // 4.999 s after the probe
+			ping("just before the cache expires")
+			if n := accepted.Load(); n != 1 {
+				t.Fatalf("%d connections to the lander for 11 pings within %v, want 1", n, probeTTL)
+			}
+			clock.Advance(time.Millisecond)
+			ping("once the cache expired")
+			ping("right after the second probe")
+			if n := accepted.Load(); n != 2 {
+				t.Fatalf("%d connections to the lander after the cache expired, want 2", n)
+			}
+		})
+	}
+}
+
+// Callers that come while a probe runs share it; a caller that gives up
+// does not leave its cancellation in the cache.
+func TestProbeCacheSharesOneProbe(t *testing.T) {
+	clock := &testClock{t: time.Date(2026, 12, 1, 12, 0, 0, 0, time.UTC)}
+	release := make(chan struct{})
+	started := make(chan struct{}, 1)
+	var probes atomic.Int32
+	c := &probeCache{ttl: probeTTL, now: clock.Now, probe: func(ctx context.Context) error {
+		probes.Add(1)
+		started <- struct{}{}
+		<-release
+		return ctx.Err() // nil unless the caller's cancellation leaked in
+	}}
+
+	// The first caller gives up at once; the probe it started must still
+	// finish with its own verdict.
+	cancelled, cancel := context.WithCancel(context.Background())
+	cancel()
+	first := make(chan error, 1)
+	go func() { first <- c.get(cancelled) }()
+	<-started
+
+	// A waiter whose context ends is told the lander is unavailable.
+	if err := c.get(cancelled); !errors.Is(err, ErrLanderUnavailable) || !errors.Is(err, context.Canceled) {
+		t.Fatalf("waiter with a cancelled context: %v, want ErrLanderUnavailable and context.Canceled", err)
+	}
+
+	const waiters = 8
+	results := make(chan error, waiters)
+	for range waiters {
+		go func() { results <- c.get(context.Background()) }()
+	}
+	close(release)
+	for range waiters {
+		if err := <-results; err != nil {
+			t.Fatalf("waiter: %v, want nil", err)
+		}
+	}
+	if err := <-first; err != nil {
+		t.Fatalf("first caller (cancelled): %v, want the probe's own nil", err)
+	}
+	if n := probes.Load(); n != 1 {
+		t.Fatalf("%d probes for %d callers within the TTL, want 1", n, waiters+2)
+	}
+}
