@@ -7,6 +7,8 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"slices"
+	"sync"
 	"time"
 
 	"golang.org/x/crypto/ssh"
@@ -25,7 +27,28 @@ var (
 	// ErrLanderHostKey means the lander presented a host key that is not the
 	// one in upstream.known_hosts: a misconfiguration or an attack.
 	ErrLanderHostKey = errors.New("lander host key does not match upstream.known_hosts")
+	// ErrLanderNoPassword means the lander let the user in although the
+	// gatekeeper never sent the password: it accepted the "none" method or
+	// a keyboard-interactive exchange without questions (PermitEmptyPasswords,
+	// pam_unix nullok, an AuthenticationMethods without a password). Such a
+	// login is refused: otherwise a code alone, or just a trusted source
+	// address, would open the door. dial's error wraps ErrPasswordRejected
+	// too, so that the login fails and counts like a wrong password.
+	ErrLanderNoPassword = errors.New("lander let the user in without checking the password")
 )
+
+// Authentication method names of RFC 4252 and RFC 4256.
+const (
+	methodPassword            = "password"
+	methodKeyboardInteractive = "keyboard-interactive"
+)
+
+// probeTTL is how long ping reuses the lander's last answer, good or bad.
+// Monitoring that polls /healthz every second must not become a connection
+// a second to the lander, whose sshd counts unauthenticated connections from
+// one address against it (PerSourcePenalties, MaxStartups): the gatekeeper's
+// address is every user's.
+const probeTTL = 5 * time.Second
 
 // lander dials the real sshd and authenticates there with the user's
 // password. It holds no per-user state and is safe for concurrent use.
@@ -34,6 +57,8 @@ type lander struct {
 	hostKeyCheck  ssh.HostKeyCallback
 	hostKeyAlgos  []string
 	handshakeTime time.Duration
+	// health caches probe for ping.
+	health *probeCache
 }
 
 // newLander reads known_hosts and learns which key algorithms are on file
@@ -48,7 +73,9 @@ func newLander(addr, knownHostsFile string) (*lander, error) {
 	if err != nil {
 		return nil, fmt.Errorf("upstream.known_hosts %s: %w", knownHostsFile, err)
 	}
-	return &lander{addr: addr, hostKeyCheck: cb, hostKeyAlgos: algos, handshakeTime: 15 * time.Second}, nil
+	l := &lander{addr: addr, hostKeyCheck: cb, hostKeyAlgos: algos, handshakeTime: 15 * time.Second}
+	l.health = &probeCache{ttl: probeTTL, now: time.Now, probe: l.probe}
+	return l, nil
 }
 
 // knownAlgorithms asks the known_hosts callback about a throwaway key: the
@@ -107,6 +134,10 @@ type upstreamConn struct {
 // password is offered once: by the password method if the lander offers it,
 // else as the answer to the lander's keyboard-interactive password prompt.
 // It never goes to the lander twice, so one login is one guess there.
+//
+// The login succeeds only if the lander let the user in with the attempt
+// that carried the password: a lander that lets anyone in without it
+// (ErrLanderNoPassword) is refused, and so is one that wants more after it.
 func (l *lander) dial(ctx context.Context, user, password string) (*upstreamConn, error) {
 	var d net.Dialer
 	dialCtx, cancel := context.WithTimeout(ctx, l.handshakeTime)
@@ -120,7 +151,8 @@ func (l *lander) dial(ctx context.Context, user, password string) (*upstreamConn
 	deadline, _ := dialCtx.Deadline()
 	_ = nc.SetDeadline(deadline)
 
-	var hostKeyOK, hostKeyBad, offered bool
+	var hostKeyOK, hostKeyBad bool
+	auth := &passwordOnce{password: password}
 	cfg := &ssh.ClientConfig{
 		User: user,
 		HostKeyCallback: func(host string, remote net.Addr, key ssh.PublicKey) error {
@@ -133,28 +165,9 @@ func (l *lander) dial(ctx context.Context, user, password string) (*upstreamConn
 		},
 		HostKeyAlgorithms: l.hostKeyAlgos,
 		ClientVersion:     "SSH-2.0-gatekeeper",
-		Auth: []ssh.AuthMethod{
-			ssh.PasswordCallback(func() (string, error) {
-				offered = true
-				return password, nil
-			}),
-			ssh.KeyboardInteractive(func(name, instruction string, questions []string, echos []bool) ([]string, error) {
-				if len(questions) == 0 {
-					return nil, nil // an informational round
-				}
-				if offered {
-					return nil, ErrPasswordRejected
-				}
-				offered = true
-				answers := make([]string, len(questions))
-				for i := range questions {
-					if !echos[i] {
-						answers[i] = password
-					}
-				}
-				return answers, nil
-			}),
-		},
+		// The callback, not a list in Auth, picks each method: only it
+		// sees whether the attempt that carried the password failed.
+		AuthCallback: auth.next,
 	}
 	// AES-GCM first on the leg to the lander: both ends usually have AES
 	// instructions, where it is the fastest cipher.
@@ -170,19 +183,99 @@ func (l *lander) dial(ctx context.Context, user, password string) (*upstreamConn
 		switch {
 		case hostKeyBad:
 			return nil, fmt.Errorf("%w: %v", ErrLanderHostKey, err)
-		case hostKeyOK && offered:
-			return nil, ErrPasswordRejected
+		case hostKeyOK && auth.sent:
+			return nil, fmt.Errorf("%w: %v", ErrPasswordRejected, err)
 		default:
 			return nil, fmt.Errorf("%w: %v", ErrLanderUnavailable, err)
 		}
+	}
+	if !auth.sent {
+		// The lander let the user in before the password went out: by
+		// "none", or a keyboard-interactive exchange without questions.
+		// No later attempt can follow the one that carried the password
+		// (passwordOnce.next), so a password sent means the password let
+		// the user in.
+		conn.Close()
+		return nil, fmt.Errorf("%w; refused as if %w", ErrLanderNoPassword, ErrPasswordRejected)
 	}
 	_ = nc.SetDeadline(time.Time{})
 	return &upstreamConn{conn: conn, chans: chans, reqs: reqs}, nil
 }
 
+// passwordOnce is the gatekeeper's side of one login at the lander: it
+// sends the password at most once and tries nothing after the attempt that
+// carried it. x/crypto runs its methods on the dialing goroutine, one at a
+// time, so it needs no lock.
+type passwordOnce struct {
+	password string
+	// sent is set when the password has gone out, by either method.
+	sent bool
+}
+
+// next is the ssh.ClientAuthCallback: x/crypto calls it after "none" and
+// after each failed or partly successful attempt, to pick the next method.
+func (p *passwordOnce) next(ctx *ssh.ClientAuthContext) (ssh.AuthMethod, error) {
+	if p.sent {
+		// The attempt that carried the password did not let the user in:
+		// the password was wrong (one guess only), or the lander wants
+		// more than a password, which the gatekeeper cannot give.
+		return nil, fmt.Errorf("lander did not accept the password alone (refused %v, partly accepted %v, now offers %v)",
+			ctx.TriedMethods, ctx.PartialSuccessMethods, ctx.AllowedMethods)
+	}
+	untried := func(m string) bool {
+		return slices.Contains(ctx.AllowedMethods, m) && !slices.Contains(ctx.TriedMethods, m) &&
+			!slices.Contains(ctx.PartialSuccessMethods, m)
+	}
+	switch {
+	case untried(methodPassword):
+		return ssh.PasswordCallback(p.passwordMethod), nil
+	case untried(methodKeyboardInteractive):
+		return ssh.KeyboardInteractive(p.challenge), nil
+	}
+	return nil, fmt.Errorf("lander offers no method to send a password to (offers %v)", ctx.AllowedMethods)
+}
+
+// passwordMethod answers the password method.
+func (p *passwordOnce) passwordMethod() (string, error) {
+	if p.sent {
+		return "", errors.New("password already sent once")
+	}
+	p.sent = true
+	return p.password, nil
+}
+
+// challenge answers one keyboard-interactive round: the password goes into
+// the hidden prompts (PAM's "Password:"); rounds without questions are
+// informational and get an empty answer.
+func (p *passwordOnce) challenge(_, _ string, questions []string, echos []bool) ([]string, error) {
+	if len(questions) == 0 {
+		return nil, nil
+	}
+	if p.sent {
+		return nil, errors.New("lander asked again after the password: wrong password, or a second factor of its own")
+	}
+	answers := make([]string, len(questions))
+	hidden := false
+	for i := range questions {
+		if !echos[i] {
+			answers[i] = p.password
+			hidden = true
+		}
+	}
+	if !hidden {
+		// Echoed questions are not a password prompt: do not guess.
+		return nil, fmt.Errorf("lander asked %d question(s) without a hidden password prompt", len(questions))
+	}
+	p.sent = true
+	return answers, nil
+}
+
 // ping checks that the lander answers with an SSH version line, without
-// logging in.
-func (l *lander) ping(ctx context.Context) error {
+// logging in. The answer is reused for probeTTL (see probeCache).
+func (l *lander) ping(ctx context.Context) error { return l.health.get(ctx) }
+
+// probe dials the lander and reads the start of its version line.
+func (l *lander) probe(ctx context.Context) error {
 	ctx, cancel := context.WithTimeout(ctx, 3*time.Second)
 	defer cancel()
 	var d net.Dialer
@@ -198,4 +291,55 @@ func (l *lander) ping(ctx context.Context) error {
 		return fmt.Errorf("%w: no SSH version line from %s", ErrLanderUnavailable, l.addr)
 	}
 	return nil
+}
+
+// probeCache reuses the result of a probe, success or failure, for ttl, and
+// lets callers that arrive while a probe runs wait for it instead of
+// starting their own: however often it is asked, the lander sees at most
+// one probe per ttl.
+type probeCache struct {
+	ttl   time.Duration
+	now   func() time.Time // the clock; tests replace it
+	probe func(context.Context) error
+
+	mu sync.Mutex
+	// at is when the last probe finished (zero: none yet), err its result.
+	at  time.Time
+	err error
+	// running is closed when the probe in flight finishes; nil if none.
+	running chan struct{}
+}
+
+// get returns the last probe's result if it is younger than ttl, else
+// probes. A caller whose ctx ends while it waits for another caller's probe
+// gets ErrLanderUnavailable; the probe itself runs to its own timeout, so
+// that an impatient caller does not leave a failure in the cache.
+func (c *probeCache) get(ctx context.Context) error {
+	c.mu.Lock()
+	if age := c.now().Sub(c.at); !c.at.IsZero() && age >= 0 && age < c.ttl {
+		defer c.mu.Unlock()
+		return c.err
+	}
+	if running := c.running; running != nil {
+		c.mu.Unlock()
+		select {
+		case <-running:
+		case <-ctx.Done():
+			return fmt.Errorf("%w: %w", ErrLanderUnavailable, ctx.Err())
+		}
+		c.mu.Lock()
+		defer c.mu.Unlock()
+		return c.err
+	}
+	running := make(chan struct{})
+	c.running = running
+	c.mu.Unlock()
+
+	err := c.probe(context.WithoutCancel(ctx))
+
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.at, c.err, c.running = c.now(), err, nil
+	close(running)
+	return err
 }

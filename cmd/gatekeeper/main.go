@@ -193,6 +193,9 @@ func serve(ctx context.Context, cfg *config.Config, log *slog.Logger, reload fun
 	mux := http.NewServeMux()
 	mux.Handle("GET /metrics", reg.Handler())
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) {
+		// The store is read on every request; the lander's answer is
+		// reused for 5 s, so frequent polling does not add up to
+		// per-source penalties at the lander's sshd (upstream.go, probeTTL).
 		if err := gk.Health(r.Context()); err != nil {
 			// The detail (addresses, paths) goes to the log, not to the client.
 			log.Warn("health check failed", "err", err)

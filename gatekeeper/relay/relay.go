@@ -41,6 +41,15 @@ const (
 	drainTimeout = 10 * time.Second
 )
 
+// DefaultMaxChannels is the cap on channels open at once in each direction
+// of one connection when Options.MaxChannels is not set (config key
+// max_channels).
+const DefaultMaxChannels = 64
+
+// tooManyChannels is what a peer is told when it opens a channel beyond the
+// cap; it names no internals.
+const tooManyChannels = "too many channels open on this connection"
+
 // Global request types with special treatment.
 const (
 	reqKeepalive   = "keepalive@openssh.com"
@@ -62,6 +71,22 @@ type Options struct {
 	Log *slog.Logger
 	// Stats, when set, is incremented with relayed payload bytes.
 	Stats *Stats
+	// MaxChannels caps the channels open at once on the connection, from
+	// the moment one side asks for a channel until both sides have closed
+	// it: every channel costs goroutines, copy buffers and up to a 2 MiB
+	// receive window on each side. A channel opened beyond the cap is
+	// refused with ssh.ResourceShortage and its slot is free again once an
+	// open channel closes.
+	//
+	// The client's channels (sessions, -L forwards) and the lander's
+	// (forwarded-tcpip for -R, x11, auth-agent) are counted separately,
+	// each against its own cap of MaxChannels: anyone on the lander who can
+	// connect to a user's -R port must not be able to use up the slots the
+	// user needs for new sessions, and the lander is still bounded, so one
+	// connection holds at most 2 × MaxChannels channel pairs.
+	//
+	// Zero or less means DefaultMaxChannels.
+	MaxChannels int
 }
 
 // side names the connection a channel or request came from.
@@ -92,9 +117,17 @@ type relay struct {
 	// expected and logged at Debug only.
 	ending chan struct{}
 
-	mu     sync.Mutex
-	active int           // channel pairs being opened or running
-	idle   chan struct{} // closed when active drops to 0, if set
+	// maxChannels is the cap on open[side].
+	maxChannels int
+
+	mu sync.Mutex
+	// open counts the channel pairs being opened or running, by the side
+	// that opened them.
+	open [2]int
+	// refused counts the channel opens refused over the cap, by side.
+	refused [2]int
+	// idle is closed when no pair is left, if set.
+	idle chan struct{}
 }
 
 // Relay pumps everything between the client's connection (down, with its
@@ -113,11 +146,15 @@ type relay struct {
 func Relay(down *ssh.ServerConn, downChans <-chan ssh.NewChannel, downReqs <-chan *ssh.Request,
 	up ssh.Conn, upChans <-chan ssh.NewChannel, upReqs <-chan *ssh.Request, opts Options) error {
 	r := &relay{
-		down:   down,
-		up:     up,
-		log:    opts.Log,
-		stats:  opts.Stats,
-		ending: make(chan struct{}),
+		down:        down,
+		up:          up,
+		log:         opts.Log,
+		stats:       opts.Stats,
+		ending:      make(chan struct{}),
+		maxChannels: opts.MaxChannels,
+	}
+	if r.maxChannels <= 0 {
+		r.maxChannels = DefaultMaxChannels
 	}
 	if r.log == nil {
 		r.log = slog.New(slog.DiscardHandler)
@@ -155,6 +192,7 @@ func Relay(down *ssh.ServerConn, downChans <-chan ssh.NewChannel, downReqs <-cha
 	_ = down.Close()
 	_ = up.Close()
 	r.wg.Wait()
+	r.logRefused()
 	return err
 }
 
@@ -175,7 +213,7 @@ func endErr(s side, err error) error {
 func (r *relay) drain(downDone <-chan error) {
 	r.mu.Lock()
 	idle := make(chan struct{})
-	if r.active == 0 {
+	if r.open[fromClient]+r.open[fromLander] == 0 {
 		close(idle)
 	} else {
 		r.idle = idle
@@ -192,20 +230,59 @@ func (r *relay) drain(downDone <-chan error) {
 	}
 }
 
-func (r *relay) pairStart() {
+// pairStart takes a channel slot for a channel opened by from; it reports
+// false, taking nothing, when from already has maxChannels open.
+func (r *relay) pairStart(from side) bool {
 	r.mu.Lock()
-	r.active++
-	r.mu.Unlock()
+	defer r.mu.Unlock()
+	if r.open[from] >= r.maxChannels {
+		r.refused[from]++
+		return false
+	}
+	r.open[from]++
+	return true
 }
 
-func (r *relay) pairDone() {
+// pairDone gives back a slot taken by pairStart.
+func (r *relay) pairDone(from side) {
 	r.mu.Lock()
-	r.active--
-	if r.active == 0 && r.idle != nil {
+	r.open[from]--
+	if r.open[fromClient]+r.open[fromLander] == 0 && r.idle != nil {
 		close(r.idle)
 		r.idle = nil
 	}
 	r.mu.Unlock()
+}
+
+// refuse rejects a channel opened beyond the cap. The first refusal per side
+// is logged at Warn (a client script gone wrong, or someone probing); the
+// rest only at Debug, so that a peer cannot flood the log with cheap opens,
+// and Relay logs their number when it ends.
+func (r *relay) refuse(nc ssh.NewChannel, from side) {
+	r.mu.Lock()
+	first := r.refused[from] == 1
+	r.mu.Unlock()
+	log := r.log.Debug
+	if first {
+		log = r.log.Warn
+	}
+	log("channel refused: "+tooManyChannels, "type", nc.ChannelType(), "from", from.String(),
+		"max_channels", r.maxChannels)
+	if err := nc.Reject(ssh.ResourceShortage, tooManyChannels); err != nil {
+		r.log.Debug("channel reject not sent", "err", err)
+	}
+}
+
+// logRefused reports, once the connection is over, how many channel opens
+// were refused over the cap, if any.
+func (r *relay) logRefused() {
+	r.mu.Lock()
+	byClient, byLander := r.refused[fromClient], r.refused[fromLander]
+	r.mu.Unlock()
+	if byClient+byLander > 0 {
+		r.log.Info("channel opens refused over max_channels", "from_client", byClient,
+			"from_lander", byLander, "max_channels", r.maxChannels)
+	}
 }
 
 // warn logs an unexpected failure, or at Debug once teardown has begun,
@@ -220,13 +297,17 @@ func (r *relay) warn(log *slog.Logger, msg string, args ...any) {
 }
 
 // serveChannels bridges each channel one side opens to a new channel of the
-// same type on the other side. Each open is handled in its own goroutine so
-// that x/crypto's queue is always read.
+// same type on the other side, up to maxChannels open at once. Each open is
+// handled in its own goroutine so that x/crypto's queue is always read; an
+// open over the cap is refused here, without one.
 func (r *relay) serveChannels(in <-chan ssh.NewChannel, from side) {
 	for nc := range in {
-		r.pairStart()
+		if !r.pairStart(from) {
+			r.refuse(nc, from)
+			continue
+		}
 		r.wg.Go(func() {
-			defer r.pairDone()
+			defer r.pairDone(from)
 			r.bridge(nc, from)
 		})
 	}

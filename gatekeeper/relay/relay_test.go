@@ -11,6 +11,7 @@ import (
 	"log/slog"
 	mrand "math/rand/v2"
 	"net"
+	"regexp"
 	"runtime"
 	"slices"
 	"strconv"
@@ -467,6 +468,12 @@ type env struct {
 // and checks that no goroutine is left.
 func newEnv(tb testing.TB, direct bool) *env {
 	tb.Helper()
+	return newEnvOpts(tb, direct, Options{})
+}
+
+// newEnvOpts is newEnv with Relay options; Log and Stats are the env's own.
+func newEnvOpts(tb testing.TB, direct bool, opts Options) *env {
+	tb.Helper()
 	baseline := runtime.NumGoroutine()
 	e := &env{tb: tb, globals: newRecorder(), stats: new(Stats), logs: new(syncBuffer), relayDone: make(chan error, 1), front: make(chan *ssh.ServerConn, 1)}
 	landerKey, gkKey := newSigner(tb), newSigner(tb)
@@ -501,7 +508,8 @@ func newEnv(tb testing.TB, direct bool) *env {
 				return
 			}
 			e.front <- down
-			e.relayDone <- Relay(down, downChans, downReqs, up, upChans, upReqs, Options{Log: log, Stats: e.stats})
+			opts.Log, opts.Stats = log, e.stats
+			e.relayDone <- Relay(down, downChans, downReqs, up, upChans, upReqs, opts)
 		})
 	}
 	conn, chans, reqs, err := ssh.NewClientConn(e.clientRaw, "gatekeeper", &ssh.ClientConfig{
@@ -1096,5 +1104,147 @@ func TestEndErr(t *testing.T) {
 		if (got == nil) != (tc.want == "") || (got != nil && !strings.HasPrefix(got.Error(), tc.want)) {
 			t.Errorf("endErr(%v) = %v, want %q", tc.err, got, tc.want)
 		}
+	}
+}
+
+// openHeld opens a channel of type typ from conn and keeps it open; the
+// lander holds sessions and direct-tcpip channels open until the client
+// closes them.
+func openHeld(t *testing.T, conn ssh.Conn, typ string, extra []byte) (ssh.Channel, error) {
+	t.Helper()
+	var ch ssh.Channel
+	var reqs <-chan *ssh.Request
+	var err error
+	within(t, "open "+typ, func() { ch, reqs, err = conn.OpenChannel(typ, extra) })
+	if err != nil {
+		return nil, err
+	}
+	go ssh.DiscardRequests(reqs)
+	t.Cleanup(func() { _ = ch.Close() })
+	return ch, nil
+}
+
+// wantTooMany checks that err is the refusal of a channel over the cap.
+func wantTooMany(t *testing.T, err error, what string) {
+	t.Helper()
+	var oce *ssh.OpenChannelError
+	if !errors.As(err, &oce) || oce.Reason != ssh.ResourceShortage || oce.Message != tooManyChannels {
+		t.Fatalf("%s: OpenChannel = %v, want %v %q", what, err, ssh.ResourceShortage, tooManyChannels)
+	}
+}
+
+// A client cannot hold more than MaxChannels channels open on one
+// connection; a closed channel's slot can be used again.
+func TestMaxChannelsClient(t *testing.T) {
+	for _, tc := range []struct {
+		name  string
+		max   int // Options.MaxChannels
+		limit int // the cap in force
+		typ   string
+		extra []byte
+	}{
+		{"sessions", 3, 3, "session", nil},
+		{"direct-tcpip", 2, 2, "direct-tcpip", directExtra(7)},
+		{"default cap", 0, DefaultMaxChannels, "session", nil},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			e := newEnvOpts(t, false, Options{MaxChannels: tc.max})
+			conn := e.client.Conn
+			var held []ssh.Channel
+			for i := range tc.limit {
+				ch, err := openHeld(t, conn, tc.typ, tc.extra)
+				if err != nil {
+					t.Fatalf("channel %d of %d: %v", i+1, tc.limit, err)
+				}
+				held = append(held, ch)
+			}
+			_, err := openHeld(t, conn, tc.typ, tc.extra)
+			wantTooMany(t, err, "one channel over the cap")
+			// Every other kind of channel counts against the same cap.
+			_, err = openHeld(t, conn, "session", nil)
+			wantTooMany(t, err, "a session over the cap")
+
+			// The slot comes free once the relay has closed both
+			// halves, a moment after the client's CLOSE.
+			_ = held[0].Close()
+			if !poll(func() bool { _, err = openHeld(t, conn, tc.typ, tc.extra); return err == nil }) {
+				t.Fatalf("after closing a channel: OpenChannel = %v, want a free slot", err)
+			}
+			_, err = openHeld(t, conn, tc.typ, tc.extra)
+			wantTooMany(t, err, "over the cap again")
+
+			logs := e.logs.String()
+			if n := strings.Count(logs, `level=WARN msg="channel refused: too many channels open on this connection"`); n != 1 {
+				t.Errorf("%d Warn lines about refused channels, want 1 (the rest at Debug):\n%s", n, logs)
+			}
+			_ = e.client.Close()
+			if err := e.waitRelay(); err != nil {
+				t.Fatalf("Relay = %v", err)
+			}
+			// Three refusals above, and any the poll ran into.
+			summary := regexp.MustCompile(`msg="channel opens refused over max_channels" from_client=(\d+) from_lander=0 max_channels=(\d+)`)
+			m := summary.FindStringSubmatch(e.logs.String())
+			if m == nil {
+				t.Fatalf("no summary of refused opens in the log:\n%s", e.logs)
+			}
+			if n, _ := strconv.Atoi(m[1]); n < 3 || m[2] != strconv.Itoa(tc.limit) {
+				t.Errorf("summary %q, want from_client ≥ 3 and max_channels=%d", m[0], tc.limit)
+			}
+		})
+	}
+}
+
+// Channels the lander opens (agent, X11, -R connections) have a cap of
+// their own: they are refused beyond it, and they do not use up the
+// client's slots.
+func TestMaxChannelsLander(t *testing.T) {
+	const limit = 2
+	e := newEnvOpts(t, false, Options{MaxChannels: limit})
+	agents := e.client.HandleChannelOpen("auth-agent@openssh.com")
+	var wg sync.WaitGroup
+	defer wg.Wait()
+	wg.Go(func() {
+		for nc := range agents {
+			ch, reqs, err := nc.Accept()
+			if err != nil {
+				continue
+			}
+			go ssh.DiscardRequests(reqs)
+			// Held open until the lander closes it.
+			go func() { _, _ = io.Copy(io.Discard, ch); _ = ch.Close() }()
+		}
+	})
+	var fromLander []ssh.Channel
+	for i := range limit {
+		ch, err := openHeld(t, e.lander.conn, "auth-agent@openssh.com", nil)
+		if err != nil {
+			t.Fatalf("lander's channel %d: %v", i+1, err)
+		}
+		fromLander = append(fromLander, ch)
+	}
+	_, err := openHeld(t, e.lander.conn, "auth-agent@openssh.com", nil)
+	wantTooMany(t, err, "lander's channel over the cap")
+
+	for i := range limit {
+		if _, err := openHeld(t, e.client.Conn, "session", nil); err != nil {
+			t.Fatalf("client's session %d while the lander holds %d channels: %v", i+1, limit, err)
+		}
+	}
+	_, err = openHeld(t, e.client.Conn, "session", nil)
+	wantTooMany(t, err, "client's session over its own cap")
+
+	_ = fromLander[0].Close()
+	if !poll(func() bool {
+		_, err = openHeld(t, e.lander.conn, "auth-agent@openssh.com", nil)
+		return err == nil
+	}) {
+		t.Fatalf("after the lander closed a channel: OpenChannel = %v, want a free slot", err)
+	}
+	_ = e.client.Close()
+	if err := e.waitRelay(); err != nil {
+		t.Fatalf("Relay = %v", err)
+	}
+	if !strings.Contains(e.logs.String(), "from_client=1 from_lander=") {
+		t.Errorf("no summary of refused opens in the log:\n%s", e.logs)
 	}
 }

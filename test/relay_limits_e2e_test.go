@@ -1,0 +1,225 @@
+package e2e
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"gatekeeper/gatekeeper/relay"
+)
+
+// holdServer is the far end of a local forward: it accepts TCP connections and keeps each open
+// until its peer closes it, counting the ones open and the ones accepted.
+type holdServer struct {
+	port int
+
+	mu       sync.Mutex
+	open     int
+	accepted int
+	changed  chan struct{} // closed and replaced on every change
+}
+
+// newHoldServer listens on 127.0.0.1:0 until the test ends.
+func newHoldServer(t testing.TB) *holdServer {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := &holdServer{port: ln.Addr().(*net.TCPAddr).Port, changed: make(chan struct{})}
+	var wg sync.WaitGroup
+	var connsMu sync.Mutex
+	var conns []net.Conn
+	t.Cleanup(func() {
+		ln.Close()
+		connsMu.Lock()
+		for _, c := range conns {
+			c.Close()
+		}
+		connsMu.Unlock()
+		wg.Wait()
+	})
+	wg.Go(func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			connsMu.Lock()
+			conns = append(conns, c)
+			connsMu.Unlock()
+			s.update(func() { s.open++; s.accepted++ })
+			wg.Go(func() {
+				_, _ = io.Copy(io.Discard, c)
+				c.Close()
+				s.update(func() { s.open-- })
+			})
+		}
+	})
+	return s
+}
+
+func (s *holdServer) update(f func()) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	f()
+	close(s.changed)
+	s.changed = make(chan struct{})
+}
+
+// counts returns the connections open and accepted so far, and a channel closed on change.
+func (s *holdServer) counts() (open, accepted int, changed <-chan struct{}) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.open, s.accepted, s.changed
+}
+
+// waitOpen waits until exactly n connections are open.
+func (s *holdServer) waitOpen(t testing.TB, n int) {
+	t.Helper()
+	timeout := time.After(waitTimeout)
+	for {
+		open, _, changed := s.counts()
+		if open == n {
+			return
+		}
+		select {
+		case <-changed:
+		case <-timeout:
+			t.Fatalf("%d forwarded connections open at the far end, want %d", open, n)
+		}
+	}
+}
+
+// forwardOutcome tells what became of one connection to a local forward: it reached the far
+// end (true), or ssh closed it because the channel was refused (false).
+func forwardOutcome(t testing.TB, s *holdServer, conn net.Conn) bool {
+	t.Helper()
+	_, before, _ := s.counts()
+	closed := make(chan error, 1)
+	go func() {
+		_ = conn.SetReadDeadline(time.Now().Add(waitTimeout))
+		_, err := conn.Read(make([]byte, 1))
+		closed <- err
+	}()
+	timeout := time.After(waitTimeout)
+	for {
+		_, accepted, changed := s.counts()
+		if accepted > before {
+			return true
+		}
+		select {
+		case err := <-closed:
+			var ne net.Error
+			if errors.As(err, &ne) && ne.Timeout() {
+				t.Fatal("a forwarded connection neither reached the far end nor was closed")
+			}
+			return false
+		case <-changed:
+		case <-timeout:
+			t.Fatal("a forwarded connection neither reached the far end nor was closed")
+		}
+	}
+}
+
+// TestMaxChannelsOpenSSH opens more parallel connections through one `ssh -L` than
+// max_channels allows (the default, 64): the gatekeeper refuses the channels beyond it with a
+// clear reason that the OpenSSH client prints, and a connection closed frees its slot.
+func TestMaxChannelsOpenSSH(t *testing.T) {
+	t.Parallel()
+	const limit = relay.DefaultMaxChannels // the tests' config leaves max_channels at its default
+	g := sharedGatekeeper(t)
+	u := newUser(t)
+	explain(t, g, u)
+	c := newClient(t, u, g.port, trustedAddr)
+	hold := newHoldServer(t)
+	lport := freePort()
+	// -N: no session channel, so every channel is a forwarded connection. LogLevel=INFO goes
+	// first (ssh keeps the first value) so that ssh prints why a channel open failed.
+	_, stderr, done := c.background("ssh", c.sshArgs([]string{"-N", "-o", "LogLevel=INFO",
+		"-o", "ExitOnForwardFailure=yes", "-L", fmt.Sprintf("127.0.0.1:%d:127.0.0.1:%d", lport, hold.port)})...)
+	_, sshLog := stderrLines(stderr)
+	addr := fmt.Sprintf("127.0.0.1:%d", lport)
+
+	// The first connection that gets through is also the readiness check: it stays open as
+	// one of the limit.
+	var held []net.Conn
+	t.Cleanup(func() {
+		for _, c := range held {
+			c.Close()
+		}
+	})
+	deadline := time.Now().Add(startTimeout)
+	for len(held) == 0 {
+		select {
+		case <-done:
+			t.Fatalf("ssh -L exited: %s", sshLog())
+		default:
+		}
+		if conn, err := net.DialTimeout("tcp", addr, time.Second); err == nil {
+			held = append(held, conn)
+		} else if time.Now().After(deadline) {
+			t.Fatalf("ssh -L not listening on %s after %v: %s", addr, startTimeout, sshLog())
+		} else {
+			time.Sleep(pollInterval) // the listener is not up yet
+		}
+	}
+	for len(held) < limit {
+		conn, err := net.DialTimeout("tcp", addr, 10*time.Second)
+		if err != nil {
+			t.Fatal(err)
+		}
+		held = append(held, conn)
+	}
+	hold.waitOpen(t, limit)
+
+	over, err := net.DialTimeout("tcp", addr, 10*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer over.Close()
+	if forwardOutcome(t, hold, over) {
+		t.Fatalf("connection %d through one SSH connection reached the far end; want it refused (max_channels %d)", limit+1, limit)
+	}
+	const reason = "open failed: resource shortage: too many channels open on this connection"
+	deadline = time.Now().Add(waitTimeout)
+	for !strings.Contains(sshLog(), reason) {
+		if time.Now().After(deadline) {
+			t.Fatalf("ssh did not print %q:\n%s", reason, sshLog())
+		}
+		time.Sleep(pollInterval) // ssh's stderr arrives on its own schedule
+	}
+	g.waitLog(t, 0, "channel refused: too many channels open on this connection", u.name)
+
+	// Closing one frees its slot once both sides have closed the channel; until then a new
+	// connection may still be refused, so try until one gets through.
+	held[0].Close()
+	held = held[1:]
+	hold.waitOpen(t, limit-1)
+	deadline = time.Now().Add(waitTimeout)
+	for {
+		conn, err := net.DialTimeout("tcp", addr, 10*time.Second)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if forwardOutcome(t, hold, conn) {
+			held = append(held, conn)
+			break
+		}
+		conn.Close()
+		if time.Now().After(deadline) {
+			t.Fatalf("no connection got through within %v after one was closed", waitTimeout)
+		}
+	}
+	hold.waitOpen(t, limit)
+	select {
+	case <-done:
+		t.Fatalf("ssh -L exited: %s", sshLog())
+	default:
+	}
+}
