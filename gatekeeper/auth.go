@@ -40,6 +40,7 @@ const (
 	ReasonWrongPassword     = "wrong_password"
 	ReasonLanderUnavailable = "lander_unavailable"
 	ReasonLanderHostKey     = "lander_host_key"
+	ReasonLanderNoPassword  = "lander_no_password" // the lander let the user in without the password
 	ReasonInternal          = "internal"
 )
 
@@ -174,7 +175,7 @@ func (a *attempt) finish(conn ssh.ConnMetadata, method, password, code string, a
 	}
 	level := slog.LevelInfo
 	switch reason {
-	case ReasonLanderHostKey, ReasonInternal:
+	case ReasonLanderHostKey, ReasonLanderNoPassword, ReasonInternal:
 		level = slog.LevelError
 	case ReasonLocked:
 		// Counted on the lockout and audited once when it ends (see
@@ -314,6 +315,10 @@ func (s *Server) landerLogin(ctx context.Context, user, password string) (*upstr
 	start := time.Now()
 	up, err := s.lander.dial(ctx, user, password)
 	switch {
+	case errors.Is(err, ErrLanderNoPassword):
+		// A misconfigured lander (PermitEmptyPasswords, "none"): refused,
+		// counted as a wrong password, and logged as an error to fix.
+		return nil, &LoginError{ReasonLanderNoPassword, err}
 	case errors.Is(err, ErrPasswordRejected):
 		// The lander's own failure delay (PAM's, about 2 s) would tell a
 		// wrong password from a wrong code; refusals are padded to cover it.

@@ -370,7 +370,7 @@ func (s *Server) handleConn(nc net.Conn) {
 	log.Info("session started", "trusted", a.trusted)
 	stopLimits := s.enforceLimits(sess, cfg.Session, log)
 	defer stopLimits()
-	err = relay.Relay(sc, chans, reqs, a.up.conn, a.up.chans, a.up.reqs, relay.Options{Log: log, Stats: &sess.Stats})
+	err = relay.Relay(sc, chans, reqs, a.up.conn, a.up.chans, a.up.reqs, relay.Options{Log: log, Stats: &sess.Stats, MaxChannels: cfg.MaxChannels})
 	sess.reportBytes(s.metrics)
 	log.Info("session ended", "duration", time.Since(sess.Start).Round(time.Millisecond).String(),
 		"bytes_up", sess.Stats.Up.Load(), "bytes_down", sess.Stats.Down.Load(), "err", errString(err))
