@@ -163,6 +163,7 @@ func serve(ctx context.Context, cfg *config.Config, log *slog.Logger, reload fun
 		Enroll:      linker,
 		Store:       st,
 		Log:         log,
+		Groups:      cfg.Admin.Groups,
 		OnReset:     gk.KillUser,
 		OnUnlock:    gk.Unlock,
 		LockedUntil: gk.LockedUntil,
