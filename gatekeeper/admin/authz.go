@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net/http"
+	"os"
 	"os/user"
 	"slices"
 	"strconv"
@@ -17,15 +18,20 @@ var ErrForbidden = errors.New("not allowed to use the admin socket")
 // authorizer decides who may use the admin API: root, and processes whose primary or
 // supplementary group is one of admin.groups. The socket's mode (0660) already keeps others
 // out, but only as long as nobody loosens it or the directory; this check holds regardless.
+//
+// A caller running as the daemon's own user is let in too: it could open the daemon's database
+// and key files directly, so refusing it would protect nothing, and it lets a developer who
+// runs the daemon as themself use the admin commands without editing admin.groups.
 type authorizer struct {
 	names []string        // admin.groups as configured, for the refusal message
 	gids  map[uint32]bool // the groups of names that exist on this machine
+	self  uint32          // the daemon's effective uid
 }
 
 // newAuthorizer resolves the group names once, at start. A name that does not exist on this
 // machine is logged as a warning and ignored: a typo must not let anyone in, nor stop the daemon.
 func newAuthorizer(names []string, log *slog.Logger) *authorizer {
-	a := &authorizer{names: slices.Clone(names), gids: map[uint32]bool{}}
+	a := &authorizer{names: slices.Clone(names), gids: map[uint32]bool{}, self: uint32(os.Geteuid())}
 	for _, name := range names {
 		g, err := user.LookupGroup(name)
 		if err != nil {
@@ -48,7 +54,7 @@ func (a *authorizer) allow(p peer, known bool) error {
 	switch {
 	case !known:
 		return fmt.Errorf("%w: the caller's credentials are unknown (no SO_PEERCRED on this connection)", ErrForbidden)
-	case p.UID == 0, a.gids[p.GID]:
+	case p.UID == 0, p.UID == a.self, a.gids[p.GID]:
 		return nil
 	}
 	for _, g := range p.Groups {

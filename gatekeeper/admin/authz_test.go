@@ -25,6 +25,7 @@ const nobody = 65534
 func TestAuthorizerAllow(t *testing.T) {
 	logs := newLogBuffer()
 	a := newAuthorizer([]string{"root", "gk-no-such-group"}, slog.New(slog.NewJSONHandler(logs, nil)))
+	a.self = 4242 // as if the daemon ran as uid 4242
 	logs.waitFor(t, func(rec map[string]any) bool {
 		return rec["level"] == "WARN" && rec["group"] == "gk-no-such-group"
 	})
@@ -42,6 +43,7 @@ func TestAuthorizerAllow(t *testing.T) {
 		{name: "groups unknown", p: peer{UID: 1000, GID: 1000, GroupsErr: errors.New("ENOPROTOOPT")}, known: true,
 			wantErr: "uid 1000 is not root and not in admin.groups [root gk-no-such-group]"},
 		{name: "credentials unknown", known: false, wantErr: "the caller's credentials are unknown"},
+		{name: "the daemon's own user", p: peer{UID: 4242, GID: 4242}, known: true},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

@@ -64,8 +64,9 @@ const (
 // discarding logger. Every request that changes something is written to the audit log with the
 // caller's uid from SO_PEERCRED as the actor ("uid N").
 //
-// Only root and members of Groups may use it: any other caller, and any caller whose
-// credentials the kernel does not report, gets 403 Forbidden (ErrForbidden) and a log line.
+// Only root, the daemon's own user and members of Groups may use it: any other caller, and any
+// caller whose credentials the kernel does not report, gets 403 Forbidden (ErrForbidden) and a
+// log line.
 //
 // The hooks connect the API to the SSH front door's live state. Set them before Serve; a nil
 // hook makes the endpoints that need it answer 501 Not Implemented (ErrNotImplemented), except
