@@ -15,7 +15,10 @@ SYSTEMD_UNIT_DIR ?= /etc/systemd/system
 SYSUSERS_DIR     ?= /usr/lib/sysusers.d
 TMPFILES_DIR     ?= /usr/lib/tmpfiles.d
 
-.PHONY: all build test lint bench demo run install clean help
+# How long `make fuzz` runs each fuzz target.
+FUZZTIME  ?= 60s
+
+.PHONY: all build test lint fuzz bench demo run install clean help
 
 all: build
 
@@ -23,6 +26,7 @@ help:
 	@echo "make build   build $(BIN) (version $(VERSION))"
 	@echo "make test    install missing test packages (root, apt-get), then go test -race ./... incl. end-to-end"
 	@echo "make lint    gofmt, go vet, staticcheck"
+	@echo "make fuzz    run every fuzz target (func FuzzX in *_test.go) for FUZZTIME each (default $(FUZZTIME)); not in CI"
 	@echo "make bench   Go benchmarks, login latency and throughput direct vs through the gatekeeper (root)"
 	@echo "make demo    throwaway lander sshd + gatekeeper on 127.0.0.1:2222 (root)"
 	@echo "make run     build, then $(BIN) serve --config $(CONFIG)"
@@ -44,6 +48,20 @@ lint:
 	$(GO) run $(STATICCHECK) ./...
 	@if command -v shellcheck >/dev/null; then shellcheck -x scripts/*.sh bench/*.sh .ci/run; \
 	else echo "shellcheck not installed: shell scripts not checked (apt-get install shellcheck)"; fi
+
+# fuzz finds every fuzz target in the repository and runs each for $(FUZZTIME), one after the
+# other: go test -fuzz takes one target of one package at a time. It stops at the first failure;
+# the failing input is then in that package's testdata/fuzz/, to be committed with the fix as a
+# regression test. Not part of test or CI: it runs for minutes.
+fuzz:
+	@set -e; grep -rl --include='*_test.go' --exclude-dir=.git --exclude-dir=testdata '^func Fuzz' . | sort | \
+	while read -r file; do \
+		pkg=./$$(dirname "$${file#./}"); \
+		for name in $$(sed -n 's/^func \(Fuzz[A-Za-z0-9_]*\)(.*/\1/p' "$$file"); do \
+			echo "== $$pkg $$name for $(FUZZTIME)"; \
+			$(GO) test -run '^$$' -fuzz "^$$name$$" -fuzztime $(FUZZTIME) "$$pkg"; \
+		done; \
+	done
 
 bench: build
 	$(GO) test -run '^$$' -bench . -benchmem ./...

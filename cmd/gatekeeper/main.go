@@ -164,6 +164,7 @@ func serve(ctx context.Context, cfg *config.Config, log *slog.Logger, reload fun
 		Enroll:          linker,
 		Store:           st,
 		Log:             log,
+		Groups:          cfg.Admin.Groups,
 		OnReset:         gk.KillUser,
 		OnUnlock:        func(u string) []admin.LockInfo { return lockInfos(gk.Unlock(u)) },
 		OnUnlockAddress: func(a netip.Addr) []admin.LockInfo { return lockInfos(gk.UnlockAddress(a)) },

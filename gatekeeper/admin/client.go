@@ -49,12 +49,25 @@ func (e *dialError) Error() string { return e.err.Error() }
 func (e *dialError) Unwrap() error { return e.err }
 
 // NewClient returns a client for the admin socket at path. It does not connect yet.
+//
+// Before each call it checks whom it talks to, and refuses (ErrUntrustedSocket, saying why) a
+// socket path that is a symbolic link or not a socket, a socket file owned by anyone but root,
+// the gatekeeper system user or the caller, and a connection whose listening process runs as
+// anyone else (see socketOwners for why these).
 func NewClient(path string) *Client {
+	owners := trustedSocketOwners()
 	var d net.Dialer
 	tr := &http.Transport{
 		DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
+			if err := owners.checkSocketFile(path); err != nil {
+				return nil, &dialError{err}
+			}
 			c, err := d.DialContext(ctx, "unix", path)
 			if err != nil {
+				return nil, &dialError{err}
+			}
+			if err := owners.checkServer(c, path); err != nil {
+				c.Close()
 				return nil, &dialError{err}
 			}
 			return c, nil
@@ -227,6 +240,8 @@ func (c *Client) connError(ctx context.Context, err error) error {
 	switch {
 	case errors.As(err, &de) && (errors.Is(err, syscall.ENOENT) || errors.Is(err, syscall.ECONNREFUSED)):
 		return fmt.Errorf("%w (nothing answers on admin socket %s)", ErrNoDaemon, c.path)
+	case errors.As(err, &de) && errors.Is(err, ErrUntrustedSocket):
+		return de.err // names the socket and says why
 	case errors.Is(err, syscall.EACCES) || errors.Is(err, syscall.EPERM):
 		return fmt.Errorf("permission denied on admin socket %s (are you in the gatekeeper group or root?): %w", c.path, err)
 	case errors.Is(ctx.Err(), context.DeadlineExceeded):
@@ -274,6 +289,8 @@ func remoteError(status int, b []byte) error {
 		sentinel = ErrNotImplemented
 	case codeDamaged:
 		sentinel = store.ErrDamaged
+	case codeForbidden:
+		sentinel = ErrForbidden
 	default:
 		return fmt.Errorf("gatekeeper daemon: %s", eb.Error)
 	}

@@ -2,6 +2,10 @@
 // root and the gatekeeper group may use it). bbolt lets only one process open the database, so
 // the `gatekeeper enroll` and `gatekeeper admin` commands talk to the running daemon through this
 // socket. Every request is logged with the caller's uid and pid from SO_PEERCRED.
+//
+// Both ends check who is at the other: the Server answers only root and members of
+// admin.groups (authz.go), and the Client talks only to a socket made and served by root, the
+// gatekeeper system user or the caller itself (socketowner.go).
 package admin
 
 import (

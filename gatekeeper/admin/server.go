@@ -32,6 +32,7 @@ const (
 	codeNotImpl       = "not_implemented"
 	codeDamaged       = "damaged"
 	codeInternal      = "internal"
+	codeForbidden     = "forbidden"
 )
 
 // Errors of the admin API besides the enroll and store sentinels. The Client's errors match
@@ -64,6 +65,10 @@ const (
 // discarding logger. Every request that changes something is written to the audit log with the
 // caller's uid from SO_PEERCRED as the actor ("uid N").
 //
+// Only root, the daemon's own user and members of Groups may use it: any other caller, and any
+// caller whose credentials the kernel does not report, gets 403 Forbidden (ErrForbidden) and a
+// log line.
+//
 // The hooks connect the API to the SSH front door's live state. Set them before Serve; a nil
 // hook makes the endpoints that need it answer 501 Not Implemented (ErrNotImplemented), except
 // Locks, which is optional.
@@ -71,6 +76,10 @@ type Server struct {
 	Enroll *enroll.Service
 	Store  *store.Store
 	Log    *slog.Logger
+	// Groups names the groups (admin.groups) whose members may use the API besides root: a
+	// caller is let in when its primary or a supplementary group is one of them. The names are
+	// looked up when Serve starts; one that does not exist is logged and ignored.
+	Groups []string
 
 	// OnReset ends user's live sessions after a reset; it returns how many it ended.
 	OnReset func(user string) int
@@ -171,7 +180,7 @@ func (s *Server) log() *slog.Logger {
 // listener's error otherwise; it closes ln either way.
 func (s *Server) Serve(ln net.Listener) error {
 	srv := &http.Server{
-		Handler:           s.handler(),
+		Handler:           s.handler(newAuthorizer(s.Groups, s.log())),
 		ReadHeaderTimeout: readHeaderTimeout,
 		ReadTimeout:       readTimeout,
 		WriteTimeout:      writeTimeout,
@@ -208,7 +217,8 @@ func (s *Server) Shutdown(ctx context.Context) error {
 	return srv.Shutdown(ctx)
 }
 
-func (s *Server) handler() http.Handler {
+// handler routes the API; every request is logged, and only callers authz allows get past it.
+func (s *Server) handler(authz *authorizer) http.Handler {
 	mux := http.NewServeMux()
 	mux.HandleFunc("POST /v1/enroll/begin", s.handleBegin)
 	mux.HandleFunc("POST /v1/enroll/confirm", s.handleConfirm)
@@ -228,7 +238,7 @@ func (s *Server) handler() http.Handler {
 	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusNotFound, codeNotFound, fmt.Sprintf("no such admin endpoint: %s %s", r.Method, r.URL.Path))
 	})
-	return s.logRequests(mux)
+	return s.logRequests(s.authorize(authz, mux))
 }
 
 // statusWriter remembers the status code for the request log.

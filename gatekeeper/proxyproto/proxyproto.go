@@ -2,27 +2,51 @@
 // server, so that a load balancer can pass on the real client address — but only a load balancer
 // listed in the configuration: a header from anyone else is never honoured, or any client could
 // claim an address in a trusted network and skip the verification code.
+//
+// The header is parsed by github.com/pires/go-proxyproto. This package adds what the gatekeeper
+// needs on top: the policy (headers required from the listed balancers, never read from anyone
+// else) and failing closed when a header names no client address (UnknownAddr).
 package proxyproto
 
 import (
+	"errors"
+	"fmt"
 	"net"
 	"net/netip"
 	"sync"
 	"time"
+
+	goproxy "github.com/pires/go-proxyproto"
 )
 
 // DefaultHeaderTimeout is used when Listener.HeaderTimeout is zero or negative.
 const DefaultHeaderTimeout = 5 * time.Second
 
+// ErrNoHeader is returned (wrapped, together with the library's error) by Read and Write on a
+// connection from a listed load balancer that did not start with a PROXY protocol signature,
+// or whose header did not arrive within the header timeout.
+var ErrNoHeader = errors.New("proxyproto: no PROXY protocol header from a listed load balancer")
+
+// ErrInvalidHeader is returned (wrapped, together with the library's error) by Read and Write
+// on a connection from a listed load balancer whose PROXY header is malformed or truncated.
+var ErrInvalidHeader = errors.New("proxyproto: invalid PROXY protocol header from a listed load balancer")
+
 // Listener wraps a net.Listener. Connections whose direct peer is inside From must start with a
 // PROXY protocol header (v1 text or v2 binary); their RemoteAddr() is then the client address the
-// header names. Connections from any other peer are passed through untouched: a header they send is
-// never honoured (it just becomes garbage for the SSH handshake), so nobody can claim a trusted address.
+// header names. Connections from any other peer are passed through untouched: nothing is read
+// from them, so a header they send is never honoured (it just becomes garbage for the SSH
+// handshake), and nobody can claim a trusted address.
 //
-// Accept never reads from the connection. The header is read on the first Read or RemoteAddr
-// call (from whichever goroutine comes first), within HeaderTimeout. If it is missing, invalid or
-// late, every Read fails with an error wrapping ErrNoHeader or ErrInvalidHeader, RemoteAddr
-// returns the direct peer's address, and the caller is expected to close the connection.
+// Accept never reads from the connection. The header is read on the first Read, Write or
+// RemoteAddr call (from whichever goroutine comes first), within HeaderTimeout. If it is missing,
+// invalid or late, every Read and Write fails with an error wrapping ErrNoHeader or
+// ErrInvalidHeader, RemoteAddr returns an *UnknownAddr, and the caller is expected to close the
+// connection.
+//
+// A header that names no client address — v1 UNKNOWN, v2 LOCAL (the balancer's health checks),
+// or a v2 address that is not TCP over IPv4/IPv6 (AF_UNSPEC, AF_UNIX, UDP) — is accepted and the
+// connection is served, but its RemoteAddr() is an *UnknownAddr: the connection counts as one
+// from outside every trusted network, never as one from the balancer's own address.
 type Listener struct {
 	net.Listener
 	// From lists the proxies (load balancers) whose headers are honoured and required.
@@ -35,18 +59,38 @@ type Listener struct {
 // Accept waits for the next connection. A connection from a peer inside From is returned wrapped,
 // at once and without reading anything; any other connection is returned as it is.
 func (l *Listener) Accept() (net.Conn, error) {
-	c, err := l.Listener.Accept()
+	// The library's listener holds no state of its own, so one per call costs nothing and
+	// keeps Listener a plain struct that callers fill in.
+	inner := &goproxy.Listener{
+		Listener:          l.Listener,
+		ConnPolicy:        l.policy,
+		ReadHeaderTimeout: l.headerTimeout(),
+	}
+	c, err := inner.Accept()
 	if err != nil {
 		return nil, err
 	}
-	if !fromProxy(c.RemoteAddr(), l.From) {
-		return c, nil
+	if pc, ok := c.(*goproxy.Conn); ok {
+		return &conn{Conn: pc}, nil
 	}
-	timeout := l.HeaderTimeout
-	if timeout <= 0 {
-		timeout = DefaultHeaderTimeout
+	return c, nil
+}
+
+// headerTimeout is HeaderTimeout, or DefaultHeaderTimeout when that is not positive.
+func (l *Listener) headerTimeout() time.Duration {
+	if l.HeaderTimeout <= 0 {
+		return DefaultHeaderTimeout
 	}
-	return &conn{Conn: c, timeout: timeout, remote: c.RemoteAddr()}, nil
+	return l.HeaderTimeout
+}
+
+// policy is the library's ConnPolicy: REQUIRE a header from the listed balancers, SKIP (never
+// read, never honour) for everyone else. It never fails: an error would stop the accept loop.
+func (l *Listener) policy(opts goproxy.ConnPolicyOptions) (goproxy.Policy, error) {
+	if fromProxy(opts.Upstream, l.From) {
+		return goproxy.REQUIRE, nil
+	}
+	return goproxy.SKIP, nil
 }
 
 // fromProxy reports whether addr, the direct peer of a connection, is inside one of the prefixes.
@@ -66,9 +110,9 @@ func fromProxy(addr net.Addr, from []netip.Prefix) bool {
 }
 
 // UnknownAddr is the RemoteAddr of a connection whose PROXY header names no client address
-// (v1 UNKNOWN, v2 LOCAL, an AF_UNSPEC or AF_UNIX address): Proxy is the load balancer's own
-// address. Such a connection must be handled as one from outside the trusted networks, never
-// judged by the balancer's address (which may well be inside them).
+// (v1 UNKNOWN, v2 LOCAL, an AF_UNSPEC or AF_UNIX address) or could not be read: Proxy is the load
+// balancer's own address. Such a connection must be handled as one from outside the trusted
+// networks, never judged by the balancer's address (which may well be inside them).
 type UnknownAddr struct {
 	Proxy *net.TCPAddr
 }
@@ -79,108 +123,58 @@ func (a *UnknownAddr) Network() string { return "tcp" }
 // String is the load balancer's address.
 func (a *UnknownAddr) String() string { return a.Proxy.String() }
 
-// conn is a connection from a trusted proxy whose PROXY header is read lazily.
+// conn is a connection from a listed load balancer. The library reads its header on first use;
+// conn decides what RemoteAddr reports and marks header errors with this package's sentinels.
 type conn struct {
-	net.Conn
-	timeout time.Duration
+	*goproxy.Conn
 
 	once   sync.Once
-	remote net.Addr // the direct peer until the header names a client; written only inside once
-	err    error    // the header error, if any; written only inside once
-
-	// mu guards the read-deadline bookkeeping shared by the header read and SetDeadline calls,
-	// so that a deadline the caller sets is neither lost nor clobbered by the header's own.
-	mu             sync.Mutex
-	state          headerState
-	headerDeadline time.Time // while state == reading
-	userDeadline   time.Time // the caller's last read deadline (zero: none)
+	remote net.Addr // set inside once
 }
 
-type headerState int
+// RemoteAddr returns the client address from the PROXY header, or an *UnknownAddr holding the
+// balancer's address when the header names none or could not be read. It waits for the header
+// if it has not been read yet.
+func (c *conn) RemoteAddr() net.Addr {
+	c.once.Do(func() { c.remote = clientAddr(c.Conn.ProxyHeader(), c.Conn.Raw().RemoteAddr()) })
+	return c.remote
+}
 
-const (
-	pending headerState = iota
-	reading
-	done
-)
-
-// readHeader runs once per connection, in whichever goroutine first calls Read or RemoteAddr;
-// the others wait for it through sync.Once.
-func (c *conn) readHeader() {
-	c.mu.Lock()
-	c.state = reading
-	c.headerDeadline = time.Now().Add(c.timeout)
-	err := c.Conn.SetReadDeadline(earliest(c.headerDeadline, c.userDeadline))
-	c.mu.Unlock()
-
-	var src netip.AddrPort
-	if err == nil {
-		src, err = readHeader(c.Conn)
+// clientAddr is the address a header names for the client, or an *UnknownAddr for the proxy at
+// direct when h is nil (no valid header) or names no TCP client. The library itself falls back
+// to the direct peer's address in these cases; that is exactly what must not happen here.
+func clientAddr(h *goproxy.Header, direct net.Addr) net.Addr {
+	if h != nil && !h.Command.IsLocal() && h.TransportProtocol.IsStream() &&
+		(h.TransportProtocol.IsIPv4() || h.TransportProtocol.IsIPv6()) {
+		if src, ok := h.SourceAddr.(*net.TCPAddr); ok && src != nil && src.IP != nil {
+			return src
+		}
 	}
-
-	c.mu.Lock()
-	c.state = done
-	// Put back whatever the caller asked for (usually no deadline at all).
-	if derr := c.Conn.SetReadDeadline(c.userDeadline); err == nil {
-		err = derr
-	}
-	c.mu.Unlock()
-
-	if err != nil {
-		c.err = err
-		return
-	}
-	if src.IsValid() {
-		c.remote = net.TCPAddrFromAddrPort(src)
-		return
-	}
-	if tcp, ok := c.Conn.RemoteAddr().(*net.TCPAddr); ok {
-		c.remote = &UnknownAddr{Proxy: tcp}
-	}
+	proxy, _ := direct.(*net.TCPAddr) // always a TCP peer: the policy requires headers only from those
+	return &UnknownAddr{Proxy: proxy}
 }
 
 // Read reads the PROXY header first if nobody has yet, then data after it.
 func (c *conn) Read(b []byte) (int, error) {
-	c.once.Do(c.readHeader)
-	if c.err != nil {
-		return 0, c.err
-	}
-	return c.Conn.Read(b)
+	n, err := c.Conn.Read(b)
+	return n, c.headerError(err)
 }
 
-// RemoteAddr returns the client address from the PROXY header, or the direct peer's address if
-// the header names none (v1 UNKNOWN, v2 LOCAL/UNSPEC) or could not be read. It waits for the
-// header if it has not been read yet.
-func (c *conn) RemoteAddr() net.Addr {
-	c.once.Do(c.readHeader)
-	return c.remote
+// Write waits for the PROXY header (the library refuses to write before it), then writes.
+func (c *conn) Write(b []byte) (int, error) {
+	n, err := c.Conn.Write(b)
+	return n, c.headerError(err)
 }
 
-// SetDeadline sets both deadlines; the read one goes through SetReadDeadline's bookkeeping.
-func (c *conn) SetDeadline(t time.Time) error {
-	if err := c.Conn.SetWriteDeadline(t); err != nil {
+// headerError wraps err with ErrNoHeader or ErrInvalidHeader when it comes from a failed header;
+// other errors (the connection's own, after a good header) pass through unchanged. Under the
+// REQUIRE policy the library keeps a header exactly when it read a valid one.
+func (c *conn) headerError(err error) error {
+	if err == nil || c.Conn.ProxyHeader() != nil {
 		return err
 	}
-	return c.SetReadDeadline(t)
-}
-
-// SetReadDeadline records the caller's deadline so the header read restores it afterwards, and
-// applies it at once — while the header is being read, only if it is earlier than the header's
-// own deadline, so that it can still cut a blocked header read short.
-func (c *conn) SetReadDeadline(t time.Time) error {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	c.userDeadline = t
-	if c.state == reading {
-		return c.Conn.SetReadDeadline(earliest(c.headerDeadline, t))
+	if errors.Is(err, goproxy.ErrNoProxyProtocol) {
+		return fmt.Errorf("%w: %w", ErrNoHeader, err)
 	}
-	return c.Conn.SetReadDeadline(t)
-}
-
-// earliest returns the earlier of two deadlines, where zero means none.
-func earliest(a, b time.Time) time.Time {
-	if a.IsZero() || (!b.IsZero() && b.Before(a)) {
-		return b
-	}
-	return a
+	return fmt.Errorf("%w: %w", ErrInvalidHeader, err)
 }
