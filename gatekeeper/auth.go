@@ -147,6 +147,9 @@ func askOne(ask ssh.KeyboardInteractiveChallenge, prompt string) (string, error)
 func (a *attempt) finish(conn ssh.ConnMetadata, method, password, code string, answered time.Time) (*ssh.Permissions, error) {
 	s := a.srv
 	user := conn.User()
+	// Fixed before the decision, so that a slow lander refusal raises the
+	// padding of later refusals, never its own (which would stand out).
+	delay := s.refusalDelay()
 	a.resetEpoch = s.resetEpoch(user)
 	up, how, err := s.authenticate(context.Background(), user, password, code, a.remote, a.trusted)
 	elapsed := time.Since(answered)
@@ -184,7 +187,7 @@ func (a *attempt) finish(conn ssh.ConnMetadata, method, password, code string, a
 		level = slog.LevelDebug
 	}
 	a.log.Log(context.Background(), level, "login refused", "user", logName(user), "method", method,
-		"trusted", a.trusted, "reason", reason, "err", err.Error())
+		"trusted", a.trusted, "reason", reason, "err", err.Error(), "auth_ms", elapsed.Milliseconds())
 	s.metrics.Logins.With(metricsResultRefused, reason).Inc()
 	if reason != ReasonLocked {
 		s.audit.record(store.Event{Kind: store.EventLoginRefused, User: logName(user), Remote: remote, Reason: reason})
@@ -193,7 +196,7 @@ func (a *attempt) finish(conn ssh.ConnMetadata, method, password, code string, a
 		s.metrics.CodeReuseRefusals.Inc()
 		s.audit.record(store.Event{Kind: store.EventCodeReuse, User: user, Remote: remote})
 	}
-	sleepUntil(answered.Add(s.refusalDelay()))
+	sleepUntil(answered.Add(delay))
 	if reason == ReasonLanderUnavailable || reason == ReasonLanderHostKey {
 		return nil, &ssh.BannerError{Err: errDenied, Message: unavailableBanner}
 	}
@@ -336,7 +339,7 @@ func (s *Server) landerLogin(ctx context.Context, user, password string) (*upstr
 // failure accounting and failure delay as an SSH login, and without a second
 // factor. Device linking (portal and SSH) uses it as the first factor.
 func (s *Server) CheckPassword(ctx context.Context, user, password string, remote netip.Addr) error {
-	start := time.Now()
+	start, delay := time.Now(), s.refusalDelay()
 	remote = remote.Unmap()
 	trusted := s.config().IsTrusted(remote)
 	err := s.checkPassword(ctx, user, password, remote, trusted)
@@ -348,7 +351,7 @@ func (s *Server) CheckPassword(ctx context.Context, user, password string, remot
 		reason = le.Reason
 	}
 	s.log.Info("password check refused", "user", logName(user), "remote", remote.String(), "reason", reason, "err", err.Error())
-	sleepUntil(start.Add(s.refusalDelay()))
+	sleepUntil(start.Add(delay))
 	return err
 }
 
@@ -566,6 +569,9 @@ func (s *Server) refusalDelay() time.Duration {
 		d = 3 * time.Second
 	}
 	learned := s.landerDelay.max()
+	if learned == 0 {
+		return d // no password refused yet
+	}
 	learned += learned/4 + landerDelayMargin
 	return max(d, min(learned, d+maxLanderDelayExtra))
 }

@@ -314,7 +314,7 @@ func pruneAudit(st *store.Store, retention time.Duration, log *slog.Logger) (sto
 func lockInfos(locks []gatekeeper.Lock) []admin.LockInfo {
 	out := make([]admin.LockInfo, len(locks))
 	for i, l := range locks {
-		out[i] = admin.LockInfo{Scope: string(l.Key.Scope), Name: l.Key.Name, Until: l.Until, Level: l.Level, Failures: l.Failures}
+		out[i] = admin.LockInfo{Scope: string(l.Key.Scope), Name: l.Key.Name, Until: l.Until, Level: l.Level, Failures: l.Failures, Refused: l.Refused}
 	}
 	return out
 }

@@ -28,6 +28,9 @@ type LockInfo struct {
 	Level int `json:"level"`
 	// Failures are the failures counted now towards the next lockout.
 	Failures int `json:"failures"`
+	// Refused is how many logins the lockout has turned away so far (they are audited
+	// together, when it ends or is cleared).
+	Refused int `json:"refused"`
 }
 
 // String is the lock for people: "user alice: locked until 10:05:00 (level 2)".
@@ -41,6 +44,9 @@ func (l LockInfo) String() string {
 	}
 	if l.Failures > 0 {
 		fmt.Fprintf(&b, ", %d failures counted", l.Failures)
+	}
+	if l.Refused > 0 {
+		fmt.Fprintf(&b, ", %d logins refused", l.Refused)
 	}
 	return b.String()
 }
