@@ -160,6 +160,9 @@ type Store struct {
 	aead    cipher.AEAD
 	path    string
 	keyPath string
+	// afterPruneTx, when set (by tests), is called after each of
+	// PruneEvents' transactions with the number of events it deleted.
+	afterPruneTx func(deleted int)
 }
 
 // record is a user's stored form (JSON, keyed by name in the users bucket).
