@@ -75,7 +75,8 @@ var errBadEvent = errors.New("audit event without a kind")
 // Append adds events to the audit log in one committed transaction: all or
 // none. It sets each event's Seq and, when zero, its Time (to now); strings
 // longer than 1 KiB are cut. The log is append-only: nothing changes or
-// removes an event except PruneEvents.
+// removes an event except PruneEvents. On a full disk it fails with an error
+// matching ErrNoSpace.
 func (s *Store) Append(events ...Event) error {
 	if len(events) == 0 {
 		return nil
@@ -168,9 +169,9 @@ const pruneBatch = 500
 // the first event that is not older than before; an unreadable event on the
 // way goes too. An event that is older than before but was appended after a
 // newer one stays until the one ahead of it goes. It deletes in transactions
-// of at most pruneBatch events, each committed on its own: when one fails,
-// the events of those before it are gone, and their count is returned with
-// the error.
+// of at most pruneBatch events, each committed on its own: if one fails, what
+// the earlier ones deleted stays deleted, and that count comes back with the
+// error.
 func (s *Store) PruneEvents(before time.Time) (int, error) {
 	total := 0
 	for {

@@ -79,6 +79,11 @@
 // check race-free across concurrent logins and restarts. bbolt has a single
 // writer lock, so long writes would hold up logins: audit pruning deletes at
 // most pruneBatch events per transaction.
+//
+// A write that fails because the disk is full (also a used-up quota, or the
+// file size limit) returns an error matching ErrNoSpace that names the file;
+// reads go on working. See bolt.go for why a full disk cannot crash the
+// process through bbolt's memory map.
 package store
 
 import (
@@ -94,6 +99,7 @@ import (
 	"path/filepath"
 	"slices"
 	"strconv"
+	"sync"
 	"time"
 
 	bolt "go.etcd.io/bbolt"
@@ -179,6 +185,11 @@ var (
 	// secret cannot be decrypted; the error names the user. Delete still
 	// removes such a record.
 	ErrDamaged = errors.New("damaged")
+	// ErrNoSpace matches (errors.Is) the error of a write that found no room:
+	// the filesystem holding the database is full (ENOSPC), its owner's quota
+	// is used up (EDQUOT) or the file would pass its size limit (EFBIG).
+	// Nothing was written; reads keep working.
+	ErrNoSpace = errors.New("database disk full")
 )
 
 // damagedError marks an error as ErrDamaged without changing its message.
@@ -228,6 +239,12 @@ type Store struct {
 	macKey  []byte
 	path    string
 	keyPath string
+	// writeMu lets one write transaction at a time reach bbolt (which runs
+	// only one anyway). If bbolt panics or faults mid-write, its own writer
+	// lock may stay held for good; writers then wait here instead, and learn
+	// from writeBroken what happened rather than block forever.
+	writeMu     sync.Mutex
+	writeBroken error // set for good by update; guarded by writeMu
 	// migrated is what Open migrated (see Migrated).
 	migrated *Migration
 	// afterPruneTx, when set (by tests), is called after each of
@@ -462,6 +479,9 @@ func loadKey(keyPath, dbPath string, hasRecords bool) (key []byte, created bool,
 				dbPath, keyPath, ErrKeyMissing)
 		}
 		key, err := createKey(keyPath)
+		if err != nil && isNoSpace(err) {
+			err = noSpace(keyPath, err)
+		}
 		return key, err == nil, err
 	}
 	if err != nil {
@@ -529,8 +549,16 @@ func createKey(keyPath string) (key []byte, err error) {
 	return key, nil
 }
 
-// Close closes the database, releasing its lock.
+// Close closes the database, releasing its lock. After a write that broke
+// inside bbolt (see update) it returns that error instead: bbolt's Close
+// would wait forever for the writer lock, and the process's exit releases
+// the file.
 func (s *Store) Close() error {
+	s.writeMu.Lock()
+	defer s.writeMu.Unlock()
+	if s.writeBroken != nil {
+		return s.writeBroken
+	}
 	return s.db.Close()
 }
 
@@ -634,7 +662,8 @@ func (s *Store) Delete(name string) (existed bool, err error) {
 // RecoveryHashSize bytes each; otherwise nothing is written and Update
 // returns an error. A stored record that fails its integrity check, cannot be
 // read or whose secret cannot be decrypted is an error matching ErrDamaged
-// and fn is not called.
+// and fn is not called. A commit that fails for lack of disk space is an
+// error matching ErrNoSpace.
 func (s *Store) Update(name string, fn func(u *User) error) error {
 	if err := CheckName(name); err != nil {
 		return err
