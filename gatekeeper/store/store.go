@@ -290,7 +290,7 @@ func Open(dbPath, keyPath string) (*Store, error) {
 	}
 	s := &Store{db: db, path: dbPath, keyPath: keyPath}
 	if err := s.init(); err != nil {
-		_ = db.Close()
+		_ = s.Close()
 		return nil, err
 	}
 	return s, nil
