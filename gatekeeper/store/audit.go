@@ -1,6 +1,7 @@
 package store
 
 import (
+	"bytes"
 	"encoding/binary"
 	"encoding/json"
 	"errors"
@@ -77,7 +78,8 @@ var errBadEvent = errors.New("audit event without a kind")
 // Append adds events to the audit log in one committed transaction: all or
 // none. It sets each event's Seq and, when zero, its Time (to now); strings
 // longer than 1 KiB are cut. The log is append-only: nothing changes or
-// removes an event except PruneEvents.
+// removes an event except PruneEvents. On a full disk it fails with an error
+// matching ErrNoSpace.
 func (s *Store) Append(events ...Event) error {
 	if len(events) == 0 {
 		return nil
@@ -156,27 +158,73 @@ func (s *Store) Events(q EventQuery) ([]Event, error) {
 	return events, nil
 }
 
-// PruneEvents removes the events older than before (and any that cannot be
-// read) in one committed transaction, and returns how many it removed. It is
-// the audit log's retention.
+// pruneBatch is the most events PruneEvents deletes in one write
+// transaction. bbolt has one writer lock, and every login needs it to record
+// its time step: a batch this size commits in a few milliseconds, so logins
+// never wait long behind retention, however large the log has grown.
+const pruneBatch = 500
+
+// PruneEvents removes the events older than before and returns how many it
+// removed. It is the audit log's retention.
+//
+// Events are appended in time order (nearly: Append takes the caller's time
+// when it is set), so PruneEvents deletes from the oldest end and stops at
+// the first event that is not older than before; an unreadable event on the
+// way goes too. An event that is older than before but was appended after a
+// newer one stays until the one ahead of it goes. It deletes in transactions
+// of at most pruneBatch events, each committed on its own: if one fails, what
+// the earlier ones deleted stays deleted, and that count comes back with the
+// error.
 func (s *Store) PruneEvents(before time.Time) (int, error) {
-	n := 0
-	err := s.update(func(tx *bolt.Tx) error {
-		n = 0
-		var err error
-		n, err = deleteWhere(tx.Bucket(bucketAudit), func(k, v []byte) bool {
-			e, ok := decodeEvent(k, v)
-			return !ok || e.Time.Before(before)
-		})
+	total := 0
+	for {
+		n, more, err := s.pruneOnce(before)
+		total += n
 		if err != nil {
-			return fmt.Errorf("audit log: %w", err)
+			return total, fmt.Errorf("audit log: %w", err)
 		}
+		if s.afterPruneTx != nil {
+			s.afterPruneTx(n)
+		}
+		if !more {
+			return total, nil
+		}
+	}
+}
+
+// pruneOnce deletes up to pruneBatch events from the oldest end of the log in
+// one transaction, as PruneEvents describes; more reports that it stopped
+// only because the batch was full.
+func (s *Store) pruneOnce(before time.Time) (n int, more bool, err error) {
+	err = s.update(func(tx *bolt.Tx) error {
+		b := tx.Bucket(bucketAudit)
+		var gone [][]byte
+		more = false
+		c := b.Cursor()
+		for k, v := c.First(); k != nil; k, v = c.Next() {
+			if e, ok := decodeEvent(k, v); ok && !e.Time.Before(before) {
+				break
+			}
+			if len(gone) == pruneBatch {
+				more = true
+				break
+			}
+			gone = append(gone, bytes.Clone(k))
+		}
+		// Deleted after the walk: deleting under a moving cursor can skip
+		// keys.
+		for _, k := range gone {
+			if err := b.Delete(k); err != nil {
+				return err
+			}
+		}
+		n = len(gone)
 		return nil
 	})
 	if err != nil {
-		return 0, err
+		return 0, false, err
 	}
-	return n, nil
+	return n, more, nil
 }
 
 // decodeEvent reads a stored event; ok is false (and e an EventDamaged

@@ -162,13 +162,48 @@ func TestDamagedEvent(t *testing.T) {
 	if got, _ := s.Events(EventQuery{User: "alice"}); kinds(got) != "login_ok,reset" {
 		t.Errorf("Events(alice) = %s", kinds(got))
 	}
-	// Retention removes the unreadable ones too.
-	n, err := s.PruneEvents(day0)
-	if err != nil || n != 2 {
-		t.Errorf("PruneEvents = %d, %v; want 2", n, err)
+	// Retention removes the unreadable ones it finds on its way from the
+	// oldest end, up to the first event it keeps.
+	n, err := s.PruneEvents(day0.Add(time.Minute))
+	if err != nil || n != 3 {
+		t.Errorf("PruneEvents = %d, %v; want 3", n, err)
 	}
-	if got, _ := s.Events(EventQuery{}); kinds(got) != "login_ok,reset" {
-		t.Errorf("after prune Events = %s", kinds(got))
+	if got, _ := s.Events(EventQuery{}); kinds(got) != "reset" || got[0].Seq != 4 {
+		t.Errorf("after prune Events = %+v", got)
+	}
+}
+
+// TestPruneStopsAtFirstKept: pruning stops at the first event it keeps, so
+// an unreadable or older event behind it stays (until the next prune that
+// gets that far).
+func TestPruneStopsAtFirstKept(t *testing.T) {
+	dbPath, keyPath := paths(t)
+	s, err := Open(dbPath, keyPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	err = s.Append(
+		Event{Kind: "old", Time: day0},
+		Event{Kind: "new", Time: day0.Add(2 * time.Hour)},
+		Event{Kind: "late", Time: day0}, // appended late with its own, older time
+	)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	rawPut(t, dbPath, bucketAudit, seqKey(4), []byte("{garbage"))
+	s = mustOpen(t, dbPath, keyPath)
+
+	if n, err := s.PruneEvents(day0.Add(time.Hour)); err != nil || n != 1 {
+		t.Errorf("PruneEvents = %d, %v; want 1", n, err)
+	}
+	if got, _ := s.Events(EventQuery{}); kinds(got) != "new,late,damaged" {
+		t.Errorf("left %s, want new,late,damaged", kinds(got))
+	}
+	if n, err := s.PruneEvents(day0.Add(3 * time.Hour)); err != nil || n != 3 {
+		t.Errorf("PruneEvents = %d, %v; want 3", n, err)
 	}
 }
 
@@ -233,5 +268,72 @@ func TestAppendConcurrent(t *testing.T) {
 		if e.Seq != uint64(i+1) {
 			t.Errorf("event %d has Seq %d", i, e.Seq)
 		}
+	}
+}
+
+// TestPruneEventsInBatches: pruning a large log takes many small write
+// transactions of at most pruneBatch events each, and bbolt's writer lock is
+// free between them, so a login's Update is never held up behind the whole
+// prune.
+func TestPruneEventsInBatches(t *testing.T) {
+	dbPath, keyPath := paths(t)
+	s := mustOpen(t, dbPath, keyPath)
+	enroll(t, s, "alice", []byte("secret"))
+	const total, old = 20000, 10000
+	batch := make([]Event, 0, 1000)
+	for i := range total {
+		batch = append(batch, Event{Kind: EventLoginOK, User: "u", Time: day0.Add(time.Duration(i) * time.Second)})
+		if len(batch) == cap(batch) {
+			if err := s.Append(batch...); err != nil {
+				t.Fatal(err)
+			}
+			batch = batch[:0]
+		}
+	}
+
+	var perTx []int
+	s.afterPruneTx = func(deleted int) {
+		perTx = append(perTx, deleted)
+		// Called between two of PruneEvents' transactions: a login's Update
+		// must get through now, not after the prune.
+		done := make(chan error, 1)
+		go func() { done <- s.Update("alice", func(u *User) error { u.LastStep++; return nil }) }()
+		select {
+		case err := <-done:
+			if err != nil {
+				t.Error(err)
+			}
+		case <-time.After(10 * time.Second):
+			t.Fatal("Update blocked between two prune transactions")
+		}
+	}
+	n, err := s.PruneEvents(day0.Add(old * time.Second))
+	if err != nil || n != old {
+		t.Fatalf("PruneEvents = %d, %v; want %d", n, err, old)
+	}
+	if len(perTx) != old/pruneBatch {
+		t.Errorf("%d transactions, want %d", len(perTx), old/pruneBatch)
+	}
+	for i, d := range perTx {
+		if d > pruneBatch {
+			t.Errorf("transaction %d deleted %d events, more than %d", i, d, pruneBatch)
+		}
+	}
+	if u, _ := s.Get("alice"); u.LastStep != uint64(len(perTx)) {
+		t.Errorf("alice's LastStep = %d, want one Update per transaction (%d)", u.LastStep, len(perTx))
+	}
+
+	left, err := s.Events(EventQuery{})
+	if err != nil || len(left) != total-old {
+		t.Fatalf("Events = %d events, %v; want %d", len(left), err, total-old)
+	}
+	if left[0].Seq != old+1 || !left[0].Time.Equal(day0.Add(old*time.Second)) || left[len(left)-1].Seq != total {
+		t.Errorf("left events %d (%v) to %d, want %d to %d", left[0].Seq, left[0].Time, left[len(left)-1].Seq, old+1, total)
+	}
+
+	// Nothing more to prune: one transaction that deletes nothing.
+	perTx = nil
+	if n, err := s.PruneEvents(day0.Add(old * time.Second)); err != nil || n != 0 || len(perTx) != 1 {
+		t.Errorf("second PruneEvents = %d, %v in %d transactions; want 0 in 1", n, err, len(perTx))
 	}
 }

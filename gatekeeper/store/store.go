@@ -1,26 +1,93 @@
 // Package store keeps gatekeeper's state in one bbolt file: per-user records
 // (enrollment state, sealed TOTP secret, last used time step, recovery code
-// hashes, timestamps), the append-only audit log and one-time enrollment
-// tickets.
+// hashes, timestamps, the pending link's confirmation tries and binding), the
+// append-only audit log and one-time enrollment tickets.
 //
-// TOTP secrets are sealed with AES-256-GCM under a 32-byte key kept in a
-// separate file, so that the database alone (a backup, a copied file) reveals
-// no secret. Every change goes through Update: one read-write bbolt
-// transaction, fsync'd before it returns, which is what makes the "a time
-// step is used at most once" check race-free across concurrent logins and
-// restarts.
+// # Secrets and integrity
 //
-// Schema: version 1. The audit and tickets buckets and the recovery fields
-// of a user record were added later without a version change, because they
-// are backward compatible: Open creates missing buckets, and a record without
-// the recovery fields reads as "no recovery codes". (A gatekeeper older than
-// these additions ignores the new buckets and would drop a user's recovery
-// codes the next time it rewrites that user's record.)
+// Both rest on a 32-byte key kept in a separate file. TOTP secrets are
+// sealed with AES-256-GCM under it, with "user:"+name as additional data, so
+// that the database alone (a backup, a copied file) reveals no secret.
+//
+// Every user record and every ticket is also authenticated under that key
+// file, so that someone who can write the database but not read the key file
+// cannot lower a last used step, flip a state, swap recovery code hashes,
+// copy one user's record to another, or forge, extend or move a ticket. A
+// value is stored as
+//
+//	{"data":<the record as JSON>,"mac":"<base64 HMAC-SHA256>"}
+//
+// where the MAC covers the bucket's name, the value's key (the user name; for
+// a ticket the hash of its token) and the data bytes as stored. Its key is
+// derived from the key file with HKDF-SHA256 under its own label, so it is
+// independent of the sealing key. A user record that fails the check is an
+// error matching ErrDamaged that names the user (Get, Update and List refuse
+// it; Delete removes it, so that an admin can reset the user); a ticket that
+// fails it is no ticket.
+//
+// The secret stays sealed inside the record, as before, rather than the
+// whole record being sealed: nothing else in it is confidential (admin list
+// shows it all), and a MAC needs no nonce. Every login rewrites the record
+// (its last used step), and sealing it each time would spend a fresh random
+// GCM nonce per login, while the secret is sealed again only when it changes.
+// The file also stays readable with bbolt's tools.
+//
+// What this cannot catch: a MAC proves that gatekeeper wrote a value for this
+// user (or ticket), not that it is the newest one. An authentic older copy of
+// a record, a ticket or the whole file put back (a rollback) passes: that
+// way a user's last used step can be set back to an older value, or a spent
+// ticket revived. Nor is a deleted record noticed (it reads as a user without
+// a linked device), and the audit log is not authenticated. Guard write
+// access to the database file, and its old copies, as carefully as the key
+// file.
+//
+// # Schema
+//
+// Version 2 (since issue 8). Version 1 stored records and tickets as plain
+// JSON, authenticated only in the sealed secret. Open migrates a version 1
+// database in one transaction, only after the key file has passed the
+// database's key check (a wrong key changes nothing): every record and ticket
+// is rewritten in the authenticated form, the key check is sealed anew naming
+// version 2, and the schema record becomes 2. A version 1 record that is
+// already damaged (unreadable, an unknown state, a secret that does not open
+// under its user's name) is not vouched for: it is left exactly as it was and
+// then reads as damaged (ErrDamaged naming the user) until an admin resets
+// it, while everybody else goes on logging in. Tickets that cannot be read
+// are left too; they count as no ticket and are swept on the next use of any
+// ticket.
+//
+// The migration trusts what a version 1 file holds: an edit made before the
+// upgrade cannot be told apart. Going back is refused: a version 2 database
+// whose schema record is set back to 1 by hand still has a version 2 key
+// check (sealed with the key, so it cannot be faked) and is refused with
+// ErrSchema rather than migrated again, and so is a version 1 database
+// without a key check (gatekeeper always wrote one). Only a pre-upgrade copy
+// of the key check put back with it would pass: treat copies of the file from
+// before the upgrade like the rollback above. A database of a later version
+// is refused with ErrSchema, so an older gatekeeper refuses a migrated file:
+// going back to an older release means going back to the file as it was
+// before the upgrade.
+//
+// Within version 1 the audit and tickets buckets and the recovery fields were
+// added without a version change; Open still creates missing buckets, and a
+// record without recovery fields reads as "no recovery codes".
+//
+// # Transactions
+//
+// Every change goes through one read-write bbolt transaction, fsync'd before
+// it returns, which is what makes the "a time step is used at most once"
+// check race-free across concurrent logins and restarts. bbolt has a single
+// writer lock, so long writes would hold up logins: audit pruning deletes at
+// most pruneBatch events per transaction.
+//
+// A write that fails because the disk is full (also a used-up quota, or the
+// file size limit) returns an error matching ErrNoSpace that names the file;
+// reads go on working. See bolt.go for why a full disk cannot crash the
+// process through bbolt's memory map.
 package store
 
 import (
 	"bytes"
-	"crypto/aes"
 	"crypto/cipher"
 	"crypto/rand"
 	"encoding/json"
@@ -32,10 +99,10 @@ import (
 	"path/filepath"
 	"slices"
 	"strconv"
+	"sync"
 	"time"
 
 	bolt "go.etcd.io/bbolt"
-	berrors "go.etcd.io/bbolt/errors"
 )
 
 // State is a user's enrollment state.
@@ -113,10 +180,16 @@ var (
 	// ErrSchema is returned by Open for a database written by a newer
 	// gatekeeper (or not by gatekeeper at all).
 	ErrSchema = errors.New("unsupported database schema")
-	// ErrDamaged matches (errors.Is) the error for a user record that cannot
-	// be read or whose secret cannot be decrypted. Delete still removes such
-	// a record.
+	// ErrDamaged matches (errors.Is) the error for a user record that fails
+	// its integrity check (see the package doc), cannot be read or whose
+	// secret cannot be decrypted; the error names the user. Delete still
+	// removes such a record.
 	ErrDamaged = errors.New("damaged")
+	// ErrNoSpace matches (errors.Is) the error of a write that found no room:
+	// the filesystem holding the database is full (ENOSPC), its owner's quota
+	// is used up (EDQUOT) or the file would pass its size limit (EFBIG).
+	// Nothing was written; reads keep working.
+	ErrNoSpace = errors.New("database disk full")
 )
 
 // damagedError marks an error as ErrDamaged without changing its message.
@@ -126,8 +199,9 @@ func (e damagedError) Unwrap() error        { return e.error }
 func (e damagedError) Is(target error) bool { return target == ErrDamaged }
 
 const (
-	// schemaVersion is the record layout this code reads and writes.
-	schemaVersion = 1
+	// schemaVersion is the record layout this code reads and writes; Open
+	// migrates version 1 (see the package doc).
+	schemaVersion = 2
 	// keySize is the secret key file's size: an AES-256 key.
 	keySize = 32
 	// maxNameLen bounds user names (bbolt keys, log fields, URI labels).
@@ -145,9 +219,12 @@ var (
 	keySchema     = []byte("schema")
 	keyCheck      = []byte("keycheck")
 	// checkPlain is sealed into the meta bucket with the key so that a wrong
-	// key file is caught at Open, not at the first login.
-	checkPlain = []byte("gatekeeper secret key check v1")
-	checkAD    = []byte("gatekeeper keycheck")
+	// key file is caught at Open, not at the first login. It names the
+	// schema version, so that a schema record set back by hand is caught too;
+	// checkPlainV1 is what version 1 sealed.
+	checkPlain   = []byte("gatekeeper secret key check v2")
+	checkPlainV1 = []byte("gatekeeper secret key check v1")
+	checkAD      = []byte("gatekeeper keycheck")
 	// errFnPanicked aborts the transaction when Update's fn panics; the panic
 	// is re-raised after bbolt has rolled back.
 	errFnPanicked = errors.New("update function panicked")
@@ -156,13 +233,27 @@ var (
 // Store is an open gatekeeper database. Its methods are safe for concurrent
 // use.
 type Store struct {
-	db      *bolt.DB
-	aead    cipher.AEAD
+	db   *bolt.DB
+	aead cipher.AEAD // seals TOTP secrets
+	// macKey authenticates stored records and tickets (see integrity.go).
+	macKey  []byte
 	path    string
 	keyPath string
+	// writeMu lets one write transaction at a time reach bbolt (which runs
+	// only one anyway). If bbolt panics or faults mid-write, its own writer
+	// lock may stay held for good; writers then wait here instead, and learn
+	// from writeBroken what happened rather than block forever.
+	writeMu     sync.Mutex
+	writeBroken error // set for good by update; guarded by writeMu
+	// migrated is what Open migrated (see Migrated).
+	migrated *Migration
+	// afterPruneTx, when set (by tests), is called after each of
+	// PruneEvents' transactions with the number of events it deleted.
+	afterPruneTx func(deleted int)
 }
 
-// record is a user's stored form (JSON, keyed by name in the users bucket).
+// record is a user's stored form: JSON, authenticated (see authenticate),
+// keyed by name in the users bucket. Schema 1 stored this JSON alone.
 type record struct {
 	State State `json:"state"`
 	// Sealed is nonce || AES-256-GCM(secret), with "user:"+name as
@@ -180,11 +271,12 @@ type record struct {
 }
 
 // Open opens (creating if needed) the database at dbPath, with TOTP secrets
-// sealed under the key in keyPath.
+// sealed and records authenticated under the key in keyPath, migrating a
+// schema 1 database (see the package doc).
 //
 // The database's directory is created 0700 and the file 0600. The key file is
-// created (32 random bytes, 0600) only while the database holds no sealed
-// secret; after that a missing key is ErrKeyMissing and a different one
+// created (32 random bytes, 0600) only while the database holds no user
+// record; after that a missing key is ErrKeyMissing and a different one
 // ErrKeyMismatch. A key file readable by group or others, or of the wrong
 // size, is refused. If another process has the database open, Open gives up
 // after about a second with an *InUseError.
@@ -198,50 +290,26 @@ func Open(dbPath, keyPath string) (*Store, error) {
 	}
 	s := &Store{db: db, path: dbPath, keyPath: keyPath}
 	if err := s.init(); err != nil {
-		_ = db.Close()
+		_ = s.Close()
 		return nil, err
 	}
 	return s, nil
 }
 
-// openBolt opens the bbolt file, turning its errors into ones an operator
-// can act on.
-func openBolt(path string) (db *bolt.DB, err error) {
-	// A damaged file can make bbolt panic; a bad file must be an error.
-	defer func() {
-		if r := recover(); r != nil {
-			db, err = nil, fmt.Errorf("database %s is damaged (bbolt: %v)", path, r)
-		}
-	}()
-	db, err = bolt.Open(path, 0o600, &bolt.Options{Timeout: openTimeout})
-	switch {
-	case err == nil:
-		return db, nil
-	case errors.Is(err, berrors.ErrTimeout):
-		return nil, &InUseError{Path: path, PID: lockHolder(path)}
-	case errors.As(err, new(*fs.PathError)):
-		// Could not open the file at all (permissions, a directory, ...).
-		return nil, fmt.Errorf("open database: %w", err)
-	default:
-		// bbolt read the file and did not like it (ErrInvalid, ErrChecksum,
-		// ErrVersionMismatch, "file size too small", ...).
-		return nil, fmt.Errorf("database %s is not a gatekeeper database or is damaged: %w", path, err)
-	}
-}
-
 // dbInfo is what init learns from the database before touching the key.
 type dbInfo struct {
-	fresh      bool   // no gatekeeper buckets yet
-	noUsers    bool   // users bucket missing
-	noBuckets  bool   // audit or tickets bucket missing (added after schema 1 first shipped)
+	schema     int    // 0: a fresh database (no gatekeeper buckets yet)
 	check      []byte // sealed key-check record, nil if none
-	hasSecrets bool   // some user record holds (or may hold) a sealed secret
+	allBuckets bool   // users, audit and tickets buckets all exist
+	hasRecords bool   // some user record exists (sealed and authenticated under the key)
 	firstUser  string // a user with a sealed secret, to test a key against
 	firstSeal  []byte
 }
 
-// init checks the schema, loads or creates the key and verifies it against
-// the key-check record (writing one on first use).
+// init checks the schema, loads or creates the key, verifies it against the
+// key-check record and then, in one transaction, writes what is missing:
+// the schema and key check of a fresh database, the buckets added since
+// schema 1 first shipped, or the migration of a schema 1 database.
 func (s *Store) init() error {
 	var info dbInfo
 	if err := s.view(func(tx *bolt.Tx) error {
@@ -252,44 +320,23 @@ func (s *Store) init() error {
 		return err
 	}
 
-	key, created, err := loadKey(s.keyPath, s.path, info.hasSecrets)
+	key, created, err := loadKey(s.keyPath, s.path, info.hasRecords)
 	if err != nil {
 		return err
 	}
-	block, err := aes.NewCipher(key)
-	if err != nil {
-		return fmt.Errorf("secret key %s: %w", s.keyPath, err)
+	if err := s.setKey(key); err != nil {
+		return err
 	}
-	if s.aead, err = cipher.NewGCM(block); err != nil {
-		return fmt.Errorf("secret key %s: %w", s.keyPath, err)
-	}
-	mismatch := fmt.Errorf("secret key file %s does not match database %s: %w", s.keyPath, s.path, ErrKeyMismatch)
-
-	if !created {
-		switch {
-		case info.check != nil:
-			if plain, err := s.open(info.check, checkAD); err != nil || !bytes.Equal(plain, checkPlain) {
-				return mismatch
-			}
-			if !info.noUsers && !info.noBuckets {
-				return nil // nothing to write
-			}
-			if info.noUsers {
-				break // write a fresh check too, below
-			}
-			// Only the buckets added since are missing: create them and
-			// leave the check record alone.
-			return s.update(createBuckets)
-		case info.firstSeal != nil:
-			// Secrets but no check record (written by hand?): test the key on
-			// a real secret before vouching for it.
-			if _, err := s.open(info.firstSeal, userAD(info.firstUser)); err != nil {
-				return mismatch
-			}
+	writeCheck := true // a fresh database, or a new key
+	if !created && info.schema != 0 {
+		if writeCheck, err = s.checkKey(info); err != nil {
+			return err
 		}
 	}
-	// Fresh database, new key, or a missing check record: record the schema
-	// and a check sealed with this key, in one commit.
+	if !writeCheck && info.schema == schemaVersion && info.allBuckets {
+		return nil // nothing to write
+	}
+
 	check, err := s.seal(checkPlain, checkAD)
 	if err != nil {
 		return err
@@ -299,16 +346,62 @@ func (s *Store) init() error {
 		if err != nil {
 			return err
 		}
-		if info.fresh {
-			if err := meta.Put(keySchema, []byte(strconv.Itoa(schemaVersion))); err != nil {
-				return err
-			}
-		}
 		if err := createBuckets(tx); err != nil {
 			return err
 		}
+		if info.schema == 1 {
+			if s.migrated, err = s.migrateV1(tx); err != nil {
+				return err
+			}
+		}
+		if err := meta.Put(keySchema, []byte(strconv.Itoa(schemaVersion))); err != nil {
+			return err
+		}
+		if !writeCheck {
+			return nil
+		}
 		return meta.Put(keyCheck, check)
 	})
+}
+
+// checkKey verifies the (existing) key against an existing database: against
+// its key-check record, or when that is missing against a sealed secret.
+// writeCheck reports that a key-check record must be written: the database
+// has none, or one of schema 1 that the migration replaces.
+func (s *Store) checkKey(info dbInfo) (writeCheck bool, err error) {
+	mismatch := fmt.Errorf("secret key file %s does not match database %s: %w", s.keyPath, s.path, ErrKeyMismatch)
+	if info.check == nil {
+		if info.schema == 1 {
+			// Gatekeeper wrote the schema record and the key check in one
+			// transaction. Without the check, the schema record may have
+			// been set back by hand to have forged records migrated.
+			return false, fmt.Errorf("database %s has schema version 1 but no key check record (edited by hand?); "+
+				"refusing to vouch for its records: restore it from a backup: %w", s.path, ErrSchema)
+		}
+		// Secrets but no check record (written by hand?): test the key on a
+		// real secret before vouching for it.
+		if info.firstSeal != nil {
+			if _, err := s.open(info.firstSeal, userAD(info.firstUser)); err != nil {
+				return false, mismatch
+			}
+		}
+		return true, nil
+	}
+
+	plain, err := s.open(info.check, checkAD)
+	switch {
+	case err != nil:
+		return false, mismatch
+	case bytes.Equal(plain, checkPlain) && info.schema == schemaVersion:
+		return false, nil
+	case bytes.Equal(plain, checkPlainV1) && info.schema == 1:
+		return true, nil // the migration seals a new one
+	case bytes.Equal(plain, checkPlain) || bytes.Equal(plain, checkPlainV1):
+		return false, fmt.Errorf("database %s has schema version %d but a key check record of another version "+
+			"(its schema record was edited?); refusing to open it: restore it from a backup: %w", s.path, info.schema, ErrSchema)
+	default:
+		return false, mismatch
+	}
 }
 
 // createBuckets creates the data buckets that do not exist yet.
@@ -322,7 +415,7 @@ func createBuckets(tx *bolt.Tx) error {
 }
 
 // inspect reads the schema version, the key-check record and whether any
-// sealed secret exists.
+// user record exists, without the key (so without checking anything).
 func (s *Store) inspect(tx *bolt.Tx) (dbInfo, error) {
 	var info dbInfo
 	meta := tx.Bucket(bucketMeta)
@@ -332,7 +425,6 @@ func (s *Store) inspect(tx *bolt.Tx) (dbInfo, error) {
 		if !empty {
 			return info, fmt.Errorf("database %s is not a gatekeeper database (no schema record): %w", s.path, ErrSchema)
 		}
-		info.fresh = true
 		return info, nil
 	}
 	raw := meta.Get(keySchema)
@@ -344,46 +436,52 @@ func (s *Store) inspect(tx *bolt.Tx) (dbInfo, error) {
 		return info, fmt.Errorf("database %s has schema version %d, this gatekeeper supports up to version %d (upgrade gatekeeper): %w",
 			s.path, v, schemaVersion, ErrSchema)
 	}
+	info.schema = v
 	if c := meta.Get(keyCheck); c != nil {
 		info.check = bytes.Clone(c)
 	}
-	info.noBuckets = tx.Bucket(bucketAudit) == nil || tx.Bucket(bucketTickets) == nil
+	info.allBuckets = tx.Bucket(bucketUsers) != nil && tx.Bucket(bucketAudit) != nil && tx.Bucket(bucketTickets) != nil
 	users := tx.Bucket(bucketUsers)
 	if users == nil {
-		info.noUsers = true
 		return info, nil
 	}
 	err = users.ForEach(func(k, v []byte) error {
+		// Any record, readable or not, is tied to the key: its secret is
+		// sealed under it, and (schema 2) it is authenticated under it.
+		info.hasRecords = true
 		var r record
-		if json.Unmarshal(v, &r) != nil {
-			// Unreadable: it may well hold a secret, so never treat the
-			// database as secret-free because of it.
-			info.hasSecrets = true
-			return nil
-		}
-		if len(r.Sealed) > 0 {
-			info.hasSecrets = true
-			if info.firstSeal == nil {
-				info.firstUser, info.firstSeal = string(k), r.Sealed
-			}
+		if peekRecord(v, info.schema, &r) == nil && len(r.Sealed) > 0 && info.firstSeal == nil {
+			info.firstUser, info.firstSeal = string(k), bytes.Clone(r.Sealed)
 		}
 		return nil
 	})
 	return info, err
 }
 
+// peekRecord decodes a stored record of the given schema without checking
+// it, for inspect.
+func peekRecord(raw []byte, schema int, r *record) error {
+	if schema == 1 {
+		return json.Unmarshal(raw, r)
+	}
+	return peekAuthenticated(raw, r)
+}
+
 // loadKey reads the secret key file, creating it when it is missing and the
-// database holds no sealed secret (hasSecrets false). created reports a new
-// key.
-func loadKey(keyPath, dbPath string, hasSecrets bool) (key []byte, created bool, err error) {
+// database holds no user record (hasRecords false): a new key would make
+// every record unusable. created reports a new key.
+func loadKey(keyPath, dbPath string, hasRecords bool) (key []byte, created bool, err error) {
 	f, err := os.Open(keyPath)
 	if errors.Is(err, fs.ErrNotExist) {
-		if hasSecrets {
+		if hasRecords {
 			return nil, false, fmt.Errorf("database %s holds encrypted TOTP secrets but secret key file %s does not exist; "+
 				"restore that key file from a backup (a new key cannot decrypt the existing secrets): %w",
 				dbPath, keyPath, ErrKeyMissing)
 		}
 		key, err := createKey(keyPath)
+		if err != nil && isNoSpace(err) {
+			err = noSpace(keyPath, err)
+		}
 		return key, err == nil, err
 	}
 	if err != nil {
@@ -451,8 +549,16 @@ func createKey(keyPath string) (key []byte, err error) {
 	return key, nil
 }
 
-// Close closes the database, releasing its lock.
+// Close closes the database, releasing its lock. After a write that broke
+// inside bbolt (see update) it returns that error instead: bbolt's Close
+// would wait forever for the writer lock, and the process's exit releases
+// the file.
 func (s *Store) Close() error {
+	s.writeMu.Lock()
+	defer s.writeMu.Unlock()
+	if s.writeBroken != nil {
+		return s.writeBroken
+	}
 	return s.db.Close()
 }
 
@@ -482,7 +588,8 @@ func CheckName(name string) error {
 }
 
 // Get returns name's record without its secret. A user the store has no
-// record of is returned as StateNone, with a nil error.
+// record of is returned as StateNone, with a nil error; a record that fails
+// its integrity check is an error matching ErrDamaged.
 func (s *Store) Get(name string) (User, error) {
 	if err := CheckName(name); err != nil {
 		return User{}, err
@@ -553,8 +660,10 @@ func (s *Store) Delete(name string) (existed bool, err error) {
 // The result must keep the name, must not lower LastStep, a pending or
 // active record must have a secret, and recovery code hashes need a salt and
 // RecoveryHashSize bytes each; otherwise nothing is written and Update
-// returns an error. A record that cannot be read or decrypted is an error
-// matching ErrDamaged and fn is not called.
+// returns an error. A stored record that fails its integrity check, cannot be
+// read or whose secret cannot be decrypted is an error matching ErrDamaged
+// and fn is not called. A commit that fails for lack of disk space is an
+// error matching ErrNoSpace.
 func (s *Store) Update(name string, fn func(u *User) error) error {
 	if err := CheckName(name); err != nil {
 		return err
@@ -616,7 +725,7 @@ func (s *Store) Update(name string, fn func(u *User) error) error {
 		} else if r.Sealed, err = s.seal(u.Secret, userAD(name)); err != nil {
 			return err
 		}
-		v, err := json.Marshal(r)
+		v, err := s.authenticate(bucketUsers, key, r)
 		if err != nil {
 			return fmt.Errorf("user %q: encode record: %w", name, err)
 		}
@@ -640,14 +749,22 @@ func callFn(fn func(*User) error, u *User, p *any) (err error) {
 	return fn(u)
 }
 
-// decode parses a stored record; raw nil means no record. bbolt's slice is
-// only valid during the transaction: json.Unmarshal copies what it keeps.
+// decode checks and parses a stored record; raw nil means no record. A
+// record that fails its integrity check or holds impossible values is an
+// error matching ErrDamaged that names the user. bbolt's slice is only valid
+// during the transaction: json.Unmarshal copies what it keeps.
 func (s *Store) decode(name string, raw []byte) (record, error) {
 	if raw == nil {
 		return record{State: StateNone}, nil
 	}
 	var r record
-	err := json.Unmarshal(raw, &r)
+	err := s.verify(bucketUsers, []byte(name), raw, &r)
+	if errors.Is(err, errIntegrity) {
+		return record{}, damagedError{fmt.Errorf("user %q: stored record in %s fails its integrity check "+
+			"(damaged, edited, or copied from another user; deleting it resets the user)", name, s.path)}
+	}
+	// An authentic record was written by gatekeeper; these checks catch a
+	// gatekeeper bug, not an attacker.
 	switch {
 	case err != nil:
 	case r.State != StateNone && r.State != StatePending && r.State != StateActive:
@@ -709,27 +826,6 @@ func (s *Store) open(sealed, ad []byte) ([]byte, error) {
 		return nil, errors.New("sealed value too short")
 	}
 	return s.aead.Open(nil, sealed[:ns], sealed[ns:], ad)
-}
-
-// view runs a read-only transaction, turning a bbolt panic on a damaged
-// page into an error.
-func (s *Store) view(fn func(*bolt.Tx) error) (err error) {
-	defer s.recoverDamage(&err)
-	return s.db.View(fn)
-}
-
-// update runs a read-write transaction (never Batch: auth state must not be
-// retried or coalesced), turning a bbolt panic into an error; bbolt has
-// rolled back by then.
-func (s *Store) update(fn func(*bolt.Tx) error) (err error) {
-	defer s.recoverDamage(&err)
-	return s.db.Update(fn)
-}
-
-func (s *Store) recoverDamage(err *error) {
-	if r := recover(); r != nil {
-		*err = fmt.Errorf("database %s is damaged (bbolt: %v)", s.path, r)
-	}
 }
 
 // deleteWhere deletes the entries of b for which match is true and returns

@@ -503,8 +503,8 @@ func TestNoPlaintextOnDisk(t *testing.T) {
 	}
 }
 
-// TestMovedSecret: a sealed secret copied to another user's record must not
-// decrypt there (the name is the AEAD's additional data).
+// TestMovedSecret: a record copied to another user's name must not be
+// accepted there (its MAC and its secret's AEAD both bind the name).
 func TestMovedSecret(t *testing.T) {
 	dbPath, keyPath := paths(t)
 	s, err := Open(dbPath, keyPath)
@@ -520,7 +520,7 @@ func TestMovedSecret(t *testing.T) {
 	s = mustOpen(t, dbPath, keyPath)
 	called := false
 	err = s.Update("mallory", func(*User) error { called = true; return nil })
-	if err == nil || called || !strings.Contains(err.Error(), `"mallory"`) || !strings.Contains(err.Error(), "cannot be decrypted") ||
+	if err == nil || called || !strings.Contains(err.Error(), `"mallory"`) || !strings.Contains(err.Error(), "integrity check") ||
 		!errors.Is(err, ErrDamaged) {
 		t.Errorf("Update(mallory) = %v, fn called %v; want ErrDamaged", err, called)
 	}
@@ -645,8 +645,16 @@ func TestOpenErrors(t *testing.T) {
 			}
 		}, nil, []string{"KEY", "not a regular file"}},
 		{"schema too new", func(t *testing.T, dbPath, _ string) {
-			rawPut(t, dbPath, bucketMeta, keySchema, []byte("2"))
-		}, ErrSchema, []string{"DB", "version 2", "up to version 1"}},
+			rawPut(t, dbPath, bucketMeta, keySchema, []byte("3"))
+		}, ErrSchema, []string{"DB", "version 3", "up to version 2"}},
+		{"schema set back", func(t *testing.T, dbPath, _ string) {
+			rawPut(t, dbPath, bucketMeta, keySchema, []byte("1"))
+		}, ErrSchema, []string{"DB", "schema version 1 but a key check record of another version"}},
+		{"schema 1 key check", func(t *testing.T, dbPath, keyPath string) {
+			key, _ := os.ReadFile(keyPath)
+			check, _ := v1Sealer(t, key).seal(checkPlainV1, checkAD)
+			rawPut(t, dbPath, bucketMeta, keyCheck, check)
+		}, ErrSchema, []string{"DB", "schema version 2 but a key check record of another version"}},
 		{"schema garbage", func(t *testing.T, dbPath, _ string) {
 			rawPut(t, dbPath, bucketMeta, keySchema, []byte("one"))
 		}, ErrSchema, []string{"DB", `"one"`}},

@@ -3,7 +3,6 @@ package store
 import (
 	"bytes"
 	"crypto/sha256"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"strings"
@@ -19,8 +18,10 @@ var ErrNoTicket = errors.New("no valid ticket")
 // maxTokenLen bounds a ticket token as typed (hostile input is hashed).
 const maxTokenLen = 256
 
-// ticket is the stored form of a ticket, keyed by sha256 of its token: the
-// database never holds a usable token.
+// ticket is the stored form of a ticket, keyed by sha256 of its token (the
+// database never holds a usable token) and authenticated with that key (see
+// authenticate), so that it can be neither forged nor moved to another user
+// or token by editing the file.
 type ticket struct {
 	User    string    `json:"user"`
 	Expires time.Time `json:"expires"`
@@ -70,15 +71,15 @@ func (s *Store) AddTicket(user, token string, expires time.Time) error {
 	if expires.IsZero() {
 		return errors.New("ticket without an expiry time")
 	}
-	v, err := json.Marshal(ticket{User: user, Expires: expires.UTC()})
+	v, err := s.authenticate(bucketTickets, key, ticket{User: user, Expires: expires.UTC()})
 	if err != nil {
 		return fmt.Errorf("encode ticket: %w", err)
 	}
 	return s.update(func(tx *bolt.Tx) error {
 		b := tx.Bucket(bucketTickets)
-		_, err := deleteWhere(b, func(_, v []byte) bool {
-			var t ticket
-			return json.Unmarshal(v, &t) == nil && t.User == user
+		_, err := deleteWhere(b, func(k, v []byte) bool {
+			t, ok := s.readTicket(k, v)
+			return ok && t.User == user
 		})
 		if err != nil {
 			return err
@@ -89,13 +90,14 @@ func (s *Store) AddTicket(user, token string, expires time.Time) error {
 
 // UseTicket spends user's ticket token at time now: it is deleted in the same
 // committed transaction that found it valid, so it works once. An unknown,
-// used, expired or other user's ticket is ErrNoTicket. Expired tickets (of
-// anyone) are deleted on the way.
+// used, expired or other user's ticket, or one that fails its integrity
+// check, is ErrNoTicket. Expired and unreadable tickets (of anyone) are
+// deleted on the way.
 func (s *Store) UseTicket(user, token string, now time.Time) error {
 	var result error
 	err := s.update(func(tx *bolt.Tx) error {
 		b := tx.Bucket(bucketTickets)
-		result = checkTicket(b, user, token, now)
+		result = s.checkTicket(b, user, token, now)
 		var used []byte
 		if result == nil {
 			used = ticketKey(token)
@@ -104,8 +106,8 @@ func (s *Store) UseTicket(user, token string, now time.Time) error {
 			if used != nil && bytes.Equal(k, used) {
 				return true
 			}
-			var t ticket
-			return json.Unmarshal(v, &t) != nil || !now.Before(t.Expires)
+			t, ok := s.readTicket(k, v)
+			return !ok || !now.Before(t.Expires)
 		})
 		return err
 	})
@@ -120,7 +122,7 @@ func (s *Store) UseTicket(user, token string, now time.Time) error {
 func (s *Store) CheckTicket(user, token string, now time.Time) error {
 	var result error
 	err := s.view(func(tx *bolt.Tx) error {
-		result = checkTicket(tx.Bucket(bucketTickets), user, token, now)
+		result = s.checkTicket(tx.Bucket(bucketTickets), user, token, now)
 		return nil
 	})
 	if err != nil {
@@ -131,18 +133,33 @@ func (s *Store) CheckTicket(user, token string, now time.Time) error {
 
 // checkTicket is the validity check of UseTicket and CheckTicket. Another
 // user's ticket reads as unknown: a guess learns nothing about it.
-func checkTicket(b *bolt.Bucket, user, token string, now time.Time) error {
+func (s *Store) checkTicket(b *bolt.Bucket, user, token string, now time.Time) error {
 	key := ticketKey(token)
 	if key == nil {
 		return fmt.Errorf("%w: unknown or already used", ErrNoTicket)
 	}
 	v := b.Get(key)
-	var t ticket
-	if v == nil || json.Unmarshal(v, &t) != nil || t.User != user {
+	if v == nil {
+		return fmt.Errorf("%w: unknown or already used", ErrNoTicket)
+	}
+	t, ok := s.readTicket(key, v)
+	switch {
+	case !ok:
+		return fmt.Errorf("%w: the stored ticket fails its integrity check (edited by hand?)", ErrNoTicket)
+	case t.User != user:
 		return fmt.Errorf("%w: unknown or already used", ErrNoTicket)
 	}
 	if !now.Before(t.Expires) {
 		return fmt.Errorf("%w: expired at %s", ErrNoTicket, t.Expires.Format(time.RFC3339))
 	}
 	return nil
+}
+
+// readTicket checks and decodes the stored ticket v under key k; ok is false
+// for one that fails its integrity check or cannot be read.
+func (s *Store) readTicket(k, v []byte) (t ticket, ok bool) {
+	if err := s.verify(bucketTickets, k, v, &t); err != nil || t.User == "" || t.Expires.IsZero() {
+		return ticket{}, false
+	}
+	return t, true
 }

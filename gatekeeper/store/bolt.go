@@ -1,0 +1,184 @@
+package store
+
+import (
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
+	"runtime/debug"
+	"strings"
+	"syscall"
+
+	bolt "go.etcd.io/bbolt"
+	berrors "go.etcd.io/bbolt/errors"
+)
+
+// This file is everything about driving bbolt safely: opening the file,
+// transactions, and turning what goes wrong underneath (a damaged or
+// truncated file, a full disk) into errors an operator can act on.
+//
+// bbolt reads the database through a read-only shared memory map and writes
+// it with pwrite. A write that fails (no space) is an ordinary error and the
+// transaction is rolled back. A read through the map of a page the file
+// cannot supply is not: the kernel sends SIGBUS (or SIGSEGV), which kills a Go
+// program outright unless the goroutine has asked for a panic instead with
+// debug.SetPanicOnFault. That happens when the file is shorter than bbolt's
+// own metadata says (cut short, or only partly written because it was
+// created on a full disk: see openBolt) and, on tmpfs, when a page of the
+// file that is a hole must be allocated to be read while the filesystem is
+// full (tmpfs allocates a page on a read fault; reading a hole through a
+// shared mapping of a file on a full tmpfs faults). In normal operation bbolt
+// reads only pages it has written before its meta page pointed at them, so a
+// full disk by itself makes writes fail cleanly (TestDiskFull) and the one
+// way it leads to a short file is a new file's first write (openBolt). Hence
+// openBolt checks the file's length before bbolt maps it and empties a file
+// whose creation ran out of space, and every transaction runs with
+// SetPanicOnFault so that a fault that slips past (a file cut short while
+// open) becomes an error instead of a crash; in a write it also ends writing
+// (see update).
+
+// openBolt opens the bbolt file, turning its errors into ones an operator
+// can act on.
+func openBolt(path string) (*bolt.DB, error) {
+	hadData := false
+	if st, err := os.Stat(path); err == nil && st.Mode().IsRegular() && st.Size() > 0 {
+		hadData = true
+		if err := checkLength(path); err != nil {
+			return nil, err
+		}
+	}
+	db, err := boltOpen(path, &bolt.Options{Timeout: openTimeout})
+	if err != nil && !hadData && errors.Is(err, ErrNoSpace) {
+		// bbolt creates a new file by writing its first four pages at once.
+		// On a full disk that write may have stored only some of them, and
+		// the next Open would map a file shorter than its metadata says.
+		// The file held nothing before: empty it, so that the next Open
+		// starts it afresh.
+		_ = os.Truncate(path, 0)
+	}
+	return db, err
+}
+
+// checkLength refuses a database file that is shorter than bbolt's
+// metadata says, before bbolt opens it read-write: in read-write mode bbolt
+// reads the free page list at once, through the memory map, and a page past
+// the end of the file would kill the process. A read-only bbolt handle reads
+// only the two meta pages, which bbolt has checked are there.
+func checkLength(path string) error {
+	db, err := boltOpen(path, &bolt.Options{Timeout: openTimeout, ReadOnly: true})
+	if err != nil {
+		return err
+	}
+	defer db.Close()
+	tx, err := db.Begin(false)
+	if err != nil {
+		return fmt.Errorf("database %s: %w", path, err)
+	}
+	need := tx.Size() // the end of bbolt's highest page
+	_ = tx.Rollback()
+	st, err := os.Stat(path)
+	if err != nil {
+		return fmt.Errorf("open database: %w", err)
+	}
+	if st.Size() < need {
+		return fmt.Errorf("database %s is damaged: the file has %d bytes but its pages reach to byte %d "+
+			"(it was cut short; restore it from a backup)", path, st.Size(), need)
+	}
+	return nil
+}
+
+// boltOpen is bolt.Open with its errors (and panics, and memory faults)
+// explained.
+func boltOpen(path string, opts *bolt.Options) (db *bolt.DB, err error) {
+	defer debug.SetPanicOnFault(debug.SetPanicOnFault(true))
+	// A damaged file can make bbolt panic; a bad file must be an error.
+	defer func() {
+		if r := recover(); r != nil {
+			db, err = nil, fmt.Errorf("database %s is damaged (bbolt: %v)", path, r)
+		}
+	}()
+	db, err = bolt.Open(path, 0o600, opts)
+	switch {
+	case err == nil:
+		return db, nil
+	case errors.Is(err, berrors.ErrTimeout):
+		return nil, &InUseError{Path: path, PID: lockHolder(path)}
+	case isNoSpace(err):
+		return nil, noSpace(path, err)
+	case errors.As(err, new(*fs.PathError)):
+		// Could not open the file at all (permissions, a directory, ...).
+		return nil, fmt.Errorf("open database: %w", err)
+	default:
+		// bbolt read the file and did not like it (ErrInvalid, ErrChecksum,
+		// ErrVersionMismatch, "file size too small", ...).
+		return nil, fmt.Errorf("database %s is not a gatekeeper database or is damaged: %w", path, err)
+	}
+}
+
+// view runs a read-only transaction, turning a bbolt panic on a damaged
+// page, or a memory fault reading the file, into an error.
+func (s *Store) view(fn func(*bolt.Tx) error) (err error) {
+	defer debug.SetPanicOnFault(debug.SetPanicOnFault(true))
+	defer s.recoverDamage(&err)
+	return s.db.View(fn)
+}
+
+// update runs a read-write transaction (never Batch: auth state must not be
+// retried or coalesced). An error from fn comes back unchanged; one from
+// bbolt's commit that says the disk is full becomes ErrNoSpace.
+//
+// A bbolt panic or memory fault becomes an error too, but it also ends
+// writing for this Store (see writeMu): bbolt's rollback can fault again on
+// the same pages and leave its writer lock held for good, and its in-memory
+// state is not to be trusted after a panic mid-write anyway.
+func (s *Store) update(fn func(*bolt.Tx) error) (err error) {
+	s.writeMu.Lock()
+	defer s.writeMu.Unlock()
+	if s.writeBroken != nil {
+		return s.writeBroken
+	}
+	defer debug.SetPanicOnFault(debug.SetPanicOnFault(true))
+	defer func() {
+		if r := recover(); r != nil {
+			s.writeBroken = fmt.Errorf("database %s is damaged (bbolt: %v); it takes no more writes until gatekeeper is restarted", s.path, r)
+			err = s.writeBroken
+		}
+	}()
+	fnFailed := false
+	err = s.db.Update(func(tx *bolt.Tx) error {
+		err := fn(tx)
+		fnFailed = err != nil
+		return err
+	})
+	if err != nil && !fnFailed && isNoSpace(err) {
+		return noSpace(s.path, err)
+	}
+	return err
+}
+
+// recoverDamage turns a panic in a read transaction into an error. A read
+// transaction's rollback touches no page, so the Store stays usable.
+func (s *Store) recoverDamage(err *error) {
+	if r := recover(); r != nil {
+		*err = fmt.Errorf("database %s is damaged (bbolt: %v)", s.path, r)
+	}
+}
+
+// isNoSpace reports whether err says that a write found no room: the
+// filesystem is full (ENOSPC), the owner's quota is used up (EDQUOT), or the
+// file would pass its size limit (EFBIG, RLIMIT_FSIZE). bbolt formats some of
+// these with %s rather than %w ("file resize error: ...", "mmap allocate
+// error: ..."), which cuts the error chain, so the errno's text counts too.
+func isNoSpace(err error) bool {
+	for _, errno := range []syscall.Errno{syscall.ENOSPC, syscall.EDQUOT, syscall.EFBIG} {
+		if errors.Is(err, errno) || strings.Contains(err.Error(), errno.Error()) {
+			return true
+		}
+	}
+	return false
+}
+
+// noSpace is the ErrNoSpace error for a failed write to path.
+func noSpace(path string, err error) error {
+	return fmt.Errorf("%w: free space on the filesystem holding %s (%w)", ErrNoSpace, path, err)
+}
