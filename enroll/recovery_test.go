@@ -6,6 +6,7 @@ import (
 	"errors"
 	"log/slog"
 	"regexp"
+	"runtime"
 	"strings"
 	"sync"
 	"testing"
@@ -431,5 +432,54 @@ func TestState(t *testing.T) {
 	}
 	if _, err := s.State(context.Background(), "../x"); !errors.Is(err, store.ErrBadName) {
 		t.Errorf("State(../x) = %v", err)
+	}
+}
+
+// allocated returns how many bytes f allocated on the heap.
+func allocated(f func()) uint64 {
+	var before, after runtime.MemStats
+	runtime.ReadMemStats(&before)
+	f()
+	runtime.ReadMemStats(&after)
+	return after.TotalAlloc - before.TotalAlloc
+}
+
+// TestVerifyRecoveryCost: every answer shaped like a recovery code costs one argon2id hash of
+// the same cost (its memory, argonMemory KiB, is what is measured: it cannot be skipped), with
+// or without codes, salt or an active device; only answers refused by their shape cost none.
+func TestVerifyRecoveryCost(t *testing.T) {
+	clock := &fakeClock{t: t0}
+	s := newService(t, clock, nil)
+	codes := linked(t, s, clock)
+	withCodes := peek(t, s.Store, "alice")
+	const hashBytes = argonMemory * 1024
+	answer := "abcd-efgh-jk"
+	tests := []struct {
+		name   string
+		user   store.User
+		answer string
+		hashed bool
+	}{
+		{"codes, wrong answer", withCodes, answer, true},
+		{"codes, right answer", withCodes, codes[0], true},
+		{"active, no codes", store.User{Name: "bob", State: store.StateActive, RecoverySalt: withCodes.RecoverySalt}, answer, true},
+		{"active, no salt", store.User{Name: "bob", State: store.StateActive}, answer, true},
+		{"pending", store.User{Name: "bob", State: store.StatePending}, answer, true},
+		{"unknown", store.User{Name: "bob"}, answer, true},
+		{"shape: empty", withCodes, "", false},
+		{"shape: too long", store.User{Name: "bob"}, strings.Repeat("a", 65), false},
+		{"shape: punctuation", store.User{Name: "bob"}, "abcd_efgh!", false},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			u := tt.user
+			got := allocated(func() { VerifyRecovery(&u, tt.answer) })
+			switch {
+			case tt.hashed && (got < hashBytes || got > 2*hashBytes):
+				t.Errorf("allocated %d bytes, want one hash (%d to %d)", got, hashBytes, 2*hashBytes)
+			case !tt.hashed && got >= hashBytes/2:
+				t.Errorf("allocated %d bytes for an answer refused by its shape, want no hash", got)
+			}
+		})
 	}
 }
