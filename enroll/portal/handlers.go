@@ -29,6 +29,8 @@ const (
 	msgShownOnce    = "For your security the code is shown only once. If you scanned it, enter a code from the app below; if not, wait until it expires at %s and start again, or ask your admin."
 	msgBadCode      = "That code did not match. Check that you typed the 6 digits the app shows now. If it still fails, check that the phone sets its clock automatically."
 	msgLinkedOn     = "Linked on %s. Lost your phone? Ask your admin."
+	msgVoided       = "Too many wrong codes: this link was cancelled; start again. The QR code you scanned no longer works: remove it from the app, then link again to get a new one."
+	msgElsewhere    = "This link was started in another browser or session (or you have signed in again since), and only that one can finish it. Finish it there, or start again here after it expires at %s."
 )
 
 // route is the handler of one path, per method.
@@ -117,14 +119,14 @@ func (s *Server) setHeaders(w http.ResponseWriter) {
 	}
 }
 
-// remoteAddr is the client's address from r.RemoteAddr (which the daemon may have replaced with
-// the PROXY protocol's), unmapped; invalid when it is not an IP:port.
 // actorContext names the portal and the browser's address as the actor of
 // the link events the request causes, in the audit log.
 func actorContext(r *http.Request) context.Context {
 	return enroll.WithActor(r.Context(), "portal "+remoteAddr(r).String())
 }
 
+// remoteAddr is the client's address from r.RemoteAddr (which the daemon may have replaced with
+// the PROXY protocol's), unmapped; invalid when it is not an IP:port.
 func remoteAddr(r *http.Request) netip.Addr {
 	ap, err := netip.ParseAddrPort(r.RemoteAddr)
 	if err != nil {
@@ -372,10 +374,14 @@ func (s *Server) account(w http.ResponseWriter, r *http.Request, v view, status 
 		State:     st.state,
 		CanLink:   s.canLink(r, v),
 		ViaTicket: v.ticket != "" && !s.allowed(remoteAddr(r)),
+		Bound:     v.bound,
 	}
 	switch st.state {
 	case "pending":
 		d.ExpiresAt = timeOfDay(st.expiresAt)
+		if !v.bound {
+			d.Elsewhere = fmt.Sprintf(msgElsewhere, timeOfDay(st.expiresAt))
+		}
 	case "active":
 		d.LinkedOn = fmt.Sprintf(msgLinkedOn, day(st.linkedOn))
 	}
@@ -454,7 +460,7 @@ func (s *Server) linkStart(w http.ResponseWriter, r *http.Request) {
 		log.InfoContext(ctx, "portal ticket used")
 		v.ticket = ""
 	}
-	link, err := s.Linker.Begin(ctx, v.user)
+	link, binding, err := s.Linker.Begin(ctx, v.user)
 	switch {
 	case errors.Is(err, enroll.ErrAlreadyLinked), errors.Is(err, enroll.ErrPending):
 		s.account(w, r, v, http.StatusConflict, "")
@@ -464,7 +470,7 @@ func (s *Server) linkStart(w http.ResponseWriter, r *http.Request) {
 		s.serverError(w, r)
 		return
 	}
-	if !s.sessions.update(v.id, s.now(), func(ss *session) { ss.link = &link; ss.badCodes = 0 }) {
+	if !s.sessions.update(v.id, s.now(), func(ss *session) { ss.link, ss.binding = &link, binding }) {
 		// The session ended between the two calls (idle timeout, sign-out in another tab): the
 		// secret is dropped unseen and the link expires on its own.
 		seeOther(w, r, "/")
@@ -501,7 +507,8 @@ func (s *Server) linkQR(w http.ResponseWriter, r *http.Request) {
 		s.serverError(w, r)
 		return
 	}
-	if st.state != "pending" {
+	if st.state != "pending" || !v.bound {
+		// Nothing to confirm here: the account page says why.
 		seeOther(w, r, "/")
 		return
 	}
@@ -542,7 +549,9 @@ func (s *Server) codePage(w http.ResponseWriter, r *http.Request, v view, st lin
 	})
 }
 
-// linkConfirm checks the code and parks the recovery codes for the one page that shows them.
+// linkConfirm checks the code with the session's binding and parks the recovery codes for the
+// one page that shows them. Wrong codes are counted per user in the store (see
+// enroll.MaxConfirmTries), not here.
 func (s *Server) linkConfirm(w http.ResponseWriter, r *http.Request) {
 	v, ok := s.checkPost(w, r)
 	if !ok {
@@ -557,34 +566,41 @@ func (s *Server) linkConfirm(w http.ResponseWriter, r *http.Request) {
 	if len(code) > 64 {
 		code = code[:64] // too long to be a code anyway; keep what Confirm sees small
 	}
-	codes, err := s.Linker.Confirm(ctx, v.user, code)
+	var binding enroll.Binding
+	s.sessions.update(v.id, s.now(), func(ss *session) { binding = ss.binding })
+	// Without a binding the store refuses (ErrStartedElsewhere): it is the one place that decides.
+	codes, err := s.Linker.Confirm(ctx, v.user, binding, code)
+	switch {
+	case errors.Is(err, enroll.ErrVoided), errors.Is(err, enroll.ErrStartedElsewhere),
+		errors.Is(err, enroll.ErrExpired), errors.Is(err, enroll.ErrNoPending):
+		// This session's binding is of no use any more.
+		s.sessions.update(v.id, s.now(), func(ss *session) { ss.binding = "" })
+		v.bound = false
+	}
 	switch {
 	case err == nil:
 		codes = append([]string(nil), codes...)
-		if !s.sessions.update(v.id, s.now(), func(ss *session) { ss.codes = codes; ss.link = nil; ss.badCodes = 0 }) {
+		if !s.sessions.update(v.id, s.now(), func(ss *session) { ss.codes = codes; ss.link = nil; ss.binding = "" }) {
 			seeOther(w, r, "/")
 			return
 		}
 		s.log().InfoContext(ctx, "portal device linked", "user", v.user)
 		seeOther(w, r, "/link/done")
 	case errors.Is(err, enroll.ErrBadCode):
-		var tries int
-		s.sessions.update(v.id, s.now(), func(ss *session) { ss.badCodes++; tries = ss.badCodes })
-		s.log().WarnContext(ctx, "portal wrong confirmation code", "user", v.user, "tries", tries)
-		if tries >= MaxCodeTries {
-			s.sessions.delete(v.id)
-			s.dropCookie(w)
-			s.message(w, r, http.StatusUnauthorized, "Too many wrong codes",
-				"That code did not match, too many times. You have been signed out.",
-				"Check that the phone sets its clock automatically, then sign in again and enter a new code.")
-			return
-		}
+		s.log().WarnContext(ctx, "portal wrong confirmation code", "user", v.user)
 		st, err := s.linkState(r, v.user)
 		if err != nil || st.state != "pending" {
-			seeOther(w, r, "/")
+			// Something else happened to the link meanwhile (a concurrent attempt voided it,
+			// say): say what this code did, and show the link's state now.
+			s.account(w, r, v, http.StatusUnprocessableEntity, msgBadCode)
 			return
 		}
 		s.codePage(w, r, v, st, http.StatusUnprocessableEntity, "Enter a code from the app", msgBadCode)
+	case errors.Is(err, enroll.ErrVoided):
+		s.log().WarnContext(ctx, "portal link cancelled after too many wrong codes", "user", v.user)
+		s.account(w, r, v, http.StatusConflict, msgVoided)
+	case errors.Is(err, enroll.ErrStartedElsewhere):
+		s.account(w, r, v, http.StatusConflict, "")
 	case errors.Is(err, enroll.ErrExpired):
 		s.account(w, r, v, http.StatusConflict, "The link expired before it was confirmed. You can start again.")
 	case errors.Is(err, enroll.ErrNoPending):

@@ -34,11 +34,12 @@ type PasswordChecker interface {
 
 // Linker starts and confirms device links and reports a user's link state. Begin and Confirm
 // behave as enroll.Service's do (errors wrapping enroll.ErrAlreadyLinked, ErrPending,
-// ErrNoPending, ErrExpired, ErrBadCode); Confirm returns the new recovery codes. State never
-// returns the secret.
+// ErrNoPending, ErrExpired, ErrBadCode, ErrVoided, ErrStartedElsewhere); the portal keeps the
+// binding Begin returns in the server-side session that started the link, so only that session
+// can confirm it. Confirm returns the new recovery codes. State never returns the secret.
 type Linker interface {
-	Begin(ctx context.Context, user string) (enroll.Link, error)
-	Confirm(ctx context.Context, user, code string) ([]string, error)
+	Begin(ctx context.Context, user string) (enroll.Link, enroll.Binding, error)
+	Confirm(ctx context.Context, user string, binding enroll.Binding, code string) ([]string, error)
 	State(ctx context.Context, user string) (store.User, error)
 }
 
@@ -53,6 +54,9 @@ type Tickets interface {
 
 // Limits of the portal. They are constants rather than settings: they protect the daemon and
 // nobody has a reason to tune them.
+//
+// Wrong confirmation codes are not limited here but per user in the store (see
+// enroll.MaxConfirmTries), so that more sessions do not buy more guesses.
 const (
 	// IdleTimeout ends a session that made no request for this long.
 	IdleTimeout = 15 * time.Minute
@@ -64,8 +68,6 @@ const (
 	MaxBodyBytes = 16 << 10
 	// MaxHeaderBytes caps the request line and headers.
 	MaxHeaderBytes = 16 << 10
-	// MaxCodeTries is how many wrong codes one session may enter before it is signed out.
-	MaxCodeTries = 5
 )
 
 // Timeouts of the http.Server that Serve and ServeTLS run.

@@ -33,15 +33,18 @@ type session struct {
 	// link is the new secret between the POST that started the link and the one page that shows
 	// it; taking it for that page removes it.
 	link *enroll.Link
+	// binding is what lets this session, and no other, confirm the link it started; it is kept
+	// until the link is confirmed, voided, expired or found replaced.
+	binding enroll.Binding
 	// codes are the recovery codes between the confirmation and the one page that shows them.
 	codes []string
-	// badCodes counts wrong confirmation codes, see MaxCodeTries.
-	badCodes int
 }
 
-// view is the part of a session a handler may read outside the store's lock: never the secret.
+// view is the part of a session a handler may read outside the store's lock: never the secret
+// nor the binding, only whether there is one.
 type view struct {
 	id, csrf, user, ticket string
+	bound                  bool
 }
 
 // sessionStore holds the sessions in memory, keyed by the SHA-256 of their id so that a lookup
@@ -82,6 +85,11 @@ func (st *sessionStore) live(id string, now time.Time) *session {
 	return ss
 }
 
+// viewOf is the view of ss under id. The caller holds st.mu.
+func viewOf(id string, ss *session) view {
+	return view{id: id, csrf: ss.csrf, user: ss.user, ticket: ss.ticket, bound: ss.binding != ""}
+}
+
 // get returns a view of a live session.
 func (st *sessionStore) get(id string, now time.Time) (view, bool) {
 	st.mu.Lock()
@@ -90,7 +98,7 @@ func (st *sessionStore) get(id string, now time.Time) (view, bool) {
 	if ss == nil {
 		return view{}, false
 	}
-	return view{id: id, csrf: ss.csrf, user: ss.user, ticket: ss.ticket}, true
+	return viewOf(id, ss), true
 }
 
 // update runs fn on a live session under the store's lock; it reports false (without calling
@@ -118,9 +126,10 @@ func (st *sessionStore) create(now time.Time, user, ticket string) (view, error)
 	if len(st.m) >= st.limit && !st.evictVisitor() {
 		return view{}, errBusy
 	}
-	v := view{id: newToken(), csrf: newToken(), user: user, ticket: ticket}
-	st.m[sessionKey(v.id)] = &session{csrf: v.csrf, user: user, ticket: ticket, lastSeen: now}
-	return v, nil
+	id := newToken()
+	ss := &session{csrf: newToken(), user: user, ticket: ticket, lastSeen: now}
+	st.m[sessionKey(id)] = ss
+	return viewOf(id, ss), nil
 }
 
 // sweep drops every idle session. The caller holds st.mu.

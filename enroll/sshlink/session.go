@@ -169,7 +169,8 @@ func (ss *session) explain(ctx context.Context, err error, inputEnded bool) stri
 		}
 		return "Your device is already linked" + since + ". Lost your phone? Ask your admin."
 	case errors.Is(err, enroll.ErrPending), errors.Is(err, enroll.ErrExpired),
-		errors.Is(err, enroll.ErrNoPending), errors.Is(err, enroll.ErrBadCode):
+		errors.Is(err, enroll.ErrNoPending), errors.Is(err, enroll.ErrBadCode),
+		errors.Is(err, enroll.ErrVoided), errors.Is(err, enroll.ErrStartedElsewhere):
 		// The enroll package's messages are written for users (they say when a link expires).
 		ss.log.Info("sshlink: link not completed", "reason", err.Error())
 		return sentence(err.Error())
@@ -306,12 +307,12 @@ type watchLinker struct {
 	began func(enroll.Link)
 }
 
-func (l *watchLinker) Begin(ctx context.Context, user string) (enroll.Link, error) {
-	link, err := l.Linker.Begin(ctx, user)
+func (l *watchLinker) Begin(ctx context.Context, user string) (enroll.Link, enroll.Binding, error) {
+	link, binding, err := l.Linker.Begin(ctx, user)
 	if err == nil {
 		l.began(link)
 	}
-	return link, err
+	return link, binding, err
 }
 
 // inputTracker remembers that the input ended, so that the flow's error can be told apart

@@ -79,13 +79,12 @@ type PasswordChecker interface {
 }
 
 // Linker starts and confirms device links, as enroll.Service does (errors wrapping
-// enroll.ErrAlreadyLinked, ErrPending, ErrNoPending, ErrExpired, ErrBadCode); Confirm returns
-// the new recovery codes. If the Linker also has enroll.Service's
+// enroll.ErrAlreadyLinked, ErrPending, ErrNoPending, ErrExpired, ErrBadCode, ErrVoided,
+// ErrStartedElsewhere); Confirm returns the new recovery codes. The binding Begin returns stays
+// with the session channel that began the link (in its run of enroll.Terminal), so no other
+// connection can confirm it. If the Linker also has enroll.Service's
 // State(ctx, user) (store.User, error), the "already linked" message says since when.
-type Linker interface {
-	Begin(ctx context.Context, user string) (enroll.Link, error)
-	Confirm(ctx context.Context, user, code string) ([]string, error)
-}
+type Linker = enroll.Linker
 
 // Tickets checks and uses up the one-time tickets that let a user link a device from outside
 // the allowed networks (*store.Store implements it). Both return an error for an unknown,
