@@ -31,7 +31,11 @@ const (
 	msgLinkedOn     = "Linked on %s. Lost your phone? Ask your admin."
 	msgVoided       = "Too many wrong codes: this link was cancelled; start again. The QR code you scanned no longer works: remove it from the app, then link again to get a new one."
 	msgElsewhere    = "This link was started in another browser or session (or you have signed in again since), and only that one can finish it. Finish it there, or start again here after it expires at %s."
+	msgTooMany      = "You are already signed in to this page in %d other browsers or tabs. Sign out there, or wait %d minutes, and try again."
 )
+
+// staticPath is the one path that serves a file rather than a page.
+const staticPath = "/static/style.css"
 
 // route is the handler of one path, per method.
 type route struct{ get, post http.HandlerFunc }
@@ -40,15 +44,15 @@ type route struct{ get, post http.HandlerFunc }
 // front of a fixed table of paths.
 func (s *Server) routes() http.Handler {
 	table := map[string]route{
-		"/":                 {get: s.home},
-		"/signin":           {post: s.signIn},
-		"/signout":          {post: s.signOut},
-		"/link":             {get: s.linkIntro},
-		"/link/start":       {post: s.linkStart},
-		"/link/qr":          {get: s.linkQR},
-		"/link/confirm":     {post: s.linkConfirm},
-		"/link/done":        {get: s.linkDone},
-		"/static/style.css": {get: s.styleSheet},
+		"/":             {get: s.home},
+		"/signin":       {post: s.signIn},
+		"/signout":      {post: s.signOut},
+		"/link":         {get: s.linkIntro},
+		"/link/start":   {post: s.linkStart},
+		"/link/qr":      {get: s.linkQR},
+		"/link/confirm": {post: s.linkConfirm},
+		"/link/done":    {get: s.linkDone},
+		staticPath:      {get: s.styleSheet},
 	}
 	cop := http.NewCrossOriginProtection()
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
@@ -79,6 +83,10 @@ func (s *Server) routes() http.Handler {
 			s.message(w, r, http.StatusMethodNotAllowed, "Not allowed",
 				"This page cannot be used that way.")
 			return
+		}
+		if r.URL.Path != staticPath {
+			// The style sheet is loaded by the QR page itself; only the page after it counts.
+			r = s.rotateDue(w, r)
 		}
 		if r.Method == http.MethodPost {
 			if err := cop.Check(r); err != nil {
@@ -135,13 +143,38 @@ func remoteAddr(r *http.Request) netip.Addr {
 	return ap.Addr().Unmap()
 }
 
+// sessionIDKey is the context key of a session id given out during the request (rotateDue),
+// which replaces the one in the request's cookie.
+type sessionIDKey struct{}
+
+// sessionID is the request's session id: a new one from rotateDue, or the cookie's.
+func sessionID(r *http.Request) string {
+	if id, ok := r.Context().Value(sessionIDKey{}).(string); ok {
+		return id
+	}
+	if c, err := r.Cookie(cookieName); err == nil {
+		return c.Value
+	}
+	return ""
+}
+
 // current returns the request's live session, if any.
 func (s *Server) current(r *http.Request) (view, bool) {
-	c, err := r.Cookie(cookieName)
-	if err != nil {
-		return view{}, false
+	return s.sessions.get(sessionID(r), s.now())
+}
+
+// rotateDue gives the session a new id on the first page request after the QR page, and
+// returns r carrying it. The browser gets the new cookie and Clear-Site-Data: "cache" with this
+// answer: the old id is dead, and the browser drops the QR page from its caches (including the
+// back/forward cache, which would otherwise show it again on Back without asking the server).
+func (s *Server) rotateDue(w http.ResponseWriter, r *http.Request) *http.Request {
+	newID, ok := s.sessions.rotateDue(sessionID(r), s.now())
+	if !ok {
+		return r
 	}
-	return s.sessions.get(c.Value, s.now())
+	s.setCookie(w, newID)
+	w.Header().Set("Clear-Site-Data", `"cache"`)
+	return r.WithContext(context.WithValue(r.Context(), sessionIDKey{}, newID))
 }
 
 // setCookie hands the browser a session id.
@@ -281,12 +314,19 @@ func (s *Server) signIn(w http.ResponseWriter, r *http.Request) {
 		fail("password: " + err.Error())
 		return
 	}
-	s.sessions.delete(v.id)
+	// Counted after the password, so that only the user learns how many sessions they have.
 	nv, err := s.sessions.create(s.now(), user, ticket)
-	if err != nil {
+	switch {
+	case errors.Is(err, errUserSessions):
+		log.WarnContext(ctx, "portal sign-in refused: too many sessions", "user", user, "max", MaxSessionsPerUser)
+		s.message(w, r, http.StatusTooManyRequests, "Signed in too often",
+			fmt.Sprintf(msgTooMany, MaxSessionsPerUser, int(IdleTimeout/time.Minute)))
+		return
+	case err != nil:
 		s.busy(w, r)
 		return
 	}
+	s.sessions.delete(v.id)
 	log.InfoContext(ctx, "portal sign-in", "user", user, "ticket", ticket != "")
 	s.setCookie(w, nv.id)
 	seeOther(w, r, "/")
@@ -488,7 +528,10 @@ func (s *Server) linkQR(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	var link *enroll.Link
-	s.sessions.update(v.id, s.now(), func(ss *session) { link, ss.link = ss.link, nil })
+	s.sessions.update(v.id, s.now(), func(ss *session) {
+		link, ss.link = ss.link, nil
+		ss.rotate = ss.rotate || link != nil
+	})
 	if link != nil && s.now().Before(link.ExpiresAt) {
 		d, err := s.qrData(*link)
 		if err != nil {

@@ -1,9 +1,13 @@
 package portal
 
 import (
+	"bufio"
 	"fmt"
+	"io"
+	"net"
 	"net/http"
 	"net/http/httptest"
+	"net/netip"
 	"net/url"
 	"strings"
 	"sync"
@@ -97,6 +101,7 @@ func TestConcurrentWrongCodes(t *testing.T) {
 	c := e.client(t)
 	c.signIn(testUser, testPassword)
 	secret := pageSecret(t, c.startLink().body)
+	c.get("/") // the page after the QR page renews the session id; use the new one
 	body := url.Values{"code": {wrongCodeAt(secret, t0)}, "csrf": {c.csrf}}.Encode()
 	const n = 50
 	statuses := make([]int, n)
@@ -161,5 +166,241 @@ func TestConfirmBoundToSession(t *testing.T) {
 	}
 	if r := b.get("/link/done"); strings.Contains(r.body, "Your recovery codes") {
 		t.Error("the other session sees the recovery codes")
+	}
+}
+
+// TestSessionLifetime: however busy, a session ends MaxLifetime after it began.
+func TestSessionLifetime(t *testing.T) {
+	clock := &fakeClock{t: t0}
+	e := newEnv(t, clock)
+	c := e.client(t)
+	c.signIn(testUser, testPassword)
+	step := IdleTimeout / 2 // never idle
+	var elapsed time.Duration
+	for elapsed+step < MaxLifetime {
+		clock.Advance(step)
+		elapsed += step
+		if r := c.get("/"); !strings.Contains(r.body, "Your account") {
+			t.Fatalf("signed out after %s of use", elapsed)
+		}
+	}
+	clock.Advance(MaxLifetime - elapsed)
+	if r := c.get("/"); !strings.Contains(r.body, `action="/signin"`) {
+		t.Errorf("still signed in after %s:\n%s", MaxLifetime, r.body)
+	}
+}
+
+// TestSessionsPerUser: a user may hold MaxSessionsPerUser signed-in sessions; a further sign-in
+// is refused with a clear message until one ends. Other users are not affected.
+func TestSessionsPerUser(t *testing.T) {
+	e := newEnv(t, &fakeClock{t: t0})
+	var clients []*client
+	for range MaxSessionsPerUser {
+		c := e.client(t)
+		if r := c.signIn(testUser, testPassword); !strings.Contains(r.body, "Your account") {
+			t.Fatalf("sign-in %d refused:\n%s", len(clients)+1, r.body)
+		}
+		clients = append(clients, c)
+	}
+	extra := e.client(t)
+	extra.get("/")
+	r := extra.post("/signin", url.Values{"username": {testUser}, "password": {testPassword}})
+	want := fmt.Sprintf(msgTooMany, MaxSessionsPerUser, 15)
+	if r.status != http.StatusTooManyRequests || !strings.Contains(r.body, want) {
+		t.Fatalf("sign-in %d: status %d, body:\n%s", MaxSessionsPerUser+1, r.status, r.body)
+	}
+	if r := e.client(t).signIn("bob", "bobs password"); !strings.Contains(r.body, "Your account") {
+		t.Error("another user's sign-in was refused")
+	}
+	clients[0].post("/signout", nil)
+	if r := extra.signIn(testUser, testPassword); !strings.Contains(r.body, "Your account") {
+		t.Errorf("sign-in after a sign-out refused:\n%s", r.body)
+	}
+}
+
+// TestEndUser: an admin reset ends every portal session of the user (and the binding of a link
+// started in one), and no other user's.
+func TestEndUser(t *testing.T) {
+	e := newEnv(t, &fakeClock{t: t0})
+	a1, a2, b := e.client(t), e.client(t), e.client(t)
+	a1.signIn(testUser, testPassword)
+	a2.signIn(testUser, testPassword)
+	b.signIn("bob", "bobs password")
+	secret := pageSecret(t, a1.startLink().body)
+	csrf := a1.csrf
+	if n := e.srv.EndUser(testUser); n != 2 {
+		t.Errorf("EndUser = %d, want 2", n)
+	}
+	for i, c := range []*client{a1, a2} {
+		if r := c.get("/"); !strings.Contains(r.body, `action="/signin"`) {
+			t.Errorf("alice's session %d still signed in", i+1)
+		}
+	}
+	r := a1.post("/link/confirm", url.Values{"code": {codeAt(secret, t0)}, "csrf": {csrf}})
+	if r.status != http.StatusForbidden {
+		t.Errorf("confirming from an ended session: status %d", r.status)
+	}
+	if r := b.get("/"); !strings.Contains(r.body, "Your account") {
+		t.Error("bob was signed out")
+	}
+	if n := e.srv.EndUser(testUser); n != 0 {
+		t.Errorf("second EndUser = %d, want 0", n)
+	}
+}
+
+// TestSessionRotatedAfterQR: the first page request after the QR page gets a new session id and
+// Clear-Site-Data: "cache"; the old id is dead. The style sheet the QR page loads does not
+// count, and later pages are not rotated again.
+func TestSessionRotatedAfterQR(t *testing.T) {
+	e := newEnv(t, &fakeClock{t: t0})
+	c := e.client(t)
+	c.signIn(testUser, testPassword)
+	before := c.cookie
+	qr := c.startLink()
+	if qr.header.Get("Clear-Site-Data") != "" || c.cookie != before {
+		t.Error("the QR page itself changed the session id or cleared the cache")
+	}
+	if r := c.get(staticPath); len(r.header.Values("Set-Cookie")) != 0 || r.header.Get("Clear-Site-Data") != "" {
+		t.Error("the style sheet rotated the session")
+	}
+	old := c.cookie
+	next := c.get("/")
+	if c.cookie == old || c.cookie == "" || next.header.Get("Clear-Site-Data") != `"cache"` {
+		t.Fatalf("the page after the QR page: cookie changed %v, Clear-Site-Data %q",
+			c.cookie != old, next.header.Get("Clear-Site-Data"))
+	}
+	if !strings.Contains(next.body, "Linking started but not finished") || !strings.Contains(next.body, `action="/link/confirm"`) {
+		t.Errorf("the rotated session lost its state:\n%s", next.body)
+	}
+	renewed := c.cookie
+	if r := c.get("/"); c.cookie != renewed || r.header.Get("Clear-Site-Data") != "" {
+		t.Error("a later page rotated again")
+	}
+	stale := &client{t: t, h: e.srv.Handler(), remote: c.remote, cookie: old}
+	if r := stale.get("/"); !strings.Contains(r.body, `action="/signin"`) {
+		t.Error("the old session id still works")
+	}
+	// The rotated session still confirms its link.
+	c.follow(c.post("/link/confirm", url.Values{"code": {codeAt(pageSecret(t, qr.body), t0)}}))
+	if u, _ := e.svc.Store.Get(testUser); u.State != store.StateActive {
+		t.Errorf("state %s, want active", u.State)
+	}
+}
+
+// TestHTTPServerLimits: the served portal has the timeouts and header limit that keep slow or
+// idle clients from holding connections.
+func TestHTTPServerLimits(t *testing.T) {
+	srv := (&Server{}).httpServer()
+	tests := []struct {
+		name string
+		got  time.Duration
+		min  time.Duration
+		max  time.Duration
+	}{
+		{"ReadHeaderTimeout", srv.ReadHeaderTimeout, time.Second, 15 * time.Second},
+		{"ReadTimeout", srv.ReadTimeout, time.Second, time.Minute},
+		{"WriteTimeout", srv.WriteTimeout, time.Second, time.Minute},
+		{"IdleTimeout", srv.IdleTimeout, time.Second, 2 * time.Minute},
+	}
+	for _, tt := range tests {
+		if tt.got < tt.min || tt.got > tt.max {
+			t.Errorf("%s = %s, want %s to %s", tt.name, tt.got, tt.min, tt.max)
+		}
+	}
+	if srv.MaxHeaderBytes != MaxHeaderBytes {
+		t.Errorf("MaxHeaderBytes = %d, want %d", srv.MaxHeaderBytes, MaxHeaderBytes)
+	}
+}
+
+func TestSourceOf(t *testing.T) {
+	tests := []struct {
+		a, b string
+		same bool
+	}{
+		{"192.0.2.1:1000", "192.0.2.1:2000", true},
+		{"192.0.2.1:1000", "192.0.2.2:1000", false},
+		{"[::ffff:192.0.2.1]:1000", "192.0.2.1:2000", true},
+		{"[2001:db8:1:2::1]:1000", "[2001:db8:1:2:ffff:ffff:ffff:ffff]:2000", true},
+		{"[2001:db8:1:2::1]:1000", "[2001:db8:1:3::1]:1000", false},
+		{"[fe80::1%eth0]:1000", "[fe80::2%eth1]:1000", true},
+	}
+	for _, tt := range tests {
+		a, b := sourceOf(tcpAddr(t, tt.a)), sourceOf(tcpAddr(t, tt.b))
+		if !a.IsValid() || (a == b) != tt.same {
+			t.Errorf("sourceOf(%s) = %s, sourceOf(%s) = %s; same %v, want %v", tt.a, a, tt.b, b, a == b, tt.same)
+		}
+	}
+}
+
+func tcpAddr(t *testing.T, s string) *net.TCPAddr {
+	t.Helper()
+	ap, err := netip.ParseAddrPort(s)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return net.TCPAddrFromAddrPort(ap)
+}
+
+// TestConnectionsPerSource: one source gets maxConnsPerSource connections at a time; the next
+// is closed at once, before the server reads from it, and its slot comes back when one closes.
+func TestConnectionsPerSource(t *testing.T) {
+	e := newEnv(t, nil)
+	e.srv.maxConnsPerSource = 3
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	served := make(chan error, 1)
+	go func() { served <- e.srv.Serve(ln) }()
+	t.Cleanup(func() {
+		e.srv.Shutdown(t.Context())
+		<-served
+	})
+	addr := ln.Addr().String()
+	dial := func() net.Conn {
+		t.Helper()
+		c, err := net.Dial("tcp", addr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { c.Close() })
+		return c
+	}
+	// get sends one request on c and reports whether an answer came.
+	get := func(c net.Conn) bool {
+		t.Helper()
+		c.SetDeadline(time.Now().Add(10 * time.Second))
+		if _, err := io.WriteString(c, "GET / HTTP/1.1\r\nHost: portal\r\n\r\n"); err != nil {
+			return false
+		}
+		res, err := http.ReadResponse(bufio.NewReader(c), nil)
+		if err != nil {
+			return false
+		}
+		res.Body.Close()
+		return res.StatusCode == http.StatusOK
+	}
+	held := []net.Conn{dial(), dial(), dial()}
+	for i, c := range held {
+		if !get(c) {
+			t.Fatalf("connection %d within the cap got no answer", i+1)
+		}
+	}
+	if get(dial()) {
+		t.Fatal("a connection over the cap was served")
+	}
+	held[0].Close()
+	// The slot comes back once the server has seen the close; wait for that, not for a time.
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		c := dial()
+		ok := get(c)
+		c.Close()
+		if ok {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the slot of a closed connection never came back")
+		}
 	}
 }
