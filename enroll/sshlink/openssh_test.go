@@ -248,7 +248,8 @@ func (r *opensshRun) waitCount(want string, n int) string {
 
 // TestOpenSSHConfirmLimits drives the confirmation rules with the real OpenSSH client: the
 // store checks enroll.MaxConfirmTries codes and the next attempt cancels the link; a second
-// connection of the same user can neither start nor confirm the first one's link.
+// connection of the same user can neither start nor confirm the first one's link; an admin
+// reset ends a linking session with a message.
 func TestOpenSSHConfirmLimits(t *testing.T) {
 	t.Parallel()
 	requireTool(t, "ssh")
@@ -316,4 +317,19 @@ func TestOpenSSHConfirmLimits(t *testing.T) {
 		}
 	})
 
+	t.Run("an admin reset ends the session", func(t *testing.T) {
+		t.Parallel()
+		e := newEnv(t)
+		r := e.openssh(testUser, testPassword, "")
+		r.waitFor("Code from your app: ")
+		if n := e.srv.EndUser(testUser); n != 1 {
+			t.Errorf("EndUser = %d, want 1", n)
+		}
+		if exit := r.wait(); exit != 1 {
+			t.Errorf("ssh exit %d, want 1", exit)
+		}
+		if out := r.stdout.String(); !strings.Contains(out, "An admin reset your account, so this session ends.") {
+			t.Errorf("no reset message; stdout:\n%s", out)
+		}
+	})
 }

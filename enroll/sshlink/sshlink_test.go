@@ -392,3 +392,33 @@ func TestShutdown(t *testing.T) {
 		t.Fatal("login after Shutdown")
 	}
 }
+
+// TestEndUser: a reset ends every connection of the user — a session waiting for its code says
+// why, a connection without a session is closed — and leaves other users alone.
+func TestEndUser(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t)
+	waiting := startSession(t, e.mustDial(testUser, testPassword, ""), true, "")
+	waiting.waitFor("Code from your app: ")
+	idle := e.mustDial(testUser, testPassword, "")
+	bob := startSession(t, e.mustDial("bob", "bobs password", ""), false, "")
+	secret := secretFrom(t, bob.waitFor("Code from your app: "))
+
+	if n := e.srv.EndUser(testUser); n != 2 {
+		t.Errorf("EndUser = %d, want 2", n)
+	}
+	exit, out := waiting.wait()
+	if exit != 1 || !strings.Contains(out, "An admin reset your account, so this session ends.") {
+		t.Errorf("alice's session: exit %d, output:\n%s", exit, out)
+	}
+	if err := idle.Wait(); err == nil {
+		t.Error("alice's connection without a session ended without an error")
+	}
+	bob.write(codeAt(t, secret, time.Now()) + "\n")
+	if exit, out := bob.wait(); exit != 0 {
+		t.Errorf("bob's session: exit %d, output:\n%s", exit, out)
+	}
+	if n := e.srv.EndUser(testUser); n != 0 {
+		t.Errorf("second EndUser = %d, want 0", n)
+	}
+}
