@@ -5,6 +5,7 @@ import (
 	"context"
 	"crypto/hmac"
 	"crypto/sha1"
+	"crypto/sha256"
 	"encoding/base32"
 	"encoding/binary"
 	"errors"
@@ -120,8 +121,8 @@ func TestBegin(t *testing.T) {
 			name: "active is refused",
 			user: "alice",
 			setup: func(t *testing.T, s *Service, c *fakeClock) {
-				l := mustBegin(t, s, "alice")
-				if _, err := s.Confirm(context.Background(), "alice", codeAt(decodeSecret(t, l.Secret), c.t)); err != nil {
+				l, b := mustBegin(t, s, "alice")
+				if _, err := s.Confirm(context.Background(), "alice", b, codeAt(decodeSecret(t, l.Secret), c.t)); err != nil {
 					t.Fatalf("Confirm: %v", err)
 				}
 			},
@@ -146,13 +147,13 @@ func TestBegin(t *testing.T) {
 			}
 			clock.t = clock.t.Add(tt.advance)
 
-			link, err := s.Begin(context.Background(), tt.user)
+			link, binding, err := s.Begin(context.Background(), tt.user)
 			if tt.wantErr != nil {
 				if !errors.Is(err, tt.wantErr) {
 					t.Fatalf("Begin error = %v, want %v", err, tt.wantErr)
 				}
-				if link != (Link{}) {
-					t.Errorf("Begin returned %+v with the error; want no link (no secret)", link)
+				if link != (Link{}) || binding != "" {
+					t.Errorf("Begin returned %+v and a binding with the error; want no link (no secret)", link)
 				}
 				for _, m := range tt.wantMsg {
 					if !strings.Contains(err.Error(), m) {
@@ -198,17 +199,23 @@ func TestBegin(t *testing.T) {
 			if strings.Contains(logBuf.String(), link.Secret) {
 				t.Errorf("log shows the secret:\n%s", logBuf.String())
 			}
+			if len(binding) < 20 || strings.Contains(logBuf.String(), string(binding)) {
+				t.Errorf("binding of %d characters, or the log shows it:\n%s", len(binding), logBuf.String())
+			}
+			if h := sha256.Sum256([]byte(binding)); !bytes.Equal(u.PendingBinding, h[:]) || u.ConfirmTries != 0 {
+				t.Errorf("stored binding hash %x tries %d, want the binding's SHA-256 and 0", u.PendingBinding, u.ConfirmTries)
+			}
 		})
 	}
 }
 
-func mustBegin(t *testing.T, s *Service, user string) Link {
+func mustBegin(t *testing.T, s *Service, user string) (Link, Binding) {
 	t.Helper()
-	l, err := s.Begin(context.Background(), user)
+	l, b, err := s.Begin(context.Background(), user)
 	if err != nil {
 		t.Fatalf("Begin(%s): %v", user, err)
 	}
-	return l
+	return l, b
 }
 
 // TestBeginKeepsLastStep: a new link must never lower the last used step, or a code from
@@ -256,8 +263,11 @@ func TestConfirm(t *testing.T) {
 			clock := &fakeClock{t: t0}
 			s := newService(t, clock, nil)
 			var secret []byte
+			var binding Binding
 			if !tt.noBegin {
-				secret = decodeSecret(t, mustBegin(t, s, "alice").Secret)
+				var l Link
+				l, binding = mustBegin(t, s, "alice")
+				secret = decodeSecret(t, l.Secret)
 			}
 			if tt.lastStep != 0 {
 				if err := s.Store.Update("alice", func(u *store.User) error { u.LastStep = tt.lastStep; return nil }); err != nil {
@@ -270,7 +280,7 @@ func TestConfirm(t *testing.T) {
 				code = codeAt(secret, clock.t.Add(tt.codeAt))
 			}
 
-			codes, err := s.Confirm(context.Background(), "alice", code)
+			codes, err := s.Confirm(context.Background(), "alice", binding, code)
 			if (err == nil) != (len(codes) == RecoveryCodes) {
 				t.Errorf("Confirm returned %d recovery codes with error %v; want %d exactly on success", len(codes), err, RecoveryCodes)
 			}
@@ -300,7 +310,7 @@ func TestConfirm(t *testing.T) {
 					t.Errorf("login check of the confirming code: %v, want ErrReplay", err)
 				}
 				// ... and confirming again finds nothing pending.
-				if _, err := s.Confirm(context.Background(), "alice", code); !errors.Is(err, ErrNoPending) {
+				if _, err := s.Confirm(context.Background(), "alice", binding, code); !errors.Is(err, ErrNoPending) {
 					t.Errorf("second Confirm with the same code: %v, want ErrNoPending", err)
 				}
 			case store.StatePending:
@@ -313,7 +323,7 @@ func TestConfirm(t *testing.T) {
 				}
 				if !tt.noBegin {
 					// A new link may start at once, with a new secret.
-					l := mustBegin(t, s, "alice")
+					l, _ := mustBegin(t, s, "alice")
 					if bytes.Equal(decodeSecret(t, l.Secret), secret) {
 						t.Error("the new link reused the expired secret")
 					}
@@ -326,7 +336,7 @@ func TestConfirm(t *testing.T) {
 func TestConfirmBadName(t *testing.T) {
 	s := newService(t, &fakeClock{t: t0}, nil)
 	for _, name := range []string{"", "-x", "a b", "ä"} {
-		if _, err := s.Confirm(context.Background(), name, "123456"); !errors.Is(err, store.ErrBadName) {
+		if _, err := s.Confirm(context.Background(), name, "x", "123456"); !errors.Is(err, store.ErrBadName) {
 			t.Errorf("Confirm(%q) = %v, want ErrBadName", name, err)
 		}
 	}

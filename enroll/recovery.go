@@ -127,21 +127,32 @@ func SetRecovery(u *store.User, codes []string) error {
 // VerifyRecovery reports whether answer is one of active user u's unused recovery codes, and if
 // so removes it from u.Recovery, so that it works once. It is meant for the login check inside
 // store.Update: the removal is written in the same transaction that accepts the code. Case,
-// spaces and dashes in answer do not count. It costs one argon2id computation (none for an
-// answer that cannot be a code or a user without codes) and compares against every stored hash
-// in constant time.
+// spaces and dashes in answer do not count.
+//
+// Timing: every answer that has the shape of a recovery code costs exactly one argon2id
+// computation of the same cost, whoever the user is. A user with no recovery codes, no salt or
+// no active device is hashed against a dummy salt and then refused, so that how long the
+// answer takes does not tell whether the user has codes. The result is compared against every
+// stored hash in constant time. Only an answer refused by its shape alone (normalised: empty,
+// longer than 64 characters, or not letters and digits) costs no hash: that refusal depends on
+// nothing but the answer, which the caller already knows, so it reveals nothing about the
+// user. The front door splits answers the same way, by shape alone: one that looks like a code
+// from the app is checked as one, anything else goes here.
 func VerifyRecovery(u *store.User, answer string) bool {
-	if u.State != store.StateActive || len(u.Recovery) == 0 || len(u.RecoverySalt) == 0 {
-		return false
-	}
 	n, ok := normalizeCode(answer)
 	if !ok {
 		return false
 	}
-	h := hashRecovery(u.RecoverySalt, n)
+	salt, stored := u.RecoverySalt, u.Recovery
+	usable := u.State == store.StateActive && len(stored) > 0 && len(salt) > 0
+	if !usable {
+		// The same work against a dummy salt and no hashes: a refusal that takes as long.
+		salt, stored = make([]byte, saltSize), nil
+	}
+	h := hashRecovery(salt, n)
 	match := -1
-	for i, stored := range u.Recovery {
-		if subtle.ConstantTimeCompare(h, stored) == 1 {
+	for i, c := range stored {
+		if subtle.ConstantTimeCompare(h, c) == 1 {
 			match = i
 		}
 	}

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"log/slog"
 	"regexp"
+	"runtime"
 	"strings"
 	"sync"
 	"testing"
@@ -20,8 +21,8 @@ var recoveryCodeRE = regexp.MustCompile(`^[a-km-np-z2-9]{4}-[a-km-np-z2-9]{4}-[a
 // linked makes alice an active user through Begin and Confirm, returning her recovery codes.
 func linked(t *testing.T, s *Service, clock *fakeClock) []string {
 	t.Helper()
-	l := mustBegin(t, s, "alice")
-	codes, err := s.Confirm(context.Background(), "alice", codeAt(decodeSecret(t, l.Secret), clock.t))
+	l, b := mustBegin(t, s, "alice")
+	codes, err := s.Confirm(context.Background(), "alice", b, codeAt(decodeSecret(t, l.Secret), clock.t))
 	if err != nil {
 		t.Fatalf("Confirm: %v", err)
 	}
@@ -234,7 +235,7 @@ func TestNewLinkReplacesRecovery(t *testing.T) {
 func TestConfirmConcurrent(t *testing.T) {
 	clock := &fakeClock{t: t0}
 	s := newService(t, clock, nil)
-	l := mustBegin(t, s, "alice")
+	l, b := mustBegin(t, s, "alice")
 	code := codeAt(decodeSecret(t, l.Secret), t0)
 	const n = 4
 	results := make([][]string, n)
@@ -244,7 +245,7 @@ func TestConfirmConcurrent(t *testing.T) {
 	for i := range n {
 		wg.Go(func() {
 			<-start
-			results[i], errs[i] = s.Confirm(context.Background(), "alice", code)
+			results[i], errs[i] = s.Confirm(context.Background(), "alice", b, code)
 		})
 	}
 	close(start)
@@ -299,21 +300,21 @@ func TestAuditEvents(t *testing.T) {
 		}, "link_started/console qr_shown/console"},
 		{"begin and confirm over the socket", func(t *testing.T, s *Service, c *fakeClock) {
 			ctx := WithActor(context.Background(), "uid 0")
-			l, err := s.Begin(ctx, "alice")
+			l, b, err := s.Begin(ctx, "alice")
 			if err != nil {
 				t.Fatal(err)
 			}
-			if _, err := s.Confirm(ctx, "alice", "000000x"); !errors.Is(err, ErrBadCode) {
+			if _, err := s.Confirm(ctx, "alice", b, "000000x"); !errors.Is(err, ErrBadCode) {
 				t.Fatalf("bad code: %v", err)
 			}
-			if _, err := s.Confirm(ctx, "alice", codeAt(decodeSecret(t, l.Secret), c.t)); err != nil {
+			if _, err := s.Confirm(ctx, "alice", b, codeAt(decodeSecret(t, l.Secret), c.t)); err != nil {
 				t.Fatal(err)
 			}
 		}, "link_started/uid 0 qr_shown/uid 0 link_confirmed/uid 0"},
 		{"expiry found by confirm", func(t *testing.T, s *Service, c *fakeClock) {
-			mustBegin(t, s, "alice")
+			_, b := mustBegin(t, s, "alice")
 			c.t = c.t.Add(11 * time.Minute)
-			if _, err := s.Confirm(WithActor(context.Background(), "portal"), "alice", "123456"); !errors.Is(err, ErrExpired) {
+			if _, err := s.Confirm(WithActor(context.Background(), "portal"), "alice", b, "123456"); !errors.Is(err, ErrExpired) {
 				t.Fatalf("Confirm: %v", err)
 			}
 		}, "link_started/console qr_shown/console link_expired/portal"},
@@ -324,7 +325,7 @@ func TestAuditEvents(t *testing.T) {
 		}, "link_started/console qr_shown/console link_expired/console link_started/console qr_shown/console"},
 		{"refused begin writes nothing", func(t *testing.T, s *Service, c *fakeClock) {
 			mustBegin(t, s, "alice")
-			if _, err := s.Begin(context.Background(), "alice"); !errors.Is(err, ErrPending) {
+			if _, _, err := s.Begin(context.Background(), "alice"); !errors.Is(err, ErrPending) {
 				t.Fatal(err)
 			}
 		}, "link_started/console qr_shown/console"},
@@ -431,5 +432,54 @@ func TestState(t *testing.T) {
 	}
 	if _, err := s.State(context.Background(), "../x"); !errors.Is(err, store.ErrBadName) {
 		t.Errorf("State(../x) = %v", err)
+	}
+}
+
+// allocated returns how many bytes f allocated on the heap.
+func allocated(f func()) uint64 {
+	var before, after runtime.MemStats
+	runtime.ReadMemStats(&before)
+	f()
+	runtime.ReadMemStats(&after)
+	return after.TotalAlloc - before.TotalAlloc
+}
+
+// TestVerifyRecoveryCost: every answer shaped like a recovery code costs one argon2id hash of
+// the same cost (its memory, argonMemory KiB, is what is measured: it cannot be skipped), with
+// or without codes, salt or an active device; only answers refused by their shape cost none.
+func TestVerifyRecoveryCost(t *testing.T) {
+	clock := &fakeClock{t: t0}
+	s := newService(t, clock, nil)
+	codes := linked(t, s, clock)
+	withCodes := peek(t, s.Store, "alice")
+	const hashBytes = argonMemory * 1024
+	answer := "abcd-efgh-jk"
+	tests := []struct {
+		name   string
+		user   store.User
+		answer string
+		hashed bool
+	}{
+		{"codes, wrong answer", withCodes, answer, true},
+		{"codes, right answer", withCodes, codes[0], true},
+		{"active, no codes", store.User{Name: "bob", State: store.StateActive, RecoverySalt: withCodes.RecoverySalt}, answer, true},
+		{"active, no salt", store.User{Name: "bob", State: store.StateActive}, answer, true},
+		{"pending", store.User{Name: "bob", State: store.StatePending}, answer, true},
+		{"unknown", store.User{Name: "bob"}, answer, true},
+		{"shape: empty", withCodes, "", false},
+		{"shape: too long", store.User{Name: "bob"}, strings.Repeat("a", 65), false},
+		{"shape: punctuation", store.User{Name: "bob"}, "abcd_efgh!", false},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			u := tt.user
+			got := allocated(func() { VerifyRecovery(&u, tt.answer) })
+			switch {
+			case tt.hashed && (got < hashBytes || got > 2*hashBytes):
+				t.Errorf("allocated %d bytes, want one hash (%d to %d)", got, hashBytes, 2*hashBytes)
+			case !tt.hashed && got >= hashBytes/2:
+				t.Errorf("allocated %d bytes for an answer refused by its shape, want no hash", got)
+			}
+		})
 	}
 }

@@ -12,17 +12,19 @@ import (
 	"github.com/mdp/qrterminal/v3"
 )
 
-// MaxTries is how many codes Terminal asks for before it gives up (the link stays pending).
-const MaxTries = 3
-
 // Terminal runs the text device-link flow for user: it starts a link, shows the QR code, the
 // otpauth URI and the grouped secret on out, then reads codes from in, one per line, until one
-// is accepted or MaxTries codes were wrong, and then prints the recovery codes with what they
-// are for. in need not be a terminal (a pipe works, so the flow
-// can be scripted); lines may end in "\n", "\r\n" or a bare "\r" (raw-mode pty). The output has
-// no escape sequences: the QR code is drawn with Unicode half blocks and bare "\n" line ends.
+// is accepted, and then prints the recovery codes with what they are for. Wrong codes are
+// counted by the Linker, not here: the store checks at most MaxConfirmTries codes per link and
+// voids it at the next attempt (ErrVoided), which ends the flow; so does any other error.
+//
+// The binding Begin returns lives only in this call, so only this flow (this console process,
+// this SSH channel) can confirm the link it started; once Terminal returns, the link can only
+// expire. in need not be a terminal (a pipe works, so the flow can be scripted); lines may end
+// in "\n", "\r\n" or a bare "\r" (raw-mode pty). The output has no escape sequences: the QR
+// code is drawn with Unicode half blocks and bare "\n" line ends.
 func Terminal(ctx context.Context, l Linker, user string, in io.Reader, out io.Writer) error {
-	link, err := l.Begin(ctx, user)
+	link, binding, err := l.Begin(ctx, user)
 	if err != nil {
 		return err
 	}
@@ -39,7 +41,9 @@ func Terminal(ctx context.Context, l Linker, user string, in io.Reader, out io.W
 	fmt.Fprintf(out, "Confirm with a code from the app before %s.\n", formatTime(link.ExpiresAt))
 
 	lr := &lineReader{r: bufio.NewReader(in)}
-	for try := 1; try <= MaxTries; try++ {
+	// The Linker ends the loop (ErrVoided after MaxConfirmTries wrong codes); the bound only
+	// keeps a Linker that never gives up from asking forever.
+	for try := 1; try <= MaxConfirmTries+1; try++ {
 		if err := ctx.Err(); err != nil {
 			return err
 		}
@@ -48,27 +52,24 @@ func Terminal(ctx context.Context, l Linker, user string, in io.Reader, out io.W
 		if err != nil {
 			fmt.Fprintln(out)
 			if errors.Is(err, io.EOF) {
-				return fmt.Errorf("no code given; the link stays pending until %s", formatTime(link.ExpiresAt))
+				return fmt.Errorf("no code given; the link stays pending until %s, then you can start again", formatTime(link.ExpiresAt))
 			}
-			return fmt.Errorf("reading the code: %w; the link stays pending until %s", err, formatTime(link.ExpiresAt))
+			return fmt.Errorf("reading the code: %w; the link stays pending until %s, then you can start again", err, formatTime(link.ExpiresAt))
 		}
-		codes, err := l.Confirm(ctx, user, strings.TrimSpace(code))
+		codes, err := l.Confirm(ctx, user, binding, strings.TrimSpace(code))
 		switch {
 		case err == nil:
 			fmt.Fprintf(out, "Device linked for %s. Log in with your password and a code from the app.\n", user)
 			writeRecoveryCodes(out, codes)
 			return nil
 		case errors.Is(err, ErrBadCode):
-			if try < MaxTries {
-				fmt.Fprintln(out, "That code did not match. Check the phone's clock is set automatically, or wait for the next code, and try again.")
-			}
+			fmt.Fprintln(out, "That code did not match. Check the phone's clock is set automatically, or wait for the next code, and try again.")
 		default:
 			return err
 		}
 	}
-	fmt.Fprintln(out, "That code did not match.")
-	return fmt.Errorf("%w %d times; the link stays pending until %s: check the phone's clock, then start again after that",
-		ErrBadCode, MaxTries, formatTime(link.ExpiresAt))
+	return fmt.Errorf("%w %d times; the link stays pending until %s, then you can start again",
+		ErrBadCode, MaxConfirmTries+1, formatTime(link.ExpiresAt))
 }
 
 // writeRecoveryCodes prints the one showing of the recovery codes and what they are for.

@@ -200,11 +200,13 @@ type fakeLinker struct {
 	codes []string
 }
 
-func (f *fakeLinker) Begin(_ context.Context, user string) (Link, error) {
-	return Link{User: user, Issuer: "X", Secret: "JBSWY3DPEHPK3PXP", URI: "otpauth://totp/X:" + user + "?secret=JBSWY3DPEHPK3PXP", ExpiresAt: t0}, nil
+func (f *fakeLinker) Begin(_ context.Context, user string) (Link, Binding, error) {
+	return Link{User: user, Issuer: "X", Secret: "JBSWY3DPEHPK3PXP", URI: "otpauth://totp/X:" + user + "?secret=JBSWY3DPEHPK3PXP", ExpiresAt: t0}, "b", nil
 }
 
-func (f *fakeLinker) Confirm(context.Context, string, string) ([]string, error) { return f.codes, nil }
+func (f *fakeLinker) Confirm(context.Context, string, Binding, string) ([]string, error) {
+	return f.codes, nil
+}
 
 func TestTerminalRecoveryCodes(t *testing.T) {
 	tests := []struct {
@@ -319,6 +321,8 @@ func renderQR(t *testing.T, lines []string) image.Image {
 	return img
 }
 
+// TestTerminalWrongCodes: the store checks MaxConfirmTries wrong codes, the next one voids the
+// link, and the flow ends with the message that says to start again.
 func TestTerminalWrongCodes(t *testing.T) {
 	oathtool := requireTool(t, "oathtool")
 	clock := &fakeClock{t: t0}
@@ -328,7 +332,7 @@ func TestTerminalWrongCodes(t *testing.T) {
 	secret := strings.ReplaceAll(s.waitLine(t, "Secret: "), " ", "")
 	valid := oathCodes(t, oathtool, secret, clock.t)
 	var wrong []string
-	for c := 0; len(wrong) < MaxTries; c++ {
+	for c := 0; len(wrong) < MaxConfirmTries; c++ {
 		if code := fmt.Sprintf("%06d", c); !slices.Contains(valid, code) {
 			wrong = append(wrong, code)
 		}
@@ -336,22 +340,63 @@ func TestTerminalWrongCodes(t *testing.T) {
 	for _, code := range wrong {
 		s.typeLine(t, code)
 	}
+	// The next attempt is not even checked: a valid code no longer helps.
+	s.typeLine(t, valid[1])
 	out, err := s.finish(t)
-	if !errors.Is(err, ErrBadCode) || !strings.Contains(err.Error(), "the link stays pending until") {
-		t.Errorf("Terminal error = %v, want ErrBadCode saying the link stays pending", err)
+	if !errors.Is(err, ErrVoided) || err.Error() != "too many wrong codes: this link was cancelled; start again" {
+		t.Errorf("Terminal error = %v, want ErrVoided with its message", err)
 	}
-	if n := strings.Count(out, "Code from your app: "); n != MaxTries {
-		t.Errorf("asked for a code %d times, want %d", n, MaxTries)
+	if n := strings.Count(out, "Code from your app: "); n != MaxConfirmTries+1 {
+		t.Errorf("asked for a code %d times, want %d", n, MaxConfirmTries+1)
 	}
-	if !strings.Contains(out, "That code did not match. Check the phone's clock") {
-		t.Errorf("output does not explain the mismatch:\n%s", out)
+	if n := strings.Count(out, "That code did not match. Check the phone's clock"); n != MaxConfirmTries {
+		t.Errorf("explained %d mismatches, want %d:\n%s", n, MaxConfirmTries, out)
 	}
-	if got := peek(t, svc.Store, "alice"); got.State != store.StatePending {
-		t.Errorf("state = %s, want pending", got.State)
+	got := peek(t, svc.Store, "alice")
+	if got.State != store.StateNone || got.Secret != nil {
+		t.Errorf("state = %s with a secret %v, want none without one", got.State, got.Secret != nil)
 	}
-	// A valid code still confirms the pending link afterwards.
-	if _, err := svc.Confirm(context.Background(), "alice", valid[1]); err != nil {
-		t.Errorf("Confirm after three wrong codes: %v", err)
+	if ev := events(t, svc.Store, "alice"); ev[len(ev)-1].Kind != EventLinkVoided {
+		t.Errorf("last audit event %s, want %s", ev[len(ev)-1].Kind, EventLinkVoided)
+	}
+	// Linking starts again at once, with a new secret.
+	l, _ := mustBegin(t, svc, "alice")
+	if l.Secret == secret {
+		t.Error("the new link reused the voided secret")
+	}
+}
+
+// TestTerminalBinding: the console flow keeps its binding to itself; another process that
+// knows the user's name (and even a valid code) cannot confirm the link, and the flow can.
+func TestTerminalBinding(t *testing.T) {
+	oathtool := requireTool(t, "oathtool")
+	clock := &fakeClock{t: t0}
+	svc := newService(t, clock, nil)
+
+	s := startTerminal(t, svc, "alice")
+	secret := strings.ReplaceAll(s.waitLine(t, "Secret: "), " ", "")
+	valid := oathCodes(t, oathtool, secret, clock.t)
+	// A second console: Begin is refused while the link is pending, and guessing the binding
+	// neither counts nor checks the (valid) code.
+	var out2 strings.Builder
+	if err := Terminal(context.Background(), svc, "alice", strings.NewReader(valid[1]+"\n"), &out2); !errors.Is(err, ErrPending) {
+		t.Errorf("second console = %v, want ErrPending", err)
+	}
+	for _, b := range []Binding{"", "guess", Binding(strings.Repeat("A", 26))} {
+		if _, err := svc.Confirm(context.Background(), "alice", b, valid[1]); !errors.Is(err, ErrStartedElsewhere) {
+			t.Errorf("Confirm with binding %q = %v, want ErrStartedElsewhere", string(b), err)
+		}
+	}
+	if u := peek(t, svc.Store, "alice"); u.ConfirmTries != 0 || u.State != store.StatePending {
+		t.Errorf("after foreign confirmations: state %s, %d tries counted; want pending, 0", u.State, u.ConfirmTries)
+	}
+	s.typeLine(t, valid[1])
+	out, err := s.finish(t)
+	if err != nil {
+		t.Fatalf("Terminal: %v\n%s", err, out)
+	}
+	if n := len(printedCodes(out)); n != RecoveryCodes {
+		t.Errorf("the flow that began the link got %d recovery codes, want %d", n, RecoveryCodes)
 	}
 }
 
@@ -360,7 +405,7 @@ func TestTerminalNoCode(t *testing.T) {
 	svc := newService(t, clock, nil)
 	var out strings.Builder
 	err := Terminal(context.Background(), svc, "alice", strings.NewReader(""), &out)
-	want := "no code given; the link stays pending until " + formatTime(t0.Add(10*time.Minute))
+	want := "no code given; the link stays pending until " + formatTime(t0.Add(10*time.Minute)) + ", then you can start again"
 	if err == nil || err.Error() != want {
 		t.Errorf("Terminal with empty input = %v, want %q", err, want)
 	}

@@ -160,18 +160,6 @@ func serve(ctx context.Context, cfg *config.Config, log *slog.Logger, reload fun
 		return err
 	}
 
-	adm := &admin.Server{
-		Enroll:          linker,
-		Store:           st,
-		Log:             log,
-		Groups:          cfg.Admin.Groups,
-		OnReset:         gk.KillUser,
-		OnUnlock:        func(u string) []admin.LockInfo { return lockInfos(gk.Unlock(u)) },
-		OnUnlockAddress: func(a netip.Addr) []admin.LockInfo { return lockInfos(gk.UnlockAddress(a)) },
-		Locks:           func(u string) []admin.LockInfo { return lockInfos(gk.Locks(u)) },
-		Sessions:        func() any { return gk.Sessions() },
-		Kill:            gk.Kill,
-	}
 	prt := &portal.Server{
 		Passwords:     gk,
 		Linker:        linker,
@@ -190,6 +178,21 @@ func serve(ctx context.Context, cfg *config.Config, log *slog.Logger, reload fun
 		Allowed:        cfg.IsEnrollAllowed,
 		Log:            log,
 		LoginGraceTime: cfg.LoginGraceTime,
+	}
+	adm := &admin.Server{
+		Enroll: linker,
+		Store:  st,
+		Log:    log,
+		Groups: cfg.Admin.Groups,
+		// A reset ends the user's proxied SSH sessions, portal sessions and SSH-linking
+		// sessions: a lost phone stops working at once, and a link begun before the reset
+		// cannot be finished after it.
+		OnReset:         endUserEverywhere(gk.KillUser, prt.EndUser, sshLink.EndUser),
+		OnUnlock:        func(u string) []admin.LockInfo { return lockInfos(gk.Unlock(u)) },
+		OnUnlockAddress: func(a netip.Addr) []admin.LockInfo { return lockInfos(gk.UnlockAddress(a)) },
+		Locks:           func(u string) []admin.LockInfo { return lockInfos(gk.Locks(u)) },
+		Sessions:        func() any { return gk.Sessions() },
+		Kill:            gk.Kill,
 	}
 	mux := http.NewServeMux()
 	mux.Handle("GET /metrics", reg.Handler())
@@ -275,6 +278,18 @@ wait:
 		runErr = nil
 	}
 	return runErr
+}
+
+// endUserEverywhere returns a function that ends user's live sessions with each of enders and
+// returns how many were ended in all.
+func endUserEverywhere(enders ...func(user string) int) func(user string) int {
+	return func(user string) int {
+		n := 0
+		for _, end := range enders {
+			n += end(user)
+		}
+		return n
+	}
 }
 
 // pruneAudit deletes audit events older than retention now and then hourly,

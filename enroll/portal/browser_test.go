@@ -3,6 +3,7 @@ package portal
 import (
 	"context"
 	"encoding/base64"
+	"encoding/json"
 	"errors"
 	"html"
 	"net"
@@ -16,7 +17,10 @@ import (
 	"time"
 
 	"github.com/chromedp/cdproto/browser"
+	"github.com/chromedp/cdproto/cdp"
 	"github.com/chromedp/cdproto/emulation"
+	cdppage "github.com/chromedp/cdproto/page"
+	"github.com/chromedp/cdproto/runtime"
 	"github.com/chromedp/chromedp"
 )
 
@@ -160,22 +164,7 @@ func TestBrowserLinkFlow(t *testing.T) {
 		t.Fatalf("issuing a ticket: %v", err)
 	}
 
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	served := make(chan error, 1)
-	go func() { served <- e.srv.Serve(ln) }()
-	t.Cleanup(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-		defer cancel()
-		if err := e.srv.Shutdown(ctx); err != nil {
-			t.Errorf("Shutdown: %v", err)
-		}
-		if err := <-served; !errors.Is(err, http.ErrServerClosed) {
-			t.Errorf("Serve: %v", err)
-		}
-	})
+	base := serve(t, e)
 
 	dir := screenshotDir(t)
 	t.Logf("screenshots in %s", dir)
@@ -183,35 +172,11 @@ func TestBrowserLinkFlow(t *testing.T) {
 
 	ctx, cancel := context.WithTimeout(t.Context(), 2*time.Minute)
 	defer cancel()
-	actx, cancelAlloc := chromedp.NewExecAllocator(ctx,
-		chromedp.ExecPath(chromiumPath),
-		chromedp.Headless,
-		chromedp.NoSandbox, // the tests run as root
-		chromedp.DisableGPU,
-		chromedp.NoFirstRun,
-		chromedp.NoDefaultBrowserCheck,
-		chromedp.Flag("disable-quic", true),
-		chromedp.Flag("disable-background-networking", true),
-		chromedp.Flag("disable-component-update", true),
-		chromedp.Flag("disable-sync", true),
-		chromedp.Flag("disable-dev-shm-usage", true),
-		chromedp.UserDataDir(t.TempDir()),
-		chromedp.WindowSize(1000, 900),
-	)
-	defer cancelAlloc()
-	bctx, cancelBrowser := chromedp.NewContext(actx)
-	defer cancelBrowser()
-
-	b := &tab{t: t, ctx: bctx, base: "http://" + ln.Addr().String(), dir: dir}
-	noScript := func(ctx context.Context) {
-		t.Helper()
-		if _, err := chromedp.Call(ctx, emulation.SetScriptExecutionDisabled, emulation.SetScriptExecutionDisabledParams{Value: true}); err != nil {
-			t.Fatalf("switching scripts off: %v", err)
-		}
-	}
-	// Start the browser, switch page scripts off: everything must work without them.
+	bctx := startBrowser(t, ctx)
+	b := &tab{t: t, ctx: bctx, base: base, dir: dir}
+	// Switch page scripts off: everything must work without them.
 	b.do(chromedp.EmulateViewport(1000, 900))
-	noScript(bctx)
+	noScript(t, bctx)
 	if _, err := chromedp.CallBrowser(bctx, browser.SetDownloadBehavior, browser.SetDownloadBehaviorParams{
 		Behavior: browser.SetDownloadBehaviorBehaviorAllow, DownloadPath: downloads, EventsEnabled: new(true),
 	}); err != nil {
@@ -360,7 +325,7 @@ func TestBrowserLinkFlow(t *testing.T) {
 	defer cancelPhone()
 	p := &tab{t: t, ctx: phone, base: b.base, dir: dir}
 	p.do(chromedp.EmulateViewport(390, 844, chromedp.EmulateScale(2), chromedp.EmulateMobile))
-	noScript(phone)
+	noScript(t, phone)
 	p.load("/")
 	p.expect("start page from outside", "outside the campus network or VPN", "One-time ticket")
 	p.shot("09-phone-sign-in-with-ticket")
@@ -406,6 +371,160 @@ func TestBrowserLinkFlow(t *testing.T) {
 	if t.Failed() {
 		t.Logf("screenshots in %s", dir)
 	}
+}
+
+// serve runs e's portal on 127.0.0.1:0 until the test ends and returns its base URL.
+func serve(t *testing.T, e *env) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	served := make(chan error, 1)
+	go func() { served <- e.srv.Serve(ln) }()
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		if err := e.srv.Shutdown(ctx); err != nil {
+			t.Errorf("Shutdown: %v", err)
+		}
+		if err := <-served; !errors.Is(err, http.ErrServerClosed) {
+			t.Errorf("Serve: %v", err)
+		}
+	})
+	return "http://" + ln.Addr().String()
+}
+
+// startBrowser starts headless Chromium for the test and returns the context of its first tab;
+// the browser ends with ctx or the test.
+func startBrowser(t *testing.T, ctx context.Context) context.Context {
+	t.Helper()
+	actx, cancelAlloc := chromedp.NewExecAllocator(ctx,
+		chromedp.ExecPath(chromiumPath),
+		chromedp.Headless,
+		chromedp.NoSandbox, // the tests run as root
+		chromedp.DisableGPU,
+		chromedp.NoFirstRun,
+		chromedp.NoDefaultBrowserCheck,
+		chromedp.Flag("disable-quic", true),
+		chromedp.Flag("disable-background-networking", true),
+		chromedp.Flag("disable-component-update", true),
+		chromedp.Flag("disable-sync", true),
+		chromedp.Flag("disable-dev-shm-usage", true),
+		chromedp.UserDataDir(t.TempDir()),
+		chromedp.WindowSize(1000, 900),
+	)
+	t.Cleanup(cancelAlloc)
+	bctx, cancelBrowser := chromedp.NewContext(actx)
+	t.Cleanup(cancelBrowser)
+	return bctx
+}
+
+// noScript switches page scripts off in the tab of ctx.
+func noScript(t *testing.T, ctx context.Context) {
+	t.Helper()
+	if _, err := chromedp.Call(ctx, emulation.SetScriptExecutionDisabled, emulation.SetScriptExecutionDisabledParams{Value: true}); err != nil {
+		t.Fatalf("switching scripts off: %v", err)
+	}
+}
+
+// TestBrowserBackAfterQR: after the QR page, the browser's Back button must not bring the QR
+// page (and the secret) back, not even from the back/forward cache, which restores a page
+// without asking the server. The page after the QR page renews the session id and sends
+// Clear-Site-Data: "cache"; either makes Chromium drop the stored QR page.
+func TestBrowserBackAfterQR(t *testing.T) {
+	needTools(t)
+	tests := []struct {
+		name string
+		next func(b *tab, secret string) // leaves the QR page
+	}{
+		{"after a wrong code", func(b *tab, _ string) {
+			b.typeInto("#code", "12345")
+			b.click("form[action='/link/confirm'] button")
+			b.expect("wrong code page", "That code did not match")
+		}},
+		{"after the account page", func(b *tab, _ string) {
+			b.load("/")
+			b.expect("account page", "Linking started but not finished")
+		}},
+		{"after linking", func(b *tab, secret string) {
+			b.typeInto("#code", oathtool(b.t, b.ctx, secret))
+			b.click("form[action='/link/confirm'] button")
+			b.expect("done page", "Your recovery codes")
+		}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			e := newEnv(t, nil)
+			ctx, cancel := context.WithTimeout(t.Context(), time.Minute)
+			defer cancel()
+			bctx := startBrowser(t, ctx)
+			b := &tab{t: t, ctx: bctx, base: serve(t, e), dir: screenshotDir(t)}
+			noScript(t, bctx)
+			b.load("/")
+			b.typeInto("#username", testUser)
+			b.typeInto("#password", testPassword)
+			b.click("form.stack button[type=submit]")
+			b.click("a.button[href='/link']")
+			b.click("form[action='/link/start'] button")
+			b.expect("QR page", "Scan the QR code")
+			secret := strings.ReplaceAll(b.textOf(".secret code"), " ", "")
+			if !strings.Contains(b.html(), secret) {
+				t.Fatal("the QR page does not hold the secret it shows")
+			}
+			tt.next(b, secret)
+
+			how, html := b.back()
+			if strings.Contains(html, secret) || strings.Contains(html, "data:image") {
+				t.Errorf("Back (%s) shows the QR page again:\n%.300s", how, html)
+			}
+			if how == cdppage.NavigationTypeBackForwardCacheRestore {
+				t.Errorf("Back restored a page from the back/forward cache")
+			}
+			t.Logf("Back: %s", how)
+		})
+	}
+}
+
+// back goes one step back in the tab's history, as the Back button does, and returns how the
+// page came (a new navigation, or restored from the back/forward cache) and its HTML. It does
+// not wait for a load event, which a restored page never fires.
+func (b *tab) back() (cdppage.NavigationType, string) {
+	b.t.Helper()
+	goBack := chromedp.Func(func(ctx context.Context, tg *chromedp.Target) error {
+		h, err := cdp.Call(ctx, tg, cdppage.GetNavigationHistory, cdp.Empty{})
+		if err != nil {
+			return err
+		}
+		if h.CurrentIndex < 1 {
+			return errors.New("no history to go back to")
+		}
+		_, err = cdp.Call(ctx, tg, cdppage.NavigateToHistoryEntry,
+			cdppage.NavigateToHistoryEntryParams{EntryID: h.Entries[h.CurrentIndex-1].ID})
+		return err
+	})
+	nav, err := chromedp.Run(b.ctx, chromedp.WaitEvent(cdppage.FrameNavigated,
+		func(ev cdppage.EventFrameNavigated) bool { return ev.Frame.ParentID == "" }, goBack))
+	if err != nil {
+		b.t.Fatalf("going back: %v", err)
+	}
+	if nav.Type != cdppage.NavigationTypeBackForwardCacheRestore {
+		// A real load: wait until it has finished before reading the page.
+		if _, err := chromedp.Run(b.ctx, chromedp.WaitReady(chromedp.CSS("footer, main"))); err != nil {
+			b.t.Fatalf("waiting for the page after Back: %v", err)
+		}
+	}
+	// Read the document directly: a restored page is not one chromedp has seen load.
+	res, err := chromedp.Call(b.ctx, runtime.Evaluate, runtime.EvaluateParams{
+		Expression: "document.documentElement.outerHTML", ReturnByValue: new(true)})
+	if err != nil {
+		b.t.Fatalf("reading the page after Back: %v", err)
+	}
+	var html string
+	if err := json.Unmarshal(res.Result.Value, &html); err != nil {
+		b.t.Fatalf("reading the page after Back: %v", err)
+	}
+	return nav.Type, html
 }
 
 // textOf is the text of the first element matching sel.

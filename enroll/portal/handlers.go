@@ -29,7 +29,13 @@ const (
 	msgShownOnce    = "For your security the code is shown only once. If you scanned it, enter a code from the app below; if not, wait until it expires at %s and start again, or ask your admin."
 	msgBadCode      = "That code did not match. Check that you typed the 6 digits the app shows now. If it still fails, check that the phone sets its clock automatically."
 	msgLinkedOn     = "Linked on %s. Lost your phone? Ask your admin."
+	msgVoided       = "Too many wrong codes: this link was cancelled; start again. The QR code you scanned no longer works: remove it from the app, then link again to get a new one."
+	msgElsewhere    = "This link was started in another browser or session (or you have signed in again since), and only that one can finish it. Finish it there, or start again here after it expires at %s."
+	msgTooMany      = "You are already signed in to this page in %d other browsers or tabs. Sign out there, or wait %d minutes, and try again."
 )
+
+// staticPath is the one path that serves a file rather than a page.
+const staticPath = "/static/style.css"
 
 // route is the handler of one path, per method.
 type route struct{ get, post http.HandlerFunc }
@@ -38,15 +44,15 @@ type route struct{ get, post http.HandlerFunc }
 // front of a fixed table of paths.
 func (s *Server) routes() http.Handler {
 	table := map[string]route{
-		"/":                 {get: s.home},
-		"/signin":           {post: s.signIn},
-		"/signout":          {post: s.signOut},
-		"/link":             {get: s.linkIntro},
-		"/link/start":       {post: s.linkStart},
-		"/link/qr":          {get: s.linkQR},
-		"/link/confirm":     {post: s.linkConfirm},
-		"/link/done":        {get: s.linkDone},
-		"/static/style.css": {get: s.styleSheet},
+		"/":             {get: s.home},
+		"/signin":       {post: s.signIn},
+		"/signout":      {post: s.signOut},
+		"/link":         {get: s.linkIntro},
+		"/link/start":   {post: s.linkStart},
+		"/link/qr":      {get: s.linkQR},
+		"/link/confirm": {post: s.linkConfirm},
+		"/link/done":    {get: s.linkDone},
+		staticPath:      {get: s.styleSheet},
 	}
 	cop := http.NewCrossOriginProtection()
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
@@ -77,6 +83,10 @@ func (s *Server) routes() http.Handler {
 			s.message(w, r, http.StatusMethodNotAllowed, "Not allowed",
 				"This page cannot be used that way.")
 			return
+		}
+		if r.URL.Path != staticPath {
+			// The style sheet is loaded by the QR page itself; only the page after it counts.
+			r = s.rotateDue(w, r)
 		}
 		if r.Method == http.MethodPost {
 			if err := cop.Check(r); err != nil {
@@ -117,14 +127,14 @@ func (s *Server) setHeaders(w http.ResponseWriter) {
 	}
 }
 
-// remoteAddr is the client's address from r.RemoteAddr (which the daemon may have replaced with
-// the PROXY protocol's), unmapped; invalid when it is not an IP:port.
 // actorContext names the portal and the browser's address as the actor of
 // the link events the request causes, in the audit log.
 func actorContext(r *http.Request) context.Context {
 	return enroll.WithActor(r.Context(), "portal "+remoteAddr(r).String())
 }
 
+// remoteAddr is the client's address from r.RemoteAddr (which the daemon may have replaced with
+// the PROXY protocol's), unmapped; invalid when it is not an IP:port.
 func remoteAddr(r *http.Request) netip.Addr {
 	ap, err := netip.ParseAddrPort(r.RemoteAddr)
 	if err != nil {
@@ -133,13 +143,38 @@ func remoteAddr(r *http.Request) netip.Addr {
 	return ap.Addr().Unmap()
 }
 
+// sessionIDKey is the context key of a session id given out during the request (rotateDue),
+// which replaces the one in the request's cookie.
+type sessionIDKey struct{}
+
+// sessionID is the request's session id: a new one from rotateDue, or the cookie's.
+func sessionID(r *http.Request) string {
+	if id, ok := r.Context().Value(sessionIDKey{}).(string); ok {
+		return id
+	}
+	if c, err := r.Cookie(cookieName); err == nil {
+		return c.Value
+	}
+	return ""
+}
+
 // current returns the request's live session, if any.
 func (s *Server) current(r *http.Request) (view, bool) {
-	c, err := r.Cookie(cookieName)
-	if err != nil {
-		return view{}, false
+	return s.sessions.get(sessionID(r), s.now())
+}
+
+// rotateDue gives the session a new id on the first page request after the QR page, and
+// returns r carrying it. The browser gets the new cookie and Clear-Site-Data: "cache" with this
+// answer: the old id is dead, and the browser drops the QR page from its caches (including the
+// back/forward cache, which would otherwise show it again on Back without asking the server).
+func (s *Server) rotateDue(w http.ResponseWriter, r *http.Request) *http.Request {
+	newID, ok := s.sessions.rotateDue(sessionID(r), s.now())
+	if !ok {
+		return r
 	}
-	return s.sessions.get(c.Value, s.now())
+	s.setCookie(w, newID)
+	w.Header().Set("Clear-Site-Data", `"cache"`)
+	return r.WithContext(context.WithValue(r.Context(), sessionIDKey{}, newID))
 }
 
 // setCookie hands the browser a session id.
@@ -279,12 +314,19 @@ func (s *Server) signIn(w http.ResponseWriter, r *http.Request) {
 		fail("password: " + err.Error())
 		return
 	}
-	s.sessions.delete(v.id)
+	// Counted after the password, so that only the user learns how many sessions they have.
 	nv, err := s.sessions.create(s.now(), user, ticket)
-	if err != nil {
+	switch {
+	case errors.Is(err, errUserSessions):
+		log.WarnContext(ctx, "portal sign-in refused: too many sessions", "user", user, "max", MaxSessionsPerUser)
+		s.message(w, r, http.StatusTooManyRequests, "Signed in too often",
+			fmt.Sprintf(msgTooMany, MaxSessionsPerUser, int(IdleTimeout/time.Minute)))
+		return
+	case err != nil:
 		s.busy(w, r)
 		return
 	}
+	s.sessions.delete(v.id)
 	log.InfoContext(ctx, "portal sign-in", "user", user, "ticket", ticket != "")
 	s.setCookie(w, nv.id)
 	seeOther(w, r, "/")
@@ -372,10 +414,14 @@ func (s *Server) account(w http.ResponseWriter, r *http.Request, v view, status 
 		State:     st.state,
 		CanLink:   s.canLink(r, v),
 		ViaTicket: v.ticket != "" && !s.allowed(remoteAddr(r)),
+		Bound:     v.bound,
 	}
 	switch st.state {
 	case "pending":
 		d.ExpiresAt = timeOfDay(st.expiresAt)
+		if !v.bound {
+			d.Elsewhere = fmt.Sprintf(msgElsewhere, timeOfDay(st.expiresAt))
+		}
 	case "active":
 		d.LinkedOn = fmt.Sprintf(msgLinkedOn, day(st.linkedOn))
 	}
@@ -454,7 +500,7 @@ func (s *Server) linkStart(w http.ResponseWriter, r *http.Request) {
 		log.InfoContext(ctx, "portal ticket used")
 		v.ticket = ""
 	}
-	link, err := s.Linker.Begin(ctx, v.user)
+	link, binding, err := s.Linker.Begin(ctx, v.user)
 	switch {
 	case errors.Is(err, enroll.ErrAlreadyLinked), errors.Is(err, enroll.ErrPending):
 		s.account(w, r, v, http.StatusConflict, "")
@@ -464,7 +510,7 @@ func (s *Server) linkStart(w http.ResponseWriter, r *http.Request) {
 		s.serverError(w, r)
 		return
 	}
-	if !s.sessions.update(v.id, s.now(), func(ss *session) { ss.link = &link; ss.badCodes = 0 }) {
+	if !s.sessions.update(v.id, s.now(), func(ss *session) { ss.link, ss.binding = &link, binding }) {
 		// The session ended between the two calls (idle timeout, sign-out in another tab): the
 		// secret is dropped unseen and the link expires on its own.
 		seeOther(w, r, "/")
@@ -482,7 +528,10 @@ func (s *Server) linkQR(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	var link *enroll.Link
-	s.sessions.update(v.id, s.now(), func(ss *session) { link, ss.link = ss.link, nil })
+	s.sessions.update(v.id, s.now(), func(ss *session) {
+		link, ss.link = ss.link, nil
+		ss.rotate = ss.rotate || link != nil
+	})
 	if link != nil && s.now().Before(link.ExpiresAt) {
 		d, err := s.qrData(*link)
 		if err != nil {
@@ -501,7 +550,8 @@ func (s *Server) linkQR(w http.ResponseWriter, r *http.Request) {
 		s.serverError(w, r)
 		return
 	}
-	if st.state != "pending" {
+	if st.state != "pending" || !v.bound {
+		// Nothing to confirm here: the account page says why.
 		seeOther(w, r, "/")
 		return
 	}
@@ -542,7 +592,9 @@ func (s *Server) codePage(w http.ResponseWriter, r *http.Request, v view, st lin
 	})
 }
 
-// linkConfirm checks the code and parks the recovery codes for the one page that shows them.
+// linkConfirm checks the code with the session's binding and parks the recovery codes for the
+// one page that shows them. Wrong codes are counted per user in the store (see
+// enroll.MaxConfirmTries), not here.
 func (s *Server) linkConfirm(w http.ResponseWriter, r *http.Request) {
 	v, ok := s.checkPost(w, r)
 	if !ok {
@@ -557,34 +609,41 @@ func (s *Server) linkConfirm(w http.ResponseWriter, r *http.Request) {
 	if len(code) > 64 {
 		code = code[:64] // too long to be a code anyway; keep what Confirm sees small
 	}
-	codes, err := s.Linker.Confirm(ctx, v.user, code)
+	var binding enroll.Binding
+	s.sessions.update(v.id, s.now(), func(ss *session) { binding = ss.binding })
+	// Without a binding the store refuses (ErrStartedElsewhere): it is the one place that decides.
+	codes, err := s.Linker.Confirm(ctx, v.user, binding, code)
+	switch {
+	case errors.Is(err, enroll.ErrVoided), errors.Is(err, enroll.ErrStartedElsewhere),
+		errors.Is(err, enroll.ErrExpired), errors.Is(err, enroll.ErrNoPending):
+		// This session's binding is of no use any more.
+		s.sessions.update(v.id, s.now(), func(ss *session) { ss.binding = "" })
+		v.bound = false
+	}
 	switch {
 	case err == nil:
 		codes = append([]string(nil), codes...)
-		if !s.sessions.update(v.id, s.now(), func(ss *session) { ss.codes = codes; ss.link = nil; ss.badCodes = 0 }) {
+		if !s.sessions.update(v.id, s.now(), func(ss *session) { ss.codes = codes; ss.link = nil; ss.binding = "" }) {
 			seeOther(w, r, "/")
 			return
 		}
 		s.log().InfoContext(ctx, "portal device linked", "user", v.user)
 		seeOther(w, r, "/link/done")
 	case errors.Is(err, enroll.ErrBadCode):
-		var tries int
-		s.sessions.update(v.id, s.now(), func(ss *session) { ss.badCodes++; tries = ss.badCodes })
-		s.log().WarnContext(ctx, "portal wrong confirmation code", "user", v.user, "tries", tries)
-		if tries >= MaxCodeTries {
-			s.sessions.delete(v.id)
-			s.dropCookie(w)
-			s.message(w, r, http.StatusUnauthorized, "Too many wrong codes",
-				"That code did not match, too many times. You have been signed out.",
-				"Check that the phone sets its clock automatically, then sign in again and enter a new code.")
-			return
-		}
+		s.log().WarnContext(ctx, "portal wrong confirmation code", "user", v.user)
 		st, err := s.linkState(r, v.user)
 		if err != nil || st.state != "pending" {
-			seeOther(w, r, "/")
+			// Something else happened to the link meanwhile (a concurrent attempt voided it,
+			// say): say what this code did, and show the link's state now.
+			s.account(w, r, v, http.StatusUnprocessableEntity, msgBadCode)
 			return
 		}
 		s.codePage(w, r, v, st, http.StatusUnprocessableEntity, "Enter a code from the app", msgBadCode)
+	case errors.Is(err, enroll.ErrVoided):
+		s.log().WarnContext(ctx, "portal link cancelled after too many wrong codes", "user", v.user)
+		s.account(w, r, v, http.StatusConflict, msgVoided)
+	case errors.Is(err, enroll.ErrStartedElsewhere):
+		s.account(w, r, v, http.StatusConflict, "")
 	case errors.Is(err, enroll.ErrExpired):
 		s.account(w, r, v, http.StatusConflict, "The link expired before it was confirmed. You can start again.")
 	case errors.Is(err, enroll.ErrNoPending):

@@ -61,6 +61,8 @@ type pageData struct {
 	LinkedOn  string // when the active link was confirmed
 	CanLink   bool   // linking is allowed from here (network or ticket)
 	ViaTicket bool   // ... thanks to a ticket
+	Bound     bool   // this session started the pending link and may confirm it
+	Elsewhere string // why a pending link cannot be confirmed from this session
 
 	// QR page
 	QR      template.URL // data:image/png;base64,...

@@ -34,11 +34,12 @@ type PasswordChecker interface {
 
 // Linker starts and confirms device links and reports a user's link state. Begin and Confirm
 // behave as enroll.Service's do (errors wrapping enroll.ErrAlreadyLinked, ErrPending,
-// ErrNoPending, ErrExpired, ErrBadCode); Confirm returns the new recovery codes. State never
-// returns the secret.
+// ErrNoPending, ErrExpired, ErrBadCode, ErrVoided, ErrStartedElsewhere); the portal keeps the
+// binding Begin returns in the server-side session that started the link, so only that session
+// can confirm it. Confirm returns the new recovery codes. State never returns the secret.
 type Linker interface {
-	Begin(ctx context.Context, user string) (enroll.Link, error)
-	Confirm(ctx context.Context, user, code string) ([]string, error)
+	Begin(ctx context.Context, user string) (enroll.Link, enroll.Binding, error)
+	Confirm(ctx context.Context, user string, binding enroll.Binding, code string) ([]string, error)
 	State(ctx context.Context, user string) (store.User, error)
 }
 
@@ -53,19 +54,30 @@ type Tickets interface {
 
 // Limits of the portal. They are constants rather than settings: they protect the daemon and
 // nobody has a reason to tune them.
+//
+// Wrong confirmation codes are not limited here but per user in the store (see
+// enroll.MaxConfirmTries), so that more sessions do not buy more guesses.
 const (
 	// IdleTimeout ends a session that made no request for this long.
 	IdleTimeout = 15 * time.Minute
+	// MaxLifetime ends a session this long after it began, however busy: a stolen or forgotten
+	// session id is worth nothing after it.
+	MaxLifetime = time.Hour
 	// MaxSessions caps the sessions held in memory. When it is reached, the least recently used
 	// session that has not signed in is dropped; if every session is signed in, new visitors get
 	// a "busy" page until one ends.
 	MaxSessions = 10000
+	// MaxSessionsPerUser caps the signed-in sessions of one user; a further sign-in is refused
+	// until one ends (sign-out, IdleTimeout, MaxLifetime).
+	MaxSessionsPerUser = 5
+	// MaxConnsPerSource caps the open connections from one client address (an IPv6 client's
+	// whole /64, which one host usually has to itself); more are closed at once. Browsers open
+	// six at most.
+	MaxConnsPerSource = 16
 	// MaxBodyBytes caps a request body: every form of the portal fits in far less.
 	MaxBodyBytes = 16 << 10
 	// MaxHeaderBytes caps the request line and headers.
 	MaxHeaderBytes = 16 << 10
-	// MaxCodeTries is how many wrong codes one session may enter before it is signed out.
-	MaxCodeTries = 5
 )
 
 // Timeouts of the http.Server that Serve and ServeTLS run.
@@ -102,8 +114,9 @@ type Server struct {
 	// Secure marks the session cookie Secure; set it when the portal is served over TLS.
 	Secure bool
 
-	// maxSessions overrides MaxSessions in tests.
-	maxSessions int
+	// maxSessions and maxConnsPerSource override MaxSessions and MaxConnsPerSource in tests.
+	maxSessions       int
+	maxConnsPerSource int
 
 	initOnce sync.Once
 	handler  http.Handler
@@ -162,7 +175,7 @@ func (s *Server) init() {
 		if limit <= 0 {
 			limit = MaxSessions
 		}
-		s.sessions = newSessionStore(limit, IdleTimeout)
+		s.sessions = newSessionStore(limit, MaxSessionsPerUser, IdleTimeout, MaxLifetime)
 		s.handler = s.routes()
 	})
 }
@@ -187,15 +200,38 @@ func (s *Server) httpServer() *http.Server {
 }
 
 // Serve serves the portal over plain HTTP on ln until Shutdown; it then returns
-// http.ErrServerClosed. Use it behind a TLS-terminating proxy or on loopback only.
+// http.ErrServerClosed. Use it behind a TLS-terminating proxy or on loopback only. Each client
+// address gets at most MaxConnsPerSource connections at a time.
 func (s *Server) Serve(ln net.Listener) error {
-	return s.httpServer().Serve(ln)
+	return s.httpServer().Serve(s.limitListener(ln))
 }
 
 // ServeTLS serves the portal over HTTPS on ln with the certificate and key in the given PEM
-// files, until Shutdown; it then returns http.ErrServerClosed. Set Secure as well.
+// files, until Shutdown; it then returns http.ErrServerClosed. Set Secure as well. Each client
+// address gets at most MaxConnsPerSource connections at a time.
 func (s *Server) ServeTLS(ln net.Listener, certFile, keyFile string) error {
-	return s.httpServer().ServeTLS(ln, certFile, keyFile)
+	return s.httpServer().ServeTLS(s.limitListener(ln), certFile, keyFile)
+}
+
+// limitListener wraps ln with the per-source connection cap.
+func (s *Server) limitListener(ln net.Listener) net.Listener {
+	n := s.maxConnsPerSource
+	if n <= 0 {
+		n = MaxConnsPerSource
+	}
+	return newSourceLimitListener(ln, n, s.log())
+}
+
+// EndUser ends every portal session of user, with any secret, binding or recovery codes they
+// hold, and returns how many were live. An admin reset calls it: the user must sign in again,
+// and a link begun before the reset cannot be confirmed from the old session.
+func (s *Server) EndUser(user string) int {
+	s.init()
+	n := s.sessions.endUser(user, s.now())
+	if n > 0 {
+		s.log().Info("portal sessions ended", "user", user, "sessions", n)
+	}
+	return n
 }
 
 // Shutdown stops Serve/ServeTLS gracefully (see http.Server.Shutdown) and then forgets every

@@ -413,12 +413,15 @@ func TestPendingLinkNotShownInSecondTab(t *testing.T) {
 	c.startLink()
 	c2 := e.client(t)
 	c2.signIn(testUser, testPassword)
+	// Another session of the same user: neither the secret nor a code form (it could not
+	// confirm the link), but why, and until when.
 	r := c2.post("/link/start", nil)
-	if r.status != http.StatusConflict || strings.Contains(r.body, "data:image") || !strings.Contains(r.body, `action="/link/confirm"`) {
-		t.Errorf("second tab starting a link while pending: status %d, body:\n%s", r.status, r.body)
+	if r.status != http.StatusConflict || strings.Contains(r.body, "data:image") || strings.Contains(r.body, `action="/link/confirm"`) ||
+		!strings.Contains(r.body, "started in another browser or session") {
+		t.Errorf("second session starting a link while pending: status %d, body:\n%s", r.status, r.body)
 	}
-	if r := c2.get("/link/qr"); strings.Contains(r.body, "data:image") || !strings.Contains(r.body, "shown only once") {
-		t.Errorf("second tab GET /link/qr:\n%s", r.body)
+	if r := c2.get("/link/qr"); r.status != http.StatusSeeOther || strings.Contains(r.body, "data:image") {
+		t.Errorf("second session GET /link/qr: status %d\n%s", r.status, r.body)
 	}
 }
 
@@ -745,35 +748,6 @@ func TestSessionCap(t *testing.T) {
 		t.Errorf("visitor when every slot is signed in: status %d", r.status)
 	}
 	checkHeaders(t, "busy page", r.header)
-}
-
-func TestTooManyWrongCodes(t *testing.T) {
-	e := newEnv(t, &fakeClock{t: t0})
-	c := e.client(t)
-	c.signIn(testUser, testPassword)
-	secret := pageSecret(t, c.startLink().body)
-	wrong := "000000"
-	if codeAt(secret, t0) == wrong || codeAt(secret, t0.Add(-30*time.Second)) == wrong || codeAt(secret, t0.Add(30*time.Second)) == wrong {
-		wrong = "000001"
-	}
-	for i := 1; i < MaxCodeTries; i++ {
-		if r := c.post("/link/confirm", url.Values{"code": {wrong}}); r.status != http.StatusUnprocessableEntity {
-			t.Fatalf("wrong code %d: status %d", i, r.status)
-		}
-	}
-	r := c.post("/link/confirm", url.Values{"code": {wrong}})
-	if r.status != http.StatusUnauthorized || !strings.Contains(r.body, "signed out") {
-		t.Fatalf("wrong code %d: status %d, body:\n%s", MaxCodeTries, r.status, r.body)
-	}
-	if r := c.get("/"); !strings.Contains(r.body, `action="/signin"`) {
-		t.Error("still signed in after too many wrong codes")
-	}
-	// Signing in again still allows confirming the pending link.
-	c.signIn(testUser, testPassword)
-	c.follow(c.post("/link/confirm", url.Values{"code": {codeAt(secret, t0)}}))
-	if u, _ := e.svc.Store.Get(testUser); u.State != store.StateActive {
-		t.Errorf("state %s, want active", u.State)
-	}
 }
 
 func TestSignOut(t *testing.T) {

@@ -18,8 +18,14 @@ const cookieName = "gk_session"
 // secret it held) without a goroutine of its own.
 const sweepEvery = time.Minute
 
-// errBusy is returned by create when every session slot is taken by a signed-in user.
-var errBusy = errors.New("portal: too many sessions")
+// Errors of create.
+var (
+	// errBusy is returned when every session slot is taken by a signed-in user.
+	errBusy = errors.New("portal: too many sessions")
+	// errUserSessions is returned when the user already has the most signed-in sessions
+	// allowed (MaxSessionsPerUser).
+	errUserSessions = errors.New("portal: too many sessions for this user")
+)
 
 // session is one browser's server-side state. The browser holds only the random id.
 type session struct {
@@ -28,20 +34,27 @@ type session struct {
 	user string
 	// ticket is the one-time ticket accepted at sign-in from outside the allowed networks; it is
 	// used up (and cleared) when a link starts.
-	ticket   string
-	lastSeen time.Time
+	ticket string
+	// created bounds the session's whole life (MaxLifetime), lastSeen its idle time.
+	created, lastSeen time.Time
 	// link is the new secret between the POST that started the link and the one page that shows
 	// it; taking it for that page removes it.
 	link *enroll.Link
+	// binding is what lets this session, and no other, confirm the link it started; it is kept
+	// until the link is confirmed, voided, expired or found replaced.
+	binding enroll.Binding
 	// codes are the recovery codes between the confirmation and the one page that shows them.
 	codes []string
-	// badCodes counts wrong confirmation codes, see MaxCodeTries.
-	badCodes int
+	// rotate is set when the QR page was shown: the next page request gets a new session id
+	// and tells the browser to drop its cache, so that Back cannot bring the QR page back.
+	rotate bool
 }
 
-// view is the part of a session a handler may read outside the store's lock: never the secret.
+// view is the part of a session a handler may read outside the store's lock: never the secret
+// nor the binding, only whether there is one.
 type view struct {
 	id, csrf, user, ticket string
+	bound                  bool
 }
 
 // sessionStore holds the sessions in memory, keyed by the SHA-256 of their id so that a lookup
@@ -49,13 +62,21 @@ type view struct {
 type sessionStore struct {
 	mu        sync.Mutex
 	m         map[[sha256.Size]byte]*session
-	limit     int
-	idle      time.Duration
+	limit     int           // sessions in all
+	perUser   int           // signed-in sessions per user
+	idle      time.Duration // since the last request
+	lifetime  time.Duration // since the session began, however busy
 	lastSweep time.Time
 }
 
-func newSessionStore(limit int, idle time.Duration) *sessionStore {
-	return &sessionStore{m: make(map[[sha256.Size]byte]*session), limit: limit, idle: idle}
+func newSessionStore(limit, perUser int, idle, lifetime time.Duration) *sessionStore {
+	return &sessionStore{m: make(map[[sha256.Size]byte]*session), limit: limit, perUser: perUser,
+		idle: idle, lifetime: lifetime}
+}
+
+// over reports whether ss has ended at now: idle too long, or older than the lifetime.
+func (st *sessionStore) over(ss *session, now time.Time) bool {
+	return now.Sub(ss.lastSeen) >= st.idle || now.Sub(ss.created) >= st.lifetime
 }
 
 func sessionKey(id string) [sha256.Size]byte { return sha256.Sum256([]byte(id)) }
@@ -63,8 +84,8 @@ func sessionKey(id string) [sha256.Size]byte { return sha256.Sum256([]byte(id)) 
 // newToken returns 128 random bits as text, for session ids and CSRF tokens.
 func newToken() string { return rand.Text() }
 
-// live returns the session with the given id if it exists and has not been idle too long, and
-// marks it used at now. The caller holds st.mu.
+// live returns the session with the given id if it exists and has not ended, and marks it used
+// at now. The caller holds st.mu.
 func (st *sessionStore) live(id string, now time.Time) *session {
 	if id == "" {
 		return nil
@@ -74,12 +95,17 @@ func (st *sessionStore) live(id string, now time.Time) *session {
 	if ss == nil {
 		return nil
 	}
-	if now.Sub(ss.lastSeen) >= st.idle {
+	if st.over(ss, now) {
 		delete(st.m, k)
 		return nil
 	}
 	ss.lastSeen = now
 	return ss
+}
+
+// viewOf is the view of ss under id. The caller holds st.mu.
+func viewOf(id string, ss *session) view {
+	return view{id: id, csrf: ss.csrf, user: ss.user, ticket: ss.ticket, bound: ss.binding != ""}
 }
 
 // get returns a view of a live session.
@@ -90,7 +116,7 @@ func (st *sessionStore) get(id string, now time.Time) (view, bool) {
 	if ss == nil {
 		return view{}, false
 	}
-	return view{id: id, csrf: ss.csrf, user: ss.user, ticket: ss.ticket}, true
+	return viewOf(id, ss), true
 }
 
 // update runs fn on a live session under the store's lock; it reports false (without calling
@@ -107,30 +133,76 @@ func (st *sessionStore) update(id string, now time.Time, fn func(*session)) bool
 }
 
 // create starts a new session for user ("" for a visitor who has not signed in) with a fresh id
-// and CSRF token. When the store is full it drops idle sessions, then the least recently used
-// session that has not signed in; if all are signed in it returns errBusy.
+// and CSRF token. A user who already has perUser live sessions gets errUserSessions. When the
+// store is full it drops ended sessions, then the least recently used session that has not
+// signed in; if all are signed in it returns errBusy.
 func (st *sessionStore) create(now time.Time, user, ticket string) (view, error) {
 	st.mu.Lock()
 	defer st.mu.Unlock()
 	if len(st.m) >= st.limit || now.Sub(st.lastSweep) >= sweepEvery {
 		st.sweep(now)
 	}
+	if user != "" {
+		n := 0
+		for _, ss := range st.m {
+			if ss.user == user && !st.over(ss, now) {
+				n++
+			}
+		}
+		if n >= st.perUser {
+			return view{}, errUserSessions
+		}
+	}
 	if len(st.m) >= st.limit && !st.evictVisitor() {
 		return view{}, errBusy
 	}
-	v := view{id: newToken(), csrf: newToken(), user: user, ticket: ticket}
-	st.m[sessionKey(v.id)] = &session{csrf: v.csrf, user: user, ticket: ticket, lastSeen: now}
-	return v, nil
+	id := newToken()
+	ss := &session{csrf: newToken(), user: user, ticket: ticket, created: now, lastSeen: now}
+	st.m[sessionKey(id)] = ss
+	return viewOf(id, ss), nil
 }
 
-// sweep drops every idle session. The caller holds st.mu.
+// sweep drops every session that has ended. The caller holds st.mu.
 func (st *sessionStore) sweep(now time.Time) {
 	st.lastSweep = now
 	for k, ss := range st.m {
-		if now.Sub(ss.lastSeen) >= st.idle {
+		if st.over(ss, now) {
 			delete(st.m, k)
 		}
 	}
+}
+
+// rotateDue gives a live session that showed the QR page (rotate set) a new id, and reports it;
+// the old id stops working at once. Other sessions are left alone (ok false).
+func (st *sessionStore) rotateDue(id string, now time.Time) (newID string, ok bool) {
+	st.mu.Lock()
+	defer st.mu.Unlock()
+	ss := st.live(id, now)
+	if ss == nil || !ss.rotate {
+		return "", false
+	}
+	ss.rotate = false
+	delete(st.m, sessionKey(id))
+	newID = newToken()
+	st.m[sessionKey(newID)] = ss
+	return newID, true
+}
+
+// endUser ends every session of user, and with them any secret, binding or recovery codes
+// they hold; it returns how many had not ended already.
+func (st *sessionStore) endUser(user string, now time.Time) int {
+	st.mu.Lock()
+	defer st.mu.Unlock()
+	n := 0
+	for k, ss := range st.m {
+		if ss.user == user {
+			if !st.over(ss, now) {
+				n++
+			}
+			delete(st.m, k)
+		}
+	}
+	return n
 }
 
 // evictVisitor drops the least recently used session that has not signed in. A flood of

@@ -68,14 +68,14 @@ type countingLinker struct {
 	begins, confirms atomic.Int32
 }
 
-func (l *countingLinker) Begin(ctx context.Context, user string) (enroll.Link, error) {
+func (l *countingLinker) Begin(ctx context.Context, user string) (enroll.Link, enroll.Binding, error) {
 	l.begins.Add(1)
 	return l.Service.Begin(ctx, user)
 }
 
-func (l *countingLinker) Confirm(ctx context.Context, user, code string) ([]string, error) {
+func (l *countingLinker) Confirm(ctx context.Context, user string, binding enroll.Binding, code string) ([]string, error) {
 	l.confirms.Add(1)
-	return l.Service.Confirm(ctx, user, code)
+	return l.Service.Confirm(ctx, user, binding, code)
 }
 
 // syncBuffer is a goroutine-safe buffer that can wait for text to appear.
@@ -262,11 +262,11 @@ func (e *env) ticket(user string) string {
 func (e *env) link(user string) {
 	e.t.Helper()
 	ctx := context.Background()
-	l, err := e.svc.Begin(ctx, user)
+	l, b, err := e.svc.Begin(ctx, user)
 	if err != nil {
 		e.t.Fatalf("Begin: %v", err)
 	}
-	if _, err := e.svc.Confirm(ctx, user, codeAt(e.t, l.Secret, time.Now())); err != nil {
+	if _, err := e.svc.Confirm(ctx, user, b, codeAt(e.t, l.Secret, time.Now())); err != nil {
 		e.t.Fatalf("Confirm: %v", err)
 	}
 }

@@ -10,6 +10,9 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"gatekeeper/enroll"
+	"gatekeeper/gatekeeper/store"
 )
 
 // askpassScript answers OpenSSH's keyboard-interactive prompts (SSH_ASKPASS_REQUIRE=force sends
@@ -223,4 +226,110 @@ func TestOpenSSH(t *testing.T) {
 			}
 		})
 	}
+}
+
+// typeLine sends one line to ssh's stdin, as typed at the terminal (Enter is "\r" on a pty).
+func (r *opensshRun) typeLine(line string) {
+	r.t.Helper()
+	if _, err := io.WriteString(r.stdin, line+"\r"); err != nil {
+		r.t.Fatalf("typing %q: %v", line, err)
+	}
+}
+
+// waitCount waits for n occurrences of want on ssh's stdout.
+func (r *opensshRun) waitCount(want string, n int) string {
+	r.t.Helper()
+	out, ok := r.stdout.waitCount(want, n, r.done)
+	if !ok {
+		r.t.Fatalf("no %d× %q from ssh; stdout:\n%s\nstderr:\n%s", n, want, out, r.stderr.String())
+	}
+	return out
+}
+
+// TestOpenSSHConfirmLimits drives the confirmation rules with the real OpenSSH client: the
+// store checks enroll.MaxConfirmTries codes and the next attempt cancels the link; a second
+// connection of the same user can neither start nor confirm the first one's link; an admin
+// reset ends a linking session with a message.
+func TestOpenSSHConfirmLimits(t *testing.T) {
+	t.Parallel()
+	requireTool(t, "ssh")
+	requireTool(t, "oathtool")
+
+	t.Run("wrong codes cancel the link", func(t *testing.T) {
+		t.Parallel()
+		e := newEnv(t)
+		r := e.openssh(testUser, testPassword, "")
+		secret := secretFrom(t, r.waitFor("Code from your app: "))
+		bad := wrongCode(t, secret)
+		for i := 1; i <= enroll.MaxConfirmTries; i++ {
+			r.typeLine(bad)
+			r.waitCount("Code from your app: ", i+1)
+		}
+		r.typeLine(oathtool(t, secret)) // not checked any more
+		if exit := r.wait(); exit != 1 {
+			t.Errorf("ssh exit %d, want 1", exit)
+		}
+		out := r.stdout.String()
+		if n := strings.Count(out, "That code did not match."); n != enroll.MaxConfirmTries {
+			t.Errorf("%d mismatches explained, want %d", n, enroll.MaxConfirmTries)
+		}
+		if !strings.Contains(out, "Too many wrong codes: this link was cancelled; start again.") {
+			t.Errorf("no clear message about the cancelled link; stdout:\n%s", out)
+		}
+		if st := e.state(testUser); st != store.StateNone {
+			t.Errorf("state %s, want none", st)
+		}
+		ev, err := e.st.Events(store.EventQuery{User: testUser})
+		if err != nil || ev[len(ev)-1].Kind != enroll.EventLinkVoided || !strings.HasPrefix(ev[len(ev)-1].Actor, "ssh-link ") {
+			t.Errorf("last audit event %+v (%v), want %s by ssh-link", ev[len(ev)-1], err, enroll.EventLinkVoided)
+		}
+		// Start again: a new secret, which links.
+		r2 := e.openssh(testUser, testPassword, "")
+		secret2 := secretFrom(t, r2.waitFor("Code from your app: "))
+		if secret2 == secret {
+			t.Error("the new link shows the cancelled secret")
+		}
+		r2.typeLine(oathtool(t, secret2))
+		if exit := r2.wait(); exit != 0 || e.state(testUser) != store.StateActive {
+			t.Errorf("linking again: exit %d, state %s", exit, e.state(testUser))
+		}
+	})
+
+	t.Run("only the connection that started the link confirms it", func(t *testing.T) {
+		t.Parallel()
+		e := newEnv(t)
+		first := e.openssh(testUser, testPassword, "")
+		secret := secretFrom(t, first.waitFor("Code from your app: "))
+		second := e.openssh(testUser, testPassword, "")
+		if exit := second.wait(); exit != 1 {
+			t.Errorf("second connection: exit %d, want 1", exit)
+		}
+		if out := second.stdout.String(); !strings.Contains(out, "A device link is already pending for alice") ||
+			strings.Contains(out, "Code from your app") || strings.Contains(out, secret) {
+			t.Errorf("second connection's output:\n%s", out)
+		}
+		if u, _ := e.st.Get(testUser); u.ConfirmTries != 0 {
+			t.Errorf("%d tries counted", u.ConfirmTries)
+		}
+		first.typeLine(oathtool(t, secret))
+		if exit := first.wait(); exit != 0 || !strings.Contains(first.stdout.String(), "Your recovery codes") {
+			t.Errorf("first connection: exit %d, stdout:\n%s", exit, first.stdout.String())
+		}
+	})
+
+	t.Run("an admin reset ends the session", func(t *testing.T) {
+		t.Parallel()
+		e := newEnv(t)
+		r := e.openssh(testUser, testPassword, "")
+		r.waitFor("Code from your app: ")
+		if n := e.srv.EndUser(testUser); n != 1 {
+			t.Errorf("EndUser = %d, want 1", n)
+		}
+		if exit := r.wait(); exit != 1 {
+			t.Errorf("ssh exit %d, want 1", exit)
+		}
+		if out := r.stdout.String(); !strings.Contains(out, "An admin reset your account, so this session ends.") {
+			t.Errorf("no reset message; stdout:\n%s", out)
+		}
+	})
 }

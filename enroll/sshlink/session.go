@@ -26,6 +26,7 @@ var (
 	errIdle         = errors.New("no input for too long")
 	errLinkExpired  = errors.New("the link expired")
 	errTooMuchInput = errors.New("too much input")
+	errReset        = errors.New("an admin reset the account")
 )
 
 // startReq is the request that starts the flow: "shell", or "exec" with its command.
@@ -60,16 +61,22 @@ type session struct {
 
 	mu      sync.Mutex
 	ended   bool
-	stopped bool // a timeout fired
+	stopped error // why the session was stopped (a timeout, a reset), nil while it runs
 	link    enroll.Link
 	timers  []*time.Timer
 }
 
-// run serves the session until the flow is over, and ends it with the exit status.
-func (ss *session) run() {
+// newSession prepares the session of an accepted channel; run serves it. Everything stop uses
+// exists from here on, so that a reset may stop the session before run has started.
+func newSession(ss *session) *session {
 	ss.start = make(chan startReq, 1)
 	ss.reqsDone = make(chan struct{})
 	ss.pr, ss.pw = io.Pipe()
+	return ss
+}
+
+// run serves the session until the flow is over, and ends it with the exit status.
+func (ss *session) run() {
 	defer ss.pr.Close()
 	go ss.serveRequests()
 
@@ -138,7 +145,7 @@ func (ss *session) flow(st startReq) int {
 		in.r = &lineEditor{r: ss.pr, echo: ss.ch}
 	}
 	ctx := enroll.WithActor(ss.ctx, "ssh-link "+ss.remote.Addr().String())
-	err := enroll.Terminal(ctx, &watchLinker{Linker: ss.srv.Linker, began: ss.began}, ss.user, in, out)
+	err := enroll.Terminal(ctx, &watchLinker{Linker: ss.srv.Linker, began: ss.began, stopped: ss.stopReason}, ss.user, in, out)
 	if err == nil {
 		ss.log.Info("sshlink: device linked")
 		return 0
@@ -168,8 +175,12 @@ func (ss *session) explain(ctx context.Context, err error, inputEnded bool) stri
 			}
 		}
 		return "Your device is already linked" + since + ". Lost your phone? Ask your admin."
+	case errors.Is(err, errReset):
+		ss.log.Info("sshlink: ended by a reset")
+		return "An admin reset your account, so this session ends. Connect again to link your app."
 	case errors.Is(err, enroll.ErrPending), errors.Is(err, enroll.ErrExpired),
-		errors.Is(err, enroll.ErrNoPending), errors.Is(err, enroll.ErrBadCode):
+		errors.Is(err, enroll.ErrNoPending), errors.Is(err, enroll.ErrBadCode),
+		errors.Is(err, enroll.ErrVoided), errors.Is(err, enroll.ErrStartedElsewhere):
 		// The enroll package's messages are written for users (they say when a link expires).
 		ss.log.Info("sshlink: link not completed", "reason", err.Error())
 		return sentence(err.Error())
@@ -210,24 +221,33 @@ func (ss *session) began(link enroll.Link) {
 	ss.timers = append(ss.timers, time.AfterFunc(d, func() { ss.stop(errLinkExpired) }))
 }
 
-// stop interrupts a flow waiting for input with reason. A flow stuck writing to a client that
-// reads nothing cannot notice, so the connection is closed under it after stopWait.
-func (ss *session) stop(reason error) {
+// stop interrupts a flow waiting for input with reason, and reports whether it did (false when
+// the flow has ended or was stopped already). A flow stuck writing to a client that reads
+// nothing cannot notice, so the connection is closed under it after stopWait.
+func (ss *session) stop(reason error) bool {
 	ss.mu.Lock()
 	defer ss.mu.Unlock()
-	if ss.ended || ss.stopped {
-		return
+	if ss.ended || ss.stopped != nil {
+		return false
 	}
-	ss.stopped = true
+	ss.stopped = reason
 	ss.pw.CloseWithError(reason)
 	ss.timers = append(ss.timers, time.AfterFunc(stopWait, func() { ss.conn.Close() }))
+	return true
+}
+
+// finished reports whether the flow has ended.
+func (ss *session) finished() bool {
+	ss.mu.Lock()
+	defer ss.mu.Unlock()
+	return ss.ended
 }
 
 // touch restarts the idle timer: the client is still there.
 func (ss *session) touch() {
 	ss.mu.Lock()
 	defer ss.mu.Unlock()
-	if !ss.ended && !ss.stopped && len(ss.timers) > 0 {
+	if !ss.ended && ss.stopped == nil && len(ss.timers) > 0 {
 		ss.timers[0].Reset(ss.srv.idleTimeout())
 	}
 }
@@ -300,18 +320,30 @@ func (ss *session) serveRequests() {
 	}
 }
 
-// watchLinker tells the session about the link the flow started.
-type watchLinker struct {
-	Linker
-	began func(enroll.Link)
+// stopReason is why the session was stopped, or nil.
+func (ss *session) stopReason() error {
+	ss.mu.Lock()
+	defer ss.mu.Unlock()
+	return ss.stopped
 }
 
-func (l *watchLinker) Begin(ctx context.Context, user string) (enroll.Link, error) {
-	link, err := l.Linker.Begin(ctx, user)
+// watchLinker tells the session about the link the flow started, and starts none once the
+// session was stopped (a reset that came before the flow began must not be followed by a link).
+type watchLinker struct {
+	Linker
+	began   func(enroll.Link)
+	stopped func() error
+}
+
+func (l *watchLinker) Begin(ctx context.Context, user string) (enroll.Link, enroll.Binding, error) {
+	if err := l.stopped(); err != nil {
+		return enroll.Link{}, "", err
+	}
+	link, binding, err := l.Linker.Begin(ctx, user)
 	if err == nil {
 		l.began(link)
 	}
-	return link, err
+	return link, binding, err
 }
 
 // inputTracker remembers that the input ended, so that the flow's error can be told apart

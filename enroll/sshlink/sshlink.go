@@ -79,13 +79,12 @@ type PasswordChecker interface {
 }
 
 // Linker starts and confirms device links, as enroll.Service does (errors wrapping
-// enroll.ErrAlreadyLinked, ErrPending, ErrNoPending, ErrExpired, ErrBadCode); Confirm returns
-// the new recovery codes. If the Linker also has enroll.Service's
+// enroll.ErrAlreadyLinked, ErrPending, ErrNoPending, ErrExpired, ErrBadCode, ErrVoided,
+// ErrStartedElsewhere); Confirm returns the new recovery codes. The binding Begin returns stays
+// with the session channel that began the link (in its run of enroll.Terminal), so no other
+// connection can confirm it. If the Linker also has enroll.Service's
 // State(ctx, user) (store.User, error), the "already linked" message says since when.
-type Linker interface {
-	Begin(ctx context.Context, user string) (enroll.Link, error)
-	Confirm(ctx context.Context, user, code string) ([]string, error)
-}
+type Linker = enroll.Linker
 
 // Tickets checks and uses up the one-time tickets that let a user link a device from outside
 // the allowed networks (*store.Store implements it). Both return an error for an unknown,
@@ -132,6 +131,9 @@ type Server struct {
 
 	initOnce sync.Once
 	startups *connserve.Startups
+	// live holds the authenticated connections, for EndUser.
+	liveMu sync.Mutex
+	live   map[*liveConn]struct{}
 	// accept runs the accept loop and tracks the connections for Shutdown and Close; the
 	// context it gives handleConn is cancelled when connections are closed under it.
 	accept connserve.Server
@@ -144,6 +146,7 @@ func (s *Server) init() {
 			n = DefaultMaxStartups
 		}
 		s.startups = connserve.NewStartups(n)
+		s.live = make(map[*liveConn]struct{})
 		s.accept.Handle = s.handleConn
 		s.accept.Log = s.log()
 		s.accept.Name = "sshlink"
@@ -249,6 +252,9 @@ func (s *Server) handleConn(ctx context.Context, nc net.Conn) {
 	go ssh.DiscardRequests(reqs)
 
 	log = log.With("user", sc.User())
+	lc := &liveConn{user: sc.User(), conn: sc}
+	s.track(lc, true)
+	defer s.track(lc, false)
 	var wg sync.WaitGroup
 	started := false
 	for nch := range chans {
@@ -266,8 +272,9 @@ func (s *Server) handleConn(ctx context.Context, nc net.Conn) {
 			return
 		}
 		started = true
-		ss := &session{srv: s, ctx: ctx, conn: sc, nc: nc, ch: ch, reqs: chReqs,
-			user: sc.User(), remote: remote, ticket: a.ticket, log: log}
+		ss := newSession(&session{srv: s, ctx: ctx, conn: sc, nc: nc, ch: ch, reqs: chReqs,
+			user: sc.User(), remote: remote, ticket: a.ticket, log: log})
+		lc.setSession(ss)
 		wg.Go(func() {
 			ss.run()
 			// The session is over: let the client hang up first, then close.
@@ -284,6 +291,77 @@ func (s *Server) handleConn(ctx context.Context, nc net.Conn) {
 		})
 	}
 	wg.Wait()
+}
+
+// liveConn is one authenticated connection, as EndUser sees it.
+type liveConn struct {
+	user string
+	conn *ssh.ServerConn
+
+	mu sync.Mutex
+	ss *session // its session channel, once accepted
+}
+
+func (lc *liveConn) setSession(ss *session) {
+	lc.mu.Lock()
+	defer lc.mu.Unlock()
+	lc.ss = ss
+}
+
+// end ends the connection for a reset: a running flow is told why (errReset) and the
+// connection is closed under it at the latest stopWait later; otherwise it is closed now. It
+// reports whether the connection was still in use (not a finished session waiting for the
+// client to hang up).
+func (lc *liveConn) end() bool {
+	lc.mu.Lock()
+	ss := lc.ss
+	lc.mu.Unlock()
+	switch {
+	case ss == nil:
+		lc.conn.Close()
+		return true
+	case ss.stop(errReset):
+		return true
+	default:
+		lc.conn.Close()
+		return !ss.finished()
+	}
+}
+
+// track adds lc to the live connections, or removes it.
+func (s *Server) track(lc *liveConn, add bool) {
+	s.liveMu.Lock()
+	defer s.liveMu.Unlock()
+	if add {
+		s.live[lc] = struct{}{}
+	} else {
+		delete(s.live, lc)
+	}
+}
+
+// EndUser ends every authenticated connection of user and returns how many were still in use.
+// An admin reset calls it: a linking session in progress says that an admin reset the account
+// and ends; the link it started cannot be confirmed by anyone after it.
+func (s *Server) EndUser(user string) int {
+	s.init()
+	s.liveMu.Lock()
+	var victims []*liveConn
+	for lc := range s.live {
+		if lc.user == user {
+			victims = append(victims, lc)
+		}
+	}
+	s.liveMu.Unlock()
+	n := 0
+	for _, lc := range victims {
+		if lc.end() {
+			n++
+		}
+	}
+	if n > 0 {
+		s.log().Info("sshlink: sessions ended by a reset", "user", user, "sessions", n)
+	}
+	return n
 }
 
 // remoteAddr is the client's address as the policy sees it: unmapped, with its port.

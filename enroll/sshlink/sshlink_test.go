@@ -10,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	"gatekeeper/enroll"
 	"gatekeeper/gatekeeper/store"
 )
 
@@ -138,22 +139,25 @@ func TestSession(t *testing.T) {
 				cs.stdin.Close()
 			},
 			wantOut: []string{"No code given; the link stays pending until "}},
-		{name: "three wrong codes", pty: true, wantExit: 1, wantState: store.StatePending, begins: 1,
+		{name: "too many wrong codes", pty: true, wantExit: 1, wantState: store.StateNone, begins: 1,
 			drive: func(cs *clientSession, secret string) {
 				bad := wrongCode(cs.t, secret)
-				for i := 1; i <= 3; i++ {
+				for i := 1; i <= enroll.MaxConfirmTries; i++ {
 					cs.waitCount("Code from your app: ", i)
 					cs.write(bad + "\r")
 				}
+				// The next attempt is not checked, however good.
+				cs.waitCount("Code from your app: ", enroll.MaxConfirmTries+1)
+				cs.write(codeAt(cs.t, secret, time.Now()) + "\r")
 			},
-			wantOut: []string{"That code did not match.", "The code did not match 3 times"}},
+			wantOut: []string{"That code did not match.", "Too many wrong codes: this link was cancelled; start again."}},
 		{name: "already linked", pty: true, wantExit: 1, wantState: store.StateActive, begins: 1, refused: true,
 			setup: func(e *env) { e.link(testUser) },
 			wantOut: []string{"Your device is already linked (since " + time.Now().Format("2 January 2006") +
 				"). Lost your phone? Ask your admin."}},
 		{name: "link pending", wantExit: 1, wantState: store.StatePending, begins: 1, refused: true,
 			setup: func(e *env) {
-				if _, err := e.svc.Begin(context.Background(), testUser); err != nil {
+				if _, _, err := e.svc.Begin(context.Background(), testUser); err != nil {
 					e.t.Fatal(err)
 				}
 			},
@@ -386,5 +390,35 @@ func TestShutdown(t *testing.T) {
 	}
 	if _, _, err := e.dial(testUser, testPassword, ""); err == nil {
 		t.Fatal("login after Shutdown")
+	}
+}
+
+// TestEndUser: a reset ends every connection of the user — a session waiting for its code says
+// why, a connection without a session is closed — and leaves other users alone.
+func TestEndUser(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t)
+	waiting := startSession(t, e.mustDial(testUser, testPassword, ""), true, "")
+	waiting.waitFor("Code from your app: ")
+	idle := e.mustDial(testUser, testPassword, "")
+	bob := startSession(t, e.mustDial("bob", "bobs password", ""), false, "")
+	secret := secretFrom(t, bob.waitFor("Code from your app: "))
+
+	if n := e.srv.EndUser(testUser); n != 2 {
+		t.Errorf("EndUser = %d, want 2", n)
+	}
+	exit, out := waiting.wait()
+	if exit != 1 || !strings.Contains(out, "An admin reset your account, so this session ends.") {
+		t.Errorf("alice's session: exit %d, output:\n%s", exit, out)
+	}
+	if err := idle.Wait(); err == nil {
+		t.Error("alice's connection without a session ended without an error")
+	}
+	bob.write(codeAt(t, secret, time.Now()) + "\n")
+	if exit, out := bob.wait(); exit != 0 {
+		t.Errorf("bob's session: exit %d, output:\n%s", exit, out)
+	}
+	if n := e.srv.EndUser(testUser); n != 0 {
+		t.Errorf("second EndUser = %d, want 0", n)
 	}
 }

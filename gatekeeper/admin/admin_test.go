@@ -283,7 +283,7 @@ func TestLinkRoundTrip(t *testing.T) {
 	if err := c.Ping(ctx); err != nil {
 		t.Fatalf("Ping: %v", err)
 	}
-	link, err := c.Begin(ctx, "alice")
+	link, binding, err := c.Begin(ctx, "alice")
 	if err != nil {
 		t.Fatalf("Begin: %v", err)
 	}
@@ -293,7 +293,7 @@ func TestLinkRoundTrip(t *testing.T) {
 	}
 
 	// The secret is shown once: neither a second Begin nor the user's state shows it again.
-	_, err = c.Begin(ctx, "alice")
+	_, _, err = c.Begin(ctx, "alice")
 	if !errors.Is(err, enroll.ErrPending) || strings.Contains(err.Error(), link.Secret) {
 		t.Errorf("second Begin = %v, want ErrPending without the secret", err)
 	}
@@ -306,16 +306,16 @@ func TestLinkRoundTrip(t *testing.T) {
 	if resp.StatusCode != http.StatusOK || bytes.Contains(raw, []byte(link.Secret)) || !bytes.Contains(raw, []byte(`"state":"pending"`)) {
 		t.Errorf("GET user = %d %s; want 200, pending, no secret", resp.StatusCode, raw)
 	}
-	if strings.Contains(d.log.String(), link.Secret) {
-		t.Error("the daemon's log shows the secret")
+	if strings.Contains(d.log.String(), link.Secret) || strings.Contains(d.log.String(), string(binding)) {
+		t.Error("the daemon's log shows the secret or the binding")
 	}
 
-	if _, err := c.Confirm(ctx, "alice", wrongCode(t, link.Secret, t0)); !errors.Is(err, enroll.ErrBadCode) {
+	if _, err := c.Confirm(ctx, "alice", binding, wrongCode(t, link.Secret, t0)); !errors.Is(err, enroll.ErrBadCode) {
 		t.Errorf("Confirm with a wrong code = %v, want ErrBadCode", err)
 	}
 	d.clock.Add(time.Minute)
 	code := codeAt(t, link.Secret, d.clock.Now())
-	codes, err := c.Confirm(ctx, "alice", code)
+	codes, err := c.Confirm(ctx, "alice", binding, code)
 	if err != nil {
 		t.Fatalf("Confirm: %v", err)
 	}
@@ -327,7 +327,7 @@ func TestLinkRoundTrip(t *testing.T) {
 			t.Error("the daemon's log shows a recovery code")
 		}
 	}
-	if _, err := c.Confirm(ctx, "alice", code); !errors.Is(err, enroll.ErrNoPending) {
+	if _, err := c.Confirm(ctx, "alice", binding, code); !errors.Is(err, enroll.ErrNoPending) {
 		t.Errorf("Confirm again = %v, want ErrNoPending", err)
 	}
 	info, err := c.User(ctx, "alice")
@@ -338,7 +338,7 @@ func TestLinkRoundTrip(t *testing.T) {
 		info.RecoveryCodesLeft != enroll.RecoveryCodes {
 		t.Errorf("User = %+v, want active since %v", info, d.clock.Now())
 	}
-	_, err = c.Begin(ctx, "alice")
+	_, _, err = c.Begin(ctx, "alice")
 	if !errors.Is(err, enroll.ErrAlreadyLinked) || !strings.Contains(err.Error(), "linked on 2026-11-23; an admin must reset it") {
 		t.Errorf("Begin for an active user = %v, want ErrAlreadyLinked with the date", err)
 	}
@@ -348,12 +348,14 @@ func TestClientErrors(t *testing.T) {
 	d := startDaemon(t)
 	c := NewClient(d.path)
 	ctx := context.Background()
+	bindings := map[string]enroll.Binding{}
 	mustBegin := func(user string) enroll.Link {
 		t.Helper()
-		l, err := c.Begin(ctx, user)
+		l, b, err := c.Begin(ctx, user)
 		if err != nil {
 			t.Fatalf("Begin(%s): %v", user, err)
 		}
+		bindings[user] = b
 		return l
 	}
 	mustBegin("pending")
@@ -362,6 +364,12 @@ func TestClientErrors(t *testing.T) {
 	mustBegin("fresh")
 	d.clock.Add(6 * time.Minute) // "pending" and "expiring" have expired; "fresh" has not
 	badCode := wrongCode(t, mustBegin("pending").Secret, d.clock.Now())
+	mustBegin("voided")
+	for range enroll.MaxConfirmTries {
+		if _, err := c.Confirm(ctx, "voided", bindings["voided"], "000000x"); !errors.Is(err, enroll.ErrBadCode) {
+			t.Fatalf("wrong code: %v", err)
+		}
+	}
 
 	tests := []struct {
 		name string
@@ -369,13 +377,15 @@ func TestClientErrors(t *testing.T) {
 		want error
 		msg  string // part of the message the daemon sent
 	}{
-		{"pending", func() error { _, err := c.Begin(ctx, "fresh"); return err }, enroll.ErrPending, "expires at"},
-		{"no pending", func() error { _, err := c.Confirm(ctx, "nobody", "123456"); return err }, enroll.ErrNoPending, "nobody"},
-		{"expired", func() error { _, err := c.Confirm(ctx, "expiring", "123456"); return err }, enroll.ErrExpired, "start a new link"},
-		{"bad code", func() error { _, err := c.Confirm(ctx, "pending", badCode); return err }, enroll.ErrBadCode, "did not match"},
-		{"malformed code", func() error { _, err := c.Confirm(ctx, "pending", "12ab56"); return err }, enroll.ErrBadCode, "did not match"},
-		{"bad name begin", func() error { _, err := c.Begin(ctx, "-oProxyCommand=x"); return err }, store.ErrBadName, ""},
-		{"bad name confirm", func() error { _, err := c.Confirm(ctx, "a/b", "123456"); return err }, store.ErrBadName, ""},
+		{"pending", func() error { _, _, err := c.Begin(ctx, "fresh"); return err }, enroll.ErrPending, "expires at"},
+		{"no pending", func() error { _, err := c.Confirm(ctx, "nobody", "", "123456"); return err }, enroll.ErrNoPending, "nobody"},
+		{"expired", func() error { _, err := c.Confirm(ctx, "expiring", bindings["expiring"], "123456"); return err }, enroll.ErrExpired, "start a new link"},
+		{"bad code", func() error { _, err := c.Confirm(ctx, "pending", bindings["pending"], badCode); return err }, enroll.ErrBadCode, "did not match"},
+		{"malformed code", func() error { _, err := c.Confirm(ctx, "pending", bindings["pending"], "12ab56"); return err }, enroll.ErrBadCode, "did not match"},
+		{"other binding", func() error { _, err := c.Confirm(ctx, "fresh", bindings["pending"], "123456"); return err }, enroll.ErrStartedElsewhere, "enroll command that started it"},
+		{"voided", func() error { _, err := c.Confirm(ctx, "voided", bindings["voided"], "123456"); return err }, enroll.ErrVoided, "too many wrong codes: this link was cancelled; start again"},
+		{"bad name begin", func() error { _, _, err := c.Begin(ctx, "-oProxyCommand=x"); return err }, store.ErrBadName, ""},
+		{"bad name confirm", func() error { _, err := c.Confirm(ctx, "a/b", "", "123456"); return err }, store.ErrBadName, ""},
 		{"bad name user", func() error { _, err := c.User(ctx, "../etc"); return err }, store.ErrBadName, ""},
 	}
 	for _, tt := range tests {
@@ -390,7 +400,7 @@ func TestClientErrors(t *testing.T) {
 		})
 	}
 	// After ErrExpired the link can start again.
-	if _, err := c.Begin(ctx, "expiring"); err != nil {
+	if _, _, err := c.Begin(ctx, "expiring"); err != nil {
 		t.Errorf("Begin after expiry: %v", err)
 	}
 }
@@ -447,7 +457,7 @@ func TestBadRequests(t *testing.T) {
 func TestInternalErrorHidden(t *testing.T) {
 	d := startDaemon(t)
 	d.st.Close() // every store call now fails
-	_, err := NewClient(d.path).Begin(context.Background(), "alice")
+	_, _, err := NewClient(d.path).Begin(context.Background(), "alice")
 	if err == nil || !strings.Contains(err.Error(), "internal error, see the daemon's log") {
 		t.Fatalf("Begin with a broken store = %v, want the internal error message", err)
 	}
@@ -525,7 +535,7 @@ func TestNoDaemon(t *testing.T) {
 		if !errors.Is(err, ErrNoDaemon) || !strings.Contains(err.Error(), path) {
 			t.Errorf("Ping %s = %v, want ErrNoDaemon naming the socket", path, err)
 		}
-		if _, err := c.Begin(context.Background(), "alice"); !errors.Is(err, ErrNoDaemon) {
+		if _, _, err := c.Begin(context.Background(), "alice"); !errors.Is(err, ErrNoDaemon) {
 			t.Errorf("Begin %s = %v, want ErrNoDaemon", path, err)
 		}
 	}

@@ -79,18 +79,24 @@ func NewClient(path string) *Client {
 	return &Client{path: path, Timeout: DefaultTimeout, hc: &http.Client{Transport: tr}}
 }
 
-// Begin starts a device link for user on the daemon and returns the one showing of the secret.
-func (c *Client) Begin(ctx context.Context, user string) (enroll.Link, error) {
-	var link enroll.Link
-	err := c.call(ctx, http.MethodPost, "/v1/enroll/begin", beginRequest{User: user}, &link)
-	return link, err
+// Begin starts a device link for user on the daemon and returns the one showing of the secret
+// and the link's binding. The binding stays in this process: only a Confirm that passes it on
+// can confirm the link, so another process (another `gatekeeper enroll` for the same user)
+// cannot.
+func (c *Client) Begin(ctx context.Context, user string) (enroll.Link, enroll.Binding, error) {
+	var resp beginResponse
+	if err := c.call(ctx, http.MethodPost, "/v1/enroll/begin", beginRequest{User: user}, &resp); err != nil {
+		return enroll.Link{}, "", err
+	}
+	return resp.Link, resp.Binding, nil
 }
 
-// Confirm confirms user's pending link with code on the daemon and returns the link's recovery
-// codes (their one showing).
-func (c *Client) Confirm(ctx context.Context, user, code string) ([]string, error) {
+// Confirm confirms user's pending link with code and the binding Begin returned, on the daemon,
+// and returns the link's recovery codes (their one showing).
+func (c *Client) Confirm(ctx context.Context, user string, binding enroll.Binding, code string) ([]string, error) {
 	var resp confirmResponse
-	if err := c.call(ctx, http.MethodPost, "/v1/enroll/confirm", confirmRequest{User: user, Code: code}, &resp); err != nil {
+	req := confirmRequest{User: user, Binding: binding, Code: code}
+	if err := c.call(ctx, http.MethodPost, "/v1/enroll/confirm", req, &resp); err != nil {
 		return nil, err
 	}
 	return resp.RecoveryCodes, nil
@@ -279,6 +285,10 @@ func remoteError(status int, b []byte) error {
 		sentinel = enroll.ErrExpired
 	case codeBadCode:
 		sentinel = enroll.ErrBadCode
+	case codeVoided:
+		sentinel = enroll.ErrVoided
+	case codeElsewhere:
+		sentinel = enroll.ErrStartedElsewhere
 	case codeBadName:
 		sentinel = store.ErrBadName
 	case codeUnknownUser:

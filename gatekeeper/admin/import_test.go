@@ -34,7 +34,7 @@ func TestImport(t *testing.T) {
 	now := totp.Step(t0)
 
 	// The pending user's link is replaced without force: it was never confirmed.
-	if _, err := c.Begin(ctx, "bob"); err != nil {
+	if _, _, err := c.Begin(ctx, "bob"); err != nil {
 		t.Fatal(err)
 	}
 

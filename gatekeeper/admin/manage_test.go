@@ -26,11 +26,11 @@ var me = fmt.Sprintf("uid %d", os.Getuid())
 // link makes user an active user through the client and returns the recovery codes.
 func link(t *testing.T, d *daemon, c *Client, user string) []string {
 	t.Helper()
-	l, err := c.Begin(context.Background(), user)
+	l, b, err := c.Begin(context.Background(), user)
 	if err != nil {
 		t.Fatalf("Begin(%s): %v", user, err)
 	}
-	codes, err := c.Confirm(context.Background(), user, codeAt(t, l.Secret, d.clock.Now()))
+	codes, err := c.Confirm(context.Background(), user, b, codeAt(t, l.Secret, d.clock.Now()))
 	if err != nil {
 		t.Fatalf("Confirm(%s): %v", user, err)
 	}
@@ -111,7 +111,7 @@ func TestUsers(t *testing.T) {
 	}
 
 	link(t, d, c, "alice")
-	bobLink, err := c.Begin(ctx, "bob")
+	bobLink, _, err := c.Begin(ctx, "bob")
 	if err != nil {
 		t.Fatal(err)
 	}

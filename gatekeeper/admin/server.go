@@ -24,6 +24,8 @@ const (
 	codeNoPending     = "no_pending"
 	codeExpired       = "expired"
 	codeBadCode       = "bad_code"
+	codeVoided        = "voided"
+	codeElsewhere     = "started_elsewhere"
 	codeBadName       = "bad_name"
 	codeBadRequest    = "bad_request"
 	codeNotFound      = "not_found"
@@ -152,9 +154,17 @@ type beginRequest struct {
 	User string `json:"user"`
 }
 
+// beginResponse is the link's one showing and its binding: the calling process keeps the
+// binding to confirm the link, and nobody else can.
+type beginResponse struct {
+	enroll.Link
+	Binding enroll.Binding `json:"binding"`
+}
+
 type confirmRequest struct {
-	User string `json:"user"`
-	Code string `json:"code"`
+	User    string         `json:"user"`
+	Binding enroll.Binding `json:"binding"`
+	Code    string         `json:"code"`
 }
 
 type confirmResponse struct {
@@ -296,14 +306,14 @@ func (s *Server) handleBegin(w http.ResponseWriter, r *http.Request) {
 	if !s.decode(w, r, &req) {
 		return
 	}
-	link, err := s.Enroll.Begin(s.actorContext(r), req.User)
+	link, binding, err := s.Enroll.Begin(s.actorContext(r), req.User)
 	if err != nil {
 		s.writeErr(w, r, err)
 		return
 	}
 	// This response is the one showing of the secret: nothing may keep a copy.
 	w.Header().Set("Cache-Control", "no-store")
-	writeJSON(w, http.StatusOK, link)
+	writeJSON(w, http.StatusOK, beginResponse{Link: link, Binding: binding})
 }
 
 func (s *Server) handleConfirm(w http.ResponseWriter, r *http.Request) {
@@ -311,7 +321,7 @@ func (s *Server) handleConfirm(w http.ResponseWriter, r *http.Request) {
 	if !s.decode(w, r, &req) {
 		return
 	}
-	codes, err := s.Enroll.Confirm(s.actorContext(r), req.User, req.Code)
+	codes, err := s.Enroll.Confirm(s.actorContext(r), req.User, req.Binding, req.Code)
 	if err != nil {
 		s.writeErr(w, r, err)
 		return
@@ -379,6 +389,10 @@ func (s *Server) writeErr(w http.ResponseWriter, r *http.Request, err error) {
 		status, code = http.StatusGone, codeExpired
 	case errors.Is(err, enroll.ErrBadCode):
 		status, code = http.StatusUnprocessableEntity, codeBadCode
+	case errors.Is(err, enroll.ErrVoided):
+		status, code = http.StatusGone, codeVoided
+	case errors.Is(err, enroll.ErrStartedElsewhere):
+		status, code = http.StatusForbidden, codeElsewhere
 	case errors.Is(err, store.ErrBadName):
 		status, code = http.StatusBadRequest, codeBadName
 	case errors.Is(err, ErrNoSuchUser):
