@@ -126,7 +126,7 @@ func (a *Admission) refusal(l Limits, host, net netip.Prefix, trusted bool) stri
 	}
 	start := l.DropStart
 	if start <= 0 {
-		start = l.Max / 2
+		start = max(l.Max/2, 1) // never drop a connection when none is waiting
 	}
 	if a.total >= start && l.Max > start {
 		p := earlyDropRate + (1-earlyDropRate)*float64(a.total-start)/float64(l.Max-start)
