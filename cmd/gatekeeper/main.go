@@ -178,6 +178,9 @@ func serve(ctx context.Context, cfg *config.Config, log *slog.Logger, reload fun
 		Allowed:        cfg.IsEnrollAllowed,
 		Log:            log,
 		LoginGraceTime: cfg.LoginGraceTime,
+		// Its own counters, with the front door's limits.
+		Preauth:          gatekeeper.AdmissionLimits(cfg),
+		HandshakeTimeout: cfg.Preauth.HandshakeTimeout,
 	}
 	adm := &admin.Server{
 		Enroll: linker,

@@ -38,8 +38,8 @@ const (
 const (
 	// DefaultLoginGraceTime is how long a client has to authenticate and start its session.
 	DefaultLoginGraceTime = 60 * time.Second
-	// DefaultMaxStartups caps the connections that have not authenticated yet.
-	DefaultMaxStartups = 16
+	// DefaultHandshakeTimeout bounds the version and key exchange.
+	DefaultHandshakeTimeout = 10 * time.Second
 	// DefaultIdleTimeout is how long a session waits for input (the code) before it ends; it
 	// matches enroll.DefaultConfirmWithin, after which the code could not confirm anyway.
 	DefaultIdleTimeout = enroll.DefaultConfirmWithin
@@ -122,15 +122,21 @@ type Server struct {
 	// LoginGraceTime is how long a client has to authenticate and start its session; zero
 	// means DefaultLoginGraceTime.
 	LoginGraceTime time.Duration
-	// MaxStartups caps connections that have not authenticated yet; more are closed at once.
-	// Zero means DefaultMaxStartups.
-	MaxStartups int
+	// Preauth limits the connections that have not authenticated yet: per address, per
+	// network and in total, with random early drop; connections from Allowed addresses may use
+	// the reserve. Zero fields mean DefaultPreauth's. The daemon passes the front door's
+	// max_startups and preauth settings.
+	Preauth connserve.Limits
+	// HandshakeTimeout bounds the SSH version and key exchange, so that idle connections give
+	// their place back soon; LoginGraceTime then bounds authentication. Zero means
+	// DefaultHandshakeTimeout.
+	HandshakeTimeout time.Duration
 	// IdleTimeout is how long a session waits for input before it ends; zero means
 	// DefaultIdleTimeout. A session also ends when its link expires.
 	IdleTimeout time.Duration
 
-	initOnce sync.Once
-	startups *connserve.Startups
+	initOnce  sync.Once
+	admission *connserve.Admission
 	// live holds the authenticated connections, for EndUser.
 	liveMu sync.Mutex
 	live   map[*liveConn]struct{}
@@ -141,11 +147,17 @@ type Server struct {
 
 func (s *Server) init() {
 	s.initOnce.Do(func() {
-		n := s.MaxStartups
-		if n <= 0 {
-			n = DefaultMaxStartups
+		l, d := s.Preauth, DefaultPreauth()
+		if l.PerAddress <= 0 {
+			l.PerAddress = d.PerAddress
 		}
-		s.startups = connserve.NewStartups(n)
+		if l.PerNetwork <= 0 {
+			l.PerNetwork = d.PerNetwork
+		}
+		if l.Max <= 0 {
+			l.Max = d.Max
+		}
+		s.admission = connserve.NewAdmission(l)
 		s.live = make(map[*liveConn]struct{})
 		s.accept.Handle = s.handleConn
 		s.accept.Log = s.log()
@@ -166,6 +178,12 @@ func (s *Server) log() *slog.Logger {
 		return s.Log
 	}
 	return slog.New(slog.DiscardHandler)
+}
+
+// DefaultPreauth returns the limits on unauthenticated connections used where Preauth leaves
+// them zero.
+func DefaultPreauth() connserve.Limits {
+	return connserve.Limits{PerAddress: 4, PerNetwork: 16, Max: 32, TrustedReserve: 8}
 }
 
 func (s *Server) graceTime() time.Duration {
@@ -221,21 +239,31 @@ func (s *Server) handleConn(ctx context.Context, nc net.Conn) {
 	remote := remoteAddr(nc.RemoteAddr())
 	log := s.log().With("remote", remote.String())
 
-	release, ok := s.startups.Enter()
-	if !ok {
-		log.Warn("sshlink: too many unauthenticated connections; refusing", "max_startups", s.startups.Max())
+	release, refused := s.admission.Enter(remote.Addr(), s.allowed(remote.Addr()))
+	if refused != "" {
+		log.Debug("sshlink: connection refused before authentication", "reason", refused)
 		return
 	}
 	defer release()
 
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
-	_ = nc.SetDeadline(time.Now().Add(s.graceTime()))
+	// The version and key exchange get a short deadline; authentication then gets the grace
+	// time from the start, as at the front door.
+	start := time.Now()
+	handshake := s.HandshakeTimeout
+	if handshake <= 0 {
+		handshake = DefaultHandshakeTimeout
+	}
+	_ = nc.SetDeadline(start.Add(min(handshake, s.graceTime())))
 	a := &authState{srv: s, ctx: ctx, remote: remote, log: log}
 	cfg := &ssh.ServerConfig{
 		MaxAuthTries:                maxAuthTries,
 		ServerVersion:               "SSH-2.0-gatekeeper-link",
 		KeyboardInteractiveCallback: a.keyboardInteractive,
+		PreAuthConnCallback: func(ssh.ServerPreAuthConn) {
+			_ = nc.SetDeadline(start.Add(s.graceTime()))
+		},
 	}
 	for _, k := range s.Signers {
 		cfg.AddHostKey(k)

@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"context"
 	"errors"
+	"gatekeeper/gatekeeper/connserve"
 	"io"
 	"net"
 	"strings"
@@ -333,7 +334,7 @@ func TestLoginGraceTime(t *testing.T) {
 
 func TestMaxStartups(t *testing.T) {
 	t.Parallel()
-	e := newEnv(t, func(e *env) { e.srv.MaxStartups = 1 })
+	e := newEnv(t, func(e *env) { e.srv.Preauth = connserve.Limits{PerAddress: 1, PerNetwork: 1, Max: 1} })
 	hold, err := net.Dial("tcp", e.addr)
 	if err != nil {
 		t.Fatal(err)
