@@ -16,6 +16,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"sync/atomic"
 	"time"
 
 	"gatekeeper/gatekeeper/store"
@@ -137,7 +138,8 @@ func ActorFrom(ctx context.Context) string {
 
 // Service implements Linker on top of the store. The zero values of Issuer, ConfirmWithin, Now
 // and Log fall back to DefaultIssuer, DefaultConfirmWithin, time.Now and a discarding logger.
-// Skew is the number of 30 s steps accepted on either side of now (0 = the current step only).
+// Skew is the number of 30 s steps accepted on either side of now (0 = the current step only);
+// SetSkew changes it while the Service is in use.
 type Service struct {
 	Store         *store.Store
 	Issuer        string
@@ -145,6 +147,20 @@ type Service struct {
 	ConfirmWithin time.Duration
 	Now           func() time.Time
 	Log           *slog.Logger
+
+	// reloadedSkew, once set by SetSkew, replaces Skew.
+	reloadedSkew atomic.Pointer[int]
+}
+
+// SetSkew makes the confirmations that follow accept n steps either side of now (a config
+// reload); it is safe to call while the Service is in use.
+func (s *Service) SetSkew(n int) { s.reloadedSkew.Store(&n) }
+
+func (s *Service) skew() int {
+	if p := s.reloadedSkew.Load(); p != nil {
+		return *p
+	}
+	return s.Skew
 }
 
 var _ Linker = (*Service)(nil)
@@ -345,7 +361,7 @@ func (s *Service) Confirm(ctx context.Context, user string, binding Binding, cod
 		}
 		u.ConfirmTries++
 		at.try = u.ConfirmTries
-		step, err := totp.Verify(u.Secret, code, now, s.Skew, u.LastStep)
+		step, err := totp.Verify(u.Secret, code, now, s.skew(), u.LastStep)
 		if err != nil {
 			at.bad = fmt.Errorf("%w: %w", ErrBadCode, err)
 			return nil

@@ -341,3 +341,20 @@ func TestConfirmBadName(t *testing.T) {
 		}
 	}
 }
+
+// TestSetSkew: a config reload's totp.skew applies to the confirmations that follow.
+func TestSetSkew(t *testing.T) {
+	clock := &fakeClock{t: t0}
+	s := newService(t, clock, nil)
+	link, b := mustBegin(t, s, "alice")
+	secret := decodeSecret(t, link.Secret)
+	s.SetSkew(0)
+	// One step ahead: accepted with skew 1, refused with skew 0.
+	if _, err := s.Confirm(context.Background(), "alice", b, codeAt(secret, t0.Add(30*time.Second))); !errors.Is(err, ErrBadCode) {
+		t.Fatalf("Confirm with a code one step ahead after SetSkew(0) = %v, want ErrBadCode", err)
+	}
+	s.SetSkew(1)
+	if _, err := s.Confirm(context.Background(), "alice", b, codeAt(secret, t0.Add(30*time.Second))); err != nil {
+		t.Fatalf("Confirm with a code one step ahead after SetSkew(1): %v", err)
+	}
+}

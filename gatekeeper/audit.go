@@ -21,7 +21,9 @@ const auditQueue = 4096
 type auditor struct {
 	st  interface{ Append(...store.Event) error }
 	log *slog.Logger
-	ch  chan store.Event
+	// writeFailed counts a failed write (see Server.storeWriteFailed).
+	writeFailed func(err error)
+	ch          chan store.Event
 	// done is closed when the goroutine has written its last batch.
 	done chan struct{}
 
@@ -31,8 +33,8 @@ type auditor struct {
 	closed bool
 }
 
-func newAuditor(st interface{ Append(...store.Event) error }, log *slog.Logger) *auditor {
-	a := &auditor{st: st, log: log, ch: make(chan store.Event, auditQueue), done: make(chan struct{})}
+func newAuditor(st interface{ Append(...store.Event) error }, log *slog.Logger, writeFailed func(error)) *auditor {
+	a := &auditor{st: st, log: log, writeFailed: writeFailed, ch: make(chan store.Event, auditQueue), done: make(chan struct{})}
 	go a.run()
 	return a
 }
@@ -69,7 +71,8 @@ func (a *auditor) run() {
 			}
 		}
 		if err := a.st.Append(batch...); err != nil {
-			a.log.Error("writing audit events failed", "events", len(batch), "err", err)
+			a.log.Error("writing audit events failed; they are in this log only", "events", len(batch), "err", err)
+			a.writeFailed(err)
 		}
 	}
 }

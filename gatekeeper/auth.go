@@ -440,6 +440,7 @@ func (s *Server) useCode(user, code string) error {
 		u.LastLogin = now
 		return nil
 	})
+	s.noteWriteError(err)
 	return classifyCodeError(err)
 }
 
@@ -468,6 +469,7 @@ func (s *Server) useRecoveryCode(ctx context.Context, user, answer string) error
 		u.LastLogin = s.now()
 		return nil
 	})
+	s.noteWriteError(err)
 	return classifyCodeError(err)
 }
 
@@ -492,6 +494,14 @@ func (s *Server) checkRecovery(ctx context.Context, u *store.User, answer string
 		return totp.ErrMismatch
 	}
 	return nil
+}
+
+// noteWriteError counts err when it is the store failing to write, not the
+// code being refused.
+func (s *Server) noteWriteError(err error) {
+	if le, ok := errors.AsType[*LoginError](classifyCodeError(err)); ok && le.Reason == ReasonInternal {
+		s.storeWriteFailed(err)
+	}
 }
 
 // classifyCodeError turns a second-factor error into a LoginError.
@@ -525,6 +535,7 @@ func (s *Server) touchLastLogin(user string) {
 	})
 	if err != nil {
 		s.log.Warn("recording last login failed", "user", user, "err", err)
+		s.storeWriteFailed(err)
 	}
 }
 

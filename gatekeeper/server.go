@@ -106,6 +106,20 @@ type Server struct {
 	resets map[string]uint64
 }
 
+// storeWriteFailed counts a failed write to the store, by whether the disk
+// was full, and says loudly when it was: logins that need a code are refused
+// until there is room (their used time step must be recorded), while logins
+// from the trusted networks go on.
+func (s *Server) storeWriteFailed(err error) {
+	if errors.Is(err, store.ErrNoSpace) {
+		s.metrics.StoreWriteErrors.With("no_space").Inc()
+		s.log.Error("database disk full: logins that need a code are refused until there is free space; trusted logins go on",
+			"err", err)
+		return
+	}
+	s.metrics.StoreWriteErrors.With("other").Inc()
+}
+
 // AdmissionLimits are the pre-authentication limits of cfg (max_startups
 // and preauth), with defaults for zero values; SSH linking uses them too.
 func AdmissionLimits(cfg *config.Config) connserve.Limits {
@@ -174,12 +188,12 @@ func New(cfg *config.Config, opts Options) (*Server, error) {
 		limiter:   newLimiter(policyOf(cfg.RateLimit), opts.Now),
 		recovery:  opts.Recovery,
 		metrics:   opts.Metrics,
-		audit:     newAuditor(opts.Store, opts.Log),
 		hashSlots: make(chan struct{}, maxHashSlots),
 		admission: connserve.NewAdmission(AdmissionLimits(cfg)),
 		sessions:  map[uint64]*Session{},
 		resets:    map[string]uint64{},
 	}
+	s.audit = newAuditor(opts.Store, opts.Log, s.storeWriteFailed)
 	s.accept.Handle = func(_ context.Context, nc net.Conn) { s.handleConn(nc) }
 	s.accept.Log = opts.Log
 	s.accept.QuickAck = sshSetupBytes
@@ -229,6 +243,16 @@ func (s *Server) Reload(cfg *config.Config) (needRestart []string) {
 		{"proxy_protocol", old.ProxyProtocol, cfg.ProxyProtocol},
 		{"proxy_protocol_from", old.ProxyProtocolFrom, cfg.ProxyProtocolFrom},
 		{"admin.socket", old.Admin.Socket, cfg.Admin.Socket},
+		{"admin.groups", old.Admin.Groups, cfg.Admin.Groups},
+		{"enroll.portal_listen", old.Enroll.PortalListen, cfg.Enroll.PortalListen},
+		{"enroll.ssh_listen", old.Enroll.SSHListen, cfg.Enroll.SSHListen},
+		{"enroll.confirm_within", old.Enroll.ConfirmWithin, cfg.Enroll.ConfirmWithin},
+		{"enroll.tls_cert", old.Enroll.TLSCert, cfg.Enroll.TLSCert},
+		{"enroll.tls_key", old.Enroll.TLSKey, cfg.Enroll.TLSKey},
+		{"totp.issuer", old.TOTP.Issuer, cfg.TOTP.Issuer},
+		{"metrics_listen", old.MetricsListen, cfg.MetricsListen},
+		{"log_format", old.LogFormat, cfg.LogFormat},
+		{"audit.retention", old.Audit.Retention, cfg.Audit.Retention},
 	}
 	for _, r := range restartOnly {
 		if fmt.Sprint(r.old) != fmt.Sprint(r.new) {

@@ -39,11 +39,25 @@ type memStore struct {
 	mu     sync.Mutex
 	users  map[string]store.User
 	events []store.Event
+	// full makes every write fail as on a full disk.
+	full bool
+}
+
+// errFull is what a full memStore returns, as the bbolt store does.
+var errFull = fmt.Errorf("%w: free space on the filesystem holding test.db", store.ErrNoSpace)
+
+func (m *memStore) setFull(full bool) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	m.full = full
 }
 
 func (m *memStore) Append(events ...store.Event) error {
 	m.mu.Lock()
 	defer m.mu.Unlock()
+	if m.full {
+		return errFull
+	}
 	m.events = append(m.events, events...)
 	return nil
 }
@@ -80,6 +94,9 @@ func (m *memStore) Update(name string, fn func(u *store.User) error) error {
 	u.Secret = bytes.Clone(u.Secret)
 	if err := fn(&u); err != nil {
 		return err
+	}
+	if m.full {
+		return errFull
 	}
 	m.users[name] = u
 	return nil
@@ -1143,5 +1160,30 @@ func TestRefusalsAlikeInTime(t *testing.T) {
 	}
 	if l := g.srv.Locks("bob"); len(l) == 0 || l[0].Until.IsZero() {
 		t.Errorf("bob was not locked out; the locked case measured something else: %+v", l)
+	}
+}
+
+// TestDiskFull: when the database's disk is full, logins from the trusted
+// networks go on, logins that need a code are refused (their step cannot be
+// recorded), and the log and gatekeeper_store_write_errors_total say why.
+func TestDiskFull(t *testing.T) {
+	g := newTestGate(t, nil)
+	g.store.setFull(true)
+	if r := g.login("alice", landerPassword, "", "127.0.0.2"); r.err != nil {
+		t.Fatalf("trusted login with the disk full: %v", r.err)
+	}
+	if r := g.login("alice", landerPassword, g.code(t, 0), "127.0.0.1"); r.err == nil {
+		t.Fatal("a login with a code got in although its step could not be recorded")
+	}
+	waitFor(t, "the audit writer to report the full disk", func() bool {
+		return g.srv.metrics.StoreWriteErrors.With("no_space").Value() >= 3 // last login, step, audit
+	})
+	if !strings.Contains(g.logs.String(), "database disk full") {
+		t.Errorf("the log does not say the disk is full:\n%s", g.logs.String())
+	}
+	g.store.setFull(false)
+	g.clock.Advance(30 * time.Second)
+	if r := g.login("alice", landerPassword, g.code(t, 0), "127.0.0.1"); r.err != nil {
+		t.Fatalf("login with a code once there is room again: %v", r.err)
 	}
 }

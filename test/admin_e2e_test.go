@@ -321,6 +321,37 @@ func TestSIGHUPChangesTrustedNetworks(t *testing.T) {
 	}
 }
 
+// TestSIGHUPChangesAllowedNetworks: enroll.allowed_networks is applied by SIGHUP to device
+// linking, without a restart.
+func TestSIGHUPChangesAllowedNetworks(t *testing.T) {
+	t.Parallel()
+	const newSource = "127.0.0.3"
+	g := ownGatekeeper(t, gkOptions{})
+	u := newUser(t)
+	explain(t, g, u)
+	lc := linkClient(t, g, u, newSource)
+	s := lc.liveSSH([]string{"-tt"})
+	if exit := s.wait(waitTimeout); exit != 255 || !strings.Contains(s.stderr.String(), "Permission denied") {
+		t.Fatalf("linking from %s without a ticket before the reload: want Permission denied, got %s", newSource, s)
+	}
+	wantPrompts(t, lc, "Password:", "Linking ticket:")
+
+	cfg, err := os.ReadFile(g.cfgPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg = []byte(strings.Replace(string(cfg), "enroll:\n", "enroll:\n  allowed_networks: [\""+newSource+"/32\"]\n", 1))
+	if err := os.WriteFile(g.cfgPath, cfg, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	from := len(g.logBytes())
+	g.signal(t, syscall.SIGHUP)
+	g.waitLog(t, from, "config reloaded", "enroll.allowed_networks")
+
+	terminalLink(t, lc)
+	wantPrompts(t, lc, "Password:")
+}
+
 func TestSIGTERMDrains(t *testing.T) {
 	t.Parallel()
 	g := ownGatekeeper(t, gkOptions{})

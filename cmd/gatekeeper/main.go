@@ -16,6 +16,7 @@ import (
 	"os/signal"
 	"runtime"
 	"runtime/debug"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -115,6 +116,14 @@ func serve(ctx context.Context, cfg *config.Config, log *slog.Logger, reload fun
 		return err
 	}
 	defer st.Close()
+	if m := st.Migrated(); m != nil {
+		log.Info("database migrated to the current schema: every record is now authenticated under the key file",
+			"from_schema", m.From, "records", m.Records, "tickets", m.Tickets)
+		if len(m.Damaged) > 0 || m.DamagedTickets > 0 {
+			log.Error("records that could not be read were left as they were; `gatekeeper admin reset USER` removes each",
+				"users", m.Damaged, "tickets", m.DamagedTickets)
+		}
+	}
 
 	reg := metrics.NewRegistry()
 	gk, err := gatekeeper.New(cfg, gatekeeper.Options{
@@ -133,6 +142,9 @@ func serve(ctx context.Context, cfg *config.Config, log *slog.Logger, reload fun
 		Store: st, Issuer: cfg.TOTP.Issuer, Skew: cfg.TOTP.Skew,
 		ConfirmWithin: cfg.Enroll.ConfirmWithin, Log: log,
 	}
+
+	var policy livePolicy
+	policy.cfg.Store(cfg)
 
 	// Every listener is opened before anything is served, so that a port in
 	// use fails the start instead of leaving a half-working daemon.
@@ -164,7 +176,7 @@ func serve(ctx context.Context, cfg *config.Config, log *slog.Logger, reload fun
 		Passwords:     gk,
 		Linker:        linker,
 		Tickets:       linker,
-		Allowed:       cfg.IsEnrollAllowed,
+		Allowed:       policy.enrollAllowed,
 		Issuer:        cfg.TOTP.Issuer,
 		ConfirmWithin: cfg.Enroll.ConfirmWithin,
 		Log:           log,
@@ -175,7 +187,7 @@ func serve(ctx context.Context, cfg *config.Config, log *slog.Logger, reload fun
 		Passwords:      gk,
 		Linker:         linker,
 		Tickets:        linker,
-		Allowed:        cfg.IsEnrollAllowed,
+		Allowed:        policy.enrollAllowed,
 		Log:            log,
 		LoginGraceTime: cfg.LoginGraceTime,
 		// Its own counters, with the front door's limits.
@@ -248,7 +260,7 @@ wait:
 		select {
 		case sig := <-sigs:
 			if sig == syscall.SIGHUP {
-				reloadConfig(gk, reload, log)
+				reloadConfig(gk, linker, &policy, reload, log)
 				continue
 			}
 			log.Info("shutting down", "signal", sig.String(), "grace", shutdownGrace.String())
@@ -328,6 +340,14 @@ func pruneAudit(st *store.Store, retention time.Duration, log *slog.Logger) (sto
 	return func() { close(done); <-finished }
 }
 
+// livePolicy holds the config whose enroll.allowed_networks the linking portal and SSH listener
+// apply; SIGHUP replaces it.
+type livePolicy struct {
+	cfg atomic.Pointer[config.Config]
+}
+
+func (p *livePolicy) enrollAllowed(a netip.Addr) bool { return p.cfg.Load().IsEnrollAllowed(a) }
+
 // lockInfos are the front door's locks as the admin API reports them.
 func lockInfos(locks []gatekeeper.Lock) []admin.LockInfo {
 	out := make([]admin.LockInfo, len(locks))
@@ -370,14 +390,20 @@ func addrOf(ln net.Listener) string {
 
 // reloadConfig applies a re-read config; a broken one is logged and the old
 // settings stay in force, as sshd does on SIGHUP with a bad config.
-func reloadConfig(gk *gatekeeper.Server, reload func() (*config.Config, error), log *slog.Logger) {
+func reloadConfig(gk *gatekeeper.Server, linker *enroll.Service, policy *livePolicy, reload func() (*config.Config, error), log *slog.Logger) {
 	cfg, err := reload()
 	if err != nil {
 		log.Error("config reload failed; keeping the current settings", "err", err)
 		return
 	}
+	for _, w := range cfg.Warnings() {
+		log.Warn("config: " + w)
+	}
 	needRestart := gk.Reload(cfg)
-	log.Info("config reloaded", "applied", "trusted_networks, rate_limit, totp.skew, failure_delay, login_grace_time, max_auth_tries, session")
+	linker.SetSkew(cfg.TOTP.Skew)
+	policy.cfg.Store(cfg)
+	log.Info("config reloaded", "applied", "trusted_networks, rate_limit, totp.skew, failure_delay, login_grace_time, "+
+		"max_auth_tries, max_startups, preauth, max_channels, session, enroll.allowed_networks")
 	if len(needRestart) > 0 {
 		log.Warn("changed settings that take effect only after a restart", "keys", needRestart)
 	}
