@@ -13,10 +13,12 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"regexp"
 	"slices"
 	"strconv"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -414,4 +416,61 @@ func waitUntil(t *testing.T, what string, cond func() bool) {
 		}
 		time.Sleep(4 * pollInterval)
 	}
+}
+
+// TestDiskFull: once the database's filesystem is full and the database has to grow, the log
+// and /metrics say the disk is full, a login from the trusted network still works, and with
+// room again everything works again.
+func TestDiskFull(t *testing.T) {
+	t.Parallel()
+	dir, err := os.MkdirTemp(base(t).tmp, "full")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := syscall.Mount("tmpfs", dir, "tmpfs", 0, "size=2m,mode=0700"); err != nil {
+		t.Fatalf("mounting a small tmpfs for the database (the tests run as root): %v", err)
+	}
+	t.Cleanup(func() {
+		if err := syscall.Unmount(dir, syscall.MNT_DETACH); err != nil {
+			t.Errorf("unmount %s: %v", dir, err)
+		}
+	})
+	db := filepath.Join(dir, "gatekeeper.db")
+	g := ownGatekeeper(t, gkOptions{edit: func(y string) string {
+		y = regexp.MustCompile(`(?m)^db: .*$`).ReplaceAllString(y, `db: "`+db+`"`)
+		y = strings.Replace(y, `failure_delay: "`+failureDelay.String()+`"`, `failure_delay: "1ms"`, 1)
+		return y + "max_auth_tries: 100\n"
+	}})
+	u := enrolledUser(t, g)
+
+	filler := filepath.Join(dir, "filler")
+	f, err := os.Create(filler)
+	if err != nil {
+		t.Fatal(err)
+	}
+	chunk := make([]byte, 16<<10)
+	for {
+		if _, err := f.Write(chunk); err != nil {
+			break
+		}
+	}
+	f.Close()
+
+	// Refused logins write audit events until the database needs room it cannot get.
+	const noSpace = `gatekeeper_store_write_errors_total{error="no_space"}`
+	for i := 0; g.scrape(t)[noSpace] == 0; i++ {
+		if i == 100 {
+			t.Fatalf("10,000 audited refusals and no write failed on a full disk")
+		}
+		refusedConn(t, g, "gktest-nobody", fmt.Sprintf("127.0.%d.%d", 150+i/200, 1+i%200), 100)
+	}
+	g.waitLog(t, 0, "database disk full")
+	mustLogIn(t, from(t, g, u, trustedAddr), "trusted login with the disk full")
+
+	if err := os.Remove(filler); err != nil {
+		t.Fatal(err)
+	}
+	c := from(t, g, u, "")
+	c.setCode(u.nextCode(t))
+	mustLogIn(t, c, "a login with a code once there is room again")
 }
