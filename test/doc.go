@@ -7,7 +7,13 @@
 //   - device linking in headless Chromium through the portal (the QR read back with zbarimg),
 //     with `ssh -tt` on the SSH linking port, and with `gatekeeper enroll` (link_e2e_test.go);
 //   - the admin commands, metrics, SIGHUP and SIGTERM, and importing files made by Debian's
-//     google-authenticator (admin_e2e_test.go).
+//     google-authenticator (admin_e2e_test.go);
+//   - the door tried as an attacker on the internet would: lockouts that must not reach the
+//     trusted network, guesses counted before they are checked, floods of idle connections,
+//     refusals alike in time, bounded audit growth, a full disk (hostile_e2e_test.go); PROXY
+//     headers through a balancer, also without a client address (proxy_e2e_test.go); the
+//     max_channels cap (relay_limits_e2e_test.go); and 100 logins with one code while the daemon
+//     is killed -9 at random moments (soak_e2e_test.go).
 //
 // The tests need root (useradd, and sshd can only check passwords as root). Without root they
 // are skipped, except when CI=true, where a skip would hide a broken pipeline and fails instead.
