@@ -119,6 +119,9 @@ type fakeLander struct {
 	// rejectDelay is how long a wrong password takes to be refused, as
 	// PAM's failure delay makes a real sshd take about 2 s.
 	rejectDelay atomic.Int64
+	// hold, when set, keeps a right password waiting until it is closed:
+	// a test can act while a login is at the lander.
+	hold atomic.Pointer[chan struct{}]
 }
 
 const landerPassword = "correct horse"
@@ -135,6 +138,9 @@ func startLander(t *testing.T) *fakeLander {
 		PasswordCallback: func(c ssh.ConnMetadata, pw []byte) (*ssh.Permissions, error) {
 			fl.attempts.Add(1)
 			if string(pw) == landerPassword {
+				if h := fl.hold.Load(); h != nil {
+					<-*h
+				}
 				return nil, nil
 			}
 			time.Sleep(time.Duration(fl.rejectDelay.Load()))
@@ -1185,5 +1191,73 @@ func TestDiskFull(t *testing.T) {
 	g.clock.Advance(30 * time.Second)
 	if r := g.login("alice", landerPassword, g.code(t, 0), "127.0.0.1"); r.err != nil {
 		t.Fatalf("login with a code once there is room again: %v", r.err)
+	}
+}
+
+// TestResetDuringLogin: a login whose code was accepted just before an admin
+// reset, and which is still at the lander when the reset ends the user's
+// sessions, is not let in afterwards.
+func TestResetDuringLogin(t *testing.T) {
+	g := newTestGate(t, nil)
+	hold := make(chan struct{})
+	g.lander.hold.Store(&hold)
+	done := make(chan loginResult, 1)
+	go func() { done <- g.login("alice", landerPassword, g.code(t, 0), "127.0.0.1") }()
+	waitFor(t, "the login to reach the lander", func() bool { return g.lander.attempts.Load() == 1 })
+
+	// What admin reset does: forget the record, then end the sessions.
+	if err := g.store.Update("alice", func(u *store.User) error { *u = store.User{Name: "alice"}; return nil }); err != nil {
+		t.Fatal(err)
+	}
+	if n := g.srv.KillUser("alice"); n != 0 {
+		t.Fatalf("KillUser ended %d sessions before the login finished", n)
+	}
+	close(hold)
+	if r := <-done; r.err == nil {
+		t.Fatalf("a login decided during the reset survived it: %q", r.output)
+	}
+	waitFor(t, "the refused session to be logged", func() bool {
+		return strings.Contains(g.logs.String(), "token was reset while the login was decided")
+	})
+	if s := g.srv.Sessions(); len(s) != 0 {
+		t.Errorf("sessions after the reset: %+v", s)
+	}
+}
+
+// TestRecoveryHashesBounded: however many recovery-shaped answers arrive at
+// once, no more than maxHashSlots argon2id hashes run together.
+func TestRecoveryHashesBounded(t *testing.T) {
+	var running, most atomic.Int32
+	release := make(chan struct{})
+	g := newTestGateWith(t, nil, func(o *Options) {
+		o.Recovery = func(u *store.User, answer string) bool {
+			n := running.Add(1)
+			for {
+				m := most.Load()
+				if n <= m || most.CompareAndSwap(m, n) {
+					break
+				}
+			}
+			<-release
+			running.Add(-1)
+			return false
+		}
+	})
+	const users = 12
+	for i := range users {
+		name := fmt.Sprintf("user%d", i)
+		g.store.users[name] = store.User{Name: name, State: store.StateActive, Secret: g.secret}
+	}
+	var wg sync.WaitGroup
+	for i := range users {
+		wg.Go(func() {
+			g.login(fmt.Sprintf("user%d", i), landerPassword, "abcd-efgh-jk", fmt.Sprintf("127.0.20.%d", i+1))
+		})
+	}
+	waitFor(t, "the hashing slots to fill", func() bool { return running.Load() == maxHashSlots })
+	close(release)
+	wg.Wait()
+	if m := most.Load(); m != maxHashSlots {
+		t.Errorf("%d recovery-code hashes ran at once, want at most (and, under this load, exactly) %d", m, maxHashSlots)
 	}
 }
