@@ -227,14 +227,22 @@ const (
 // before its code is checked, so that no concurrency gets more codes checked
 // than rate_limit.failures allows.
 func (s *Server) authenticate(ctx context.Context, user, password, code string, remote netip.Addr, trusted bool) (*upstreamConn, string, error) {
-	if err := checkInput(user, password); err != nil {
-		// Junk counts against the source, so a scanner is locked out soon
-		// and stops costing audit events.
-		s.noteFailures(s.limiter.fail(sourceKeys(remote, trusted)), remote)
+	if err := s.checkInput(user, password, remote, trusted); err != nil {
 		return nil, "", err
 	}
 	if trusted {
 		return s.authenticateTrusted(ctx, user, password, remote)
+	}
+
+	// A recovery-code hash waits for a free slot before the attempt takes
+	// its place in the user's budget: a flood that keeps the slots busy
+	// must not hold the user's places meanwhile.
+	if s.recovery != nil && !looksLikeTOTP(code) {
+		release, err := s.hashSlot(ctx)
+		if err != nil {
+			return nil, "", &LoginError{ReasonInternal, err}
+		}
+		defer release()
 	}
 
 	// Only users with a linked device have codes to guess; counting the
@@ -244,9 +252,10 @@ func (s *Server) authenticate(ctx context.Context, user, password, code string, 
 		return nil, "", &LoginError{ReasonInternal, err}
 	}
 	active := u.State == store.StateActive
-	keys := sourceKeys(remote, false)
+	src := sourceKeys(remote, false)
+	keys := src
 	if active {
-		keys = append(keys, userKey(user, false))
+		keys = append(slices.Clip(src), userKey(user, false))
 	}
 	res, lk := s.limiter.reserve(keys)
 	if lk != nil {
@@ -261,10 +270,21 @@ func (s *Server) authenticate(ctx context.Context, user, password, code string, 
 		}
 		return nil, "", err
 	}
-	res.succeed()
+	// The code was right. The source's places go back now (many users may
+	// share an address), but the user's is held until the lander has
+	// answered the password: a right code must not clear the user's count
+	// before the password is known to be right too, or whoever holds the
+	// phone could guess passwords without ever being locked out.
+	res.release(func(k LockKey) bool { return k.Scope != ScopeUser })
 	up, err := s.landerLogin(ctx, user, password)
-	if errors.Is(err, ErrPasswordRejected) {
-		s.noteFailures(s.limiter.fail(keys), remote)
+	switch {
+	case errors.Is(err, ErrPasswordRejected):
+		s.noteFailures(append(res.fail(), s.limiter.fail(src)...), remote)
+	case err != nil:
+		res.cancel()
+	default:
+		res.succeed()
+		s.limiter.clear(src[:1]) // the address's own typing errors
 	}
 	if err != nil {
 		return nil, "", err
@@ -293,15 +313,26 @@ func (s *Server) authenticateTrusted(ctx context.Context, user, password string,
 	return up, secondFactorTrusted, nil
 }
 
-// checkInput refuses hostile input before any work is done for it.
-func checkInput(user, password string) error {
-	if err := store.CheckName(user); err != nil {
-		return &LoginError{ReasonBadUsername, err}
+// checkInput refuses hostile input before any work is done for it. Junk
+// counts against the source, so that a scanner is soon locked out; from a
+// source locked out already it is a locked refusal (audited once, with the
+// lockout), so that junk cannot grow the audit log either.
+func (s *Server) checkInput(user, password string, remote netip.Addr, trusted bool) error {
+	err := store.CheckName(user)
+	if err != nil {
+		err = &LoginError{ReasonBadUsername, err}
+	} else if len(password) > maxPasswordLen {
+		err = &LoginError{ReasonBadPassword, errors.New("password longer than 1 KiB")}
 	}
-	if len(password) > maxPasswordLen {
-		return &LoginError{ReasonBadPassword, errors.New("password longer than 1 KiB")}
+	if err == nil {
+		return nil
 	}
-	return nil
+	src := sourceKeys(remote, trusted)
+	if lk := s.limiter.check(src); lk != nil {
+		return lockedError(lk)
+	}
+	s.noteFailures(s.limiter.fail(src), remote)
+	return err
 }
 
 // lockedError is the refusal for an attempt turned away by lk.
@@ -350,14 +381,17 @@ func (s *Server) CheckPassword(ctx context.Context, user, password string, remot
 	if le, ok := errors.AsType[*LoginError](err); ok {
 		reason = le.Reason
 	}
-	s.log.Info("password check refused", "user", logName(user), "remote", remote.String(), "reason", reason, "err", err.Error())
+	level := slog.LevelInfo
+	if reason == ReasonLocked {
+		level = slog.LevelDebug // counted on the lockout, as at the front door
+	}
+	s.log.Log(ctx, level, "password check refused", "user", logName(user), "remote", remote.String(), "reason", reason, "err", err.Error())
 	sleepUntil(start.Add(delay))
 	return err
 }
 
 func (s *Server) checkPassword(ctx context.Context, user, password string, remote netip.Addr, trusted bool) error {
-	if err := checkInput(user, password); err != nil {
-		s.noteFailures(s.limiter.fail(sourceKeys(remote, trusted)), remote)
+	if err := s.checkInput(user, password, remote, trusted); err != nil {
 		return err
 	}
 	var up *upstreamConn
@@ -395,7 +429,7 @@ func (s *Server) useSecondFactor(ctx context.Context, user, answer string, activ
 	recovery := s.recovery != nil && !looksLikeTOTP(answer)
 	if !active {
 		if recovery {
-			_ = s.checkRecovery(ctx, &store.User{Name: user}, answer)
+			_ = s.checkRecovery(&store.User{Name: user}, answer)
 		}
 		return "", classifyCodeError(ErrNotLinked)
 	}
@@ -456,7 +490,7 @@ func (s *Server) useRecoveryCode(ctx context.Context, user, answer string) error
 	if u.State != store.StateActive {
 		return classifyCodeError(ErrNotLinked)
 	}
-	if err := s.checkRecovery(ctx, &u, answer); err != nil {
+	if err := s.checkRecovery(&u, answer); err != nil {
 		return classifyCodeError(err)
 	}
 	err = s.store.Update(user, func(u *store.User) error {
@@ -477,19 +511,23 @@ func (s *Server) useRecoveryCode(ctx context.Context, user, answer string) error
 // slot before it is refused as an internal error.
 const hashWait = 10 * time.Second
 
-// checkRecovery runs the recovery-code check (an argon2id hash of 19 MiB)
-// under the server's small concurrency limit, so that a flood of
-// recovery-shaped answers cannot take the machine's memory and cores. It
-// returns totp.ErrMismatch when answer is none of u's codes.
-func (s *Server) checkRecovery(ctx context.Context, u *store.User, answer string) error {
+// hashSlot waits for one of the server's few recovery-code hashing slots
+// (argon2id takes 19 MiB a hash), so that a flood of recovery-shaped answers
+// cannot take the machine's memory and cores. release gives it back.
+func (s *Server) hashSlot(ctx context.Context) (release func(), err error) {
 	ctx, cancel := context.WithTimeout(ctx, hashWait)
 	defer cancel()
 	select {
 	case s.hashSlots <- struct{}{}:
+		return func() { <-s.hashSlots }, nil
 	case <-ctx.Done():
-		return fmt.Errorf("no free recovery-code hashing slot: %w", ctx.Err())
+		return nil, fmt.Errorf("no free recovery-code hashing slot: %w", ctx.Err())
 	}
-	defer func() { <-s.hashSlots }()
+}
+
+// checkRecovery checks answer against u's recovery codes (the caller holds
+// a hashSlot); it returns totp.ErrMismatch when answer is none of them.
+func (s *Server) checkRecovery(u *store.User, answer string) error {
 	if !s.recovery(u, answer) {
 		return totp.ErrMismatch
 	}

@@ -256,6 +256,26 @@ func (r *reservation) succeed() {
 	})
 }
 
+// release gives back, without a verdict, the places of the keys that give
+// selects, and leaves r holding the others.
+func (r *reservation) release(give func(LockKey) bool) {
+	if r == nil || r.done {
+		return
+	}
+	l := r.l
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	kept := r.keys[:0:0]
+	for _, k := range r.keys {
+		if give(k) {
+			l.entry(k).inFlight--
+			continue
+		}
+		kept = append(kept, k)
+	}
+	r.keys = kept
+}
+
 // cancel ends r without a verdict (the store or the lander failed): its
 // places are given back and nothing is counted.
 func (r *reservation) cancel() { r.end(nil) }

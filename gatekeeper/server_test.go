@@ -1261,3 +1261,45 @@ func TestRecoveryHashesBounded(t *testing.T) {
 		t.Errorf("%d recovery-code hashes ran at once, want at most (and, under this load, exactly) %d", m, maxHashSlots)
 	}
 }
+
+// TestRightCodeWrongPasswordCounts: whoever holds the phone but not the
+// password is locked out like anyone else: a right code does not clear the
+// user's failures before the lander has accepted the password.
+func TestRightCodeWrongPasswordCounts(t *testing.T) {
+	g := newTestGate(t, nil)
+	for i := range testRateLimit.Failures {
+		g.clock.Advance(30 * time.Second)
+		if r := g.login("alice", fmt.Sprintf("guess-%d", i), g.code(t, 0), fmt.Sprintf("127.0.%d.1", 30+i)); r.err == nil {
+			t.Fatal("a wrong password got in")
+		}
+	}
+	g.clock.Advance(30 * time.Second)
+	if r := g.login("alice", landerPassword, g.code(t, 0), "127.0.40.1"); r.err == nil {
+		t.Fatal("the right password got in after three wrong ones with right codes: the user was never locked out")
+	}
+	if l := g.srv.Locks("alice"); len(l) != 1 || l[0].Key.Scope != ScopeUser || l[0].Until.IsZero() {
+		t.Fatalf("Locks = %+v, want alice locked out from outside", l)
+	}
+}
+
+// TestJunkFromLockedSourceNotAudited: once a source is locked out, even
+// names that are not names are refused as locked and not audited one by one.
+func TestJunkFromLockedSourceNotAudited(t *testing.T) {
+	g := newTestGate(t, nil)
+	for range testRateLimit.Failures {
+		g.login("bad/name", landerPassword, "123456", "127.0.50.1")
+	}
+	waitFor(t, "the lockout to be audited", func() bool {
+		return slices.Contains(g.store.kinds(), store.EventLockout)
+	})
+	before := len(g.store.kinds())
+	for range 20 {
+		g.login("bad/name", landerPassword, "123456", "127.0.50.1")
+	}
+	// The audit writer runs in batches; a locked refusal writes nothing, so
+	// give it the time a batch takes and compare.
+	g.srv.audit.close()
+	if n := len(g.store.kinds()) - before; n != 0 {
+		t.Errorf("%d audit events for 20 refusals from a locked source, want none: %v", n, g.store.kinds()[before:])
+	}
+}
