@@ -447,20 +447,26 @@ func (s *Server) enforceLimits(sess *Session, limits config.Session, log *slog.L
 
 // serverConfig builds one connection's SSH server config. It is built per
 // connection so that the auth callbacks close over that connection's attempt,
-// and so that the end of the key exchange can move nc's deadline from the
-// handshake's to login_grace_time after start.
+// and so that nc's deadline moves from the handshake's to login_grace_time
+// after start only when the client begins to authenticate: a client that
+// finishes the key exchange and then sits idle gives its place back after
+// preauth.handshake_timeout, like one that never speaks.
 func (s *Server) serverConfig(cfg *config.Config, a *attempt, nc net.Conn, start time.Time) *ssh.ServerConfig {
 	grace := cfg.LoginGraceTime
 	if grace <= 0 {
 		grace = 60 * time.Second
 	}
+	authBegins := func() { _ = nc.SetDeadline(start.Add(grace)) }
 	c := &ssh.ServerConfig{
 		MaxAuthTries:                cfg.MaxAuthTries,
 		ServerVersion:               "SSH-2.0-gatekeeper",
-		KeyboardInteractiveCallback: a.keyboardInteractive,
-		PasswordCallback:            a.passwordMethod,
-		PreAuthConnCallback: func(ssh.ServerPreAuthConn) {
-			_ = nc.SetDeadline(start.Add(grace))
+		KeyboardInteractiveCallback: func(c ssh.ConnMetadata, ask ssh.KeyboardInteractiveChallenge) (*ssh.Permissions, error) {
+			authBegins()
+			return a.keyboardInteractive(c, ask)
+		},
+		PasswordCallback: func(c ssh.ConnMetadata, pw []byte) (*ssh.Permissions, error) {
+			authBegins()
+			return a.passwordMethod(c, pw)
 		},
 	}
 	for _, k := range s.signers {

@@ -1303,3 +1303,34 @@ func TestJunkFromLockedSourceNotAudited(t *testing.T) {
 		t.Errorf("%d audit events for 20 refusals from a locked source, want none: %v", n, g.store.kinds()[before:])
 	}
 }
+
+// TestIdleAfterKeyExchange: a client that finishes the key exchange and then
+// sends no authentication request gives its place back after
+// preauth.handshake_timeout, not after login_grace_time.
+func TestIdleAfterKeyExchange(t *testing.T) {
+	g := newTestGate(t, func(c *config.Config) {
+		c.Preauth.HandshakeTimeout = 300 * time.Millisecond
+		c.LoginGraceTime = time.Minute
+	})
+	stall := make(chan struct{})
+	defer close(stall)
+	nc, err := net.Dial("tcp", g.addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nc.Close()
+	done := make(chan error, 1)
+	go func() {
+		_, _, _, err := ssh.NewClientConn(nc, g.addr, &ssh.ClientConfig{
+			User: "alice",
+			// Asked for the password after the key exchange and the "none"
+			// request: it never answers, so no password request is sent.
+			Auth:            []ssh.AuthMethod{ssh.PasswordCallback(func() (string, error) { <-stall; return "", errors.New("stalled") })},
+			HostKeyCallback: ssh.InsecureIgnoreHostKey(),
+		})
+		done <- err
+	}()
+	waitFor(t, "the server to hang up on the idle client", func() bool {
+		return g.srv.admission.Len() == 0 && strings.Contains(g.logs.String(), "connection ended before login")
+	})
+}

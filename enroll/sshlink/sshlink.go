@@ -260,9 +260,11 @@ func (s *Server) handleConn(ctx context.Context, nc net.Conn) {
 	cfg := &ssh.ServerConfig{
 		MaxAuthTries:                maxAuthTries,
 		ServerVersion:               "SSH-2.0-gatekeeper-link",
-		KeyboardInteractiveCallback: a.keyboardInteractive,
-		PreAuthConnCallback: func(ssh.ServerPreAuthConn) {
+		// The grace time starts counting only when the client begins to authenticate, so
+		// that an idle client gives its place back after the handshake deadline.
+		KeyboardInteractiveCallback: func(c ssh.ConnMetadata, ask ssh.KeyboardInteractiveChallenge) (*ssh.Permissions, error) {
 			_ = nc.SetDeadline(start.Add(s.graceTime()))
+			return a.keyboardInteractive(c, ask)
 		},
 	}
 	for _, k := range s.Signers {
