@@ -178,6 +178,9 @@ func (c *Config) Validate() error {
 	return errors.Join(p...)
 }
 
+// minTrustedBits is the broadest trusted_networks entry allowed (10.0.0.0/8, fd00::/8).
+const minTrustedBits = 8
+
 // Narrowest allowed proxy_protocol_from entries: a load balancer is a handful of hosts, and a
 // broad range would let anyone inside it claim any client address.
 const (
@@ -285,6 +288,11 @@ func parseNetworks(p *problems, key string, raw []string, allowAll bool) []netip
 		if !allowAll && pfx.Bits() == 0 {
 			// Trusting everyone silently turns the second factor off.
 			p.addf(k, "%q would trust every address, so nobody would be asked for a code", s)
+			continue
+		}
+		if !allowAll && pfx.Bits() < minTrustedBits {
+			// 0.0.0.0/1 and 128.0.0.0/1 together are /0 by other means.
+			p.addf(k, "%q is broader than a /%d: it would trust a large part of the internet", s, minTrustedBits)
 			continue
 		}
 		out = append(out, pfx)

@@ -71,6 +71,10 @@ func TestValidateNamesTheKey(t *testing.T) {
 			c.ProxyProtocol = true
 			c.ProxyProtocolFrom = []string{"10.0.0.1", "fd00::/64"}
 		}, ""},
+		{"trusted half the internet", func(t *testing.T, c *Config, dir string) { c.TrustedNetworks = []string{"0.0.0.0/1"} },
+			`trusted_networks[0]: "0.0.0.0/1" is broader than a /8`},
+		{"trusted an IPv6 /7", func(t *testing.T, c *Config, dir string) { c.TrustedNetworks = []string{"fc00::/7"} },
+			`trusted_networks[0]: "fc00::/7" is broader than a /8`},
 		{"proxy from everyone", func(t *testing.T, c *Config, dir string) {
 			c.ProxyProtocol = true
 			c.ProxyProtocolFrom = []string{"0.0.0.0/0"}

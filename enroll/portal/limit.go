@@ -5,105 +5,78 @@ import (
 	"net"
 	"net/netip"
 	"sync"
+	"time"
+
+	"gatekeeper/gatekeeper/connserve"
 )
 
-// sourceLimitListener caps the open connections per client source: one address for IPv4, one
-// /64 for IPv6 (a single host usually has a whole /64 to pick addresses from). A connection
-// over the cap is closed as soon as it is accepted, before a byte is read, so that one client
-// cannot hold all of the server's connections (slow headers, idle keep-alives) while the
-// http.Server's timeouts run.
+// refusalLogEvery is how often, at most, the portal logs the connections it turned away: one
+// line per period with the counts, not one per connection of a flood.
+const refusalLogEvery = 10 * time.Second
+
+// sourceLimitListener caps the portal's open connections with the same admission control as
+// the SSH listeners (package connserve): per client address (an IPv6 client's whole /64), per
+// network (/24, /48), and in total, with slots beyond the total for the networks where linking
+// is allowed without a ticket. A connection over a cap is closed as soon as it is accepted,
+// before a byte is read, so that no client, network or flood can hold all of the server's
+// connections (and file descriptors) while the http.Server's timeouts run.
 type sourceLimitListener struct {
 	net.Listener
-	max int
-	log *slog.Logger
+	adm     *connserve.Admission
+	allowed func(netip.Addr) bool
+	log     *slog.Logger
 
-	mu   sync.Mutex
-	open map[netip.Prefix]*source
+	// mu protects lastLog.
+	mu      sync.Mutex
+	lastLog time.Time
 }
 
-// source is the count of one source's open connections.
-type source struct {
-	n int
-	// warned is set once a refusal was logged, and cleared when the source drops under the
-	// cap: one log line per burst, not one per refused connection.
-	warned bool
+func newSourceLimitListener(ln net.Listener, limits connserve.Limits, allowed func(netip.Addr) bool, log *slog.Logger) *sourceLimitListener {
+	return &sourceLimitListener{Listener: ln, adm: connserve.NewAdmission(limits), allowed: allowed, log: log}
 }
 
-func newSourceLimitListener(ln net.Listener, max int, log *slog.Logger) *sourceLimitListener {
-	return &sourceLimitListener{Listener: ln, max: max, log: log, open: make(map[netip.Prefix]*source)}
-}
-
-// sourceOf is the key a connection from a counts under: its IPv4 address, or the /64 of its
-// IPv6 address (IPv4-mapped addresses count as IPv4). An address that is not IP gives the zero
-// Prefix: all such connections share one count.
-func sourceOf(a net.Addr) netip.Prefix {
+// sourceOf is the client address of a connection from a, unmapped and without a zone; the zero
+// Addr for an address that is not IP.
+func sourceOf(a net.Addr) netip.Addr {
 	var ip netip.Addr
 	if ta, ok := a.(*net.TCPAddr); ok {
 		ip = ta.AddrPort().Addr()
 	} else if ap, err := netip.ParseAddrPort(a.String()); err == nil {
 		ip = ap.Addr()
 	}
-	ip = ip.Unmap()
-	switch {
-	case ip.Is4():
-		return netip.PrefixFrom(ip, 32)
-	case ip.Is6():
-		p, _ := ip.WithZone("").Prefix(64)
-		return p
-	default:
-		return netip.Prefix{}
-	}
+	return ip.Unmap().WithZone("")
 }
 
-// Accept returns the next connection whose source is under the cap; the others are closed
-// without a word and Accept waits for the next one.
+// Accept returns the next connection that is within the caps; the others are closed without a
+// word and Accept waits for the next one.
 func (l *sourceLimitListener) Accept() (net.Conn, error) {
 	for {
 		c, err := l.Listener.Accept()
 		if err != nil {
 			return nil, err
 		}
-		key := sourceOf(c.RemoteAddr())
-		if l.enter(key) {
-			return &limitedConn{Conn: c, release: sync.OnceFunc(func() { l.leave(key) })}, nil
+		src := sourceOf(c.RemoteAddr())
+		release, refused := l.adm.Enter(src, l.allowed != nil && l.allowed(src))
+		if refused == "" {
+			return &limitedConn{Conn: c, release: release}, nil
 		}
 		c.Close()
+		l.logRefusals()
 	}
 }
 
-// enter counts a new connection from key, unless key is at the cap.
-func (l *sourceLimitListener) enter(key netip.Prefix) bool {
+// logRefusals writes the refusals counted since the last line, at most once per
+// refusalLogEvery.
+func (l *sourceLimitListener) logRefusals() {
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	src := l.open[key]
-	if src == nil {
-		src = &source{}
-		l.open[key] = src
-	}
-	if src.n >= l.max {
-		if !src.warned {
-			src.warned = true
-			l.log.Warn("portal: too many connections from one source; closing the excess",
-				"source", key.String(), "max_conns_per_source", l.max)
-		}
-		return false
-	}
-	src.n++
-	return true
-}
-
-// leave uncounts a closed connection from key.
-func (l *sourceLimitListener) leave(key netip.Prefix) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	src := l.open[key]
-	if src == nil {
+	if time.Since(l.lastLog) < refusalLogEvery {
 		return
 	}
-	src.n--
-	src.warned = false
-	if src.n <= 0 {
-		delete(l.open, key)
+	l.lastLog = time.Now()
+	if refused := l.adm.TakeRefused(); refused != nil {
+		l.log.Warn("portal: connections closed at once (too many from one source, or in all)",
+			"refused", refused, "open", l.adm.Len())
 	}
 }
 

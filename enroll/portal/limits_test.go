@@ -3,7 +3,9 @@ package portal
 import (
 	"bufio"
 	"fmt"
+	"gatekeeper/gatekeeper/connserve"
 	"io"
+	"log/slog"
 	"net"
 	"net/http"
 	"net/http/httptest"
@@ -312,7 +314,9 @@ func TestHTTPServerLimits(t *testing.T) {
 	}
 }
 
-func TestSourceOf(t *testing.T) {
+// TestSourceGrouping: connections count per IPv4 address and per IPv6 /64, IPv4-mapped
+// addresses as IPv4.
+func TestSourceGrouping(t *testing.T) {
 	tests := []struct {
 		a, b string
 		same bool
@@ -325,9 +329,14 @@ func TestSourceOf(t *testing.T) {
 		{"[fe80::1%eth0]:1000", "[fe80::2%eth1]:1000", true},
 	}
 	for _, tt := range tests {
+		l := newSourceLimitListener(nil, connserve.Limits{PerAddress: 1, PerNetwork: 2, Max: 2, DropStart: 2}, nil, slog.New(slog.DiscardHandler))
 		a, b := sourceOf(tcpAddr(t, tt.a)), sourceOf(tcpAddr(t, tt.b))
-		if !a.IsValid() || (a == b) != tt.same {
-			t.Errorf("sourceOf(%s) = %s, sourceOf(%s) = %s; same %v, want %v", tt.a, a, tt.b, b, a == b, tt.same)
+		if _, why := l.adm.Enter(a, false); why != "" || !a.IsValid() {
+			t.Fatalf("%s: %q", tt.a, why)
+		}
+		_, why := l.adm.Enter(b, false)
+		if same := why == connserve.RefusedPerAddress; same != tt.same {
+			t.Errorf("%s then %s: refused %q; same source %v, want %v", tt.a, tt.b, why, same, tt.same)
 		}
 	}
 }
@@ -346,6 +355,8 @@ func tcpAddr(t *testing.T, s string) *net.TCPAddr {
 func TestConnectionsPerSource(t *testing.T) {
 	e := newEnv(t, nil)
 	e.srv.maxConnsPerSource = 3
+	// Outside the allowed networks: from there (a campus NAT) the per-source cap does not apply.
+	e.srv.Allowed = func(netip.Addr) bool { return false }
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)

@@ -22,6 +22,7 @@ import (
 	"time"
 
 	"gatekeeper/enroll"
+	"gatekeeper/gatekeeper/connserve"
 	"gatekeeper/gatekeeper/store"
 )
 
@@ -74,6 +75,12 @@ const (
 	// whole /64, which one host usually has to itself); more are closed at once. Browsers open
 	// six at most.
 	MaxConnsPerSource = 16
+	// MaxConnsPerNetwork caps the open connections from one /24 (IPv6 /48).
+	MaxConnsPerNetwork = 64
+	// MaxConns caps the open connections from outside the allowed networks in all;
+	// MaxConnsReserve more are kept for the allowed networks.
+	MaxConns        = 512
+	MaxConnsReserve = 64
 	// MaxBodyBytes caps a request body: every form of the portal fits in far less.
 	MaxBodyBytes = 16 << 10
 	// MaxHeaderBytes caps the request line and headers.
@@ -213,13 +220,15 @@ func (s *Server) ServeTLS(ln net.Listener, certFile, keyFile string) error {
 	return s.httpServer().ServeTLS(s.limitListener(ln), certFile, keyFile)
 }
 
-// limitListener wraps ln with the per-source connection cap.
+// limitListener wraps ln with the connection caps.
 func (s *Server) limitListener(ln net.Listener) net.Listener {
 	n := s.maxConnsPerSource
 	if n <= 0 {
 		n = MaxConnsPerSource
 	}
-	return newSourceLimitListener(ln, n, s.log())
+	limits := connserve.Limits{PerAddress: n, PerNetwork: max(n, MaxConnsPerNetwork), Max: MaxConns,
+		DropStart: MaxConns, TrustedReserve: MaxConnsReserve}
+	return newSourceLimitListener(ln, limits, s.Allowed, s.log())
 }
 
 // EndUser ends every portal session of user, with any secret, binding or recovery codes they
