@@ -1141,14 +1141,31 @@ func mustBeDenied(t testing.TB, c *client, what string) result {
 // small helpers
 
 // freePort returns a TCP port on 127.0.0.1 that was free a moment ago.
+//
+// The kernel may hand a port just closed to the next caller, so that two listeners of one
+// config got the same one; a port is therefore never returned twice in a test run.
 func freePort() int {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		panic(err)
+	portsMu.Lock()
+	defer portsMu.Unlock()
+	for {
+		ln, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			panic(err)
+		}
+		port := ln.Addr().(*net.TCPAddr).Port
+		ln.Close()
+		if !portsGiven[port] {
+			portsGiven[port] = true
+			return port
+		}
 	}
-	defer ln.Close()
-	return ln.Addr().(*net.TCPAddr).Port
 }
+
+// portsGiven are the ports freePort returned; portsMu protects it.
+var (
+	portsMu    sync.Mutex
+	portsGiven = map[int]bool{}
+)
 
 // waitBanner polls until an SSH server on addr sends its "SSH-2.0" banner, the process exits, or
 // the timeout passes.
