@@ -458,8 +458,8 @@ func (s *Server) serverConfig(cfg *config.Config, a *attempt, nc net.Conn, start
 	}
 	authBegins := func() { _ = nc.SetDeadline(start.Add(grace)) }
 	c := &ssh.ServerConfig{
-		MaxAuthTries:                cfg.MaxAuthTries,
-		ServerVersion:               "SSH-2.0-gatekeeper",
+		MaxAuthTries:  cfg.MaxAuthTries,
+		ServerVersion: "SSH-2.0-gatekeeper",
 		KeyboardInteractiveCallback: func(c ssh.ConnMetadata, ask ssh.KeyboardInteractiveChallenge) (*ssh.Permissions, error) {
 			authBegins()
 			return a.keyboardInteractive(c, ask)

@@ -258,8 +258,8 @@ func (s *Server) handleConn(ctx context.Context, nc net.Conn) {
 	_ = nc.SetDeadline(start.Add(min(handshake, s.graceTime())))
 	a := &authState{srv: s, ctx: ctx, remote: remote, log: log}
 	cfg := &ssh.ServerConfig{
-		MaxAuthTries:                maxAuthTries,
-		ServerVersion:               "SSH-2.0-gatekeeper-link",
+		MaxAuthTries:  maxAuthTries,
+		ServerVersion: "SSH-2.0-gatekeeper-link",
 		// The grace time starts counting only when the client begins to authenticate, so
 		// that an idle client gives its place back after the handshake deadline.
 		KeyboardInteractiveCallback: func(c ssh.ConnMetadata, ask ssh.KeyboardInteractiveChallenge) (*ssh.Permissions, error) {
