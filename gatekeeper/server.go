@@ -123,23 +123,13 @@ func (s *Server) storeWriteFailed(err error) {
 // AdmissionLimits are the pre-authentication limits of cfg (max_startups
 // and preauth), with defaults for zero values; SSH linking uses them too.
 func AdmissionLimits(cfg *config.Config) connserve.Limits {
-	l := connserve.Limits{
+	return connserve.Limits{
 		PerAddress:     cfg.Preauth.PerAddress,
 		PerNetwork:     cfg.Preauth.PerNetwork,
 		Max:            cfg.MaxStartups,
 		DropStart:      cfg.Preauth.DropStart,
 		TrustedReserve: cfg.Preauth.TrustedReserve,
-	}
-	if l.Max <= 0 {
-		l.Max = 100
-	}
-	if l.PerAddress <= 0 {
-		l.PerAddress = 10
-	}
-	if l.PerNetwork <= 0 {
-		l.PerNetwork = max(32, l.PerAddress)
-	}
-	return l
+	}.Or(connserve.Limits{PerAddress: 10, PerNetwork: 32, Max: 100})
 }
 
 // maxHashSlots is how many recovery-code hashes run at once.

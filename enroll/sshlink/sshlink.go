@@ -147,17 +147,11 @@ type Server struct {
 
 func (s *Server) init() {
 	s.initOnce.Do(func() {
-		l, d := s.Preauth, DefaultPreauth()
-		if l.PerAddress <= 0 {
-			l.PerAddress = d.PerAddress
+		limits := DefaultPreauth()
+		if s.Preauth != (connserve.Limits{}) {
+			limits = s.Preauth.Or(limits)
 		}
-		if l.PerNetwork <= 0 {
-			l.PerNetwork = d.PerNetwork
-		}
-		if l.Max <= 0 {
-			l.Max = d.Max
-		}
-		s.admission = connserve.NewAdmission(l)
+		s.admission = connserve.NewAdmission(limits)
 		s.live = make(map[*liveConn]struct{})
 		s.accept.Handle = s.handleConn
 		s.accept.Log = s.log()

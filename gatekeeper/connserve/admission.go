@@ -33,6 +33,21 @@ type Limits struct {
 	TrustedReserve int
 }
 
+// Or returns l with the caps it leaves zero (or negative) — PerAddress, PerNetwork, Max —
+// taken from d. DropStart and TrustedReserve are kept: zero means something for them.
+func (l Limits) Or(d Limits) Limits {
+	pick := func(v, def int) int {
+		if v <= 0 {
+			return def
+		}
+		return v
+	}
+	l.PerAddress = pick(l.PerAddress, d.PerAddress)
+	l.PerNetwork = pick(l.PerNetwork, d.PerNetwork)
+	l.Max = pick(l.Max, d.Max)
+	return l
+}
+
 // Admission decides which new connections may start authenticating, like
 // sshd's MaxStartups and PerSourceMaxStartups together: per source address
 // and per source network, so that one host or one network cannot take every

@@ -107,3 +107,12 @@ func TestAdmissionRelease(t *testing.T) {
 		t.Errorf("%d per-source counters left behind", n)
 	}
 }
+
+func TestLimitsOr(t *testing.T) {
+	d := Limits{PerAddress: 10, PerNetwork: 32, Max: 100, DropStart: 70, TrustedReserve: 20}
+	got := Limits{PerNetwork: 5, TrustedReserve: 0}.Or(d)
+	want := Limits{PerAddress: 10, PerNetwork: 5, Max: 100}
+	if got != want {
+		t.Errorf("Or = %+v, want %+v (DropStart and TrustedReserve kept as given)", got, want)
+	}
+}
