@@ -42,6 +42,23 @@ const MaxConfirmTries = 5
 // one belongs to package enroll.)
 const EventLinkVoided = "link_voided"
 
+// RefusalDelay is how long the linking portal and SSH listener take to refuse a sign-in that
+// fails before the password is checked (no ticket, a wrong ticket, a malformed name): about as
+// long as the password check's own refusal (the front door's failure_delay), so that the reply's
+// timing does not say which part was wrong, and so that such refusals cannot be repeated at
+// connection speed.
+const RefusalDelay = 3 * time.Second
+
+// WaitRefusal waits RefusalDelay, or until ctx ends.
+func WaitRefusal(ctx context.Context) {
+	t := time.NewTimer(RefusalDelay)
+	defer t.Stop()
+	select {
+	case <-t.C:
+	case <-ctx.Done():
+	}
+}
+
 // Sentinel errors of the link flow. They are returned wrapped with a message for the user
 // (which says, for example, when a pending link expires), so test with errors.Is; ErrVoided's
 // own text is that message.

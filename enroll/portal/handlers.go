@@ -279,13 +279,17 @@ func (s *Server) signIn(w http.ResponseWriter, r *http.Request) {
 	log := s.log().With("remote", remote.String())
 
 	if outside && (ticket == "" || s.Tickets == nil) {
-		log.InfoContext(ctx, "portal sign-in refused: outside the allowed networks without a ticket")
+		log.DebugContext(ctx, "portal sign-in refused: outside the allowed networks without a ticket")
 		s.refused(w, r)
 		return
 	}
-	fail := func(reason string) {
-		// The reason goes to the log only; the page says the same thing for every failure.
+	fail := func(reason string, checked bool) {
+		// The reason goes to the log only; the page says the same thing for every failure,
+		// after the same time: a refusal before the password check waits as long as one after.
 		log.WarnContext(ctx, "portal sign-in failed", "user", logName(user), "reason", reason)
+		if !checked {
+			s.waitRefusal(ctx)
+		}
 		d := s.signInData(r, v)
 		d.Username = user
 		d.HadTicket = ticket != ""
@@ -296,22 +300,22 @@ func (s *Server) signIn(w http.ResponseWriter, r *http.Request) {
 		s.render(w, r, http.StatusUnauthorized, "signin", d)
 	}
 	if err := store.CheckName(user); err != nil {
-		fail("invalid user name")
+		fail("invalid user name", false)
 		return
 	}
 	if password == "" {
-		fail("empty password")
+		fail("empty password", false)
 		return
 	}
 	if !outside {
 		ticket = "" // not needed here: keep it for when it is
 	} else if err := s.Tickets.CheckTicket(user, ticket, s.now()); err != nil {
 		// Checked before the password, so nobody without a ticket can try passwords from outside.
-		fail("ticket: " + err.Error())
+		fail("ticket: "+err.Error(), false)
 		return
 	}
 	if err := s.Passwords.CheckPassword(ctx, user, password, remote); err != nil {
-		fail("password: " + err.Error())
+		fail("password: "+err.Error(), true)
 		return
 	}
 	// Counted after the password, so that only the user learns how many sessions they have.

@@ -19,6 +19,7 @@ import (
 	"regexp"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -136,6 +137,9 @@ type env struct {
 	svc       *enroll.Service
 	allowed   bool
 	mu        sync.Mutex
+	// refusalWaits counts the waits of refusals before the password check (instead of
+	// waiting enroll.RefusalDelay).
+	refusalWaits atomic.Int32
 }
 
 const (
@@ -176,6 +180,7 @@ func newEnv(t *testing.T, clock *fakeClock) *env {
 		Log:           log,
 		Now:           now,
 	}
+	e.srv.refusalDelay = func(context.Context) { e.refusalWaits.Add(1) }
 	return e
 }
 

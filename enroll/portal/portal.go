@@ -124,6 +124,8 @@ type Server struct {
 	// maxSessions and maxConnsPerSource override MaxSessions and MaxConnsPerSource in tests.
 	maxSessions       int
 	maxConnsPerSource int
+	// refusalDelay replaces enroll.WaitRefusal in tests.
+	refusalDelay func(context.Context)
 
 	initOnce sync.Once
 	handler  http.Handler
@@ -218,6 +220,16 @@ func (s *Server) Serve(ln net.Listener) error {
 // address gets at most MaxConnsPerSource connections at a time.
 func (s *Server) ServeTLS(ln net.Listener, certFile, keyFile string) error {
 	return s.httpServer().ServeTLS(s.limitListener(ln), certFile, keyFile)
+}
+
+// waitRefusal waits before a sign-in refusal that did not go through the password check (see
+// enroll.RefusalDelay).
+func (s *Server) waitRefusal(ctx context.Context) {
+	if s.refusalDelay != nil {
+		s.refusalDelay(ctx)
+		return
+	}
+	enroll.WaitRefusal(ctx)
 }
 
 // limitListener wraps ln with the connection caps.

@@ -507,6 +507,10 @@ func TestTicketAllowsLinkingOnce(t *testing.T) {
 	if n := e.passwords.Calls(); n != 0 {
 		t.Errorf("password tried %d times with wrong tickets", n)
 	}
+	// Each waited as long as a password check would have, so timing does not tell them apart.
+	if n := e.refusalWaits.Load(); n != 3 {
+		t.Errorf("%d refusals before the password check waited, want 3", n)
+	}
 	// A right ticket with a wrong password fails the same way.
 	c := e.client(t)
 	c.get("/")

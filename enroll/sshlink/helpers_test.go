@@ -141,6 +141,9 @@ type env struct {
 	srv     *Server
 	addr    string
 	logs    *syncBuffer
+	// refusalWaits counts the waits of refusals before the password check (instead of
+	// waiting enroll.RefusalDelay).
+	refusalWaits atomic.Int32
 }
 
 // newEnv starts a Server on 127.0.0.1:0. configure may change the server and the service
@@ -168,6 +171,7 @@ func newEnv(t *testing.T, configure ...func(*env)) *env {
 		Allowed:   func(netip.Addr) bool { return e.allowed.Load() },
 		Log:       log,
 	}
+	e.srv.refusalDelay = func(context.Context) { e.refusalWaits.Add(1) }
 	for _, c := range configure {
 		c(e)
 	}

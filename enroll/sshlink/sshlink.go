@@ -135,6 +135,9 @@ type Server struct {
 	// DefaultIdleTimeout. A session also ends when its link expires.
 	IdleTimeout time.Duration
 
+	// refusalDelay replaces enroll.WaitRefusal in tests.
+	refusalDelay func(context.Context)
+
 	initOnce  sync.Once
 	admission *connserve.Admission
 	// live holds the authenticated connections, for EndUser.
@@ -178,6 +181,16 @@ func (s *Server) log() *slog.Logger {
 // them zero.
 func DefaultPreauth() connserve.Limits {
 	return connserve.Limits{PerAddress: 4, PerNetwork: 16, Max: 32, TrustedReserve: 8}
+}
+
+// waitRefusal waits before a refusal that did not go through the password check (see
+// enroll.RefusalDelay); tests set refusalDelay to skip it.
+func (s *Server) waitRefusal(ctx context.Context) {
+	if s.refusalDelay != nil {
+		s.refusalDelay(ctx)
+		return
+	}
+	enroll.WaitRefusal(ctx)
 }
 
 func (s *Server) graceTime() time.Duration {
@@ -442,13 +455,14 @@ func (a *authState) keyboardInteractive(conn ssh.ConnMetadata, ask ssh.KeyboardI
 			reason = "ticket: " + err.Error()
 		}
 	}
-	if reason == "" {
-		if err := s.Passwords.CheckPassword(a.ctx, user, password, a.remote.Addr()); err != nil {
-			reason = "password: " + err.Error()
-		}
-	}
 	if reason != "" {
-		a.log.Info("sshlink: login refused", "user", logName(user), "ticket", ticket != "", "reason", reason)
+		// Refused before the password check, which pads its own refusals: wait as long.
+		a.log.Debug("sshlink: login refused", "user", logName(user), "ticket", ticket != "", "reason", reason)
+		s.waitRefusal(a.ctx)
+		return nil, errDenied
+	}
+	if err := s.Passwords.CheckPassword(a.ctx, user, password, a.remote.Addr()); err != nil {
+		a.log.Info("sshlink: login refused", "user", logName(user), "ticket", ticket != "", "reason", "password: "+err.Error())
 		return nil, errDenied
 	}
 	a.ticket = ticket

@@ -255,9 +255,14 @@ func TestTicketWorksOnce(t *testing.T) {
 	if exit, out := cs.wait(); exit != 0 {
 		t.Fatalf("exit %d:\n%s", exit, out)
 	}
+	waits := e.refusalWaits.Load()
 	if c, _, err := e.dial(testUser, testPassword, ticket); err == nil {
 		c.Close()
 		t.Fatal("the ticket worked a second time")
+	}
+	// Refused before the password check: it waited as long as a password check would have.
+	if n := e.refusalWaits.Load() - waits; n < 1 {
+		t.Errorf("a refused ticket did not wait before the refusal")
 	}
 }
 
