@@ -51,9 +51,20 @@ type Event struct {
 	Reason string    `json:"reason,omitempty"`
 	// Actor is who caused it when not the user: "uid 0" for an admin socket
 	// caller, "console" for a command using the database directly.
-	Actor  string `json:"actor,omitempty"`
+	Actor string `json:"actor,omitempty"`
+	// Door is where it happened, for the user's security log: DoorSSH,
+	// DoorPortal, DoorLinking or DoorConsole ("" when not known).
+	Door   string `json:"door,omitempty"`
 	Detail string `json:"detail,omitempty"`
 }
+
+// The doors an event can come through.
+const (
+	DoorSSH     = "ssh"     // the SSH front door
+	DoorPortal  = "portal"  // the browser portal
+	DoorLinking = "linking" // the SSH linking listener
+	DoorConsole = "console" // gatekeeper enroll / admin on the lander
+)
 
 // EventQuery selects events: all of them when every field is zero.
 type EventQuery struct {
@@ -100,6 +111,7 @@ func (s *Store) Append(events ...Event) error {
 		e.Remote = cut(e.Remote, maxEventField)
 		e.Reason = cut(e.Reason, maxEventField)
 		e.Actor = cut(e.Actor, maxEventField)
+		e.Door = cut(e.Door, maxEventKind)
 		e.Detail = cut(e.Detail, maxEventField)
 		v, err := json.Marshal(e)
 		if err != nil {
