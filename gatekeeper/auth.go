@@ -160,13 +160,13 @@ func (a *attempt) finish(conn ssh.ConnMetadata, method, password, code string, a
 		a.log.Info("login accepted", "user", user, "method", method, "trusted", a.trusted,
 			"second_factor", how, "auth_ms", elapsed.Milliseconds())
 		s.metrics.Logins.With(metricsResultOK, how).Inc()
-		s.audit.record(store.Event{Kind: store.EventLoginOK, User: user, Remote: remote, Detail: method + ", " + how})
+		s.audit.record(store.Event{Kind: store.EventLoginOK, User: user, Remote: remote, Door: store.DoorSSH, Detail: method + ", " + how})
 		switch how {
 		case secondFactorTrusted:
 			s.metrics.TrustedBypass.Inc()
-			s.audit.record(store.Event{Kind: store.EventTrustedBypass, User: user, Remote: remote})
+			s.audit.record(store.Event{Kind: store.EventTrustedBypass, User: user, Remote: remote, Door: store.DoorSSH})
 		case secondFactorRecovery:
-			s.audit.record(store.Event{Kind: store.EventRecoveryUsed, User: user, Remote: remote})
+			s.audit.record(store.Event{Kind: store.EventRecoveryUsed, User: user, Remote: remote, Door: store.DoorSSH})
 		}
 		return nil, nil
 	}
@@ -190,11 +190,11 @@ func (a *attempt) finish(conn ssh.ConnMetadata, method, password, code string, a
 		"trusted", a.trusted, "reason", reason, "err", err.Error(), "auth_ms", elapsed.Milliseconds())
 	s.metrics.Logins.With(metricsResultRefused, reason).Inc()
 	if reason != ReasonLocked {
-		s.audit.record(store.Event{Kind: store.EventLoginRefused, User: logName(user), Remote: remote, Reason: reason})
+		s.audit.record(store.Event{Kind: store.EventLoginRefused, User: logName(user), Remote: remote, Door: store.DoorSSH, Reason: reason})
 	}
 	if reason == ReasonReplayedCode {
 		s.metrics.CodeReuseRefusals.Inc()
-		s.audit.record(store.Event{Kind: store.EventCodeReuse, User: user, Remote: remote})
+		s.audit.record(store.Event{Kind: store.EventCodeReuse, User: user, Remote: remote, Door: store.DoorSSH})
 	}
 	sleepUntil(answered.Add(delay))
 	if reason == ReasonLanderUnavailable || reason == ReasonLanderHostKey {
@@ -233,7 +233,13 @@ func (s *Server) authenticate(ctx context.Context, user, password, code string, 
 	if trusted {
 		return s.authenticateTrusted(ctx, user, password, remote)
 	}
+	return s.withCode(ctx, user, password, code, remote, sourceKeys(remote, false))
+}
 
+// withCode checks the code (or a recovery code) and then the password at the
+// lander. src are the source's rate-limit keys; the user's own outside
+// budget bounds the codes checked, whichever door and network they come from.
+func (s *Server) withCode(ctx context.Context, user, password, code string, remote netip.Addr, src []LockKey) (*upstreamConn, string, error) {
 	// A recovery-code hash waits for a free slot before the attempt takes
 	// its place in the user's budget: a flood that keeps the slots busy
 	// must not hold the user's places meanwhile.
@@ -252,7 +258,6 @@ func (s *Server) authenticate(ctx context.Context, user, password, code string, 
 		return nil, "", &LoginError{ReasonInternal, err}
 	}
 	active := u.State == store.StateActive
-	src := sourceKeys(remote, false)
 	keys := src
 	if active {
 		keys = append(slices.Clip(src), userKey(user, false))
@@ -366,15 +371,102 @@ func (s *Server) landerLogin(ctx context.Context, user, password string) (*upstr
 	return up, nil
 }
 
+// SignInResult is what SignIn found.
+type SignInResult struct {
+	// Linked is whether the user has a linked device, so that the code was
+	// checked too.
+	Linked bool
+	// SecondFactor is how the second factor was satisfied ("code",
+	// "recovery_code"), "" when the user has no device.
+	SecondFactor string
+}
+
+// SignIn checks a user signing in at another door of the daemon (the
+// linking portal or SSH listener, named by door for the log and the audit
+// trail). Once a device is linked, both factors are needed from everywhere,
+// the trusted networks included: this is how a user proves who they are
+// before changing their credentials. The code (or a recovery code) is
+// checked first and counts as used, across doors, exactly as at the SSH front
+// door; then the password at the lander. A user without a device signs in
+// with the password alone (code is ignored). Lockouts, the failure delay and
+// the audit trail are those of SSH logins.
+func (s *Server) SignIn(ctx context.Context, user, password, code string, remote netip.Addr, door string) (SignInResult, error) {
+	answered, delay := time.Now(), s.refusalDelay()
+	remote = remote.Unmap()
+	trusted := s.config().IsTrusted(remote)
+	res, err := s.signIn(ctx, user, password, code, remote, trusted)
+	addr := remote.String()
+	if err == nil {
+		how := res.SecondFactor
+		if !res.Linked {
+			how = "password"
+		}
+		s.log.Info("sign-in accepted", "door", door, "user", user, "remote", addr, "trusted", trusted, "second_factor", how)
+		s.audit.record(store.Event{Kind: store.EventLoginOK, User: user, Remote: addr, Door: door, Detail: door + " sign-in, " + how})
+		if res.SecondFactor == secondFactorRecovery {
+			s.audit.record(store.Event{Kind: store.EventRecoveryUsed, User: user, Remote: addr, Door: door})
+		}
+		return res, nil
+	}
+	reason := ReasonInternal
+	if le, ok := errors.AsType[*LoginError](err); ok {
+		reason = le.Reason
+	}
+	level := slog.LevelInfo
+	switch reason {
+	case ReasonLocked:
+		level = slog.LevelDebug // counted on the lockout, as at the front door
+	case ReasonInternal, ReasonLanderHostKey, ReasonLanderNoPassword:
+		level = slog.LevelError
+	}
+	s.log.Log(ctx, level, "sign-in refused", "door", door, "user", logName(user), "remote", addr, "reason", reason, "err", err.Error())
+	if reason != ReasonLocked {
+		s.audit.record(store.Event{Kind: store.EventLoginRefused, User: logName(user), Remote: addr, Door: door, Reason: reason})
+	}
+	if reason == ReasonReplayedCode {
+		s.metrics.CodeReuseRefusals.Inc()
+	}
+	sleepUntil(answered.Add(delay))
+	return res, err
+}
+
+func (s *Server) signIn(ctx context.Context, user, password, code string, remote netip.Addr, trusted bool) (SignInResult, error) {
+	if err := s.checkInput(user, password, remote, trusted); err != nil {
+		return SignInResult{}, err
+	}
+	u, err := s.store.Get(user)
+	if err != nil {
+		return SignInResult{}, &LoginError{ReasonInternal, err}
+	}
+	var up *upstreamConn
+	var res SignInResult
+	if u.State == store.StateActive {
+		res.Linked = true
+		up, res.SecondFactor, err = s.withCode(ctx, user, password, code, remote, sourceKeys(remote, trusted))
+	} else {
+		up, err = s.passwordOnly(ctx, user, password, remote, trusted)
+	}
+	if err != nil {
+		return res, err
+	}
+	up.conn.Close()
+	return res, nil
+}
+
 // CheckPassword checks user's password at the lander, with the same lockouts,
 // failure accounting and failure delay as an SSH login, and without a second
-// factor. Device linking (portal and SSH) uses it as the first factor.
+// factor.
 func (s *Server) CheckPassword(ctx context.Context, user, password string, remote netip.Addr) error {
 	start, delay := time.Now(), s.refusalDelay()
 	remote = remote.Unmap()
 	trusted := s.config().IsTrusted(remote)
-	err := s.checkPassword(ctx, user, password, remote, trusted)
+	err := s.checkInput(user, password, remote, trusted)
+	var up *upstreamConn
 	if err == nil {
+		up, err = s.passwordOnly(ctx, user, password, remote, trusted)
+	}
+	if err == nil {
+		up.conn.Close()
 		return nil
 	}
 	reason := ReasonInternal
@@ -390,35 +482,29 @@ func (s *Server) CheckPassword(ctx context.Context, user, password string, remot
 	return err
 }
 
-func (s *Server) checkPassword(ctx context.Context, user, password string, remote netip.Addr, trusted bool) error {
-	if err := s.checkInput(user, password, remote, trusted); err != nil {
-		return err
-	}
-	var up *upstreamConn
-	var err error
+// passwordOnly checks the password alone at the lander: from the trusted
+// networks as a trusted login, from outside with a place reserved in the
+// source's budget (and the user's, for a user with a device).
+func (s *Server) passwordOnly(ctx context.Context, user, password string, remote netip.Addr, trusted bool) (*upstreamConn, error) {
 	if trusted {
-		up, _, err = s.authenticateTrusted(ctx, user, password, remote)
+		up, _, err := s.authenticateTrusted(ctx, user, password, remote)
+		return up, err
+	}
+	keys := sourceKeys(remote, false)
+	if u, gerr := s.store.Get(user); gerr == nil && u.State == store.StateActive {
+		keys = append(keys, userKey(user, false))
+	}
+	res, lk := s.limiter.reserve(keys)
+	if lk != nil {
+		return nil, lockedError(lk)
+	}
+	up, err := s.landerLogin(ctx, user, password)
+	if errors.Is(err, ErrPasswordRejected) {
+		s.noteFailures(res.fail(), remote)
 	} else {
-		keys := sourceKeys(remote, false)
-		if u, gerr := s.store.Get(user); gerr == nil && u.State == store.StateActive {
-			keys = append(keys, userKey(user, false))
-		}
-		res, lk := s.limiter.reserve(keys)
-		if lk != nil {
-			return lockedError(lk)
-		}
-		up, err = s.landerLogin(ctx, user, password)
-		if errors.Is(err, ErrPasswordRejected) {
-			s.noteFailures(res.fail(), remote)
-		} else {
-			res.cancel()
-		}
+		res.cancel()
 	}
-	if err != nil {
-		return err
-	}
-	up.conn.Close()
-	return nil
+	return up, err
 }
 
 // useSecondFactor accepts a code from the app or, if that is what the user

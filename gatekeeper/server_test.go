@@ -2,6 +2,7 @@ package gatekeeper
 
 import (
 	"bytes"
+	"context"
 	"crypto/ed25519"
 	"crypto/rand"
 	"encoding/base32"
@@ -1332,5 +1333,56 @@ func TestIdleAfterKeyExchange(t *testing.T) {
 	}()
 	waitFor(t, "the server to hang up on the idle client", func() bool {
 		return g.srv.admission.Len() == 0 && strings.Contains(g.logs.String(), "connection ended before login")
+	})
+}
+
+// TestSignInBothFactors: at the other doors a user with a device signs in
+// with both factors, from the trusted network too; a code spent there cannot
+// log in over SSH, nor the other way round; a user without a device signs
+// in with the password.
+func TestSignInBothFactors(t *testing.T) {
+	g := newTestGate(t, nil)
+	ctx := context.Background()
+	trusted := netip.MustParseAddr("127.0.0.2")
+
+	if _, err := g.srv.SignIn(ctx, "alice", landerPassword, "", trusted, store.DoorPortal); err == nil {
+		t.Fatal("a linked user signed in with the password alone from the trusted network")
+	}
+	code := g.code(t, 0)
+	res, err := g.srv.SignIn(ctx, "alice", landerPassword, code, trusted, store.DoorPortal)
+	if err != nil || !res.Linked || res.SecondFactor != secondFactorCode {
+		t.Fatalf("SignIn with both factors = %+v, %v", res, err)
+	}
+	if r := g.login("alice", landerPassword, code, "127.0.0.1"); r.err == nil {
+		t.Fatal("a code spent on the portal logged in over SSH")
+	}
+	g.clock.Advance(30 * time.Second)
+	code = g.code(t, 0)
+	if r := g.login("alice", landerPassword, code, "127.0.0.1"); r.err != nil {
+		t.Fatal(r.err)
+	}
+	if _, err := g.srv.SignIn(ctx, "alice", landerPassword, code, trusted, store.DoorLinking); err == nil {
+		t.Fatal("a code spent over SSH signed in at the linking listener")
+	}
+	g.clock.Advance(30 * time.Second)
+	if _, err := g.srv.SignIn(ctx, "alice", "wrong", g.code(t, 0), trusted, store.DoorPortal); err == nil {
+		t.Fatal("a wrong password signed in")
+	}
+
+	// No device: the password is enough, the code is not looked at.
+	res, err = g.srv.SignIn(ctx, "bob", landerPassword, "", trusted, store.DoorPortal)
+	if err != nil || res.Linked {
+		t.Fatalf("SignIn of a user without a device = %+v, %v", res, err)
+	}
+	waitFor(t, "the sign-ins to be audited with their door", func() bool {
+		g.store.mu.Lock()
+		defer g.store.mu.Unlock()
+		doors := map[string]bool{}
+		for _, e := range g.store.events {
+			if e.Kind == store.EventLoginOK || e.Kind == store.EventLoginRefused {
+				doors[e.Door] = true
+			}
+		}
+		return doors[store.DoorPortal] && doors[store.DoorLinking] && doors[store.DoorSSH]
 	})
 }
