@@ -371,7 +371,7 @@ func (s *Server) landerLogin(ctx context.Context, user, password string) (*upstr
 	return up, nil
 }
 
-// SignInResult is what SignIn found.
+// SignInResult is what a sign-in found.
 type SignInResult struct {
 	// Linked is whether the user has a linked device, so that the code was
 	// checked too.
@@ -383,14 +383,20 @@ type SignInResult struct {
 
 // SignIn checks a user signing in at another door of the daemon (the
 // linking portal or SSH listener, named by door for the log and the audit
-// trail). Once a device is linked, both factors are needed from everywhere,
+// trail), and reports whether the user has a linked device. Once a device is linked, both factors are needed from everywhere,
 // the trusted networks included: this is how a user proves who they are
 // before changing their credentials. The code (or a recovery code) is
 // checked first and counts as used, across doors, exactly as at the SSH front
 // door; then the password at the lander. A user without a device signs in
 // with the password alone (code is ignored). Lockouts, the failure delay and
 // the audit trail are those of SSH logins.
-func (s *Server) SignIn(ctx context.Context, user, password, code string, remote netip.Addr, door string) (SignInResult, error) {
+func (s *Server) SignIn(ctx context.Context, user, password, code string, remote netip.Addr, door string) (linked bool, err error) {
+	res, err := s.signInAt(ctx, user, password, code, remote, door)
+	return res.Linked, err
+}
+
+// signInAt is SignIn, saying also how the second factor was satisfied.
+func (s *Server) signInAt(ctx context.Context, user, password, code string, remote netip.Addr, door string) (SignInResult, error) {
 	answered, delay := time.Now(), s.refusalDelay()
 	remote = remote.Unmap()
 	trusted := s.config().IsTrusted(remote)
