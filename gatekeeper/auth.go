@@ -190,7 +190,11 @@ func (a *attempt) finish(conn ssh.ConnMetadata, method, password, code string, a
 		"trusted", a.trusted, "reason", reason, "err", err.Error(), "auth_ms", elapsed.Milliseconds())
 	s.metrics.Logins.With(metricsResultRefused, reason).Inc()
 	if reason != ReasonLocked {
-		s.audit.record(store.Event{Kind: store.EventLoginRefused, User: logName(user), Remote: remote, Door: store.DoorSSH, Reason: reason})
+		ev := store.Event{Kind: store.EventLoginRefused, User: logName(user), Remote: remote, Door: store.DoorSSH, Reason: reason}
+		if d, ok := errors.AsType[*clockDriftError](err); ok {
+			ev.Detail = totp.DriftText(d.steps) + ": the phone's clock is probably off"
+		}
+		s.audit.record(ev)
 	}
 	if reason == ReasonReplayedCode {
 		s.metrics.CodeReuseRefusals.Inc()
@@ -427,7 +431,11 @@ func (s *Server) signInAt(ctx context.Context, user, password, code string, remo
 	}
 	s.log.Log(ctx, level, "sign-in refused", "door", door, "user", logName(user), "remote", addr, "reason", reason, "err", err.Error())
 	if reason != ReasonLocked {
-		s.audit.record(store.Event{Kind: store.EventLoginRefused, User: logName(user), Remote: addr, Door: door, Reason: reason})
+		ev := store.Event{Kind: store.EventLoginRefused, User: logName(user), Remote: addr, Door: door, Reason: reason}
+		if d, ok := errors.AsType[*clockDriftError](err); ok {
+			ev.Detail = totp.DriftText(d.steps) + ": the phone's clock is probably off"
+		}
+		s.audit.record(ev)
 	}
 	if reason == ReasonReplayedCode {
 		s.metrics.CodeReuseRefusals.Inc()
@@ -552,23 +560,59 @@ func looksLikeTOTP(answer string) bool {
 // one the user used; the check and the record are one store transaction,
 // committed before this returns, so concurrent logins with one code let at
 // most one in, also across restarts.
+//
+// A wrong code that matches the user's secret up to driftWindow steps away
+// is recorded as the user's clock drift (for admin show and the log, never
+// for the client): "my codes stopped working" is usually a phone clock.
 func (s *Server) useCode(user, code string) error {
+	var drifted *clockDriftError
 	err := s.store.Update(user, func(u *store.User) error {
+		drifted = nil
 		if u.State != store.StateActive {
 			return ErrNotLinked
 		}
 		now := s.now()
-		step, err := totp.Verify(u.Secret, code, now, s.config().TOTP.Skew, u.LastStep)
+		skew := s.config().TOTP.Skew
+		step, err := totp.Verify(u.Secret, code, now, skew, u.LastStep)
+		if errors.Is(err, totp.ErrMismatch) {
+			steps, ok := totp.Drift(u.Secret, code, now, skew, driftWindow)
+			if !ok {
+				return err
+			}
+			// Refused all the same; the drift is written for support.
+			drifted = &clockDriftError{steps: steps}
+			u.DriftSteps, u.DriftAt = steps, now
+			return nil
+		}
 		if err != nil {
 			return err
 		}
 		u.LastStep = step
 		u.LastLogin = now
+		u.DriftSteps, u.DriftAt = 0, time.Time{} // the clock is right again
 		return nil
 	})
+	if err == nil && drifted != nil {
+		err = drifted
+	}
 	s.noteWriteError(err)
 	return classifyCodeError(err)
 }
+
+// driftWindow is how far (in 30 s steps either way) a refused code is
+// looked for, to tell a drifting phone clock: 10 minutes.
+const driftWindow = 20
+
+// clockDriftError is a wrong code that matches the user's secret steps time
+// steps away from now: the phone's clock is off.
+type clockDriftError struct{ steps int }
+
+func (e *clockDriftError) Error() string {
+	return "wrong code: " + totp.DriftText(e.steps)
+}
+
+func (e *clockDriftError) Unwrap() error { return totp.ErrMismatch }
+
 
 // useRecoveryCode accepts one of user's unused recovery codes and removes
 // it, in one store transaction. The expensive hash is first computed outside

@@ -1386,3 +1386,35 @@ func TestSignInBothFactors(t *testing.T) {
 		return doors[store.DoorPortal] && doors[store.DoorLinking] && doors[store.DoorSSH]
 	})
 }
+
+// TestClockDriftRecorded: a wrong code that is right 3 minutes ahead is
+// refused like any wrong code, and recorded for support (log, audit, the
+// record); a good code clears it.
+func TestClockDriftRecorded(t *testing.T) {
+	g := newTestGate(t, nil)
+	if r := g.login("alice", landerPassword, g.code(t, 6), "127.0.0.1"); r.err == nil {
+		t.Fatal("a code 3 minutes ahead logged in")
+	}
+	if u, _ := g.store.Get("alice"); u.DriftSteps != 6 || u.DriftAt.IsZero() {
+		t.Fatalf("drift recorded: %d steps at %v, want 6", u.DriftSteps, u.DriftAt)
+	}
+	if !strings.Contains(g.logs.String(), "codes match 3 min ahead") {
+		t.Errorf("the log does not say the codes match 3 min ahead:\n%s", g.logs.String())
+	}
+	waitFor(t, "the refusal to be audited with the drift", func() bool {
+		g.store.mu.Lock()
+		defer g.store.mu.Unlock()
+		return slices.ContainsFunc(g.store.events, func(e store.Event) bool {
+			return e.Kind == store.EventLoginRefused && strings.Contains(e.Detail, "codes match 3 min ahead")
+		})
+	})
+	if r := g.login("alice", landerPassword, g.code(t, 0), "127.0.0.2"); r.err != nil {
+		t.Fatal(r.err) // trusted: no code, the drift stays
+	}
+	if r := g.login("alice", landerPassword, g.code(t, 0), "127.0.0.1"); r.err != nil {
+		t.Fatal(r.err)
+	}
+	if u, _ := g.store.Get("alice"); !u.DriftAt.IsZero() {
+		t.Errorf("drift still recorded after a good code: %+v", u)
+	}
+}

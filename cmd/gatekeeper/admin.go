@@ -395,6 +395,9 @@ func newAdminShowCmd(o *adminOpts) *cobra.Command {
 				locked = "- (no daemon running, so no lockouts)"
 			}
 			row(tw, "Locked until:", locked)
+			if info.ClockDrift != "" {
+				row(tw, "Clock drift:", info.ClockDrift+" (the phone's clock is probably off; seen "+fmtTime(info.ClockDriftAt)+")")
+			}
 			for i, lk := range info.Locks {
 				label := ""
 				if i == 0 {

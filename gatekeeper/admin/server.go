@@ -15,6 +15,7 @@ import (
 
 	"gatekeeper/enroll"
 	"gatekeeper/gatekeeper/store"
+	"gatekeeper/gatekeeper/totp"
 )
 
 // Error codes of the admin API's JSON error body {"error": "...", "code": "..."}.
@@ -120,6 +121,11 @@ type UserInfo struct {
 	LockedUntil time.Time `json:"locked_until,omitzero"`
 	// Locks are the user's lockouts and failure counts, outside and trusted (see LockInfo).
 	Locks []LockInfo `json:"locks,omitempty"`
+	// ClockDrift is what the last refused code suggested about the phone's clock ("codes
+	// match 3 min ahead"), seen at ClockDriftAt; empty when nothing was seen since the last
+	// good code. It answers "my codes stopped working" in one look.
+	ClockDrift   string    `json:"clock_drift,omitempty"`
+	ClockDriftAt time.Time `json:"clock_drift_at,omitzero"`
 }
 
 // UserInfoOf is the public state of u, whose pending link expires confirmWithin after it began
@@ -140,6 +146,9 @@ func UserInfoOf(u store.User, confirmWithin time.Duration) UserInfo {
 	if u.State == store.StatePending {
 		info.PendingSince = u.PendingSince
 		info.PendingExpiresAt = u.PendingSince.Add(confirmWithin)
+	}
+	if !u.DriftAt.IsZero() {
+		info.ClockDrift, info.ClockDriftAt = totp.DriftText(u.DriftSteps), u.DriftAt
 	}
 	return info
 }
