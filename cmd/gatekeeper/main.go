@@ -173,7 +173,7 @@ func serve(ctx context.Context, cfg *config.Config, log *slog.Logger, reload fun
 	}
 
 	prt := &portal.Server{
-		Passwords:     gk,
+		Auth:          gk, // both factors once a device is linked
 		Linker:        linker,
 		Tickets:       linker,
 		Allowed:       policy.enrollAllowed,

@@ -23,15 +23,17 @@ const contentSecurityPolicy = "default-src 'none'; img-src 'self' data:; style-s
 
 // Messages shown to users, kept here because the tests look for them.
 const (
-	msgSignInFailed = "Wrong username or password, or too many attempts. Try again in a minute."
-	msgTicketFailed = "Wrong username, password or ticket, or too many attempts. Try again in a minute."
-	msgOutside      = "Linking is only possible from the campus network or VPN. If you are away, ask your admin for a one-time ticket."
-	msgShownOnce    = "For your security the code is shown only once. If you scanned it, enter a code from the app below; if not, wait until it expires at %s and start again, or ask your admin."
-	msgBadCode      = "That code did not match. Check that you typed the 6 digits the app shows now. If it still fails, check that the phone sets its clock automatically."
-	msgLinkedOn     = "Linked on %s. Lost your phone? Ask your admin."
-	msgVoided       = "Too many wrong codes: this link was cancelled; start again. The QR code you scanned no longer works: remove it from the app, then link again to get a new one."
-	msgElsewhere    = "This link was started in another browser or session (or you have signed in again since), and only that one can finish it. Finish it there, or start again here after it expires at %s."
-	msgTooMany      = "You are already signed in to this page in %d other browsers or tabs. Sign out there, or wait %d minutes, and try again."
+	msgSignInFailed  = "Wrong username, password or verification code, or too many attempts. Try again in a minute."
+	msgTicketFailed  = "Wrong username, password or ticket, or too many attempts. Try again in a minute."
+	msgOutside       = "Linking is only possible from the campus network or VPN. If you are away, ask your admin for a one-time ticket."
+	msgShownOnce     = "For your security the code is shown only once. If you scanned it, enter a code from the app below; if not, wait until it expires at %s and start again, or ask your admin."
+	msgBadCode       = "That code did not match. Check that you typed the 6 digits the app shows now. If it still fails, check that the phone sets its clock automatically."
+	msgLinkedOn      = "Linked on %s. Lost your phone? Ask your admin."
+	msgLinkedSince   = "Linked on %s."
+	msgAlreadyLinked = "Your device is already linked. To link a different one, use “Replace my phone” on your account page, or ask your admin to reset it."
+	msgVoided        = "Too many wrong codes: this link was cancelled; start again. The QR code you scanned no longer works: remove it from the app, then link again to get a new one."
+	msgElsewhere     = "This link was started in another browser or session (or you have signed in again since), and only that one can finish it. Finish it there, or start again here after it expires at %s."
+	msgTooMany       = "You are already signed in to this page in %d other browsers or tabs. Sign out there, or wait %d minutes, and try again."
 )
 
 // staticPath is the one path that serves a file rather than a page.
@@ -232,7 +234,7 @@ func (s *Server) home(w http.ResponseWriter, r *http.Request) {
 	v, ok := s.current(r)
 	if !ok {
 		var err error
-		v, err = s.sessions.create(s.now(), "", "")
+		v, err = s.sessions.create(s.now(), signedInAs{})
 		if err != nil {
 			s.busy(w, r)
 			return
@@ -263,8 +265,12 @@ func (s *Server) signInData(r *http.Request, v view) pageData {
 	}
 }
 
-// signIn checks the password (and, from outside the allowed networks, a ticket) and starts a
-// signed-in session with a new id, so an id known before sign-in is worth nothing after it.
+// signIn checks the sign-in form and starts a signed-in session with a new id, so an id known
+// before sign-in is worth nothing after it. From outside the allowed networks a ticket is
+// checked first (before the password, so nobody without one can try passwords from there).
+// Then Auth.SignIn decides: password and code once the user has a device, the password alone
+// before; the session remembers which, because only a sign-in with both factors may change
+// credentials (replace the phone, new recovery codes).
 func (s *Server) signIn(w http.ResponseWriter, r *http.Request) {
 	v, ok := s.checkPost(w, r)
 	if !ok {
@@ -274,6 +280,7 @@ func (s *Server) signIn(w http.ResponseWriter, r *http.Request) {
 	remote := remoteAddr(r)
 	user := r.PostForm.Get("username")
 	password := r.PostForm.Get("password")
+	code := r.PostForm.Get("code")
 	ticket := strings.TrimSpace(r.PostForm.Get("ticket"))
 	outside := !s.allowed(remote)
 	log := s.log().With("remote", remote.String())
@@ -285,7 +292,7 @@ func (s *Server) signIn(w http.ResponseWriter, r *http.Request) {
 	}
 	fail := func(reason string, checked bool) {
 		// The reason goes to the log only; the page says the same thing for every failure,
-		// after the same time: a refusal before the password check waits as long as one after.
+		// after the same time: a refusal before Auth.SignIn waits as long as one by it.
 		log.WarnContext(ctx, "portal sign-in failed", "user", logName(user), "reason", reason)
 		if !checked {
 			s.waitRefusal(ctx)
@@ -310,16 +317,16 @@ func (s *Server) signIn(w http.ResponseWriter, r *http.Request) {
 	if !outside {
 		ticket = "" // not needed here: keep it for when it is
 	} else if err := s.Tickets.CheckTicket(user, ticket, s.now()); err != nil {
-		// Checked before the password, so nobody without a ticket can try passwords from outside.
 		fail("ticket: "+err.Error(), false)
 		return
 	}
-	if err := s.Passwords.CheckPassword(ctx, user, password, remote); err != nil {
-		fail("password: "+err.Error(), true)
+	linked, err := s.Auth.SignIn(ctx, user, password, code, remote, store.DoorPortal)
+	if err != nil {
+		fail("sign-in: "+err.Error(), true)
 		return
 	}
-	// Counted after the password, so that only the user learns how many sessions they have.
-	nv, err := s.sessions.create(s.now(), user, ticket)
+	// Counted after the sign-in, so that only the user learns how many sessions they have.
+	nv, err := s.sessions.create(s.now(), signedInAs{user: user, ticket: ticket, twoFactor: linked})
 	switch {
 	case errors.Is(err, errUserSessions):
 		log.WarnContext(ctx, "portal sign-in refused: too many sessions", "user", user, "max", MaxSessionsPerUser)
@@ -331,7 +338,7 @@ func (s *Server) signIn(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	s.sessions.delete(v.id)
-	log.InfoContext(ctx, "portal sign-in", "user", user, "ticket", ticket != "")
+	log.InfoContext(ctx, "portal sign-in", "user", user, "both_factors", linked, "ticket", ticket != "")
 	s.setCookie(w, nv.id)
 	seeOther(w, r, "/")
 }
@@ -372,9 +379,10 @@ func (s *Server) signedIn(w http.ResponseWriter, r *http.Request) (view, bool) {
 
 // linkState is a user's link state as the pages show it.
 type linkState struct {
-	state     string // none, pending, expired, active
-	expiresAt time.Time
-	linkedOn  time.Time
+	state        string // none, pending, expired, active
+	expiresAt    time.Time
+	linkedOn     time.Time
+	recoveryLeft int // unused recovery codes of an active device
 }
 
 func (s *Server) linkState(r *http.Request, user string) (linkState, error) {
@@ -384,7 +392,7 @@ func (s *Server) linkState(r *http.Request, user string) (linkState, error) {
 	}
 	switch u.State {
 	case store.StateActive:
-		return linkState{state: "active", linkedOn: u.EnrolledAt}, nil
+		return linkState{state: "active", linkedOn: u.EnrolledAt, recoveryLeft: len(u.Recovery)}, nil
 	case store.StatePending:
 		exp := u.PendingSince.Add(s.confirmWithin())
 		if !s.now().Before(exp) {
@@ -402,7 +410,9 @@ func (s *Server) canLink(r *http.Request, v view) bool {
 	return s.allowed(remoteAddr(r)) || v.ticket != ""
 }
 
-// account renders the account page with the user's link state.
+// account renders the account page with the user's link state. With an active device it also
+// shows how many recovery codes are left, the user's security log and, to a session signed in
+// with both factors, the buttons that change credentials.
 func (s *Server) account(w http.ResponseWriter, r *http.Request, v view, status int, notice string) {
 	st, err := s.linkState(r, v.user)
 	if err != nil {
@@ -419,6 +429,7 @@ func (s *Server) account(w http.ResponseWriter, r *http.Request, v view, status 
 		CanLink:   s.canLink(r, v),
 		ViaTicket: v.ticket != "" && !s.allowed(remoteAddr(r)),
 		Bound:     v.bound,
+		TwoFactor: v.twoFactor,
 	}
 	switch st.state {
 	case "pending":
@@ -427,7 +438,15 @@ func (s *Server) account(w http.ResponseWriter, r *http.Request, v view, status 
 			d.Elsewhere = fmt.Sprintf(msgElsewhere, timeOfDay(st.expiresAt))
 		}
 	case "active":
-		d.LinkedOn = fmt.Sprintf(msgLinkedOn, day(st.linkedOn))
+		if v.twoFactor {
+			d.LinkedOn = fmt.Sprintf(msgLinkedSince, day(st.linkedOn))
+		} else {
+			d.LinkedOn = fmt.Sprintf(msgLinkedOn, day(st.linkedOn))
+		}
+		d.RecoveryLeft = st.recoveryLeft
+		d.RecoveryTotal = enroll.RecoveryCodes
+		d.ShowLog = s.SecurityLog != nil
+		d.Log, d.LogFailed = s.securityLog(r, v.user)
 	}
 	s.render(w, r, status, "account", d)
 }
@@ -485,7 +504,7 @@ func (s *Server) linkStart(w http.ResponseWriter, r *http.Request) {
 	}
 	switch st.state {
 	case "active":
-		s.account(w, r, v, http.StatusConflict, "Your device is already linked. To link a different one, ask your admin to reset it first.")
+		s.account(w, r, v, http.StatusConflict, msgAlreadyLinked)
 		return
 	case "pending":
 		s.account(w, r, v, http.StatusConflict, "")
@@ -677,6 +696,7 @@ func (s *Server) linkDone(w http.ResponseWriter, r *http.Request) {
 		Codes:        codes,
 		Download:     s.codesDownload(v.user, codes),
 		DownloadName: "recovery-codes-" + v.user + ".txt",
+		MadeOn:       day(s.now()),
 	})
 }
 

@@ -1,6 +1,9 @@
-// Package portal is the browser side of device linking: a small web site where a user signs in
-// with the login node's password, reads what will happen, sees the new secret once as a QR code
-// (and as text), confirms it with one code from the app and gets the recovery codes.
+// Package portal is the browser side of device linking and of the user's own account security:
+// a small web site where a user signs in (with the login node's password and, once a device is
+// linked, a code from it or a recovery code), reads what will happen, sees the new secret once
+// as a QR code (and as text), confirms it with one code from the app and gets the recovery
+// codes. Later the account page shows the user's security log and lets a user who signed in with
+// both factors replace the phone or get new recovery codes.
 //
 // It works with JavaScript switched off (there is none): every step is a plain HTML form. The
 // secret is shown exactly once: it is kept in the server-side session only between the POST that
@@ -26,11 +29,22 @@ import (
 	"gatekeeper/gatekeeper/store"
 )
 
-// PasswordChecker checks a user's first-factor password. The implementation rate-limits (per
-// user and per source address) and answers every failure, including "too many attempts", with
-// an error; the portal shows all of them the same way.
-type PasswordChecker interface {
-	CheckPassword(ctx context.Context, user, password string, remote netip.Addr) error
+// Authenticator checks who signs in. SignIn is the front door's own check, offered to the
+// other doors (door names which one, for the log and the audit trail): once user has a linked
+// device it needs the password and a code from the app or a recovery code, from everywhere,
+// the code checked first and spent across doors as at the SSH door; a user without a device
+// signs in with the password alone, and code is ignored. linked reports which of the two it
+// was. Every refusal (lockouts included) is an error after the same delay; the portal shows all
+// of them the same way. *gatekeeper.Server implements it.
+type Authenticator interface {
+	SignIn(ctx context.Context, user, password, code string, remote netip.Addr, door string) (linked bool, err error)
+}
+
+// SecurityLogReader returns the newest n events of user's audit trail (logins accepted and
+// refused at every door, device links, recovery codes used, admin actions), for the user's own
+// security log on the account page. The order does not matter: the page sorts them.
+type SecurityLogReader interface {
+	SecurityLog(ctx context.Context, user string, n int) ([]store.Event, error)
 }
 
 // Linker starts and confirms device links and reports a user's link state. Begin and Confirm
@@ -81,6 +95,8 @@ const (
 	// MaxConnsReserve more are kept for the allowed networks.
 	MaxConns        = 512
 	MaxConnsReserve = 64
+	// SecurityLogEvents is how many of the user's latest events the account page lists.
+	SecurityLogEvents = 20
 	// MaxBodyBytes caps a request body: every form of the portal fits in far less.
 	MaxBodyBytes = 16 << 10
 	// MaxHeaderBytes caps the request line and headers.
@@ -99,10 +115,12 @@ const (
 // http.Server or call Serve/ServeTLS, which run one with the portal's timeouts and limits.
 // A Server must not be copied or have its fields changed after the first call of a method.
 type Server struct {
-	// Passwords checks the sign-in password (required).
-	Passwords PasswordChecker
+	// Auth checks the sign-in: the password, and the code once the user has a device (required).
+	Auth Authenticator
 	// Linker starts and confirms links (required).
 	Linker Linker
+	// SecurityLog reads the user's security log for the account page; nil leaves it out.
+	SecurityLog SecurityLogReader
 	// Tickets checks one-time tickets; nil means tickets are not accepted.
 	Tickets Tickets
 	// Allowed reports whether a client address may link without a ticket
