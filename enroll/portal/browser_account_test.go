@@ -130,3 +130,106 @@ func TestBrowserAccount(t *testing.T) {
 	b.load("/")
 	b.shot("account-07-phone-security-log")
 }
+
+// TestBrowserReplaceAndRenew drives Chromium, scripts off, through replacing the phone and
+// getting new recovery codes, with a fake clock and codes from oathtool at the clock's time:
+// the old phone signs in until the new one is confirmed, then the other browser is signed out
+// and only the new phone works; the new recovery codes replace the old ones. Screenshots:
+// replace-*.png.
+func TestBrowserReplaceAndRenew(t *testing.T) {
+	needTools(t)
+	clock := &fakeClock{t: time.Now()}
+	e := newEnv(t, clock)
+	base := serve(t, e)
+	dir := screenshotDir(t)
+	ctx, cancel := context.WithTimeout(t.Context(), 2*time.Minute)
+	defer cancel()
+	bctx := startBrowser(t, ctx)
+	b := &tab{t: t, ctx: bctx, base: base, dir: dir}
+	b.do(chromedp.EmulateViewport(1000, 900))
+	noScript(t, bctx)
+	code := func(secret string) string {
+		clock.Advance(30 * time.Second) // every code a new step: each is spent once used
+		return oathtoolAt(t, ctx, secret, clock.Now())
+	}
+
+	// Link the first phone, then sign in again with both factors.
+	b.load("/")
+	b.typeInto("#username", testUser)
+	b.typeInto("#password", testPassword)
+	b.click("form.stack button[type=submit]")
+	b.click("a.button[href='/link']")
+	b.click("form[action='/link/start'] button")
+	oldSecret := strings.ReplaceAll(b.textOf(".secret code"), " ", "")
+	b.typeInto("#code", code(oldSecret))
+	b.click("form[action='/link/confirm'] button")
+	oldCodes := strings.Fields(b.textOf("ol.codes"))
+	b.click("form.signout button")
+	b.typeInto("#username", testUser)
+	b.typeInto("#password", testPassword)
+	b.typeInto("#code", code(oldSecret))
+	b.click("form.stack button[type=submit]")
+
+	// Replace: the intro page with the box, ticked.
+	b.click("a.button[href='/replace']")
+	b.expect("replace page", "Replace my phone", "Your old phone keeps working until you confirm the new one", "Also end my open SSH sessions")
+	b.shot("replace-01-intro")
+	b.do(chromedp.Click(chromedp.CSS("#endssh"), chromedp.NodeVisible))
+	b.click("form[action='/replace/start'] button[type=submit]")
+	b.expect("new QR page", "Scan the new QR code with your new phone", "More than one device?", "Until then your old phone keeps working")
+	b.shot("replace-02-new-qr")
+	newSecret := strings.ReplaceAll(b.textOf(".secret code"), " ", "")
+	if newSecret == oldSecret {
+		t.Fatal("the new QR code holds the old secret")
+	}
+
+	// Meanwhile the old phone still signs in, in another browser.
+	other, cancelOther := chromedp.NewContext(bctx, chromedp.WithNewBrowserContext())
+	defer cancelOther()
+	o := &tab{t: t, ctx: other, base: base, dir: dir}
+	o.do(chromedp.EmulateViewport(1000, 900))
+	noScript(t, other)
+	o.load("/")
+	o.typeInto("#username", testUser)
+	o.typeInto("#password", testPassword)
+	o.typeInto("#code", code(oldSecret))
+	o.click("form.stack button[type=submit]")
+	o.expect("the old phone, before the confirmation", "Your phone is linked.")
+
+	// A wrong code, then the new phone's.
+	b.typeInto("#code", "000000")
+	b.click("form[action='/replace/confirm'] button")
+	b.expect("wrong code for the new phone", "Enter a code from the new phone", "That code did not match")
+	b.shot("replace-03-wrong-code")
+	b.typeInto("#code", code(newSecret))
+	b.click("form[action='/replace/confirm'] button")
+	b.expect("replace done page", "Your new phone is linked", "signed out of this page in 1 other browser",
+		"2 open SSH sessions ended", "Your recovery codes")
+	b.shot("replace-04-done")
+	b.printShot("replace-05-done-printed")
+	newCodes := strings.Fields(b.textOf("ol.codes"))
+	if len(newCodes) != 10 || newCodes[0] == oldCodes[0] {
+		t.Errorf("new recovery codes %q", newCodes)
+	}
+
+	// The other browser is signed out; the old phone no longer signs in.
+	o.load("/")
+	o.expect("the other browser after the replacement", "Sign in")
+	o.typeInto("#username", testUser)
+	o.typeInto("#password", testPassword)
+	o.typeInto("#code", code(oldSecret))
+	o.click("form.stack button[type=submit]")
+	o.expect("the old phone after the replacement", msgSignInFailed)
+
+	// New recovery codes.
+	b.load("/")
+	b.click("a.button[href='/recovery']")
+	b.expect("recovery page", "New recovery codes", "Your 10 remaining recovery codes stop working at once")
+	b.shot("replace-06-renew-confirm")
+	b.click("form[action='/recovery/new'] button")
+	b.expect("new recovery codes", "Your new recovery codes", "Your old recovery codes no longer work", "Download as text")
+	b.shot("replace-07-renewed")
+	b.load("/")
+	b.expect("account page", "Phone replaced", "New recovery codes made", "Login refused (wrong code)")
+	b.shot("replace-08-account-after")
+}

@@ -54,7 +54,16 @@ func (s *Server) routes() http.Handler {
 		"/link/qr":      {get: s.linkQR},
 		"/link/confirm": {post: s.linkConfirm},
 		"/link/done":    {get: s.linkDone},
-		staticPath:      {get: s.styleSheet},
+		// Credential changes, for a session signed in with both factors (replace.go).
+		"/replace":         {get: s.replaceIntro},
+		"/replace/start":   {post: s.replaceStart},
+		"/replace/qr":      {get: s.replaceQR},
+		"/replace/confirm": {post: s.replaceConfirm},
+		"/replace/done":    {get: s.replaceDone},
+		"/recovery":        {get: s.renewIntro},
+		"/recovery/new":    {post: s.renewRecovery},
+		"/recovery/done":   {get: s.renewDone},
+		staticPath:         {get: s.styleSheet},
 	}
 	cop := http.NewCrossOriginProtection()
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
@@ -443,6 +452,10 @@ func (s *Server) account(w http.ResponseWriter, r *http.Request, v view, status 
 		} else {
 			d.LinkedOn = fmt.Sprintf(msgLinkedOn, day(st.linkedOn))
 		}
+		if v.replacing && s.now().Before(v.replaceUntil) {
+			d.ReplaceUntil = timeOfDay(v.replaceUntil)
+		}
+		d.CanChange = v.twoFactor && s.Credentials != nil
 		d.RecoveryLeft = st.recoveryLeft
 		d.RecoveryTotal = enroll.RecoveryCodes
 		d.ShowLog = s.SecurityLog != nil
@@ -533,7 +546,7 @@ func (s *Server) linkStart(w http.ResponseWriter, r *http.Request) {
 		s.serverError(w, r)
 		return
 	}
-	if !s.sessions.update(v.id, s.now(), func(ss *session) { ss.link, ss.binding = &link, binding }) {
+	if !s.sessions.update(v.id, s.now(), func(ss *session) { ss.link, ss.binding, ss.replacing = &link, binding, false }) {
 		// The session ended between the two calls (idle timeout, sign-out in another tab): the
 		// secret is dropped unseen and the link expires on its own.
 		seeOther(w, r, "/")
@@ -552,8 +565,10 @@ func (s *Server) linkQR(w http.ResponseWriter, r *http.Request) {
 	}
 	var link *enroll.Link
 	s.sessions.update(v.id, s.now(), func(ss *session) {
-		link, ss.link = ss.link, nil
-		ss.rotate = ss.rotate || link != nil
+		if !ss.replacing { // a replacement's secret is for /replace/qr only
+			link, ss.link = ss.link, nil
+			ss.rotate = ss.rotate || link != nil
+		}
 	})
 	if link != nil && s.now().Before(link.ExpiresAt) {
 		d, err := s.qrData(*link)
@@ -633,20 +648,27 @@ func (s *Server) linkConfirm(w http.ResponseWriter, r *http.Request) {
 		code = code[:64] // too long to be a code anyway; keep what Confirm sees small
 	}
 	var binding enroll.Binding
-	s.sessions.update(v.id, s.now(), func(ss *session) { binding = ss.binding })
+	s.sessions.update(v.id, s.now(), func(ss *session) {
+		if !ss.replacing { // a replacement's binding confirms at /replace/confirm only
+			binding = ss.binding
+		}
+	})
 	// Without a binding the store refuses (ErrStartedElsewhere): it is the one place that decides.
 	codes, err := s.Linker.Confirm(ctx, v.user, binding, code)
 	switch {
 	case errors.Is(err, enroll.ErrVoided), errors.Is(err, enroll.ErrStartedElsewhere),
 		errors.Is(err, enroll.ErrExpired), errors.Is(err, enroll.ErrNoPending):
 		// This session's binding is of no use any more.
-		s.sessions.update(v.id, s.now(), func(ss *session) { ss.binding = "" })
+		s.sessions.update(v.id, s.now(), func(ss *session) {
+			if !ss.replacing {
+				ss.binding = ""
+			}
+		})
 		v.bound = false
 	}
 	switch {
 	case err == nil:
-		codes = append([]string(nil), codes...)
-		if !s.sessions.update(v.id, s.now(), func(ss *session) { ss.codes = codes; ss.link = nil; ss.binding = "" }) {
+		if !s.parkCodes(v, codes, codesLink) {
 			seeOther(w, r, "/")
 			return
 		}
@@ -661,7 +683,7 @@ func (s *Server) linkConfirm(w http.ResponseWriter, r *http.Request) {
 			s.account(w, r, v, http.StatusUnprocessableEntity, msgBadCode)
 			return
 		}
-		s.codePage(w, r, v, st, http.StatusUnprocessableEntity, "Enter a code from the app", msgBadCode)
+		s.codePage(w, r, v, st, http.StatusUnprocessableEntity, "Enter a code from the app", badCodeMessage(err))
 	case errors.Is(err, enroll.ErrVoided):
 		s.log().WarnContext(ctx, "portal link cancelled after too many wrong codes", "user", v.user)
 		s.account(w, r, v, http.StatusConflict, msgVoided)
@@ -677,26 +699,61 @@ func (s *Server) linkConfirm(w http.ResponseWriter, r *http.Request) {
 	}
 }
 
+// badCodeMessage is what a wrong confirmation code gets.
+func badCodeMessage(err error) string {
+	return msgBadCode
+}
+
 // linkDone shows the recovery codes once.
 func (s *Server) linkDone(w http.ResponseWriter, r *http.Request) {
 	v, ok := s.signedIn(w, r)
 	if !ok {
 		return
 	}
+	s.showCodes(w, r, v, codesLink, "done", "Your device is linked")
+}
+
+// showCodes renders page with the recovery codes parked for it (codesFor), once: without them
+// (a reload, the back button) it sends the browser to the account page.
+func (s *Server) showCodes(w http.ResponseWriter, r *http.Request, v view, codesFor, page, title string) {
 	var codes []string
-	s.sessions.update(v.id, s.now(), func(ss *session) { codes, ss.codes = ss.codes, nil })
+	var note string
+	s.sessions.update(v.id, s.now(), func(ss *session) {
+		if ss.codesFor == codesFor {
+			codes, note = ss.codes, ss.codesNote
+			ss.codes, ss.codesFor, ss.codesNote = nil, "", ""
+		}
+	})
 	if codes == nil {
 		seeOther(w, r, "/")
 		return
 	}
-	s.render(w, r, http.StatusOK, "done", pageData{
-		Title:        "Your device is linked",
+	s.render(w, r, http.StatusOK, page, pageData{
+		Title:        title,
 		CSRF:         v.csrf,
 		User:         v.user,
+		Notice:       note,
 		Codes:        codes,
 		Download:     s.codesDownload(v.user, codes),
 		DownloadName: "recovery-codes-" + v.user + ".txt",
 		MadeOn:       day(s.now()),
+	})
+}
+
+// The pages that show a new set of recovery codes, once (session.codesFor).
+const (
+	codesLink    = "link"    // /link/done, after a first link
+	codesReplace = "replace" // /replace/done, after a replacement
+	codesRenew   = "renew"   // /recovery/done, new codes alone
+)
+
+// parkCodes keeps new recovery codes in the session for the one page (codesFor) that shows
+// them, and drops the link and binding they came from; false when the session has ended.
+func (s *Server) parkCodes(v view, codes []string, codesFor string) bool {
+	codes = append([]string(nil), codes...)
+	return s.sessions.update(v.id, s.now(), func(ss *session) {
+		ss.codes, ss.codesFor, ss.codesNote = codes, codesFor, ""
+		ss.link, ss.binding, ss.replacing = nil, "", false
 	})
 }
 

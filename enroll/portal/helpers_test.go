@@ -182,6 +182,8 @@ type env struct {
 	svc     *enroll.Service
 	allowed bool
 	mu      sync.Mutex
+	// sshEnded lists the users whose SSH sessions EndSSH was asked to end.
+	sshEnded []string
 	// refusalWaits counts the waits of refusals before the password check (instead of
 	// waiting enroll.RefusalDelay).
 	refusalWaits atomic.Int32
@@ -218,6 +220,8 @@ func newEnv(t *testing.T, clock *fakeClock) *env {
 	e.srv = &Server{
 		Auth:          e.auth,
 		SecurityLog:   storeLog{st},
+		Credentials:   &fakeCredentials{st: st, now: now},
+		EndSSH:        e.endSSH,
 		Linker:        e.svc,
 		Tickets:       e.tickets,
 		Allowed:       e.isAllowed,
@@ -228,6 +232,20 @@ func newEnv(t *testing.T, clock *fakeClock) *env {
 	}
 	e.srv.refusalDelay = func(context.Context) { e.refusalWaits.Add(1) }
 	return e
+}
+
+// endSSH stands in for the front door's KillUser: it records the call and reports 2 sessions.
+func (e *env) endSSH(user string) int {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	e.sshEnded = append(e.sshEnded, user)
+	return 2
+}
+
+func (e *env) sshEndedFor() []string {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	return append([]string(nil), e.sshEnded...)
 }
 
 func (e *env) isAllowed(netip.Addr) bool {

@@ -13,7 +13,8 @@ import (
 var assets embed.FS
 
 // pageNames are the templates under templates/, each rendered inside layout.html.
-var pageNames = []string{"signin", "account", "intro", "qr", "code", "done", "refused", "message"}
+var pageNames = []string{"signin", "account", "intro", "qr", "code", "done", "refused", "message",
+	"replace", "replaced", "renew", "renewed"}
 
 // pages holds the parsed templates and the static files.
 type pages struct {
@@ -70,6 +71,12 @@ type pageData struct {
 	ShowLog       bool     // the security log is part of the page
 	Log           []logRow // its rows, newest first
 	LogFailed     bool     // ... which could not be read this time
+
+	// replacing the phone, new recovery codes
+	Replacing    bool   // the QR and code pages are for a new phone, confirmed at /replace/confirm
+	CanEndSSH    bool   // the replace page offers "also end my open SSH sessions"
+	CanChange    bool   // the account page offers the credential changes
+	ReplaceUntil string // this session's replacement waits for a code until then
 
 	// QR page
 	QR      template.URL // data:image/png;base64,...

@@ -58,6 +58,21 @@ type Linker interface {
 	State(ctx context.Context, user string) (store.User, error)
 }
 
+// CredentialChanger changes the credentials of a user whose device is active; the portal calls
+// it only for a session signed in with both factors. *enroll.Service implements it.
+//
+// BeginReplace starts replacing the device: a new secret, shown once, and the binding that
+// ConfirmReplace needs; the old device keeps working meanwhile. ConfirmReplace checks a code of
+// the new secret as Linker.Confirm does (errors wrapping enroll.ErrBadCode, ErrVoided,
+// ErrExpired, ErrNoPending, ErrStartedElsewhere; a bad code whose error says the phone's clock
+// is off carries that advice) and on success makes the new device the only one and returns the
+// new recovery codes, the old ones void. RenewRecovery replaces the recovery codes alone.
+type CredentialChanger interface {
+	BeginReplace(ctx context.Context, user string) (enroll.Link, enroll.Binding, error)
+	ConfirmReplace(ctx context.Context, user string, binding enroll.Binding, code string) ([]string, error)
+	RenewRecovery(ctx context.Context, user string) ([]string, error)
+}
+
 // Tickets checks and uses up the one-time tickets that let a user link a device from outside
 // the allowed networks. Both return an error for an unknown, expired, used or other user's
 // ticket. The implementation is expected to accept the ticket the way the admin command prints
@@ -119,6 +134,12 @@ type Server struct {
 	Auth Authenticator
 	// Linker starts and confirms links (required).
 	Linker Linker
+	// Credentials replaces the phone and renews recovery codes; nil leaves both out.
+	Credentials CredentialChanger
+	// EndSSH ends user's live SSH sessions and returns how many there were (the front door's
+	// KillUser); a confirmed replacement calls it when the user ticked "also end my open SSH
+	// sessions". Nil leaves that box out.
+	EndSSH func(user string) int
 	// SecurityLog reads the user's security log for the account page; nil leaves it out.
 	SecurityLog SecurityLogReader
 	// Tickets checks one-time tickets; nil means tickets are not accepted.

@@ -48,8 +48,20 @@ type session struct {
 	// binding is what lets this session, and no other, confirm the link it started; it is kept
 	// until the link is confirmed, voided, expired or found replaced.
 	binding enroll.Binding
-	// codes are the recovery codes between the confirmation and the one page that shows them.
-	codes []string
+	// replacing is set when link and binding belong to a replacement of the active device
+	// (Replace my phone) rather than to a first link.
+	replacing bool
+	// endSSH is the replacement's "also end my open SSH sessions" box, kept until it is confirmed.
+	endSSH bool
+	// replaceUntil is when the replacement this session started expires (the link's ExpiresAt,
+	// kept after the secret is gone): the code form is offered until then.
+	replaceUntil time.Time
+	// codes are the recovery codes between the confirmation and the one page that shows them;
+	// codesFor names that page (codesLink, codesReplace, codesRenew), so that no other shows them.
+	codes    []string
+	codesFor string
+	// codesNote is said on that page too: which other sessions the change ended.
+	codesNote string
 	// rotate is set when the QR page was shown: the next page request gets a new session id
 	// and tells the browser to drop its cache, so that Back cannot bring the QR page back.
 	rotate bool
@@ -60,6 +72,9 @@ type session struct {
 type view struct {
 	id, csrf, user, ticket string
 	twoFactor, bound       bool
+	// replacing: the session's binding is for a replacement, which expires at replaceUntil.
+	replacing    bool
+	replaceUntil time.Time
 }
 
 // sessionStore holds the sessions in memory, keyed by the SHA-256 of their id so that a lookup
@@ -111,7 +126,7 @@ func (st *sessionStore) live(id string, now time.Time) *session {
 // viewOf is the view of ss under id. The caller holds st.mu.
 func viewOf(id string, ss *session) view {
 	return view{id: id, csrf: ss.csrf, user: ss.user, ticket: ss.ticket, twoFactor: ss.twoFactor,
-		bound: ss.binding != ""}
+		bound: ss.binding != "", replacing: ss.replacing && ss.binding != "", replaceUntil: ss.replaceUntil}
 }
 
 // get returns a view of a live session.
@@ -210,6 +225,24 @@ func (st *sessionStore) endUser(user string, now time.Time) int {
 	n := 0
 	for k, ss := range st.m {
 		if ss.user == user {
+			if !st.over(ss, now) {
+				n++
+			}
+			delete(st.m, k)
+		}
+	}
+	return n
+}
+
+// endUserExcept ends every session of user but keep (the one that just changed the user's
+// credentials), and returns how many had not ended already.
+func (st *sessionStore) endUserExcept(user, keep string, now time.Time) int {
+	st.mu.Lock()
+	defer st.mu.Unlock()
+	kept := sessionKey(keep)
+	n := 0
+	for k, ss := range st.m {
+		if ss.user == user && k != kept {
 			if !st.over(ss, now) {
 				n++
 			}
