@@ -196,7 +196,11 @@ func TestBrowserReplaceAndRenew(t *testing.T) {
 	o.click("form.stack button[type=submit]")
 	o.expect("the old phone, before the confirmation", "Your phone is linked.")
 
-	// A wrong code, then the new phone's.
+	// A phone whose clock is 4 minutes fast, a wrong code, then the new phone's.
+	b.typeInto("#code", oathtoolAt(t, ctx, newSecret, clock.Now().Add(4*time.Minute)))
+	b.click("form[action='/replace/confirm'] button")
+	b.expect("code 4 minutes ahead", "Your phone's clock is about 4 minutes fast. Turn on automatic date and time on the phone")
+	b.shot("replace-03a-clock-fast")
 	b.typeInto("#code", "000000")
 	b.click("form[action='/replace/confirm'] button")
 	b.expect("wrong code for the new phone", "Enter a code from the new phone", "That code did not match")

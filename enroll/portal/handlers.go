@@ -59,6 +59,7 @@ func (s *Server) routes() http.Handler {
 		"/replace/start":   {post: s.replaceStart},
 		"/replace/qr":      {get: s.replaceQR},
 		"/replace/confirm": {post: s.replaceConfirm},
+		"/replace/cancel":  {post: s.replaceCancel},
 		"/replace/done":    {get: s.replaceDone},
 		"/recovery":        {get: s.renewIntro},
 		"/recovery/new":    {post: s.renewRecovery},
@@ -138,10 +139,11 @@ func (s *Server) setHeaders(w http.ResponseWriter) {
 	}
 }
 
-// actorContext names the portal and the browser's address as the actor of
-// the link events the request causes, in the audit log.
+// actorContext names the portal and the browser's address as the actor, and the portal as the
+// door, of the link events the request causes, in the audit log.
 func actorContext(r *http.Request) context.Context {
-	return enroll.WithActor(r.Context(), "portal "+remoteAddr(r).String())
+	ctx := enroll.WithActor(r.Context(), "portal "+remoteAddr(r).String())
+	return enroll.WithDoor(ctx, store.DoorPortal)
 }
 
 // remoteAddr is the client's address from r.RemoteAddr (which the daemon may have replaced with
@@ -676,14 +678,15 @@ func (s *Server) linkConfirm(w http.ResponseWriter, r *http.Request) {
 		seeOther(w, r, "/link/done")
 	case errors.Is(err, enroll.ErrBadCode):
 		s.log().WarnContext(ctx, "portal wrong confirmation code", "user", v.user)
-		st, err := s.linkState(r, v.user)
-		if err != nil || st.state != "pending" {
+		msg := badCodeMessage(err)
+		st, stErr := s.linkState(r, v.user)
+		if stErr != nil || st.state != "pending" {
 			// Something else happened to the link meanwhile (a concurrent attempt voided it,
 			// say): say what this code did, and show the link's state now.
-			s.account(w, r, v, http.StatusUnprocessableEntity, msgBadCode)
+			s.account(w, r, v, http.StatusUnprocessableEntity, msg)
 			return
 		}
-		s.codePage(w, r, v, st, http.StatusUnprocessableEntity, "Enter a code from the app", badCodeMessage(err))
+		s.codePage(w, r, v, st, http.StatusUnprocessableEntity, "Enter a code from the app", msg)
 	case errors.Is(err, enroll.ErrVoided):
 		s.log().WarnContext(ctx, "portal link cancelled after too many wrong codes", "user", v.user)
 		s.account(w, r, v, http.StatusConflict, msgVoided)
@@ -699,8 +702,16 @@ func (s *Server) linkConfirm(w http.ResponseWriter, r *http.Request) {
 	}
 }
 
-// badCodeMessage is what a wrong confirmation code gets.
+// badCodeMessage is what a wrong confirmation code gets: the clock advice when the code is what
+// the new secret gives a few minutes off (the phone's clock is wrong), and for a replacement a
+// hint when the code came from the phone linked now; otherwise msgBadCode.
 func badCodeMessage(err error) string {
+	if ce, ok := errors.AsType[*enroll.ClockError](err); ok {
+		return ce.Error()
+	}
+	if errors.Is(err, enroll.ErrCurrentDeviceCode) {
+		return msgCurrentDevice
+	}
 	return msgBadCode
 }
 

@@ -49,10 +49,13 @@ func (c *fakeClock) Advance(d time.Duration) {
 	c.t = c.t.Add(d)
 }
 
-// The daemon wires the real types: enroll.Service is the Linker, the store holds the tickets.
+// The daemon wires the real types: enroll.Service is the Linker, the CredentialChanger and the
+// SecurityLogReader, the store holds the tickets.
 var (
-	_ Linker  = (*enroll.Service)(nil)
-	_ Tickets = (*store.Store)(nil)
+	_ Linker            = (*enroll.Service)(nil)
+	_ CredentialChanger = (*enroll.Service)(nil)
+	_ SecurityLogReader = (*enroll.Service)(nil)
+	_ Tickets           = (*store.Store)(nil)
 )
 
 // fakeAuth is the front door's SignIn, for the tests: the passwords in its map and, once the
@@ -115,13 +118,6 @@ func (a *fakeAuth) Calls() int {
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	return a.calls
-}
-
-// storeLog is the security log straight from the store's audit log.
-type storeLog struct{ st *store.Store }
-
-func (l storeLog) SecurityLog(ctx context.Context, user string, n int) ([]store.Event, error) {
-	return l.st.Events(store.EventQuery{User: user, Limit: n})
 }
 
 // fakeTickets holds one-time tickets: token → user, with expiry.
@@ -219,8 +215,8 @@ func newEnv(t *testing.T, clock *fakeClock) *env {
 	e.svc = &enroll.Service{Store: st, Issuer: testIssuer, Skew: 1, ConfirmWithin: 10 * time.Minute, Now: now, Log: log}
 	e.srv = &Server{
 		Auth:          e.auth,
-		SecurityLog:   storeLog{st},
-		Credentials:   &fakeCredentials{st: st, now: now},
+		SecurityLog:   e.svc,
+		Credentials:   e.svc,
 		EndSSH:        e.endSSH,
 		Linker:        e.svc,
 		Tickets:       e.tickets,

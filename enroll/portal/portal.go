@@ -41,8 +41,9 @@ type Authenticator interface {
 }
 
 // SecurityLogReader returns the newest n events of user's audit trail (logins accepted and
-// refused at every door, device links, recovery codes used, admin actions), for the user's own
-// security log on the account page. The order does not matter: the page sorts them.
+// refused at every door, device links and replacements, recovery codes used and renewed, admin
+// actions), for the user's own security log on the account page. The order does not matter:
+// the page sorts them. *enroll.Service implements it.
 type SecurityLogReader interface {
 	SecurityLog(ctx context.Context, user string, n int) ([]store.Event, error)
 }
@@ -62,14 +63,17 @@ type Linker interface {
 // it only for a session signed in with both factors. *enroll.Service implements it.
 //
 // BeginReplace starts replacing the device: a new secret, shown once, and the binding that
-// ConfirmReplace needs; the old device keeps working meanwhile. ConfirmReplace checks a code of
-// the new secret as Linker.Confirm does (errors wrapping enroll.ErrBadCode, ErrVoided,
-// ErrExpired, ErrNoPending, ErrStartedElsewhere; a bad code whose error says the phone's clock
-// is off carries that advice) and on success makes the new device the only one and returns the
-// new recovery codes, the old ones void. RenewRecovery replaces the recovery codes alone.
+// ConfirmReplace and CancelReplace need; the old device keeps working meanwhile. ConfirmReplace
+// checks a code of the new secret as Linker.Confirm does (errors matching enroll.ErrBadCode,
+// ErrVoided, ErrExpired, ErrNoPending, ErrStartedElsewhere; a code that the new secret gives a
+// few minutes off is an *enroll.ClockError, whose text tells the user to fix the phone's clock)
+// and on success makes the new device the only one and returns the new recovery codes, the old
+// ones void. CancelReplace drops the replacement. RenewRecovery replaces the recovery codes
+// alone. Each returns an error matching enroll.ErrNotLinked for a user without an active device.
 type CredentialChanger interface {
 	BeginReplace(ctx context.Context, user string) (enroll.Link, enroll.Binding, error)
 	ConfirmReplace(ctx context.Context, user string, binding enroll.Binding, code string) ([]string, error)
+	CancelReplace(ctx context.Context, user string, binding enroll.Binding) error
 	RenewRecovery(ctx context.Context, user string) ([]string, error)
 }
 

@@ -23,12 +23,14 @@ import (
 
 // Messages of the credential changes.
 const (
-	msgNeedBothFactors = "To replace your phone or get new recovery codes, sign out and sign in again with your password and a code from your app (or a recovery code)."
-	msgReplaceVoided   = "Too many wrong codes: the replacement was cancelled and its QR code no longer works. Your old phone still works. Remove the new entry from the app on the new phone, then start again."
-	msgReplaceExpired  = "The replacement expired before it was confirmed. Your old phone still works; you can start again."
-	msgReplaceGone     = "This replacement cannot be finished here any more (it was finished, cancelled or started again elsewhere). Your account page shows which phone works now."
-	msgReplacePending  = "A replacement of your phone was started in another browser or session and waits for a code there. Finish it there, or start again here once it expires."
-	msgReplaceShown    = "For your security the new QR code is shown only once. If you scanned it, enter a code from the new phone below; if not, wait until it expires at %s and start again. Until then your old phone keeps working."
+	msgNeedBothFactors  = "To replace your phone or get new recovery codes, sign out and sign in again with your password and a code from your app (or a recovery code)."
+	msgReplaceVoided    = "Too many wrong codes: the replacement was cancelled and its QR code no longer works. Your old phone still works. Remove the new entry from the app on the new phone, then start again."
+	msgReplaceExpired   = "The replacement expired before it was confirmed. Your old phone still works; you can start again."
+	msgReplaceGone      = "This replacement cannot be finished here any more (it was finished, cancelled or started again elsewhere). Your account page shows which phone works now."
+	msgCurrentDevice    = "That code is from the phone linked now, not from the new one. Type the code the app on the new phone shows."
+	msgReplaceCancelled = "The replacement was cancelled. Your current phone still works. Remove the new entry from the app on the new phone, if you added one."
+	msgReplacePending   = "A replacement of your phone was started in another browser or session and waits for a code there. Finish it there, or start again here once it expires."
+	msgReplaceShown     = "For your security the new QR code is shown only once. If you scanned it, enter a code from the new phone below; if not, wait until it expires at %s and start again. Until then your old phone keeps working."
 )
 
 // mayChange returns the session of a user who may change credentials now: signed in with both
@@ -128,6 +130,9 @@ func (s *Server) replaceStart(w http.ResponseWriter, r *http.Request) {
 	endSSH := r.PostForm.Get("endssh") == "1" && s.EndSSH != nil
 	link, binding, err := s.Credentials.BeginReplace(ctx, v.user)
 	switch {
+	case errors.Is(err, enroll.ErrNotLinked):
+		seeOther(w, r, "/") // reset by an admin meanwhile: the account page says what now
+		return
 	case errors.Is(err, enroll.ErrPending):
 		log.InfoContext(ctx, "portal replacement refused: another one is pending", "err", err)
 		s.account(w, r, v, http.StatusConflict, msgReplacePending)
@@ -231,6 +236,7 @@ func (s *Server) replaceConfirm(w http.ResponseWriter, r *http.Request) {
 				ss.binding, ss.replacing, ss.link = "", false, nil
 			}
 		})
+		v.replacing = false
 	}
 	switch {
 	case err == nil:
@@ -250,10 +256,47 @@ func (s *Server) replaceConfirm(w http.ResponseWriter, r *http.Request) {
 		s.account(w, r, v, http.StatusConflict, msgReplaceVoided)
 	case errors.Is(err, enroll.ErrExpired):
 		s.account(w, r, v, http.StatusConflict, msgReplaceExpired)
-	case errors.Is(err, enroll.ErrStartedElsewhere), errors.Is(err, enroll.ErrNoPending):
+	case errors.Is(err, enroll.ErrStartedElsewhere), errors.Is(err, enroll.ErrNoPending), errors.Is(err, enroll.ErrNotLinked):
 		s.account(w, r, v, http.StatusConflict, msgReplaceGone)
 	default:
 		s.log().ErrorContext(ctx, "portal: confirming a replacement", "user", v.user, "err", err)
+		s.serverError(w, r)
+	}
+}
+
+// replaceCancel drops this session's replacement: the new secret is forgotten, the phone linked
+// now stays the only one.
+func (s *Server) replaceCancel(w http.ResponseWriter, r *http.Request) {
+	v, ok := s.checkPost(w, r)
+	if !ok {
+		return
+	}
+	if v.user == "" {
+		seeOther(w, r, "/")
+		return
+	}
+	if !s.mayChange(w, r, v) {
+		return
+	}
+	ctx := actorContext(r)
+	var binding enroll.Binding
+	s.sessions.update(v.id, s.now(), func(ss *session) {
+		if ss.replacing {
+			binding = ss.binding
+			ss.binding, ss.replacing, ss.link, ss.endSSH = "", false, nil, false
+		}
+	})
+	v.replacing = false // whatever the answer, this session has no replacement any more
+	err := s.Credentials.CancelReplace(ctx, v.user, binding)
+	switch {
+	case err == nil:
+		s.log().InfoContext(ctx, "portal replacement cancelled", "user", v.user)
+		s.account(w, r, v, http.StatusOK, msgReplaceCancelled)
+	case errors.Is(err, enroll.ErrStartedElsewhere), errors.Is(err, enroll.ErrNoPending), errors.Is(err, enroll.ErrNotLinked):
+		// Nothing of this session's left to cancel (expired, voided, done elsewhere).
+		s.account(w, r, v, http.StatusConflict, msgReplaceGone)
+	default:
+		s.log().ErrorContext(ctx, "portal: cancelling a replacement", "user", v.user, "err", err)
 		s.serverError(w, r)
 	}
 }
@@ -303,6 +346,10 @@ func (s *Server) renewRecovery(w http.ResponseWriter, r *http.Request) {
 	}
 	ctx := actorContext(r)
 	codes, err := s.Credentials.RenewRecovery(ctx, v.user)
+	if errors.Is(err, enroll.ErrNotLinked) {
+		seeOther(w, r, "/")
+		return
+	}
 	if err != nil {
 		s.log().ErrorContext(ctx, "portal: new recovery codes", "user", v.user, "err", err)
 		s.serverError(w, r)

@@ -407,3 +407,101 @@ func newCrossSitePost(path string, form url.Values) *http.Request {
 	req.Header.Set("Sec-Fetch-Site", "cross-site")
 	return req
 }
+
+func TestReplaceCancel(t *testing.T) {
+	clock := &fakeClock{t: t0}
+	e := newEnv(t, clock)
+	c, oldSecret, _ := linkedUser(t, e, clock)
+	newSecret := startReplace(t, c, true)
+	if r := c.get("/replace/qr"); !strings.Contains(r.body, `action="/replace/cancel"`) {
+		t.Errorf("the code page of a replacement offers no cancel:\n%s", r.body)
+	}
+	r := c.post("/replace/cancel", nil)
+	if r.status != http.StatusOK || !strings.Contains(r.body, msgReplaceCancelled) || !strings.Contains(r.body, `href="/replace"`) {
+		t.Errorf("cancelling the replacement: status %d\n%s", r.status, r.body)
+	}
+	if r := c.post("/replace/confirm", url.Values{"code": {codeAt(newSecret, clock.Now())}}); r.status != http.StatusConflict ||
+		!strings.Contains(r.body, msgReplaceGone) {
+		t.Errorf("confirming a cancelled replacement: status %d\n%s", r.status, r.body)
+	}
+	if !canSignIn(t, e, codeAt(oldSecret, clock.Now())) {
+		t.Error("the current phone stopped working after a cancelled replacement")
+	}
+	if len(e.sshEndedFor()) != 0 {
+		t.Error("a cancelled replacement ended SSH sessions")
+	}
+	if kinds := auditKinds(t, e, testUser); countOf(kinds, "replace_cancelled") != 1 || countOf(kinds, "device_replaced") != 0 {
+		t.Errorf("audit log %v: want replace_cancelled and no device_replaced", kinds)
+	}
+}
+
+// The clock help: a code that the new secret gives 4 minutes ahead (a phone whose clock is fast)
+// gets the advice, and confirms nothing; in a first link and in a replacement.
+func TestConfirmClockMessage(t *testing.T) {
+	const want = "Your phone&#39;s clock is about 4 minutes fast. Turn on automatic date and time on the phone, then try a new code."
+	t.Run("first link", func(t *testing.T) {
+		clock := &fakeClock{t: t0}
+		e := newEnv(t, clock)
+		c := e.client(t)
+		c.signIn(testUser, testPassword)
+		secret := pageSecret(t, c.startLink().body)
+		r := c.post("/link/confirm", url.Values{"code": {codeAt(secret, clock.Now().Add(4*time.Minute))}})
+		if r.status != http.StatusUnprocessableEntity || !strings.Contains(r.body, want) || strings.Contains(r.body, msgBadCode) {
+			t.Errorf("a code 4 minutes ahead: status %d\n%s", r.status, r.body)
+		}
+		if u, _ := e.svc.Store.Get(testUser); u.State != store.StatePending {
+			t.Errorf("a code 4 minutes ahead left the link %s", u.State)
+		}
+	})
+	t.Run("replacement", func(t *testing.T) {
+		clock := &fakeClock{t: t0}
+		e := newEnv(t, clock)
+		c, oldSecret, _ := linkedUser(t, e, clock)
+		newSecret := startReplace(t, c, false)
+		r := c.post("/replace/confirm", url.Values{"code": {codeAt(newSecret, clock.Now().Add(4*time.Minute))}})
+		if r.status != http.StatusUnprocessableEntity || !strings.Contains(r.body, want) {
+			t.Errorf("a code 4 minutes ahead: status %d\n%s", r.status, r.body)
+		}
+		if !canSignIn(t, e, codeAt(oldSecret, clock.Now())) {
+			t.Error("a code 4 minutes ahead replaced the phone")
+		}
+		// A slow clock too.
+		r = c.post("/replace/confirm", url.Values{"code": {codeAt(newSecret, clock.Now().Add(-3*time.Minute))}})
+		if !strings.Contains(r.body, "about 3 minutes slow") {
+			t.Errorf("a code 3 minutes behind:\n%s", r.body)
+		}
+	})
+}
+
+func TestReplaceWithTheCurrentPhonesCode(t *testing.T) {
+	clock := &fakeClock{t: t0}
+	e := newEnv(t, clock)
+	c, oldSecret, _ := linkedUser(t, e, clock)
+	startReplace(t, c, false)
+	r := c.post("/replace/confirm", url.Values{"code": {codeAt(oldSecret, clock.Now())}})
+	if r.status != http.StatusUnprocessableEntity || !strings.Contains(r.body, msgCurrentDevice) {
+		t.Errorf("the current phone's code for the new one: status %d\n%s", r.status, r.body)
+	}
+}
+
+func TestReplacePendingElsewhere(t *testing.T) {
+	clock := &fakeClock{t: t0}
+	e := newEnv(t, clock)
+	c, secret, _ := linkedUser(t, e, clock)
+	c2 := e.client(t)
+	c2.signInCode(testUser, testPassword, codeAt(secret, clock.Now()))
+	newSecret := startReplace(t, c, false)
+
+	r := c2.post("/replace/start", nil)
+	if r.status != http.StatusConflict || !strings.Contains(r.body, msgReplacePending) || strings.Contains(r.body, "data:image") {
+		t.Errorf("a second replacement while one waits elsewhere: status %d\n%s", r.status, r.body)
+	}
+	clock.Advance(30 * time.Second) // c2 spent this step signing in
+	// Nor can the other session confirm this one.
+	if r := c2.post("/replace/confirm", url.Values{"code": {codeAt(newSecret, clock.Now())}}); r.status != http.StatusConflict {
+		t.Errorf("confirming another session's replacement: status %d\n%s", r.status, r.body)
+	}
+	if r := c.post("/replace/confirm", url.Values{"code": {codeAt(newSecret, clock.Now())}}); r.status != http.StatusSeeOther {
+		t.Errorf("the session that started it could not confirm it: status %d\n%s", r.status, r.body)
+	}
+}

@@ -8,6 +8,7 @@ import (
 	"strings"
 	"time"
 
+	"gatekeeper/enroll"
 	"gatekeeper/gatekeeper/store"
 )
 
@@ -27,39 +28,35 @@ type logRow struct {
 	Alarm bool
 }
 
-// Event kinds that the enroll package and later issues write; the store names only its own.
-// Kinds are free strings in the audit log, so unknown ones still get a row (see eventWords).
-const (
-	kindLinkVoided      = "link_voided"
-	kindDeviceReplaced  = "device_replaced"
-	kindRecoveryRenewed = "recovery_renewed"
-)
-
 // eventWords is what the security log says for each kind of event, and whether it is an alarm.
 var eventWords = map[string]struct {
 	what  string
 	alarm bool
 }{
-	store.EventLoginOK:       {"Login accepted", false},
-	store.EventLoginRefused:  {"Login refused", true},
-	store.EventTrustedBypass: {"No code asked (trusted network)", false},
-	store.EventCodeReuse:     {"A code was used a second time", true},
-	store.EventLockout:       {"Locked out after too many failures", true},
-	store.EventLockoutEnded:  {"Lockout ended", false},
-	store.EventLinkStarted:   {"Device linking started", false},
-	store.EventQRShown:       {"New QR code shown (once)", false},
-	store.EventLinkConfirmed: {"Device linked", false},
-	store.EventLinkExpired:   {"Unfinished device linking expired", false},
-	kindLinkVoided:           {"Device linking cancelled after too many wrong codes", true},
-	kindDeviceReplaced:       {"Phone replaced", false},
-	store.EventRecoveryUsed:  {"Recovery code used", false},
-	kindRecoveryRenewed:      {"New recovery codes made", false},
-	store.EventReset:         {"Device reset by an admin", true},
-	store.EventUnlock:        {"Lockout cleared by an admin", false},
-	store.EventTicketIssued:  {"Linking ticket issued by an admin", false},
-	store.EventTicketUsed:    {"Linking ticket used", false},
-	store.EventSessionKilled: {"SSH session ended by an admin", false},
-	store.EventImport:        {"Device imported by an admin", false},
+	store.EventLoginOK:          {"Login accepted", false},
+	store.EventLoginRefused:     {"Login refused", true},
+	store.EventTrustedBypass:    {"No code asked (trusted network)", false},
+	store.EventCodeReuse:        {"A code was used a second time", true},
+	store.EventLockout:          {"Locked out after too many failures", true},
+	store.EventLockoutEnded:     {"Lockout ended", false},
+	store.EventLinkStarted:      {"Device linking started", false},
+	store.EventQRShown:          {"New QR code shown (once)", false},
+	store.EventLinkConfirmed:    {"Device linked", false},
+	store.EventLinkExpired:      {"Unfinished device linking expired", false},
+	enroll.EventLinkVoided:      {"Device linking cancelled after too many wrong codes", true},
+	store.EventReplaceStarted:   {"Phone replacement started", false},
+	store.EventDeviceReplaced:   {"Phone replaced", false},
+	store.EventReplaceExpired:   {"Unfinished phone replacement expired", false},
+	store.EventReplaceVoided:    {"Phone replacement cancelled after too many wrong codes", true},
+	store.EventReplaceCancelled: {"Phone replacement cancelled", false},
+	store.EventRecoveryUsed:     {"Recovery code used", false},
+	store.EventRecoveryRenewed:  {"New recovery codes made", false},
+	store.EventReset:            {"Device reset by an admin", true},
+	store.EventUnlock:           {"Lockout cleared by an admin", false},
+	store.EventTicketIssued:     {"Linking ticket issued by an admin", false},
+	store.EventTicketUsed:       {"Linking ticket used", false},
+	store.EventSessionKilled:    {"SSH session ended by an admin", false},
+	store.EventImport:           {"Device imported by an admin", false},
 }
 
 // refusalWords says why a login was refused (the Reason constants of package gatekeeper). The
