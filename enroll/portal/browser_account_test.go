@@ -183,6 +183,16 @@ func TestBrowserReplaceAndRenew(t *testing.T) {
 		t.Fatal("the new QR code holds the old secret")
 	}
 
+	// The account page while the replacement waits; back to the code form from there.
+	b.load("/")
+	b.expect("account page while replacing", "Replacing your phone: not finished", "Cancel the replacement and keep my current phone")
+	b.shot("replace-02a-account-while-replacing")
+	b.click("a.button[href='/replace/qr']")
+	b.expect("code page of the replacement", "The QR code is not shown again", "enter a code from the new phone below")
+	if strings.Contains(b.html(), newSecret) {
+		t.Error("the code page shows the new secret again")
+	}
+
 	// Meanwhile the old phone still signs in, in another browser.
 	other, cancelOther := chromedp.NewContext(bctx, chromedp.WithNewBrowserContext())
 	defer cancelOther()
@@ -236,4 +246,14 @@ func TestBrowserReplaceAndRenew(t *testing.T) {
 	b.load("/")
 	b.expect("account page", "Phone replaced", "New recovery codes made", "Login refused (wrong code)")
 	b.shot("replace-08-account-after")
+
+	// A replacement started and cancelled: the current phone stays.
+	b.click("a.button[href='/replace']")
+	b.click("form[action='/replace/start'] button[type=submit]")
+	b.click("form[action='/replace/cancel'] button")
+	b.expect("cancelled replacement", "The replacement was cancelled. Your current phone still works.", "Replace my phone")
+	b.shot("replace-09-cancelled")
+	if !strings.Contains(b.textOf("table.log"), "Phone replacement cancelled") {
+		t.Error("the security log does not show the cancelled replacement")
+	}
 }

@@ -701,7 +701,8 @@ func FuzzForms(f *testing.F) {
 		e := newEnv(t, &fakeClock{t: t0})
 		c := e.client(t)
 		c.signIn(testUser, testPassword)
-		for _, p := range []string{"/link/confirm", "/link/start", "/signin", "/signout"} {
+		for _, p := range []string{"/link/confirm", "/link/start", "/replace/start", "/replace/confirm", "/replace/cancel",
+			"/recovery/new", "/signin", "/signout"} {
 			r := c.postRaw(p, "application/x-www-form-urlencoded", body+"&csrf="+url.QueryEscape(c.csrf))
 			if r.status >= 500 {
 				t.Fatalf("%s: status %d", p, r.status)

@@ -231,7 +231,7 @@ func TestCredentialChangesCSRF(t *testing.T) {
 	e := newEnv(t, clock)
 	c, _, _ := linkedUser(t, e, clock)
 	before, _ := e.svc.Store.Get(testUser)
-	for _, path := range []string{"/replace/start", "/replace/confirm", "/recovery/new"} {
+	for _, path := range []string{"/replace/start", "/replace/confirm", "/replace/cancel", "/recovery/new"} {
 		for name, token := range map[string]string{"no token": "", "wrong token": "AAAAAAAAAAAAAAAAAAAAAAAAAA"} {
 			form := url.Values{"code": {"123456"}, "endssh": {"1"}}
 			if token != "" {
@@ -503,5 +503,23 @@ func TestReplacePendingElsewhere(t *testing.T) {
 	}
 	if r := c.post("/replace/confirm", url.Values{"code": {codeAt(newSecret, clock.Now())}}); r.status != http.StatusSeeOther {
 		t.Errorf("the session that started it could not confirm it: status %d\n%s", r.status, r.body)
+	}
+}
+
+func TestReplaceGarbageCodes(t *testing.T) {
+	clock := &fakeClock{t: t0}
+	e := newEnv(t, clock)
+	c, oldSecret, _ := linkedUser(t, e, clock)
+	startReplace(t, c, true)
+	// Four garbage answers: within the five tries, so the replacement stays for the real code.
+	for _, code := range []string{"\x00\x01", strings.Repeat("9", 10000), "-123456", "<script>"} {
+		r := c.post("/replace/confirm", url.Values{"code": {code}})
+		if r.status >= 500 || r.status == http.StatusSeeOther || strings.Contains(r.body, "<script>") {
+			t.Errorf("code %.20q: status %d", code, r.status)
+		}
+		checkHeaders(t, "garbage code", r.header)
+	}
+	if !canSignIn(t, e, codeAt(oldSecret, clock.Now())) || len(e.sshEndedFor()) != 0 {
+		t.Error("garbage codes changed the phone or ended SSH sessions")
 	}
 }
