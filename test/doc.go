@@ -6,6 +6,8 @@
 //     by oathtool (e2e_test.go, relay_test.go);
 //   - device linking in headless Chromium through the portal (the QR read back with zbarimg),
 //     with `ssh -tt` on the SSH linking port, and with `gatekeeper enroll` (link_e2e_test.go);
+//   - the portal's account side in Chromium: sign-in with both factors, replacing the phone, new
+//     recovery codes, the security log, each checked with the real ssh (portal_account_e2e_test.go);
 //   - the admin commands, metrics, SIGHUP and SIGTERM, and importing files made by Debian's
 //     google-authenticator (admin_e2e_test.go);
 //   - the door tried as an attacker on the internet would: lockouts that must not reach the

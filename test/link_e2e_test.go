@@ -118,7 +118,7 @@ func TestPortalLinking(t *testing.T) {
 		}
 		// Not even a hand-made POST (with a valid CSRF token) starts a new link.
 		p := newPortalClient(t, portal, trustedAddr)
-		p.signIn(u)
+		p.signInCode(u, u.nextCode(t)) // a linked user signs in with both factors
 		p.get("/")
 		r := p.post("/link/start", p.withCSRF(nil))
 		if r.status != http.StatusConflict || !strings.Contains(r.body, "ask your admin") || strings.Contains(r.body, "data:image") {

@@ -173,8 +173,11 @@ func serve(ctx context.Context, cfg *config.Config, log *slog.Logger, reload fun
 	}
 
 	prt := &portal.Server{
-		Passwords:     gk,
+		Auth:          gk, // both factors once a device is linked
 		Linker:        linker,
+		Credentials:   linker,      // replace the phone, new recovery codes
+		EndSSH:        gk.KillUser, // "also end my open SSH sessions"
+		SecurityLog:   linker,
 		Tickets:       linker,
 		Allowed:       policy.enrollAllowed,
 		Issuer:        cfg.TOTP.Issuer,

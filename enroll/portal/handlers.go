@@ -23,15 +23,17 @@ const contentSecurityPolicy = "default-src 'none'; img-src 'self' data:; style-s
 
 // Messages shown to users, kept here because the tests look for them.
 const (
-	msgSignInFailed = "Wrong username or password, or too many attempts. Try again in a minute."
-	msgTicketFailed = "Wrong username, password or ticket, or too many attempts. Try again in a minute."
-	msgOutside      = "Linking is only possible from the campus network or VPN. If you are away, ask your admin for a one-time ticket."
-	msgShownOnce    = "For your security the code is shown only once. If you scanned it, enter a code from the app below; if not, wait until it expires at %s and start again, or ask your admin."
-	msgBadCode      = "That code did not match. Check that you typed the 6 digits the app shows now. If it still fails, check that the phone sets its clock automatically."
-	msgLinkedOn     = "Linked on %s. Lost your phone? Ask your admin."
-	msgVoided       = "Too many wrong codes: this link was cancelled; start again. The QR code you scanned no longer works: remove it from the app, then link again to get a new one."
-	msgElsewhere    = "This link was started in another browser or session (or you have signed in again since), and only that one can finish it. Finish it there, or start again here after it expires at %s."
-	msgTooMany      = "You are already signed in to this page in %d other browsers or tabs. Sign out there, or wait %d minutes, and try again."
+	msgSignInFailed  = "Wrong username, password or verification code, or too many attempts. Try again in a minute."
+	msgTicketFailed  = "Wrong username, password or ticket, or too many attempts. Try again in a minute."
+	msgOutside       = "Linking is only possible from the campus network or VPN. If you are away, ask your admin for a one-time ticket."
+	msgShownOnce     = "For your security the code is shown only once. If you scanned it, enter a code from the app below; if not, wait until it expires at %s and start again, or ask your admin."
+	msgBadCode       = "That code did not match. Check that you typed the 6 digits the app shows now. If it still fails, check that the phone sets its clock automatically."
+	msgLinkedOn      = "Linked on %s. Lost your phone? Ask your admin."
+	msgLinkedSince   = "Linked on %s."
+	msgAlreadyLinked = "Your device is already linked. To link a different one, use “Replace my phone” on your account page, or ask your admin to reset it."
+	msgVoided        = "Too many wrong codes: this link was cancelled; start again. The QR code you scanned no longer works: remove it from the app, then link again to get a new one."
+	msgElsewhere     = "This link was started in another browser or session (or you have signed in again since), and only that one can finish it. Finish it there, or start again here after it expires at %s."
+	msgTooMany       = "You are already signed in to this page in %d other browsers or tabs. Sign out there, or wait %d minutes, and try again."
 )
 
 // staticPath is the one path that serves a file rather than a page.
@@ -52,7 +54,17 @@ func (s *Server) routes() http.Handler {
 		"/link/qr":      {get: s.linkQR},
 		"/link/confirm": {post: s.linkConfirm},
 		"/link/done":    {get: s.linkDone},
-		staticPath:      {get: s.styleSheet},
+		// Credential changes, for a session signed in with both factors (replace.go).
+		"/replace":         {get: s.replaceIntro},
+		"/replace/start":   {post: s.replaceStart},
+		"/replace/qr":      {get: s.replaceQR},
+		"/replace/confirm": {post: s.replaceConfirm},
+		"/replace/cancel":  {post: s.replaceCancel},
+		"/replace/done":    {get: s.replaceDone},
+		"/recovery":        {get: s.renewIntro},
+		"/recovery/new":    {post: s.renewRecovery},
+		"/recovery/done":   {get: s.renewDone},
+		staticPath:         {get: s.styleSheet},
 	}
 	cop := http.NewCrossOriginProtection()
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
@@ -127,10 +139,11 @@ func (s *Server) setHeaders(w http.ResponseWriter) {
 	}
 }
 
-// actorContext names the portal and the browser's address as the actor of
-// the link events the request causes, in the audit log.
+// actorContext names the portal and the browser's address as the actor, and the portal as the
+// door, of the link events the request causes, in the audit log.
 func actorContext(r *http.Request) context.Context {
-	return enroll.WithActor(r.Context(), "portal "+remoteAddr(r).String())
+	ctx := enroll.WithActor(r.Context(), "portal "+remoteAddr(r).String())
+	return enroll.WithDoor(ctx, store.DoorPortal)
 }
 
 // remoteAddr is the client's address from r.RemoteAddr (which the daemon may have replaced with
@@ -232,7 +245,7 @@ func (s *Server) home(w http.ResponseWriter, r *http.Request) {
 	v, ok := s.current(r)
 	if !ok {
 		var err error
-		v, err = s.sessions.create(s.now(), "", "")
+		v, err = s.sessions.create(s.now(), signedInAs{})
 		if err != nil {
 			s.busy(w, r)
 			return
@@ -263,8 +276,12 @@ func (s *Server) signInData(r *http.Request, v view) pageData {
 	}
 }
 
-// signIn checks the password (and, from outside the allowed networks, a ticket) and starts a
-// signed-in session with a new id, so an id known before sign-in is worth nothing after it.
+// signIn checks the sign-in form and starts a signed-in session with a new id, so an id known
+// before sign-in is worth nothing after it. From outside the allowed networks a ticket is
+// checked first (before the password, so nobody without one can try passwords from there).
+// Then Auth.SignIn decides: password and code once the user has a device, the password alone
+// before; the session remembers which, because only a sign-in with both factors may change
+// credentials (replace the phone, new recovery codes).
 func (s *Server) signIn(w http.ResponseWriter, r *http.Request) {
 	v, ok := s.checkPost(w, r)
 	if !ok {
@@ -274,6 +291,7 @@ func (s *Server) signIn(w http.ResponseWriter, r *http.Request) {
 	remote := remoteAddr(r)
 	user := r.PostForm.Get("username")
 	password := r.PostForm.Get("password")
+	code := r.PostForm.Get("code")
 	ticket := strings.TrimSpace(r.PostForm.Get("ticket"))
 	outside := !s.allowed(remote)
 	log := s.log().With("remote", remote.String())
@@ -285,7 +303,7 @@ func (s *Server) signIn(w http.ResponseWriter, r *http.Request) {
 	}
 	fail := func(reason string, checked bool) {
 		// The reason goes to the log only; the page says the same thing for every failure,
-		// after the same time: a refusal before the password check waits as long as one after.
+		// after the same time: a refusal before Auth.SignIn waits as long as one by it.
 		log.WarnContext(ctx, "portal sign-in failed", "user", logName(user), "reason", reason)
 		if !checked {
 			s.waitRefusal(ctx)
@@ -310,16 +328,16 @@ func (s *Server) signIn(w http.ResponseWriter, r *http.Request) {
 	if !outside {
 		ticket = "" // not needed here: keep it for when it is
 	} else if err := s.Tickets.CheckTicket(user, ticket, s.now()); err != nil {
-		// Checked before the password, so nobody without a ticket can try passwords from outside.
 		fail("ticket: "+err.Error(), false)
 		return
 	}
-	if err := s.Passwords.CheckPassword(ctx, user, password, remote); err != nil {
-		fail("password: "+err.Error(), true)
+	linked, err := s.Auth.SignIn(ctx, user, password, code, remote, store.DoorPortal)
+	if err != nil {
+		fail("sign-in: "+err.Error(), true)
 		return
 	}
-	// Counted after the password, so that only the user learns how many sessions they have.
-	nv, err := s.sessions.create(s.now(), user, ticket)
+	// Counted after the sign-in, so that only the user learns how many sessions they have.
+	nv, err := s.sessions.create(s.now(), signedInAs{user: user, ticket: ticket, twoFactor: linked})
 	switch {
 	case errors.Is(err, errUserSessions):
 		log.WarnContext(ctx, "portal sign-in refused: too many sessions", "user", user, "max", MaxSessionsPerUser)
@@ -331,7 +349,7 @@ func (s *Server) signIn(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	s.sessions.delete(v.id)
-	log.InfoContext(ctx, "portal sign-in", "user", user, "ticket", ticket != "")
+	log.InfoContext(ctx, "portal sign-in", "user", user, "both_factors", linked, "ticket", ticket != "")
 	s.setCookie(w, nv.id)
 	seeOther(w, r, "/")
 }
@@ -372,9 +390,10 @@ func (s *Server) signedIn(w http.ResponseWriter, r *http.Request) (view, bool) {
 
 // linkState is a user's link state as the pages show it.
 type linkState struct {
-	state     string // none, pending, expired, active
-	expiresAt time.Time
-	linkedOn  time.Time
+	state        string // none, pending, expired, active
+	expiresAt    time.Time
+	linkedOn     time.Time
+	recoveryLeft int // unused recovery codes of an active device
 }
 
 func (s *Server) linkState(r *http.Request, user string) (linkState, error) {
@@ -384,7 +403,7 @@ func (s *Server) linkState(r *http.Request, user string) (linkState, error) {
 	}
 	switch u.State {
 	case store.StateActive:
-		return linkState{state: "active", linkedOn: u.EnrolledAt}, nil
+		return linkState{state: "active", linkedOn: u.EnrolledAt, recoveryLeft: len(u.Recovery)}, nil
 	case store.StatePending:
 		exp := u.PendingSince.Add(s.confirmWithin())
 		if !s.now().Before(exp) {
@@ -402,7 +421,9 @@ func (s *Server) canLink(r *http.Request, v view) bool {
 	return s.allowed(remoteAddr(r)) || v.ticket != ""
 }
 
-// account renders the account page with the user's link state.
+// account renders the account page with the user's link state. With an active device it also
+// shows how many recovery codes are left, the user's security log and, to a session signed in
+// with both factors, the buttons that change credentials.
 func (s *Server) account(w http.ResponseWriter, r *http.Request, v view, status int, notice string) {
 	st, err := s.linkState(r, v.user)
 	if err != nil {
@@ -419,6 +440,7 @@ func (s *Server) account(w http.ResponseWriter, r *http.Request, v view, status 
 		CanLink:   s.canLink(r, v),
 		ViaTicket: v.ticket != "" && !s.allowed(remoteAddr(r)),
 		Bound:     v.bound,
+		TwoFactor: v.twoFactor,
 	}
 	switch st.state {
 	case "pending":
@@ -427,7 +449,19 @@ func (s *Server) account(w http.ResponseWriter, r *http.Request, v view, status 
 			d.Elsewhere = fmt.Sprintf(msgElsewhere, timeOfDay(st.expiresAt))
 		}
 	case "active":
-		d.LinkedOn = fmt.Sprintf(msgLinkedOn, day(st.linkedOn))
+		if v.twoFactor {
+			d.LinkedOn = fmt.Sprintf(msgLinkedSince, day(st.linkedOn))
+		} else {
+			d.LinkedOn = fmt.Sprintf(msgLinkedOn, day(st.linkedOn))
+		}
+		if v.replacing && s.now().Before(v.replaceUntil) {
+			d.ReplaceUntil = timeOfDay(v.replaceUntil)
+		}
+		d.CanChange = v.twoFactor && s.Credentials != nil
+		d.RecoveryLeft = st.recoveryLeft
+		d.RecoveryTotal = enroll.RecoveryCodes
+		d.ShowLog = s.SecurityLog != nil
+		d.Log, d.LogFailed = s.securityLog(r, v.user)
 	}
 	s.render(w, r, status, "account", d)
 }
@@ -485,7 +519,7 @@ func (s *Server) linkStart(w http.ResponseWriter, r *http.Request) {
 	}
 	switch st.state {
 	case "active":
-		s.account(w, r, v, http.StatusConflict, "Your device is already linked. To link a different one, ask your admin to reset it first.")
+		s.account(w, r, v, http.StatusConflict, msgAlreadyLinked)
 		return
 	case "pending":
 		s.account(w, r, v, http.StatusConflict, "")
@@ -514,7 +548,7 @@ func (s *Server) linkStart(w http.ResponseWriter, r *http.Request) {
 		s.serverError(w, r)
 		return
 	}
-	if !s.sessions.update(v.id, s.now(), func(ss *session) { ss.link, ss.binding = &link, binding }) {
+	if !s.sessions.update(v.id, s.now(), func(ss *session) { ss.link, ss.binding, ss.replacing = &link, binding, false }) {
 		// The session ended between the two calls (idle timeout, sign-out in another tab): the
 		// secret is dropped unseen and the link expires on its own.
 		seeOther(w, r, "/")
@@ -533,8 +567,10 @@ func (s *Server) linkQR(w http.ResponseWriter, r *http.Request) {
 	}
 	var link *enroll.Link
 	s.sessions.update(v.id, s.now(), func(ss *session) {
-		link, ss.link = ss.link, nil
-		ss.rotate = ss.rotate || link != nil
+		if !ss.replacing { // a replacement's secret is for /replace/qr only
+			link, ss.link = ss.link, nil
+			ss.rotate = ss.rotate || link != nil
+		}
 	})
 	if link != nil && s.now().Before(link.ExpiresAt) {
 		d, err := s.qrData(*link)
@@ -614,20 +650,27 @@ func (s *Server) linkConfirm(w http.ResponseWriter, r *http.Request) {
 		code = code[:64] // too long to be a code anyway; keep what Confirm sees small
 	}
 	var binding enroll.Binding
-	s.sessions.update(v.id, s.now(), func(ss *session) { binding = ss.binding })
+	s.sessions.update(v.id, s.now(), func(ss *session) {
+		if !ss.replacing { // a replacement's binding confirms at /replace/confirm only
+			binding = ss.binding
+		}
+	})
 	// Without a binding the store refuses (ErrStartedElsewhere): it is the one place that decides.
 	codes, err := s.Linker.Confirm(ctx, v.user, binding, code)
 	switch {
 	case errors.Is(err, enroll.ErrVoided), errors.Is(err, enroll.ErrStartedElsewhere),
 		errors.Is(err, enroll.ErrExpired), errors.Is(err, enroll.ErrNoPending):
 		// This session's binding is of no use any more.
-		s.sessions.update(v.id, s.now(), func(ss *session) { ss.binding = "" })
+		s.sessions.update(v.id, s.now(), func(ss *session) {
+			if !ss.replacing {
+				ss.binding = ""
+			}
+		})
 		v.bound = false
 	}
 	switch {
 	case err == nil:
-		codes = append([]string(nil), codes...)
-		if !s.sessions.update(v.id, s.now(), func(ss *session) { ss.codes = codes; ss.link = nil; ss.binding = "" }) {
+		if !s.parkCodes(v, codes, codesLink) {
 			seeOther(w, r, "/")
 			return
 		}
@@ -635,14 +678,15 @@ func (s *Server) linkConfirm(w http.ResponseWriter, r *http.Request) {
 		seeOther(w, r, "/link/done")
 	case errors.Is(err, enroll.ErrBadCode):
 		s.log().WarnContext(ctx, "portal wrong confirmation code", "user", v.user)
-		st, err := s.linkState(r, v.user)
-		if err != nil || st.state != "pending" {
+		msg := badCodeMessage(err)
+		st, stErr := s.linkState(r, v.user)
+		if stErr != nil || st.state != "pending" {
 			// Something else happened to the link meanwhile (a concurrent attempt voided it,
 			// say): say what this code did, and show the link's state now.
-			s.account(w, r, v, http.StatusUnprocessableEntity, msgBadCode)
+			s.account(w, r, v, http.StatusUnprocessableEntity, msg)
 			return
 		}
-		s.codePage(w, r, v, st, http.StatusUnprocessableEntity, "Enter a code from the app", msgBadCode)
+		s.codePage(w, r, v, st, http.StatusUnprocessableEntity, "Enter a code from the app", msg)
 	case errors.Is(err, enroll.ErrVoided):
 		s.log().WarnContext(ctx, "portal link cancelled after too many wrong codes", "user", v.user)
 		s.account(w, r, v, http.StatusConflict, msgVoided)
@@ -658,25 +702,69 @@ func (s *Server) linkConfirm(w http.ResponseWriter, r *http.Request) {
 	}
 }
 
+// badCodeMessage is what a wrong confirmation code gets: the clock advice when the code is what
+// the new secret gives a few minutes off (the phone's clock is wrong), and for a replacement a
+// hint when the code came from the phone linked now; otherwise msgBadCode.
+func badCodeMessage(err error) string {
+	if ce, ok := errors.AsType[*enroll.ClockError](err); ok {
+		return ce.Error()
+	}
+	if errors.Is(err, enroll.ErrCurrentDeviceCode) {
+		return msgCurrentDevice
+	}
+	return msgBadCode
+}
+
 // linkDone shows the recovery codes once.
 func (s *Server) linkDone(w http.ResponseWriter, r *http.Request) {
 	v, ok := s.signedIn(w, r)
 	if !ok {
 		return
 	}
+	s.showCodes(w, r, v, codesLink, "done", "Your device is linked")
+}
+
+// showCodes renders page with the recovery codes parked for it (codesFor), once: without them
+// (a reload, the back button) it sends the browser to the account page.
+func (s *Server) showCodes(w http.ResponseWriter, r *http.Request, v view, codesFor, page, title string) {
 	var codes []string
-	s.sessions.update(v.id, s.now(), func(ss *session) { codes, ss.codes = ss.codes, nil })
+	var note string
+	s.sessions.update(v.id, s.now(), func(ss *session) {
+		if ss.codesFor == codesFor {
+			codes, note = ss.codes, ss.codesNote
+			ss.codes, ss.codesFor, ss.codesNote = nil, "", ""
+		}
+	})
 	if codes == nil {
 		seeOther(w, r, "/")
 		return
 	}
-	s.render(w, r, http.StatusOK, "done", pageData{
-		Title:        "Your device is linked",
+	s.render(w, r, http.StatusOK, page, pageData{
+		Title:        title,
 		CSRF:         v.csrf,
 		User:         v.user,
+		Notice:       note,
 		Codes:        codes,
 		Download:     s.codesDownload(v.user, codes),
 		DownloadName: "recovery-codes-" + v.user + ".txt",
+		MadeOn:       day(s.now()),
+	})
+}
+
+// The pages that show a new set of recovery codes, once (session.codesFor).
+const (
+	codesLink    = "link"    // /link/done, after a first link
+	codesReplace = "replace" // /replace/done, after a replacement
+	codesRenew   = "renew"   // /recovery/done, new codes alone
+)
+
+// parkCodes keeps new recovery codes in the session for the one page (codesFor) that shows
+// them, and drops the link and binding they came from; false when the session has ended.
+func (s *Server) parkCodes(v view, codes []string, codesFor string) bool {
+	codes = append([]string(nil), codes...)
+	return s.sessions.update(v.id, s.now(), func(ss *session) {
+		ss.codes, ss.codesFor, ss.codesNote = codes, codesFor, ""
+		ss.link, ss.binding, ss.replacing = nil, "", false
 	})
 }
 

@@ -25,6 +25,7 @@ import (
 
 	"gatekeeper/enroll"
 	"gatekeeper/gatekeeper/store"
+	"gatekeeper/gatekeeper/totp"
 )
 
 // t0 is the fake clock's start, in the middle of a 30 s step.
@@ -48,35 +49,75 @@ func (c *fakeClock) Advance(d time.Duration) {
 	c.t = c.t.Add(d)
 }
 
-// The daemon wires the real types: enroll.Service is the Linker, the store holds the tickets.
+// The daemon wires the real types: enroll.Service is the Linker, the CredentialChanger and the
+// SecurityLogReader, the store holds the tickets.
 var (
-	_ Linker  = (*enroll.Service)(nil)
-	_ Tickets = (*store.Store)(nil)
+	_ Linker            = (*enroll.Service)(nil)
+	_ CredentialChanger = (*enroll.Service)(nil)
+	_ SecurityLogReader = (*enroll.Service)(nil)
+	_ Tickets           = (*store.Store)(nil)
 )
 
-// fakePasswords accepts the passwords in its map and counts the calls.
-type fakePasswords struct {
+// fakeAuth is the front door's SignIn, for the tests: the passwords in its map and, once the
+// user's device is active in the store, a code of its secret (one-use: the step is recorded,
+// as the daemon does) or one of its recovery codes (package enroll's check), checked before the
+// password. It writes login_ok and login_refused events with the client address and the portal
+// door to the store's audit log, as the daemon does, and counts the calls.
+type fakeAuth struct {
+	st  *store.Store
+	now func() time.Time
+
 	mu    sync.Mutex
 	ok    map[string]string
 	calls int
 }
 
-var errWrongPassword = errors.New("wrong password")
+var (
+	errWrongPassword = errors.New("wrong password")
+	errWrongCode     = errors.New("wrong code")
+)
 
-func (p *fakePasswords) CheckPassword(ctx context.Context, user, password string, remote netip.Addr) error {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	p.calls++
-	if want, ok := p.ok[user]; ok && want == password {
-		return nil
+func (a *fakeAuth) SignIn(ctx context.Context, user, password, code string, remote netip.Addr, door string) (bool, error) {
+	a.mu.Lock()
+	a.calls++
+	want, known := a.ok[user]
+	a.mu.Unlock()
+	refuse := func(reason string, err error) error {
+		a.st.Append(store.Event{Kind: store.EventLoginRefused, User: user, Remote: remote.String(), Door: door, Reason: reason})
+		return err
 	}
-	return errWrongPassword
+	u, err := a.st.Get(user)
+	if err != nil {
+		return false, err
+	}
+	linked := u.State == store.StateActive
+	if linked {
+		// The code first, and spent even when the password then fails, as at the front door.
+		err := a.st.Update(user, func(u *store.User) error {
+			if step, err := totp.Verify(u.Secret, code, a.now(), 1, u.LastStep); err == nil {
+				u.LastStep = step
+				return nil
+			}
+			if enroll.VerifyRecovery(u, code) {
+				return nil
+			}
+			return errWrongCode
+		})
+		if err != nil {
+			return linked, refuse("wrong_code", err)
+		}
+	}
+	if !known || want != password {
+		return linked, refuse("wrong_password", errWrongPassword)
+	}
+	a.st.Append(store.Event{Kind: store.EventLoginOK, User: user, Remote: remote.String(), Door: door})
+	return linked, nil
 }
 
-func (p *fakePasswords) Calls() int {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	return p.calls
+func (a *fakeAuth) Calls() int {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	return a.calls
 }
 
 // fakeTickets holds one-time tickets: token → user, with expiry.
@@ -130,13 +171,15 @@ func (f *fakeTickets) has(token string) bool {
 
 // env is one portal under test with its fakes.
 type env struct {
-	srv       *Server
-	clock     *fakeClock
-	passwords *fakePasswords
-	tickets   *fakeTickets
-	svc       *enroll.Service
-	allowed   bool
-	mu        sync.Mutex
+	srv     *Server
+	clock   *fakeClock
+	auth    *fakeAuth
+	tickets *fakeTickets
+	svc     *enroll.Service
+	allowed bool
+	mu      sync.Mutex
+	// sshEnded lists the users whose SSH sessions EndSSH was asked to end.
+	sshEnded []string
 	// refusalWaits counts the waits of refusals before the password check (instead of
 	// waiting enroll.RefusalDelay).
 	refusalWaits atomic.Int32
@@ -159,19 +202,22 @@ func newEnv(t *testing.T, clock *fakeClock) *env {
 	}
 	t.Cleanup(func() { st.Close() })
 	e := &env{
-		clock:     clock,
-		passwords: &fakePasswords{ok: map[string]string{testUser: testPassword, "bob": "bobs password"}},
-		tickets:   &fakeTickets{},
-		allowed:   true,
+		clock:   clock,
+		tickets: &fakeTickets{},
+		allowed: true,
 	}
 	now := time.Now
 	if clock != nil {
 		now = clock.Now
 	}
+	e.auth = &fakeAuth{st: st, now: now, ok: map[string]string{testUser: testPassword, "bob": "bobs password"}}
 	log := slog.New(slog.NewTextHandler(testWriter{t}, &slog.HandlerOptions{Level: slog.LevelDebug}))
 	e.svc = &enroll.Service{Store: st, Issuer: testIssuer, Skew: 1, ConfirmWithin: 10 * time.Minute, Now: now, Log: log}
 	e.srv = &Server{
-		Passwords:     e.passwords,
+		Auth:          e.auth,
+		SecurityLog:   e.svc,
+		Credentials:   e.svc,
+		EndSSH:        e.endSSH,
 		Linker:        e.svc,
 		Tickets:       e.tickets,
 		Allowed:       e.isAllowed,
@@ -182,6 +228,20 @@ func newEnv(t *testing.T, clock *fakeClock) *env {
 	}
 	e.srv.refusalDelay = func(context.Context) { e.refusalWaits.Add(1) }
 	return e
+}
+
+// endSSH stands in for the front door's KillUser: it records the call and reports 2 sessions.
+func (e *env) endSSH(user string) int {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	e.sshEnded = append(e.sshEnded, user)
+	return 2
+}
+
+func (e *env) sshEndedFor() []string {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	return append([]string(nil), e.sshEnded...)
 }
 
 func (e *env) isAllowed(netip.Addr) bool {
@@ -292,8 +352,15 @@ func (c *client) follow(r response) response {
 // signIn signs in as user from the start page and returns the account page.
 func (c *client) signIn(user, password string) response {
 	c.t.Helper()
+	return c.signInCode(user, password, "")
+}
+
+// signInCode signs in as user with a code (from the app, or a recovery code) and returns the
+// account page.
+func (c *client) signInCode(user, password, code string) response {
+	c.t.Helper()
 	c.get("/")
-	r := c.post("/signin", url.Values{"username": {user}, "password": {password}})
+	r := c.post("/signin", url.Values{"username": {user}, "password": {password}, "code": {code}})
 	return c.follow(r)
 }
 

@@ -13,7 +13,8 @@ import (
 var assets embed.FS
 
 // pageNames are the templates under templates/, each rendered inside layout.html.
-var pageNames = []string{"signin", "account", "intro", "qr", "code", "done", "refused", "message"}
+var pageNames = []string{"signin", "account", "intro", "qr", "code", "done", "refused", "message",
+	"replace", "replaced", "renew", "renewed"}
 
 // pages holds the parsed templates and the static files.
 type pages struct {
@@ -63,6 +64,19 @@ type pageData struct {
 	ViaTicket bool   // ... thanks to a ticket
 	Bound     bool   // this session started the pending link and may confirm it
 	Elsewhere string // why a pending link cannot be confirmed from this session
+	// TwoFactor: this session signed in with both factors, so it may change credentials.
+	TwoFactor     bool
+	RecoveryLeft  int      // unused recovery codes of the active device
+	RecoveryTotal int      // how many a new set has
+	ShowLog       bool     // the security log is part of the page
+	Log           []logRow // its rows, newest first
+	LogFailed     bool     // ... which could not be read this time
+
+	// replacing the phone, new recovery codes
+	Replacing    bool   // the QR and code pages are for a new phone, confirmed at /replace/confirm
+	CanEndSSH    bool   // the replace page offers "also end my open SSH sessions"
+	CanChange    bool   // the account page offers the credential changes
+	ReplaceUntil string // this session's replacement waits for a code until then
 
 	// QR page
 	QR      template.URL // data:image/png;base64,...
@@ -71,10 +85,11 @@ type pageData struct {
 	Secret  string       // base32 in groups of four
 	Account string
 
-	// done page
+	// recovery codes page
 	Codes        []string
 	Download     template.URL // data:text/plain;... of the codes
 	DownloadName string
+	MadeOn       string // the date the codes were made, for the printout
 
 	// message page
 	Paragraphs []string

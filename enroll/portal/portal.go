@@ -1,6 +1,9 @@
-// Package portal is the browser side of device linking: a small web site where a user signs in
-// with the login node's password, reads what will happen, sees the new secret once as a QR code
-// (and as text), confirms it with one code from the app and gets the recovery codes.
+// Package portal is the browser side of device linking and of the user's own account security:
+// a small web site where a user signs in (with the login node's password and, once a device is
+// linked, a code from it or a recovery code), reads what will happen, sees the new secret once
+// as a QR code (and as text), confirms it with one code from the app and gets the recovery
+// codes. Later the account page shows the user's security log and lets a user who signed in with
+// both factors replace the phone or get new recovery codes.
 //
 // It works with JavaScript switched off (there is none): every step is a plain HTML form. The
 // secret is shown exactly once: it is kept in the server-side session only between the POST that
@@ -26,11 +29,23 @@ import (
 	"gatekeeper/gatekeeper/store"
 )
 
-// PasswordChecker checks a user's first-factor password. The implementation rate-limits (per
-// user and per source address) and answers every failure, including "too many attempts", with
-// an error; the portal shows all of them the same way.
-type PasswordChecker interface {
-	CheckPassword(ctx context.Context, user, password string, remote netip.Addr) error
+// Authenticator checks who signs in. SignIn is the front door's own check, offered to the
+// other doors (door names which one, for the log and the audit trail): once user has a linked
+// device it needs the password and a code from the app or a recovery code, from everywhere,
+// the code checked first and spent across doors as at the SSH door; a user without a device
+// signs in with the password alone, and code is ignored. linked reports which of the two it
+// was. Every refusal (lockouts included) is an error after the same delay; the portal shows all
+// of them the same way. *gatekeeper.Server implements it.
+type Authenticator interface {
+	SignIn(ctx context.Context, user, password, code string, remote netip.Addr, door string) (linked bool, err error)
+}
+
+// SecurityLogReader returns the newest n events of user's audit trail (logins accepted and
+// refused at every door, device links and replacements, recovery codes used and renewed, admin
+// actions), for the user's own security log on the account page. The order does not matter:
+// the page sorts them. *enroll.Service implements it.
+type SecurityLogReader interface {
+	SecurityLog(ctx context.Context, user string, n int) ([]store.Event, error)
 }
 
 // Linker starts and confirms device links and reports a user's link state. Begin and Confirm
@@ -42,6 +57,24 @@ type Linker interface {
 	Begin(ctx context.Context, user string) (enroll.Link, enroll.Binding, error)
 	Confirm(ctx context.Context, user string, binding enroll.Binding, code string) ([]string, error)
 	State(ctx context.Context, user string) (store.User, error)
+}
+
+// CredentialChanger changes the credentials of a user whose device is active; the portal calls
+// it only for a session signed in with both factors. *enroll.Service implements it.
+//
+// BeginReplace starts replacing the device: a new secret, shown once, and the binding that
+// ConfirmReplace and CancelReplace need; the old device keeps working meanwhile. ConfirmReplace
+// checks a code of the new secret as Linker.Confirm does (errors matching enroll.ErrBadCode,
+// ErrVoided, ErrExpired, ErrNoPending, ErrStartedElsewhere; a code that the new secret gives a
+// few minutes off is an *enroll.ClockError, whose text tells the user to fix the phone's clock)
+// and on success makes the new device the only one and returns the new recovery codes, the old
+// ones void. CancelReplace drops the replacement. RenewRecovery replaces the recovery codes
+// alone. Each returns an error matching enroll.ErrNotLinked for a user without an active device.
+type CredentialChanger interface {
+	BeginReplace(ctx context.Context, user string) (enroll.Link, enroll.Binding, error)
+	ConfirmReplace(ctx context.Context, user string, binding enroll.Binding, code string) ([]string, error)
+	CancelReplace(ctx context.Context, user string, binding enroll.Binding) error
+	RenewRecovery(ctx context.Context, user string) ([]string, error)
 }
 
 // Tickets checks and uses up the one-time tickets that let a user link a device from outside
@@ -81,6 +114,8 @@ const (
 	// MaxConnsReserve more are kept for the allowed networks.
 	MaxConns        = 512
 	MaxConnsReserve = 64
+	// SecurityLogEvents is how many of the user's latest events the account page lists.
+	SecurityLogEvents = 20
 	// MaxBodyBytes caps a request body: every form of the portal fits in far less.
 	MaxBodyBytes = 16 << 10
 	// MaxHeaderBytes caps the request line and headers.
@@ -99,10 +134,18 @@ const (
 // http.Server or call Serve/ServeTLS, which run one with the portal's timeouts and limits.
 // A Server must not be copied or have its fields changed after the first call of a method.
 type Server struct {
-	// Passwords checks the sign-in password (required).
-	Passwords PasswordChecker
+	// Auth checks the sign-in: the password, and the code once the user has a device (required).
+	Auth Authenticator
 	// Linker starts and confirms links (required).
 	Linker Linker
+	// Credentials replaces the phone and renews recovery codes; nil leaves both out.
+	Credentials CredentialChanger
+	// EndSSH ends user's live SSH sessions and returns how many there were (the front door's
+	// KillUser); a confirmed replacement calls it when the user ticked "also end my open SSH
+	// sessions". Nil leaves that box out.
+	EndSSH func(user string) int
+	// SecurityLog reads the user's security log for the account page; nil leaves it out.
+	SecurityLog SecurityLogReader
 	// Tickets checks one-time tickets; nil means tickets are not accepted.
 	Tickets Tickets
 	// Allowed reports whether a client address may link without a ticket

@@ -30,8 +30,13 @@ var (
 // session is one browser's server-side state. The browser holds only the random id.
 type session struct {
 	csrf string
-	// user is "" until the password was checked.
+	// user is "" until the sign-in was accepted.
 	user string
+	// twoFactor is set when the sign-in proved both factors (password and a code from the app
+	// or a recovery code). Only such a session may change the user's credentials once a device
+	// is linked; a session signed in with the password alone (a user without a device) may
+	// link a first device and nothing more.
+	twoFactor bool
 	// ticket is the one-time ticket accepted at sign-in from outside the allowed networks; it is
 	// used up (and cleared) when a link starts.
 	ticket string
@@ -43,8 +48,20 @@ type session struct {
 	// binding is what lets this session, and no other, confirm the link it started; it is kept
 	// until the link is confirmed, voided, expired or found replaced.
 	binding enroll.Binding
-	// codes are the recovery codes between the confirmation and the one page that shows them.
-	codes []string
+	// replacing is set when link and binding belong to a replacement of the active device
+	// (Replace my phone) rather than to a first link.
+	replacing bool
+	// endSSH is the replacement's "also end my open SSH sessions" box, kept until it is confirmed.
+	endSSH bool
+	// replaceUntil is when the replacement this session started expires (the link's ExpiresAt,
+	// kept after the secret is gone): the code form is offered until then.
+	replaceUntil time.Time
+	// codes are the recovery codes between the confirmation and the one page that shows them;
+	// codesFor names that page (codesLink, codesReplace, codesRenew), so that no other shows them.
+	codes    []string
+	codesFor string
+	// codesNote is said on that page too: which other sessions the change ended.
+	codesNote string
 	// rotate is set when the QR page was shown: the next page request gets a new session id
 	// and tells the browser to drop its cache, so that Back cannot bring the QR page back.
 	rotate bool
@@ -54,7 +71,10 @@ type session struct {
 // nor the binding, only whether there is one.
 type view struct {
 	id, csrf, user, ticket string
-	bound                  bool
+	twoFactor, bound       bool
+	// replacing: the session's binding is for a replacement, which expires at replaceUntil.
+	replacing    bool
+	replaceUntil time.Time
 }
 
 // sessionStore holds the sessions in memory, keyed by the SHA-256 of their id so that a lookup
@@ -105,7 +125,8 @@ func (st *sessionStore) live(id string, now time.Time) *session {
 
 // viewOf is the view of ss under id. The caller holds st.mu.
 func viewOf(id string, ss *session) view {
-	return view{id: id, csrf: ss.csrf, user: ss.user, ticket: ss.ticket, bound: ss.binding != ""}
+	return view{id: id, csrf: ss.csrf, user: ss.user, ticket: ss.ticket, twoFactor: ss.twoFactor,
+		bound: ss.binding != "", replacing: ss.replacing && ss.binding != "", replaceUntil: ss.replaceUntil}
 }
 
 // get returns a view of a live session.
@@ -132,20 +153,27 @@ func (st *sessionStore) update(id string, now time.Time, fn func(*session)) bool
 	return true
 }
 
-// create starts a new session for user ("" for a visitor who has not signed in) with a fresh id
-// and CSRF token. A user who already has perUser live sessions gets errUserSessions. When the
+// signedInAs is what an accepted sign-in gives a new session.
+type signedInAs struct {
+	user      string
+	ticket    string // the ticket accepted from outside the allowed networks, if any
+	twoFactor bool   // both factors were proved
+}
+
+// create starts a new session for who (the zero signedInAs for a visitor who has not signed in)
+// with a fresh id and CSRF token. A user who already has perUser live sessions gets errUserSessions. When the
 // store is full it drops ended sessions, then the least recently used session that has not
 // signed in; if all are signed in it returns errBusy.
-func (st *sessionStore) create(now time.Time, user, ticket string) (view, error) {
+func (st *sessionStore) create(now time.Time, who signedInAs) (view, error) {
 	st.mu.Lock()
 	defer st.mu.Unlock()
 	if len(st.m) >= st.limit || now.Sub(st.lastSweep) >= sweepEvery {
 		st.sweep(now)
 	}
-	if user != "" {
+	if who.user != "" {
 		n := 0
 		for _, ss := range st.m {
-			if ss.user == user && !st.over(ss, now) {
+			if ss.user == who.user && !st.over(ss, now) {
 				n++
 			}
 		}
@@ -157,7 +185,8 @@ func (st *sessionStore) create(now time.Time, user, ticket string) (view, error)
 		return view{}, errBusy
 	}
 	id := newToken()
-	ss := &session{csrf: newToken(), user: user, ticket: ticket, created: now, lastSeen: now}
+	ss := &session{csrf: newToken(), user: who.user, ticket: who.ticket, twoFactor: who.twoFactor,
+		created: now, lastSeen: now}
 	st.m[sessionKey(id)] = ss
 	return viewOf(id, ss), nil
 }
@@ -196,6 +225,24 @@ func (st *sessionStore) endUser(user string, now time.Time) int {
 	n := 0
 	for k, ss := range st.m {
 		if ss.user == user {
+			if !st.over(ss, now) {
+				n++
+			}
+			delete(st.m, k)
+		}
+	}
+	return n
+}
+
+// endUserExcept ends every session of user but keep (the one that just changed the user's
+// credentials), and returns how many had not ended already.
+func (st *sessionStore) endUserExcept(user, keep string, now time.Time) int {
+	st.mu.Lock()
+	defer st.mu.Unlock()
+	kept := sessionKey(keep)
+	n := 0
+	for k, ss := range st.m {
+		if ss.user == user && k != kept {
 			if !st.over(ss, now) {
 				n++
 			}
