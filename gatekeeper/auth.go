@@ -613,7 +613,6 @@ func (e *clockDriftError) Error() string {
 
 func (e *clockDriftError) Unwrap() error { return totp.ErrMismatch }
 
-
 // useRecoveryCode accepts one of user's unused recovery codes and removes
 // it, in one store transaction. The expensive hash is first computed outside
 // the transaction, so that guesses cannot hold the store's write lock; only

@@ -96,7 +96,7 @@ func (b *localBackend) Reset(_ context.Context, name string) (admin.ResetResult,
 	if !existed {
 		return admin.ResetResult{}, fmt.Errorf("%w: %s has no linked device, nothing to reset", admin.ErrNoSuchUser, name)
 	}
-	if err := b.st.Append(store.Event{Kind: store.EventReset, User: name, Actor: enroll.ActorConsole,
+	if err := b.st.Append(store.Event{Kind: store.EventReset, User: name, Actor: enroll.ActorConsole, Door: store.DoorConsole,
 		Detail: "device link and recovery codes removed; no daemon running, so no live sessions"}); err != nil {
 		// The reset has happened; reporting it as failed would be wrong.
 		b.log.Error("audit log write failed", "err", err, "kind", store.EventReset, "user", name)
@@ -396,7 +396,7 @@ func newAdminShowCmd(o *adminOpts) *cobra.Command {
 			}
 			row(tw, "Locked until:", locked)
 			if info.ClockDrift != "" {
-				row(tw, "Clock drift:", info.ClockDrift+" (the phone's clock is probably off; seen "+fmtTime(info.ClockDriftAt)+")")
+				row(tw, "Clock drift:", info.ClockDrift+" (the phone's clock is probably off; seen "+fmtTime(info.DriftAt)+")")
 			}
 			for i, lk := range info.Locks {
 				label := ""
