@@ -395,16 +395,26 @@ type SignInResult struct {
 // with the password alone (code is ignored). Lockouts, the failure delay and
 // the audit trail are those of SSH logins.
 func (s *Server) SignIn(ctx context.Context, user, password, code string, remote netip.Addr, door string) (linked bool, err error) {
-	res, err := s.signInAt(ctx, user, password, code, remote, door)
+	res, err := s.signInAt(ctx, user, password, code, remote, door, false)
 	return res.Linked, err
 }
 
+// SignInLinked is SignIn for a user who must have a linked device: from
+// outside the networks where linking needs no ticket, a user proves who they
+// are with both factors instead of a ticket. A user without a device is
+// refused like one with a wrong code, without the password ever reaching the
+// lander (as at the SSH front door from outside).
+func (s *Server) SignInLinked(ctx context.Context, user, password, code string, remote netip.Addr, door string) error {
+	_, err := s.signInAt(ctx, user, password, code, remote, door, true)
+	return err
+}
+
 // signInAt is SignIn, saying also how the second factor was satisfied.
-func (s *Server) signInAt(ctx context.Context, user, password, code string, remote netip.Addr, door string) (SignInResult, error) {
+func (s *Server) signInAt(ctx context.Context, user, password, code string, remote netip.Addr, door string, mustBeLinked bool) (SignInResult, error) {
 	answered, delay := time.Now(), s.refusalDelay()
 	remote = remote.Unmap()
 	trusted := s.config().IsTrusted(remote)
-	res, err := s.signIn(ctx, user, password, code, remote, trusted)
+	res, err := s.signIn(ctx, user, password, code, remote, trusted, mustBeLinked)
 	addr := remote.String()
 	if err == nil {
 		how := res.SecondFactor
@@ -444,7 +454,7 @@ func (s *Server) signInAt(ctx context.Context, user, password, code string, remo
 	return res, err
 }
 
-func (s *Server) signIn(ctx context.Context, user, password, code string, remote netip.Addr, trusted bool) (SignInResult, error) {
+func (s *Server) signIn(ctx context.Context, user, password, code string, remote netip.Addr, trusted, mustBeLinked bool) (SignInResult, error) {
 	if err := s.checkInput(user, password, remote, trusted); err != nil {
 		return SignInResult{}, err
 	}
@@ -454,8 +464,10 @@ func (s *Server) signIn(ctx context.Context, user, password, code string, remote
 	}
 	var up *upstreamConn
 	var res SignInResult
-	if u.State == store.StateActive {
-		res.Linked = true
+	if u.State == store.StateActive || mustBeLinked {
+		// withCode refuses a user without a device (not_linked) before the
+		// password reaches the lander, doing the same work as for one with.
+		res.Linked = u.State == store.StateActive
 		up, res.SecondFactor, err = s.withCode(ctx, user, password, code, remote, sourceKeys(remote, trusted))
 	} else {
 		up, err = s.passwordOnly(ctx, user, password, remote, trusted)

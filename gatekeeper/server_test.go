@@ -1349,7 +1349,7 @@ func TestSignInBothFactors(t *testing.T) {
 		t.Fatal("a linked user signed in with the password alone from the trusted network")
 	}
 	code := g.code(t, 0)
-	res, err := g.srv.signInAt(ctx, "alice", landerPassword, code, trusted, store.DoorPortal)
+	res, err := g.srv.signInAt(ctx, "alice", landerPassword, code, trusted, store.DoorPortal, false)
 	if err != nil || !res.Linked || res.SecondFactor != secondFactorCode {
 		t.Fatalf("SignIn with both factors = %+v, %v", res, err)
 	}
@@ -1416,5 +1416,25 @@ func TestClockDriftRecorded(t *testing.T) {
 	}
 	if u, _ := g.store.Get("alice"); !u.DriftAt.IsZero() {
 		t.Errorf("drift still recorded after a good code: %+v", u)
+	}
+}
+
+// TestSignInLinked: without a ticket from outside, only a user with a device
+// signs in, with both factors; for one without, the password never reaches
+// the lander.
+func TestSignInLinked(t *testing.T) {
+	g := newTestGate(t, nil)
+	ctx := context.Background()
+	outside := netip.MustParseAddr("127.0.60.1")
+	if err := g.srv.SignInLinked(ctx, "alice", landerPassword, g.code(t, 0), outside, store.DoorPortal); err != nil {
+		t.Fatalf("linked user with both factors: %v", err)
+	}
+	before := g.lander.attempts.Load()
+	err := g.srv.SignInLinked(ctx, "bob", landerPassword, "123456", outside, store.DoorPortal)
+	if le, ok := errors.AsType[*LoginError](err); !ok || le.Reason != ReasonNotLinked {
+		t.Fatalf("user without a device: %v, want not_linked", err)
+	}
+	if g.lander.attempts.Load() != before {
+		t.Error("the password of a user without a device went to the lander")
 	}
 }
