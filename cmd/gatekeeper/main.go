@@ -184,7 +184,7 @@ func serve(ctx context.Context, cfg *config.Config, log *slog.Logger, reload fun
 	}
 	sshLink := &sshlink.Server{
 		Signers:        gk.HostKeys(),
-		Passwords:      gk,
+		Auth:           gk,
 		Linker:         linker,
 		Tickets:        linker,
 		Allowed:        policy.enrollAllowed,

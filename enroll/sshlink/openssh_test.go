@@ -21,6 +21,7 @@ const askpassScript = `#!/bin/sh
 case "$1" in
 *Password*) printf '%s\n' "$GK_TEST_PASSWORD" ;;
 *ticket*) printf '%s\n' "$GK_TEST_TICKET" ;;
+*code*) printf '%s\n' "$GK_TEST_CODE" ;;
 *) echo "unexpected prompt: $1" >&2; exit 1 ;;
 esac
 `
@@ -35,9 +36,16 @@ type opensshRun struct {
 	err    error // Wait's result, after done
 }
 
-// openssh starts `ssh -tt -p PORT user@127.0.0.1` with askpass answering password and ticket;
-// the test types into its stdin as a user would at a terminal.
+// openssh starts `ssh -tt -p PORT user@127.0.0.1` with askpass answering password and ticket,
+// and the code prompt with nothing (a user without a device); the test types into its stdin as
+// a user would at a terminal.
 func (e *env) openssh(user, password, ticket string) *opensshRun {
+	e.t.Helper()
+	return e.opensshCode(user, password, ticket, "")
+}
+
+// opensshCode is openssh answering the code prompt with code.
+func (e *env) opensshCode(user, password, ticket, code string) *opensshRun {
 	t := e.t
 	t.Helper()
 	sshPath := requireTool(t, "ssh")
@@ -62,6 +70,7 @@ func (e *env) openssh(user, password, ticket string) *opensshRun {
 		"SSH_ASKPASS_REQUIRE=force",
 		"GK_TEST_PASSWORD=" + password,
 		"GK_TEST_TICKET=" + ticket,
+		"GK_TEST_CODE=" + code,
 	}
 	r := &opensshRun{t: t, stdout: newSyncBuffer(), stderr: newSyncBuffer(), done: make(chan struct{})}
 	cmd.Stdout, cmd.Stderr = r.stdout, r.stderr
@@ -142,7 +151,7 @@ func TestOpenSSH(t *testing.T) {
 		outside  bool
 		password string
 		ticket   bool // issue a ticket and answer the ticket prompt with it
-		setup    func(e *env)
+		linked   bool // link a device first and answer the code prompt with oathtool's code
 		link     bool // the flow asks for a code: answer it with oathtool's
 		wantExit int
 		wantOut  []string // on stdout
@@ -158,7 +167,7 @@ func TestOpenSSH(t *testing.T) {
 			wantErr: "Permission denied"},
 		{name: "outside with a ticket: link, once", outside: true, password: testPassword, ticket: true, link: true,
 			wantExit: 0, wantOut: []string{"Device linked for alice"}, begins: 1, checks: 1, again: true},
-		{name: "already linked", password: testPassword, setup: func(e *env) { e.link(testUser) }, wantExit: 1,
+		{name: "already linked", password: testPassword, linked: true, wantExit: 1,
 			wantOut: []string{"Your device is already linked (since " + time.Now().Format("2 January 2006") +
 				"). Lost your phone? Ask your admin."}, begins: 1, checks: 1},
 		{name: "wrong password: refused", password: "not the password", wantExit: 255,
@@ -169,14 +178,16 @@ func TestOpenSSH(t *testing.T) {
 			t.Parallel()
 			e := newEnv(t)
 			e.allowed.Store(!tc.outside)
-			if tc.setup != nil {
-				tc.setup(e)
-			}
 			ticket := ""
 			if tc.ticket {
 				ticket = e.ticket(testUser)
 			}
-			r := e.openssh(testUser, tc.password, ticket)
+			loginCode := ""
+			if tc.linked {
+				secret, _ := e.link(testUser)
+				loginCode = e.code(testUser, secret)
+			}
+			r := e.opensshCode(testUser, tc.password, ticket, loginCode)
 			code := ""
 			if tc.link {
 				out := r.waitFor("Code from your app: ")
@@ -209,7 +220,7 @@ func TestOpenSSH(t *testing.T) {
 			if got := e.linker.begins.Load(); got != tc.begins {
 				t.Errorf("Linker.Begin called %d times, want %d", got, tc.begins)
 			}
-			if got := e.pw.Calls(); got != tc.checks {
+			if got := e.auth.Calls(); got != tc.checks {
 				t.Errorf("CheckPassword called %d times, want %d", got, tc.checks)
 			}
 			if t.Failed() {

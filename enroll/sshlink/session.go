@@ -47,6 +47,8 @@ type session struct {
 	user   string
 	remote netip.AddrPort
 	ticket string
+	// linked is whether the user has a linked device and proved both factors at login.
+	linked bool
 	log    *slog.Logger
 
 	// pty is set by serveRequests before it hands over the start request.
