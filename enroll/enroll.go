@@ -5,7 +5,15 @@
 //
 // A confirmed link comes with recovery codes (stored only as argon2id hashes) that work once
 // each at the login prompt instead of a code from the app; tickets let an admin allow one link
-// from outside the allowed networks. Every step goes to the store's audit log.
+// from outside the allowed networks.
+//
+// A user with an active device can replace it (BeginReplace, ConfirmReplace): the new secret
+// waits beside the old one, which keeps working until a code from the new device is confirmed,
+// and then the old device and the old recovery codes stop working. RenewRecovery issues new
+// recovery codes on their own. A confirmation code that is wrong now but right a few minutes
+// off gets a *ClockError, which tells the user to fix the phone's clock. Every step goes to the
+// store's audit log, naming the door it came through (WithDoor); SecurityLog reads a user's
+// own events back.
 package enroll
 
 import (
@@ -16,6 +24,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"math"
 	"sync/atomic"
 	"time"
 
@@ -63,11 +72,16 @@ func WaitRefusal(ctx context.Context) {
 // (which says, for example, when a pending link expires), so test with errors.Is; ErrVoided's
 // own text is that message.
 var (
-	// ErrAlreadyLinked means the user has an active device; an admin must reset it first.
+	// ErrAlreadyLinked means the user has an active device: it can be replaced (BeginReplace),
+	// or an admin resets it, but a second first link is refused.
 	ErrAlreadyLinked = errors.New("a device is already linked")
+	// ErrNotLinked means the user has no active device: there is nothing to replace and no
+	// recovery codes to renew; link a device first.
+	ErrNotLinked = errors.New("no device is linked")
 	// ErrPending means a link was started and is neither confirmed nor expired yet.
 	ErrPending = errors.New("a device link is already pending")
-	// ErrNoPending means Confirm was called but no link is waiting for a code.
+	// ErrNoPending means Confirm (or ConfirmReplace, CancelReplace) was called but no link (or
+	// replacement) is waiting for a code.
 	ErrNoPending = errors.New("no device link is pending")
 	// ErrExpired means the pending link was not confirmed in time; a new one may be started.
 	ErrExpired = errors.New("the device link expired")
@@ -80,6 +94,74 @@ var (
 	// pending link: the link belongs to another browser session, SSH connection or console
 	// process. Nothing was counted and the code was not looked at.
 	ErrStartedElsewhere = errors.New("this device link was started elsewhere")
+)
+
+// ClockWindow is how far either side of now, in 30 s time steps, a refused confirmation code is
+// looked for in order to tell the user that the phone's clock is off: 20 steps, ten minutes.
+// Further off than that, the code is more likely a typo than a clock.
+const ClockWindow = 20
+
+// ClockError is the error of a confirmation code that is wrong now but is what the new secret
+// gives at a time step outside the skew and within ClockWindow of now: the phone's clock is off
+// by about that much. It matches ErrBadCode (the attempt counted as a try and confirmed
+// nothing); its text is the message for the user.
+type ClockError struct {
+	// Steps is how many 30 s time steps the phone's clock is off: positive when it is ahead
+	// (fast), negative when it is behind (slow).
+	Steps int
+}
+
+// Minutes is how far off the phone's clock is, in whole minutes (rounded, at least 1).
+func (e *ClockError) Minutes() int {
+	return max(int(math.Round(math.Abs(float64(e.Steps)*totp.Period.Minutes()))), 1)
+}
+
+// Fast reports whether the phone's clock is ahead.
+func (e *ClockError) Fast() bool { return e.Steps > 0 }
+
+// Error is the message for the user, such as "Your phone's clock is about 4 minutes fast. Turn
+// on automatic date and time on the phone, then try a new code."
+func (e *ClockError) Error() string {
+	way := "slow"
+	if e.Fast() {
+		way = "fast"
+	}
+	n, unit := e.Minutes(), "minutes"
+	if n == 1 {
+		unit = "minute"
+	}
+	return fmt.Sprintf("Your phone's clock is about %d %s %s. Turn on automatic date and time on the phone, then try a new code.",
+		n, unit, way)
+}
+
+// Unwrap makes a ClockError match ErrBadCode.
+func (e *ClockError) Unwrap() error { return ErrBadCode }
+
+// userError is a sentinel error whose text is shown to users as it is and which also matches a
+// more general sentinel.
+type userError struct {
+	msg  string
+	base error
+}
+
+func (e *userError) Error() string { return e.msg }
+func (e *userError) Unwrap() error { return e.base }
+
+// Sentinel errors of the replacement flow that are also the message for the user.
+var (
+	// ErrReplaceVoided means too many wrong codes were tried against a replacement: it was
+	// cancelled and its secret dropped, and the device linked before keeps working. It matches
+	// ErrVoided.
+	ErrReplaceVoided error = &userError{
+		msg:  "too many wrong codes: the phone replacement was cancelled; your current phone still works; start again",
+		base: ErrVoided,
+	}
+	// ErrCurrentDeviceCode means ConfirmReplace was given a code of the device linked now
+	// rather than of the new one. It matches ErrBadCode; the attempt counted as a try.
+	ErrCurrentDeviceCode error = &userError{
+		msg:  "that code is from the phone linked now, not from the new one: type a code from the app you just set up",
+		base: ErrBadCode,
+	}
 )
 
 // Link is the one showing of a new secret: whoever receives it must display it to the user and
@@ -133,6 +215,17 @@ type Linker interface {
 	Confirm(ctx context.Context, user string, binding Binding, code string) ([]string, error)
 }
 
+// Replacer replaces an active user's device: BeginReplace returns the one showing of the new
+// secret and the binding that ConfirmReplace and CancelReplace need; until ConfirmReplace
+// accepts a code from the new device, the old one keeps working. ConfirmReplace returns the new
+// recovery codes (their one showing). *Service implements it in the daemon and the admin socket
+// client for the command line, so TerminalReplace works with either.
+type Replacer interface {
+	BeginReplace(ctx context.Context, user string) (Link, Binding, error)
+	ConfirmReplace(ctx context.Context, user string, binding Binding, code string) ([]string, error)
+	CancelReplace(ctx context.Context, user string, binding Binding) error
+}
+
 // ActorConsole is the audit log's actor for calls without WithActor: a command working on the
 // database directly, on the console.
 const ActorConsole = "console"
@@ -151,6 +244,21 @@ func ActorFrom(ctx context.Context) string {
 		return a
 	}
 	return ActorConsole
+}
+
+type doorKey struct{}
+
+// WithDoor returns ctx carrying door (store.DoorSSH, DoorPortal, DoorLinking or DoorConsole):
+// where the Service calls made with it come from. Every audit event the Service writes names it,
+// so that the user's security log can say where something happened.
+func WithDoor(ctx context.Context, door string) context.Context {
+	return context.WithValue(ctx, doorKey{}, door)
+}
+
+// DoorFrom returns the door WithDoor put in ctx, or "" when it is not known.
+func DoorFrom(ctx context.Context) string {
+	d, _ := ctx.Value(doorKey{}).(string)
+	return d
 }
 
 // Service implements Linker on top of the store. The zero values of Issuer, ConfirmWithin, Now
@@ -180,7 +288,10 @@ func (s *Service) skew() int {
 	return s.Skew
 }
 
-var _ Linker = (*Service)(nil)
+var (
+	_ Linker   = (*Service)(nil)
+	_ Replacer = (*Service)(nil)
+)
 
 func (s *Service) now() time.Time {
 	if s.Now != nil {
@@ -210,9 +321,16 @@ func (s *Service) log() *slog.Logger {
 	return slog.New(slog.DiscardHandler)
 }
 
-// audit appends events to the audit log. The change they record is committed already, so a
-// failure is logged rather than returned: the user's link must not fail after the fact.
+// audit appends events to the audit log, each naming ctx's door (DoorFrom) unless it names one
+// already. The change they record is committed already, so a failure is logged rather than
+// returned: the user's link must not fail after the fact.
 func (s *Service) audit(ctx context.Context, events ...store.Event) {
+	door := DoorFrom(ctx)
+	for i := range events {
+		if events[i].Door == "" {
+			events[i].Door = door
+		}
+	}
 	if err := s.Store.Append(events...); err != nil {
 		s.log().ErrorContext(ctx, "audit log write failed", "err", err, "kind", events[0].Kind, "user", events[0].User)
 	}
@@ -243,7 +361,7 @@ func (s *Service) Begin(ctx context.Context, user string) (Link, Binding, error)
 		expiredAt, exhausted = time.Time{}, false
 		switch u.State {
 		case store.StateActive:
-			return fmt.Errorf("%w for %s: linked on %s; an admin must reset it",
+			return fmt.Errorf("%w for %s: linked on %s; replace it with the new device instead, or have an admin reset it",
 				ErrAlreadyLinked, user, u.EnrolledAt.Local().Format(time.DateOnly))
 		case store.StatePending:
 			exp := u.PendingSince.Add(within)
@@ -380,7 +498,7 @@ func (s *Service) Confirm(ctx context.Context, user string, binding Binding, cod
 		at.try = u.ConfirmTries
 		step, err := totp.Verify(u.Secret, code, now, s.skew(), u.LastStep)
 		if err != nil {
-			at.bad = fmt.Errorf("%w: %w", ErrBadCode, err)
+			at.bad = s.badCode(u, u.Secret, code, now, err)
 			return nil
 		}
 		at.step = step
@@ -402,8 +520,7 @@ func (s *Service) Confirm(ctx context.Context, user string, binding Binding, cod
 			Detail: fmt.Sprintf("%d wrong codes tried; a further attempt cancelled the pending link and dropped its secret", MaxConfirmTries)})
 		return nil, ErrVoided
 	case at.bad != nil:
-		s.log().WarnContext(ctx, "link confirm failed", "user", user, "actor", actor,
-			"try", at.try, "max_tries", MaxConfirmTries, "reason", at.bad.Error())
+		s.logBadCode(ctx, "link confirm failed", user, actor, at)
 		return nil, at.bad
 	}
 
@@ -432,6 +549,8 @@ func (s *Service) Confirm(ctx context.Context, user string, binding Binding, cod
 		u.RecoverySalt, u.Recovery = salt, hashes
 		u.ConfirmTries = 0
 		u.PendingBinding = nil
+		// A new device: whatever drift was seen while linking it is history.
+		u.DriftSteps, u.DriftAt = 0, time.Time{}
 		return nil
 	})
 	if err != nil {
@@ -441,6 +560,29 @@ func (s *Service) Confirm(ctx context.Context, user string, binding Binding, cod
 	s.audit(ctx, store.Event{Kind: store.EventLinkConfirmed, User: user, Actor: actor,
 		Detail: fmt.Sprintf("%d recovery codes issued", len(codes))})
 	return codes, nil
+}
+
+// badCode is the error for code, refused by totp.Verify with err against secret (the secret
+// being confirmed) inside the store transaction that counted the try. A code that secret gives
+// at a step within ClockWindow (outside the skew) is a *ClockError, and that drift is recorded
+// in u for support; anything else wraps ErrBadCode and err.
+func (s *Service) badCode(u *store.User, secret []byte, code string, now time.Time, err error) error {
+	if errors.Is(err, totp.ErrMismatch) {
+		if steps, ok := totp.Drift(secret, code, now, s.skew(), ClockWindow); ok {
+			u.DriftSteps, u.DriftAt = steps, now
+			return &ClockError{Steps: steps}
+		}
+	}
+	return fmt.Errorf("%w: %w", ErrBadCode, err)
+}
+
+// logBadCode logs a refused confirmation code, with the clock drift when that is why.
+func (s *Service) logBadCode(ctx context.Context, msg, user, actor string, at attempt) {
+	attrs := []any{"user", user, "actor", actor, "try", at.try, "max_tries", MaxConfirmTries, "reason", at.bad.Error()}
+	if ce, ok := errors.AsType[*ClockError](at.bad); ok {
+		attrs = append(attrs, "clock_steps", ce.Steps)
+	}
+	s.log().WarnContext(ctx, msg, attrs...)
 }
 
 // formatTime renders a time for messages shown to users: local time with zone, to the second.

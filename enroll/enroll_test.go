@@ -128,7 +128,7 @@ func TestBegin(t *testing.T) {
 			},
 			advance: 48 * time.Hour,
 			wantErr: ErrAlreadyLinked,
-			wantMsg: []string{"linked on 2026-11-23; an admin must reset it"},
+			wantMsg: []string{"linked on 2026-11-23; replace it with the new device instead, or have an admin reset it"},
 		},
 		{name: "empty name", user: "", wantErr: store.ErrBadName},
 		{name: "leading dash", user: "-oProxyCommand", wantErr: store.ErrBadName},
@@ -244,12 +244,19 @@ func TestConfirm(t *testing.T) {
 		codeAt    time.Duration // offset from Confirm's time of the code typed
 		code      string        // typed instead of a computed code
 		wantErr   []error
+		wantClock int // the *ClockError's Steps, 0 = no clock error
 		wantState store.State
 	}{
 		{name: "current code", advance: time.Minute, wantState: store.StateActive},
 		{name: "previous step within skew", advance: time.Minute, codeAt: -30 * time.Second, wantState: store.StateActive},
 		{name: "next step within skew", advance: time.Minute, codeAt: 30 * time.Second, wantState: store.StateActive},
-		{name: "two steps off", advance: time.Minute, codeAt: -60 * time.Second,
+		{name: "two steps off is a clock error", advance: time.Minute, codeAt: -60 * time.Second,
+			wantErr: []error{ErrBadCode}, wantClock: -2, wantState: store.StatePending},
+		{name: "4 minutes ahead", advance: time.Minute, codeAt: 4 * time.Minute,
+			wantErr: []error{ErrBadCode}, wantClock: 8, wantState: store.StatePending},
+		{name: "3 minutes behind", advance: time.Minute, codeAt: -3 * time.Minute,
+			wantErr: []error{ErrBadCode}, wantClock: -6, wantState: store.StatePending},
+		{name: "15 minutes off is just wrong", advance: time.Minute, codeAt: 15 * time.Minute,
 			wantErr: []error{ErrBadCode, totp.ErrMismatch}, wantState: store.StatePending},
 		{name: "wrong code", code: "wrong!", wantErr: []error{ErrBadCode, totp.ErrMalformed}, wantState: store.StatePending},
 		{name: "five digits", code: "12345", wantErr: []error{ErrBadCode, totp.ErrMalformed}, wantState: store.StatePending},
@@ -292,7 +299,18 @@ func TestConfirm(t *testing.T) {
 			if tt.wantErr == nil && err != nil {
 				t.Fatalf("Confirm: %v", err)
 			}
+			ce, isClock := errors.AsType[*ClockError](err)
+			switch {
+			case tt.wantClock == 0 && isClock:
+				t.Errorf("Confirm error = %v, a clock error; want none", err)
+			case tt.wantClock != 0 && (!isClock || ce.Steps != tt.wantClock):
+				t.Errorf("Confirm error = %#v, want a clock error of %d steps", err, tt.wantClock)
+			}
 			u := peek(t, s.Store, "alice")
+			if tt.wantClock != 0 && (u.DriftSteps != tt.wantClock || !u.DriftAt.Equal(clock.t) || u.ConfirmTries != 1) {
+				t.Errorf("after a clock error the record has drift %d at %v, %d tries; want %d at %v and the try counted",
+					u.DriftSteps, u.DriftAt, u.ConfirmTries, tt.wantClock, clock.t)
+			}
 			if u.State != tt.wantState {
 				t.Fatalf("state = %s, want %s", u.State, tt.wantState)
 			}

@@ -61,6 +61,12 @@ type session struct {
 
 func startTerminal(t *testing.T, l Linker, user string) *session {
 	t.Helper()
+	return startFlow(t, func(in io.Reader, out io.Writer) error { return Terminal(context.Background(), l, user, in, out) })
+}
+
+// startFlow runs a terminal flow (Terminal or TerminalReplace) with pipes.
+func startFlow(t *testing.T, run func(in io.Reader, out io.Writer) error) *session {
+	t.Helper()
 	inR, inW := io.Pipe()
 	outR, outW := io.Pipe()
 	s := &session{in: inW, lines: make(chan string, 1000), done: make(chan error, 1), all: make(chan string, 1)}
@@ -75,7 +81,7 @@ func startTerminal(t *testing.T, l Linker, user string) *session {
 		s.all <- all.String()
 	}()
 	go func() {
-		err := Terminal(context.Background(), l, user, inR, outW)
+		err := run(inR, outW)
 		outW.Close()
 		inR.Close()
 		s.done <- err

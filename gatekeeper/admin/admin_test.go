@@ -339,7 +339,7 @@ func TestLinkRoundTrip(t *testing.T) {
 		t.Errorf("User = %+v, want active since %v", info, d.clock.Now())
 	}
 	_, _, err = c.Begin(ctx, "alice")
-	if !errors.Is(err, enroll.ErrAlreadyLinked) || !strings.Contains(err.Error(), "linked on 2026-11-23; an admin must reset it") {
+	if !errors.Is(err, enroll.ErrAlreadyLinked) || !strings.Contains(err.Error(), "linked on 2026-11-23; replace it with the new device instead, or have an admin reset it") {
 		t.Errorf("Begin for an active user = %v, want ErrAlreadyLinked with the date", err)
 	}
 }

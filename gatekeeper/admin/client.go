@@ -40,7 +40,10 @@ type Client struct {
 	hc      *http.Client
 }
 
-var _ enroll.Linker = (*Client)(nil)
+var (
+	_ enroll.Linker   = (*Client)(nil)
+	_ enroll.Replacer = (*Client)(nil)
+)
 
 // dialError marks a failure to connect, as opposed to one after the daemon accepted.
 type dialError struct{ err error }
@@ -100,6 +103,35 @@ func (c *Client) Confirm(ctx context.Context, user string, binding enroll.Bindin
 		return nil, err
 	}
 	return resp.RecoveryCodes, nil
+}
+
+// BeginReplace starts replacing active user's device on the daemon (gatekeeper enroll
+// --replace) and returns the one showing of the new secret and the replacement's binding, which
+// stays in this process. The device linked now keeps working until ConfirmReplace.
+func (c *Client) BeginReplace(ctx context.Context, user string) (enroll.Link, enroll.Binding, error) {
+	var resp beginResponse
+	if err := c.call(ctx, http.MethodPost, "/v1/enroll/replace/begin", beginRequest{User: user}, &resp); err != nil {
+		return enroll.Link{}, "", err
+	}
+	return resp.Link, resp.Binding, nil
+}
+
+// ConfirmReplace confirms user's replacement with a code from the new device and the binding
+// BeginReplace returned, on the daemon, and returns the new recovery codes (their one showing).
+// A code refused because the phone's clock is off comes back as an *enroll.ClockError.
+func (c *Client) ConfirmReplace(ctx context.Context, user string, binding enroll.Binding, code string) ([]string, error) {
+	var resp confirmResponse
+	req := confirmRequest{User: user, Binding: binding, Code: code}
+	if err := c.call(ctx, http.MethodPost, "/v1/enroll/replace/confirm", req, &resp); err != nil {
+		return nil, err
+	}
+	return resp.RecoveryCodes, nil
+}
+
+// CancelReplace drops the replacement this process began (binding from BeginReplace), on the
+// daemon; the device linked now stays linked.
+func (c *Client) CancelReplace(ctx context.Context, user string, binding enroll.Binding) error {
+	return c.call(ctx, http.MethodPost, "/v1/enroll/replace/cancel", cancelRequest{User: user, Binding: binding}, nil)
 }
 
 // Users returns every user with a record, sorted by name (never secrets).
@@ -275,16 +307,25 @@ func remoteError(status int, b []byte) error {
 	}
 	var sentinel error
 	switch eb.Code {
+	case codeBadCode:
+		// The daemon's refinements come back as the Service returned them.
+		switch {
+		case eb.Reason == reasonClock && eb.ClockSteps != 0:
+			return &enroll.ClockError{Steps: eb.ClockSteps}
+		case eb.Reason == reasonCurrentDevice:
+			return enroll.ErrCurrentDeviceCode
+		}
+		sentinel = enroll.ErrBadCode
 	case codeAlreadyLinked:
 		sentinel = enroll.ErrAlreadyLinked
+	case codeNotLinked:
+		sentinel = enroll.ErrNotLinked
 	case codePending:
 		sentinel = enroll.ErrPending
 	case codeNoPending:
 		sentinel = enroll.ErrNoPending
 	case codeExpired:
 		sentinel = enroll.ErrExpired
-	case codeBadCode:
-		sentinel = enroll.ErrBadCode
 	case codeVoided:
 		sentinel = enroll.ErrVoided
 	case codeElsewhere:

@@ -102,6 +102,9 @@ func Import(st *store.Store, user string, req ImportRequest, actor string, now t
 		}
 		u.State = store.StateActive
 		u.Secret = secret
+		// A replacement begun for the device this one replaces would replace the import.
+		u.NextSecret, u.NextSince = nil, time.Time{}
+		u.ConfirmTries, u.PendingBinding = 0, nil
 		u.LastStep = max(u.LastStep, req.LastStep)
 		u.PendingSince = time.Time{}
 		u.EnrolledAt = now
@@ -124,7 +127,7 @@ func Import(st *store.Store, user string, req ImportRequest, actor string, now t
 	if res.Replaced {
 		detail += "; replaced the linked device"
 	}
-	if err := st.Append(store.Event{Kind: store.EventImport, User: user, Actor: actor, Detail: detail}); err != nil {
+	if err := st.Append(store.Event{Kind: store.EventImport, User: user, Actor: actor, Door: store.DoorConsole, Detail: detail}); err != nil {
 		log.Error("audit log write failed", "err", err, "kind", store.EventImport, "user", user)
 	}
 	return res, nil

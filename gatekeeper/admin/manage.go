@@ -49,9 +49,10 @@ func actorOf(r *http.Request) string {
 	return "admin socket (uid unknown)"
 }
 
-// actorContext is r's context carrying the caller as the enroll.Service's actor.
+// actorContext is r's context carrying the caller as the enroll.Service's actor, and the console
+// as the door: the admin socket is only reachable on this machine.
 func (s *Server) actorContext(r *http.Request) context.Context {
-	return enroll.WithActor(r.Context(), actorOf(r))
+	return enroll.WithDoor(enroll.WithActor(r.Context(), actorOf(r)), store.DoorConsole)
 }
 
 func (s *Server) now() time.Time {
@@ -61,9 +62,13 @@ func (s *Server) now() time.Time {
 	return time.Now()
 }
 
-// audit writes an admin action to the audit log. The action has happened, so a failure is
-// logged, not reported to the caller as if the action had failed.
+// audit writes an admin action to the audit log, through the console door unless e names
+// another. The action has happened, so a failure is logged, not reported to the caller as if
+// the action had failed.
 func (s *Server) audit(r *http.Request, e store.Event) {
+	if e.Door == "" {
+		e.Door = store.DoorConsole
+	}
 	if err := s.store().Append(e); err != nil {
 		s.log().ErrorContext(r.Context(), "audit log write failed", "err", err, "kind", e.Kind, "user", e.User)
 	}

@@ -20,6 +20,7 @@ import (
 // Error codes of the admin API's JSON error body {"error": "...", "code": "..."}.
 const (
 	codeAlreadyLinked = "already_linked"
+	codeNotLinked     = "not_linked"
 	codePending       = "pending"
 	codeNoPending     = "no_pending"
 	codeExpired       = "expired"
@@ -120,6 +121,14 @@ type UserInfo struct {
 	LockedUntil time.Time `json:"locked_until,omitzero"`
 	// Locks are the user's lockouts and failure counts, outside and trusted (see LockInfo).
 	Locks []LockInfo `json:"locks,omitempty"`
+	// ReplacePendingSince is when a replacement of the active device began that is not
+	// confirmed yet, ReplaceExpiresAt when it expires; zero (left out) when there is none.
+	ReplacePendingSince time.Time `json:"replace_pending_since,omitzero"`
+	ReplaceExpiresAt    time.Time `json:"replace_expires_at,omitzero"`
+	// DriftSteps is how many 30 s steps off the user's phone clock was last seen (positive:
+	// ahead), DriftAt when; zero (left out) when nothing was recorded.
+	DriftSteps int       `json:"drift_steps,omitempty"`
+	DriftAt    time.Time `json:"drift_at,omitzero"`
 }
 
 // UserInfoOf is the public state of u, whose pending link expires confirmWithin after it began
@@ -136,10 +145,16 @@ func UserInfoOf(u store.User, confirmWithin time.Duration) UserInfo {
 		EnrolledAt:        u.EnrolledAt,
 		LastLogin:         u.LastLogin,
 		RecoveryCodesLeft: len(u.Recovery),
+		DriftSteps:        u.DriftSteps,
+		DriftAt:           u.DriftAt,
 	}
 	if u.State == store.StatePending {
 		info.PendingSince = u.PendingSince
 		info.PendingExpiresAt = u.PendingSince.Add(confirmWithin)
+	}
+	if u.State == store.StateActive && !u.NextSince.IsZero() {
+		info.ReplacePendingSince = u.NextSince
+		info.ReplaceExpiresAt = u.NextSince.Add(confirmWithin)
 	}
 	return info
 }
@@ -148,7 +163,17 @@ func UserInfoOf(u store.User, confirmWithin time.Duration) UserInfo {
 type errorBody struct {
 	Error string `json:"error"`
 	Code  string `json:"code"`
+	// Reason refines a bad_code answer, so that the client can give back the error the Service
+	// returned: reasonClock (with ClockSteps) or reasonCurrentDevice.
+	Reason     string `json:"reason,omitempty"`
+	ClockSteps int    `json:"clock_steps,omitempty"`
 }
+
+// Reasons of a bad_code answer.
+const (
+	reasonClock         = "clock"          // an *enroll.ClockError
+	reasonCurrentDevice = "current_device" // enroll.ErrCurrentDeviceCode
+)
 
 type beginRequest struct {
 	User string `json:"user"`
@@ -169,6 +194,17 @@ type confirmRequest struct {
 
 type confirmResponse struct {
 	RecoveryCodes []string `json:"recovery_codes"`
+}
+
+// cancelRequest cancels the replacement that the binding's holder began.
+type cancelRequest struct {
+	User    string         `json:"user"`
+	Binding enroll.Binding `json:"binding"`
+}
+
+type cancelResponse struct {
+	User      string `json:"user"`
+	Cancelled bool   `json:"cancelled"`
 }
 
 // store is s.Store, or the enrollment service's store when Store is left nil.
@@ -232,6 +268,9 @@ func (s *Server) handler(authz *authorizer) http.Handler {
 	mux := http.NewServeMux()
 	mux.HandleFunc("POST /v1/enroll/begin", s.handleBegin)
 	mux.HandleFunc("POST /v1/enroll/confirm", s.handleConfirm)
+	mux.HandleFunc("POST /v1/enroll/replace/begin", s.handleReplaceBegin)
+	mux.HandleFunc("POST /v1/enroll/replace/confirm", s.handleReplaceConfirm)
+	mux.HandleFunc("POST /v1/enroll/replace/cancel", s.handleReplaceCancel)
 	mux.HandleFunc("GET /v1/users", s.handleUsers)
 	mux.HandleFunc("GET /v1/users/{name}", s.handleUser)
 	mux.HandleFunc("POST /v1/users/{name}/reset", s.handleReset)
@@ -331,6 +370,48 @@ func (s *Server) handleConfirm(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, http.StatusOK, confirmResponse{RecoveryCodes: codes})
 }
 
+// handleReplaceBegin starts replacing an active user's device (gatekeeper enroll --replace):
+// like handleBegin, the answer is the one showing of the new secret and its binding.
+func (s *Server) handleReplaceBegin(w http.ResponseWriter, r *http.Request) {
+	var req beginRequest
+	if !s.decode(w, r, &req) {
+		return
+	}
+	link, binding, err := s.Enroll.BeginReplace(s.actorContext(r), req.User)
+	if err != nil {
+		s.writeErr(w, r, err)
+		return
+	}
+	w.Header().Set("Cache-Control", "no-store")
+	writeJSON(w, http.StatusOK, beginResponse{Link: link, Binding: binding})
+}
+
+func (s *Server) handleReplaceConfirm(w http.ResponseWriter, r *http.Request) {
+	var req confirmRequest
+	if !s.decode(w, r, &req) {
+		return
+	}
+	codes, err := s.Enroll.ConfirmReplace(s.actorContext(r), req.User, req.Binding, req.Code)
+	if err != nil {
+		s.writeErr(w, r, err)
+		return
+	}
+	w.Header().Set("Cache-Control", "no-store")
+	writeJSON(w, http.StatusOK, confirmResponse{RecoveryCodes: codes})
+}
+
+func (s *Server) handleReplaceCancel(w http.ResponseWriter, r *http.Request) {
+	var req cancelRequest
+	if !s.decode(w, r, &req) {
+		return
+	}
+	if err := s.Enroll.CancelReplace(s.actorContext(r), req.User, req.Binding); err != nil {
+		s.writeErr(w, r, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, cancelResponse{User: req.User, Cancelled: true})
+}
+
 func (s *Server) handleUser(w http.ResponseWriter, r *http.Request) {
 	name := r.PathValue("name")
 	if err := store.CheckName(name); err != nil {
@@ -379,16 +460,26 @@ func (s *Server) writeErr(w http.ResponseWriter, r *http.Request, err error) {
 	var status int
 	var code string
 	switch {
+	case errors.Is(err, enroll.ErrBadCode):
+		// Before the others: the reason lets the client rebuild a clock error.
+		body := errorBody{Error: err.Error(), Code: codeBadCode}
+		if ce, ok := errors.AsType[*enroll.ClockError](err); ok {
+			body.Reason, body.ClockSteps = reasonClock, ce.Steps
+		} else if errors.Is(err, enroll.ErrCurrentDeviceCode) {
+			body.Reason = reasonCurrentDevice
+		}
+		writeJSON(w, http.StatusUnprocessableEntity, body)
+		return
 	case errors.Is(err, enroll.ErrAlreadyLinked):
 		status, code = http.StatusConflict, codeAlreadyLinked
+	case errors.Is(err, enroll.ErrNotLinked):
+		status, code = http.StatusConflict, codeNotLinked
 	case errors.Is(err, enroll.ErrPending):
 		status, code = http.StatusConflict, codePending
 	case errors.Is(err, enroll.ErrNoPending):
 		status, code = http.StatusConflict, codeNoPending
 	case errors.Is(err, enroll.ErrExpired):
 		status, code = http.StatusGone, codeExpired
-	case errors.Is(err, enroll.ErrBadCode):
-		status, code = http.StatusUnprocessableEntity, codeBadCode
 	case errors.Is(err, enroll.ErrVoided):
 		status, code = http.StatusGone, codeVoided
 	case errors.Is(err, enroll.ErrStartedElsewhere):

@@ -34,6 +34,15 @@ const (
 	EventTicketUsed    = "ticket_used"
 	EventSessionKilled = "session_killed"
 	EventImport        = "import"
+	// A replacement of an active device (package enroll): started, then confirmed
+	// (device_replaced), expired, voided by too many wrong codes or cancelled.
+	EventReplaceStarted   = "replace_started"
+	EventDeviceReplaced   = "device_replaced"
+	EventReplaceExpired   = "replace_expired"
+	EventReplaceVoided    = "replace_voided"
+	EventReplaceCancelled = "replace_cancelled"
+	// EventRecoveryRenewed: new recovery codes replaced the old ones.
+	EventRecoveryRenewed = "recovery_renewed"
 	// EventDamaged is what Events reports for a stored event it cannot
 	// read, so that damage shows instead of silently thinning the log.
 	EventDamaged = "damaged"

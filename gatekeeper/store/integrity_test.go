@@ -45,6 +45,8 @@ func fullUser(t *testing.T, s *Store, name string, fill byte) {
 		u.CreatedAt, u.PendingSince, u.EnrolledAt, u.LastLogin = t0, t0.Add(time.Minute), t0.Add(2*time.Minute), t0.Add(time.Hour)
 		u.RecoverySalt, u.Recovery = bytes.Repeat([]byte{fill}, 16), [][]byte{bytes.Repeat([]byte{fill}, 32), bytes.Repeat([]byte{fill + 1}, 32)}
 		u.ConfirmTries, u.PendingBinding = 1, bytes.Repeat([]byte{fill}, 32)
+		u.NextSecret, u.NextSince = bytes.Repeat([]byte{fill + 2}, 20), t0.Add(3*time.Hour)
+		u.DriftSteps, u.DriftAt = 6, t0.Add(4*time.Hour)
 		return nil
 	})
 	if err != nil {
@@ -104,6 +106,28 @@ func TestTamperedRecord(t *testing.T) {
 			var b map[string]any
 			_ = editData(t, bob, func(d map[string]any) { b = d })
 			return editData(t, alice, func(d map[string]any) { d["sealed_secret"] = b["sealed_secret"] })
+		}},
+		{"next secret replaced by bob's", func(t *testing.T, alice, bob []byte) []byte {
+			var b map[string]any
+			_ = editData(t, bob, func(d map[string]any) { b = d })
+			return editData(t, alice, func(d map[string]any) { d["sealed_next_secret"] = b["sealed_next_secret"] })
+		}},
+		{"next secret swapped with the current one", func(t *testing.T, alice, _ []byte) []byte {
+			return editData(t, alice, func(d map[string]any) {
+				d["sealed_next_secret"], d["sealed_secret"] = d["sealed_secret"], d["sealed_next_secret"]
+			})
+		}},
+		{"next secret removed", func(t *testing.T, alice, _ []byte) []byte {
+			return editData(t, alice, func(d map[string]any) { delete(d, "sealed_next_secret") })
+		}},
+		{"next since moved", func(t *testing.T, alice, _ []byte) []byte {
+			return editData(t, alice, func(d map[string]any) { d["next_since"] = "2099-01-01T00:00:00Z" })
+		}},
+		{"drift steps changed", func(t *testing.T, alice, _ []byte) []byte {
+			return editData(t, alice, func(d map[string]any) { d["drift_steps"] = -6 })
+		}},
+		{"drift at removed", func(t *testing.T, alice, _ []byte) []byte {
+			return editData(t, alice, func(d map[string]any) { delete(d, "drift_at") })
 		}},
 		{"field added", func(t *testing.T, alice, _ []byte) []byte {
 			return editData(t, alice, func(d map[string]any) { d["admin"] = true })

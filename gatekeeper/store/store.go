@@ -1,13 +1,17 @@
 // Package store keeps gatekeeper's state in one bbolt file: per-user records
 // (enrollment state, sealed TOTP secret, last used time step, recovery code
-// hashes, timestamps, the pending link's confirmation tries and binding), the
+// hashes, timestamps, the pending link's confirmation tries and binding, the
+// sealed secret of a replacement device being linked, the last seen clock
+// drift), the
 // append-only audit log and one-time enrollment tickets.
 //
 // # Secrets and integrity
 //
 // Both rest on a 32-byte key kept in a separate file. TOTP secrets are
 // sealed with AES-256-GCM under it, with "user:"+name as additional data, so
-// that the database alone (a backup, a copied file) reveals no secret.
+// that the database alone (a backup, a copied file) reveals no secret. The
+// secret of a replacement device being linked (User.NextSecret) is sealed the
+// same way under "next:"+name, so that neither can pass for the other.
 //
 // Every user record and every ticket is also authenticated under that key
 // file, so that someone who can write the database but not read the key file
@@ -71,6 +75,14 @@
 // Within version 1 the audit and tickets buckets and the recovery fields were
 // added without a version change; Open still creates missing buckets, and a
 // record without recovery fields reads as "no recovery codes".
+//
+// Within version 2 the replacement fields (a sealed next secret and when the
+// replacement began) and the clock drift fields were added the same way: they
+// are inside the authenticated data like every other field, and a record
+// without them reads as "no replacement in progress, no drift seen". An older
+// gatekeeper of schema 2 reads such a record too but drops those fields when it
+// next writes the record (a replacement in progress is then lost and has to be
+// started again).
 //
 // # Transactions
 //
@@ -142,8 +154,20 @@ type User struct {
 	// transaction that checks it (package enroll voids the link past its limit).
 	ConfirmTries int
 	// PendingBinding is the SHA-256 of the token that binds a pending link to the portal
-	// session, SSH channel or console that began it; only that holder may confirm it.
+	// session, SSH channel or console that began it; only that holder may confirm it. A
+	// replacement in progress (NextSecret) uses it, and ConfirmTries, the same way.
 	PendingBinding []byte
+	// NextSecret is the plaintext TOTP key of a replacement device being linked while the
+	// record stays StateActive and Secret keeps working; nil when no replacement is in
+	// progress. Like Secret, only Update's fn sees it; Get and List leave it nil. It is sealed
+	// on its own, under "next:"+name, and only an active record may hold one.
+	NextSecret []byte
+	// NextSince is when the replacement began (zero: none in progress).
+	NextSince time.Time
+	// DriftSteps is, for support, how many time steps off the user's phone clock was last seen
+	// (positive: the phone is ahead); DriftAt is when that was seen (zero: nothing recorded).
+	DriftSteps int
+	DriftAt    time.Time
 }
 
 // RecoveryHashSize is the size of a stored recovery code hash.
@@ -268,6 +292,14 @@ type record struct {
 	Recovery       [][]byte  `json:"recovery,omitempty"`
 	ConfirmTries   int       `json:"confirm_tries,omitempty"`
 	PendingBinding []byte    `json:"pending_binding,omitempty"`
+	// SealedNext is the replacement secret (User.NextSecret), sealed like Sealed but with
+	// "next:"+name as additional data, so that it cannot be swapped with the current secret.
+	// These fields came after schema 2 first shipped; a record without them reads as "no
+	// replacement, no drift", so no schema change was needed.
+	SealedNext []byte    `json:"sealed_next_secret,omitempty"`
+	NextSince  time.Time `json:"next_since,omitzero"`
+	DriftSteps int       `json:"drift_steps,omitempty"`
+	DriftAt    time.Time `json:"drift_at,omitzero"`
 }
 
 // Open opens (creating if needed) the database at dbPath, with TOTP secrets
@@ -684,6 +716,13 @@ func (s *Store) Update(name string, fn func(u *User) error) error {
 			}
 			u.Secret = bytes.Clone(oldPlain)
 		}
+		var oldNext []byte
+		if len(old.SealedNext) > 0 {
+			if oldNext, err = s.open(old.SealedNext, nextAD(name)); err != nil {
+				return damagedError{fmt.Errorf("user %q: stored replacement secret cannot be decrypted (record damaged or copied from another user): %w", name, err)}
+			}
+			u.NextSecret = bytes.Clone(oldNext)
+		}
 
 		if err := callFn(fn, &u, &fnPanic); err != nil {
 			return err
@@ -694,6 +733,9 @@ func (s *Store) Update(name string, fn func(u *User) error) error {
 			return fmt.Errorf("user %q: update may not rename the user (to %q)", name, u.Name)
 		case u.State != StateNone && u.State != StatePending && u.State != StateActive:
 			return fmt.Errorf("user %q: unknown state %q", name, u.State)
+		case len(u.NextSecret) > 0 && u.State != StateActive:
+			// Checked before the delete below: a reset must drop the replacement knowingly.
+			return fmt.Errorf("user %q: a replacement secret needs an active device (state %s)", name, u.State)
 		case u.State == StateNone && len(u.Secret) == 0:
 			return b.Delete(key)
 		case u.State != StateNone && len(u.Secret) == 0:
@@ -719,11 +761,23 @@ func (s *Store) Update(name string, fn func(u *User) error) error {
 			Recovery:       u.Recovery,
 			ConfirmTries:   u.ConfirmTries,
 			PendingBinding: u.PendingBinding,
+			NextSince:      utc(u.NextSince),
+			DriftSteps:     u.DriftSteps,
+			DriftAt:        utc(u.DriftAt),
 		}
 		if oldPlain != nil && bytes.Equal(u.Secret, oldPlain) {
 			r.Sealed = old.Sealed // unchanged: spend no fresh nonce
 		} else if r.Sealed, err = s.seal(u.Secret, userAD(name)); err != nil {
 			return err
+		}
+		switch {
+		case len(u.NextSecret) == 0:
+		case oldNext != nil && bytes.Equal(u.NextSecret, oldNext):
+			r.SealedNext = old.SealedNext
+		default:
+			if r.SealedNext, err = s.seal(u.NextSecret, nextAD(name)); err != nil {
+				return err
+			}
 		}
 		v, err := s.authenticate(bucketUsers, key, r)
 		if err != nil {
@@ -771,6 +825,8 @@ func (s *Store) decode(name string, raw []byte) (record, error) {
 		err = fmt.Errorf("unknown state %q", r.State)
 	case r.State != StateNone && len(r.Sealed) == 0:
 		err = fmt.Errorf("state %s without a secret", r.State)
+	case len(r.SealedNext) > 0 && r.State != StateActive:
+		err = fmt.Errorf("state %s with a replacement secret", r.State)
 	}
 	if err != nil {
 		return record{}, damagedError{fmt.Errorf("user %q: stored record in %s is damaged: %w", name, s.path, err)}
@@ -792,6 +848,9 @@ func (r record) user(name string) User {
 		Recovery:       r.Recovery,
 		ConfirmTries:   r.ConfirmTries,
 		PendingBinding: r.PendingBinding,
+		NextSince:      r.NextSince,
+		DriftSteps:     r.DriftSteps,
+		DriftAt:        r.DriftAt,
 	}
 }
 
@@ -807,6 +866,12 @@ func utc(t time.Time) time.Time {
 // userAD is the additional data a user's secret is sealed with.
 func userAD(name string) []byte {
 	return []byte("user:" + name)
+}
+
+// nextAD is the additional data a user's replacement secret is sealed with: not userAD, so that
+// the two sealed secrets of one record cannot be swapped for each other.
+func nextAD(name string) []byte {
+	return []byte("next:" + name)
 }
 
 // seal encrypts plain with a fresh random nonce: nonce || ciphertext+tag.

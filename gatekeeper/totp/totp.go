@@ -130,6 +130,44 @@ func Verify(secret []byte, code string, now time.Time, skew int, last uint64) (s
 	}
 }
 
+// maxDriftWindow caps Drift's window: an hour either side. Clocks further off than that are not
+// drift worth diagnosing, and every step looked at costs an HMAC.
+const maxDriftWindow = 120
+
+// Drift reports how far off the clock of the device that produced code is: the offset in steps
+// (positive: the device is ahead of now) at which code matches secret, looking only outside skew
+// (the steps Verify accepts) and within window steps of now's step. The nearest offset is tried
+// first, ahead before behind at the same distance. skew is clamped to [0, 10] as in Verify,
+// window to at most 120; steps below 0 do not exist.
+//
+// Drift never accepts a code and ignores which steps are used: it is for telling a user (or
+// support) that the phone's clock is wrong after a code has been refused. A malformed code, an
+// empty secret or no match gives ok false. Codes of six digits collide by chance, about once in
+// a million per step looked at, so a match is a strong hint, not a proof.
+func Drift(secret []byte, code string, now time.Time, skew, window int) (steps int, ok bool) {
+	var want [Digits]byte
+	if len(secret) == 0 || !parseCode(code, &want) {
+		return 0, false
+	}
+	skew = min(max(skew, 0), maxSkew)
+	window = min(window, maxDriftWindow)
+	cur := floorStep(now)
+	var got [Digits]byte
+	for d := skew + 1; d <= window; d++ {
+		for _, off := range [2]int{d, -d} {
+			s := cur + int64(off)
+			if s < 0 {
+				continue
+			}
+			formatCode(truncated(secret, uint64(s)), &got)
+			if subtle.ConstantTimeCompare(got[:], want[:]) == 1 {
+				return off, true
+			}
+		}
+	}
+	return 0, false
+}
+
 // parseCode strips spaces from code and stores its digits in out; it reports
 // false unless exactly Digits ASCII digits remain.
 func parseCode(code string, out *[Digits]byte) bool {
