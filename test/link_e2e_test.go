@@ -389,12 +389,14 @@ func TestTerminalLinkOverSSH(t *testing.T) {
 		c := newClient(t, u, g.port, "")
 		c.setCode(u.nextCode(t))
 		mustLogIn(t, c, "login through the gate with the terminal-linked phone")
-		// A linked device is not replaced, and the listener never runs commands on the lander.
+		// Signed in with both factors, a linked user gets the menu (test/link_menu_e2e_test.go), not
+		// a second link; and the listener never runs commands on the lander.
 		lc.setCode(u.nextCode(t))
 		s := lc.liveSSH([]string{"-tt"})
-		if exit := s.wait(waitTimeout); exit != 1 || !strings.Contains(s.stdout.String(), "already linked") ||
-			!strings.Contains(s.stdout.String(), "Ask your admin") || strings.Contains(s.stdout.String(), "otpauth") {
-			t.Errorf("linking again: want exit 1, \"already linked ... Ask your admin\" and no new secret, got %s", s)
+		s.waitFor("Choose 1, 2 or 3: ")
+		s.write("3\r")
+		if exit := s.wait(waitTimeout); exit != 0 || strings.Contains(s.stdout.String(), "otpauth") {
+			t.Errorf("connecting again: want the menu, quit with exit 0 and no new secret, got %s", s)
 		}
 		lc.setCode(u.nextCode(t))
 		s = lc.liveSSH(nil, "id")

@@ -39,6 +39,9 @@ const (
 	testPassword = "correct horse battery staple"
 	// waitTime bounds every wait for output in the tests.
 	waitTime = 20 * time.Second
+	// testSkew is totp.skew in the tests: wide, so that a test can spend several codes of one
+	// phone (each time step once) without waiting for the clock.
+	testSkew = 4
 )
 
 // fakeAuth is the front door's SignIn on the test's store: a fixed password per user and, for a
@@ -71,7 +74,7 @@ func (a *fakeAuth) SignIn(ctx context.Context, user, password, code string, remo
 			if u.State != store.StateActive {
 				return errors.New("not linked")
 			}
-			if step, err := totp.Verify(u.Secret, code, time.Now(), 1, u.LastStep); err == nil {
+			if step, err := totp.Verify(u.Secret, code, time.Now(), testSkew, u.LastStep); err == nil {
 				u.LastStep = step
 				return nil
 			}
@@ -193,6 +196,30 @@ type env struct {
 	// refusalWaits counts the waits of refusals before the password check (instead of
 	// waiting enroll.RefusalDelay).
 	refusalWaits atomic.Int32
+
+	// endMu guards ended: the calls of the server's EndSessions.
+	endMu sync.Mutex
+	ended []endCall
+}
+
+// endCall is one call of Server.EndSessions.
+type endCall struct {
+	user string
+	ssh  bool
+}
+
+// endCalls returns the calls of Server.EndSessions so far.
+func (e *env) endCalls() []endCall {
+	e.endMu.Lock()
+	defer e.endMu.Unlock()
+	return slices.Clone(e.ended)
+}
+
+// signIn asks the Authenticator whether user's password and code sign in now (using the code
+// up if it does), as the front door would.
+func (e *env) signIn(user, code string) error {
+	_, err := e.auth.SignIn(context.Background(), user, e.auth.pw[user], code, netip.MustParseAddr("127.0.0.1"), store.DoorSSH)
+	return err
 }
 
 // newEnv starts a Server on 127.0.0.1:0. configure may change the server and the service
@@ -208,7 +235,7 @@ func newEnv(t *testing.T, configure ...func(*env)) *env {
 	logs := newSyncBuffer()
 	log := slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
 	e := &env{t: t, st: st, logs: logs}
-	e.svc = &enroll.Service{Store: st, Issuer: "Example HPC", Skew: 1, ConfirmWithin: 10 * time.Minute, Log: log}
+	e.svc = &enroll.Service{Store: st, Issuer: "Example HPC", Skew: testSkew, ConfirmWithin: 10 * time.Minute, Log: log}
 	e.linker = &countingLinker{Service: e.svc}
 	e.auth = &fakeAuth{st: st, pw: map[string]string{testUser: testPassword, "bob": "bobs password"}}
 	e.allowed.Store(true)
@@ -219,6 +246,12 @@ func newEnv(t *testing.T, configure ...func(*env)) *env {
 		Tickets: st,
 		Allowed: func(netip.Addr) bool { return e.allowed.Load() },
 		Log:     log,
+		EndSessions: func(user string, ssh bool) int {
+			e.endMu.Lock()
+			defer e.endMu.Unlock()
+			e.ended = append(e.ended, endCall{user, ssh})
+			return 0
+		},
 	}
 	e.srv.refusalDelay = func(context.Context) { e.refusalWaits.Add(1) }
 	for _, c := range configure {
@@ -341,7 +374,7 @@ func (e *env) link(user string) (secret string, recovery []string) {
 	return l.Secret, recovery
 }
 
-// code returns a code of secret that user has not used yet and that the service (skew 1)
+// code returns a code of secret that user has not used yet and that the service (testSkew)
 // accepts now: the oldest step within the skew that is newer than the user's last used step.
 // When all of them are used it waits for the next step.
 func (e *env) code(user, secret string) string {
@@ -353,10 +386,10 @@ func (e *env) code(user, secret string) string {
 		}
 		now := time.Now()
 		step := uint64(now.Unix() / 30)
-		for d := -1; d <= 1; d++ {
+		for d := -testSkew; d <= testSkew; d++ {
 			if s := step + uint64(d); s > u.LastStep {
-				// A step older than now's leaves little time: take it only early in the window.
-				if d < 0 && now.Unix()%30 > 20 {
+				// The oldest step in the window leaves the skew soon: take it only early on.
+				if d == -testSkew && now.Unix()%30 > 20 {
 					continue
 				}
 				return codeAt(e.t, secret, time.Unix(int64(s)*30, 0))
@@ -500,8 +533,8 @@ func wrongCode(t *testing.T, secret string) string {
 	t.Helper()
 	now := time.Now()
 	valid := map[string]bool{}
-	for _, d := range []time.Duration{-60 * time.Second, -30 * time.Second, 0, 30 * time.Second, 60 * time.Second} {
-		valid[codeAt(t, secret, now.Add(d))] = true
+	for d := -testSkew - 1; d <= testSkew+1; d++ {
+		valid[codeAt(t, secret, now.Add(time.Duration(d)*30*time.Second))] = true
 	}
 	for i := 0; ; i++ {
 		c := fmt.Sprintf("%06d", (123456+i*7919)%1_000_000)

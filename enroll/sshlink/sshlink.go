@@ -6,7 +6,9 @@
 // Everybody is asked for the verification code, so that the prompts do not tell who has a device
 // linked: a user with a device must answer it (a code from the app or a recovery code: both
 // factors are needed before anything about the account changes), a user without one leaves it
-// empty.
+// empty. A user who signed in with both factors gets a menu instead of the linking flow:
+// replace the device (a new secret shown once; the old phone works until a code from the new
+// one is confirmed), new recovery codes, or quit.
 //
 // The listener never proxies anywhere: after authentication the only thing a client can do is
 // run the linking flow (enroll.Terminal) in one session channel. The QR code goes as session
@@ -101,7 +103,8 @@ type Authenticator interface {
 // ErrStartedElsewhere); Confirm returns the new recovery codes. The binding Begin returns stays
 // with the session channel that began the link (in its run of enroll.Terminal), so no other
 // connection can confirm it. If the Linker also has enroll.Service's
-// State(ctx, user) (store.User, error), the "already linked" message says since when.
+// State(ctx, user) (store.User, error), the "already linked" message says since when; if it is
+// also an AccountManager, users with a linked device get the menu.
 type Linker = enroll.Linker
 
 // Tickets checks and uses up the one-time tickets that let a user link a device from outside
@@ -152,6 +155,13 @@ type Server struct {
 	// IdleTimeout is how long a session waits for input before it ends; zero means
 	// DefaultIdleTimeout. A session also ends when its link expires.
 	IdleTimeout time.Duration
+	// EndSessions ends user's sessions at the daemon's other doors once user replaced their
+	// device here, and returns how many it ended: the portal sessions always (a credential
+	// change signs out), the SSH sessions through the front door only when ssh is set (the
+	// user asked for it; jobs on the lander are not touched). Nil ends none, and the menu
+	// then does not offer to end the SSH sessions. The user's other connections to this
+	// listener end in any case.
+	EndSessions func(user string, ssh bool) int
 
 	// refusalDelay replaces enroll.WaitRefusal in tests.
 	refusalDelay func(context.Context)
@@ -363,11 +373,11 @@ func (lc *liveConn) setSession(ss *session) {
 	lc.ss = ss
 }
 
-// end ends the connection for a reset: a running flow is told why (errReset) and the
-// connection is closed under it at the latest stopWait later; otherwise it is closed now. It
-// reports whether the connection was still in use (not a finished session waiting for the
+// end ends the connection for reason (errReset, errReplaced): a running flow is told why and
+// the connection is closed under it at the latest stopWait later; otherwise it is closed now.
+// It reports whether the connection was still in use (not a finished session waiting for the
 // client to hang up).
-func (lc *liveConn) end() bool {
+func (lc *liveConn) end(reason error) bool {
 	lc.mu.Lock()
 	ss := lc.ss
 	lc.mu.Unlock()
@@ -375,7 +385,7 @@ func (lc *liveConn) end() bool {
 	case ss == nil:
 		lc.conn.Close()
 		return true
-	case ss.stop(errReset):
+	case ss.stop(reason):
 		return true
 	default:
 		lc.conn.Close()
@@ -399,6 +409,16 @@ func (s *Server) track(lc *liveConn, add bool) {
 // and ends; the link it started cannot be confirmed by anyone after it.
 func (s *Server) EndUser(user string) int {
 	s.init()
+	n := s.endUser(user, errReset, nil)
+	if n > 0 {
+		s.log().Info("sshlink: sessions ended by a reset", "user", user, "sessions", n)
+	}
+	return n
+}
+
+// endUser ends user's connections but the one of session except, telling their flows reason,
+// and returns how many were still in use.
+func (s *Server) endUser(user string, reason error, except *session) int {
 	s.liveMu.Lock()
 	var victims []*liveConn
 	for lc := range s.live {
@@ -409,12 +429,12 @@ func (s *Server) EndUser(user string) int {
 	s.liveMu.Unlock()
 	n := 0
 	for _, lc := range victims {
-		if lc.end() {
+		lc.mu.Lock()
+		mine := except != nil && lc.ss == except
+		lc.mu.Unlock()
+		if !mine && lc.end(reason) {
 			n++
 		}
-	}
-	if n > 0 {
-		s.log().Info("sshlink: sessions ended by a reset", "user", user, "sessions", n)
 	}
 	return n
 }

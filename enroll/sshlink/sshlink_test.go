@@ -155,10 +155,18 @@ func TestSession(t *testing.T) {
 				cs.write(codeAt(cs.t, secret, time.Now()) + "\r")
 			},
 			wantOut: []string{"That code did not match.", "Too many wrong codes: this link was cancelled; start again."}},
-		{name: "already linked", pty: true, wantExit: 1, wantState: store.StateActive, begins: 1, refused: true,
-			linked: true,
-			wantOut: []string{"Your device is already linked (since " + time.Now().Format("2 January 2006") +
-				"). Lost your phone? Ask your admin."}},
+		{name: "linked: the menu", pty: true, wantExit: 0, wantState: store.StateActive, refused: true, linked: true,
+			drive: func(cs *clientSession, _ string) {
+				cs.waitFor(promptChoice)
+				cs.write("3\r")
+			},
+			wantOut: []string{"1) Replace this device (link a new phone)", "Bye."}},
+		{name: "linked: the menu for exec link", command: "link", wantExit: 0, wantState: store.StateActive, refused: true, linked: true,
+			drive: func(cs *clientSession, _ string) {
+				cs.waitFor(promptChoice)
+				cs.write("3\n")
+			},
+			wantOut: []string{"1) Replace this device (link a new phone)", "Bye."}},
 		{name: "link pending", wantExit: 1, wantState: store.StatePending, begins: 1, refused: true,
 			setup: func(e *env) {
 				if _, _, err := e.svc.Begin(context.Background(), testUser); err != nil {
@@ -207,7 +215,7 @@ func TestSession(t *testing.T) {
 					t.Errorf("no %q in the output", w)
 				}
 			}
-			if tc.wantExit == 0 {
+			if tc.wantExit == 0 && !tc.linked {
 				if n := len(recoveryLine.FindAllString(out, -1)); n != 10 {
 					t.Errorf("%d recovery codes in the output, want 10", n)
 				}
