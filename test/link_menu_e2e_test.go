@@ -36,9 +36,10 @@ func linkMenu(t *testing.T, g *gatekeeper, u *user) (*client, *liveSession) {
 }
 
 // replacePhone chooses "replace" in the menu m, answers the question about SSH sessions with
-// endSSH, confirms with the new phone's code from oathtool and returns the output and the new
-// recovery codes. From then on u's codes are the new phone's.
-func replacePhone(t *testing.T, u *user, m *liveSession, endSSH string, beforeConfirm func()) (string, []string) {
+// endSSH, calls beforeConfirm (if set) with the new secret, confirms with the new phone's code
+// from oathtool and returns the output and the new recovery codes. From then on u's codes are the
+// new phone's.
+func replacePhone(t *testing.T, u *user, m *liveSession, endSSH string, beforeConfirm func(secret string)) (string, []string) {
 	t.Helper()
 	m.write("1\r")
 	m.waitFor(menuEndSSH)
@@ -56,7 +57,7 @@ func replacePhone(t *testing.T, u *user, m *liveSession, endSSH string, beforeCo
 		t.Errorf("no QR code or URI for the new phone:\n%s", out)
 	}
 	if beforeConfirm != nil {
-		beforeConfirm()
+		beforeConfirm(secret)
 	}
 	// A time step is used once, whichever phone: the new phone's code is for the next step.
 	u.secret = secret
@@ -94,7 +95,7 @@ func TestLinkMenuOverSSH(t *testing.T) {
 		s.waitFor("started")
 
 		_, m := linkMenu(t, g, u)
-		out, codes := replacePhone(t, u, m, "y", func() {
+		out, codes := replacePhone(t, u, m, "y", func(string) {
 			// Until the new phone is confirmed, the old one logs in.
 			c.setCode(u.nextCode(t))
 			mustLogIn(t, c, "the old phone while the replacement waits for its code")
@@ -136,7 +137,12 @@ func TestLinkMenuOverSSH(t *testing.T) {
 		s.waitFor("started")
 
 		_, m := linkMenu(t, g, u)
-		out, _ := replacePhone(t, u, m, "", nil)
+		out, _ := replacePhone(t, u, m, "", func(secret string) {
+			// A new phone whose clock is 4 minutes fast: told so, and nothing confirmed.
+			m.write(oathCode(t, secret, stepNow()+8) + "\r")
+			m.waitFor("Your phone's clock is about 4 minutes fast.")
+			m.waitCount("Code from your app: ", 2)
+		})
 		if !strings.Contains(out, "Your open SSH sessions keep running.") {
 			t.Errorf("the output does not say the SSH sessions keep running:\n%s", out)
 		}
