@@ -261,10 +261,10 @@ func DoorFrom(ctx context.Context) string {
 	return d
 }
 
-// Service implements Linker on top of the store. The zero values of Issuer, ConfirmWithin, Now
-// and Log fall back to DefaultIssuer, DefaultConfirmWithin, time.Now and a discarding logger.
-// Skew is the number of 30 s steps accepted on either side of now (0 = the current step only);
-// SetSkew changes it while the Service is in use.
+// Service implements Linker and Replacer on top of the store. The zero values of Issuer,
+// ConfirmWithin, Now and Log fall back to DefaultIssuer, DefaultConfirmWithin, time.Now and a
+// discarding logger. Skew is the number of 30 s steps accepted on either side of now (0 = the
+// current step only); SetSkew changes it while the Service is in use.
 type Service struct {
 	Store         *store.Store
 	Issuer        string

@@ -96,7 +96,7 @@ func (b *localBackend) Reset(_ context.Context, name string) (admin.ResetResult,
 	if !existed {
 		return admin.ResetResult{}, fmt.Errorf("%w: %s has no linked device, nothing to reset", admin.ErrNoSuchUser, name)
 	}
-	if err := b.st.Append(store.Event{Kind: store.EventReset, User: name, Actor: enroll.ActorConsole,
+	if err := b.st.Append(store.Event{Kind: store.EventReset, User: name, Actor: enroll.ActorConsole, Door: store.DoorConsole,
 		Detail: "device link and recovery codes removed; no daemon running, so no live sessions"}); err != nil {
 		// The reset has happened; reporting it as failed would be wrong.
 		b.log.Error("audit log write failed", "err", err, "kind", store.EventReset, "user", name)

@@ -441,10 +441,15 @@ func newConfigCmd() *cobra.Command {
 }
 
 func newEnrollCmd() *cobra.Command {
-	return &cobra.Command{
-		Use:   "enroll USER",
+	var replace bool
+	cmd := &cobra.Command{
+		Use:   "enroll [--replace] USER",
 		Short: "Link USER's authenticator app on this console (QR code, then one code)",
-		Args:  cobra.ExactArgs(1),
+		Long: "Link USER's authenticator app on this console: the new secret is shown once (QR code, otpauth URI, text),\n" +
+			"then a code from the app, read from standard input, confirms it and the recovery codes are printed.\n" +
+			"A user whose device is linked already is refused; --replace links a new phone in its place\n" +
+			"(the old one keeps working until a code from the new one is confirmed; its recovery codes are replaced).",
+		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			cfg, err := loadConfig(cmd, nil)
 			if err != nil {
@@ -455,14 +460,35 @@ func newEnrollCmd() *cobra.Command {
 				return err
 			}
 			defer closeFn()
-			return enroll.Terminal(cmd.Context(), linker, args[0], cmd.InOrStdin(), cmd.OutOrStdout())
+			user := args[0]
+			// Over the admin socket the daemon names the console door itself; this is for the
+			// database opened directly.
+			ctx := enroll.WithDoor(cmd.Context(), store.DoorConsole)
+			if replace {
+				return enroll.TerminalReplace(ctx, linker, user, cmd.InOrStdin(), cmd.OutOrStdout())
+			}
+			err = enroll.Terminal(ctx, linker, user, cmd.InOrStdin(), cmd.OutOrStdout())
+			if errors.Is(err, enroll.ErrAlreadyLinked) {
+				return fmt.Errorf("%w (to link a new phone in its place: gatekeeper enroll --replace %s)", err, user)
+			}
+			return err
 		},
 	}
+	cmd.Flags().BoolVar(&replace, "replace", false,
+		"replace USER's linked device with a new one (the old one works until the new one is confirmed)")
+	return cmd
+}
+
+// consoleLinker is what gatekeeper enroll needs: a first link or a replacement, from the daemon
+// (*admin.Client) or the database (*enroll.Service).
+type consoleLinker interface {
+	enroll.Linker
+	enroll.Replacer
 }
 
 // openLinker talks to the running daemon over its admin socket and, only when
 // no daemon runs, opens the database directly (bbolt allows one process).
-func openLinker(ctx context.Context, cfg *config.Config) (enroll.Linker, func(), error) {
+func openLinker(ctx context.Context, cfg *config.Config) (consoleLinker, func(), error) {
 	client := admin.NewClient(cfg.Admin.Socket)
 	err := client.Ping(ctx)
 	if err == nil {

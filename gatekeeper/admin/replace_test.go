@@ -171,3 +171,26 @@ func TestReplaceClientErrors(t *testing.T) {
 		t.Errorf("last bob event %+v", last)
 	}
 }
+
+// TestForcedImportDropsReplacement: a forced import replaces the linked device; a replacement
+// begun for the old one must not then replace the imported one.
+func TestForcedImportDropsReplacement(t *testing.T) {
+	d := startDaemon(t)
+	c := NewClient(d.path)
+	ctx := context.Background()
+	linkedSecret(t, d, c, "alice")
+	l, b, err := c.BeginReplace(ctx, "alice")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := c.Import(ctx, "alice", ImportRequest{SecretBase32: importSecret, Force: true}); err != nil {
+		t.Fatalf("Import: %v", err)
+	}
+	if u, _ := d.st.Get("alice"); !u.NextSince.IsZero() || u.PendingBinding != nil || u.ConfirmTries != 0 {
+		t.Errorf("after the import: %+v", u)
+	}
+	d.clock.Add(time.Minute)
+	if _, err := c.ConfirmReplace(ctx, "alice", b, codeAt(t, l.Secret, d.clock.Now())); !errors.Is(err, enroll.ErrNoPending) {
+		t.Errorf("ConfirmReplace after the import = %v, want ErrNoPending", err)
+	}
+}
