@@ -334,7 +334,7 @@ func TestSIGHUPChangesAllowedNetworks(t *testing.T) {
 	if exit := s.wait(waitTimeout); exit != 255 || !strings.Contains(s.stderr.String(), "Permission denied") {
 		t.Fatalf("linking from %s without a ticket before the reload: want Permission denied, got %s", newSource, s)
 	}
-	wantPrompts(t, lc, "Password:", "Linking ticket:")
+	wantPrompts(t, lc, "Password:", "Linking ticket:", "Verification code:")
 
 	cfg, err := os.ReadFile(g.cfgPath)
 	if err != nil {
@@ -349,7 +349,7 @@ func TestSIGHUPChangesAllowedNetworks(t *testing.T) {
 	g.waitLog(t, from, "config reloaded", "enroll.allowed_networks")
 
 	terminalLink(t, lc)
-	wantPrompts(t, lc, "Password:")
+	wantPrompts(t, lc, "Password:", "Verification code:")
 }
 
 func TestSIGTERMDrains(t *testing.T) {

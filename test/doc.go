@@ -8,6 +8,8 @@
 //     with `ssh -tt` on the SSH linking port, and with `gatekeeper enroll` (link_e2e_test.go);
 //   - the portal's account side in Chromium: sign-in with both factors, replacing the phone, new
 //     recovery codes, the security log, each checked with the real ssh (portal_account_e2e_test.go);
+//   - the SSH linking port's menu for a linked user: replacing the phone (its SSH sessions ended
+//     or kept, as asked) and new recovery codes, then logins at the front door (link_menu_e2e_test.go);
 //   - the admin commands, metrics, SIGHUP and SIGTERM, and importing files made by Debian's
 //     google-authenticator (admin_e2e_test.go);
 //   - the door tried as an attacker on the internet would: lockouts that must not reach the

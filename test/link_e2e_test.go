@@ -304,14 +304,18 @@ func TestPortalLinking(t *testing.T) {
 	})
 }
 
-// linkAskpass answers the linking listener's prompts: the password, and the ticket from the
-// file "ticket" (an empty answer when there is none).
+// linkAskpass answers the linking listener's prompts: the password, the ticket from the file
+// "ticket" and the code from the file "code" (setCode; an empty answer when there is none: a
+// user without a device).
 const linkAskpass = `#!/bin/sh
 d="${GK_ASKPASS_DIR:?GK_ASKPASS_DIR not set}"
 printf '%s\n' "$1" >> "$d/prompts"
 case "$1" in
 *"Linking ticket:"*)
 	if [ -f "$d/ticket" ]; then cat "$d/ticket"; else echo; fi
+	exit 0 ;;
+*"Verification code:"*)
+	if [ -f "$d/code" ]; then cat "$d/code"; else echo; fi
 	exit 0 ;;
 *[Pp]assword:*)
 	cat "$d/password"; exit 0 ;;
@@ -378,19 +382,23 @@ func TestTerminalLinkOverSSH(t *testing.T) {
 		explain(t, g, u)
 		lc := linkClient(t, g, u, trustedAddr)
 		out := terminalLink(t, lc)
-		wantPrompts(t, lc, "Password:")
+		wantPrompts(t, lc, "Password:", "Verification code:")
 		if !strings.Contains(out, "otpauth URI: otpauth://totp/") || !strings.Contains(out, "Secret: ") {
 			t.Errorf("the URI and the secret are not printed as text:\n%s", out)
 		}
 		c := newClient(t, u, g.port, "")
 		c.setCode(u.nextCode(t))
 		mustLogIn(t, c, "login through the gate with the terminal-linked phone")
-		// A linked device is not replaced, and the listener never runs commands on the lander.
+		// Signed in with both factors, a linked user gets the menu (test/link_menu_e2e_test.go), not
+		// a second link; and the listener never runs commands on the lander.
+		lc.setCode(u.nextCode(t))
 		s := lc.liveSSH([]string{"-tt"})
-		if exit := s.wait(waitTimeout); exit != 1 || !strings.Contains(s.stdout.String(), "already linked") ||
-			!strings.Contains(s.stdout.String(), "Ask your admin") || strings.Contains(s.stdout.String(), "otpauth") {
-			t.Errorf("linking again: want exit 1, \"already linked ... Ask your admin\" and no new secret, got %s", s)
+		s.waitFor("Choose 1, 2 or 3: ")
+		s.write("3\r")
+		if exit := s.wait(waitTimeout); exit != 0 || strings.Contains(s.stdout.String(), "otpauth") {
+			t.Errorf("connecting again: want the menu, quit with exit 0 and no new secret, got %s", s)
 		}
+		lc.setCode(u.nextCode(t))
 		s = lc.liveSSH(nil, "id")
 		if exit := s.wait(waitTimeout); exit != 1 || strings.Contains(s.stdout.String(), "uid=") ||
 			!strings.Contains(s.stderr.String(), "runs no commands") {
@@ -418,7 +426,7 @@ func TestTerminalLinkOverSSH(t *testing.T) {
 		}
 		lc.prompts()
 		terminalLink(t, lc)
-		wantPrompts(t, lc, "Password:", "Linking ticket:")
+		wantPrompts(t, lc, "Password:", "Linking ticket:", "Verification code:")
 		s = lc.liveSSH([]string{"-tt"})
 		if exit := s.wait(waitTimeout); exit != 255 || !strings.Contains(s.stderr.String(), "Permission denied") {
 			t.Errorf("the same ticket a second time: want Permission denied (exit 255), got %s", s)

@@ -187,7 +187,7 @@ func serve(ctx context.Context, cfg *config.Config, log *slog.Logger, reload fun
 	}
 	sshLink := &sshlink.Server{
 		Signers:        gk.HostKeys(),
-		Passwords:      gk,
+		Auth:           gk,
 		Linker:         linker,
 		Tickets:        linker,
 		Allowed:        policy.enrollAllowed,
@@ -196,6 +196,15 @@ func serve(ctx context.Context, cfg *config.Config, log *slog.Logger, reload fun
 		// Its own counters, with the front door's limits.
 		Preauth:          gatekeeper.AdmissionLimits(cfg),
 		HandshakeTimeout: cfg.Preauth.HandshakeTimeout,
+		// A phone replaced over SSH signs the user out of the portal, and out of their SSH
+		// sessions if they ask for it.
+		EndSessions: func(user string, ssh bool) int {
+			n := prt.EndUser(user)
+			if ssh {
+				n += gk.KillUser(user)
+			}
+			return n
+		},
 	}
 	adm := &admin.Server{
 		Enroll: linker,

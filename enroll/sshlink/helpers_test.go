@@ -20,6 +20,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -30,6 +31,7 @@ import (
 
 	"gatekeeper/enroll"
 	"gatekeeper/gatekeeper/store"
+	"gatekeeper/gatekeeper/totp"
 )
 
 const (
@@ -37,29 +39,79 @@ const (
 	testPassword = "correct horse battery staple"
 	// waitTime bounds every wait for output in the tests.
 	waitTime = 20 * time.Second
+	// testSkew is totp.skew in the tests: wide, so that a test can spend several codes of one
+	// phone (each time step once) without waiting for the clock.
+	testSkew = 4
 )
 
-// fakePasswords is the first factor: a fixed password per user, with a call count.
-type fakePasswords struct {
+// fakeAuth is the front door's SignIn on the test's store: a fixed password per user and, for a
+// user with an active device, a code from the app or a recovery code, checked first and used
+// up (one-use, as at the front door). It counts its calls and remembers their doors.
+type fakeAuth struct {
+	st *store.Store
+
 	mu    sync.Mutex
 	pw    map[string]string
 	calls int
+	doors []string
+	codes []string // the codes it was given
 }
 
-func (p *fakePasswords) CheckPassword(ctx context.Context, user, password string, remote netip.Addr) error {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	p.calls++
-	if want, ok := p.pw[user]; !ok || want != password {
-		return errors.New("wrong password")
+func (a *fakeAuth) SignIn(ctx context.Context, user, password, code string, remote netip.Addr, door string) (bool, error) {
+	a.mu.Lock()
+	a.calls++
+	a.doors = append(a.doors, door)
+	a.codes = append(a.codes, code)
+	want, known := a.pw[user]
+	a.mu.Unlock()
+	u, err := a.st.Get(user)
+	if err != nil {
+		return false, err
 	}
-	return nil
+	linked := u.State == store.StateActive
+	if linked {
+		err := a.st.Update(user, func(u *store.User) error {
+			if u.State != store.StateActive {
+				return errors.New("not linked")
+			}
+			if step, err := totp.Verify(u.Secret, code, time.Now(), testSkew, u.LastStep); err == nil {
+				u.LastStep = step
+				return nil
+			}
+			if enroll.VerifyRecovery(u, code) {
+				return nil
+			}
+			return errors.New("wrong code")
+		})
+		if err != nil {
+			return true, err
+		}
+	}
+	if !known || want != password {
+		return linked, errors.New("wrong password")
+	}
+	return linked, nil
 }
 
-func (p *fakePasswords) Calls() int {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	return p.calls
+// Calls is the number of SignIn calls so far.
+func (a *fakeAuth) Calls() int {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	return a.calls
+}
+
+// Doors are the doors SignIn was called with, in order.
+func (a *fakeAuth) Doors() []string {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	return slices.Clone(a.doors)
+}
+
+// Codes are the verification codes SignIn was given, in order.
+func (a *fakeAuth) Codes() []string {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	return slices.Clone(a.codes)
 }
 
 // countingLinker is the real enroll.Service, counting the calls the server makes.
@@ -136,7 +188,7 @@ type env struct {
 	st      *store.Store
 	svc     *enroll.Service
 	linker  *countingLinker
-	pw      *fakePasswords
+	auth    *fakeAuth
 	allowed atomic.Bool
 	srv     *Server
 	addr    string
@@ -144,6 +196,30 @@ type env struct {
 	// refusalWaits counts the waits of refusals before the password check (instead of
 	// waiting enroll.RefusalDelay).
 	refusalWaits atomic.Int32
+
+	// endMu guards ended: the calls of the server's EndSessions.
+	endMu sync.Mutex
+	ended []endCall
+}
+
+// endCall is one call of Server.EndSessions.
+type endCall struct {
+	user string
+	ssh  bool
+}
+
+// endCalls returns the calls of Server.EndSessions so far.
+func (e *env) endCalls() []endCall {
+	e.endMu.Lock()
+	defer e.endMu.Unlock()
+	return slices.Clone(e.ended)
+}
+
+// signIn asks the Authenticator whether user's password and code sign in now (using the code
+// up if it does), as the front door would.
+func (e *env) signIn(user, code string) error {
+	_, err := e.auth.SignIn(context.Background(), user, e.auth.pw[user], code, netip.MustParseAddr("127.0.0.1"), store.DoorSSH)
+	return err
 }
 
 // newEnv starts a Server on 127.0.0.1:0. configure may change the server and the service
@@ -159,17 +235,23 @@ func newEnv(t *testing.T, configure ...func(*env)) *env {
 	logs := newSyncBuffer()
 	log := slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
 	e := &env{t: t, st: st, logs: logs}
-	e.svc = &enroll.Service{Store: st, Issuer: "Example HPC", Skew: 1, ConfirmWithin: 10 * time.Minute, Log: log}
+	e.svc = &enroll.Service{Store: st, Issuer: "Example HPC", Skew: testSkew, ConfirmWithin: 10 * time.Minute, Log: log}
 	e.linker = &countingLinker{Service: e.svc}
-	e.pw = &fakePasswords{pw: map[string]string{testUser: testPassword, "bob": "bobs password"}}
+	e.auth = &fakeAuth{st: st, pw: map[string]string{testUser: testPassword, "bob": "bobs password"}}
 	e.allowed.Store(true)
 	e.srv = &Server{
-		Signers:   []ssh.Signer{newSigner(t)},
-		Passwords: e.pw,
-		Linker:    e.linker,
-		Tickets:   st,
-		Allowed:   func(netip.Addr) bool { return e.allowed.Load() },
-		Log:       log,
+		Signers: []ssh.Signer{newSigner(t)},
+		Auth:    e.auth,
+		Linker:  e.linker,
+		Tickets: st,
+		Allowed: func(netip.Addr) bool { return e.allowed.Load() },
+		Log:     log,
+		EndSessions: func(user string, ssh bool) int {
+			e.endMu.Lock()
+			defer e.endMu.Unlock()
+			e.ended = append(e.ended, endCall{user, ssh})
+			return 0
+		},
 	}
 	e.srv.refusalDelay = func(context.Context) { e.refusalWaits.Add(1) }
 	for _, c := range configure {
@@ -214,8 +296,14 @@ type prompt struct {
 }
 
 // dial connects and authenticates with keyboard-interactive, answering the password prompt
-// with password and the ticket prompt with ticket. It returns the prompts asked.
+// with password, the ticket prompt with ticket and the code prompt with nothing (a user without
+// a device). It returns the prompts asked.
 func (e *env) dial(user, password, ticket string) (*ssh.Client, []prompt, error) {
+	return e.dialCode(user, password, ticket, "")
+}
+
+// dialCode is dial answering the code prompt with code.
+func (e *env) dialCode(user, password, ticket, code string) (*ssh.Client, []prompt, error) {
 	var prompts []prompt
 	answer := func(name, instruction string, questions []string, echos []bool) ([]string, error) {
 		var answers []string
@@ -226,6 +314,8 @@ func (e *env) dial(user, password, ticket string) (*ssh.Client, []prompt, error)
 				answers = append(answers, password)
 			case PromptTicket:
 				answers = append(answers, ticket)
+			case PromptCode:
+				answers = append(answers, code)
 			default:
 				return nil, fmt.Errorf("unexpected prompt %q", q)
 			}
@@ -244,7 +334,13 @@ func (e *env) dial(user, password, ticket string) (*ssh.Client, []prompt, error)
 // mustDial is dial for a login that must work.
 func (e *env) mustDial(user, password, ticket string) *ssh.Client {
 	e.t.Helper()
-	c, _, err := e.dial(user, password, ticket)
+	return e.mustDialCode(user, password, ticket, "")
+}
+
+// mustDialCode is dialCode for a login that must work.
+func (e *env) mustDialCode(user, password, ticket, code string) *ssh.Client {
+	e.t.Helper()
+	c, _, err := e.dialCode(user, password, ticket, code)
 	if err != nil {
 		e.t.Fatalf("login as %s: %v", user, err)
 	}
@@ -262,16 +358,44 @@ func (e *env) ticket(user string) string {
 	return tok
 }
 
-// link links a device for user directly through the service.
-func (e *env) link(user string) {
+// link links a device for user directly through the service and returns its secret and
+// recovery codes.
+func (e *env) link(user string) (secret string, recovery []string) {
 	e.t.Helper()
 	ctx := context.Background()
 	l, b, err := e.svc.Begin(ctx, user)
 	if err != nil {
 		e.t.Fatalf("Begin: %v", err)
 	}
-	if _, err := e.svc.Confirm(ctx, user, b, codeAt(e.t, l.Secret, time.Now())); err != nil {
+	recovery, err = e.svc.Confirm(ctx, user, b, codeAt(e.t, l.Secret, time.Now()))
+	if err != nil {
 		e.t.Fatalf("Confirm: %v", err)
+	}
+	return l.Secret, recovery
+}
+
+// code returns a code of secret that user has not used yet and that the service (testSkew)
+// accepts now: the oldest step within the skew that is newer than the user's last used step.
+// When all of them are used it waits for the next step.
+func (e *env) code(user, secret string) string {
+	e.t.Helper()
+	for {
+		u, err := e.st.Get(user)
+		if err != nil {
+			e.t.Fatalf("Get %s: %v", user, err)
+		}
+		now := time.Now()
+		step := uint64(now.Unix() / 30)
+		for d := -testSkew; d <= testSkew; d++ {
+			if s := step + uint64(d); s > u.LastStep {
+				// The oldest step in the window leaves the skew soon: take it only early on.
+				if d == -testSkew && now.Unix()%30 > 20 {
+					continue
+				}
+				return codeAt(e.t, secret, time.Unix(int64(s)*30, 0))
+			}
+		}
+		time.Sleep(time.Duration(30-now.Unix()%30) * time.Second)
 	}
 }
 
@@ -409,8 +533,8 @@ func wrongCode(t *testing.T, secret string) string {
 	t.Helper()
 	now := time.Now()
 	valid := map[string]bool{}
-	for _, d := range []time.Duration{-60 * time.Second, -30 * time.Second, 0, 30 * time.Second, 60 * time.Second} {
-		valid[codeAt(t, secret, now.Add(d))] = true
+	for d := -testSkew - 1; d <= testSkew+1; d++ {
+		valid[codeAt(t, secret, now.Add(time.Duration(d)*30*time.Second))] = true
 	}
 	for i := 0; ; i++ {
 		c := fmt.Sprintf("%06d", (123456+i*7919)%1_000_000)

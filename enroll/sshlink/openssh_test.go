@@ -7,6 +7,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -21,6 +22,7 @@ const askpassScript = `#!/bin/sh
 case "$1" in
 *Password*) printf '%s\n' "$GK_TEST_PASSWORD" ;;
 *ticket*) printf '%s\n' "$GK_TEST_TICKET" ;;
+*code*) printf '%s\n' "$GK_TEST_CODE" ;;
 *) echo "unexpected prompt: $1" >&2; exit 1 ;;
 esac
 `
@@ -35,9 +37,16 @@ type opensshRun struct {
 	err    error // Wait's result, after done
 }
 
-// openssh starts `ssh -tt -p PORT user@127.0.0.1` with askpass answering password and ticket;
-// the test types into its stdin as a user would at a terminal.
+// openssh starts `ssh -tt -p PORT user@127.0.0.1` with askpass answering password and ticket,
+// and the code prompt with nothing (a user without a device); the test types into its stdin as
+// a user would at a terminal.
 func (e *env) openssh(user, password, ticket string) *opensshRun {
+	e.t.Helper()
+	return e.opensshCode(user, password, ticket, "")
+}
+
+// opensshCode is openssh answering the code prompt with code.
+func (e *env) opensshCode(user, password, ticket, code string) *opensshRun {
 	t := e.t
 	t.Helper()
 	sshPath := requireTool(t, "ssh")
@@ -62,6 +71,7 @@ func (e *env) openssh(user, password, ticket string) *opensshRun {
 		"SSH_ASKPASS_REQUIRE=force",
 		"GK_TEST_PASSWORD=" + password,
 		"GK_TEST_TICKET=" + ticket,
+		"GK_TEST_CODE=" + code,
 	}
 	r := &opensshRun{t: t, stdout: newSyncBuffer(), stderr: newSyncBuffer(), done: make(chan struct{})}
 	cmd.Stdout, cmd.Stderr = r.stdout, r.stderr
@@ -142,7 +152,7 @@ func TestOpenSSH(t *testing.T) {
 		outside  bool
 		password string
 		ticket   bool // issue a ticket and answer the ticket prompt with it
-		setup    func(e *env)
+		linked   bool // link a device first and answer the code prompt with oathtool's code
 		link     bool // the flow asks for a code: answer it with oathtool's
 		wantExit int
 		wantOut  []string // on stdout
@@ -158,9 +168,9 @@ func TestOpenSSH(t *testing.T) {
 			wantErr: "Permission denied"},
 		{name: "outside with a ticket: link, once", outside: true, password: testPassword, ticket: true, link: true,
 			wantExit: 0, wantOut: []string{"Device linked for alice"}, begins: 1, checks: 1, again: true},
-		{name: "already linked", password: testPassword, setup: func(e *env) { e.link(testUser) }, wantExit: 1,
-			wantOut: []string{"Your device is already linked (since " + time.Now().Format("2 January 2006") +
-				"). Lost your phone? Ask your admin."}, begins: 1, checks: 1},
+		{name: "linked: the menu, quit", password: testPassword, linked: true, wantExit: 0,
+			wantOut: []string{"Your authenticator app is linked (since " + time.Now().Format("2 January 2006") + ")",
+				"1) Replace this device (link a new phone)", "Bye."}, checks: 1},
 		{name: "wrong password: refused", password: "not the password", wantExit: 255,
 			wantErr: "Permission denied", checks: 1},
 	}
@@ -169,14 +179,20 @@ func TestOpenSSH(t *testing.T) {
 			t.Parallel()
 			e := newEnv(t)
 			e.allowed.Store(!tc.outside)
-			if tc.setup != nil {
-				tc.setup(e)
-			}
 			ticket := ""
 			if tc.ticket {
 				ticket = e.ticket(testUser)
 			}
-			r := e.openssh(testUser, tc.password, ticket)
+			loginCode := ""
+			if tc.linked {
+				secret, _ := e.link(testUser)
+				loginCode = e.code(testUser, secret)
+			}
+			r := e.opensshCode(testUser, tc.password, ticket, loginCode)
+			if tc.linked {
+				r.waitFor(promptChoice)
+				r.typeLine("3")
+			}
 			code := ""
 			if tc.link {
 				out := r.waitFor("Code from your app: ")
@@ -209,7 +225,7 @@ func TestOpenSSH(t *testing.T) {
 			if got := e.linker.begins.Load(); got != tc.begins {
 				t.Errorf("Linker.Begin called %d times, want %d", got, tc.begins)
 			}
-			if got := e.pw.Calls(); got != tc.checks {
+			if got := e.auth.Calls(); got != tc.checks {
 				t.Errorf("CheckPassword called %d times, want %d", got, tc.checks)
 			}
 			if t.Failed() {
@@ -330,6 +346,101 @@ func TestOpenSSHConfirmLimits(t *testing.T) {
 		}
 		if out := r.stdout.String(); !strings.Contains(out, "An admin reset your account, so this session ends.") {
 			t.Errorf("no reset message; stdout:\n%s", out)
+		}
+	})
+}
+
+// oathtoolNext computes, with the real oathtool, the code of secret for the first time step
+// user has not used yet (a step is used once, whichever phone).
+func oathtoolNext(e *env, user, secret string) string {
+	e.t.Helper()
+	u, err := e.st.Get(user)
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	step := max(u.LastStep+1, uint64(time.Now().Unix()/30))
+	out, err := exec.Command(requireTool(e.t, "oathtool"), "--totp", "-b", "--now", "@"+strconv.FormatUint(step*30, 10), secret).Output()
+	if err != nil {
+		e.t.Fatalf("oathtool: %v", err)
+	}
+	return strings.TrimSpace(string(out))
+}
+
+// TestOpenSSHMenu drives the menu of a linked user with the real OpenSSH client through a pty
+// (-tt), the new phone's code from the real oathtool.
+func TestOpenSSHMenu(t *testing.T) {
+	t.Parallel()
+	requireTool(t, "ssh")
+	requireTool(t, "oathtool")
+
+	t.Run("replace the device", func(t *testing.T) {
+		t.Parallel()
+		e := newEnv(t)
+		oldSecret, oldRecovery := e.link(testUser)
+		r := e.opensshCode(testUser, testPassword, "", e.code(testUser, oldSecret))
+		r.waitFor(promptChoice)
+		r.typeLine("1")
+		r.waitFor(promptEndSSH)
+		r.typeLine("y")
+		secret := secretFrom(t, r.waitFor("Code from your app: "))
+		code := oathtoolNext(e, testUser, secret)
+		r.typeLine(code)
+		if exit := r.wait(); exit != 0 {
+			t.Fatalf("ssh exit %d; stdout:\n%s\nstderr:\n%s", exit, r.stdout.String(), r.stderr.String())
+		}
+		out := r.stdout.String()
+		for _, w := range []string{"Code from your app: " + code + "\r\n", "Device replaced for alice",
+			"Your open SSH sessions were ended"} {
+			if !strings.Contains(out, w) {
+				t.Errorf("no %q on stdout:\n%s", w, out)
+			}
+		}
+		if n := len(recoveryCodes(out)); n != 10 {
+			t.Errorf("%d recovery codes on stdout, want 10", n)
+		}
+		if got := e.endCalls(); len(got) != 1 || got[0] != (endCall{testUser, true}) {
+			t.Errorf("EndSessions calls %+v, want one for alice with SSH", got)
+		}
+		if err := e.signIn(testUser, e.code(testUser, oldSecret)); err == nil {
+			t.Error("the old phone still signs in")
+		}
+		if err := e.signIn(testUser, oldRecovery[0]); err == nil {
+			t.Error("an old recovery code still signs in")
+		}
+		if err := e.signIn(testUser, oathtoolNext(e, testUser, secret)); err != nil {
+			t.Errorf("the new phone does not sign in: %v", err)
+		}
+		ev, _ := e.st.Events(store.EventQuery{User: testUser})
+		replaced := false
+		for _, x := range ev {
+			replaced = replaced || x.Kind == store.EventDeviceReplaced && x.Door == store.DoorLinking
+		}
+		if !replaced {
+			t.Errorf("no %s event at door %s in the audit log: %+v", store.EventDeviceReplaced, store.DoorLinking, ev)
+		}
+	})
+
+	t.Run("new recovery codes", func(t *testing.T) {
+		t.Parallel()
+		e := newEnv(t)
+		_, oldRecovery := e.link(testUser)
+		r := e.opensshCode(testUser, testPassword, "", oldRecovery[9])
+		r.waitFor(promptChoice)
+		r.typeLine("2")
+		r.waitFor(promptRenew)
+		r.typeLine("y")
+		if exit := r.wait(); exit != 0 {
+			t.Fatalf("ssh exit %d; stdout:\n%s\nstderr:\n%s", exit, r.stdout.String(), r.stderr.String())
+		}
+		codes := recoveryCodes(r.stdout.String())
+		if len(codes) != 10 {
+			t.Fatalf("%d recovery codes on stdout, want 10:\n%s", len(codes), r.stdout.String())
+		}
+		if err := e.signIn(testUser, oldRecovery[0]); err == nil {
+			t.Error("an old recovery code still signs in")
+		}
+		if err := e.signIn(testUser, codes[0]); err != nil {
+			t.Errorf("a new recovery code does not sign in: %v", err)
 		}
 	})
 }

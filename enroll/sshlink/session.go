@@ -17,6 +17,7 @@ import (
 	"golang.org/x/crypto/ssh"
 
 	"gatekeeper/enroll"
+	"gatekeeper/gatekeeper/store"
 )
 
 // Why a session's input ended early. enroll.Terminal wraps its reader's error with %w, so the
@@ -27,6 +28,8 @@ var (
 	errLinkExpired  = errors.New("the link expired")
 	errTooMuchInput = errors.New("too much input")
 	errReset        = errors.New("an admin reset the account")
+	errReplaced     = errors.New("the device was replaced in another session")
+	errNoAnswer     = errors.New("no answer given")
 )
 
 // startReq is the request that starts the flow: "shell", or "exec" with its command.
@@ -47,6 +50,8 @@ type session struct {
 	user   string
 	remote netip.AddrPort
 	ticket string
+	// linked is whether the user has a linked device and proved both factors at login.
+	linked bool
 	log    *slog.Logger
 
 	// pty is set by serveRequests before it hands over the start request.
@@ -64,6 +69,10 @@ type session struct {
 	stopped error // why the session was stopped (a timeout, a reset), nil while it runs
 	link    enroll.Link
 	timers  []*time.Timer
+	// asking is set while the menu waits for an answer rather than a code.
+	asking bool
+	// replacement is how the menu's device replacement went.
+	replacement replaceState
 }
 
 // newSession prepares the session of an accepted channel; run serves it. Everything stop uses
@@ -140,11 +149,15 @@ func (ss *session) flow(st startReq) int {
 		ss.log.Info("sshlink: ticket used")
 	}
 
-	in := &inputTracker{r: ss.pr}
+	in := &lineInput{r: ss.pr}
 	if ss.pty {
 		in.r = &lineEditor{r: ss.pr, echo: ss.ch}
 	}
-	ctx := enroll.WithActor(ss.ctx, "ssh-link "+ss.remote.Addr().String())
+	ctx := enroll.WithDoor(enroll.WithActor(ss.ctx, "ssh-link "+ss.remote.Addr().String()), store.DoorLinking)
+	if am, ok := ss.srv.Linker.(AccountManager); ok && ss.linked {
+		// Both factors were proved at login: the user may change their credentials.
+		return ss.menu(ctx, am, in, out, errOut)
+	}
 	err := enroll.Terminal(ctx, &watchLinker{Linker: ss.srv.Linker, began: ss.began, stopped: ss.stopReason}, ss.user, in, out)
 	if err == nil {
 		ss.log.Info("sshlink: device linked")
@@ -159,10 +172,17 @@ func (ss *session) flow(st startReq) int {
 // replaced by a message that gives nothing away.
 func (ss *session) explain(ctx context.Context, err error, inputEnded bool) string {
 	ss.mu.Lock()
-	link := ss.link
+	link, asking, rs := ss.link, ss.asking, ss.replacement
 	ss.mu.Unlock()
+	// What became of a link or replacement left without a code.
 	pending := ""
-	if !link.ExpiresAt.IsZero() {
+	switch {
+	case rs.begun && rs.confirmed:
+	case rs.cancelled:
+		pending = " The phone replacement was cancelled; your current phone keeps working."
+	case rs.begun:
+		pending = fmt.Sprintf(" The phone replacement stays pending until %s; your current phone keeps working.", formatTime(link.ExpiresAt))
+	case !link.ExpiresAt.IsZero():
 		pending = fmt.Sprintf(" The link stays pending until %s; you can start again after that.", formatTime(link.ExpiresAt))
 	}
 	switch {
@@ -174,21 +194,35 @@ func (ss *session) explain(ctx context.Context, err error, inputEnded bool) stri
 				since = " (since " + u.EnrolledAt.Local().Format("2 January 2006") + ")"
 			}
 		}
+		if _, ok := ss.srv.Linker.(AccountManager); ok {
+			return "Your device is already linked" + since + ". To replace it, connect again and answer the " +
+				"\"Verification code:\" prompt with a code from it or a recovery code. Lost both? Ask your admin."
+		}
 		return "Your device is already linked" + since + ". Lost your phone? Ask your admin."
 	case errors.Is(err, errReset):
 		ss.log.Info("sshlink: ended by a reset")
 		return "An admin reset your account, so this session ends. Connect again to link your app."
+	case errors.Is(err, errReplaced):
+		ss.log.Info("sshlink: ended by a replacement elsewhere")
+		return "Your device was replaced in another session, so this session ends. Connect again with the new phone."
 	case errors.Is(err, enroll.ErrPending), errors.Is(err, enroll.ErrExpired),
 		errors.Is(err, enroll.ErrNoPending), errors.Is(err, enroll.ErrBadCode),
-		errors.Is(err, enroll.ErrVoided), errors.Is(err, enroll.ErrStartedElsewhere):
+		errors.Is(err, enroll.ErrVoided), errors.Is(err, enroll.ErrStartedElsewhere),
+		errors.Is(err, enroll.ErrNotLinked):
 		// The enroll package's messages are written for users (they say when a link expires).
 		ss.log.Info("sshlink: link not completed", "reason", err.Error())
 		return sentence(err.Error())
 	case errors.Is(err, errLinkExpired):
 		ss.log.Info("sshlink: link expired while waiting for the code")
+		if rs.begun {
+			return "The phone replacement expired before a code was entered; your current phone keeps working. Connect again to start a new one."
+		}
 		return "The link expired before a code was entered. Connect again to start a new one."
 	case errors.Is(err, errIdle):
-		ss.log.Info("sshlink: idle timeout")
+		ss.log.Info("sshlink: idle timeout", "at_menu", asking)
+		if asking {
+			return fmt.Sprintf("Nothing was typed for %s, so the session ends.", ss.srv.idleTimeout()) + pending
+		}
 		return fmt.Sprintf("No code was entered for %s, so the session ends.", ss.srv.idleTimeout()) + pending
 	case errors.Is(err, errAborted):
 		ss.log.Info("sshlink: aborted by the user")
@@ -196,6 +230,9 @@ func (ss *session) explain(ctx context.Context, err error, inputEnded bool) stri
 	case errors.Is(err, errTooMuchInput):
 		ss.log.Warn("sshlink: too much input")
 		return "Too much input." + pending
+	case errors.Is(err, errNoAnswer):
+		ss.log.Info("sshlink: input ended at the menu")
+		return "No answer given, so nothing was changed."
 	case inputEnded:
 		// enroll.Terminal's own message when the input ended without a code.
 		ss.log.Info("sshlink: input ended", "reason", err.Error())
@@ -320,6 +357,20 @@ func (ss *session) serveRequests() {
 	}
 }
 
+// setAsking records whether the menu is waiting for an answer (rather than the flow for a code).
+func (ss *session) setAsking(b bool) {
+	ss.mu.Lock()
+	defer ss.mu.Unlock()
+	ss.asking = b
+}
+
+// setReplace updates what the session knows about its device replacement.
+func (ss *session) setReplace(f func(*replaceState)) {
+	ss.mu.Lock()
+	defer ss.mu.Unlock()
+	f(&ss.replacement)
+}
+
 // stopReason is why the session was stopped, or nil.
 func (ss *session) stopReason() error {
 	ss.mu.Lock()
@@ -344,21 +395,6 @@ func (l *watchLinker) Begin(ctx context.Context, user string) (enroll.Link, enro
 		l.began(link)
 	}
 	return link, binding, err
-}
-
-// inputTracker remembers that the input ended, so that the flow's error can be told apart
-// from an internal one.
-type inputTracker struct {
-	r   io.Reader
-	err error
-}
-
-func (t *inputTracker) Read(p []byte) (int, error) {
-	n, err := t.r.Read(p)
-	if err != nil {
-		t.err = err
-	}
-	return n, err
 }
 
 // sentence makes an error message a sentence: capital first letter, final full stop.

@@ -1,6 +1,14 @@
 // Package sshlink is device linking over SSH: `ssh -p PORT alice@host` asks for alice's password
-// (and, from outside the allowed networks, a one-time linking ticket), then draws the QR code of a
-// new TOTP secret in the session, asks for one code from the app and prints the recovery codes.
+// (and, from outside the allowed networks, a one-time linking ticket) and a verification code,
+// then draws the QR code of a new TOTP secret in the session, asks for one code from the app and
+// prints the recovery codes.
+//
+// Everybody is asked for the verification code, so that the prompts do not tell who has a device
+// linked: a user with a device must answer it (a code from the app or a recovery code: both
+// factors are needed before anything about the account changes), a user without one leaves it
+// empty. A user who signed in with both factors gets a menu instead of the linking flow:
+// replace the device (a new secret shown once; the old phone works until a code from the new
+// one is confirmed), new recovery codes, or quit.
 //
 // The listener never proxies anywhere: after authentication the only thing a client can do is
 // run the linking flow (enroll.Terminal) in one session channel. The QR code goes as session
@@ -27,12 +35,18 @@ import (
 	"gatekeeper/gatekeeper/store"
 )
 
-// The keyboard-interactive prompts. The password prompt is the front door's, so users' askpass
-// scripts work here too.
+// The keyboard-interactive prompts. The password and code prompts are the front door's, so
+// users' askpass scripts work here too.
 const (
 	PromptPassword = "Password: "
 	PromptTicket   = "Linking ticket: "
+	PromptCode     = "Verification code: "
 )
+
+// codeInstruction goes with the code prompt: the one question a user without a device cannot
+// answer. (OpenSSH prints it on its own line before the prompt; askpass scripts see only the
+// prompt.)
+const codeInstruction = "A code from your authenticator app, or a recovery code. No device linked yet? Leave it empty."
 
 // Defaults for the Server's zero fields.
 const (
@@ -49,8 +63,11 @@ const (
 const (
 	// MaxInput caps what a session reads from its client in total: a code needs a few bytes.
 	MaxInput = 64 << 10
-	// maxPasswordLen bounds the password passed on to the PasswordChecker (sshd refuses longer).
+	// maxPasswordLen bounds the password passed on to the Authenticator (sshd refuses longer).
 	maxPasswordLen = 1024
+	// maxCodeLen bounds the verification code passed on to the Authenticator: a code from the
+	// app has 6 digits, a recovery code 12 characters, either maybe spaced.
+	maxCodeLen = 64
 	// maxTicketLen bounds the ticket passed on to Tickets.
 	maxTicketLen = 256
 	// maxAuthTries is how many authentication attempts one connection gets.
@@ -71,11 +88,14 @@ var ErrServerClosed = errors.New("sshlink: server closed")
 // whatever the reason, which goes to the log only.
 var errDenied = errors.New("permission denied")
 
-// PasswordChecker checks a user's first-factor password. The implementation rate-limits (per
-// user and per source address) and answers every failure, including "too many attempts", with
-// an error; all of them are refused alike.
-type PasswordChecker interface {
-	CheckPassword(ctx context.Context, user, password string, remote netip.Addr) error
+// Authenticator signs a user in at this door (*gatekeeper.Server implements it, with door
+// store.DoorLinking). For a user with a linked device it checks both factors, the code first (a
+// code from the app or a recovery code, used up across all doors), and reports linked; a user
+// without a device signs in with the password alone and code is ignored. The implementation
+// rate-limits (per user and per source address), pads its refusals and answers every failure,
+// including "too many attempts", with an error; all of them are refused alike.
+type Authenticator interface {
+	SignIn(ctx context.Context, user, password, code string, remote netip.Addr, door string) (linked bool, err error)
 }
 
 // Linker starts and confirms device links, as enroll.Service does (errors wrapping
@@ -83,7 +103,8 @@ type PasswordChecker interface {
 // ErrStartedElsewhere); Confirm returns the new recovery codes. The binding Begin returns stays
 // with the session channel that began the link (in its run of enroll.Terminal), so no other
 // connection can confirm it. If the Linker also has enroll.Service's
-// State(ctx, user) (store.User, error), the "already linked" message says since when.
+// State(ctx, user) (store.User, error), the "already linked" message says since when; if it is
+// also an AccountManager, users with a linked device get the menu.
 type Linker = enroll.Linker
 
 // Tickets checks and uses up the one-time tickets that let a user link a device from outside
@@ -104,8 +125,8 @@ type stater interface {
 type Server struct {
 	// Signers are the host keys (required); the daemon passes the front door's.
 	Signers []ssh.Signer
-	// Passwords checks the password (required).
-	Passwords PasswordChecker
+	// Auth checks the password, and the code of a user with a linked device (required).
+	Auth Authenticator
 	// Linker starts and confirms links (required).
 	Linker Linker
 	// Tickets checks and uses tickets; nil means tickets are not accepted.
@@ -134,6 +155,13 @@ type Server struct {
 	// IdleTimeout is how long a session waits for input before it ends; zero means
 	// DefaultIdleTimeout. A session also ends when its link expires.
 	IdleTimeout time.Duration
+	// EndSessions ends user's sessions at the daemon's other doors once user replaced their
+	// device here, and returns how many it ended: the portal sessions always (a credential
+	// change signs out), the SSH sessions through the front door only when ssh is set (the
+	// user asked for it; jobs on the lander are not touched). Nil ends none, and the menu
+	// then does not offer to end the SSH sessions. The user's other connections to this
+	// listener end in any case.
+	EndSessions func(user string, ssh bool) int
 
 	// refusalDelay replaces enroll.WaitRefusal in tests.
 	refusalDelay func(context.Context)
@@ -215,8 +243,8 @@ func (s *Server) allowed(a netip.Addr) bool {
 // ErrServerClosed after a shutdown.
 func (s *Server) Serve(ln net.Listener) error {
 	s.init()
-	if len(s.Signers) == 0 || s.Passwords == nil || s.Linker == nil {
-		return errors.New("sshlink: Signers, Passwords and Linker are required")
+	if len(s.Signers) == 0 || s.Auth == nil || s.Linker == nil {
+		return errors.New("sshlink: Signers, Auth and Linker are required")
 	}
 	err := s.accept.Serve(ln)
 	if errors.Is(err, connserve.ErrServerClosed) {
@@ -310,7 +338,7 @@ func (s *Server) handleConn(ctx context.Context, nc net.Conn) {
 		}
 		started = true
 		ss := newSession(&session{srv: s, ctx: ctx, conn: sc, nc: nc, ch: ch, reqs: chReqs,
-			user: sc.User(), remote: remote, ticket: a.ticket, log: log})
+			user: sc.User(), remote: remote, ticket: a.ticket, linked: a.linked, log: log})
 		lc.setSession(ss)
 		wg.Go(func() {
 			ss.run()
@@ -345,11 +373,11 @@ func (lc *liveConn) setSession(ss *session) {
 	lc.ss = ss
 }
 
-// end ends the connection for a reset: a running flow is told why (errReset) and the
-// connection is closed under it at the latest stopWait later; otherwise it is closed now. It
-// reports whether the connection was still in use (not a finished session waiting for the
+// end ends the connection for reason (errReset, errReplaced): a running flow is told why and
+// the connection is closed under it at the latest stopWait later; otherwise it is closed now.
+// It reports whether the connection was still in use (not a finished session waiting for the
 // client to hang up).
-func (lc *liveConn) end() bool {
+func (lc *liveConn) end(reason error) bool {
 	lc.mu.Lock()
 	ss := lc.ss
 	lc.mu.Unlock()
@@ -357,7 +385,7 @@ func (lc *liveConn) end() bool {
 	case ss == nil:
 		lc.conn.Close()
 		return true
-	case ss.stop(errReset):
+	case ss.stop(reason):
 		return true
 	default:
 		lc.conn.Close()
@@ -381,6 +409,16 @@ func (s *Server) track(lc *liveConn, add bool) {
 // and ends; the link it started cannot be confirmed by anyone after it.
 func (s *Server) EndUser(user string) int {
 	s.init()
+	n := s.endUser(user, errReset, nil)
+	if n > 0 {
+		s.log().Info("sshlink: sessions ended by a reset", "user", user, "sessions", n)
+	}
+	return n
+}
+
+// endUser ends user's connections but the one of session except, telling their flows reason,
+// and returns how many were still in use.
+func (s *Server) endUser(user string, reason error, except *session) int {
 	s.liveMu.Lock()
 	var victims []*liveConn
 	for lc := range s.live {
@@ -391,12 +429,12 @@ func (s *Server) EndUser(user string) int {
 	s.liveMu.Unlock()
 	n := 0
 	for _, lc := range victims {
-		if lc.end() {
+		lc.mu.Lock()
+		mine := except != nil && lc.ss == except
+		lc.mu.Unlock()
+		if !mine && lc.end(reason) {
 			n++
 		}
-	}
-	if n > 0 {
-		s.log().Info("sshlink: sessions ended by a reset", "user", user, "sessions", n)
 	}
 	return n
 }
@@ -421,24 +459,32 @@ type authState struct {
 	// ticket is the ticket that let the user in from outside the allowed networks; the
 	// session uses it up.
 	ticket string
+	// linked is whether the user has a linked device and so proved both factors.
+	linked bool
 }
 
-// keyboardInteractive asks for the password and, from outside the allowed networks, a ticket,
-// in two rounds. The ticket is checked before the password, so that nobody without one can use
-// this listener to try passwords; every refusal is the same errDenied.
+// keyboardInteractive asks for the password, from outside the allowed networks a ticket, and
+// the verification code, one question a round as the front door does. The ticket is checked
+// before the password, so that nobody without one can use this listener to try passwords; the
+// Authenticator checks the code before the password. Every refusal is the same errDenied.
 func (a *authState) keyboardInteractive(conn ssh.ConnMetadata, ask ssh.KeyboardInteractiveChallenge) (*ssh.Permissions, error) {
 	s := a.srv
 	user := conn.User()
-	password, err := askOne(ask, PromptPassword)
+	password, err := askOne(ask, "", PromptPassword)
 	if err != nil {
 		return nil, err
 	}
 	outside := !s.allowed(a.remote.Addr())
 	ticket := ""
 	if outside {
-		if ticket, err = askOne(ask, PromptTicket); err != nil {
+		if ticket, err = askOne(ask, "", PromptTicket); err != nil {
 			return nil, err
 		}
+	}
+	// Asked of everybody, linked or not: whether the question comes must not tell.
+	code, err := askOne(ask, codeInstruction, PromptCode)
+	if err != nil {
+		return nil, err
 	}
 	reason := ""
 	switch {
@@ -446,6 +492,8 @@ func (a *authState) keyboardInteractive(conn ssh.ConnMetadata, ask ssh.KeyboardI
 		reason = "invalid user name"
 	case password == "" || len(password) > maxPasswordLen:
 		reason = "empty or oversized password"
+	case len(code) > maxCodeLen:
+		reason = "oversized code"
 	case outside && (s.Tickets == nil || ticket == ""):
 		reason = "outside the allowed networks without a ticket"
 	case outside && len(ticket) > maxTicketLen:
@@ -456,23 +504,25 @@ func (a *authState) keyboardInteractive(conn ssh.ConnMetadata, ask ssh.KeyboardI
 		}
 	}
 	if reason != "" {
-		// Refused before the password check, which pads its own refusals: wait as long.
+		// Refused before the sign-in, which pads its own refusals: wait as long.
 		a.log.Debug("sshlink: login refused", "user", logName(user), "ticket", ticket != "", "reason", reason)
 		s.waitRefusal(a.ctx)
 		return nil, errDenied
 	}
-	if err := s.Passwords.CheckPassword(a.ctx, user, password, a.remote.Addr()); err != nil {
-		a.log.Info("sshlink: login refused", "user", logName(user), "ticket", ticket != "", "reason", "password: "+err.Error())
+	linked, err := s.Auth.SignIn(a.ctx, user, password, code, a.remote.Addr(), store.DoorLinking)
+	if err != nil {
+		a.log.Info("sshlink: login refused", "user", logName(user), "ticket", ticket != "", "reason", "sign-in: "+err.Error())
 		return nil, errDenied
 	}
 	a.ticket = ticket
-	a.log.Info("sshlink: login accepted", "user", user, "ticket", ticket != "")
+	a.linked = linked
+	a.log.Info("sshlink: login accepted", "user", user, "ticket", ticket != "", "linked", linked)
 	return &ssh.Permissions{}, nil
 }
 
-// askOne asks one question with echo off.
-func askOne(ask ssh.KeyboardInteractiveChallenge, prompt string) (string, error) {
-	answers, err := ask("", "", []string{prompt}, []bool{false})
+// askOne asks one question with echo off, with instruction shown before it.
+func askOne(ask ssh.KeyboardInteractiveChallenge, instruction, prompt string) (string, error) {
+	answers, err := ask("", instruction, []string{prompt}, []bool{false})
 	if err != nil {
 		return "", err
 	}

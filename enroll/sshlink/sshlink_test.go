@@ -7,6 +7,7 @@ import (
 	"gatekeeper/gatekeeper/connserve"
 	"io"
 	"net"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -17,8 +18,8 @@ import (
 
 func TestAuth(t *testing.T) {
 	t.Parallel()
-	pw := []prompt{{PromptPassword, false}}
-	pwTicket := []prompt{{PromptPassword, false}, {PromptTicket, false}}
+	pw := []prompt{{PromptPassword, false}, {PromptCode, false}}
+	pwTicket := []prompt{{PromptPassword, false}, {PromptTicket, false}, {PromptCode, false}}
 	tests := []struct {
 		name       string
 		outside    bool
@@ -85,7 +86,7 @@ func TestAuth(t *testing.T) {
 					t.Errorf("prompt %d = %+v, want %+v", i, asked[i], tc.wantAsked[i])
 				}
 			}
-			if got := e.pw.Calls(); got != tc.wantChecks {
+			if got := e.auth.Calls(); got != tc.wantChecks {
 				t.Errorf("CheckPassword called %d times, want %d", got, tc.wantChecks)
 			}
 			if n := e.linker.begins.Load(); n != 0 {
@@ -105,6 +106,8 @@ func TestSession(t *testing.T) {
 		pty     bool
 		command string
 		setup   func(e *env)
+		// linked links a device first and logs in with a code from it.
+		linked bool
 		// drive types into the session; nil: type the right code once the prompt shows.
 		drive     func(cs *clientSession, secret string)
 		wantExit  int
@@ -152,10 +155,18 @@ func TestSession(t *testing.T) {
 				cs.write(codeAt(cs.t, secret, time.Now()) + "\r")
 			},
 			wantOut: []string{"That code did not match.", "Too many wrong codes: this link was cancelled; start again."}},
-		{name: "already linked", pty: true, wantExit: 1, wantState: store.StateActive, begins: 1, refused: true,
-			setup: func(e *env) { e.link(testUser) },
-			wantOut: []string{"Your device is already linked (since " + time.Now().Format("2 January 2006") +
-				"). Lost your phone? Ask your admin."}},
+		{name: "linked: the menu", pty: true, wantExit: 0, wantState: store.StateActive, refused: true, linked: true,
+			drive: func(cs *clientSession, _ string) {
+				cs.waitFor(promptChoice)
+				cs.write("3\r")
+			},
+			wantOut: []string{"1) Replace this device (link a new phone)", "Bye."}},
+		{name: "linked: the menu for exec link", command: "link", wantExit: 0, wantState: store.StateActive, refused: true, linked: true,
+			drive: func(cs *clientSession, _ string) {
+				cs.waitFor(promptChoice)
+				cs.write("3\n")
+			},
+			wantOut: []string{"1) Replace this device (link a new phone)", "Bye."}},
 		{name: "link pending", wantExit: 1, wantState: store.StatePending, begins: 1, refused: true,
 			setup: func(e *env) {
 				if _, _, err := e.svc.Begin(context.Background(), testUser); err != nil {
@@ -179,7 +190,12 @@ func TestSession(t *testing.T) {
 			if tc.setup != nil {
 				tc.setup(e)
 			}
-			c := e.mustDial(testUser, testPassword, "")
+			code := ""
+			if tc.linked {
+				secret, _ := e.link(testUser)
+				code = e.code(testUser, secret)
+			}
+			c := e.mustDialCode(testUser, testPassword, "", code)
 			cs := startSession(t, c, tc.pty, tc.command)
 			secret := ""
 			if !tc.refused {
@@ -199,7 +215,7 @@ func TestSession(t *testing.T) {
 					t.Errorf("no %q in the output", w)
 				}
 			}
-			if tc.wantExit == 0 {
+			if tc.wantExit == 0 && !tc.linked {
 				if n := len(recoveryLine.FindAllString(out, -1)); n != 10 {
 					t.Errorf("%d recovery codes in the output, want 10", n)
 				}
@@ -426,5 +442,88 @@ func TestEndUser(t *testing.T) {
 	}
 	if n := e.srv.EndUser(testUser); n != 0 {
 		t.Errorf("second EndUser = %d, want 0", n)
+	}
+}
+
+// TestAuthSecondFactor: a user with a linked device needs both factors at this door, the code
+// used up as at the front door; a user without one answers the code prompt with anything.
+func TestAuthSecondFactor(t *testing.T) {
+	t.Parallel()
+	tests := []struct {
+		name    string
+		linked  bool
+		outside bool
+		// code answers the code prompt; secret and recovery are the linked device's.
+		code       func(e *env, secret string, recovery []string) string
+		wantOK     bool
+		wantChecks int // SignIn calls
+		wantWaits  int32
+	}{
+		{name: "linked, right code", linked: true, wantOK: true, wantChecks: 1,
+			code: func(e *env, secret string, _ []string) string { return e.code(testUser, secret) }},
+		{name: "linked, recovery code", linked: true, wantOK: true, wantChecks: 1,
+			code: func(_ *env, _ string, recovery []string) string { return recovery[3] }},
+		{name: "linked, wrong code", linked: true, wantChecks: 1,
+			code: func(e *env, secret string, _ []string) string { return wrongCode(e.t, secret) }},
+		{name: "linked, no code", linked: true, wantChecks: 1,
+			code: func(*env, string, []string) string { return "" }},
+		{name: "linked, the code that confirmed the link", linked: true, wantChecks: 1,
+			code: func(e *env, secret string, _ []string) string { return codeAt(e.t, secret, time.Now()) }},
+		{name: "linked, outside without a ticket: refused before the sign-in", linked: true, outside: true, wantWaits: 1,
+			code: func(e *env, secret string, _ []string) string { return e.code(testUser, secret) }},
+		{name: "oversized code: refused before the sign-in", linked: true, wantWaits: 1,
+			code: func(*env, string, []string) string { return strings.Repeat("1", maxCodeLen+1) }},
+		{name: "not linked, code left empty", wantOK: true, wantChecks: 1,
+			code: func(*env, string, []string) string { return "" }},
+		{name: "not linked, something typed at the code prompt", wantOK: true, wantChecks: 1,
+			code: func(*env, string, []string) string { return "123456" }},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			e := newEnv(t)
+			e.allowed.Store(!tc.outside)
+			var secret string
+			var recovery []string
+			if tc.linked {
+				secret, recovery = e.link(testUser)
+			}
+			code := tc.code(e, secret, recovery)
+			c, asked, err := e.dialCode(testUser, testPassword, "", code)
+			if c != nil {
+				c.Close()
+			}
+			if tc.wantOK != (err == nil) {
+				t.Fatalf("login: err = %v, want accepted %v", err, tc.wantOK)
+			}
+			want := []prompt{{PromptPassword, false}, {PromptCode, false}}
+			if tc.outside {
+				want = []prompt{{PromptPassword, false}, {PromptTicket, false}, {PromptCode, false}}
+			}
+			if !slices.Equal(asked, want) {
+				t.Errorf("prompts %+v, want %+v", asked, want)
+			}
+			if got := e.auth.Calls(); got != tc.wantChecks {
+				t.Errorf("SignIn called %d times, want %d", got, tc.wantChecks)
+			}
+			for _, d := range e.auth.Doors() {
+				if d != store.DoorLinking {
+					t.Errorf("SignIn called with door %q, want %q", d, store.DoorLinking)
+				}
+			}
+			if got := e.refusalWaits.Load(); got != tc.wantWaits {
+				t.Errorf("%d refusal waits, want %d", got, tc.wantWaits)
+			}
+			if tc.linked && tc.wantOK {
+				// Used up: the same answer cannot sign in again.
+				if c, _, err := e.dialCode(testUser, testPassword, "", code); err == nil {
+					c.Close()
+					t.Errorf("the code %q signed in twice", code)
+				}
+			}
+			if strings.Contains(code, "-") && strings.Contains(e.logs.String(), code) {
+				t.Errorf("the recovery code is in the log")
+			}
+		})
 	}
 }
