@@ -296,8 +296,11 @@ func (s *Server) signIn(w http.ResponseWriter, r *http.Request) {
 	outside := !s.allowed(remote)
 	log := s.log().With("remote", remote.String())
 
-	if outside && (ticket == "" || s.Tickets == nil) {
-		log.DebugContext(ctx, "portal sign-in refused: outside the allowed networks without a ticket")
+	// From outside, a ticket lets a user link a first device; without one, only a user whose
+	// device is linked signs in, with a code from it.
+	withTicket := outside && ticket != "" && s.Tickets != nil
+	if outside && !withTicket && code == "" {
+		log.DebugContext(ctx, "portal sign-in refused: outside the allowed networks without a ticket or a code")
 		s.refused(w, r)
 		return
 	}
@@ -325,13 +328,19 @@ func (s *Server) signIn(w http.ResponseWriter, r *http.Request) {
 		fail("empty password", false)
 		return
 	}
-	if !outside {
-		ticket = "" // not needed here: keep it for when it is
+	if !withTicket {
+		ticket = "" // not needed (or not usable) here: keep it for when it is
 	} else if err := s.Tickets.CheckTicket(user, ticket, s.now()); err != nil {
 		fail("ticket: "+err.Error(), false)
 		return
 	}
-	linked, err := s.Auth.SignIn(ctx, user, password, code, remote, store.DoorPortal)
+	var linked bool
+	var err error
+	if outside && !withTicket {
+		linked, err = true, s.Auth.SignInLinked(ctx, user, password, code, remote, store.DoorPortal)
+	} else {
+		linked, err = s.Auth.SignIn(ctx, user, password, code, remote, store.DoorPortal)
+	}
 	if err != nil {
 		fail("sign-in: "+err.Error(), true)
 		return

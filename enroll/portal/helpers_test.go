@@ -114,6 +114,20 @@ func (a *fakeAuth) SignIn(ctx context.Context, user, password, code string, remo
 	return linked, nil
 }
 
+// SignInLinked is SignIn for a user who must have a linked device: one without is refused
+// before the password is looked at.
+func (a *fakeAuth) SignInLinked(ctx context.Context, user, password, code string, remote netip.Addr, door string) error {
+	if u, err := a.st.Get(user); err != nil || u.State != store.StateActive {
+		a.mu.Lock()
+		a.calls++
+		a.mu.Unlock()
+		a.st.Append(store.Event{Kind: store.EventLoginRefused, User: user, Remote: remote.String(), Door: door, Reason: "not_linked"})
+		return errWrongCode
+	}
+	_, err := a.SignIn(ctx, user, password, code, remote, door)
+	return err
+}
+
 func (a *fakeAuth) Calls() int {
 	a.mu.Lock()
 	defer a.mu.Unlock()

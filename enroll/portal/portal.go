@@ -36,8 +36,13 @@ import (
 // signs in with the password alone, and code is ignored. linked reports which of the two it
 // was. Every refusal (lockouts included) is an error after the same delay; the portal shows all
 // of them the same way. *gatekeeper.Server implements it.
+//
+// SignInLinked is the same for a user who must have a linked device: from outside the allowed
+// networks without a ticket, both factors are the proof of who signs in, and for a user without
+// a device the password never reaches the lander.
 type Authenticator interface {
 	SignIn(ctx context.Context, user, password, code string, remote netip.Addr, door string) (linked bool, err error)
+	SignInLinked(ctx context.Context, user, password, code string, remote netip.Addr, door string) error
 }
 
 // SecurityLogReader returns the newest n events of user's audit trail (logins accepted and

@@ -454,12 +454,12 @@ func TestOutsideAllowedNetworks(t *testing.T) {
 			if got := strings.Contains(start.body, `name="ticket"`); got != tt.tickets {
 				t.Errorf("ticket field shown: %v, want %v", got, tt.tickets)
 			}
-			if !tt.tickets {
-				// Nothing to sign in for: the page says why and offers no form.
-				if !strings.Contains(start.body, msgOutside) || strings.Contains(start.body, `action="/signin"`) {
-					t.Errorf("start page without tickets:\n%s", start.body)
-				}
-				return
+			// The form stays: a user whose phone is linked signs in with a code from it.
+			if !strings.Contains(start.body, `action="/signin"`) {
+				t.Errorf("start page outside offers no sign-in:\n%s", start.body)
+			}
+			if tt.form == nil {
+				tt.form = url.Values{"username": {testUser}, "password": {testPassword}}
 			}
 			if !strings.Contains(start.body, "outside the campus network or VPN") {
 				t.Errorf("start page does not say the visitor is outside:\n%s", start.body)
@@ -473,6 +473,29 @@ func TestOutsideAllowedNetworks(t *testing.T) {
 			}
 		})
 	}
+
+	t.Run("a linked user signs in from outside with a code, without a ticket", func(t *testing.T) {
+		clock := &fakeClock{t: t0}
+		e := newEnv(t, clock)
+		_, secret, _ := linkedUser(t, e, clock)
+		e.setAllowed(false)
+		c := e.client(t)
+		c.get("/")
+		r := c.post("/signin", url.Values{"username": {testUser}, "password": {testPassword}, "code": {codeAt(secret, clock.Now())}})
+		if acc := c.follow(r); !strings.Contains(acc.body, "Replace my phone") {
+			t.Fatalf("account page after a sign-in with both factors from outside:\n%s", acc.body)
+		}
+		// A user without a device cannot get in this way, and the password is not tried.
+		calls := e.auth.Calls()
+		c2 := e.client(t)
+		c2.get("/")
+		if r := c2.post("/signin", url.Values{"username": {"bob"}, "password": {"bobs password"}, "code": {"123456"}}); r.status != http.StatusUnauthorized {
+			t.Errorf("a user without a device from outside with a code: status %d", r.status)
+		}
+		if e.auth.Calls() != calls+1 {
+			t.Errorf("sign-in attempts %d, want %d", e.auth.Calls(), calls+1)
+		}
+	})
 
 	t.Run("signed in inside, then moved outside", func(t *testing.T) {
 		e := newEnv(t, &fakeClock{t: t0})

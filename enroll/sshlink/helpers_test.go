@@ -93,6 +93,21 @@ func (a *fakeAuth) SignIn(ctx context.Context, user, password, code string, remo
 	return linked, nil
 }
 
+// SignInLinked is SignIn for a user who must have a linked device: one without is refused
+// before the password is looked at.
+func (a *fakeAuth) SignInLinked(ctx context.Context, user, password, code string, remote netip.Addr, door string) error {
+	if u, err := a.st.Get(user); err != nil || u.State != store.StateActive {
+		a.mu.Lock()
+		a.calls++
+		a.doors = append(a.doors, door)
+		a.codes = append(a.codes, code)
+		a.mu.Unlock()
+		return errors.New("not linked")
+	}
+	_, err := a.SignIn(ctx, user, password, code, remote, door)
+	return err
+}
+
 // Calls is the number of SignIn calls so far.
 func (a *fakeAuth) Calls() int {
 	a.mu.Lock()

@@ -94,8 +94,13 @@ var errDenied = errors.New("permission denied")
 // without a device signs in with the password alone and code is ignored. The implementation
 // rate-limits (per user and per source address), pads its refusals and answers every failure,
 // including "too many attempts", with an error; all of them are refused alike.
+//
+// SignInLinked is the same for a user who must have a linked device: from outside the allowed
+// networks without a ticket, both factors are the proof of who signs in, and for a user without
+// a device the password never reaches the lander.
 type Authenticator interface {
 	SignIn(ctx context.Context, user, password, code string, remote netip.Addr, door string) (linked bool, err error)
+	SignInLinked(ctx context.Context, user, password, code string, remote netip.Addr, door string) error
 }
 
 // Linker starts and confirms device links, as enroll.Service does (errors wrapping
@@ -486,6 +491,9 @@ func (a *authState) keyboardInteractive(conn ssh.ConnMetadata, ask ssh.KeyboardI
 	if err != nil {
 		return nil, err
 	}
+	// From outside, a ticket lets a user link a first device; without one, only a user whose
+	// device is linked signs in, with a code from it (SignInLinked below).
+	withTicket := outside && ticket != "" && s.Tickets != nil
 	reason := ""
 	switch {
 	case store.CheckName(user) != nil:
@@ -494,11 +502,12 @@ func (a *authState) keyboardInteractive(conn ssh.ConnMetadata, ask ssh.KeyboardI
 		reason = "empty or oversized password"
 	case len(code) > maxCodeLen:
 		reason = "oversized code"
-	case outside && (s.Tickets == nil || ticket == ""):
-		reason = "outside the allowed networks without a ticket"
-	case outside && len(ticket) > maxTicketLen:
+	case outside && !withTicket && code == "":
+		reason = "outside the allowed networks without a ticket or a code"
+	case !withTicket:
+	case len(ticket) > maxTicketLen:
 		reason = "oversized ticket"
-	case outside:
+	default:
 		if err := s.Tickets.CheckTicket(user, ticket, s.now()); err != nil {
 			reason = "ticket: " + err.Error()
 		}
@@ -509,7 +518,12 @@ func (a *authState) keyboardInteractive(conn ssh.ConnMetadata, ask ssh.KeyboardI
 		s.waitRefusal(a.ctx)
 		return nil, errDenied
 	}
-	linked, err := s.Auth.SignIn(a.ctx, user, password, code, a.remote.Addr(), store.DoorLinking)
+	var linked bool
+	if outside && !withTicket {
+		linked, err = true, s.Auth.SignInLinked(a.ctx, user, password, code, a.remote.Addr(), store.DoorLinking)
+	} else {
+		linked, err = s.Auth.SignIn(a.ctx, user, password, code, a.remote.Addr(), store.DoorLinking)
+	}
 	if err != nil {
 		a.log.Info("sshlink: login refused", "user", logName(user), "ticket", ticket != "", "reason", "sign-in: "+err.Error())
 		return nil, errDenied
