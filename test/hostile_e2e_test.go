@@ -199,8 +199,9 @@ func TestRefusalsAlikeInTime(t *testing.T) {
 	wg.Wait()
 	for _, u := range append([]*user{uWrong, uRecovery, uLocked}, uPassword...) {
 		explain(t, g, u)
-		g.enroll(t, u)
+		wg.Go(func() { g.enroll(t, u) })
 	}
+	wg.Wait()
 	for i := range perKind + 1 {
 		c := from(t, g, uLocked, fmt.Sprintf("127.0.%d.1", 80+i))
 		c.setCode(uLocked.wrongCode(t))
