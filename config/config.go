@@ -85,6 +85,11 @@ type Config struct {
 	MetricsListen string `mapstructure:"metrics_listen"`
 	// LogFormat is "json" or "text".
 	LogFormat string `mapstructure:"log_format"`
+	// NodeName names this gatekeeper in sessions, logs and metrics; Validate sets it to the
+	// host name when empty.
+	NodeName string `mapstructure:"node_name"`
+	// Store picks where the state is kept: the bbolt file in DB, or an etcd cluster.
+	Store Store `mapstructure:"store"`
 
 	// LoginGraceTime is how long a client may take to authenticate.
 	LoginGraceTime time.Duration `mapstructure:"login_grace_time"`
@@ -200,6 +205,33 @@ type Admin struct {
 	Groups []string `mapstructure:"groups"`
 }
 
+// Store holds the "store" keys.
+type Store struct {
+	// Backend is "bolt" (the file in db, one node) or "etcd" (shared by several nodes).
+	Backend string `mapstructure:"backend"`
+	// Etcd configures the etcd backend.
+	Etcd Etcd `mapstructure:"etcd"`
+}
+
+// Etcd holds the "store.etcd" keys.
+type Etcd struct {
+	// Endpoints are the cluster's client URLs (http:// or https://).
+	Endpoints []string `mapstructure:"endpoints"`
+	// Prefix is put before every key gatekeeper writes; it starts and ends with "/".
+	Prefix string `mapstructure:"prefix"`
+	// DialTimeout bounds the first connection to the cluster.
+	DialTimeout time.Duration `mapstructure:"dial_timeout"`
+	// RequestTimeout bounds every request; without quorum a request fails after it.
+	RequestTimeout time.Duration `mapstructure:"request_timeout"`
+	// TLSCA, TLSCert and TLSKey configure client TLS (all empty: plain, for loopback tests).
+	TLSCA   string `mapstructure:"tls_ca"`
+	TLSCert string `mapstructure:"tls_cert"`
+	TLSKey  string `mapstructure:"tls_key"`
+	// Username and PasswordFile log in to etcd when its authentication is on.
+	Username     string `mapstructure:"username"`
+	PasswordFile string `mapstructure:"password_file"`
+}
+
 // Audit holds the "audit" keys.
 type Audit struct {
 	// Retention is how long audit events are kept; older ones are deleted (0: forever).
@@ -253,6 +285,17 @@ func settings() []setting {
 		{"admin.groups", []string{"root", "gatekeeper"}},
 		{"metrics_listen", "127.0.0.1:9122"},
 		{"log_format", "json"},
+		{"node_name", ""},
+		{"store.backend", "bolt"},
+		{"store.etcd.endpoints", []string{}},
+		{"store.etcd.prefix", "/gatekeeper/"},
+		{"store.etcd.dial_timeout", 5 * time.Second},
+		{"store.etcd.request_timeout", 2 * time.Second},
+		{"store.etcd.tls_ca", ""},
+		{"store.etcd.tls_cert", ""},
+		{"store.etcd.tls_key", ""},
+		{"store.etcd.username", ""},
+		{"store.etcd.password_file", ""},
 		{"login_grace_time", 60 * time.Second},
 		{"max_auth_tries", 6},
 		{"max_startups", 100},
@@ -554,8 +597,9 @@ func checkKeys(name string, root *yaml.Node) error {
 	sections := make(map[string]bool)
 	for _, s := range settings() {
 		kinds[s.key] = s.isList()
-		if sec, _, ok := strings.Cut(s.key, "."); ok {
-			sections[sec] = true
+		// Every prefix of a key is a section: "store" and "store.etcd" of "store.etcd.prefix".
+		for i := strings.Index(s.key, "."); i >= 0; i = nextDot(s.key, i) {
+			sections[s.key[:i]] = true
 		}
 	}
 
@@ -577,7 +621,7 @@ func checkKeys(name string, root *yaml.Node) error {
 			seen[k.Value] = k.Line
 			isList, known := kinds[key]
 			switch {
-			case prefix == "" && sections[key]:
+			case sections[key]:
 				if !isNull(val) && val.Kind != yaml.MappingNode {
 					errs = append(errs, fmt.Errorf("%s:%d: %s: expected a mapping of settings", name, k.Line, key))
 					continue
@@ -612,6 +656,15 @@ func checkKeys(name string, root *yaml.Node) error {
 	}
 	walk("", root)
 	return errors.Join(errs...)
+}
+
+// nextDot is the index of the next "." in key after i, or -1.
+func nextDot(key string, i int) int {
+	j := strings.Index(key[i+1:], ".")
+	if j < 0 {
+		return -1
+	}
+	return i + 1 + j
 }
 
 // suggest returns the known key closest to a misspelt one, or "" when none is close.
@@ -731,8 +784,23 @@ type effective struct {
 		Socket string   `yaml:"socket"`
 		Groups []string `yaml:"groups"`
 	} `yaml:"admin"`
-	MetricsListen  string `yaml:"metrics_listen"`
-	LogFormat      string `yaml:"log_format"`
+	MetricsListen string `yaml:"metrics_listen"`
+	LogFormat     string `yaml:"log_format"`
+	NodeName      string `yaml:"node_name"`
+	Store         struct {
+		Backend string `yaml:"backend"`
+		Etcd    struct {
+			Endpoints      []string `yaml:"endpoints"`
+			Prefix         string   `yaml:"prefix"`
+			DialTimeout    string   `yaml:"dial_timeout"`
+			RequestTimeout string   `yaml:"request_timeout"`
+			TLSCA          string   `yaml:"tls_ca"`
+			TLSCert        string   `yaml:"tls_cert"`
+			TLSKey         string   `yaml:"tls_key"`
+			Username       string   `yaml:"username"`
+			PasswordFile   string   `yaml:"password_file"`
+		} `yaml:"etcd"`
+	} `yaml:"store"`
 	LoginGraceTime string `yaml:"login_grace_time"`
 	MaxAuthTries   int    `yaml:"max_auth_tries"`
 	MaxStartups    int    `yaml:"max_startups"`
@@ -790,6 +858,17 @@ func (c *Config) Effective() string {
 	e.Admin.Groups = nonNil(c.Admin.Groups)
 	e.MetricsListen = c.MetricsListen
 	e.LogFormat = c.LogFormat
+	e.NodeName = c.NodeName
+	e.Store.Backend = c.Store.Backend
+	e.Store.Etcd.Endpoints = nonNil(c.Store.Etcd.Endpoints)
+	e.Store.Etcd.Prefix = c.Store.Etcd.Prefix
+	e.Store.Etcd.DialTimeout = formatDuration(c.Store.Etcd.DialTimeout)
+	e.Store.Etcd.RequestTimeout = formatDuration(c.Store.Etcd.RequestTimeout)
+	e.Store.Etcd.TLSCA = c.Store.Etcd.TLSCA
+	e.Store.Etcd.TLSCert = c.Store.Etcd.TLSCert
+	e.Store.Etcd.TLSKey = c.Store.Etcd.TLSKey
+	e.Store.Etcd.Username = c.Store.Etcd.Username
+	e.Store.Etcd.PasswordFile = c.Store.Etcd.PasswordFile
 	e.LoginGraceTime = formatDuration(c.LoginGraceTime)
 	e.MaxAuthTries = c.MaxAuthTries
 	e.MaxStartups = c.MaxStartups

@@ -9,6 +9,7 @@ import (
 	"io/fs"
 	"net"
 	"net/netip"
+	"net/url"
 	"os"
 	"path/filepath"
 	"slices"
@@ -67,7 +68,6 @@ func (c *Config) Validate() error {
 	for i, f := range c.HostKeyFiles {
 		checkHostKey(&p, fmt.Sprintf("host_key_files[%d]", i), f)
 	}
-	checkStatePath(&p, "db", c.DB)
 	checkStatePath(&p, "secret_key_file", c.SecretKeyFile)
 	if c.DB != "" && filepath.Clean(c.DB) == filepath.Clean(c.SecretKeyFile) {
 		p.addf("secret_key_file", "must not be the same file as db")
@@ -139,6 +139,7 @@ func (c *Config) Validate() error {
 		}
 	}
 
+	c.checkStore(&p)
 	if c.LogFormat != "json" && c.LogFormat != "text" {
 		p.addf("log_format", "%q is not supported (supported: json, text)", c.LogFormat)
 	}
@@ -545,4 +546,73 @@ func readSmall(path string) ([]byte, error) {
 		return nil, fmt.Errorf("%s is larger than %d bytes", path, maxFileSize)
 	}
 	return data, nil
+}
+
+// checkStore checks node_name and the store keys, and sets node_name to the host name when it
+// is empty.
+func (c *Config) checkStore(p *problems) {
+	if c.NodeName == "" {
+		if h, err := os.Hostname(); err == nil {
+			c.NodeName = h
+		}
+	}
+	if !validNodeName(c.NodeName) {
+		p.addf("node_name", "%q is not a node name (1-64 letters, digits, '.', '_', '-')", c.NodeName)
+	}
+	switch c.Store.Backend {
+	case "bolt":
+		checkStatePath(p, "db", c.DB)
+		return
+	case "etcd":
+	default:
+		p.addf("store.backend", "%q is not supported (supported: bolt, etcd)", c.Store.Backend)
+		return
+	}
+	e := c.Store.Etcd
+	if len(e.Endpoints) == 0 {
+		p.addf("store.etcd.endpoints", "at least one endpoint is required with store.backend etcd")
+	}
+	for i, ep := range e.Endpoints {
+		u, err := url.Parse(ep)
+		if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" || u.Port() == "" || (u.Path != "" && u.Path != "/") {
+			p.addf(fmt.Sprintf("store.etcd.endpoints[%d]", i), "%q is not an etcd client URL like https://10.0.0.11:2379", ep)
+		}
+	}
+	if len(e.Prefix) < 2 || e.Prefix[0] != '/' || e.Prefix[len(e.Prefix)-1] != '/' {
+		p.addf("store.etcd.prefix", "%q must start and end with \"/\" and name something, like \"/gatekeeper/\"", e.Prefix)
+	}
+	if e.DialTimeout <= 0 {
+		p.addf("store.etcd.dial_timeout", "must be positive")
+	}
+	if e.RequestTimeout <= 0 {
+		p.addf("store.etcd.request_timeout", "must be positive")
+	}
+	if (e.TLSCert == "") != (e.TLSKey == "") {
+		p.addf("store.etcd.tls_cert", "tls_cert and tls_key go together")
+	}
+	for key, f := range map[string]string{"store.etcd.tls_ca": e.TLSCA, "store.etcd.tls_cert": e.TLSCert, "store.etcd.tls_key": e.TLSKey, "store.etcd.password_file": e.PasswordFile} {
+		if f == "" {
+			continue
+		}
+		if _, err := readSmall(f); err != nil {
+			p.add(key, err)
+		}
+	}
+	if (e.Username == "") != (e.PasswordFile == "") {
+		p.addf("store.etcd.username", "username and password_file go together")
+	}
+}
+
+// validNodeName reports whether n can name a node in store keys, logs and metrics labels.
+func validNodeName(n string) bool {
+	if n == "" || len(n) > 64 {
+		return false
+	}
+	for i := 0; i < len(n); i++ {
+		c := n[i]
+		if !('a' <= c && c <= 'z' || 'A' <= c && c <= 'Z' || '0' <= c && c <= '9' || c == '.' || c == '_' || c == '-') {
+			return false
+		}
+	}
+	return true
 }

@@ -29,7 +29,7 @@ func wrongCodeAt(secret []byte, at time.Time) string {
 }
 
 // kinds returns the kinds of user's audit events, oldest first.
-func kinds(t *testing.T, st *store.Store, user string) []string {
+func kinds(t *testing.T, st store.Store, user string) []string {
 	t.Helper()
 	var out []string
 	for _, e := range events(t, st, user) {

@@ -266,7 +266,7 @@ func DoorFrom(ctx context.Context) string {
 // discarding logger. Skew is the number of 30 s steps accepted on either side of now (0 = the
 // current step only); SetSkew changes it while the Service is in use.
 type Service struct {
-	Store         *store.Store
+	Store         store.Store
 	Issuer        string
 	Skew          int
 	ConfirmWithin time.Duration

@@ -17,6 +17,7 @@ import (
 	"time"
 
 	"gatekeeper/gatekeeper/store"
+	"gatekeeper/gatekeeper/store/bolt"
 	"gatekeeper/gatekeeper/totp"
 )
 
@@ -28,10 +29,10 @@ type fakeClock struct{ t time.Time }
 
 func (c *fakeClock) Now() time.Time { return c.t }
 
-func openStore(t *testing.T) *store.Store {
+func openStore(t *testing.T) store.Store {
 	t.Helper()
 	dir := t.TempDir()
-	st, err := store.Open(filepath.Join(dir, "gatekeeper.db"), filepath.Join(dir, "secret.key"))
+	st, err := bolt.Open(filepath.Join(dir, "gatekeeper.db"), filepath.Join(dir, "secret.key"))
 	if err != nil {
 		t.Fatalf("store.Open: %v", err)
 	}
@@ -75,7 +76,7 @@ func decodeSecret(t *testing.T, s string) []byte {
 var errNoWrite = errors.New("read only")
 
 // peek returns the stored record of user including its decrypted secret, writing nothing.
-func peek(t *testing.T, st *store.Store, user string) store.User {
+func peek(t *testing.T, st store.Store, user string) store.User {
 	t.Helper()
 	var got store.User
 	err := st.Update(user, func(u *store.User) error {

@@ -272,7 +272,7 @@ func TestConfirmConcurrent(t *testing.T) {
 }
 
 // events returns the audit log, failing the test on an error.
-func events(t *testing.T, st *store.Store, user string) []store.Event {
+func events(t *testing.T, st store.Store, user string) []store.Event {
 	t.Helper()
 	ev, err := st.Events(store.EventQuery{User: user})
 	if err != nil {

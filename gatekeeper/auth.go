@@ -42,6 +42,9 @@ const (
 	ReasonLanderHostKey     = "lander_host_key"
 	ReasonLanderNoPassword  = "lander_no_password" // the lander let the user in without the password
 	ReasonInternal          = "internal"
+	// ReasonStoreUnavailable: the store (an etcd cluster without quorum) did not answer; a login
+	// that needs a code is refused rather than decided without the one-use record.
+	ReasonStoreUnavailable = "store_unavailable"
 )
 
 // Sentinel errors of the login policy.
@@ -72,6 +75,25 @@ var errDenied = errors.New("permission denied")
 // unavailableBanner is the one failure the user is told about, because
 // retrying cannot help and they would otherwise suspect their password.
 const unavailableBanner = "The login node is not reachable right now. Please try again in a few minutes.\r\n"
+
+// storeUnavailableBanner tells a user refused because the store did not answer that it is not
+// their password or code; from the trusted networks logins go on meanwhile.
+const storeUnavailableBanner = "The login service is unavailable right now. Please try again in a few minutes.\r\n"
+
+// internalError is the LoginError of a failure that is not the user's: the store not answering
+// (ReasonStoreUnavailable), or anything else gone wrong (ReasonInternal).
+func internalError(err error) *LoginError {
+	if errors.Is(err, store.ErrUnavailable) {
+		return &LoginError{ReasonStoreUnavailable, err}
+	}
+	return &LoginError{ReasonInternal, err}
+}
+
+// isInternal reports whether reason is one of internalError's: nobody's fault, so counted
+// against no one.
+func isInternal(reason string) bool {
+	return reason == ReasonInternal || reason == ReasonStoreUnavailable
+}
 
 // attempt is one connection's authentication state. The SSH library calls its
 // callbacks from the connection's handshake goroutine only, one at a time.
@@ -178,7 +200,7 @@ func (a *attempt) finish(conn ssh.ConnMetadata, method, password, code string, a
 	}
 	level := slog.LevelInfo
 	switch reason {
-	case ReasonLanderHostKey, ReasonLanderNoPassword, ReasonInternal:
+	case ReasonLanderHostKey, ReasonLanderNoPassword, ReasonInternal, ReasonStoreUnavailable:
 		level = slog.LevelError
 	case ReasonLocked:
 		// Counted on the lockout and audited once when it ends (see
@@ -201,8 +223,11 @@ func (a *attempt) finish(conn ssh.ConnMetadata, method, password, code string, a
 		s.audit.record(store.Event{Kind: store.EventCodeReuse, User: user, Remote: remote, Door: store.DoorSSH})
 	}
 	sleepUntil(answered.Add(delay))
-	if reason == ReasonLanderUnavailable || reason == ReasonLanderHostKey {
+	switch reason {
+	case ReasonLanderUnavailable, ReasonLanderHostKey:
 		return nil, &ssh.BannerError{Err: errDenied, Message: unavailableBanner}
+	case ReasonStoreUnavailable:
+		return nil, &ssh.BannerError{Err: errDenied, Message: storeUnavailableBanner}
 	}
 	return nil, errDenied
 }
@@ -259,7 +284,7 @@ func (s *Server) withCode(ctx context.Context, user, password, code string, remo
 	// others per user would only let a flood of made-up names fill memory.
 	u, err := s.store.Get(user)
 	if err != nil {
-		return nil, "", &LoginError{ReasonInternal, err}
+		return nil, "", internalError(err)
 	}
 	active := u.State == store.StateActive
 	keys := src
@@ -272,7 +297,7 @@ func (s *Server) withCode(ctx context.Context, user, password, code string, remo
 	}
 	how, err := s.useSecondFactor(ctx, user, code, active)
 	if err != nil {
-		if le, ok := errors.AsType[*LoginError](err); ok && le.Reason == ReasonInternal {
+		if le, ok := errors.AsType[*LoginError](err); ok && isInternal(le.Reason) {
 			res.cancel()
 		} else {
 			s.noteFailures(res.fail(), remote)
@@ -436,7 +461,7 @@ func (s *Server) signInAt(ctx context.Context, user, password, code string, remo
 	switch reason {
 	case ReasonLocked:
 		level = slog.LevelDebug // counted on the lockout, as at the front door
-	case ReasonInternal, ReasonLanderHostKey, ReasonLanderNoPassword:
+	case ReasonInternal, ReasonStoreUnavailable, ReasonLanderHostKey, ReasonLanderNoPassword:
 		level = slog.LevelError
 	}
 	s.log.Log(ctx, level, "sign-in refused", "door", door, "user", logName(user), "remote", addr, "reason", reason, "err", err.Error())
@@ -460,7 +485,7 @@ func (s *Server) signIn(ctx context.Context, user, password, code string, remote
 	}
 	u, err := s.store.Get(user)
 	if err != nil {
-		return SignInResult{}, &LoginError{ReasonInternal, err}
+		return SignInResult{}, internalError(err)
 	}
 	var up *upstreamConn
 	var res SignInResult
@@ -684,7 +709,7 @@ func (s *Server) checkRecovery(u *store.User, answer string) error {
 // noteWriteError counts err when it is the store failing to write, not the
 // code being refused.
 func (s *Server) noteWriteError(err error) {
-	if le, ok := errors.AsType[*LoginError](classifyCodeError(err)); ok && le.Reason == ReasonInternal {
+	if le, ok := errors.AsType[*LoginError](classifyCodeError(err)); ok && isInternal(le.Reason) {
 		s.storeWriteFailed(err)
 	}
 }
@@ -703,7 +728,7 @@ func classifyCodeError(err error) error {
 	case errors.Is(err, totp.ErrMismatch):
 		return &LoginError{ReasonWrongCode, err}
 	default:
-		return &LoginError{ReasonInternal, err}
+		return internalError(err)
 	}
 }
 

@@ -31,6 +31,7 @@ import (
 	"gatekeeper/gatekeeper/admin"
 	"gatekeeper/gatekeeper/gauth"
 	"gatekeeper/gatekeeper/store"
+	"gatekeeper/gatekeeper/store/bolt"
 )
 
 // Time layouts of the tables: local time, to the minute for states and to the second where the
@@ -60,7 +61,7 @@ var _ adminBackend = (*admin.Client)(nil)
 // localBackend works on the database directly, as the console: the audit log names
 // enroll.ActorConsole as the actor.
 type localBackend struct {
-	st     *store.Store
+	st     store.Store
 	enroll *enroll.Service
 	log    *slog.Logger
 }
@@ -185,9 +186,9 @@ func (o *adminOpts) open(cmd *cobra.Command, daemonOnly string) (*adminConn, err
 	if daemonOnly != "" {
 		return nil, &noDaemonError{socket: cfg.Admin.Socket, why: daemonOnly}
 	}
-	st, err := store.Open(cfg.DB, cfg.SecretKeyFile)
+	st, err := openStore(cfg, slog.New(slog.DiscardHandler))
 	if err != nil {
-		var inUse *store.InUseError
+		var inUse *bolt.InUseError
 		if errors.As(err, &inUse) {
 			return nil, fmt.Errorf("no gatekeeper daemon answers on admin socket %s, but %w; "+
 				"if that is the daemon, its admin.socket differs: pass its config with --config", cfg.Admin.Socket, err)

@@ -30,6 +30,7 @@ import (
 	"gatekeeper/gatekeeper/admin"
 	"gatekeeper/gatekeeper/gauth"
 	"gatekeeper/gatekeeper/store"
+	"gatekeeper/gatekeeper/store/bolt"
 	"gatekeeper/gatekeeper/totp"
 )
 
@@ -87,9 +88,9 @@ func newEnv(t *testing.T, extra string) env {
 }
 
 // withStore opens e's database (no daemon may hold it), runs fn and closes it again.
-func (e env) withStore(t *testing.T, fn func(st *store.Store)) {
+func (e env) withStore(t *testing.T, fn func(st store.Store)) {
 	t.Helper()
-	st, err := store.Open(e.db, e.key)
+	st, err := bolt.Open(e.db, e.key)
 	if err != nil {
 		t.Fatalf("store.Open: %v", err)
 	}
@@ -112,7 +113,7 @@ func (e env) run(t *testing.T, args ...string) (stdout, stderr string, err error
 	return out.String(), errOut.String(), err
 }
 
-func seedActive(t *testing.T, st *store.Store, name string, recovery ...string) {
+func seedActive(t *testing.T, st store.Store, name string, recovery ...string) {
 	t.Helper()
 	now := time.Now()
 	err := st.Update(name, func(u *store.User) error {
@@ -128,7 +129,7 @@ func seedActive(t *testing.T, st *store.Store, name string, recovery ...string) 
 	}
 }
 
-func seedPending(t *testing.T, st *store.Store, name string, since time.Time) {
+func seedPending(t *testing.T, st store.Store, name string, since time.Time) {
 	t.Helper()
 	err := st.Update(name, func(u *store.User) error {
 		u.State, u.Secret, u.CreatedAt, u.PendingSince = store.StatePending, seedSecret, since, since
@@ -140,7 +141,7 @@ func seedPending(t *testing.T, st *store.Store, name string, since time.Time) {
 }
 
 // events returns the audit log as "kind/user/actor" strings.
-func events(t *testing.T, st *store.Store) []string {
+func events(t *testing.T, st store.Store) []string {
 	t.Helper()
 	ev, err := st.Events(store.EventQuery{})
 	if err != nil {
@@ -248,7 +249,7 @@ func oathtool(t *testing.T, secret string) string {
 
 // storedSecret reads name's secret and last used step the only way the store hands it out:
 // inside Update (returning an error, so nothing is written).
-func storedSecret(t *testing.T, st *store.Store, name string) (secret []byte, last uint64) {
+func storedSecret(t *testing.T, st store.Store, name string) (secret []byte, last uint64) {
 	t.Helper()
 	errRead := errors.New("read only")
 	err := st.Update(name, func(u *store.User) error {
@@ -263,7 +264,7 @@ func storedSecret(t *testing.T, st *store.Store, name string) (secret []byte, la
 
 // checkLogin checks that the app of the imported file would log name in: the real oathtool's
 // current code for the file's secret passes totp.Verify against what the store holds.
-func checkLogin(t *testing.T, st *store.Store, name string, gf *gauth.File) {
+func checkLogin(t *testing.T, st store.Store, name string, gf *gauth.File) {
 	t.Helper()
 	secret, last := storedSecret(t, st, name)
 	if totp.EncodeSecret(secret) != gf.SecretBase32 {
@@ -352,7 +353,7 @@ func TestAdminWithoutDaemon(t *testing.T) {
 			args: []string{"admin", "reset", "alice"},
 			want: []string{"alice: token and recovery codes forgotten (no daemon is running, so there were no live sessions to end). alice can now link a new device.\n"},
 			check: func(t *testing.T, e env, _ string) {
-				e.withStore(t, func(st *store.Store) {
+				e.withStore(t, func(st store.Store) {
 					if u, _ := st.Get("alice"); u.State != store.StateNone {
 						t.Errorf("alice after reset: %s", u.State)
 					}
@@ -386,7 +387,7 @@ func TestAdminWithoutDaemon(t *testing.T) {
 					m[2] != time.Now().Add(enroll.TicketTTL-time.Minute).Local().Format(tableTime) {
 					t.Errorf("expiry %s, want about %s", m[2], want)
 				}
-				e.withStore(t, func(st *store.Store) {
+				e.withStore(t, func(st store.Store) {
 					if err := st.CheckTicket("carol", m[1], time.Now()); err != nil {
 						t.Errorf("printed ticket does not work: %v", err)
 					}
@@ -408,7 +409,7 @@ func TestAdminWithoutDaemon(t *testing.T) {
 					!strings.HasSuffix(tk.PortalURL, ":8080/") {
 					t.Errorf("ticket = %+v", tk)
 				}
-				e.withStore(t, func(st *store.Store) {
+				e.withStore(t, func(st store.Store) {
 					if err := st.CheckTicket("carol", tk.Ticket, time.Now()); err != nil {
 						t.Errorf("ticket does not work: %v", err)
 					}
@@ -458,7 +459,7 @@ func TestAdminWithoutDaemon(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			e := newEnv(t, "")
-			e.withStore(t, func(st *store.Store) {
+			e.withStore(t, func(st store.Store) {
 				seedActive(t, st, "alice", "aaaa-bbbb-cc", "dddd-eeee-ff")
 				seedPending(t, st, "bob", time.Now())
 				err := st.Append(
@@ -498,13 +499,13 @@ func TestAdminWithoutDaemon(t *testing.T) {
 func TestAdminDatabaseInUse(t *testing.T) {
 	// A daemon whose socket is elsewhere holds the database: say so instead of hanging.
 	e := newEnv(t, "")
-	st, err := store.Open(e.db, e.key)
+	st, err := bolt.Open(e.db, e.key)
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer st.Close()
 	_, _, err = e.run(t, "admin", "list")
-	var inUse *store.InUseError
+	var inUse *bolt.InUseError
 	if !errors.As(err, &inUse) || !strings.Contains(err.Error(), "no gatekeeper daemon answers on admin socket "+e.socket) {
 		t.Errorf("error = %v, want the database in use and the socket named", err)
 	}
@@ -588,7 +589,7 @@ func TestAdminImportWithoutDaemon(t *testing.T) {
 		if out != want {
 			t.Errorf("stdout = %q, want %q", out, want)
 		}
-		e.withStore(t, func(st *store.Store) {
+		e.withStore(t, func(st store.Store) {
 			u, err := st.Get("dave")
 			if err != nil || u.State != store.StateActive || u.EnrolledAt.IsZero() || len(u.Recovery) != len(gf.Scratch) {
 				t.Fatalf("dave = %+v, %v", u, err)
@@ -629,7 +630,7 @@ func TestAdminImportWithoutDaemon(t *testing.T) {
 		if _, _, err := e.run(t, "admin", "import-google-authenticator", "erin", used); err != nil {
 			t.Fatal(err)
 		}
-		e.withStore(t, func(st *store.Store) {
+		e.withStore(t, func(st store.Store) {
 			secret, last := storedSecret(t, st, "erin")
 			if last != usedStep {
 				t.Errorf("last used step = %d, want %d", last, usedStep)
@@ -659,7 +660,7 @@ func TestAdminImportWithoutDaemon(t *testing.T) {
 			if tt.wantIs != nil && !errors.Is(err, tt.wantIs) {
 				t.Errorf("error does not match %v", tt.wantIs)
 			}
-			e.withStore(t, func(st *store.Store) {
+			e.withStore(t, func(st store.Store) {
 				if u, _ := st.Get("frank"); u.State != store.StateNone {
 					t.Errorf("refused import left frank %s", u.State)
 				}
@@ -731,7 +732,7 @@ func TestImportHomes(t *testing.T) {
 	lookup := lookupTable(map[uint32]string{61001: "alice", 61002: "bob", 61005: "carol", 61006: "dave", 61008: "mallory"})
 
 	e := newEnv(t, "")
-	st, err := store.Open(e.db, e.key)
+	st, err := bolt.Open(e.db, e.key)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -796,7 +797,7 @@ func TestAdminImportAllUsers(t *testing.T) {
 	if !regexp.MustCompile(`(?m)^USER +HOME +RESULT\n` + regexp.QuoteMeta(me.Username) + ` +` + regexp.QuoteMeta(home) + ` +imported \(\d+ recovery codes\)\n$`).MatchString(out) {
 		t.Errorf("stdout:\n%s", out)
 	}
-	e.withStore(t, func(st *store.Store) { checkLogin(t, st, me.Username, gf) })
+	e.withStore(t, func(st store.Store) { checkLogin(t, st, me.Username, gf) })
 
 	out, _, err = e.run(t, "admin", "import-google-authenticator", "--all-users", "--home-root", root, "-o", "json")
 	if err != nil {
@@ -885,9 +886,9 @@ func (f *frontDoor) install(s *admin.Server) {
 
 // startDaemon serves the admin API for e on a real socket, with the database open in the
 // "daemon" (so the commands cannot open it) and the front door faked.
-func startDaemon(t *testing.T, e env, f *frontDoor) *store.Store {
+func startDaemon(t *testing.T, e env, f *frontDoor) store.Store {
 	t.Helper()
-	st, err := store.Open(e.db, e.key)
+	st, err := bolt.Open(e.db, e.key)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -107,13 +107,13 @@ func TestEnrollReplace(t *testing.T) {
 		t.Run(map[bool]string{false: "database", true: "daemon"}[daemon], func(t *testing.T) {
 			e := newEnv(t, "totp:\n  issuer: \"Example HPC\"\n")
 			actor := enroll.ActorConsole
-			var st *store.Store
+			var st store.Store
 			if daemon {
 				st = startDaemon(t, e, &frontDoor{})
 				seedActive(t, st, "alice", "aaaa-bbbb-cc")
 				actor = me
 			} else {
-				e.withStore(t, func(s *store.Store) { seedActive(t, s, "alice", "aaaa-bbbb-cc") })
+				e.withStore(t, func(s store.Store) { seedActive(t, s, "alice", "aaaa-bbbb-cc") })
 			}
 
 			c := startConsole(t, e, "enroll", "--replace", "alice")
@@ -141,7 +141,7 @@ func TestEnrollReplace(t *testing.T) {
 				t.Errorf("output after the code:\n%s", out)
 			}
 
-			check := func(st *store.Store) {
+			check := func(st store.Store) {
 				t.Helper()
 				var stored []byte
 				errLook := errors.New("look")
@@ -187,12 +187,12 @@ func TestEnrollActiveUser(t *testing.T) {
 	for _, daemon := range []bool{false, true} {
 		t.Run(map[bool]string{false: "database", true: "daemon"}[daemon], func(t *testing.T) {
 			e := newEnv(t, "")
-			var st *store.Store
+			var st store.Store
 			if daemon {
 				st = startDaemon(t, e, &frontDoor{})
 				seedActive(t, st, "alice")
 			} else {
-				e.withStore(t, func(s *store.Store) { seedActive(t, s, "alice") })
+				e.withStore(t, func(s store.Store) { seedActive(t, s, "alice") })
 			}
 			out, _, err := e.run(t, "enroll", "alice")
 			if !errors.Is(err, enroll.ErrAlreadyLinked) || !strings.Contains(err.Error(), "gatekeeper enroll --replace alice") ||
@@ -208,7 +208,7 @@ func TestEnrollActiveUser(t *testing.T) {
 				!strings.Contains(out, "otpauth") {
 				t.Errorf("enroll --replace without a code = %v", err)
 			}
-			look := func(st *store.Store) {
+			look := func(st store.Store) {
 				if u, err := st.Get("alice"); err != nil || u.State != store.StateActive || !u.NextSince.IsZero() {
 					t.Errorf("alice after the cancelled replacement: %+v, %v", u, err)
 				}

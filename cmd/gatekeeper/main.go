@@ -111,19 +111,11 @@ func serve(ctx context.Context, cfg *config.Config, log *slog.Logger, reload fun
 	for _, w := range cfg.Warnings() {
 		log.Warn("config: " + w)
 	}
-	st, err := store.Open(cfg.DB, cfg.SecretKeyFile)
+	st, err := openStore(cfg, log)
 	if err != nil {
 		return err
 	}
 	defer st.Close()
-	if m := st.Migrated(); m != nil {
-		log.Info("database migrated to the current schema: every record is now authenticated under the key file",
-			"from_schema", m.From, "records", m.Records, "tickets", m.Tickets)
-		if len(m.Damaged) > 0 || m.DamagedTickets > 0 {
-			log.Error("records that could not be read were left as they were; `gatekeeper admin reset USER` removes each",
-				"users", m.Damaged, "tickets", m.DamagedTickets)
-		}
-	}
 
 	reg := metrics.NewRegistry()
 	gk, err := gatekeeper.New(cfg, gatekeeper.Options{
@@ -322,7 +314,7 @@ func endUserEverywhere(enders ...func(user string) int) func(user string) int {
 // pruneAudit deletes audit events older than retention now and then hourly,
 // until the returned func is called (it waits for a prune in progress).
 // Zero retention keeps events forever.
-func pruneAudit(st *store.Store, retention time.Duration, log *slog.Logger) (stop func()) {
+func pruneAudit(st store.Store, retention time.Duration, log *slog.Logger) (stop func()) {
 	if retention <= 0 {
 		return func() {}
 	}
@@ -500,7 +492,7 @@ func openLinker(ctx context.Context, cfg *config.Config) (consoleLinker, func(),
 	if !errors.Is(err, admin.ErrNoDaemon) {
 		return nil, nil, err
 	}
-	st, err := store.Open(cfg.DB, cfg.SecretKeyFile)
+	st, err := openStore(cfg, slog.New(slog.DiscardHandler))
 	if err != nil {
 		return nil, nil, err
 	}

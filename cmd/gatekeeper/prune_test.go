@@ -8,11 +8,12 @@ import (
 	"time"
 
 	"gatekeeper/gatekeeper/store"
+	"gatekeeper/gatekeeper/store/bolt"
 )
 
 func TestPruneAuditKeepsRecentEvents(t *testing.T) {
 	dir := t.TempDir()
-	st, err := store.Open(filepath.Join(dir, "db"), filepath.Join(dir, "key"))
+	st, err := bolt.Open(filepath.Join(dir, "db"), filepath.Join(dir, "key"))
 	if err != nil {
 		t.Fatal(err)
 	}

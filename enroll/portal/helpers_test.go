@@ -25,6 +25,7 @@ import (
 
 	"gatekeeper/enroll"
 	"gatekeeper/gatekeeper/store"
+	"gatekeeper/gatekeeper/store/bolt"
 	"gatekeeper/gatekeeper/totp"
 )
 
@@ -55,7 +56,7 @@ var (
 	_ Linker            = (*enroll.Service)(nil)
 	_ CredentialChanger = (*enroll.Service)(nil)
 	_ SecurityLogReader = (*enroll.Service)(nil)
-	_ Tickets           = (*store.Store)(nil)
+	_ Tickets           = (store.Store)(nil)
 )
 
 // fakeAuth is the front door's SignIn, for the tests: the passwords in its map and, once the
@@ -64,7 +65,7 @@ var (
 // password. It writes login_ok and login_refused events with the client address and the portal
 // door to the store's audit log, as the daemon does, and counts the calls.
 type fakeAuth struct {
-	st  *store.Store
+	st  store.Store
 	now func() time.Time
 
 	mu    sync.Mutex
@@ -210,7 +211,7 @@ const (
 func newEnv(t *testing.T, clock *fakeClock) *env {
 	t.Helper()
 	dir := t.TempDir()
-	st, err := store.Open(filepath.Join(dir, "gatekeeper.db"), filepath.Join(dir, "secret.key"))
+	st, err := bolt.Open(filepath.Join(dir, "gatekeeper.db"), filepath.Join(dir, "secret.key"))
 	if err != nil {
 		t.Fatalf("store.Open: %v", err)
 	}

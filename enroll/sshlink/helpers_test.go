@@ -31,6 +31,7 @@ import (
 
 	"gatekeeper/enroll"
 	"gatekeeper/gatekeeper/store"
+	"gatekeeper/gatekeeper/store/bolt"
 	"gatekeeper/gatekeeper/totp"
 )
 
@@ -48,7 +49,7 @@ const (
 // user with an active device, a code from the app or a recovery code, checked first and used
 // up (one-use, as at the front door). It counts its calls and remembers their doors.
 type fakeAuth struct {
-	st *store.Store
+	st store.Store
 
 	mu    sync.Mutex
 	pw    map[string]string
@@ -200,7 +201,7 @@ func (b *syncBuffer) waitCount(want string, n int, done <-chan struct{}) (string
 // env is a running Server with a real enroll.Service and store.
 type env struct {
 	t       *testing.T
-	st      *store.Store
+	st      store.Store
 	svc     *enroll.Service
 	linker  *countingLinker
 	auth    *fakeAuth
@@ -242,7 +243,7 @@ func (e *env) signIn(user, code string) error {
 func newEnv(t *testing.T, configure ...func(*env)) *env {
 	t.Helper()
 	dir := t.TempDir()
-	st, err := store.Open(filepath.Join(dir, "gatekeeper.db"), filepath.Join(dir, "secret.key"))
+	st, err := bolt.Open(filepath.Join(dir, "gatekeeper.db"), filepath.Join(dir, "secret.key"))
 	if err != nil {
 		t.Fatalf("store.Open: %v", err)
 	}

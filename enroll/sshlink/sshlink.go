@@ -113,7 +113,7 @@ type Authenticator interface {
 type Linker = enroll.Linker
 
 // Tickets checks and uses up the one-time tickets that let a user link a device from outside
-// the allowed networks (*store.Store implements it). Both return an error for an unknown,
+// the allowed networks (store.Store implements it). Both return an error for an unknown,
 // expired, used or other user's ticket.
 type Tickets interface {
 	CheckTicket(user, token string, now time.Time) error

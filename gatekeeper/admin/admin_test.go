@@ -26,6 +26,8 @@ import (
 
 	"gatekeeper/enroll"
 	"gatekeeper/gatekeeper/store"
+
+	"gatekeeper/gatekeeper/store/bolt"
 )
 
 var t0 = time.Date(2026, 11, 23, 10, 0, 15, 0, time.UTC)
@@ -107,7 +109,7 @@ func (c *fakeClock) Add(d time.Duration) {
 type daemon struct {
 	path  string
 	srv   *Server
-	st    *store.Store
+	st    store.Store
 	clock *fakeClock
 	log   *logBuffer
 }
@@ -126,7 +128,7 @@ func startDaemonWith(t *testing.T, prepare func(t *testing.T, dbPath, keyPath st
 	if prepare != nil {
 		prepare(t, filepath.Join(dir, "gatekeeper.db"), filepath.Join(dir, "secret.key"))
 	}
-	st, err := store.Open(filepath.Join(dir, "gatekeeper.db"), filepath.Join(dir, "secret.key"))
+	st, err := bolt.Open(filepath.Join(dir, "gatekeeper.db"), filepath.Join(dir, "secret.key"))
 	if err != nil {
 		t.Fatalf("store.Open: %v", err)
 	}

@@ -71,7 +71,7 @@ type ImportResult struct {
 // to the audit log (a failure to write it goes to log: the import has happened by then). A user with an active device gets an error matching enroll.ErrAlreadyLinked
 // unless req.Force; a pending link is replaced. Input it cannot use gets ErrBadImport. The
 // daemon's endpoint and commands working on the database directly both use it.
-func Import(st *store.Store, user string, req ImportRequest, actor string, now time.Time, log *slog.Logger) (ImportResult, error) {
+func Import(st store.Store, user string, req ImportRequest, actor string, now time.Time, log *slog.Logger) (ImportResult, error) {
 	res := ImportResult{User: user}
 	if err := store.CheckName(user); err != nil {
 		return res, err

@@ -14,7 +14,9 @@ import (
 	"testing"
 	"time"
 
-	bolt "go.etcd.io/bbolt"
+	"gatekeeper/gatekeeper/store/bolt"
+
+	bbolt "go.etcd.io/bbolt"
 
 	"gatekeeper/enroll"
 	"gatekeeper/gatekeeper/store"
@@ -38,7 +40,7 @@ func link(t *testing.T, d *daemon, c *Client, user string) []string {
 }
 
 // auditOf returns user's audit events as "kind/actor/detail" strings.
-func auditOf(t *testing.T, st *store.Store, user string) []string {
+func auditOf(t *testing.T, st store.Store, user string) []string {
 	t.Helper()
 	ev, err := st.Events(store.EventQuery{User: user})
 	if err != nil {
@@ -70,17 +72,17 @@ func rawDo(t *testing.T, path, method, url string) (int, http.Header, []byte) {
 // damage stores a broken record for user in the closed database.
 func damage(user string) func(t *testing.T, dbPath, keyPath string) {
 	return func(t *testing.T, dbPath, keyPath string) {
-		st, err := store.Open(dbPath, keyPath)
+		st, err := bolt.Open(dbPath, keyPath)
 		if err != nil {
 			t.Fatal(err)
 		}
 		st.Close()
-		db, err := bolt.Open(dbPath, 0o600, &bolt.Options{Timeout: time.Second})
+		db, err := bbolt.Open(dbPath, 0o600, &bbolt.Options{Timeout: time.Second})
 		if err != nil {
 			t.Fatal(err)
 		}
 		defer db.Close()
-		if err := db.Update(func(tx *bolt.Tx) error {
+		if err := db.Update(func(tx *bbolt.Tx) error {
 			return tx.Bucket([]byte("users")).Put([]byte(user), []byte("{broken"))
 		}); err != nil {
 			t.Fatal(err)

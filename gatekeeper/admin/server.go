@@ -78,7 +78,7 @@ const (
 // Locks, which is optional.
 type Server struct {
 	Enroll *enroll.Service
-	Store  *store.Store
+	Store  store.Store
 	Log    *slog.Logger
 	// Groups names the groups (admin.groups) whose members may use the API besides root: a
 	// caller is let in when its primary or a supplementary group is one of them. The names are
@@ -215,7 +215,7 @@ type cancelResponse struct {
 }
 
 // store is s.Store, or the enrollment service's store when Store is left nil.
-func (s *Server) store() *store.Store {
+func (s *Server) store() store.Store {
 	if s.Store != nil {
 		return s.Store
 	}

@@ -1,14 +1,11 @@
 package store
 
 import (
-	"bytes"
 	"crypto/sha256"
 	"errors"
 	"fmt"
 	"strings"
 	"time"
-
-	bolt "go.etcd.io/bbolt"
 )
 
 // ErrNoTicket is returned by UseTicket and CheckTicket for a ticket that is
@@ -18,11 +15,11 @@ var ErrNoTicket = errors.New("no valid ticket")
 // maxTokenLen bounds a ticket token as typed (hostile input is hashed).
 const maxTokenLen = 256
 
-// ticket is the stored form of a ticket, keyed by sha256 of its token (the
-// database never holds a usable token) and authenticated with that key (see
-// authenticate), so that it can be neither forged nor moved to another user
-// or token by editing the file.
-type ticket struct {
+// Ticket is the stored form of a ticket, keyed by the SHA-256 of its token
+// (the store never holds a usable token) and authenticated with that key
+// (see Codec.Authenticate), so that it can be neither forged nor moved to
+// another user or token by editing the stored data.
+type Ticket struct {
 	User    string    `json:"user"`
 	Expires time.Time `json:"expires"`
 }
@@ -42,9 +39,9 @@ func NormalizeTyped(token string) string {
 	}, token)
 }
 
-// ticketKey is the tickets bucket key of token, or nil for a token that
-// cannot be one.
-func ticketKey(token string) []byte {
+// TicketKey is the storage key of token (its SHA-256), or nil for a token
+// that cannot be one.
+func TicketKey(token string) []byte {
 	if len(token) > maxTokenLen {
 		return nil
 	}
@@ -56,93 +53,43 @@ func ticketKey(token string) []byte {
 	return h[:]
 }
 
-// AddTicket stores a one-time enrollment ticket token for user, valid until
-// expires (the caller picks it, 24 h after issuing). Only the token's
-// SHA-256 is stored; case, spaces and dashes in the token do not count. Any
-// earlier ticket of user is revoked, so only the newest one handed out works.
-func (s *Store) AddTicket(user, token string, expires time.Time) error {
+// NewTicket checks AddTicket's arguments and returns the key and stored value
+// of the ticket.
+func (c *Codec) NewTicket(user, token string, expires time.Time) (key, value []byte, err error) {
 	if err := CheckName(user); err != nil {
-		return err
+		return nil, nil, err
 	}
-	key := ticketKey(token)
+	key = TicketKey(token)
 	if key == nil {
-		return errors.New("ticket token is empty or too long")
+		return nil, nil, errors.New("ticket token is empty or too long")
 	}
 	if expires.IsZero() {
-		return errors.New("ticket without an expiry time")
+		return nil, nil, errors.New("ticket without an expiry time")
 	}
-	v, err := s.authenticate(bucketTickets, key, ticket{User: user, Expires: expires.UTC()})
+	value, err = c.Authenticate(BucketTickets, key, Ticket{User: user, Expires: expires.UTC()})
 	if err != nil {
-		return fmt.Errorf("encode ticket: %w", err)
+		return nil, nil, fmt.Errorf("encode ticket: %w", err)
 	}
-	return s.update(func(tx *bolt.Tx) error {
-		b := tx.Bucket(bucketTickets)
-		_, err := deleteWhere(b, func(k, v []byte) bool {
-			t, ok := s.readTicket(k, v)
-			return ok && t.User == user
-		})
-		if err != nil {
-			return err
-		}
-		return b.Put(key, v)
-	})
+	return key, value, nil
 }
 
-// UseTicket spends user's ticket token at time now: it is deleted in the same
-// committed transaction that found it valid, so it works once. An unknown,
-// used, expired or other user's ticket, or one that fails its integrity
-// check, is ErrNoTicket. Expired and unreadable tickets (of anyone) are
-// deleted on the way.
-func (s *Store) UseTicket(user, token string, now time.Time) error {
-	var result error
-	err := s.update(func(tx *bolt.Tx) error {
-		b := tx.Bucket(bucketTickets)
-		result = s.checkTicket(b, user, token, now)
-		var used []byte
-		if result == nil {
-			used = ticketKey(token)
-		}
-		_, err := deleteWhere(b, func(k, v []byte) bool {
-			if used != nil && bytes.Equal(k, used) {
-				return true
-			}
-			t, ok := s.readTicket(k, v)
-			return !ok || !now.Before(t.Expires)
-		})
-		return err
-	})
-	if err != nil {
-		return err
+// ReadTicket checks and decodes the stored ticket v under key k; ok is false
+// for one that fails its integrity check or cannot be read.
+func (c *Codec) ReadTicket(k, v []byte) (t Ticket, ok bool) {
+	if err := c.Verify(BucketTickets, k, v, &t); err != nil || t.User == "" || t.Expires.IsZero() {
+		return Ticket{}, false
 	}
-	return result
+	return t, true
 }
 
-// CheckTicket reports whether user's ticket token is valid at now, without
-// using it up: nil, or ErrNoTicket as UseTicket would return it.
-func (s *Store) CheckTicket(user, token string, now time.Time) error {
-	var result error
-	err := s.view(func(tx *bolt.Tx) error {
-		result = s.checkTicket(tx.Bucket(bucketTickets), user, token, now)
-		return nil
-	})
-	if err != nil {
-		return err
-	}
-	return result
-}
-
-// checkTicket is the validity check of UseTicket and CheckTicket. Another
-// user's ticket reads as unknown: a guess learns nothing about it.
-func (s *Store) checkTicket(b *bolt.Bucket, user, token string, now time.Time) error {
-	key := ticketKey(token)
-	if key == nil {
+// CheckTicket is the validity check of UseTicket and CheckTicket, given the
+// stored value found under the token's key (nil: none). Another user's
+// ticket reads as unknown: a guess learns nothing about it.
+func (c *Codec) CheckTicket(key, stored []byte, user string, now time.Time) error {
+	if key == nil || stored == nil {
 		return fmt.Errorf("%w: unknown or already used", ErrNoTicket)
 	}
-	v := b.Get(key)
-	if v == nil {
-		return fmt.Errorf("%w: unknown or already used", ErrNoTicket)
-	}
-	t, ok := s.readTicket(key, v)
+	t, ok := c.ReadTicket(key, stored)
 	switch {
 	case !ok:
 		return fmt.Errorf("%w: the stored ticket fails its integrity check (edited by hand?)", ErrNoTicket)
@@ -153,13 +100,4 @@ func (s *Store) checkTicket(b *bolt.Bucket, user, token string, now time.Time) e
 		return fmt.Errorf("%w: expired at %s", ErrNoTicket, t.Expires.Format(time.RFC3339))
 	}
 	return nil
-}
-
-// readTicket checks and decodes the stored ticket v under key k; ok is false
-// for one that fails its integrity check or cannot be read.
-func (s *Store) readTicket(k, v []byte) (t ticket, ok bool) {
-	if err := s.verify(bucketTickets, k, v, &t); err != nil || t.User == "" || t.Expires.IsZero() {
-		return ticket{}, false
-	}
-	return t, true
 }

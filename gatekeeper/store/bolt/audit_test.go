@@ -1,8 +1,9 @@
-package store
+package bolt
 
 import (
 	"errors"
 	"fmt"
+	"gatekeeper/gatekeeper/store"
 	"strings"
 	"sync"
 	"testing"
@@ -13,7 +14,7 @@ import (
 var day0 = time.Date(2026, 11, 23, 10, 0, 0, 0, time.UTC)
 
 // kinds lists the kinds of events, for compact comparisons.
-func kinds(events []Event) string {
+func kinds(events []store.Event) string {
 	var k []string
 	for _, e := range events {
 		k = append(k, e.Kind)
@@ -27,15 +28,15 @@ func TestAppend(t *testing.T) {
 	cet := time.FixedZone("CET", 3600)
 	before := time.Now()
 	err := s.Append(
-		Event{Kind: EventLinkStarted, User: "alice", Actor: "uid 0"},
-		Event{Kind: EventLoginOK, User: "alice", Remote: "192.0.2.7:5555", Time: day0.In(cet), Seq: 999},
-		Event{Kind: EventLoginRefused, User: strings.Repeat("x", 5000), Reason: "wrong_code", Detail: strings.Repeat("é", 1000)},
+		store.Event{Kind: store.EventLinkStarted, User: "alice", Actor: "uid 0"},
+		store.Event{Kind: store.EventLoginOK, User: "alice", Remote: "192.0.2.7:5555", Time: day0.In(cet), Seq: 999},
+		store.Event{Kind: store.EventLoginRefused, User: strings.Repeat("x", 5000), Reason: "wrong_code", Detail: strings.Repeat("é", 1000)},
 	)
 	if err != nil {
 		t.Fatalf("Append: %v", err)
 	}
 	after := time.Now()
-	got, err := s.Events(EventQuery{})
+	got, err := s.Events(store.EventQuery{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -59,10 +60,10 @@ func TestAppend(t *testing.T) {
 	}
 
 	// All or nothing: one bad event stores none of the batch.
-	if err := s.Append(Event{Kind: EventReset}, Event{User: "alice"}); err == nil {
+	if err := s.Append(store.Event{Kind: store.EventReset}, store.Event{User: "alice"}); err == nil {
 		t.Error("Append of an event without a kind succeeded")
 	}
-	if got, _ := s.Events(EventQuery{}); len(got) != 3 {
+	if got, _ := s.Events(store.EventQuery{}); len(got) != 3 {
 		t.Errorf("a failed Append stored events: %+v", got)
 	}
 	if err := s.Append(); err != nil {
@@ -74,10 +75,10 @@ func TestAppend(t *testing.T) {
 		t.Fatal(err)
 	}
 	s = mustOpen(t, dbPath, keyPath)
-	if err := s.Append(Event{Kind: EventUnlock}); err != nil {
+	if err := s.Append(store.Event{Kind: store.EventUnlock}); err != nil {
 		t.Fatal(err)
 	}
-	if got, _ := s.Events(EventQuery{Limit: 1}); len(got) != 1 || got[0].Seq != 4 || got[0].Kind != EventUnlock {
+	if got, _ := s.Events(store.EventQuery{Limit: 1}); len(got) != 1 || got[0].Seq != 4 || got[0].Kind != store.EventUnlock {
 		t.Errorf("after reopen newest event = %+v, want seq 4 unlock", got)
 	}
 }
@@ -91,26 +92,26 @@ func TestEvents(t *testing.T) {
 		if i%2 == 1 {
 			user = "bob"
 		}
-		if err := s.Append(Event{Kind: fmt.Sprintf("k%d", i), User: user, Time: day0.Add(time.Duration(i) * time.Hour)}); err != nil {
+		if err := s.Append(store.Event{Kind: fmt.Sprintf("k%d", i), User: user, Time: day0.Add(time.Duration(i) * time.Hour)}); err != nil {
 			t.Fatal(err)
 		}
 	}
 	tests := []struct {
 		name string
-		q    EventQuery
+		q    store.EventQuery
 		want string
 	}{
-		{"all", EventQuery{}, "k0,k1,k2,k3,k4,k5,k6,k7,k8,k9"},
-		{"user", EventQuery{User: "bob"}, "k1,k3,k5,k7,k9"},
-		{"unknown user", EventQuery{User: "carol"}, ""},
-		{"since", EventQuery{Since: day0.Add(7 * time.Hour)}, "k7,k8,k9"},
-		{"since between", EventQuery{Since: day0.Add(7*time.Hour + time.Second)}, "k8,k9"},
-		{"since in the future", EventQuery{Since: day0.Add(100 * time.Hour)}, ""},
-		{"limit keeps the newest", EventQuery{Limit: 3}, "k7,k8,k9"},
-		{"limit above count", EventQuery{Limit: 30}, "k0,k1,k2,k3,k4,k5,k6,k7,k8,k9"},
-		{"user and limit", EventQuery{User: "alice", Limit: 2}, "k6,k8"},
-		{"user, since and limit", EventQuery{User: "alice", Since: day0.Add(3 * time.Hour), Limit: 5}, "k4,k6,k8"},
-		{"negative limit is none", EventQuery{Limit: -1}, "k0,k1,k2,k3,k4,k5,k6,k7,k8,k9"},
+		{"all", store.EventQuery{}, "k0,k1,k2,k3,k4,k5,k6,k7,k8,k9"},
+		{"user", store.EventQuery{User: "bob"}, "k1,k3,k5,k7,k9"},
+		{"unknown user", store.EventQuery{User: "carol"}, ""},
+		{"since", store.EventQuery{Since: day0.Add(7 * time.Hour)}, "k7,k8,k9"},
+		{"since between", store.EventQuery{Since: day0.Add(7*time.Hour + time.Second)}, "k8,k9"},
+		{"since in the future", store.EventQuery{Since: day0.Add(100 * time.Hour)}, ""},
+		{"limit keeps the newest", store.EventQuery{Limit: 3}, "k7,k8,k9"},
+		{"limit above count", store.EventQuery{Limit: 30}, "k0,k1,k2,k3,k4,k5,k6,k7,k8,k9"},
+		{"user and limit", store.EventQuery{User: "alice", Limit: 2}, "k6,k8"},
+		{"user, since and limit", store.EventQuery{User: "alice", Since: day0.Add(3 * time.Hour), Limit: 5}, "k4,k6,k8"},
+		{"negative limit is none", store.EventQuery{Limit: -1}, "k0,k1,k2,k3,k4,k5,k6,k7,k8,k9"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -139,7 +140,7 @@ func TestDamagedEvent(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := s.Append(Event{Kind: EventLoginOK, User: "alice", Time: day0}); err != nil {
+	if err := s.Append(store.Event{Kind: store.EventLoginOK, User: "alice", Time: day0}); err != nil {
 		t.Fatal(err)
 	}
 	if err := s.Close(); err != nil {
@@ -148,18 +149,18 @@ func TestDamagedEvent(t *testing.T) {
 	rawPut(t, dbPath, bucketAudit, seqKey(2), []byte("{garbage"))
 	rawPut(t, dbPath, bucketAudit, seqKey(3), []byte(`{"user":"alice"}`)) // no kind
 	s = mustOpen(t, dbPath, keyPath)
-	if err := s.Append(Event{Kind: EventReset, User: "alice", Time: day0.Add(time.Hour)}); err != nil {
+	if err := s.Append(store.Event{Kind: store.EventReset, User: "alice", Time: day0.Add(time.Hour)}); err != nil {
 		t.Fatal(err)
 	}
 
-	all, err := s.Events(EventQuery{})
+	all, err := s.Events(store.EventQuery{})
 	if err != nil {
 		t.Fatal(err)
 	}
 	if kinds(all) != "login_ok,damaged,damaged,reset" || all[1].Seq != 2 || all[2].Seq != 3 || all[3].Seq != 4 {
 		t.Errorf("Events = %+v, want the damaged ones marked in place", all)
 	}
-	if got, _ := s.Events(EventQuery{User: "alice"}); kinds(got) != "login_ok,reset" {
+	if got, _ := s.Events(store.EventQuery{User: "alice"}); kinds(got) != "login_ok,reset" {
 		t.Errorf("Events(alice) = %s", kinds(got))
 	}
 	// Retention removes the unreadable ones it finds on its way from the
@@ -168,7 +169,7 @@ func TestDamagedEvent(t *testing.T) {
 	if err != nil || n != 3 {
 		t.Errorf("PruneEvents = %d, %v; want 3", n, err)
 	}
-	if got, _ := s.Events(EventQuery{}); kinds(got) != "reset" || got[0].Seq != 4 {
+	if got, _ := s.Events(store.EventQuery{}); kinds(got) != "reset" || got[0].Seq != 4 {
 		t.Errorf("after prune Events = %+v", got)
 	}
 }
@@ -183,9 +184,9 @@ func TestPruneStopsAtFirstKept(t *testing.T) {
 		t.Fatal(err)
 	}
 	err = s.Append(
-		Event{Kind: "old", Time: day0},
-		Event{Kind: "new", Time: day0.Add(2 * time.Hour)},
-		Event{Kind: "late", Time: day0}, // appended late with its own, older time
+		store.Event{Kind: "old", Time: day0},
+		store.Event{Kind: "new", Time: day0.Add(2 * time.Hour)},
+		store.Event{Kind: "late", Time: day0}, // appended late with its own, older time
 	)
 	if err != nil {
 		t.Fatal(err)
@@ -199,7 +200,7 @@ func TestPruneStopsAtFirstKept(t *testing.T) {
 	if n, err := s.PruneEvents(day0.Add(time.Hour)); err != nil || n != 1 {
 		t.Errorf("PruneEvents = %d, %v; want 1", n, err)
 	}
-	if got, _ := s.Events(EventQuery{}); kinds(got) != "new,late,damaged" {
+	if got, _ := s.Events(store.EventQuery{}); kinds(got) != "new,late,damaged" {
 		t.Errorf("left %s, want new,late,damaged", kinds(got))
 	}
 	if n, err := s.PruneEvents(day0.Add(3 * time.Hour)); err != nil || n != 3 {
@@ -224,7 +225,7 @@ func TestPruneEvents(t *testing.T) {
 			dbPath, keyPath := paths(t)
 			s := mustOpen(t, dbPath, keyPath)
 			for i := range 5 {
-				if err := s.Append(Event{Kind: fmt.Sprintf("k%d", i), Time: day0.Add(time.Duration(i) * time.Hour)}); err != nil {
+				if err := s.Append(store.Event{Kind: fmt.Sprintf("k%d", i), Time: day0.Add(time.Duration(i) * time.Hour)}); err != nil {
 					t.Fatal(err)
 				}
 			}
@@ -232,15 +233,15 @@ func TestPruneEvents(t *testing.T) {
 			if err != nil || n != tt.n {
 				t.Fatalf("PruneEvents = %d, %v; want %d", n, err, tt.n)
 			}
-			got, _ := s.Events(EventQuery{})
+			got, _ := s.Events(store.EventQuery{})
 			if kinds(got) != tt.want {
 				t.Errorf("left %s, want %s", kinds(got), tt.want)
 			}
 			// New events still get new sequence numbers, never reused ones.
-			if err := s.Append(Event{Kind: "new"}); err != nil {
+			if err := s.Append(store.Event{Kind: "new"}); err != nil {
 				t.Fatal(err)
 			}
-			if got, _ := s.Events(EventQuery{Limit: 1}); got[0].Seq != 6 {
+			if got, _ := s.Events(store.EventQuery{Limit: 1}); got[0].Seq != 6 {
 				t.Errorf("after prune new event has Seq %d, want 6", got[0].Seq)
 			}
 		})
@@ -254,13 +255,13 @@ func TestAppendConcurrent(t *testing.T) {
 	var wg sync.WaitGroup
 	errs := make([]error, n)
 	for i := range n {
-		wg.Go(func() { errs[i] = s.Append(Event{Kind: EventLoginOK, User: fmt.Sprintf("u%d", i)}) })
+		wg.Go(func() { errs[i] = s.Append(store.Event{Kind: store.EventLoginOK, User: fmt.Sprintf("u%d", i)}) })
 	}
 	wg.Wait()
 	if err := errors.Join(errs...); err != nil {
 		t.Fatal(err)
 	}
-	got, err := s.Events(EventQuery{})
+	got, err := s.Events(store.EventQuery{})
 	if err != nil || len(got) != n {
 		t.Fatalf("Events = %d events, %v; want %d", len(got), err, n)
 	}
@@ -280,9 +281,9 @@ func TestPruneEventsInBatches(t *testing.T) {
 	s := mustOpen(t, dbPath, keyPath)
 	enroll(t, s, "alice", []byte("secret"))
 	const total, old = 20000, 10000
-	batch := make([]Event, 0, 1000)
+	batch := make([]store.Event, 0, 1000)
 	for i := range total {
-		batch = append(batch, Event{Kind: EventLoginOK, User: "u", Time: day0.Add(time.Duration(i) * time.Second)})
+		batch = append(batch, store.Event{Kind: store.EventLoginOK, User: "u", Time: day0.Add(time.Duration(i) * time.Second)})
 		if len(batch) == cap(batch) {
 			if err := s.Append(batch...); err != nil {
 				t.Fatal(err)
@@ -297,7 +298,7 @@ func TestPruneEventsInBatches(t *testing.T) {
 		// Called between two of PruneEvents' transactions: a login's Update
 		// must get through now, not after the prune.
 		done := make(chan error, 1)
-		go func() { done <- s.Update("alice", func(u *User) error { u.LastStep++; return nil }) }()
+		go func() { done <- s.Update("alice", func(u *store.User) error { u.LastStep++; return nil }) }()
 		select {
 		case err := <-done:
 			if err != nil {
@@ -323,7 +324,7 @@ func TestPruneEventsInBatches(t *testing.T) {
 		t.Errorf("alice's LastStep = %d, want one Update per transaction (%d)", u.LastStep, len(perTx))
 	}
 
-	left, err := s.Events(EventQuery{})
+	left, err := s.Events(store.EventQuery{})
 	if err != nil || len(left) != total-old {
 		t.Fatalf("Events = %d events, %v; want %d", len(left), err, total-old)
 	}
@@ -337,3 +338,6 @@ func TestPruneEventsInBatches(t *testing.T) {
 		t.Errorf("second PruneEvents = %d, %v in %d transactions; want 0 in 1", n, err, len(perTx))
 	}
 }
+
+// maxEventField is the length store.EncodeEvent cuts event strings to.
+const maxEventField = 1024

@@ -1,9 +1,10 @@
-package store
+package bolt
 
 import (
 	"bytes"
 	"encoding/json"
 	"errors"
+	"gatekeeper/gatekeeper/store"
 	"strings"
 	"testing"
 	"time"
@@ -40,8 +41,8 @@ func editData(t *testing.T, raw []byte, edit func(data map[string]any)) []byte {
 func fullUser(t *testing.T, s *Store, name string, fill byte) {
 	t.Helper()
 	t0 := time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC)
-	err := s.Update(name, func(u *User) error {
-		u.State, u.Secret, u.LastStep = StateActive, bytes.Repeat([]byte{fill}, 20), 58000000+uint64(fill)
+	err := s.Update(name, func(u *store.User) error {
+		u.State, u.Secret, u.LastStep = store.StateActive, bytes.Repeat([]byte{fill}, 20), 58000000+uint64(fill)
 		u.CreatedAt, u.PendingSince, u.EnrolledAt, u.LastLogin = t0, t0.Add(time.Minute), t0.Add(2*time.Minute), t0.Add(time.Hour)
 		u.RecoverySalt, u.Recovery = bytes.Repeat([]byte{fill}, 16), [][]byte{bytes.Repeat([]byte{fill}, 32), bytes.Repeat([]byte{fill + 1}, 32)}
 		u.ConfirmTries, u.PendingBinding = 1, bytes.Repeat([]byte{fill}, 32)
@@ -188,7 +189,7 @@ func TestTamperedRecord(t *testing.T) {
 			s = mustOpen(t, dbPath, keyPath)
 			check := func(op string, err error) {
 				t.Helper()
-				if !errors.Is(err, ErrDamaged) || !strings.Contains(err.Error(), `user "alice"`) ||
+				if !errors.Is(err, store.ErrDamaged) || !strings.Contains(err.Error(), `user "alice"`) ||
 					!strings.Contains(err.Error(), "fails its integrity check") {
 					t.Errorf("%s = %v, want ErrDamaged saying alice's record fails its integrity check", op, err)
 				}
@@ -198,7 +199,7 @@ func TestTamperedRecord(t *testing.T) {
 			_, err = s.List()
 			check("List", err)
 			called := false
-			check("Update", s.Update("alice", func(*User) error { called = true; return nil }))
+			check("Update", s.Update("alice", func(*store.User) error { called = true; return nil }))
 			if called {
 				t.Error("Update called fn on a tampered record")
 			}
@@ -294,10 +295,10 @@ func TestTamperedTicket(t *testing.T) {
 			rawPut(t, dbPath, bucketTickets, key, value)
 
 			s = mustOpen(t, dbPath, keyPath)
-			if err := s.CheckTicket(tt.user, tt.token, tt.now); !errors.Is(err, ErrNoTicket) {
+			if err := s.CheckTicket(tt.user, tt.token, tt.now); !errors.Is(err, store.ErrNoTicket) {
 				t.Errorf("CheckTicket = %v, want ErrNoTicket", err)
 			}
-			if err := s.UseTicket(tt.user, tt.token, tt.now); !errors.Is(err, ErrNoTicket) {
+			if err := s.UseTicket(tt.user, tt.token, tt.now); !errors.Is(err, store.ErrNoTicket) {
 				t.Errorf("UseTicket = %v, want ErrNoTicket", err)
 			}
 			// UseTicket swept the tampered ticket.
@@ -325,7 +326,7 @@ func TestTicketIntegrityMessage(t *testing.T) {
 	raw := rawGet(t, dbPath, bucketTickets, ticketHash("tok"))
 	rawPut(t, dbPath, bucketTickets, ticketHash("tok"), editData(t, raw, func(d map[string]any) { d["expires"] = "2099-01-01T00:00:00Z" }))
 	s = mustOpen(t, dbPath, keyPath)
-	if err := s.CheckTicket("alice", "tok", day0); !errors.Is(err, ErrNoTicket) || !strings.Contains(err.Error(), "integrity check") {
+	if err := s.CheckTicket("alice", "tok", day0); !errors.Is(err, store.ErrNoTicket) || !strings.Contains(err.Error(), "integrity check") {
 		t.Errorf("CheckTicket = %v", err)
 	}
 }
@@ -341,23 +342,4 @@ func rawGetOpenBucket(t *testing.T, s *Store, bucket, key []byte) []byte {
 		t.Fatal(err)
 	}
 	return v
-}
-
-// TestMACKeyIndependent: the record MAC key is derived from, and differs
-// from, the sealing key, and two key files give two MAC keys.
-func TestMACKeyIndependent(t *testing.T) {
-	k1, k2 := randBytes(t, keySize), randBytes(t, keySize)
-	s1, s2 := v1Sealer(t, k1), v1Sealer(t, k2)
-	again := v1Sealer(t, k1)
-	if bytes.Equal(s1.macKey, k1) || bytes.Equal(s1.macKey, s2.macKey) || !bytes.Equal(s1.macKey, again.macKey) {
-		t.Error("MAC key not a deterministic function of the key file distinct from it")
-	}
-	// The bucket, the key and the data are told apart.
-	macs := map[string]bool{}
-	for _, in := range [][3]string{{"users", "alice", "{}"}, {"users", "alic", "e{}"}, {"user", "salice", "{}"}, {"tickets", "alice", "{}"}} {
-		macs[string(s1.mac([]byte(in[0]), []byte(in[1]), []byte(in[2])))] = true
-	}
-	if len(macs) != 4 {
-		t.Error("different (bucket, key, data) triples share a MAC")
-	}
 }

@@ -1,4 +1,4 @@
-package store
+package bolt
 
 import (
 	"bufio"
@@ -8,6 +8,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"gatekeeper/gatekeeper/store"
 	"io"
 	"os"
 	"os/exec"
@@ -49,8 +50,8 @@ func randBytes(t *testing.T, n int) []byte {
 // enroll makes name an active user with secret.
 func enroll(t *testing.T, s *Store, name string, secret []byte) {
 	t.Helper()
-	err := s.Update(name, func(u *User) error {
-		u.State, u.Secret, u.EnrolledAt = StateActive, secret, time.Now()
+	err := s.Update(name, func(u *store.User) error {
+		u.State, u.Secret, u.EnrolledAt = store.StateActive, secret, time.Now()
 		return nil
 	})
 	if err != nil {
@@ -63,7 +64,7 @@ func secretOf(t *testing.T, s *Store, name string) []byte {
 	t.Helper()
 	var secret []byte
 	errLook := errors.New("just looking")
-	err := s.Update(name, func(u *User) error {
+	err := s.Update(name, func(u *store.User) error {
 		secret = u.Secret
 		return errLook
 	})
@@ -138,8 +139,8 @@ func TestCheckName(t *testing.T) {
 		{".profile", true},
 	}
 	for _, tt := range tests {
-		err := CheckName(tt.name)
-		if tt.ok != (err == nil) || (err != nil && !errors.Is(err, ErrBadName)) {
+		err := store.CheckName(tt.name)
+		if tt.ok != (err == nil) || (err != nil && !errors.Is(err, store.ErrBadName)) {
 			t.Errorf("CheckName(%q) = %v, want ok=%v", tt.name, err, tt.ok)
 		}
 	}
@@ -151,22 +152,22 @@ func TestRoundTrip(t *testing.T) {
 	t0 := time.Date(2026, 1, 2, 3, 4, 5, 6, time.FixedZone("CET", 3600))
 	secret := randBytes(t, 20)
 
-	err := s.Update("alice", func(u *User) error {
-		if u.Name != "alice" || u.State != StateNone || u.Secret != nil || u.LastStep != 0 || !u.CreatedAt.IsZero() {
+	err := s.Update("alice", func(u *store.User) error {
+		if u.Name != "alice" || u.State != store.StateNone || u.Secret != nil || u.LastStep != 0 || !u.CreatedAt.IsZero() {
 			t.Errorf("absent user seen by fn as %+v", *u)
 		}
-		u.State, u.Secret = StatePending, secret
+		u.State, u.Secret = store.StatePending, secret
 		u.CreatedAt, u.PendingSince = t0, t0.Add(time.Minute)
 		return nil
 	})
 	if err != nil {
 		t.Fatal(err)
 	}
-	err = s.Update("alice", func(u *User) error {
-		if !bytes.Equal(u.Secret, secret) || u.State != StatePending {
+	err = s.Update("alice", func(u *store.User) error {
+		if !bytes.Equal(u.Secret, secret) || u.State != store.StatePending {
 			t.Errorf("fn sees %+v", *u)
 		}
-		u.State, u.LastStep = StateActive, 58907520
+		u.State, u.LastStep = store.StateActive, 58907520
 		u.EnrolledAt, u.LastLogin = t0.Add(2*time.Minute), t0.Add(3*time.Minute)
 		return nil
 	})
@@ -179,7 +180,7 @@ func TestRoundTrip(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	want := User{Name: "alice", State: StateActive, LastStep: 58907520,
+	want := store.User{Name: "alice", State: store.StateActive, LastStep: 58907520,
 		CreatedAt: t0, PendingSince: t0.Add(time.Minute), EnrolledAt: t0.Add(2 * time.Minute), LastLogin: t0.Add(3 * time.Minute)}
 	if !sameUser(got, want) {
 		t.Errorf("Get = %+v\nwant %+v", got, want)
@@ -192,10 +193,10 @@ func TestRoundTrip(t *testing.T) {
 	}
 
 	none, err := s.Get("carol")
-	if err != nil || !sameUser(none, User{Name: "carol", State: StateNone}) {
+	if err != nil || !sameUser(none, store.User{Name: "carol", State: store.StateNone}) {
 		t.Errorf("Get(absent) = %+v, %v", none, err)
 	}
-	if _, err := s.Get("bad name"); !errors.Is(err, ErrBadName) {
+	if _, err := s.Get("bad name"); !errors.Is(err, store.ErrBadName) {
 		t.Errorf("Get(bad name) = %v", err)
 	}
 
@@ -216,7 +217,7 @@ func TestRoundTrip(t *testing.T) {
 	}
 }
 
-func sameUser(a, b User) bool {
+func sameUser(a, b store.User) bool {
 	return a.Name == b.Name && a.State == b.State && bytes.Equal(a.Secret, b.Secret) && a.LastStep == b.LastStep &&
 		a.CreatedAt.Equal(b.CreatedAt) && a.PendingSince.Equal(b.PendingSince) &&
 		a.EnrolledAt.Equal(b.EnrolledAt) && a.LastLogin.Equal(b.LastLogin)
@@ -226,21 +227,24 @@ func TestUpdateRules(t *testing.T) {
 	errFn := errors.New("fn says no")
 	tests := []struct {
 		name    string
-		fn      func(u *User) error
+		fn      func(u *store.User) error
 		wantErr string // "" = success
 		isErr   error
 	}{
-		{"fn error", func(u *User) error { u.LastStep = 999; u.State = StateNone; return errFn }, "fn says no", errFn},
-		{"wrapped fn error", func(u *User) error { u.Secret = nil; return fmt.Errorf("ctx: %w", errFn) }, "ctx: fn says no", errFn},
-		{"rename", func(u *User) error { u.Name = "mallory"; return nil }, "rename", nil},
-		{"unknown state", func(u *User) error { u.State = "admin"; return nil }, "unknown state", nil},
-		{"active without secret", func(u *User) error { u.Secret = nil; return nil }, "needs a secret", nil},
-		{"pending without secret", func(u *User) error { u.State, u.Secret = StatePending, nil; return nil }, "needs a secret", nil},
-		{"last step back", func(u *User) error { u.LastStep = 99; return nil }, "may not go back", nil},
-		{"last step zeroed", func(u *User) error { *u = User{Name: u.Name, State: StateActive, Secret: u.Secret}; return nil }, "may not go back", nil},
-		{"last step forward", func(u *User) error { u.LastStep = 101; return nil }, "", nil},
-		{"new secret", func(u *User) error { u.Secret = []byte("another secret"); return nil }, "", nil},
-		{"reset deletes", func(u *User) error { u.State, u.Secret = StateNone, nil; return nil }, "", nil},
+		{"fn error", func(u *store.User) error { u.LastStep = 999; u.State = store.StateNone; return errFn }, "fn says no", errFn},
+		{"wrapped fn error", func(u *store.User) error { u.Secret = nil; return fmt.Errorf("ctx: %w", errFn) }, "ctx: fn says no", errFn},
+		{"rename", func(u *store.User) error { u.Name = "mallory"; return nil }, "rename", nil},
+		{"unknown state", func(u *store.User) error { u.State = "admin"; return nil }, "unknown state", nil},
+		{"active without secret", func(u *store.User) error { u.Secret = nil; return nil }, "needs a secret", nil},
+		{"pending without secret", func(u *store.User) error { u.State, u.Secret = store.StatePending, nil; return nil }, "needs a secret", nil},
+		{"last step back", func(u *store.User) error { u.LastStep = 99; return nil }, "may not go back", nil},
+		{"last step zeroed", func(u *store.User) error {
+			*u = store.User{Name: u.Name, State: store.StateActive, Secret: u.Secret}
+			return nil
+		}, "may not go back", nil},
+		{"last step forward", func(u *store.User) error { u.LastStep = 101; return nil }, "", nil},
+		{"new secret", func(u *store.User) error { u.Secret = []byte("another secret"); return nil }, "", nil},
+		{"reset deletes", func(u *store.User) error { u.State, u.Secret = store.StateNone, nil; return nil }, "", nil},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -248,7 +252,7 @@ func TestUpdateRules(t *testing.T) {
 			s := mustOpen(t, dbPath, keyPath)
 			secret := randBytes(t, 20)
 			enroll(t, s, "alice", secret)
-			if err := s.Update("alice", func(u *User) error { u.LastStep = 100; return nil }); err != nil {
+			if err := s.Update("alice", func(u *store.User) error { u.LastStep = 100; return nil }); err != nil {
 				t.Fatal(err)
 			}
 			before, _ := s.Get("alice")
@@ -286,7 +290,7 @@ func TestUpdateOutcomes(t *testing.T) {
 	enroll(t, s, "alice", []byte("s1"))
 
 	// A reset (state none, no secret) removes the user altogether.
-	if err := s.Update("alice", func(u *User) error { u.State, u.Secret = StateNone, nil; return nil }); err != nil {
+	if err := s.Update("alice", func(u *store.User) error { u.State, u.Secret = store.StateNone, nil; return nil }); err != nil {
 		t.Fatal(err)
 	}
 	if list, err := s.List(); err != nil || len(list) != 0 {
@@ -296,7 +300,7 @@ func TestUpdateOutcomes(t *testing.T) {
 		t.Errorf("reset left a record: %s", raw)
 	}
 	// A state-none update of an absent user writes nothing either.
-	if err := s.Update("ghost", func(u *User) error { u.LastLogin = time.Now(); return nil }); err != nil {
+	if err := s.Update("ghost", func(u *store.User) error { u.LastLogin = time.Now(); return nil }); err != nil {
 		t.Fatal(err)
 	}
 	if list, _ := s.List(); len(list) != 0 {
@@ -309,7 +313,7 @@ func TestUpdateOutcomes(t *testing.T) {
 	}
 	// A bad name never reaches fn.
 	called := false
-	if err := s.Update("../etc", func(*User) error { called = true; return nil }); !errors.Is(err, ErrBadName) || called {
+	if err := s.Update("../etc", func(*store.User) error { called = true; return nil }); !errors.Is(err, store.ErrBadName) || called {
 		t.Errorf("Update(bad name) = %v, fn called %v", err, called)
 	}
 }
@@ -333,7 +337,7 @@ func TestUpdateSecretNonceReuse(t *testing.T) {
 	enroll(t, s, "alice", []byte("secret"))
 	first := rawGetOpen(t, s, "alice")
 	// Changing another field keeps the sealed secret as it was.
-	if err := s.Update("alice", func(u *User) error { u.LastStep = 5; return nil }); err != nil {
+	if err := s.Update("alice", func(u *store.User) error { u.LastStep = 5; return nil }); err != nil {
 		t.Fatal(err)
 	}
 	second := rawGetOpen(t, s, "alice")
@@ -368,11 +372,11 @@ func TestUpdatePanicRollsBack(t *testing.T) {
 				t.Errorf("recovered %v, want the fn's panic", r)
 			}
 		}()
-		_ = s.Update("alice", func(u *User) error { u.LastStep = 7; panic("boom") })
+		_ = s.Update("alice", func(u *store.User) error { u.LastStep = 7; panic("boom") })
 	}()
 	// The writer lock was released and nothing was written.
 	done := make(chan error, 1)
-	go func() { done <- s.Update("alice", func(u *User) error { u.LastStep = 3; return nil }) }()
+	go func() { done <- s.Update("alice", func(u *store.User) error { u.LastStep = 3; return nil }) }()
 	select {
 	case err := <-done:
 		if err != nil {
@@ -393,7 +397,7 @@ func TestConcurrentStepClaim(t *testing.T) {
 	dbPath, keyPath := paths(t)
 	s := mustOpen(t, dbPath, keyPath)
 	enroll(t, s, "alice", []byte("secret"))
-	if err := s.Update("alice", func(u *User) error { u.LastStep = 100; return nil }); err != nil {
+	if err := s.Update("alice", func(u *store.User) error { u.LastStep = 100; return nil }); err != nil {
 		t.Fatal(err)
 	}
 	errUsed := errors.New("step already used")
@@ -405,7 +409,7 @@ func TestConcurrentStepClaim(t *testing.T) {
 	for i := range n {
 		wg.Go(func() {
 			<-start
-			errs[i] = s.Update("alice", func(u *User) error {
+			errs[i] = s.Update("alice", func(u *store.User) error {
 				if u.LastStep >= want {
 					return errUsed
 				}
@@ -442,7 +446,7 @@ func TestReopenKeepsState(t *testing.T) {
 	}
 	secret := randBytes(t, 20)
 	enroll(t, s, "alice", secret)
-	if err := s.Update("alice", func(u *User) error { u.LastStep = 4242; return nil }); err != nil {
+	if err := s.Update("alice", func(u *store.User) error { u.LastStep = 4242; return nil }); err != nil {
 		t.Fatal(err)
 	}
 	if err := s.Close(); err != nil {
@@ -451,7 +455,7 @@ func TestReopenKeepsState(t *testing.T) {
 
 	s = mustOpen(t, dbPath, keyPath)
 	u, err := s.Get("alice")
-	if err != nil || u.State != StateActive || u.LastStep != 4242 {
+	if err != nil || u.State != store.StateActive || u.LastStep != 4242 {
 		t.Fatalf("after reopen Get = %+v, %v", u, err)
 	}
 	if got := secretOf(t, s, "alice"); !bytes.Equal(got, secret) {
@@ -519,9 +523,9 @@ func TestMovedSecret(t *testing.T) {
 
 	s = mustOpen(t, dbPath, keyPath)
 	called := false
-	err = s.Update("mallory", func(*User) error { called = true; return nil })
+	err = s.Update("mallory", func(*store.User) error { called = true; return nil })
 	if err == nil || called || !strings.Contains(err.Error(), `"mallory"`) || !strings.Contains(err.Error(), "integrity check") ||
-		!errors.Is(err, ErrDamaged) {
+		!errors.Is(err, store.ErrDamaged) {
 		t.Errorf("Update(mallory) = %v, fn called %v; want ErrDamaged", err, called)
 	}
 	if string(secretOf(t, s, "alice")) != "alice's secret" {
@@ -559,7 +563,7 @@ func TestDamagedRecord(t *testing.T) {
 			check := func(op string, err error) {
 				t.Helper()
 				if err == nil || !strings.Contains(err.Error(), `user "bob"`) || !strings.Contains(err.Error(), "damaged") ||
-					!errors.Is(err, ErrDamaged) {
+					!errors.Is(err, store.ErrDamaged) {
 					t.Errorf("%s: %v, want an ErrDamaged error naming bob's damaged record", op, err)
 				}
 			}
@@ -568,7 +572,7 @@ func TestDamagedRecord(t *testing.T) {
 			_, err = s.List()
 			check("List", err)
 			called := false
-			err = s.Update("bob", func(*User) error { called = true; return nil })
+			err = s.Update("bob", func(*store.User) error { called = true; return nil })
 			check("Update", err)
 			if called {
 				t.Error("Update called fn on a damaged record")
@@ -576,7 +580,7 @@ func TestDamagedRecord(t *testing.T) {
 			if got := rawGetOpen(t, s, "bob"); string(got) != tt.raw {
 				t.Errorf("damaged record overwritten: %q", got)
 			}
-			if u, err := s.Get("alice"); err != nil || u.State != StateActive {
+			if u, err := s.Get("alice"); err != nil || u.State != store.StateActive {
 				t.Errorf("other user: %+v, %v", u, err)
 			}
 		})
@@ -598,7 +602,7 @@ func TestDamagedRecordKeyMissing(t *testing.T) {
 	if err := os.Remove(keyPath); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := Open(dbPath, keyPath); !errors.Is(err, ErrKeyMissing) {
+	if _, err := Open(dbPath, keyPath); !errors.Is(err, store.ErrKeyMissing) {
 		t.Errorf("Open = %v, want ErrKeyMissing", err)
 	}
 }
@@ -612,12 +616,12 @@ func TestOpenErrors(t *testing.T) {
 	}{
 		{"key mismatch", func(t *testing.T, _, keyPath string) {
 			writeKey(t, keyPath, randBytes(t, 32), 0o600)
-		}, ErrKeyMismatch, []string{"secret key file KEY does not match database DB"}},
+		}, store.ErrKeyMismatch, []string{"secret key file KEY does not match database DB"}},
 		{"key missing", func(t *testing.T, _, keyPath string) {
 			if err := os.Remove(keyPath); err != nil {
 				t.Fatal(err)
 			}
-		}, ErrKeyMissing, []string{"DB", "KEY", "restore"}},
+		}, store.ErrKeyMissing, []string{"DB", "KEY", "restore"}},
 		{"key group readable", func(t *testing.T, _, keyPath string) {
 			chmod(t, keyPath, 0o640)
 		}, nil, []string{"KEY", "0640", "chmod 600"}},
@@ -646,21 +650,21 @@ func TestOpenErrors(t *testing.T) {
 		}, nil, []string{"KEY", "not a regular file"}},
 		{"schema too new", func(t *testing.T, dbPath, _ string) {
 			rawPut(t, dbPath, bucketMeta, keySchema, []byte("3"))
-		}, ErrSchema, []string{"DB", "version 3", "up to version 2"}},
+		}, store.ErrSchema, []string{"DB", "version 3", "up to version 2"}},
 		{"schema set back", func(t *testing.T, dbPath, _ string) {
 			rawPut(t, dbPath, bucketMeta, keySchema, []byte("1"))
-		}, ErrSchema, []string{"DB", "schema version 1 but a key check record of another version"}},
+		}, store.ErrSchema, []string{"DB", "schema version 1 but a key check record of another version"}},
 		{"schema 1 key check", func(t *testing.T, dbPath, keyPath string) {
 			key, _ := os.ReadFile(keyPath)
 			check, _ := v1Sealer(t, key).seal(checkPlainV1, checkAD)
 			rawPut(t, dbPath, bucketMeta, keyCheck, check)
-		}, ErrSchema, []string{"DB", "schema version 2 but a key check record of another version"}},
+		}, store.ErrSchema, []string{"DB", "schema version 2 but a key check record of another version"}},
 		{"schema garbage", func(t *testing.T, dbPath, _ string) {
 			rawPut(t, dbPath, bucketMeta, keySchema, []byte("one"))
-		}, ErrSchema, []string{"DB", `"one"`}},
+		}, store.ErrSchema, []string{"DB", `"one"`}},
 		{"key check damaged", func(t *testing.T, dbPath, _ string) {
 			rawPut(t, dbPath, bucketMeta, keyCheck, []byte("short"))
-		}, ErrKeyMismatch, []string{"KEY", "DB"}},
+		}, store.ErrKeyMismatch, []string{"KEY", "DB"}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -709,7 +713,7 @@ func TestKeyCreatedOnlyWithoutSecrets(t *testing.T) {
 		t.Fatal(err)
 	}
 	enroll(t, s, "alice", []byte("old"))
-	if err := s.Update("alice", func(u *User) error { u.State, u.Secret = StateNone, nil; return nil }); err != nil {
+	if err := s.Update("alice", func(u *store.User) error { u.State, u.Secret = store.StateNone, nil; return nil }); err != nil {
 		t.Fatal(err)
 	}
 	if err := s.Close(); err != nil {
@@ -739,7 +743,7 @@ func TestKeyCreatedOnlyWithoutSecrets(t *testing.T) {
 	}
 	_ = s.Close()
 	writeKey(t, keyPath, oldKey, 0o600)
-	if _, err := Open(dbPath, keyPath); !errors.Is(err, ErrKeyMismatch) {
+	if _, err := Open(dbPath, keyPath); !errors.Is(err, store.ErrKeyMismatch) {
 		t.Errorf("old key: %v, want ErrKeyMismatch", err)
 	}
 }
@@ -811,7 +815,7 @@ func TestOpenNotAFile(t *testing.T) {
 func TestForeignBoltFile(t *testing.T) {
 	dbPath, keyPath := paths(t)
 	rawPut(t, dbPath, []byte("widgets"), []byte("a"), []byte("b"))
-	if _, err := Open(dbPath, keyPath); !errors.Is(err, ErrSchema) || !strings.Contains(err.Error(), "not a gatekeeper database") {
+	if _, err := Open(dbPath, keyPath); !errors.Is(err, store.ErrSchema) || !strings.Contains(err.Error(), "not a gatekeeper database") {
 		t.Errorf("Open = %v", err)
 	}
 }
@@ -946,7 +950,7 @@ func TestInUse(t *testing.T) {
 		t.Fatalf("helper: %v", err)
 	}
 	s = mustOpen(t, dbPath, keyPath)
-	if u, err := s.Get("alice"); err != nil || u.State != StateActive {
+	if u, err := s.Get("alice"); err != nil || u.State != store.StateActive {
 		t.Errorf("after child exit: %+v, %v", u, err)
 	}
 }

@@ -1,6 +1,6 @@
 //go:build !linux
 
-package store
+package bolt
 
 // lockHolder cannot find the lock holder without /proc/locks.
 func lockHolder(string) int { return 0 }

@@ -1,9 +1,10 @@
-package store
+package bolt
 
 import (
 	"bufio"
 	"errors"
 	"fmt"
+	"gatekeeper/gatekeeper/store"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -65,15 +66,15 @@ func fill(t *testing.T, dir string) string {
 func wantNoSpace(t *testing.T, op string, err error, dbPath string) {
 	t.Helper()
 	want := "database disk full: free space on the filesystem holding " + dbPath
-	if !errors.Is(err, ErrNoSpace) || !strings.Contains(err.Error(), want) {
+	if !errors.Is(err, store.ErrNoSpace) || !strings.Contains(err.Error(), want) {
 		t.Errorf("%s = %v, want ErrNoSpace saying %q", op, err, want)
 	}
 }
 
 // bigEvent is an audit event of about 5 KiB.
-func bigEvent() Event {
+func bigEvent() store.Event {
 	x := strings.Repeat("x", maxEventField)
-	return Event{Kind: "filler", User: x, Remote: x, Reason: x, Actor: x, Detail: x}
+	return store.Event{Kind: "filler", User: x, Remote: x, Reason: x, Actor: x, Detail: x}
 }
 
 // TestDiskFull fills the filesystem holding the database (a real, small
@@ -88,7 +89,7 @@ func TestDiskFull(t *testing.T) {
 	if err := s.AddTicket("bob", "bobs-ticket", day0.Add(time.Hour)); err != nil {
 		t.Fatal(err)
 	}
-	if err := s.Append(Event{Kind: EventLinkConfirmed, User: "alice"}); err != nil {
+	if err := s.Append(store.Event{Kind: store.EventLinkConfirmed, User: "alice"}); err != nil {
 		t.Fatal(err)
 	}
 	filler := fill(t, dir)
@@ -104,7 +105,7 @@ func TestDiskFull(t *testing.T) {
 	}
 	wantNoSpace(t, "Append", err, dbPath)
 	t.Logf("disk full after %d appends: %v", appended, err)
-	err = s.Update("alice", func(u *User) error {
+	err = s.Update("alice", func(u *store.User) error {
 		u.LastStep = 99999999
 		u.Recovery = hashes(3000) // about 130 KB
 		return nil
@@ -123,7 +124,7 @@ func TestDiskFull(t *testing.T) {
 	if list, err := s.List(); err != nil || len(list) != 1 {
 		t.Errorf("List = %+v, %v", list, err)
 	}
-	if ev, err := s.Events(EventQuery{}); err != nil || len(ev) != 1+2*appended {
+	if ev, err := s.Events(store.EventQuery{}); err != nil || len(ev) != 1+2*appended {
 		t.Errorf("Events = %d events, %v; want %d", len(ev), err, 1+2*appended)
 	}
 	if err := s.CheckTicket("bob", "bobs-ticket", day0); err != nil {
@@ -139,10 +140,10 @@ func TestDiskFull(t *testing.T) {
 	// committed.
 	step, committed, failed := u.LastStep, 0, 0
 	for i := range 300 {
-		if err := s.Append(Event{Kind: "filler", Detail: strings.Repeat("d", i*4)}); err != nil {
+		if err := s.Append(store.Event{Kind: "filler", Detail: strings.Repeat("d", i*4)}); err != nil {
 			wantNoSpace(t, "Append", err, dbPath)
 		}
-		err := s.Update("alice", func(u *User) error { u.LastStep++; return nil })
+		err := s.Update("alice", func(u *store.User) error { u.LastStep++; return nil })
 		if err == nil {
 			step++
 			committed++
@@ -163,7 +164,7 @@ func TestDiskFull(t *testing.T) {
 	if err := s.Append(bigEvent()); err != nil {
 		t.Errorf("Append after freeing space: %v", err)
 	}
-	if err := s.Update("alice", func(u *User) error { u.LastStep++; return nil }); err != nil {
+	if err := s.Update("alice", func(u *store.User) error { u.LastStep++; return nil }); err != nil {
 		t.Errorf("Update after freeing space: %v", err)
 	}
 	step++
@@ -301,8 +302,8 @@ func TestFileSizeLimitHelper(t *testing.T) {
 			break
 		}
 	}
-	fmt.Printf("gk: append: no space: %v: %v\n", errors.Is(err, ErrNoSpace), err)
-	if u, err := s.Get("alice"); err != nil || u.State != StateActive {
+	fmt.Printf("gk: append: no space: %v: %v\n", errors.Is(err, store.ErrNoSpace), err)
+	if u, err := s.Get("alice"); err != nil || u.State != store.StateActive {
 		fmt.Printf("gk: get: %+v, %v\n", u, err)
 	} else {
 		fmt.Println("gk: get: ok")

@@ -1,8 +1,9 @@
-package store
+package bolt
 
 import (
 	"bytes"
 	"errors"
+	"gatekeeper/gatekeeper/store"
 	"slices"
 	"strings"
 	"testing"
@@ -15,7 +16,7 @@ import (
 func hashes(n int) [][]byte {
 	var hs [][]byte
 	for i := range n {
-		hs = append(hs, bytes.Repeat([]byte{byte(i + 1)}, RecoveryHashSize))
+		hs = append(hs, bytes.Repeat([]byte{byte(i + 1)}, store.RecoveryHashSize))
 	}
 	return hs
 }
@@ -24,23 +25,23 @@ func TestRecoveryFields(t *testing.T) {
 	salt := []byte("0123456789abcdef")
 	tests := []struct {
 		name     string
-		fn       func(u *User) error
+		fn       func(u *store.User) error
 		wantErr  string // "" = success
 		wantLeft int    // hashes stored afterwards
 	}{
-		{"set ten", func(u *User) error { u.RecoverySalt, u.Recovery = salt, hashes(10); return nil }, "", 10},
-		{"use one", func(u *User) error { u.Recovery = slices.Delete(u.Recovery, 1, 2); return nil }, "", 2},
-		{"use the last ones", func(u *User) error { u.Recovery = nil; return nil }, "", 0},
-		{"hashes without salt", func(u *User) error { u.RecoverySalt, u.Recovery = nil, hashes(2); return nil }, "without a salt", 3},
-		{"short hash", func(u *User) error { u.Recovery = append(u.Recovery, []byte("short")); return nil }, "hash 3 has 5 bytes", 3},
-		{"long hash", func(u *User) error { u.Recovery[0] = make([]byte, 64); return nil }, "hash 0 has 64 bytes", 3},
+		{"set ten", func(u *store.User) error { u.RecoverySalt, u.Recovery = salt, hashes(10); return nil }, "", 10},
+		{"use one", func(u *store.User) error { u.Recovery = slices.Delete(u.Recovery, 1, 2); return nil }, "", 2},
+		{"use the last ones", func(u *store.User) error { u.Recovery = nil; return nil }, "", 0},
+		{"hashes without salt", func(u *store.User) error { u.RecoverySalt, u.Recovery = nil, hashes(2); return nil }, "without a salt", 3},
+		{"short hash", func(u *store.User) error { u.Recovery = append(u.Recovery, []byte("short")); return nil }, "hash 3 has 5 bytes", 3},
+		{"long hash", func(u *store.User) error { u.Recovery[0] = make([]byte, 64); return nil }, "hash 0 has 64 bytes", 3},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			dbPath, keyPath := paths(t)
 			s := mustOpen(t, dbPath, keyPath)
 			enroll(t, s, "alice", []byte("secret"))
-			if err := s.Update("alice", func(u *User) error { u.RecoverySalt, u.Recovery = salt, hashes(3); return nil }); err != nil {
+			if err := s.Update("alice", func(u *store.User) error { u.RecoverySalt, u.Recovery = salt, hashes(3); return nil }); err != nil {
 				t.Fatal(err)
 			}
 
@@ -69,7 +70,7 @@ func TestRecoveryFields(t *testing.T) {
 			s = mustOpen(t, dbPath, keyPath)
 			var seen [][]byte
 			errLook := errors.New("look")
-			_ = s.Update("alice", func(u *User) error { seen = u.Recovery; return errLook })
+			_ = s.Update("alice", func(u *store.User) error { seen = u.Recovery; return errLook })
 			if len(seen) != tt.wantLeft {
 				t.Errorf("after reopen Update's fn sees %d hashes, want %d", len(seen), tt.wantLeft)
 			}
@@ -83,10 +84,10 @@ func TestRecoveryGoneWithReset(t *testing.T) {
 	dbPath, keyPath := paths(t)
 	s := mustOpen(t, dbPath, keyPath)
 	enroll(t, s, "alice", []byte("secret"))
-	if err := s.Update("alice", func(u *User) error { u.RecoverySalt, u.Recovery = []byte("salt"), hashes(10); return nil }); err != nil {
+	if err := s.Update("alice", func(u *store.User) error { u.RecoverySalt, u.Recovery = []byte("salt"), hashes(10); return nil }); err != nil {
 		t.Fatal(err)
 	}
-	if err := s.Update("alice", func(u *User) error { u.State, u.Secret = StateNone, nil; return nil }); err != nil {
+	if err := s.Update("alice", func(u *store.User) error { u.State, u.Secret = store.StateNone, nil; return nil }); err != nil {
 		t.Fatal(err)
 	}
 	if u, err := s.Get("alice"); err != nil || u.Recovery != nil || u.RecoverySalt != nil {
@@ -107,7 +108,7 @@ func TestDelete(t *testing.T) {
 		{name: "damaged json", user: "bob", raw: "{not json", wantExisted: true},
 		{name: "damaged state", user: "bob", raw: `{"state":"root"}`, wantExisted: true},
 		{name: "undecryptable secret", user: "bob", raw: `{"state":"active","sealed_secret":"c2VjcmV0c2VjcmV0c2VjcmV0c2VjcmV0c2VjcmV0"}`, wantExisted: true},
-		{name: "bad name", user: "../alice", wantErr: ErrBadName},
+		{name: "bad name", user: "../alice", wantErr: store.ErrBadName},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -121,7 +122,7 @@ func TestDelete(t *testing.T) {
 			if err := s.AddTicket(tt.user, "ticket-for-user", day0.Add(time.Hour)); err != nil && tt.wantErr == nil {
 				t.Fatal(err)
 			}
-			if err := s.Append(Event{Kind: EventLinkConfirmed, User: tt.user}); err != nil {
+			if err := s.Append(store.Event{Kind: store.EventLinkConfirmed, User: tt.user}); err != nil {
 				t.Fatal(err)
 			}
 			if err := s.Close(); err != nil {
@@ -142,7 +143,7 @@ func TestDelete(t *testing.T) {
 			if err != nil || existed != tt.wantExisted {
 				t.Fatalf("Delete = %v, %v; want %v, nil", existed, err, tt.wantExisted)
 			}
-			if u, err := s.Get(tt.user); err != nil || u.State != StateNone {
+			if u, err := s.Get(tt.user); err != nil || u.State != store.StateNone {
 				t.Errorf("after Delete Get = %+v, %v; want state none", u, err)
 			}
 			if raw := rawGetOpen(t, s, tt.user); raw != nil {
@@ -159,7 +160,7 @@ func TestDelete(t *testing.T) {
 			if err := s.CheckTicket(tt.user, "ticket-for-user", day0); err != nil {
 				t.Errorf("ticket after Delete: %v", err)
 			}
-			if ev, err := s.Events(EventQuery{User: tt.user}); err != nil || len(ev) != 1 {
+			if ev, err := s.Events(store.EventQuery{User: tt.user}); err != nil || len(ev) != 1 {
 				t.Errorf("audit after Delete: %+v, %v", ev, err)
 			}
 			// The user can be linked afresh.
@@ -181,7 +182,7 @@ func TestOpenAddsBuckets(t *testing.T) {
 		t.Fatal(err)
 	}
 	enroll(t, s, "alice", []byte("secret"))
-	if err := s.Update("alice", func(u *User) error { u.LastStep = 77; return nil }); err != nil {
+	if err := s.Update("alice", func(u *store.User) error { u.LastStep = 77; return nil }); err != nil {
 		t.Fatal(err)
 	}
 	if err := s.Close(); err != nil {
@@ -206,10 +207,10 @@ func TestOpenAddsBuckets(t *testing.T) {
 	}
 
 	s = mustOpen(t, dbPath, keyPath)
-	if u, err := s.Get("alice"); err != nil || u.State != StateActive || u.LastStep != 77 || u.Recovery != nil {
+	if u, err := s.Get("alice"); err != nil || u.State != store.StateActive || u.LastStep != 77 || u.Recovery != nil {
 		t.Errorf("record reads as %+v, %v", u, err)
 	}
-	if err := s.Append(Event{Kind: EventReset, User: "alice"}); err != nil {
+	if err := s.Append(store.Event{Kind: store.EventReset, User: "alice"}); err != nil {
 		t.Errorf("Append on an upgraded database: %v", err)
 	}
 	if err := s.AddTicket("alice", "tok", day0.Add(time.Hour)); err != nil {

@@ -1,8 +1,9 @@
-package store
+package bolt
 
 import (
 	"bytes"
 	"errors"
+	"gatekeeper/gatekeeper/store"
 	"os"
 	"strings"
 	"sync"
@@ -47,7 +48,7 @@ func TestTickets(t *testing.T) {
 					}
 					return
 				}
-				if !errors.Is(err, ErrNoTicket) || !strings.Contains(err.Error(), tt.wantErr) {
+				if !errors.Is(err, store.ErrNoTicket) || !strings.Contains(err.Error(), tt.wantErr) {
 					t.Errorf("%s = %v, want ErrNoTicket saying %q", op, err, tt.wantErr)
 				}
 			}
@@ -63,7 +64,7 @@ func TestTickets(t *testing.T) {
 				t.Errorf("ticket left after the test: %v (want gone: %v)", left, gone)
 			}
 			if tt.wantErr == "" {
-				if err := s.UseTicket(tt.user, tt.token, tt.now); !errors.Is(err, ErrNoTicket) {
+				if err := s.UseTicket(tt.user, tt.token, tt.now); !errors.Is(err, store.ErrNoTicket) {
 					t.Errorf("second UseTicket = %v, want ErrNoTicket", err)
 				}
 			}
@@ -95,7 +96,7 @@ func TestAddTicket(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	if err := s.CheckTicket("alice", "first", day0); !errors.Is(err, ErrNoTicket) {
+	if err := s.CheckTicket("alice", "first", day0); !errors.Is(err, store.ErrNoTicket) {
 		t.Errorf("replaced ticket: %v, want ErrNoTicket", err)
 	}
 	for _, tk := range []struct{ user, token string }{{"alice", "second"}, {"bob", "bobs"}} {
@@ -116,11 +117,11 @@ func TestUseTicketSweepsExpired(t *testing.T) {
 		t.Fatal(err)
 	}
 	later := day0.Add(2 * time.Hour)
-	if err := s.UseTicket("alice", "nonsense", later); !errors.Is(err, ErrNoTicket) {
+	if err := s.UseTicket("alice", "nonsense", later); !errors.Is(err, store.ErrNoTicket) {
 		t.Fatalf("UseTicket = %v", err)
 	}
 	// Even at an earlier "now" the expired ticket is no longer there.
-	if err := s.CheckTicket("old", "old-token", day0); !errors.Is(err, ErrNoTicket) {
+	if err := s.CheckTicket("old", "old-token", day0); !errors.Is(err, store.ErrNoTicket) {
 		t.Errorf("expired ticket kept: %v", err)
 	}
 	if err := s.CheckTicket("alice", "alice-token", later); err != nil {
@@ -181,7 +182,7 @@ func TestUseTicketConcurrent(t *testing.T) {
 		switch {
 		case err == nil:
 			wins++
-		case !errors.Is(err, ErrNoTicket):
+		case !errors.Is(err, store.ErrNoTicket):
 			t.Errorf("unexpected error %v", err)
 		}
 	}

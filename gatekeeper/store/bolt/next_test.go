@@ -1,9 +1,10 @@
-package store
+package bolt
 
 import (
 	"bytes"
 	"encoding/json"
 	"errors"
+	"gatekeeper/gatekeeper/store"
 	"os"
 	"strings"
 	"testing"
@@ -17,7 +18,7 @@ func nextOf(t *testing.T, s *Store, name string) []byte {
 	t.Helper()
 	var next []byte
 	errLook := errors.New("just looking")
-	if err := s.Update(name, func(u *User) error { next = u.NextSecret; return errLook }); !errors.Is(err, errLook) {
+	if err := s.Update(name, func(u *store.User) error { next = u.NextSecret; return errLook }); !errors.Is(err, errLook) {
 		t.Fatalf("Update(%s): %v", name, err)
 	}
 	return next
@@ -31,7 +32,7 @@ func TestNextAndDriftRoundTrip(t *testing.T) {
 	t0 := time.Date(2026, 5, 6, 7, 8, 9, 10, time.FixedZone("CEST", 7200))
 	secret, next := randBytes(t, 20), randBytes(t, 20)
 	enroll(t, s, "alice", secret)
-	err := s.Update("alice", func(u *User) error {
+	err := s.Update("alice", func(u *store.User) error {
 		u.NextSecret, u.NextSince = next, t0
 		u.PendingBinding, u.ConfirmTries = bytes.Repeat([]byte{7}, 32), 2
 		u.DriftSteps, u.DriftAt = -6, t0.Add(time.Minute)
@@ -40,13 +41,13 @@ func TestNextAndDriftRoundTrip(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	check := func(when string, u User) {
+	check := func(when string, u store.User) {
 		t.Helper()
 		if u.NextSecret != nil || u.Secret != nil {
 			t.Errorf("%s: a secret is exposed", when)
 		}
 		if !u.NextSince.Equal(t0) || u.DriftSteps != -6 || !u.DriftAt.Equal(t0.Add(time.Minute)) || u.ConfirmTries != 2 ||
-			u.State != StateActive {
+			u.State != store.StateActive {
 			t.Errorf("%s: %+v", when, u)
 		}
 	}
@@ -69,7 +70,7 @@ func TestNextAndDriftRoundTrip(t *testing.T) {
 
 	// Another change seals neither secret again (no fresh nonce spent).
 	before := rawGetOpen(t, s, "alice")
-	if err := s.Update("alice", func(u *User) error { u.LastStep = 9; return nil }); err != nil {
+	if err := s.Update("alice", func(u *store.User) error { u.LastStep = 9; return nil }); err != nil {
 		t.Fatal(err)
 	}
 	after := rawGetOpen(t, s, "alice")
@@ -91,7 +92,7 @@ func TestNextAndDriftRoundTrip(t *testing.T) {
 	}
 
 	// The replacement confirmed: the next secret becomes the secret and goes.
-	err = s.Update("alice", func(u *User) error {
+	err = s.Update("alice", func(u *store.User) error {
 		u.Secret, u.NextSecret, u.NextSince = u.NextSecret, nil, time.Time{}
 		return nil
 	})
@@ -123,28 +124,28 @@ func TestNextSecretRules(t *testing.T) {
 	next := []byte("the new phone's key!")
 	tests := []struct {
 		name    string
-		start   State // the record's state before (none: no record)
-		fn      func(u *User) error
+		start   store.State // the record's state before (none: no record)
+		fn      func(u *store.User) error
 		wantErr string // "" = success
 	}{
-		{"active gets one", StateActive, func(u *User) error { u.NextSecret = next; return nil }, ""},
-		{"active drops it", StateActive, func(u *User) error { u.NextSecret = nil; return nil }, ""},
-		{"pending may not", StatePending, func(u *User) error { u.NextSecret = next; return nil }, "needs an active device (state pending)"},
-		{"none may not", StateNone, func(u *User) error { u.NextSecret = next; return nil }, "needs an active device (state none)"},
-		{"none with a secret may not", StateNone, func(u *User) error { u.Secret, u.NextSecret = next, next; return nil }, "needs an active device"},
-		{"a reset must drop it", StateActive, func(u *User) error { u.State, u.Secret = StateNone, nil; return nil }, "needs an active device (state none)"},
-		{"a reset that drops it", StateActive, func(u *User) error { u.State, u.Secret, u.NextSecret = StateNone, nil, nil; return nil }, ""},
-		{"back to pending must drop it", StateActive, func(u *User) error { u.State = StatePending; return nil }, "needs an active device (state pending)"},
-		{"drift on any record", StatePending, func(u *User) error { u.DriftSteps, u.DriftAt = 3, time.Now(); return nil }, ""},
+		{"active gets one", store.StateActive, func(u *store.User) error { u.NextSecret = next; return nil }, ""},
+		{"active drops it", store.StateActive, func(u *store.User) error { u.NextSecret = nil; return nil }, ""},
+		{"pending may not", store.StatePending, func(u *store.User) error { u.NextSecret = next; return nil }, "needs an active device (state pending)"},
+		{"none may not", store.StateNone, func(u *store.User) error { u.NextSecret = next; return nil }, "needs an active device (state none)"},
+		{"none with a secret may not", store.StateNone, func(u *store.User) error { u.Secret, u.NextSecret = next, next; return nil }, "needs an active device"},
+		{"a reset must drop it", store.StateActive, func(u *store.User) error { u.State, u.Secret = store.StateNone, nil; return nil }, "needs an active device (state none)"},
+		{"a reset that drops it", store.StateActive, func(u *store.User) error { u.State, u.Secret, u.NextSecret = store.StateNone, nil, nil; return nil }, ""},
+		{"back to pending must drop it", store.StateActive, func(u *store.User) error { u.State = store.StatePending; return nil }, "needs an active device (state pending)"},
+		{"drift on any record", store.StatePending, func(u *store.User) error { u.DriftSteps, u.DriftAt = 3, time.Now(); return nil }, ""},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			dbPath, keyPath := paths(t)
 			s := mustOpen(t, dbPath, keyPath)
-			if tt.start != StateNone {
-				err := s.Update("alice", func(u *User) error {
+			if tt.start != store.StateNone {
+				err := s.Update("alice", func(u *store.User) error {
 					u.State, u.Secret = tt.start, []byte("old secret")
-					if tt.start == StateActive {
+					if tt.start == store.StateActive {
 						u.NextSecret = []byte("a replacement")
 					}
 					return nil
@@ -183,7 +184,7 @@ func TestNextSecretAuthenticDamage(t *testing.T) {
 			"replacement secret cannot be decrypted"},
 		{"the next secret sealed as the current one", func(r *record) { r.Sealed = r.SealedNext },
 			"secret cannot be decrypted"},
-		{"a pending record with a next secret", func(r *record) { r.State = StatePending },
+		{"a pending record with a next secret", func(r *record) { r.State = store.StatePending },
 			"state pending with a replacement secret"},
 	}
 	for _, tt := range tests {
@@ -191,7 +192,7 @@ func TestNextSecretAuthenticDamage(t *testing.T) {
 			dbPath, keyPath := paths(t)
 			s := mustOpen(t, dbPath, keyPath)
 			enroll(t, s, "alice", []byte("current"))
-			if err := s.Update("alice", func(u *User) error { u.NextSecret = []byte("next"); return nil }); err != nil {
+			if err := s.Update("alice", func(u *store.User) error { u.NextSecret = []byte("next"); return nil }); err != nil {
 				t.Fatal(err)
 			}
 			var r record
@@ -207,8 +208,8 @@ func TestNextSecretAuthenticDamage(t *testing.T) {
 				t.Fatal(err)
 			}
 			called := false
-			err = s.Update("alice", func(*User) error { called = true; return nil })
-			if !errors.Is(err, ErrDamaged) || !strings.Contains(err.Error(), `user "alice"`) || !strings.Contains(err.Error(), tt.wantErr) || called {
+			err = s.Update("alice", func(*store.User) error { called = true; return nil })
+			if !errors.Is(err, store.ErrDamaged) || !strings.Contains(err.Error(), `user "alice"`) || !strings.Contains(err.Error(), tt.wantErr) || called {
 				t.Errorf("Update = %v (fn called: %v), want ErrDamaged naming alice: %q", err, called, tt.wantErr)
 			}
 			if existed, err := s.Delete("alice"); !existed || err != nil {
@@ -227,7 +228,7 @@ func TestNoPlaintextNextSecret(t *testing.T) {
 	}
 	next := randBytes(t, 20)
 	enroll(t, s, "alice", randBytes(t, 20))
-	if err := s.Update("alice", func(u *User) error { u.NextSecret = next; return nil }); err != nil {
+	if err := s.Update("alice", func(u *store.User) error { u.NextSecret = next; return nil }); err != nil {
 		t.Fatal(err)
 	}
 	if err := s.Close(); err != nil {

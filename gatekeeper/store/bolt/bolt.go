@@ -1,15 +1,15 @@
-package store
+package bolt
 
 import (
+	"gatekeeper/gatekeeper/store"
+
 	"errors"
 	"fmt"
 	"io/fs"
 	"os"
 	"runtime/debug"
-	"strings"
-	"syscall"
 
-	bolt "go.etcd.io/bbolt"
+	"go.etcd.io/bbolt"
 	berrors "go.etcd.io/bbolt/errors"
 )
 
@@ -39,7 +39,7 @@ import (
 
 // openBolt opens the bbolt file, turning its errors into ones an operator
 // can act on.
-func openBolt(path string) (*bolt.DB, error) {
+func openBolt(path string) (*bbolt.DB, error) {
 	hadData := false
 	if st, err := os.Stat(path); err == nil && st.Mode().IsRegular() && st.Size() > 0 {
 		hadData = true
@@ -47,8 +47,8 @@ func openBolt(path string) (*bolt.DB, error) {
 			return nil, err
 		}
 	}
-	db, err := boltOpen(path, &bolt.Options{Timeout: openTimeout})
-	if err != nil && !hadData && errors.Is(err, ErrNoSpace) {
+	db, err := boltOpen(path, &bbolt.Options{Timeout: openTimeout})
+	if err != nil && !hadData && errors.Is(err, store.ErrNoSpace) {
 		// bbolt creates a new file by writing its first four pages at once.
 		// On a full disk that write may have stored only some of them, and
 		// the next Open would map a file shorter than its metadata says.
@@ -65,7 +65,7 @@ func openBolt(path string) (*bolt.DB, error) {
 // the end of the file would kill the process. A read-only bbolt handle reads
 // only the two meta pages, which bbolt has checked are there.
 func checkLength(path string) error {
-	db, err := boltOpen(path, &bolt.Options{Timeout: openTimeout, ReadOnly: true})
+	db, err := boltOpen(path, &bbolt.Options{Timeout: openTimeout, ReadOnly: true})
 	if err != nil {
 		return err
 	}
@@ -87,9 +87,9 @@ func checkLength(path string) error {
 	return nil
 }
 
-// boltOpen is bolt.Open with its errors (and panics, and memory faults)
+// boltOpen is bbolt.Open with its errors (and panics, and memory faults)
 // explained.
-func boltOpen(path string, opts *bolt.Options) (db *bolt.DB, err error) {
+func boltOpen(path string, opts *bbolt.Options) (db *bbolt.DB, err error) {
 	defer debug.SetPanicOnFault(debug.SetPanicOnFault(true))
 	// A damaged file can make bbolt panic; a bad file must be an error.
 	defer func() {
@@ -97,14 +97,14 @@ func boltOpen(path string, opts *bolt.Options) (db *bolt.DB, err error) {
 			db, err = nil, fmt.Errorf("database %s is damaged (bbolt: %v)", path, r)
 		}
 	}()
-	db, err = bolt.Open(path, 0o600, opts)
+	db, err = bbolt.Open(path, 0o600, opts)
 	switch {
 	case err == nil:
 		return db, nil
 	case errors.Is(err, berrors.ErrTimeout):
 		return nil, &InUseError{Path: path, PID: lockHolder(path)}
-	case isNoSpace(err):
-		return nil, noSpace(path, err)
+	case store.IsNoSpace(err):
+		return nil, store.NoSpace(path, err)
 	case errors.As(err, new(*fs.PathError)):
 		// Could not open the file at all (permissions, a directory, ...).
 		return nil, fmt.Errorf("open database: %w", err)
@@ -117,7 +117,7 @@ func boltOpen(path string, opts *bolt.Options) (db *bolt.DB, err error) {
 
 // view runs a read-only transaction, turning a bbolt panic on a damaged
 // page, or a memory fault reading the file, into an error.
-func (s *Store) view(fn func(*bolt.Tx) error) (err error) {
+func (s *Store) view(fn func(*bbolt.Tx) error) (err error) {
 	defer debug.SetPanicOnFault(debug.SetPanicOnFault(true))
 	defer s.recoverDamage(&err)
 	return s.db.View(fn)
@@ -131,7 +131,7 @@ func (s *Store) view(fn func(*bolt.Tx) error) (err error) {
 // writing for this Store (see writeMu): bbolt's rollback can fault again on
 // the same pages and leave its writer lock held for good, and its in-memory
 // state is not to be trusted after a panic mid-write anyway.
-func (s *Store) update(fn func(*bolt.Tx) error) (err error) {
+func (s *Store) update(fn func(*bbolt.Tx) error) (err error) {
 	s.writeMu.Lock()
 	defer s.writeMu.Unlock()
 	if s.writeBroken != nil {
@@ -145,13 +145,13 @@ func (s *Store) update(fn func(*bolt.Tx) error) (err error) {
 		}
 	}()
 	fnFailed := false
-	err = s.db.Update(func(tx *bolt.Tx) error {
+	err = s.db.Update(func(tx *bbolt.Tx) error {
 		err := fn(tx)
 		fnFailed = err != nil
 		return err
 	})
-	if err != nil && !fnFailed && isNoSpace(err) {
-		return noSpace(s.path, err)
+	if err != nil && !fnFailed && store.IsNoSpace(err) {
+		return store.NoSpace(s.path, err)
 	}
 	return err
 }
@@ -162,23 +162,4 @@ func (s *Store) recoverDamage(err *error) {
 	if r := recover(); r != nil {
 		*err = fmt.Errorf("database %s is damaged (bbolt: %v)", s.path, r)
 	}
-}
-
-// isNoSpace reports whether err says that a write found no room: the
-// filesystem is full (ENOSPC), the owner's quota is used up (EDQUOT), or the
-// file would pass its size limit (EFBIG, RLIMIT_FSIZE). bbolt formats some of
-// these with %s rather than %w ("file resize error: ...", "mmap allocate
-// error: ..."), which cuts the error chain, so the errno's text counts too.
-func isNoSpace(err error) bool {
-	for _, errno := range []syscall.Errno{syscall.ENOSPC, syscall.EDQUOT, syscall.EFBIG} {
-		if errors.Is(err, errno) || strings.Contains(err.Error(), errno.Error()) {
-			return true
-		}
-	}
-	return false
-}
-
-// noSpace is the ErrNoSpace error for a failed write to path.
-func noSpace(path string, err error) error {
-	return fmt.Errorf("%w: free space on the filesystem holding %s (%w)", ErrNoSpace, path, err)
 }

@@ -1,10 +1,11 @@
-package store
+package bolt
 
 import (
 	"bytes"
 	"crypto/sha256"
 	"encoding/json"
 	"errors"
+	"gatekeeper/gatekeeper/store"
 	"os"
 	"path/filepath"
 	"slices"
@@ -45,16 +46,6 @@ type v1DB struct {
 	// noBuckets leaves out the audit and tickets buckets, as in a database
 	// from before they were added.
 	noBuckets bool
-}
-
-// v1Sealer is a store that only seals and authenticates, with key.
-func v1Sealer(t *testing.T, key []byte) *Store {
-	t.Helper()
-	s := &Store{keyPath: "test key"}
-	if err := s.setKey(key); err != nil {
-		t.Fatal(err)
-	}
-	return s
 }
 
 // v1User is name's schema 1 record: fields of r, with secret sealed as
@@ -210,10 +201,10 @@ func TestMigrateV1(t *testing.T) {
 	}
 
 	// Every field survived, and the secrets still decrypt.
-	wantUsers := []User{
-		{Name: "alice", State: StateActive, LastStep: alice.LastStep, CreatedAt: alice.CreatedAt, PendingSince: alice.PendingSince,
+	wantUsers := []store.User{
+		{Name: "alice", State: store.StateActive, LastStep: alice.LastStep, CreatedAt: alice.CreatedAt, PendingSince: alice.PendingSince,
 			EnrolledAt: alice.EnrolledAt, LastLogin: alice.LastLogin, RecoverySalt: alice.RecoverySalt, Recovery: alice.Recovery},
-		{Name: "bob", State: StatePending, CreatedAt: bob.CreatedAt, PendingSince: bob.PendingSince,
+		{Name: "bob", State: store.StatePending, CreatedAt: bob.CreatedAt, PendingSince: bob.PendingSince,
 			ConfirmTries: bob.ConfirmTries, PendingBinding: bob.PendingBinding},
 	}
 	list, err := s.List()
@@ -235,7 +226,7 @@ func TestMigrateV1(t *testing.T) {
 		t.Errorf("bob's secret = %q", got)
 	}
 	// The tickets work, once, for their users only.
-	if err := s.CheckTicket("dave", "carols-ticket", day0); !errors.Is(err, ErrNoTicket) {
+	if err := s.CheckTicket("dave", "carols-ticket", day0); !errors.Is(err, store.ErrNoTicket) {
 		t.Errorf("carol's ticket for dave: %v", err)
 	}
 	if err := s.UseTicket("carol", "carols-ticket", day0); err != nil {
@@ -245,10 +236,10 @@ func TestMigrateV1(t *testing.T) {
 		t.Errorf("dave's ticket: %v", err)
 	}
 	// The audit log is untouched, and the store goes on as usual.
-	if ev, err := s.Events(EventQuery{}); err != nil || kinds(ev) != "link_confirmed" || ev[0].Seq != 1 {
+	if ev, err := s.Events(store.EventQuery{}); err != nil || kinds(ev) != "link_confirmed" || ev[0].Seq != 1 {
 		t.Errorf("Events = %+v, %v", ev, err)
 	}
-	if err := s.Update("alice", func(u *User) error { u.LastStep++; return nil }); err != nil {
+	if err := s.Update("alice", func(u *store.User) error { u.LastStep++; return nil }); err != nil {
 		t.Fatal(err)
 	}
 	if err := s.Close(); err != nil {
@@ -283,7 +274,7 @@ func TestMigrateV1(t *testing.T) {
 }
 
 // sameUserAll compares every field of two users.
-func sameUserAll(a, b User) bool {
+func sameUserAll(a, b store.User) bool {
 	return sameUser(a, b) && bytes.Equal(a.RecoverySalt, b.RecoverySalt) && slices.EqualFunc(a.Recovery, b.Recovery, bytes.Equal) &&
 		a.ConfirmTries == b.ConfirmTries && bytes.Equal(a.PendingBinding, b.PendingBinding)
 }
@@ -323,11 +314,11 @@ func TestMigrateGoldenV1(t *testing.T) {
 		t.Errorf("Migrated = %+v", m)
 	}
 	t0 := time.Date(2026, 5, 6, 7, 8, 9, 0, time.UTC)
-	want := map[string]User{
-		"alice": {Name: "alice", State: StateActive, LastStep: 59000000, CreatedAt: t0, PendingSince: t0.Add(time.Minute),
+	want := map[string]store.User{
+		"alice": {Name: "alice", State: store.StateActive, LastStep: 59000000, CreatedAt: t0, PendingSince: t0.Add(time.Minute),
 			EnrolledAt: t0.Add(2 * time.Minute), LastLogin: t0.Add(time.Hour), RecoverySalt: []byte("alice-salt-16byt"),
 			Recovery: [][]byte{bytes.Repeat([]byte{1}, 32), bytes.Repeat([]byte{2}, 32)}},
-		"bob": {Name: "bob", State: StatePending, CreatedAt: t0, PendingSince: t0.Add(3 * time.Minute),
+		"bob": {Name: "bob", State: store.StatePending, CreatedAt: t0, PendingSince: t0.Add(3 * time.Minute),
 			ConfirmTries: 2, PendingBinding: bytes.Repeat([]byte{0xb0}, 32)},
 	}
 	secrets := map[string]string{"alice": "alice-secret-20bytes", "bob": "bob-secret-20bytes!!"}
@@ -342,7 +333,7 @@ func TestMigrateGoldenV1(t *testing.T) {
 	if err := s.UseTicket("carol", "golden-ticket-token", day0); err != nil {
 		t.Errorf("carol's ticket: %v", err)
 	}
-	if ev, err := s.Events(EventQuery{}); err != nil || kinds(ev) != "link_confirmed" || ev[0].User != "alice" {
+	if ev, err := s.Events(store.EventQuery{}); err != nil || kinds(ev) != "link_confirmed" || ev[0].User != "alice" {
 		t.Errorf("Events = %+v, %v", ev, err)
 	}
 }
@@ -389,7 +380,7 @@ func TestMigrateDamagedV1(t *testing.T) {
 			}
 			wantDamaged := func(op string, err error) {
 				t.Helper()
-				if !errors.Is(err, ErrDamaged) || !strings.Contains(err.Error(), `user "bob"`) || !strings.Contains(err.Error(), "integrity check") {
+				if !errors.Is(err, store.ErrDamaged) || !strings.Contains(err.Error(), `user "bob"`) || !strings.Contains(err.Error(), "integrity check") {
 					t.Errorf("%s = %v, want ErrDamaged naming bob's record failing its integrity check", op, err)
 				}
 			}
@@ -397,7 +388,7 @@ func TestMigrateDamagedV1(t *testing.T) {
 			wantDamaged("Get(bob)", err)
 			_, err = s.List()
 			wantDamaged("List", err)
-			wantDamaged("Update(bob)", s.Update("bob", func(*User) error { return nil }))
+			wantDamaged("Update(bob)", s.Update("bob", func(*store.User) error { return nil }))
 			if got := secretOf(t, s, "alice"); string(got) != "alice's secret" {
 				t.Errorf("alice's secret = %q", got)
 			}
@@ -428,7 +419,7 @@ func TestMigrateDamagedTicketV1(t *testing.T) {
 	if m := s.Migrated(); m == nil || m.Tickets != 2 || m.DamagedTickets != 3 {
 		t.Errorf("Migrated = %+v, want 2 tickets and 3 left", m)
 	}
-	if err := s.CheckTicket("bob", "no expiry", day0); !errors.Is(err, ErrNoTicket) {
+	if err := s.CheckTicket("bob", "no expiry", day0); !errors.Is(err, store.ErrNoTicket) {
 		t.Errorf("ticket without expiry: %v", err)
 	}
 	if err := s.UseTicket("alice", "good", day0); err != nil {
@@ -457,15 +448,15 @@ func TestMigrateV1Refused(t *testing.T) {
 			key := randBytes(t, keySize)
 			buildV1(t, dbPath, key, v1DB{users: map[string][]byte{"alice": v1User(t, key, "alice", []byte("s"), v1Record{State: "active"})}})
 			newKey(t, keyPath)
-		}, ErrKeyMismatch, "does not match"},
+		}, store.ErrKeyMismatch, "does not match"},
 		{"key missing", func(t *testing.T, dbPath, _ string) {
 			key := randBytes(t, keySize)
 			buildV1(t, dbPath, key, v1DB{users: map[string][]byte{"alice": v1User(t, key, "alice", []byte("s"), v1Record{State: "active"})}})
-		}, ErrKeyMissing, "restore that key file"},
+		}, store.ErrKeyMissing, "restore that key file"},
 		{"no key check", func(t *testing.T, dbPath, keyPath string) {
 			key := newKey(t, keyPath)
 			buildV1(t, dbPath, key, v1DB{noCheck: true, users: map[string][]byte{"alice": v1User(t, key, "alice", []byte("s"), v1Record{State: "active"})}})
-		}, ErrSchema, "no key check record"},
+		}, store.ErrSchema, "no key check record"},
 		{"schema 2 set back to 1", func(t *testing.T, dbPath, keyPath string) {
 			s, err := Open(dbPath, keyPath)
 			if err != nil {
@@ -480,7 +471,7 @@ func TestMigrateV1Refused(t *testing.T) {
 			key, _ := os.ReadFile(keyPath)
 			rawPut(t, dbPath, bucketUsers, []byte("alice"), v1User(t, key, "alice", []byte("s"), v1Record{State: "active"}))
 			rawPut(t, dbPath, bucketMeta, keySchema, []byte("1"))
-		}, ErrSchema, "key check record of another version"},
+		}, store.ErrSchema, "key check record of another version"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -512,10 +503,10 @@ func TestMigrateV1WithoutBuckets(t *testing.T) {
 		"alice": []byte(`{"state":"active","sealed_secret":"` + b64(t, key, "alice", "secret") + `","last_step":77}`),
 	}})
 	s := mustOpen(t, dbPath, keyPath)
-	if u, err := s.Get("alice"); err != nil || u.State != StateActive || u.LastStep != 77 || u.Recovery != nil {
+	if u, err := s.Get("alice"); err != nil || u.State != store.StateActive || u.LastStep != 77 || u.Recovery != nil {
 		t.Errorf("old record reads as %+v, %v", u, err)
 	}
-	if err := s.Append(Event{Kind: EventReset, User: "alice"}); err != nil {
+	if err := s.Append(store.Event{Kind: store.EventReset, User: "alice"}); err != nil {
 		t.Errorf("Append on a migrated database: %v", err)
 	}
 	if err := s.AddTicket("alice", "tok", day0.Add(time.Hour)); err != nil {
@@ -556,6 +547,6 @@ func TestMigrateV1NewKey(t *testing.T) {
 
 // ticketHash is the tickets bucket key of token, for raw access in tests.
 func ticketHash(token string) []byte {
-	h := sha256.Sum256([]byte(NormalizeTyped(token)))
+	h := sha256.Sum256([]byte(store.NormalizeTyped(token)))
 	return h[:]
 }

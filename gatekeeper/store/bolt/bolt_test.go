@@ -1,8 +1,9 @@
-package store
+package bolt
 
 import (
 	"errors"
 	"fmt"
+	"gatekeeper/gatekeeper/store"
 	"io/fs"
 	"os"
 	"strings"
@@ -30,12 +31,12 @@ func TestIsNoSpace(t *testing.T) {
 		{"other", errors.New("database not open"), false},
 	}
 	for _, tt := range tests {
-		if got := isNoSpace(tt.err); got != tt.want {
-			t.Errorf("%s: isNoSpace(%v) = %v, want %v", tt.name, tt.err, got, tt.want)
+		if got := store.IsNoSpace(tt.err); got != tt.want {
+			t.Errorf("%s: store.IsNoSpace(%v) = %v, want %v", tt.name, tt.err, got, tt.want)
 		}
 	}
-	err := noSpace("/var/lib/gatekeeper/gatekeeper.db", &fs.PathError{Op: "write", Path: "/db", Err: syscall.ENOSPC})
-	if !errors.Is(err, ErrNoSpace) || !errors.Is(err, syscall.ENOSPC) ||
+	err := store.NoSpace("/var/lib/gatekeeper/gatekeeper.db", &fs.PathError{Op: "write", Path: "/db", Err: syscall.ENOSPC})
+	if !errors.Is(err, store.ErrNoSpace) || !errors.Is(err, syscall.ENOSPC) ||
 		!strings.HasPrefix(err.Error(), "database disk full: free space on the filesystem holding /var/lib/gatekeeper/gatekeeper.db (") {
 		t.Errorf("noSpace = %v", err)
 	}
@@ -59,9 +60,9 @@ func populate(t *testing.T, s *Store) {
 	t.Helper()
 	fullUser(t, s, "alice", 1)
 	fullUser(t, s, "bob", 2)
-	events := make([]Event, 2000)
+	events := make([]store.Event, 2000)
 	for i := range events {
-		events[i] = Event{Kind: EventLoginOK, User: "alice", Detail: strings.Repeat("x", 100)}
+		events[i] = store.Event{Kind: store.EventLoginOK, User: "alice", Detail: strings.Repeat("x", 100)}
 	}
 	if err := s.Append(events...); err != nil {
 		t.Fatal(err)
@@ -133,14 +134,14 @@ func TestTruncatedWhileOpen(t *testing.T) {
 	}
 	_, err := s.Get("alice")
 	wantDamaged("Get", err)
-	_, err = s.Events(EventQuery{})
+	_, err = s.Events(store.EventQuery{})
 	wantDamaged("Events", err)
 	// A fault inside a write leaves bbolt's writer lock held: writes end,
 	// without anyone blocking on that lock, and Close does not wait for it.
-	wantDamaged("Update", s.Update("alice", func(u *User) error { u.LastStep++; return nil }))
+	wantDamaged("Update", s.Update("alice", func(u *store.User) error { u.LastStep++; return nil }))
 	done := make(chan error, 2)
 	go func() {
-		done <- s.Append(Event{Kind: EventReset})
+		done <- s.Append(store.Event{Kind: store.EventReset})
 		done <- s.Close()
 	}()
 	for _, op := range []string{"Append after the fault", "Close"} {

@@ -1,12 +1,14 @@
-package store
+package bolt
 
 import (
+	"gatekeeper/gatekeeper/store"
+
 	"bytes"
 	"crypto/sha256"
 	"encoding/json"
 	"fmt"
 
-	bolt "go.etcd.io/bbolt"
+	"go.etcd.io/bbolt"
 )
 
 // Migration reports what Open did to a schema 1 database.
@@ -39,7 +41,7 @@ func (s *Store) Migrated() *Migration {
 // every other user out by failing Open. Such a record then reads as damaged
 // (ErrDamaged naming the user) and Delete removes it; such a ticket reads as
 // no ticket and is swept on the next use of a ticket.
-func (s *Store) migrateV1(tx *bolt.Tx) (*Migration, error) {
+func (s *Store) migrateV1(tx *bbolt.Tx) (*Migration, error) {
 	m := &Migration{From: 1}
 	var err error
 	m.Records, m.Damaged, err = s.migrateBucket(tx.Bucket(bucketUsers), s.migrateUserV1)
@@ -59,7 +61,7 @@ func (s *Store) migrateV1(tx *bolt.Tx) (*Migration, error) {
 // convert says ok, and returns how many it replaced and the keys it left
 // alone. The values are read first and written after: bbolt does not allow
 // changing a bucket under ForEach.
-func (s *Store) migrateBucket(b *bolt.Bucket, convert func(k, v []byte) ([]byte, bool)) (done int, left []string, err error) {
+func (s *Store) migrateBucket(b *bbolt.Bucket, convert func(k, v []byte) ([]byte, bool)) (done int, left []string, err error) {
 	type kv struct{ k, v []byte }
 	var todo []kv
 	err = b.ForEach(func(k, v []byte) error {
@@ -87,31 +89,31 @@ func (s *Store) migrateBucket(b *bolt.Bucket, convert func(k, v []byte) ([]byte,
 // under this user's name (not one copied from another user).
 func (s *Store) migrateUserV1(k, v []byte) ([]byte, bool) {
 	name := string(k)
-	var r record
+	var r store.Record
 	switch {
-	case CheckName(name) != nil, json.Unmarshal(v, &r) != nil:
+	case store.CheckName(name) != nil, json.Unmarshal(v, &r) != nil:
 		return nil, false
-	case r.State != StateNone && r.State != StatePending && r.State != StateActive:
+	case r.State != store.StateNone && r.State != store.StatePending && r.State != store.StateActive:
 		return nil, false
-	case r.State != StateNone && len(r.Sealed) == 0:
+	case r.State != store.StateNone && len(r.Sealed) == 0:
 		return nil, false
 	}
 	if len(r.Sealed) > 0 {
-		if _, err := s.open(r.Sealed, userAD(name)); err != nil {
+		if _, err := s.codec.Open(r.Sealed, store.UserAD(name)); err != nil {
 			return nil, false
 		}
 	}
-	nv, err := s.authenticate(bucketUsers, k, r)
+	nv, err := s.codec.Authenticate(store.BucketUsers, k, r)
 	return nv, err == nil
 }
 
 // migrateTicketV1 converts a schema 1 ticket (its JSON alone, keyed by the
 // token's SHA-256) that names a valid user and an expiry time.
 func (s *Store) migrateTicketV1(k, v []byte) ([]byte, bool) {
-	var t ticket
-	if len(k) != sha256.Size || json.Unmarshal(v, &t) != nil || CheckName(t.User) != nil || t.Expires.IsZero() {
+	var t store.Ticket
+	if len(k) != sha256.Size || json.Unmarshal(v, &t) != nil || store.CheckName(t.User) != nil || t.Expires.IsZero() {
 		return nil, false
 	}
-	nv, err := s.authenticate(bucketTickets, k, t)
+	nv, err := s.codec.Authenticate(store.BucketTickets, k, t)
 	return nv, err == nil
 }

@@ -1,0 +1,408 @@
+// Package etcd is the store.Store shared by several gatekeeper nodes: every
+// record lives in an etcd cluster, under one key prefix.
+//
+// # Keys
+//
+// Under the configured prefix P:
+//
+//	P meta/keycheck           the key check, sealed with the shared key file
+//	P meta/hostkeys           the SSH host key fingerprints every node must present
+//	P users/NAME              a user record (store.Codec's authenticated form)
+//	P tickets/HEX             a ticket under the hex SHA-256 of its token, on a lease
+//	P audit/NANOS-NODE-N      an audit event; keys sort by time, Seq is its revision
+//	P limits/SCOPE/NAME       a lockout counter (see Limits)
+//	P sessions/NODE/ID        a live SSH session, on its node's lease (see Sessions)
+//	P kill/NODE/ID, P killuser/USER   requests to end sessions, on short leases
+//	P election/prune          the node that prunes the audit log
+//
+// # Consistency
+//
+// Every read is linearizable and every change of a record is a transaction
+// that compares the record's ModRevision with the one read and retries when
+// another node wrote in between (Update may call its fn more than once). So
+// the one-use rule of a time step holds for the whole cluster: of two nodes
+// checking the same code at once, one transaction fails its comparison, and
+// its retry sees the step used. Without quorum every call fails after
+// request_timeout with an error matching store.ErrUnavailable: nothing is
+// decided on stale data.
+package etcd
+
+import (
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"fmt"
+	"os"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	clientv3 "go.etcd.io/etcd/client/v3"
+	"go.etcd.io/etcd/client/v3/concurrency"
+	"go.uber.org/zap"
+
+	"gatekeeper/gatekeeper/store"
+)
+
+// Config is what Open needs to reach the cluster (config keys store.etcd.*).
+type Config struct {
+	Endpoints      []string
+	Prefix         string
+	DialTimeout    time.Duration
+	RequestTimeout time.Duration
+	TLSCA          string
+	TLSCert        string
+	TLSKey         string
+	Username       string
+	PasswordFile   string
+	// KeyFile is the secret key file every node shares (secret_key_file).
+	KeyFile string
+	// Node names this gatekeeper (node_name) in audit keys and sessions.
+	Node string
+}
+
+// maxRetries bounds Update's compare-and-swap retries. Conflicts need
+// another node writing the same record between a read and a write, a few
+// milliseconds apart; this many in a row means something is wrong.
+const maxRetries = 50
+
+// Store is a store.Store in an etcd cluster. Its methods are safe for
+// concurrent use.
+type Store struct {
+	cli     *clientv3.Client
+	codec   *store.Codec
+	prefix  string
+	node    string
+	timeout time.Duration
+
+	// seq makes audit keys of one node unique within a nanosecond.
+	seq atomic.Uint64
+
+	// ctx ends with Close; it stops the election and the watches.
+	ctx    context.Context
+	cancel context.CancelFunc
+	wg     sync.WaitGroup
+
+	// leader is whether this node holds the prune election.
+	leader atomic.Bool
+}
+
+// Open connects to the cluster, checks (or, on an empty prefix, writes) the
+// key check against cfg.KeyFile and starts campaigning for the audit pruning
+// election. A key file that does not match the cluster's is ErrKeyMismatch;
+// a cluster that cannot be reached within DialTimeout + RequestTimeout is
+// ErrUnavailable.
+func Open(cfg Config) (*Store, error) {
+	ccfg := clientv3.Config{
+		Endpoints:   cfg.Endpoints,
+		DialTimeout: cfg.DialTimeout,
+		Username:    cfg.Username,
+		// The client logs every retry at warning level; gatekeeper reports
+		// what matters (a failed request) itself.
+		Logger: zap.NewNop(),
+		// Without this a member that is down keeps the client waiting on it.
+		DialKeepAliveTime:    5 * time.Second,
+		DialKeepAliveTimeout: 2 * time.Second,
+	}
+	if cfg.PasswordFile != "" {
+		pw, err := os.ReadFile(cfg.PasswordFile)
+		if err != nil {
+			return nil, fmt.Errorf("etcd password file: %w", err)
+		}
+		ccfg.Password = strings.TrimRight(string(pw), "\r\n")
+	}
+	if cfg.TLSCA != "" || cfg.TLSCert != "" {
+		tc, err := tlsConfig(cfg)
+		if err != nil {
+			return nil, err
+		}
+		ccfg.TLS = tc
+	}
+	cli, err := clientv3.New(ccfg)
+	if err != nil {
+		return nil, fmt.Errorf("etcd cluster %s: %w", strings.Join(cfg.Endpoints, ","), err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	s := &Store{cli: cli, prefix: cfg.Prefix, node: cfg.Node, timeout: cfg.RequestTimeout, ctx: ctx, cancel: cancel}
+	if err := s.init(cfg); err != nil {
+		s.cancel()
+		_ = cli.Close()
+		return nil, err
+	}
+	s.wg.Go(s.campaign)
+	return s, nil
+}
+
+func tlsConfig(cfg Config) (*tls.Config, error) {
+	tc := &tls.Config{MinVersion: tls.VersionTLS12}
+	if cfg.TLSCA != "" {
+		pem, err := os.ReadFile(cfg.TLSCA)
+		if err != nil {
+			return nil, fmt.Errorf("store.etcd.tls_ca: %w", err)
+		}
+		pool := x509.NewCertPool()
+		if !pool.AppendCertsFromPEM(pem) {
+			return nil, fmt.Errorf("store.etcd.tls_ca %s holds no PEM certificate", cfg.TLSCA)
+		}
+		tc.RootCAs = pool
+	}
+	if cfg.TLSCert != "" {
+		cert, err := tls.LoadX509KeyPair(cfg.TLSCert, cfg.TLSKey)
+		if err != nil {
+			return nil, fmt.Errorf("store.etcd.tls_cert/tls_key: %w", err)
+		}
+		tc.Certificates = []tls.Certificate{cert}
+	}
+	return tc, nil
+}
+
+// init loads the key file and checks it against the cluster's key check,
+// writing one when the prefix holds none yet (the first node).
+func (s *Store) init(cfg Config) error {
+	where := fmt.Sprintf("etcd cluster %s (prefix %s)", strings.Join(cfg.Endpoints, ","), s.prefix)
+	ctx, cancel := context.WithTimeout(s.ctx, cfg.DialTimeout+s.timeout)
+	defer cancel()
+	resp, err := s.cli.Get(ctx, s.key("meta/keycheck"))
+	if err != nil {
+		return s.fail("reach the cluster", err)
+	}
+	var check []byte
+	if len(resp.Kvs) > 0 {
+		check = resp.Kvs[0].Value
+	}
+	key, _, err := store.LoadKey(cfg.KeyFile, where, check != nil)
+	if err != nil {
+		return err
+	}
+	if s.codec, err = store.NewCodec(key, where); err != nil {
+		return fmt.Errorf("secret key %s: %w", cfg.KeyFile, err)
+	}
+	if check != nil {
+		plain, err := s.codec.OpenKeyCheck(check)
+		if err != nil || string(plain) != string(store.CheckPlain) {
+			return fmt.Errorf("secret key file %s is not the one the records in %s were sealed with: "+
+				"copy secret_key_file from a node of the cluster (every node needs the same one): %w",
+				cfg.KeyFile, where, store.ErrKeyMismatch)
+		}
+		return nil
+	}
+	sealed, err := s.codec.KeyCheck()
+	if err != nil {
+		return err
+	}
+	k := s.key("meta/keycheck")
+	txn, err := s.cli.Txn(ctx).If(clientv3.Compare(clientv3.CreateRevision(k), "=", 0)).
+		Then(clientv3.OpPut(k, string(sealed))).Commit()
+	if err != nil {
+		return s.fail("write the key check", err)
+	}
+	if !txn.Succeeded {
+		// Another node was first, at the same moment: check against its key.
+		return s.init(cfg)
+	}
+	return nil
+}
+
+// key is the full etcd key of name under the prefix.
+func (s *Store) key(name string) string { return s.prefix + name }
+
+// op returns a context bounded by the request timeout.
+func (s *Store) op() (context.Context, context.CancelFunc) {
+	return context.WithTimeout(s.ctx, s.timeout)
+}
+
+// fail turns a client error into one that matches store.ErrUnavailable
+// (every error of the etcd client here is the cluster's: no quorum, no
+// member reachable, a timeout), saying what was being done.
+func (s *Store) fail(what string, err error) error {
+	return fmt.Errorf("etcd: %s: %w (%w)", what, store.ErrUnavailable, err)
+}
+
+// Close stops the election and closes the connection.
+func (s *Store) Close() error {
+	s.cancel()
+	s.wg.Wait()
+	return s.cli.Close()
+}
+
+// Client is the etcd client, for the parts of the daemon that keep their
+// own keys under the prefix (Limits, Sessions).
+func (s *Store) Client() *clientv3.Client { return s.cli }
+
+// Prefix is the key prefix every key lives under.
+func (s *Store) Prefix() string { return s.prefix }
+
+// Node is this gatekeeper's node name.
+func (s *Store) Node() string { return s.node }
+
+// Timeout is the request timeout.
+func (s *Store) Timeout() time.Duration { return s.timeout }
+
+// Get returns name's record without its secrets (see store.Store).
+func (s *Store) Get(name string) (store.User, error) {
+	if err := store.CheckName(name); err != nil {
+		return store.User{}, err
+	}
+	ctx, cancel := s.op()
+	defer cancel()
+	resp, err := s.cli.Get(ctx, s.key("users/"+name))
+	if err != nil {
+		return store.User{Name: name}, s.fail("read user "+name, err)
+	}
+	var raw []byte
+	if len(resp.Kvs) > 0 {
+		raw = resp.Kvs[0].Value
+	}
+	return s.codec.DecodeUser(name, raw)
+}
+
+// List returns every user with a record, sorted by name.
+func (s *Store) List() ([]store.User, error) {
+	ctx, cancel := s.op()
+	defer cancel()
+	p := s.key("users/")
+	resp, err := s.cli.Get(ctx, p, clientv3.WithPrefix(), clientv3.WithSort(clientv3.SortByKey, clientv3.SortAscend))
+	if err != nil {
+		return nil, s.fail("list users", err)
+	}
+	users := []store.User{}
+	for _, kv := range resp.Kvs {
+		u, err := s.codec.DecodeUser(strings.TrimPrefix(string(kv.Key), p), kv.Value)
+		if err != nil {
+			return nil, err
+		}
+		users = append(users, u)
+	}
+	return users, nil
+}
+
+// Delete removes name's record.
+func (s *Store) Delete(name string) (bool, error) {
+	if err := store.CheckName(name); err != nil {
+		return false, err
+	}
+	ctx, cancel := s.op()
+	defer cancel()
+	resp, err := s.cli.Delete(ctx, s.key("users/"+name))
+	if err != nil {
+		return false, s.fail("delete user "+name, err)
+	}
+	return resp.Deleted > 0, nil
+}
+
+// Update changes name's record with a compare-and-swap on its revision,
+// retried when another node wrote it in between; fn may run more than once.
+func (s *Store) Update(name string, fn func(u *store.User) error) error {
+	if err := store.CheckName(name); err != nil {
+		return err
+	}
+	k := s.key("users/" + name)
+	for range maxRetries {
+		ctx, cancel := s.op()
+		resp, err := s.cli.Get(ctx, k)
+		if err != nil {
+			cancel()
+			return s.fail("read user "+name, err)
+		}
+		var raw []byte
+		var rev int64
+		if len(resp.Kvs) > 0 {
+			raw, rev = resp.Kvs[0].Value, resp.Kvs[0].ModRevision
+		}
+		v, del, err := s.codec.Apply(name, raw, fn)
+		if err != nil {
+			cancel()
+			return err
+		}
+		then := clientv3.OpPut(k, string(v))
+		if del {
+			then = clientv3.OpDelete(k)
+		}
+		txn, err := s.cli.Txn(ctx).If(clientv3.Compare(clientv3.ModRevision(k), "=", rev)).Then(then).Commit()
+		cancel()
+		if err != nil {
+			return s.fail("write user "+name, err)
+		}
+		if txn.Succeeded {
+			return nil
+		}
+	}
+	return fmt.Errorf("user %q: gave up after %d conflicting writes", name, maxRetries)
+}
+
+// campaign keeps this node in the election for pruning the audit log, for as
+// long as the store is open: on a lost session (quorum gone, this node cut
+// off) it starts again.
+func (s *Store) campaign() {
+	for s.ctx.Err() == nil {
+		sess, err := concurrency.NewSession(s.cli, concurrency.WithTTL(10), concurrency.WithContext(s.ctx))
+		if err != nil {
+			sleep(s.ctx, time.Second)
+			continue
+		}
+		e := concurrency.NewElection(sess, s.key("election/prune"))
+		if err := e.Campaign(s.ctx, s.node); err == nil {
+			s.leader.Store(true)
+			select {
+			case <-sess.Done():
+			case <-s.ctx.Done():
+			}
+			s.leader.Store(false)
+		}
+		_ = sess.Close()
+	}
+}
+
+// Leader reports whether this node is the one that prunes the audit log.
+func (s *Store) Leader() bool { return s.leader.Load() }
+
+// sleep waits d or until ctx ends.
+func sleep(ctx context.Context, d time.Duration) {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-t.C:
+	case <-ctx.Done():
+	}
+}
+
+// ClaimHostKeys records fingerprints as the cluster's SSH host keys when none
+// are recorded, and otherwise checks that they are the recorded ones: every
+// node must present the same host key, or clients behind the load balancer
+// would see it change from one login to the next.
+func (s *Store) ClaimHostKeys(fingerprints string) error {
+	ctx, cancel := s.op()
+	defer cancel()
+	k := s.key("meta/hostkeys")
+	txn, err := s.cli.Txn(ctx).If(clientv3.Compare(clientv3.CreateRevision(k), "=", 0)).
+		Then(clientv3.OpPut(k, fingerprints)).Else(clientv3.OpGet(k)).Commit()
+	if err != nil {
+		return s.fail("check the host keys", err)
+	}
+	if txn.Succeeded {
+		return nil
+	}
+	kvs := txn.Responses[0].GetResponseRange().Kvs
+	if len(kvs) == 0 || string(kvs[0].Value) == fingerprints {
+		return nil
+	}
+	return &HostKeyError{Have: fingerprints, Cluster: string(kvs[0].Value)}
+}
+
+// HostKeyError is ClaimHostKeys' error for a node whose host keys differ from
+// the cluster's.
+type HostKeyError struct {
+	Have, Cluster string
+}
+
+func (e *HostKeyError) Error() string {
+	return fmt.Sprintf("this node's SSH host keys (%s) differ from the ones the cluster's other nodes present (%s): "+
+		"clients would see the host key change; copy the files of host_key_files from a running node to this one "+
+		"(same paths, mode 0600) and start again", e.Have, e.Cluster)
+}
+
+var (
+	_ store.Store  = (*Store)(nil)
+	_ store.Pruner = (*Store)(nil)
+)
