@@ -291,8 +291,11 @@ func (s *Server) withCode(ctx context.Context, user, password, code string, remo
 	if active {
 		keys = append(slices.Clip(src), userKey(user, false))
 	}
-	res, lk := s.limiter.reserve(keys)
-	if lk != nil {
+	res, lk, err := s.limiter.reserve(keys)
+	switch {
+	case err != nil:
+		return nil, "", internalError(err)
+	case lk != nil:
 		return nil, "", lockedError(lk)
 	}
 	how, err := s.useSecondFactor(ctx, user, code, active)
@@ -545,8 +548,11 @@ func (s *Server) passwordOnly(ctx context.Context, user, password string, remote
 	if u, gerr := s.store.Get(user); gerr == nil && u.State == store.StateActive {
 		keys = append(keys, userKey(user, false))
 	}
-	res, lk := s.limiter.reserve(keys)
-	if lk != nil {
+	res, lk, err := s.limiter.reserve(keys)
+	switch {
+	case err != nil:
+		return nil, internalError(err)
+	case lk != nil:
 		return nil, lockedError(lk)
 	}
 	up, err := s.landerLogin(ctx, user, password)

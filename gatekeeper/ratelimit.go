@@ -1,6 +1,7 @@
 package gatekeeper
 
 import (
+	"crypto/rand"
 	"fmt"
 	"net/netip"
 	"slices"
@@ -148,31 +149,71 @@ type LockEnded struct {
 	Refused int
 }
 
+// LimitEntry is one counter of the limiter (one LockKey), as a LimitStore
+// keeps it.
+type LimitEntry struct {
+	// Failures are the remembered failures, oldest first.
+	Failures []time.Time `json:"failures,omitempty"`
+	// Holds are the places reserved by attempts being checked, by
+	// reservation id, each until a time after which it is given back
+	// anyway (the node holding it may have died).
+	Holds       map[string]time.Time `json:"holds,omitempty"`
+	LockedUntil time.Time            `json:"locked_until,omitzero"`
+	// Level counts consecutive lockouts; 0 when none is remembered.
+	Level int `json:"level,omitempty"`
+	// LastLockEnd is the end of the latest lockout, for the level's memory.
+	LastLockEnd time.Time `json:"last_lock_end,omitzero"`
+	// Refused counts the refusals during the current lockout.
+	Refused int `json:"refused,omitempty"`
+}
+
+// LimitStore keeps the limiter's entries: in memory for one node
+// (NewMemoryLimits), or in the store the nodes of a cluster share, so that
+// lockouts and the budgets of guesses hold for the whole cluster.
+type LimitStore interface {
+	// Update calls fn with the entries of keys, in their order (nil for a
+	// key without one; fn may put a new one in its place), and then stores
+	// them as fn left them, a nil entry deleted, atomically for all keys. fn
+	// may be called more than once (another node changed an entry
+	// meanwhile) and must depend on nothing but the entries. An error of
+	// fn is returned unchanged and nothing is stored.
+	Update(keys []LockKey, fn func(entries []*LimitEntry) error) error
+	// Keys lists the keys that have an entry, for the sweep.
+	Keys() ([]LockKey, error)
+}
+
+// holdFor is how long a reservation's place is held at most. An attempt
+// holds it while its code is checked and the lander answers the password,
+// within login_grace_time; a place still held after this belonged to a node
+// that died mid-attempt, and goes back to the budget.
+const holdFor = 5 * time.Minute
+
 // limiter counts failed logins per LockKey and locks a key out once it has
 // failed too often. Attempts reserve a place before their code is checked
 // (reserve), so concurrent attempts cannot check more codes than the
-// threshold allows. It is in memory on purpose: a restart forgets lockouts,
-// while the one-use rule for codes lives in the store and survives restarts.
+// threshold allows. With the in-memory LimitStore a restart forgets
+// lockouts, while the one-use rule for codes lives in the store and survives
+// restarts; with a shared one, the counters are the cluster's.
+//
+// When the LimitStore fails (a cluster without quorum), reserve returns the
+// error and the attempt is refused; the other operations report it to
+// onError and go on: check lets the attempt through (trusted logins go on,
+// the lander still checks their passwords), an unrecorded failure is lost,
+// and a place that cannot be given back is given back by its hold's expiry.
 type limiter struct {
-	now func() time.Time
+	now     func() time.Time
+	st      LimitStore
+	onError func(op string, err error)
 
 	// mu protects the following.
-	mu      sync.Mutex
-	policy  RateLimit
-	entries map[LockKey]*limitEntry
-}
-
-type limitEntry struct {
-	failures    []time.Time // remembered failures, oldest first
-	inFlight    int         // reserved places of attempts being checked
-	lockedUntil time.Time
-	level       int       // consecutive lockouts; 0 when none is remembered
-	lastLockEnd time.Time // end of the latest lockout, for the level's memory
-	refused     int       // refusals during the current lockout
+	mu     sync.Mutex
+	policy RateLimit
 }
 
 func newLimiter(policy RateLimit, now func() time.Time) *limiter {
-	return &limiter{now: now, policy: policy, entries: map[LockKey]*limitEntry{}}
+	l := &limiter{now: now, policy: policy, onError: func(string, error) {}}
+	l.st = NewMemoryLimits(l.evictable)
+	return l
 }
 
 // setPolicy replaces the policy (config reload); counts are kept.
@@ -182,14 +223,20 @@ func (l *limiter) setPolicy(p RateLimit) {
 	l.policy = p
 }
 
-// lockedLocked returns the first of keys that is locked out at now, or nil.
-// A refusal is counted on it. l.mu must be held.
-func (l *limiter) lockedLocked(keys []LockKey, now time.Time) *Lock {
-	for _, k := range keys {
-		e := l.entries[k]
-		if e != nil && now.Before(e.lockedUntil) {
-			e.refused++
-			return l.lockOf(k, e, now)
+func (l *limiter) pol() RateLimit {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.policy
+}
+
+// lockedIn returns the first of keys that is locked out at now, or nil. A
+// refusal is counted on it.
+func (l *limiter) lockedIn(keys []LockKey, es []*LimitEntry, now time.Time) *Lock {
+	for i, k := range keys {
+		e := es[i]
+		if e != nil && now.Before(e.LockedUntil) {
+			e.Refused++
+			return lockOf(k, e, now)
 		}
 	}
 	return nil
@@ -200,9 +247,16 @@ func (l *limiter) lockedLocked(keys []LockKey, now time.Time) *Lock {
 // logins from the trusted networks, whose password guesses go to the lander
 // and are limited there too.
 func (l *limiter) check(keys []LockKey) *Lock {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.lockedLocked(keys, l.now())
+	var lk *Lock
+	err := l.st.Update(keys, func(es []*LimitEntry) error {
+		lk = l.lockedIn(keys, es, l.now())
+		return nil
+	})
+	if err != nil {
+		l.onError("check", err)
+		return nil
+	}
+	return lk
 }
 
 // reservation is an attempt's place in the budget of each of its keys,
@@ -210,6 +264,7 @@ func (l *limiter) check(keys []LockKey) *Lock {
 // or cancel must end it.
 type reservation struct {
 	l    *limiter
+	id   string
 	keys []LockKey
 	done bool
 }
@@ -218,41 +273,65 @@ type reservation struct {
 // failures remembered plus the attempts in flight must stay below each
 // key's threshold. When a key is locked, or its budget is full, nothing is
 // reserved and the refusing key's lock is returned (a full budget reads as
-// a lock until the attempts in flight are settled).
-func (l *limiter) reserve(keys []LockKey) (*reservation, *Lock) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	now := l.now()
-	if lk := l.lockedLocked(keys, now); lk != nil {
-		return nil, lk
-	}
-	for _, k := range keys {
-		e := l.entries[k]
-		if e == nil {
-			continue
+// a lock until the attempts in flight are settled). An error means the
+// LimitStore failed and nothing was reserved.
+func (l *limiter) reserve(keys []LockKey) (*reservation, *Lock, error) {
+	p := l.pol()
+	id := rand.Text()
+	var lk *Lock
+	err := l.st.Update(keys, func(es []*LimitEntry) error {
+		now := l.now()
+		lk = l.lockedIn(keys, es, now)
+		if lk != nil {
+			return nil
 		}
-		e.failures = recent(e.failures, now.Add(-l.policy.memory(k.Scope)))
-		if len(e.failures)+e.inFlight >= l.policy.threshold(k.Scope) {
-			e.refused++
-			return nil, l.lockOf(k, e, now)
+		for i, k := range keys {
+			e := es[i]
+			if e == nil {
+				continue
+			}
+			e.Failures = recent(e.Failures, now.Add(-p.memory(k.Scope)))
+			if len(e.Failures)+liveHolds(e, now) >= p.threshold(k.Scope) {
+				e.Refused++
+				lk = lockOf(k, e, now)
+				return nil
+			}
+		}
+		for i := range keys {
+			if es[i] == nil {
+				es[i] = &LimitEntry{}
+			}
+			if es[i].Holds == nil {
+				es[i].Holds = map[string]time.Time{}
+			}
+			es[i].Holds[id] = now.Add(holdFor)
+		}
+		return nil
+	})
+	if err != nil || lk != nil {
+		return nil, lk, err
+	}
+	return &reservation{l: l, id: id, keys: keys}, nil, nil
+}
+
+// liveHolds counts e's places held at now, dropping expired ones.
+func liveHolds(e *LimitEntry, now time.Time) int {
+	for id, until := range e.Holds {
+		if !now.Before(until) {
+			delete(e.Holds, id)
 		}
 	}
-	l.makeRoom(now, len(keys))
-	for _, k := range keys {
-		l.entry(k).inFlight++
-	}
-	return &reservation{l: l, keys: keys}, nil
+	return len(e.Holds)
 }
 
 // succeed ends r for a code that was right: its places are given back, and
 // the user's and the address's remembered failures are cleared (a login
 // with both factors proves they were the user's own typing errors).
 func (r *reservation) succeed() {
-	r.end(func(k LockKey, e *limitEntry, _ time.Time) []LockEnded {
+	r.end("succeed", nil, func(k LockKey, e *LimitEntry, _ time.Time) {
 		if k.Scope == ScopeUser || k.Scope == ScopeAddress {
-			e.failures = nil
+			e.Failures = nil
 		}
-		return nil
 	})
 }
 
@@ -262,52 +341,67 @@ func (r *reservation) release(give func(LockKey) bool) {
 	if r == nil || r.done {
 		return
 	}
-	l := r.l
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	kept := r.keys[:0:0]
+	var gone, kept []LockKey
 	for _, k := range r.keys {
 		if give(k) {
-			l.entry(k).inFlight--
-			continue
+			gone = append(gone, k)
+		} else {
+			kept = append(kept, k)
 		}
-		kept = append(kept, k)
 	}
-	r.keys = kept
+	r.keys = gone
+	r.end("release", nil, nil)
+	r.keys, r.done = kept, false
 }
 
 // cancel ends r without a verdict (the store or the lander failed): its
 // places are given back and nothing is counted.
-func (r *reservation) cancel() { r.end(nil) }
+func (r *reservation) cancel() { r.end("cancel", nil, nil) }
 
 // fail ends r as a failure counted in every one of its keys; it returns the
 // lockouts this failure started.
 func (r *reservation) fail() []Lock {
 	var started []Lock
-	r.end(func(k LockKey, e *limitEntry, now time.Time) []LockEnded {
-		if lk, ok := r.l.failLocked(k, e, now); ok {
+	p := r.l.pol()
+	r.end("fail", func() { started = started[:0] }, func(k LockKey, e *LimitEntry, now time.Time) {
+		if lk, ok := failEntry(p, k, e, now); ok {
 			started = append(started, lk)
 		}
-		return nil
 	})
 	return started
 }
 
-func (r *reservation) end(fn func(LockKey, *limitEntry, time.Time) []LockEnded) {
+// end gives back r's places, applying fn to each key's entry in the same
+// update. The update may be tried more than once (see LimitStore); reset,
+// when set, is called before each try so that fn's results are collected
+// afresh.
+func (r *reservation) end(op string, reset func(), fn func(LockKey, *LimitEntry, time.Time)) {
 	if r == nil || r.done {
 		return
 	}
 	r.done = true
+	if len(r.keys) == 0 {
+		return
+	}
 	l := r.l
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	now := l.now()
-	for _, k := range r.keys {
-		e := l.entry(k)
-		e.inFlight--
-		if fn != nil {
-			fn(k, e, now)
+	err := l.st.Update(r.keys, func(es []*LimitEntry) error {
+		if reset != nil {
+			reset()
 		}
+		now := l.now()
+		for i, k := range r.keys {
+			if es[i] == nil {
+				es[i] = &LimitEntry{}
+			}
+			delete(es[i].Holds, r.id)
+			if fn != nil {
+				fn(k, es[i], now)
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		l.onError(op, err)
 	}
 }
 
@@ -315,119 +409,156 @@ func (r *reservation) end(fn func(LockKey, *limitEntry, time.Time) []LockEnded) 
 // the trusted networks, and failures found after a code was accepted, such
 // as a wrong password). It returns the lockouts it started.
 func (l *limiter) fail(keys []LockKey) []Lock {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	now := l.now()
-	l.makeRoom(now, len(keys))
+	p := l.pol()
 	var started []Lock
-	for _, k := range keys {
-		if lk, ok := l.failLocked(k, l.entry(k), now); ok {
-			started = append(started, lk)
+	err := l.st.Update(keys, func(es []*LimitEntry) error {
+		started = started[:0]
+		now := l.now()
+		for i, k := range keys {
+			if es[i] == nil {
+				es[i] = &LimitEntry{}
+			}
+			if lk, ok := failEntry(p, k, es[i], now); ok {
+				started = append(started, lk)
+			}
 		}
+		return nil
+	})
+	if err != nil {
+		l.onError("fail", err)
+		return nil
 	}
 	return started
 }
 
-// failLocked records a failure of k and starts a lockout when it reaches
-// the threshold. l.mu must be held.
-func (l *limiter) failLocked(k LockKey, e *limitEntry, now time.Time) (Lock, bool) {
-	if now.Before(e.lockedUntil) {
+// failEntry records a failure of k in e and starts a lockout when it
+// reaches the threshold.
+func failEntry(p RateLimit, k LockKey, e *LimitEntry, now time.Time) (Lock, bool) {
+	if now.Before(e.LockedUntil) {
 		// Settled while a lockout began (say, a wrong password after a
 		// right code): the lockout covers it, and counting it would leave
 		// a full budget behind when the lockout ends.
 		return Lock{}, false
 	}
-	e.failures = append(recent(e.failures, now.Add(-l.policy.memory(k.Scope))), now)
-	if len(e.failures) < l.policy.threshold(k.Scope) {
+	e.Failures = append(recent(e.Failures, now.Add(-p.memory(k.Scope))), now)
+	if len(e.Failures) < p.threshold(k.Scope) {
 		return Lock{}, false
 	}
-	if e.level > 0 && now.Sub(e.lastLockEnd) >= failureMemory {
-		e.level = 0 // a quiet day forgets earlier lockouts
+	if e.Level > 0 && now.Sub(e.LastLockEnd) >= failureMemory {
+		e.Level = 0 // a quiet day forgets earlier lockouts
 	}
-	e.level++
-	e.lockedUntil = now.Add(l.policy.lockoutFor(e.level))
-	e.lastLockEnd = e.lockedUntil
-	e.failures = nil
-	return *l.lockOf(k, e, now), true
+	e.Level++
+	e.LockedUntil = now.Add(p.lockoutFor(e.Level))
+	e.LastLockEnd = e.LockedUntil
+	e.Failures = nil
+	return *lockOf(k, e, now), true
 }
 
 // clear forgets keys' failures (not their lockouts): a login that proved
 // both factors, or a trusted login that proved the password.
 func (l *limiter) clear(keys []LockKey) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	for _, k := range keys {
-		if e := l.entries[k]; e != nil {
-			e.failures = nil
+	err := l.st.Update(keys, func(es []*LimitEntry) error {
+		for _, e := range es {
+			if e != nil {
+				e.Failures = nil
+			}
 		}
+		return nil
+	})
+	if err != nil {
+		l.onError("clear", err)
 	}
 }
 
 // unlock forgets everything about keys: failures, lockouts and levels (an
 // admin's unlock). It returns the lockouts that were in force.
-func (l *limiter) unlock(keys []LockKey) []Lock {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	now := l.now()
+func (l *limiter) unlock(keys []LockKey) ([]Lock, error) {
 	var was []Lock
-	for _, k := range keys {
-		e := l.entries[k]
-		if e == nil {
-			continue
+	err := l.st.Update(keys, func(es []*LimitEntry) error {
+		was = was[:0]
+		now := l.now()
+		for i, k := range keys {
+			e := es[i]
+			if e == nil {
+				continue
+			}
+			if now.Before(e.LockedUntil) || len(e.Failures) > 0 {
+				was = append(was, *lockOf(k, e, now))
+			}
+			if liveHolds(e, now) > 0 {
+				// Attempts being checked still give their places back to it.
+				es[i] = &LimitEntry{Holds: e.Holds}
+				continue
+			}
+			es[i] = nil
 		}
-		if now.Before(e.lockedUntil) || len(e.failures) > 0 {
-			was = append(was, *l.lockOf(k, e, now))
-		}
-		if e.inFlight > 0 {
-			// Attempts being checked still give their places back to it.
-			*e = limitEntry{inFlight: e.inFlight}
-			continue
-		}
-		delete(l.entries, k)
-	}
-	return was
+		return nil
+	})
+	return was, err
 }
 
 // locks returns what the limiter holds on keys: lockouts in force and
 // counted failures, for admin show.
-func (l *limiter) locks(keys []LockKey) []Lock {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	now := l.now()
+func (l *limiter) locks(keys []LockKey) ([]Lock, error) {
+	p := l.pol()
 	var out []Lock
-	for _, k := range keys {
-		e := l.entries[k]
-		if e == nil {
-			continue
+	err := l.st.Update(keys, func(es []*LimitEntry) error {
+		out = out[:0]
+		now := l.now()
+		for i, k := range keys {
+			e := es[i]
+			if e == nil {
+				continue
+			}
+			e.Failures = recent(e.Failures, now.Add(-p.memory(k.Scope)))
+			if now.Before(e.LockedUntil) || len(e.Failures) > 0 {
+				out = append(out, *lockOf(k, e, now))
+			}
 		}
-		e.failures = recent(e.failures, now.Add(-l.policy.memory(k.Scope)))
-		if now.Before(e.lockedUntil) || len(e.failures) > 0 {
-			out = append(out, *l.lockOf(k, e, now))
-		}
-	}
-	return out
+		return nil
+	})
+	return out, err
 }
 
 // sweep reports the lockouts that have ended since the last sweep, and the
 // refusals of attempts turned away while a budget was full of attempts in
 // flight; it drops entries that hold nothing any more. The caller audits
 // what it reports: one event per lockout, with the number of logins it
-// turned away, so that a locked-out source cannot grow the audit log.
+// turned away, so that a locked-out source cannot grow the audit log. With
+// a shared LimitStore every node sweeps; each ended lockout is reported by
+// the one node whose update of it took effect.
 func (l *limiter) sweep() []LockEnded {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	now := l.now()
+	keys, err := l.st.Keys()
+	if err != nil {
+		l.onError("sweep", err)
+		return nil
+	}
+	p := l.pol()
 	var ended []LockEnded
-	for k, e := range l.entries {
-		if now.Before(e.lockedUntil) {
-			continue
+	for _, k := range keys {
+		var got *LockEnded
+		err := l.st.Update([]LockKey{k}, func(es []*LimitEntry) error {
+			got = nil
+			e := es[0]
+			now := l.now()
+			if e == nil || now.Before(e.LockedUntil) {
+				return nil
+			}
+			if !e.LockedUntil.IsZero() || e.Refused > 0 {
+				got = &LockEnded{Key: k, Until: e.LockedUntil, Level: e.Level, Refused: e.Refused}
+				e.LockedUntil, e.Refused = time.Time{}, 0
+			}
+			if idle(p, k, e, now) {
+				es[0] = nil
+			}
+			return nil
+		})
+		if err != nil {
+			l.onError("sweep", err)
+			return ended
 		}
-		if !e.lockedUntil.IsZero() || e.refused > 0 {
-			ended = append(ended, LockEnded{Key: k, Until: e.lockedUntil, Level: e.level, Refused: e.refused})
-			e.lockedUntil, e.refused = time.Time{}, 0
-		}
-		if l.idle(k, e, now) {
-			delete(l.entries, k)
+		if got != nil {
+			ended = append(ended, *got)
 		}
 	}
 	slices.SortFunc(ended, func(a, b LockEnded) int { return a.Until.Compare(b.Until) })
@@ -435,54 +566,114 @@ func (l *limiter) sweep() []LockEnded {
 }
 
 // idle reports whether e holds nothing that a decision depends on.
-func (l *limiter) idle(k LockKey, e *limitEntry, now time.Time) bool {
-	return e.inFlight == 0 && !now.Before(e.lockedUntil) &&
-		len(recent(e.failures, now.Add(-l.policy.memory(k.Scope)))) == 0 &&
-		(e.level == 0 || now.Sub(e.lastLockEnd) >= failureMemory)
+func idle(p RateLimit, k LockKey, e *LimitEntry, now time.Time) bool {
+	return liveHolds(e, now) == 0 && !now.Before(e.LockedUntil) &&
+		len(recent(e.Failures, now.Add(-p.memory(k.Scope)))) == 0 &&
+		(e.Level == 0 || now.Sub(e.LastLockEnd) >= failureMemory)
 }
 
-// makeRoom keeps the map within maxLimiterKeys when n entries may be added:
-// first idle entries go, then entries that only remember a lockout level or
-// a few failures of a source; never a lockout in force, an attempt in
-// flight, or a user's failures (which bound guessing of that user's codes,
-// and which a flood of addresses must not be able to flush). l.mu must be
-// held.
-func (l *limiter) makeRoom(now time.Time, n int) {
-	if len(l.entries)+n <= maxLimiterKeys {
-		return
+// evictable tells the in-memory LimitStore which entries may go when it is
+// full: in the first pass idle ones, in the second entries that only
+// remember a lockout level or a few failures of a source; never a lockout in
+// force, an attempt in flight, or a user's failures (which bound guessing of
+// that user's codes, and which a flood of addresses must not be able to
+// flush).
+func (l *limiter) evictable(k LockKey, e *LimitEntry, pass int) bool {
+	now := l.now()
+	if pass == 0 {
+		return idle(l.pol(), k, e, now)
 	}
-	for k, e := range l.entries {
-		if l.idle(k, e, now) {
-			delete(l.entries, k)
-		}
-	}
-	for k, e := range l.entries {
-		if len(l.entries)+n <= maxLimiterKeys {
-			return
-		}
-		if k.Scope != ScopeUser && e.inFlight == 0 && !now.Before(e.lockedUntil) {
-			delete(l.entries, k)
-		}
-	}
+	return k.Scope != ScopeUser && liveHolds(e, now) == 0 && !now.Before(e.LockedUntil)
 }
 
-// entry returns k's entry, creating it. l.mu must be held.
-func (l *limiter) entry(k LockKey) *limitEntry {
-	e := l.entries[k]
-	if e == nil {
-		e = &limitEntry{}
-		l.entries[k] = e
-	}
-	return e
-}
-
-// lockOf describes k's state at now. l.mu must be held.
-func (l *limiter) lockOf(k LockKey, e *limitEntry, now time.Time) *Lock {
-	lk := &Lock{Key: k, Level: e.level, Failures: len(e.failures), Refused: e.refused}
-	if now.Before(e.lockedUntil) {
-		lk.Until = e.lockedUntil
+// lockOf describes k's state at now.
+func lockOf(k LockKey, e *LimitEntry, now time.Time) *Lock {
+	lk := &Lock{Key: k, Level: e.Level, Failures: len(e.Failures), Refused: e.Refused}
+	if now.Before(e.LockedUntil) {
+		lk.Until = e.LockedUntil
 	}
 	return lk
+}
+
+// memoryLimits is the LimitStore of one node: a map, bounded by
+// maxLimiterKeys.
+type memoryLimits struct {
+	evictable func(k LockKey, e *LimitEntry, pass int) bool
+
+	// mu protects entries.
+	mu      sync.Mutex
+	entries map[LockKey]*LimitEntry
+}
+
+// NewMemoryLimits returns an in-memory LimitStore holding at most
+// maxLimiterKeys entries; when a new one would pass that, entries for which
+// evictable says so go, first those of pass 0, then those of pass 1.
+func NewMemoryLimits(evictable func(k LockKey, e *LimitEntry, pass int) bool) LimitStore {
+	return &memoryLimits{evictable: evictable, entries: map[LockKey]*LimitEntry{}}
+}
+
+// Update runs fn on the live entries themselves, under the lock: once.
+func (m *memoryLimits) Update(keys []LockKey, fn func([]*LimitEntry) error) error {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	es := make([]*LimitEntry, len(keys))
+	for i, k := range keys {
+		es[i] = m.entries[k]
+	}
+	if err := fn(es); err != nil {
+		return err
+	}
+	added := 0
+	for i, k := range keys {
+		if es[i] != nil && m.entries[k] == nil {
+			added++
+		}
+	}
+	m.makeRoom(added, keys)
+	for i, k := range keys {
+		if es[i] == nil {
+			delete(m.entries, k)
+		} else {
+			m.entries[k] = es[i]
+		}
+	}
+	return nil
+}
+
+// makeRoom keeps the map within maxLimiterKeys when n entries are added,
+// sparing the keys being written. m.mu must be held.
+func (m *memoryLimits) makeRoom(n int, keep []LockKey) {
+	for pass := range 2 {
+		if len(m.entries)+n <= maxLimiterKeys {
+			return
+		}
+		for k, e := range m.entries {
+			if len(m.entries)+n <= maxLimiterKeys && pass == 1 {
+				return
+			}
+			if !slices.Contains(keep, k) && m.evictable(k, e, pass) {
+				delete(m.entries, k)
+			}
+		}
+	}
+}
+
+// Keys lists the keys with an entry.
+func (m *memoryLimits) Keys() ([]LockKey, error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	out := make([]LockKey, 0, len(m.entries))
+	for k := range m.entries {
+		out = append(out, k)
+	}
+	return out, nil
+}
+
+// len is the number of entries, for tests.
+func (m *memoryLimits) len() int {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return len(m.entries)
 }
 
 // recent returns the suffix of ts (sorted oldest first) that is after since.

@@ -31,7 +31,7 @@ var (
 func failN(t *testing.T, l *limiter, n int, keys ...LockKey) (started []Lock) {
 	t.Helper()
 	for i := range n {
-		r, lk := l.reserve(keys)
+		r, lk, _ := l.reserve(keys)
 		if lk != nil {
 			t.Fatalf("attempt %d refused: %+v", i+1, lk)
 		}
@@ -92,13 +92,13 @@ func TestLimiterSteps(t *testing.T) {
 				switch s.op {
 				case "fail":
 					// A new address each time: the user's count is what matters.
-					r, lk := l.reserve([]LockKey{{ScopeAddress, "192.0.2." + strconv.Itoa(i)}, alice})
+					r, lk, _ := l.reserve([]LockKey{{ScopeAddress, "192.0.2." + strconv.Itoa(i)}, alice})
 					if lk != nil {
 						t.Fatalf("step %d: refused %+v", i, lk)
 					}
 					r.fail()
 				case "succeed":
-					r, lk := l.reserve(keys)
+					r, lk, _ := l.reserve(keys)
 					if lk != nil {
 						t.Fatalf("step %d: refused %+v", i, lk)
 					}
@@ -138,7 +138,7 @@ func TestLimiterReservesBeforeChecking(t *testing.T) {
 	var held []*reservation
 	for i := range 60 {
 		wg.Go(func() {
-			r, lk := l.reserve([]LockKey{{ScopeAddress, "192.0.2." + strconv.Itoa(i)}, alice})
+			r, lk, _ := l.reserve([]LockKey{{ScopeAddress, "192.0.2." + strconv.Itoa(i)}, alice})
 			if lk == nil {
 				mu.Lock()
 				held = append(held, r)
@@ -157,7 +157,7 @@ func TestLimiterReservesBeforeChecking(t *testing.T) {
 	if len(started) != 1 || started[0].Key != alice {
 		t.Fatalf("lockouts started: %+v, want alice's", started)
 	}
-	if _, lk := l.reserve([]LockKey{outside2, alice}); lk == nil || lk.Until.IsZero() {
+	if _, lk, _ := l.reserve([]LockKey{outside2, alice}); lk == nil || lk.Until.IsZero() {
 		t.Fatalf("reserve after the lockout: %+v", lk)
 	}
 }
@@ -166,16 +166,16 @@ func TestLimiterReservesBeforeChecking(t *testing.T) {
 func TestLimiterSuccessGivesThePlaceBack(t *testing.T) {
 	l, _ := newTestLimiter(t)
 	for range 10 {
-		r, lk := l.reserve([]LockKey{outside, alice})
+		r, lk, _ := l.reserve([]LockKey{outside, alice})
 		if lk != nil {
 			t.Fatalf("refused: %+v", lk)
 		}
 		r.succeed()
 	}
-	r, _ := l.reserve([]LockKey{outside, alice})
+	r, _, _ := l.reserve([]LockKey{outside, alice})
 	r.cancel()
 	r.fail() // after cancel: no effect
-	if lk := l.locks([]LockKey{alice}); len(lk) != 0 {
+	if lk, _ := l.locks([]LockKey{alice}); len(lk) != 0 {
 		t.Fatalf("locks after successes: %+v", lk)
 	}
 }
@@ -207,7 +207,7 @@ func TestGuessesPerDay(t *testing.T) {
 	start := clock.Now()
 	guesses := 0
 	for clock.Now().Sub(start) < 24*time.Hour {
-		r, lk := l.reserve([]LockKey{alice})
+		r, lk, _ := l.reserve([]LockKey{alice})
 		if lk != nil {
 			clock.Set(lk.Until)
 			continue
@@ -250,7 +250,7 @@ func TestLimiterSourceScopes(t *testing.T) {
 	if s := l.fail(in); len(s) != 1 {
 		t.Fatal("trusted address not locked at its threshold")
 	}
-	if was := l.unlock(addressKeys(netip.MustParseAddr("10.1.2.3"))); len(was) != 1 {
+	if was, _ := l.unlock(addressKeys(netip.MustParseAddr("10.1.2.3"))); len(was) != 1 {
 		t.Fatalf("unlock --address cleared %+v", was)
 	}
 	if l.check(in) != nil {
@@ -284,7 +284,7 @@ func TestLimiterSweepAggregates(t *testing.T) {
 	l, clock := newTestLimiter(t)
 	failN(t, l, 3, outside)
 	for range 1000 {
-		if _, lk := l.reserve([]LockKey{outside, alice}); lk == nil {
+		if _, lk, _ := l.reserve([]LockKey{outside, alice}); lk == nil {
 			t.Fatal("locked address let in")
 		}
 	}
@@ -301,7 +301,7 @@ func TestLimiterSweepAggregates(t *testing.T) {
 	}
 	clock.Advance(failureMemory)
 	l.sweep()
-	if n := len(l.entries); n != 0 {
+	if n := l.st.(*memoryLimits).len(); n != 0 {
 		t.Fatalf("%d entries left after everything was forgotten", n)
 	}
 }
@@ -313,11 +313,11 @@ func TestLimiterBoundsMemory(t *testing.T) {
 		a := netip.AddrFrom4([4]byte{10, byte(i >> 16), byte(i >> 8), byte(i)})
 		l.fail([]LockKey{{ScopeAddress, a.String()}})
 	}
-	if n := len(l.entries); n > maxLimiterKeys {
+	if n := l.st.(*memoryLimits).len(); n > maxLimiterKeys {
 		t.Fatalf("%d entries, cap %d", n, maxLimiterKeys)
 	}
 	clock.Advance(time.Second)
-	if lk := l.locks([]LockKey{alice}); len(lk) != 1 || lk[0].Failures != 2 {
+	if lk, _ := l.locks([]LockKey{alice}); len(lk) != 1 || lk[0].Failures != 2 {
 		t.Fatalf("alice's failures after a flood of addresses: %+v", lk)
 	}
 }

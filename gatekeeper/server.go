@@ -54,6 +54,10 @@ type Store interface {
 type Options struct {
 	// Store holds users' secrets and last used time steps. Required.
 	Store Store
+	// Limits, when set, makes the LimitStore that keeps the lockout counters (given the
+	// in-memory store's eviction rule, which a shared store may ignore); nil keeps them in
+	// memory (one node). Several nodes share one, so lockouts hold for the whole cluster.
+	Limits func(evictable func(k LockKey, e *LimitEntry, pass int) bool) LimitStore
 	// Log receives one structured line per auth decision and session.
 	// Defaults to slog.Default().
 	Log *slog.Logger
@@ -183,6 +187,13 @@ func New(cfg *config.Config, opts Options) (*Server, error) {
 		sessions:  map[uint64]*Session{},
 		resets:    map[string]uint64{},
 	}
+	if opts.Limits != nil {
+		s.limiter.st = opts.Limits(s.limiter.evictable)
+	}
+	s.limiter.onError = func(op string, err error) {
+		s.log.Error("lockout counters could not be read or written; logins that need a code are refused until the store answers",
+			"op", op, "err", err)
+	}
 	s.audit = newAuditor(opts.Store, opts.Log, s.storeWriteFailed)
 	s.accept.Handle = func(_ context.Context, nc net.Conn) { s.handleConn(nc) }
 	s.accept.Log = opts.Log
@@ -300,20 +311,32 @@ func (s *Server) Health(ctx context.Context) error {
 // Unlock clears every lockout and failure count of user, from outside and
 // from the trusted networks, levels included. It returns what was in force.
 func (s *Server) Unlock(user string) []Lock {
-	return s.limiter.unlock([]LockKey{userKey(user, false), userKey(user, true)})
+	was, err := s.limiter.unlock([]LockKey{userKey(user, false), userKey(user, true)})
+	if err != nil {
+		s.log.Error("unlock failed: the lockout store did not answer", "user", user, "err", err)
+	}
+	return was
 }
 
 // UnlockAddress clears the lockouts and failure counts of addr: its address
 // (IPv6 /64), its network (/24, /48) and, if trusted, the address itself. It
 // returns what was in force.
 func (s *Server) UnlockAddress(addr netip.Addr) []Lock {
-	return s.limiter.unlock(addressKeys(addr))
+	was, err := s.limiter.unlock(addressKeys(addr))
+	if err != nil {
+		s.log.Error("unlock failed: the lockout store did not answer", "address", addr, "err", err)
+	}
+	return was
 }
 
 // Locks returns the lockouts in force on user and the failures counted
 // against them, outside and trusted, for admin show.
 func (s *Server) Locks(user string) []Lock {
-	return s.limiter.locks([]LockKey{userKey(user, false), userKey(user, true)})
+	locks, err := s.limiter.locks([]LockKey{userKey(user, false), userKey(user, true)})
+	if err != nil {
+		s.log.Warn("lockouts unknown: the lockout store did not answer", "user", user, "err", err)
+	}
+	return locks
 }
 
 // LockedUntil reports until when user is locked out of logins from outside

@@ -16,12 +16,15 @@ import (
 	"os/signal"
 	"runtime"
 	"runtime/debug"
+	"slices"
+	"strings"
 	"sync/atomic"
 	"syscall"
 	"time"
 
 	"github.com/spf13/cobra"
 	"github.com/spf13/pflag"
+	"golang.org/x/crypto/ssh"
 
 	"gatekeeper/config"
 	"gatekeeper/enroll"
@@ -118,14 +121,26 @@ func serve(ctx context.Context, cfg *config.Config, log *slog.Logger, reload fun
 	defer st.Close()
 
 	reg := metrics.NewRegistry()
-	gk, err := gatekeeper.New(cfg, gatekeeper.Options{
+	opts := gatekeeper.Options{
 		Store:    st,
 		Log:      log,
 		Recovery: enroll.VerifyRecovery,
 		Metrics:  metrics.NewGatekeeper(reg),
-	})
+	}
+	if kv, ok := st.(gatekeeper.SharedKV); ok {
+		// Several nodes: lockouts and guess budgets are the cluster's.
+		opts.Limits = func(func(gatekeeper.LockKey, *gatekeeper.LimitEntry, int) bool) gatekeeper.LimitStore {
+			return gatekeeper.NewSharedLimits(kv)
+		}
+	}
+	gk, err := gatekeeper.New(cfg, opts)
 	if err != nil {
 		return err
+	}
+	if c, ok := st.(hostKeyClaimer); ok {
+		if err := c.ClaimHostKeys(fingerprints(gk.HostKeys())); err != nil {
+			return err
+		}
 	}
 	// Stops the front door's background work on the error paths below; after
 	// the Shutdown at the end it has nothing left to do.
@@ -319,6 +334,9 @@ func pruneAudit(st store.Store, retention time.Duration, log *slog.Logger) (stop
 		return func() {}
 	}
 	prune := func() {
+		if p, ok := st.(store.Pruner); ok && !p.Leader() {
+			return // another node of the cluster prunes
+		}
 		n, err := st.PruneEvents(time.Now().Add(-retention))
 		if err != nil {
 			log.Error("pruning the audit log failed", "err", err)
@@ -530,4 +548,20 @@ func orUnknown(s string) string {
 		return "unknown"
 	}
 	return s
+}
+
+// hostKeyClaimer is a store shared by several nodes, which must all present
+// the same SSH host keys (see etcd.Store.ClaimHostKeys).
+type hostKeyClaimer interface {
+	ClaimHostKeys(fingerprints string) error
+}
+
+// fingerprints lists the SHA-256 fingerprints of keys, sorted, one string.
+func fingerprints(keys []ssh.Signer) string {
+	var fps []string
+	for _, k := range keys {
+		fps = append(fps, ssh.FingerprintSHA256(k.PublicKey()))
+	}
+	slices.Sort(fps)
+	return strings.Join(fps, " ")
 }

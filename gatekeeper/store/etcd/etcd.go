@@ -75,6 +75,7 @@ type Store struct {
 	prefix  string
 	node    string
 	timeout time.Duration
+	keyPath string
 
 	// seq makes audit keys of one node unique within a nanosecond.
 	seq atomic.Uint64
@@ -124,7 +125,7 @@ func Open(cfg Config) (*Store, error) {
 		return nil, fmt.Errorf("etcd cluster %s: %w", strings.Join(cfg.Endpoints, ","), err)
 	}
 	ctx, cancel := context.WithCancel(context.Background())
-	s := &Store{cli: cli, prefix: cfg.Prefix, node: cfg.Node, timeout: cfg.RequestTimeout, ctx: ctx, cancel: cancel}
+	s := &Store{cli: cli, prefix: cfg.Prefix, node: cfg.Node, timeout: cfg.RequestTimeout, keyPath: cfg.KeyFile, ctx: ctx, cancel: cancel}
 	if err := s.init(cfg); err != nil {
 		s.cancel()
 		_ = cli.Close()

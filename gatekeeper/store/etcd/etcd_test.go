@@ -1,0 +1,164 @@
+package etcd
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"gatekeeper/gatekeeper/store"
+	"gatekeeper/gatekeeper/store/storetest"
+	"gatekeeper/internal/etcdtest"
+)
+
+// open opens a Store on cluster c under prefix, as node.
+func open(t *testing.T, c *etcdtest.Cluster, prefix, keyPath, node string) *Store {
+	t.Helper()
+	s, err := Open(Config{
+		Endpoints: c.Endpoints(), Prefix: prefix, DialTimeout: 5 * time.Second, RequestTimeout: 2 * time.Second,
+		KeyFile: keyPath, Node: node,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { s.Close() })
+	return s
+}
+
+// TestConformance runs the store.Store suite against a real etcd, every
+// case under its own prefix of one cluster, with a second node (a second
+// client) for the concurrency cases.
+func TestConformance(t *testing.T) {
+	c := etcdtest.Start(t, 1)
+	var n atomic.Int32
+	storetest.Run(t, storetest.Backend{
+		New: func(t *testing.T, keyPath string) store.Store {
+			return open(t, c, fmt.Sprintf("/conf%d/", n.Add(1)), keyPath, "a")
+		},
+		Peer: func(t *testing.T, s store.Store) store.Store {
+			e := s.(*Store)
+			return open(t, c, e.prefix, e.keyPath, "b")
+		},
+		Reopen: func(t *testing.T, s store.Store) store.Store {
+			e := s.(*Store)
+			if err := e.Close(); err != nil {
+				t.Fatal(err)
+			}
+			return open(t, c, e.prefix, e.keyPath, "a")
+		},
+	})
+}
+
+// TestKeyFiles: a node with another key file, or none, is refused by the
+// cluster's key check, naming the problem.
+func TestKeyFiles(t *testing.T) {
+	c := etcdtest.Start(t, 1)
+	key := t.TempDir() + "/secret.key"
+	s := open(t, c, "/k/", key, "a")
+	if err := s.Update("alice", func(u *store.User) error { u.State, u.Secret = store.StateActive, []byte("x"); return nil }); err != nil {
+		t.Fatal(err)
+	}
+	_, err := Open(Config{Endpoints: c.Endpoints(), Prefix: "/k/", DialTimeout: 5 * time.Second, RequestTimeout: 2 * time.Second,
+		KeyFile: t.TempDir() + "/other.key", Node: "b"})
+	if !errors.Is(err, store.ErrKeyMissing) {
+		t.Errorf("a node without the key file: %v, want ErrKeyMissing", err)
+	}
+	other := t.TempDir() + "/other.key"
+	if err := os.WriteFile(other, make([]byte, store.KeySize), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	_, err = Open(Config{Endpoints: c.Endpoints(), Prefix: "/k/", DialTimeout: 5 * time.Second, RequestTimeout: 2 * time.Second,
+		KeyFile: other, Node: "b"})
+	if !errors.Is(err, store.ErrKeyMismatch) {
+		t.Errorf("a node with another key file: %v, want ErrKeyMismatch", err)
+	}
+}
+
+// TestHostKeys: the first node records its host keys; another with the same
+// is let in, one with others is refused with a message saying what to copy.
+func TestHostKeys(t *testing.T) {
+	c := etcdtest.Start(t, 1)
+	key := t.TempDir() + "/secret.key"
+	a := open(t, c, "/h/", key, "a")
+	b := open(t, c, "/h/", key, "b")
+	if err := a.ClaimHostKeys("SHA256:one"); err != nil {
+		t.Fatal(err)
+	}
+	if err := b.ClaimHostKeys("SHA256:one"); err != nil {
+		t.Errorf("same host key refused: %v", err)
+	}
+	var he *HostKeyError
+	if err := b.ClaimHostKeys("SHA256:two"); !errors.As(err, &he) {
+		t.Errorf("other host key: %v, want a HostKeyError", err)
+	}
+}
+
+// TestQuorumLost: without quorum calls fail within the request timeout with
+// ErrUnavailable; with quorum back they work again on the same Store.
+func TestQuorumLost(t *testing.T) {
+	c := etcdtest.Start(t, 3)
+	s := open(t, c, "/q/", t.TempDir()+"/secret.key", "a")
+	if err := s.Update("alice", func(u *store.User) error { u.State, u.Secret = store.StateActive, []byte("x"); return nil }); err != nil {
+		t.Fatal(err)
+	}
+	c.Kill(0)
+	if _, err := s.Get("alice"); err != nil {
+		t.Errorf("with one member of three down: %v", err)
+	}
+	c.Kill(1)
+	start := time.Now()
+	_, err := s.Get("alice")
+	if !errors.Is(err, store.ErrUnavailable) {
+		t.Errorf("without quorum Get = %v, want ErrUnavailable", err)
+	}
+	if d := time.Since(start); d > 5*time.Second {
+		t.Errorf("without quorum Get took %v", d)
+	}
+	c.Restart(0)
+	c.Restart(1)
+	c.WaitHealthy(t)
+	if _, err := s.Get("alice"); err != nil {
+		t.Errorf("after quorum returned: %v", err)
+	}
+}
+
+// TestUpdateKeysConcurrent: the shared lockout counters' primitive adds up
+// under contention from two nodes.
+func TestUpdateKeysConcurrent(t *testing.T) {
+	c := etcdtest.Start(t, 1)
+	key := t.TempDir() + "/secret.key"
+	nodes := []*Store{open(t, c, "/u/", key, "a"), open(t, c, "/u/", key, "b")}
+	var wg sync.WaitGroup
+	for i := range 40 {
+		wg.Go(func() {
+			err := nodes[i%2].UpdateKeys([]string{"limits/x/1", "limits/x/2"}, func(vals [][]byte) error {
+				for j := range vals {
+					n := 0
+					if vals[j] != nil {
+						fmt.Sscan(string(vals[j]), &n)
+					}
+					vals[j] = fmt.Append(nil, n+1)
+				}
+				return nil
+			})
+			if err != nil {
+				t.Error(err)
+			}
+		})
+	}
+	wg.Wait()
+	var got [][]byte
+	if err := nodes[0].UpdateKeys([]string{"limits/x/1", "limits/x/2"}, func(vals [][]byte) error { got = vals; return nil }); err != nil {
+		t.Fatal(err)
+	}
+	if string(got[0]) != "40" || string(got[1]) != "40" {
+		t.Errorf("counters = %s, %s; want 40, 40", got[0], got[1])
+	}
+	keys, err := nodes[1].ListKeys("limits/")
+	if err != nil || len(keys) != 2 {
+		t.Errorf("ListKeys = %v, %v", keys, err)
+	}
+}
