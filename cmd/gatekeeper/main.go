@@ -4,6 +4,7 @@
 package main
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -218,6 +219,9 @@ func serve(ctx context.Context, cfg *config.Config, log *slog.Logger, reload fun
 		Store:  st,
 		Log:    log,
 		Groups: cfg.Admin.Groups,
+		// Named in the header of a backup.
+		Backend: cmp.Or(cfg.Store.Backend, "bolt"),
+		Node:    cfg.NodeName,
 		// A reset ends the user's proxied SSH sessions, portal sessions and SSH-linking
 		// sessions: a lost phone stops working at once, and a link begun before the reset
 		// cannot be finished after it.
