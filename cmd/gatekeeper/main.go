@@ -115,20 +115,25 @@ func serve(ctx context.Context, cfg *config.Config, log *slog.Logger, reload fun
 	for _, w := range cfg.Warnings() {
 		log.Warn("config: " + w)
 	}
-	st, err := openStore(cfg, log)
+	raw, err := openStore(cfg, log)
 	if err != nil {
 		return err
 	}
-	defer st.Close()
+	defer raw.Close()
 
 	reg := metrics.NewRegistry()
+	gm := metrics.NewGatekeeper(reg)
+	gm.SetStoreUp(true) // it just answered Open
+	// Everything but the wiring below sees the store through the metrics; the wiring asks the
+	// backend itself what more it offers (a shared store).
+	st := store.Store(instrumented{raw, gm})
 	opts := gatekeeper.Options{
 		Store:    st,
 		Log:      log,
 		Recovery: enroll.VerifyRecovery,
-		Metrics:  metrics.NewGatekeeper(reg),
+		Metrics:  gm,
 	}
-	if kv, ok := st.(gatekeeper.SharedKV); ok {
+	if kv, ok := raw.(gatekeeper.SharedKV); ok {
 		// Several nodes: lockouts and guess budgets are the cluster's.
 		opts.Limits = func(func(gatekeeper.LockKey, *gatekeeper.LimitEntry, int) bool) gatekeeper.LimitStore {
 			return gatekeeper.NewSharedLimits(kv)
@@ -138,7 +143,7 @@ func serve(ctx context.Context, cfg *config.Config, log *slog.Logger, reload fun
 	if err != nil {
 		return err
 	}
-	if c, ok := st.(hostKeyClaimer); ok {
+	if c, ok := raw.(hostKeyClaimer); ok {
 		if err := c.ClaimHostKeys(fingerprints(gk.HostKeys())); err != nil {
 			return err
 		}
@@ -274,7 +279,7 @@ func serve(ctx context.Context, cfg *config.Config, log *slog.Logger, reload fun
 		"upstream", cfg.Upstream.Address, "admin_socket", cfg.Admin.Socket,
 		"portal", addrOf(portalLn), "link_ssh", addrOf(linkLn), "metrics", addrOf(metricsLn))
 
-	stopPruning := pruneAudit(st, cfg.Audit.Retention, log)
+	stopPruning := pruneAudit(raw, cfg.Audit.Retention, log)
 	defer stopPruning()
 
 	var runErr error
