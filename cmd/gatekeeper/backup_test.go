@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"os"
 	"path/filepath"
 	"slices"
@@ -14,6 +15,7 @@ import (
 	"gatekeeper/gatekeeper/admin"
 	"gatekeeper/gatekeeper/store"
 	"gatekeeper/gatekeeper/totp"
+	"gatekeeper/internal/etcdtest"
 )
 
 // seedBackup fills st with what a backup must carry: alice active with recovery codes and a used
@@ -358,4 +360,48 @@ func TestAdminBackupWithDaemon(t *testing.T) {
 	if users, _ := otherStore.List(); len(users) != 0 {
 		t.Errorf("a refused restore wrote %d users", len(users))
 	}
+}
+
+// TestAdminBackupEtcd: without a daemon, restore and backup open an etcd store directly: a bbolt
+// backup goes into etcd, and etcd's backup back into a fresh bbolt file, the records unchanged.
+func TestAdminBackupEtcd(t *testing.T) {
+	src := newEnv(t, "")
+	var used uint64
+	src.withStore(t, func(st store.Store) { used = seedBackup(t, st) })
+	dir := t.TempDir()
+	fromBolt, fromEtcd := filepath.Join(dir, "bolt.backup"), filepath.Join(dir, "etcd.backup")
+	if _, _, err := src.run(t, "admin", "backup", fromBolt, "--audit"); err != nil {
+		t.Fatal(err)
+	}
+
+	c := etcdtest.Start(t, 1)
+	etcdEnv := sameKey(t, src)
+	cfg, err := os.ReadFile(etcdEnv.config)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg = fmt.Appendf(cfg, "node_name: login2\nstore:\n  backend: etcd\n  etcd:\n    endpoints: [%q]\n    prefix: \"/gk-backup/\"\n", c.Endpoints()[0])
+	if err := os.WriteFile(etcdEnv.config, cfg, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	out, _, err := etcdEnv.run(t, "admin", "restore", fromBolt)
+	if err != nil || !strings.HasPrefix(out, "restored 2 users, 1 ticket, 1 event from ") {
+		t.Fatalf("restore into etcd: %q, %v", out, err)
+	}
+	if _, _, err := etcdEnv.run(t, "admin", "restore", fromBolt); !errors.Is(err, store.ErrExists) {
+		t.Errorf("restore into etcd again: %v, want ErrExists", err)
+	}
+	out, _, err = etcdEnv.run(t, "admin", "backup", fromEtcd, "--audit")
+	if err != nil || !strings.HasPrefix(out, "backed up 2 users, 1 ticket, ") {
+		t.Fatalf("backup from etcd: %q, %v", out, err)
+	}
+	if h, _ := readHeader(t, fromEtcd); h.Backend != "etcd" || h.Node != "login2" || h.Users != 2 || h.Events < 2 {
+		t.Errorf("header of the etcd backup = %+v; want etcd, login2, 2 users, the bbolt event and the restore", h)
+	}
+
+	back := sameKey(t, src)
+	if _, _, err := back.run(t, "admin", "restore", fromEtcd); err != nil {
+		t.Fatalf("restore of the etcd backup into bbolt: %v", err)
+	}
+	back.withStore(t, func(st store.Store) { checkRestored(t, st, used) })
 }
