@@ -204,14 +204,25 @@ type limiter struct {
 	now     func() time.Time
 	st      LimitStore
 	onError func(op string, err error)
+	// sweepHere reports whether this node sweeps ended lockouts: always with
+	// the in-memory store; with a shared one, only the node elected to (one
+	// scan of the cluster's counters, not one per node).
+	sweepHere func() bool
 
 	// mu protects the following.
 	mu     sync.Mutex
 	policy RateLimit
+	// refused counts, per key, the attempts this node turned away because
+	// the key was locked (or its budget full) since the last sweep. They are
+	// added to the stored entry by the next sweep rather than at each
+	// refusal, so that knocking on a lockout costs a shared store a read,
+	// not a write.
+	refused map[LockKey]int
 }
 
 func newLimiter(policy RateLimit, now func() time.Time) *limiter {
-	l := &limiter{now: now, policy: policy, onError: func(string, error) {}}
+	l := &limiter{now: now, policy: policy, onError: func(string, error) {}, sweepHere: func() bool { return true },
+		refused: map[LockKey]int{}}
 	l.st = NewMemoryLimits(l.evictable)
 	return l
 }
@@ -229,17 +240,28 @@ func (l *limiter) pol() RateLimit {
 	return l.policy
 }
 
-// lockedIn returns the first of keys that is locked out at now, or nil. A
-// refusal is counted on it.
+// lockedIn returns the first of keys that is locked out at now, or nil.
 func (l *limiter) lockedIn(keys []LockKey, es []*LimitEntry, now time.Time) *Lock {
 	for i, k := range keys {
 		e := es[i]
 		if e != nil && now.Before(e.LockedUntil) {
-			e.Refused++
 			return lockOf(k, e, now)
 		}
 	}
 	return nil
+}
+
+// noteRefused counts a refusal by lk on this node (see limiter.refused) and
+// returns lk.
+func (l *limiter) noteRefused(lk *Lock) *Lock {
+	if lk == nil {
+		return nil
+	}
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.refused[lk.Key]++
+	lk.Refused += l.refused[lk.Key]
+	return lk
 }
 
 // check reports the first of keys that is locked out (counting the refusal
@@ -256,7 +278,7 @@ func (l *limiter) check(keys []LockKey) *Lock {
 		l.onError("check", err)
 		return nil
 	}
-	return lk
+	return l.noteRefused(lk)
 }
 
 // reservation is an attempt's place in the budget of each of its keys,
@@ -292,7 +314,6 @@ func (l *limiter) reserve(keys []LockKey) (*reservation, *Lock, error) {
 			}
 			e.Failures = recent(e.Failures, now.Add(-p.memory(k.Scope)))
 			if len(e.Failures)+liveHolds(e, now) >= p.threshold(k.Scope) {
-				e.Refused++
 				lk = lockOf(k, e, now)
 				return nil
 			}
@@ -309,16 +330,21 @@ func (l *limiter) reserve(keys []LockKey) (*reservation, *Lock, error) {
 		return nil
 	})
 	if err != nil || lk != nil {
-		return nil, lk, err
+		return nil, l.noteRefused(lk), err
 	}
 	return &reservation{l: l, id: id, keys: keys}, nil, nil
 }
 
-// liveHolds counts e's places held at now, dropping expired ones.
+// liveHolds counts e's places held at now. An expired one is dropped and
+// counted as a failure at its expiry: its attempt's verdict was never
+// recorded (the node died, or the store failed when it was settled), and a
+// guess that cannot be shown harmless counts against the budget.
 func liveHolds(e *LimitEntry, now time.Time) int {
 	for id, until := range e.Holds {
 		if !now.Before(until) {
 			delete(e.Holds, id)
+			e.Failures = append(e.Failures, until)
+			slices.SortFunc(e.Failures, time.Time.Compare)
 		}
 	}
 	return len(e.Holds)
@@ -520,14 +546,33 @@ func (l *limiter) locks(keys []LockKey) ([]Lock, error) {
 	return out, err
 }
 
-// sweep reports the lockouts that have ended since the last sweep, and the
-// refusals of attempts turned away while a budget was full of attempts in
-// flight; it drops entries that hold nothing any more. The caller audits
-// what it reports: one event per lockout, with the number of logins it
-// turned away, so that a locked-out source cannot grow the audit log. With
-// a shared LimitStore every node sweeps; each ended lockout is reported by
-// the one node whose update of it took effect.
+// sweep adds this node's refusal counts to the stored entries and reports
+// the lockouts that have ended since the last sweep, with the logins they
+// turned away; it drops entries that hold nothing any more. The caller
+// audits what it reports: one event per lockout, so that a locked-out
+// source cannot grow the audit log. With a shared LimitStore only the node
+// for which sweepHere is true looks for ended lockouts (the others only
+// hand in their counts); each ended lockout is reported by the one update
+// that took effect.
 func (l *limiter) sweep() []LockEnded {
+	l.mu.Lock()
+	counts := l.refused
+	l.refused = map[LockKey]int{}
+	l.mu.Unlock()
+	add := func(k LockKey, e *LimitEntry) {
+		if n := counts[k]; n > 0 && e != nil {
+			e.Refused += n
+		}
+	}
+	if !l.sweepHere() {
+		for k := range counts {
+			if err := l.st.Update([]LockKey{k}, func(es []*LimitEntry) error { add(k, es[0]); return nil }); err != nil {
+				l.onError("sweep", err)
+				return nil
+			}
+		}
+		return nil
+	}
 	keys, err := l.st.Keys()
 	if err != nil {
 		l.onError("sweep", err)
@@ -540,6 +585,7 @@ func (l *limiter) sweep() []LockEnded {
 		err := l.st.Update([]LockKey{k}, func(es []*LimitEntry) error {
 			got = nil
 			e := es[0]
+			add(k, e)
 			now := l.now()
 			if e == nil || now.Before(e.LockedUntil) {
 				return nil

@@ -58,6 +58,9 @@ type Options struct {
 	// in-memory store's eviction rule, which a shared store may ignore); nil keeps them in
 	// memory (one node). Several nodes share one, so lockouts hold for the whole cluster.
 	Limits func(evictable func(k LockKey, e *LimitEntry, pass int) bool) LimitStore
+	// SweepHere, when set, says whether this node looks for ended lockouts in the LimitStore
+	// (with a shared one: the node elected to); nil: always.
+	SweepHere func() bool
 	// Log receives one structured line per auth decision and session.
 	// Defaults to slog.Default().
 	Log *slog.Logger
@@ -189,6 +192,9 @@ func New(cfg *config.Config, opts Options) (*Server, error) {
 	}
 	if opts.Limits != nil {
 		s.limiter.st = opts.Limits(s.limiter.evictable)
+	}
+	if opts.SweepHere != nil {
+		s.limiter.sweepHere = opts.SweepHere
 	}
 	s.limiter.onError = func(op string, err error) {
 		s.log.Error("lockout counters could not be read or written; logins that need a code are refused until the store answers",

@@ -138,6 +138,9 @@ func serve(ctx context.Context, cfg *config.Config, log *slog.Logger, reload fun
 		opts.Limits = func(func(gatekeeper.LockKey, *gatekeeper.LimitEntry, int) bool) gatekeeper.LimitStore {
 			return gatekeeper.NewSharedLimits(kv)
 		}
+		if p, ok := raw.(store.Pruner); ok {
+			opts.SweepHere = p.Leader // the node that prunes the audit log also sweeps
+		}
 	}
 	gk, err := gatekeeper.New(cfg, opts)
 	if err != nil {

@@ -28,9 +28,11 @@
 package etcd
 
 import (
+	"bytes"
 	"context"
 	"crypto/tls"
 	"crypto/x509"
+	"errors"
 	"fmt"
 	"os"
 	"strings"
@@ -41,6 +43,8 @@ import (
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"go.etcd.io/etcd/client/v3/concurrency"
 	"go.uber.org/zap"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
 
 	"gatekeeper/gatekeeper/store"
 )
@@ -224,11 +228,27 @@ func (s *Store) attempt(deadline time.Time) (context.Context, context.CancelFunc
 	return inner, func() { cancel2(); cancel() }
 }
 
-// fail turns a client error into one that matches store.ErrUnavailable
-// (every error of the etcd client here is the cluster's: no quorum, no
-// member reachable, a timeout), saying what was being done.
+// fail turns a client error into one saying what was being done, matching
+// store.ErrUnavailable when the cluster did not answer (see unavailable).
 func (s *Store) fail(what string, err error) error {
+	if !unavailable(err) {
+		return fmt.Errorf("etcd: %s: %w", what, err)
+	}
 	return fmt.Errorf("etcd: %s: %w (%w)", what, store.ErrUnavailable, err)
+}
+
+// unavailable reports whether err is the cluster failing to answer (no
+// quorum, no member reachable, out of space, a timeout) rather than a
+// request it refused as such (too large, not permitted).
+func unavailable(err error) bool {
+	if errors.Is(err, context.DeadlineExceeded) || errors.Is(err, context.Canceled) {
+		return true
+	}
+	switch status.Code(err) {
+	case codes.Unavailable, codes.DeadlineExceeded, codes.Canceled, codes.ResourceExhausted, codes.Unknown:
+		return true
+	}
+	return false
 }
 
 // Close stops the election and closes the connection.
@@ -311,21 +331,32 @@ func (s *Store) Update(name string, fn func(u *store.User) error) error {
 	}
 	k := s.key("users/" + name)
 	deadline := time.Now().Add(s.timeout)
+	// uncertain is the write whose answer was lost (nil: none): if the
+	// record now reads as what it wrote, it was applied, and running fn
+	// again would refuse the very login that wrote it (a step "replayed").
+	var uncertain *pending
+	var lastErr error
 	for range maxRetries {
+		if lastErr != nil && !s.retry(deadline) {
+			return s.fail("update user "+name, lastErr)
+		}
 		ctx, cancel := s.attempt(deadline)
 		resp, err := s.cli.Get(ctx, k)
 		if err != nil {
 			cancel()
-			if time.Now().Before(deadline) && s.ctx.Err() == nil {
-				continue // a new leader is being elected: try again while time is left
-			}
-			return s.fail("read user "+name, err)
+			lastErr = err
+			continue
 		}
 		var raw []byte
 		var rev int64
 		if len(resp.Kvs) > 0 {
 			raw, rev = resp.Kvs[0].Value, resp.Kvs[0].ModRevision
 		}
+		if uncertain != nil && uncertain.applied(raw, rev) {
+			cancel()
+			return nil
+		}
+		uncertain = nil
 		v, del, err := s.codec.Apply(name, raw, fn)
 		if err != nil {
 			cancel()
@@ -338,19 +369,49 @@ func (s *Store) Update(name string, fn func(u *store.User) error) error {
 		txn, err := s.cli.Txn(ctx).If(clientv3.Compare(clientv3.ModRevision(k), "=", rev)).Then(then).Commit()
 		cancel()
 		if err != nil {
-			if time.Now().Before(deadline) && s.ctx.Err() == nil {
-				// Lost with the old leader, or applied: the next round reads
-				// the record again and decides afresh, never writes blind.
-				continue
-			}
-			return s.fail("write user "+name, err)
+			// Lost with the old leader, or applied with its answer lost: the
+			// next round reads the record again and tells which.
+			uncertain, lastErr = &pending{value: v, del: del, rev: rev}, err
+			continue
 		}
+		lastErr = nil
 		if txn.Succeeded {
 			return nil
 		}
 	}
 	return fmt.Errorf("user %q: gave up after %d conflicting writes", name, maxRetries)
 }
+
+// pending is a write whose outcome is unknown: the bytes it put (or that it
+// deleted) over the revision it compared against.
+type pending struct {
+	value []byte
+	del   bool
+	rev   int64
+}
+
+// applied reports whether the key, now holding raw at revision rev (0 and
+// nil: gone), shows the pending write: changed since, and to what it wrote.
+func (p *pending) applied(raw []byte, rev int64) bool {
+	if p.del {
+		return raw == nil && p.rev != 0
+	}
+	return rev > p.rev && bytes.Equal(raw, p.value)
+}
+
+// retry reports whether a failed call may be tried again before deadline,
+// after a short pause: an error that comes back at once (no member
+// reachable) must not spin through the retries.
+func (s *Store) retry(deadline time.Time) bool {
+	if s.ctx.Err() != nil || !time.Now().Add(retryPause).Before(deadline) {
+		return false
+	}
+	sleep(s.ctx, retryPause)
+	return true
+}
+
+// retryPause is the pause before a failed call is tried again.
+const retryPause = 50 * time.Millisecond
 
 // campaign keeps this node in the election for pruning the audit log, for as
 // long as the store is open: on a lost session (quorum gone, this node cut

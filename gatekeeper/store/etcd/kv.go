@@ -20,7 +20,12 @@ func (s *Store) UpdateKeys(keys []string, fn func(vals [][]byte) error) error {
 		full[i] = s.key(k)
 	}
 	deadline := time.Now().Add(s.timeout)
+	var uncertain []*pending // see Update
+	var lastErr error
 	for range maxRetries {
+		if lastErr != nil && !s.retry(deadline) {
+			return s.fail("update "+strings.Join(keys, ", "), lastErr)
+		}
 		ctx, cancel := s.attempt(deadline)
 		ops := make([]clientv3.Op, len(full))
 		for i, k := range full {
@@ -29,10 +34,8 @@ func (s *Store) UpdateKeys(keys []string, fn func(vals [][]byte) error) error {
 		resp, err := s.cli.Txn(ctx).Then(ops...).Commit()
 		if err != nil {
 			cancel()
-			if time.Now().Before(deadline) && s.ctx.Err() == nil {
-				continue // see Update
-			}
-			return s.fail("read "+strings.Join(keys, ", "), err)
+			lastErr = err
+			continue
 		}
 		vals := make([][]byte, len(full))
 		old := make([][]byte, len(full))
@@ -42,19 +45,29 @@ func (s *Store) UpdateKeys(keys []string, fn func(vals [][]byte) error) error {
 				vals[i], old[i], revs[i] = bytes.Clone(kvs[0].Value), kvs[0].Value, kvs[0].ModRevision
 			}
 		}
+		if uncertain != nil && allApplied(uncertain, old, revs) {
+			cancel()
+			return nil
+		}
+		uncertain = nil
 		if err := fn(vals); err != nil {
 			cancel()
 			return err
 		}
 		var conds []clientv3.Cmp
 		var writes []clientv3.Op
+		var wrote []*pending
 		for i, k := range full {
 			conds = append(conds, clientv3.Compare(clientv3.ModRevision(k), "=", revs[i]))
 			switch {
 			case vals[i] == nil && old[i] != nil:
 				writes = append(writes, clientv3.OpDelete(k))
+				wrote = append(wrote, &pending{del: true, rev: revs[i]})
 			case vals[i] != nil && !bytes.Equal(vals[i], old[i]):
 				writes = append(writes, clientv3.OpPut(k, string(vals[i])))
+				wrote = append(wrote, &pending{value: vals[i], rev: revs[i]})
+			default:
+				wrote = append(wrote, nil) // unchanged
 			}
 		}
 		if len(writes) == 0 {
@@ -64,11 +77,10 @@ func (s *Store) UpdateKeys(keys []string, fn func(vals [][]byte) error) error {
 		txn, err := s.cli.Txn(ctx).If(conds...).Then(writes...).Commit()
 		cancel()
 		if err != nil {
-			if time.Now().Before(deadline) && s.ctx.Err() == nil {
-				continue // see Update
-			}
-			return s.fail("write "+strings.Join(keys, ", "), err)
+			uncertain, lastErr = wrote, err
+			continue
 		}
+		lastErr = nil
 		if txn.Succeeded {
 			return nil
 		}
@@ -90,4 +102,15 @@ func (s *Store) ListKeys(prefix string) ([]string, error) {
 		out[i] = strings.TrimPrefix(string(kv.Key), s.prefix)
 	}
 	return out, nil
+}
+
+// allApplied reports whether every written key of a transaction whose
+// answer was lost now shows its write (see pending).
+func allApplied(wrote []*pending, vals [][]byte, revs []int64) bool {
+	for i, p := range wrote {
+		if p != nil && !p.applied(vals[i], revs[i]) {
+			return false
+		}
+	}
+	return true
 }

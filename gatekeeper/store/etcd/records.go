@@ -20,7 +20,8 @@ func (s *Store) auditKey(t time.Time) string {
 	return fmt.Sprintf("%saudit/%020d-%s-%d", s.prefix, t.UnixNano(), s.node, s.seq.Add(1))
 }
 
-// Append adds events in one transaction (see store.Store).
+// Append adds events in one transaction, or for more than loadBatch events
+// in one per loadBatch (see store.Store).
 func (s *Store) Append(events ...store.Event) error {
 	if len(events) == 0 {
 		return nil
@@ -40,8 +41,14 @@ func (s *Store) Append(events ...store.Event) error {
 	}
 	ctx, cancel := s.op()
 	defer cancel()
-	if _, err := s.cli.Txn(ctx).Then(ops...).Commit(); err != nil {
-		return s.fail("append to the audit log", err)
+	// etcd takes at most 128 operations in one transaction: a larger batch
+	// goes in several, each whole.
+	for len(ops) > 0 {
+		n := min(len(ops), loadBatch)
+		if _, err := s.cli.Txn(ctx).Then(ops[:n]...).Commit(); err != nil {
+			return s.fail("append to the audit log", err)
+		}
+		ops = ops[n:]
 	}
 	return nil
 }
@@ -257,9 +264,11 @@ func (s *Store) Dump(audit bool, fn func(store.Item) error) error {
 // transactions of more than 128 operations by default.
 const loadBatch = 100
 
-// Load writes items from a backup (see store.Store). The existence check and
-// the writes are separate transactions, in batches: a restore is an admin's
-// act on a quiet cluster, not a race with logins.
+// Load writes items from a backup (see store.Store), in transactions of at
+// most loadBatch puts: a restore is an admin's act on a quiet cluster, and a
+// failure part-way leaves the earlier batches written. Without force, each
+// batch also requires its users to be still without a record, so a user
+// linked meanwhile is never overwritten.
 func (s *Store) Load(items []store.Item, force bool) (store.LoadResult, error) {
 	var res store.LoadResult
 	users, err := s.codec.CheckItems(items)
@@ -284,21 +293,29 @@ func (s *Store) Load(items []store.Item, force bool) (store.LoadResult, error) {
 		}
 	}
 	var ops []clientv3.Op
+	var absent []clientv3.Cmp // without force: users still without a record
 	flush := func() error {
 		if len(ops) == 0 {
 			return nil
 		}
-		_, err := s.cli.Txn(ctx).Then(ops...).Commit()
-		ops = ops[:0]
+		txn, err := s.cli.Txn(ctx).If(absent...).Then(ops...).Commit()
+		ops, absent = ops[:0], absent[:0]
 		if err != nil {
 			return s.fail("restore", err)
+		}
+		if !txn.Succeeded {
+			return fmt.Errorf("%w: a user was linked while the restore ran; nothing of this batch was written, earlier batches were", store.ErrExists)
 		}
 		return nil
 	}
 	for _, it := range items {
 		switch it.Kind {
 		case store.ItemUser:
-			ops = append(ops, clientv3.OpPut(s.key("users/"+it.Key), string(it.Value)))
+			k := s.key("users/" + it.Key)
+			if !force {
+				absent = append(absent, clientv3.Compare(clientv3.CreateRevision(k), "=", 0))
+			}
+			ops = append(ops, clientv3.OpPut(k, string(it.Value)))
 			res.Users++
 		case store.ItemTicket:
 			k, _ := hex.DecodeString(it.Key) // checked
