@@ -741,6 +741,9 @@ func classifyCodeError(err error) error {
 // touchLastLogin records a trusted-network login for users that have a
 // record; it is bookkeeping, so a failure is only logged.
 func (s *Server) touchLastLogin(user string) {
+	if s.limiter.down() {
+		return // the shared store is not answering: do not make the user wait for it again
+	}
 	u, err := s.store.Get(user)
 	if err != nil || u.State == store.StateNone {
 		return

@@ -2,10 +2,13 @@ package gatekeeper
 
 import (
 	"crypto/rand"
+	"errors"
 	"fmt"
+	"gatekeeper/gatekeeper/store"
 	"net/netip"
 	"slices"
 	"sync"
+	"sync/atomic"
 	"time"
 )
 
@@ -209,6 +212,10 @@ type limiter struct {
 	// scan of the cluster's counters, not one per node).
 	sweepHere func() bool
 
+	// downUntil (unix nanoseconds of l.now) is until when the limiter does
+	// not ask the LimitStore after it failed to answer (see downFor).
+	downUntil atomic.Int64
+
 	// mu protects the following.
 	mu     sync.Mutex
 	policy RateLimit
@@ -232,6 +239,27 @@ func (l *limiter) setPolicy(p RateLimit) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	l.policy = p
+}
+
+// downFor is how long after the LimitStore failed to answer (a cluster
+// without quorum) the limiter stops asking it: trusted logins then pass at
+// once instead of each waiting out the store's request timeout again, and
+// logins that need a code are refused at once, with the same banner.
+const downFor = 5 * time.Second
+
+// errLimitsDown is reserve's error while the LimitStore is taken as down.
+var errLimitsDown = fmt.Errorf("lockout counters: %w (not asked again for %v after a failure)", store.ErrUnavailable, downFor)
+
+// down reports whether the LimitStore failed to answer less than downFor ago.
+func (l *limiter) down() bool { return l.now().UnixNano() < l.downUntil.Load() }
+
+// failed reports err of op to onError and, when the store did not answer,
+// takes it as down for downFor.
+func (l *limiter) failed(op string, err error) {
+	if errors.Is(err, store.ErrUnavailable) {
+		l.downUntil.Store(l.now().Add(downFor).UnixNano())
+	}
+	l.onError(op, err)
 }
 
 func (l *limiter) pol() RateLimit {
@@ -269,13 +297,16 @@ func (l *limiter) noteRefused(lk *Lock) *Lock {
 // logins from the trusted networks, whose password guesses go to the lander
 // and are limited there too.
 func (l *limiter) check(keys []LockKey) *Lock {
+	if l.down() {
+		return nil
+	}
 	var lk *Lock
 	err := l.st.Update(keys, func(es []*LimitEntry) error {
 		lk = l.lockedIn(keys, es, l.now())
 		return nil
 	})
 	if err != nil {
-		l.onError("check", err)
+		l.failed("check", err)
 		return nil
 	}
 	return l.noteRefused(lk)
@@ -298,6 +329,9 @@ type reservation struct {
 // a lock until the attempts in flight are settled). An error means the
 // LimitStore failed and nothing was reserved.
 func (l *limiter) reserve(keys []LockKey) (*reservation, *Lock, error) {
+	if l.down() {
+		return nil, nil, errLimitsDown
+	}
 	p := l.pol()
 	id := rand.Text()
 	var lk *Lock
@@ -329,8 +363,12 @@ func (l *limiter) reserve(keys []LockKey) (*reservation, *Lock, error) {
 		}
 		return nil
 	})
-	if err != nil || lk != nil {
-		return nil, l.noteRefused(lk), err
+	if err != nil {
+		l.failed("reserve", err)
+		return nil, nil, err
+	}
+	if lk != nil {
+		return nil, l.noteRefused(lk), nil
 	}
 	return &reservation{l: l, id: id, keys: keys}, nil, nil
 }
@@ -410,6 +448,9 @@ func (r *reservation) end(op string, reset func(), fn func(LockKey, *LimitEntry,
 		return
 	}
 	l := r.l
+	if l.down() {
+		return // the hold expires, and counts, on its own
+	}
 	err := l.st.Update(r.keys, func(es []*LimitEntry) error {
 		if reset != nil {
 			reset()
@@ -427,7 +468,7 @@ func (r *reservation) end(op string, reset func(), fn func(LockKey, *LimitEntry,
 		return nil
 	})
 	if err != nil {
-		l.onError(op, err)
+		l.failed(op, err)
 	}
 }
 
@@ -435,6 +476,9 @@ func (r *reservation) end(op string, reset func(), fn func(LockKey, *LimitEntry,
 // the trusted networks, and failures found after a code was accepted, such
 // as a wrong password). It returns the lockouts it started.
 func (l *limiter) fail(keys []LockKey) []Lock {
+	if l.down() {
+		return nil
+	}
 	p := l.pol()
 	var started []Lock
 	err := l.st.Update(keys, func(es []*LimitEntry) error {
@@ -451,7 +495,7 @@ func (l *limiter) fail(keys []LockKey) []Lock {
 		return nil
 	})
 	if err != nil {
-		l.onError("fail", err)
+		l.failed("fail", err)
 		return nil
 	}
 	return started
@@ -483,6 +527,9 @@ func failEntry(p RateLimit, k LockKey, e *LimitEntry, now time.Time) (Lock, bool
 // clear forgets keys' failures (not their lockouts): a login that proved
 // both factors, or a trusted login that proved the password.
 func (l *limiter) clear(keys []LockKey) {
+	if l.down() {
+		return
+	}
 	err := l.st.Update(keys, func(es []*LimitEntry) error {
 		for _, e := range es {
 			if e != nil {
@@ -492,7 +539,7 @@ func (l *limiter) clear(keys []LockKey) {
 		return nil
 	})
 	if err != nil {
-		l.onError("clear", err)
+		l.failed("clear", err)
 	}
 }
 
@@ -555,6 +602,9 @@ func (l *limiter) locks(keys []LockKey) ([]Lock, error) {
 // hand in their counts); each ended lockout is reported by the one update
 // that took effect.
 func (l *limiter) sweep() []LockEnded {
+	if l.down() {
+		return nil
+	}
 	l.mu.Lock()
 	counts := l.refused
 	l.refused = map[LockKey]int{}
@@ -567,7 +617,7 @@ func (l *limiter) sweep() []LockEnded {
 	if !l.sweepHere() {
 		for k := range counts {
 			if err := l.st.Update([]LockKey{k}, func(es []*LimitEntry) error { add(k, es[0]); return nil }); err != nil {
-				l.onError("sweep", err)
+				l.failed("sweep", err)
 				return nil
 			}
 		}
@@ -575,7 +625,7 @@ func (l *limiter) sweep() []LockEnded {
 	}
 	keys, err := l.st.Keys()
 	if err != nil {
-		l.onError("sweep", err)
+		l.failed("sweep", err)
 		return nil
 	}
 	p := l.pol()
@@ -600,7 +650,7 @@ func (l *limiter) sweep() []LockEnded {
 			return nil
 		})
 		if err != nil {
-			l.onError("sweep", err)
+			l.failed("sweep", err)
 			return ended
 		}
 		if got != nil {

@@ -1,9 +1,13 @@
 package gatekeeper
 
 import (
+	"errors"
+	"fmt"
+	"gatekeeper/gatekeeper/store"
 	"net/netip"
 	"strconv"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 )
@@ -319,5 +323,47 @@ func TestLimiterBoundsMemory(t *testing.T) {
 	clock.Advance(time.Second)
 	if lk, _ := l.locks([]LockKey{alice}); len(lk) != 1 || lk[0].Failures != 2 {
 		t.Fatalf("alice's failures after a flood of addresses: %+v", lk)
+	}
+}
+
+// downLimits is a LimitStore that does not answer, like etcd without quorum.
+type downLimits struct{ calls atomic.Int32 }
+
+func (d *downLimits) Update([]LockKey, func([]*LimitEntry) error) error {
+	d.calls.Add(1)
+	return fmt.Errorf("etcd: read: %w", store.ErrUnavailable)
+}
+
+func (d *downLimits) Keys() ([]LockKey, error) {
+	d.calls.Add(1)
+	return nil, fmt.Errorf("etcd: list: %w", store.ErrUnavailable)
+}
+
+// TestLimiterStoreDown: without an answer from the LimitStore, a trusted
+// login's check lets it through and a code login's reservation is refused
+// (fail closed); after one failure the store is not asked again for downFor,
+// so that every login does not wait out its timeout; then it is asked again.
+func TestLimiterStoreDown(t *testing.T) {
+	l, clock := newTestLimiter(t)
+	st := &downLimits{}
+	l.st = st
+	if _, _, err := l.reserve([]LockKey{outside, alice}); !errors.Is(err, store.ErrUnavailable) {
+		t.Fatalf("reserve with the store down = %v, want ErrUnavailable", err)
+	}
+	if lk := l.check([]LockKey{aliceIn}); lk != nil {
+		t.Errorf("check with the store down = %+v, want a pass (trusted logins go on)", lk)
+	}
+	l.fail([]LockKey{aliceIn})
+	l.clear([]LockKey{aliceIn})
+	l.sweep()
+	if n := st.calls.Load(); n != 1 {
+		t.Errorf("the store was asked %d times within downFor of a failure, want once", n)
+	}
+	clock.Advance(downFor)
+	if _, _, err := l.reserve([]LockKey{outside, alice}); !errors.Is(err, store.ErrUnavailable) {
+		t.Fatalf("reserve = %v", err)
+	}
+	if n := st.calls.Load(); n != 2 {
+		t.Errorf("after downFor the store was asked %d times in all, want 2", n)
 	}
 }
