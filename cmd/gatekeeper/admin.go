@@ -667,17 +667,25 @@ func orDefault(v, def int) int {
 func newAdminSessionsCmd(o *adminOpts) *cobra.Command {
 	return &cobra.Command{
 		Use:   "sessions",
-		Short: "List live proxied sessions: user, source, start, bytes each way",
-		Args:  cobra.NoArgs,
+		Short: "List live proxied sessions of every node: node, id, user, source, start, bytes each way",
+		Long: `List the live proxied sessions: their node (node_name), id, user, source, start, and the
+bytes relayed each way. With several nodes on one etcd cluster every node's sessions are listed
+(bytes only for the node asked); sessions are numbered per node, so NODE/ID names one. When the
+other nodes' sessions cannot be read (etcd out of reach), this node's are listed and a warning
+on stderr says what is missing.`,
+		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			c, err := o.open(cmd, "there are no live sessions")
 			if err != nil {
 				return err
 			}
 			defer c.close()
-			raw, err := c.client.Sessions(cmd.Context())
+			raw, incomplete, err := c.client.Sessions(cmd.Context())
 			if err != nil {
 				return err
+			}
+			if incomplete != "" {
+				fmt.Fprintf(cmd.ErrOrStderr(), "warning: %s; listing this node's sessions only\n", incomplete)
 			}
 			if c.json {
 				// The daemon's own JSON, indented: fields this command does not know pass through.
@@ -698,14 +706,17 @@ func newAdminSessionsCmd(o *adminOpts) *cobra.Command {
 				return nil
 			}
 			tw := table(c.out)
-			row(tw, "ID", "USER", "FROM", "TRUSTED", "STARTED", "UP", "DOWN")
+			row(tw, "NODE", "ID", "USER", "FROM", "TRUSTED", "STARTED", "UP", "DOWN")
 			for _, s := range sessions {
 				trusted := "no"
 				if s.Trusted {
 					trusted = "yes"
 				}
-				row(tw, strconv.FormatUint(s.ID, 10), s.User, s.Remote, trusted, s.Start.Local().Format(tableStamp),
-					fmtBytes(s.BytesUp), fmtBytes(s.BytesDown))
+				up, down := "", "" // another node's: not known here
+				if s.ThisNode {
+					up, down = fmtBytes(s.BytesUp), fmtBytes(s.BytesDown)
+				}
+				row(tw, s.Node, strconv.FormatUint(s.ID, 10), s.User, s.Remote, trusted, s.Start.Local().Format(tableStamp), up, down)
 			}
 			return tw.Flush()
 		},
@@ -714,29 +725,45 @@ func newAdminSessionsCmd(o *adminOpts) *cobra.Command {
 
 func newAdminKillCmd(o *adminOpts) *cobra.Command {
 	return &cobra.Command{
-		Use:   "kill ID",
-		Short: "End the live session ID (see admin sessions)",
-		Args:  cobra.ExactArgs(1),
+		Use:   "kill ID | kill NODE/ID",
+		Short: "End a live session, on whichever node holds it (see admin sessions)",
+		Long: `End a live session: ID is the number in the ID column of admin sessions. With several
+nodes on one etcd cluster, sessions are numbered per node: NODE/ID names one exactly, and ID
+alone names the only session with that number this node can see (its own or another node's); when
+several nodes have one, the command names them and ends none. A session of another node is ended
+by that node: the command waits up to 3 s for it to confirm, and fails if it has not (a node that
+is down loses its sessions from the list when its lease ends, about 10 s later).`,
+		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			id, err := strconv.ParseUint(args[0], 10, 64)
-			if err != nil {
-				return fmt.Errorf("session id %q: want the number from admin sessions", args[0])
+			node, idText, named := strings.Cut(args[0], "/")
+			if !named {
+				node, idText = "", args[0]
+			}
+			id, err := strconv.ParseUint(idText, 10, 64)
+			if err != nil || named && node == "" {
+				return fmt.Errorf("session %q: want ID or NODE/ID from admin sessions", args[0])
 			}
 			c, err := o.open(cmd, "there are no live sessions")
 			if err != nil {
 				return err
 			}
 			defer c.close()
-			if err := c.client.Kill(cmd.Context(), id); err != nil {
+			res, err := c.client.Kill(cmd.Context(), node, id)
+			if err != nil {
 				return err
 			}
-			if c.json {
-				return c.writeJSON(struct {
-					ID    uint64 `json:"id"`
-					Ended bool   `json:"ended"`
-				}{id, true})
+			name := strconv.FormatUint(res.ID, 10)
+			if res.Node != "" {
+				name = res.Node + "/" + name
 			}
-			fmt.Fprintf(c.out, "Session %d ended.\n", id)
+			if !res.Ended {
+				return fmt.Errorf("session %s (%s): %s was asked to end it but has not confirmed within a few seconds; "+
+					"if that node is down, its sessions leave the list when its lease ends", name, res.User, res.Node)
+			}
+			if c.json {
+				return c.writeJSON(res)
+			}
+			fmt.Fprintf(c.out, "Session %s (%s) ended.\n", name, res.User)
 			return nil
 		},
 	}

@@ -10,6 +10,15 @@ import (
 	"gatekeeper/gatekeeper/store/etcd"
 )
 
+// sessionRegistry starts the cluster's session registry when st is shared by several nodes
+// (etcd); nil for a node alone.
+func sessionRegistry(st store.Store, log *slog.Logger) *etcd.Sessions {
+	if e, ok := st.(*etcd.Store); ok {
+		return etcd.NewSessions(e, log)
+	}
+	return nil
+}
+
 // openStore opens the store cfg names: the bbolt file in db, or the etcd
 // cluster of store.etcd. log gets what opening did (a schema migration).
 func openStore(cfg *config.Config, log *slog.Logger) (store.Store, error) {
