@@ -984,12 +984,12 @@ func TestAuditAndMetrics(t *testing.T) {
 		t.Errorf("audit kinds %q, want %q", got, wantKinds)
 	}
 	var out bytes.Buffer
-	reg.WriteTo(&out)
+	reg.WriteTo(&out) // label pairs come sorted by name
 	for _, want := range []string{
-		`gatekeeper_logins_total{result="ok",reason="code"} 1`,
-		`gatekeeper_logins_total{result="ok",reason="trusted_network"} 1`,
-		`gatekeeper_logins_total{result="refused",reason="replayed_code"} 1`,
-		`gatekeeper_logins_total{result="refused",reason="wrong_code"} 1`,
+		`gatekeeper_logins_total{reason="code",result="ok"} 1`,
+		`gatekeeper_logins_total{reason="trusted_network",result="ok"} 1`,
+		`gatekeeper_logins_total{reason="replayed_code",result="refused"} 1`,
+		`gatekeeper_logins_total{reason="wrong_code",result="refused"} 1`,
 		`gatekeeper_code_reuse_refusals_total 1`,
 		`gatekeeper_trusted_bypass_total 1`,
 		`gatekeeper_auth_duration_seconds_count 4`,

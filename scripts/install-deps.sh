@@ -1,10 +1,14 @@
 #!/usr/bin/env bash
 # install-deps.sh — install the programs gatekeeper's end-to-end tests, demo and benchmarks run:
-# the OpenSSH server and client, oathtool, rsync, xauth, chromium and zbarimg. Quick and silent when
-# everything is present; otherwise needs root and installs the Debian packages with apt-get.
+# the OpenSSH server and client, oathtool, rsync, xauth, chromium, zbarimg, etcd (server and
+# etcdctl) and HAProxy. Quick and silent when everything is present; otherwise needs root and
+# installs the Debian packages with apt-get.
 #
-# Installing openssh-server normally starts the machine's sshd on port 22. The tests never want
-# that, so a temporary /usr/sbin/policy-rc.d forbids service starts during the install.
+# Installing openssh-server, etcd-server or haproxy normally starts the machine's sshd on port 22,
+# an etcd on localhost:2379/2380 or an HAProxy. The tests never want that (they start their own on
+# free loopback ports), so a temporary /usr/sbin/policy-rc.d forbids service starts during the
+# install, and the etcd and haproxy services this script installed are then stopped (if something
+# started them anyway) and disabled so that they do not start at the next boot either.
 set -euo pipefail
 
 # command (or absolute path) → Debian package
@@ -25,6 +29,15 @@ declare -A pkg_of=(
 	[systemd-sysusers]=systemd
 	[systemd-tmpfiles]=systemd
 	[xauth]=xauth # sshd needs it for X11 forwarding; only "recommended" by openssh-client
+	[etcd]=etcd-server
+	[etcdctl]=etcd-client
+	[/usr/sbin/haproxy]=haproxy # /usr/sbin is not on every user's PATH
+)
+
+# Debian package → the system service its installation enables, which the tests do not want.
+declare -A service_of=(
+	[etcd-server]=etcd
+	[haproxy]=haproxy
 )
 
 missing=()
@@ -62,3 +75,24 @@ export DEBIAN_FRONTEND=noninteractive
 echo "install-deps.sh: installing ${packages[*]}" >&2
 apt-get update -q
 apt-get install -y -q --no-install-recommends "${packages[@]}"
+
+# Only services of packages installed just now: an etcd or HAProxy the machine already had is its
+# owner's business.
+for pkg in "${packages[@]}"; do
+	svc=${service_of[$pkg]:-}
+	[[ -n $svc ]] || continue
+	if command -v systemctl >/dev/null 2>&1; then
+		if [[ -d /run/systemd/system ]]; then # systemd is running (not in most CI containers)
+			systemctl stop "$svc.service" || true
+		fi
+		systemctl disable --quiet "$svc.service" || true # works offline too
+	else # sysvinit
+		if [[ -x /etc/init.d/$svc ]]; then
+			"/etc/init.d/$svc" stop || true
+		fi
+		if command -v update-rc.d >/dev/null 2>&1; then
+			update-rc.d "$svc" disable || true
+		fi
+	fi
+	echo "install-deps.sh: $svc service disabled (the tests start their own $svc)" >&2
+done

@@ -666,18 +666,6 @@ func (p *portalClient) withCSRF(form url.Values) url.Values {
 	return f
 }
 
-// signIn signs in from the start page and expects to be sent back to it, signed in.
-func (p *portalClient) signIn(u *user) {
-	p.t.Helper()
-	if r := p.get("/"); r.status != http.StatusOK || p.csrf == "" {
-		p.t.Fatalf("GET /: status %d, CSRF token %q:\n%s", r.status, p.csrf, r.body)
-	}
-	r := p.post("/signin", p.withCSRF(url.Values{"username": {u.name}, "password": {u.password}}))
-	if r.status != http.StatusSeeOther || r.header.Get("Location") != "/" {
-		p.t.Fatalf("POST /signin: status %d, Location %q:\n%s", r.status, r.header.Get("Location"), r.body)
-	}
-}
-
 // ---------------------------------------------------------------------------------------------
 // Chromium
 

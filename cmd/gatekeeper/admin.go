@@ -2,6 +2,7 @@ package main
 
 import (
 	"bytes"
+	"cmp"
 	"context"
 	"encoding/json"
 	"errors"
@@ -54,6 +55,8 @@ type adminBackend interface {
 	Ticket(ctx context.Context, user string) (string, time.Time, error)
 	Audit(ctx context.Context, q store.EventQuery) ([]store.Event, error)
 	Import(ctx context.Context, user string, req admin.ImportRequest) (admin.ImportResult, error)
+	Backup(ctx context.Context, audit bool, fn func(store.Item) error) (admin.BackupHeader, error)
+	Restore(ctx context.Context, f *admin.BackupFile, force bool) (admin.RestoreResult, error)
 }
 
 var _ adminBackend = (*admin.Client)(nil)
@@ -64,6 +67,8 @@ type localBackend struct {
 	st     store.Store
 	enroll *enroll.Service
 	log    *slog.Logger
+	// backend and node name the store in a backup's header.
+	backend, node string
 }
 
 var _ adminBackend = (*localBackend)(nil)
@@ -203,7 +208,9 @@ func (o *adminOpts) open(cmd *cobra.Command, daemonOnly string) (*adminConn, err
 			Store: st, Issuer: cfg.TOTP.Issuer, Skew: cfg.TOTP.Skew,
 			ConfirmWithin: cfg.Enroll.ConfirmWithin, Log: log,
 		},
-		log: log,
+		log:     log,
+		backend: cmp.Or(cfg.Store.Backend, "bolt"),
+		node:    cfg.NodeName,
 	}
 	c.close = func() { st.Close() }
 	return c, nil
@@ -298,7 +305,7 @@ fail, as live sessions and lockouts exist only in the daemon.`,
 	cmd.AddCommand(
 		newAdminListCmd(o), newAdminShowCmd(o), newAdminResetCmd(o), newAdminUnlockCmd(o),
 		newAdminTicketCmd(o), newAdminAuditCmd(o), newAdminSessionsCmd(o), newAdminKillCmd(o),
-		newAdminImportCmd(o),
+		newAdminImportCmd(o), newAdminBackupCmd(o), newAdminRestoreCmd(o),
 	)
 	return cmd
 }

@@ -4,6 +4,7 @@
 package main
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -114,37 +115,42 @@ func serve(ctx context.Context, cfg *config.Config, log *slog.Logger, reload fun
 	for _, w := range cfg.Warnings() {
 		log.Warn("config: " + w)
 	}
-	st, err := openStore(cfg, log)
+	raw, err := openStore(cfg, log)
 	if err != nil {
 		return err
 	}
-	defer st.Close()
+	defer raw.Close()
 
 	reg := metrics.NewRegistry()
+	gm := metrics.NewGatekeeper(reg)
+	gm.SetStoreUp(true) // it just answered Open
+	// Everything but the wiring below sees the store through the metrics; the wiring asks the
+	// backend itself what more it offers (a shared store).
+	st := store.Store(instrumented{raw, gm})
 	opts := gatekeeper.Options{
 		Store:    st,
 		Log:      log,
 		Recovery: enroll.VerifyRecovery,
-		Metrics:  metrics.NewGatekeeper(reg),
+		Metrics:  gm,
 	}
-	if kv, ok := st.(gatekeeper.SharedKV); ok {
+	if kv, ok := raw.(gatekeeper.SharedKV); ok {
 		// Several nodes: lockouts and guess budgets are the cluster's.
 		opts.Limits = func(func(gatekeeper.LockKey, *gatekeeper.LimitEntry, int) bool) gatekeeper.LimitStore {
 			return gatekeeper.NewSharedLimits(kv)
 		}
 	}
-	if reg := sessionRegistry(st, log); reg != nil {
+	if sessions := sessionRegistry(raw, log); sessions != nil {
 		// Several nodes: admin sessions, kill and reset reach every node's sessions. Closed
 		// (deferred) after the front door's Shutdown has ended this node's sessions and
 		// before the store: its lease goes, and with it whatever this node left listed.
-		defer reg.Close()
-		opts.Sessions = reg
+		defer sessions.Close()
+		opts.Sessions = sessions
 	}
 	gk, err := gatekeeper.New(cfg, opts)
 	if err != nil {
 		return err
 	}
-	if c, ok := st.(hostKeyClaimer); ok {
+	if c, ok := raw.(hostKeyClaimer); ok {
 		if err := c.ClaimHostKeys(fingerprints(gk.HostKeys())); err != nil {
 			return err
 		}
@@ -228,6 +234,9 @@ func serve(ctx context.Context, cfg *config.Config, log *slog.Logger, reload fun
 		Store:  st,
 		Log:    log,
 		Groups: cfg.Admin.Groups,
+		// Named in the header of a backup.
+		Backend: cmp.Or(cfg.Store.Backend, "bolt"),
+		Node:    cfg.NodeName,
 		// A reset ends the user's proxied SSH sessions, portal sessions and SSH-linking
 		// sessions: a lost phone stops working at once, and a link begun before the reset
 		// cannot be finished after it.
@@ -280,7 +289,7 @@ func serve(ctx context.Context, cfg *config.Config, log *slog.Logger, reload fun
 		"upstream", cfg.Upstream.Address, "admin_socket", cfg.Admin.Socket,
 		"portal", addrOf(portalLn), "link_ssh", addrOf(linkLn), "metrics", addrOf(metricsLn))
 
-	stopPruning := pruneAudit(st, cfg.Audit.Retention, log)
+	stopPruning := pruneAudit(raw, cfg.Audit.Retention, log)
 	defer stopPruning()
 
 	var runErr error

@@ -1,10 +1,13 @@
 package main
 
 import (
+	"errors"
 	"fmt"
 	"log/slog"
+	"time"
 
 	"gatekeeper/config"
+	"gatekeeper/gatekeeper/metrics"
 	"gatekeeper/gatekeeper/store"
 	"gatekeeper/gatekeeper/store/bolt"
 	"gatekeeper/gatekeeper/store/etcd"
@@ -47,3 +50,86 @@ func openStore(cfg *config.Config, log *slog.Logger) (store.Store, error) {
 	}
 	return nil, fmt.Errorf("store.backend %q is not supported (supported: bolt, etcd)", cfg.Store.Backend)
 }
+
+// instrumented is a store.Store that reports every call's latency and
+// failures to the metrics (gatekeeper_store_duration_seconds{op},
+// gatekeeper_store_errors_total{op}) and keeps gatekeeper_store_up: 0 after
+// a call the store could not answer (store.ErrUnavailable), 1 after one it
+// answered. Answers that are not failures of the store (an unknown ticket, a
+// damaged record, a refused update) count as answered.
+type instrumented struct {
+	st store.Store
+	m  *metrics.Gatekeeper
+}
+
+func (s instrumented) observe(op string, start time.Time, err error) {
+	unavailable := errors.Is(err, store.ErrUnavailable) || errors.Is(err, store.ErrNoSpace)
+	var failed error
+	if unavailable {
+		failed = err
+	}
+	s.m.ObserveStore(op, time.Since(start), failed)
+	s.m.SetStoreUp(!errors.Is(err, store.ErrUnavailable))
+}
+
+func (s instrumented) Get(name string) (u store.User, err error) {
+	defer func(t time.Time) { s.observe("get", t, err) }(time.Now())
+	return s.st.Get(name)
+}
+
+func (s instrumented) List() (us []store.User, err error) {
+	defer func(t time.Time) { s.observe("list", t, err) }(time.Now())
+	return s.st.List()
+}
+
+func (s instrumented) Delete(name string) (ok bool, err error) {
+	defer func(t time.Time) { s.observe("delete", t, err) }(time.Now())
+	return s.st.Delete(name)
+}
+
+func (s instrumented) Update(name string, fn func(u *store.User) error) (err error) {
+	defer func(t time.Time) { s.observe("update", t, err) }(time.Now())
+	return s.st.Update(name, fn)
+}
+
+func (s instrumented) Append(events ...store.Event) (err error) {
+	defer func(t time.Time) { s.observe("append", t, err) }(time.Now())
+	return s.st.Append(events...)
+}
+
+func (s instrumented) Events(q store.EventQuery) (es []store.Event, err error) {
+	defer func(t time.Time) { s.observe("events", t, err) }(time.Now())
+	return s.st.Events(q)
+}
+
+func (s instrumented) PruneEvents(before time.Time) (n int, err error) {
+	defer func(t time.Time) { s.observe("prune", t, err) }(time.Now())
+	return s.st.PruneEvents(before)
+}
+
+func (s instrumented) AddTicket(user, token string, expires time.Time) (err error) {
+	defer func(t time.Time) { s.observe("ticket", t, err) }(time.Now())
+	return s.st.AddTicket(user, token, expires)
+}
+
+func (s instrumented) UseTicket(user, token string, now time.Time) (err error) {
+	defer func(t time.Time) { s.observe("ticket", t, err) }(time.Now())
+	return s.st.UseTicket(user, token, now)
+}
+
+func (s instrumented) CheckTicket(user, token string, now time.Time) (err error) {
+	defer func(t time.Time) { s.observe("ticket", t, err) }(time.Now())
+	return s.st.CheckTicket(user, token, now)
+}
+
+func (s instrumented) Dump(audit bool, fn func(store.Item) error) (err error) {
+	defer func(t time.Time) { s.observe("dump", t, err) }(time.Now())
+	return s.st.Dump(audit, fn)
+}
+
+func (s instrumented) Load(items []store.Item, force bool) (r store.LoadResult, err error) {
+	defer func(t time.Time) { s.observe("load", t, err) }(time.Now())
+	return s.st.Load(items, force)
+}
+
+func (s instrumented) Close() error { return s.st.Close() }

@@ -17,6 +17,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"gatekeeper/gatekeeper/store"
 )
 
 // nobody is the uid and gid the tests give to callers that are not root.
@@ -304,14 +306,26 @@ const (
 // started by the tests above with other credentials, is the other side of the admin socket.
 //
 //   - ping: calls NewClient(socket).Ping and prints "ok", "forbidden: MESSAGE" or "error: MESSAGE";
+//   - backup, restore: the same with Backup (of everything) and Restore (of an empty backup);
 //   - listen: serves a health endpoint on socket, prints "ready" and runs until killed.
 func TestAdminHelperProcess(t *testing.T) {
 	path := os.Getenv(helperPathEnv)
 	switch os.Getenv(helperModeEnv) {
 	case "":
 		return
-	case "ping":
-		err := NewClient(path).Ping(context.Background())
+	case "ping", "backup", "restore":
+		var err error
+		switch c := NewClient(path); os.Getenv(helperModeEnv) {
+		case "ping":
+			err = c.Ping(context.Background())
+		case "backup":
+			_, err = c.Backup(context.Background(), true, func(store.Item) error { return nil })
+		case "restore":
+			var f *BackupFile
+			if f, err = ParseBackup([]byte(`{"gatekeeper_backup":1}` + "\n")); err == nil {
+				_, err = c.Restore(context.Background(), f, false)
+			}
+		}
 		switch {
 		case err == nil:
 			fmt.Println("ok")

@@ -232,6 +232,66 @@ func (c *Client) User(ctx context.Context, user string) (UserInfo, error) {
 	return info, err
 }
 
+// BackupTimeout bounds a Backup or Restore call: they move every record, and with the audit
+// log that can be many megabytes.
+const BackupTimeout = 10 * time.Minute
+
+// Backup streams the daemon's backup: fn gets every record and ticket, and the audit events
+// when audit is set, in the stored (sealed) form. It returns the header with the counts of
+// what came, which the daemon's end line confirms; a stream cut short is an error.
+func (c *Client) Backup(ctx context.Context, audit bool, fn func(store.Item) error) (BackupHeader, error) {
+	ctx, cancel := context.WithTimeout(ctx, BackupTimeout)
+	defer cancel()
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, "http://gatekeeper/v1/backup?audit="+strconv.FormatBool(audit), nil)
+	if err != nil {
+		return BackupHeader{}, fmt.Errorf("admin request: %w", err)
+	}
+	resp, err := c.hc.Do(req)
+	if err != nil {
+		return BackupHeader{}, c.connError(ctx, err)
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode/100 != 2 {
+		b, _ := io.ReadAll(io.LimitReader(resp.Body, maxBodyBytes))
+		return BackupHeader{}, remoteError(resp.StatusCode, b)
+	}
+	h, err := readStream(resp.Body, fn)
+	if err != nil && ctx.Err() != nil {
+		return h, c.connError(ctx, err)
+	}
+	return h, err
+}
+
+// Restore sends f, as it was read, to the daemon, which checks it again and loads it (see
+// Restore). An existing user without force gets an error matching store.ErrExists that names
+// them; a backup the daemon cannot use, ErrBadBackup.
+func (c *Client) Restore(ctx context.Context, f *BackupFile, force bool) (RestoreResult, error) {
+	var res RestoreResult
+	ctx, cancel := context.WithTimeout(ctx, BackupTimeout)
+	defer cancel()
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, "http://gatekeeper/v1/restore?force="+strconv.FormatBool(force), bytes.NewReader(f.raw))
+	if err != nil {
+		return res, fmt.Errorf("admin request: %w", err)
+	}
+	req.Header.Set("Content-Type", "application/jsonl")
+	resp, err := c.hc.Do(req)
+	if err != nil {
+		return res, c.connError(ctx, err)
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(io.LimitReader(resp.Body, maxBodyBytes))
+	if err != nil {
+		return res, c.connError(ctx, err)
+	}
+	if resp.StatusCode/100 != 2 {
+		return res, remoteError(resp.StatusCode, b)
+	}
+	if err := json.Unmarshal(b, &res); err != nil {
+		return res, fmt.Errorf("admin socket %s: unreadable answer: %w", c.path, err)
+	}
+	return res, nil
+}
+
 // Ping checks that a daemon answers on the socket; it returns an error matching ErrNoDaemon
 // when none does.
 func (c *Client) Ping(ctx context.Context) error {
@@ -356,14 +416,18 @@ func remoteError(status int, b []byte) error {
 		sentinel = ErrNoSuchSession
 	case codeAmbiguous:
 		sentinel = ErrAmbiguousSession
-	case codeUnavailable:
-		sentinel = store.ErrUnavailable
 	case codeNotImpl:
 		sentinel = ErrNotImplemented
 	case codeDamaged:
 		sentinel = store.ErrDamaged
 	case codeForbidden:
 		sentinel = ErrForbidden
+	case codeExists:
+		sentinel = store.ErrExists
+	case codeBadBackup:
+		sentinel = ErrBadBackup
+	case codeUnavailable:
+		sentinel = store.ErrUnavailable
 	default:
 		return fmt.Errorf("gatekeeper daemon: %s", eb.Error)
 	}

@@ -34,11 +34,13 @@ const (
 	codeUnknownUser   = "unknown_user"
 	codeNoSession     = "no_session"
 	codeAmbiguous     = "ambiguous_session"
-	codeUnavailable   = "unavailable"
 	codeNotImpl       = "not_implemented"
 	codeDamaged       = "damaged"
 	codeInternal      = "internal"
 	codeForbidden     = "forbidden"
+	codeExists        = "exists"
+	codeBadBackup     = "bad_backup"
+	codeUnavailable   = "unavailable"
 )
 
 // Errors of the admin API besides the enroll and store sentinels. The Client's errors match
@@ -89,6 +91,9 @@ type Server struct {
 	// caller is let in when its primary or a supplementary group is one of them. The names are
 	// looked up when Serve starts; one that does not exist is logged and ignored.
 	Groups []string
+	// Backend ("bolt" or "etcd") and Node (node_name) name this daemon's store in the header
+	// of a backup.
+	Backend, Node string
 
 	// OnReset ends user's live sessions after a reset; it returns how many it ended.
 	OnReset func(user string) int
@@ -296,6 +301,8 @@ func (s *Server) handler(authz *authorizer) http.Handler {
 	mux.HandleFunc("POST /v1/users/{name}/ticket", s.handleTicket)
 	mux.HandleFunc("POST /v1/users/{name}/import", s.handleImport)
 	mux.HandleFunc("GET /v1/audit", s.handleAudit)
+	mux.HandleFunc("GET /v1/backup", s.handleBackup)
+	mux.HandleFunc("POST /v1/restore", s.handleRestore)
 	mux.HandleFunc("GET /v1/sessions", s.handleSessions)
 	mux.HandleFunc("POST /v1/sessions/{id}/kill", s.handleKill)
 	mux.HandleFunc("POST /v1/sessions/{node}/{id}/kill", s.handleKill)
@@ -320,6 +327,9 @@ func (w *statusWriter) WriteHeader(code int) {
 	}
 	w.ResponseWriter.WriteHeader(code)
 }
+
+// Unwrap lets http.ResponseController reach the connection (deadlines of the backup stream).
+func (w *statusWriter) Unwrap() http.ResponseWriter { return w.ResponseWriter }
 
 func (w *statusWriter) Write(b []byte) (int, error) {
 	if w.status == 0 {
@@ -510,8 +520,12 @@ func (s *Server) writeErr(w http.ResponseWriter, r *http.Request, err error) {
 		status, code = http.StatusNotFound, codeNoSession
 	case errors.Is(err, ErrAmbiguousSession):
 		status, code = http.StatusConflict, codeAmbiguous
+	case errors.Is(err, store.ErrExists):
+		status, code = http.StatusConflict, codeExists
+	case errors.Is(err, ErrBadBackup):
+		status, code = http.StatusBadRequest, codeBadBackup
 	case errors.Is(err, store.ErrUnavailable):
-		s.log().WarnContext(r.Context(), "admin request: store unavailable", "method", r.Method, "path", r.URL.Path, "err", err)
+		s.log().ErrorContext(r.Context(), "store unavailable", "method", r.Method, "path", r.URL.Path, "err", err)
 		status, code = http.StatusServiceUnavailable, codeUnavailable
 	case errors.Is(err, ErrNotImplemented):
 		status, code = http.StatusNotImplemented, codeNotImpl

@@ -1,5 +1,11 @@
 package metrics
 
+import (
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+)
+
 // Label values used with Gatekeeper's vectors. Reasons are free-form but must
 // come from a small fixed set (never a user name or address).
 const (
@@ -16,6 +22,14 @@ const (
 // and slow landers.
 func AuthBuckets() []float64 {
 	return []float64{0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2, 2.5, 5, 10, 30, 60}
+}
+
+// StoreBuckets returns the upper bounds (seconds) of the store latency
+// histogram: from a local bbolt read (well under a millisecond) through
+// fsynced writes and etcd round trips to an operation that runs into
+// store.etcd.request_timeout (2 s by default).
+func StoreBuckets() []float64 {
+	return []float64{0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2}
 }
 
 // Gatekeeper is the daemon's set of metrics, all registered in one Registry.
@@ -54,6 +68,11 @@ type Gatekeeper struct {
 	// AuthDuration observes seconds from the start of authentication to the
 	// decision, successes and failures alike (buckets: AuthBuckets()).
 	AuthDuration *Histogram
+
+	// The store's metrics, fed through ObserveStore and SetStoreUp.
+	storeDuration *prometheus.HistogramVec // gatekeeper_store_duration_seconds{op}
+	storeErrors   *prometheus.CounterVec   // gatekeeper_store_errors_total{op}
+	storeUp       prometheus.Gauge         // gatekeeper_store_up
 }
 
 // NewGatekeeper registers gatekeeper's metrics in r. It panics if r already
@@ -80,10 +99,65 @@ func NewGatekeeper(r *Registry) *Gatekeeper {
 			"Bytes relayed between clients and the lander, by direction (up: client to lander).", "direction"),
 		AuthDuration: r.NewHistogram("gatekeeper_auth_duration_seconds",
 			"Time from the start of authentication to the decision.", AuthBuckets()),
+		storeDuration: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Name:    "gatekeeper_store_duration_seconds",
+			Help:    "Latency of store operations by operation, failed ones included.",
+			Buckets: StoreBuckets(),
+		}, []string{"op"}),
+		storeErrors: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "gatekeeper_store_errors_total",
+			Help: "Store operations that failed, by operation.",
+		}, []string{"op"}),
+		storeUp: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "gatekeeper_store_up",
+			Help: "1 if the store answered its last health check, 0 otherwise.",
+		}),
 	}
+	r.register("gatekeeper_store_duration_seconds", []string{"op"}, g.storeDuration)
+	r.register("gatekeeper_store_errors_total", []string{"op"}, g.storeErrors)
+	r.register("gatekeeper_store_up", nil, g.storeUp)
 	// Created now so both directions are exported (at 0) from the first
 	// scrape, and callers need no label lookups on the hot path.
 	g.RelayedUp = g.RelayedBytes.With(DirectionUp)
 	g.RelayedDown = g.RelayedBytes.With(DirectionDown)
+	// Likewise both kinds of write error, so that the family is there (at
+	// 0) before the first failure.
+	g.StoreWriteErrors.With("no_space")
+	g.StoreWriteErrors.With("other")
 	return g
+}
+
+// ObserveStore records one store operation. op names it with a short word
+// from a small fixed set, such as "get", "update", "append", "events",
+// "ticket", "limit", "session"; never a user name or key. d is how long it
+// took and err its outcome. d goes into gatekeeper_store_duration_seconds{op}
+// whatever the outcome, so timeouts show as latency; a non-nil err also
+// counts in gatekeeper_store_errors_total{op}. Pass nil for answers that are
+// not a failure of the store (no such user, a lost compare-and-swap), so that
+// the error rate means the store is in trouble. Both series of op exist, the
+// error count at zero, from the first call with op. A nil g ignores the call.
+func (g *Gatekeeper) ObserveStore(op string, d time.Duration, err error) {
+	if g == nil {
+		return
+	}
+	op = validUTF8([]string{op})[0]
+	g.storeDuration.WithLabelValues(op).Observe(d.Seconds())
+	errs := g.storeErrors.WithLabelValues(op)
+	if err != nil {
+		errs.Inc()
+	}
+}
+
+// SetStoreUp records the outcome of the latest store health check in
+// gatekeeper_store_up: 1 when the store answered, 0 when it did not. The
+// gauge is 0 until the first call. A nil g ignores the call.
+func (g *Gatekeeper) SetStoreUp(up bool) {
+	if g == nil {
+		return
+	}
+	if up {
+		g.storeUp.Set(1)
+	} else {
+		g.storeUp.Set(0)
+	}
 }

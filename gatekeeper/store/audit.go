@@ -29,6 +29,11 @@ const (
 	EventTicketUsed    = "ticket_used"
 	EventSessionKilled = "session_killed"
 	EventImport        = "import"
+	// EventBackup: an admin copied every record (admin backup); EventRestore:
+	// an admin loaded a backup into the store (admin restore). Detail counts
+	// what was copied or loaded.
+	EventBackup  = "backup"
+	EventRestore = "restore"
 	// A replacement of an active device (package enroll): started, then confirmed
 	// (device_replaced), expired, voided by too many wrong codes or cancelled.
 	EventReplaceStarted   = "replace_started"

@@ -213,6 +213,17 @@ func (s *Store) op() (context.Context, context.CancelFunc) {
 	return context.WithTimeout(s.ctx, s.timeout)
 }
 
+// attempt returns the context of one try of a write that is retried until
+// deadline: half the request timeout, so that a write lost with a leader
+// that died (etcd does not retry it, and it hangs until its deadline) leaves
+// time for another try once a new leader is elected, well under a second on
+// a healthy cluster.
+func (s *Store) attempt(deadline time.Time) (context.Context, context.CancelFunc) {
+	ctx, cancel := context.WithDeadline(s.ctx, deadline)
+	inner, cancel2 := context.WithTimeout(ctx, s.timeout/2)
+	return inner, func() { cancel2(); cancel() }
+}
+
 // fail turns a client error into one that matches store.ErrUnavailable
 // (every error of the etcd client here is the cluster's: no quorum, no
 // member reachable, a timeout), saying what was being done.
@@ -299,11 +310,15 @@ func (s *Store) Update(name string, fn func(u *store.User) error) error {
 		return err
 	}
 	k := s.key("users/" + name)
+	deadline := time.Now().Add(s.timeout)
 	for range maxRetries {
-		ctx, cancel := s.op()
+		ctx, cancel := s.attempt(deadline)
 		resp, err := s.cli.Get(ctx, k)
 		if err != nil {
 			cancel()
+			if time.Now().Before(deadline) && s.ctx.Err() == nil {
+				continue // a new leader is being elected: try again while time is left
+			}
 			return s.fail("read user "+name, err)
 		}
 		var raw []byte
@@ -323,6 +338,11 @@ func (s *Store) Update(name string, fn func(u *store.User) error) error {
 		txn, err := s.cli.Txn(ctx).If(clientv3.Compare(clientv3.ModRevision(k), "=", rev)).Then(then).Commit()
 		cancel()
 		if err != nil {
+			if time.Now().Before(deadline) && s.ctx.Err() == nil {
+				// Lost with the old leader, or applied: the next round reads
+				// the record again and decides afresh, never writes blind.
+				continue
+			}
 			return s.fail("write user "+name, err)
 		}
 		if txn.Succeeded {

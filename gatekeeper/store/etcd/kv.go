@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"fmt"
 	"strings"
+	"time"
 
 	clientv3 "go.etcd.io/etcd/client/v3"
 )
@@ -18,8 +19,9 @@ func (s *Store) UpdateKeys(keys []string, fn func(vals [][]byte) error) error {
 	for i, k := range keys {
 		full[i] = s.key(k)
 	}
+	deadline := time.Now().Add(s.timeout)
 	for range maxRetries {
-		ctx, cancel := s.op()
+		ctx, cancel := s.attempt(deadline)
 		ops := make([]clientv3.Op, len(full))
 		for i, k := range full {
 			ops[i] = clientv3.OpGet(k)
@@ -27,6 +29,9 @@ func (s *Store) UpdateKeys(keys []string, fn func(vals [][]byte) error) error {
 		resp, err := s.cli.Txn(ctx).Then(ops...).Commit()
 		if err != nil {
 			cancel()
+			if time.Now().Before(deadline) && s.ctx.Err() == nil {
+				continue // see Update
+			}
 			return s.fail("read "+strings.Join(keys, ", "), err)
 		}
 		vals := make([][]byte, len(full))
@@ -59,6 +64,9 @@ func (s *Store) UpdateKeys(keys []string, fn func(vals [][]byte) error) error {
 		txn, err := s.cli.Txn(ctx).If(conds...).Then(writes...).Commit()
 		cancel()
 		if err != nil {
+			if time.Now().Before(deadline) && s.ctx.Err() == nil {
+				continue // see Update
+			}
 			return s.fail("write "+strings.Join(keys, ", "), err)
 		}
 		if txn.Succeeded {

@@ -38,6 +38,7 @@ func Run(t *testing.T, b Backend) {
 	}{
 		{"Records", testRecords},
 		{"UpdateRules", testUpdateRules},
+		{"UpdatePanics", testUpdatePanics},
 		{"OneUseStepConcurrent", testOneUseStep},
 		{"Tickets", testTickets},
 		{"TicketSpentOnce", testTicketSpentOnce},
@@ -138,6 +139,28 @@ func testUpdateRules(t *testing.T, b Backend) {
 			t.Errorf("%s: a refused Update changed the record: %+v", tt.name, u)
 		}
 	}
+}
+
+// testUpdatePanics: a panic in Update's fn (a bug, or a crash mid-change)
+// reaches the caller and writes nothing; the store goes on working.
+func testUpdatePanics(t *testing.T, b Backend) {
+	s, _ := newStore(t, b)
+	link(t, s, "alice", []byte("k"), 5)
+	func() {
+		defer func() {
+			if recover() == nil {
+				t.Error("the panic in fn did not reach the caller")
+			}
+		}()
+		_ = s.Update("alice", func(u *store.User) error {
+			u.LastStep = 9
+			panic("boom")
+		})
+	}()
+	if u, err := s.Get("alice"); err != nil || u.LastStep != 5 {
+		t.Errorf("after a panicking Update: %+v, %v; want step 5", u, err)
+	}
+	link(t, s, "bob", []byte("j"), 1)
 }
 
 // testOneUseStep is the one-use rule under contention: 40 logins with the

@@ -1,0 +1,407 @@
+package main
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"gatekeeper/gatekeeper/admin"
+	"gatekeeper/gatekeeper/store"
+	"gatekeeper/gatekeeper/totp"
+	"gatekeeper/internal/etcdtest"
+)
+
+// seedBackup fills st with what a backup must carry: alice active with recovery codes and a used
+// time step, bob pending, a ticket for carol and an audit event. It returns alice's used step.
+func seedBackup(t *testing.T, st store.Store) uint64 {
+	t.Helper()
+	seedActive(t, st, "alice", "aaaa-bbbb-cc", "dddd-eeee-ff")
+	used := totp.Step(time.Now())
+	if err := st.Update("alice", func(u *store.User) error { u.LastStep = used; return nil }); err != nil {
+		t.Fatal(err)
+	}
+	seedPending(t, st, "bob", time.Now())
+	if err := st.AddTicket("carol", "TICKET-FOR-CAROL", time.Now().Add(time.Hour)); err != nil {
+		t.Fatal(err)
+	}
+	if err := st.Append(store.Event{Kind: store.EventLoginOK, User: "alice"}); err != nil {
+		t.Fatal(err)
+	}
+	return used
+}
+
+// sameKey is a fresh installation whose key file is a copy of e's: where a backup of e can go.
+func sameKey(t *testing.T, e env) env {
+	t.Helper()
+	e2 := newEnv(t, "")
+	key, err := os.ReadFile(e.key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(e2.key, key, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return e2
+}
+
+// checkRestored checks that st holds alice as seedBackup left her: the same secret (her phone's
+// codes still open), the used step still used, her recovery codes, and carol's ticket.
+func checkRestored(t *testing.T, st store.Store, used uint64) {
+	t.Helper()
+	secret, last := storedSecret(t, st, "alice")
+	if !bytes.Equal(secret, seedSecret) {
+		t.Errorf("restored alice's secret = %q, want the original", secret)
+	}
+	if last != used {
+		t.Errorf("restored alice's last step = %d, want %d (used steps stay used)", last, used)
+	}
+	code := codeFor(t, totp.EncodeSecret(seedSecret), time.Unix(int64(used)*30, 0))
+	if _, err := totp.Verify(secret, code, time.Unix(int64(used)*30, 0), 1, last); err == nil {
+		t.Error("the code of the step used before the backup was accepted again after the restore")
+	}
+	if _, err := totp.Verify(secret, codeFor(t, totp.EncodeSecret(seedSecret), time.Unix(int64(used+1)*30, 0)),
+		time.Unix(int64(used+1)*30, 0), 1, last); err != nil {
+		t.Errorf("the next step's code after the restore: %v", err)
+	}
+	u, err := st.Get("alice")
+	if err != nil || u.State != store.StateActive || len(u.Recovery) != 2 {
+		t.Errorf("restored alice = %+v, %v; want active with 2 recovery codes", u, err)
+	}
+	if u, err := st.Get("bob"); err != nil || u.State != store.StatePending {
+		t.Errorf("restored bob = %+v, %v; want pending", u, err)
+	}
+	if err := st.CheckTicket("carol", "TICKET-FOR-CAROL", time.Now()); err != nil {
+		t.Errorf("restored ticket: %v", err)
+	}
+}
+
+// readHeader returns a backup file's header and its item lines.
+func readHeader(t *testing.T, path string) (admin.BackupHeader, []string) {
+	t.Helper()
+	b, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	lines := strings.Split(strings.TrimSuffix(string(b), "\n"), "\n")
+	var h admin.BackupHeader
+	if err := json.Unmarshal([]byte(lines[0]), &h); err != nil {
+		t.Fatalf("header %q: %v", lines[0], err)
+	}
+	return h, lines[1:]
+}
+
+func TestAdminBackupRestore(t *testing.T) {
+	src := newEnv(t, "node_name: login1\n")
+	var used uint64
+	src.withStore(t, func(st store.Store) { used = seedBackup(t, st) })
+	dir := t.TempDir()
+	file := filepath.Join(dir, "gk.backup")
+
+	out, _, err := src.run(t, "admin", "backup", file, "--audit")
+	if err != nil {
+		t.Fatalf("backup: %v", err)
+	}
+	if want := "backed up 2 users, 1 ticket, 1 event to " + file + "\n"; out != want {
+		t.Errorf("backup said %q, want %q", out, want)
+	}
+	fi, err := os.Stat(file)
+	if err != nil || fi.Mode().Perm() != 0o600 {
+		t.Fatalf("backup file: %v, mode %v; want 0600", err, fi.Mode())
+	}
+	if _, err := os.Stat(file + ".tmp"); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("%s.tmp left behind: %v", file, err)
+	}
+	if left, _ := filepath.Glob(filepath.Join(dir, ".gatekeeper-backup-*")); len(left) > 0 {
+		t.Errorf("spool files left behind: %v", left)
+	}
+	h, lines := readHeader(t, file)
+	if h.Version != 1 || h.Backend != "bolt" || h.Node != "login1" || !h.Audit || h.Users != 2 || h.Tickets != 1 || h.Events != 1 ||
+		time.Since(h.Created) > time.Minute || len(lines) != 4 {
+		t.Errorf("header = %+v with %d item lines", h, len(lines))
+	}
+	if strings.Contains(strings.Join(lines, "\n"), totp.EncodeSecret(seedSecret)) {
+		t.Error("the backup holds alice's secret in the clear")
+	}
+	src.withStore(t, func(st store.Store) {
+		if ev := events(t, st); !slices.Contains(ev, "backup//console") {
+			t.Errorf("audit = %v, want a backup event by the console", ev)
+		}
+	})
+
+	// An existing file is kept unless --force.
+	before, _ := os.ReadFile(file)
+	if _, _, err := src.run(t, "admin", "backup", file); err == nil || !strings.Contains(err.Error(), "--force") {
+		t.Errorf("backup over an existing file: %v, want a refusal naming --force", err)
+	}
+	if after, _ := os.ReadFile(file); !bytes.Equal(before, after) {
+		t.Error("a refused backup changed the file")
+	}
+	noAudit := filepath.Join(dir, "noaudit.backup")
+	out, _, err = src.run(t, "admin", "backup", noAudit)
+	if err != nil || !strings.HasPrefix(out, "backed up 2 users, 1 ticket to ") {
+		t.Errorf("backup without --audit: %q, %v", out, err)
+	}
+	if h, lines := readHeader(t, noAudit); h.Audit || h.Events != 0 || len(lines) != 3 {
+		t.Errorf("backup without --audit: header %+v, %d items", h, len(lines))
+	}
+	if _, _, err := src.run(t, "admin", "backup", noAudit, "--force", "--audit"); err != nil {
+		t.Errorf("backup --force: %v", err)
+	}
+	if h, _ := readHeader(t, noAudit); !h.Audit {
+		t.Error("backup --force did not replace the file")
+	}
+
+	// Into a fresh store with the same key file.
+	dst := sameKey(t, src)
+	out, _, err = dst.run(t, "admin", "restore", file)
+	if err != nil {
+		t.Fatalf("restore: %v", err)
+	}
+	if !strings.HasPrefix(out, "restored 2 users, 1 ticket, 1 event from "+file+" (a backup of login1, bolt store, made ") {
+		t.Errorf("restore said %q", out)
+	}
+	dst.withStore(t, func(st store.Store) {
+		checkRestored(t, st, used)
+		ev := events(t, st)
+		if !slices.Contains(ev, "login_ok/alice/") || !slices.Contains(ev, "restore//console") {
+			t.Errorf("audit after restore = %v, want the backup's event and a restore by the console", ev)
+		}
+		// alice links again on the new store: the backup must now be refused for her.
+		if err := st.Update("alice", func(u *store.User) error { u.LastLogin = time.Now(); return nil }); err != nil {
+			t.Fatal(err)
+		}
+	})
+
+	// Again, without --force: refused, naming every user who has a record, nothing written.
+	_, _, err = dst.run(t, "admin", "restore", file)
+	if !errors.Is(err, store.ErrExists) || !strings.Contains(err.Error(), "alice, bob") || !strings.Contains(err.Error(), "--force") {
+		t.Errorf("restore over existing users: %v, want ErrExists naming alice and bob", err)
+	}
+	var nEvents int
+	dst.withStore(t, func(st store.Store) { nEvents = len(events(t, st)) })
+	out, _, err = dst.run(t, "admin", "restore", file, "--force", "-o", "json")
+	if err != nil {
+		t.Fatalf("restore --force: %v", err)
+	}
+	var res backupOutput
+	if err := json.Unmarshal([]byte(out), &res); err != nil || res.Restored == nil || res.Restored.Users != 2 || res.Node != "login1" {
+		t.Errorf("restore --force -o json = %s (%v)", out, err)
+	}
+	dst.withStore(t, func(st store.Store) {
+		checkRestored(t, st, used)
+		if ev := events(t, st); len(ev) != nEvents+2 {
+			t.Errorf("restore --force added %d events, want the backup's one and the restore", len(ev)-nEvents)
+		}
+	})
+}
+
+// TestAdminBackupStdout: "-" writes the backup to standard output and the summary to standard
+// error, and restore reads "-" from standard input.
+func TestAdminBackupStdout(t *testing.T) {
+	src := newEnv(t, "")
+	var used uint64
+	src.withStore(t, func(st store.Store) { used = seedBackup(t, st) })
+	out, errOut, err := src.run(t, "admin", "backup", "-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.HasPrefix(out, `{"gatekeeper_backup":1,`) || !strings.Contains(errOut, "backed up 2 users, 1 ticket to -") {
+		t.Errorf("backup -: stdout %.60q, stderr %q", out, errOut)
+	}
+	dst := sameKey(t, src)
+	root := newRootCmd()
+	var stdout bytes.Buffer
+	root.SetOut(&stdout)
+	root.SetErr(&stdout)
+	root.SetIn(strings.NewReader(out))
+	root.SetArgs([]string{"admin", "restore", "-", "--config", dst.config})
+	if err := root.Execute(); err != nil {
+		t.Fatalf("restore -: %v", err)
+	}
+	dst.withStore(t, func(st store.Store) { checkRestored(t, st, used) })
+}
+
+// TestAdminRestoreRefuses: a file that is not whole and sound, or made under another key file,
+// is refused before anything is written, naming the line.
+func TestAdminRestoreRefuses(t *testing.T) {
+	src := newEnv(t, "")
+	src.withStore(t, func(st store.Store) { seedBackup(t, st) })
+	good := filepath.Join(t.TempDir(), "good.backup")
+	if _, _, err := src.run(t, "admin", "backup", good, "--audit"); err != nil {
+		t.Fatal(err)
+	}
+	raw, err := os.ReadFile(good)
+	if err != nil {
+		t.Fatal(err)
+	}
+	lines := strings.SplitAfter(string(raw), "\n")
+	lines = lines[:len(lines)-1] // the empty string after the last newline
+	edit := func(f func(l []string) []string) string { return strings.Join(f(slices.Clone(lines)), "") }
+
+	tests := []struct {
+		name    string
+		file    string
+		other   bool   // restore into a store with another key file
+		wantErr string // substring of the error
+	}{
+		{name: "empty", file: "", wantErr: "the file is empty"},
+		{name: "not a backup", file: "hello\n", wantErr: "line 1: not a gatekeeper backup header"},
+		{name: "newer format", file: edit(func(l []string) []string {
+			l[0] = strings.Replace(l[0], `"gatekeeper_backup":1`, `"gatekeeper_backup":2`, 1)
+			return l
+		}), wantErr: "line 1: backup format 2 was written by a newer gatekeeper"},
+		{name: "cut after a line", file: edit(func(l []string) []string { return l[:len(l)-1] }), wantErr: "is it cut short?"},
+		{name: "cut in a line", file: strings.TrimSuffix(string(raw), "\n")[:len(raw)-20], wantErr: "line 5: not a backup item"},
+		{name: "garbled line", file: edit(func(l []string) []string { l[2] = "{\"kind\":\"user\",\"key\":\"bob\",\"value\":\"!!\"}\n"; return l }),
+			wantErr: "line 3: not a backup item"},
+		{name: "unknown kind", file: edit(func(l []string) []string {
+			l[2] = strings.Replace(l[2], `"kind":"user"`, `"kind":"group"`, 1)
+			return l
+		}), wantErr: `line 3: unknown item kind "group"`},
+		{name: "unknown field", file: edit(func(l []string) []string {
+			l[1] = strings.Replace(l[1], `{"kind"`, `{"extra":1,"kind"`, 1)
+			return l
+		}), wantErr: `line 2: not a backup item: json: unknown field "extra"`},
+		{name: "blank line", file: edit(func(l []string) []string { return slices.Insert(l, 2, "\n") }), wantErr: "line 3: empty line"},
+		{name: "user twice", file: edit(func(l []string) []string {
+			l[0] = strings.Replace(l[0], `"users":2`, `"users":3`, 1)
+			return slices.Insert(l, 2, l[1])
+		}), wantErr: "line 3: user alice appears twice (also on line 2)"},
+		{name: "record moved to another user", file: edit(func(l []string) []string {
+			l[1] = strings.Replace(l[1], `"key":"alice"`, `"key":"mallory"`, 1)
+			return l
+		}), wantErr: `line 2: user "mallory"`},
+		{name: "another key file", file: string(raw), other: true, wantErr: "line 2: "},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			dst := sameKey(t, src)
+			if tc.other {
+				dst = newEnv(t, "")
+			}
+			file := filepath.Join(t.TempDir(), "bad.backup")
+			if err := os.WriteFile(file, []byte(tc.file), 0o600); err != nil {
+				t.Fatal(err)
+			}
+			_, _, err := dst.run(t, "admin", "restore", file, "--force")
+			if !errors.Is(err, admin.ErrBadBackup) || !strings.Contains(err.Error(), tc.wantErr) || !strings.Contains(err.Error(), "nothing was written") {
+				t.Fatalf("restore = %v, want ErrBadBackup with %q", err, tc.wantErr)
+			}
+			if tc.other && !strings.Contains(err.Error(), "another secret key file") {
+				t.Errorf("restore under another key: %v, want the key file named", err)
+			}
+			if _, err := os.Stat(dst.db); err == nil {
+				dst.withStore(t, func(st store.Store) {
+					if users, _ := st.List(); len(users) != 0 {
+						t.Errorf("a refused restore wrote %d users", len(users))
+					}
+					if ev := events(t, st); len(ev) != 0 {
+						t.Errorf("a refused restore wrote events %v", ev)
+					}
+				})
+			}
+		})
+	}
+}
+
+// TestAdminBackupWithDaemon: while the daemon holds the bbolt file, backup and restore go
+// through its admin socket, with the caller's uid in the audit log.
+func TestAdminBackupWithDaemon(t *testing.T) {
+	src := newEnv(t, "")
+	st := startDaemon(t, src, &frontDoor{})
+	used := seedBackup(t, st)
+	file := filepath.Join(t.TempDir(), "gk.backup")
+	out, _, err := src.run(t, "admin", "backup", file, "--audit")
+	if err != nil {
+		t.Fatalf("backup through the daemon: %v", err)
+	}
+	if !strings.HasPrefix(out, "backed up 2 users, 1 ticket, 1 event to ") {
+		t.Errorf("backup said %q", out)
+	}
+	if ev := events(t, st); !slices.Contains(ev, "backup//"+me) {
+		t.Errorf("audit = %v, want a backup event by %s", ev, me)
+	}
+
+	// The daemon refuses to overwrite its users without --force, naming them.
+	_, _, err = src.run(t, "admin", "restore", file)
+	if !errors.Is(err, store.ErrExists) || !strings.Contains(err.Error(), "alice, bob") {
+		t.Errorf("restore into the daemon's own users: %v, want ErrExists naming alice and bob", err)
+	}
+
+	// Into another daemon's fresh store with the same key file.
+	dst := sameKey(t, src)
+	dstStore := startDaemon(t, dst, &frontDoor{})
+	out, _, err = dst.run(t, "admin", "restore", file)
+	if err != nil {
+		t.Fatalf("restore through the daemon: %v", err)
+	}
+	if !strings.HasPrefix(out, "restored 2 users, 1 ticket, 1 event from ") {
+		t.Errorf("restore said %q", out)
+	}
+	checkRestored(t, dstStore, used)
+	if ev := events(t, dstStore); !slices.Contains(ev, "restore//"+me) {
+		t.Errorf("audit = %v, want a restore event by %s", ev, me)
+	}
+
+	// A daemon under another key file refuses the backup, naming the line; nothing is written.
+	other := newEnv(t, "")
+	otherStore := startDaemon(t, other, &frontDoor{})
+	_, _, err = other.run(t, "admin", "restore", file)
+	if !errors.Is(err, admin.ErrBadBackup) || !strings.Contains(err.Error(), "line 2: ") || !strings.Contains(err.Error(), "another secret key file") {
+		t.Errorf("restore under another key through the daemon: %v", err)
+	}
+	if users, _ := otherStore.List(); len(users) != 0 {
+		t.Errorf("a refused restore wrote %d users", len(users))
+	}
+}
+
+// TestAdminBackupEtcd: without a daemon, restore and backup open an etcd store directly: a bbolt
+// backup goes into etcd, and etcd's backup back into a fresh bbolt file, the records unchanged.
+func TestAdminBackupEtcd(t *testing.T) {
+	src := newEnv(t, "")
+	var used uint64
+	src.withStore(t, func(st store.Store) { used = seedBackup(t, st) })
+	dir := t.TempDir()
+	fromBolt, fromEtcd := filepath.Join(dir, "bolt.backup"), filepath.Join(dir, "etcd.backup")
+	if _, _, err := src.run(t, "admin", "backup", fromBolt, "--audit"); err != nil {
+		t.Fatal(err)
+	}
+
+	c := etcdtest.Start(t, 1)
+	etcdEnv := sameKey(t, src)
+	cfg, err := os.ReadFile(etcdEnv.config)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg = fmt.Appendf(cfg, "node_name: login2\nstore:\n  backend: etcd\n  etcd:\n    endpoints: [%q]\n    prefix: \"/gk-backup/\"\n", c.Endpoints()[0])
+	if err := os.WriteFile(etcdEnv.config, cfg, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	out, _, err := etcdEnv.run(t, "admin", "restore", fromBolt)
+	if err != nil || !strings.HasPrefix(out, "restored 2 users, 1 ticket, 1 event from ") {
+		t.Fatalf("restore into etcd: %q, %v", out, err)
+	}
+	if _, _, err := etcdEnv.run(t, "admin", "restore", fromBolt); !errors.Is(err, store.ErrExists) {
+		t.Errorf("restore into etcd again: %v, want ErrExists", err)
+	}
+	out, _, err = etcdEnv.run(t, "admin", "backup", fromEtcd, "--audit")
+	if err != nil || !strings.HasPrefix(out, "backed up 2 users, 1 ticket, ") {
+		t.Fatalf("backup from etcd: %q, %v", out, err)
+	}
+	if h, _ := readHeader(t, fromEtcd); h.Backend != "etcd" || h.Node != "login2" || h.Users != 2 || h.Events < 2 {
+		t.Errorf("header of the etcd backup = %+v; want etcd, login2, 2 users, the bbolt event and the restore", h)
+	}
+
+	back := sameKey(t, src)
+	if _, _, err := back.run(t, "admin", "restore", fromEtcd); err != nil {
+		t.Fatalf("restore of the etcd backup into bbolt: %v", err)
+	}
+	back.withStore(t, func(st store.Store) { checkRestored(t, st, used) })
+}
