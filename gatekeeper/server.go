@@ -8,9 +8,11 @@
 // for Shutdown and Close) hands the net.Conn to handleConn, which runs the SSH
 // handshake and authentication (auth.go) under the login grace deadline and a
 // cap on unauthenticated connections, and then runs relay.Relay until either
-// side hangs up. Two goroutines per Server run beside them, both started by
+// side hangs up. Three goroutines per Server run beside them, all started by
 // New and ended by Shutdown or Close: the auditor, which writes audit events
-// in batches, and reportLoop, which adds live sessions' bytes to the metrics.
+// in batches, reportLoop, which adds live sessions' bytes to the metrics, and
+// killLoop, which ends the sessions other nodes of a cluster ask this one to
+// end (sessions.go: the SessionRegistry every node lists its sessions in).
 package gatekeeper
 
 import (

@@ -33,6 +33,7 @@ import (
 	"gatekeeper/gatekeeper/gauth"
 	"gatekeeper/gatekeeper/store"
 	"gatekeeper/gatekeeper/store/bolt"
+	"gatekeeper/gatekeeper/store/etcd"
 )
 
 // Time layouts of the tables: local time, to the minute for states and to the second where the
@@ -93,21 +94,33 @@ func (b *localBackend) User(_ context.Context, name string) (admin.UserInfo, err
 	return admin.UserInfoOf(u, b.enroll.ConfirmWithin), nil
 }
 
-// Reset forgets name's device link. Without a daemon there are no live sessions to end.
-func (b *localBackend) Reset(_ context.Context, name string) (admin.ResetResult, error) {
+// Reset forgets name's device link. Without a daemon there are no live sessions here to end; in a
+// cluster (etcd) the nodes are asked to end the user's sessions, as a daemon's reset would.
+func (b *localBackend) Reset(ctx context.Context, name string) (admin.ResetResult, error) {
 	existed, err := b.st.Delete(name)
 	if err != nil {
 		return admin.ResetResult{}, err
 	}
-	if !existed {
+	ended, shared, endErr := endSessionsElsewhere(ctx, b.st, name)
+	if endErr != nil {
+		b.log.Error("the nodes could not be asked to end the user's live sessions", "user", name, "err", endErr)
+	}
+	if !existed && ended == 0 {
 		return admin.ResetResult{}, fmt.Errorf("%w: %s has no linked device, nothing to reset", admin.ErrNoSuchUser, name)
 	}
+	detail := "device link and recovery codes removed; no daemon running, so no live sessions"
+	switch {
+	case !existed:
+		detail = fmt.Sprintf("no device was linked; the nodes were asked to end %d live sessions", ended)
+	case shared:
+		detail = fmt.Sprintf("device link and recovery codes removed; the nodes were asked to end %d live sessions", ended)
+	}
 	if err := b.st.Append(store.Event{Kind: store.EventReset, User: name, Actor: enroll.ActorConsole, Door: store.DoorConsole,
-		Detail: "device link and recovery codes removed; no daemon running, so no live sessions"}); err != nil {
+		Detail: detail}); err != nil {
 		// The reset has happened; reporting it as failed would be wrong.
 		b.log.Error("audit log write failed", "err", err, "kind", store.EventReset, "user", name)
 	}
-	return admin.ResetResult{User: name, HadRecord: true}, nil
+	return admin.ResetResult{User: name, HadRecord: existed, SessionsEnded: ended}, nil
 }
 
 func (b *localBackend) Ticket(ctx context.Context, name string) (string, time.Time, error) {
@@ -146,6 +159,9 @@ type adminConn struct {
 	close  func()
 	out    io.Writer
 	json   bool
+	// shared is whether the store is a cluster's (etcd): without a daemon here, a reset still
+	// reaches the live sessions of the nodes.
+	shared bool
 }
 
 // adminOpts holds the flags every admin command shares.
@@ -212,6 +228,7 @@ func (o *adminOpts) open(cmd *cobra.Command, daemonOnly string) (*adminConn, err
 		backend: cmp.Or(cfg.Store.Backend, "bolt"),
 		node:    cfg.NodeName,
 	}
+	_, c.shared = st.(*etcd.Store)
 	c.close = func() { st.Close() }
 	return c, nil
 }
@@ -445,7 +462,7 @@ device.`,
 			} else {
 				fmt.Fprintf(&b, "%s: had no linked device", res.User)
 			}
-			if c.daemonRunning() {
+			if c.daemonRunning() || c.shared {
 				fmt.Fprintf(&b, "; %s ended.", plural(res.SessionsEnded, "live session"))
 			} else {
 				b.WriteString(" (no daemon is running, so there were no live sessions to end).")

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -20,6 +21,26 @@ func sessionRegistry(st store.Store, log *slog.Logger) *etcd.Sessions {
 		return etcd.NewSessions(e, log)
 	}
 	return nil
+}
+
+// endSessionsElsewhere asks every node of a cluster (an etcd store) to end user's live
+// sessions, for an admin command run where no daemon runs, and returns how many the registry
+// lists; shared is false (and nothing is done) for a store of one node.
+func endSessionsElsewhere(ctx context.Context, st store.Store, user string) (n int, shared bool, err error) {
+	e, ok := st.(*etcd.Store)
+	if !ok {
+		return 0, false, nil
+	}
+	all, err := e.LiveSessions(ctx)
+	if err != nil {
+		return 0, true, err
+	}
+	for _, l := range all {
+		if l.User == user {
+			n++
+		}
+	}
+	return n, true, e.RequestKillUser(ctx, user)
 }
 
 // openStore opens the store cfg names: the bbolt file in db, or the etcd
