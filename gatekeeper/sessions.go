@@ -65,9 +65,6 @@ const (
 	clusterTimeout = 5 * time.Second
 )
 
-// Node is this gatekeeper's name in the cluster (node_name).
-func (s *Server) Node() string { return s.node }
-
 // EndUserAlso adds what a request from another node to end a user's sessions
 // (a reset or a replaced phone there) ends on this node besides the user's
 // SSH sessions: the daemon adds its linking portal's and SSH linking's

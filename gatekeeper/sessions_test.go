@@ -158,6 +158,7 @@ func TestRegistryFollowsSessions(t *testing.T) {
 	reg := newFakeRegistry()
 	g := newClusterGate(t, reg)
 	g.open(t, "alice")
+	waitFor(t, "the session to be registered", func() bool { m, _ := reg.state(); return len(m) == 1 })
 	mine, _ := reg.state()
 	if len(mine) != 1 || mine[0].Node != "node-a" || mine[0].User != "alice" || !mine[0].Trusted ||
 		!strings.HasPrefix(mine[0].Remote, "127.0.0.2:") || mine[0].ID != g.srv.Sessions()[0].ID {
