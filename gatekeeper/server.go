@@ -8,9 +8,11 @@
 // for Shutdown and Close) hands the net.Conn to handleConn, which runs the SSH
 // handshake and authentication (auth.go) under the login grace deadline and a
 // cap on unauthenticated connections, and then runs relay.Relay until either
-// side hangs up. Two goroutines per Server run beside them, both started by
+// side hangs up. Three goroutines per Server run beside them, all started by
 // New and ended by Shutdown or Close: the auditor, which writes audit events
-// in batches, and reportLoop, which adds live sessions' bytes to the metrics.
+// in batches, reportLoop, which adds live sessions' bytes to the metrics, and
+// killLoop, which ends the sessions other nodes of a cluster ask this one to
+// end (sessions.go: the SessionRegistry every node lists its sessions in).
 package gatekeeper
 
 import (
@@ -71,6 +73,9 @@ type Options struct {
 	Recovery func(u *store.User, answer string) bool
 	// Metrics counts logins, sessions and bytes. Nil: not exported.
 	Metrics *metrics.Gatekeeper
+	// Sessions shares the live sessions with the other nodes of a cluster
+	// (see SessionRegistry). Nil: this node runs alone.
+	Sessions SessionRegistry
 }
 
 // Server is the SSH front door. Create it with New, run it with Serve, stop
@@ -104,6 +109,12 @@ type Server struct {
 	// and Close.
 	accept connserve.Server
 
+	// node names this gatekeeper (node_name); registry shares its sessions
+	// with the other nodes. killLoop closes killDone when it returns.
+	node     string
+	registry SessionRegistry
+	killDone chan struct{}
+
 	// mu protects the following.
 	mu       sync.Mutex
 	sessions map[uint64]*Session
@@ -111,6 +122,9 @@ type Server struct {
 	// resets counts each user's token resets (KillUser), so that a login
 	// that was being decided while a reset ran is not let in afterwards.
 	resets map[string]uint64
+	// endAlso are the daemon's other enders of a user's sessions, run on
+	// another node's request (see EndUserAlso).
+	endAlso []func(user string) int
 }
 
 // storeWriteFailed counts a failed write to the store, by whether the disk
@@ -176,6 +190,9 @@ func New(cfg *config.Config, opts Options) (*Server, error) {
 	if opts.Metrics == nil {
 		opts.Metrics = metrics.NewGatekeeper(metrics.NewRegistry())
 	}
+	if opts.Sessions == nil {
+		opts.Sessions = oneNode{}
+	}
 	s := &Server{
 		store:     opts.Store,
 		log:       opts.Log,
@@ -189,6 +206,9 @@ func New(cfg *config.Config, opts Options) (*Server, error) {
 		admission: connserve.NewAdmission(AdmissionLimits(cfg)),
 		sessions:  map[uint64]*Session{},
 		resets:    map[string]uint64{},
+		node:      cfg.NodeName,
+		registry:  opts.Sessions,
+		killDone:  make(chan struct{}),
 	}
 	if opts.Limits != nil {
 		s.limiter.st = opts.Limits(s.limiter.evictable)
@@ -207,6 +227,7 @@ func New(cfg *config.Config, opts Options) (*Server, error) {
 	s.cfg.Store(cfg)
 	s.reportStop, s.reportDone = make(chan struct{}), make(chan struct{})
 	go s.reportLoop()
+	go s.killLoop(s.registry.Kills())
 	return s, nil
 }
 
@@ -563,14 +584,19 @@ func (s *Server) reportLoop() {
 	}
 }
 
-// stopReporting ends reportLoop and waits for it; calling it again is a no-op.
+// stopReporting ends reportLoop and killLoop and waits for them; calling it
+// again is a no-op.
 func (s *Server) stopReporting() {
 	s.reportOnce.Do(func() { close(s.reportStop) })
 	<-s.reportDone
+	<-s.killDone
 }
 
-// SessionInfo is a snapshot of a Session for listing.
+// SessionInfo is a snapshot of a Session for listing. Node and ID name it in
+// the cluster; only the sessions of the node that lists them (ThisNode) have
+// byte counts.
 type SessionInfo struct {
+	Node      string    `json:"node"`
 	ID        uint64    `json:"id"`
 	User      string    `json:"user"`
 	Remote    string    `json:"remote"`
@@ -578,45 +604,62 @@ type SessionInfo struct {
 	Start     time.Time `json:"start"`
 	BytesUp   int64     `json:"bytes_up"`
 	BytesDown int64     `json:"bytes_down"`
+	ThisNode  bool      `json:"this_node"`
+}
+
+// info is the listing of sess, a session of node.
+func (sess *Session) info(node string) SessionInfo {
+	return SessionInfo{
+		Node: node, ID: sess.ID, User: sess.User, Remote: sess.Remote.String(), Trusted: sess.Trusted, Start: sess.Start,
+		BytesUp: sess.Stats.Up.Load(), BytesDown: sess.Stats.Down.Load(), ThisNode: true,
+	}
 }
 
 // addSession registers a new session; nil when the user's token was reset
 // since a's login began (the reset could not see, and so end, this session).
 func (s *Server) addSession(sc *ssh.ServerConn, remote netip.AddrPort, a *attempt) *Session {
 	s.mu.Lock()
-	defer s.mu.Unlock()
 	if s.resets[sc.User()] != a.resetEpoch {
+		s.mu.Unlock()
 		return nil
 	}
 	s.nextID++
 	sess := &Session{ID: s.nextID, User: sc.User(), Remote: remote, Trusted: a.trusted, Start: time.Now(), conn: sc}
 	s.sessions[sess.ID] = sess
+	s.mu.Unlock()
+	s.registry.Register(store.LiveSession{Node: s.node, ID: sess.ID, User: sess.User, Remote: remote.String(), Trusted: sess.Trusted, Start: sess.Start})
 	return sess
 }
 
 func (s *Server) removeSession(sess *Session) {
 	s.mu.Lock()
-	defer s.mu.Unlock()
 	delete(s.sessions, sess.ID)
+	s.mu.Unlock()
+	s.registry.Unregister(sess.ID)
 }
 
-// Sessions lists the live sessions, oldest first.
+// session is this node's live session id, or nil.
+func (s *Server) session(id uint64) *Session {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.sessions[id]
+}
+
+// Sessions lists this node's live sessions, oldest first (ClusterSessions
+// lists every node's).
 func (s *Server) Sessions() []SessionInfo {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	out := make([]SessionInfo, 0, len(s.sessions))
 	for _, x := range s.sessions {
-		out = append(out, SessionInfo{
-			ID: x.ID, User: x.User, Remote: x.Remote.String(), Trusted: x.Trusted, Start: x.Start,
-			BytesUp: x.Stats.Up.Load(), BytesDown: x.Stats.Down.Load(),
-		})
+		out = append(out, x.info(s.node))
 	}
 	sort.Slice(out, func(i, j int) bool { return out[i].ID < out[j].ID })
 	return out
 }
 
-// Kill ends the session with the given id; it reports whose session it was
-// and whether it existed.
+// Kill ends this node's session with the given id; it reports whose session
+// it was and whether it existed (KillSession finds one on any node).
 func (s *Server) Kill(id uint64) (user, remote string, ok bool) {
 	s.mu.Lock()
 	sess := s.sessions[id]
@@ -638,8 +681,15 @@ func (s *Server) resetEpoch(user string) uint64 {
 
 // KillUser ends every live session of user and returns how many there were.
 // Logins of user being decided at that moment are not let in either (see
-// addSession). Call it after the reset is committed to the store.
+// addSession). Call it after the reset is committed to the store. In a
+// cluster it also asks every other node to do the same (it does not wait for
+// them; the count includes the sessions the registry lists for them).
 func (s *Server) KillUser(user string) int {
+	return s.killLocalUser(user) + s.killUserElsewhere(user)
+}
+
+// killLocalUser is KillUser on this node only.
+func (s *Server) killLocalUser(user string) int {
 	s.mu.Lock()
 	s.resets[user]++
 	var victims []*Session

@@ -33,6 +33,7 @@ import (
 	"gatekeeper/gatekeeper/gauth"
 	"gatekeeper/gatekeeper/store"
 	"gatekeeper/gatekeeper/store/bolt"
+	"gatekeeper/gatekeeper/store/etcd"
 )
 
 // Time layouts of the tables: local time, to the minute for states and to the second where the
@@ -93,21 +94,33 @@ func (b *localBackend) User(_ context.Context, name string) (admin.UserInfo, err
 	return admin.UserInfoOf(u, b.enroll.ConfirmWithin), nil
 }
 
-// Reset forgets name's device link. Without a daemon there are no live sessions to end.
-func (b *localBackend) Reset(_ context.Context, name string) (admin.ResetResult, error) {
+// Reset forgets name's device link. Without a daemon there are no live sessions here to end; in a
+// cluster (etcd) the nodes are asked to end the user's sessions, as a daemon's reset would.
+func (b *localBackend) Reset(ctx context.Context, name string) (admin.ResetResult, error) {
 	existed, err := b.st.Delete(name)
 	if err != nil {
 		return admin.ResetResult{}, err
 	}
-	if !existed {
+	ended, shared, endErr := endSessionsElsewhere(ctx, b.st, name)
+	if endErr != nil {
+		b.log.Error("the nodes could not be asked to end the user's live sessions", "user", name, "err", endErr)
+	}
+	if !existed && ended == 0 {
 		return admin.ResetResult{}, fmt.Errorf("%w: %s has no linked device, nothing to reset", admin.ErrNoSuchUser, name)
 	}
+	detail := "device link and recovery codes removed; no daemon running, so no live sessions"
+	switch {
+	case !existed:
+		detail = fmt.Sprintf("no device was linked; the nodes were asked to end %d live sessions", ended)
+	case shared:
+		detail = fmt.Sprintf("device link and recovery codes removed; the nodes were asked to end %d live sessions", ended)
+	}
 	if err := b.st.Append(store.Event{Kind: store.EventReset, User: name, Actor: enroll.ActorConsole, Door: store.DoorConsole,
-		Detail: "device link and recovery codes removed; no daemon running, so no live sessions"}); err != nil {
+		Detail: detail}); err != nil {
 		// The reset has happened; reporting it as failed would be wrong.
 		b.log.Error("audit log write failed", "err", err, "kind", store.EventReset, "user", name)
 	}
-	return admin.ResetResult{User: name, HadRecord: true}, nil
+	return admin.ResetResult{User: name, HadRecord: existed, SessionsEnded: ended}, nil
 }
 
 func (b *localBackend) Ticket(ctx context.Context, name string) (string, time.Time, error) {
@@ -146,6 +159,9 @@ type adminConn struct {
 	close  func()
 	out    io.Writer
 	json   bool
+	// shared is whether the store is a cluster's (etcd): without a daemon here, a reset still
+	// reaches the live sessions of the nodes.
+	shared bool
 }
 
 // adminOpts holds the flags every admin command shares.
@@ -212,6 +228,7 @@ func (o *adminOpts) open(cmd *cobra.Command, daemonOnly string) (*adminConn, err
 		backend: cmp.Or(cfg.Store.Backend, "bolt"),
 		node:    cfg.NodeName,
 	}
+	_, c.shared = st.(*etcd.Store)
 	c.close = func() { st.Close() }
 	return c, nil
 }
@@ -445,7 +462,7 @@ device.`,
 			} else {
 				fmt.Fprintf(&b, "%s: had no linked device", res.User)
 			}
-			if c.daemonRunning() {
+			if c.daemonRunning() || c.shared {
 				fmt.Fprintf(&b, "; %s ended.", plural(res.SessionsEnded, "live session"))
 			} else {
 				b.WriteString(" (no daemon is running, so there were no live sessions to end).")
@@ -674,17 +691,25 @@ func orDefault(v, def int) int {
 func newAdminSessionsCmd(o *adminOpts) *cobra.Command {
 	return &cobra.Command{
 		Use:   "sessions",
-		Short: "List live proxied sessions: user, source, start, bytes each way",
-		Args:  cobra.NoArgs,
+		Short: "List live proxied sessions of every node: node, id, user, source, start, bytes each way",
+		Long: `List the live proxied sessions: their node (node_name), id, user, source, start, and the
+bytes relayed each way. With several nodes on one etcd cluster every node's sessions are listed
+(bytes only for the node asked); sessions are numbered per node, so NODE/ID names one. When the
+other nodes' sessions cannot be read (etcd out of reach), this node's are listed and a warning
+on stderr says what is missing.`,
+		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			c, err := o.open(cmd, "there are no live sessions")
 			if err != nil {
 				return err
 			}
 			defer c.close()
-			raw, err := c.client.Sessions(cmd.Context())
+			raw, incomplete, err := c.client.Sessions(cmd.Context())
 			if err != nil {
 				return err
+			}
+			if incomplete != "" {
+				fmt.Fprintf(cmd.ErrOrStderr(), "warning: %s; listing this node's sessions only\n", incomplete)
 			}
 			if c.json {
 				// The daemon's own JSON, indented: fields this command does not know pass through.
@@ -705,14 +730,17 @@ func newAdminSessionsCmd(o *adminOpts) *cobra.Command {
 				return nil
 			}
 			tw := table(c.out)
-			row(tw, "ID", "USER", "FROM", "TRUSTED", "STARTED", "UP", "DOWN")
+			row(tw, "NODE", "ID", "USER", "FROM", "TRUSTED", "STARTED", "UP", "DOWN")
 			for _, s := range sessions {
 				trusted := "no"
 				if s.Trusted {
 					trusted = "yes"
 				}
-				row(tw, strconv.FormatUint(s.ID, 10), s.User, s.Remote, trusted, s.Start.Local().Format(tableStamp),
-					fmtBytes(s.BytesUp), fmtBytes(s.BytesDown))
+				up, down := "", "" // another node's: not known here
+				if s.ThisNode {
+					up, down = fmtBytes(s.BytesUp), fmtBytes(s.BytesDown)
+				}
+				row(tw, s.Node, strconv.FormatUint(s.ID, 10), s.User, s.Remote, trusted, s.Start.Local().Format(tableStamp), up, down)
 			}
 			return tw.Flush()
 		},
@@ -721,29 +749,45 @@ func newAdminSessionsCmd(o *adminOpts) *cobra.Command {
 
 func newAdminKillCmd(o *adminOpts) *cobra.Command {
 	return &cobra.Command{
-		Use:   "kill ID",
-		Short: "End the live session ID (see admin sessions)",
-		Args:  cobra.ExactArgs(1),
+		Use:   "kill ID | kill NODE/ID",
+		Short: "End a live session, on whichever node holds it (see admin sessions)",
+		Long: `End a live session: ID is the number in the ID column of admin sessions. With several
+nodes on one etcd cluster, sessions are numbered per node: NODE/ID names one exactly, and ID
+alone names the only session with that number this node can see (its own or another node's); when
+several nodes have one, the command names them and ends none. A session of another node is ended
+by that node: the command waits up to 3 s for it to confirm, and fails if it has not (a node that
+is down loses its sessions from the list when its lease ends, about 10 s later).`,
+		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			id, err := strconv.ParseUint(args[0], 10, 64)
-			if err != nil {
-				return fmt.Errorf("session id %q: want the number from admin sessions", args[0])
+			node, idText, named := strings.Cut(args[0], "/")
+			if !named {
+				node, idText = "", args[0]
+			}
+			id, err := strconv.ParseUint(idText, 10, 64)
+			if err != nil || named && node == "" {
+				return fmt.Errorf("session %q: want ID or NODE/ID from admin sessions", args[0])
 			}
 			c, err := o.open(cmd, "there are no live sessions")
 			if err != nil {
 				return err
 			}
 			defer c.close()
-			if err := c.client.Kill(cmd.Context(), id); err != nil {
+			res, err := c.client.Kill(cmd.Context(), node, id)
+			if err != nil {
 				return err
 			}
-			if c.json {
-				return c.writeJSON(struct {
-					ID    uint64 `json:"id"`
-					Ended bool   `json:"ended"`
-				}{id, true})
+			name := strconv.FormatUint(res.ID, 10)
+			if res.Node != "" {
+				name = res.Node + "/" + name
 			}
-			fmt.Fprintf(c.out, "Session %d ended.\n", id)
+			if !res.Ended {
+				return fmt.Errorf("session %s (%s): %s was asked to end it but has not confirmed within a few seconds; "+
+					"if that node is down, its sessions leave the list when its lease ends", name, res.User, res.Node)
+			}
+			if c.json {
+				return c.writeJSON(res)
+			}
+			fmt.Fprintf(c.out, "Session %s (%s) ended.\n", name, res.User)
 			return nil
 		},
 	}

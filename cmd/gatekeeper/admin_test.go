@@ -836,22 +836,22 @@ func (f *frontDoor) state() (killed []uint64, resets []string, sessions int) {
 }
 
 func (f *frontDoor) install(s *admin.Server) {
-	s.Sessions = func() any {
+	s.Sessions = func(context.Context) (any, error) {
 		f.mu.Lock()
 		defer f.mu.Unlock()
-		return slices.Clone(f.sessions)
+		return slices.Clone(f.sessions), nil
 	}
-	s.Kill = func(id uint64) (string, string, bool) {
+	s.Kill = func(_ context.Context, node string, id uint64) (admin.KillResult, error) {
 		f.mu.Lock()
 		defer f.mu.Unlock()
 		for i, x := range f.sessions {
-			if x.ID == id {
+			if x.ID == id && (node == "" || node == x.Node) {
 				f.sessions = slices.Delete(f.sessions, i, i+1)
 				f.killed = append(f.killed, id)
-				return x.User, x.Remote, true
+				return admin.KillResult{Node: x.Node, ID: id, User: x.User, Remote: x.Remote, Ended: true}, nil
 			}
 		}
-		return "", "", false
+		return admin.KillResult{}, fmt.Errorf("%w: no live session has id %d", admin.ErrNoSuchSession, id)
 	}
 	s.OnReset = func(user string) int {
 		f.mu.Lock()
@@ -918,9 +918,9 @@ func TestAdminWithDaemon(t *testing.T) {
 	lockedUntil := time.Now().Add(4 * time.Minute)
 	f := &frontDoor{
 		sessions: []gatekeeper.SessionInfo{
-			{ID: 7, User: "alice", Remote: "203.0.113.5:51000", Start: start, BytesUp: 1536, BytesDown: 10},
-			{ID: 8, User: "alice", Remote: "[2001:db8::1]:4022", Trusted: true, Start: start, BytesUp: 3 << 30},
-			{ID: 9, User: "bob", Remote: "198.51.100.9:2200", Start: start},
+			{Node: "login1", ID: 7, User: "alice", Remote: "203.0.113.5:51000", Start: start, BytesUp: 1536, BytesDown: 10, ThisNode: true},
+			{Node: "login1", ID: 8, User: "alice", Remote: "[2001:db8::1]:4022", Trusted: true, Start: start, BytesUp: 3 << 30, ThisNode: true},
+			{Node: "login2", ID: 9, User: "bob", Remote: "198.51.100.9:2200", Start: start},
 		},
 		locked: map[string]time.Time{"bob": lockedUntil},
 	}
@@ -959,9 +959,11 @@ func TestAdminWithDaemon(t *testing.T) {
 		{
 			name: "sessions",
 			args: []string{"admin", "sessions"},
-			want: []string{"ID  USER   FROM                TRUSTED  STARTED              UP       DOWN\n",
-				"7   alice  203.0.113.5:51000   no       " + start.Local().Format(tableStamp) + "  1.5 KiB  10 B\n",
-				"8   alice  [2001:db8::1]:4022  yes", "3.0 GiB", "9   bob"},
+			want: []string{"NODE    ID  USER   FROM                TRUSTED  STARTED              UP       DOWN\n",
+				"login1  7   alice  203.0.113.5:51000   no       " + start.Local().Format(tableStamp) + "  1.5 KiB  10 B\n",
+				"login1  8   alice  [2001:db8::1]:4022  yes", "3.0 GiB",
+				// Another node's session: no byte counts.
+				"login2  9   bob    198.51.100.9:2200   no       " + start.Local().Format(tableStamp) + "  -        -\n"},
 		},
 		{
 			name: "sessions json",
@@ -976,7 +978,7 @@ func TestAdminWithDaemon(t *testing.T) {
 		{
 			name: "kill",
 			args: []string{"admin", "kill", "9"},
-			want: []string{"Session 9 ended.\n"},
+			want: []string{"Session login2/9 (bob) ended.\n"},
 			check: func(t *testing.T, _ string) {
 				if killed, _, _ := f.state(); !slices.Equal(killed, []uint64{9}) {
 					t.Errorf("killed = %v", killed)
@@ -987,6 +989,9 @@ func TestAdminWithDaemon(t *testing.T) {
 			},
 		},
 		{name: "kill unknown", args: []string{"admin", "kill", "9"}, wantErr: "no live session has id 9", wantIs: admin.ErrNoSuchSession},
+		{name: "kill on the wrong node", args: []string{"admin", "kill", "login2/8"}, wantErr: "no live session has id 8", wantIs: admin.ErrNoSuchSession},
+		{name: "kill without a node", args: []string{"admin", "kill", "/8"}, wantErr: `session "/8": want ID or NODE/ID`},
+		{name: "kill not a number", args: []string{"admin", "kill", "login1/x"}, wantErr: `session "login1/x": want ID or NODE/ID`},
 		{
 			name: "unlock",
 			args: []string{"admin", "unlock", "bob"},

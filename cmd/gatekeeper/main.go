@@ -142,6 +142,13 @@ func serve(ctx context.Context, cfg *config.Config, log *slog.Logger, reload fun
 			opts.SweepHere = p.Leader // the node that prunes the audit log also sweeps
 		}
 	}
+	if sessions := sessionRegistry(raw, log); sessions != nil {
+		// Several nodes: admin sessions, kill and reset reach every node's sessions. Closed
+		// (deferred) after the front door's Shutdown has ended this node's sessions and
+		// before the store: its lease goes, and with it whatever this node left listed.
+		defer sessions.Close()
+		opts.Sessions = sessions
+	}
 	gk, err := gatekeeper.New(cfg, opts)
 	if err != nil {
 		return err
@@ -222,6 +229,9 @@ func serve(ctx context.Context, cfg *config.Config, log *slog.Logger, reload fun
 			return n
 		},
 	}
+	// A reset (or a phone replaced) on another node ends the user's portal and SSH-linking
+	// sessions here too, as it does there.
+	gk.EndUserAlso(prt.EndUser, sshLink.EndUser)
 	adm := &admin.Server{
 		Enroll: linker,
 		Store:  st,
@@ -237,8 +247,8 @@ func serve(ctx context.Context, cfg *config.Config, log *slog.Logger, reload fun
 		OnUnlock:        func(u string) []admin.LockInfo { return lockInfos(gk.Unlock(u)) },
 		OnUnlockAddress: func(a netip.Addr) []admin.LockInfo { return lockInfos(gk.UnlockAddress(a)) },
 		Locks:           func(u string) []admin.LockInfo { return lockInfos(gk.Locks(u)) },
-		Sessions:        func() any { return gk.Sessions() },
-		Kill:            gk.Kill,
+		Sessions:        func(ctx context.Context) (any, error) { return gk.ClusterSessions(ctx) },
+		Kill:            killSession(gk),
 	}
 	mux := http.NewServeMux()
 	mux.Handle("GET /metrics", reg.Handler())
@@ -325,6 +335,29 @@ wait:
 	}
 	return runErr
 }
+
+// killSession is the admin socket's Kill on the front door, its errors matched to the admin
+// API's.
+func killSession(gk *gatekeeper.Server) func(ctx context.Context, node string, id uint64) (admin.KillResult, error) {
+	return func(ctx context.Context, node string, id uint64) (admin.KillResult, error) {
+		s, ended, err := gk.KillSession(ctx, node, id)
+		switch {
+		case errors.Is(err, gatekeeper.ErrNoSession):
+			return admin.KillResult{}, apiError{err, admin.ErrNoSuchSession}
+		case errors.Is(err, gatekeeper.ErrAmbiguousSession):
+			return admin.KillResult{}, apiError{err, admin.ErrAmbiguousSession}
+		case err != nil:
+			return admin.KillResult{}, err
+		}
+		return admin.KillResult{Node: s.Node, ID: s.ID, User: s.User, Remote: s.Remote, Ended: ended}, nil
+	}
+}
+
+// apiError is err, with its message, matching the admin API's sentinel too.
+type apiError struct{ err, sentinel error }
+
+func (e apiError) Error() string   { return e.err.Error() }
+func (e apiError) Unwrap() []error { return []error{e.err, e.sentinel} }
 
 // endUserEverywhere returns a function that ends user's live sessions with each of enders and
 // returns how many were ended in all.

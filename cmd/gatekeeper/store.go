@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -12,6 +13,35 @@ import (
 	"gatekeeper/gatekeeper/store/bolt"
 	"gatekeeper/gatekeeper/store/etcd"
 )
+
+// sessionRegistry starts the cluster's session registry when st is shared by several nodes
+// (etcd); nil for a node alone.
+func sessionRegistry(st store.Store, log *slog.Logger) *etcd.Sessions {
+	if e, ok := st.(*etcd.Store); ok {
+		return etcd.NewSessions(e, log)
+	}
+	return nil
+}
+
+// endSessionsElsewhere asks every node of a cluster (an etcd store) to end user's live
+// sessions, for an admin command run where no daemon runs, and returns how many the registry
+// lists; shared is false (and nothing is done) for a store of one node.
+func endSessionsElsewhere(ctx context.Context, st store.Store, user string) (n int, shared bool, err error) {
+	e, ok := st.(*etcd.Store)
+	if !ok {
+		return 0, false, nil
+	}
+	all, err := e.LiveSessions(ctx)
+	if err != nil {
+		return 0, true, err
+	}
+	for _, l := range all {
+		if l.User == user {
+			n++
+		}
+	}
+	return n, true, e.RequestKillUser(ctx, user)
+}
 
 // openStore opens the store cfg names: the bbolt file in db, or the etcd
 // cluster of store.etcd. log gets what opening did (a schema migration).

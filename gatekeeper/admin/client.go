@@ -199,17 +199,27 @@ func (c *Client) Audit(ctx context.Context, q store.EventQuery) ([]store.Event, 
 	return events, err
 }
 
-// Sessions returns the daemon's live sessions as the JSON its Sessions hook produces, for the
-// caller to decode into its own type (or print as it is).
-func (c *Client) Sessions(ctx context.Context) (json.RawMessage, error) {
-	var raw json.RawMessage
-	err := c.call(ctx, http.MethodGet, "/v1/sessions", nil, &raw)
-	return raw, err
+// Sessions returns the live sessions of every node as the JSON the daemon's Sessions hook
+// produces, for the caller to decode into its own type (or print as it is). incomplete, when not
+// empty, says which part of the cluster the daemon could not read.
+func (c *Client) Sessions(ctx context.Context) (raw json.RawMessage, incomplete string, err error) {
+	var h http.Header
+	err = c.callHeader(ctx, http.MethodGet, "/v1/sessions", nil, &raw, &h)
+	return raw, h.Get(incompleteHeader), err
 }
 
-// Kill ends the live session id; an unknown id gets ErrNoSuchSession.
-func (c *Client) Kill(ctx context.Context, id uint64) error {
-	return c.call(ctx, http.MethodPost, "/v1/sessions/"+strconv.FormatUint(id, 10)+"/kill", nil, nil)
+// Kill ends the live session id of node, wherever it runs; node "" names the only session with
+// that id the daemon can see. An unknown session gets ErrNoSuchSession, an id several nodes have
+// a session under ErrAmbiguousSession. The result says whether the session is known to have
+// ended.
+func (c *Client) Kill(ctx context.Context, node string, id uint64) (KillResult, error) {
+	p := "/v1/sessions/" + strconv.FormatUint(id, 10) + "/kill"
+	if node != "" {
+		p = "/v1/sessions/" + url.PathEscape(node) + "/" + strconv.FormatUint(id, 10) + "/kill"
+	}
+	var res KillResult
+	err := c.call(ctx, http.MethodPost, p, nil, &res)
+	return res, err
 }
 
 // User returns the state of user as the daemon sees it (never the secret).
@@ -290,6 +300,11 @@ func (c *Client) Ping(ctx context.Context) error {
 
 // call sends one request and decodes a 2xx answer into out (when out is not nil).
 func (c *Client) call(ctx context.Context, method, path string, in, out any) error {
+	return c.callHeader(ctx, method, path, in, out, nil)
+}
+
+// callHeader is call that also keeps the answer's header in header (when not nil).
+func (c *Client) callHeader(ctx context.Context, method, path string, in, out any, header *http.Header) error {
 	if c.Timeout > 0 {
 		var cancel context.CancelFunc
 		ctx, cancel = context.WithTimeout(ctx, c.Timeout)
@@ -316,6 +331,9 @@ func (c *Client) call(ctx context.Context, method, path string, in, out any) err
 		return c.connError(ctx, err)
 	}
 	defer resp.Body.Close()
+	if header != nil {
+		*header = resp.Header
+	}
 	b, err := io.ReadAll(io.LimitReader(resp.Body, maxResponseBytes))
 	if err != nil {
 		return c.connError(ctx, err)
@@ -396,6 +414,8 @@ func remoteError(status int, b []byte) error {
 		sentinel = ErrNoSuchUser
 	case codeNoSession:
 		sentinel = ErrNoSuchSession
+	case codeAmbiguous:
+		sentinel = ErrAmbiguousSession
 	case codeNotImpl:
 		sentinel = ErrNotImplemented
 	case codeDamaged:

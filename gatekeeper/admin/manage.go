@@ -36,9 +36,16 @@ type ticketResponse struct {
 	ExpiresAt time.Time `json:"expires_at"`
 }
 
-type killResponse struct {
-	ID    uint64 `json:"id"`
-	Ended bool   `json:"ended"`
+// KillResult is the answer to a kill: the session (its node, id, user and client address) and
+// whether it is known to have ended; a session of another node that has not confirmed within a
+// few seconds is not (that node was asked; if it is down, its sessions vanish from the
+// registry when its lease ends).
+type KillResult struct {
+	Node   string `json:"node"`
+	ID     uint64 `json:"id"`
+	User   string `json:"user"`
+	Remote string `json:"remote,omitempty"`
+	Ended  bool   `json:"ended"`
 }
 
 // actorOf names the caller for the audit log: "uid N" from SO_PEERCRED.
@@ -225,10 +232,15 @@ func (s *Server) handleSessions(w http.ResponseWriter, r *http.Request) {
 		s.notImplemented(w, r, "session tracking")
 		return
 	}
-	b, err := json.Marshal(s.Sessions())
+	sessions, incomplete := s.Sessions(r.Context())
+	b, err := json.Marshal(sessions)
 	if err != nil {
 		s.writeErr(w, r, fmt.Errorf("encode sessions: %w", err))
 		return
+	}
+	if incomplete != nil {
+		s.log().WarnContext(r.Context(), "session list incomplete", "err", incomplete)
+		w.Header().Set(incompleteHeader, headerText(incomplete.Error()))
 	}
 	w.Header().Set("Content-Type", "application/json")
 	w.Header().Set("X-Content-Type-Options", "nosniff")
@@ -236,8 +248,28 @@ func (s *Server) handleSessions(w http.ResponseWriter, r *http.Request) {
 	w.Write(append(b, '\n'))
 }
 
+// incompleteHeader carries, in an answer to GET /v1/sessions, what part of the cluster could not
+// be read.
+const incompleteHeader = "Gatekeeper-Incomplete"
+
+// headerText is s fit for a header value: printable ASCII, at most 1 KiB.
+func headerText(s string) string {
+	b := []byte(s)
+	for i, c := range b {
+		if c < ' ' || c > '~' {
+			b[i] = '?'
+		}
+	}
+	if len(b) > 1024 {
+		b = b[:1024]
+	}
+	return string(b)
+}
+
+// handleKill ends a live session: POST /v1/sessions/ID/kill names it by its id alone (the only
+// session with that id the daemon can see), POST /v1/sessions/NODE/ID/kill with its node.
 func (s *Server) handleKill(w http.ResponseWriter, r *http.Request) {
-	raw := r.PathValue("id")
+	node, raw := r.PathValue("node"), r.PathValue("id")
 	id, err := strconv.ParseUint(raw, 10, 64)
 	if err != nil {
 		writeError(w, http.StatusBadRequest, codeBadRequest, fmt.Sprintf("session id %q: want a number", raw))
@@ -247,13 +279,20 @@ func (s *Server) handleKill(w http.ResponseWriter, r *http.Request) {
 		s.notImplemented(w, r, "session tracking")
 		return
 	}
-	user, remote, ok := s.Kill(id)
-	if !ok {
-		s.writeErr(w, r, fmt.Errorf("%w: no live session has id %d", ErrNoSuchSession, id))
+	res, err := s.Kill(r.Context(), node, id)
+	if err != nil {
+		s.writeErr(w, r, err)
 		return
 	}
-	s.audit(r, store.Event{Kind: store.EventSessionKilled, User: user, Remote: remote, Actor: actorOf(r),
-		Detail: fmt.Sprintf("session %d", id)})
-	s.log().InfoContext(r.Context(), "session killed", "session", id, "user", user, "actor", actorOf(r))
-	writeJSON(w, http.StatusOK, killResponse{ID: id, Ended: true})
+	detail := fmt.Sprintf("session %d", res.ID)
+	if res.Node != "" {
+		detail = fmt.Sprintf("session %s/%d", res.Node, res.ID)
+	}
+	if !res.Ended {
+		detail += fmt.Sprintf(" (%s was asked to end it and has not confirmed)", res.Node)
+	}
+	s.audit(r, store.Event{Kind: store.EventSessionKilled, User: res.User, Remote: res.Remote, Actor: actorOf(r), Detail: detail})
+	s.log().InfoContext(r.Context(), "session killed", "node", res.Node, "session", res.ID, "user", res.User,
+		"ended", res.Ended, "actor", actorOf(r))
+	writeJSON(w, http.StatusOK, res)
 }

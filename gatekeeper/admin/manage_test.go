@@ -9,6 +9,7 @@ import (
 	"net/http"
 	"net/netip"
 	"os"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -433,17 +434,18 @@ func TestSessionsAPI(t *testing.T) {
 	d := startDaemon(t)
 	c := NewClient(d.path)
 	ctx := context.Background()
-	if _, err := c.Sessions(ctx); !errors.Is(err, ErrNotImplemented) {
+	if _, _, err := c.Sessions(ctx); !errors.Is(err, ErrNotImplemented) {
 		t.Errorf("Sessions without a hook = %v", err)
 	}
-	if err := c.Kill(ctx, 1); !errors.Is(err, ErrNotImplemented) {
+	if _, err := c.Kill(ctx, "", 1); !errors.Is(err, ErrNotImplemented) {
 		t.Errorf("Kill without a hook = %v", err)
 	}
 
 	var mu sync.Mutex
 	live := map[uint64]fakeSession{3: {3, "alice"}, 4: {4, "bob"}}
+	var killed []string // node/id as the hook got them
 	d2 := startDaemonWith(t, nil, func(s *Server) {
-		s.Sessions = func() any {
+		s.Sessions = func(context.Context) (any, error) {
 			mu.Lock()
 			defer mu.Unlock()
 			out := []fakeSession{}
@@ -452,32 +454,36 @@ func TestSessionsAPI(t *testing.T) {
 					out = append(out, s)
 				}
 			}
-			return out
+			return out, nil
 		}
-		s.Kill = func(id uint64) (string, string, bool) {
+		s.Kill = func(_ context.Context, node string, id uint64) (KillResult, error) {
 			mu.Lock()
 			defer mu.Unlock()
+			killed = append(killed, fmt.Sprintf("%s/%d", node, id))
 			x, ok := live[id]
+			if !ok {
+				return KillResult{}, fmt.Errorf("%w: no live session has id %d", ErrNoSuchSession, id)
+			}
 			delete(live, id)
-			return x.User, "192.0.2.1:2222", ok
+			return KillResult{Node: node, ID: id, User: x.User, Remote: "192.0.2.1:2222", Ended: true}, nil
 		}
 	})
 	c2 := NewClient(d2.path)
-	raw, err := c2.Sessions(ctx)
-	if err != nil {
-		t.Fatal(err)
+	raw, incomplete, err := c2.Sessions(ctx)
+	if err != nil || incomplete != "" {
+		t.Fatal(err, incomplete)
 	}
 	var got []fakeSession
 	if err := json.Unmarshal(raw, &got); err != nil || len(got) != 2 || got[1].User != "bob" {
 		t.Errorf("Sessions = %s, %v", raw, err)
 	}
-	if err := c2.Kill(ctx, 3); err != nil {
-		t.Errorf("Kill(3) = %v", err)
+	if res, err := c2.Kill(ctx, "", 3); err != nil || !res.Ended || res.ID != 3 || res.User != "alice" {
+		t.Errorf("Kill(3) = %+v, %v", res, err)
 	}
-	if err := c2.Kill(ctx, 3); !errors.Is(err, ErrNoSuchSession) || !strings.Contains(err.Error(), "3") {
+	if _, err := c2.Kill(ctx, "", 3); !errors.Is(err, ErrNoSuchSession) || !strings.Contains(err.Error(), "3") {
 		t.Errorf("Kill(3) again = %v, want ErrNoSuchSession", err)
 	}
-	raw, _ = c2.Sessions(ctx)
+	raw, _, _ = c2.Sessions(ctx)
 	if err := json.Unmarshal(raw, &got); err != nil || len(got) != 1 || got[0].ID != 4 {
 		t.Errorf("Sessions after kill = %s", raw)
 	}
@@ -485,10 +491,62 @@ func TestSessionsAPI(t *testing.T) {
 	if err != nil || len(ev) != 1 || ev[0].Kind != store.EventSessionKilled || ev[0].Actor != me || ev[0].Detail != "session 3" || ev[0].User != "alice" {
 		t.Errorf("audit = %+v, %v; want one session_killed of session 3 by %s", ev, err, me)
 	}
+	// NODE/ID reaches the hook with the node, and the audit names it.
+	if res, err := c2.Kill(ctx, "node-b", 4); err != nil || res.Node != "node-b" || !res.Ended {
+		t.Errorf("Kill(node-b/4) = %+v, %v", res, err)
+	}
+	if want := []string{"/3", "/3", "node-b/4"}; !slices.Equal(killed, want) {
+		t.Errorf("the hook got %q, want %q", killed, want)
+	}
+	ev, _ = d2.st.Events(store.EventQuery{})
+	if len(ev) != 2 || ev[1].Detail != "session node-b/4" || ev[1].User != "bob" {
+		t.Errorf("audit = %+v, want session node-b/4 of bob", ev)
+	}
 	for _, bad := range []string{"abc", "-1", "18446744073709551616"} {
 		if status, _, _ := rawDo(t, d2.path, "POST", "/v1/sessions/"+bad+"/kill"); status != http.StatusBadRequest {
 			t.Errorf("kill %s: status %d, want 400", bad, status)
 		}
+	}
+}
+
+// TestSessionsAPICluster: what a daemon in a cluster answers besides the plain cases: a list
+// that misses other nodes says so in a header, an id several nodes have is a conflict, a
+// cluster out of reach is 503, and a kill another node has not confirmed comes back (and is
+// audited) as asked, not ended.
+func TestSessionsAPICluster(t *testing.T) {
+	d := startDaemonWith(t, nil, func(s *Server) {
+		s.Sessions = func(context.Context) (any, error) {
+			return []fakeSession{{1, "alice"}}, fmt.Errorf("the sessions of the other nodes could not be read: etcd: %w\n(timeout)", store.ErrUnavailable)
+		}
+		s.Kill = func(_ context.Context, node string, id uint64) (KillResult, error) {
+			switch {
+			case node == "" && id == 1:
+				return KillResult{}, fmt.Errorf("%w: several nodes have a session 1 (a/1, b/1): name one as NODE/ID", ErrAmbiguousSession)
+			case node == "c":
+				return KillResult{}, fmt.Errorf("the sessions of the other nodes could not be read: %w", store.ErrUnavailable)
+			}
+			return KillResult{Node: node, ID: id, User: "bob", Ended: false}, nil
+		}
+	})
+	c := NewClient(d.path)
+	ctx := context.Background()
+	raw, incomplete, err := c.Sessions(ctx)
+	if err != nil || !strings.Contains(string(raw), "alice") || !strings.HasPrefix(incomplete, "the sessions of the other nodes could not be read") ||
+		strings.ContainsAny(incomplete, "\n\r") {
+		t.Errorf("Sessions = %s, %q, %v", raw, incomplete, err)
+	}
+	if _, err := c.Kill(ctx, "", 1); !errors.Is(err, ErrAmbiguousSession) || !strings.Contains(err.Error(), "a/1, b/1") {
+		t.Errorf("Kill(1) = %v, want ErrAmbiguousSession naming a/1 and b/1", err)
+	}
+	if _, err := c.Kill(ctx, "c", 1); !errors.Is(err, store.ErrUnavailable) {
+		t.Errorf("Kill(c/1) = %v, want ErrUnavailable", err)
+	}
+	if res, err := c.Kill(ctx, "b", 7); err != nil || res.Ended || res.Node != "b" {
+		t.Errorf("Kill(b/7) = %+v, %v; want asked, not ended", res, err)
+	}
+	ev, _ := d.st.Events(store.EventQuery{})
+	if len(ev) != 1 || !strings.HasPrefix(ev[0].Detail, "session b/7 (b was asked to end it") {
+		t.Errorf("audit = %+v", ev)
 	}
 }
 

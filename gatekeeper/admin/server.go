@@ -33,6 +33,7 @@ const (
 	codeNotFound      = "not_found"
 	codeUnknownUser   = "unknown_user"
 	codeNoSession     = "no_session"
+	codeAmbiguous     = "ambiguous_session"
 	codeNotImpl       = "not_implemented"
 	codeDamaged       = "damaged"
 	codeInternal      = "internal"
@@ -49,6 +50,9 @@ var (
 	ErrNoSuchUser = errors.New("no such user")
 	// ErrNoSuchSession means no live session has the given id.
 	ErrNoSuchSession = errors.New("no such session")
+	// ErrAmbiguousSession means several nodes have a live session with the given id: name
+	// the node.
+	ErrAmbiguousSession = errors.New("ambiguous session id")
 	// ErrNotImplemented means the daemon was started without the hook the request needs.
 	ErrNotImplemented = errors.New("not supported by this daemon")
 )
@@ -101,11 +105,16 @@ type Server struct {
 	OnUnlockAddress func(addr netip.Addr) []LockInfo
 	// Locks returns user's rate-limit locks and failure counts, for admin show and list.
 	Locks func(user string) []LockInfo
-	// Sessions returns the live sessions in a JSON-encodable form.
-	Sessions func() any
-	// Kill ends the live session id; it reports whose session it was (user
-	// and client address, for the audit log) and whether there was one.
-	Kill func(id uint64) (user, remote string, ok bool)
+	// Sessions returns the live sessions of every node in a JSON-encodable form; incomplete,
+	// when not nil, says which part of the cluster could not be read (the answer holds the
+	// rest, and its header Gatekeeper-Incomplete says so).
+	Sessions func(ctx context.Context) (sessions any, incomplete error)
+	// Kill ends the live session id of node, wherever it runs; node "" names the only session
+	// with that id the daemon can see. It returns the session, for the audit log, and whether
+	// it is known to have ended (a session of another node: whether that node confirmed
+	// within a few seconds). An unknown session is an error matching ErrNoSuchSession, an id
+	// several nodes have one under matching ErrAmbiguousSession.
+	Kill func(ctx context.Context, node string, id uint64) (KillResult, error)
 
 	mu     sync.Mutex
 	srv    *http.Server
@@ -296,6 +305,7 @@ func (s *Server) handler(authz *authorizer) http.Handler {
 	mux.HandleFunc("POST /v1/restore", s.handleRestore)
 	mux.HandleFunc("GET /v1/sessions", s.handleSessions)
 	mux.HandleFunc("POST /v1/sessions/{id}/kill", s.handleKill)
+	mux.HandleFunc("POST /v1/sessions/{node}/{id}/kill", s.handleKill)
 	mux.HandleFunc("GET /v1/health", func(w http.ResponseWriter, r *http.Request) {
 		writeJSON(w, http.StatusOK, map[string]string{"status": "ok"})
 	})
@@ -508,6 +518,8 @@ func (s *Server) writeErr(w http.ResponseWriter, r *http.Request, err error) {
 		status, code = http.StatusNotFound, codeUnknownUser
 	case errors.Is(err, ErrNoSuchSession):
 		status, code = http.StatusNotFound, codeNoSession
+	case errors.Is(err, ErrAmbiguousSession):
+		status, code = http.StatusConflict, codeAmbiguous
 	case errors.Is(err, store.ErrExists):
 		status, code = http.StatusConflict, codeExists
 	case errors.Is(err, ErrBadBackup):

@@ -1,0 +1,351 @@
+package etcd
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"log/slog"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	clientv3 "go.etcd.io/etcd/client/v3"
+
+	"gatekeeper/gatekeeper/store"
+)
+
+// Leases and retries of the session registry.
+const (
+	// sessionTTL is the TTL in seconds of a node's lease on its sessions: a
+	// node that dies leaves the registry this long after its last keep-alive.
+	sessionTTL = 10
+	// requestTTL is how many seconds a kill request lives: long enough for
+	// a node whose watch is reconnecting to see it, short enough to vanish.
+	requestTTL = 10
+	// retryEvery is how often the registry tries again while the cluster
+	// does not answer.
+	retryEvery = time.Second
+)
+
+// LiveSessions lists the live sessions every node registered (P sessions/).
+func (s *Store) LiveSessions(ctx context.Context) ([]store.LiveSession, error) {
+	ctx, cancel := context.WithTimeout(ctx, s.timeout)
+	defer cancel()
+	resp, err := s.cli.Get(ctx, s.key("sessions/"), clientv3.WithPrefix())
+	if err != nil {
+		return nil, s.fail("list sessions", err)
+	}
+	out := make([]store.LiveSession, 0, len(resp.Kvs))
+	for _, kv := range resp.Kvs {
+		var l store.LiveSession
+		if json.Unmarshal(kv.Value, &l) == nil {
+			out = append(out, l)
+		}
+	}
+	return out, nil
+}
+
+// RequestKill asks node to end its session id (P kill/NODE/ID).
+func (s *Store) RequestKill(ctx context.Context, node string, id uint64) error {
+	return s.request(ctx, fmt.Sprintf("kill/%s/%d", node, id), store.KillRequest{ID: id, By: s.node})
+}
+
+// RequestKillUser asks every other node to end user's sessions
+// (P killuser/USER).
+func (s *Store) RequestKillUser(ctx context.Context, user string) error {
+	if err := store.CheckName(user); err != nil {
+		return err
+	}
+	return s.request(ctx, "killuser/"+user, store.KillRequest{User: user, By: s.node})
+}
+
+// request writes r under name on a lease of its own, so that it vanishes on
+// its own after requestTTL.
+func (s *Store) request(ctx context.Context, name string, r store.KillRequest) error {
+	v, err := json.Marshal(r)
+	if err != nil {
+		return err
+	}
+	ctx, cancel := context.WithTimeout(ctx, s.timeout)
+	defer cancel()
+	lease, err := s.cli.Grant(ctx, requestTTL)
+	if err != nil {
+		return s.fail("write "+name, err)
+	}
+	if _, err := s.cli.Put(ctx, s.key(name), string(v), clientv3.WithLease(lease.ID)); err != nil {
+		return s.fail("write "+name, err)
+	}
+	return nil
+}
+
+// Sessions is one node's part of the cluster's registry of live sessions
+// (gatekeeper.SessionRegistry): it keeps this node's sessions under
+// P sessions/NODE/ID, each on the node's lease (TTL 10 s, kept alive), so
+// that they vanish when the node dies; and it watches P kill/NODE/ and
+// P killuser/ for requests of other nodes, delivered on Kills.
+//
+// Register and Unregister never wait for the cluster: one goroutine writes
+// what changed, and when the lease is lost (the cluster was out of reach for
+// longer than its TTL) it takes a new one, clears what this node left under
+// its name and writes every live session again. Close revokes the lease.
+type Sessions struct {
+	st    *Store
+	log   *slog.Logger
+	kills chan store.KillRequest
+	// wake tells the keeper that live changed.
+	wake chan struct{}
+
+	mu   sync.Mutex
+	live map[uint64]string // this node's sessions, encoded
+
+	ctx       context.Context
+	cancel    context.CancelFunc
+	wg        sync.WaitGroup
+	closeOnce sync.Once
+}
+
+// NewSessions starts this node's part of the session registry on st; Close
+// stops it. log (nil: none) gets the registry's troubles.
+func NewSessions(st *Store, log *slog.Logger) *Sessions {
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	r := &Sessions{
+		st: st, log: log,
+		kills: make(chan store.KillRequest, 64),
+		wake:  make(chan struct{}, 1),
+		live:  map[uint64]string{},
+		ctx:   ctx, cancel: cancel,
+	}
+	r.wg.Go(r.keep)
+	r.wg.Go(func() { r.watch("kill/"+st.node+"/", false) })
+	r.wg.Go(func() { r.watch("killuser/", true) })
+	return r
+}
+
+// Register records this node's session l (written in the background).
+func (r *Sessions) Register(l store.LiveSession) {
+	l.Node = r.st.node
+	v, err := json.Marshal(l)
+	if err != nil {
+		return
+	}
+	r.mu.Lock()
+	r.live[l.ID] = string(v)
+	r.mu.Unlock()
+	r.poke()
+}
+
+// Unregister forgets this node's session id (deleted in the background).
+func (r *Sessions) Unregister(id uint64) {
+	r.mu.Lock()
+	delete(r.live, id)
+	r.mu.Unlock()
+	r.poke()
+}
+
+func (r *Sessions) poke() {
+	select {
+	case r.wake <- struct{}{}:
+	default:
+	}
+}
+
+// List returns the live sessions of every node.
+func (r *Sessions) List(ctx context.Context) ([]store.LiveSession, error) {
+	return r.st.LiveSessions(ctx)
+}
+
+// RequestKill asks node to end its session id.
+func (r *Sessions) RequestKill(ctx context.Context, node string, id uint64) error {
+	return r.st.RequestKill(ctx, node, id)
+}
+
+// RequestKillUser asks every other node to end user's sessions.
+func (r *Sessions) RequestKillUser(ctx context.Context, user string) error {
+	return r.st.RequestKillUser(ctx, user)
+}
+
+// Kills delivers the kill requests of other nodes addressed to this one.
+// It is closed by Close.
+func (r *Sessions) Kills() <-chan store.KillRequest { return r.kills }
+
+// Close stops the registry and revokes this node's lease, which removes its
+// sessions from the registry at once. Call it after the sessions ended (the
+// front door's Shutdown) and before closing the store.
+func (r *Sessions) Close() error {
+	r.closeOnce.Do(func() {
+		r.cancel()
+		r.wg.Wait()
+		close(r.kills)
+	})
+	return nil
+}
+
+// keep holds this node's lease and writes its sessions under it, until Close.
+func (r *Sessions) keep() {
+	var lease clientv3.LeaseID
+	defer func() {
+		if lease != 0 {
+			ctx, cancel := context.WithTimeout(context.Background(), r.st.timeout)
+			defer cancel()
+			_, _ = r.st.cli.Revoke(ctx, lease)
+		}
+	}()
+	lost := false
+	for r.ctx.Err() == nil {
+		id, alive, err := r.grant()
+		if err != nil {
+			sleep(r.ctx, retryEvery)
+			continue
+		}
+		lease = id
+		if lost {
+			r.log.Info("session registry: new lease, registering this node's sessions again")
+		}
+		written := map[uint64]bool{}
+		clean := false
+		for {
+			var retry <-chan time.Time
+			if !r.sync(lease, written, &clean) {
+				retry = time.After(retryEvery)
+			}
+			select {
+			case <-r.ctx.Done():
+				return
+			case _, ok := <-alive:
+				if ok {
+					continue // drained; nothing to do
+				}
+			case <-r.wake:
+				continue
+			case <-retry:
+				continue
+			}
+			break // the lease is gone
+		}
+		if r.ctx.Err() != nil {
+			return // closing: the keep-alive ended with the context
+		}
+		r.log.Warn("session registry: lease lost (the etcd cluster was out of reach); taking a new one")
+		lease, lost = 0, true
+	}
+}
+
+// grant takes a new lease and keeps it alive until Close.
+func (r *Sessions) grant() (clientv3.LeaseID, <-chan *clientv3.LeaseKeepAliveResponse, error) {
+	ctx, cancel := r.st.op()
+	defer cancel()
+	g, err := r.st.cli.Grant(ctx, sessionTTL)
+	if err != nil {
+		return 0, nil, err
+	}
+	alive, err := r.st.cli.KeepAlive(r.ctx, g.ID)
+	if err != nil {
+		return 0, nil, err
+	}
+	return g.ID, alive, nil
+}
+
+// sync writes to the cluster what changed in live since written (the
+// sessions written under lease), first clearing what this node left under
+// its name under an earlier lease (clean false). It reports whether it all
+// went through.
+func (r *Sessions) sync(lease clientv3.LeaseID, written map[uint64]bool, clean *bool) bool {
+	dir := r.st.key("sessions/" + r.st.node + "/")
+	do := func(op clientv3.Op) bool {
+		ctx, cancel := r.st.op()
+		defer cancel()
+		_, err := r.st.cli.Do(ctx, op)
+		return err == nil
+	}
+	if !*clean {
+		if !do(clientv3.OpDelete(dir, clientv3.WithPrefix())) {
+			return false
+		}
+		*clean = true
+	}
+	put := map[uint64]string{}
+	var del []uint64
+	r.mu.Lock()
+	for id, v := range r.live {
+		if !written[id] {
+			put[id] = v
+		}
+	}
+	for id := range written {
+		if _, ok := r.live[id]; !ok {
+			del = append(del, id)
+		}
+	}
+	r.mu.Unlock()
+	for id, v := range put {
+		if !do(clientv3.OpPut(dir+strconv.FormatUint(id, 10), v, clientv3.WithLease(lease))) {
+			return false
+		}
+		written[id] = true
+	}
+	for _, id := range del {
+		if !do(clientv3.OpDelete(dir + strconv.FormatUint(id, 10))) {
+			return false
+		}
+		delete(written, id)
+	}
+	return true
+}
+
+// watch delivers the requests put under name (under the prefix) on Kills
+// until Close, skipping this node's own when own is set. After a broken
+// watch it resumes after the last revision it saw, so that no request is
+// missed while the cluster was out of reach.
+func (r *Sessions) watch(name string, skipOwn bool) {
+	key := r.st.key(name)
+	var rev int64
+	for r.ctx.Err() == nil {
+		if rev == 0 {
+			ctx, cancel := r.st.op()
+			resp, err := r.st.cli.Get(ctx, key, clientv3.WithPrefix(), clientv3.WithCountOnly())
+			cancel()
+			if err != nil {
+				sleep(r.ctx, retryEvery)
+				continue
+			}
+			rev = resp.Header.Revision
+		}
+		ctx, cancel := context.WithCancel(clientv3.WithRequireLeader(r.ctx))
+		wc := r.st.cli.Watch(ctx, key, clientv3.WithPrefix(), clientv3.WithFilterDelete(), clientv3.WithRev(rev+1))
+		for resp := range wc {
+			if resp.CompactRevision > rev {
+				rev = resp.CompactRevision - 1
+			}
+			if resp.Err() != nil {
+				break
+			}
+			for _, ev := range resp.Events {
+				rev = max(rev, ev.Kv.ModRevision)
+				var req store.KillRequest
+				if json.Unmarshal(ev.Kv.Value, &req) != nil || skipOwn && req.By == r.st.node {
+					continue
+				}
+				if !skipOwn {
+					// kill/NODE/ID: the key names the session.
+					id, err := strconv.ParseUint(strings.TrimPrefix(string(ev.Kv.Key), key), 10, 64)
+					if err != nil {
+						continue
+					}
+					req.ID, req.User = id, ""
+				}
+				select {
+				case r.kills <- req:
+				case <-r.ctx.Done():
+					cancel()
+					return
+				}
+			}
+		}
+		cancel()
+		sleep(r.ctx, retryEvery)
+	}
+}

@@ -1,0 +1,256 @@
+package etcd
+
+import (
+	"context"
+	"slices"
+	"strconv"
+	"testing"
+	"time"
+
+	clientv3 "go.etcd.io/etcd/client/v3"
+
+	"gatekeeper/gatekeeper/store"
+	"gatekeeper/internal/etcdtest"
+)
+
+// registry starts node's session registry on st, closed when the test ends.
+func registry(t *testing.T, st *Store) *Sessions {
+	t.Helper()
+	r := NewSessions(st, nil)
+	t.Cleanup(func() { r.Close() })
+	return r
+}
+
+// listed returns the "node/id user" of every session r lists.
+func listed(t *testing.T, r *Sessions) []string {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	all, err := r.List(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var out []string
+	for _, l := range all {
+		out = append(out, l.Node+"/"+strconv.FormatUint(l.ID, 10)+" "+l.User)
+	}
+	slices.Sort(out)
+	return out
+}
+
+// waitListed waits up to within for r to list exactly want.
+func waitListed(t *testing.T, r *Sessions, within time.Duration, want ...string) {
+	t.Helper()
+	deadline := time.Now().Add(within)
+	for {
+		got := listed(t, r)
+		if slices.Equal(got, want) {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("after %v the registry lists %q, want %q", within, got, want)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+// nextKill returns the next request r delivers within within, or fails.
+func nextKill(t *testing.T, r *Sessions, within time.Duration) store.KillRequest {
+	t.Helper()
+	select {
+	case req := <-r.Kills():
+		return req
+	case <-time.After(within):
+		t.Fatalf("no kill request delivered within %v", within)
+	}
+	return store.KillRequest{}
+}
+
+// noKill checks that r delivers nothing for a while.
+func noKill(t *testing.T, r *Sessions) {
+	t.Helper()
+	select {
+	case req := <-r.Kills():
+		t.Errorf("unexpected kill request %+v", req)
+	case <-time.After(500 * time.Millisecond):
+	}
+}
+
+// TestSessionsAcrossNodes: node a's sessions are listed from node b; kill
+// requests of b reach a within 2 s (a user's reach every node but the
+// one that asked); an unregistered session leaves the list, and a closed
+// registry takes its node's sessions with it.
+func TestSessionsAcrossNodes(t *testing.T) {
+	c := etcdtest.Start(t, 1)
+	key := t.TempDir() + "/secret.key"
+	a := registry(t, open(t, c, "/s/", key, "a"))
+	b := registry(t, open(t, c, "/s/", key, "b"))
+	start := time.Now().Round(time.Second)
+	a.Register(store.LiveSession{ID: 1, User: "alice", Remote: "192.0.2.1:5000", Trusted: true, Start: start})
+	a.Register(store.LiveSession{ID: 2, User: "bob", Remote: "192.0.2.2:5000", Start: start})
+	b.Register(store.LiveSession{ID: 1, User: "carol"})
+	waitListed(t, b, 2*time.Second, "a/1 alice", "a/2 bob", "b/1 carol")
+	all, _ := b.List(context.Background())
+	i := slices.IndexFunc(all, func(l store.LiveSession) bool { return l.Node == "a" && l.ID == 1 })
+	if l := all[i]; l.Remote != "192.0.2.1:5000" || !l.Trusted || !l.Start.Equal(start) {
+		t.Errorf("a/1 as b sees it: %+v", l)
+	}
+
+	ctx := context.Background()
+	began := time.Now()
+	if err := b.RequestKill(ctx, "a", 2); err != nil {
+		t.Fatal(err)
+	}
+	if req := nextKill(t, a, 2*time.Second); req.ID != 2 || req.User != "" || req.By != "b" {
+		t.Errorf("a got %+v, want session 2 by b", req)
+	}
+	t.Logf("kill request delivered in %v", time.Since(began))
+	if err := b.RequestKillUser(ctx, "alice"); err != nil {
+		t.Fatal(err)
+	}
+	if req := nextKill(t, a, 2*time.Second); req.User != "alice" || req.By != "b" {
+		t.Errorf("a got %+v, want alice's sessions by b", req)
+	}
+	noKill(t, b) // its own request, and a kill addressed to a
+	// The requests vanish on their own.
+	cli := c.Client(t)
+	waitGone := func(k string) {
+		t.Helper()
+		deadline := time.Now().Add(requestTTL*time.Second + 5*time.Second)
+		for {
+			resp, err := cli.Get(ctx, k)
+			if err == nil && len(resp.Kvs) == 0 {
+				return
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("%s still there", k)
+			}
+			time.Sleep(200 * time.Millisecond)
+		}
+	}
+	waitGone("/s/kill/a/2")
+	waitGone("/s/killuser/alice")
+
+	a.Unregister(2)
+	waitListed(t, b, 2*time.Second, "a/1 alice", "b/1 carol")
+	a.Close()
+	waitListed(t, b, 2*time.Second, "b/1 carol")
+}
+
+// TestSessionsOfADeadNode: a node that dies without closing its registry
+// keeps its sessions listed until its lease ends (10 s), not longer; one
+// that starts again under the same name clears what it left at once.
+func TestSessionsOfADeadNode(t *testing.T) {
+	c := etcdtest.Start(t, 1)
+	key := t.TempDir() + "/secret.key"
+	stA := open(t, c, "/d/", key, "a")
+	a := registry(t, stA)
+	b := registry(t, open(t, c, "/d/", key, "b"))
+	a.Register(store.LiveSession{ID: 1, User: "alice"})
+	a.Register(store.LiveSession{ID: 2, User: "alice"})
+	waitListed(t, b, 2*time.Second, "a/1 alice", "a/2 alice")
+
+	// Node a dies: its connection goes, nothing is revoked.
+	stA.Close()
+	died := time.Now()
+	time.Sleep(2 * time.Second)
+	waitListed(t, b, 0, "a/1 alice", "a/2 alice")
+	waitListed(t, b, sessionTTL*time.Second+3*time.Second)
+	if d := time.Since(died); d < (sessionTTL-3)*time.Second {
+		t.Errorf("the dead node's sessions left after %v, before its lease could end", d)
+	}
+
+	// A node that crashed and starts again: what it left under its name goes
+	// with its first lease, and only what lives now is listed.
+	stC := open(t, c, "/d/", key, "c")
+	c1 := NewSessions(stC, nil)
+	c1.Register(store.LiveSession{ID: 1, User: "carol"})
+	c1.Register(store.LiveSession{ID: 2, User: "carol"})
+	waitListed(t, b, 2*time.Second, "c/1 carol", "c/2 carol")
+	c1.cancel() // stops without revoking, as a crash would
+	c1.wg.Wait()
+	again := registry(t, open(t, c, "/d/", key, "c"))
+	again.Register(store.LiveSession{ID: 1, User: "dave"})
+	waitListed(t, b, 2*time.Second, "c/1 dave")
+}
+
+// TestSessionsLeaseLost: when a node's lease is lost (revoked here, as an
+// outage longer than its TTL would end it), the node takes a new one and
+// writes its sessions again.
+func TestSessionsLeaseLost(t *testing.T) {
+	c := etcdtest.Start(t, 1)
+	key := t.TempDir() + "/secret.key"
+	a := registry(t, open(t, c, "/l/", key, "a"))
+	b := registry(t, open(t, c, "/l/", key, "b"))
+	a.Register(store.LiveSession{ID: 1, User: "alice"})
+	waitListed(t, b, 2*time.Second, "a/1 alice")
+
+	cli := c.Client(t)
+	ctx := context.Background()
+	resp, err := cli.Get(ctx, "/l/sessions/a/1")
+	if err != nil || len(resp.Kvs) != 1 {
+		t.Fatal(resp, err)
+	}
+	old := clientv3.LeaseID(resp.Kvs[0].Lease)
+	if _, err := cli.Revoke(ctx, old); err != nil {
+		t.Fatal(err)
+	}
+	waitListed(t, b, 2*time.Second)
+	// The keep-alive learns of it within a third of the TTL.
+	waitListed(t, b, sessionTTL*time.Second, "a/1 alice")
+	resp, err = cli.Get(ctx, "/l/sessions/a/1")
+	if err != nil || len(resp.Kvs) != 1 || clientv3.LeaseID(resp.Kvs[0].Lease) == old {
+		t.Errorf("after the lease was lost: %v, %v", resp, err)
+	}
+}
+
+// TestSessionsOutage: while the cluster is down, registering does not wait
+// and a kill cannot be asked for; when it is back, what changed meanwhile is
+// written, and requests reach the node again.
+func TestSessionsOutage(t *testing.T) {
+	c := etcdtest.Start(t, 1)
+	key := t.TempDir() + "/secret.key"
+	a := registry(t, open(t, c, "/o/", key, "a"))
+	b := registry(t, open(t, c, "/o/", key, "b"))
+	a.Register(store.LiveSession{ID: 1, User: "alice"})
+	waitListed(t, b, 2*time.Second, "a/1 alice")
+
+	c.Stop(0)
+	began := time.Now()
+	a.Register(store.LiveSession{ID: 2, User: "bob"})
+	a.Unregister(1)
+	if d := time.Since(began); d > 100*time.Millisecond {
+		t.Errorf("Register and Unregister took %v with the cluster down", d)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if _, err := b.List(ctx); err == nil {
+		t.Error("List with the cluster down: no error")
+	}
+	if err := b.RequestKill(ctx, "a", 2); err == nil {
+		t.Error("RequestKill with the cluster down: no error")
+	}
+	time.Sleep(3 * time.Second)
+	c.Restart(0)
+	c.WaitHealthy(t)
+	waitListed(t, b, sessionTTL*time.Second, "a/2 bob")
+
+	// The watches are back: a request of b reaches a.
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		if err := b.RequestKill(context.Background(), "a", 2); err != nil {
+			t.Fatal(err)
+		}
+		select {
+		case req := <-a.Kills():
+			if req.ID != 2 || req.By != "b" {
+				t.Errorf("a got %+v", req)
+			}
+			return
+		case <-time.After(2 * time.Second):
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("no kill request reached a after the outage")
+		}
+	}
+}
