@@ -26,10 +26,10 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"gatekeeper/admin"
 	"gatekeeper/config"
 	"gatekeeper/enroll"
 	"gatekeeper/gatekeeper"
-	"gatekeeper/gatekeeper/admin"
 	"gatekeeper/gatekeeper/gauth"
 	"gatekeeper/gatekeeper/store"
 	"gatekeeper/gatekeeper/store/bolt"

@@ -25,9 +25,9 @@ import (
 	"golang.org/x/crypto/ssh"
 	"golang.org/x/crypto/ssh/knownhosts"
 
+	"gatekeeper/admin"
 	"gatekeeper/enroll"
 	"gatekeeper/gatekeeper"
-	"gatekeeper/gatekeeper/admin"
 	"gatekeeper/gatekeeper/gauth"
 	"gatekeeper/gatekeeper/store"
 	"gatekeeper/gatekeeper/store/bolt"

@@ -14,8 +14,8 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"gatekeeper/admin"
 	"gatekeeper/enroll"
-	"gatekeeper/gatekeeper/admin"
 	"gatekeeper/gatekeeper/store"
 )
 

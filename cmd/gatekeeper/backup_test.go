@@ -12,7 +12,7 @@ import (
 	"testing"
 	"time"
 
-	"gatekeeper/gatekeeper/admin"
+	"gatekeeper/admin"
 	"gatekeeper/gatekeeper/store"
 	"gatekeeper/gatekeeper/totp"
 	"gatekeeper/internal/etcdtest"

@@ -27,12 +27,12 @@ import (
 	"github.com/spf13/pflag"
 	"golang.org/x/crypto/ssh"
 
+	"gatekeeper/admin"
 	"gatekeeper/config"
 	"gatekeeper/enroll"
 	"gatekeeper/enroll/portal"
 	"gatekeeper/enroll/sshlink"
 	"gatekeeper/gatekeeper"
-	"gatekeeper/gatekeeper/admin"
 	"gatekeeper/gatekeeper/metrics"
 	"gatekeeper/gatekeeper/store"
 )

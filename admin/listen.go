@@ -6,6 +6,10 @@
 // Both ends check who is at the other: the Server answers only root and members of
 // admin.groups (authz.go), and the Client talks only to a socket made and served by root, the
 // gatekeeper system user or the caller itself (socketowner.go).
+//
+// It sits beside package enroll rather than inside the daemon's gatekeeper/ folder because it
+// orchestrates linking, resets and imports through enroll and the store: the daemon (cmd) and the
+// console commands both call it, and the arrows point one way, cmd → admin → enroll → store.
 package admin
 
 import (
