@@ -17,7 +17,13 @@
 //     refusals alike in time, bounded audit growth, a full disk (hostile_e2e_test.go); PROXY
 //     headers through a balancer, also without a client address (proxy_e2e_test.go); the
 //     max_channels cap (relay_limits_e2e_test.go); and 100 logins with one code while the daemon
-//     is killed -9 at random moments (soak_e2e_test.go).
+//     is killed -9 at random moments (soak_e2e_test.go);
+//   - several gatekeepers on one real etcd cluster (internal/etcdtest), behind a real HAProxy
+//     sending PROXY v2 (internal/haproxytest): a device linked on one node logs in on another,
+//     a code used once anywhere is refused everywhere, lockouts count the whole cluster, quorum
+//     lost and regained, a node killed (cluster_e2e_test.go); live sessions listed and ended
+//     across nodes (cluster_sessions_e2e_test.go); backup from bbolt restored into etcd
+//     (backup_e2e_test.go).
 //
 // The tests need root (useradd, and sshd can only check passwords as root). Without root they
 // are skipped, except when CI=true, where a skip would hide a broken pipeline and fails instead.
