@@ -279,6 +279,20 @@ func (l *limiter) lockedIn(keys []LockKey, es []*LimitEntry, now time.Time) *Loc
 	return nil
 }
 
+// takeRefused adds to each of locks the refusals this node counted on its
+// key since the last sweep, forgetting them when forget is set (an unlock
+// reports them itself).
+func (l *limiter) takeRefused(locks []Lock, forget bool) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	for i := range locks {
+		locks[i].Refused += l.refused[locks[i].Key]
+		if forget {
+			delete(l.refused, locks[i].Key)
+		}
+	}
+}
+
 // noteRefused counts a refusal by lk on this node (see limiter.refused) and
 // returns lk.
 func (l *limiter) noteRefused(lk *Lock) *Lock {
@@ -567,6 +581,9 @@ func (l *limiter) unlock(keys []LockKey) ([]Lock, error) {
 		}
 		return nil
 	})
+	if err == nil {
+		l.takeRefused(was, true)
+	}
 	return was, err
 }
 
@@ -590,6 +607,7 @@ func (l *limiter) locks(keys []LockKey) ([]Lock, error) {
 		}
 		return nil
 	})
+	l.takeRefused(out, false)
 	return out, err
 }
 
