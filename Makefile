@@ -67,6 +67,7 @@ bench: build
 	$(GO) test -run '^$$' -bench . -benchmem ./...
 	bench/login.sh
 	bench/throughput.sh
+	bench/cluster.sh
 
 demo: build
 	scripts/demo.sh

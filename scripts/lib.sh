@@ -188,10 +188,12 @@ gk_client_setup() {
 		-o ControlPath=none -o LogLevel=ERROR)
 }
 
-# gk_enroll BIN CONFIG USER: link a device for USER with `gatekeeper enroll`, answering with the
-# current code from oathtool. Prints the base32 secret.
+# gk_enroll BIN CONFIG USER [STEP]: link a device for USER with `gatekeeper enroll`, answering
+# with the current code from oathtool, or with the code of the 30 s STEP (within totp.skew of now:
+# a past step leaves the steps after it free for logins at once). Prints the base32 secret.
 gk_enroll() {
-	local bin=$1 cfg=$2 user=$3 line secret="" out in pid
+	local bin=$1 cfg=$2 user=$3 line secret="" out in pid at=()
+	[[ -n ${4:-} ]] && at=(--now "@$(($4 * 30))")
 	coproc ENROLL { "$bin" enroll "$user" --config "$cfg" 2>&1; }
 	# bash unsets ENROLL and ENROLL_PID when the coprocess ends: keep copies.
 	pid=$ENROLL_PID
@@ -203,7 +205,7 @@ gk_enroll() {
 		fi
 	done
 	[[ -n $secret ]] || gk_die "gatekeeper enroll $user printed no otpauth URI"
-	oathtool --totp -b "$secret" >&"$in"
+	oathtool --totp -b "${at[@]}" "$secret" >&"$in"
 	exec {in}>&-
 	cat <&"$out" >/dev/null
 	exec {out}<&-
