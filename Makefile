@@ -27,7 +27,7 @@ help:
 	@echo "make test    install missing test packages (root, apt-get), then go test -race ./... incl. end-to-end"
 	@echo "make lint    gofmt, go vet, staticcheck"
 	@echo "make fuzz    run every fuzz target (func FuzzX in *_test.go) for FUZZTIME each (default $(FUZZTIME)); not in CI"
-	@echo "make bench   Go benchmarks, login latency and throughput direct vs through the gatekeeper (root)"
+	@echo "make bench   Go benchmarks, login latency and throughput direct vs through the gatekeeper, code logins on bbolt vs etcd (root)"
 	@echo "make demo    throwaway lander sshd + gatekeeper on 127.0.0.1:2222 (root)"
 	@echo "make run     build, then $(BIN) serve --config $(CONFIG)"
 	@echo "make install install the binary, systemd unit, sysusers.d and tmpfiles.d snippets (DESTDIR, PREFIX)"
@@ -40,7 +40,7 @@ build:
 # they skip (and fail under CI=true, where a skip would hide that they never ran).
 test:
 	scripts/install-deps.sh
-	$(GO) test -race -count=1 -timeout 20m ./...
+	$(GO) test -race -count=1 -timeout 20m -parallel 4 ./...
 
 lint:
 	@out=$$(gofmt -l .); if [ -n "$$out" ]; then echo "gofmt -l: not formatted:"; echo "$$out"; exit 1; fi

@@ -254,6 +254,12 @@ func TestPortalAccount(t *testing.T) {
 		if st := signInTab(b, u, u.nextCode(t)); st != http.StatusOK {
 			t.Fatalf("portal sign-in: HTTP %d", st)
 		}
+		// The audit log is written in the background: wait for this sign-in to be in it, then
+		// look at the page again.
+		g.waitAudit(t, u.name, "the portal sign-in", func(ev []auditEvent) bool {
+			return countKind(ev, "login_ok", "") >= 1
+		})
+		b.reload()
 		b.expect("account page", "Security log")
 		log := b.textOf("table.log")
 		if !hasLogRow(log, "Login refused (wrong code)", "127.0.0.1", "SSH login") {
