@@ -524,11 +524,7 @@ func (s *Service) Confirm(ctx context.Context, user string, binding Binding, cod
 		return nil, at.bad
 	}
 
-	codes, err := NewRecoveryCodes()
-	if err != nil {
-		return nil, err
-	}
-	salt, hashes, err := recoverySet(codes)
+	codes, salt, hashes, err := newRecoverySet()
 	if err != nil {
 		return nil, err
 	}

@@ -93,6 +93,18 @@ func hashRecovery(salt []byte, normalized string) []byte {
 	return argon2.IDKey([]byte(normalized), salt, argonTime, argonMemory, argonThreads, store.RecoveryHashSize)
 }
 
+// newRecoverySet makes RecoveryCodes new recovery codes, to be shown once, and their stored
+// form: a fresh salt and the codes' hashes under it.
+func newRecoverySet() (codes []string, salt []byte, hashes [][]byte, err error) {
+	if codes, err = NewRecoveryCodes(); err != nil {
+		return nil, nil, nil, err
+	}
+	if salt, hashes, err = recoverySet(codes); err != nil {
+		return nil, nil, nil, err
+	}
+	return codes, salt, hashes, nil
+}
+
 // recoverySet is a fresh salt and the hashes of codes under it.
 func recoverySet(codes []string) (salt []byte, hashes [][]byte, err error) {
 	salt = make([]byte, saltSize)

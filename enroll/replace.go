@@ -205,11 +205,7 @@ func (s *Service) ConfirmReplace(ctx context.Context, user string, binding Bindi
 		return nil, at.bad
 	}
 
-	codes, err := NewRecoveryCodes()
-	if err != nil {
-		return nil, err
-	}
-	salt, hashes, err := recoverySet(codes)
+	codes, salt, hashes, err := newRecoverySet()
 	if err != nil {
 		return nil, err
 	}
@@ -294,11 +290,7 @@ func (s *Service) RenewRecovery(ctx context.Context, user string) ([]string, err
 	if u.State != store.StateActive {
 		return nil, notLinked(user, u.State)
 	}
-	codes, err := NewRecoveryCodes()
-	if err != nil {
-		return nil, err
-	}
-	salt, hashes, err := recoverySet(codes)
+	codes, salt, hashes, err := newRecoverySet()
 	if err != nil {
 		return nil, err
 	}
