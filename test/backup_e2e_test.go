@@ -76,7 +76,7 @@ func TestBackupBoltToEtcd(t *testing.T) {
 		y = regexp.MustCompile(`(?m)^secret_key_file: .*$`).ReplaceAllString(y, fmt.Sprintf("secret_key_file: %q", secretKey))
 		return regexp.MustCompile(`(?m)^host_key_files: .*$`).ReplaceAllString(y, fmt.Sprintf("host_key_files: [%q]", hostKey))
 	}
-	next := ownGatekeeper(t, gkOptions{edit: etcdStore(c, prefix, "node-etcd", "", useCopies)})
+	next := ownGatekeeper(t, gkOptions{edit: etcdStore(c, prefix, "node-etcd", "", "", useCopies)})
 
 	// Restore with the new config, through its running daemon.
 	out = next.admin(t, "restore", file)

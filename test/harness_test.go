@@ -426,6 +426,9 @@ type gkOptions struct {
 	window       string // rate_limit.window (default "30s")
 	lockout      string // rate_limit.lockout (default "5s")
 	upstreamPort int    // lander port (default: the lander's)
+	// requestTimeout is store.etcd.request_timeout for gatekeepers on etcd
+	// (default "1s"); see cluster.
+	requestTimeout string
 	// edit, if set, rewrites the YAML before it is written (extra keys such as
 	// enroll.allowed_networks); see test/helpers2_test.go.
 	edit func(yaml string) string
