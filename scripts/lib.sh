@@ -149,7 +149,9 @@ gk_write_config() {
 # stderr to LOG, and wait for its banner on PORT. Sets GK_PID.
 gk_start_gatekeeper() {
 	local bin=$1 cfg=$2 log=$3 port=$4
-	"$bin" serve --config "$cfg" 2>>"$log" &
+	# GK_SERVE_FLAGS: extra flags for serve (bench/profile.sh passes --cpuprofile).
+	# shellcheck disable=SC2086 # word splitting wanted
+	"$bin" serve --config "$cfg" ${GK_SERVE_FLAGS:-} 2>>"$log" &
 	GK_PID=$!
 	gk_wait_banner "$port" "$GK_PID" || gk_die "gatekeeper did not start; see $log"
 }

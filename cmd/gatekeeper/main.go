@@ -17,6 +17,7 @@ import (
 	"os/signal"
 	"runtime"
 	"runtime/debug"
+	"runtime/pprof"
 	"slices"
 	"strings"
 	"sync/atomic"
@@ -81,6 +82,7 @@ func newLogger(format string, w io.Writer) *slog.Logger {
 }
 
 func newServeCmd() *cobra.Command {
+	var cpuProfile string
 	cmd := &cobra.Command{
 		Use:   "serve",
 		Short: "Run the daemon (SSH front door and admin socket)",
@@ -91,11 +93,34 @@ func newServeCmd() *cobra.Command {
 				return err
 			}
 			reload := func() (*config.Config, error) { return loadConfig(cmd, cmd.Flags()) }
+			if cpuProfile != "" {
+				stop, err := startCPUProfile(cpuProfile)
+				if err != nil {
+					return err
+				}
+				defer stop()
+			}
 			return serve(cmd.Context(), cfg, newLogger(cfg.LogFormat, os.Stderr), reload)
 		},
 	}
 	config.RegisterFlags(cmd.Flags())
+	// Hidden: for `make bench` (bench/profile.sh), not for production.
+	cmd.Flags().StringVar(&cpuProfile, "cpuprofile", "", "write a CPU profile to `FILE` until shutdown")
+	_ = cmd.Flags().MarkHidden("cpuprofile")
 	return cmd
+}
+
+// startCPUProfile writes a pprof CPU profile to file until stop is called.
+func startCPUProfile(file string) (stop func(), err error) {
+	f, err := os.Create(file)
+	if err != nil {
+		return nil, fmt.Errorf("cpuprofile: %w", err)
+	}
+	if err := pprof.StartCPUProfile(f); err != nil {
+		f.Close()
+		return nil, fmt.Errorf("cpuprofile: %w", err)
+	}
+	return func() { pprof.StopCPUProfile(); f.Close() }, nil
 }
 
 // serve runs the daemon until SIGINT or SIGTERM, then shuts down in order:

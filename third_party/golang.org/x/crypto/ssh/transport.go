@@ -11,6 +11,7 @@ import (
 	"fmt"
 	"io"
 	"log"
+	"sync"
 )
 
 // debugTransport if set, will print packet types as they go over the
@@ -173,10 +174,50 @@ func (s *connectionState) readPacket(r *bufio.Reader, strictMode bool) ([]byte, 
 
 	// The packet may point to an internal buffer, so copy the
 	// packet out here.
-	fresh := make([]byte, len(packet))
+	fresh := newPacketBuf(len(packet))
 	copy(fresh, packet)
 
 	return fresh, err
+}
+
+// GATEKEEPER PATCH 2: packet buffers for bulk data are reused.
+//
+// Every packet read is copied out of the cipher's buffer into a buffer of
+// its own, because a channel's data stays queued in it until the channel is
+// read. With a fresh allocation per 32 KiB packet, a relay moving hundreds
+// of MB/s spends more time in the garbage collector, in returning pages to
+// the OS and in faulting them back in than in copying. Buffers of
+// pooledPacketSize come from packetPool instead, and a channel's buffer
+// gives them back once Read has consumed them (see buffer.Read); a packet
+// that is not data (or is dropped) is simply left to the collector.
+
+const (
+	// pooledPacketSize holds a full channel data packet: the largest
+	// payload we accept (channelMaxPacket) and its header.
+	pooledPacketSize = channelMaxPacket + 64
+	// pooledPacketMin is the smallest packet that takes a pooled buffer:
+	// keystrokes and control messages get buffers of their own size.
+	pooledPacketMin = 2048
+)
+
+var packetPool = sync.Pool{New: func() any { return new([pooledPacketSize]byte) }}
+
+// newPacketBuf returns a buffer of length n, from packetPool when n is
+// between pooledPacketMin and pooledPacketSize.
+func newPacketBuf(n int) []byte {
+	if n < pooledPacketMin || n > pooledPacketSize {
+		return make([]byte, n)
+	}
+	return packetPool.Get().(*[pooledPacketSize]byte)[:n]
+}
+
+// releasePacketBuf gives p, from newPacketBuf, back to packetPool when it
+// came from there. Nothing may use p afterwards.
+func releasePacketBuf(p []byte) {
+	if cap(p) != pooledPacketSize {
+		return
+	}
+	packetPool.Put((*[pooledPacketSize]byte)(p[:pooledPacketSize]))
 }
 
 func (t *transport) writePacket(packet []byte) error {
