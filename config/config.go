@@ -110,6 +110,8 @@ type Config struct {
 	Session Session `mapstructure:"session"`
 	// Audit configures the audit log in the database.
 	Audit Audit `mapstructure:"audit"`
+	// Relay tunes the data path of relayed connections.
+	Relay Relay `mapstructure:"relay"`
 
 	// source describes where the file settings came from, for messages and Effective.
 	source string
@@ -246,6 +248,20 @@ type Session struct {
 	MaxDuration time.Duration `mapstructure:"max_duration"`
 }
 
+// Relay tunes the data path of relayed connections.
+type Relay struct {
+	// Window is the receive window advertised to clients for each channel they open, a size
+	// such as "16MiB": over a long round trip it, not the CPU, sets the upload speed (a client
+	// may send this much ahead of what the lander has taken). OpenSSH's own is 2 MiB.
+	Window string `mapstructure:"window"`
+	// WindowTotal bounds the memory the windows above 2 MiB may hold on this node at once;
+	// channels opened past it get 2 MiB.
+	WindowTotal string `mapstructure:"window_total"`
+	// WindowBytes and WindowTotalBytes are Window and WindowTotal parsed by Validate.
+	WindowBytes      int64 `mapstructure:"-"`
+	WindowTotalBytes int64 `mapstructure:"-"`
+}
+
 // setting is one configuration key with its default. The key's kind (scalar or list) follows
 // from the default's type.
 type setting struct {
@@ -309,6 +325,8 @@ func settings() []setting {
 		{"session.idle_timeout", time.Duration(0)},
 		{"session.max_duration", time.Duration(0)},
 		{"audit.retention", 400 * 24 * time.Hour},
+		{"relay.window", "2MiB"},
+		{"relay.window_total", "512MiB"},
 	}
 }
 
@@ -820,6 +838,10 @@ type effective struct {
 	Audit struct {
 		Retention string `yaml:"retention"`
 	} `yaml:"audit"`
+	Relay struct {
+		Window      string `yaml:"window"`
+		WindowTotal string `yaml:"window_total"`
+	} `yaml:"relay"`
 }
 
 // Effective returns the settings in effect as YAML, in a fixed order, for
@@ -882,6 +904,8 @@ func (c *Config) Effective() string {
 	e.Session.IdleTimeout = formatDuration(c.Session.IdleTimeout)
 	e.Session.MaxDuration = formatDuration(c.Session.MaxDuration)
 	e.Audit.Retention = formatDuration(c.Audit.Retention)
+	e.Relay.Window = formatSize(c.Relay.WindowBytes, c.Relay.Window)
+	e.Relay.WindowTotal = formatSize(c.Relay.WindowTotalBytes, c.Relay.WindowTotal)
 
 	var buf bytes.Buffer
 	if c.source != "" {
@@ -918,6 +942,23 @@ func nonNil(s []string) []string {
 }
 
 // formatDuration prints "5m" rather than Go's "5m0s", so the output reads like the example.
+// formatSize prints a size Validate parsed in the largest binary unit that
+// divides it, or raw when it was not parsed.
+func formatSize(n int64, raw string) string {
+	if n <= 0 {
+		return raw
+	}
+	for _, u := range []struct {
+		suffix string
+		size   int64
+	}{{"GiB", 1 << 30}, {"MiB", 1 << 20}, {"KiB", 1 << 10}} {
+		if n%u.size == 0 {
+			return fmt.Sprintf("%d%s", n/u.size, u.suffix)
+		}
+	}
+	return strconv.FormatInt(n, 10)
+}
+
 func formatDuration(d time.Duration) string {
 	s := d.String()
 	if strings.HasSuffix(s, "m0s") {

@@ -156,6 +156,7 @@ func (c *Config) Validate() error {
 	if c.MaxChannels < 1 {
 		p.addf("max_channels", "must be at least 1")
 	}
+	c.checkRelay(&p)
 	for i, g := range c.Admin.Groups {
 		if !validGroupName(g) {
 			p.addf(fmt.Sprintf("admin.groups[%d]", i), "%q is not a group name", g)
@@ -615,4 +616,63 @@ func validNodeName(n string) bool {
 		}
 	}
 	return true
+}
+
+// Bounds of relay.window: OpenSSH's own window at least (less would only slow
+// transfers down), and at most what one channel may hold in memory.
+const (
+	minRelayWindow = 2 << 20
+	maxRelayWindow = 64 << 20
+)
+
+// checkRelay parses relay.window and relay.window_total.
+func (c *Config) checkRelay(p *problems) {
+	var err error
+	windowOK := false
+	if c.Relay.WindowBytes, err = ParseSize(c.Relay.Window); err != nil {
+		p.addf("relay.window", "%v", err)
+	} else if c.Relay.WindowBytes < minRelayWindow || c.Relay.WindowBytes > maxRelayWindow {
+		p.addf("relay.window", "must be between 2MiB and 64MiB, not %s", c.Relay.Window)
+	} else {
+		windowOK = true
+	}
+	if c.Relay.WindowTotalBytes, err = ParseSize(c.Relay.WindowTotal); err != nil {
+		p.addf("relay.window_total", "%v", err)
+	} else if windowOK && c.Relay.WindowTotalBytes < c.Relay.WindowBytes {
+		p.addf("relay.window_total", "must be at least relay.window (%s)", c.Relay.Window)
+	}
+}
+
+// ParseSize reads a size in bytes: a whole number, optionally followed by a
+// binary unit (KiB, MiB, GiB; K, M, G and KB, MB, GB mean the same).
+func ParseSize(s string) (int64, error) {
+	t := strings.TrimSpace(s)
+	i := 0
+	for i < len(t) && t[i] >= '0' && t[i] <= '9' {
+		i++
+	}
+	if i == 0 {
+		return 0, fmt.Errorf("%q is not a size (such as 16MiB)", s)
+	}
+	n, err := strconv.ParseInt(t[:i], 10, 64)
+	if err != nil {
+		return 0, fmt.Errorf("%q is not a size (such as 16MiB)", s)
+	}
+	var unit int64
+	switch strings.ToUpper(strings.TrimSpace(t[i:])) {
+	case "", "B":
+		unit = 1
+	case "K", "KB", "KIB":
+		unit = 1 << 10
+	case "M", "MB", "MIB":
+		unit = 1 << 20
+	case "G", "GB", "GIB":
+		unit = 1 << 30
+	default:
+		return 0, fmt.Errorf("%q is not a size (such as 16MiB)", s)
+	}
+	if n > (1<<40)/unit {
+		return 0, fmt.Errorf("%q is too large", s)
+	}
+	return n * unit, nil
 }

@@ -100,6 +100,12 @@ func TestValidateNamesTheKey(t *testing.T) {
 		{"preauth reserve negative", func(t *testing.T, c *Config, dir string) { c.Preauth.TrustedReserve = -1 },
 			`preauth.trusted_reserve: must not be negative`},
 		{"max channels zero", func(t *testing.T, c *Config, dir string) { c.MaxChannels = 0 }, `max_channels: must be at least 1`},
+		{"relay window not a size", func(t *testing.T, c *Config, dir string) { c.Relay.Window = "lots" }, `relay.window: "lots" is not a size (such as 16MiB)`},
+		{"relay window too small", func(t *testing.T, c *Config, dir string) { c.Relay.Window = "64KiB" }, `relay.window: must be between 2MiB and 64MiB, not 64KiB`},
+		{"relay window too large", func(t *testing.T, c *Config, dir string) { c.Relay.Window = "1G" }, `relay.window: must be between 2MiB and 64MiB, not 1G`},
+		{"relay window total below window", func(t *testing.T, c *Config, dir string) {
+			c.Relay.Window, c.Relay.WindowTotal = "16MiB", "8MiB"
+		}, `relay.window_total: must be at least relay.window (16MiB)`},
 		{"trusted failures zero", func(t *testing.T, c *Config, dir string) { c.RateLimit.TrustedFailures = 0 },
 			`rate_limit.trusted_failures: must be at least 1`},
 		{"admin group", func(t *testing.T, c *Config, dir string) { c.Admin.Groups = []string{"wheel", "bad group"} },

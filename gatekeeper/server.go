@@ -104,6 +104,9 @@ type Server struct {
 
 	// admission caps the connections that have not authenticated yet.
 	admission *connserve.Admission
+	// windows bounds the memory of enlarged channel windows (relay.window,
+	// relay.window_total) over all sessions.
+	windows *relay.WindowBudget
 
 	// accept runs the accept loop and tracks the connections for Shutdown
 	// and Close.
@@ -204,6 +207,7 @@ func New(cfg *config.Config, opts Options) (*Server, error) {
 		metrics:   opts.Metrics,
 		hashSlots: make(chan struct{}, maxHashSlots),
 		admission: connserve.NewAdmission(AdmissionLimits(cfg)),
+		windows:   relay.NewWindowBudget(cfg.Relay.WindowTotalBytes),
 		sessions:  map[uint64]*Session{},
 		resets:    map[string]uint64{},
 		node:      cfg.NodeName,
@@ -281,6 +285,8 @@ func (s *Server) Reload(cfg *config.Config) (needRestart []string) {
 		{"metrics_listen", old.MetricsListen, cfg.MetricsListen},
 		{"log_format", old.LogFormat, cfg.LogFormat},
 		{"audit.retention", old.Audit.Retention, cfg.Audit.Retention},
+		{"relay.window", old.Relay.Window, cfg.Relay.Window},
+		{"relay.window_total", old.Relay.WindowTotal, cfg.Relay.WindowTotal},
 	}
 	for _, r := range restartOnly {
 		if fmt.Sprint(r.old) != fmt.Sprint(r.new) {
@@ -434,7 +440,8 @@ func (s *Server) handleConn(nc net.Conn) {
 	log.Info("session started", "trusted", a.trusted)
 	stopLimits := s.enforceLimits(sess, cfg.Session, log)
 	defer stopLimits()
-	err = relay.Relay(sc, chans, reqs, a.up.conn, a.up.chans, a.up.reqs, relay.Options{Log: log, Stats: &sess.Stats, MaxChannels: cfg.MaxChannels})
+	err = relay.Relay(sc, chans, reqs, a.up.conn, a.up.chans, a.up.reqs, relay.Options{Log: log, Stats: &sess.Stats,
+		MaxChannels: cfg.MaxChannels, Window: uint32(cfg.Relay.WindowBytes), Windows: s.windows})
 	sess.reportBytes(s.metrics)
 	log.Info("session ended", "duration", time.Since(sess.Start).Round(time.Millisecond).String(),
 		"bytes_up", sess.Stats.Up.Load(), "bytes_down", sess.Stats.Down.Load(), "err", errString(err))

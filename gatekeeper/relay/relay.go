@@ -20,16 +20,17 @@ import (
 )
 
 const (
-	// copyBufSize is the buffer of a data copy once it carries bulk data.
+	// copyBufSize is the buffer of a data copy while it carries bulk data.
 	// A channel read drains everything the peer has sent so far (up to the
-	// 2 MiB window), so a big buffer means fewer, larger window
+	// window), so a big buffer means fewer, larger writes and window
 	// adjustments.
 	copyBufSize = 256 << 10
 
-	// smallBufSize (one SSH packet) is what a copy starts with: most
-	// channels (shells, idle forwards, stderr) never need more, and each
-	// pair has four copies blocked in Read for its whole life.
-	smallBufSize = 32 << 10
+	// smallBufSize is what a copy holds otherwise: most channels (shells,
+	// idle forwards, stderr) never need more, and each pair has four
+	// copies blocked in Read for its whole life, so this is most of what
+	// an idle session costs.
+	smallBufSize = 2 << 10
 
 	// reqQueueLen is how many requests we take off x/crypto's queue (16
 	// deep) while an earlier request waits for its reply. x/crypto's read
@@ -56,6 +57,59 @@ const (
 	reqHostkeys    = "hostkeys-00@openssh.com"
 	reqHostkeysPrv = "hostkeys-prove-00@openssh.com"
 )
+
+// bigBufs holds the copies' bulk buffers (*[]byte of copyBufSize), shared
+// by every relay: a copy takes one when a read fills its small buffer and
+// gives it back as soon as a read returns little, so idle channels hold
+// none.
+var bigBufs = sync.Pool{New: func() any { b := make([]byte, copyBufSize); return &b }}
+
+// DefaultWindow is the receive window x/crypto (and OpenSSH) offer for a
+// channel: 2 MiB.
+const DefaultWindow = 2 << 20
+
+// maxBigWindowsPerConn is how many channels of one connection may have a
+// window above DefaultWindow at once: a transfer or two with room to spare,
+// while a client opening max_channels channels cannot claim 64 of them.
+const maxBigWindowsPerConn = 4
+
+// WindowBudget bounds the memory that receive windows above DefaultWindow
+// may hold across all connections of a node: a client may send a whole
+// window ahead of what the lander has taken, and the gatekeeper holds it
+// until then. Share one among every Relay of a node. Its methods are safe
+// for concurrent use.
+type WindowBudget struct {
+	mu   sync.Mutex
+	left int64
+}
+
+// NewWindowBudget returns a budget of total bytes.
+func NewWindowBudget(total int64) *WindowBudget { return &WindowBudget{left: total} }
+
+// take reserves n bytes, reporting false (reserving nothing) when fewer
+// are left.
+func (b *WindowBudget) take(n int64) bool {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if b.left < n {
+		return false
+	}
+	b.left -= n
+	return true
+}
+
+// give returns n bytes reserved by take.
+func (b *WindowBudget) give(n int64) {
+	b.mu.Lock()
+	b.left += n
+	b.mu.Unlock()
+}
+
+// windowAccepter is the x/crypto NewChannel with AcceptWithWindow (patch 3
+// in third_party/golang.org/x/crypto/PATCHES.md).
+type windowAccepter interface {
+	AcceptWithWindow(size uint32) (ssh.Channel, <-chan *ssh.Request, error)
+}
 
 // Stats counts channel payload bytes (data and extended data such as
 // stderr) relayed in each direction. Several relays may share one Stats.
@@ -87,6 +141,15 @@ type Options struct {
 	//
 	// Zero or less means DefaultMaxChannels.
 	MaxChannels int
+	// Window is the receive window offered for each channel the client
+	// opens (config key relay.window): over a long round trip it sets
+	// the upload speed. Larger than DefaultWindow, it is given to at most
+	// maxBigWindowsPerConn channels of the connection at once and only
+	// while Windows has room; other channels get DefaultWindow.
+	Window uint32
+	// Windows bounds the memory of enlarged windows across connections
+	// (relay.window_total). Nil: Window is not used.
+	Windows *WindowBudget
 }
 
 // side names the connection a channel or request came from.
@@ -109,7 +172,6 @@ type relay struct {
 	down, up ssh.Conn
 	log      *slog.Logger
 	stats    *Stats
-	bufs     sync.Pool // *[]byte of copyBufSize
 
 	// wg tracks every goroutine Relay starts, directly or indirectly.
 	wg sync.WaitGroup
@@ -119,6 +181,9 @@ type relay struct {
 
 	// maxChannels is the cap on open[side].
 	maxChannels int
+	// window and windows are Options.Window and Options.Windows.
+	window  uint32
+	windows *WindowBudget
 
 	mu sync.Mutex
 	// open counts the channel pairs being opened or running, by the side
@@ -128,6 +193,9 @@ type relay struct {
 	refused [2]int
 	// idle is closed when no pair is left, if set.
 	idle chan struct{}
+	// bigWindows counts the channels open with a window above
+	// DefaultWindow.
+	bigWindows int
 }
 
 // Relay pumps everything between the client's connection (down, with its
@@ -152,6 +220,8 @@ func Relay(down *ssh.ServerConn, downChans <-chan ssh.NewChannel, downReqs <-cha
 		stats:       opts.Stats,
 		ending:      make(chan struct{}),
 		maxChannels: opts.MaxChannels,
+		window:      opts.Window,
+		windows:     opts.Windows,
 	}
 	if r.maxChannels <= 0 {
 		r.maxChannels = DefaultMaxChannels
@@ -162,11 +232,6 @@ func Relay(down *ssh.ServerConn, downChans <-chan ssh.NewChannel, downReqs <-cha
 	if r.stats == nil {
 		r.stats = new(Stats)
 	}
-	r.bufs.New = func() any {
-		b := make([]byte, copyBufSize)
-		return &b
-	}
-
 	downDone := make(chan error, 1)
 	upDone := make(chan error, 1)
 	r.wg.Go(func() { downDone <- down.Wait() })
@@ -338,7 +403,8 @@ func (r *relay) bridge(nc ssh.NewChannel, from side) {
 		}
 		return
 	}
-	in, inReqs, err := nc.Accept()
+	in, inReqs, window, release, err := r.accept(nc, from)
+	defer release()
 	if err != nil {
 		r.warn(log, "channel accept failed", "err", err)
 		_ = out.Close()
@@ -347,7 +413,7 @@ func (r *relay) bridge(nc ssh.NewChannel, from side) {
 		ssh.DiscardRequests(outReqs)
 		return
 	}
-	log.Debug("channel open")
+	log.Debug("channel open", "window", window)
 
 	downCh, downReqs, upCh, upReqs := in, inReqs, out, outReqs
 	if from == fromLander {
@@ -360,6 +426,37 @@ func (r *relay) bridge(nc ssh.NewChannel, from side) {
 	wg.Go(func() { r.half(upCh, upReqs, downCh, &r.stats.Down, &nDown, &downward, &upward) })
 	wg.Wait()
 	log.Debug("channel closed", "bytes_up", nUp.Load(), "bytes_down", nDown.Load())
+}
+
+// accept accepts nc, with the enlarged window when it comes from the client,
+// the connection has fewer than maxBigWindowsPerConn of them and the node's
+// budget has room, and returns the window it offered. release gives the
+// window back; call it once the channel is closed (also after an error).
+func (r *relay) accept(nc ssh.NewChannel, from side) (ch ssh.Channel, reqs <-chan *ssh.Request, window uint32, release func(), err error) {
+	wa, ok := nc.(windowAccepter)
+	if from != fromClient || r.window <= DefaultWindow || r.windows == nil || !ok {
+		ch, reqs, err := nc.Accept()
+		return ch, reqs, DefaultWindow, func() {}, err
+	}
+	size := int64(r.window)
+	r.mu.Lock()
+	big := r.bigWindows < maxBigWindowsPerConn && r.windows.take(size)
+	if big {
+		r.bigWindows++
+	}
+	r.mu.Unlock()
+	if !big {
+		ch, reqs, err := nc.Accept()
+		return ch, reqs, DefaultWindow, func() {}, err
+	}
+	release = func() {
+		r.windows.give(size)
+		r.mu.Lock()
+		r.bigWindows--
+		r.mu.Unlock()
+	}
+	ch, reqs, err = wa.AcceptWithWindow(r.window)
+	return ch, reqs, r.window, release, err
 }
 
 // item is one step of a channel half: a request to forward, or the EOF.
@@ -460,14 +557,17 @@ func pump(in <-chan *ssh.Request, copiesDone <-chan struct{}, out chan<- item) {
 }
 
 // copy moves data from src to dst until src reaches EOF or either fails,
-// counting bytes written. It switches to a big buffer the first time a read
-// fills the small one.
+// counting bytes written. It reads into a small buffer, switches to a big
+// one from bigBufs when a read fills the small one, and gives the big one
+// back when a read returns no more than the small one holds: the stream has
+// gone quiet or interactive.
 func (r *relay) copy(dst io.Writer, src io.Reader, total, local *atomic.Int64) {
-	buf := make([]byte, smallBufSize)
+	small := make([]byte, smallBufSize)
+	buf := small
 	var big *[]byte
 	defer func() {
 		if big != nil {
-			r.bufs.Put(big)
+			bigBufs.Put(big)
 		}
 	}()
 	for {
@@ -489,9 +589,13 @@ func (r *relay) copy(dst io.Writer, src io.Reader, total, local *atomic.Int64) {
 		if rerr != nil && n == 0 {
 			return
 		}
-		if big == nil && n == len(buf) {
-			big = r.bufs.Get().(*[]byte)
+		switch {
+		case big == nil && n == len(small):
+			big = bigBufs.Get().(*[]byte)
 			buf = *big
+		case big != nil && n <= len(small):
+			bigBufs.Put(big)
+			big, buf = nil, small
 		}
 	}
 }

@@ -1248,3 +1248,92 @@ func TestMaxChannelsLander(t *testing.T) {
 		t.Errorf("no summary of refused opens in the log:\n%s", e.logs)
 	}
 }
+
+// TestWindow: with Options.Window, a client's session can run 10 MiB ahead
+// of a lander that reads nothing (with OpenSSH's 2 MiB it stalls after
+// about 4 MiB: the lander's window, the copy's buffer and its own).
+func TestWindow(t *testing.T) {
+	e := newEnvOpts(t, false, Options{Window: 16 << 20, Windows: NewWindowBudget(64 << 20)})
+	s, err := e.client.NewSession()
+	if err != nil {
+		t.Fatal(err)
+	}
+	stdin, err := s.StdinPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Start("sink"); err != nil {
+		t.Fatal(err)
+	}
+	// The lander has the session running; from now on it reads nothing.
+	e.lander.raw.wedge()
+	within(t, "writing 10 MiB ahead of a stalled lander", func() {
+		if _, err := io.Copy(stdin, io.LimitReader(zeroReader{}, 10<<20)); err != nil {
+			t.Errorf("write: %v", err)
+		}
+	})
+	e.lander.raw.unwedge()
+	_ = stdin.Close()
+	if err := s.Wait(); err != nil {
+		t.Errorf("sink: %v", err)
+	}
+}
+
+// TestWindowBudget: enlarged windows go to at most maxBigWindowsPerConn
+// channels of a connection and only while the node's budget has room; a
+// closed channel gives its window back.
+func TestWindowBudget(t *testing.T) {
+	const big = 16 << 20
+	for _, tc := range []struct {
+		name   string
+		budget int64
+		want   []uint32 // the windows of channels opened one after another
+	}{
+		{"per connection cap", 100 << 20, []uint32{big, big, big, big, DefaultWindow}},
+		{"node budget", 2*big + big/2, []uint32{big, big, DefaultWindow}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			e := newEnvOpts(t, false, Options{Window: big, Windows: NewWindowBudget(tc.budget)})
+			var held []ssh.Channel
+			for i := range tc.want {
+				ch, err := openHeld(t, e.client, "session", nil)
+				if err != nil {
+					t.Fatal(err)
+				}
+				held = append(held, ch)
+				want := fmt.Sprintf("window=%d", tc.want[i])
+				if !poll(func() bool { return strings.Count(e.logs.String(), "msg=\"channel open\"") == i+1 }) {
+					t.Fatalf("channel %d: no open logged", i)
+				}
+				if opens := channelOpenLines(e.logs.String()); !strings.Contains(opens[i], want) {
+					t.Errorf("channel %d: %s, want %s", i, opens[i], want)
+				}
+			}
+			// A big window given back goes to the next channel.
+			_ = held[0].Close()
+			if !poll(func() bool { return strings.Contains(e.logs.String(), "msg=\"channel closed\"") }) {
+				t.Fatal("channel close not logged")
+			}
+			if _, err := openHeld(t, e.client, "session", nil); err != nil {
+				t.Fatal(err)
+			}
+			if !poll(func() bool { return len(channelOpenLines(e.logs.String())) == len(tc.want)+1 }) {
+				t.Fatal("last open not logged")
+			}
+			if last := channelOpenLines(e.logs.String())[len(tc.want)]; !strings.Contains(last, fmt.Sprintf("window=%d", big)) {
+				t.Errorf("after a close: %s, want window=%d", last, big)
+			}
+		})
+	}
+}
+
+// channelOpenLines returns the relay's "channel open" log lines in order.
+func channelOpenLines(logs string) []string {
+	var out []string
+	for line := range strings.Lines(logs) {
+		if strings.Contains(line, "msg=\"channel open\"") {
+			out = append(out, line)
+		}
+	}
+	return out
+}

@@ -211,6 +211,9 @@ type channel struct {
 	windowMu   sync.Mutex
 	myWindow   uint32
 	myConsumed uint32
+	// windowSize is the most myWindow grows to: channelWindowSize unless
+	// AcceptWithWindow set more. GATEKEEPER PATCH 3.
+	windowSize uint32
 
 	// writeMu serializes calls to mux.conn.writePacket() and
 	// protects sentClose and packetPool. This mutex must be
@@ -374,8 +377,8 @@ func (c *channel) adjustWindow(adj uint32) error {
 	// exceed the initial window setting, we don't worry about overflow.
 	c.myConsumed += adj
 	var sendAdj uint32
-	if (channelWindowSize-c.myWindow > 3*c.maxIncomingPayload) ||
-		(c.myWindow < channelWindowSize/2) {
+	if (c.windowSize-c.myWindow > 3*c.maxIncomingPayload) ||
+		(c.myWindow < c.windowSize/2) {
 		sendAdj = c.myConsumed
 		c.myConsumed = 0
 		c.myWindow += sendAdj
@@ -529,6 +532,7 @@ func (m *mux) newChannel(chanType string, direction channelDirection, extraData 
 	ch := &channel{
 		remoteWin:          window{Cond: newCond()},
 		myWindow:           channelWindowSize,
+		windowSize:         channelWindowSize,
 		maxIncomingPayload: channelMaxPacket,
 		pending:            newBuffer(),
 		extPending:         newBuffer(),
@@ -577,6 +581,28 @@ func (ch *channel) Accept() (Channel, <-chan *Request, error) {
 	}
 
 	return ch, ch.incomingRequests, nil
+}
+
+// AcceptWithWindow is Accept with a receive window of size bytes instead of
+// the default 2 MiB, when size is larger: the peer may then send up to size
+// bytes ahead of what has been read, which is what sets the speed of a
+// transfer over a long round trip. The caller bounds the memory this may
+// take (size per channel, until read). It is reached through a type
+// assertion on NewChannel:
+//
+//	nc.(interface {
+//		AcceptWithWindow(uint32) (Channel, <-chan *Request, error)
+//	})
+//
+// GATEKEEPER PATCH 3.
+func (ch *channel) AcceptWithWindow(size uint32) (Channel, <-chan *Request, error) {
+	if size > channelWindowSize && !ch.decided {
+		ch.windowMu.Lock()
+		ch.windowSize = size
+		ch.myWindow = size
+		ch.windowMu.Unlock()
+	}
+	return ch.Accept()
 }
 
 func (ch *channel) Reject(reason RejectionReason, message string) error {
