@@ -29,7 +29,7 @@ help:
 	@echo "make test    install missing test packages (root, apt-get), then go test -race ./... incl. end-to-end"
 	@echo "make lint    gofmt, go vet, staticcheck"
 	@echo "make fuzz    run every fuzz target (func FuzzX in *_test.go) for FUZZTIME each (default $(FUZZTIME)); not in CI"
-	@echo "make bench   Go benchmarks, login latency and throughput direct vs through the gatekeeper, code logins on bbolt vs etcd (root)"
+	@echo "make bench   Go benchmarks; bench/report.sh: one table direct vs through the gatekeeper (logins, throughput, scp/rsync, 50 ms RTT, idle memory, login storm); code logins on bbolt vs etcd (root)"
 	@echo "make demo    throwaway lander sshd + gatekeeper on 127.0.0.1:2222 (root)"
 	@echo "make run     build, then $(BIN) serve --config $(CONFIG)"
 	@echo "make install install the binary, systemd unit, sysusers.d and tmpfiles.d snippets (DESTDIR, PREFIX)"
@@ -69,10 +69,12 @@ fuzz:
 		done; \
 	done
 
+# bench: the Go benchmarks, then bench/report.sh (login latency, throughput, scp/rsync, 50 ms
+# round trip, idle-session memory, login storm, CPU profile: one table, direct vs through the
+# gatekeeper), then bench/cluster.sh (code logins on bbolt vs etcd). Root; takes a while.
 bench: build
 	$(GO) test -run '^$$' -bench . -benchmem ./...
-	bench/login.sh
-	bench/throughput.sh
+	bench/report.sh
 	bench/cluster.sh
 
 demo: build

@@ -30,20 +30,38 @@ bench_setup() {
 	BENCH_SECRET=
 	GK_PORT=$(gk_free_port)
 	# skew 3: the code-path benchmark logs in with the next few steps' codes without waiting.
-	gk_write_config "$TMP/gatekeeper.yaml" "$TMP" "127.0.0.1:$GK_PORT" '["127.0.0.2/32"]' \
-		$'totp:\n  skew: 3'
+	# BENCH_EXTRA_YAML: more top-level config keys (YAML lines) for this gatekeeper, such as
+	# $'relay:\n  window: "16MiB"'; not totp, which is set here.
+	local extra=$'totp:\n  skew: 3'
+	[[ -n ${BENCH_EXTRA_YAML:-} ]] && extra+=$'\n'$BENCH_EXTRA_YAML
+	gk_write_config "$TMP/gatekeeper.yaml" "$TMP" "127.0.0.1:$GK_PORT" '["127.0.0.2/32"]' "$extra"
 	gk_start_gatekeeper "$BIN" "$TMP/gatekeeper.yaml" "$TMP/gatekeeper.log" "$GK_PORT"
 	gk_client_setup "$TMP/client" "$BENCH_PW"
 }
 
+# bench_cleanup [STATUS]: stop everything, remove the user and TMP (BENCH_KEEP=1: keep TMP). When
+# the script fails (STATUS, default $?, not 0), the end of the gatekeeper's log goes to stderr
+# first, since the log goes with TMP.
+# shellcheck disable=SC2120 # STATUS is optional
 bench_cleanup() {
+	local rc=${1:-$?}
 	trap - EXIT INT TERM
+	if ((rc != 0)) && [[ -s ${TMP:-}/gatekeeper.log ]]; then
+		echo "--- last lines of the gatekeeper's log ($TMP/gatekeeper.log):" >&2
+		tail -n 15 "$TMP/gatekeeper.log" >&2
+	fi
 	gk_stop_gatekeeper
 	gk_stop_lander
 	if [[ -n ${BENCH_USER:-} ]]; then
 		userdel -r -f "$BENCH_USER" 2>/dev/null || userdel -f "$BENCH_USER" 2>/dev/null || true
 	fi
-	[[ -n ${TMP:-} ]] && rm -rf "$TMP"
+	if [[ -n ${TMP:-} ]]; then
+		if [[ ${BENCH_KEEP:-} == 1 ]]; then
+			echo "kept $TMP" >&2
+		else
+			rm -rf "$TMP"
+		fi
+	fi
 }
 
 # bench_enroll: link a device for the bench user; sets BENCH_SECRET and BENCH_STEP (the step of
@@ -72,4 +90,75 @@ ssh_trusted() {
 # ssh_code ARGS...: ssh through the gatekeeper from 127.0.0.1 (password and code).
 ssh_code() {
 	timeout "$BENCH_TIMEOUT" ssh "${GK_SSH_OPTS[@]}" -p "$GK_PORT" "$@"
+}
+
+# Results. Every benchmark prints each figure it measures as one line that bench/report.sh
+# collects into its table: "ROW" and eight tab-separated fields,
+#   ROW  measure  direct  through  ratio  gatekeeper-CPU  target  met  command
+# direct and through carry their unit ("412 MiB/s", "181 ms"); ratio is through/direct ("0.83x");
+# gatekeeper-CPU is CPU seconds per GiB relayed; met is "yes" or "NO"; "-" where a field does not
+# apply. No field may hold a tab or a newline.
+
+# bench_row MEASURE DIRECT THROUGH RATIO CPU TARGET MET COMMAND: print one result line.
+bench_row() {
+	(($# == 8)) || gk_die "bench_row: 8 fields wanted, got $#: $*"
+	local f
+	for f in "$@"; do
+		[[ $f != *[$'\t\n']* ]] || gk_die "bench_row: a tab or newline in field: $f"
+	done
+	local IFS=$'\t'
+	echo "ROW${IFS}$*"
+}
+
+# bench_calc FORMAT EXPR [NAME=VALUE...]: printf FORMAT of the awk expression EXPR over the
+# given variables, e.g. bench_calc %.2f 'b / s' b=1024 s=3.
+bench_calc() {
+	local fmt=$1 expr=$2 v args=()
+	shift 2
+	for v in "$@"; do
+		args+=(-v "$v")
+	done
+	awk "${args[@]}" "BEGIN { printf \"$fmt\", ($expr) }"
+}
+
+# bench_met EXPR [NAME=VALUE...]: "yes" if the awk condition EXPR holds, else "NO".
+bench_met() {
+	local expr=$1
+	shift
+	bench_calc %s "($expr) ? \"yes\" : \"NO\"" "$@"
+}
+
+# bench_ns: nanoseconds since the epoch.
+bench_ns() {
+	date +%s%N
+}
+
+# bench_secs T0_NS: seconds (3 decimals) since T0_NS.
+bench_secs() {
+	bench_calc %.3f '(t1 - t0) / 1e9' t0="$1" t1="$(date +%s%N)"
+}
+
+# bench_gk_cpu_per_gib TICKS BYTES: gatekeeper CPU seconds per GiB from a tick count.
+bench_gk_cpu_per_gib() {
+	bench_calc %.2f 't / hz / (b / 1073741824)' t="$1" hz="$(getconf CLK_TCK)" b="$2"
+}
+
+# bench_bytes SIZE: SIZE ("1G", "256M", "4096") in bytes, as head -c reads it.
+bench_bytes() {
+	numfmt --from=iec "$1" 2>/dev/null || gk_die "SIZE=$1: not a size such as 1G or 256M"
+}
+
+# bench_build PKG OUT: go build ./bench/PKG (a helper program) to OUT.
+bench_build() {
+	(cd "$GK_REPO" && "${GO:-go}" build -o "$2" "./bench/$1") || gk_die "go build ./bench/$1 failed"
+}
+
+# bench_kill_user_procs USER: end the processes USER still has (by pid; sessions a benchmark left).
+bench_kill_user_procs() {
+	local pids
+	pids=$(pgrep -u "$1" 2>/dev/null || true)
+	if [[ -n $pids ]]; then
+		# shellcheck disable=SC2086 # a list of pids
+		kill -KILL $pids 2>/dev/null || true
+	fi
 }

@@ -5,42 +5,79 @@
 # gatekeeper's CPU seconds per GiB (utime+stime from /proc/PID/stat). The gatekeeper decrypts
 # and re-encrypts: the client's cipher applies to the client leg, the lander leg uses the
 # gatekeeper's own choice. Root (creates a user, runs sshd).
-#   SIZE=1G CIPHERS="aes128-gcm@openssh.com chacha20-poly1305@openssh.com" bench/throughput.sh
+#
+# First, for every cipher, VERIFY_SIZE random bytes go up through the gatekeeper into a file
+# (sha256 checked on the far side) and come back down (checked here): a relay that corrupts data
+# fails the benchmark before any figure is printed.
+#
+# Targets (issue 11): aes128-gcm >= 0.80x direct, chacha20-poly1305 (OpenSSH's default) >= 0.75x,
+# gatekeeper CPU <= 0.8 s/GiB. Prints ROW lines for bench/report.sh (see bench/lib.sh).
+#   SIZE=1G VERIFY_SIZE=64M CIPHERS="aes128-gcm@openssh.com chacha20-poly1305@openssh.com" bench/throughput.sh
 set -euo pipefail
 # shellcheck source=bench/lib.sh
 source "$(dirname "$0")/lib.sh"
 
 SIZE=${SIZE:-1G}
+VERIFY_SIZE=${VERIFY_SIZE:-64M}
 CIPHERS=${CIPHERS:-aes128-gcm@openssh.com chacha20-poly1305@openssh.com}
+CPU_TARGET=0.8 # gatekeeper CPU s/GiB
+bytes=$(bench_bytes "$SIZE")
+bench_bytes "$VERIFY_SIZE" >/dev/null
 bench_setup
-
-bytes=$(head -c "$SIZE" /dev/zero | wc -c)
-ticks_per_s=$(getconf CLK_TCK)
 
 # send SSHFUNC CIPHER: seconds (3 decimals) to push SIZE bytes through `cat > /dev/null`.
 send() {
-	local t0 t1
-	t0=$(date +%s%N)
+	local t0
+	t0=$(bench_ns)
 	head -c "$SIZE" /dev/zero | "$1" -c "$2" "$BENCH_USER@127.0.0.1" 'cat > /dev/null' ||
 		gk_die "transfer failed: $1 -c $2"
-	t1=$(date +%s%N)
-	awk -v d=$((t1 - t0)) 'BEGIN { printf "%.3f", d / 1e9 }'
+	bench_secs "$t0"
 }
 
-mibs() { awk -v b="$bytes" -v s="$1" 'BEGIN { printf "%.0f", b / 1048576 / s }'; }
+mibs() { bench_calc %.0f 'b / 1048576 / s' b="$bytes" s="$1"; }
+
+# target CIPHER: the least through/direct ratio wanted for CIPHER.
+target() {
+	case $1 in
+	chacha20*) echo 0.75 ;;
+	*) echo 0.80 ;;
+	esac
+}
 
 ssh_trusted "$BENCH_USER@127.0.0.1" true # accept the host keys once
 ssh_direct "$BENCH_USER@127.0.0.1" true
 
+# verify: random data up and down through the gatekeeper with each cipher, sha256 compared.
+head -c "$VERIFY_SIZE" /dev/urandom >"$TMP/verify.bin"
+want=$(sha256sum <"$TMP/verify.bin" | cut -d' ' -f1)
+for cipher in $CIPHERS; do
+	got=$(ssh_trusted -c "$cipher" "$BENCH_USER@127.0.0.1" 'tee verify.bin | sha256sum' <"$TMP/verify.bin" |
+		cut -d' ' -f1) || gk_die "verify upload failed: ssh -c $cipher"
+	[[ $got == "$want" ]] ||
+		gk_die "DATA CORRUPTED: $VERIFY_SIZE uploaded through the gatekeeper with $cipher arrived with sha256 $got, sent $want"
+	got=$(ssh_trusted -c "$cipher" "$BENCH_USER@127.0.0.1" 'cat verify.bin && rm -f verify.bin' </dev/null |
+		sha256sum | cut -d' ' -f1) || gk_die "verify download failed: ssh -c $cipher"
+	[[ $got == "$want" ]] ||
+		gk_die "DATA CORRUPTED: $VERIFY_SIZE downloaded through the gatekeeper with $cipher arrived with sha256 $got, sent $want"
+done
+echo "verified: $VERIFY_SIZE of random data up and down through the gatekeeper, sha256 equal, with: $CIPHERS"
+
 echo "throughput, $SIZE of zeros into \`cat > /dev/null\` ($(nproc) CPUs, $(ssh -V 2>&1 | cut -d, -f1))"
-printf '  %-32s %12s %14s %8s %18s\n' cipher "direct MiB/s" "through MiB/s" ratio "gatekeeper CPU s/GiB"
+printf '  %-32s %12s %14s %8s %18s %8s\n' cipher "direct MiB/s" "through MiB/s" ratio "gatekeeper CPU s/GiB" target
+rows=()
 for cipher in $CIPHERS; do
 	d=$(send ssh_direct "$cipher")
 	c0=$(gk_cpu_ticks "$GK_PID")
 	g=$(send ssh_trusted "$cipher")
 	c1=$(gk_cpu_ticks "$GK_PID")
-	cpu=$(awk -v t=$((c1 - c0)) -v hz="$ticks_per_s" -v b="$bytes" 'BEGIN { printf "%.2f", t / hz / (b / 1073741824) }')
-	ratio=$(awk -v d="$d" -v g="$g" 'BEGIN { printf "%.0f%%", 100 * d / g }')
-	printf '  %-32s %12s %14s %8s %18s\n' "$cipher" "$(mibs "$d")" "$(mibs "$g")" "$ratio" "$cpu"
+	cpu=$(bench_gk_cpu_per_gib $((c1 - c0)) "$bytes")
+	ratio=$(bench_calc %.2f 'd / g' d="$d" g="$g")
+	want=$(target "$cipher")
+	printf '  %-32s %12s %14s %8s %18s %8s\n' "$cipher" "$(mibs "$d")" "$(mibs "$g")" "${ratio}x" "$cpu" ">= ${want}x"
+	rows+=("$(bench_row "bulk upload, ssh -c ${cipher%@*}" "$(mibs "$d") MiB/s" "$(mibs "$g") MiB/s" "${ratio}x" "$cpu" \
+		">= ${want}x, CPU <= $CPU_TARGET s/GiB" \
+		"$(bench_met 'r >= w && c <= t' r="$ratio" w="$want" c="$cpu" t="$CPU_TARGET")" \
+		"head -c $SIZE /dev/zero | ssh -c $cipher [-b 127.0.0.2 -p GATEKEEPER] HOST 'cat > /dev/null' (bench/throughput.sh)")")
 done
-echo "  target: through >= 50% of direct"
+echo "  target: aes128-gcm >= 0.80x direct, chacha20-poly1305 >= 0.75x, gatekeeper CPU <= $CPU_TARGET s/GiB"
+printf '%s\n' "${rows[@]}"

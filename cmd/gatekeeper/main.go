@@ -12,6 +12,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	httppprof "net/http/pprof"
 	"net/netip"
 	"os"
 	"os/signal"
@@ -83,6 +84,7 @@ func newLogger(format string, w io.Writer) *slog.Logger {
 
 func newServeCmd() *cobra.Command {
 	var cpuProfile string
+	var pprofOn bool
 	cmd := &cobra.Command{
 		Use:   "serve",
 		Short: "Run the daemon (SSH front door and admin socket)",
@@ -100,13 +102,15 @@ func newServeCmd() *cobra.Command {
 				}
 				defer stop()
 			}
-			return serve(cmd.Context(), cfg, newLogger(cfg.LogFormat, os.Stderr), reload)
+			return serve(cmd.Context(), cfg, newLogger(cfg.LogFormat, os.Stderr), reload, pprofOn)
 		},
 	}
 	config.RegisterFlags(cmd.Flags())
 	// Hidden: for `make bench` (bench/profile.sh), not for production.
 	cmd.Flags().StringVar(&cpuProfile, "cpuprofile", "", "write a CPU profile to `FILE` until shutdown")
 	_ = cmd.Flags().MarkHidden("cpuprofile")
+	cmd.Flags().BoolVar(&pprofOn, "pprof", false, "serve /debug/pprof/ on metrics_listen")
+	_ = cmd.Flags().MarkHidden("pprof")
 	return cmd
 }
 
@@ -128,7 +132,10 @@ func startCPUProfile(file string) (stop func(), err error) {
 // shutdownGrace), then SSH linking, the linking portal, the metrics listener
 // and the admin socket, the store last. SIGHUP re-reads the config with reload and
 // applies its policy settings to new logins.
-func serve(ctx context.Context, cfg *config.Config, log *slog.Logger, reload func() (*config.Config, error)) error {
+//
+// With pprofOn (the hidden flag --pprof, for bench/idle.sh and profiling),
+// metrics_listen also serves net/http/pprof's /debug/pprof/.
+func serve(ctx context.Context, cfg *config.Config, log *slog.Logger, reload func() (*config.Config, error), pprofOn bool) error {
 	// Signals are caught from the start and until serve has returned: deferred
 	// first, signal.Stop runs last, so a second SIGTERM during the ordered
 	// shutdown below cannot kill the process half-way. One that arrives
@@ -293,6 +300,10 @@ func serve(ctx context.Context, cfg *config.Config, log *slog.Logger, reload fun
 		}
 		fmt.Fprintln(w, "ok")
 	})
+	if pprofOn {
+		mux.HandleFunc("GET /debug/pprof/", httppprof.Index)
+		mux.HandleFunc("GET /debug/pprof/profile", httppprof.Profile)
+	}
 	metricsSrv := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
 
 	errc := make(chan error, 5)

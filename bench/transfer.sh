@@ -1,0 +1,86 @@
+#!/usr/bin/env bash
+# transfer.sh — file copies as users make them: `scp FILE HOST:` (SFTP protocol, OpenSSH 9's
+# default) and `rsync -e ssh FILE HOST:` of one SIZE file of random bytes (so that nothing
+# compresses it and rsync cannot skip any of it), straight to a throwaway lander sshd vs through
+# the gatekeeper (trusted source, password only), with the client's default cipher. The copy
+# lands in the bench user's home on the lander; its sha256 is checked there (over a direct ssh)
+# and it is deleted before the next copy, so that rsync always sends the whole file. Plus the
+# gatekeeper's CPU seconds per GiB. Root (creates a user, runs sshd).
+#
+# Target (issue 11): through >= 0.80x direct. Prints ROW lines for bench/report.sh.
+#   SIZE=1G bench/transfer.sh
+set -euo pipefail
+# shellcheck source=bench/lib.sh
+source "$(dirname "$0")/lib.sh"
+
+SIZE=${SIZE:-1G}
+TARGET=0.80
+bytes=$(bench_bytes "$SIZE")
+gk_require_tools scp rsync sha256sum
+bench_setup
+
+ssh_trusted "$BENCH_USER@127.0.0.1" true # accept the host keys once
+ssh_direct "$BENCH_USER@127.0.0.1" true
+
+echo "creating $SIZE of random data in $TMP/data.bin"
+head -c "$SIZE" /dev/urandom >"$TMP/data.bin"
+want=$(sha256sum <"$TMP/data.bin" | cut -d' ' -f1)
+# rsync -e takes one string that it splits at blanks: the options must have none.
+for o in "${GK_SSH_OPTS[@]}"; do
+	[[ $o != *[[:space:]]* ]] || gk_die "ssh option with a blank, rsync -e cannot pass it: $o"
+done
+
+# copy TOOL PATH: copy data.bin to the lander as ~/bench.bin with TOOL (scp or rsync), PATH direct
+# or through; prints the seconds it took.
+copy() {
+	local t0 port=$LANDER_PORT bind=()
+	if [[ $2 == through ]]; then
+		port=$GK_PORT bind=(-o BindAddress=127.0.0.2)
+	fi
+	t0=$(bench_ns)
+	case $1 in
+	scp)
+		timeout "$BENCH_TIMEOUT" scp -q "${GK_SSH_OPTS[@]}" "${bind[@]}" -P "$port" \
+			"$TMP/data.bin" "$BENCH_USER@127.0.0.1:bench.bin" </dev/null
+		;;
+	rsync)
+		timeout "$BENCH_TIMEOUT" rsync -e "ssh ${GK_SSH_OPTS[*]} ${bind[*]} -p $port" \
+			"$TMP/data.bin" "$BENCH_USER@127.0.0.1:bench.bin" </dev/null
+		;;
+	esac || gk_die "$1 $2 failed"
+	bench_secs "$t0"
+}
+
+# check_arrived WHAT: the copy in the lander's home has the sha256 of data.bin; then delete it.
+check_arrived() {
+	local got
+	got=$(ssh_direct "$BENCH_USER@127.0.0.1" 'sha256sum bench.bin && rm -f bench.bin' </dev/null |
+		cut -d' ' -f1) || gk_die "cannot check the copy of $1"
+	[[ $got == "$want" ]] || gk_die "DATA CORRUPTED: $1 arrived with sha256 $got, sent $want"
+}
+
+mibs() { bench_calc %.0f 'b / 1048576 / s' b="$bytes" s="$1"; }
+
+echo "file copy, $SIZE of random data into the lander's home ($(nproc) CPUs, $(ssh -V 2>&1 | cut -d, -f1), $(rsync --version | head -1 | awk '{ print $1, $3 }'))"
+printf '  %-8s %12s %14s %8s %20s\n' tool "direct MiB/s" "through MiB/s" ratio "gatekeeper CPU s/GiB"
+rows=()
+for tool in scp rsync; do
+	d=$(copy "$tool" direct)
+	check_arrived "$tool direct"
+	c0=$(gk_cpu_ticks "$GK_PID")
+	g=$(copy "$tool" through)
+	c1=$(gk_cpu_ticks "$GK_PID")
+	check_arrived "$tool through the gatekeeper"
+	cpu=$(bench_gk_cpu_per_gib $((c1 - c0)) "$bytes")
+	ratio=$(bench_calc %.2f 'd / g' d="$d" g="$g")
+	printf '  %-8s %12s %14s %8s %20s\n' "$tool" "$(mibs "$d")" "$(mibs "$g")" "${ratio}x" "$cpu"
+	case $tool in
+	scp) cmd="scp [-o BindAddress=127.0.0.2 -P GATEKEEPER] FILE HOST:bench.bin" ;;
+	rsync) cmd="rsync -e 'ssh [-b 127.0.0.2 -p GATEKEEPER]' FILE HOST:bench.bin" ;;
+	esac
+	rows+=("$(bench_row "file copy, $tool" "$(mibs "$d") MiB/s" "$(mibs "$g") MiB/s" "${ratio}x" "$cpu" \
+		">= ${TARGET}x" "$(bench_met 'r >= t' r="$ratio" t="$TARGET")" \
+		"$cmd, $SIZE random, sha256 checked (bench/transfer.sh)")")
+done
+echo "  every copy arrived with the right sha256; target: through >= ${TARGET}x direct"
+printf '%s\n' "${rows[@]}"
