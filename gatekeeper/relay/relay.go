@@ -234,12 +234,8 @@ func Relay(down *ssh.ServerConn, downChans <-chan ssh.NewChannel, downReqs <-cha
 	}
 	downDone := make(chan error, 1)
 	upDone := make(chan error, 1)
-	r.wg.Go(func() { downDone <- down.Wait() })
-	r.wg.Go(func() { upDone <- up.Wait() })
-	r.wg.Go(func() { r.serveChannels(downChans, fromClient) })
-	r.wg.Go(func() { r.serveChannels(upChans, fromLander) })
-	r.wg.Go(func() { r.serveGlobal(downReqs, fromClient) })
-	r.wg.Go(func() { r.serveGlobal(upReqs, fromLander) })
+	r.wg.Go(func() { r.serve(down, downChans, downReqs, fromClient, downDone) })
+	r.wg.Go(func() { r.serve(up, upChans, upReqs, fromLander, upDone) })
 
 	var err error
 	select {
@@ -361,21 +357,43 @@ func (r *relay) warn(log *slog.Logger, msg string, args ...any) {
 	}
 }
 
-// serveChannels bridges each channel one side opens to a new channel of the
-// same type on the other side, up to maxChannels open at once. Each open is
-// handled in its own goroutine so that x/crypto's queue is always read; an
-// open over the cap is refused here, without one.
-func (r *relay) serveChannels(in <-chan ssh.NewChannel, from side) {
-	for nc := range in {
-		if !r.pairStart(from) {
-			r.refuse(nc, from)
-			continue
+// serve handles what one side sends until its connection ends, then sends
+// the connection's end (its Wait) to done. Each channel it opens is bridged
+// to a new channel of the same type on the other side, up to maxChannels
+// open at once, each in its own goroutine; an open over the cap is refused
+// here, without one. Its global requests are answered locally, dropped or
+// forwarded (see global), in order, by a forwarder, so that x/crypto's
+// queues are always read: its read loop blocks, for the whole connection,
+// when one is full. x/crypto closes both queues when the connection ends.
+func (r *relay) serve(conn ssh.Conn, chans <-chan ssh.NewChannel, reqs <-chan *ssh.Request, from side, done chan<- error) {
+	fw := newForwarder(func(it item) { r.global(it.req, from) }, r.wg.Go)
+	for chans != nil || reqs != nil {
+		select {
+		case nc, ok := <-chans:
+			if !ok {
+				chans = nil
+				continue
+			}
+			if !r.pairStart(from) {
+				r.refuse(nc, from)
+				continue
+			}
+			r.wg.Go(func() {
+				defer r.pairDone(from)
+				r.bridge(nc, from)
+			})
+		case req, ok := <-reqs:
+			if !ok {
+				reqs = nil
+				continue
+			}
+			fw.push(item{req: req})
 		}
-		r.wg.Go(func() {
-			defer r.pairDone(from)
-			r.bridge(nc, from)
-		})
 	}
+	// Both queues are closed: the connection has ended, and Wait returns
+	// at once. A request still being forwarded must not hold that news up.
+	done <- conn.Wait()
+	fw.wait()
 }
 
 // bridge opens the counterpart of nc on the other connection and relays
@@ -419,11 +437,16 @@ func (r *relay) bridge(nc ssh.NewChannel, from side) {
 	if from == fromLander {
 		downCh, downReqs, upCh, upReqs = out, outReqs, in, inReqs
 	}
+	// The client's stderr is dropped, as OpenSSH's sshd drops it: nobody
+	// reads it, and a copy of it would cost a goroutine per channel.
+	if d, ok := downCh.(interface{ DiscardStderr() }); ok {
+		d.DiscardStderr()
+	}
 	var nUp, nDown atomic.Int64
 	var upward, downward sync.Mutex
 	var wg sync.WaitGroup
-	wg.Go(func() { r.half(downCh, downReqs, upCh, &r.stats.Up, &nUp, &upward, &downward) })
-	wg.Go(func() { r.half(upCh, upReqs, downCh, &r.stats.Down, &nDown, &downward, &upward) })
+	wg.Go(func() { r.half(downCh, downReqs, upCh, false, &r.stats.Up, &nUp, &upward, &downward) })
+	r.half(upCh, upReqs, downCh, true, &r.stats.Down, &nDown, &downward, &upward)
 	wg.Wait()
 	log.Debug("channel closed", "bytes_up", nUp.Load(), "bytes_down", nDown.Load())
 }
@@ -465,15 +488,82 @@ type item struct {
 	eof bool
 }
 
-// half relays one direction of a channel pair: src's data and stderr to
-// dst, src's requests to dst with their replies back, then src's EOF as
-// dst.CloseWrite and src's close as dst.Close.
+// forwarder runs fn on each pushed item, one at a time and in order, in a
+// goroutine that exists only while items are waiting: requests are rare, and
+// an idle channel or connection should not hold a goroutine for them. At
+// most reqQueueLen items wait; push blocks beyond that.
+type forwarder struct {
+	fn func(item)
+	// start runs its argument in a new goroutine (a WaitGroup's Go).
+	start func(func())
+
+	mu sync.Mutex
+	// changed is signalled when an item is taken or the goroutine ends.
+	changed sync.Cond
+	queue   []item
+	busy    bool // the goroutine runs
+}
+
+func newForwarder(fn func(item), start func(func())) *forwarder {
+	f := &forwarder{fn: fn, start: start}
+	f.changed.L = &f.mu
+	return f
+}
+
+// push queues it, starting the goroutine if none runs.
+func (f *forwarder) push(it item) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	for len(f.queue) >= reqQueueLen {
+		f.changed.Wait()
+	}
+	f.queue = append(f.queue, it)
+	if !f.busy {
+		f.busy = true
+		f.start(f.run)
+	}
+}
+
+// run forwards queued items until none is left.
+func (f *forwarder) run() {
+	f.mu.Lock()
+	for len(f.queue) > 0 {
+		it := f.queue[0]
+		f.queue[0] = item{}
+		f.queue = f.queue[1:]
+		f.changed.Broadcast()
+		f.mu.Unlock()
+		f.fn(it)
+		f.mu.Lock()
+	}
+	f.queue = nil // an idle channel holds no array
+	f.busy = false
+	f.changed.Broadcast()
+	f.mu.Unlock()
+}
+
+// wait returns once every item pushed so far has been forwarded.
+func (f *forwarder) wait() {
+	f.mu.Lock()
+	for f.busy {
+		f.changed.Wait()
+	}
+	f.mu.Unlock()
+}
+
+// half relays one direction of a channel pair: src's data (and, with
+// stderr, its extended data) to dst, src's requests to dst with their
+// replies back, then src's EOF as dst.CloseWrite and src's close as
+// dst.Close.
 //
 // x/crypto hands out data and requests separately, losing their relative
 // order. The order of EOF and requests matters (sshd must see "exec" before
 // the client's EOF, the client must see "exit-status" before CLOSE), so the
 // EOF goes through the request queue, after every request src sent before
-// it, and dst is closed only after src's request queue has ended.
+// it, and dst is closed only after src's request queue has ended. half
+// itself keeps reading x/crypto's queue while a request waits for its
+// reply (x/crypto's read loop blocks, for the whole connection, when that
+// queue is full); a forwarder sends them on.
 //
 // inflight is held while a request of src is forwarded and answered;
 // reverse is the other half's. Before closing dst, half waits for the
@@ -481,28 +571,30 @@ type item struct {
 // CLOSE (sshd answers "exec" and then the command may exit at once), and
 // the answer must not be overtaken by our CLOSE. src is closed by then, so
 // that request is not waiting for anything.
-func (r *relay) half(src ssh.Channel, srcReqs <-chan *ssh.Request, dst ssh.Channel,
+func (r *relay) half(src ssh.Channel, srcReqs <-chan *ssh.Request, dst ssh.Channel, stderr bool,
 	total, local *atomic.Int64, inflight, reverse *sync.Mutex) {
 	var wg sync.WaitGroup
 	copiesDone := make(chan struct{})
 	var copies atomic.Int32
-	copies.Store(2)
+	copies.Store(1)
+	if stderr {
+		copies.Store(2)
+	}
 	finish := func() {
 		if copies.Add(-1) == 0 {
 			close(copiesDone)
 		}
 	}
 	wg.Go(func() { defer finish(); r.copy(dst, src, total, local) })
-	wg.Go(func() { defer finish(); r.copy(dst.Stderr(), src.Stderr(), total, local) })
+	if stderr {
+		wg.Go(func() { defer finish(); r.copy(dst.Stderr(), src.Stderr(), total, local) })
+	}
 
-	queue := make(chan item, reqQueueLen)
-	wg.Go(func() { pump(srcReqs, copiesDone, queue) })
-
-	for it := range queue {
+	fw := newForwarder(func(it item) {
 		if it.eof {
 			// Fails harmlessly when dst is already closed.
 			_ = dst.CloseWrite()
-			continue
+			return
 		}
 		req := it.req
 		inflight.Lock()
@@ -514,20 +606,12 @@ func (r *relay) half(src ssh.Channel, srcReqs <-chan *ssh.Request, dst ssh.Chann
 			r.log.Debug("channel request reply not sent", "type", req.Type, "err", err)
 		}
 		inflight.Unlock()
-	}
-	reverse.Lock()
-	_ = dst.Close()
-	reverse.Unlock()
-	wg.Wait()
-}
+	}, wg.Go)
 
-// pump moves requests from x/crypto's queue to out without waiting for
-// them to be forwarded, and puts the EOF marker in its place once copiesDone
-// is closed: when a copy sees EOF, every request the peer sent before its EOF
-// is already in in. out is closed once in is closed and the EOF was queued.
-func pump(in <-chan *ssh.Request, copiesDone <-chan struct{}, out chan<- item) {
-	defer close(out)
-	done := copiesDone
+	// Every request, then the EOF once the copies have seen it: when a
+	// copy sees EOF, every request the peer sent before its EOF is already
+	// in srcReqs. The loop ends once srcReqs is closed and the EOF queued.
+	in, done := srcReqs, copiesDone
 	for in != nil || done != nil {
 		select {
 		case req, ok := <-in:
@@ -535,7 +619,7 @@ func pump(in <-chan *ssh.Request, copiesDone <-chan struct{}, out chan<- item) {
 				in = nil
 				continue
 			}
-			out <- item{req: req}
+			fw.push(item{req: req})
 		case <-done:
 			done = nil
 		drained:
@@ -546,14 +630,19 @@ func pump(in <-chan *ssh.Request, copiesDone <-chan struct{}, out chan<- item) {
 						in = nil
 						break drained
 					}
-					out <- item{req: req}
+					fw.push(item{req: req})
 				default:
 					break drained
 				}
 			}
-			out <- item{eof: true}
+			fw.push(item{eof: true})
 		}
 	}
+	fw.wait()
+	reverse.Lock()
+	_ = dst.Close()
+	reverse.Unlock()
+	wg.Wait()
 }
 
 // copy moves data from src to dst until src reaches EOF or either fails,
@@ -600,44 +689,34 @@ func (r *relay) copy(dst io.Writer, src io.Reader, total, local *atomic.Int64) {
 	}
 }
 
-// serveGlobal handles the global requests one side sends: answered locally,
+// global handles one global request from one side: answered locally,
 // dropped, or forwarded to the other side with the reply (and its payload,
-// e.g. the port tcpip-forward allocated) passed back. Replies must come in
-// request order, so requests are handled one at a time.
-func (r *relay) serveGlobal(in <-chan *ssh.Request, from side) {
+// e.g. the port tcpip-forward allocated) passed back.
+func (r *relay) global(req *ssh.Request, from side) {
 	target := r.up
 	if from == fromLander {
 		target = r.down
 	}
-	queue := make(chan *ssh.Request, reqQueueLen)
-	r.wg.Go(func() {
-		defer close(queue)
-		for req := range in {
-			queue <- req
-		}
-	})
-	for req := range queue {
-		switch {
-		case from == fromClient && req.Type == reqKeepalive:
-			// The client only wants a reply; the lander may be slow.
-			// OpenSSH's sshd answers failure to it, as to any unknown
-			// request.
-			_ = req.Reply(false, nil)
-			continue
-		case from == fromLander && (req.Type == reqHostkeys || req.Type == reqHostkeysPrv):
-			// These would teach the client the lander's host keys
-			// under the gatekeeper's name.
-			r.log.Debug("global request dropped", "type", req.Type, "from", from.String())
-			_ = req.Reply(false, nil)
-			continue
-		}
-		ok, payload, err := target.SendRequest(req.Type, req.WantReply, req.Payload)
-		if err != nil {
-			r.warn(r.log, "global request not forwarded", "type", req.Type, "from", from.String(), "err", err)
-			ok, payload = false, nil
-		}
-		if err := req.Reply(ok, payload); err != nil {
-			r.log.Debug("global request reply not sent", "type", req.Type, "from", from.String(), "err", err)
-		}
+	switch {
+	case from == fromClient && req.Type == reqKeepalive:
+		// The client only wants a reply; the lander may be slow.
+		// OpenSSH's sshd answers failure to it, as to any unknown
+		// request.
+		_ = req.Reply(false, nil)
+		return
+	case from == fromLander && (req.Type == reqHostkeys || req.Type == reqHostkeysPrv):
+		// These would teach the client the lander's host keys under the
+		// gatekeeper's name.
+		r.log.Debug("global request dropped", "type", req.Type, "from", from.String())
+		_ = req.Reply(false, nil)
+		return
+	}
+	ok, payload, err := target.SendRequest(req.Type, req.WantReply, req.Payload)
+	if err != nil {
+		r.warn(r.log, "global request not forwarded", "type", req.Type, "from", from.String(), "err", err)
+		ok, payload = false, nil
+	}
+	if err := req.Reply(ok, payload); err != nil {
+		r.log.Debug("global request reply not sent", "type", req.Type, "from", from.String(), "err", err)
 	}
 }

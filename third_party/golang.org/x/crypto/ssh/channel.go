@@ -215,6 +215,11 @@ type channel struct {
 	// AcceptWithWindow set more. GATEKEEPER PATCH 3.
 	windowSize uint32
 
+	// discardStderr, set by DiscardStderr, makes extended data of type 1
+	// go the way of other types: dropped, its window credited back.
+	// GATEKEEPER PATCH 5.
+	discardStderr atomic.Bool
+
 	// writeMu serializes calls to mux.conn.writePacket() and
 	// protects sentClose and packetPool. This mutex must be
 	// different from windowMu, as writePacket can block if there
@@ -350,7 +355,7 @@ func (ch *channel) handleData(packet []byte) error {
 	ch.myWindow -= length
 	ch.windowMu.Unlock()
 
-	if extended == 1 {
+	if extended == 1 && !ch.discardStderr.Load() {
 		ch.extPending.writePacket(data, packet)
 	} else if extended > 0 {
 		// RFC 4254, Section 5.2 defines no extended data types other
@@ -604,6 +609,18 @@ func (ch *channel) AcceptWithWindow(size uint32) (Channel, <-chan *Request, erro
 	}
 	return ch.Accept()
 }
+
+// DiscardStderr makes the channel drop the extended data (stderr) the peer
+// sends from now on, crediting its window back at once, as it does for
+// extended data of other types; Stderr().Read then blocks until EOF. It is
+// for a peer whose stderr nobody reads, such as an SSH client's, which
+// OpenSSH's sshd drops too: without it such data would fill the window and
+// stall the channel. Reached through a type assertion on Channel:
+//
+//	ch.(interface{ DiscardStderr() })
+//
+// GATEKEEPER PATCH 5.
+func (ch *channel) DiscardStderr() { ch.discardStderr.Store(true) }
 
 func (ch *channel) Reject(reason RejectionReason, message string) error {
 	if ch.decided {

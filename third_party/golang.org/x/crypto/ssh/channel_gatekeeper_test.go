@@ -57,7 +57,7 @@ func TestAcceptWithWindow(t *testing.T) {
 			t.Errorf("window %d: the peer may send %d bytes ahead, want %d", tc.window, ahead, tc.wantAhead)
 		}
 
-		data := make([]byte, 3*size)
+		data := make([]byte, size+channelWindowSize)
 		for i := range data {
 			data[i] = byte(i * 7)
 		}
@@ -71,5 +71,45 @@ func TestAcceptWithWindow(t *testing.T) {
 		}
 		clientMux.Close()
 		serverMux.Close()
+	}
+}
+
+// TestDiscardStderr: after DiscardStderr, stderr the peer sends beyond the
+// window neither stalls the channel nor reaches Stderr(), and the data
+// sent after it arrives. GATEKEEPER PATCH 5.
+func TestDiscardStderr(t *testing.T) {
+	clientMux, serverMux := muxPair()
+	defer clientMux.Close()
+	defer serverMux.Close()
+	accepted := make(chan Channel, 1)
+	go func() {
+		nc := <-serverMux.incomingChannels
+		ch, _, err := nc.Accept()
+		if err != nil {
+			t.Error(err)
+		}
+		ch.(interface{ DiscardStderr() }).DiscardStderr()
+		accepted <- ch
+	}()
+	ch, _, err := clientMux.OpenChannel("chan", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	sc := <-accepted
+	go func() {
+		// Twice the window: without the discard, this write stalls.
+		if _, err := ch.Stderr().Write(make([]byte, 2*channelWindowSize)); err != nil {
+			t.Error(err)
+		}
+		ch.Write([]byte("ok"))
+		ch.CloseWrite()
+	}()
+	got, err := io.ReadAll(sc)
+	if err != nil || string(got) != "ok" {
+		t.Fatalf("data after discarded stderr: %q, %v", got, err)
+	}
+	ch.Close()
+	if n, err := io.Copy(io.Discard, sc.Stderr()); n != 0 || err != nil {
+		t.Errorf("Stderr() read %d bytes (err %v), want none", n, err)
 	}
 }

@@ -252,10 +252,19 @@ func (s *connectionState) writePacket(w *bufio.Writer, rand io.Reader, packet []
 	return err
 }
 
+// transportBufSize is the size of a transport's read and write buffers.
+// GATEKEEPER PATCH 4: they are most of what an idle connection holds, and
+// larger ones save nothing: every packet written is flushed at once, AEAD
+// ciphers write a packet in one call, and a read that wants more than the
+// buffer holds (any bulk packet) goes past it straight to the connection.
+// A keystroke or a window adjustment still fits.
+const transportBufSize = 1024
+
 func newTransport(rwc io.ReadWriteCloser, rand io.Reader, isClient bool) *transport {
 	t := &transport{
-		bufReader: bufio.NewReader(rwc),
-		bufWriter: bufio.NewWriter(rwc),
+		// GATEKEEPER PATCH 4: 1 KiB instead of bufio's 4 KiB each way.
+		bufReader: bufio.NewReaderSize(rwc, transportBufSize),
+		bufWriter: bufio.NewWriterSize(rwc, transportBufSize),
 		rand:      rand,
 		reader: connectionState{
 			packetCipher:     &streamPacketCipher{cipher: noneCipher{}},
