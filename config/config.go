@@ -325,7 +325,7 @@ func settings() []setting {
 		{"session.idle_timeout", time.Duration(0)},
 		{"session.max_duration", time.Duration(0)},
 		{"audit.retention", 400 * 24 * time.Hour},
-		{"relay.window", "2MiB"},
+		{"relay.window", "16MiB"},
 		{"relay.window_total", "512MiB"},
 	}
 }

@@ -142,7 +142,7 @@ func TestDefaults(t *testing.T) {
 		MaxChannels:  64,
 		FailureDelay: 3 * time.Second,
 		Audit:        Audit{Retention: 400 * 24 * time.Hour},
-		Relay:        Relay{Window: "2MiB", WindowTotal: "512MiB"},
+		Relay:        Relay{Window: "16MiB", WindowTotal: "512MiB"},
 		source:       "no config file",
 	}
 	if !reflect.DeepEqual(*c, want) {
