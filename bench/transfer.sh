@@ -3,9 +3,11 @@
 # default) and `rsync -e ssh FILE HOST:` of one SIZE file of random bytes (so that nothing
 # compresses it and rsync cannot skip any of it), straight to a throwaway lander sshd vs through
 # the gatekeeper (trusted source, password only), with the client's default cipher. The copy
-# lands in the bench user's home on the lander; its sha256 is checked there (over a direct ssh)
-# and it is deleted before the next copy, so that rsync always sends the whole file. Plus the
-# gatekeeper's CPU seconds per GiB. Root (creates a user, runs sshd).
+# lands in /dev/shm on the lander (tmpfs: the disk is not what is measured, and its writeback of
+# the earlier copies slowed whichever copy came later by up to 4x); its sha256 is checked there
+# (over a direct ssh) and it is deleted before the next copy, so that rsync always sends the
+# whole file. Dirty pages are written out (sync) before each timed copy. Plus the gatekeeper's CPU
+# seconds per GiB. Root (creates a user, runs sshd).
 #
 # Target (issue 11): through >= 0.80x direct. Prints ROW lines for bench/report.sh.
 #   SIZE=1G bench/transfer.sh
@@ -24,6 +26,9 @@ ssh_direct "$BENCH_USER@127.0.0.1" true
 
 echo "creating $SIZE of random data in $TMP/data.bin"
 head -c "$SIZE" /dev/urandom >"$TMP/data.bin"
+# DEST: where the copies land on the lander (tmpfs), removed on exit.
+DEST=/dev/shm/$BENCH_USER.bin
+trap 'rc=$?; rm -f "$DEST"; bench_cleanup "$rc"' EXIT
 want=$(sha256sum <"$TMP/data.bin" | cut -d' ' -f1)
 # rsync -e takes one string that it splits at blanks: the options must have none.
 for o in "${GK_SSH_OPTS[@]}"; do
@@ -37,15 +42,16 @@ copy() {
 	if [[ $2 == through ]]; then
 		port=$GK_PORT bind=(-o BindAddress=127.0.0.2)
 	fi
+	sync
 	t0=$(bench_ns)
 	case $1 in
 	scp)
 		timeout "$BENCH_TIMEOUT" scp -q "${GK_SSH_OPTS[@]}" "${bind[@]}" -P "$port" \
-			"$TMP/data.bin" "$BENCH_USER@127.0.0.1:bench.bin" </dev/null
+			"$TMP/data.bin" "$BENCH_USER@127.0.0.1:$DEST" </dev/null
 		;;
 	rsync)
 		timeout "$BENCH_TIMEOUT" rsync -e "ssh ${GK_SSH_OPTS[*]} ${bind[*]} -p $port" \
-			"$TMP/data.bin" "$BENCH_USER@127.0.0.1:bench.bin" </dev/null
+			"$TMP/data.bin" "$BENCH_USER@127.0.0.1:$DEST" </dev/null
 		;;
 	esac || gk_die "$1 $2 failed"
 	bench_secs "$t0"
@@ -54,7 +60,7 @@ copy() {
 # check_arrived WHAT: the copy in the lander's home has the sha256 of data.bin; then delete it.
 check_arrived() {
 	local got
-	got=$(ssh_direct "$BENCH_USER@127.0.0.1" 'sha256sum bench.bin && rm -f bench.bin' </dev/null |
+	got=$(ssh_direct "$BENCH_USER@127.0.0.1" "sha256sum $DEST && rm -f $DEST" </dev/null |
 		cut -d' ' -f1) || gk_die "cannot check the copy of $1"
 	[[ $got == "$want" ]] || gk_die "DATA CORRUPTED: $1 arrived with sha256 $got, sent $want"
 }
@@ -75,8 +81,8 @@ for tool in scp rsync; do
 	ratio=$(bench_calc %.2f 'd / g' d="$d" g="$g")
 	printf '  %-8s %12s %14s %8s %20s\n' "$tool" "$(mibs "$d")" "$(mibs "$g")" "${ratio}x" "$cpu"
 	case $tool in
-	scp) cmd="scp [-o BindAddress=127.0.0.2 -P GATEKEEPER] FILE HOST:bench.bin" ;;
-	rsync) cmd="rsync -e 'ssh [-b 127.0.0.2 -p GATEKEEPER]' FILE HOST:bench.bin" ;;
+	scp) cmd="scp [-o BindAddress=127.0.0.2 -P GATEKEEPER] FILE HOST:/dev/shm/F" ;;
+	rsync) cmd="rsync -e 'ssh [-b 127.0.0.2 -p GATEKEEPER]' FILE HOST:/dev/shm/F" ;;
 	esac
 	rows+=("$(bench_row "file copy, $tool" "$(mibs "$d") MiB/s" "$(mibs "$g") MiB/s" "${ratio}x" "$cpu" \
 		">= ${TARGET}x" "$(bench_met 'r >= t' r="$ratio" t="$TARGET")" \
