@@ -27,9 +27,8 @@ const (
 	copyBufSize = 256 << 10
 
 	// smallBufSize is what a copy holds otherwise: most channels (shells,
-	// idle forwards, stderr) never need more, and each pair has four
-	// copies blocked in Read for its whole life, so this is most of what
-	// an idle session costs.
+	// idle forwards, stderr) never need more, and each pair has three
+	// copies blocked in Read for its whole life.
 	smallBufSize = 2 << 10
 
 	// reqQueueLen is how many requests we take off x/crypto's queue (16
@@ -211,6 +210,13 @@ type relay struct {
 // Relay returns nil when the connection that ended first ended normally (EOF,
 // a peer's "by application" disconnect, or closed by the caller), otherwise
 // the error that ended it, naming the side.
+//
+// Goroutines, since an idle session's memory is mostly their stacks: Relay's
+// caller waits in Relay; one serve per side takes its channel opens and
+// global requests and reports its end; per channel pair, bridge runs the
+// lander-to-client half and one more goroutine the client-to-lander half,
+// with a copy each for data and one for the lander's stderr. Request
+// forwarders (see forwarder) exist only while requests wait for replies.
 func Relay(down *ssh.ServerConn, downChans <-chan ssh.NewChannel, downReqs <-chan *ssh.Request,
 	up ssh.Conn, upChans <-chan ssh.NewChannel, upReqs <-chan *ssh.Request, opts Options) error {
 	r := &relay{
