@@ -941,7 +941,6 @@ func nonNil(s []string) []string {
 	return s
 }
 
-// formatDuration prints "5m" rather than Go's "5m0s", so the output reads like the example.
 // formatSize prints a size Validate parsed in the largest binary unit that
 // divides it, or raw when it was not parsed.
 func formatSize(n int64, raw string) string {
@@ -959,6 +958,7 @@ func formatSize(n int64, raw string) string {
 	return strconv.FormatInt(n, 10)
 }
 
+// formatDuration prints "5m" rather than Go's "5m0s", so the output reads like the example.
 func formatDuration(d time.Duration) string {
 	s := d.String()
 	if strings.HasSuffix(s, "m0s") {

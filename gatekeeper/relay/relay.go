@@ -67,6 +67,10 @@ var bigBufs = sync.Pool{New: func() any { b := make([]byte, copyBufSize); return
 // channel: 2 MiB.
 const DefaultWindow = 2 << 20
 
+// maxWindow is the largest Options.Window used (config.Validate refuses
+// more); a larger one is ignored.
+const maxWindow = 64 << 20
+
 // maxBigWindowsPerConn is how many channels of one connection may have a
 // window above DefaultWindow at once: a transfer or two with room to spare,
 // while a client opening max_channels channels cannot claim 64 of them.
@@ -397,7 +401,9 @@ func (r *relay) serve(conn ssh.Conn, chans <-chan ssh.NewChannel, reqs <-chan *s
 		}
 	}
 	// Both queues are closed: the connection has ended, and Wait returns
-	// at once. A request still being forwarded must not hold that news up.
+	// at once; a request still being forwarded does not hold that news up
+	// (only a full forwarder queue, 128 requests waiting on a peer that does
+	// not answer, delays it, as it would have stalled x/crypto's read loop).
 	done <- conn.Wait()
 	fw.wait()
 }
@@ -427,6 +433,19 @@ func (r *relay) bridge(nc ssh.NewChannel, from side) {
 		}
 		return
 	}
+	// The client's stderr is dropped, as OpenSSH's sshd drops it: nobody
+	// reads it, and a copy of it would cost a goroutine per channel. Set
+	// before the accept, so that none arrives before it holds.
+	discardStderr := func(ch any) {
+		if d, ok := ch.(interface{ DiscardStderr() }); ok {
+			d.DiscardStderr()
+		}
+	}
+	if from == fromClient {
+		discardStderr(nc)
+	} else {
+		discardStderr(out)
+	}
 	in, inReqs, window, release, err := r.accept(nc, from)
 	defer release()
 	if err != nil {
@@ -443,11 +462,6 @@ func (r *relay) bridge(nc ssh.NewChannel, from side) {
 	if from == fromLander {
 		downCh, downReqs, upCh, upReqs = out, outReqs, in, inReqs
 	}
-	// The client's stderr is dropped, as OpenSSH's sshd drops it: nobody
-	// reads it, and a copy of it would cost a goroutine per channel.
-	if d, ok := downCh.(interface{ DiscardStderr() }); ok {
-		d.DiscardStderr()
-	}
 	var nUp, nDown atomic.Int64
 	var upward, downward sync.Mutex
 	var wg sync.WaitGroup
@@ -463,7 +477,7 @@ func (r *relay) bridge(nc ssh.NewChannel, from side) {
 // window back; call it once the channel is closed (also after an error).
 func (r *relay) accept(nc ssh.NewChannel, from side) (ch ssh.Channel, reqs <-chan *ssh.Request, window uint32, release func(), err error) {
 	wa, ok := nc.(windowAccepter)
-	if from != fromClient || r.window <= DefaultWindow || r.windows == nil || !ok {
+	if from != fromClient || r.window <= DefaultWindow || r.window > maxWindow || r.windows == nil || !ok {
 		ch, reqs, err := nc.Accept()
 		return ch, reqs, DefaultWindow, func() {}, err
 	}

@@ -26,10 +26,16 @@ type buffer struct {
 type element struct {
 	buf  []byte
 	next *element
-	// packet, if set, is the packet buf is part of, released with
-	// releasePacketBuf once buf has been read. GATEKEEPER PATCH 2.
-	packet []byte
+	// GATEKEEPER PATCH 2. pooled, if set, is the packetPool array buf is
+	// part of, given back once buf has been read. owned marks a chunk
+	// this buffer allocated for small writes (see writePacket).
+	pooled *pooledPacket
+	owned  bool
 }
+
+// smallChunk is the size of the chunks small writes are gathered in.
+// GATEKEEPER PATCH 2.
+const smallChunk = 512
 
 // newBuffer returns an empty buffer that is not closed.
 func newBuffer() *buffer {
@@ -48,15 +54,28 @@ func (b *buffer) write(buf []byte) {
 	b.writePacket(buf, nil)
 }
 
-// writePacket is write of buf, a part of packet, which is released once
-// buf has been read. GATEKEEPER PATCH 2.
+// writePacket is write of buf, a part of packet. A packet from packetPool
+// goes back to it once buf has been read. A small buf is copied into a
+// chunk of smallChunk bytes shared with the small writes before and after
+// it: queued as one element each, a peer's one-byte packets would cost
+// some 50 bytes of memory per byte of window. GATEKEEPER PATCH 2.
 func (b *buffer) writePacket(buf, packet []byte) {
 	b.Cond.L.Lock()
-	e := &element{buf: buf, packet: packet}
+	defer b.Cond.L.Unlock()
+	defer b.Cond.Signal()
+	if len(buf) <= smallChunk/4 {
+		t := b.tail
+		if !t.owned || cap(t.buf)-len(t.buf) < len(buf) {
+			t = &element{buf: make([]byte, 0, smallChunk), owned: true}
+			b.tail.next = t
+			b.tail = t
+		}
+		t.buf = append(t.buf, buf...)
+		return
+	}
+	e := &element{buf: buf, pooled: pooledArray(packet)}
 	b.tail.next = e
 	b.tail = e
-	b.Cond.Signal()
-	b.Cond.L.Unlock()
 }
 
 // eof closes the buffer. Reads from the buffer once all
@@ -84,9 +103,9 @@ func (b *buffer) Read(buf []byte) (n int, err error) {
 		}
 		// if there is a next buffer, make it the head
 		if len(b.head.buf) == 0 && b.head != b.tail {
-			if b.head.packet != nil {
-				releasePacketBuf(b.head.packet)
-				b.head.packet = nil
+			if b.head.pooled != nil {
+				packetPool.Put(b.head.pooled)
+				b.head.pooled = nil
 			}
 			b.head = b.head.next
 			continue

@@ -174,7 +174,7 @@ func (s *connectionState) readPacket(r *bufio.Reader, strictMode bool) ([]byte, 
 
 	// The packet may point to an internal buffer, so copy the
 	// packet out here.
-	fresh := newPacketBuf(len(packet))
+	fresh := newPacketBuf(packet)
 	copy(fresh, packet)
 
 	return fresh, err
@@ -186,38 +186,50 @@ func (s *connectionState) readPacket(r *bufio.Reader, strictMode bool) ([]byte, 
 // its own, because a channel's data stays queued in it until the channel is
 // read. With a fresh allocation per 32 KiB packet, a relay moving hundreds
 // of MB/s spends more time in the garbage collector, in returning pages to
-// the OS and in faulting them back in than in copying. Buffers of
-// pooledPacketSize come from packetPool instead, and a channel's buffer
-// gives them back once Read has consumed them (see buffer.Read); a packet
-// that is not data (or is dropped) is simply left to the collector.
+// the OS and in faulting them back in than in copying. Bulk data packets
+// take a buffer from packetPool instead, and a channel's buffer gives it
+// back once Read has consumed it (see buffer.Read); any other packet gets a
+// buffer of its own size and is left to the collector, as before.
+//
+// Only data packets of at least pooledPacketMin bytes are pooled: a pooled
+// buffer costs 40 KiB (32,832 bytes round up to whole pages), and a peer
+// that filled a channel's window with small packets must not make the
+// window hold many times its size in memory (at most 40/24 = 1.7 times,
+// against 1.25 for full packets and the same for unpooled ones).
 
 const (
 	// pooledPacketSize holds a full channel data packet: the largest
 	// payload we accept (channelMaxPacket) and its header.
 	pooledPacketSize = channelMaxPacket + 64
-	// pooledPacketMin is the smallest packet that takes a pooled buffer:
-	// keystrokes and control messages get buffers of their own size.
-	pooledPacketMin = 2048
+	// pooledPacketMin is the smallest data packet that takes a pooled
+	// buffer.
+	pooledPacketMin = 24 << 10
 )
 
-var packetPool = sync.Pool{New: func() any { return new([pooledPacketSize]byte) }}
+// pooledPacket is the array behind a pooled packet buffer.
+type pooledPacket = [pooledPacketSize]byte
 
-// newPacketBuf returns a buffer of length n, from packetPool when n is
-// between pooledPacketMin and pooledPacketSize.
-func newPacketBuf(n int) []byte {
-	if n < pooledPacketMin || n > pooledPacketSize {
+var packetPool = sync.Pool{New: func() any { return new(pooledPacket) }}
+
+// newPacketBuf returns a buffer of len(packet) bytes for a copy of packet,
+// from packetPool when it is a channel data packet of pooledPacketMin to
+// pooledPacketSize bytes.
+func newPacketBuf(packet []byte) []byte {
+	n := len(packet)
+	if n < pooledPacketMin || n > pooledPacketSize ||
+		(packet[0] != msgChannelData && packet[0] != msgChannelExtendedData) {
 		return make([]byte, n)
 	}
-	return packetPool.Get().(*[pooledPacketSize]byte)[:n]
+	return packetPool.Get().(*pooledPacket)[:n]
 }
 
-// releasePacketBuf gives p, from newPacketBuf, back to packetPool when it
-// came from there. Nothing may use p afterwards.
-func releasePacketBuf(p []byte) {
+// pooledArray returns the pooled array p, from newPacketBuf, is a slice of,
+// or nil when p did not come from packetPool.
+func pooledArray(p []byte) *pooledPacket {
 	if cap(p) != pooledPacketSize {
-		return
+		return nil
 	}
-	packetPool.Put((*[pooledPacketSize]byte)(p[:pooledPacketSize]))
+	return (*pooledPacket)(p[:pooledPacketSize])
 }
 
 func (t *transport) writePacket(packet []byte) error {
