@@ -153,7 +153,11 @@ gk_start_gatekeeper() {
 	# shellcheck disable=SC2086 # word splitting wanted
 	"$bin" serve --config "$cfg" ${GK_SERVE_FLAGS:-} 2>>"$log" &
 	GK_PID=$!
-	gk_wait_banner "$port" "$GK_PID" || gk_die "gatekeeper did not start; see $log"
+	if ! gk_wait_banner "$port" "$GK_PID"; then
+		# The log may go with its temp dir when the caller exits: show its end here.
+		tail -n 20 "$log" >&2 2>/dev/null || true
+		gk_die "gatekeeper did not start; see $log"
+	fi
 }
 
 # gk_stop_gatekeeper: SIGTERM the gatekeeper and wait for it.
