@@ -2,6 +2,7 @@ package etcd
 
 import (
 	"context"
+	"errors"
 	"slices"
 	"strconv"
 	"testing"
@@ -235,11 +236,16 @@ func TestSessionsOutage(t *testing.T) {
 	c.WaitHealthy(t)
 	waitListed(t, b, sessionTTL*time.Second, "a/2 bob")
 
-	// The watches are back: a request of b reaches a.
+	// The watches are back: a request of b reaches a. A cluster just back
+	// may still miss a request timeout on a loaded machine: asking again is
+	// what a user does, and the request must still reach a in time.
 	deadline := time.Now().Add(10 * time.Second)
 	for {
 		if err := b.RequestKill(context.Background(), "a", 2); err != nil {
-			t.Fatal(err)
+			if !errors.Is(err, store.ErrUnavailable) || time.Now().After(deadline) {
+				t.Fatal(err)
+			}
+			continue
 		}
 		select {
 		case req := <-a.Kills():
