@@ -120,7 +120,7 @@ for dir in download upload; do
 	# the transfer alone: less the login; at least 1 ms
 	dn=$(bench_calc %.3f 'd - l > 0.001 ? d - l : 0.001' d="$d" l="${LOGIN[direct]}")
 	gn=$(bench_calc %.3f 'g - l > 0.001 ? g - l : 0.001' g="$g" l="${LOGIN[through]}")
-	cpu=$(bench_gk_cpu_per_gib $((c1 - c0)) "$bytes")
+	cpu=$(bench_cpu_per_gib $((c1 - c0)) "$bytes")
 	ratio=$(bench_calc %.2f 'd / g' d="$dn" g="$gn")
 	if [[ $dir == download ]]; then
 		want=$DOWN_TARGET target=">= ${DOWN_TARGET}x"

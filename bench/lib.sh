@@ -138,9 +138,15 @@ bench_secs() {
 	bench_calc %.3f '(t1 - t0) / 1e9' t0="$1" t1="$(date +%s%N)"
 }
 
-# bench_gk_cpu_per_gib TICKS BYTES: gatekeeper CPU seconds per GiB from a tick count.
-bench_gk_cpu_per_gib() {
+# bench_cpu_per_gib TICKS BYTES: CPU seconds per GiB moved, from a count of clock ticks (a
+# process's, as gk_cpu_ticks gives, or the whole machine's).
+bench_cpu_per_gib() {
 	bench_calc %.2f 't / hz / (b / 1073741824)' t="$1" hz="$(getconf CLK_TCK)" b="$2"
+}
+
+# bench_mibs BYTES SECONDS: MiB/s, rounded.
+bench_mibs() {
+	bench_calc %.0f 'b / 1048576 / s' b="$1" s="$2"
 }
 
 # bench_bytes SIZE: SIZE ("1G", "256M", "4096") in bytes, as head -c reads it.

@@ -29,7 +29,7 @@ for cipher in $CIPHERS; do
 	s=$(bench_secs "$t0")
 	c1=$(gk_cpu_ticks "$GK_PID")
 	printf '  %-32s %6s MiB/s   gatekeeper CPU %s s/GiB (with the profiler on)\n' "$cipher" \
-		"$(bench_calc %.0f 'b / 1048576 / s' b="$bytes" s="$s")" "$(bench_gk_cpu_per_gib $((c1 - c0)) "$bytes")"
+		"$(bench_mibs "$bytes" "$s")" "$(bench_cpu_per_gib $((c1 - c0)) "$bytes")"
 done
 gk_stop_gatekeeper # writes the profile
 [[ -s $PROFILE ]] || gk_die "no profile written to $PROFILE; see $TMP/gatekeeper.log"

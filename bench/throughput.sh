@@ -40,8 +40,6 @@ send() {
 	bench_secs "$t0"
 }
 
-mibs() { bench_calc %.0f 'b / 1048576 / s' b="$bytes" s="$1"; }
-
 # machine_ticks: the busy CPU ticks of the whole machine so far (user, nice, system, irq, softirq).
 machine_ticks() { awk '$1 == "cpu" { print $2 + $3 + $4 + $7 + $8; exit }' /proc/stat; }
 
@@ -78,18 +76,18 @@ for cipher in $CIPHERS; do
 	m0=$(machine_ticks)
 	d=$(send ssh_direct "$cipher")
 	m1=$(machine_ticks)
-	dcpu=$(bench_gk_cpu_per_gib $((m1 - m0)) "$bytes")
+	dcpu=$(bench_cpu_per_gib $((m1 - m0)) "$bytes")
 	c0=$(gk_cpu_ticks "$GK_PID")
 	g=$(send ssh_trusted "$cipher")
 	c1=$(gk_cpu_ticks "$GK_PID")
-	cpu=$(bench_gk_cpu_per_gib $((c1 - c0)) "$bytes")
+	cpu=$(bench_cpu_per_gib $((c1 - c0)) "$bytes")
 	ratio=$(bench_calc %.2f 'd / g' d="$d" g="$g")
 	want=$(target "$cipher")
 	share=$(bench_calc %.2f 'c / d' c="$cpu" d="$dcpu")
 	printf '  %-32s %12s %14s %8s %18s %8s   direct: machine CPU %s s/GiB, gatekeeper/direct %s\n' "$cipher" \
-		"$(mibs "$d")" "$(mibs "$g")" "${ratio}x" "$cpu" ">= ${want}x" "$dcpu" "$share"
-	rows+=("$(bench_row "bulk upload, ssh -c ${cipher%@*}" "$(mibs "$d") MiB/s (machine CPU $dcpu s/GiB)" \
-		"$(mibs "$g") MiB/s" "${ratio}x" "$cpu (${share}x direct's)" \
+		"$(bench_mibs "$bytes" "$d")" "$(bench_mibs "$bytes" "$g")" "${ratio}x" "$cpu" ">= ${want}x" "$dcpu" "$share"
+	rows+=("$(bench_row "bulk upload, ssh -c ${cipher%@*}" "$(bench_mibs "$bytes" "$d") MiB/s (machine CPU $dcpu s/GiB)" \
+		"$(bench_mibs "$bytes" "$g") MiB/s" "${ratio}x" "$cpu (${share}x direct's)" \
 		">= ${want}x; CPU <= $CPU_TARGET s/GiB there, <= ${CPU_SHARE}x direct's here" \
 		"$(bench_met 'r >= w && s <= t' r="$ratio" w="$want" s="$share" t="$CPU_SHARE")" \
 		"head -c $SIZE /dev/zero | ssh -c $cipher [-b 127.0.0.2 -p GATEKEEPER] HOST 'cat > /dev/null' (bench/throughput.sh)")")

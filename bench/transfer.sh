@@ -65,9 +65,7 @@ check_arrived() {
 	[[ $got == "$want" ]] || gk_die "DATA CORRUPTED: $1 arrived with sha256 $got, sent $want"
 }
 
-mibs() { bench_calc %.0f 'b / 1048576 / s' b="$bytes" s="$1"; }
-
-echo "file copy, $SIZE of random data into the lander's home ($(nproc) CPUs, $(ssh -V 2>&1 | cut -d, -f1), $(rsync --version | head -1 | awk '{ print $1, $3 }'))"
+echo "file copy, $SIZE of random data into /dev/shm on the lander ($(nproc) CPUs, $(ssh -V 2>&1 | cut -d, -f1), $(rsync --version | head -1 | awk '{ print $1, $3 }'))"
 printf '  %-8s %12s %14s %8s %20s\n' tool "direct MiB/s" "through MiB/s" ratio "gatekeeper CPU s/GiB"
 rows=()
 for tool in scp rsync; do
@@ -77,14 +75,14 @@ for tool in scp rsync; do
 	g=$(copy "$tool" through)
 	c1=$(gk_cpu_ticks "$GK_PID")
 	check_arrived "$tool through the gatekeeper"
-	cpu=$(bench_gk_cpu_per_gib $((c1 - c0)) "$bytes")
+	cpu=$(bench_cpu_per_gib $((c1 - c0)) "$bytes")
 	ratio=$(bench_calc %.2f 'd / g' d="$d" g="$g")
-	printf '  %-8s %12s %14s %8s %20s\n' "$tool" "$(mibs "$d")" "$(mibs "$g")" "${ratio}x" "$cpu"
+	printf '  %-8s %12s %14s %8s %20s\n' "$tool" "$(bench_mibs "$bytes" "$d")" "$(bench_mibs "$bytes" "$g")" "${ratio}x" "$cpu"
 	case $tool in
 	scp) cmd="scp [-o BindAddress=127.0.0.2 -P GATEKEEPER] FILE HOST:/dev/shm/F" ;;
 	rsync) cmd="rsync -e 'ssh [-b 127.0.0.2 -p GATEKEEPER]' FILE HOST:/dev/shm/F" ;;
 	esac
-	rows+=("$(bench_row "file copy, $tool" "$(mibs "$d") MiB/s" "$(mibs "$g") MiB/s" "${ratio}x" "$cpu" \
+	rows+=("$(bench_row "file copy, $tool" "$(bench_mibs "$bytes" "$d") MiB/s" "$(bench_mibs "$bytes" "$g") MiB/s" "${ratio}x" "$cpu" \
 		">= ${TARGET}x" "$(bench_met 'r >= t' r="$ratio" t="$TARGET")" \
 		"$cmd, $SIZE random, sha256 checked (bench/transfer.sh)")")
 done

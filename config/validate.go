@@ -646,17 +646,18 @@ func (c *Config) checkRelay(p *problems) {
 // ParseSize reads a size in bytes: a whole number, optionally followed by a
 // binary unit (KiB, MiB, GiB; K, M, G and KB, MB, GB mean the same).
 func ParseSize(s string) (int64, error) {
+	notASize := fmt.Errorf("%q is not a size (such as 16MiB)", s)
 	t := strings.TrimSpace(s)
 	i := 0
 	for i < len(t) && t[i] >= '0' && t[i] <= '9' {
 		i++
 	}
 	if i == 0 {
-		return 0, fmt.Errorf("%q is not a size (such as 16MiB)", s)
+		return 0, notASize
 	}
 	n, err := strconv.ParseInt(t[:i], 10, 64)
 	if err != nil {
-		return 0, fmt.Errorf("%q is not a size (such as 16MiB)", s)
+		return 0, notASize
 	}
 	var unit int64
 	switch strings.ToUpper(strings.TrimSpace(t[i:])) {
@@ -669,7 +670,7 @@ func ParseSize(s string) (int64, error) {
 	case "G", "GB", "GIB":
 		unit = 1 << 30
 	default:
-		return 0, fmt.Errorf("%q is not a size (such as 16MiB)", s)
+		return 0, notASize
 	}
 	if n > (1<<40)/unit {
 		return 0, fmt.Errorf("%q is too large", s)

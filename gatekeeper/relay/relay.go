@@ -471,35 +471,41 @@ func (r *relay) bridge(nc ssh.NewChannel, from side) {
 	log.Debug("channel closed", "bytes_up", nUp.Load(), "bytes_down", nDown.Load())
 }
 
-// accept accepts nc, with the enlarged window when it comes from the client,
-// the connection has fewer than maxBigWindowsPerConn of them and the node's
-// budget has room, and returns the window it offered. release gives the
-// window back; call it once the channel is closed (also after an error).
+// accept accepts nc, with the enlarged window when it comes from the client
+// and takeWindow grants one, and returns the window it offered. release
+// gives the window back; call it once the channel is closed (also after an
+// error).
 func (r *relay) accept(nc ssh.NewChannel, from side) (ch ssh.Channel, reqs <-chan *ssh.Request, window uint32, release func(), err error) {
-	wa, ok := nc.(windowAccepter)
-	if from != fromClient || r.window <= DefaultWindow || r.window > maxWindow || r.windows == nil || !ok {
-		ch, reqs, err := nc.Accept()
-		return ch, reqs, DefaultWindow, func() {}, err
+	if wa, ok := nc.(windowAccepter); ok && from == fromClient && r.takeWindow() {
+		ch, reqs, err = wa.AcceptWithWindow(r.window)
+		return ch, reqs, r.window, r.giveWindow, err
 	}
-	size := int64(r.window)
+	ch, reqs, err = nc.Accept()
+	return ch, reqs, DefaultWindow, func() {}, err
+}
+
+// takeWindow reserves an enlarged window (Options.Window) if there is one to
+// give: the connection has fewer than maxBigWindowsPerConn and the node's
+// budget has room. giveWindow returns it.
+func (r *relay) takeWindow() bool {
+	if r.window <= DefaultWindow || r.window > maxWindow || r.windows == nil {
+		return false
+	}
 	r.mu.Lock()
-	big := r.bigWindows < maxBigWindowsPerConn && r.windows.take(size)
-	if big {
-		r.bigWindows++
+	defer r.mu.Unlock()
+	if r.bigWindows >= maxBigWindowsPerConn || !r.windows.take(int64(r.window)) {
+		return false
 	}
+	r.bigWindows++
+	return true
+}
+
+// giveWindow returns a window reserved by takeWindow.
+func (r *relay) giveWindow() {
+	r.windows.give(int64(r.window))
+	r.mu.Lock()
+	r.bigWindows--
 	r.mu.Unlock()
-	if !big {
-		ch, reqs, err := nc.Accept()
-		return ch, reqs, DefaultWindow, func() {}, err
-	}
-	release = func() {
-		r.windows.give(size)
-		r.mu.Lock()
-		r.bigWindows--
-		r.mu.Unlock()
-	}
-	ch, reqs, err = wa.AcceptWithWindow(r.window)
-	return ch, reqs, r.window, release, err
 }
 
 // item is one step of a channel half: a request to forward, or the EOF.
