@@ -112,6 +112,8 @@ type Config struct {
 	Audit Audit `mapstructure:"audit"`
 	// Relay tunes the data path of relayed connections.
 	Relay Relay `mapstructure:"relay"`
+	// Keys configures SSH keys registered at the gatekeeper as the first factor.
+	Keys Keys `mapstructure:"keys"`
 
 	// source describes where the file settings came from, for messages and Effective.
 	source string
@@ -262,6 +264,24 @@ type Relay struct {
 	WindowTotalBytes int64 `mapstructure:"-"`
 }
 
+// Keys holds the "keys" keys: SSH keys registered at the gatekeeper as the first factor, and
+// lander logins by short-lived certificate.
+type Keys struct {
+	// Enabled lets registered keys log in (with a code from outside the trusted networks).
+	Enabled bool `mapstructure:"enabled"`
+	// LanderCAFile is the ed25519 user CA that signs the certificate of each key login at the
+	// lander, created 0600 on first start; its public half (LanderCAFile + ".pub") goes into
+	// the lander's TrustedUserCAKeys.
+	LanderCAFile string `mapstructure:"lander_ca_file"`
+	// CertValidity is the lifetime of that certificate.
+	CertValidity time.Duration `mapstructure:"cert_validity"`
+	// Remember, when not zero, lets a key that logged in with a code log in again from the
+	// same /24 (IPv6 /64) without one for this long.
+	Remember time.Duration `mapstructure:"remember"`
+	// AutomationMaxLifetime bounds, and is the default of, an automation key's lifetime.
+	AutomationMaxLifetime time.Duration `mapstructure:"automation_max_lifetime"`
+}
+
 // setting is one configuration key with its default. The key's kind (scalar or list) follows
 // from the default's type.
 type setting struct {
@@ -327,6 +347,11 @@ func settings() []setting {
 		{"audit.retention", 400 * 24 * time.Hour},
 		{"relay.window", "16MiB"},
 		{"relay.window_total", "512MiB"},
+		{"keys.enabled", false},
+		{"keys.lander_ca_file", "/var/lib/gatekeeper/lander_user_ca"},
+		{"keys.cert_validity", 2 * time.Minute},
+		{"keys.remember", time.Duration(0)},
+		{"keys.automation_max_lifetime", 720 * time.Hour},
 	}
 }
 
@@ -842,6 +867,13 @@ type effective struct {
 		Window      string `yaml:"window"`
 		WindowTotal string `yaml:"window_total"`
 	} `yaml:"relay"`
+	Keys struct {
+		Enabled               bool   `yaml:"enabled"`
+		LanderCAFile          string `yaml:"lander_ca_file"`
+		CertValidity          string `yaml:"cert_validity"`
+		Remember              string `yaml:"remember"`
+		AutomationMaxLifetime string `yaml:"automation_max_lifetime"`
+	} `yaml:"keys"`
 }
 
 // Effective returns the settings in effect as YAML, in a fixed order, for
@@ -906,6 +938,11 @@ func (c *Config) Effective() string {
 	e.Audit.Retention = formatDuration(c.Audit.Retention)
 	e.Relay.Window = formatSize(c.Relay.WindowBytes, c.Relay.Window)
 	e.Relay.WindowTotal = formatSize(c.Relay.WindowTotalBytes, c.Relay.WindowTotal)
+	e.Keys.Enabled = c.Keys.Enabled
+	e.Keys.LanderCAFile = c.Keys.LanderCAFile
+	e.Keys.CertValidity = formatDuration(c.Keys.CertValidity)
+	e.Keys.Remember = formatDuration(c.Keys.Remember)
+	e.Keys.AutomationMaxLifetime = formatDuration(c.Keys.AutomationMaxLifetime)
 
 	var buf bytes.Buffer
 	if c.source != "" {

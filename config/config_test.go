@@ -143,7 +143,9 @@ func TestDefaults(t *testing.T) {
 		FailureDelay: 3 * time.Second,
 		Audit:        Audit{Retention: 400 * 24 * time.Hour},
 		Relay:        Relay{Window: "16MiB", WindowTotal: "512MiB"},
-		source:       "no config file",
+		Keys: Keys{LanderCAFile: "/var/lib/gatekeeper/lander_user_ca", CertValidity: 2 * time.Minute,
+			AutomationMaxLifetime: 720 * time.Hour},
+		source: "no config file",
 	}
 	if !reflect.DeepEqual(*c, want) {
 		t.Errorf("defaults:\n got %+v\nwant %+v", *c, want)

@@ -157,6 +157,7 @@ func (c *Config) Validate() error {
 		p.addf("max_channels", "must be at least 1")
 	}
 	c.checkRelay(&p)
+	c.checkKeys(&p)
 	for i, g := range c.Admin.Groups {
 		if !validGroupName(g) {
 			p.addf(fmt.Sprintf("admin.groups[%d]", i), "%q is not a group name", g)
@@ -624,6 +625,50 @@ const (
 	minRelayWindow = 2 << 20
 	maxRelayWindow = 64 << 20
 )
+
+// Bounds of the keys settings.
+const (
+	minCertValidity = 10 * time.Second
+	maxCertValidity = time.Hour
+	maxRemember     = 7 * 24 * time.Hour
+	maxAutomation   = 366 * 24 * time.Hour
+)
+
+// checkKeys checks the keys section. With keys.enabled the lander CA file must be readable or
+// creatable: the daemon creates it on first start.
+func (c *Config) checkKeys(p *problems) {
+	k := c.Keys
+	if k.CertValidity < minCertValidity || k.CertValidity > maxCertValidity {
+		p.addf("keys.cert_validity", "must be between %s and %s, not %s", minCertValidity, maxCertValidity, k.CertValidity)
+	}
+	if k.Remember < 0 || k.Remember > maxRemember {
+		p.addf("keys.remember", "must be between 0s (off) and %s, not %s", maxRemember, k.Remember)
+	}
+	if k.AutomationMaxLifetime < time.Hour || k.AutomationMaxLifetime > maxAutomation {
+		p.addf("keys.automation_max_lifetime", "must be between 1h and %s, not %s", maxAutomation, k.AutomationMaxLifetime)
+	}
+	if !k.Enabled {
+		return
+	}
+	checkStatePath(p, "keys.lander_ca_file", k.LanderCAFile)
+	if k.LanderCAFile != "" {
+		if f, err := os.Open(k.LanderCAFile); err == nil {
+			f.Close()
+		} else if !missing(err) {
+			p.addf("keys.lander_ca_file", "cannot be read: %v", err)
+		}
+		for _, other := range []struct{ key, path string }{{"db", c.DB}, {"secret_key_file", c.SecretKeyFile}} {
+			if other.path != "" && filepath.Clean(other.path) == filepath.Clean(k.LanderCAFile) {
+				p.addf("keys.lander_ca_file", "must not be the same file as %s", other.key)
+			}
+		}
+		for _, hk := range c.HostKeyFiles {
+			if filepath.Clean(hk) == filepath.Clean(k.LanderCAFile) {
+				p.addf("keys.lander_ca_file", "must not be one of host_key_files: the lander would trust the gatekeeper's host key as a user CA")
+			}
+		}
+	}
+}
 
 // checkRelay parses relay.window and relay.window_total.
 func (c *Config) checkRelay(p *problems) {

@@ -272,6 +272,12 @@ type Service struct {
 	ConfirmWithin time.Duration
 	Now           func() time.Time
 	Log           *slog.Logger
+	// KeyPolicy is what keys.* allows for registered SSH keys.
+	KeyPolicy KeyPolicy
+	// EndKeySessions, when set, ends user's live sessions that logged in
+	// with the key of fingerprint fp, on every node, and returns how many
+	// there were (RevokeKey calls it).
+	EndKeySessions func(user, fp string) int
 
 	// reloadedSkew, once set by SetSkew, replaces Skew.
 	reloadedSkew atomic.Pointer[int]

@@ -33,9 +33,15 @@ func LoadHostKeys(files []string) ([]ssh.Signer, error) {
 }
 
 func loadOrCreateHostKey(path string) (ssh.Signer, error) {
+	return loadOrCreateKey(path, "gatekeeper host key")
+}
+
+// loadOrCreateKey reads the ed25519 private key at path, creating it (with
+// comment) when the file does not exist.
+func loadOrCreateKey(path, comment string) (ssh.Signer, error) {
 	data, err := os.ReadFile(path)
 	if errors.Is(err, fs.ErrNotExist) {
-		data, err = createHostKey(path)
+		data, err = createKey(path, comment)
 	}
 	if err != nil {
 		return nil, err
@@ -47,14 +53,14 @@ func loadOrCreateHostKey(path string) (ssh.Signer, error) {
 	return signer, nil
 }
 
-// createHostKey writes a new ed25519 key with O_EXCL, so two daemons started
+// createKey writes a new ed25519 key with O_EXCL, so two daemons started
 // at once cannot both write one and end up with different keys.
-func createHostKey(path string) ([]byte, error) {
+func createKey(path, comment string) ([]byte, error) {
 	_, priv, err := ed25519.GenerateKey(rand.Reader)
 	if err != nil {
 		return nil, err
 	}
-	block, err := ssh.MarshalPrivateKey(priv, "gatekeeper host key")
+	block, err := ssh.MarshalPrivateKey(priv, comment)
 	if err != nil {
 		return nil, err
 	}

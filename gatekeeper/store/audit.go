@@ -43,6 +43,10 @@ const (
 	EventReplaceCancelled = "replace_cancelled"
 	// EventRecoveryRenewed: new recovery codes replaced the old ones.
 	EventRecoveryRenewed = "recovery_renewed"
+	// EventKeyAdded, EventKeyRevoked: an SSH key registered at the gatekeeper
+	// (keys.enabled) was added or revoked; Detail names it.
+	EventKeyAdded   = "key_added"
+	EventKeyRevoked = "key_revoked"
 	// EventDamaged is what Events reports for a stored event it cannot
 	// read, so that damage shows instead of silently thinning the log.
 	EventDamaged = "damaged"

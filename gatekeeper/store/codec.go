@@ -207,6 +207,10 @@ type Record struct {
 	NextSince  time.Time `json:"next_since,omitzero"`
 	DriftSteps int       `json:"drift_steps,omitempty"`
 	DriftAt    time.Time `json:"drift_at,omitzero"`
+	// Keys and Remembered came later still, the same way: a record without
+	// them has none. A record of state none is kept while it holds keys.
+	Keys       []Key        `json:"keys,omitempty"`
+	Remembered []Remembered `json:"remembered,omitempty"`
 }
 
 // Decode checks and parses a stored record of name; raw nil means no record
@@ -265,6 +269,8 @@ func (r Record) User(name string) User {
 		NextSince:      r.NextSince,
 		DriftSteps:     r.DriftSteps,
 		DriftAt:        r.DriftAt,
+		Keys:           r.Keys,
+		Remembered:     r.Remembered,
 	}
 }
 
@@ -312,7 +318,7 @@ func (c *Codec) Apply(name string, raw []byte, fn func(u *User) error) (out []by
 	case len(u.NextSecret) > 0 && u.State != StateActive:
 		// Checked before the delete below: a reset must drop the replacement knowingly.
 		return nil, false, fmt.Errorf("user %q: a replacement secret needs an active device (state %s)", name, u.State)
-	case u.State == StateNone && len(u.Secret) == 0:
+	case u.State == StateNone && len(u.Secret) == 0 && len(u.Keys) == 0:
 		return nil, true, nil
 	case u.State != StateNone && len(u.Secret) == 0:
 		return nil, false, fmt.Errorf("user %q: state %s needs a secret", name, u.State)
@@ -325,6 +331,9 @@ func (c *Codec) Apply(name string, raw []byte, fn func(u *User) error) (out []by
 		if len(h) != RecoveryHashSize {
 			return nil, false, fmt.Errorf("user %q: recovery code hash %d has %d bytes, want %d", name, i, len(h), RecoveryHashSize)
 		}
+	}
+	if err := checkKeys(name, u.Keys, u.Remembered); err != nil {
+		return nil, false, err
 	}
 	r := Record{
 		State:          u.State,
@@ -340,11 +349,26 @@ func (c *Codec) Apply(name string, raw []byte, fn func(u *User) error) (out []by
 		NextSince:      utc(u.NextSince),
 		DriftSteps:     u.DriftSteps,
 		DriftAt:        utc(u.DriftAt),
+		Keys:           u.Keys,
+		Remembered:     u.Remembered,
 	}
-	if oldPlain != nil && bytes.Equal(u.Secret, oldPlain) {
+	for i := range r.Keys {
+		k := &r.Keys[i]
+		k.AddedAt, k.LastUsed, k.Expires = utc(k.AddedAt), utc(k.LastUsed), utc(k.Expires)
+	}
+	for i := range r.Remembered {
+		m := &r.Remembered[i]
+		m.Since, m.Until = utc(m.Since), utc(m.Until)
+	}
+	switch {
+	case len(u.Secret) == 0 && u.State == StateNone:
+		// Kept for its keys: nothing to seal.
+	case oldPlain != nil && bytes.Equal(u.Secret, oldPlain):
 		r.Sealed = old.Sealed // unchanged: spend no fresh nonce
-	} else if r.Sealed, err = c.Seal(u.Secret, UserAD(name)); err != nil {
-		return nil, false, err
+	default:
+		if r.Sealed, err = c.Seal(u.Secret, UserAD(name)); err != nil {
+			return nil, false, err
+		}
 	}
 	switch {
 	case len(u.NextSecret) == 0:
@@ -369,4 +393,29 @@ func utc(t time.Time) time.Time {
 		return time.Time{}
 	}
 	return t.UTC()
+}
+
+// checkKeys refuses keys and remembered devices a record must not hold: too
+// many, a key without a fingerprint or public key, one key twice, an
+// automation key without networks or expiry.
+func checkKeys(name string, keys []Key, remembered []Remembered) error {
+	if len(keys) > MaxKeys {
+		return fmt.Errorf("user %q: %d keys, at most %d allowed", name, len(keys), MaxKeys)
+	}
+	if len(remembered) > MaxRemembered {
+		return fmt.Errorf("user %q: %d remembered devices, at most %d allowed", name, len(remembered), MaxRemembered)
+	}
+	seen := map[string]bool{}
+	for _, k := range keys {
+		switch {
+		case k.Fingerprint == "" || k.PublicKey == "":
+			return fmt.Errorf("user %q: a key without fingerprint or public key", name)
+		case seen[k.Fingerprint]:
+			return fmt.Errorf("user %q: key %s registered twice", name, k.Fingerprint)
+		case k.Automation && (len(k.From) == 0 || k.Expires.IsZero()):
+			return fmt.Errorf("user %q: automation key %s needs networks and an expiry", name, k.Fingerprint)
+		}
+		seen[k.Fingerprint] = true
+	}
+	return nil
 }

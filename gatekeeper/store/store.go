@@ -106,6 +106,69 @@ type User struct {
 	// (positive: the phone is ahead); DriftAt is when that was seen (zero: nothing recorded).
 	DriftSteps int
 	DriftAt    time.Time
+	// Keys are the SSH public keys registered for the user (keys.enabled): a
+	// first factor in place of the password. They outlive a reset of the
+	// device unless the admin drops them too.
+	Keys []Key
+	// Remembered are the key and network pairs that skip the code until a
+	// time (keys.remember); a reset, a replaced phone or revoking the key
+	// ends them.
+	Remembered []Remembered
+}
+
+// Key is an SSH public key registered at the gatekeeper for one user.
+type Key struct {
+	// Fingerprint is the key's SHA256 fingerprint (ssh.FingerprintSHA256,
+	// "SHA256:..."); it names the key, and a user has each key once.
+	Fingerprint string `json:"fingerprint"`
+	// PublicKey is the key in authorized_keys form, without options or
+	// comment ("ssh-ed25519 AAAA...").
+	PublicKey string `json:"public_key"`
+	// Label is the user's or admin's name for the key (its comment when
+	// imported).
+	Label   string    `json:"label,omitempty"`
+	AddedAt time.Time `json:"added_at,omitzero"`
+	// AddedBy says who added it: "self" (the user, portal or SSH linking) or
+	// the admin's name.
+	AddedBy  string    `json:"added_by,omitempty"`
+	LastUsed time.Time `json:"last_used,omitzero"`
+	// Automation marks a key for scripts: it logs in without a code, only
+	// from From, only until Expires.
+	Automation bool `json:"automation,omitempty"`
+	// From lists the networks (CIDR prefixes) the key may log in from;
+	// empty: anywhere. Required for an automation key.
+	From []string `json:"from,omitempty"`
+	// Expires ends the key (zero: never; an automation key always has one).
+	Expires time.Time `json:"expires,omitzero"`
+	// Command, when set, is the only command the key may run at the lander
+	// (the certificate's force-command).
+	Command string `json:"command,omitempty"`
+}
+
+// Remembered is a key that logged in with a code from a network: the same
+// key from the same network needs no code until Until.
+type Remembered struct {
+	Fingerprint string    `json:"fingerprint"`
+	Network     string    `json:"network"` // e.g. "203.0.113.0/24", "2001:db8:1:2::/64"
+	Since       time.Time `json:"since"`
+	Until       time.Time `json:"until"`
+}
+
+// Limits of what a record may hold, so that no one can grow it without
+// bound.
+const (
+	MaxKeys       = 64
+	MaxRemembered = 64
+)
+
+// FindKey returns the index of the key with fingerprint fp in keys, or -1.
+func FindKey(keys []Key, fp string) int {
+	for i, k := range keys {
+		if k.Fingerprint == fp {
+			return i
+		}
+	}
+	return -1
 }
 
 // RecoveryHashSize is the size of a stored recovery code hash.

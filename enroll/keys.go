@@ -1,0 +1,510 @@
+package enroll
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"net/netip"
+	"slices"
+	"strings"
+	"time"
+	"unicode"
+
+	"golang.org/x/crypto/ssh"
+
+	"gatekeeper/gatekeeper/store"
+)
+
+// SSH keys registered at the gatekeeper (keys.enabled): a user's personal
+// keys replace the password as the first factor, and automation keys let
+// scripts in without a code from their networks until they expire. These
+// are the operations the portal, SSH linking and the admin commands share;
+// the front door (package gatekeeper) reads the keys from the store.
+
+// Errors of the key operations. Their messages are fit for the user.
+var (
+	// ErrBadKey is a public key, option or setting that cannot be
+	// registered; the error says why.
+	ErrBadKey = errors.New("bad key")
+	// ErrKeyExists is a key the user has registered already.
+	ErrKeyExists = errors.New("key already registered")
+	// ErrNoKey is a fingerprint the user has no key under.
+	ErrNoKey = errors.New("no such key")
+	// ErrTooManyKeys is an add beyond store.MaxKeys.
+	ErrTooManyKeys = errors.New("too many keys")
+)
+
+// Who added a key, for store.Key.AddedBy when the user did it themselves.
+const AddedBySelf = "self"
+
+// Limits of what a key carries.
+const (
+	maxLabelLen   = 100
+	maxCommandLen = 1024
+	maxFromLen    = 32
+	// MaxKeyFileSize bounds an authorized_keys file given to ImportKeys.
+	MaxKeyFileSize = 1 << 20
+)
+
+// NewKey is a key to register.
+type NewKey struct {
+	// PublicKey is one authorized_keys line: "type base64 [comment]"
+	// (options are refused here; ParseAuthorizedKeys reads them).
+	PublicKey string
+	// Label names the key; empty: the line's comment.
+	Label string
+	// Automation, From, Expires and Command: see store.Key. Expires zero
+	// means never for a personal key, and keys.automation_max_lifetime from
+	// now for an automation key.
+	Automation bool
+	From       []string
+	Expires    time.Time
+	Command    string
+}
+
+// KeyPolicy is what the daemon's config says about keys.
+type KeyPolicy struct {
+	// AutomationMaxLifetime bounds (and is the default of) an automation
+	// key's lifetime (keys.automation_max_lifetime).
+	AutomationMaxLifetime time.Duration
+}
+
+// DefaultAutomationMaxLifetime is keys.automation_max_lifetime's default:
+// 30 days.
+const DefaultAutomationMaxLifetime = 720 * time.Hour
+
+// ParsePublicKey reads one public key line ("ssh-ed25519 AAAA... comment")
+// and returns the key with its comment. Certificates, DSA and RSA keys under
+// 2048 bits are refused.
+func ParsePublicKey(line string) (ssh.PublicKey, string, error) {
+	line = strings.TrimSpace(line)
+	if line == "" {
+		return nil, "", fmt.Errorf("%w: empty", ErrBadKey)
+	}
+	if len(line) > 16<<10 {
+		return nil, "", fmt.Errorf("%w: %d bytes, too long for a public key", ErrBadKey, len(line))
+	}
+	pub, comment, options, rest, err := ssh.ParseAuthorizedKey([]byte(line))
+	switch {
+	case err != nil:
+		return nil, "", fmt.Errorf("%w: not an SSH public key (want one line like \"ssh-ed25519 AAAA... comment\")", ErrBadKey)
+	case len(options) > 0:
+		return nil, "", fmt.Errorf("%w: options before the key (%s) are not taken here", ErrBadKey, strings.Join(options, ","))
+	case len(bytes.TrimSpace(rest)) > 0:
+		return nil, "", fmt.Errorf("%w: one key at a time", ErrBadKey)
+	}
+	if err := checkKeyType(pub); err != nil {
+		return nil, "", err
+	}
+	return pub, comment, nil
+}
+
+// checkKeyType refuses key types not fit for a login.
+func checkKeyType(pub ssh.PublicKey) error {
+	switch pub.Type() {
+	case ssh.KeyAlgoED25519, ssh.KeyAlgoECDSA256, ssh.KeyAlgoECDSA384, ssh.KeyAlgoECDSA521,
+		ssh.KeyAlgoSKED25519, ssh.KeyAlgoSKECDSA256:
+		return nil
+	case ssh.KeyAlgoRSA:
+		if ck, ok := pub.(ssh.CryptoPublicKey); ok {
+			if rk, ok := ck.CryptoPublicKey().(interface{ Size() int }); ok && rk.Size()*8 < 2048 {
+				return fmt.Errorf("%w: RSA key of %d bits, at least 2048 needed", ErrBadKey, rk.Size()*8)
+			}
+		}
+		return nil
+	}
+	if _, ok := pub.(*ssh.Certificate); ok {
+		return fmt.Errorf("%w: a certificate; register the plain public key", ErrBadKey)
+	}
+	return fmt.Errorf("%w: key type %s is not accepted (use ed25519, ecdsa or RSA)", ErrBadKey, pub.Type())
+}
+
+// ParseFrom reads a list of networks ("10.1.0.0/16", "192.0.2.7",
+// "2001:db8::/48"), each a CIDR prefix or one address, and returns them as
+// masked prefixes.
+func ParseFrom(list []string) ([]string, error) {
+	if len(list) > maxFromLen {
+		return nil, fmt.Errorf("%w: %d networks, at most %d", ErrBadKey, len(list), maxFromLen)
+	}
+	var out []string
+	for _, v := range list {
+		v = strings.TrimSpace(v)
+		if v == "" {
+			continue
+		}
+		p, err := netip.ParsePrefix(v)
+		if err != nil {
+			a, aerr := netip.ParseAddr(v)
+			if aerr != nil {
+				return nil, fmt.Errorf("%w: network %q: want an address or a CIDR prefix such as 192.0.2.0/24", ErrBadKey, v)
+			}
+			a = a.Unmap()
+			p = netip.PrefixFrom(a, a.BitLen())
+		}
+		p = netip.PrefixFrom(p.Addr().Unmap(), p.Bits()-unmapBits(p)).Masked()
+		if !slices.Contains(out, p.String()) {
+			out = append(out, p.String())
+		}
+	}
+	return out, nil
+}
+
+// unmapBits is what a v4-mapped prefix (::ffff:10.0.0.0/104) loses when
+// unmapped.
+func unmapBits(p netip.Prefix) int {
+	if p.Addr().Is4In6() {
+		return 96
+	}
+	return 0
+}
+
+// KeyAllowsFrom reports whether k may log in from addr: k.From is empty or
+// one of its networks holds addr.
+func KeyAllowsFrom(k store.Key, addr netip.Addr) bool {
+	if len(k.From) == 0 {
+		return true
+	}
+	addr = addr.Unmap()
+	for _, f := range k.From {
+		if p, err := netip.ParsePrefix(f); err == nil && p.Contains(addr) {
+			return true
+		}
+	}
+	return false
+}
+
+// checkCommand refuses forced commands that cannot be meant.
+func checkCommand(cmd string) error {
+	if len(cmd) > maxCommandLen {
+		return fmt.Errorf("%w: command of %d bytes, at most %d", ErrBadKey, len(cmd), maxCommandLen)
+	}
+	for _, r := range cmd {
+		if unicode.IsControl(r) {
+			return fmt.Errorf("%w: the command holds a control character", ErrBadKey)
+		}
+	}
+	return nil
+}
+
+// cleanLabel makes a label printable and short.
+func cleanLabel(s string) string {
+	s = strings.Map(func(r rune) rune {
+		if unicode.IsControl(r) {
+			return -1
+		}
+		return r
+	}, strings.TrimSpace(s))
+	if len(s) > maxLabelLen {
+		s = strings.ToValidUTF8(s[:maxLabelLen], "")
+	}
+	return s
+}
+
+// buildKey checks nk under p at now and returns the key to store.
+func buildKey(nk NewKey, p KeyPolicy, now time.Time, addedBy string) (store.Key, error) {
+	pub, comment, err := ParsePublicKey(nk.PublicKey)
+	if err != nil {
+		return store.Key{}, err
+	}
+	from, err := ParseFrom(nk.From)
+	if err != nil {
+		return store.Key{}, err
+	}
+	if err := checkCommand(nk.Command); err != nil {
+		return store.Key{}, err
+	}
+	label := nk.Label
+	if label == "" {
+		label = comment
+	}
+	k := store.Key{
+		Fingerprint: ssh.FingerprintSHA256(pub),
+		PublicKey:   strings.TrimSpace(string(ssh.MarshalAuthorizedKey(pub))),
+		Label:       cleanLabel(label),
+		AddedAt:     now,
+		AddedBy:     addedBy,
+		Automation:  nk.Automation,
+		From:        from,
+		Expires:     nk.Expires,
+		Command:     strings.TrimSpace(nk.Command),
+	}
+	if !k.Expires.IsZero() && !k.Expires.After(now) {
+		return store.Key{}, fmt.Errorf("%w: expiry %s is in the past", ErrBadKey, formatTime(k.Expires))
+	}
+	if k.Automation {
+		maxLife := p.AutomationMaxLifetime
+		if maxLife <= 0 {
+			maxLife = DefaultAutomationMaxLifetime
+		}
+		if len(k.From) == 0 {
+			return store.Key{}, fmt.Errorf("%w: an automation key needs the networks it may log in from", ErrBadKey)
+		}
+		if k.Expires.IsZero() {
+			k.Expires = now.Add(maxLife)
+		}
+		if k.Expires.After(now.Add(maxLife)) {
+			return store.Key{}, fmt.Errorf("%w: an automation key lives at most %s (keys.automation_max_lifetime)", ErrBadKey, maxLife)
+		}
+	}
+	return k, nil
+}
+
+// AddKey registers a key for user. A user adding their own key (addedBy
+// AddedBySelf: portal or SSH linking, signed in with both factors) must have
+// a linked device; an admin may add one for anyone. The audit log gets
+// key_added.
+func (s *Service) AddKey(ctx context.Context, user string, nk NewKey, addedBy string) (store.Key, error) {
+	if err := store.CheckName(user); err != nil {
+		return store.Key{}, err
+	}
+	now := s.now()
+	k, err := buildKey(nk, s.KeyPolicy, now, addedBy)
+	if err != nil {
+		return store.Key{}, err
+	}
+	err = s.Store.Update(user, func(u *store.User) error {
+		if addedBy == AddedBySelf && u.State != store.StateActive {
+			return notLinked(user, u.State)
+		}
+		if store.FindKey(u.Keys, k.Fingerprint) >= 0 {
+			return fmt.Errorf("%w: %s", ErrKeyExists, k.Fingerprint)
+		}
+		if len(u.Keys) >= store.MaxKeys {
+			return fmt.Errorf("%w: %d registered, at most %d", ErrTooManyKeys, len(u.Keys), store.MaxKeys)
+		}
+		u.Keys = append(slices.Clip(u.Keys), k)
+		return nil
+	})
+	if err != nil {
+		return store.Key{}, err
+	}
+	s.audit(ctx, store.Event{Kind: store.EventKeyAdded, User: user, Actor: ActorFrom(ctx), Detail: keyDetail(k)})
+	s.log().InfoContext(ctx, "key added", "user", user, "fingerprint", k.Fingerprint, "automation", k.Automation, "by", addedBy)
+	return k, nil
+}
+
+// keyDetail describes k for the audit log.
+func keyDetail(k store.Key) string {
+	d := k.Fingerprint
+	if k.Label != "" {
+		d += fmt.Sprintf(" %q", k.Label)
+	}
+	if k.Automation {
+		d += ", automation"
+	}
+	if len(k.From) > 0 {
+		d += ", from " + strings.Join(k.From, ",")
+	}
+	if !k.Expires.IsZero() {
+		d += ", expires " + k.Expires.UTC().Format(time.RFC3339)
+	}
+	if k.Command != "" {
+		d += fmt.Sprintf(", command %q", k.Command)
+	}
+	return d
+}
+
+// Keys returns user's registered keys, in the order they were added.
+func (s *Service) Keys(ctx context.Context, user string) ([]store.Key, error) {
+	if err := store.CheckName(user); err != nil {
+		return nil, err
+	}
+	u, err := s.Store.Get(user)
+	if err != nil {
+		return nil, err
+	}
+	return u.Keys, nil
+}
+
+// RevokeKey removes user's key with fingerprint fp, forgets the devices
+// remembered for it, and ends every live session that logged in with it
+// (Service.EndKeySessions). It returns the key and how many sessions were
+// ended. The audit log gets key_revoked.
+func (s *Service) RevokeKey(ctx context.Context, user, fp string) (store.Key, int, error) {
+	if err := store.CheckName(user); err != nil {
+		return store.Key{}, 0, err
+	}
+	fp = strings.TrimSpace(fp)
+	var gone store.Key
+	err := s.Store.Update(user, func(u *store.User) error {
+		i := store.FindKey(u.Keys, fp)
+		if i < 0 {
+			return fmt.Errorf("%w: %s has no key %s", ErrNoKey, user, fp)
+		}
+		gone = u.Keys[i]
+		u.Keys = slices.Delete(slices.Clone(u.Keys), i, i+1)
+		u.Remembered = slices.DeleteFunc(slices.Clone(u.Remembered), func(m store.Remembered) bool { return m.Fingerprint == fp })
+		return nil
+	})
+	if err != nil {
+		return store.Key{}, 0, err
+	}
+	ended := 0
+	if s.EndKeySessions != nil {
+		ended = s.EndKeySessions(user, fp)
+	}
+	s.audit(ctx, store.Event{Kind: store.EventKeyRevoked, User: user, Actor: ActorFrom(ctx),
+		Detail: fmt.Sprintf("%s; %d live sessions ended", keyDetail(gone), ended)})
+	s.log().InfoContext(ctx, "key revoked", "user", user, "fingerprint", fp, "sessions_ended", ended)
+	return gone, ended, nil
+}
+
+// ForgetRemembered drops every remembered device of u (a reset or a
+// replaced phone).
+func ForgetRemembered(u *store.User) { u.Remembered = nil }
+
+// ImportedKey is one key line of an authorized_keys file, read by
+// ParseAuthorizedKeys: the key to add, or why it cannot be.
+type ImportedKey struct {
+	Line int
+	Key  NewKey
+	// Dropped lists the line's options that are not carried over (only
+	// from=, command= and expiry-time= are).
+	Dropped []string
+	Err     error
+}
+
+// ParseAuthorizedKeys reads an authorized_keys file: every key line, with
+// its from= (addresses and CIDR prefixes only), command= and expiry-time=
+// options. Blank and comment lines are skipped.
+func ParseAuthorizedKeys(data []byte) ([]ImportedKey, error) {
+	if len(data) > MaxKeyFileSize {
+		return nil, fmt.Errorf("%w: file of %d bytes, at most %d", ErrBadKey, len(data), MaxKeyFileSize)
+	}
+	var out []ImportedKey
+	sc := bufio.NewScanner(bytes.NewReader(data))
+	sc.Buffer(make([]byte, 64<<10), 64<<10)
+	for n := 1; sc.Scan(); n++ {
+		line := strings.TrimSpace(sc.Text())
+		if line == "" || line[0] == '#' {
+			continue
+		}
+		out = append(out, parseKeyLine(n, line))
+	}
+	if err := sc.Err(); err != nil {
+		return nil, fmt.Errorf("%w: %v", ErrBadKey, err)
+	}
+	return out, nil
+}
+
+// parseKeyLine reads one authorized_keys line numbered n.
+func parseKeyLine(n int, line string) ImportedKey {
+	ik := ImportedKey{Line: n}
+	pub, comment, options, _, err := ssh.ParseAuthorizedKey([]byte(line))
+	if err != nil {
+		ik.Err = fmt.Errorf("%w: not an authorized_keys key line", ErrBadKey)
+		return ik
+	}
+	if err := checkKeyType(pub); err != nil {
+		ik.Err = err
+		return ik
+	}
+	ik.Key = NewKey{PublicKey: strings.TrimSpace(string(ssh.MarshalAuthorizedKey(pub))), Label: comment}
+	for _, opt := range options {
+		name, value, hasValue := strings.Cut(opt, "=")
+		value = unquoteOption(value)
+		switch strings.ToLower(name) {
+		case "from":
+			from, err := fromPatterns(value)
+			if err != nil {
+				ik.Err = err
+				return ik
+			}
+			ik.Key.From = from
+		case "command":
+			ik.Key.Command = value
+		case "expiry-time":
+			t, err := parseExpiryTime(value)
+			if err != nil || !hasValue {
+				ik.Err = fmt.Errorf("%w: expiry-time %q: want YYYYMMDD[HHMM[SS]][Z]", ErrBadKey, value)
+				return ik
+			}
+			ik.Key.Expires = t
+		default:
+			ik.Dropped = append(ik.Dropped, opt)
+		}
+	}
+	return ik
+}
+
+// unquoteOption removes an option value's quotes and its \" escapes.
+func unquoteOption(v string) string {
+	if len(v) >= 2 && v[0] == '"' && v[len(v)-1] == '"' {
+		v = strings.ReplaceAll(v[1:len(v)-1], `\"`, `"`)
+	}
+	return v
+}
+
+// fromPatterns reads a from= pattern list, which the gatekeeper takes only
+// as addresses and CIDR prefixes: host name patterns, wildcards and negations
+// cannot be checked the same way, so a key with them is not imported.
+func fromPatterns(v string) ([]string, error) {
+	var list []string
+	for _, p := range strings.Split(v, ",") {
+		p = strings.TrimSpace(p)
+		if strings.ContainsAny(p, "*?!") {
+			return nil, fmt.Errorf("%w: from=%q: only addresses and CIDR prefixes are taken, not patterns", ErrBadKey, v)
+		}
+		list = append(list, p)
+	}
+	from, err := ParseFrom(list)
+	if err != nil {
+		return nil, fmt.Errorf("%w: from=%q: only addresses and CIDR prefixes are taken", ErrBadKey, v)
+	}
+	return from, nil
+}
+
+// parseExpiryTime reads OpenSSH's expiry-time: YYYYMMDD[HHMM[SS]], local
+// time unless it ends in Z.
+func parseExpiryTime(v string) (time.Time, error) {
+	loc := time.Local
+	if s, ok := strings.CutSuffix(v, "Z"); ok {
+		v, loc = s, time.UTC
+	}
+	for _, layout := range []string{"20060102150405", "200601021504", "20060102"} {
+		if len(v) == len(layout) {
+			return time.ParseInLocation(layout, v, loc)
+		}
+	}
+	return time.Time{}, fmt.Errorf("bad expiry-time %q", v)
+}
+
+// ImportResult is what ImportKeys did with each key line.
+type ImportResult struct {
+	Added   []store.Key
+	Skipped []ImportedKey // Err says why: a bad line, or the key is registered already
+}
+
+// ImportKeys registers the keys of an authorized_keys file for user, as an
+// admin (actor) would add each with AddKey; keys the user has already and
+// keys that cannot be taken are skipped, each with its reason. A key whose
+// expiry-time has passed is skipped too.
+func (s *Service) ImportKeys(ctx context.Context, user string, data []byte, actor string) (ImportResult, error) {
+	var res ImportResult
+	if err := store.CheckName(user); err != nil {
+		return res, err
+	}
+	lines, err := ParseAuthorizedKeys(data)
+	if err != nil {
+		return res, err
+	}
+	for _, ik := range lines {
+		if ik.Err != nil {
+			res.Skipped = append(res.Skipped, ik)
+			continue
+		}
+		k, err := s.AddKey(ctx, user, ik.Key, actor)
+		if err != nil {
+			if !errors.Is(err, ErrBadKey) && !errors.Is(err, ErrKeyExists) && !errors.Is(err, ErrTooManyKeys) {
+				return res, err
+			}
+			ik.Err = err
+			res.Skipped = append(res.Skipped, ik)
+			continue
+		}
+		res.Added = append(res.Added, k)
+	}
+	return res, nil
+}
