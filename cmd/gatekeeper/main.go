@@ -196,6 +196,7 @@ func serve(ctx context.Context, cfg *config.Config, log *slog.Logger, reload fun
 	linker := &enroll.Service{
 		Store: st, Issuer: cfg.TOTP.Issuer, Skew: cfg.TOTP.Skew,
 		ConfirmWithin: cfg.Enroll.ConfirmWithin, Log: log,
+		KeyPolicy: enroll.KeyPolicy{AutomationMaxLifetime: cfg.Keys.AutomationMaxLifetime},
 	}
 
 	var policy livePolicy
@@ -598,6 +599,7 @@ func openLinker(ctx context.Context, cfg *config.Config) (consoleLinker, func(),
 	svc := &enroll.Service{
 		Store: st, Issuer: cfg.TOTP.Issuer, Skew: cfg.TOTP.Skew,
 		ConfirmWithin: cfg.Enroll.ConfirmWithin, Log: newLogger(cfg.LogFormat, io.Discard),
+		KeyPolicy: enroll.KeyPolicy{AutomationMaxLifetime: cfg.Keys.AutomationMaxLifetime},
 	}
 	return svc, func() { st.Close() }, nil
 }
