@@ -160,21 +160,6 @@ func unmapBits(p netip.Prefix) int {
 	return 0
 }
 
-// KeyAllowsFrom reports whether k may log in from addr: k.From is empty or
-// one of its networks holds addr.
-func KeyAllowsFrom(k store.Key, addr netip.Addr) bool {
-	if len(k.From) == 0 {
-		return true
-	}
-	addr = addr.Unmap()
-	for _, f := range k.From {
-		if p, err := netip.ParsePrefix(f); err == nil && p.Contains(addr) {
-			return true
-		}
-	}
-	return false
-}
-
 // checkCommand refuses forced commands that cannot be meant.
 func checkCommand(cmd string) error {
 	if len(cmd) > maxCommandLen {

@@ -41,6 +41,8 @@ const (
 	ReasonLanderUnavailable = "lander_unavailable"
 	ReasonLanderHostKey     = "lander_host_key"
 	ReasonLanderNoPassword  = "lander_no_password" // the lander let the user in without the password
+	ReasonLanderRefusedCert = "lander_refused_cert" // the lander does not trust the gatekeeper's CA
+	ReasonKeyRevoked        = "key_revoked"         // the key went while its login was decided
 	ReasonInternal          = "internal"
 	// ReasonStoreUnavailable: the store (an etcd cluster without quorum) did not answer; a login
 	// that needs a code is refused rather than decided without the one-use record.
@@ -111,6 +113,13 @@ type attempt struct {
 	// resetEpoch is the user's reset count when the last attempt began: a
 	// session whose login raced an admin reset is not let in (addSession).
 	resetEpoch uint64
+
+	// Set by a key login (keyauth.go): the registered key's fingerprint,
+	// its revocation count when the login began (as resetEpoch), and the
+	// session id reserved for the lander's certificate.
+	keyFP     string
+	keyEpoch  uint64
+	sessionID uint64
 }
 
 // keyboardInteractive asks for the password and, outside trusted networks,
@@ -167,13 +176,22 @@ func askOne(ask ssh.KeyboardInteractiveChallenge, prompt string) (string, error)
 // answer arrived: the padding counts from there, so a client that answers
 // slowly still sees every refusal take the same time (see refusalDelay).
 func (a *attempt) finish(conn ssh.ConnMetadata, method, password, code string, answered time.Time) (*ssh.Permissions, error) {
+	return a.decide(conn, method, answered, func(ctx context.Context) (*upstreamConn, string, error) {
+		return a.srv.authenticate(ctx, conn.User(), password, code, a.remote, a.trusted)
+	})
+}
+
+// decide runs auth, the policy of one login attempt, and reports its
+// decision as finish describes.
+func (a *attempt) decide(conn ssh.ConnMetadata, method string, answered time.Time,
+	auth func(context.Context) (*upstreamConn, string, error)) (*ssh.Permissions, error) {
 	s := a.srv
 	user := conn.User()
 	// Fixed before the decision, so that a slow lander refusal raises the
 	// padding of later refusals, never its own (which would stand out).
 	delay := s.refusalDelay()
 	a.resetEpoch = s.resetEpoch(user)
-	up, how, err := s.authenticate(context.Background(), user, password, code, a.remote, a.trusted)
+	up, how, err := auth(context.Background())
 	elapsed := time.Since(answered)
 	s.metrics.AuthDuration.Observe(elapsed.Seconds())
 	remote := a.remote.String()
@@ -200,7 +218,7 @@ func (a *attempt) finish(conn ssh.ConnMetadata, method, password, code string, a
 	}
 	level := slog.LevelInfo
 	switch reason {
-	case ReasonLanderHostKey, ReasonLanderNoPassword, ReasonInternal, ReasonStoreUnavailable:
+	case ReasonLanderHostKey, ReasonLanderNoPassword, ReasonInternal, ReasonStoreUnavailable, ReasonLanderRefusedCert:
 		level = slog.LevelError
 	case ReasonLocked:
 		// Counted on the lockout and audited once when it ends (see
@@ -224,7 +242,7 @@ func (a *attempt) finish(conn ssh.ConnMetadata, method, password, code string, a
 	}
 	sleepUntil(answered.Add(delay))
 	switch reason {
-	case ReasonLanderUnavailable, ReasonLanderHostKey:
+	case ReasonLanderUnavailable, ReasonLanderHostKey, ReasonLanderRefusedCert:
 		return nil, &ssh.BannerError{Err: errDenied, Message: unavailableBanner}
 	case ReasonStoreUnavailable:
 		return nil, &ssh.BannerError{Err: errDenied, Message: storeUnavailableBanner}

@@ -107,6 +107,9 @@ type Server struct {
 	// windows bounds the memory of enlarged channel windows (relay.window,
 	// relay.window_total) over all sessions.
 	windows *relay.WindowBudget
+	// landerCA signs the certificates of key logins at the lander; nil
+	// unless keys.enabled.
+	landerCA ssh.Signer
 
 	// accept runs the accept loop and tracks the connections for Shutdown
 	// and Close.
@@ -125,6 +128,9 @@ type Server struct {
 	// resets counts each user's token resets (KillUser), so that a login
 	// that was being decided while a reset ran is not let in afterwards.
 	resets map[string]uint64
+	// keyRevokes counts, by "user fingerprint", the revocations of a key
+	// (KillKey), the same way for key logins.
+	keyRevokes map[string]uint64
 	// endAlso are the daemon's other enders of a user's sessions, run on
 	// another node's request (see EndUserAlso).
 	endAlso []func(user string) int
@@ -190,6 +196,12 @@ func New(cfg *config.Config, opts Options) (*Server, error) {
 	if err != nil {
 		return nil, err
 	}
+	var landerCA ssh.Signer
+	if cfg.Keys.Enabled {
+		if landerCA, err = LoadLanderCA(cfg.Keys.LanderCAFile); err != nil {
+			return nil, err
+		}
+	}
 	if opts.Metrics == nil {
 		opts.Metrics = metrics.NewGatekeeper(metrics.NewRegistry())
 	}
@@ -197,22 +209,24 @@ func New(cfg *config.Config, opts Options) (*Server, error) {
 		opts.Sessions = oneNode{}
 	}
 	s := &Server{
-		store:     opts.Store,
-		log:       opts.Log,
-		now:       opts.Now,
-		lander:    l,
-		signers:   signers,
-		limiter:   newLimiter(policyOf(cfg.RateLimit), opts.Now),
-		recovery:  opts.Recovery,
-		metrics:   opts.Metrics,
-		hashSlots: make(chan struct{}, maxHashSlots),
-		admission: connserve.NewAdmission(AdmissionLimits(cfg)),
-		windows:   relay.NewWindowBudget(cfg.Relay.WindowTotalBytes),
-		sessions:  map[uint64]*Session{},
-		resets:    map[string]uint64{},
-		node:      cfg.NodeName,
-		registry:  opts.Sessions,
-		killDone:  make(chan struct{}),
+		store:      opts.Store,
+		log:        opts.Log,
+		now:        opts.Now,
+		lander:     l,
+		signers:    signers,
+		limiter:    newLimiter(policyOf(cfg.RateLimit), opts.Now),
+		recovery:   opts.Recovery,
+		metrics:    opts.Metrics,
+		hashSlots:  make(chan struct{}, maxHashSlots),
+		admission:  connserve.NewAdmission(AdmissionLimits(cfg)),
+		windows:    relay.NewWindowBudget(cfg.Relay.WindowTotalBytes),
+		sessions:   map[uint64]*Session{},
+		resets:     map[string]uint64{},
+		keyRevokes: map[string]uint64{},
+		landerCA:   landerCA,
+		node:       cfg.NodeName,
+		registry:   opts.Sessions,
+		killDone:   make(chan struct{}),
 	}
 	if opts.Limits != nil {
 		s.limiter.st = opts.Limits(s.limiter.evictable)
@@ -287,6 +301,7 @@ func (s *Server) Reload(cfg *config.Config) (needRestart []string) {
 		{"audit.retention", old.Audit.Retention, cfg.Audit.Retention},
 		{"relay.window", old.Relay.Window, cfg.Relay.Window},
 		{"relay.window_total", old.Relay.WindowTotal, cfg.Relay.WindowTotal},
+		{"keys", old.Keys, cfg.Keys},
 	}
 	for _, r := range restartOnly {
 		if fmt.Sprint(r.old) != fmt.Sprint(r.new) {
@@ -516,6 +531,13 @@ func (s *Server) serverConfig(cfg *config.Config, a *attempt, nc net.Conn, start
 			return a.passwordMethod(c, pw)
 		},
 	}
+	if s.landerCA != nil {
+		c.PublicKeyCallback = func(c ssh.ConnMetadata, key ssh.PublicKey) (*ssh.Permissions, error) {
+			authBegins()
+			return a.publicKey(c, key)
+		}
+		c.VerifiedPublicKeyCallback = a.verifiedKey
+	}
 	for _, k := range s.signers {
 		c.AddHostKey(k)
 	}
@@ -529,6 +551,9 @@ type Session struct {
 	Remote  netip.AddrPort
 	Trusted bool
 	Start   time.Time
+	// KeyFP is the fingerprint of the registered key the session logged in
+	// with; empty for a password login.
+	KeyFP string
 	// Stats counts the bytes relayed; safe to read while the session runs.
 	Stats relay.Stats
 
@@ -612,13 +637,15 @@ type SessionInfo struct {
 	BytesUp   int64     `json:"bytes_up"`
 	BytesDown int64     `json:"bytes_down"`
 	ThisNode  bool      `json:"this_node"`
+	// Key is the fingerprint of the registered SSH key of a key login.
+	Key string `json:"key,omitempty"`
 }
 
 // info is the listing of sess, a session of node.
 func (sess *Session) info(node string) SessionInfo {
 	return SessionInfo{
 		Node: node, ID: sess.ID, User: sess.User, Remote: sess.Remote.String(), Trusted: sess.Trusted, Start: sess.Start,
-		BytesUp: sess.Stats.Up.Load(), BytesDown: sess.Stats.Down.Load(), ThisNode: true,
+		BytesUp: sess.Stats.Up.Load(), BytesDown: sess.Stats.Down.Load(), ThisNode: true, Key: sess.KeyFP,
 	}
 }
 
@@ -626,16 +653,37 @@ func (sess *Session) info(node string) SessionInfo {
 // since a's login began (the reset could not see, and so end, this session).
 func (s *Server) addSession(sc *ssh.ServerConn, remote netip.AddrPort, a *attempt) *Session {
 	s.mu.Lock()
-	if s.resets[sc.User()] != a.resetEpoch {
+	if s.resets[sc.User()] != a.resetEpoch || a.keyFP != "" && s.keyRevokes[sc.User()+" "+a.keyFP] != a.keyEpoch {
 		s.mu.Unlock()
 		return nil
 	}
-	s.nextID++
-	sess := &Session{ID: s.nextID, User: sc.User(), Remote: remote, Trusted: a.trusted, Start: time.Now(), conn: sc}
+	id := a.sessionID
+	if id == 0 {
+		s.nextID++
+		id = s.nextID
+	}
+	sess := &Session{ID: id, User: sc.User(), Remote: remote, Trusted: a.trusted, Start: time.Now(), KeyFP: a.keyFP, conn: sc}
 	s.sessions[sess.ID] = sess
 	s.mu.Unlock()
-	s.registry.Register(store.LiveSession{Node: s.node, ID: sess.ID, User: sess.User, Remote: remote.String(), Trusted: sess.Trusted, Start: sess.Start})
+	s.registry.Register(store.LiveSession{Node: s.node, ID: sess.ID, User: sess.User, Remote: remote.String(),
+		Trusted: sess.Trusted, Start: sess.Start, Key: sess.KeyFP})
 	return sess
+}
+
+// reserveSessionID takes the id the next session of a key login will have,
+// so that the lander's certificate can name it.
+func (s *Server) reserveSessionID() uint64 {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.nextID++
+	return s.nextID
+}
+
+// keyEpoch is the number of times user's key fp was revoked (KillKey).
+func (s *Server) keyEpoch(user, fp string) uint64 {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.keyRevokes[user+" "+fp]
 }
 
 func (s *Server) removeSession(sess *Session) {

@@ -29,6 +29,9 @@ type SessionRegistry interface {
 	// other node to end user's sessions.
 	RequestKill(ctx context.Context, node string, id uint64) error
 	RequestKillUser(ctx context.Context, user string) error
+	// RequestKillKey asks every other node to end user's sessions that
+	// logged in with the key of fingerprint fp.
+	RequestKillKey(ctx context.Context, user, fp string) error
 	// Kills delivers the requests other nodes address to this one.
 	Kills() <-chan store.KillRequest
 }
@@ -40,6 +43,7 @@ func (oneNode) Register(store.LiveSession)                        {}
 func (oneNode) Unregister(uint64)                                 {}
 func (oneNode) List(context.Context) ([]store.LiveSession, error) { return nil, nil }
 func (oneNode) RequestKillUser(context.Context, string) error     { return nil }
+func (oneNode) RequestKillKey(context.Context, string, string) error { return nil }
 func (oneNode) Kills() <-chan store.KillRequest                   { return nil }
 func (oneNode) RequestKill(_ context.Context, node string, _ uint64) error {
 	return fmt.Errorf("no node %q: this gatekeeper runs alone", node)
@@ -115,7 +119,7 @@ func (s *Server) otherSessions(ctx context.Context) ([]SessionInfo, error) {
 	var out []SessionInfo
 	for _, l := range all {
 		if l.Node != s.node {
-			out = append(out, SessionInfo{Node: l.Node, ID: l.ID, User: l.User, Remote: l.Remote, Trusted: l.Trusted, Start: l.Start})
+			out = append(out, SessionInfo{Node: l.Node, ID: l.ID, User: l.User, Remote: l.Remote, Trusted: l.Trusted, Start: l.Start, Key: l.Key})
 		}
 	}
 	return out, nil
@@ -255,6 +259,11 @@ func (s *Server) killLoop(reqs <-chan store.KillRequest) {
 
 // handleKillRequest ends what another node asked this one to end.
 func (s *Server) handleKillRequest(r store.KillRequest) {
+	if r.User != "" && r.Key != "" {
+		n := s.killLocalKey(r.User, r.Key)
+		s.log.Info("sessions of a revoked key ended at another node's request", "user", r.User, "fingerprint", r.Key, "by", r.By, "sessions", n)
+		return
+	}
 	if r.User != "" {
 		n := s.killLocalUser(r.User)
 		s.mu.Lock()
@@ -269,4 +278,48 @@ func (s *Server) handleKillRequest(r store.KillRequest) {
 	if user, _, ok := s.Kill(r.ID); ok {
 		s.log.Info("session ended at another node's request", "session", r.ID, "user", user, "by", r.By)
 	}
+}
+
+// KillKey ends every live session of user that logged in with the key of
+// fingerprint fp, on this node and (asking them, without waiting) on the
+// others, and returns how many there were: a revoked key must stop working
+// at once, like a revoked token ends the transfers running on it.
+func (s *Server) KillKey(user, fp string) int {
+	n := s.killLocalKey(user, fp)
+	if _, alone := s.registry.(oneNode); alone {
+		return n
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), clusterTimeout)
+	defer cancel()
+	if others, err := s.otherSessions(ctx); err == nil {
+		for _, x := range others {
+			if x.User == user && x.Key == fp {
+				n++
+			}
+		}
+	}
+	if err := s.registry.RequestKillKey(ctx, user, fp); err != nil {
+		s.log.Error("the other nodes could not be asked to end the sessions of a revoked key", "user", user, "err", err)
+	}
+	return n
+}
+
+// killLocalKey is KillKey on this node only. Logins with the key being
+// decided at that moment read the key again before they are let in (see
+// addSession).
+func (s *Server) killLocalKey(user, fp string) int {
+	s.mu.Lock()
+	s.keyRevokes[user+" "+fp]++
+	var victims []*Session
+	for _, x := range s.sessions {
+		if x.User == user && x.KeyFP == fp {
+			victims = append(victims, x)
+		}
+	}
+	s.mu.Unlock()
+	for _, x := range victims {
+		x.conn.Close()
+		s.log.Info("session ended: its key was revoked", "session", x.ID, "user", x.User, "fingerprint", fp)
+	}
+	return len(victims)
 }

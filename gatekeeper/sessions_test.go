@@ -83,6 +83,16 @@ func (f *fakeRegistry) RequestKillUser(_ context.Context, user string) error {
 	return nil
 }
 
+func (f *fakeRegistry) RequestKillKey(_ context.Context, user, fp string) error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.down != nil {
+		return f.down
+	}
+	f.requests = append(f.requests, "killkey "+user+" "+fp)
+	return nil
+}
+
 func (f *fakeRegistry) Kills() <-chan store.KillRequest { return f.kills }
 
 func (f *fakeRegistry) state() (mine []store.LiveSession, requests []string) {

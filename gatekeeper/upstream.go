@@ -35,6 +35,10 @@ var (
 	// address, would open the door. dial's error wraps ErrPasswordRejected
 	// too, so that the login fails and counts like a wrong password.
 	ErrLanderNoPassword = errors.New("lander let the user in without checking the password")
+	// ErrLanderRefusedCert means the lander did not accept the certificate
+	// of a key login: its TrustedUserCAKeys lacks the gatekeeper's CA (see
+	// admin lander-ca), or it refuses the user. It wraps ErrPasswordRejected.
+	ErrLanderRefusedCert = errors.New("lander refused the gatekeeper's certificate (is the line of `gatekeeper admin lander-ca` in its TrustedUserCAKeys?)")
 )
 
 // Authentication method names of RFC 4252 and RFC 4256.
@@ -139,6 +143,55 @@ type upstreamConn struct {
 // that carried the password: a lander that lets anyone in without it
 // (ErrLanderNoPassword) is refused, and so is one that wants more after it.
 func (l *lander) dial(ctx context.Context, user, password string) (*upstreamConn, error) {
+	auth := &passwordOnce{password: password}
+	up, err := l.connect(ctx, user, func(cfg *ssh.ClientConfig, _ net.Conn) error {
+		// The callback, not a list in Auth, picks each method: only it
+		// sees whether the attempt that carried the password failed.
+		cfg.AuthCallback = auth.next
+		return nil
+	}, func() bool { return auth.sent })
+	if err != nil {
+		return nil, err
+	}
+	if !auth.sent {
+		// The lander let the user in before the password went out: by
+		// "none", or a keyboard-interactive exchange without questions.
+		// No later attempt can follow the one that carried the password
+		// (passwordOnce.next), so a password sent means the password let
+		// the user in.
+		up.conn.Close()
+		return nil, fmt.Errorf("%w; refused as if %w", ErrLanderNoPassword, ErrPasswordRejected)
+	}
+	return up, nil
+}
+
+// dialCert connects to the lander as user and authenticates with a
+// certificate that sign makes for the connection's local address (the
+// certificate's source-address): a key login (see certFor).
+func (l *lander) dialCert(ctx context.Context, user string, sign func(local net.Addr) (ssh.Signer, error)) (*upstreamConn, error) {
+	offered := false
+	up, err := l.connect(ctx, user, func(cfg *ssh.ClientConfig, nc net.Conn) error {
+		signer, err := sign(nc.LocalAddr())
+		if err != nil {
+			return err
+		}
+		cfg.Auth = []ssh.AuthMethod{ssh.PublicKeysCallback(func() ([]ssh.Signer, error) {
+			offered = true
+			return []ssh.Signer{signer}, nil
+		})}
+		return nil
+	}, func() bool { return offered })
+	if errors.Is(err, ErrPasswordRejected) {
+		err = fmt.Errorf("%w: %w", ErrLanderRefusedCert, err)
+	}
+	return up, err
+}
+
+// connect dials the lander and logs in as user with the methods setAuth
+// puts into the client config; sent reports, after a failed handshake,
+// whether the credential went out (then the failure is the lander refusing
+// it, ErrPasswordRejected).
+func (l *lander) connect(ctx context.Context, user string, setAuth func(*ssh.ClientConfig, net.Conn) error, sent func() bool) (*upstreamConn, error) {
 	var d net.Dialer
 	dialCtx, cancel := context.WithTimeout(ctx, l.handshakeTime)
 	defer cancel()
@@ -152,7 +205,6 @@ func (l *lander) dial(ctx context.Context, user, password string) (*upstreamConn
 	_ = nc.SetDeadline(deadline)
 
 	var hostKeyOK, hostKeyBad bool
-	auth := &passwordOnce{password: password}
 	cfg := &ssh.ClientConfig{
 		User: user,
 		HostKeyCallback: func(host string, remote net.Addr, key ssh.PublicKey) error {
@@ -165,9 +217,6 @@ func (l *lander) dial(ctx context.Context, user, password string) (*upstreamConn
 		},
 		HostKeyAlgorithms: l.hostKeyAlgos,
 		ClientVersion:     "SSH-2.0-gatekeeper",
-		// The callback, not a list in Auth, picks each method: only it
-		// sees whether the attempt that carried the password failed.
-		AuthCallback: auth.next,
 	}
 	// AES-GCM first on the leg to the lander: both ends usually have AES
 	// instructions, where it is the fastest cipher.
@@ -176,6 +225,10 @@ func (l *lander) dial(ctx context.Context, user, password string) (*upstreamConn
 		"chacha20-poly1305@openssh.com",
 		"aes128-ctr", "aes192-ctr", "aes256-ctr",
 	}
+	if err := setAuth(cfg, nc); err != nil {
+		nc.Close()
+		return nil, err
+	}
 
 	conn, chans, reqs, err := ssh.NewClientConn(nc, l.addr, cfg)
 	if err != nil {
@@ -183,20 +236,11 @@ func (l *lander) dial(ctx context.Context, user, password string) (*upstreamConn
 		switch {
 		case hostKeyBad:
 			return nil, fmt.Errorf("%w: %v", ErrLanderHostKey, err)
-		case hostKeyOK && auth.sent:
+		case hostKeyOK && sent():
 			return nil, fmt.Errorf("%w: %v", ErrPasswordRejected, err)
 		default:
 			return nil, fmt.Errorf("%w: %v", ErrLanderUnavailable, err)
 		}
-	}
-	if !auth.sent {
-		// The lander let the user in before the password went out: by
-		// "none", or a keyboard-interactive exchange without questions.
-		// No later attempt can follow the one that carried the password
-		// (passwordOnce.next), so a password sent means the password let
-		// the user in.
-		conn.Close()
-		return nil, fmt.Errorf("%w; refused as if %w", ErrLanderNoPassword, ErrPasswordRejected)
 	}
 	_ = nc.SetDeadline(time.Time{})
 	return &upstreamConn{conn: conn, chans: chans, reqs: reqs}, nil

@@ -13,13 +13,18 @@ type LiveSession struct {
 	Remote  string    `json:"remote"`
 	Trusted bool      `json:"trusted"`
 	Start   time.Time `json:"start"`
+	// Key is the fingerprint of the registered SSH key the session logged
+	// in with (empty: a password login).
+	Key string `json:"key,omitempty"`
 }
 
-// KillRequest asks a node to end sessions: the one with ID (User empty), or
-// every session of User (a reset or a replaced phone on node By).
+// KillRequest asks a node to end sessions: the one with ID (User empty),
+// every session of User (a reset or a replaced phone on node By), or, with
+// Key set, User's sessions that logged in with that key (a revoked key).
 type KillRequest struct {
 	ID   uint64 `json:"id,omitempty"`
 	User string `json:"user,omitempty"`
+	Key  string `json:"key,omitempty"`
 	// By is the node that asked.
 	By string `json:"by"`
 }

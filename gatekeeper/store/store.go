@@ -52,6 +52,7 @@ package store
 import (
 	"errors"
 	"fmt"
+	"net/netip"
 	"time"
 )
 
@@ -160,6 +161,24 @@ const (
 	MaxKeys       = 64
 	MaxRemembered = 64
 )
+
+// Expired reports whether k has expired at now.
+func (k Key) Expired(now time.Time) bool { return !k.Expires.IsZero() && !now.Before(k.Expires) }
+
+// AllowsFrom reports whether k may log in from addr: k.From is empty or one
+// of its networks holds addr.
+func (k Key) AllowsFrom(addr netip.Addr) bool {
+	if len(k.From) == 0 {
+		return true
+	}
+	addr = addr.Unmap()
+	for _, f := range k.From {
+		if p, err := netip.ParsePrefix(f); err == nil && p.Contains(addr) {
+			return true
+		}
+	}
+	return false
+}
 
 // FindKey returns the index of the key with fingerprint fp in keys, or -1.
 func FindKey(keys []Key, fp string) int {

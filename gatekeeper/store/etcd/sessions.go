@@ -1,6 +1,7 @@
 package etcd
 
 import (
+	"encoding/hex"
 	"context"
 	"encoding/json"
 	"fmt"
@@ -58,6 +59,16 @@ func (s *Store) RequestKillUser(ctx context.Context, user string) error {
 		return err
 	}
 	return s.request(ctx, "killuser/"+user, store.KillRequest{User: user, By: s.node})
+}
+
+// RequestKillKey asks every other node to end user's sessions that logged in
+// with the key of fingerprint fp (P killuser/USER/key/HEX: the watch of
+// killuser/ delivers it).
+func (s *Store) RequestKillKey(ctx context.Context, user, fp string) error {
+	if err := store.CheckName(user); err != nil {
+		return err
+	}
+	return s.request(ctx, "killuser/"+user+"/key/"+hex.EncodeToString([]byte(fp)), store.KillRequest{User: user, Key: fp, By: s.node})
 }
 
 // request writes r under name on a lease of its own, so that it vanishes on
@@ -166,6 +177,12 @@ func (r *Sessions) RequestKill(ctx context.Context, node string, id uint64) erro
 // RequestKillUser asks every other node to end user's sessions.
 func (r *Sessions) RequestKillUser(ctx context.Context, user string) error {
 	return r.st.RequestKillUser(ctx, user)
+}
+
+// RequestKillKey asks every other node to end user's sessions that logged in
+// with the key of fingerprint fp.
+func (r *Sessions) RequestKillKey(ctx context.Context, user, fp string) error {
+	return r.st.RequestKillKey(ctx, user, fp)
 }
 
 // Kills delivers the kill requests of other nodes addressed to this one.
