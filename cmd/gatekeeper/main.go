@@ -197,6 +197,8 @@ func serve(ctx context.Context, cfg *config.Config, log *slog.Logger, reload fun
 		Store: st, Issuer: cfg.TOTP.Issuer, Skew: cfg.TOTP.Skew,
 		ConfirmWithin: cfg.Enroll.ConfirmWithin, Log: log,
 		KeyPolicy: enroll.KeyPolicy{AutomationMaxLifetime: cfg.Keys.AutomationMaxLifetime},
+		// A revoked key's sessions end at once, on every node.
+		EndKeySessions: gk.KillKey,
 	}
 
 	var policy livePolicy
