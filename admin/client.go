@@ -149,13 +149,21 @@ func userPath(user, action string) (string, error) {
 	return "/v1/users/" + url.PathEscape(user) + "/" + action, nil
 }
 
-// Reset forgets user's device link and recovery codes and ends their live sessions. A user
-// without a record or a session gets ErrNoSuchUser.
+// Reset forgets user's device link and recovery codes and ends their live sessions; their SSH
+// keys stay. A user without a record or a session gets ErrNoSuchUser.
 func (c *Client) Reset(ctx context.Context, user string) (ResetResult, error) {
+	return c.ResetWith(ctx, user, ResetOptions{})
+}
+
+// ResetWith is Reset with options: opts.Keys removes the user's SSH keys too.
+func (c *Client) ResetWith(ctx context.Context, user string, opts ResetOptions) (ResetResult, error) {
 	var res ResetResult
 	p, err := userPath(user, "reset")
 	if err != nil {
 		return res, err
+	}
+	if opts.Keys {
+		p += "?keys=true"
 	}
 	err = c.call(ctx, http.MethodPost, p, nil, &res)
 	return res, err
@@ -428,6 +436,14 @@ func remoteError(status int, b []byte) error {
 		sentinel = ErrBadBackup
 	case codeUnavailable:
 		sentinel = store.ErrUnavailable
+	case codeBadKey:
+		sentinel = enroll.ErrBadKey
+	case codeKeyExists:
+		sentinel = enroll.ErrKeyExists
+	case codeNoKey:
+		sentinel = enroll.ErrNoKey
+	case codeTooManyKeys:
+		sentinel = enroll.ErrTooManyKeys
 	default:
 		return fmt.Errorf("gatekeeper daemon: %s", eb.Error)
 	}

@@ -3,6 +3,7 @@ package admin
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"net/http"
 	"strconv"
@@ -28,6 +29,105 @@ type ResetResult struct {
 	HadRecord bool `json:"had_record"`
 	// SessionsEnded counts the live sessions that were ended.
 	SessionsEnded int `json:"sessions_ended"`
+	// KeysKept counts the user's SSH keys that stay registered (a reset without Keys);
+	// KeysRemoved those removed with it (ResetOptions.Keys).
+	KeysKept    int `json:"keys_kept,omitempty"`
+	KeysRemoved int `json:"keys_removed,omitempty"`
+	// RememberedForgotten counts the remembered devices (key and network pairs that skipped
+	// the code) that were forgotten: a reset forgets them all.
+	RememberedForgotten int `json:"remembered_forgotten,omitempty"`
+	// Damaged says that the record failed its integrity check and was removed whole: any SSH
+	// keys it held are gone too.
+	Damaged bool `json:"damaged,omitempty"`
+}
+
+// ResetOptions are the choices of a reset.
+type ResetOptions struct {
+	// Keys removes the user's registered SSH keys too; without it they are kept.
+	Keys bool
+}
+
+// ResetRecord forgets name's device in st: the secret, recovery codes, a pending link or
+// replacement, the clock drift and every remembered device; the last used time step stays, so
+// that no old code comes back. The SSH keys stay unless opts.Keys. A record that fails its
+// integrity check (store.ErrDamaged) cannot be changed, so it is deleted whole, keys and all
+// (res.Damaged). existed says whether name had a record at all. The daemon's endpoint and the
+// commands working on the database directly both use it; ending sessions and the audit log are
+// the caller's.
+func ResetRecord(st store.Store, name string, opts ResetOptions) (res ResetResult, existed bool, err error) {
+	if err := store.CheckName(name); err != nil {
+		return ResetResult{}, false, err
+	}
+	err = st.Update(name, func(u *store.User) error {
+		// fn may run more than once (etcd): everything it reports starts afresh.
+		res = ResetResult{User: name}
+		existed = u.State != store.StateNone || len(u.Secret) > 0 || len(u.Keys) > 0 || len(u.Remembered) > 0
+		res.HadRecord = u.State != store.StateNone
+		res.RememberedForgotten = len(u.Remembered)
+		if opts.Keys {
+			res.KeysRemoved = len(u.Keys)
+			u.Keys = nil
+		} else {
+			res.KeysKept = len(u.Keys)
+		}
+		u.State, u.Secret = store.StateNone, nil
+		u.Recovery, u.RecoverySalt = nil, nil
+		u.PendingSince, u.PendingBinding, u.ConfirmTries = time.Time{}, nil, 0
+		u.NextSecret, u.NextSince = nil, time.Time{}
+		u.DriftSteps, u.DriftAt = 0, time.Time{}
+		u.EnrolledAt = time.Time{}
+		enroll.ForgetRemembered(u)
+		return nil
+	})
+	if errors.Is(err, store.ErrDamaged) {
+		// What it held cannot be read, so nothing of it can be kept.
+		existed, err = st.Delete(name)
+		res = ResetResult{User: name, HadRecord: existed, Damaged: existed}
+	}
+	if err != nil {
+		return ResetResult{}, false, err
+	}
+	return res, existed, nil
+}
+
+// changed reports whether the reset res changed anything in the record.
+func (res ResetResult) changed() bool {
+	return res.HadRecord || res.Damaged || res.KeysRemoved > 0 || res.RememberedForgotten > 0
+}
+
+// ResetDetail is the audit log's detail of reset res, up to the live sessions: what was removed
+// and what became of the SSH keys.
+func ResetDetail(res ResetResult, opts ResetOptions) string {
+	d := "device link and recovery codes removed"
+	if !res.HadRecord {
+		d = "no device was linked"
+	}
+	switch {
+	case res.Damaged:
+		d += "; the record was damaged, so it was removed whole with any SSH keys it held"
+	case opts.Keys || res.KeysRemoved > 0:
+		d += fmt.Sprintf("; %d SSH keys removed", res.KeysRemoved)
+	case res.KeysKept > 0:
+		d += fmt.Sprintf("; %d SSH keys kept", res.KeysKept)
+	}
+	if res.RememberedForgotten > 0 {
+		d += fmt.Sprintf("; %d remembered devices forgotten", res.RememberedForgotten)
+	}
+	return d
+}
+
+// NothingToReset is the error (matching ErrNoSuchUser) of a reset that found nothing to do: res
+// changed nothing and ended no live session; nil otherwise. also follows "has no linked device"
+// in the message (" and no live session").
+func NothingToReset(res ResetResult, also string) error {
+	if res.changed() || res.SessionsEnded > 0 {
+		return nil
+	}
+	keys := ""
+	if res.KeysKept > 0 {
+		keys = fmt.Sprintf(" (%d SSH keys kept; --keys removes them)", res.KeysKept)
+	}
+	return fmt.Errorf("%w: %s has no linked device%s, nothing to reset%s", ErrNoSuchUser, res.User, also, keys)
 }
 
 type ticketResponse struct {
@@ -124,34 +224,41 @@ func (s *Server) handleUsers(w http.ResponseWriter, r *http.Request) {
 }
 
 // handleReset forgets the user's device link and recovery codes (even a damaged record) and ends
-// their live sessions: a lost phone must stop working at once.
+// their live sessions: a lost phone must stop working at once. The user's SSH keys stay unless
+// the query says keys=true. POST /v1/users/{name}/reset[?keys=true].
 func (s *Server) handleReset(w http.ResponseWriter, r *http.Request) {
 	name := s.pathUser(w, r)
 	if name == "" {
 		return
 	}
+	var opts ResetOptions
+	if v := r.URL.Query().Get("keys"); v != "" {
+		b, err := strconv.ParseBool(v)
+		if err != nil {
+			writeError(w, http.StatusBadRequest, codeBadRequest, fmt.Sprintf("keys %q: want true or false", v))
+			return
+		}
+		opts.Keys = b
+	}
 	if s.OnReset == nil {
 		s.notImplemented(w, r, "a way to end live sessions; nothing was reset")
 		return
 	}
-	existed, err := s.store().Delete(name)
+	res, _, err := ResetRecord(s.store(), name, opts)
 	if err != nil {
 		s.writeErr(w, r, err)
 		return
 	}
-	ended := s.OnReset(name)
-	if !existed && ended == 0 {
-		s.writeErr(w, r, fmt.Errorf("%w: %s has no linked device and no live session, nothing to reset", ErrNoSuchUser, name))
+	res.SessionsEnded = s.OnReset(name)
+	if err := NothingToReset(res, " and no live session"); err != nil {
+		s.writeErr(w, r, err)
 		return
 	}
-	detail := "device link and recovery codes removed"
-	if !existed {
-		detail = "no device was linked"
-	}
-	detail += fmt.Sprintf("; %d live sessions ended", ended)
+	detail := ResetDetail(res, opts) + fmt.Sprintf("; %d live sessions ended", res.SessionsEnded)
 	s.audit(r, store.Event{Kind: store.EventReset, User: name, Actor: actorOf(r), Detail: detail})
-	s.log().InfoContext(r.Context(), "user reset", "user", name, "actor", actorOf(r), "had_record", existed, "sessions_ended", ended)
-	writeJSON(w, http.StatusOK, ResetResult{User: name, HadRecord: existed, SessionsEnded: ended})
+	s.log().InfoContext(r.Context(), "user reset", "user", name, "actor", actorOf(r), "had_record", res.HadRecord,
+		"keys_kept", res.KeysKept, "keys_removed", res.KeysRemoved, "damaged", res.Damaged, "sessions_ended", res.SessionsEnded)
+	writeJSON(w, http.StatusOK, res)
 }
 
 func (s *Server) handleTicket(w http.ResponseWriter, r *http.Request) {

@@ -41,6 +41,10 @@ const (
 	codeExists        = "exists"
 	codeBadBackup     = "bad_backup"
 	codeUnavailable   = "unavailable"
+	codeBadKey        = "bad_key"
+	codeKeyExists     = "key_exists"
+	codeNoKey         = "no_key"
+	codeTooManyKeys   = "too_many_keys"
 )
 
 // Errors of the admin API besides the enroll and store sentinels. The Client's errors match
@@ -148,6 +152,10 @@ type UserInfo struct {
 	DriftSteps int       `json:"drift_steps,omitempty"`
 	DriftAt    time.Time `json:"drift_at,omitzero"`
 	ClockDrift string    `json:"clock_drift,omitempty"`
+	// Keys are the user's registered SSH keys (public keys only), Remembered the key and
+	// network pairs that skip the code until a time (keys.remember).
+	Keys       []store.Key        `json:"keys,omitempty"`
+	Remembered []store.Remembered `json:"remembered,omitempty"`
 }
 
 // UserInfoOf is the public state of u, whose pending link expires confirmWithin after it began
@@ -166,6 +174,8 @@ func UserInfoOf(u store.User, confirmWithin time.Duration) UserInfo {
 		RecoveryCodesLeft: len(u.Recovery),
 		DriftSteps:        u.DriftSteps,
 		DriftAt:           u.DriftAt,
+		Keys:              u.Keys,
+		Remembered:        u.Remembered,
 	}
 	if u.State == store.StatePending {
 		info.PendingSince = u.PendingSince
@@ -300,6 +310,10 @@ func (s *Server) handler(authz *authorizer) http.Handler {
 	mux.HandleFunc("POST /v1/addresses/{addr}/unlock", s.handleUnlockAddress)
 	mux.HandleFunc("POST /v1/users/{name}/ticket", s.handleTicket)
 	mux.HandleFunc("POST /v1/users/{name}/import", s.handleImport)
+	mux.HandleFunc("GET /v1/users/{name}/keys", s.handleKeys)
+	mux.HandleFunc("POST /v1/users/{name}/keys", s.handleAddKey)
+	mux.HandleFunc("POST /v1/users/{name}/keys/revoke", s.handleRevokeKey)
+	mux.HandleFunc("POST /v1/users/{name}/keys/import", s.handleImportKeys)
 	mux.HandleFunc("GET /v1/audit", s.handleAudit)
 	mux.HandleFunc("GET /v1/backup", s.handleBackup)
 	mux.HandleFunc("POST /v1/restore", s.handleRestore)
@@ -457,7 +471,12 @@ func (s *Server) handleUser(w http.ResponseWriter, r *http.Request) {
 // decode reads r's JSON body into v: at most maxBodyBytes, no unknown fields, exactly one
 // value. On failure it answers the client and returns false.
 func (s *Server) decode(w http.ResponseWriter, r *http.Request, v any) bool {
-	r.Body = http.MaxBytesReader(w, r.Body, maxBodyBytes)
+	return s.decodeLimit(w, r, v, maxBodyBytes)
+}
+
+// decodeLimit is decode with another limit than maxBodyBytes (a key import carries a file).
+func (s *Server) decodeLimit(w http.ResponseWriter, r *http.Request, v any, limit int64) bool {
+	r.Body = http.MaxBytesReader(w, r.Body, limit)
 	dec := json.NewDecoder(r.Body)
 	dec.DisallowUnknownFields()
 	err := dec.Decode(v)
@@ -512,6 +531,14 @@ func (s *Server) writeErr(w http.ResponseWriter, r *http.Request, err error) {
 		status, code = http.StatusGone, codeVoided
 	case errors.Is(err, enroll.ErrStartedElsewhere):
 		status, code = http.StatusForbidden, codeElsewhere
+	case errors.Is(err, enroll.ErrBadKey):
+		status, code = http.StatusBadRequest, codeBadKey
+	case errors.Is(err, enroll.ErrKeyExists):
+		status, code = http.StatusConflict, codeKeyExists
+	case errors.Is(err, enroll.ErrNoKey):
+		status, code = http.StatusNotFound, codeNoKey
+	case errors.Is(err, enroll.ErrTooManyKeys):
+		status, code = http.StatusConflict, codeTooManyKeys
 	case errors.Is(err, store.ErrBadName):
 		status, code = http.StatusBadRequest, codeBadName
 	case errors.Is(err, ErrNoSuchUser):
