@@ -123,6 +123,18 @@ type fakeLander struct {
 	// hold, when set, keeps a right password waiting until it is closed:
 	// a test can act while a login is at the lander.
 	hold atomic.Pointer[chan struct{}]
+	// ca, when set, is the user CA whose certificates the lander accepts
+	// (TrustedUserCAKeys); certs records each certificate it accepted.
+	ca    atomic.Pointer[ssh.PublicKey]
+	mu    sync.Mutex
+	certs []*ssh.Certificate
+}
+
+// acceptedCerts returns the certificates the lander let users in with.
+func (fl *fakeLander) acceptedCerts() []*ssh.Certificate {
+	fl.mu.Lock()
+	defer fl.mu.Unlock()
+	return slices.Clone(fl.certs)
 }
 
 const landerPassword = "correct horse"
@@ -147,6 +159,19 @@ func startLander(t *testing.T) *fakeLander {
 			time.Sleep(time.Duration(fl.rejectDelay.Load()))
 			return nil, errors.New("wrong password")
 		},
+	}
+	checker := &ssh.CertChecker{SupportedCriticalOptions: []string{"source-address", "force-command"}, IsUserAuthority: func(auth ssh.PublicKey) bool {
+		ca := fl.ca.Load()
+		return ca != nil && bytes.Equal(auth.Marshal(), (*ca).Marshal())
+	}}
+	cfg.PublicKeyCallback = func(c ssh.ConnMetadata, key ssh.PublicKey) (*ssh.Permissions, error) {
+		perms, err := checker.Authenticate(c, key)
+		if err == nil {
+			fl.mu.Lock()
+			fl.certs = append(fl.certs, key.(*ssh.Certificate))
+			fl.mu.Unlock()
+		}
+		return perms, err
 	}
 	cfg.AddHostKey(signer)
 	ln, err := net.Listen("tcp", "127.0.0.1:0")

@@ -348,7 +348,10 @@ MaxSessions 50
 LoginGraceTime 60
 %[3]s`
 
-func startLander(dir string) (*lander, error) {
+func startLander(dir string) (*lander, error) { return startLanderWith(dir, "") }
+
+// startLanderWith starts a lander whose sshd_config ends with the lines extra.
+func startLanderWith(dir, extra string) (*lander, error) {
 	// sshd insists on its privilege separation directory.
 	if err := os.MkdirAll("/run/sshd", 0o755); err != nil {
 		return nil, err
@@ -366,8 +369,8 @@ func startLander(dir string) (*lander, error) {
 	cfg := filepath.Join(dir, "sshd_config")
 	// PerSourcePenalties (OpenSSH 9.8+) would lock out 127.0.0.1 after the tests' deliberate
 	// failures; older versions reject the keyword, so ask sshd itself whether it knows it.
-	extra := "PerSourcePenalties no\n"
-	for _, e := range []string{extra, ""} {
+	penalties := "PerSourcePenalties no\n"
+	for _, e := range []string{penalties + extra, extra} {
 		if err := os.WriteFile(cfg, fmt.Appendf(nil, landerConfig, l.port, dir, e), 0o600); err != nil {
 			return nil, err
 		}
@@ -375,7 +378,7 @@ func startLander(dir string) (*lander, error) {
 		if err == nil {
 			break
 		}
-		if e == "" || !bytes.Contains(out, []byte("PerSourcePenalties")) {
+		if e == extra || !bytes.Contains(out, []byte("PerSourcePenalties")) {
 			return nil, fmt.Errorf("sshd -t: %w: %s", err, out)
 		}
 	}
