@@ -40,7 +40,7 @@ const (
 	ReasonWrongPassword     = "wrong_password"
 	ReasonLanderUnavailable = "lander_unavailable"
 	ReasonLanderHostKey     = "lander_host_key"
-	ReasonLanderNoPassword  = "lander_no_password" // the lander let the user in without the password
+	ReasonLanderNoPassword  = "lander_no_password"  // the lander let the user in without the password
 	ReasonLanderRefusedCert = "lander_refused_cert" // the lander does not trust the gatekeeper's CA
 	ReasonKeyRevoked        = "key_revoked"         // the key went while its login was decided
 	ReasonInternal          = "internal"

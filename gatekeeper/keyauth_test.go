@@ -87,10 +87,14 @@ func TestKeyLogin(t *testing.T) {
 		{name: "trusted: key alone", from: "127.0.0.2",
 			want: want{ok: true, certs: 1}},
 		{name: "automation key from its network", from: "127.0.0.3",
-			key:  func(k *store.Key) { k.Automation, k.From, k.Expires = true, []string{"127.0.0.3/32"}, time.Now().Add(time.Hour) },
+			key: func(k *store.Key) {
+				k.Automation, k.From, k.Expires = true, []string{"127.0.0.3/32"}, time.Now().Add(time.Hour)
+			},
 			want: want{ok: true, certs: 1}},
 		{name: "key with networks, from elsewhere: the password is asked", from: "127.0.0.1",
-			key:  func(k *store.Key) { k.Automation, k.From, k.Expires = true, []string{"127.0.0.3/32"}, time.Now().Add(time.Hour) },
+			key: func(k *store.Key) {
+				k.Automation, k.From, k.Expires = true, []string{"127.0.0.3/32"}, time.Now().Add(time.Hour)
+			},
 			code: true, want: want{ok: true, prompts: []string{PromptPassword, PromptCode}}},
 		{name: "expired key: the password is asked", from: "127.0.0.1", code: true,
 			key:  func(k *store.Key) { k.Expires = time.Date(2026, 11, 23, 11, 0, 0, 0, time.UTC) },

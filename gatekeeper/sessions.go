@@ -39,12 +39,12 @@ type SessionRegistry interface {
 // oneNode is the registry of a node alone: there is nobody to tell.
 type oneNode struct{}
 
-func (oneNode) Register(store.LiveSession)                        {}
-func (oneNode) Unregister(uint64)                                 {}
-func (oneNode) List(context.Context) ([]store.LiveSession, error) { return nil, nil }
-func (oneNode) RequestKillUser(context.Context, string) error     { return nil }
+func (oneNode) Register(store.LiveSession)                           {}
+func (oneNode) Unregister(uint64)                                    {}
+func (oneNode) List(context.Context) ([]store.LiveSession, error)    { return nil, nil }
+func (oneNode) RequestKillUser(context.Context, string) error        { return nil }
 func (oneNode) RequestKillKey(context.Context, string, string) error { return nil }
-func (oneNode) Kills() <-chan store.KillRequest                   { return nil }
+func (oneNode) Kills() <-chan store.KillRequest                      { return nil }
 func (oneNode) RequestKill(_ context.Context, node string, _ uint64) error {
 	return fmt.Errorf("no node %q: this gatekeeper runs alone", node)
 }
