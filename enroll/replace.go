@@ -226,6 +226,9 @@ func (s *Service) ConfirmReplace(ctx context.Context, user string, binding Bindi
 		u.LastStep = at.step
 		u.RecoverySalt, u.Recovery = salt, hashes
 		u.DriftSteps, u.DriftAt = 0, time.Time{}
+		// Devices remembered after a key and a code from the old phone
+		// must show a code from the new one.
+		ForgetRemembered(u)
 		dropNext(u)
 		return nil
 	})

@@ -70,6 +70,15 @@ func TestReplaceDevice(t *testing.T) {
 	if bytes.Equal(old, next) {
 		t.Fatal("the replacement reuses the old secret")
 	}
+	// A key, and a network remembered for it after a code from the old phone.
+	key := store.Key{Fingerprint: "SHA256:test", PublicKey: "ssh-ed25519 AAAA"}
+	if err := s.Store.Update("alice", func(u *store.User) error {
+		u.Keys = []store.Key{key}
+		u.Remembered = []store.Remembered{{Fingerprint: key.Fingerprint, Network: "192.0.2.0/24", Until: clock.t.Add(time.Hour)}}
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
 	u := peek(t, s.Store, "alice")
 	if u.State != store.StateActive || !bytes.Equal(u.Secret, old) || !bytes.Equal(u.NextSecret, next) ||
 		!u.NextSince.Equal(clock.t) || u.ConfirmTries != 0 || !b.matches(u.PendingBinding) {
@@ -103,6 +112,9 @@ func TestReplaceDevice(t *testing.T) {
 		u.PendingBinding != nil || u.ConfirmTries != 0 || u.LastStep != totp.Step(clock.t) || !u.EnrolledAt.Equal(clock.t) ||
 		len(u.Recovery) != RecoveryCodes {
 		t.Fatalf("after the replacement: %+v", u)
+	}
+	if len(u.Remembered) != 0 || len(u.Keys) != 1 {
+		t.Errorf("after the replacement: remembered %+v, keys %+v; want the remembered network gone, the key kept", u.Remembered, u.Keys)
 	}
 	// The confirming code is used; the old phone's codes fail from now on, the new phone's work.
 	if err := login(s, "alice", clock.t, confirming); !errors.Is(err, totp.ErrReplay) {
