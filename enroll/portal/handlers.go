@@ -64,7 +64,10 @@ func (s *Server) routes() http.Handler {
 		"/recovery":        {get: s.renewIntro},
 		"/recovery/new":    {post: s.renewRecovery},
 		"/recovery/done":   {get: s.renewDone},
-		staticPath:         {get: s.styleSheet},
+		// SSH keys, for a session signed in with both factors (keys.go).
+		"/keys/add":    {post: s.keyAdd},
+		"/keys/revoke": {post: s.keyRevoke},
+		staticPath:     {get: s.styleSheet},
 	}
 	cop := http.NewCrossOriginProtection()
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
@@ -256,7 +259,7 @@ func (s *Server) home(w http.ResponseWriter, r *http.Request) {
 		s.render(w, r, http.StatusOK, "signin", s.signInData(r, v))
 		return
 	}
-	s.account(w, r, v, http.StatusOK, "")
+	s.account(w, r, v, http.StatusOK, s.takeFlash(v))
 }
 
 func (s *Server) busy(w http.ResponseWriter, r *http.Request) {
@@ -403,6 +406,7 @@ type linkState struct {
 	expiresAt    time.Time
 	linkedOn     time.Time
 	recoveryLeft int // unused recovery codes of an active device
+	remembered   []store.Remembered
 }
 
 func (s *Server) linkState(r *http.Request, user string) (linkState, error) {
@@ -412,7 +416,7 @@ func (s *Server) linkState(r *http.Request, user string) (linkState, error) {
 	}
 	switch u.State {
 	case store.StateActive:
-		return linkState{state: "active", linkedOn: u.EnrolledAt, recoveryLeft: len(u.Recovery)}, nil
+		return linkState{state: "active", linkedOn: u.EnrolledAt, recoveryLeft: len(u.Recovery), remembered: u.Remembered}, nil
 	case store.StatePending:
 		exp := u.PendingSince.Add(s.confirmWithin())
 		if !s.now().Before(exp) {
@@ -434,6 +438,12 @@ func (s *Server) canLink(r *http.Request, v view) bool {
 // shows how many recovery codes are left, the user's security log and, to a session signed in
 // with both factors, the buttons that change credentials.
 func (s *Server) account(w http.ResponseWriter, r *http.Request, v view, status int, notice string) {
+	s.accountWith(w, r, v, status, func(d *pageData) { d.Notice = notice })
+}
+
+// accountWith renders the account page as account does, after more changes to its data (an
+// error, the key form as typed).
+func (s *Server) accountWith(w http.ResponseWriter, r *http.Request, v view, status int, more func(*pageData)) {
 	st, err := s.linkState(r, v.user)
 	if err != nil {
 		s.log().ErrorContext(r.Context(), "portal: reading link state", "user", v.user, "err", err)
@@ -444,7 +454,6 @@ func (s *Server) account(w http.ResponseWriter, r *http.Request, v view, status 
 		Title:     "Your account",
 		CSRF:      v.csrf,
 		User:      v.user,
-		Notice:    notice,
 		State:     st.state,
 		CanLink:   s.canLink(r, v),
 		ViaTicket: v.ticket != "" && !s.allowed(remoteAddr(r)),
@@ -471,7 +480,9 @@ func (s *Server) account(w http.ResponseWriter, r *http.Request, v view, status 
 		d.RecoveryTotal = enroll.RecoveryCodes
 		d.ShowLog = s.SecurityLog != nil
 		d.Log, d.LogFailed = s.securityLog(r, v.user)
+		s.keysData(r, &d, v.user, st.remembered)
 	}
+	more(&d)
 	s.render(w, r, status, "account", d)
 }
 

@@ -72,6 +72,14 @@ type pageData struct {
 	Log           []logRow // its rows, newest first
 	LogFailed     bool     // ... which could not be read this time
 
+	// SSH keys (keys.go)
+	ShowKeys       bool            // the account page has the SSH keys section
+	Keys           []keyRow        // the user's keys, in the order they were added
+	KeysFailed     bool            // ... which could not be read this time
+	Remembered     []rememberedRow // devices that skip the code for now
+	KeyForm        keyForm         // the add form as typed, after an error
+	AutomationDays int             // the longest an automation key lives, in days (0: not known)
+
 	// replacing the phone, new recovery codes
 	Replacing    bool   // the QR and code pages are for a new phone, confirmed at /replace/confirm
 	CanEndSSH    bool   // the replace page offers "also end my open SSH sessions"

@@ -82,6 +82,18 @@ type CredentialChanger interface {
 	RenewRecovery(ctx context.Context, user string) ([]string, error)
 }
 
+// KeyManager registers, lists and revokes a user's SSH keys (keys.enabled), as enroll.Service
+// does: AddKey with enroll.AddedBySelf refuses a user without an active device (an error
+// matching enroll.ErrNotLinked); the errors matching enroll.ErrBadKey, ErrKeyExists, ErrNoKey
+// and ErrTooManyKeys have messages fit for the user. RevokeKey returns the key and how many
+// live sessions that logged in with it were ended. The portal calls them only for a session
+// signed in with both factors. *enroll.Service implements it.
+type KeyManager interface {
+	AddKey(ctx context.Context, user string, nk enroll.NewKey, addedBy string) (store.Key, error)
+	Keys(ctx context.Context, user string) ([]store.Key, error)
+	RevokeKey(ctx context.Context, user, fp string) (store.Key, int, error)
+}
+
 // Tickets checks and uses up the one-time tickets that let a user link a device from outside
 // the allowed networks. Both return an error for an unknown, expired, used or other user's
 // ticket. The implementation is expected to accept the ticket the way the admin command prints
@@ -151,6 +163,12 @@ type Server struct {
 	EndSSH func(user string) int
 	// SecurityLog reads the user's security log for the account page; nil leaves it out.
 	SecurityLog SecurityLogReader
+	// KeysEnabled is keys.enabled: the account page of a user signed in with both factors
+	// gets the "SSH keys" section (list, add, revoke, remembered devices).
+	KeysEnabled bool
+	// Keys makes the key changes when KeysEnabled is set; nil means the Linker, which must
+	// then implement KeyManager (*enroll.Service does). Without either the section is left out.
+	Keys KeyManager
 	// Tickets checks one-time tickets; nil means tickets are not accepted.
 	Tickets Tickets
 	// Allowed reports whether a client address may link without a ticket

@@ -57,6 +57,8 @@ var eventWords = map[string]struct {
 	store.EventTicketUsed:       {"Linking ticket used", false},
 	store.EventSessionKilled:    {"SSH session ended by an admin", false},
 	store.EventImport:           {"Device imported by an admin", false},
+	store.EventKeyAdded:         {"SSH key added", false},
+	store.EventKeyRevoked:       {"SSH key revoked", false},
 }
 
 // refusalWords says why a login was refused (the Reason constants of package gatekeeper). The
@@ -115,6 +117,12 @@ func wordEvent(e store.Event) logRow {
 	}
 	if e.Reason != "" {
 		row.Detail = refusalWords[e.Reason]
+	}
+	if e.Kind == store.EventKeyAdded || e.Kind == store.EventKeyRevoked {
+		// The detail begins with the key's fingerprint (enroll's keyDetail).
+		if fp, _, _ := strings.Cut(e.Detail, " "); strings.HasPrefix(fp, "SHA256:") {
+			row.Detail = strings.TrimSuffix(fp, ";")
+		}
 	}
 	// Link events name the portal and the browser's address as their actor ("portal
 	// 192.0.2.10", see actorContext) rather than in Remote and Door.

@@ -62,6 +62,8 @@ type session struct {
 	codesFor string
 	// codesNote is said on that page too: which other sessions the change ended.
 	codesNote string
+	// flash is a notice for the next account page (what a key change did), shown once.
+	flash string
 	// rotate is set when the QR page was shown: the next page request gets a new session id
 	// and tells the browser to drop its cache, so that Back cannot bring the QR page back.
 	rotate bool
