@@ -7,6 +7,7 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
+	"reflect"
 	"slices"
 	"sync"
 	"sync/atomic"
@@ -47,6 +48,7 @@ func Run(t *testing.T, b Backend) {
 		{"Reopen", testReopen},
 		{"DumpLoad", testDumpLoad},
 		{"WrongKey", testWrongKey},
+		{"Keys", testKeys},
 	} {
 		t.Run(c.name, func(t *testing.T) { c.fn(t, b) })
 	}
@@ -457,5 +459,68 @@ func testWrongKey(t *testing.T, b Backend) {
 	alice.Key = "mallory" // alice's record copied to another user
 	if _, err := s.Load([]store.Item{alice}, true); !errors.Is(err, store.ErrDamaged) {
 		t.Errorf("Load of a record moved to another user = %v, want ErrDamaged", err)
+	}
+}
+
+// testKeys: registered SSH keys and remembered networks are kept with the
+// record, a record of state none is kept while it holds keys (a reset that
+// keeps them) and goes with the last one, and what a record may not hold is
+// refused without a write.
+func testKeys(t *testing.T, b Backend) {
+	s, _ := newStore(t, b)
+	expires := time.Date(2027, 1, 2, 3, 4, 5, 0, time.UTC)
+	key := store.Key{Fingerprint: "SHA256:abc", PublicKey: "ssh-ed25519 AAAAC3Nz", Label: "laptop",
+		Automation: true, From: []string{"192.0.2.0/24"}, Expires: expires, Command: "rsync --server"}
+	link(t, s, "alice", []byte("secret-a"), 7)
+	err := s.Update("alice", func(u *store.User) error {
+		u.Keys = []store.Key{key}
+		u.Remembered = []store.Remembered{{Fingerprint: key.Fingerprint, Network: "192.0.2.0/24", Until: expires}}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	u, err := s.Get("alice")
+	if err != nil || len(u.Keys) != 1 || !reflect.DeepEqual(u.Keys[0], key) || len(u.Remembered) != 1 || !u.Remembered[0].Until.Equal(expires) {
+		t.Fatalf("Get = %+v, %v; want the key %+v and its remembered network", u, err, key)
+	}
+
+	// A reset that keeps the keys: state none, no secret, the record stays.
+	err = s.Update("alice", func(u *store.User) error {
+		u.State, u.Secret, u.Remembered = store.StateNone, nil, nil
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if u, err := s.Get("alice"); err != nil || u.State != store.StateNone || len(u.Keys) != 1 || u.LastStep != 7 {
+		t.Fatalf("after a reset keeping keys: %+v, %v", u, err)
+	}
+	if users, _ := s.List(); len(users) != 1 {
+		t.Fatalf("List = %+v, want alice kept for her key", users)
+	}
+
+	// Refused, and nothing written: the same key twice, an automation key without networks.
+	for name, fn := range map[string]func(u *store.User){
+		"duplicate": func(u *store.User) { u.Keys = append(u.Keys, key) },
+		"automation everywhere": func(u *store.User) {
+			u.Keys = []store.Key{{Fingerprint: "SHA256:x", PublicKey: "k", Automation: true, Expires: expires}}
+		},
+		"no fingerprint": func(u *store.User) { u.Keys = []store.Key{{PublicKey: "k"}} },
+	} {
+		if err := s.Update("alice", func(u *store.User) error { fn(u); return nil }); err == nil {
+			t.Errorf("%s: Update accepted it", name)
+		}
+	}
+	if u, _ := s.Get("alice"); len(u.Keys) != 1 {
+		t.Errorf("after refused updates: keys %+v", u.Keys)
+	}
+
+	// The last key gone, a record of state none has nothing left to keep.
+	if err := s.Update("alice", func(u *store.User) error { u.Keys = nil; return nil }); err != nil {
+		t.Fatal(err)
+	}
+	if users, _ := s.List(); len(users) != 0 {
+		t.Errorf("List = %+v, want no record once the last key is gone", users)
 	}
 }
