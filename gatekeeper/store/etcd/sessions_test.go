@@ -109,10 +109,16 @@ func TestSessionsAcrossNodes(t *testing.T) {
 	if err := b.RequestKillUser(ctx, "alice"); err != nil {
 		t.Fatal(err)
 	}
-	if req := nextKill(t, a, 2*time.Second); req.User != "alice" || req.By != "b" {
+	if req := nextKill(t, a, 2*time.Second); req.User != "alice" || req.Key != "" || req.By != "b" {
 		t.Errorf("a got %+v, want alice's sessions by b", req)
 	}
-	noKill(t, b) // its own request, and a kill addressed to a
+	if err := b.RequestKillKey(ctx, "alice", "SHA256:k/e+y"); err != nil {
+		t.Fatal(err)
+	}
+	if req := nextKill(t, a, 2*time.Second); req.User != "alice" || req.Key != "SHA256:k/e+y" || req.By != "b" {
+		t.Errorf("a got %+v, want the sessions of alice's key SHA256:k/e+y by b", req)
+	}
+	noKill(t, b) // its own requests, and a kill addressed to a
 	// The requests vanish on their own.
 	cli := c.Client(t)
 	waitGone := func(k string) {
