@@ -52,12 +52,13 @@ const gauthFile = ".google_authenticator"
 type adminBackend interface {
 	Users(ctx context.Context) ([]admin.UserInfo, error)
 	User(ctx context.Context, user string) (admin.UserInfo, error)
-	Reset(ctx context.Context, user string) (admin.ResetResult, error)
+	ResetWith(ctx context.Context, user string, opts admin.ResetOptions) (admin.ResetResult, error)
 	Ticket(ctx context.Context, user string) (string, time.Time, error)
 	Audit(ctx context.Context, q store.EventQuery) ([]store.Event, error)
 	Import(ctx context.Context, user string, req admin.ImportRequest) (admin.ImportResult, error)
 	Backup(ctx context.Context, audit bool, fn func(store.Item) error) (admin.BackupHeader, error)
 	Restore(ctx context.Context, f *admin.BackupFile, force bool) (admin.RestoreResult, error)
+	keysBackend
 }
 
 var _ adminBackend = (*admin.Client)(nil)
@@ -94,10 +95,11 @@ func (b *localBackend) User(_ context.Context, name string) (admin.UserInfo, err
 	return admin.UserInfoOf(u, b.enroll.ConfirmWithin), nil
 }
 
-// Reset forgets name's device link. Without a daemon there are no live sessions here to end; in a
-// cluster (etcd) the nodes are asked to end the user's sessions, as a daemon's reset would.
-func (b *localBackend) Reset(ctx context.Context, name string) (admin.ResetResult, error) {
-	existed, err := b.st.Delete(name)
+// ResetWith forgets name's device link, and their SSH keys with opts.Keys. Without a daemon
+// there are no live sessions here to end; in a cluster (etcd) the nodes are asked to end the
+// user's sessions, as a daemon's reset would.
+func (b *localBackend) ResetWith(ctx context.Context, name string, opts admin.ResetOptions) (admin.ResetResult, error) {
+	res, _, err := admin.ResetRecord(b.st, name, opts)
 	if err != nil {
 		return admin.ResetResult{}, err
 	}
@@ -105,22 +107,22 @@ func (b *localBackend) Reset(ctx context.Context, name string) (admin.ResetResul
 	if endErr != nil {
 		b.log.Error("the nodes could not be asked to end the user's live sessions", "user", name, "err", endErr)
 	}
-	if !existed && ended == 0 {
-		return admin.ResetResult{}, fmt.Errorf("%w: %s has no linked device, nothing to reset", admin.ErrNoSuchUser, name)
+	res.SessionsEnded = ended
+	if err := admin.NothingToReset(res, ""); err != nil {
+		return admin.ResetResult{}, err
 	}
-	detail := "device link and recovery codes removed; no daemon running, so no live sessions"
-	switch {
-	case !existed:
-		detail = fmt.Sprintf("no device was linked; the nodes were asked to end %d live sessions", ended)
-	case shared:
-		detail = fmt.Sprintf("device link and recovery codes removed; the nodes were asked to end %d live sessions", ended)
+	detail := admin.ResetDetail(res, opts)
+	if shared {
+		detail += fmt.Sprintf("; the nodes were asked to end %d live sessions", ended)
+	} else {
+		detail += "; no daemon running, so no live sessions"
 	}
 	if err := b.st.Append(store.Event{Kind: store.EventReset, User: name, Actor: enroll.ActorConsole, Door: store.DoorConsole,
 		Detail: detail}); err != nil {
 		// The reset has happened; reporting it as failed would be wrong.
 		b.log.Error("audit log write failed", "err", err, "kind", store.EventReset, "user", name)
 	}
-	return admin.ResetResult{User: name, HadRecord: existed, SessionsEnded: ended}, nil
+	return res, nil
 }
 
 func (b *localBackend) Ticket(ctx context.Context, name string) (string, time.Time, error) {
@@ -223,6 +225,7 @@ func (o *adminOpts) open(cmd *cobra.Command, daemonOnly string) (*adminConn, err
 		enroll: &enroll.Service{
 			Store: st, Issuer: cfg.TOTP.Issuer, Skew: cfg.TOTP.Skew,
 			ConfirmWithin: cfg.Enroll.ConfirmWithin, Log: log,
+			KeyPolicy: enroll.KeyPolicy{AutomationMaxLifetime: cfg.Keys.AutomationMaxLifetime},
 		},
 		log:     log,
 		backend: cmp.Or(cfg.Store.Backend, "bolt"),
@@ -323,6 +326,7 @@ fail, as live sessions and lockouts exist only in the daemon.`,
 		newAdminListCmd(o), newAdminShowCmd(o), newAdminResetCmd(o), newAdminUnlockCmd(o),
 		newAdminTicketCmd(o), newAdminAuditCmd(o), newAdminSessionsCmd(o), newAdminKillCmd(o),
 		newAdminImportCmd(o), newAdminBackupCmd(o), newAdminRestoreCmd(o),
+		newAdminLanderCACmd(o), newAdminKeysCmd(o),
 	)
 	return cmd
 }
@@ -375,8 +379,9 @@ func stateText(u admin.UserInfo, now time.Time) string {
 // knownUser returns an error matching admin.ErrNoSuchUser when info is about nobody: no device
 // link and no lockout.
 func knownUser(info admin.UserInfo) error {
-	if (info.State == store.StateNone || info.State == "") && info.CreatedAt.IsZero() && info.LockedUntil.IsZero() {
-		return fmt.Errorf("%w: %s (no device linked or pending, no lockout)", admin.ErrNoSuchUser, info.Name)
+	if (info.State == store.StateNone || info.State == "") && info.CreatedAt.IsZero() && info.LockedUntil.IsZero() &&
+		len(info.Keys) == 0 && len(info.Remembered) == 0 {
+		return fmt.Errorf("%w: %s (no device linked or pending, no SSH key, no lockout)", admin.ErrNoSuchUser, info.Name)
 	}
 	return nil
 }
@@ -430,18 +435,27 @@ func newAdminShowCmd(o *adminOpts) *cobra.Command {
 				}
 				row(tw, label, lk.String())
 			}
-			return tw.Flush()
+			if len(info.Keys) == 0 {
+				row(tw, "SSH keys:", "")
+			}
+			if err := tw.Flush(); err != nil {
+				return err
+			}
+			return writeShowKeys(c.out, info, time.Now())
 		},
 	}
 }
 
 func newAdminResetCmd(o *adminOpts) *cobra.Command {
-	return &cobra.Command{
-		Use:   "reset USER",
+	var keys bool
+	cmd := &cobra.Command{
+		Use:   "reset USER [--keys]",
 		Short: "Forget USER's token and recovery codes and end their live sessions",
 		Long: `Forget USER's token and recovery codes and end their live sessions at once (a lost phone
 must stop working now). No code of the old device works afterwards; USER can then link a new
-device.`,
+device. Devices remembered for USER's SSH keys (keys.remember) are forgotten too. USER's
+registered SSH keys stay unless --keys is given. A damaged record is removed whole, its keys with
+it.`,
 		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			c, err := o.open(cmd, "")
@@ -449,7 +463,7 @@ device.`,
 				return err
 			}
 			defer c.close()
-			res, err := c.be.Reset(cmd.Context(), args[0])
+			res, err := c.be.ResetWith(cmd.Context(), args[0], admin.ResetOptions{Keys: keys})
 			if err != nil {
 				return err
 			}
@@ -462,6 +476,17 @@ device.`,
 			} else {
 				fmt.Fprintf(&b, "%s: had no linked device", res.User)
 			}
+			switch {
+			case res.Damaged:
+				b.WriteString("; the record was damaged, so it was removed whole, with any SSH keys it held")
+			case keys || res.KeysRemoved > 0:
+				fmt.Fprintf(&b, "; %s removed", plural(res.KeysRemoved, "SSH key"))
+			case res.KeysKept > 0:
+				fmt.Fprintf(&b, "; %s kept (--keys removes them too)", plural(res.KeysKept, "SSH key"))
+			}
+			if res.RememberedForgotten > 0 {
+				fmt.Fprintf(&b, "; %s forgotten", plural(res.RememberedForgotten, "remembered device"))
+			}
 			if c.daemonRunning() || c.shared {
 				fmt.Fprintf(&b, "; %s ended.", plural(res.SessionsEnded, "live session"))
 			} else {
@@ -472,6 +497,8 @@ device.`,
 			return nil
 		},
 	}
+	cmd.Flags().BoolVar(&keys, "keys", false, "remove USER's registered SSH keys too")
+	return cmd
 }
 
 func newAdminUnlockCmd(o *adminOpts) *cobra.Command {
