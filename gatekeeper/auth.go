@@ -176,6 +176,7 @@ func askOne(ask ssh.KeyboardInteractiveChallenge, prompt string) (string, error)
 // answer arrived: the padding counts from there, so a client that answers
 // slowly still sees every refusal take the same time (see refusalDelay).
 func (a *attempt) finish(conn ssh.ConnMetadata, method, password, code string, answered time.Time) (*ssh.Permissions, error) {
+	a.keyFP = "" // a password login after a refused key is no key session
 	return a.decide(conn, method, answered, func(ctx context.Context) (*upstreamConn, string, error) {
 		return a.srv.authenticate(ctx, conn.User(), password, code, a.remote, a.trusted)
 	})
