@@ -826,6 +826,15 @@ type frontDoor struct {
 	killed   []uint64
 	resets   []string
 	locked   map[string]time.Time
+	// keyEnded lists the EndKeySessions calls, "user fingerprint".
+	keyEnded []string
+}
+
+// keyKills returns the EndKeySessions calls.
+func (f *frontDoor) keyKills() []string {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return slices.Clone(f.keyEnded)
 }
 
 // state returns what the hooks did, under the lock (they run on the server's goroutines).
@@ -836,6 +845,12 @@ func (f *frontDoor) state() (killed []uint64, resets []string, sessions int) {
 }
 
 func (f *frontDoor) install(s *admin.Server) {
+	s.Enroll.EndKeySessions = func(user, fp string) int {
+		f.mu.Lock()
+		defer f.mu.Unlock()
+		f.keyEnded = append(f.keyEnded, user+" "+fp)
+		return 3
+	}
 	s.Sessions = func(context.Context) (any, error) {
 		f.mu.Lock()
 		defer f.mu.Unlock()

@@ -1,0 +1,378 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"crypto/ed25519"
+	"crypto/rand"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"golang.org/x/crypto/ssh"
+
+	"gatekeeper/admin"
+	"gatekeeper/enroll"
+	"gatekeeper/gatekeeper"
+	"gatekeeper/gatekeeper/store"
+)
+
+// pubKeyLine returns a fresh ed25519 public key line with comment, and its fingerprint.
+func pubKeyLine(t *testing.T, comment string) (line, fp string) {
+	t.Helper()
+	pub, _, err := ed25519.GenerateKey(rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	sp, err := ssh.NewPublicKey(pub)
+	if err != nil {
+		t.Fatal(err)
+	}
+	line = strings.TrimSpace(string(ssh.MarshalAuthorizedKey(sp)))
+	if comment != "" {
+		line += " " + comment
+	}
+	return line, ssh.FingerprintSHA256(sp)
+}
+
+// runIn is e.run with stdin.
+func (e env) runIn(t *testing.T, stdin string, args ...string) (stdout, stderr string, err error) {
+	t.Helper()
+	root := newRootCmd()
+	var out, errOut bytes.Buffer
+	root.SetOut(&out)
+	root.SetErr(&errOut)
+	root.SetIn(strings.NewReader(stdin))
+	root.SetArgs(append(slices.Clone(args), "--config", e.config))
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	err = root.ExecuteContext(ctx)
+	return out.String(), errOut.String(), err
+}
+
+// writeFile writes data to dir/name (making dir) and returns the path.
+func writeFile(t *testing.T, dir, name, data string) string {
+	t.Helper()
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	p := filepath.Join(dir, name)
+	if err := os.WriteFile(p, []byte(data), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	return p
+}
+
+// keysCmdTest is one step of a keys command sequence.
+type keysCmdTest struct {
+	name    string
+	stdin   string
+	args    []string
+	wantErr string
+	wantIs  error
+	want    []string // substrings of stdout
+	check   func(t *testing.T, out, errOut string)
+}
+
+func runKeysSteps(t *testing.T, e env, steps []keysCmdTest) {
+	t.Helper()
+	for _, tt := range steps {
+		t.Run(tt.name, func(t *testing.T) {
+			out, errOut, err := e.runIn(t, tt.stdin, tt.args...)
+			if tt.wantErr != "" {
+				if err == nil || !strings.Contains(err.Error(), tt.wantErr) {
+					t.Fatalf("error = %v, want one containing %q (stdout %q)", err, tt.wantErr, out)
+				}
+				if tt.wantIs != nil && !errors.Is(err, tt.wantIs) {
+					t.Errorf("error %q does not match %v", err, tt.wantIs)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatalf("error: %v (stdout %q)", err, out)
+			}
+			for _, w := range tt.want {
+				if !strings.Contains(out, w) {
+					t.Errorf("stdout lacks %q:\n%s", w, out)
+				}
+			}
+			if tt.check != nil {
+				tt.check(t, out, errOut)
+			}
+		})
+	}
+}
+
+func TestAdminKeysWithoutDaemon(t *testing.T) {
+	dir := t.TempDir()
+	ca := filepath.Join(dir, "lander_user_ca")
+	e := newEnv(t, fmt.Sprintf("keys:\n  enabled: true\n  lander_ca_file: %q\n  automation_max_lifetime: 72h\n", ca))
+	e.withStore(t, func(st store.Store) { seedActive(t, st, "alice", "aaaa-bbbb-cc") })
+	laptop, laptopFP := pubKeyLine(t, "alice@laptop")
+	laptopFile := writeFile(t, dir, "laptop.pub", laptop+"\n")
+	backup, backupFP := pubKeyLine(t, "")
+	old, oldFP := pubKeyLine(t, "old")
+	k2, k2FP := pubKeyLine(t, "desktop")
+	authorized := writeFile(t, dir, "authorized_keys", fmt.Sprintf("# keys\n%s\nfrom=\"10.0.0.0/8\",no-pty,command=\"echo hi\" %s\nssh-dss AAAAB3NzaC1kc3MAAACBAP nope\n", old, k2))
+	inTwoDays := time.Now().Add(48 * time.Hour)
+
+	runKeysSteps(t, e, []keysCmdTest{
+		{name: "lander-ca before the daemon made one", args: []string{"admin", "lander-ca"}, wantErr: "no lander CA yet"},
+		{name: "list without keys", args: []string{"admin", "keys", "list"}, want: []string{"No user has registered SSH keys.\n"}},
+		{name: "list one user without keys", args: []string{"admin", "keys", "list", "alice"}, want: []string{"alice has no registered SSH keys.\n"}},
+		{
+			name: "add personal",
+			args: []string{"admin", "keys", "add", "alice", laptopFile},
+			want: []string{fmt.Sprintf("alice: added personal key %s (\"alice@laptop\"); never expires.\n", laptopFP)},
+		},
+		{
+			name:  "add automation from stdin",
+			stdin: backup + "\n",
+			args:  []string{"admin", "keys", "add", "alice", "-", "--label", "backup", "--automation", "--from", "192.0.2.0/24,10.1.1.1", "--expires", "2d", "--command", "rsync --server"},
+			want:  []string{fmt.Sprintf("alice: added automation key %s (\"backup\"); from 192.0.2.0/24,10.1.1.1/32, expires ", backupFP), `command "rsync --server".`},
+			check: func(t *testing.T, out, _ string) {
+				if !strings.Contains(out, inTwoDays.Local().Format(tableTime)) && !strings.Contains(out, inTwoDays.Add(time.Minute).Local().Format(tableTime)) {
+					t.Errorf("expiry not in two days:\n%s", out)
+				}
+			},
+		},
+		{name: "add twice", args: []string{"admin", "keys", "add", "alice", laptopFile}, wantErr: "key already registered", wantIs: enroll.ErrKeyExists},
+		{name: "automation without from", args: []string{"admin", "keys", "add", "bob", laptopFile, "--automation"}, wantErr: "--automation needs --from"},
+		{name: "automation too long", args: []string{"admin", "keys", "add", "bob", laptopFile, "--automation", "--from", "10.0.0.0/8", "--expires", "4d"},
+			wantErr: "at most 72h0m0s", wantIs: enroll.ErrBadKey},
+		{name: "bad expiry", args: []string{"admin", "keys", "add", "bob", laptopFile, "--expires", "soon"}, wantErr: `--expires "soon"`},
+		{name: "not a key", stdin: "hello\n", args: []string{"admin", "keys", "add", "bob", "-"}, wantErr: "not an SSH public key", wantIs: enroll.ErrBadKey},
+		{name: "missing file", args: []string{"admin", "keys", "add", "bob", filepath.Join(dir, "nope.pub")}, wantErr: "no such file"},
+		{
+			name: "list all",
+			args: []string{"admin", "keys", "list"},
+			check: func(t *testing.T, out, _ string) {
+				headers := []string{"USER", "FINGERPRINT", "LABEL", "KIND", "FROM", "EXPIRES", "LAST USED", "COMMAND"}
+				rows := strings.Split(strings.TrimSpace(out), "\n")
+				if len(rows) != 3 {
+					t.Fatalf("want a header and two rows:\n%s", out)
+				}
+				got := tableRow(t, out, headers, "alice")
+				if want := []string{"alice", laptopFP, "alice@laptop", "personal", "-", "never", "-", "-"}; !slices.Equal(got, want) {
+					t.Errorf("first row = %q, want %q", got, want)
+				}
+				if !strings.Contains(rows[2], "automation  192.0.2.0/24,10.1.1.1/32") || !strings.HasSuffix(rows[2], "rsync --server") {
+					t.Errorf("automation row %q", rows[2])
+				}
+			},
+		},
+		{
+			name: "list json",
+			args: []string{"admin", "keys", "list", "alice", "-o", "json"},
+			check: func(t *testing.T, out, _ string) {
+				var uk admin.UserKeys
+				if err := json.Unmarshal([]byte(out), &uk); err != nil || uk.User != "alice" || len(uk.Keys) != 2 || uk.Keys[1].Fingerprint != backupFP ||
+					!uk.Keys[1].Automation || uk.Keys[0].AddedBy != enroll.ActorConsole {
+					t.Errorf("list json = %+v (%v)\n%s", uk, err, out)
+				}
+			},
+		},
+		{
+			name: "show lists the keys",
+			args: []string{"admin", "show", "alice"},
+			want: []string{"SSH keys:\n", "  FINGERPRINT", "  " + laptopFP + "  alice@laptop", "automation"},
+		},
+		{
+			name: "import one file",
+			args: []string{"admin", "keys", "import", "alice", authorized},
+			want: []string{"USER   LINE  RESULT   FINGERPRINT", "alice: 2 keys added, 1 skipped from " + authorized + ".\n"},
+			check: func(t *testing.T, out, _ string) {
+				lines := strings.Split(out, "\n")
+				var k2Row string
+				for _, l := range lines {
+					if strings.Contains(l, k2FP) {
+						k2Row = l
+					}
+				}
+				if !strings.HasSuffix(k2Row, `from 10.0.0.0/8; command "echo hi"; not carried over: no-pty`) || !strings.Contains(k2Row, "added") {
+					t.Errorf("desktop key's row %q:\n%s", k2Row, out)
+				}
+				if !strings.Contains(out, oldFP) || !strings.Contains(out, "skipped") || !strings.Contains(out, "key type ssh-dss is not accepted") &&
+					!strings.Contains(out, "not an authorized_keys key line") {
+					t.Errorf("import table:\n%s", out)
+				}
+			},
+		},
+		{
+			name: "import again skips",
+			args: []string{"admin", "keys", "import", "alice", authorized, "-o", "json"},
+			check: func(t *testing.T, out, _ string) {
+				var res admin.ImportKeysResult
+				if err := json.Unmarshal([]byte(out), &res); err != nil || len(res.Added) != 0 || len(res.Skipped) != 3 ||
+					!strings.Contains(res.Skipped[0].Reason, "already registered") {
+					t.Errorf("second import = %+v (%v)", res, err)
+				}
+			},
+		},
+		{name: "import needs a file", args: []string{"admin", "keys", "import", "alice"}, wantErr: "want USER and AUTHORIZED_KEYS_FILE"},
+		{name: "import bad name", args: []string{"admin", "keys", "import", "a/b", authorized}, wantErr: "invalid user name", wantIs: store.ErrBadName},
+		{
+			name: "revoke",
+			args: []string{"admin", "keys", "revoke", "alice", oldFP},
+			want: []string{fmt.Sprintf("alice: revoked %s (\"old\") (no daemon is running here, so no live sessions were ended).\n", oldFP)},
+		},
+		{name: "revoke unknown", args: []string{"admin", "keys", "revoke", "alice", oldFP}, wantErr: "no such key", wantIs: enroll.ErrNoKey},
+		{
+			name: "reset keeps keys",
+			args: []string{"admin", "reset", "alice"},
+			want: []string{"alice: token and recovery codes forgotten; 3 SSH keys kept (--keys removes them too) (no daemon is running, so there were no live sessions to end). alice can now link a new device.\n"},
+			check: func(t *testing.T, _, _ string) {
+				e.withStore(t, func(st store.Store) {
+					u, err := st.Get("alice")
+					if err != nil || u.State != store.StateNone || len(u.Keys) != 3 || len(u.Recovery) != 0 {
+						t.Errorf("alice after reset = %+v, %v", u, err)
+					}
+				})
+			},
+		},
+		{
+			name: "show a user with keys only",
+			args: []string{"admin", "show", "alice"},
+			want: []string{"State:", "none", laptopFP},
+		},
+		{name: "reset with nothing but keys", args: []string{"admin", "reset", "alice"}, wantErr: "3 SSH keys kept; --keys removes them", wantIs: admin.ErrNoSuchUser},
+		{
+			name: "reset --keys",
+			args: []string{"admin", "reset", "alice", "--keys", "-o", "json"},
+			check: func(t *testing.T, out, _ string) {
+				var res admin.ResetResult
+				if err := json.Unmarshal([]byte(out), &res); err != nil || res != (admin.ResetResult{User: "alice", KeysRemoved: 3}) {
+					t.Errorf("reset --keys = %+v (%v)", res, err)
+				}
+				e.withStore(t, func(st store.Store) {
+					if u, _ := st.Get("alice"); len(u.Keys) != 0 {
+						t.Errorf("keys left: %+v", u.Keys)
+					}
+					ev := events(t, st)
+					for _, want := range []string{"key_added/alice/console", "key_revoked/alice/console", "reset/alice/console"} {
+						if !slices.Contains(ev, want) {
+							t.Errorf("audit %v lacks %s", ev, want)
+						}
+					}
+				})
+			},
+		},
+	})
+
+	// The CA the daemon creates is printed as the lander's TrustedUserCAKeys line.
+	signer, err := gatekeeper.LoadLanderCA(ca)
+	if err != nil {
+		t.Fatal(err)
+	}
+	out, _, err := e.run(t, "admin", "lander-ca")
+	want := strings.TrimSpace(string(ssh.MarshalAuthorizedKey(signer.PublicKey()))) + " gatekeeper lander user CA\n"
+	if err != nil || out != want {
+		t.Errorf("lander-ca = %q, %v; want %q", out, err, want)
+	}
+	out, _, err = e.run(t, "admin", "lander-ca", "-o", "json")
+	var js map[string]string
+	if err != nil || json.Unmarshal([]byte(out), &js) != nil || js["trusted_user_ca_keys"] != strings.TrimSpace(want) || js["lander_ca_file"] != ca {
+		t.Errorf("lander-ca json = %q, %v", out, err)
+	}
+}
+
+func TestAdminKeysOffNote(t *testing.T) {
+	e := newEnv(t, "")
+	line, _ := pubKeyLine(t, "")
+	_, errOut, err := e.runIn(t, line, "admin", "keys", "add", "alice", "-")
+	if err != nil || !strings.Contains(errOut, "keys.enabled is false") {
+		t.Errorf("add with keys off: %v, stderr %q", err, errOut)
+	}
+}
+
+func TestAdminKeysImportAllUsers(t *testing.T) {
+	e := newEnv(t, "")
+	root := t.TempDir()
+	a1, a1FP := pubKeyLine(t, "a1")
+	b1, _ := pubKeyLine(t, "b1")
+	writeFile(t, filepath.Join(root, "alice", ".ssh"), "authorized_keys", a1+"\nrestrict,port-forwarding "+b1+"\n")
+	// A name that is no user name: left alone.
+	writeFile(t, filepath.Join(root, "not a user", ".ssh"), "authorized_keys", b1+"\n")
+	// A link to a file elsewhere: not followed.
+	secret := writeFile(t, t.TempDir(), "secret", b1+"\n")
+	if err := os.MkdirAll(filepath.Join(root, "bob", ".ssh"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Symlink(secret, filepath.Join(root, "bob", ".ssh", "authorized_keys")); err != nil {
+		t.Fatal(err)
+	}
+	// No .ssh at all, and a plain file: no rows.
+	if err := os.MkdirAll(filepath.Join(root, "carol"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	writeFile(t, root, "README", "x")
+
+	out, _, err := e.run(t, "admin", "keys", "import", "--all-users", "--home-root", root)
+	if err == nil || !strings.Contains(err.Error(), "1 of 2 authorized_keys files under "+root+" could not be imported") {
+		t.Errorf("error = %v", err)
+	}
+	for _, w := range []string{
+		"alice: 2 keys added, 0 skipped from " + filepath.Join(root, "alice", ".ssh", "authorized_keys") + ".\n",
+		"not carried over: restrict port-forwarding",
+		"bob: " + filepath.Join(root, "bob", ".ssh", "authorized_keys") + " not imported: ",
+		"is a symbolic link, which is not followed",
+		a1FP,
+	} {
+		if !strings.Contains(out, w) {
+			t.Errorf("output lacks %q:\n%s", w, out)
+		}
+	}
+	if strings.Contains(out, "not a user") || strings.Contains(out, "carol") {
+		t.Errorf("a directory without a user's file got a row:\n%s", out)
+	}
+	e.withStore(t, func(st store.Store) {
+		if u, _ := st.Get("alice"); len(u.Keys) != 2 {
+			t.Errorf("alice's keys = %+v", u.Keys)
+		}
+		if u, _ := st.Get("bob"); len(u.Keys) != 0 {
+			t.Errorf("bob's keys from a followed link = %+v", u.Keys)
+		}
+	})
+
+	out, _, _ = e.run(t, "admin", "keys", "import", "--all-users", "--home-root", root, "-o", "json")
+	var rows []keysImport
+	if err := json.Unmarshal([]byte(out), &rows); err != nil || len(rows) != 2 || rows[0].User != "alice" || len(rows[0].Skipped) != 2 ||
+		rows[1].User != "bob" || rows[1].Error == "" {
+		t.Errorf("second run = %+v (%v)", rows, err)
+	}
+	for _, args := range [][]string{{"--all-users", "bob", "file"}, {"--home-root", root, "bob", "file"}} {
+		if _, _, err := e.run(t, append([]string{"admin", "keys", "import"}, args...)...); err == nil {
+			t.Errorf("keys import %v: no error", args)
+		}
+	}
+}
+
+func TestAdminKeysWithDaemon(t *testing.T) {
+	e := newEnv(t, "")
+	f := &frontDoor{}
+	st := startDaemon(t, e, f)
+	seedActive(t, st, "alice")
+	line, fp := pubKeyLine(t, "work")
+	runKeysSteps(t, e, []keysCmdTest{
+		{name: "add", stdin: line, args: []string{"admin", "keys", "add", "alice", "-"}, want: []string{"alice: added personal key " + fp}},
+		{name: "add twice", stdin: line, args: []string{"admin", "keys", "add", "alice", "-"}, wantErr: "key already registered", wantIs: enroll.ErrKeyExists},
+		{name: "list", args: []string{"admin", "keys", "list"}, want: []string{"alice  " + fp + "  work   personal"}},
+		{name: "revoke", args: []string{"admin", "keys", "revoke", "alice", fp}, want: []string{fmt.Sprintf("alice: revoked %s (\"work\"); 3 live sessions ended.\n", fp)}},
+		{name: "revoke unknown", args: []string{"admin", "keys", "revoke", "alice", fp}, wantErr: "no such key", wantIs: enroll.ErrNoKey},
+	})
+	if got := f.keyKills(); !slices.Equal(got, []string{"alice " + fp}) {
+		t.Errorf("EndKeySessions calls %q", got)
+	}
+	ev := events(t, st)
+	for _, want := range []string{"key_added/alice/" + me, "key_revoked/alice/" + me} {
+		if !slices.Contains(ev, want) {
+			t.Errorf("audit %v lacks %s", ev, want)
+		}
+	}
+}
