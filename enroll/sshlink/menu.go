@@ -16,10 +16,18 @@ const (
   2) New recovery codes
   3) Quit
 `
+	// menuTextKeys is the menu when SSH keys are enabled (Server.KeysEnabled).
+	menuTextKeys = `  1) Replace this device (link a new phone)
+  2) New recovery codes
+  3) SSH keys
+  4) Quit
+`
 	promptChoice     = "Choose 1, 2 or 3: "
+	promptChoiceKeys = "Choose 1, 2, 3 or 4: "
 	promptEndSSH     = "Also end your open SSH sessions? [y/N] "
 	promptRenew      = "New recovery codes make all the ones you have now stop working. Go on? [y/N] "
 	msgBadChoice     = "Please type 1, 2 or 3."
+	msgBadChoiceKeys = "Please type 1, 2, 3 or 4."
 	msgBadYesNo      = "Please answer y or n."
 	msgNothingChange = "Nothing was changed."
 )
@@ -54,25 +62,38 @@ func (ss *session) menu(ctx context.Context, am AccountManager, in *lineInput, o
 		}
 	}
 	fmt.Fprintf(out, "Signed in as %s with your password and a second factor. Your authenticator app is linked%s.\n", ss.user, since)
-	fmt.Fprintln(out)
-	fmt.Fprint(out, menuText)
-	fmt.Fprintln(out)
+	km := ss.srv.keyManager()
+	items, prompt, bad, quit := menuText, promptChoice, msgBadChoice, "3"
+	if km != nil {
+		items, prompt, bad, quit = menuTextKeys, promptChoiceKeys, msgBadChoiceKeys, "4"
+	}
+	showMenu := func() {
+		fmt.Fprintln(out)
+		fmt.Fprint(out, items)
+		fmt.Fprintln(out)
+	}
+	showMenu()
 	for {
-		answer, err := ss.ask(in, out, promptChoice)
+		answer, err := ss.ask(in, out, prompt)
 		if err != nil {
 			return ss.fail(ctx, err, in, errOut)
 		}
-		switch strings.TrimSpace(answer) {
-		case "1":
+		switch a := strings.TrimSpace(answer); {
+		case a == "1":
 			return ss.replace(ctx, am, in, out, errOut)
-		case "2":
+		case a == "2":
 			return ss.renew(ctx, am, in, out, errOut)
-		case "3", "q", "Q":
+		case a == "3" && km != nil:
+			if status, done := ss.keys(ctx, km, in, out, errOut); done {
+				return status
+			}
+			showMenu()
+		case a == quit, a == "q", a == "Q":
 			ss.log.Info("sshlink: menu quit")
 			fmt.Fprintln(out, "Bye.")
 			return 0
 		default:
-			fmt.Fprintln(out, msgBadChoice)
+			fmt.Fprintln(out, bad)
 		}
 	}
 }
@@ -235,6 +256,7 @@ type lineInput struct {
 	r      io.Reader
 	skipLF bool  // the last line ended in "\r": drop a "\n" that comes right after it
 	err    error // the reader's error, once it had one
+	max    int   // bytes a line may have; 0 means maxLine (readLineMax)
 	b      [1]byte
 }
 
@@ -257,6 +279,19 @@ func (li *lineInput) Read(p []byte) (int, error) {
 	}
 }
 
+// readLineMax is readLine for a line of up to n bytes (a pasted public key), on a pty too.
+func (li *lineInput) readLineMax(n int) (string, error) {
+	if e, ok := li.r.(*lineEditor); ok {
+		old := e.max
+		e.max = n
+		defer func() { e.max = old }()
+	}
+	old := li.max
+	li.max = n
+	defer func() { li.max = old }()
+	return li.readLine()
+}
+
 // readLine returns the next line without its end. Input that ends in the middle of a line
 // gives that line; the next call gets the error.
 func (li *lineInput) readLine() (string, error) {
@@ -269,7 +304,7 @@ func (li *lineInput) readLine() (string, error) {
 				li.skipLF = c == '\r'
 				return string(b), nil
 			default:
-				if len(b) < maxLine {
+				if len(b) < lineLimit(li.max) {
 					b = append(b, c)
 				}
 			}

@@ -120,6 +120,18 @@ type Tickets interface {
 	UseTicket(user, token string, now time.Time) error
 }
 
+// KeyManager registers, lists and revokes a user's SSH keys (keys.enabled), as enroll.Service
+// does: AddKey with enroll.AddedBySelf refuses a user without an active device (an error
+// matching enroll.ErrNotLinked); the errors matching enroll.ErrBadKey, ErrKeyExists, ErrNoKey
+// and ErrTooManyKeys have messages fit for the user. RevokeKey returns the key and how many
+// live sessions that logged in with it were ended. The menu, which only a user who proved
+// both factors gets, calls them.
+type KeyManager interface {
+	AddKey(ctx context.Context, user string, nk enroll.NewKey, addedBy string) (store.Key, error)
+	Keys(ctx context.Context, user string) ([]store.Key, error)
+	RevokeKey(ctx context.Context, user, fp string) (store.Key, int, error)
+}
+
 // stater is the optional part of a Linker that tells since when a user's device is linked.
 type stater interface {
 	State(ctx context.Context, user string) (store.User, error)
@@ -167,6 +179,12 @@ type Server struct {
 	// then does not offer to end the SSH sessions. The user's other connections to this
 	// listener end in any case.
 	EndSessions func(user string, ssh bool) int
+	// KeysEnabled is keys.enabled: the menu of a user who proved both factors offers "SSH
+	// keys" (list, add, revoke).
+	KeysEnabled bool
+	// Keys makes the key changes when KeysEnabled is set; nil means the Linker, which must
+	// then implement KeyManager (*enroll.Service does). Without either the menu has no keys.
+	Keys KeyManager
 
 	// refusalDelay replaces enroll.WaitRefusal in tests.
 	refusalDelay func(context.Context)

@@ -22,6 +22,7 @@ type lineEditor struct {
 	esc    int    // 0: normal; 1: after ESC; 2: inside a CSI or SS3 sequence
 	lastCR bool   // the last byte was a CR: a LF right after it is part of the same Enter
 	rerr   error  // the reader's error, for when raw is used up
+	max    int    // bytes a line may have; 0 means maxLine
 	err    error  // sticky end of input
 	buf    [512]byte
 }
@@ -101,7 +102,7 @@ func (e *lineEditor) edit(in []byte) (echo, rest []byte) {
 		case c == 0x1b:
 			e.esc = 1
 		case c >= 0x20 && c < 0x7f:
-			if len(e.line) < maxLine {
+			if len(e.line) < lineLimit(e.max) {
 				e.line = append(e.line, c)
 				echo = append(echo, c)
 			} else {
@@ -110,6 +111,14 @@ func (e *lineEditor) edit(in []byte) (echo, rest []byte) {
 		}
 	}
 	return echo, nil
+}
+
+// lineLimit is max, or maxLine when max is 0.
+func lineLimit(max int) int {
+	if max > 0 {
+		return max
+	}
+	return maxLine
 }
 
 // crlfWriter turns "\n" into "\r\n" for a pty in raw mode, where a bare "\n" moves the cursor
