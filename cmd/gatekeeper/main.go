@@ -242,6 +242,7 @@ func serve(ctx context.Context, cfg *config.Config, log *slog.Logger, reload fun
 		ConfirmWithin: cfg.Enroll.ConfirmWithin,
 		Log:           log,
 		Secure:        cfg.Enroll.TLSCert != "",
+		KeysEnabled:   cfg.Keys.Enabled,
 	}
 	sshLink := &sshlink.Server{
 		Signers:        gk.HostKeys(),
@@ -251,6 +252,7 @@ func serve(ctx context.Context, cfg *config.Config, log *slog.Logger, reload fun
 		Allowed:        policy.enrollAllowed,
 		Log:            log,
 		LoginGraceTime: cfg.LoginGraceTime,
+		KeysEnabled:    cfg.Keys.Enabled,
 		// Its own counters, with the front door's limits.
 		Preauth:          gatekeeper.AdmissionLimits(cfg),
 		HandshakeTimeout: cfg.Preauth.HandshakeTimeout,
