@@ -144,6 +144,10 @@ func ParseFrom(list []string) ([]string, error) {
 			p = netip.PrefixFrom(a, a.BitLen())
 		}
 		p = netip.PrefixFrom(p.Addr().Unmap(), p.Bits()-unmapBits(p)).Masked()
+		if !p.IsValid() {
+			// A v4-mapped prefix shorter than /96 (::ffff:0:0/90) has no IPv4 form.
+			return nil, fmt.Errorf("%w: network %q: want an address or a CIDR prefix such as 192.0.2.0/24", ErrBadKey, v)
+		}
 		if !slices.Contains(out, p.String()) {
 			out = append(out, p.String())
 		}
@@ -437,6 +441,11 @@ func fromPatterns(v string) ([]string, error) {
 	from, err := ParseFrom(list)
 	if err != nil {
 		return nil, fmt.Errorf("%w: from=%q: only addresses and CIDR prefixes are taken", ErrBadKey, v)
+	}
+	if len(from) == 0 {
+		// OpenSSH lets such a key in from nowhere; without networks it would be let in from
+		// anywhere.
+		return nil, fmt.Errorf("%w: from=%q names no network", ErrBadKey, v)
 	}
 	return from, nil
 }
