@@ -736,7 +736,13 @@ func (g *gatekeeper) userLog(name string) string {
 func (g *gatekeeper) enroll(t testing.TB, u *user) {
 	t.Helper()
 	out, err := g.runEnroll(t, u.name, func(secret string) string {
-		step := stepNow()
+		// A step the user has not spent: a reset that keeps the user's SSH keys keeps the
+		// record, and with it the last used step, so a new device's code must be newer.
+		step := max(stepNow(), u.last+1)
+		for step > stepNow()+(totpSkew-1) {
+			next := time.Unix(int64(stepNow()+1)*30, 0)
+			time.Sleep(time.Until(next) + 50*time.Millisecond) // waiting for the clock, not for a service
+		}
 		u.secret, u.last = secret, step
 		return oathCode(t, secret, step)
 	})
