@@ -222,25 +222,21 @@ func (f keyForm) newKey(now time.Time) (enroll.NewKey, error) {
 	nk := enroll.NewKey{PublicKey: f.PublicKey, Label: f.Label, Automation: f.Automation, Command: f.Command}
 	switch {
 	case f.PublicKey == "":
-		return nk, errors.New("paste the public key (the contents of a file such as ~/.ssh/id_ed25519.pub).")
+		return nk, errors.New("paste the public key (the contents of a file such as ~/.ssh/id_ed25519.pub)")
 	case strings.ContainsAny(f.PublicKey, "\r\n"):
-		return nk, errors.New("one key at a time: paste a single line.")
+		return nk, errors.New("one key at a time: paste a single line")
 	case len(f.Label) > maxKeyLabel || !utf8.ValidString(f.Label):
-		return nk, fmt.Errorf("the label is too long (at most %d characters).", maxKeyLabel/2)
+		return nk, fmt.Errorf("the label is too long (at most %d characters)", maxKeyLabel/2)
 	case len(f.From) > maxKeyFrom:
-		return nk, errors.New("too many networks.")
+		return nk, errors.New("too many networks")
 	case len(f.Command) > maxKeyCommand:
-		return nk, fmt.Errorf("the command is too long (at most %d characters).", maxKeyCommand)
+		return nk, fmt.Errorf("the command is too long (at most %d characters)", maxKeyCommand)
 	}
-	if f.From != "" {
-		for _, n := range strings.FieldsFunc(f.From, func(r rune) bool { return r == ',' || r == ' ' || r == '\t' }) {
-			nk.From = append(nk.From, n)
-		}
-	}
+	nk.From = strings.FieldsFunc(f.From, func(r rune) bool { return r == ',' || r == ' ' || r == '\t' })
 	if f.ExpiresDays != "" {
 		days, err := strconv.Atoi(f.ExpiresDays)
 		if err != nil || days < 1 || days > maxKeyDays {
-			return nk, fmt.Errorf("“expires in days” must be a whole number from 1 to %d, or empty.", maxKeyDays)
+			return nk, fmt.Errorf("“expires in days” must be a whole number from 1 to %d, or empty", maxKeyDays)
 		}
 		nk.Expires = now.Add(time.Duration(days) * 24 * time.Hour)
 	}
@@ -269,7 +265,7 @@ func (s *Server) keyAdd(w http.ResponseWriter, r *http.Request) {
 	nk, err := form.newKey(s.now())
 	if err != nil {
 		log.InfoContext(ctx, "portal key refused", "reason", err.Error())
-		refuse(err.Error())
+		refuse(userMessage(err))
 		return
 	}
 	k, err := km.AddKey(ctx, v.user, nk, enroll.AddedBySelf)
