@@ -115,11 +115,13 @@ type attempt struct {
 	resetEpoch uint64
 
 	// Set by a key login (keyauth.go): the registered key's fingerprint,
-	// its revocation count when the login began (as resetEpoch), and the
-	// session id reserved for the lander's certificate.
-	keyFP     string
-	keyEpoch  uint64
-	sessionID uint64
+	// the user's key revocation count when the login began (as
+	// resetEpoch), the session id reserved for the lander's certificate,
+	// and the key's expiry (an automation key's session ends then).
+	keyFP      string
+	keyEpoch   uint64
+	sessionID  uint64
+	keyExpires time.Time
 }
 
 // keyboardInteractive asks for the password and, outside trusted networks,
@@ -176,7 +178,7 @@ func askOne(ask ssh.KeyboardInteractiveChallenge, prompt string) (string, error)
 // answer arrived: the padding counts from there, so a client that answers
 // slowly still sees every refusal take the same time (see refusalDelay).
 func (a *attempt) finish(conn ssh.ConnMetadata, method, password, code string, answered time.Time) (*ssh.Permissions, error) {
-	a.keyFP = "" // a password login after a refused key is no key session
+	a.keyFP, a.keyExpires = "", time.Time{} // a password login after a refused key is no key session
 	return a.decide(conn, method, answered, func(ctx context.Context) (*upstreamConn, string, error) {
 		return a.srv.authenticate(ctx, conn.User(), password, code, a.remote, a.trusted)
 	})

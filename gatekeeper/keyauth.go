@@ -91,7 +91,7 @@ func (a *attempt) verifiedKey(conn ssh.ConnMetadata, _ ssh.PublicKey, perms *ssh
 	s := a.srv
 	user := conn.User()
 	fp := perms.Extensions[keyExtension]
-	a.keyFP, a.keyEpoch = fp, s.keyEpoch(user, fp)
+	a.keyFP, a.keyEpoch = fp, s.keyEpoch(user)
 	how := secondFactorCode
 	u, err := s.store.Get(user)
 	if i := store.FindKey(u.Keys, fp); err == nil && i >= 0 {
@@ -169,10 +169,14 @@ func (a *attempt) keyLogin(ctx context.Context, user, fp, code, how string) (*up
 		return nil, "", &LoginError{ReasonKeyRevoked, fmt.Errorf("key %s is no longer registered, has expired or is not allowed from here", fp)}
 	}
 	k := u.Keys[i]
+	a.keyExpires = k.Expires
 	if how != secondFactorCode {
 		// No guess is checked here, so nothing is reserved or counted; a
-		// locked-out user or source stays locked out all the same.
-		keys := append(sourceKeys(a.remote, how == secondFactorTrusted), userKey(user, how == secondFactorTrusted))
+		// locked-out user or source stays locked out all the same, in the
+		// scope of where the login comes from: failures from outside never
+		// refuse a login from the trusted networks, an automation key's
+		// included.
+		keys := append(sourceKeys(a.remote, a.trusted), userKey(user, a.trusted))
 		if lk := s.limiter.check(keys); lk != nil {
 			return nil, "", lockedError(lk)
 		}
@@ -300,7 +304,11 @@ func (s *Server) certSigner(user string, k store.Key, remote netip.Addr, session
 			},
 		}
 		if k.Command != "" {
+			// Only the command, as authorized_keys' command= with
+			// restrict: no forwarding (a tunnel into the cluster), no
+			// pty, and no ~/.ssh/rc, which sshd would run before it.
 			cert.CriticalOptions["force-command"] = k.Command
+			cert.Extensions = map[string]string{}
 		}
 		if err := cert.SignCert(rand.Reader, s.landerCA); err != nil {
 			return nil, fmt.Errorf("sign the lander certificate: %w", err)

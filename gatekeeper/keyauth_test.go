@@ -160,6 +160,49 @@ func TestKeyForcedCommand(t *testing.T) {
 	if len(certs) != 1 || certs[0].CriticalOptions["force-command"] != "rsync --server -e.LsfxCIvu . /data" {
 		t.Fatalf("certificates %v: want one with the key's force-command", certs)
 	}
+	// Only the command: no forwarding, pty or ~/.ssh/rc, as authorized_keys' restrict.
+	if len(certs[0].Extensions) != 0 {
+		t.Errorf("a certificate with a forced command permits %v", certs[0].Extensions)
+	}
+}
+
+// TestAutomationKeyFromCampusDuringAnAttack: failures from outside lock the user's outside
+// logins, never an automation key's logins from the trusted networks.
+func TestAutomationKeyFromCampusDuringAnAttack(t *testing.T) {
+	g := newKeyGate(t, 0)
+	signer := g.addKey(t, func(k *store.Key) {
+		k.Automation, k.From, k.Expires = true, []string{"127.0.0.0/24"}, time.Now().Add(time.Hour)
+	})
+	for range testRateLimit.Failures {
+		g.login("alice", landerPassword, "000000", "127.0.0.7")
+	}
+	if r := g.login("alice", "", "", "127.0.0.1", ssh.PublicKeys(signer)); r.err == nil {
+		t.Fatal("automation key from outside let in while the user is locked out from outside")
+	}
+	if r := g.login("alice", "", "", "127.0.0.2", ssh.PublicKeys(signer)); r.err != nil {
+		t.Fatalf("automation key from the trusted network refused during an attack from outside: %v", r.err)
+	}
+}
+
+// TestKeyExpiryEndsSession: an automation key's live session ends when the key expires.
+func TestKeyExpiryEndsSession(t *testing.T) {
+	g := newKeyGate(t, 0)
+	signer := g.addKey(t, func(k *store.Key) {
+		k.Automation, k.From, k.Expires = true, []string{"127.0.0.0/8"}, g.clock.Now().Add(300*time.Millisecond)
+	})
+	c, err := ssh.Dial("tcp", g.addr, &ssh.ClientConfig{User: "alice", Auth: []ssh.AuthMethod{ssh.PublicKeys(signer)},
+		HostKeyCallback: ssh.InsecureIgnoreHostKey()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	ended := make(chan error, 1)
+	go func() { ended <- c.Wait() }()
+	select {
+	case <-ended:
+	case <-time.After(5 * time.Second):
+		t.Fatal("the session of an expired key still runs")
+	}
 }
 
 func TestKeyRemembered(t *testing.T) {

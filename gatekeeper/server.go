@@ -128,8 +128,10 @@ type Server struct {
 	// resets counts each user's token resets (KillUser), so that a login
 	// that was being decided while a reset ran is not let in afterwards.
 	resets map[string]uint64
-	// keyRevokes counts, by "user fingerprint", the revocations of a key
-	// (KillKey), the same way for key logins.
+	// keyRevokes counts each user's key revocations (KillKey), the same
+	// way for key logins: a login with any key of the user that was being
+	// decided while one of them was revoked is not let in (a few logins too
+	// many refused once, rather than a map entry per key ever revoked).
 	keyRevokes map[string]uint64
 	// endAlso are the daemon's other enders of a user's sessions, run on
 	// another node's request (see EndUserAlso).
@@ -455,6 +457,14 @@ func (s *Server) handleConn(nc net.Conn) {
 	log.Info("session started", "trusted", a.trusted)
 	stopLimits := s.enforceLimits(sess, cfg.Session, log)
 	defer stopLimits()
+	if !a.keyExpires.IsZero() {
+		// A key's sessions end when it expires, as a token's transfers do.
+		expiry := time.AfterFunc(a.keyExpires.Sub(s.now()), func() {
+			log.Info("session ended: its key expired", "fingerprint", a.keyFP, "expired", a.keyExpires)
+			sess.conn.Close()
+		})
+		defer expiry.Stop()
+	}
 	err = relay.Relay(sc, chans, reqs, a.up.conn, a.up.chans, a.up.reqs, relay.Options{Log: log, Stats: &sess.Stats,
 		MaxChannels: cfg.MaxChannels, Window: uint32(cfg.Relay.WindowBytes), Windows: s.windows})
 	sess.reportBytes(s.metrics)
@@ -653,7 +663,7 @@ func (sess *Session) info(node string) SessionInfo {
 // since a's login began (the reset could not see, and so end, this session).
 func (s *Server) addSession(sc *ssh.ServerConn, remote netip.AddrPort, a *attempt) *Session {
 	s.mu.Lock()
-	if s.resets[sc.User()] != a.resetEpoch || a.keyFP != "" && s.keyRevokes[sc.User()+" "+a.keyFP] != a.keyEpoch {
+	if s.resets[sc.User()] != a.resetEpoch || a.keyFP != "" && s.keyRevokes[sc.User()] != a.keyEpoch {
 		s.mu.Unlock()
 		return nil
 	}
@@ -679,11 +689,11 @@ func (s *Server) reserveSessionID() uint64 {
 	return s.nextID
 }
 
-// keyEpoch is the number of times user's key fp was revoked (KillKey).
-func (s *Server) keyEpoch(user, fp string) uint64 {
+// keyEpoch is the number of times a key of user was revoked (KillKey).
+func (s *Server) keyEpoch(user string) uint64 {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	return s.keyRevokes[user+" "+fp]
+	return s.keyRevokes[user]
 }
 
 func (s *Server) removeSession(sess *Session) {

@@ -309,7 +309,7 @@ func (s *Server) KillKey(user, fp string) int {
 // addSession).
 func (s *Server) killLocalKey(user, fp string) int {
 	s.mu.Lock()
-	s.keyRevokes[user+" "+fp]++
+	s.keyRevokes[user]++
 	var victims []*Session
 	for _, x := range s.sessions {
 		if x.User == user && x.KeyFP == fp {
