@@ -45,9 +45,15 @@ func (b *localBackend) AddKey(ctx context.Context, user string, req admin.AddKey
 }
 
 // RevokeKey removes the key. No daemon runs here, so no live session of this node used it;
-// sessions on other nodes of a cluster are not ended (only their daemons know which key a
-// session logged in with).
+// in a cluster the other nodes are asked to end the sessions that logged in with it.
 func (b *localBackend) RevokeKey(ctx context.Context, user, fp string) (admin.RevokeKeyResult, error) {
+	b.enroll.EndKeySessions = func(user, fp string) int {
+		n, _, err := endKeySessionsElsewhere(ctx, b.st, user, fp)
+		if err != nil {
+			b.log.Error("the nodes could not be asked to end the sessions of the revoked key", "user", user, "err", err)
+		}
+		return n
+	}
 	k, ended, err := b.enroll.RevokeKey(consoleContext(ctx), user, fp)
 	if err != nil {
 		return admin.RevokeKeyResult{}, err
@@ -357,9 +363,12 @@ func newKeysRevokeCmd(o *adminOpts) *cobra.Command {
 				return c.writeJSON(res)
 			}
 			msg := fmt.Sprintf("%s: revoked %s%s", user, res.Key.Fingerprint, quotedLabel(res.Key))
-			if c.daemonRunning() {
+			switch {
+			case c.daemonRunning():
 				msg += fmt.Sprintf("; %s ended.", plural(res.SessionsEnded, "live session"))
-			} else {
+			case c.cfg.Store.Backend == "etcd":
+				msg += fmt.Sprintf("; no daemon runs here: the other nodes were asked to end %s.", plural(res.SessionsEnded, "live session"))
+			default:
 				msg += " (no daemon is running here, so no live sessions were ended)."
 			}
 			fmt.Fprintln(c.out, msg)

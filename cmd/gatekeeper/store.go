@@ -27,6 +27,20 @@ func sessionRegistry(st store.Store, log *slog.Logger) *etcd.Sessions {
 // sessions, for an admin command run where no daemon runs, and returns how many the registry
 // lists; shared is false (and nothing is done) for a store of one node.
 func endSessionsElsewhere(ctx context.Context, st store.Store, user string) (n int, shared bool, err error) {
+	return endElsewhere(ctx, st, func(l store.LiveSession) bool { return l.User == user },
+		func(e *etcd.Store) error { return e.RequestKillUser(ctx, user) })
+}
+
+// endKeySessionsElsewhere is endSessionsElsewhere for the sessions that logged in with user's
+// key fp (a key revoked where no daemon runs).
+func endKeySessionsElsewhere(ctx context.Context, st store.Store, user, fp string) (n int, shared bool, err error) {
+	return endElsewhere(ctx, st, func(l store.LiveSession) bool { return l.User == user && l.Key == fp },
+		func(e *etcd.Store) error { return e.RequestKillKey(ctx, user, fp) })
+}
+
+// endElsewhere counts the cluster's live sessions that match and sends the request that ends
+// them.
+func endElsewhere(ctx context.Context, st store.Store, match func(store.LiveSession) bool, request func(*etcd.Store) error) (n int, shared bool, err error) {
 	e, ok := st.(*etcd.Store)
 	if !ok {
 		return 0, false, nil
@@ -36,11 +50,11 @@ func endSessionsElsewhere(ctx context.Context, st store.Store, user string) (n i
 		return 0, true, err
 	}
 	for _, l := range all {
-		if l.User == user {
+		if match(l) {
 			n++
 		}
 	}
-	return n, true, e.RequestKillUser(ctx, user)
+	return n, true, request(e)
 }
 
 // openStore opens the store cfg names: the bbolt file in db, or the etcd
