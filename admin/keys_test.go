@@ -88,7 +88,7 @@ func TestKeysAPI(t *testing.T) {
 		{"duplicate", "alice", AddKeyRequest{PublicKey: personal}, enroll.ErrKeyExists, http.StatusConflict},
 		{"not a key", "alice", AddKeyRequest{PublicKey: "ssh-ed25519 AAAA"}, enroll.ErrBadKey, http.StatusBadRequest},
 		{"automation without networks", "alice", AddKeyRequest{PublicKey: auto, Automation: true}, enroll.ErrBadKey, http.StatusBadRequest},
-		{"automation too long", "bob", AddKeyRequest{PublicKey: auto, Automation: true, From: []string{"10.0.0.0/8"},
+		{"automation too long", "bob", AddKeyRequest{PublicKey: auto, Automation: true, From: []string{"10.1.0.0/16"},
 			Expires: t0.Add(49 * time.Hour)}, enroll.ErrBadKey, http.StatusBadRequest},
 		{"expired", "bob", AddKeyRequest{PublicKey: auto, Expires: t0.Add(-time.Hour)}, enroll.ErrBadKey, http.StatusBadRequest},
 		{"bad name", "-x", AddKeyRequest{PublicKey: auto}, store.ErrBadName, 0},

@@ -230,6 +230,16 @@ func buildKey(nk NewKey, p KeyPolicy, now time.Time, addedBy string) (store.Key,
 		if len(k.From) == 0 {
 			return store.Key{}, fmt.Errorf("%w: an automation key needs the networks it may log in from", ErrBadKey)
 		}
+		for _, f := range k.From {
+			// A key that needs no code is for a lab's machines, not for
+			// the internet: whoever plants one from a phished session
+			// must not get a door open from everywhere.
+			p, _ := netip.ParsePrefix(f)
+			if min := minAutomationBits(p.Addr()); p.Bits() < min {
+				return store.Key{}, fmt.Errorf("%w: an automation key's networks must be at most a /%d (IPv6: /%d) each, not %s",
+					ErrBadKey, minAutomationBits4, minAutomationBits6, f)
+			}
+		}
 		if k.Expires.IsZero() {
 			k.Expires = now.Add(maxLife)
 		}
@@ -238,6 +248,21 @@ func buildKey(nk NewKey, p KeyPolicy, now time.Time, addedBy string) (store.Key,
 		}
 	}
 	return k, nil
+}
+
+// The widest network an automation key may name.
+const (
+	minAutomationBits4 = 16
+	minAutomationBits6 = 48
+)
+
+// minAutomationBits is the shortest prefix an automation key may name for
+// addresses like a.
+func minAutomationBits(a netip.Addr) int {
+	if a.Is4() {
+		return minAutomationBits4
+	}
+	return minAutomationBits6
 }
 
 // AddKey registers a key for user. A user adding their own key (addedBy
@@ -391,6 +416,7 @@ func parseKeyLine(n int, line string) ImportedKey {
 		return ik
 	}
 	ik.Key = NewKey{PublicKey: strings.TrimSpace(string(ssh.MarshalAuthorizedKey(pub))), Label: comment}
+	var restricting []string
 	for _, opt := range options {
 		name, value, hasValue := strings.Cut(opt, "=")
 		value = unquoteOption(value)
@@ -411,9 +437,24 @@ func parseKeyLine(n int, line string) ImportedKey {
 				return ik
 			}
 			ik.Key.Expires = t
+		case "cert-authority":
+			ik.Err = fmt.Errorf("%w: a cert-authority line names a CA, not a key to log in with", ErrBadKey)
+			return ik
+		case "restrict", "no-port-forwarding", "no-agent-forwarding", "no-x11-forwarding", "no-pty",
+			"no-user-rc", "permitopen", "permitlisten", "tunnel", "principals":
+			restricting = append(restricting, opt)
+			ik.Dropped = append(ik.Dropped, opt)
 		default:
 			ik.Dropped = append(ik.Dropped, opt)
 		}
+	}
+	// A key with a forced command logs in with no forwarding, pty or
+	// ~/.ssh/rc at all (see gatekeeper's certificates), so restrictions
+	// beside command= are kept by being stricter. Without one, dropping them
+	// would open what the user's authorized_keys had closed.
+	if len(restricting) > 0 && ik.Key.Command == "" {
+		ik.Err = fmt.Errorf("%w: %s cannot be kept without command=; register the key by hand if it may do everything",
+			ErrBadKey, strings.Join(restricting, ","))
 	}
 	return ik
 }

@@ -273,12 +273,18 @@ func TestAddKey(t *testing.T) {
 			want: store.Key{Label: "alice@laptop"}},
 		{name: "personal with label and limits", nk: NewKey{PublicKey: line, Label: "  work\x07 ", From: []string{"192.0.2.7"}, Expires: t0.Add(time.Hour), Command: " uptime "}, by: "uid 0",
 			want: store.Key{Label: "work", From: []string{"192.0.2.7/32"}, Expires: t0.Add(time.Hour), Command: "uptime"}},
-		{name: "automation default lifetime", nk: NewKey{PublicKey: line, Automation: true, From: []string{"10.0.0.0/8"}}, by: "uid 0",
-			want: store.Key{Label: "alice@laptop", Automation: true, From: []string{"10.0.0.0/8"}, Expires: t0.Add(week)}},
-		{name: "automation at the limit", nk: NewKey{PublicKey: line, Automation: true, From: []string{"10.0.0.0/8"}, Expires: t0.Add(week)}, by: "uid 0",
-			want: store.Key{Label: "alice@laptop", Automation: true, From: []string{"10.0.0.0/8"}, Expires: t0.Add(week)}},
-		{name: "automation past the limit", nk: NewKey{PublicKey: line, Automation: true, From: []string{"10.0.0.0/8"}, Expires: t0.Add(week + time.Second)},
+		{name: "automation default lifetime", nk: NewKey{PublicKey: line, Automation: true, From: []string{"10.1.0.0/16"}}, by: "uid 0",
+			want: store.Key{Label: "alice@laptop", Automation: true, From: []string{"10.1.0.0/16"}, Expires: t0.Add(week)}},
+		{name: "automation at the limit", nk: NewKey{PublicKey: line, Automation: true, From: []string{"10.1.0.0/16"}, Expires: t0.Add(week)}, by: "uid 0",
+			want: store.Key{Label: "alice@laptop", Automation: true, From: []string{"10.1.0.0/16"}, Expires: t0.Add(week)}},
+		{name: "automation past the limit", nk: NewKey{PublicKey: line, Automation: true, From: []string{"10.1.0.0/16"}, Expires: t0.Add(week + time.Second)},
 			by: "uid 0", wantErr: ErrBadKey, errText: "lives at most"},
+		{name: "automation from a /8", nk: NewKey{PublicKey: line, Automation: true, From: []string{"10.1.0.0/16", "10.0.0.0/8"}},
+			by: "uid 0", wantErr: ErrBadKey, errText: "at most a /16"},
+		{name: "automation from everywhere", nk: NewKey{PublicKey: line, Automation: true, From: []string{"::/0"}},
+			by: "uid 0", wantErr: ErrBadKey, errText: "at most a /16 (IPv6: /48) each, not ::/0"},
+		{name: "automation from an IPv6 /48", nk: NewKey{PublicKey: line, Automation: true, From: []string{"2001:db8:1::/48"}}, by: "uid 0",
+			want: store.Key{Label: "alice@laptop", Automation: true, From: []string{"2001:db8:1::/48"}, Expires: t0.Add(week)}},
 		{name: "automation without networks", nk: NewKey{PublicKey: line, Automation: true}, by: "uid 0", wantErr: ErrBadKey, errText: "needs the networks"},
 		{name: "expiry in the past", nk: NewKey{PublicKey: line, Expires: t0.Add(-time.Second)}, by: "uid 0", wantErr: ErrBadKey, errText: "in the past"},
 		{name: "expiry now", nk: NewKey{PublicKey: line, Expires: t0}, by: "uid 0", wantErr: ErrBadKey, errText: "in the past"},
@@ -423,7 +429,7 @@ func TestImportKeys(t *testing.T) {
 		t.Fatal(err)
 	}
 	past := clock.Now().Add(-48*time.Hour).UTC().Format("20060102") + "Z"
-	file := fmt.Sprintf("%s\nno-pty,from=\"10.0.0.0/8\" %s\n%s\nexpiry-time=\"%s\" %s\n", a, a, b, past, c)
+	file := fmt.Sprintf("%s\nno-pty,from=\"10.0.0.0/8\" %s\n%s\nexpiry-time=\"%s\" %s\ncert-authority %s\n", a, a, b, past, c, c)
 	res, err := s.ImportKeys(ctx, "alice", []byte(file), "uid 0")
 	if err != nil {
 		t.Fatal(err)
@@ -436,9 +442,10 @@ func TestImportKeys(t *testing.T) {
 		err  error
 		text string
 	}{
-		{2, ErrKeyExists, afp},
+		{2, ErrBadKey, "no-pty cannot be kept without command="},
 		{3, ErrKeyExists, bfp},
 		{4, ErrBadKey, "in the past"},
+		{5, ErrBadKey, "cert-authority line names a CA"},
 	}
 	if len(res.Skipped) != len(wantSkipped) {
 		t.Fatalf("skipped = %+v", res.Skipped)

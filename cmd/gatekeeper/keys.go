@@ -552,6 +552,11 @@ func importKeyHomes(ctx context.Context, be adminBackend, root string) ([]keysIm
 			continue
 		}
 		r := keysImport{User: name, File: path, Added: []admin.ImportedLine{}, Skipped: []admin.ImportedLine{}}
+		if err := strictModes(home, path); err != nil {
+			r.Error = err.Error()
+			rows = append(rows, r)
+			continue
+		}
 		data, err := readUserFile(path)
 		if err != nil {
 			r.Error = err.Error()
@@ -567,6 +572,35 @@ func importKeyHomes(ctx context.Context, be adminBackend, root string) ([]keysIm
 		rows = append(rows, r)
 	}
 	return rows, nil
+}
+
+// strictModes refuses an authorized_keys file that sshd (StrictModes, its default) would
+// ignore: the file or its .ssh directory owned by someone other than the home directory's
+// owner or root, or writable by group or others. Whoever could write such a file could
+// otherwise register a key for the user through an import.
+func strictModes(home, path string) error {
+	hi, err := os.Stat(home)
+	if err != nil {
+		return err
+	}
+	owner := hi.Sys().(*syscall.Stat_t).Uid
+	for _, p := range []string{filepath.Dir(path), path} {
+		fi, err := os.Lstat(p)
+		if err != nil {
+			return err
+		}
+		if fi.Mode()&fs.ModeSymlink != 0 {
+			return nil // never followed: readUserFile says so
+		}
+		uid := fi.Sys().(*syscall.Stat_t).Uid
+		switch {
+		case uid != owner && uid != 0:
+			return fmt.Errorf("%s belongs to uid %d, not to the home directory's owner (uid %d): sshd would ignore it too", p, uid, owner)
+		case fi.Mode().Perm()&0o022 != 0:
+			return fmt.Errorf("%s is writable by group or others (mode %04o): sshd would ignore it too", p, fi.Mode().Perm())
+		}
+	}
+	return nil
 }
 
 // readUserFile reads a file in a user's home directory as root would be asked to: neither the

@@ -144,7 +144,7 @@ func TestAdminKeysWithoutDaemon(t *testing.T) {
 		},
 		{name: "add twice", args: []string{"admin", "keys", "add", "alice", laptopFile}, wantErr: "key already registered", wantIs: enroll.ErrKeyExists},
 		{name: "automation without from", args: []string{"admin", "keys", "add", "bob", laptopFile, "--automation"}, wantErr: "--automation needs --from"},
-		{name: "automation too long", args: []string{"admin", "keys", "add", "bob", laptopFile, "--automation", "--from", "10.0.0.0/8", "--expires", "4d"},
+		{name: "automation too long", args: []string{"admin", "keys", "add", "bob", laptopFile, "--automation", "--from", "10.1.0.0/16", "--expires", "4d"},
 			wantErr: "at most 72h0m0s", wantIs: enroll.ErrBadKey},
 		{name: "bad expiry", args: []string{"admin", "keys", "add", "bob", laptopFile, "--expires", "soon"}, wantErr: `--expires "soon"`},
 		{name: "not a key", stdin: "hello\n", args: []string{"admin", "keys", "add", "bob", "-"}, wantErr: "not an SSH public key", wantIs: enroll.ErrBadKey},
@@ -296,7 +296,13 @@ func TestAdminKeysImportAllUsers(t *testing.T) {
 	root := t.TempDir()
 	a1, a1FP := pubKeyLine(t, "a1")
 	b1, _ := pubKeyLine(t, "b1")
-	writeFile(t, filepath.Join(root, "alice", ".ssh"), "authorized_keys", a1+"\nrestrict,port-forwarding "+b1+"\n")
+	// restrict beside command= is kept by a forced command's certificate (no extensions).
+	writeFile(t, filepath.Join(root, "alice", ".ssh"), "authorized_keys", a1+"\nrestrict,port-forwarding,command=\"rsync --server\" "+b1+"\n")
+	// A file others may write, which sshd's StrictModes would ignore: not imported.
+	d := writeFile(t, filepath.Join(root, "dave", ".ssh"), "authorized_keys", b1+"\n")
+	if err := os.Chmod(d, 0o664); err != nil {
+		t.Fatal(err)
+	}
 	// A name that is no user name: left alone.
 	writeFile(t, filepath.Join(root, "not a user", ".ssh"), "authorized_keys", b1+"\n")
 	// A link to a file elsewhere: not followed.
@@ -314,7 +320,7 @@ func TestAdminKeysImportAllUsers(t *testing.T) {
 	writeFile(t, root, "README", "x")
 
 	out, _, err := e.run(t, "admin", "keys", "import", "--all-users", "--home-root", root)
-	if err == nil || !strings.Contains(err.Error(), "1 of 2 authorized_keys files under "+root+" could not be imported") {
+	if err == nil || !strings.Contains(err.Error(), "2 of 3 authorized_keys files under "+root+" could not be imported") {
 		t.Errorf("error = %v", err)
 	}
 	for _, w := range []string{
@@ -322,6 +328,7 @@ func TestAdminKeysImportAllUsers(t *testing.T) {
 		"not carried over: restrict port-forwarding",
 		"bob: " + filepath.Join(root, "bob", ".ssh", "authorized_keys") + " not imported: ",
 		"is a symbolic link, which is not followed",
+		"dave: " + d + " not imported: " + d + " is writable by group or others (mode 0664)",
 		a1FP,
 	} {
 		if !strings.Contains(out, w) {
@@ -342,8 +349,8 @@ func TestAdminKeysImportAllUsers(t *testing.T) {
 
 	out, _, _ = e.run(t, "admin", "keys", "import", "--all-users", "--home-root", root, "-o", "json")
 	var rows []keysImport
-	if err := json.Unmarshal([]byte(out), &rows); err != nil || len(rows) != 2 || rows[0].User != "alice" || len(rows[0].Skipped) != 2 ||
-		rows[1].User != "bob" || rows[1].Error == "" {
+	if err := json.Unmarshal([]byte(out), &rows); err != nil || len(rows) != 3 || rows[0].User != "alice" || len(rows[0].Skipped) != 2 ||
+		rows[1].User != "bob" || rows[1].Error == "" || rows[2].User != "dave" || rows[2].Error == "" {
 		t.Errorf("second run = %+v (%v)", rows, err)
 	}
 	for _, args := range [][]string{{"--all-users", "bob", "file"}, {"--home-root", root, "bob", "file"}} {

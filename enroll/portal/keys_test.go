@@ -236,7 +236,7 @@ func TestKeyAddRefused(t *testing.T) {
 		{"already registered", url.Values{"public_key": {dup}}, "key already registered"},
 		{"bad network", url.Values{"public_key": {line}, "from": {"10.0.0.0/33"}}, `network "10.0.0.0/33"`},
 		{"automation without networks", url.Values{"public_key": {line}, "automation": {"1"}}, "an automation key needs the networks"},
-		{"automation too long", url.Values{"public_key": {line}, "automation": {"1"}, "from": {"10.0.0.0/8"}, "expires_days": {"40"}}, "an automation key lives at most"},
+		{"automation too long", url.Values{"public_key": {line}, "automation": {"1"}, "from": {"10.1.0.0/16"}, "expires_days": {"40"}}, "an automation key lives at most"},
 		{"days not a number", url.Values{"public_key": {line}, "expires_days": {"soon"}}, "whole number from 1 to 3650"},
 		{"days zero", url.Values{"public_key": {line}, "expires_days": {"0"}}, "whole number from 1 to 3650"},
 		{"days too many", url.Values{"public_key": {line}, "expires_days": {"100000"}}, "whole number from 1 to 3650"},

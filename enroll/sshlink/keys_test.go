@@ -179,7 +179,7 @@ func TestMenuKeys(t *testing.T) {
 					{[]string{"hello world"}, "The key was not added: not an SSH public key"},
 					{[]string{`from="10.0.0.0/8" ` + line}, "The key was not added: options before the key"},
 					{[]string{line, "", "y", "", "", ""}, "The key was not added: an automation key needs the networks it may log in from."},
-					{[]string{line, "", "y", "10.0.0.0/8", "400", ""}, "The key was not added: an automation key lives at most"},
+					{[]string{line, "", "y", "10.1.0.0/16", "400", ""}, "The key was not added: an automation key lives at most"},
 					{[]string{line, "", "n"}, `SSH key "mine"`},
 					{[]string{line, "again", "n"}, "The key was not added: key already registered: SHA256:"},
 					{[]string{""}, msgNothingChange},
