@@ -208,6 +208,30 @@ func TestValidateNamesTheKey(t *testing.T) {
 		{"socket too long", func(t *testing.T, c *Config, dir string) { c.Admin.Socket = "/run/" + strings.Repeat("s", 110) },
 			`admin.socket: /run/sss`},
 
+		// keys
+		{"keys off: no CA needed", func(t *testing.T, c *Config, dir string) { c.Keys.LanderCAFile = "" }, ""},
+		{"keys on: CA to be created", func(t *testing.T, c *Config, dir string) {
+			c.Keys.Enabled, c.Keys.LanderCAFile = true, filepath.Join(dir, "lander_user_ca")
+		}, ""},
+		{"keys on: no CA file", func(t *testing.T, c *Config, dir string) { c.Keys.Enabled, c.Keys.LanderCAFile = true, "" },
+			`keys.lander_ca_file: required`},
+		{"keys on: CA under a file", func(t *testing.T, c *Config, dir string) {
+			c.Keys.Enabled = true
+			c.Keys.LanderCAFile = filepath.Join(writeFile(t, filepath.Join(dir, "plain"), "x"), "ca")
+		}, `keys.lander_ca_file: DIR/plain/ca: DIR/plain is not a directory`},
+		{"keys on: CA is a host key", func(t *testing.T, c *Config, dir string) {
+			c.Keys.Enabled, c.Keys.LanderCAFile = true, c.HostKeyFiles[0]
+		}, `keys.lander_ca_file: must not be one of host_key_files`},
+		{"keys on: CA is the secret key", func(t *testing.T, c *Config, dir string) {
+			c.Keys.Enabled, c.Keys.LanderCAFile = true, c.SecretKeyFile
+		}, `keys.lander_ca_file: must not be the same file as secret_key_file`},
+		{"cert validity too long", func(t *testing.T, c *Config, dir string) { c.Keys.CertValidity = 2 * time.Hour },
+			`keys.cert_validity: must be between 10s and 1h0m0s`},
+		{"remember a month", func(t *testing.T, c *Config, dir string) { c.Keys.Remember = 30 * 24 * time.Hour },
+			`keys.remember: must be between 0s (off) and 168h0m0s`},
+		{"automation lifetime zero", func(t *testing.T, c *Config, dir string) { c.Keys.AutomationMaxLifetime = 0 },
+			`keys.automation_max_lifetime: must be between 1h and`},
+
 		// TLS
 		{"tls both", func(t *testing.T, c *Config, dir string) { c.Enroll.TLSCert, c.Enroll.TLSKey = selfSigned(t, dir) }, ""},
 		{"tls cert only", func(t *testing.T, c *Config, dir string) { c.Enroll.TLSCert, _ = selfSigned(t, dir) },
