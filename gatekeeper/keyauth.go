@@ -184,7 +184,7 @@ func (a *attempt) keyLogin(ctx context.Context, user, fp, code, how string) (*up
 		if err != nil {
 			return nil, "", err
 		}
-		s.keyUsed(user, fp, netip.Prefix{})
+		s.keyUsed(user, fp, netip.Prefix{}, time.Time{})
 		return up, how, nil
 	}
 
@@ -229,7 +229,7 @@ func (a *attempt) keyLogin(ctx context.Context, user, fp, code, how string) (*up
 	if s.config().Keys.Remember > 0 {
 		remember = rememberPrefix(a.remote)
 	}
-	s.keyUsed(user, fp, remember)
+	s.keyUsed(user, fp, remember, u.EnrolledAt)
 	return up, how, nil
 }
 
@@ -319,8 +319,11 @@ func (s *Server) certSigner(user string, k store.Key, remote netip.Addr, session
 
 // keyUsed records a key login: the key's last use, the user's last login
 // and, when remember is valid, that the key may skip the code from that
-// network for keys.remember. It is bookkeeping: a failure is only logged.
-func (s *Server) keyUsed(user, fp string, remember netip.Prefix) {
+// network for keys.remember, if the device whose code was checked (linked at
+// enrolledAt) is still the user's: a phone replaced or reset meanwhile
+// forgot the remembered networks, and this login must not bring one back.
+// It is bookkeeping: a failure is only logged.
+func (s *Server) keyUsed(user, fp string, remember netip.Prefix, enrolledAt time.Time) {
 	if s.limiter.down() {
 		return // the shared store is not answering: do not make the user wait for it again
 	}
@@ -335,7 +338,7 @@ func (s *Server) keyUsed(user, fp string, remember netip.Prefix) {
 		if u.State != store.StateNone {
 			u.LastLogin = now
 		}
-		if remember.IsValid() && u.State == store.StateActive {
+		if remember.IsValid() && u.State == store.StateActive && u.EnrolledAt.Equal(enrolledAt) {
 			network := remember.String()
 			kept := slices.DeleteFunc(slices.Clone(u.Remembered), func(m store.Remembered) bool {
 				return !now.Before(m.Until) || m.Fingerprint == fp && m.Network == network
