@@ -365,6 +365,17 @@ func (s *Service) RevokeKey(ctx context.Context, user, fp string) (store.Key, in
 	return gone, ended, nil
 }
 
+// KeyErrorText is the text of a key operation's error whose message is fit
+// for users (ErrBadKey, ErrKeyExists, ...), without the "bad key: " that
+// every bad key's message begins with, ending in a full stop.
+func KeyErrorText(err error) string {
+	s := strings.TrimPrefix(err.Error(), ErrBadKey.Error()+": ")
+	if !strings.HasSuffix(s, ".") {
+		s += "."
+	}
+	return s
+}
+
 // ForgetRemembered drops every remembered device of u (a reset or a
 // replaced phone).
 func ForgetRemembered(u *store.User) { u.Remembered = nil }

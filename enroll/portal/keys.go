@@ -265,7 +265,7 @@ func (s *Server) keyAdd(w http.ResponseWriter, r *http.Request) {
 	nk, err := form.newKey(s.now())
 	if err != nil {
 		log.InfoContext(ctx, "portal key refused", "reason", err.Error())
-		refuse(userMessage(err))
+		refuse(enroll.KeyErrorText(err))
 		return
 	}
 	k, err := km.AddKey(ctx, v.user, nk, enroll.AddedBySelf)
@@ -273,7 +273,7 @@ func (s *Server) keyAdd(w http.ResponseWriter, r *http.Request) {
 	case err == nil:
 	case errors.Is(err, enroll.ErrBadKey), errors.Is(err, enroll.ErrKeyExists), errors.Is(err, enroll.ErrTooManyKeys):
 		log.InfoContext(ctx, "portal key refused", "reason", err.Error())
-		refuse(userMessage(err))
+		refuse(enroll.KeyErrorText(err))
 		return
 	case errors.Is(err, enroll.ErrNotLinked):
 		seeOther(w, r, "/") // reset by an admin meanwhile: the account page says what now
@@ -344,16 +344,6 @@ func keyName(k store.Key) string {
 		return fmt.Sprintf("“%s” (%s)", k.Label, k.Fingerprint)
 	}
 	return k.Fingerprint
-}
-
-// userMessage is the text of an error of package enroll whose message is fit for users, after
-// "The key was not added: ", without the "bad key: " that every bad key's message begins with.
-func userMessage(err error) string {
-	s := strings.TrimPrefix(err.Error(), enroll.ErrBadKey.Error()+": ")
-	if !strings.HasSuffix(s, ".") {
-		s += "."
-	}
-	return s
 }
 
 // flash keeps a notice in the session for the next page; the account page shows it once.

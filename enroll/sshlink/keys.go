@@ -190,7 +190,7 @@ func (ss *session) addKey(ctx context.Context, km KeyManager, in *lineInput, out
 	// Checked before the other questions, so that a mistyped key is told at once.
 	_, comment, err := enroll.ParsePublicKey(line)
 	if err != nil {
-		fmt.Fprintln(out, "The key was not added: "+keyMessage(err))
+		fmt.Fprintln(out, "The key was not added: "+enroll.KeyErrorText(err))
 		return nil
 	}
 	nk := enroll.NewKey{PublicKey: line}
@@ -240,7 +240,7 @@ func (ss *session) addKey(ctx context.Context, km KeyManager, in *lineInput, out
 	case err == nil:
 	case errors.Is(err, enroll.ErrBadKey), errors.Is(err, enroll.ErrKeyExists), errors.Is(err, enroll.ErrTooManyKeys):
 		ss.log.Info("sshlink: key refused", "reason", err.Error())
-		fmt.Fprintln(out, "The key was not added: "+keyMessage(err))
+		fmt.Fprintln(out, "The key was not added: "+enroll.KeyErrorText(err))
 		return nil
 	default:
 		return err
@@ -337,16 +337,6 @@ func keyName(k store.Key) string {
 		return fmt.Sprintf("%q (%s)", k.Label, k.Fingerprint)
 	}
 	return k.Fingerprint
-}
-
-// keyMessage is the text of an error of package enroll whose message is fit for users, without
-// the "bad key: " that every bad key's message begins with, ending in a full stop.
-func keyMessage(err error) string {
-	s := strings.TrimPrefix(err.Error(), enroll.ErrBadKey.Error()+": ")
-	if !strings.HasSuffix(s, ".") {
-		s += "."
-	}
-	return s
 }
 
 // shorten bounds what the user typed when it is said back.
