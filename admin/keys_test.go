@@ -2,8 +2,6 @@ package admin
 
 import (
 	"context"
-	"crypto/ed25519"
-	"crypto/rand"
 	"errors"
 	"fmt"
 	"net/http"
@@ -13,29 +11,10 @@ import (
 	"testing"
 	"time"
 
-	"golang.org/x/crypto/ssh"
-
 	"gatekeeper/enroll"
 	"gatekeeper/gatekeeper/store"
+	"gatekeeper/internal/keytest"
 )
-
-// newPubKey returns a fresh ed25519 public key line with comment, and its fingerprint.
-func newPubKey(t *testing.T, comment string) (line, fp string) {
-	t.Helper()
-	pub, _, err := ed25519.GenerateKey(rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	sp, err := ssh.NewPublicKey(pub)
-	if err != nil {
-		t.Fatal(err)
-	}
-	line = strings.TrimSpace(string(ssh.MarshalAuthorizedKey(sp)))
-	if comment != "" {
-		line += " " + comment
-	}
-	return line, ssh.FingerprintSHA256(sp)
-}
 
 func TestKeysAPI(t *testing.T) {
 	var mu sync.Mutex
@@ -59,7 +38,7 @@ func TestKeysAPI(t *testing.T) {
 		t.Errorf("no keys encode as %s", body)
 	}
 
-	personal, personalFP := newPubKey(t, "alice@laptop")
+	personal, personalFP := keytest.PublicKey(t, "alice@laptop")
 	k, err := c.AddKey(ctx, "alice", AddKeyRequest{PublicKey: personal})
 	if err != nil {
 		t.Fatalf("AddKey: %v", err)
@@ -67,7 +46,7 @@ func TestKeysAPI(t *testing.T) {
 	if k.Fingerprint != personalFP || k.Label != "alice@laptop" || k.AddedBy != me || !k.AddedAt.Equal(t0) || !k.Expires.IsZero() || k.Automation {
 		t.Errorf("added key = %+v", k)
 	}
-	auto, autoFP := newPubKey(t, "")
+	auto, autoFP := keytest.PublicKey(t, "")
 	k, err = c.AddKey(ctx, "alice", AddKeyRequest{PublicKey: auto, Label: "backup job", Automation: true,
 		From: []string{"10.1.2.3", "192.0.2.0/24"}, Command: "rsync --server"})
 	if err != nil {
@@ -177,9 +156,9 @@ func TestImportKeysAPI(t *testing.T) {
 	d := startDaemon(t)
 	c := NewClient(d.path)
 	ctx := context.Background()
-	k1, fp1 := newPubKey(t, "one")
-	k2, fp2 := newPubKey(t, "two")
-	k3, fp3 := newPubKey(t, "three")
+	k1, fp1 := keytest.PublicKey(t, "one")
+	k2, fp2 := keytest.PublicKey(t, "two")
+	k3, fp3 := keytest.PublicKey(t, "three")
 	if _, err := c.AddKey(ctx, "alice", AddKeyRequest{PublicKey: k3}); err != nil {
 		t.Fatal(err)
 	}
@@ -274,7 +253,7 @@ func TestResetKeepsKeys(t *testing.T) {
 			}
 			var fps []string
 			for _, label := range []string{"a", "b"} {
-				line, fp := newPubKey(t, label)
+				line, fp := keytest.PublicKey(t, label)
 				if _, err := c.AddKey(ctx, "alice", AddKeyRequest{PublicKey: line}); err != nil {
 					t.Fatal(err)
 				}
@@ -319,7 +298,7 @@ func TestResetNothingButKeys(t *testing.T) {
 	d := startDaemonWith(t, nil, func(s *Server) { s.OnReset = func(string) int { return 0 } })
 	c := NewClient(d.path)
 	ctx := context.Background()
-	line, _ := newPubKey(t, "")
+	line, _ := keytest.PublicKey(t, "")
 	if _, err := c.AddKey(ctx, "alice", AddKeyRequest{PublicKey: line}); err != nil {
 		t.Fatal(err)
 	}

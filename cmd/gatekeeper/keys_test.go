@@ -3,8 +3,6 @@ package main
 import (
 	"bytes"
 	"context"
-	"crypto/ed25519"
-	"crypto/rand"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -21,25 +19,8 @@ import (
 	"gatekeeper/enroll"
 	"gatekeeper/gatekeeper"
 	"gatekeeper/gatekeeper/store"
+	"gatekeeper/internal/keytest"
 )
-
-// pubKeyLine returns a fresh ed25519 public key line with comment, and its fingerprint.
-func pubKeyLine(t *testing.T, comment string) (line, fp string) {
-	t.Helper()
-	pub, _, err := ed25519.GenerateKey(rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	sp, err := ssh.NewPublicKey(pub)
-	if err != nil {
-		t.Fatal(err)
-	}
-	line = strings.TrimSpace(string(ssh.MarshalAuthorizedKey(sp)))
-	if comment != "" {
-		line += " " + comment
-	}
-	return line, ssh.FingerprintSHA256(sp)
-}
 
 // runIn is e.run with stdin.
 func (e env) runIn(t *testing.T, stdin string, args ...string) (stdout, stderr string, err error) {
@@ -114,11 +95,11 @@ func TestAdminKeysWithoutDaemon(t *testing.T) {
 	ca := filepath.Join(dir, "lander_user_ca")
 	e := newEnv(t, fmt.Sprintf("keys:\n  enabled: true\n  lander_ca_file: %q\n  automation_max_lifetime: 72h\n", ca))
 	e.withStore(t, func(st store.Store) { seedActive(t, st, "alice", "aaaa-bbbb-cc") })
-	laptop, laptopFP := pubKeyLine(t, "alice@laptop")
+	laptop, laptopFP := keytest.PublicKey(t, "alice@laptop")
 	laptopFile := writeFile(t, dir, "laptop.pub", laptop+"\n")
-	backup, backupFP := pubKeyLine(t, "")
-	old, oldFP := pubKeyLine(t, "old")
-	k2, k2FP := pubKeyLine(t, "desktop")
+	backup, backupFP := keytest.PublicKey(t, "")
+	old, oldFP := keytest.PublicKey(t, "old")
+	k2, k2FP := keytest.PublicKey(t, "desktop")
 	authorized := writeFile(t, dir, "authorized_keys", fmt.Sprintf("# keys\n%s\nfrom=\"10.0.0.0/8\",no-pty,command=\"echo hi\" %s\nssh-dss AAAAB3NzaC1kc3MAAACBAP nope\n", old, k2))
 	inTwoDays := time.Now().Add(48 * time.Hour)
 
@@ -284,7 +265,7 @@ func TestAdminKeysWithoutDaemon(t *testing.T) {
 
 func TestAdminKeysOffNote(t *testing.T) {
 	e := newEnv(t, "")
-	line, _ := pubKeyLine(t, "")
+	line, _ := keytest.PublicKey(t, "")
 	_, errOut, err := e.runIn(t, line, "admin", "keys", "add", "alice", "-")
 	if err != nil || !strings.Contains(errOut, "keys.enabled is false") {
 		t.Errorf("add with keys off: %v, stderr %q", err, errOut)
@@ -294,8 +275,8 @@ func TestAdminKeysOffNote(t *testing.T) {
 func TestAdminKeysImportAllUsers(t *testing.T) {
 	e := newEnv(t, "")
 	root := t.TempDir()
-	a1, a1FP := pubKeyLine(t, "a1")
-	b1, _ := pubKeyLine(t, "b1")
+	a1, a1FP := keytest.PublicKey(t, "a1")
+	b1, _ := keytest.PublicKey(t, "b1")
 	// restrict beside command= is kept by a forced command's certificate (no extensions).
 	writeFile(t, filepath.Join(root, "alice", ".ssh"), "authorized_keys", a1+"\nrestrict,port-forwarding,command=\"rsync --server\" "+b1+"\n")
 	// A file others may write, which sshd's StrictModes would ignore: not imported.
@@ -365,7 +346,7 @@ func TestAdminKeysWithDaemon(t *testing.T) {
 	f := &frontDoor{}
 	st := startDaemon(t, e, f)
 	seedActive(t, st, "alice")
-	line, fp := pubKeyLine(t, "work")
+	line, fp := keytest.PublicKey(t, "work")
 	runKeysSteps(t, e, []keysCmdTest{
 		{name: "add", stdin: line, args: []string{"admin", "keys", "add", "alice", "-"}, want: []string{"alice: added personal key " + fp}},
 		{name: "add twice", stdin: line, args: []string{"admin", "keys", "add", "alice", "-"}, wantErr: "key already registered", wantIs: enroll.ErrKeyExists},

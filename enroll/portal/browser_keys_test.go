@@ -7,6 +7,8 @@ import (
 	"time"
 
 	"github.com/chromedp/chromedp"
+
+	"gatekeeper/internal/keytest"
 )
 
 // TestBrowserKeys drives Chromium, scripts off, through the SSH keys section of the account
@@ -56,7 +58,7 @@ func TestBrowserKeys(t *testing.T) {
 	b.shot("keys-01-none")
 
 	// Add a personal key.
-	line, fp := newPublicKey(t, "alice@laptop")
+	line, fp := keytest.PublicKey(t, "alice@laptop")
 	b.typeInto("#public_key", line)
 	b.typeInto("#label", "work laptop")
 	b.click("form[action='/keys/add'] button[type=submit]")
@@ -84,7 +86,7 @@ func TestBrowserKeys(t *testing.T) {
 
 	// An automation key, from a network, for 7 days, one command.
 	b.load("/")
-	line2, fp2 := newPublicKey(t, "backup")
+	line2, fp2 := keytest.PublicKey(t, "backup")
 	b.typeInto("#public_key", line2)
 	b.do(chromedp.Click(chromedp.CSS("#automation"), chromedp.NodeVisible))
 	b.typeInto("#from", "192.0.2.0/24")

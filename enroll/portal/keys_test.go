@@ -2,8 +2,6 @@ package portal
 
 import (
 	"context"
-	"crypto/ed25519"
-	"crypto/rand"
 	"html"
 	"net/http"
 	"net/url"
@@ -11,33 +9,13 @@ import (
 	"testing"
 	"time"
 
-	"golang.org/x/crypto/ssh"
-
 	"gatekeeper/enroll"
 	"gatekeeper/gatekeeper/store"
+	"gatekeeper/internal/keytest"
 )
 
 // The key operations of enroll.Service are what the daemon wires.
 var _ KeyManager = (*enroll.Service)(nil)
-
-// newPublicKey returns a fresh ed25519 public key as one authorized_keys line with comment,
-// and its SHA256 fingerprint.
-func newPublicKey(t *testing.T, comment string) (line, fp string) {
-	t.Helper()
-	pub, _, err := ed25519.GenerateKey(rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	sp, err := ssh.NewPublicKey(pub)
-	if err != nil {
-		t.Fatal(err)
-	}
-	line = strings.TrimSpace(string(ssh.MarshalAuthorizedKey(sp)))
-	if comment != "" {
-		line += " " + comment
-	}
-	return line, ssh.FingerprintSHA256(sp)
-}
 
 // keysEnv is a portal with keys enabled and alice signed in with both factors; it returns the
 // client at the account page.
@@ -71,7 +49,7 @@ func TestKeysSectionOnlyWhenEnabled(t *testing.T) {
 	if strings.Contains(acc.body, "SSH keys") {
 		t.Errorf("keys disabled, but the account page has an SSH keys section")
 	}
-	line, _ := newPublicKey(t, "x")
+	line, _ := keytest.PublicKey(t, "x")
 	// Not even a hand-made POST registers a key.
 	if r := c.post("/keys/add", url.Values{"public_key": {line}}); r.status != http.StatusSeeOther || r.header.Get("Location") != "/" {
 		t.Errorf("POST /keys/add with keys disabled: status %d Location %q", r.status, r.header.Get("Location"))
@@ -98,7 +76,7 @@ func TestKeysNeedBothFactors(t *testing.T) {
 		!strings.Contains(acc.body, "sign in again with your password and a code from your app") {
 		t.Errorf("account page of a password-only session:\n%s", acc.body)
 	}
-	line, _ := newPublicKey(t, "x")
+	line, _ := keytest.PublicKey(t, "x")
 	r := c.post("/keys/add", url.Values{"public_key": {line}})
 	if r.status != http.StatusForbidden || !strings.Contains(r.body, msgKeysNeedBothFactors) {
 		t.Errorf("POST /keys/add from a password-only session: status %d, body:\n%s", r.status, r.body)
@@ -115,7 +93,7 @@ func TestKeyAddListRevoke(t *testing.T) {
 	}
 
 	// A personal key, its label from the form.
-	line, fp := newPublicKey(t, "alice@laptop")
+	line, fp := keytest.PublicKey(t, "alice@laptop")
 	r := c.post("/keys/add", url.Values{"public_key": {line}, "label": {"work laptop"}})
 	if r.status != http.StatusSeeOther || r.header.Get("Location") != "/#ssh-keys" {
 		t.Fatalf("adding a key: status %d Location %q, body:\n%s", r.status, r.header.Get("Location"), r.body)
@@ -135,7 +113,7 @@ func TestKeyAddListRevoke(t *testing.T) {
 	}
 
 	// An automation key: networks, expiry, command.
-	line2, fp2 := newPublicKey(t, "backup")
+	line2, fp2 := keytest.PublicKey(t, "backup")
 	r = c.post("/keys/add", url.Values{"public_key": {line2}, "automation": {"1"}, "from": {"192.0.2.7, 10.1.0.0/16"},
 		"expires_days": {"7"}, "command": {"rsync --server --sender . /data"}})
 	if r.status != http.StatusSeeOther {
@@ -218,8 +196,8 @@ func TestKeyAddListRevoke(t *testing.T) {
 
 func TestKeyAddRefused(t *testing.T) {
 	e, c, _ := keysEnv(t)
-	line, _ := newPublicKey(t, "me")
-	dup, _ := newPublicKey(t, "dup")
+	line, _ := keytest.PublicKey(t, "me")
+	dup, _ := keytest.PublicKey(t, "dup")
 	if r := c.post("/keys/add", url.Values{"public_key": {dup}}); r.status != http.StatusSeeOther {
 		t.Fatalf("adding: status %d", r.status)
 	}
@@ -264,7 +242,7 @@ func TestKeyAddRefused(t *testing.T) {
 
 func TestKeyFormsAreGuarded(t *testing.T) {
 	e, c, _ := keysEnv(t)
-	line, fp := newPublicKey(t, "x")
+	line, fp := keytest.PublicKey(t, "x")
 	// No CSRF token, or a wrong one.
 	if r := c.post("/keys/add", url.Values{"public_key": {line}, "csrf": {"nope"}}); r.status != http.StatusForbidden {
 		t.Errorf("add with a wrong CSRF token: status %d", r.status)
