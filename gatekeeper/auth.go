@@ -290,42 +290,14 @@ func (s *Server) authenticate(ctx context.Context, user, password, code string, 
 // lander. src are the source's rate-limit keys; the user's own outside
 // budget bounds the codes checked, whichever door and network they come from.
 func (s *Server) withCode(ctx context.Context, user, password, code string, remote netip.Addr, src []LockKey) (*upstreamConn, string, error) {
-	// A recovery-code hash waits for a free slot before the attempt takes
-	// its place in the user's budget: a flood that keeps the slots busy
-	// must not hold the user's places meanwhile.
-	if s.recovery != nil && !looksLikeTOTP(code) {
-		release, err := s.hashSlot(ctx)
-		if err != nil {
-			return nil, "", &LoginError{ReasonInternal, err}
-		}
-		defer release()
-	}
-
 	// Only users with a linked device have codes to guess; counting the
 	// others per user would only let a flood of made-up names fill memory.
 	u, err := s.store.Get(user)
 	if err != nil {
 		return nil, "", internalError(err)
 	}
-	active := u.State == store.StateActive
-	keys := src
-	if active {
-		keys = append(slices.Clip(src), userKey(user, false))
-	}
-	res, lk, err := s.limiter.reserve(keys)
-	switch {
-	case err != nil:
-		return nil, "", internalError(err)
-	case lk != nil:
-		return nil, "", lockedError(lk)
-	}
-	how, err := s.useSecondFactor(ctx, user, code, active)
+	res, how, err := s.spendCode(ctx, user, code, u.State == store.StateActive, remote, src)
 	if err != nil {
-		if le, ok := errors.AsType[*LoginError](err); ok && isInternal(le.Reason) {
-			res.cancel()
-		} else {
-			s.noteFailures(res.fail(), remote)
-		}
 		return nil, "", err
 	}
 	// The code was right. The source's places go back now (many users may
@@ -348,6 +320,45 @@ func (s *Server) withCode(ctx context.Context, user, password, code string, remo
 		return nil, "", err
 	}
 	return up, how, nil
+}
+
+// spendCode checks code (or a recovery code) for user, active when the user
+// has a linked device, with a place reserved in the budgets of src and (when
+// active) the user's outside budget. A refused code counts as a failure (an
+// internal error as none); an accepted one returns the reservation, still
+// held, for the caller to end.
+func (s *Server) spendCode(ctx context.Context, user, code string, active bool, remote netip.Addr, src []LockKey) (*reservation, string, error) {
+	// A recovery-code hash waits for a free slot before the attempt takes
+	// its place in the user's budget: a flood that keeps the slots busy
+	// must not hold the user's places meanwhile.
+	if s.recovery != nil && !looksLikeTOTP(code) {
+		release, err := s.hashSlot(ctx)
+		if err != nil {
+			return nil, "", &LoginError{ReasonInternal, err}
+		}
+		defer release()
+	}
+	keys := src
+	if active {
+		keys = append(slices.Clip(src), userKey(user, false))
+	}
+	res, lk, err := s.limiter.reserve(keys)
+	switch {
+	case err != nil:
+		return nil, "", internalError(err)
+	case lk != nil:
+		return nil, "", lockedError(lk)
+	}
+	how, err := s.useSecondFactor(ctx, user, code, active)
+	if err != nil {
+		if le, ok := errors.AsType[*LoginError](err); ok && isInternal(le.Reason) {
+			res.cancel()
+		} else {
+			s.noteFailures(res.fail(), remote)
+		}
+		return nil, "", err
+	}
+	return res, how, nil
 }
 
 // authenticateTrusted logs in a user from the trusted networks with the

@@ -188,33 +188,9 @@ func (a *attempt) keyLogin(ctx context.Context, user, fp, code, how string) (*up
 		return up, how, nil
 	}
 
-	if s.recovery != nil && !looksLikeTOTP(code) {
-		release, err := s.hashSlot(ctx)
-		if err != nil {
-			return nil, "", &LoginError{ReasonInternal, err}
-		}
-		defer release()
-	}
-	active := u.State == store.StateActive
 	src := sourceKeys(a.remote, false)
-	keys := src
-	if active {
-		keys = append(slices.Clip(src), userKey(user, false))
-	}
-	res, lk, err := s.limiter.reserve(keys)
-	switch {
-	case err != nil:
-		return nil, "", internalError(err)
-	case lk != nil:
-		return nil, "", lockedError(lk)
-	}
-	how, err = s.useSecondFactor(ctx, user, code, active)
+	res, how, err := s.spendCode(ctx, user, code, u.State == store.StateActive, a.remote, src)
 	if err != nil {
-		if le, ok := errors.AsType[*LoginError](err); ok && isInternal(le.Reason) {
-			res.cancel()
-		} else {
-			s.noteFailures(res.fail(), a.remote)
-		}
 		return nil, "", err
 	}
 	// The code was right and the key is the first factor: nothing is left
