@@ -4,14 +4,14 @@
 # C handshakes at a time (the gatekeeper admits at most 10 unauthenticated connections per
 # address), each with one session channel: a pty and an interactive shell (CMD: run that command
 # instead, e.g. CMD='sleep 100000'), and holds them without traffic. Measured before and after,
-# each time right after a garbage collection of the gatekeeper (waiting up to GC_WAIT s for one:
-# Go forces one every 2 minutes): its VmRSS (/proc/PID/status) and its Go heap + stacks in use
+# each time after GCS garbage collections of the gatekeeper (forced through the hidden
+# `serve --pprof`, see sample): its VmRSS (/proc/PID/status) and its Go heap + stacks in use
 # (go_memstats_heap_inuse_bytes + go_memstats_stack_inuse_bytes on metrics_listen). Reported per
-# session. The lander's sshd then runs SESSIONS sessions (about 3 processes each); the gatekeeper
+# session. PPROF_OUT=DIR keeps the gatekeeper's heap and goroutine profiles of the sessions. The lander's sshd then runs SESSIONS sessions (about 3 processes each); the gatekeeper
 # config has no limit on sessions per user or in total, so nothing is raised. Root.
 #
 # Target (issue 11): <= 64 KiB per idle session. Prints ROW lines for bench/report.sh.
-#   SESSIONS=2000 C=8 GC_WAIT=130 bench/idle.sh
+#   SESSIONS=2000 C=8 GCS=3 bench/idle.sh
 set -euo pipefail
 # shellcheck source=bench/lib.sh
 source "$(dirname "$0")/lib.sh"
@@ -19,7 +19,8 @@ source "$(dirname "$0")/lib.sh"
 SESSIONS=${SESSIONS:-2000}
 C=${C:-8}
 CMD=${CMD:-}
-GC_WAIT=${GC_WAIT:-130}
+GCS=${GCS:-3}
+GK_SERVE_FLAGS="${GK_SERVE_FLAGS:-} --pprof"
 SETTLE=${SETTLE:-5} # seconds between the last session opening and the sample
 TARGET_KIB=64
 ((SESSIONS >= 1)) || gk_die "SESSIONS=$SESSIONS: use at least 1"
@@ -69,26 +70,24 @@ metric() {
 	awk -v n="$1" '$1 == n || index($1, n "{") == 1 { s += $2 } END { printf "%.0f\n", s }' "$TMP/metrics"
 }
 
-# sample LABEL: after the gatekeeper's next garbage collection (or GC_WAIT s), set S_RSS (KiB),
-# S_GO (heap + stacks in use, bytes) and S_SESSIONS (its gatekeeper_sessions gauge).
+# sample LABEL: after GCS garbage collections of the gatekeeper (forced through /debug/pprof/heap?gc=1:
+# Go shrinks an idle goroutine's stack by half per collection, and forces one every 2 minutes
+# anyway, so a gatekeeper running for a while has had them), set S_RSS (KiB), S_GO (heap + stacks
+# in use, bytes) and S_SESSIONS (its gatekeeper_sessions gauge).
 sample() {
-	local gc0 deadline=$((SECONDS + GC_WAIT)) note="after a GC"
-	metrics
-	gc0=$(metric go_gc_duration_seconds_count)
-	while :; do
-		sleep 1
-		metrics
-		(($(metric go_gc_duration_seconds_count) > gc0)) && break
-		if ((SECONDS >= deadline)); then
-			note="no GC within GC_WAIT=$GC_WAIT s: includes garbage"
-			break
-		fi
+	local i
+	for ((i = 0; i < GCS; i++)); do
+		curl -fsS -o /dev/null "http://127.0.0.1:$GK_METRICS_PORT/debug/pprof/heap?gc=1" ||
+			gk_die "cannot force a garbage collection: is the gatekeeper running with --pprof?"
 	done
+	metrics
+	local note="after $GCS GCs"
 	S_RSS=$(awk '$1 == "VmRSS:" { print $2 }' "/proc/$GK_PID/status")
-	S_GO=$(($(metric go_memstats_heap_inuse_bytes) + $(metric go_memstats_stack_inuse_bytes)))
+	S_HEAP=$(metric go_memstats_heap_inuse_bytes) S_STACK=$(metric go_memstats_stack_inuse_bytes)
+	S_GO=$((S_HEAP + S_STACK))
 	S_SESSIONS=$(metric gatekeeper_sessions)
-	printf '  %-7s VmRSS %8d KiB   heap+stack %8d KiB   gatekeeper_sessions %5d   (%s)\n' \
-		"$1" "$S_RSS" $((S_GO / 1024)) "$S_SESSIONS" "$note"
+	printf '  %-7s VmRSS %8d KiB   heap+stack %8d KiB (stacks %d KiB)   gatekeeper_sessions %5d   (%s)\n' \
+		"$1" "$S_RSS" $((S_GO / 1024)) $((S_STACK / 1024)) "$S_SESSIONS" "$note"
 }
 
 what=${CMD:-pty + interactive shell}
@@ -115,6 +114,14 @@ failed=$(sed -n 's/.* failed=\([0-9]*\).*/\1/p' <<<"$ready")
 ((opened > 0)) || gk_die "no session opened: $(tail -5 "$TMP/idle.log")"
 sleep "$SETTLE"
 sample after
+if [[ -n ${PPROF_OUT:-} ]]; then
+	mkdir -p "$PPROF_OUT"
+	for p in heap goroutine; do
+		curl -fsS -o "$PPROF_OUT/$p.pb.gz" "http://127.0.0.1:$GK_METRICS_PORT/debug/pprof/$p" ||
+			gk_die "no $p profile from the gatekeeper"
+	done
+	echo "  profiles in $PPROF_OUT"
+fi
 echo "  lander: $(pgrep -c -u "$BENCH_USER" || true) processes of $BENCH_USER"
 echo "  gatekeeper_preauth_refused_total: $(metric gatekeeper_preauth_refused_total)"
 kill -TERM "$IDLE_PID"

@@ -27,9 +27,9 @@ const (
 	copyBufSize = 256 << 10
 
 	// smallBufSize is what a copy holds otherwise: most channels (shells,
-	// idle forwards, stderr) never need more, and each pair has three
-	// copies blocked in Read for its whole life.
-	smallBufSize = 2 << 10
+	// idle forwards) never need more (a keystroke, a line of output), and
+	// each pair has two copies blocked in Read for its whole life.
+	smallBufSize = 512
 
 	// reqQueueLen is how many requests we take off x/crypto's queue (16
 	// deep) while an earlier request waits for its reply. x/crypto's read
@@ -215,12 +215,13 @@ type relay struct {
 // a peer's "by application" disconnect, or closed by the caller), otherwise
 // the error that ended it, naming the side.
 //
-// Goroutines, since an idle session's memory is mostly their stacks: Relay's
-// caller waits in Relay; one serve per side takes its channel opens and
-// global requests and reports its end; per channel pair, bridge runs the
-// lander-to-client half and one more goroutine the client-to-lander half,
-// with a copy each for data and one for the lander's stderr. Request
-// forwarders (see forwarder) exist only while requests wait for replies.
+// Goroutines, since an idle session's memory is mostly their stacks: the
+// caller's, in Relay, takes both connections' channel opens and global
+// requests and notices their end (see run); per channel pair, bridge
+// forwards both channels' requests (see pair), and one copy per direction
+// moves data and stderr (x/crypto patch 6, ReadAny). Anything that may wait
+// on a peer (a reply, a refusal) runs in a forwarder, whose goroutine
+// exists only while it has work.
 func Relay(down *ssh.ServerConn, downChans <-chan ssh.NewChannel, downReqs <-chan *ssh.Request,
 	up ssh.Conn, upChans <-chan ssh.NewChannel, upReqs <-chan *ssh.Request, opts Options) error {
 	r := &relay{
@@ -242,29 +243,164 @@ func Relay(down *ssh.ServerConn, downChans <-chan ssh.NewChannel, downReqs <-cha
 	if r.stats == nil {
 		r.stats = new(Stats)
 	}
-	downDone := make(chan error, 1)
-	upDone := make(chan error, 1)
-	r.wg.Go(func() { r.serve(down, downChans, downReqs, fromClient, downDone) })
-	r.wg.Go(func() { r.serve(up, upChans, upReqs, fromLander, upDone) })
-
-	var err error
-	select {
-	case e := <-downDone:
-		close(r.ending)
-		err = endErr(fromClient, e)
-		r.log.Debug("connection ended", "side", fromClient.String(), "err", e)
-		_ = up.Close()
-	case e := <-upDone:
-		close(r.ending)
-		err = endErr(fromLander, e)
-		r.log.Debug("connection ended", "side", fromLander.String(), "err", e)
-		r.drain(downDone)
-	}
-	_ = down.Close()
-	_ = up.Close()
-	r.wg.Wait()
+	err := r.run(r.endpoint(fromClient, down, downChans, downReqs), r.endpoint(fromLander, up, upChans, upReqs))
 	r.logRefused()
 	return err
+}
+
+// endpoint is one connection as run sees it.
+type endpoint struct {
+	from side
+	conn ssh.Conn
+	// chans and reqs are x/crypto's queues, nil once it has closed them:
+	// then the connection has ended.
+	chans <-chan ssh.NewChannel
+	reqs  <-chan *ssh.Request
+	// fw answers, forwards or refuses what the connection sends, in
+	// order. While its queue is full, run takes nothing more from this
+	// connection (paused) until fw.room.
+	fw     *forwarder
+	paused bool
+	// ended is set once run has seen both queues closed.
+	ended bool
+}
+
+func (r *relay) endpoint(from side, conn ssh.Conn, chans <-chan ssh.NewChannel, reqs <-chan *ssh.Request) *endpoint {
+	e := &endpoint{from: from, conn: conn, chans: chans, reqs: reqs}
+	e.fw = newForwarder(func(it item) {
+		if it.nc != nil {
+			if err := it.nc.Reject(ssh.ResourceShortage, tooManyChannels); err != nil {
+				r.log.Debug("channel reject not sent", "err", err)
+			}
+			return
+		}
+		r.global(it.req, from)
+	}, r.wg.Go)
+	return e
+}
+
+// queues returns what run reads from e: nothing while e is paused.
+func (e *endpoint) queues() (<-chan ssh.NewChannel, <-chan *ssh.Request) {
+	if e.paused {
+		return nil, nil
+	}
+	return e.chans, e.reqs
+}
+
+// push hands it to e's forwarder, pausing e when that fills its queue.
+func (e *endpoint) push(it item) {
+	if e.fw.push(it) {
+		e.paused = true
+	}
+}
+
+// run serves both connections until both have ended, in one goroutine:
+// their channel opens (each bridged in a goroutine of its own, up to
+// maxChannels open at once; one over the cap is refused), their global
+// requests (answered locally, dropped or forwarded, see global), and the
+// end of each. x/crypto's queues are always read, since its read loop
+// blocks, for the whole connection, when one is full: nothing run does
+// waits on a peer. It returns Relay's result.
+func (r *relay) run(down, up *endpoint) error {
+	var err error
+	// While the client gets the lander's last output: idle is closed
+	// once no pair is left, timeout fires after drainTimeout.
+	var idle <-chan struct{}
+	var timer *time.Timer
+	var timeout <-chan time.Time
+	stopDrain := func() {
+		if timer != nil {
+			timer.Stop()
+		}
+		idle, timeout = nil, nil
+	}
+	for !down.ended || !up.ended {
+		downChans, downReqs := down.queues()
+		upChans, upReqs := up.queues()
+		select {
+		case nc, ok := <-downChans:
+			r.channelOpen(down, nc, ok)
+		case req, ok := <-downReqs:
+			r.globalRequest(down, req, ok)
+		case <-down.fw.room:
+			down.paused = false
+		case nc, ok := <-upChans:
+			r.channelOpen(up, nc, ok)
+		case req, ok := <-upReqs:
+			r.globalRequest(up, req, ok)
+		case <-up.fw.room:
+			up.paused = false
+		case <-idle:
+			stopDrain()
+			_ = r.down.Close()
+		case <-timeout:
+			r.log.Warn("client did not take the lander's last output in time; closing", "timeout", drainTimeout)
+			stopDrain()
+			_ = r.down.Close()
+		}
+
+		if !down.ended && down.chans == nil && down.reqs == nil {
+			// Both queues are closed, so Wait returns at once.
+			down.ended = true
+			e := r.down.Wait()
+			r.log.Debug("connection ended", "side", fromClient.String(), "err", e)
+			if !up.ended {
+				close(r.ending)
+				err = endErr(fromClient, e)
+				_ = r.up.Close()
+			}
+			stopDrain()
+		}
+		if !up.ended && up.chans == nil && up.reqs == nil {
+			up.ended = true
+			e := r.up.Wait()
+			r.log.Debug("connection ended", "side", fromLander.String(), "err", e)
+			if !down.ended {
+				// The client still gets what the lander sent
+				// before it went, for at most drainTimeout.
+				close(r.ending)
+				err = endErr(fromLander, e)
+				idle = r.idleChan()
+				timer = time.NewTimer(drainTimeout)
+				timeout = timer.C
+			}
+		}
+	}
+	stopDrain()
+	_ = r.down.Close()
+	_ = r.up.Close()
+	down.fw.wait()
+	up.fw.wait()
+	r.wg.Wait()
+	return err
+}
+
+// channelOpen handles a channel open from e (ok false: its queue closed).
+func (r *relay) channelOpen(e *endpoint, nc ssh.NewChannel, ok bool) {
+	if !ok {
+		e.chans = nil
+		return
+	}
+	if !r.pairStart(e.from) {
+		r.logRefusal(nc, e.from)
+		// The reject is a write, which may wait on the peer.
+		e.push(item{nc: nc})
+		return
+	}
+	r.wg.Go(func() {
+		defer r.pairDone(e.from)
+		r.bridge(nc, e.from)
+	})
+}
+
+// globalRequest handles a global request from e (ok false: its queue
+// closed).
+func (r *relay) globalRequest(e *endpoint, req *ssh.Request, ok bool) {
+	if !ok {
+		e.reqs = nil
+		return
+	}
+	e.push(item{req: req})
 }
 
 // endErr turns the error a connection's Wait returned into Relay's result.
@@ -278,27 +414,18 @@ func endErr(s side, err error) error {
 	return fmt.Errorf("relay: %s connection: %w", s, err)
 }
 
-// drain waits, after the lander has gone, until every channel pair has
-// delivered what it holds to the client, the client has gone, or
-// drainTimeout has passed.
-func (r *relay) drain(downDone <-chan error) {
+// idleChan returns a channel that is closed once no channel pair is left
+// (at once if none is).
+func (r *relay) idleChan() <-chan struct{} {
 	r.mu.Lock()
+	defer r.mu.Unlock()
 	idle := make(chan struct{})
 	if r.open[fromClient]+r.open[fromLander] == 0 {
 		close(idle)
 	} else {
 		r.idle = idle
 	}
-	r.mu.Unlock()
-
-	t := time.NewTimer(drainTimeout)
-	defer t.Stop()
-	select {
-	case <-idle:
-	case <-downDone:
-	case <-t.C:
-		r.log.Warn("client did not take the lander's last output in time; closing", "timeout", drainTimeout)
-	}
+	return idle
 }
 
 // pairStart takes a channel slot for a channel opened by from; it reports
@@ -325,11 +452,11 @@ func (r *relay) pairDone(from side) {
 	r.mu.Unlock()
 }
 
-// refuse rejects a channel opened beyond the cap. The first refusal per side
-// is logged at Warn (a client script gone wrong, or someone probing); the
-// rest only at Debug, so that a peer cannot flood the log with cheap opens,
-// and Relay logs their number when it ends.
-func (r *relay) refuse(nc ssh.NewChannel, from side) {
+// logRefusal logs a channel open refused over the cap. The first refusal
+// per side is logged at Warn (a client script gone wrong, or someone
+// probing); the rest only at Debug, so that a peer cannot flood the log with
+// cheap opens, and Relay logs their number when it ends.
+func (r *relay) logRefusal(nc ssh.NewChannel, from side) {
 	r.mu.Lock()
 	first := r.refused[from] == 1
 	r.mu.Unlock()
@@ -339,9 +466,6 @@ func (r *relay) refuse(nc ssh.NewChannel, from side) {
 	}
 	log("channel refused: "+tooManyChannels, "type", nc.ChannelType(), "from", from.String(),
 		"max_channels", r.maxChannels)
-	if err := nc.Reject(ssh.ResourceShortage, tooManyChannels); err != nil {
-		r.log.Debug("channel reject not sent", "err", err)
-	}
 }
 
 // logRefused reports, once the connection is over, how many channel opens
@@ -365,47 +489,6 @@ func (r *relay) warn(log *slog.Logger, msg string, args ...any) {
 	default:
 		log.Warn(msg, args...)
 	}
-}
-
-// serve handles what one side sends until its connection ends, then sends
-// the connection's end (its Wait) to done. Each channel it opens is bridged
-// to a new channel of the same type on the other side, up to maxChannels
-// open at once, each in its own goroutine; an open over the cap is refused
-// here, without one. Its global requests are answered locally, dropped or
-// forwarded (see global), in order, by a forwarder, so that x/crypto's
-// queues are always read: its read loop blocks, for the whole connection,
-// when one is full. x/crypto closes both queues when the connection ends.
-func (r *relay) serve(conn ssh.Conn, chans <-chan ssh.NewChannel, reqs <-chan *ssh.Request, from side, done chan<- error) {
-	fw := newForwarder(func(it item) { r.global(it.req, from) }, r.wg.Go)
-	for chans != nil || reqs != nil {
-		select {
-		case nc, ok := <-chans:
-			if !ok {
-				chans = nil
-				continue
-			}
-			if !r.pairStart(from) {
-				r.refuse(nc, from)
-				continue
-			}
-			r.wg.Go(func() {
-				defer r.pairDone(from)
-				r.bridge(nc, from)
-			})
-		case req, ok := <-reqs:
-			if !ok {
-				reqs = nil
-				continue
-			}
-			fw.push(item{req: req})
-		}
-	}
-	// Both queues are closed: the connection has ended, and Wait returns
-	// at once; a request still being forwarded does not hold that news up
-	// (only a full forwarder queue, 128 requests waiting on a peer that does
-	// not answer, delays it, as it would have stalled x/crypto's read loop).
-	done <- conn.Wait()
-	fw.wait()
 }
 
 // bridge opens the counterpart of nc on the other connection and relays
@@ -463,11 +546,10 @@ func (r *relay) bridge(nc ssh.NewChannel, from side) {
 		downCh, downReqs, upCh, upReqs = out, outReqs, in, inReqs
 	}
 	var nUp, nDown atomic.Int64
-	var upward, downward sync.Mutex
-	var wg sync.WaitGroup
-	wg.Go(func() { r.half(downCh, downReqs, upCh, false, &r.stats.Up, &nUp, &upward, &downward) })
-	r.half(upCh, upReqs, downCh, true, &r.stats.Down, &nDown, &downward, &upward)
-	wg.Wait()
+	upward := r.newHalf(downCh, downReqs, upCh, &r.stats.Up, &nUp)
+	downward := r.newHalf(upCh, upReqs, downCh, &r.stats.Down, &nDown)
+	upward.reverse, downward.reverse = &downward.inflight, &upward.inflight
+	r.pair(upward, downward)
 	log.Debug("channel closed", "bytes_up", nUp.Load(), "bytes_down", nDown.Load())
 }
 
@@ -508,46 +590,53 @@ func (r *relay) giveWindow() {
 	r.mu.Unlock()
 }
 
-// item is one step of a channel half: a request to forward, or the EOF.
+// item is one step of a forwarder: a request to forward (or answer), a
+// channel open to refuse, or, for a channel half, its EOF or its close.
 type item struct {
-	req *ssh.Request
-	eof bool
+	req   *ssh.Request
+	nc    ssh.NewChannel
+	eof   bool
+	close bool
 }
 
 // forwarder runs fn on each pushed item, one at a time and in order, in a
 // goroutine that exists only while items are waiting: requests are rare, and
-// an idle channel or connection should not hold a goroutine for them. At
-// most reqQueueLen items wait; push blocks beyond that.
+// an idle channel or connection should not hold a goroutine for them.
 type forwarder struct {
 	fn func(item)
 	// start runs its argument in a new goroutine (a WaitGroup's Go).
 	start func(func())
+	// room receives when an item is taken from a full queue (reqQueueLen
+	// items): the loop that stopped taking work for this forwarder may
+	// go on.
+	room chan struct{}
 
 	mu sync.Mutex
-	// changed is signalled when an item is taken or the goroutine ends.
+	// changed is signalled when the goroutine ends.
 	changed sync.Cond
 	queue   []item
 	busy    bool // the goroutine runs
 }
 
 func newForwarder(fn func(item), start func(func())) *forwarder {
-	f := &forwarder{fn: fn, start: start}
+	f := &forwarder{fn: fn, start: start, room: make(chan struct{}, 1)}
 	f.changed.L = &f.mu
 	return f
 }
 
-// push queues it, starting the goroutine if none runs.
-func (f *forwarder) push(it item) {
+// push queues it, starting the goroutine if none runs, and reports whether
+// the queue is now full. It never waits: it is called from loops that must
+// keep reading x/crypto's queues. A caller told the queue is full pushes
+// nothing more until room receives, so that at most reqQueueLen items wait.
+func (f *forwarder) push(it item) (full bool) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	for len(f.queue) >= reqQueueLen {
-		f.changed.Wait()
-	}
 	f.queue = append(f.queue, it)
 	if !f.busy {
 		f.busy = true
 		f.start(f.run)
 	}
+	return len(f.queue) >= reqQueueLen
 }
 
 // run forwards queued items until none is left.
@@ -555,9 +644,16 @@ func (f *forwarder) run() {
 	f.mu.Lock()
 	for len(f.queue) > 0 {
 		it := f.queue[0]
+		if len(f.queue) == reqQueueLen {
+			// The pusher paused when the queue filled. One
+			// signal pending is enough.
+			select {
+			case f.room <- struct{}{}:
+			default:
+			}
+		}
 		f.queue[0] = item{}
 		f.queue = f.queue[1:]
-		f.changed.Broadcast()
 		f.mu.Unlock()
 		f.fn(it)
 		f.mu.Lock()
@@ -577,106 +673,167 @@ func (f *forwarder) wait() {
 	f.mu.Unlock()
 }
 
-// half relays one direction of a channel pair: src's data (and, with
-// stderr, its extended data) to dst, src's requests to dst with their
-// replies back, then src's EOF as dst.CloseWrite and src's close as
-// dst.Close.
+// half is one direction of a channel pair: src's data and stderr go to dst
+// (copy), src's requests to dst with their replies back, then src's EOF as
+// dst.CloseWrite and src's close as dst.Close.
 //
 // x/crypto hands out data and requests separately, losing their relative
 // order. The order of EOF and requests matters (sshd must see "exec" before
 // the client's EOF, the client must see "exit-status" before CLOSE), so the
-// EOF goes through the request queue, after every request src sent before
-// it, and dst is closed only after src's request queue has ended. half
-// itself keeps reading x/crypto's queue while a request waits for its
-// reply (x/crypto's read loop blocks, for the whole connection, when that
-// queue is full); a forwarder sends them on.
-//
-// inflight is held while a request of src is forwarded and answered;
-// reverse is the other half's. Before closing dst, half waits for the
-// reply to dst's request in flight to src: src answered it before its
-// CLOSE (sshd answers "exec" and then the command may exit at once), and
-// the answer must not be overtaken by our CLOSE. src is closed by then, so
-// that request is not waiting for anything.
-func (r *relay) half(src ssh.Channel, srcReqs <-chan *ssh.Request, dst ssh.Channel, stderr bool,
-	total, local *atomic.Int64, inflight, reverse *sync.Mutex) {
-	var wg sync.WaitGroup
-	copiesDone := make(chan struct{})
-	var copies atomic.Int32
-	copies.Store(1)
-	if stderr {
-		copies.Store(2)
-	}
-	finish := func() {
-		if copies.Add(-1) == 0 {
-			close(copiesDone)
-		}
-	}
-	wg.Go(func() { defer finish(); r.copy(dst, src, total, local) })
-	if stderr {
-		wg.Go(func() { defer finish(); r.copy(dst.Stderr(), src.Stderr(), total, local) })
-	}
+// EOF goes through the forwarder, after every request src sent before it,
+// and dst is closed only after src's request queue has ended.
+type half struct {
+	src  ssh.Channel
+	dst  ssh.Channel
+	reqs <-chan *ssh.Request // src's requests; nil once closed
+	// copied is closed when the copy has seen src's EOF (or failed); nil
+	// once pair has seen that.
+	copied chan struct{}
+	fw     *forwarder
+	paused bool // fw is full: reqs is not read until fw.room
+	done   bool // the close is queued
 
-	fw := newForwarder(func(it item) {
-		if it.eof {
-			// Fails harmlessly when dst is already closed.
-			_ = dst.CloseWrite()
-			return
-		}
+	// inflight is held while a request of src is forwarded and answered;
+	// reverse is the other half's. Before closing dst, the half waits
+	// for the reply to dst's request in flight to src: src answered it
+	// before its CLOSE (sshd answers "exec" and then the command may exit
+	// at once), and the answer must not be overtaken by our CLOSE. src is
+	// closed by then, so that request is not waiting for anything.
+	inflight sync.Mutex
+	reverse  *sync.Mutex
+}
+
+// newHalf starts the copy of src's data to dst and returns the half; pair
+// runs the rest.
+func (r *relay) newHalf(src ssh.Channel, srcReqs <-chan *ssh.Request, dst ssh.Channel, total, local *atomic.Int64) *half {
+	h := &half{src: src, dst: dst, reqs: srcReqs, copied: make(chan struct{})}
+	h.fw = newForwarder(h.forward, r.wg.Go)
+	r.wg.Go(func() {
+		defer close(h.copied)
+		r.copy(dst, src, total, local)
+	})
+	return h
+}
+
+// forward is h's forwarder function.
+func (h *half) forward(it item) {
+	switch {
+	case it.eof:
+		// Fails harmlessly when dst is already closed.
+		_ = h.dst.CloseWrite()
+	case it.close:
+		h.reverse.Lock()
+		_ = h.dst.Close()
+		h.reverse.Unlock()
+	default:
 		req := it.req
-		inflight.Lock()
-		ok, err := dst.SendRequest(req.Type, req.WantReply, req.Payload)
+		h.inflight.Lock()
+		ok, err := h.dst.SendRequest(req.Type, req.WantReply, req.Payload)
 		if err != nil {
 			ok = false // dst is gone: the request cannot succeed.
 		}
-		if err := req.Reply(ok, nil); err != nil {
-			r.log.Debug("channel request reply not sent", "type", req.Type, "err", err)
-		}
-		inflight.Unlock()
-	}, wg.Go)
-
-	// Every request, then the EOF once the copies have seen it: when a
-	// copy sees EOF, every request the peer sent before its EOF is already
-	// in srcReqs. The loop ends once srcReqs is closed and the EOF queued.
-	in, done := srcReqs, copiesDone
-	for in != nil || done != nil {
-		select {
-		case req, ok := <-in:
-			if !ok {
-				in = nil
-				continue
-			}
-			fw.push(item{req: req})
-		case <-done:
-			done = nil
-		drained:
-			for in != nil {
-				select {
-				case req, ok := <-in:
-					if !ok {
-						in = nil
-						break drained
-					}
-					fw.push(item{req: req})
-				default:
-					break drained
-				}
-			}
-			fw.push(item{eof: true})
-		}
+		_ = req.Reply(ok, nil) // fails only when src is gone
+		h.inflight.Unlock()
 	}
-	fw.wait()
-	reverse.Lock()
-	_ = dst.Close()
-	reverse.Unlock()
-	wg.Wait()
 }
 
-// copy moves data from src to dst until src reaches EOF or either fails,
-// counting bytes written. It reads into a small buffer, switches to a big
-// one from bigBufs when a read fills the small one, and gives the big one
-// back when a read returns no more than the small one holds: the stream has
-// gone quiet or interactive.
-func (r *relay) copy(dst io.Writer, src io.Reader, total, local *atomic.Int64) {
+// queues returns what pair reads for h: its requests and the end of its
+// copy, nothing while h is paused.
+func (h *half) queues() (<-chan *ssh.Request, <-chan struct{}) {
+	if h.paused {
+		return nil, nil
+	}
+	return h.reqs, h.copied
+}
+
+// push hands it to h's forwarder, pausing h when that fills its queue.
+func (h *half) push(it item) {
+	if h.fw.push(it) {
+		h.paused = true
+	}
+}
+
+// request takes a request of h's src (ok false: the queue closed).
+func (h *half) request(req *ssh.Request, ok bool) {
+	if !ok {
+		h.reqs = nil
+		return
+	}
+	h.push(item{req: req})
+}
+
+// copyDone queues src's EOF once the copy has seen it, after the requests
+// already in reqs: every request src sent before its EOF is there by then.
+// If that fills the forwarder, h pauses before queuing the EOF, and pair
+// calls copyDone again once it has room.
+func (h *half) copyDone() {
+	for h.reqs != nil && !h.paused {
+		select {
+		case req, ok := <-h.reqs:
+			h.request(req, ok)
+			continue
+		default:
+		}
+		break
+	}
+	if !h.paused {
+		h.copied = nil
+		h.push(item{eof: true})
+	}
+}
+
+// pair runs both halves of a channel pair in one goroutine until both
+// channels are closed.
+func (r *relay) pair(a, b *half) {
+	for !a.done || !b.done {
+		aReqs, aCopied := a.queues()
+		bReqs, bCopied := b.queues()
+		select {
+		case req, ok := <-aReqs:
+			a.request(req, ok)
+		case <-aCopied:
+			a.copyDone()
+		case <-a.fw.room:
+			a.paused = false
+		case req, ok := <-bReqs:
+			b.request(req, ok)
+		case <-bCopied:
+			b.copyDone()
+		case <-b.fw.room:
+			b.paused = false
+		}
+		for _, h := range []*half{a, b} {
+			if !h.done && h.reqs == nil && h.copied == nil {
+				h.done = true
+				h.push(item{close: true})
+			}
+		}
+	}
+	a.fw.wait()
+	b.fw.wait()
+}
+
+// anyReader is x/crypto's channel with ReadAny (patch 6 in
+// third_party/golang.org/x/crypto/PATCHES.md): its data and its stderr
+// through one reader.
+type anyReader interface {
+	ReadAny(data []byte) (n int, extended uint32, err error)
+}
+
+// copy moves src's data to dst and src's stderr to dst's, until src reaches
+// EOF or either fails, counting bytes written. It reads into a small
+// buffer, switches to a big one from bigBufs when a read fills the small
+// one, and gives the big one back when a read returns no more than the
+// small one holds: the stream has gone quiet or interactive. (A channel
+// without ReadAny, never one of x/crypto's, has its stderr dropped.)
+func (r *relay) copy(dst, src ssh.Channel, total, local *atomic.Int64) {
+	read := func(p []byte) (int, uint32, error) {
+		n, err := src.Read(p)
+		return n, 0, err
+	}
+	if ar, ok := src.(anyReader); ok {
+		read = ar.ReadAny
+	}
 	small := make([]byte, smallBufSize)
 	buf := small
 	var big *[]byte
@@ -686,9 +843,13 @@ func (r *relay) copy(dst io.Writer, src io.Reader, total, local *atomic.Int64) {
 		}
 	}()
 	for {
-		n, rerr := src.Read(buf)
+		n, extended, rerr := read(buf)
 		if n > 0 {
-			w, werr := dst.Write(buf[:n])
+			out := io.Writer(dst)
+			if extended == 1 {
+				out = dst.Stderr()
+			}
+			w, werr := out.Write(buf[:n])
 			total.Add(int64(w))
 			local.Add(int64(w))
 			if werr != nil {

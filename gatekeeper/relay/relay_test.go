@@ -183,12 +183,20 @@ type lander struct {
 	globals *recorder // global request types received
 	wg      sync.WaitGroup
 
+	// A "hold@test" request, on a channel or global, is reported on
+	// holding and makes the lander send "poke@test" (no reply wanted)
+	// back the same way once flooded is closed, and answer it only once
+	// release is closed.
+	holding          chan struct{}
+	flooded, release chan struct{}
+
 	mu   sync.Mutex
 	port uint32 // last tcpip-forward port
 }
 
 func startLander(raw net.Conn, key ssh.Signer) (*lander, <-chan error) {
-	l := &lander{raw: &wedgeConn{Conn: raw}, globals: newRecorder()}
+	l := &lander{raw: &wedgeConn{Conn: raw}, globals: newRecorder(),
+		holding: make(chan struct{}, 1), flooded: make(chan struct{}), release: make(chan struct{})}
 	cfg := &ssh.ServerConfig{NoClientAuth: true}
 	cfg.AddHostKey(key)
 	ready := make(chan error, 1)
@@ -231,6 +239,12 @@ func (l *lander) serveGlobal(reqs <-chan *ssh.Request) {
 			l.mu.Unlock()
 			_ = req.Reply(true, reply)
 		case "sync@test":
+			_ = req.Reply(true, nil)
+		case "hold@test":
+			l.holding <- struct{}{}
+			<-l.flooded
+			_, _, _ = l.conn.SendRequest("poke@test", false, nil)
+			<-l.release
 			_ = req.Reply(true, nil)
 		default:
 			_ = req.Reply(false, nil)
@@ -321,6 +335,14 @@ func (l *lander) session(nc ssh.NewChannel) {
 		case "reply-then-close@test":
 			_ = req.Reply(true, nil)
 			_ = ch.Close()
+			continue
+		case "hold@test":
+			seen.add(req.Type)
+			l.holding <- struct{}{}
+			<-l.flooded
+			_, _ = ch.SendRequest("poke@test", false, nil)
+			<-l.release
+			_ = req.Reply(true, nil)
 			continue
 		default:
 			rec = req.Type
@@ -802,6 +824,149 @@ func TestChannelRequests(t *testing.T) {
 	if strings.Contains(logs, "s3cr3t") {
 		t.Errorf("payload leaked into log:\n%s", logs)
 	}
+}
+
+// TestRequestFlood: a client that sends requests faster than the lander
+// answers them fills the relay's queue for them (reqQueueLen); the relay
+// then stops taking that client's requests (x/crypto holds the rest back)
+// but goes on serving the lander, whose request meanwhile reaches the
+// client. Once the lander answers, every request arrives, in order. Both
+// for a channel's requests and for global ones.
+func TestRequestFlood(t *testing.T) {
+	const flood = 3 * reqQueueLen
+	for _, level := range []string{"channel", "global"} {
+		t.Run(level, func(t *testing.T) {
+			e := newEnv(t, false)
+			var send func(typ string, wantReply bool) (bool, error)
+			var poked func() bool        // waits for the lander's poke at the client
+			var landerSaw func() []string // what the lander got, in order
+			if level == "channel" {
+				ch, reqs, err := e.client.OpenChannel("session", nil)
+				if err != nil {
+					t.Fatal(err)
+				}
+				got := newRecorder()
+				e.wg.Go(func() {
+					for req := range reqs {
+						got.add(req.Type)
+					}
+				})
+				send = func(typ string, wantReply bool) (bool, error) {
+					return ch.SendRequest(typ, wantReply, nil)
+				}
+				poked = func() bool { return got.waitFor(hasPrefix("poke@test")) }
+				landerSaw = func() []string {
+					// The lander lists a session's requests once a
+					// signal came.
+					_, _ = ch.SendRequest("signal", false, ssh.Marshal(struct{ Signal string }{"TERM"}))
+					_, _ = ch.SendRequest("exec", true, ssh.Marshal(struct{ Command string }{"requests"}))
+					var out []byte
+					within(t, "requests", func() { out, _ = io.ReadAll(ch) })
+					return strings.Split(string(out), "\n")
+				}
+			} else {
+				send = func(typ string, wantReply bool) (bool, error) {
+					ok, _, err := e.client.SendRequest(typ, wantReply, nil)
+					return ok, err
+				}
+				poked = func() bool { return e.globals.waitFor(hasPrefix("poke@test")) }
+				landerSaw = func() []string {
+					last := fmt.Sprintf("x-%d@test", flood-1)
+					e.lander.globals.waitFor(func(l []string) bool { return slices.Contains(l, last) })
+					return e.lander.globals.list()
+				}
+			}
+
+			held := make(chan error, 1)
+			go func() {
+				ok, err := send("hold@test", true)
+				if err == nil && !ok {
+					err = errors.New("refused")
+				}
+				held <- err
+			}()
+			select {
+			case <-e.lander.holding:
+			case <-time.After(waitLimit):
+				t.Fatal("the hold request did not reach the lander")
+			}
+			for i := range flood {
+				if _, err := send(fmt.Sprintf("x-%d@test", i), false); err != nil {
+					t.Fatal(err)
+				}
+			}
+			close(e.lander.flooded)
+			if !poked() {
+				t.Fatalf("the lander's request did not reach the client while the client's were held up\n%s", stacks())
+			}
+			close(e.lander.release)
+			within(t, "held request", func() {
+				if err := <-held; err != nil {
+					t.Errorf("held request: %v", err)
+				}
+			})
+			var xs []string
+			for _, typ := range landerSaw() {
+				if strings.HasPrefix(typ, "x-") {
+					xs = append(xs, typ)
+				}
+			}
+			for i, typ := range xs {
+				if want := fmt.Sprintf("x-%d@test", i); typ != want {
+					t.Fatalf("request %d reached the lander as %q, want %q", i, typ, want)
+				}
+			}
+			if len(xs) != flood {
+				t.Fatalf("%d of %d requests reached the lander", len(xs), flood)
+			}
+		})
+	}
+}
+
+// relayGoroutines counts the goroutines running relay code.
+func relayGoroutines() int {
+	n := 0
+	for g := range strings.SplitSeq(stacks(), "\n\n") {
+		if strings.Contains(g, "gatekeeper/relay/relay.go:") {
+			n++
+		}
+	}
+	return n
+}
+
+// TestIdleGoroutines pins what an idle session costs in goroutines, most
+// of its memory: Relay's caller, and per channel pair one for requests and
+// one copy each way (stdout and stderr through one, x/crypto patch 6).
+func TestIdleGoroutines(t *testing.T) {
+	e := newEnv(t, false)
+	want := func(n int, what string) {
+		t.Helper()
+		if !poll(func() bool { return relayGoroutines() == n }) {
+			t.Fatalf("%s: %d goroutines run relay code, want %d\n%s", what, relayGoroutines(), n, stacks())
+		}
+	}
+	want(1, "no channel")
+	var sessions []*ssh.Session
+	for i := 1; i <= 2; i++ {
+		s, err := e.client.NewSession()
+		if err != nil {
+			t.Fatal(err)
+		}
+		sessions = append(sessions, s)
+		// Like a terminal: stdin stays open.
+		if _, err := s.StdinPipe(); err != nil {
+			t.Fatal(err)
+		}
+		if err := s.RequestPty("xterm", 24, 80, nil); err != nil {
+			t.Fatal(err)
+		}
+		if err := s.Shell(); err != nil {
+			t.Fatal(err)
+		}
+		want(1+3*i, fmt.Sprintf("%d idle sessions", i))
+	}
+	_ = sessions[0].Close()
+	want(4, "one session closed")
 }
 
 // A reply the lander sends just before closing the channel (as sshd does
@@ -1336,4 +1501,50 @@ func channelOpenLines(logs string) []string {
 		}
 	}
 	return out
+}
+
+// TestForwarderBound: push reports a full queue at reqQueueLen items
+// waiting (so that its caller stops taking work), room receives once one
+// has been taken, and every item runs once, in order.
+func TestForwarderBound(t *testing.T) {
+	var wg sync.WaitGroup
+	gate := make(chan struct{})
+	var got []int
+	f := newForwarder(func(it item) {
+		<-gate
+		got = append(got, int(it.req.Payload[0])|int(it.req.Payload[1])<<8)
+	}, wg.Go)
+	push := func(i int) bool { return f.push(item{req: &ssh.Request{Payload: []byte{byte(i), byte(i >> 8)}}}) }
+	// The goroutine takes the first item and waits in fn; the queue
+	// holds the rest.
+	queued := func() int { f.mu.Lock(); defer f.mu.Unlock(); return len(f.queue) }
+	push(0)
+	if !poll(func() bool { return queued() == 0 }) {
+		t.Fatal("the forwarder did not take its first item")
+	}
+	for i := 1; i < reqQueueLen; i++ {
+		if full := push(i); full {
+			t.Fatalf("push %d reported a full queue with %d waiting", i, queued())
+		}
+	}
+	if !push(reqQueueLen) {
+		t.Fatalf("push %d: queue not reported full", reqQueueLen)
+	}
+	select {
+	case <-f.room:
+		t.Fatal("room before any item was taken")
+	default:
+	}
+	gate <- struct{}{} // the first item runs; the next is taken
+	select {
+	case <-f.room:
+	case <-time.After(waitLimit):
+		t.Fatal("no room after an item was taken from the full queue")
+	}
+	close(gate)
+	f.wait()
+	wg.Wait()
+	if len(got) != reqQueueLen+1 || !slices.IsSorted(got) || got[0] != 0 {
+		t.Fatalf("ran %d items (want %d), in order: %v", len(got), reqQueueLen+1, slices.IsSorted(got))
+	}
 }

@@ -39,9 +39,17 @@ const smallChunk = 512
 
 // newBuffer returns an empty buffer that is not closed.
 func newBuffer() *buffer {
+	return newBufferCond(newCond())
+}
+
+// newBufferCond is newBuffer sharing c with other buffers, so that one
+// reader can wait for data in any of them (see channel.ReadAny). Writers
+// wake every waiter, since the one c wakes may wait on another buffer.
+// GATEKEEPER PATCH 6.
+func newBufferCond(c *sync.Cond) *buffer {
 	e := new(element)
 	b := &buffer{
-		Cond: newCond(),
+		Cond: c,
 		head: e,
 		tail: e,
 	}
@@ -62,7 +70,7 @@ func (b *buffer) write(buf []byte) {
 func (b *buffer) writePacket(buf, packet []byte) {
 	b.Cond.L.Lock()
 	defer b.Cond.L.Unlock()
-	defer b.Cond.Signal()
+	defer b.Cond.Broadcast() // GATEKEEPER PATCH 6: was Signal
 	if len(buf) <= smallChunk/4 {
 		t := b.tail
 		if !t.owned || cap(t.buf)-len(t.buf) < len(buf) {
@@ -83,7 +91,7 @@ func (b *buffer) writePacket(buf, packet []byte) {
 func (b *buffer) eof() {
 	b.Cond.L.Lock()
 	b.closed = true
-	b.Cond.Signal()
+	b.Cond.Broadcast() // GATEKEEPER PATCH 6: was Signal
 	b.Cond.L.Unlock()
 }
 
@@ -93,6 +101,18 @@ func (b *buffer) Read(buf []byte) (n int, err error) {
 	b.Cond.L.Lock()
 	defer b.Cond.L.Unlock()
 
+	for {
+		if n, ok, err := b.readLocked(buf); ok {
+			return n, err
+		}
+		// out of buffers, wait for producer
+		b.Cond.Wait()
+	}
+}
+
+// readLocked is Read without the waiting, with b.Cond.L held: ok is false
+// when Read would wait. GATEKEEPER PATCH 6 (split out of Read).
+func (b *buffer) readLocked(buf []byte) (n int, ok bool, err error) {
 	for len(buf) > 0 {
 		// if there is data in b.head, copy it
 		if len(b.head.buf) > 0 {
@@ -119,11 +139,9 @@ func (b *buffer) Read(buf []byte) (n int, err error) {
 		// if nothing was read, and there is nothing outstanding
 		// check to see if the buffer is closed.
 		if b.closed {
-			err = io.EOF
-			break
+			return 0, true, io.EOF
 		}
-		// out of buffers, wait for producer
-		b.Cond.Wait()
+		return 0, false, nil
 	}
-	return
+	return n, true, nil
 }

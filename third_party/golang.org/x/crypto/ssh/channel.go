@@ -421,6 +421,46 @@ func (c *channel) ReadExtended(data []byte, extended uint32) (n int, err error) 
 	return n, err
 }
 
+// ReadAny reads from the channel's data or its stderr (extended data of
+// type 1), whichever has some, the data first: extended is 0 or 1. It
+// returns io.EOF once both have ended. One goroutine can so relay both
+// streams of a channel (the gatekeeper's relay: a goroutine and a buffer
+// fewer per idle session). Not part of the Channel interface, which
+// would break every other implementation; reach it with a type
+// assertion. GATEKEEPER PATCH 6.
+func (c *channel) ReadAny(data []byte) (n int, extended uint32, err error) {
+	if !c.decided {
+		return 0, 0, errUndecided
+	}
+	c.pending.Cond.L.Lock() // also extPending's: they share the Cond
+	for {
+		var ok bool
+		if n, ok, err = c.pending.readLocked(data); ok && n > 0 {
+			break
+		}
+		if n, ok, err = c.extPending.readLocked(data); ok && n > 0 {
+			extended = 1
+			break
+		}
+		// Both are closed together (channel EOF or close).
+		if c.pending.closed && c.extPending.closed {
+			n, err = 0, io.EOF
+			break
+		}
+		c.pending.Cond.Wait()
+	}
+	c.pending.Cond.L.Unlock()
+
+	if n > 0 {
+		// As ReadExtended: io.EOF from the window adjustment waits
+		// until the buffers are drained.
+		if err = c.adjustWindow(uint32(n)); err == io.EOF {
+			err = nil
+		}
+	}
+	return n, extended, err
+}
+
 func (c *channel) close() {
 	c.closeOnce.Do(func() {
 		c.pending.eof()
@@ -534,13 +574,14 @@ func (ch *channel) handlePacket(packet []byte) error {
 }
 
 func (m *mux) newChannel(chanType string, direction channelDirection, extraData []byte) *channel {
+	pending := newBuffer()
 	ch := &channel{
 		remoteWin:          window{Cond: newCond()},
 		myWindow:           channelWindowSize,
 		windowSize:         channelWindowSize,
 		maxIncomingPayload: channelMaxPacket,
-		pending:            newBuffer(),
-		extPending:         newBuffer(),
+		pending:            pending,
+		extPending:         newBufferCond(pending.Cond), // GATEKEEPER PATCH 6
 		direction:          direction,
 		incomingRequests:   make(chan *Request, chanSize),
 		msg:                make(chan interface{}, chanSize),
