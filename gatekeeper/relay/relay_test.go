@@ -838,7 +838,7 @@ func TestRequestFlood(t *testing.T) {
 		t.Run(level, func(t *testing.T) {
 			e := newEnv(t, false)
 			var send func(typ string, wantReply bool) (bool, error)
-			var poked func() bool        // waits for the lander's poke at the client
+			var poked func() bool         // waits for the lander's poke at the client
 			var landerSaw func() []string // what the lander got, in order
 			if level == "channel" {
 				ch, reqs, err := e.client.OpenChannel("session", nil)
