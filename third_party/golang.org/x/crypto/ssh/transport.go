@@ -269,12 +269,13 @@ func (s *connectionState) writePacket(w *bufio.Writer, rand io.Reader, packet []
 // larger ones save nothing: every packet written is flushed at once, AEAD
 // ciphers write a packet in one call, and a read that wants more than the
 // buffer holds (any bulk packet) goes past it straight to the connection.
-// A keystroke or a window adjustment still fits.
-const transportBufSize = 1024
+// A keystroke, a line of output or a window adjustment still fits (a
+// larger packet takes one more read system call).
+const transportBufSize = 256
 
 func newTransport(rwc io.ReadWriteCloser, rand io.Reader, isClient bool) *transport {
 	t := &transport{
-		// GATEKEEPER PATCH 4: 1 KiB instead of bufio's 4 KiB each way.
+		// GATEKEEPER PATCH 4: 256 bytes instead of bufio's 4 KiB each way.
 		bufReader: bufio.NewReaderSize(rwc, transportBufSize),
 		bufWriter: bufio.NewWriterSize(rwc, transportBufSize),
 		rand:      rand,
