@@ -11,6 +11,7 @@ import (
 	"io"
 	"log/slog"
 	"net"
+	"os"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -26,9 +27,8 @@ const (
 	// adjustments.
 	copyBufSize = 256 << 10
 
-	// smallBufSize is what a copy holds otherwise: most channels (shells,
-	// idle forwards) never need more (a keystroke, a line of output), and
-	// each pair has two copies blocked in Read for its whole life.
+	// smallBufSize is what a copy starts with: interactive channels never
+	// need more (a keystroke, a line of output).
 	smallBufSize = 512
 
 	// reqQueueLen is how many requests we take off x/crypto's queue (16
@@ -153,6 +153,10 @@ type Options struct {
 	// Windows bounds the memory of enlarged windows across connections
 	// (relay.window_total). Nil: Window is not used.
 	Windows *WindowBudget
+
+	// peakQueue, if set, records the longest forwarder queue of the
+	// relay: tests check that pausing bounds them.
+	peakQueue *atomic.Int64
 }
 
 // side names the connection a channel or request came from.
@@ -187,6 +191,8 @@ type relay struct {
 	// window and windows are Options.Window and Options.Windows.
 	window  uint32
 	windows *WindowBudget
+	// peakQueue is Options.peakQueue.
+	peakQueue *atomic.Int64
 
 	mu sync.Mutex
 	// open counts the channel pairs being opened or running, by the side
@@ -217,11 +223,13 @@ type relay struct {
 //
 // Goroutines, since an idle session's memory is mostly their stacks: the
 // caller's, in Relay, takes both connections' channel opens and global
-// requests and notices their end (see run); per channel pair, bridge
-// forwards both channels' requests (see pair), and one copy per direction
-// moves data and stderr (x/crypto patch 6, ReadAny). Anything that may wait
-// on a peer (a reply, a refusal) runs in a forwarder, whose goroutine
-// exists only while it has work.
+// requests and notices their end (see run); that is all an idle session
+// has. A channel pair runs a goroutine only while it has work (see pair):
+// one per direction while data flows (data and stderr through one,
+// x/crypto patch 6), one for a moment when a request, an EOF or a close
+// arrives (x/crypto patch 7 tells). Anything that may wait on a peer (a
+// reply, a refusal) runs in a forwarder, whose goroutine exists only while
+// it has work.
 func Relay(down *ssh.ServerConn, downChans <-chan ssh.NewChannel, downReqs <-chan *ssh.Request,
 	up ssh.Conn, upChans <-chan ssh.NewChannel, upReqs <-chan *ssh.Request, opts Options) error {
 	r := &relay{
@@ -233,6 +241,7 @@ func Relay(down *ssh.ServerConn, downChans <-chan ssh.NewChannel, downReqs <-cha
 		maxChannels: opts.MaxChannels,
 		window:      opts.Window,
 		windows:     opts.Windows,
+		peakQueue:   opts.peakQueue,
 	}
 	if r.maxChannels <= 0 {
 		r.maxChannels = DefaultMaxChannels
@@ -243,7 +252,7 @@ func Relay(down *ssh.ServerConn, downChans <-chan ssh.NewChannel, downReqs <-cha
 	if r.stats == nil {
 		r.stats = new(Stats)
 	}
-	err := r.run(r.endpoint(fromClient, down, downChans, downReqs), r.endpoint(fromLander, up, upChans, upReqs))
+	err := r.run(r.endpoint(fromClient, downChans, downReqs), r.endpoint(fromLander, upChans, upReqs))
 	r.logRefused()
 	return err
 }
@@ -251,7 +260,6 @@ func Relay(down *ssh.ServerConn, downChans <-chan ssh.NewChannel, downReqs <-cha
 // endpoint is one connection as run sees it.
 type endpoint struct {
 	from side
-	conn ssh.Conn
 	// chans and reqs are x/crypto's queues, nil once it has closed them:
 	// then the connection has ended.
 	chans <-chan ssh.NewChannel
@@ -265,8 +273,8 @@ type endpoint struct {
 	ended bool
 }
 
-func (r *relay) endpoint(from side, conn ssh.Conn, chans <-chan ssh.NewChannel, reqs <-chan *ssh.Request) *endpoint {
-	e := &endpoint{from: from, conn: conn, chans: chans, reqs: reqs}
+func (r *relay) endpoint(from side, chans <-chan ssh.NewChannel, reqs <-chan *ssh.Request) *endpoint {
+	e := &endpoint{from: from, chans: chans, reqs: reqs}
 	e.fw = newForwarder(func(it item) {
 		if it.nc != nil {
 			if err := it.nc.Reject(ssh.ResourceShortage, tooManyChannels); err != nil {
@@ -275,7 +283,7 @@ func (r *relay) endpoint(from side, conn ssh.Conn, chans <-chan ssh.NewChannel, 
 			return
 		}
 		r.global(it.req, from)
-	}, r.wg.Go)
+	}, r.wg.Go, nil, r.peakQueue)
 	return e
 }
 
@@ -383,13 +391,21 @@ func (r *relay) channelOpen(e *endpoint, nc ssh.NewChannel, ok bool) {
 	}
 	if !r.pairStart(e.from) {
 		r.logRefusal(nc, e.from)
-		// The reject is a write, which may wait on the peer.
+		// The reject is a write, which may wait on the peer. It
+		// waits in e's forwarder behind e's global requests still
+		// unanswered, which is fine: a peer over the cap is in no
+		// hurry to be told, and a refusal must not cost a goroutine.
 		e.push(item{nc: nc})
 		return
 	}
+	// A goroutine while the channel opens: opening its counterpart
+	// waits for the other side's answer.
 	r.wg.Go(func() {
-		defer r.pairDone(e.from)
-		r.bridge(nc, e.from)
+		if p := r.bridge(nc, e.from); p != nil {
+			p.start()
+		} else {
+			r.pairDone(e.from)
+		}
 	})
 }
 
@@ -491,9 +507,10 @@ func (r *relay) warn(log *slog.Logger, msg string, args ...any) {
 	}
 }
 
-// bridge opens the counterpart of nc on the other connection and relays
-// between the two channels until both are closed.
-func (r *relay) bridge(nc ssh.NewChannel, from side) {
+// bridge opens the counterpart of nc on the other connection, accepts nc
+// and returns the pair of channels, running (see pair), or nil when either
+// failed: then nc is refused or both are closed.
+func (r *relay) bridge(nc ssh.NewChannel, from side) *pair {
 	target := r.up
 	if from == fromLander {
 		target = r.down
@@ -508,16 +525,16 @@ func (r *relay) bridge(nc ssh.NewChannel, from side) {
 			if err := nc.Reject(oce.Reason, oce.Message); err != nil {
 				log.Debug("channel reject not sent", "err", err)
 			}
-			return
+			return nil
 		}
 		r.warn(log, "channel open failed", "err", err)
 		if err := nc.Reject(ssh.ConnectionFailed, "open failed"); err != nil {
 			log.Debug("channel reject not sent", "err", err)
 		}
-		return
+		return nil
 	}
 	// The client's stderr is dropped, as OpenSSH's sshd drops it: nobody
-	// reads it, and a copy of it would cost a goroutine per channel. Set
+	// reads it, and relaying it would cost a buffer per channel. Set
 	// before the accept, so that none arrives before it holds.
 	discardStderr := func(ch any) {
 		if d, ok := ch.(interface{ DiscardStderr() }); ok {
@@ -530,27 +547,37 @@ func (r *relay) bridge(nc ssh.NewChannel, from side) {
 		discardStderr(out)
 	}
 	in, inReqs, window, release, err := r.accept(nc, from)
-	defer release()
 	if err != nil {
+		release()
 		r.warn(log, "channel accept failed", "err", err)
 		_ = out.Close()
 		// Keep reading the closed channel's requests until x/crypto
 		// closes the queue, or its read loop could block on it.
 		ssh.DiscardRequests(outReqs)
-		return
+		return nil
 	}
-	log.Debug("channel open", "window", window)
-
 	downCh, downReqs, upCh, upReqs := in, inReqs, out, outReqs
 	if from == fromLander {
 		downCh, downReqs, upCh, upReqs = out, outReqs, in, inReqs
 	}
-	var nUp, nDown atomic.Int64
-	upward := r.newHalf(downCh, downReqs, upCh, &r.stats.Up, &nUp)
-	downward := r.newHalf(upCh, upReqs, downCh, &r.stats.Down, &nDown)
-	upward.reverse, downward.reverse = &downward.inflight, &upward.inflight
-	r.pair(upward, downward)
-	log.Debug("channel closed", "bytes_up", nUp.Load(), "bytes_down", nDown.Load())
+	down, okDown := downCh.(notifyChannel)
+	up, okUp := upCh.(notifyChannel)
+	if !okDown || !okUp {
+		// Only channels of the in-tree x/crypto reach here.
+		release()
+		log.Error("channel without x/crypto patch 7 (SetNotify); closed")
+		_ = in.Close()
+		_ = out.Close()
+		go ssh.DiscardRequests(inReqs)
+		ssh.DiscardRequests(outReqs)
+		return nil
+	}
+	log.Debug("channel open", "window", window)
+	p := &pair{r: r, log: log, from: from, release: release}
+	p.up = r.newHalf(p, down, downReqs, up, &r.stats.Up, &p.nUp)
+	p.down = r.newHalf(p, up, upReqs, down, &r.stats.Down, &p.nDown)
+	p.up.reverse, p.down.reverse = &p.down.inflight, &p.up.inflight
+	return p
 }
 
 // accept accepts nc, with the enlarged window when it comes from the client
@@ -608,8 +635,11 @@ type forwarder struct {
 	start func(func())
 	// room receives when an item is taken from a full queue (reqQueueLen
 	// items): the loop that stopped taking work for this forwarder may
-	// go on.
-	room chan struct{}
+	// go on. notify, if set, is called after room is sent.
+	room   chan struct{}
+	notify func()
+	// peak, if set, records the longest queue seen (a probe for tests).
+	peak *atomic.Int64
 
 	mu sync.Mutex
 	// changed is signalled when the goroutine ends.
@@ -618,8 +648,8 @@ type forwarder struct {
 	busy    bool // the goroutine runs
 }
 
-func newForwarder(fn func(item), start func(func())) *forwarder {
-	f := &forwarder{fn: fn, start: start, room: make(chan struct{}, 1)}
+func newForwarder(fn func(item), start func(func()), notify func(), peak *atomic.Int64) *forwarder {
+	f := &forwarder{fn: fn, start: start, room: make(chan struct{}, 1), notify: notify, peak: peak}
 	f.changed.L = &f.mu
 	return f
 }
@@ -627,11 +657,20 @@ func newForwarder(fn func(item), start func(func())) *forwarder {
 // push queues it, starting the goroutine if none runs, and reports whether
 // the queue is now full. It never waits: it is called from loops that must
 // keep reading x/crypto's queues. A caller told the queue is full pushes
-// nothing more until room receives, so that at most reqQueueLen items wait.
+// nothing more until room receives, so that at most reqQueueLen items wait
+// (plus a channel's EOF and close).
 func (f *forwarder) push(it item) (full bool) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	f.queue = append(f.queue, it)
+	if f.peak != nil {
+		for n := int64(len(f.queue)); ; {
+			old := f.peak.Load()
+			if n <= old || f.peak.CompareAndSwap(old, n) {
+				break
+			}
+		}
+	}
 	if !f.busy {
 		f.busy = true
 		f.start(f.run)
@@ -644,7 +683,8 @@ func (f *forwarder) run() {
 	f.mu.Lock()
 	for len(f.queue) > 0 {
 		it := f.queue[0]
-		if len(f.queue) == reqQueueLen {
+		room := len(f.queue) == reqQueueLen
+		if room {
 			// The pusher paused when the queue filled. One
 			// signal pending is enough.
 			select {
@@ -655,6 +695,9 @@ func (f *forwarder) run() {
 		f.queue[0] = item{}
 		f.queue = f.queue[1:]
 		f.mu.Unlock()
+		if room && f.notify != nil {
+			f.notify()
+		}
 		f.fn(it)
 		f.mu.Lock()
 	}
@@ -673,6 +716,115 @@ func (f *forwarder) wait() {
 	f.mu.Unlock()
 }
 
+// notifyChannel is x/crypto's channel with patch 7 (see
+// third_party/golang.org/x/crypto/PATCHES.md): it says when it has
+// something to read, and its reads can give up after a while, so that a
+// quiet channel needs no goroutine.
+type notifyChannel interface {
+	ssh.Channel
+	ReadAnyWait(data []byte, wait time.Duration) (n int, extended uint32, err error)
+	Readable() bool
+	SetNotify(f func())
+}
+
+// copyLinger is how long a copy waits for more data before its goroutine
+// ends. A transfer, or someone typing, keeps its copy; a channel quiet for
+// longer holds none until data comes again.
+const copyLinger = time.Second
+
+// pair relays between a channel of the client (down) and its counterpart on
+// the lander (up) until both are closed, without a goroutine of its own:
+// most channels are idle shells and forwards, and an idle session's memory
+// is mostly its goroutines' stacks. Each channel calls kick when it has
+// something (x/crypto patch 7, SetNotify), as do a copy that ends and a
+// forwarder that has room again; kick runs service in a goroutine until
+// nothing is left to do. A copy per direction runs while data flows.
+type pair struct {
+	r       *relay
+	log     *slog.Logger
+	from    side   // who opened the channel
+	release func() // gives back the channel's window (relay.accept)
+	// up moves the client's channel to the lander's; down the other way.
+	up, down   *half
+	nUp, nDown atomic.Int64 // bytes relayed, for the log
+
+	mu sync.Mutex
+	// mu protects the following.
+	dirty    bool // kicked since service last looked
+	running  bool // a service goroutine runs
+	finished bool // over: kick starts nothing
+}
+
+// start starts p: its first service looks at what arrived before the
+// channels had a notify function. p keeps a count in r.wg until finish,
+// so that kick may start goroutines in it.
+func (p *pair) start() {
+	p.r.wg.Add(1)
+	// Read before the first SetNotify, after which service may run.
+	halves := []*half{p.up, p.down}
+	reqs := []<-chan *ssh.Request{p.up.reqs, p.down.reqs}
+	for i, h := range halves {
+		reqs := reqs[i]
+		h.src.SetNotify(func() {
+			// Data for a running copy is its business; the copy
+			// kicks when it ends.
+			if !h.copyRunning.Load() || len(reqs) > 0 {
+				p.kick()
+			}
+		})
+	}
+	p.kick()
+}
+
+// kick makes service run (again): something may have arrived.
+func (p *pair) kick() {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.dirty = true
+	if p.running || p.finished {
+		return
+	}
+	p.running = true
+	p.r.wg.Go(p.service)
+}
+
+// service steps both halves until no kick came since the last step, then
+// ends; or, once both channels are closed, finishes p.
+func (p *pair) service() {
+	for {
+		p.mu.Lock()
+		if !p.dirty {
+			p.running = false
+			p.mu.Unlock()
+			return
+		}
+		p.dirty = false
+		p.mu.Unlock()
+		p.up.step()
+		p.down.step()
+		if p.up.done && p.down.done {
+			p.finish()
+			return
+		}
+	}
+}
+
+// finish waits for both halves' forwarders to close their channels, then
+// gives back what the pair held.
+func (p *pair) finish() {
+	p.up.fw.wait()
+	p.down.fw.wait()
+	p.up.src.SetNotify(nil)
+	p.down.src.SetNotify(nil)
+	p.release()
+	p.log.Debug("channel closed", "bytes_up", p.nUp.Load(), "bytes_down", p.nDown.Load())
+	p.mu.Lock()
+	p.finished = true
+	p.mu.Unlock()
+	p.r.pairDone(p.from)
+	p.r.wg.Done()
+}
+
 // half is one direction of a channel pair: src's data and stderr go to dst
 // (copy), src's requests to dst with their replies back, then src's EOF as
 // dst.CloseWrite and src's close as dst.Close.
@@ -683,15 +835,24 @@ func (f *forwarder) wait() {
 // EOF goes through the forwarder, after every request src sent before it,
 // and dst is closed only after src's request queue has ended.
 type half struct {
-	src  ssh.Channel
-	dst  ssh.Channel
-	reqs <-chan *ssh.Request // src's requests; nil once closed
-	// copied is closed when the copy has seen src's EOF (or failed); nil
-	// once pair has seen that.
-	copied chan struct{}
-	fw     *forwarder
-	paused bool // fw is full: reqs is not read until fw.room
-	done   bool // the close is queued
+	p     *pair
+	src   notifyChannel
+	dst   ssh.Channel
+	total *atomic.Int64 // Stats' counter of this direction
+	local *atomic.Int64 // the pair's
+	fw    *forwarder
+
+	// copyRunning is set while a copy goroutine runs (by step, which
+	// starts it, and cleared by the copy); copyEnded once a copy has seen
+	// src's EOF or failed to write.
+	copyRunning atomic.Bool
+	copyEnded   atomic.Bool
+
+	// Only service uses the following.
+	reqs      <-chan *ssh.Request // src's requests; nil once closed
+	paused    bool                // fw is full: reqs is not read until fw.room
+	eofQueued bool
+	done      bool // the close is queued
 
 	// inflight is held while a request of src is forwarded and answered;
 	// reverse is the other half's. Before closing dst, the half waits
@@ -703,15 +864,9 @@ type half struct {
 	reverse  *sync.Mutex
 }
 
-// newHalf starts the copy of src's data to dst and returns the half; pair
-// runs the rest.
-func (r *relay) newHalf(src ssh.Channel, srcReqs <-chan *ssh.Request, dst ssh.Channel, total, local *atomic.Int64) *half {
-	h := &half{src: src, dst: dst, reqs: srcReqs, copied: make(chan struct{})}
-	h.fw = newForwarder(h.forward, r.wg.Go)
-	r.wg.Go(func() {
-		defer close(h.copied)
-		r.copy(dst, src, total, local)
-	})
+func (r *relay) newHalf(p *pair, src notifyChannel, srcReqs <-chan *ssh.Request, dst ssh.Channel, total, local *atomic.Int64) *half {
+	h := &half{p: p, src: src, dst: dst, reqs: srcReqs, total: total, local: local}
+	h.fw = newForwarder(h.forward, r.wg.Go, p.kick, r.peakQueue)
 	return h
 }
 
@@ -732,18 +887,11 @@ func (h *half) forward(it item) {
 		if err != nil {
 			ok = false // dst is gone: the request cannot succeed.
 		}
-		_ = req.Reply(ok, nil) // fails only when src is gone
+		if err := req.Reply(ok, nil); err != nil {
+			h.p.log.Debug("channel request reply not sent", "request", req.Type, "err", err)
+		}
 		h.inflight.Unlock()
 	}
-}
-
-// queues returns what pair reads for h: its requests and the end of its
-// copy, nothing while h is paused.
-func (h *half) queues() (<-chan *ssh.Request, <-chan struct{}) {
-	if h.paused {
-		return nil, nil
-	}
-	return h.reqs, h.copied
 }
 
 // push hands it to h's forwarder, pausing h when that fills its queue.
@@ -753,87 +901,73 @@ func (h *half) push(it item) {
 	}
 }
 
-// request takes a request of h's src (ok false: the queue closed).
-func (h *half) request(req *ssh.Request, ok bool) {
-	if !ok {
-		h.reqs = nil
+// step does what h has to do now, without waiting: start a copy when src
+// has data and none runs, take src's requests (unless h is paused), queue
+// src's EOF once the copy has seen it and src's close once its request
+// queue has ended.
+func (h *half) step() {
+	if h.done {
 		return
 	}
-	h.push(item{req: req})
-}
-
-// copyDone queues src's EOF once the copy has seen it, after the requests
-// already in reqs: every request src sent before its EOF is there by then.
-// If that fills the forwarder, h pauses before queuing the EOF, and pair
-// calls copyDone again once it has room.
-func (h *half) copyDone() {
+	// copyRunning first: a copy sets copyEnded before it clears
+	// copyRunning.
+	if !h.copyRunning.Load() && !h.copyEnded.Load() && h.src.Readable() {
+		h.copyRunning.Store(true)
+		h.p.r.wg.Go(h.copy)
+	}
+	if h.paused {
+		select {
+		case <-h.fw.room:
+			h.paused = false
+		default:
+			return
+		}
+	}
+	// Loaded before the requests are taken: every request src sent
+	// before its EOF is queued by the time the copy sees the EOF.
+	ended := h.copyEnded.Load()
 	for h.reqs != nil && !h.paused {
 		select {
 		case req, ok := <-h.reqs:
-			h.request(req, ok)
+			if !ok {
+				h.reqs = nil
+				continue
+			}
+			h.push(item{req: req})
 			continue
 		default:
 		}
 		break
 	}
-	if !h.paused {
-		h.copied = nil
+	if h.paused {
+		return
+	}
+	if ended && !h.eofQueued {
+		h.eofQueued = true
 		h.push(item{eof: true})
 	}
-}
-
-// pair runs both halves of a channel pair in one goroutine until both
-// channels are closed.
-func (r *relay) pair(a, b *half) {
-	for !a.done || !b.done {
-		aReqs, aCopied := a.queues()
-		bReqs, bCopied := b.queues()
-		select {
-		case req, ok := <-aReqs:
-			a.request(req, ok)
-		case <-aCopied:
-			a.copyDone()
-		case <-a.fw.room:
-			a.paused = false
-		case req, ok := <-bReqs:
-			b.request(req, ok)
-		case <-bCopied:
-			b.copyDone()
-		case <-b.fw.room:
-			b.paused = false
-		}
-		for _, h := range []*half{a, b} {
-			if !h.done && h.reqs == nil && h.copied == nil {
-				h.done = true
-				h.push(item{close: true})
-			}
-		}
+	if h.reqs == nil && h.eofQueued {
+		h.done = true
+		h.push(item{close: true})
 	}
-	a.fw.wait()
-	b.fw.wait()
 }
 
-// anyReader is x/crypto's channel with ReadAny (patch 6 in
-// third_party/golang.org/x/crypto/PATCHES.md): its data and its stderr
-// through one reader.
-type anyReader interface {
-	ReadAny(data []byte) (n int, extended uint32, err error)
+// copy runs relay.copy for h and tells the pair when it ends.
+func (h *half) copy() {
+	if h.p.r.copy(h.dst, h.src, h.total, h.local) {
+		h.copyEnded.Store(true)
+	}
+	h.copyRunning.Store(false)
+	h.p.kick()
 }
 
-// copy moves src's data to dst and src's stderr to dst's, until src reaches
-// EOF or either fails, counting bytes written. It reads into a small
+// copy moves src's data to dst and src's stderr to dst's until src has
+// been quiet for copyLinger (false), or src reaches EOF or either fails
+// (true: src is done), counting bytes written. It reads into a small
 // buffer, switches to a big one from bigBufs when a read fills the small
 // one, and gives the big one back when a read returns no more than the
-// small one holds: the stream has gone quiet or interactive. (A channel
-// without ReadAny, never one of x/crypto's, has its stderr dropped.)
-func (r *relay) copy(dst, src ssh.Channel, total, local *atomic.Int64) {
-	read := func(p []byte) (int, uint32, error) {
-		n, err := src.Read(p)
-		return n, 0, err
-	}
-	if ar, ok := src.(anyReader); ok {
-		read = ar.ReadAny
-	}
+// small one holds: the stream has gone quiet or interactive.
+func (r *relay) copy(dst ssh.Channel, src notifyChannel, total, local *atomic.Int64) (ended bool) {
 	small := make([]byte, smallBufSize)
 	buf := small
 	var big *[]byte
@@ -843,7 +977,7 @@ func (r *relay) copy(dst, src ssh.Channel, total, local *atomic.Int64) {
 		}
 	}()
 	for {
-		n, extended, rerr := read(buf)
+		n, extended, rerr := src.ReadAnyWait(buf, copyLinger)
 		if n > 0 {
 			out := io.Writer(dst)
 			if extended == 1 {
@@ -855,7 +989,7 @@ func (r *relay) copy(dst, src ssh.Channel, total, local *atomic.Int64) {
 			if werr != nil {
 				// dst is closed (only then do channel writes fail):
 				// its side is tearing the pair down.
-				return
+				return true
 			}
 		}
 		// A read that returns data can also report that its window
@@ -863,7 +997,7 @@ func (r *relay) copy(dst, src ssh.Channel, total, local *atomic.Int64) {
 		// what src sent before is still buffered and owed to dst, so
 		// only a read that returns nothing (EOF) ends the copy.
 		if rerr != nil && n == 0 {
-			return
+			return !errors.Is(rerr, os.ErrDeadlineExceeded)
 		}
 		switch {
 		case big == nil && n == len(small):

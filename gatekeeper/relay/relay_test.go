@@ -1,6 +1,7 @@
 package relay
 
 import (
+	"bufio"
 	"bytes"
 	"crypto/ed25519"
 	"crypto/rand"
@@ -17,6 +18,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -836,7 +838,8 @@ func TestRequestFlood(t *testing.T) {
 	const flood = 3 * reqQueueLen
 	for _, level := range []string{"channel", "global"} {
 		t.Run(level, func(t *testing.T) {
-			e := newEnv(t, false)
+			var peak atomic.Int64
+			e := newEnvOpts(t, false, Options{peakQueue: &peak})
 			var send func(typ string, wantReply bool) (bool, error)
 			var poked func() bool         // waits for the lander's poke at the client
 			var landerSaw func() []string // what the lander got, in order
@@ -919,6 +922,12 @@ func TestRequestFlood(t *testing.T) {
 			if len(xs) != flood {
 				t.Fatalf("%d of %d requests reached the lander", len(xs), flood)
 			}
+			// The flood paused the client's side instead of
+			// queuing without bound (plus a channel's EOF and
+			// close, behind a full queue).
+			if p := peak.Load(); p < reqQueueLen || p > reqQueueLen+2 {
+				t.Fatalf("longest forwarder queue %d, want %d to %d", p, reqQueueLen, reqQueueLen+2)
+			}
 		})
 	}
 }
@@ -935,8 +944,9 @@ func relayGoroutines() int {
 }
 
 // TestIdleGoroutines pins what an idle session costs in goroutines, most
-// of its memory: Relay's caller, and per channel pair one for requests and
-// one copy each way (stdout and stderr through one, x/crypto patch 6).
+// of its memory: Relay's caller, and nothing per channel pair once its
+// channels have been quiet for copyLinger. Data that comes afterwards still
+// goes through, both ways (x/crypto patch 7 starts the copies again).
 func TestIdleGoroutines(t *testing.T) {
 	e := newEnv(t, false)
 	want := func(n int, what string) {
@@ -946,27 +956,51 @@ func TestIdleGoroutines(t *testing.T) {
 		}
 	}
 	want(1, "no channel")
-	var sessions []*ssh.Session
+	type session struct {
+		s     *ssh.Session
+		stdin io.WriteCloser
+		out   *bufio.Reader
+	}
+	var sessions []session
 	for i := 1; i <= 2; i++ {
 		s, err := e.client.NewSession()
 		if err != nil {
 			t.Fatal(err)
 		}
-		sessions = append(sessions, s)
 		// Like a terminal: stdin stays open.
-		if _, err := s.StdinPipe(); err != nil {
+		stdin, err := s.StdinPipe()
+		if err != nil {
+			t.Fatal(err)
+		}
+		stdout, err := s.StdoutPipe()
+		if err != nil {
 			t.Fatal(err)
 		}
 		if err := s.RequestPty("xterm", 24, 80, nil); err != nil {
 			t.Fatal(err)
 		}
-		if err := s.Shell(); err != nil {
+		if err := s.Start("echo"); err != nil {
 			t.Fatal(err)
 		}
-		want(1+3*i, fmt.Sprintf("%d idle sessions", i))
+		sessions = append(sessions, session{s, stdin, bufio.NewReader(stdout)})
+		want(1, fmt.Sprintf("%d idle sessions", i))
 	}
-	_ = sessions[0].Close()
-	want(4, "one session closed")
+	for round := range 2 {
+		for i, s := range sessions {
+			line := fmt.Sprintf("round %d, session %d\n", round, i)
+			if _, err := io.WriteString(s.stdin, line); err != nil {
+				t.Fatal(err)
+			}
+			var got string
+			within(t, "echo", func() { got, _ = s.out.ReadString('\n') })
+			if got != line {
+				t.Fatalf("echoed %q, want %q", got, line)
+			}
+		}
+		want(1, fmt.Sprintf("sessions quiet again after round %d", round))
+	}
+	_ = sessions[0].s.Close()
+	want(1, "one session closed")
 }
 
 // A reply the lander sends just before closing the channel (as sshd does
@@ -1513,7 +1547,7 @@ func TestForwarderBound(t *testing.T) {
 	f := newForwarder(func(it item) {
 		<-gate
 		got = append(got, int(it.req.Payload[0])|int(it.req.Payload[1])<<8)
-	}, wg.Go)
+	}, wg.Go, nil, nil)
 	push := func(i int) bool { return f.push(item{req: &ssh.Request{Payload: []byte{byte(i), byte(i >> 8)}}}) }
 	// The goroutine takes the first item and waits in fn; the queue
 	// holds the rest.

@@ -110,6 +110,19 @@ func (b *buffer) Read(buf []byte) (n int, err error) {
 	}
 }
 
+// hasData reports whether b holds unread bytes; b.Cond.L must be held.
+// GATEKEEPER PATCH 7.
+func (b *buffer) hasData() bool {
+	for e := b.head; ; e = e.next {
+		if len(e.buf) > 0 {
+			return true
+		}
+		if e == b.tail {
+			return false
+		}
+	}
+}
+
 // readLocked is Read without the waiting, with b.Cond.L held: ok is false
 // when Read would wait. GATEKEEPER PATCH 6 (split out of Read).
 func (b *buffer) readLocked(buf []byte) (n int, ok bool, err error) {

@@ -10,8 +10,10 @@ import (
 	"fmt"
 	"io"
 	"log"
+	"os"
 	"sync"
 	"sync/atomic"
+	"time"
 )
 
 const (
@@ -220,6 +222,16 @@ type channel struct {
 	// GATEKEEPER PATCH 5.
 	discardStderr atomic.Bool
 
+	// notify, set by SetNotify, is called after something is queued for
+	// the channel's reader. GATEKEEPER PATCH 7.
+	notify atomic.Pointer[func()]
+	// readTurn (0: data, 1: stderr) is read first by the next
+	// ReadAnyWait; readGen numbers its calls and wokenGen is that of the
+	// last call whose time ran out. All guarded by pending.Cond.L.
+	// GATEKEEPER PATCH 7.
+	readTurn          uint32
+	readGen, wokenGen uint64
+
 	// writeMu serializes calls to mux.conn.writePacket() and
 	// protects sentClose and packetPool. This mutex must be
 	// different from windowMu, as writePacket can block if there
@@ -373,6 +385,7 @@ func (ch *channel) handleData(packet []byte) error {
 	} else {
 		ch.pending.writePacket(data, packet)
 	}
+	ch.notifyReader() // GATEKEEPER PATCH 7
 	return nil
 }
 
@@ -429,27 +442,54 @@ func (c *channel) ReadExtended(data []byte, extended uint32) (n int, err error) 
 // would break every other implementation; reach it with a type
 // assertion. GATEKEEPER PATCH 6.
 func (c *channel) ReadAny(data []byte) (n int, extended uint32, err error) {
+	return c.ReadAnyWait(data, -1)
+}
+
+// ReadAnyWait is ReadAny waiting at most wait for something to read (no
+// limit when wait is negative); it returns os.ErrDeadlineExceeded when
+// nothing came. With SetNotify, a reader can so leave its goroutine once
+// the channel has been quiet for a while and start one again when
+// notified. GATEKEEPER PATCH 7.
+func (c *channel) ReadAnyWait(data []byte, wait time.Duration) (n int, extended uint32, err error) {
 	if !c.decided {
 		return 0, 0, errUndecided
 	}
+	var timer *time.Timer
 	c.pending.Cond.L.Lock() // also extPending's: they share the Cond
+	c.readGen++
+	gen := c.readGen
+	bufs := [2]*buffer{c.pending, c.extPending}
+read:
 	for {
-		var ok bool
-		if n, ok, err = c.pending.readLocked(data); ok && n > 0 {
-			break
-		}
-		if n, ok, err = c.extPending.readLocked(data); ok && n > 0 {
-			extended = 1
-			break
+		// Data and stderr take turns going first, so that a flood of
+		// one does not hold up the other.
+		for i := range uint32(2) {
+			which := i ^ c.readTurn
+			var ok bool
+			if n, ok, err = bufs[which].readLocked(data); ok && n > 0 {
+				extended = which
+				c.readTurn = which ^ 1
+				break read
+			}
 		}
 		// Both are closed together (channel EOF or close).
 		if c.pending.closed && c.extPending.closed {
 			n, err = 0, io.EOF
 			break
 		}
+		switch {
+		case wait == 0 || (timer != nil && c.wokenGen == gen):
+			n, err = 0, os.ErrDeadlineExceeded
+			break read
+		case wait > 0 && timer == nil:
+			timer = time.AfterFunc(wait, func() { c.wakeReader(gen) })
+		}
 		c.pending.Cond.Wait()
 	}
 	c.pending.Cond.L.Unlock()
+	if timer != nil {
+		timer.Stop()
+	}
 
 	if n > 0 {
 		// As ReadExtended: io.EOF from the window adjustment waits
@@ -459,6 +499,46 @@ func (c *channel) ReadAny(data []byte) (n int, extended uint32, err error) {
 		}
 	}
 	return n, extended, err
+}
+
+// wakeReader ends the wait of the ReadAnyWait call numbered gen.
+// GATEKEEPER PATCH 7.
+func (c *channel) wakeReader(gen uint64) {
+	c.pending.Cond.L.Lock()
+	c.wokenGen = gen
+	c.pending.Cond.Broadcast()
+	c.pending.Cond.L.Unlock()
+}
+
+// Readable reports whether ReadAny would return at once: data or stderr
+// is waiting, or both have ended. GATEKEEPER PATCH 7.
+func (c *channel) Readable() bool {
+	c.pending.Cond.L.Lock()
+	defer c.pending.Cond.L.Unlock()
+	return c.pending.hasData() || c.extPending.hasData() || (c.pending.closed && c.extPending.closed)
+}
+
+// SetNotify makes the channel call f after it queues something for its
+// reader: data, stderr, EOF, its close, or a request (once it is in the
+// Requests channel). f runs in the connection's read loop, which it must
+// not hold up, and may run before SetNotify returns; nil removes it. A
+// relay can so start a goroutine for a channel only when the channel has
+// something for it, instead of one per channel blocked in Read for the
+// channel's life. Not part of the Channel interface; reach it with a type
+// assertion. GATEKEEPER PATCH 7.
+func (c *channel) SetNotify(f func()) {
+	if f == nil {
+		c.notify.Store(nil)
+		return
+	}
+	c.notify.Store(&f)
+}
+
+// notifyReader calls the function of SetNotify, if any. GATEKEEPER PATCH 7.
+func (c *channel) notifyReader() {
+	if f := c.notify.Load(); f != nil {
+		(*f)()
+	}
 }
 
 func (c *channel) close() {
@@ -475,6 +555,7 @@ func (c *channel) close() {
 		// Unblock writers.
 		c.remoteWin.close()
 	})
+	c.notifyReader() // GATEKEEPER PATCH 7
 }
 
 // responseMessageReceived is called when a success or failure message is
@@ -515,6 +596,7 @@ func (ch *channel) handlePacket(packet []byte) error {
 		// it is logical to signal EOF at the same time.
 		ch.extPending.eof()
 		ch.pending.eof()
+		ch.notifyReader() // GATEKEEPER PATCH 7
 		return nil
 	}
 
@@ -554,6 +636,7 @@ func (ch *channel) handlePacket(packet []byte) error {
 		}
 
 		ch.incomingRequests <- &req
+		ch.notifyReader() // GATEKEEPER PATCH 7
 	case *channelRequestSuccessMsg, *channelRequestFailureMsg:
 		// Drop responses that arrive when no SendRequest is waiting, to
 		// prevent a malicious peer from filling ch.msg and stalling the

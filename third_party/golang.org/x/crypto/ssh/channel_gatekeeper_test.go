@@ -1,14 +1,20 @@
-// Copyright 2026 The gatekeeper authors. GATEKEEPER PATCH 3: tests of
-// AcceptWithWindow.
+// Copyright 2026 The gatekeeper authors. Tests of GATEKEEPER PATCHES 3
+// (AcceptWithWindow), 5 (DiscardStderr), 6 (ReadAny) and 7 (ReadAnyWait,
+// Readable, SetNotify).
 
 package ssh
 
 import (
 	"bytes"
+	"errors"
 	"fmt"
 	"io"
+	"os"
+	"runtime"
+	"strings"
 	"sync"
 	"testing"
+	"time"
 )
 
 type windowAccepter interface {
@@ -149,6 +155,7 @@ func TestReadAny(t *testing.T) {
 		n, ext, err := sc.ReadAny(buf)
 		woke <- fmt.Sprintf("%q %d %v", buf[:n], ext, err)
 	}()
+	waitParked(t, "ReadAnyWait", 1)
 	if _, err := ch.Stderr().Write([]byte("e")); err != nil {
 		t.Fatal(err)
 	}
@@ -183,4 +190,206 @@ func TestReadAny(t *testing.T) {
 	if !bytes.Equal(got[0].Bytes(), data) || !bytes.Equal(got[1].Bytes(), stderr) {
 		t.Errorf("read %d bytes of data and %d of stderr, want %d each, in order", got[0].Len(), got[1].Len(), size)
 	}
+}
+
+// waitParked waits until n goroutines wait on a sync.Cond in a function
+// whose name contains fn, so that a test wakes a reader that is really
+// waiting.
+func waitParked(t *testing.T, fn string, n int) {
+	t.Helper()
+	buf := make([]byte, 1<<20)
+	for start := time.Now(); time.Since(start) < 10*time.Second; runtime.Gosched() {
+		stacks := strings.Split(string(buf[:runtime.Stack(buf, true)]), "\n\n")
+		parked := 0
+		for _, s := range stacks {
+			if strings.Contains(s, "sync.(*Cond).Wait") && strings.Contains(s, fn) {
+				parked++
+			}
+		}
+		if parked == n {
+			return
+		}
+	}
+	t.Fatalf("%d goroutines in %s never all waited", n, fn)
+}
+
+// acceptedPair opens a channel on a mux pair and returns both ends and the
+// server end's requests.
+func acceptedPair(t *testing.T) (client, server *channel, serverReqs <-chan *Request) {
+	t.Helper()
+	clientMux, serverMux := muxPair()
+	t.Cleanup(func() { clientMux.Close(); serverMux.Close() })
+	type accepted struct {
+		ch   Channel
+		reqs <-chan *Request
+	}
+	got := make(chan accepted, 1)
+	go func() {
+		nc := <-serverMux.incomingChannels
+		ch, reqs, err := nc.Accept()
+		if err != nil {
+			t.Error(err)
+		}
+		got <- accepted{ch, reqs}
+	}()
+	ch, _, err := clientMux.OpenChannel("chan", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	a := <-got
+	return ch.(*channel), a.ch.(*channel), a.reqs
+}
+
+// TestSharedCondWakesEveryReader: data and stderr share one Cond (patch 6),
+// so a write must wake every waiter: with one reader in Read and another in
+// Stderr().Read, stderr written must reach the second even though the
+// first waits too (with Signal, only one of them would wake).
+func TestSharedCondWakesEveryReader(t *testing.T) {
+	client, server, _ := acceptedPair(t)
+	got := make(chan string, 2)
+	// The data reader waits first: Signal would wake it, the longest
+	// waiting, and not the stderr reader.
+	for i, r := range []io.Reader{server, server.Stderr()} {
+		go func() {
+			buf := make([]byte, 16)
+			n, err := r.Read(buf)
+			got <- fmt.Sprintf("%q %v", buf[:n], err)
+		}()
+		waitParked(t, "(*buffer).Read", i+1)
+	}
+	if _, err := client.Stderr().Write([]byte("e")); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case g := <-got:
+		if g != `"e" <nil>` {
+			t.Fatalf("first read: %s, want the stderr byte", g)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("the stderr reader did not wake")
+	}
+	if _, err := client.Write([]byte("d")); err != nil {
+		t.Fatal(err)
+	}
+	if g := <-got; g != `"d" <nil>` {
+		t.Fatalf("second read: %s, want the data byte", g)
+	}
+}
+
+// TestReadAnyTakesTurns: with both data and stderr waiting, ReadAny
+// alternates between them, so that a flood of one does not hold up the
+// other.
+func TestReadAnyTakesTurns(t *testing.T) {
+	client, server, _ := acceptedPair(t)
+	arrived := make(chan struct{}, 16)
+	server.SetNotify(func() { arrived <- struct{}{} })
+	for range 3 {
+		if _, err := client.Write([]byte("dd")); err != nil {
+			t.Fatal(err)
+		}
+		<-arrived
+		if _, err := client.Stderr().Write([]byte("ee")); err != nil {
+			t.Fatal(err)
+		}
+		<-arrived
+	}
+	var seq []string
+	buf := make([]byte, 2)
+	for range 6 {
+		n, ext, err := server.ReadAny(buf)
+		if err != nil {
+			t.Fatal(err)
+		}
+		seq = append(seq, fmt.Sprintf("%d:%s", ext, buf[:n]))
+	}
+	if got, want := strings.Join(seq, " "), "0:dd 1:ee 0:dd 1:ee 0:dd 1:ee"; got != want {
+		t.Errorf("reads: %s, want %s", got, want)
+	}
+}
+
+// TestReadAnyWait: a reader that waits in vain gets os.ErrDeadlineExceeded
+// after its wait (at once for 0), one that gets data in time gets the data;
+// Readable tells which it would be; SetNotify's function runs for data,
+// stderr, a request, EOF and the close.
+func TestReadAnyWait(t *testing.T) {
+	client, server, reqs := acceptedPair(t)
+	var mu sync.Mutex
+	notified := 0
+	server.SetNotify(func() { mu.Lock(); notified++; mu.Unlock() })
+	count := func() int { mu.Lock(); defer mu.Unlock(); return notified }
+	waitCount := func(n int) {
+		t.Helper()
+		for start := time.Now(); count() < n; runtime.Gosched() {
+			if time.Since(start) > 10*time.Second {
+				t.Fatalf("notified %d times, want %d", count(), n)
+			}
+		}
+	}
+
+	buf := make([]byte, 16)
+	if server.Readable() {
+		t.Fatal("Readable with nothing sent")
+	}
+	if _, _, err := server.ReadAnyWait(buf, 0); !errors.Is(err, os.ErrDeadlineExceeded) {
+		t.Fatalf("ReadAnyWait(0) with nothing sent: %v", err)
+	}
+	start := time.Now()
+	if _, _, err := server.ReadAnyWait(buf, 50*time.Millisecond); !errors.Is(err, os.ErrDeadlineExceeded) {
+		t.Fatalf("ReadAnyWait(50ms) with nothing sent: %v", err)
+	}
+	if d := time.Since(start); d < 50*time.Millisecond {
+		t.Fatalf("ReadAnyWait(50ms) gave up after %v", d)
+	}
+
+	// Data arriving while the reader waits is read.
+	got := make(chan string, 1)
+	go func() {
+		n, ext, err := server.ReadAnyWait(buf, time.Minute)
+		got <- fmt.Sprintf("%q %d %v", buf[:n], ext, err)
+	}()
+	waitParked(t, "ReadAnyWait", 1)
+	if _, err := client.Write([]byte("x")); err != nil {
+		t.Fatal(err)
+	}
+	if g := <-got; g != `"x" 0 <nil>` {
+		t.Fatalf("ReadAnyWait while data came: %s", g)
+	}
+	waitCount(1)
+
+	if _, err := client.Stderr().Write([]byte("e")); err != nil {
+		t.Fatal(err)
+	}
+	waitCount(2)
+	if !server.Readable() {
+		t.Fatal("not Readable with stderr waiting")
+	}
+	if n, ext, err := server.ReadAnyWait(buf, 0); n != 1 || ext != 1 || err != nil {
+		t.Fatalf("ReadAnyWait(0) with stderr waiting: %d bytes of %d, %v", n, ext, err)
+	}
+
+	go client.SendRequest("req", false, nil)
+	waitCount(3)
+	select {
+	case r := <-reqs:
+		if r.Type != "req" {
+			t.Fatalf("request %q", r.Type)
+		}
+	default:
+		t.Fatal("notified before the request was queued")
+	}
+
+	if err := client.CloseWrite(); err != nil {
+		t.Fatal(err)
+	}
+	waitCount(4)
+	if !server.Readable() {
+		t.Fatal("not Readable after EOF")
+	}
+	if _, _, err := server.ReadAnyWait(buf, 0); err != io.EOF {
+		t.Fatalf("ReadAnyWait after EOF: %v", err)
+	}
+	if err := client.Close(); err != nil {
+		t.Fatal(err)
+	}
+	waitCount(5)
 }
