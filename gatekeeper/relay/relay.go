@@ -157,6 +157,9 @@ type Options struct {
 	// peakQueue, if set, records the longest forwarder queue of the
 	// relay: tests check that pausing bounds them.
 	peakQueue *atomic.Int64
+	// linger, if set, replaces copyLinger: tests make copies end and
+	// start again all the time.
+	linger time.Duration
 }
 
 // side names the connection a channel or request came from.
@@ -193,6 +196,9 @@ type relay struct {
 	windows *WindowBudget
 	// peakQueue is Options.peakQueue.
 	peakQueue *atomic.Int64
+	// linger is how long a copy waits for data before it ends
+	// (copyLinger unless Options.linger).
+	linger time.Duration
 
 	mu sync.Mutex
 	// open counts the channel pairs being opened or running, by the side
@@ -242,6 +248,10 @@ func Relay(down *ssh.ServerConn, downChans <-chan ssh.NewChannel, downReqs <-cha
 		window:      opts.Window,
 		windows:     opts.Windows,
 		peakQueue:   opts.peakQueue,
+		linger:      opts.linger,
+	}
+	if r.linger <= 0 {
+		r.linger = copyLinger
 	}
 	if r.maxChannels <= 0 {
 		r.maxChannels = DefaultMaxChannels
@@ -568,12 +578,12 @@ func (r *relay) bridge(nc ssh.NewChannel, from side) *pair {
 		log.Error("channel without x/crypto patch 7 (SetNotify); closed")
 		_ = in.Close()
 		_ = out.Close()
-		go ssh.DiscardRequests(inReqs)
+		r.wg.Go(func() { ssh.DiscardRequests(inReqs) })
 		ssh.DiscardRequests(outReqs)
 		return nil
 	}
 	log.Debug("channel open", "window", window)
-	p := &pair{r: r, log: log, from: from, release: release}
+	p := &pair{r: r, chanType: nc.ChannelType(), from: from, release: release}
 	p.up = r.newHalf(p, down, downReqs, up, &r.stats.Up, &p.nUp)
 	p.down = r.newHalf(p, up, upReqs, down, &r.stats.Down, &p.nDown)
 	p.up.reverse, p.down.reverse = &p.down.inflight, &p.up.inflight
@@ -635,7 +645,10 @@ type forwarder struct {
 	start func(func())
 	// room receives when an item is taken from a full queue (reqQueueLen
 	// items): the loop that stopped taking work for this forwarder may
-	// go on. notify, if set, is called after room is sent.
+	// go on. Made when the queue first fills (nil until then, so that
+	// the many forwarders that never fill cost no channel); only the
+	// pushing loop reads it, and it pushed when it was made. notify, if
+	// set, is called after room is sent.
 	room   chan struct{}
 	notify func()
 	// peak, if set, records the longest queue seen (a probe for tests).
@@ -649,7 +662,7 @@ type forwarder struct {
 }
 
 func newForwarder(fn func(item), start func(func()), notify func(), peak *atomic.Int64) *forwarder {
-	f := &forwarder{fn: fn, start: start, room: make(chan struct{}, 1), notify: notify, peak: peak}
+	f := &forwarder{fn: fn, start: start, notify: notify, peak: peak}
 	f.changed.L = &f.mu
 	return f
 }
@@ -675,7 +688,11 @@ func (f *forwarder) push(it item) (full bool) {
 		f.busy = true
 		f.start(f.run)
 	}
-	return len(f.queue) >= reqQueueLen
+	full = len(f.queue) >= reqQueueLen
+	if full && f.room == nil {
+		f.room = make(chan struct{}, 1)
+	}
+	return full
 }
 
 // run forwards queued items until none is left.
@@ -740,10 +757,10 @@ const copyLinger = time.Second
 // forwarder that has room again; kick runs service in a goroutine until
 // nothing is left to do. A copy per direction runs while data flows.
 type pair struct {
-	r       *relay
-	log     *slog.Logger
-	from    side   // who opened the channel
-	release func() // gives back the channel's window (relay.accept)
+	r        *relay
+	chanType string
+	from     side   // who opened the channel
+	release  func() // gives back the channel's window (relay.accept)
 	// up moves the client's channel to the lander's; down the other way.
 	up, down   *half
 	nUp, nDown atomic.Int64 // bytes relayed, for the log
@@ -774,6 +791,12 @@ func (p *pair) start() {
 		})
 	}
 	p.kick()
+}
+
+// debug logs msg at Debug with the channel's type and opener, as bridge's
+// log does (a logger per pair would cost its memory for the channel's life).
+func (p *pair) debug(msg string, args ...any) {
+	p.r.log.Debug(msg, append([]any{"type", p.chanType, "from", p.from.String()}, args...)...)
 }
 
 // kick makes service run (again): something may have arrived.
@@ -817,7 +840,7 @@ func (p *pair) finish() {
 	p.up.src.SetNotify(nil)
 	p.down.src.SetNotify(nil)
 	p.release()
-	p.log.Debug("channel closed", "bytes_up", p.nUp.Load(), "bytes_down", p.nDown.Load())
+	p.debug("channel closed", "bytes_up", p.nUp.Load(), "bytes_down", p.nDown.Load())
 	p.mu.Lock()
 	p.finished = true
 	p.mu.Unlock()
@@ -888,7 +911,7 @@ func (h *half) forward(it item) {
 			ok = false // dst is gone: the request cannot succeed.
 		}
 		if err := req.Reply(ok, nil); err != nil {
-			h.p.log.Debug("channel request reply not sent", "request", req.Type, "err", err)
+			h.p.debug("channel request reply not sent", "request", req.Type, "err", err)
 		}
 		h.inflight.Unlock()
 	}
@@ -962,7 +985,7 @@ func (h *half) copy() {
 }
 
 // copy moves src's data to dst and src's stderr to dst's until src has
-// been quiet for copyLinger (false), or src reaches EOF or either fails
+// been quiet for r.linger (false), or src reaches EOF or either fails
 // (true: src is done), counting bytes written. It reads into a small
 // buffer, switches to a big one from bigBufs when a read fills the small
 // one, and gives the big one back when a read returns no more than the
@@ -977,7 +1000,7 @@ func (r *relay) copy(dst ssh.Channel, src notifyChannel, total, local *atomic.In
 		}
 	}()
 	for {
-		n, extended, rerr := src.ReadAnyWait(buf, copyLinger)
+		n, extended, rerr := src.ReadAnyWait(buf, r.linger)
 		if n > 0 {
 			out := io.Writer(dst)
 			if extended == 1 {

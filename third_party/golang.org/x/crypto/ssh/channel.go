@@ -369,6 +369,7 @@ func (ch *channel) handleData(packet []byte) error {
 
 	if extended == 1 && !ch.discardStderr.Load() {
 		ch.extPending.writePacket(data, packet)
+		ch.notifyReader() // GATEKEEPER PATCH 7
 	} else if extended > 0 {
 		// RFC 4254, Section 5.2 defines no extended data types other
 		// than stderr (type 1, handled above) and this package provides
@@ -384,8 +385,11 @@ func (ch *channel) handleData(packet []byte) error {
 		}
 	} else {
 		ch.pending.writePacket(data, packet)
+		// GATEKEEPER PATCH 7. Not for discarded data: its window is
+		// credited back at once, so nothing would bound the rate of
+		// notifications a peer could cause with it.
+		ch.notifyReader()
 	}
-	ch.notifyReader() // GATEKEEPER PATCH 7
 	return nil
 }
 
@@ -505,7 +509,8 @@ read:
 // GATEKEEPER PATCH 7.
 func (c *channel) wakeReader(gen uint64) {
 	c.pending.Cond.L.Lock()
-	c.wokenGen = gen
+	// A late timer of an earlier call must not undo a later one's.
+	c.wokenGen = max(c.wokenGen, gen)
 	c.pending.Cond.Broadcast()
 	c.pending.Cond.L.Unlock()
 }
@@ -524,8 +529,9 @@ func (c *channel) Readable() bool {
 // not hold up, and may run before SetNotify returns; nil removes it. A
 // relay can so start a goroutine for a channel only when the channel has
 // something for it, instead of one per channel blocked in Read for the
-// channel's life. Not part of the Channel interface; reach it with a type
-// assertion. GATEKEEPER PATCH 7.
+// channel's life. A call of the previous function already under way may
+// still run after SetNotify returns. Not part of the Channel interface;
+// reach it with a type assertion. GATEKEEPER PATCH 7.
 func (c *channel) SetNotify(f func()) {
 	if f == nil {
 		c.notify.Store(nil)

@@ -13,6 +13,7 @@ import (
 	"runtime"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 )
@@ -90,6 +91,7 @@ func TestDiscardStderr(t *testing.T) {
 	defer clientMux.Close()
 	defer serverMux.Close()
 	accepted := make(chan Channel, 1)
+	var notified atomic.Int32
 	go func() {
 		nc := <-serverMux.incomingChannels
 		ch, _, err := nc.Accept()
@@ -97,6 +99,7 @@ func TestDiscardStderr(t *testing.T) {
 			t.Error(err)
 		}
 		ch.(interface{ DiscardStderr() }).DiscardStderr()
+		ch.(*channel).SetNotify(func() { notified.Add(1) }) // patch 7
 		accepted <- ch
 	}()
 	ch, _, err := clientMux.OpenChannel("chan", nil)
@@ -115,6 +118,11 @@ func TestDiscardStderr(t *testing.T) {
 	got, err := io.ReadAll(sc)
 	if err != nil || string(got) != "ok" {
 		t.Fatalf("data after discarded stderr: %q, %v", got, err)
+	}
+	// For the data and the EOF, none for the stderr dropped (patch 7):
+	// nothing would bound how often a peer could cause one.
+	if n := notified.Load(); n != 2 {
+		t.Errorf("notified %d times, want 2", n)
 	}
 	ch.Close()
 	if n, err := io.Copy(io.Discard, sc.Stderr()); n != 0 || err != nil {
@@ -317,12 +325,16 @@ func TestReadAnyWait(t *testing.T) {
 	notified := 0
 	server.SetNotify(func() { mu.Lock(); notified++; mu.Unlock() })
 	count := func() int { mu.Lock(); defer mu.Unlock(); return notified }
+	// Each step below causes exactly one notification.
 	waitCount := func(n int) {
 		t.Helper()
 		for start := time.Now(); count() < n; runtime.Gosched() {
 			if time.Since(start) > 10*time.Second {
 				t.Fatalf("notified %d times, want %d", count(), n)
 			}
+		}
+		if count() != n {
+			t.Fatalf("notified %d times, want %d", count(), n)
 		}
 	}
 

@@ -552,6 +552,21 @@ type Config struct {
 	MACs []string
 }
 
+// keepSupported returns the names in list that supported accepts: list
+// itself when it accepts all. GATEKEEPER PATCH 8.
+func keepSupported(list []string, supported func(string) bool) []string {
+	if !slices.ContainsFunc(list, func(s string) bool { return !supported(s) }) {
+		return list
+	}
+	var kept []string
+	for _, s := range list {
+		if supported(s) {
+			kept = append(kept, s)
+		}
+	}
+	return kept
+}
+
 // SetDefaults sets sensible values for unset fields in config. This is
 // exported for testing: Configs passed to SSH functions are copied and have
 // default values set automatically.
@@ -562,41 +577,43 @@ func (c *Config) SetDefaults() {
 	if len(c.Ciphers) == 0 {
 		c.Ciphers = defaultCiphers
 	}
-	var ciphers []string
-	for _, c := range c.Ciphers {
-		if cipherModes[c] != nil {
-			// Ignore the cipher if we have no cipherModes definition.
-			ciphers = append(ciphers, c)
-		}
-	}
-	c.Ciphers = ciphers
+	// GATEKEEPER PATCH 8: the list is copied only when something is
+	// left out; every connection kept its own copy.
+	c.Ciphers = keepSupported(c.Ciphers, func(c string) bool {
+		// Ignore the cipher if we have no cipherModes definition.
+		return cipherModes[c] != nil
+	})
 
 	if len(c.KeyExchanges) == 0 {
 		c.KeyExchanges = defaultKexAlgos
 	}
-	var kexs []string
-	for _, k := range c.KeyExchanges {
-		if kexAlgoMap[k] != nil {
-			// Ignore the KEX if we have no kexAlgoMap definition.
-			kexs = append(kexs, k)
-			if k == KeyExchangeCurve25519 && !slices.Contains(c.KeyExchanges, keyExchangeCurve25519LibSSH) {
-				kexs = append(kexs, keyExchangeCurve25519LibSSH)
+	// GATEKEEPER PATCH 8, as for the ciphers: copied only when something
+	// is left out or added.
+	if slices.ContainsFunc(c.KeyExchanges, func(k string) bool {
+		return kexAlgoMap[k] == nil ||
+			k == KeyExchangeCurve25519 && !slices.Contains(c.KeyExchanges, keyExchangeCurve25519LibSSH)
+	}) {
+		var kexs []string
+		for _, k := range c.KeyExchanges {
+			if kexAlgoMap[k] != nil {
+				// Ignore the KEX if we have no kexAlgoMap definition.
+				kexs = append(kexs, k)
+				if k == KeyExchangeCurve25519 && !slices.Contains(c.KeyExchanges, keyExchangeCurve25519LibSSH) {
+					kexs = append(kexs, keyExchangeCurve25519LibSSH)
+				}
 			}
 		}
+		c.KeyExchanges = kexs
 	}
-	c.KeyExchanges = kexs
 
 	if len(c.MACs) == 0 {
 		c.MACs = defaultMACs
 	}
-	var macs []string
-	for _, m := range c.MACs {
-		if macModes[m] != nil {
-			// Ignore the MAC if we have no macModes definition.
-			macs = append(macs, m)
-		}
-	}
-	c.MACs = macs
+	// GATEKEEPER PATCH 8, as for the ciphers.
+	c.MACs = keepSupported(c.MACs, func(m string) bool {
+		// Ignore the MAC if we have no macModes definition.
+		return macModes[m] != nil
+	})
 
 	if c.RekeyThreshold == 0 {
 		// cipher specific default

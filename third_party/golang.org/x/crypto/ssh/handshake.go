@@ -23,7 +23,11 @@ const debugHandshake = false
 // chanSize sets the amount of buffering SSH connections. This is
 // primarily for testing: setting chanSize=0 uncovers deadlocks more
 // quickly.
-const chanSize = 16
+//
+// GATEKEEPER PATCH 8: 4 instead of 16. Each connection and each channel
+// holds such queues (of packets, channels, requests and replies) for its
+// whole life, 2.3 KiB of an idle relayed session at 16.
+const chanSize = 4
 
 // maxPendingPackets sets the maximum number of packets to queue while waiting
 // for KEX to complete. This limits the total pending data to maxPendingPackets
@@ -103,7 +107,17 @@ type handshakeTransport struct {
 	// If the other side requests or confirms a kex, its kexInit
 	// packet is sent here for the write loop to find it.
 	startKex    chan *pendingKex
-	kexLoopDone chan struct{} // closed (with writeError non-nil) when kexLoop exits
+	kexLoopDone chan struct{} // closed (with writeError non-nil) when kexLoop exits for good
+
+	// GATEKEEPER PATCH 9: kexLoop runs only while a key exchange is
+	// requested or under way, and to shut down, instead of waiting for
+	// the connection's whole life (a goroutine stack per idle
+	// connection). loopMu protects the following; it is never held
+	// while taking mu.
+	loopMu      sync.Mutex
+	loopRunning bool // a kexLoop goroutine runs
+	loopSenders int  // readLoop is about to send on startKex
+	loopClosed  bool // readLoop has closed startKex
 
 	// data for host key checking
 	hostKeyCallback HostKeyCallback
@@ -167,6 +181,7 @@ func newClientTransport(conn keyingTransport, clientVersion, serverVersion []byt
 	} else {
 		t.hostKeyAlgorithms = defaultHostKeyAlgos
 	}
+	t.loopRunning = true // GATEKEEPER PATCH 9; before readLoop reads it
 	go t.readLoop()
 	go t.kexLoop()
 	return t
@@ -176,9 +191,32 @@ func newServerTransport(conn keyingTransport, clientVersion, serverVersion []byt
 	t := newHandshakeTransport(conn, &config.Config, clientVersion, serverVersion)
 	t.hostKeys = config.hostKeys
 	t.publicKeyAuthAlgorithms = config.PublicKeyAuthAlgorithms
+	t.loopRunning = true // GATEKEEPER PATCH 9; before readLoop reads it
 	go t.readLoop()
 	go t.kexLoop()
 	return t
+}
+
+// startKexLoopLocked starts kexLoop unless it runs; t.loopMu must be held.
+// GATEKEEPER PATCH 9.
+func (t *handshakeTransport) startKexLoopLocked() {
+	if !t.loopRunning {
+		t.loopRunning = true
+		go t.kexLoop()
+	}
+}
+
+// kexLoopIdle reports whether kexLoop, between key exchanges, has nothing
+// to do; then it must return, and is started again when needed.
+// GATEKEEPER PATCH 9.
+func (t *handshakeTransport) kexLoopIdle() bool {
+	t.loopMu.Lock()
+	defer t.loopMu.Unlock()
+	if t.loopSenders > 0 || t.loopClosed || len(t.requestKex) > 0 {
+		return false
+	}
+	t.loopRunning = false
+	return true
 }
 
 func (t *handshakeTransport) getSessionID() []byte {
@@ -256,6 +294,12 @@ func (t *handshakeTransport) readLoop() {
 
 	// Unblock the writer should it wait for this.
 	close(t.startKex)
+	// GATEKEEPER PATCH 9: kexLoop ends for good once it sees startKex
+	// closed; it may not be running.
+	t.loopMu.Lock()
+	t.loopClosed = true
+	t.startKexLoopLocked()
+	t.loopMu.Unlock()
 
 	// Don't close t.requestKex; it's also written to from writePacket.
 }
@@ -288,6 +332,10 @@ func (t *handshakeTransport) requestKeyExchange() {
 	default:
 		// something already requested a kex, so do nothing.
 	}
+	// GATEKEEPER PATCH 9: after the send, which kexLoopIdle sees.
+	t.loopMu.Lock()
+	t.startKexLoopLocked()
+	t.loopMu.Unlock()
 }
 
 func (t *handshakeTransport) resetWriteThresholds() {
@@ -305,6 +353,9 @@ func (t *handshakeTransport) kexLoop() {
 
 write:
 	for t.getWriteError() == nil {
+		if t.kexLoopIdle() { // GATEKEEPER PATCH 9
+			return
+		}
 		var request *pendingKex
 		var sent bool
 
@@ -454,7 +505,16 @@ func (t *handshakeTransport) readOnePacket(first bool) ([]byte, error) {
 		done:      make(chan error, 1),
 		otherInit: p,
 	}
+	// GATEKEEPER PATCH 9: kexLoop keeps running (or starts) for the
+	// send.
+	t.loopMu.Lock()
+	t.loopSenders++
+	t.startKexLoopLocked()
+	t.loopMu.Unlock()
 	t.startKex <- &kex
+	t.loopMu.Lock()
+	t.loopSenders--
+	t.loopMu.Unlock()
 	err = <-kex.done
 
 	if debugHandshake {

@@ -441,6 +441,7 @@ func testHandshakeErrorHandlingN(t *testing.T, readLimit, writeLimit int, couple
 	serverConf.SetDefaults()
 	serverConn := newHandshakeTransport(&errorKeyingTransport{a, readLimit, writeLimit}, &serverConf, []byte{'a'}, []byte{'b'})
 	serverConn.hostKeys = []Signer{key}
+	serverConn.loopRunning = true // GATEKEEPER PATCH 9: kexLoop runs
 	go serverConn.readLoop()
 	go serverConn.kexLoop()
 
@@ -449,6 +450,7 @@ func testHandshakeErrorHandlingN(t *testing.T, readLimit, writeLimit int, couple
 	clientConn := newHandshakeTransport(&errorKeyingTransport{b, -1, -1}, &clientConf, []byte{'a'}, []byte{'b'})
 	clientConn.hostKeyAlgorithms = []string{key.PublicKey().Type()}
 	clientConn.hostKeyCallback = InsecureIgnoreHostKey()
+	clientConn.loopRunning = true // GATEKEEPER PATCH 9: kexLoop runs
 	go clientConn.readLoop()
 	go clientConn.kexLoop()
 
