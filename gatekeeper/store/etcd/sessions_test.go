@@ -25,31 +25,42 @@ func registry(t *testing.T, st *Store) *Sessions {
 // listed returns the "node/id user" of every session r lists.
 func listed(t *testing.T, r *Sessions) []string {
 	t.Helper()
+	out, err := tryListed(r)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return out
+}
+
+// tryListed is listed returning List's error.
+func tryListed(r *Sessions) ([]string, error) {
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
 	all, err := r.List(ctx)
 	if err != nil {
-		t.Fatal(err)
+		return nil, err
 	}
 	var out []string
 	for _, l := range all {
 		out = append(out, l.Node+"/"+strconv.FormatUint(l.ID, 10)+" "+l.User)
 	}
 	slices.Sort(out)
-	return out
+	return out, nil
 }
 
-// waitListed waits up to within for r to list exactly want.
+// waitListed waits up to within for r to list exactly want. A List that
+// fails meanwhile (a cluster just back, on a loaded machine) is tried
+// again.
 func waitListed(t *testing.T, r *Sessions, within time.Duration, want ...string) {
 	t.Helper()
 	deadline := time.Now().Add(within)
 	for {
-		got := listed(t, r)
-		if slices.Equal(got, want) {
+		got, err := tryListed(r)
+		if err == nil && slices.Equal(got, want) {
 			return
 		}
 		if time.Now().After(deadline) {
-			t.Fatalf("after %v the registry lists %q, want %q", within, got, want)
+			t.Fatalf("after %v the registry lists %q (err %v), want %q", within, got, err, want)
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
