@@ -548,7 +548,7 @@ func TestPermissionDenied(t *testing.T) {
 	c := NewClient("/run/gatekeeper/admin.sock")
 	dialErr := &url.Error{Op: "Get", URL: "http://gatekeeper/v1/health", Err: &dialError{&net.OpError{
 		Op: "dial", Net: "unix", Err: os.NewSyscallError("connect", syscall.EACCES)}}}
-	err := c.connError(context.Background(), dialErr)
+	err := c.connError(context.Background(), DefaultTimeout, dialErr)
 	want := "permission denied on admin socket /run/gatekeeper/admin.sock (are you in the gatekeeper group or root?)"
 	if !strings.HasPrefix(err.Error(), want) || errors.Is(err, ErrNoDaemon) {
 		t.Errorf("connError(EACCES) = %q, want it to start with %q", err, want)

@@ -25,6 +25,12 @@ var ErrNoDaemon = errors.New("gatekeeper daemon is not running")
 // DefaultTimeout bounds each Client call, from dialling to reading the answer.
 const DefaultTimeout = 10 * time.Second
 
+// HashTimeout bounds, instead of a shorter Timeout, the calls that hash recovery codes on the
+// daemon (Confirm, ConfirmReplace, Import): up to ten argon2id computations of 19 MiB each,
+// slow on purpose, and slower still on a login node busy with its users' compiles. The daemon
+// stores the codes only while the call still waits for them.
+const HashTimeout = time.Minute
+
 // maxResponseBytes bounds what the client reads of an answer (an audit log of MaxAuditLimit
 // events fits).
 const maxResponseBytes = 64 << 20
@@ -99,7 +105,7 @@ func (c *Client) Begin(ctx context.Context, user string) (enroll.Link, enroll.Bi
 func (c *Client) Confirm(ctx context.Context, user string, binding enroll.Binding, code string) ([]string, error) {
 	var resp confirmResponse
 	req := confirmRequest{User: user, Binding: binding, Code: code}
-	if err := c.call(ctx, http.MethodPost, "/v1/enroll/confirm", req, &resp); err != nil {
+	if err := c.callWithin(ctx, c.hashTimeout(), http.MethodPost, "/v1/enroll/confirm", req, &resp, nil); err != nil {
 		return nil, err
 	}
 	return resp.RecoveryCodes, nil
@@ -122,7 +128,7 @@ func (c *Client) BeginReplace(ctx context.Context, user string) (enroll.Link, en
 func (c *Client) ConfirmReplace(ctx context.Context, user string, binding enroll.Binding, code string) ([]string, error) {
 	var resp confirmResponse
 	req := confirmRequest{User: user, Binding: binding, Code: code}
-	if err := c.call(ctx, http.MethodPost, "/v1/enroll/replace/confirm", req, &resp); err != nil {
+	if err := c.callWithin(ctx, c.hashTimeout(), http.MethodPost, "/v1/enroll/replace/confirm", req, &resp, nil); err != nil {
 		return nil, err
 	}
 	return resp.RecoveryCodes, nil
@@ -256,7 +262,7 @@ func (c *Client) Backup(ctx context.Context, audit bool, fn func(store.Item) err
 	}
 	resp, err := c.hc.Do(req)
 	if err != nil {
-		return BackupHeader{}, c.connError(ctx, err)
+		return BackupHeader{}, c.connError(ctx, BackupTimeout, err)
 	}
 	defer resp.Body.Close()
 	if resp.StatusCode/100 != 2 {
@@ -265,7 +271,7 @@ func (c *Client) Backup(ctx context.Context, audit bool, fn func(store.Item) err
 	}
 	h, err := readStream(resp.Body, fn)
 	if err != nil && ctx.Err() != nil {
-		return h, c.connError(ctx, err)
+		return h, c.connError(ctx, BackupTimeout, err)
 	}
 	return h, err
 }
@@ -284,12 +290,12 @@ func (c *Client) Restore(ctx context.Context, f *BackupFile, force bool) (Restor
 	req.Header.Set("Content-Type", "application/jsonl")
 	resp, err := c.hc.Do(req)
 	if err != nil {
-		return res, c.connError(ctx, err)
+		return res, c.connError(ctx, BackupTimeout, err)
 	}
 	defer resp.Body.Close()
 	b, err := io.ReadAll(io.LimitReader(resp.Body, maxBodyBytes))
 	if err != nil {
-		return res, c.connError(ctx, err)
+		return res, c.connError(ctx, BackupTimeout, err)
 	}
 	if resp.StatusCode/100 != 2 {
 		return res, remoteError(resp.StatusCode, b)
@@ -308,14 +314,28 @@ func (c *Client) Ping(ctx context.Context) error {
 
 // call sends one request and decodes a 2xx answer into out (when out is not nil).
 func (c *Client) call(ctx context.Context, method, path string, in, out any) error {
-	return c.callHeader(ctx, method, path, in, out, nil)
+	return c.callWithin(ctx, c.Timeout, method, path, in, out, nil)
 }
 
 // callHeader is call that also keeps the answer's header in header (when not nil).
 func (c *Client) callHeader(ctx context.Context, method, path string, in, out any, header *http.Header) error {
-	if c.Timeout > 0 {
+	return c.callWithin(ctx, c.Timeout, method, path, in, out, header)
+}
+
+// hashTimeout is the limit of a call that hashes recovery codes: HashTimeout, or Timeout when
+// that is longer or none (0).
+func (c *Client) hashTimeout() time.Duration {
+	if c.Timeout <= 0 {
+		return 0
+	}
+	return max(c.Timeout, HashTimeout)
+}
+
+// callWithin is callHeader bounded by limit instead of Timeout (no bound when 0).
+func (c *Client) callWithin(ctx context.Context, limit time.Duration, method, path string, in, out any, header *http.Header) error {
+	if limit > 0 {
 		var cancel context.CancelFunc
-		ctx, cancel = context.WithTimeout(ctx, c.Timeout)
+		ctx, cancel = context.WithTimeout(ctx, limit)
 		defer cancel()
 	}
 	var body io.Reader
@@ -336,7 +356,7 @@ func (c *Client) callHeader(ctx context.Context, method, path string, in, out an
 	}
 	resp, err := c.hc.Do(req)
 	if err != nil {
-		return c.connError(ctx, err)
+		return c.connError(ctx, limit, err)
 	}
 	defer resp.Body.Close()
 	if header != nil {
@@ -344,7 +364,7 @@ func (c *Client) callHeader(ctx context.Context, method, path string, in, out an
 	}
 	b, err := io.ReadAll(io.LimitReader(resp.Body, maxResponseBytes))
 	if err != nil {
-		return c.connError(ctx, err)
+		return c.connError(ctx, limit, err)
 	}
 	if resp.StatusCode/100 != 2 {
 		return remoteError(resp.StatusCode, b)
@@ -358,8 +378,9 @@ func (c *Client) callHeader(ctx context.Context, method, path string, in, out an
 	return nil
 }
 
-// connError turns a transport failure into a message that tells the operator what to do.
-func (c *Client) connError(ctx context.Context, err error) error {
+// connError turns a transport failure of a call bounded by limit into a message that tells the
+// operator what to do.
+func (c *Client) connError(ctx context.Context, limit time.Duration, err error) error {
 	var de *dialError
 	switch {
 	case errors.As(err, &de) && (errors.Is(err, syscall.ENOENT) || errors.Is(err, syscall.ECONNREFUSED)):
@@ -369,7 +390,7 @@ func (c *Client) connError(ctx context.Context, err error) error {
 	case errors.Is(err, syscall.EACCES) || errors.Is(err, syscall.EPERM):
 		return fmt.Errorf("permission denied on admin socket %s (are you in the gatekeeper group or root?): %w", c.path, err)
 	case errors.Is(ctx.Err(), context.DeadlineExceeded):
-		return fmt.Errorf("admin socket %s: no answer within %s: %w", c.path, c.Timeout, err)
+		return fmt.Errorf("admin socket %s: no answer within %s: %w", c.path, limit, err)
 	default:
 		return fmt.Errorf("admin socket %s: %w", c.path, err)
 	}

@@ -92,6 +92,13 @@ func Import(st store.Store, user string, req ImportRequest, actor string, now ti
 		return res, fmt.Errorf("%w: last used time step %d is %d steps in the future (now %d): check this machine's clock",
 			ErrBadImport, req.LastStep, req.LastStep-cur, cur)
 	}
+	// The scratch codes are hashed (slow on purpose) before the transaction, not inside it.
+	var recovery enroll.RecoverySet
+	if len(req.Scratch) > 0 {
+		if recovery, err = enroll.HashRecovery(context.Background(), req.Scratch); err != nil {
+			return res, err
+		}
+	}
 	err = st.Update(user, func(u *store.User) error {
 		if u.State == store.StateActive {
 			if !req.Force {
@@ -111,12 +118,7 @@ func Import(st store.Store, user string, req ImportRequest, actor string, now ti
 		if u.CreatedAt.IsZero() {
 			u.CreatedAt = now
 		}
-		u.RecoverySalt, u.Recovery = nil, nil
-		if len(req.Scratch) > 0 {
-			if err := enroll.SetRecovery(u, req.Scratch); err != nil {
-				return err
-			}
-		}
+		recovery.SetOn(u)
 		res.RecoveryCodes = len(u.Recovery)
 		return nil
 	})
@@ -187,6 +189,6 @@ func (c *Client) Import(ctx context.Context, user string, req ImportRequest) (Im
 	if err != nil {
 		return res, err
 	}
-	err = c.call(ctx, http.MethodPost, p, req, &res)
+	err = c.callWithin(ctx, c.hashTimeout(), http.MethodPost, p, req, &res, nil)
 	return res, err
 }

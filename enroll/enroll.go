@@ -466,7 +466,9 @@ type attempt struct {
 // A good code is not yet the end: the recovery codes are hashed (slow on purpose) outside the
 // store's write lock, and a second transaction activates the link, recording the matched step
 // as used so that the confirming code cannot log in afterwards. That transaction counts
-// nothing (the attempt was counted in the first) and fails if the link changed in between.
+// nothing (the attempt was counted in the first) and fails if the link changed in between, or
+// with ctx's error if ctx ended first: a caller that gave up would never see the recovery codes,
+// so the link is not activated without them.
 func (s *Service) Confirm(ctx context.Context, user string, binding Binding, code string) ([]string, error) {
 	if err := store.CheckName(user); err != nil {
 		return nil, err
@@ -530,11 +532,16 @@ func (s *Service) Confirm(ctx context.Context, user string, binding Binding, cod
 		return nil, at.bad
 	}
 
-	codes, salt, hashes, err := newRecoverySet()
+	codes, rs, err := newRecoverySet(ctx)
 	if err != nil {
 		return nil, err
 	}
 	err = s.Store.Update(user, func(u *store.User) error {
+		// A caller that has gone away (the admin command timed out, the browser closed) would
+		// never see the recovery codes: the link stays pending, to be confirmed again.
+		if err := ctx.Err(); err != nil {
+			return err
+		}
 		// The link may have changed since the first transaction: confirmed by a concurrent
 		// Confirm with the same code, voided by concurrent wrong codes, reset by an admin.
 		switch {
@@ -548,7 +555,7 @@ func (s *Service) Confirm(ctx context.Context, user string, binding Binding, cod
 		u.State = store.StateActive
 		u.EnrolledAt = now
 		u.LastStep = at.step
-		u.RecoverySalt, u.Recovery = salt, hashes
+		rs.SetOn(u)
 		u.ConfirmTries = 0
 		u.PendingBinding = nil
 		// A new device: whatever drift was seen while linking it is history.

@@ -1,6 +1,7 @@
 package enroll
 
 import (
+	"context"
 	"crypto/rand"
 	"crypto/subtle"
 	"errors"
@@ -93,47 +94,63 @@ func hashRecovery(salt []byte, normalized string) []byte {
 	return argon2.IDKey([]byte(normalized), salt, argonTime, argonMemory, argonThreads, store.RecoveryHashSize)
 }
 
-// newRecoverySet makes RecoveryCodes new recovery codes, to be shown once, and their stored
-// form: a fresh salt and the codes' hashes under it.
-func newRecoverySet() (codes []string, salt []byte, hashes [][]byte, err error) {
-	if codes, err = NewRecoveryCodes(); err != nil {
-		return nil, nil, nil, err
-	}
-	if salt, hashes, err = recoverySet(codes); err != nil {
-		return nil, nil, nil, err
-	}
-	return codes, salt, hashes, nil
+// RecoverySet is the stored form of a set of recovery codes: a fresh salt and the codes'
+// hashes under it.
+type RecoverySet struct {
+	Salt   []byte
+	Hashes [][]byte
 }
 
-// recoverySet is a fresh salt and the hashes of codes under it.
-func recoverySet(codes []string) (salt []byte, hashes [][]byte, err error) {
-	salt = make([]byte, saltSize)
-	if _, err := rand.Read(salt); err != nil {
-		return nil, nil, fmt.Errorf("recovery salt: %w", err)
+// SetOn makes rs user u's recovery codes, replacing any u had. It is cheap: call it inside
+// store.Update, with rs hashed before it.
+func (rs RecoverySet) SetOn(u *store.User) {
+	u.RecoverySalt, u.Recovery = rs.Salt, rs.Hashes
+}
+
+// newRecoverySet makes RecoveryCodes new recovery codes, to be shown once, and their stored
+// form. It stops with ctx's error when ctx ends: a caller that has gone away would never see
+// the codes, so nothing may store them.
+func newRecoverySet(ctx context.Context) (codes []string, rs RecoverySet, err error) {
+	if codes, err = NewRecoveryCodes(); err != nil {
+		return nil, RecoverySet{}, err
 	}
-	for _, c := range codes {
+	if rs, err = HashRecovery(ctx, codes); err != nil {
+		return nil, RecoverySet{}, err
+	}
+	return codes, rs, nil
+}
+
+// HashRecovery returns the stored form of codes (for example the scratch codes of an imported
+// google-authenticator file) under a fresh salt. Codes are letters and digits (case, spaces and
+// dashes do not count).
+//
+// It is slow on purpose, one argon2id computation per code, so it is called before
+// store.Update and never inside: bbolt holds its one writer lock, which every login needs,
+// while the update function runs, and the etcd store runs it again on a conflict. It checks
+// ctx before each code and returns ctx's error once ctx has ended.
+func HashRecovery(ctx context.Context, codes []string) (RecoverySet, error) {
+	if len(codes) == 0 {
+		return RecoverySet{}, errors.New("no recovery codes given")
+	}
+	normalized := make([]string, len(codes))
+	for i, c := range codes {
 		n, ok := normalizeCode(c)
 		if !ok {
-			return nil, nil, fmt.Errorf("recovery code %d is not 1 to %d letters and digits", len(hashes)+1, maxRecoveryLen)
+			return RecoverySet{}, fmt.Errorf("recovery code %d is not 1 to %d letters and digits", i+1, maxRecoveryLen)
 		}
-		hashes = append(hashes, hashRecovery(salt, n))
+		normalized[i] = n
 	}
-	return salt, hashes, nil
-}
-
-// SetRecovery replaces u's recovery codes with codes (for example the scratch codes of an
-// imported google-authenticator file): a new salt, and only the hashes are kept. Codes are
-// letters and digits (case, spaces and dashes do not count). Call it inside store.Update.
-func SetRecovery(u *store.User, codes []string) error {
-	if len(codes) == 0 {
-		return errors.New("no recovery codes given")
+	rs := RecoverySet{Salt: make([]byte, saltSize)}
+	if _, err := rand.Read(rs.Salt); err != nil {
+		return RecoverySet{}, fmt.Errorf("recovery salt: %w", err)
 	}
-	salt, hashes, err := recoverySet(codes)
-	if err != nil {
-		return err
+	for _, n := range normalized {
+		if err := ctx.Err(); err != nil {
+			return RecoverySet{}, err
+		}
+		rs.Hashes = append(rs.Hashes, hashRecovery(rs.Salt, n))
 	}
-	u.RecoverySalt, u.Recovery = salt, hashes
-	return nil
+	return rs, nil
 }
 
 // VerifyRecovery reports whether answer is one of active user u's unused recovery codes, and if

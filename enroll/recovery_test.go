@@ -142,7 +142,7 @@ func TestRecoveryOnceThroughStore(t *testing.T) {
 	}
 }
 
-func TestSetRecovery(t *testing.T) {
+func TestHashRecovery(t *testing.T) {
 	tests := []struct {
 		name    string
 		codes   []string
@@ -160,16 +160,17 @@ func TestSetRecovery(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			u := store.User{Name: "alice", State: store.StateActive, Secret: []byte("s")}
-			err := SetRecovery(&u, tt.codes)
+			rs, err := HashRecovery(context.Background(), tt.codes)
 			if tt.wantErr {
-				if err == nil || u.Recovery != nil {
-					t.Errorf("SetRecovery(%q) = %v, stored %d; want an error and nothing stored", tt.codes, err, len(u.Recovery))
+				if err == nil || rs.Hashes != nil {
+					t.Errorf("HashRecovery(%q) = %v, %d hashes; want an error and no hashes", tt.codes, err, len(rs.Hashes))
 				}
 				return
 			}
 			if err != nil {
 				t.Fatal(err)
 			}
+			rs.SetOn(&u)
 			if len(u.Recovery) != len(tt.codes) || len(u.RecoverySalt) < 16 {
 				t.Errorf("%d hashes, %d-byte salt", len(u.Recovery), len(u.RecoverySalt))
 			}
@@ -188,9 +189,8 @@ func TestSetRecovery(t *testing.T) {
 	// The salt is per call: the same code hashes differently for two users.
 	a := store.User{Name: "a", State: store.StateActive}
 	b := store.User{Name: "b", State: store.StateActive}
-	if SetRecovery(&a, []string{"12345678"}) != nil || SetRecovery(&b, []string{"12345678"}) != nil {
-		t.Fatal("SetRecovery failed")
-	}
+	setRecovery(t, &a, "12345678")
+	setRecovery(t, &b, "12345678")
 	if bytes.Equal(a.Recovery[0], b.Recovery[0]) {
 		t.Error("two users' equal codes have equal hashes")
 	}
@@ -220,7 +220,8 @@ func TestNewLinkReplacesRecovery(t *testing.T) {
 	// An expired pending link that somehow carries codes (an import) loses them at Begin.
 	if err := s.Store.Update("bob", func(u *store.User) error {
 		u.State, u.Secret, u.PendingSince = store.StatePending, []byte("secret"), clock.t.Add(-time.Hour)
-		return SetRecovery(u, []string{"12345678"})
+		setRecovery(t, u, "12345678")
+		return nil
 	}); err != nil {
 		t.Fatal(err)
 	}
@@ -481,5 +482,72 @@ func TestVerifyRecoveryCost(t *testing.T) {
 				t.Errorf("allocated %d bytes for an answer refused by its shape, want no hash", got)
 			}
 		})
+	}
+}
+
+// setRecovery makes codes u's recovery codes.
+func setRecovery(t *testing.T, u *store.User, codes ...string) {
+	t.Helper()
+	rs, err := HashRecovery(context.Background(), codes)
+	if err != nil {
+		t.Fatal(err)
+	}
+	rs.SetOn(u)
+}
+
+// cancelAfterFirst is a store that ends a context once its first Get or Update has returned:
+// the caller of a Confirm or RenewRecovery gives up while the recovery codes are being hashed.
+type cancelAfterFirst struct {
+	store.Store
+	cancel context.CancelFunc
+}
+
+func (c *cancelAfterFirst) Get(name string) (store.User, error) {
+	defer c.cancel()
+	return c.Store.Get(name)
+}
+
+func (c *cancelAfterFirst) Update(name string, fn func(*store.User) error) error {
+	defer c.cancel()
+	return c.Store.Update(name, fn)
+}
+
+// TestGoneCallerGetsNoCodes: recovery codes nobody will see are not stored. A confirmation
+// whose caller gave up (the admin command timed out, the browser closed) leaves the link
+// pending, its code not spent, and the same code confirms it afterwards.
+func TestGoneCallerGetsNoCodes(t *testing.T) {
+	clock := &fakeClock{t: t0}
+	s := newService(t, clock, nil)
+	l, b := mustBegin(t, s, "alice")
+	code := codeAt(decodeSecret(t, l.Secret), clock.t)
+
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	real := s.Store
+	s.Store = &cancelAfterFirst{Store: real, cancel: cancel}
+	codes, err := s.Confirm(ctx, "alice", b, code)
+	s.Store = real
+	if !errors.Is(err, context.Canceled) || codes != nil {
+		t.Fatalf("Confirm for a caller that gave up = %d codes, %v; want context.Canceled", len(codes), err)
+	}
+	if u := peek(t, s.Store, "alice"); u.State != store.StatePending || len(u.Recovery) != 0 || u.LastStep != 0 {
+		t.Fatalf("after a confirmation nobody saw: state %s, %d recovery hashes, last step %d; want pending, none, 0",
+			u.State, len(u.Recovery), u.LastStep)
+	}
+	codes, err = s.Confirm(context.Background(), "alice", b, code)
+	if err != nil || len(codes) != RecoveryCodes {
+		t.Fatalf("Confirm again with the same code = %d codes, %v", len(codes), err)
+	}
+
+	// Renewing: the codes in use stay when the caller gives up.
+	ctx, cancel = context.WithCancel(context.Background())
+	defer cancel()
+	s.Store = &cancelAfterFirst{Store: real, cancel: cancel}
+	if renewed, err := s.RenewRecovery(ctx, "alice"); !errors.Is(err, context.Canceled) || renewed != nil {
+		t.Fatalf("RenewRecovery for a caller that gave up = %d codes, %v; want context.Canceled", len(renewed), err)
+	}
+	s.Store = real
+	if u := peek(t, s.Store, "alice"); !VerifyRecovery(&u, codes[0]) {
+		t.Error("the recovery codes in use stopped working after a renewal nobody saw")
 	}
 }

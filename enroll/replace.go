@@ -205,11 +205,16 @@ func (s *Service) ConfirmReplace(ctx context.Context, user string, binding Bindi
 		return nil, at.bad
 	}
 
-	codes, salt, hashes, err := newRecoverySet()
+	codes, rs, err := newRecoverySet(ctx)
 	if err != nil {
 		return nil, err
 	}
 	err = s.Store.Update(user, func(u *store.User) error {
+		// A caller that has gone away would never see the new recovery codes: the
+		// replacement stays pending.
+		if err := ctx.Err(); err != nil {
+			return err
+		}
 		// Since the first transaction the replacement may have been confirmed by a concurrent
 		// call with the same code, voided by concurrent wrong codes or cancelled, the user reset
 		// by an admin, or the step used by a login of the old device.
@@ -224,7 +229,7 @@ func (s *Service) ConfirmReplace(ctx context.Context, user string, binding Bindi
 		u.Secret = u.NextSecret
 		u.EnrolledAt = now
 		u.LastStep = at.step
-		u.RecoverySalt, u.Recovery = salt, hashes
+		rs.SetOn(u)
 		u.DriftSteps, u.DriftAt = 0, time.Time{}
 		// Devices remembered after a key and a code from the old phone
 		// must show a code from the new one.
@@ -293,17 +298,21 @@ func (s *Service) RenewRecovery(ctx context.Context, user string) ([]string, err
 	if u.State != store.StateActive {
 		return nil, notLinked(user, u.State)
 	}
-	codes, salt, hashes, err := newRecoverySet()
+	codes, rs, err := newRecoverySet(ctx)
 	if err != nil {
 		return nil, err
 	}
 	var left int
 	err = s.Store.Update(user, func(u *store.User) error {
+		// A caller that has gone away would never see the new codes: the old ones stay.
+		if err := ctx.Err(); err != nil {
+			return err
+		}
 		if u.State != store.StateActive {
 			return notLinked(user, u.State)
 		}
 		left = len(u.Recovery)
-		u.RecoverySalt, u.Recovery = salt, hashes
+		rs.SetOn(u)
 		return nil
 	})
 	if err != nil {

@@ -964,7 +964,11 @@ func TestRecoveryCodeLogsInOnce(t *testing.T) {
 		t.Fatal(err)
 	}
 	g = newTestGateWith(t, nil, func(o *Options) { o.Recovery = enroll.VerifyRecovery })
-	if err := g.store.Update("alice", func(u *store.User) error { return enroll.SetRecovery(u, codes) }); err != nil {
+	rs, err := enroll.HashRecovery(context.Background(), codes)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := g.store.Update("alice", func(u *store.User) error { rs.SetOn(u); return nil }); err != nil {
 		t.Fatal(err)
 	}
 	// Typed the way a user copies it from a printout: upper case, spaced.

@@ -116,13 +116,18 @@ func (e env) run(t *testing.T, args ...string) (stdout, stderr string, err error
 func seedActive(t *testing.T, st store.Store, name string, recovery ...string) {
 	t.Helper()
 	now := time.Now()
+	var rs enroll.RecoverySet
+	if len(recovery) > 0 {
+		var err error
+		if rs, err = enroll.HashRecovery(context.Background(), recovery); err != nil {
+			t.Fatal(err)
+		}
+	}
 	err := st.Update(name, func(u *store.User) error {
 		u.State, u.Secret = store.StateActive, seedSecret
 		u.CreatedAt, u.EnrolledAt, u.LastLogin = now.Add(-48*time.Hour), now.Add(-48*time.Hour), now.Add(-time.Hour)
-		if len(recovery) == 0 {
-			return nil
-		}
-		return enroll.SetRecovery(u, recovery)
+		rs.SetOn(u)
+		return nil
 	})
 	if err != nil {
 		t.Fatal(err)
