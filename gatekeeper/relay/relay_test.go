@@ -395,6 +395,14 @@ func (l *lander) run(ch ssh.Channel, cmd string, seen *recorder) {
 		n, _ := io.Copy(io.Discard, ch)
 		_, _ = ch.SendRequest("exit-status", false, ssh.Marshal(struct{ Status uint32 }{uint32(n)}))
 		_ = ch.Close()
+	case "drain": // reads stdin to EOF, then reports the session's requests once a signal came
+		_, _ = io.Copy(io.Discard, ch)
+		if !seen.waitFor(hasPrefix("signal ")) {
+			exit(ch, 1)
+			return
+		}
+		_, _ = io.WriteString(ch, strings.Join(seen.list(), "\n")+"\n")
+		exit(ch, 0)
 	case "requests": // reports the session's requests once a signal came
 		if !seen.waitFor(hasPrefix("signal ")) {
 			exit(ch, 1)
@@ -825,6 +833,37 @@ func TestChannelRequests(t *testing.T) {
 	}
 	if strings.Contains(logs, "s3cr3t") {
 		t.Errorf("payload leaked into log:\n%s", logs)
+	}
+}
+
+// TestRequestJustBeforeEOF: a request that wants no reply, sent right before EOF while the
+// channel carries no data (so no copy runs), still reaches the lander: the pair that takes the
+// EOF must not end before it has forwarded what came first.
+func TestRequestJustBeforeEOF(t *testing.T) {
+	e := newEnv(t, false)
+	for i := range 20 {
+		s, err := e.client.NewSession()
+		if err != nil {
+			t.Fatal(err)
+		}
+		stdin, err := s.StdinPipe()
+		if err != nil {
+			t.Fatal(err)
+		}
+		var out bytes.Buffer
+		s.Stdout = &out
+		if err := s.Start("drain"); err != nil {
+			t.Fatal(err)
+		}
+		if err := s.Signal(ssh.SIGTERM); err != nil {
+			t.Fatal(err)
+		}
+		_ = stdin.Close()
+		within(t, "wait", func() { err = s.Wait() })
+		if err != nil || out.String() != "exec drain\nsignal TERM\n" {
+			t.Fatalf("round %d: lander saw %q, %v; want the exec and the signal, exit 0", i, out.String(), err)
+		}
+		_ = s.Close()
 	}
 }
 
