@@ -22,17 +22,7 @@ func registry(t *testing.T, st *Store) *Sessions {
 	return r
 }
 
-// listed returns the "node/id user" of every session r lists.
-func listed(t *testing.T, r *Sessions) []string {
-	t.Helper()
-	out, err := tryListed(r)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return out
-}
-
-// tryListed is listed returning List's error.
+// tryListed returns the "node/id user" of every session r lists, sorted, or List's error.
 func tryListed(r *Sessions) ([]string, error) {
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
