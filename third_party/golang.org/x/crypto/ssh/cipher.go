@@ -309,6 +309,9 @@ type gcmCipher struct {
 	prefix [4]byte
 	iv     []byte
 	buf    []byte
+
+	// GATEKEEPER PATCH 10: large packets are read into a pooled array.
+	pooledReadBuf
 }
 
 func newGCMCipher(key, iv, unusedMacKey []byte, unusedAlgs DirectionAlgorithms) (packetCipher, error) {
@@ -382,17 +385,25 @@ func (c *gcmCipher) readCipherPacket(seqNum uint32, r io.Reader) ([]byte, error)
 		return nil, errors.New("ssh: max packet length exceeded")
 	}
 
-	if cap(c.buf) < int(length+gcmTagSize) {
-		c.buf = make([]byte, length+gcmTagSize)
+	var buf []byte
+	if pooledReadFits(length, gcmTagSize) {
+		// GATEKEEPER PATCH 10: the packet after the padding length
+		// byte lands at packetHead.
+		buf = c.slice(1, int(length+gcmTagSize))
 	} else {
-		c.buf = c.buf[:length+gcmTagSize]
+		if cap(c.buf) < int(length+gcmTagSize) {
+			c.buf = make([]byte, length+gcmTagSize)
+		} else {
+			c.buf = c.buf[:length+gcmTagSize]
+		}
+		buf = c.buf
 	}
 
-	if _, err := io.ReadFull(r, c.buf); err != nil {
+	if _, err := io.ReadFull(r, buf); err != nil {
 		return nil, err
 	}
 
-	plain, err := c.aead.Open(c.buf[:0], c.iv, c.buf, c.prefix[:])
+	plain, err := c.aead.Open(buf[:0], c.iv, buf, c.prefix[:])
 	if err != nil {
 		return nil, err
 	}
@@ -725,6 +736,9 @@ type chacha20Poly1305Cipher struct {
 	contentKey [32]byte
 	buf        []byte
 
+	// GATEKEEPER PATCH 10: large packets are read into a pooled array.
+	pooledReadBuf
+
 	// content, when set, produces the content keystream (see
 	// xorContent). GATEKEEPER PATCH 1.
 	content cipher.AEAD
@@ -803,24 +817,33 @@ func (c *chacha20Poly1305Cipher) readCipherPacket(seqNum uint32, r io.Reader) ([
 
 	contentEnd := 4 + length
 	packetEnd := contentEnd + poly1305.TagSize
-	if uint32(cap(c.buf)) < packetEnd {
-		c.buf = make([]byte, packetEnd)
-		copy(c.buf[:], encryptedLength)
+	var buf []byte
+	if pooledReadFits(length, poly1305.TagSize) {
+		// GATEKEEPER PATCH 10: the packet after the length and the
+		// padding length byte lands at packetHead.
+		buf = c.slice(5, int(packetEnd))
+		copy(buf, encryptedLength)
 	} else {
-		c.buf = c.buf[:packetEnd]
+		if uint32(cap(c.buf)) < packetEnd {
+			c.buf = make([]byte, packetEnd)
+			copy(c.buf[:], encryptedLength)
+		} else {
+			c.buf = c.buf[:packetEnd]
+		}
+		buf = c.buf
 	}
 
-	if _, err := io.ReadFull(r, c.buf[4:packetEnd]); err != nil {
+	if _, err := io.ReadFull(r, buf[4:packetEnd]); err != nil {
 		return nil, err
 	}
 
 	var mac [poly1305.TagSize]byte
-	copy(mac[:], c.buf[contentEnd:packetEnd])
-	if !poly1305.Verify(&mac, c.buf[:contentEnd], &polyKey) {
+	copy(mac[:], buf[contentEnd:packetEnd])
+	if !poly1305.Verify(&mac, buf[:contentEnd], &polyKey) {
 		return nil, errors.New("ssh: MAC failure")
 	}
 
-	plain := c.buf[4:contentEnd]
+	plain := buf[4:contentEnd]
 	// The MAC's 16 bytes after plain are spare now: it was copied out.
 	c.xorContent(s, nonce, plain)
 

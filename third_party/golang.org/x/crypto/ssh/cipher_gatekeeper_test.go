@@ -4,8 +4,11 @@
 package ssh
 
 import (
+	"bufio"
 	"bytes"
+	"crypto"
 	"crypto/rand"
+	"encoding/binary"
 	"testing"
 )
 
@@ -87,6 +90,100 @@ func BenchmarkChaCha20Packet(b *testing.B) {
 				}
 				if _, err := r.readCipherPacket(uint32(i), &buf); err != nil {
 					b.Fatal(err)
+				}
+			}
+		})
+	}
+}
+
+// TestDataDecryptedInPooledBuffer: with AES-GCM and chacha20-poly1305 a
+// large channel data packet comes out of readPacket in the pooled array the
+// cipher decrypted it in, not in a copy, and the cipher takes another array
+// for its next one; a large packet that is not channel data, and data too
+// large for an array, come out in buffers of their own while the cipher
+// keeps its array. Every packet read stays intact while the later ones are
+// read. GATEKEEPER PATCH 10.
+func TestDataDecryptedInPooledBuffer(t *testing.T) {
+	data := func(n int) []byte {
+		p := make([]byte, n)
+		rand.Read(p)
+		p[0] = msgChannelData
+		binary.BigEndian.PutUint32(p[5:], uint32(n-9))
+		return p
+	}
+	ignore := func(n int) []byte {
+		p := make([]byte, n)
+		rand.Read(p)
+		p[0] = msgIgnore
+		return p
+	}
+	packets := []struct {
+		packet   []byte
+		handOver bool // the packet is the cipher's array, handed over
+	}{
+		{data(32768 + 9), true},
+		{data(pooledPacketMin + 100), true},
+		{ignore(30000), false},
+		{data(pooledPacketSize), false}, // with its tag, too large for an array
+		{data(2000), false},
+		{data(32768 + 9), true},
+	}
+	for _, name := range []string{CipherAES128GCM, CipherChaCha20Poly1305} {
+		t.Run(name, func(t *testing.T) {
+			algs := DirectionAlgorithms{Cipher: name, MAC: HMACSHA256, compression: compressionNone}
+			var w, r connectionState
+			var err error
+			if w.packetCipher, err = newPacketCipher(clientKeys, algs, &kexResult{Hash: crypto.SHA256}); err != nil {
+				t.Fatal(err)
+			}
+			if r.packetCipher, err = newPacketCipher(clientKeys, algs, &kexResult{Hash: crypto.SHA256}); err != nil {
+				t.Fatal(err)
+			}
+			var rb *pooledReadBuf
+			switch c := r.packetCipher.(type) {
+			case *gcmCipher:
+				rb = &c.pooledReadBuf
+			case *chacha20Poly1305Cipher:
+				rb = &c.pooledReadBuf
+			default:
+				t.Fatalf("cipher %T", c)
+			}
+			var wire bytes.Buffer
+			bw := bufio.NewWriter(&wire)
+			for _, p := range packets {
+				if err := w.writePacket(bw, rand.Reader, bytes.Clone(p.packet), false); err != nil {
+					t.Fatal(err)
+				}
+			}
+			br := bufio.NewReader(&wire)
+			var got [][]byte
+			seen := map[*pooledPacket]bool{}
+			for i, p := range packets {
+				held := rb.arr
+				packet, err := r.readPacket(br, false)
+				if err != nil {
+					t.Fatalf("packet %d: %v", i, err)
+				}
+				got = append(got, packet)
+				arr := pooledArray(packet)
+				if p.handOver {
+					if arr == nil || rb.arr != nil || &arr[packetHead] != &packet[0] {
+						t.Fatalf("packet %d: not handed over in the cipher's array (pooled %v, cipher keeps one: %v)", i, arr != nil, rb.arr != nil)
+					}
+					if held != nil && arr != held {
+						t.Fatalf("packet %d: handed over in another array than the cipher held", i)
+					}
+					if seen[arr] {
+						t.Fatalf("packet %d: an array handed over twice", i)
+					}
+					seen[arr] = true
+				} else if arr != nil && rb.arr != nil && arr == rb.arr {
+					t.Fatalf("packet %d: the cipher kept the array it returned", i)
+				}
+			}
+			for i, p := range packets {
+				if !bytes.Equal(got[i], p.packet) {
+					t.Errorf("packet %d (%d bytes): changed after the later reads", i, len(p.packet))
 				}
 			}
 		})
