@@ -63,7 +63,8 @@ func (b *buffer) write(buf []byte) {
 }
 
 // writePacket is write of buf, a part of packet. A packet from packetPool
-// goes back to it once buf has been read. A small buf is copied into a
+// goes back to it once buf has been read; packet must be a data packet as
+// readPacket returned it (see pooledArray), or nil. A small buf is copied into a
 // chunk of smallChunk bytes shared with the small writes before and after
 // it: queued as one element each, a peer's one-byte packets would cost
 // some 50 bytes of memory per byte of window. GATEKEEPER PATCH 2.

@@ -99,10 +99,10 @@ func BenchmarkChaCha20Packet(b *testing.B) {
 // TestDataDecryptedInPooledBuffer: with AES-GCM and chacha20-poly1305 a
 // large channel data packet comes out of readPacket in the pooled array the
 // cipher decrypted it in, not in a copy, and the cipher takes another array
-// for its next one; a large packet that is not channel data, and data too
-// large for an array, come out in buffers of their own while the cipher
-// keeps its array. Every packet read stays intact while the later ones are
-// read. GATEKEEPER PATCH 10.
+// for its next one; a large packet that is not channel data, data just
+// under the pooled size and data too large for an array come out in
+// buffers of their own, and the cipher keeps no array. Every packet read
+// stays intact while the later ones are read. GATEKEEPER PATCH 10.
 func TestDataDecryptedInPooledBuffer(t *testing.T) {
 	data := func(n int) []byte {
 		p := make([]byte, n)
@@ -124,7 +124,8 @@ func TestDataDecryptedInPooledBuffer(t *testing.T) {
 		{data(32768 + 9), true},
 		{data(pooledPacketMin + 100), true},
 		{ignore(30000), false},
-		{data(pooledPacketSize), false}, // with its tag, too large for an array
+		{data(pooledPacketMin - 1), false}, // read into an array (its padding counts), not pooled
+		{data(pooledPacketSize), false},    // with its tag, too large for an array
 		{data(2000), false},
 		{data(32768 + 9), true},
 	}
@@ -179,6 +180,9 @@ func TestDataDecryptedInPooledBuffer(t *testing.T) {
 					seen[arr] = true
 				} else if arr != nil && rb.arr != nil && arr == rb.arr {
 					t.Fatalf("packet %d: the cipher kept the array it returned", i)
+				}
+				if rb.arr != nil {
+					t.Fatalf("packet %d: the cipher holds an array after it", i)
 				}
 			}
 			for i, p := range packets {

@@ -173,11 +173,20 @@ func (s *connectionState) readPacket(r *bufio.Reader, strictMode bool) ([]byte, 
 		}
 	}
 
-	// GATEKEEPER PATCH 10: channel data the cipher read into a pooled
-	// array is handed on in it, not copied.
-	if err == nil && (packet[0] == msgChannelData || packet[0] == msgChannelExtendedData) {
-		if pr, ok := s.packetCipher.(pooledReader); ok && pr.handOver(packet) {
-			return packet, nil
+	// GATEKEEPER PATCH 10: a packet the cipher read into a pooled array
+	// is handed on in it when it is bulk channel data, not copied; any
+	// other is copied out and the array goes back to the pool.
+	if err == nil {
+		if pr, ok := s.packetCipher.(pooledReader); ok {
+			if arr := pr.handOver(packet); arr != nil {
+				if pooledData(packet) {
+					return packet, nil
+				}
+				fresh := make([]byte, len(packet))
+				copy(fresh, packet)
+				packetPool.Put(arr)
+				return fresh, nil
+			}
 		}
 	}
 
@@ -226,11 +235,18 @@ var packetPool = sync.Pool{New: func() any { return new(pooledPacket) }}
 // pooledPacketSize bytes.
 func newPacketBuf(packet []byte) []byte {
 	n := len(packet)
-	if n < pooledPacketMin || n > pooledPacketSize ||
-		(packet[0] != msgChannelData && packet[0] != msgChannelExtendedData) {
+	if !pooledData(packet) {
 		return make([]byte, n)
 	}
 	return packetPool.Get().(*pooledPacket)[packetHead : packetHead+n]
+}
+
+// pooledData reports whether packet is channel data that is kept in a
+// pooled array: pooledPacketMin to pooledPacketSize bytes.
+func pooledData(packet []byte) bool {
+	n := len(packet)
+	return n >= pooledPacketMin && n <= pooledPacketSize &&
+		(packet[0] == msgChannelData || packet[0] == msgChannelExtendedData)
 }
 
 // pooledArray returns the pooled array p, a data packet from readPacket,
@@ -238,6 +254,11 @@ func newPacketBuf(packet []byte) []byte {
 // starts at packetHead of its array, so its capacity is pooledPacketSize;
 // any other data packet is smaller than pooledPacketMin or larger than
 // pooledPacketSize, and has a capacity of its own length.
+//
+// p must be a data packet as readPacket returned it, never resliced: the
+// capacity is the only mark of a pooled array, and for any other slice of
+// that capacity the array computed here would begin before the slice's own
+// allocation.
 func pooledArray(p []byte) *pooledPacket {
 	if cap(p) != pooledPacketSize {
 		return nil
@@ -254,10 +275,11 @@ func pooledArray(p []byte) *pooledPacket {
 // AES-GCM and chacha20-poly1305 readers now read a packet that may be
 // channel data (pooledPacketMin bytes or more, and small enough to fit)
 // straight into a pooled array, placed so that the packet proper starts at
-// packetHead, where newPacketBuf's copies start too. If it is channel data,
-// readPacket hands that array on instead of copying it, and the cipher
-// takes another for its next large packet; if not, the cipher keeps it and
-// the packet is copied as before.
+// packetHead, where newPacketBuf's copies start too. If it is channel data
+// that newPacketBuf would pool, readPacket hands that array on instead of
+// copying it; if not, the packet is copied out and the array goes back to
+// the pool. Either way the cipher takes another for its next large packet,
+// and holds none in between.
 
 // packetHead is where a packet starts in its pooled array: room for what
 // a cipher reads before the packet (chacha20-poly1305: 4 bytes of length
@@ -267,10 +289,10 @@ const packetHead = 8
 // pooledReader is a packetCipher that reads large packets into a pooled
 // array.
 type pooledReader interface {
-	// handOver reports whether packet, just returned by
-	// readCipherPacket, is in the cipher's pooled array, and if so gives
-	// the array to the caller: the cipher will not touch it again.
-	handOver(packet []byte) bool
+	// handOver returns the cipher's pooled array if packet, just
+	// returned by readCipherPacket, is in it, and nil otherwise. The
+	// array is then the caller's: the cipher will not touch it again.
+	handOver(packet []byte) *pooledPacket
 }
 
 // pooledReadBuf is the pooled array a cipher reads its large packets
@@ -295,12 +317,13 @@ func (b *pooledReadBuf) slice(head, n int) []byte {
 	return b.arr[packetHead-head : packetHead-head+n]
 }
 
-func (b *pooledReadBuf) handOver(packet []byte) bool {
+func (b *pooledReadBuf) handOver(packet []byte) *pooledPacket {
 	if b.arr == nil || len(packet) == 0 || cap(packet) != pooledPacketSize || &packet[0] != &b.arr[packetHead] {
-		return false
+		return nil
 	}
+	arr := b.arr
 	b.arr = nil
-	return true
+	return arr
 }
 
 func (t *transport) writePacket(packet []byte) error {
