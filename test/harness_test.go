@@ -12,6 +12,7 @@ import (
 	"fmt"
 	"io"
 	"io/fs"
+	mathrand "math/rand/v2"
 	"net"
 	"net/url"
 	"os"
@@ -1157,22 +1158,25 @@ func mustBeDenied(t testing.TB, c *client, what string) result {
 
 // freePort returns a TCP port on 127.0.0.1 that was free a moment ago.
 //
-// The kernel may hand a port just closed to the next caller, so that two listeners of one
-// config got the same one; a port is therefore never returned twice in a test run.
+// It is picked below the kernel's ephemeral range (32768 and up by default): a port from that
+// range, as listening on port 0 gives, can be taken as the local end of one of the many outgoing
+// connections the tests make before the daemon binds it. A port is never returned twice in a
+// test run, so that two listeners of one config never get the same one.
 func freePort() int {
 	portsMu.Lock()
 	defer portsMu.Unlock()
 	for {
-		ln, err := net.Listen("tcp", "127.0.0.1:0")
+		port := 10000 + mathrand.IntN(22000)
+		if portsGiven[port] {
+			continue
+		}
+		ln, err := net.Listen("tcp", "127.0.0.1:"+strconv.Itoa(port))
 		if err != nil {
-			panic(err)
+			continue // in use
 		}
-		port := ln.Addr().(*net.TCPAddr).Port
 		ln.Close()
-		if !portsGiven[port] {
-			portsGiven[port] = true
-			return port
-		}
+		portsGiven[port] = true
+		return port
 	}
 }
 
