@@ -343,23 +343,24 @@ func (c *gcmCipher) writeCipherPacket(seqNum uint32, w io.Writer, rand io.Reader
 
 	length := uint32(len(packet) + int(padding) + 1)
 	binary.BigEndian.PutUint32(c.prefix[:], length)
-	if _, err := w.Write(c.prefix[:]); err != nil {
-		return err
-	}
 
-	if cap(c.buf) < int(length) {
-		c.buf = make([]byte, length)
+	// GATEKEEPER PATCH 11: the length, the sealed packet and its tag are
+	// laid out in c.buf and written with one Write, not two.
+	total := 4 + int(length) + gcmTagSize
+	if cap(c.buf) < total {
+		c.buf = make([]byte, total)
 	} else {
-		c.buf = c.buf[:length]
+		c.buf = c.buf[:total]
 	}
-
-	c.buf[0] = padding
-	copy(c.buf[1:], packet)
-	if _, err := io.ReadFull(rand, c.buf[1+len(packet):]); err != nil {
+	copy(c.buf, c.prefix[:])
+	body := c.buf[4 : 4+length] // room for the tag after it
+	body[0] = padding
+	copy(body[1:], packet)
+	if _, err := io.ReadFull(rand, body[1+len(packet):]); err != nil {
 		return err
 	}
-	c.buf = c.aead.Seal(c.buf[:0], c.iv, c.buf, c.prefix[:])
-	if _, err := w.Write(c.buf); err != nil {
+	sealed := c.aead.Seal(body[:0], c.iv, body, c.prefix[:])
+	if _, err := w.Write(c.buf[:4+len(sealed)]); err != nil {
 		return err
 	}
 	c.incIV()

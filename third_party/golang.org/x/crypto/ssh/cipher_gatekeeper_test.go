@@ -193,3 +193,47 @@ func TestDataDecryptedInPooledBuffer(t *testing.T) {
 		})
 	}
 }
+
+// writeCounter counts the Write calls that reach it.
+type writeCounter struct {
+	bytes.Buffer
+	writes int
+}
+
+func (w *writeCounter) Write(p []byte) (int, error) {
+	w.writes++
+	return w.Buffer.Write(p)
+}
+
+// TestGCMWritesOnce: an AES-GCM packet goes out in one Write (through
+// the transport's small bufio.Writer, a length written apart cost a system
+// call and a TCP segment of its own per packet), and reads back.
+// GATEKEEPER PATCH 11.
+func TestGCMWritesOnce(t *testing.T) {
+	algs := DirectionAlgorithms{Cipher: CipherAES128GCM, MAC: HMACSHA256, compression: compressionNone}
+	for _, size := range []int{1, 100, 2000, 32768 + 9, 35000} {
+		w, err := newPacketCipher(clientKeys, algs, &kexResult{Hash: crypto.SHA256})
+		if err != nil {
+			t.Fatal(err)
+		}
+		r, err := newPacketCipher(clientKeys, algs, &kexResult{Hash: crypto.SHA256})
+		if err != nil {
+			t.Fatal(err)
+		}
+		for seq := uint32(0); seq < 3; seq++ {
+			payload := make([]byte, size)
+			rand.Read(payload)
+			var out writeCounter
+			if err := w.writeCipherPacket(seq, &out, rand.Reader, payload); err != nil {
+				t.Fatal(err)
+			}
+			if out.writes != 1 {
+				t.Fatalf("size %d: %d writes, want 1", size, out.writes)
+			}
+			got, err := r.readCipherPacket(seq, &out.Buffer)
+			if err != nil || !bytes.Equal(got, payload) || out.Len() != 0 {
+				t.Fatalf("size %d seq %d: read back %d bytes (%v), %d left over", size, seq, len(got), err, out.Len())
+			}
+		}
+	}
+}
