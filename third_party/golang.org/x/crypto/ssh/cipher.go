@@ -386,19 +386,9 @@ func (c *gcmCipher) readCipherPacket(seqNum uint32, r io.Reader) ([]byte, error)
 		return nil, errors.New("ssh: max packet length exceeded")
 	}
 
-	var buf []byte
-	if pooledReadFits(length, gcmTagSize) {
-		// GATEKEEPER PATCH 10: the packet after the padding length
-		// byte lands at packetHead.
-		buf = c.slice(1, int(length+gcmTagSize))
-	} else {
-		if cap(c.buf) < int(length+gcmTagSize) {
-			c.buf = make([]byte, length+gcmTagSize)
-		} else {
-			c.buf = c.buf[:length+gcmTagSize]
-		}
-		buf = c.buf
-	}
+	// GATEKEEPER PATCH 10: a large packet is read into a pooled array,
+	// where it lands at packetHead after its padding length byte.
+	buf := c.readBuf(&c.buf, pooledReadFits(length, gcmTagSize), 1, int(length+gcmTagSize))
 
 	if _, err := io.ReadFull(r, buf); err != nil {
 		return nil, err
@@ -818,21 +808,12 @@ func (c *chacha20Poly1305Cipher) readCipherPacket(seqNum uint32, r io.Reader) ([
 
 	contentEnd := 4 + length
 	packetEnd := contentEnd + poly1305.TagSize
-	var buf []byte
-	if pooledReadFits(length, poly1305.TagSize) {
-		// GATEKEEPER PATCH 10: the packet after the length and the
-		// padding length byte lands at packetHead.
-		buf = c.slice(5, int(packetEnd))
-		copy(buf, encryptedLength)
-	} else {
-		if uint32(cap(c.buf)) < packetEnd {
-			c.buf = make([]byte, packetEnd)
-			copy(c.buf[:], encryptedLength)
-		} else {
-			c.buf = c.buf[:packetEnd]
-		}
-		buf = c.buf
-	}
+	// GATEKEEPER PATCH 10: a large packet is read into a pooled array,
+	// where it lands at packetHead after its length and padding length
+	// byte. The length read so far moves along (onto itself when c.buf
+	// is kept).
+	buf := c.readBuf(&c.buf, pooledReadFits(length, poly1305.TagSize), 5, int(packetEnd))
+	copy(buf, encryptedLength)
 
 	if _, err := io.ReadFull(r, buf[4:packetEnd]); err != nil {
 		return nil, err

@@ -175,18 +175,11 @@ func (s *connectionState) readPacket(r *bufio.Reader, strictMode bool) ([]byte, 
 
 	// GATEKEEPER PATCH 10: a packet the cipher read into a pooled array
 	// is handed on in it when it is bulk channel data, not copied; any
-	// other is copied out and the array goes back to the pool.
-	if err == nil {
-		if pr, ok := s.packetCipher.(pooledReader); ok {
-			if arr := pr.handOver(packet); arr != nil {
-				if pooledData(packet) {
-					return packet, nil
-				}
-				fresh := make([]byte, len(packet))
-				copy(fresh, packet)
-				packetPool.Put(arr)
-				return fresh, nil
-			}
+	// other is copied out below and the array goes back to the pool.
+	var spent *pooledPacket
+	if pr, ok := s.packetCipher.(pooledReader); ok && err == nil {
+		if spent = pr.handOver(packet); spent != nil && pooledData(packet) {
+			return packet, nil
 		}
 	}
 
@@ -194,6 +187,9 @@ func (s *connectionState) readPacket(r *bufio.Reader, strictMode bool) ([]byte, 
 	// packet out here.
 	fresh := newPacketBuf(packet)
 	copy(fresh, packet)
+	if spent != nil {
+		packetPool.Put(spent)
+	}
 
 	return fresh, err
 }
@@ -308,9 +304,18 @@ func pooledReadFits(length, tagSize uint32) bool {
 	return length >= pooledPacketMin && length+tagSize <= pooledPacketSize
 }
 
-// slice returns n bytes of the array from head bytes before packetHead,
-// taking an array from packetPool when the reader has none.
-func (b *pooledReadBuf) slice(head, n int) []byte {
+// readBuf returns n bytes for a cipher to read a packet into: when pooled,
+// from the pooled array, head bytes before packetHead (taking an array from
+// packetPool when the reader has none); otherwise *own, grown when it is
+// too small.
+func (b *pooledReadBuf) readBuf(own *[]byte, pooled bool, head, n int) []byte {
+	if !pooled {
+		if cap(*own) < n {
+			*own = make([]byte, n)
+		}
+		*own = (*own)[:n]
+		return *own
+	}
 	if b.arr == nil {
 		b.arr = packetPool.Get().(*pooledPacket)
 	}
