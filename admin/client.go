@@ -105,7 +105,7 @@ func (c *Client) Begin(ctx context.Context, user string) (enroll.Link, enroll.Bi
 func (c *Client) Confirm(ctx context.Context, user string, binding enroll.Binding, code string) ([]string, error) {
 	var resp confirmResponse
 	req := confirmRequest{User: user, Binding: binding, Code: code}
-	if err := c.callWithin(ctx, c.hashTimeout(), http.MethodPost, "/v1/enroll/confirm", req, &resp, nil); err != nil {
+	if err := c.postHashing(ctx, "/v1/enroll/confirm", req, &resp); err != nil {
 		return nil, err
 	}
 	return resp.RecoveryCodes, nil
@@ -128,7 +128,7 @@ func (c *Client) BeginReplace(ctx context.Context, user string) (enroll.Link, en
 func (c *Client) ConfirmReplace(ctx context.Context, user string, binding enroll.Binding, code string) ([]string, error) {
 	var resp confirmResponse
 	req := confirmRequest{User: user, Binding: binding, Code: code}
-	if err := c.callWithin(ctx, c.hashTimeout(), http.MethodPost, "/v1/enroll/replace/confirm", req, &resp, nil); err != nil {
+	if err := c.postHashing(ctx, "/v1/enroll/replace/confirm", req, &resp); err != nil {
 		return nil, err
 	}
 	return resp.RecoveryCodes, nil
@@ -322,13 +322,14 @@ func (c *Client) callHeader(ctx context.Context, method, path string, in, out an
 	return c.callWithin(ctx, c.Timeout, method, path, in, out, header)
 }
 
-// hashTimeout is the limit of a call that hashes recovery codes: HashTimeout, or Timeout when
-// that is longer or none (0).
-func (c *Client) hashTimeout() time.Duration {
-	if c.Timeout <= 0 {
-		return 0
+// postHashing is call with POST for a request that hashes recovery codes on the daemon: bounded
+// by HashTimeout, or by Timeout when that is longer or none (0).
+func (c *Client) postHashing(ctx context.Context, path string, in, out any) error {
+	limit := c.Timeout
+	if limit > 0 {
+		limit = max(limit, HashTimeout)
 	}
-	return max(c.Timeout, HashTimeout)
+	return c.callWithin(ctx, limit, http.MethodPost, path, in, out, nil)
 }
 
 // callWithin is callHeader bounded by limit instead of Timeout (no bound when 0).

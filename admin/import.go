@@ -189,6 +189,6 @@ func (c *Client) Import(ctx context.Context, user string, req ImportRequest) (Im
 	if err != nil {
 		return res, err
 	}
-	err = c.callWithin(ctx, c.hashTimeout(), http.MethodPost, p, req, &res, nil)
+	err = c.postHashing(ctx, p, req, &res)
 	return res, err
 }

@@ -395,14 +395,9 @@ func (l *lander) run(ch ssh.Channel, cmd string, seen *recorder) {
 		n, _ := io.Copy(io.Discard, ch)
 		_, _ = ch.SendRequest("exit-status", false, ssh.Marshal(struct{ Status uint32 }{uint32(n)}))
 		_ = ch.Close()
-	case "drain": // reads stdin to EOF, then reports the session's requests once a signal came
+	case "drain": // reads stdin to EOF, then does what "requests" does
 		_, _ = io.Copy(io.Discard, ch)
-		if !seen.waitFor(hasPrefix("signal ")) {
-			exit(ch, 1)
-			return
-		}
-		_, _ = io.WriteString(ch, strings.Join(seen.list(), "\n")+"\n")
-		exit(ch, 0)
+		fallthrough
 	case "requests": // reports the session's requests once a signal came
 		if !seen.waitFor(hasPrefix("signal ")) {
 			exit(ch, 1)
