@@ -1,0 +1,87 @@
+#!/usr/bin/env bash
+# ab.sh — is a change to the gatekeeper faster? Two gatekeeper binaries, A (the old) and B (the
+# new), run side by side in front of one throwaway lander sshd; ROUNDS times, each uploads SIZE
+# of zeros once per cipher (`head -c SIZE /dev/zero | ssh -c CIPHER HOST 'cat > /dev/null'`,
+# trusted source), in an order that alternates from round to round, and the medians of MiB/s
+# and of gatekeeper CPU s/GiB (utime+stime from /proc) are printed for each. One transfer on a
+# shared VM moves by 20% or more from run to run; interleaved rounds and medians let a 5-10%
+# change show. Root (creates a user, runs sshd).
+#   A=/tmp/gatekeeper-old B=bin/gatekeeper ROUNDS=7 SIZE=1G CIPHERS="aes128-gcm@openssh.com" bench/ab.sh
+# Build A from an older commit with e.g.
+#   git stash && go build -o /tmp/gatekeeper-old ./cmd/gatekeeper && git stash pop
+set -euo pipefail
+# shellcheck source=bench/lib.sh
+source "$(dirname "$0")/lib.sh"
+
+A=${A:?A=path of the old gatekeeper binary}
+B=${B:-$GK_REPO/bin/gatekeeper}
+ROUNDS=${ROUNDS:-5}
+SIZE=${SIZE:-1G}
+CIPHERS=${CIPHERS:-aes128-gcm@openssh.com chacha20-poly1305@openssh.com}
+for bin in "$A" "$B"; do
+	[[ -x $bin ]] || gk_die "$bin is not an executable gatekeeper"
+done
+((ROUNDS >= 1)) || gk_die "ROUNDS=$ROUNDS: use at least 1"
+bytes=$(bench_bytes "$SIZE")
+
+# B is bench_setup's gatekeeper; A gets a second one with a config and state of its own.
+GATEKEEPER_BIN=$B
+bench_setup
+B_PORT=$GK_PORT B_PID=$GK_PID
+mkdir "$TMP/a"
+A_PORT=$(gk_free_port)
+gk_write_config "$TMP/a/gatekeeper.yaml" "$TMP/a" "127.0.0.1:$A_PORT" '["127.0.0.2/32"]' $'totp:\n  skew: 3'
+GK_PID=
+gk_start_gatekeeper "$A" "$TMP/a/gatekeeper.yaml" "$TMP/a/gatekeeper.log" "$A_PORT"
+A_PID=$GK_PID
+ab_cleanup() {
+	local rc=$?
+	GK_PID=$A_PID gk_stop_gatekeeper
+	GK_PID=$B_PID
+	bench_cleanup "$rc"
+}
+trap ab_cleanup EXIT
+
+# upload WHICH CIPHER: one transfer through gatekeeper WHICH (A or B); appends "MIBS CPU" to
+# $TMP/WHICH.CIPHER.
+upload() {
+	local which=$1 cipher=$2 port pid t0 c0 s c1
+	if [[ $which == A ]]; then port=$A_PORT pid=$A_PID; else port=$B_PORT pid=$B_PID; fi
+	c0=$(gk_cpu_ticks "$pid")
+	t0=$(bench_ns)
+	head -c "$SIZE" /dev/zero |
+		timeout "$BENCH_TIMEOUT" ssh "${GK_SSH_OPTS[@]}" -b 127.0.0.2 -p "$port" -c "$cipher" \
+			"$BENCH_USER@127.0.0.1" 'cat > /dev/null' || gk_die "upload through $which with $cipher failed"
+	s=$(bench_secs "$t0")
+	c1=$(gk_cpu_ticks "$pid")
+	echo "$(bench_mibs "$bytes" "$s") $(bench_cpu_per_gib $((c1 - c0)) "$bytes")" >>"$TMP/$which.$cipher"
+}
+
+for p in $A_PORT $B_PORT; do # host keys into known_hosts; warms up
+	timeout "$BENCH_TIMEOUT" ssh "${GK_SSH_OPTS[@]}" -b 127.0.0.2 -p "$p" "$BENCH_USER@127.0.0.1" true </dev/null
+done
+echo "A: $A"
+echo "B: $B"
+echo "$ROUNDS rounds of one $SIZE upload per cipher through each, alternating ($(nproc) CPUs, $(ssh -V 2>&1 | cut -d, -f1))"
+for ((r = 1; r <= ROUNDS; r++)); do
+	order="A B"
+	((r % 2 == 0)) && order="B A"
+	for cipher in $CIPHERS; do
+		for which in $order; do
+			upload "$which" "$cipher"
+		done
+	done
+done
+
+# median COLUMN FILE: the median of a column of FILE.
+median() {
+	sort -g -k"$1","$1" "$2" | awk -v c="$1" '{ v[NR] = $c } END { print (NR % 2) ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2 }'
+}
+for cipher in $CIPHERS; do
+	echo "$cipher:"
+	for which in A B; do
+		f="$TMP/$which.$cipher"
+		printf '  %s  median %7.1f MiB/s  %5.2f CPU-s/GiB   (each MiB/s/CPU: %s)\n' "$which" "$(median 1 "$f")" "$(median 2 "$f")" \
+			"$(awk '{ printf "%s%s/%s", sep, $1, $2; sep = ", " }' "$f")"
+	done
+done
