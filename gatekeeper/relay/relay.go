@@ -211,6 +211,9 @@ type relay struct {
 	// bigWindows counts the channels open with a window above
 	// DefaultWindow.
 	bigWindows int
+
+	// drain is run's, kept here rather than in run's frame (see run).
+	drain drain
 }
 
 // Relay pumps everything between the client's connection (down, with its
@@ -283,6 +286,10 @@ type endpoint struct {
 	ended bool
 }
 
+// endpoint returns the endpoint of from's connection. Not inlined: Relay's
+// frame stays on the stack for the session's whole life (see run).
+//
+//go:noinline
 func (r *relay) endpoint(from side, chans <-chan ssh.NewChannel, reqs <-chan *ssh.Request) *endpoint {
 	e := &endpoint{from: from, chans: chans, reqs: reqs}
 	e.fw = newForwarder(func(it item) {
@@ -319,19 +326,13 @@ func (e *endpoint) push(it item) {
 // end of each. x/crypto's queues are always read, since its read loop
 // blocks, for the whole connection, when one is full: nothing run does
 // waits on a peer. It returns Relay's result.
+//
+// run waits here for the whole of an idle session, so it keeps its own
+// frame small and leaves the rest to methods: the runtime halves an idle
+// goroutine's stack only while less than a quarter of it is in use (see
+// handleConn in package gatekeeper for the margin).
 func (r *relay) run(down, up *endpoint) error {
-	var err error
-	// While the client gets the lander's last output: idle is closed
-	// once no pair is left, timeout fires after drainTimeout.
-	var idle <-chan struct{}
-	var timer *time.Timer
-	var timeout <-chan time.Time
-	stopDrain := func() {
-		if timer != nil {
-			timer.Stop()
-		}
-		idle, timeout = nil, nil
-	}
+	d := &r.drain
 	for !down.ended || !up.ended {
 		downChans, downReqs := down.queues()
 		upChans, upReqs := up.queues()
@@ -348,49 +349,80 @@ func (r *relay) run(down, up *endpoint) error {
 			r.globalRequest(up, req, ok)
 		case <-up.fw.room:
 			up.paused = false
-		case <-idle:
-			stopDrain()
-			_ = r.down.Close()
-		case <-timeout:
-			r.log.Warn("client did not take the lander's last output in time; closing", "timeout", drainTimeout)
-			stopDrain()
-			_ = r.down.Close()
+		case <-d.idle:
+			r.drained(d, false)
+		case <-d.timeout:
+			r.drained(d, true)
 		}
-
-		if !down.ended && down.chans == nil && down.reqs == nil {
-			// Both queues are closed, so Wait returns at once.
-			down.ended = true
-			e := r.down.Wait()
-			r.log.Debug("connection ended", "side", fromClient.String(), "err", e)
-			if !up.ended {
-				close(r.ending)
-				err = endErr(fromClient, e)
-				_ = r.up.Close()
-			}
-			stopDrain()
-		}
-		if !up.ended && up.chans == nil && up.reqs == nil {
-			up.ended = true
-			e := r.up.Wait()
-			r.log.Debug("connection ended", "side", fromLander.String(), "err", e)
-			if !down.ended {
-				// The client still gets what the lander sent
-				// before it went, for at most drainTimeout.
-				close(r.ending)
-				err = endErr(fromLander, e)
-				idle = r.idleChan()
-				timer = time.NewTimer(drainTimeout)
-				timeout = timer.C
-			}
-		}
+		r.checkEnded(d, down, up)
 	}
-	stopDrain()
+	d.stop()
 	_ = r.down.Close()
 	_ = r.up.Close()
 	down.fw.wait()
 	up.fw.wait()
 	r.wg.Wait()
-	return err
+	return d.err
+}
+
+// drain is run's state while the client gets the lander's last output:
+// idle is closed once no pair is left, timeout fires after drainTimeout.
+// err is Relay's result, set by the side that ends first.
+type drain struct {
+	idle    <-chan struct{}
+	timer   *time.Timer
+	timeout <-chan time.Time
+	err     error
+}
+
+// stop ends the drain, if one runs.
+func (d *drain) stop() {
+	if d.timer != nil {
+		d.timer.Stop()
+	}
+	d.idle, d.timeout = nil, nil
+}
+
+// drained closes the client's connection once the drain is over: every
+// pair has ended, or the client took too long (timedOut).
+func (r *relay) drained(d *drain, timedOut bool) {
+	if timedOut {
+		r.log.Warn("client did not take the lander's last output in time; closing", "timeout", drainTimeout)
+	}
+	d.stop()
+	_ = r.down.Close()
+}
+
+// checkEnded notes a connection whose queues have both closed: the first
+// to end sets Relay's result and ends the other one, at once when the
+// client went, after the drain when the lander did.
+func (r *relay) checkEnded(d *drain, down, up *endpoint) {
+	if !down.ended && down.chans == nil && down.reqs == nil {
+		// Both queues are closed, so Wait returns at once.
+		down.ended = true
+		e := r.down.Wait()
+		r.log.Debug("connection ended", "side", fromClient.String(), "err", e)
+		if !up.ended {
+			close(r.ending)
+			d.err = endErr(fromClient, e)
+			_ = r.up.Close()
+		}
+		d.stop()
+	}
+	if !up.ended && up.chans == nil && up.reqs == nil {
+		up.ended = true
+		e := r.up.Wait()
+		r.log.Debug("connection ended", "side", fromLander.String(), "err", e)
+		if !down.ended {
+			// The client still gets what the lander sent
+			// before it went, for at most drainTimeout.
+			close(r.ending)
+			d.err = endErr(fromLander, e)
+			d.idle = r.idleChan()
+			d.timer = time.NewTimer(drainTimeout)
+			d.timeout = d.timer.C
+		}
+	}
 }
 
 // channelOpen handles a channel open from e (ok false: its queue closed).
@@ -421,6 +453,11 @@ func (r *relay) channelOpen(e *endpoint, nc ssh.NewChannel, ok bool) {
 
 // globalRequest handles a global request from e (ok false: its queue
 // closed).
+//
+// Not inlined: run waits for a session's whole life, and its frame is kept
+// small (see run).
+//
+//go:noinline
 func (r *relay) globalRequest(e *endpoint, req *ssh.Request, ok bool) {
 	if !ok {
 		e.reqs = nil
