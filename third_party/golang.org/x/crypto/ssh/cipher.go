@@ -390,7 +390,8 @@ func (c *gcmCipher) readCipherPacket(seqNum uint32, r io.Reader) ([]byte, error)
 	// where it lands at packetHead after its padding length byte.
 	buf := c.readBuf(&c.buf, pooledReadFits(length, gcmTagSize), 1, int(length+gcmTagSize))
 
-	if _, err := io.ReadFull(r, buf); err != nil {
+	// GATEKEEPER PATCH 12: with the start of the next packet.
+	if err := readFullFrom(r, buf); err != nil {
 		return nil, err
 	}
 
@@ -815,7 +816,8 @@ func (c *chacha20Poly1305Cipher) readCipherPacket(seqNum uint32, r io.Reader) ([
 	buf := c.readBuf(&c.buf, pooledReadFits(length, poly1305.TagSize), 5, int(packetEnd))
 	copy(buf, encryptedLength)
 
-	if _, err := io.ReadFull(r, buf[4:packetEnd]); err != nil {
+	// GATEKEEPER PATCH 12: with the start of the next packet.
+	if err := readFullFrom(r, buf[4:packetEnd]); err != nil {
 		return nil, err
 	}
 

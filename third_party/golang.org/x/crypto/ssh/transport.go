@@ -40,7 +40,7 @@ type transport struct {
 	reader connectionState
 	writer connectionState
 
-	bufReader *bufio.Reader
+	bufReader *packetReader // GATEKEEPER PATCH 12: was a *bufio.Reader
 	bufWriter *bufio.Writer
 	rand      io.Reader
 	isClient  bool
@@ -139,7 +139,7 @@ func (t *transport) readPacket() (p []byte, err error) {
 	return p, err
 }
 
-func (s *connectionState) readPacket(r *bufio.Reader, strictMode bool) ([]byte, error) {
+func (s *connectionState) readPacket(r io.Reader, strictMode bool) ([]byte, error) {
 	packet, err := s.packetCipher.readCipherPacket(s.seqNum, r)
 	s.seqNum++
 	if err == nil && len(packet) == 0 {
@@ -206,15 +206,18 @@ func (s *connectionState) readPacket(r *bufio.Reader, strictMode bool) ([]byte, 
 // buffer of its own size and is left to the collector, as before.
 //
 // Only data packets of at least pooledPacketMin bytes are pooled: a pooled
-// buffer costs 40 KiB (32,832 bytes round up to whole pages), and a peer
+// buffer costs 40 KiB (33,096 bytes round up to whole pages), and a peer
 // that filled a channel's window with small packets must not make the
 // window hold many times its size in memory (at most 40/24 = 1.7 times,
 // against 1.25 for full packets and the same for unpooled ones).
 
 const (
 	// pooledPacketSize holds a full channel data packet: the largest
-	// payload we accept (channelMaxPacket) and its header.
-	pooledPacketSize = channelMaxPacket + 64
+	// payload we accept (channelMaxPacket) and its header, and, after
+	// it, room for the start of the next packet, which the cipher reads
+	// with it (GATEKEEPER PATCH 12: packetReader.readFull; the array
+	// still fits the same 40 KiB).
+	pooledPacketSize = channelMaxPacket + 64 + transportBufSize
 	// pooledPacketMin is the smallest data packet that takes a pooled
 	// buffer.
 	pooledPacketMin = 24 << 10
@@ -363,6 +366,116 @@ func (s *connectionState) writePacket(w *bufio.Writer, rand io.Reader, packet []
 	return err
 }
 
+// packetReader is the transport's read buffer (GATEKEEPER PATCH 12): Read
+// is bufio.Reader's, and readFull reads the rest of a large packet straight
+// into the packet's buffer together with what follows it, up to the size of
+// the buffer, which keeps that for the next packet. With bufio.Reader a
+// stream of bulk packets took two read system calls per packet: one filled
+// the buffer with the length and the first bytes, one read the rest
+// directly. Now the length and those bytes come from the previous read.
+type packetReader struct {
+	rd   io.Reader
+	buf  []byte
+	r, w int   // buf[r:w] is unread
+	err  error // from rd, returned once buf is drained
+}
+
+func newPacketReader(rd io.Reader) *packetReader {
+	return &packetReader{rd: rd, buf: make([]byte, transportBufSize)}
+}
+
+// readErr returns b.err and clears it, as bufio.Reader does.
+func (b *packetReader) readErr() error {
+	err := b.err
+	b.err = nil
+	return err
+}
+
+// Read reads what is buffered; with nothing buffered, it reads straight
+// into p when p is at least as large as the buffer, else fills the buffer
+// with one read. As bufio.Reader's Read.
+func (b *packetReader) Read(p []byte) (int, error) {
+	if len(p) == 0 {
+		if b.r < b.w {
+			return 0, nil
+		}
+		return 0, b.readErr()
+	}
+	if b.r == b.w {
+		if b.err != nil {
+			return 0, b.readErr()
+		}
+		if len(p) >= len(b.buf) {
+			return b.rd.Read(p)
+		}
+		b.r, b.w = 0, 0
+		n, err := b.rd.Read(b.buf)
+		if n < 0 || n > len(b.buf) {
+			return 0, errors.New("ssh: invalid read count")
+		}
+		b.w, b.err = n, err
+		if n == 0 {
+			if err == nil {
+				// As io.ReadFull would: a reader that returns
+				// nothing, and no error, is asked again.
+				return 0, nil
+			}
+			return 0, b.readErr()
+		}
+	}
+	n := copy(p, b.buf[b.r:b.w])
+	b.r += n
+	return n, nil
+}
+
+// readFull reads exactly len(p) bytes into p, as io.ReadFull. When it reads
+// from the connection, it also asks for the bytes after p, as many as fit
+// in both p's capacity and the buffer, and keeps those it gets in the buffer:
+// p[len(p):cap(p)] is scratch space to the caller.
+func (b *packetReader) readFull(p []byte) error {
+	n := copy(p, b.buf[b.r:b.w])
+	b.r += n
+	ahead := min(cap(p)-len(p), len(b.buf))
+	for empty := 0; n < len(p); {
+		if b.err != nil {
+			err := b.readErr()
+			if err == io.EOF {
+				err = io.ErrUnexpectedEOF
+			}
+			return err
+		}
+		// The buffer is empty here.
+		m, err := b.rd.Read(p[n : len(p)+ahead])
+		if m < 0 || m > len(p)+ahead-n {
+			return errors.New("ssh: invalid read count")
+		}
+		if rest := len(p) - n; m > rest {
+			b.r, b.w = 0, copy(b.buf, p[len(p):n+m])
+			m = rest
+		}
+		n += m
+		b.err = err
+		if m > 0 {
+			empty = 0
+		} else if empty++; empty == 100 {
+			// As bufio.Reader: a reader that keeps returning
+			// nothing, and no error, is broken.
+			return io.ErrNoProgress
+		}
+	}
+	return nil
+}
+
+// readFullFrom is io.ReadFull(r, p), reading ahead (see readFull) when r is
+// the transport's packetReader. GATEKEEPER PATCH 12.
+func readFullFrom(r io.Reader, p []byte) error {
+	if pr, ok := r.(*packetReader); ok {
+		return pr.readFull(p)
+	}
+	_, err := io.ReadFull(r, p)
+	return err
+}
+
 // transportBufSize is the size of a transport's read and write buffers.
 // GATEKEEPER PATCH 4: they are most of what an idle connection holds, and
 // larger ones save nothing: every packet written is flushed at once, AEAD
@@ -375,7 +488,7 @@ const transportBufSize = 256
 func newTransport(rwc io.ReadWriteCloser, rand io.Reader, isClient bool) *transport {
 	t := &transport{
 		// GATEKEEPER PATCH 4: 256 bytes instead of bufio's 4 KiB each way.
-		bufReader: bufio.NewReaderSize(rwc, transportBufSize),
+		bufReader: newPacketReader(rwc),
 		bufWriter: bufio.NewWriterSize(rwc, transportBufSize),
 		rand:      rand,
 		reader: connectionState{
