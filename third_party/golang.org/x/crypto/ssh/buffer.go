@@ -133,6 +133,14 @@ func (b *buffer) readLocked(buf []byte) (n int, ok bool, err error) {
 			r := copy(buf, b.head.buf)
 			buf, b.head.buf = buf[r:], b.head.buf[r:]
 			n += r
+			// GATEKEEPER PATCH 13: a drained pooled packet goes back
+			// at once, also when it is the last element, which stays
+			// the head until more data comes (for an idle channel
+			// after a transfer, for good).
+			if len(b.head.buf) == 0 && b.head.pooled != nil {
+				packetPool.Put(b.head.pooled)
+				b.head.pooled, b.head.buf = nil, nil
+			}
 			continue
 		}
 		// if there is a next buffer, make it the head

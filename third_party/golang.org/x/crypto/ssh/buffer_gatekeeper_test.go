@@ -74,3 +74,27 @@ func TestBufferGathersSmallWrites(t *testing.T) {
 type readerFunc func([]byte) (int, error)
 
 func (f readerFunc) Read(p []byte) (int, error) { return f(p) }
+
+// TestDrainedPacketGoesBack: once its data has been read, a pooled packet
+// goes back to the pool even when it is the buffer's last element, which
+// stays its head until more data comes: an idle channel after a transfer
+// held one for good. GATEKEEPER PATCH 13.
+func TestDrainedPacketGoesBack(t *testing.T) {
+	b := newBuffer()
+	pkt := newPacketBuf(append([]byte{msgChannelData}, make([]byte, 30000)...))
+	if pooledArray(pkt) == nil {
+		t.Fatal("a 30000-byte data packet is not pooled")
+	}
+	b.writePacket(pkt[9:], pkt)
+	got := make([]byte, 40000)
+	if n, err := b.Read(got); n != len(pkt)-9 || err != nil {
+		t.Fatalf("Read: %d bytes, %v", n, err)
+	}
+	if b.head != b.tail || b.head.pooled != nil || b.head.buf != nil {
+		t.Fatalf("after the read the buffer still holds the packet (pooled %v)", b.head.pooled != nil)
+	}
+	b.write([]byte("more"))
+	if n, _ := b.Read(got); string(got[:n]) != "more" {
+		t.Fatalf("read %q after the drained packet, want \"more\"", got[:n])
+	}
+}

@@ -287,7 +287,7 @@ func (ch *channel) WriteExtended(data []byte, extendedCode uint32) (n int, err e
 	}
 
 	ch.writeMu.Lock()
-	packet := ch.packetPool[extendedCode]
+	small := ch.packetPool[extendedCode]
 	// We don't remove the buffer from packetPool, so
 	// WriteExtended calls from different goroutines will be
 	// flagged as errors by the race detector.
@@ -298,11 +298,11 @@ func (ch *channel) WriteExtended(data []byte, extendedCode uint32) (n int, err e
 		if space, err = ch.remoteWin.reserve(space); err != nil {
 			return n, err
 		}
-		if want := headerLength + space; uint32(cap(packet)) < want {
-			packet = make([]byte, want)
-		} else {
-			packet = packet[:want]
-		}
+		// GATEKEEPER PATCH 13: the channel keeps a buffer of at most
+		// writeBufMax; a larger packet is laid out in a pooled array,
+		// given back once written (writePacket keeps no reference: a
+		// packet queued during a key exchange is copied).
+		packet, arr := writeBuf(&small, int(headerLength+space))
 
 		todo := data[:space]
 
@@ -313,7 +313,11 @@ func (ch *channel) WriteExtended(data []byte, extendedCode uint32) (n int, err e
 		}
 		binary.BigEndian.PutUint32(packet[headerLength-4:], uint32(len(todo)))
 		copy(packet[headerLength:], todo)
-		if err = ch.writePacket(packet); err != nil {
+		err = ch.writePacket(packet)
+		if arr != nil {
+			packetPool.Put(arr)
+		}
+		if err != nil {
 			return n, err
 		}
 
@@ -322,7 +326,7 @@ func (ch *channel) WriteExtended(data []byte, extendedCode uint32) (n int, err e
 	}
 
 	ch.writeMu.Lock()
-	ch.packetPool[extendedCode] = packet
+	ch.packetPool[extendedCode] = small
 	ch.writeMu.Unlock()
 
 	return n, err

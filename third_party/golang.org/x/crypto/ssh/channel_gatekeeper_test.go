@@ -6,6 +6,7 @@ package ssh
 
 import (
 	"bytes"
+	"crypto/rand"
 	"errors"
 	"fmt"
 	"io"
@@ -404,4 +405,40 @@ func TestReadAnyWait(t *testing.T) {
 		t.Fatal(err)
 	}
 	waitCount(5)
+}
+
+// TestChannelKeepsNoBulkPacket: a channel that wrote bulk data keeps no
+// packet buffer larger than 4 KiB afterwards, for data or stderr,
+// and the data arrives intact. GATEKEEPER PATCH 13.
+func TestChannelKeepsNoBulkPacket(t *testing.T) {
+	client, server, _ := acceptedPair(t)
+	data := make([]byte, 200000)
+	rand.Read(data)
+	got := make(chan []byte, 2)
+	for _, r := range []io.Reader{server, server.Stderr()} {
+		go func() {
+			b := make([]byte, len(data))
+			_, err := io.ReadFull(r, b)
+			if err != nil {
+				t.Error(err)
+			}
+			got <- b
+		}()
+	}
+	if _, err := client.Write(data); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := client.Stderr().Write(data); err != nil {
+		t.Fatal(err)
+	}
+	for range 2 {
+		if !bytes.Equal(<-got, data) {
+			t.Fatal("the data read differs from the data written")
+		}
+	}
+	for code, p := range client.packetPool {
+		if cap(p) > 4<<10 {
+			t.Errorf("after bulk writes the channel keeps a %d-byte packet buffer for stream %d", cap(p), code)
+		}
+	}
 }

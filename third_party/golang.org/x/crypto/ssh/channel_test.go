@@ -106,7 +106,12 @@ func TestWriteExtendedNoInfiniteLoopOnLargeWrite(t *testing.T) {
 
 	// Sized to hold the full pre-update remote window so that no iteration
 	// reads past the backing buffer before reserve() blocks.
-	backing := make([]byte, channelWindowSize)
+	// GATEKEEPER PATCH 13 (test only): one byte more, so that the rest of
+	// bigSlice, once the window is written, still points into backing
+	// rather than one past it: the garbage collector found that pointer
+	// in the blocked writer's frame and stopped the test binary ("found
+	// bad pointer in Go heap") whenever the next span happened to be free.
+	backing := make([]byte, channelWindowSize+1)
 	var bigLen int64 = 1 << 32
 	bigSlice := unsafe.Slice(&backing[0], int(bigLen))
 

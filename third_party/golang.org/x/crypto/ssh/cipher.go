@@ -346,21 +346,21 @@ func (c *gcmCipher) writeCipherPacket(seqNum uint32, w io.Writer, rand io.Reader
 
 	// GATEKEEPER PATCH 11: the length, the sealed packet and its tag are
 	// laid out in c.buf and written with one Write, not two.
+	// GATEKEEPER PATCH 13: a bulk packet is laid out in a pooled array.
 	total := 4 + int(length) + gcmTagSize
-	if cap(c.buf) < total {
-		c.buf = make([]byte, total)
-	} else {
-		c.buf = c.buf[:total]
+	buf, arr := writeBuf(&c.buf, total)
+	if arr != nil {
+		defer packetPool.Put(arr)
 	}
-	copy(c.buf, c.prefix[:])
-	body := c.buf[4 : 4+length] // room for the tag after it
+	copy(buf, c.prefix[:])
+	body := buf[4 : 4+length] // room for the tag after it
 	body[0] = padding
 	copy(body[1:], packet)
 	if _, err := io.ReadFull(rand, body[1+len(packet):]); err != nil {
 		return err
 	}
 	sealed := c.aead.Seal(body[:0], c.iv, body, c.prefix[:])
-	if _, err := w.Write(c.buf[:4+len(sealed)]); err != nil {
+	if _, err := w.Write(buf[:4+len(sealed)]); err != nil {
 		return err
 	}
 	c.incIV()
@@ -873,34 +873,34 @@ func (c *chacha20Poly1305Cipher) writeCipherPacket(seqNum uint32, w io.Writer, r
 
 	// size (4 bytes), padding (1), payload, padding, tag.
 	totalLength := 4 + 1 + len(payload) + padding + poly1305.TagSize
-	if cap(c.buf) < totalLength {
-		c.buf = make([]byte, totalLength)
-	} else {
-		c.buf = c.buf[:totalLength]
+	// GATEKEEPER PATCH 13: a bulk packet is laid out in a pooled array.
+	buf, arr := writeBuf(&c.buf, totalLength)
+	if arr != nil {
+		defer packetPool.Put(arr)
 	}
 
-	binary.BigEndian.PutUint32(c.buf, uint32(1+len(payload)+padding))
+	binary.BigEndian.PutUint32(buf, uint32(1+len(payload)+padding))
 	ls, err := chacha20.NewUnauthenticatedCipher(c.lengthKey[:], nonce)
 	if err != nil {
 		return err
 	}
-	ls.XORKeyStream(c.buf, c.buf[:4])
-	c.buf[4] = byte(padding)
-	copy(c.buf[5:], payload)
+	ls.XORKeyStream(buf, buf[:4])
+	buf[4] = byte(padding)
+	copy(buf[5:], payload)
 	packetEnd := 5 + len(payload) + padding
-	if _, err := io.ReadFull(rand, c.buf[5+len(payload):packetEnd]); err != nil {
+	if _, err := io.ReadFull(rand, buf[5+len(payload):packetEnd]); err != nil {
 		return err
 	}
 
 	// The tag's 16 bytes after packetEnd are spare until the MAC is copied in.
-	c.xorContent(s, nonce, c.buf[4:packetEnd])
+	c.xorContent(s, nonce, buf[4:packetEnd])
 
 	var mac [poly1305.TagSize]byte
-	poly1305.Sum(&mac, c.buf[:packetEnd], &polyKey)
+	poly1305.Sum(&mac, buf[:packetEnd], &polyKey)
 
-	copy(c.buf[packetEnd:], mac[:])
+	copy(buf[packetEnd:], mac[:])
 
-	if _, err := w.Write(c.buf); err != nil {
+	if _, err := w.Write(buf); err != nil {
 		return err
 	}
 	return nil

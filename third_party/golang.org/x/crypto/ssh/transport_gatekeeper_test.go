@@ -69,6 +69,14 @@ func TestPacketReaderStream(t *testing.T) {
 	if err := b.readFull(make([]byte, 150, 400)); !errors.Is(err, io.ErrUnexpectedEOF) {
 		t.Fatalf("readFull past the end: %v, want io.ErrUnexpectedEOF", err)
 	}
+	// As io.ReadFull: nothing at all before the end is io.EOF.
+	b = newPacketReader(bytes.NewReader(stream[:4]))
+	if _, err := b.Read(make([]byte, 4)); err != nil {
+		t.Fatal(err)
+	}
+	if err := b.readFull(make([]byte, 150, 400)); err != io.EOF {
+		t.Fatalf("readFull at the end: %v, want io.EOF", err)
+	}
 }
 
 // TestBulkPacketsOneReadEach: a stream of full channel data packets takes
@@ -113,6 +121,60 @@ func TestBulkPacketsOneReadEach(t *testing.T) {
 			}
 			if src.calls > packets+1 {
 				t.Errorf("%d reads from the connection for %d packets, want at most %d", src.calls, packets, packets+1)
+			}
+		})
+	}
+}
+
+// TestNoBulkBufferKept: after a bulk packet, neither the writing nor the
+// reading cipher keeps a buffer larger than 4 KiB (a connection that
+// once moved bulk data went on holding 40 KiB per direction), and small
+// packets still reuse the cipher's own buffer. GATEKEEPER PATCH 13.
+func TestNoBulkBufferKept(t *testing.T) {
+	for _, name := range []string{CipherAES128GCM, CipherChaCha20Poly1305} {
+		t.Run(name, func(t *testing.T) {
+			algs := DirectionAlgorithms{Cipher: name, MAC: HMACSHA256, compression: compressionNone}
+			var w, r connectionState
+			var err error
+			if w.packetCipher, err = newPacketCipher(clientKeys, algs, &kexResult{Hash: crypto.SHA256}); err != nil {
+				t.Fatal(err)
+			}
+			if r.packetCipher, err = newPacketCipher(clientKeys, algs, &kexResult{Hash: crypto.SHA256}); err != nil {
+				t.Fatal(err)
+			}
+			bufs := func(c packetCipher) (own *[]byte, rb *pooledReadBuf) {
+				switch c := c.(type) {
+				case *gcmCipher:
+					return &c.buf, &c.pooledReadBuf
+				case *chacha20Poly1305Cipher:
+					return &c.buf, &c.pooledReadBuf
+				}
+				t.Fatalf("cipher %T", c)
+				return nil, nil
+			}
+			var wire bytes.Buffer
+			bw := bufio.NewWriter(&wire)
+			br := newPacketReader(&wire)
+			for _, size := range []int{100, 9 + 32768, 1000, 20000, 9 + 32768, 50} {
+				p := make([]byte, size)
+				rand.Read(p)
+				p[0] = msgIgnore
+				if err := w.writePacket(bw, rand.Reader, bytes.Clone(p), false); err != nil {
+					t.Fatal(err)
+				}
+				got, err := r.readPacket(br, false)
+				if err != nil || !bytes.Equal(got, p) {
+					t.Fatalf("%d-byte packet: read back %d bytes, %v", size, len(got), err)
+				}
+				for side, c := range map[string]packetCipher{"writer": w.packetCipher, "reader": r.packetCipher} {
+					own, rb := bufs(c)
+					if cap(*own) > 4<<10 || rb.arr != nil {
+						t.Fatalf("after a %d-byte packet the %s keeps a %d-byte buffer (pooled array held: %v)", size, side, cap(*own), rb.arr != nil)
+					}
+				}
+			}
+			if own, _ := bufs(w.packetCipher); cap(*own) == 0 {
+				t.Error("the writer keeps no buffer for small packets")
 			}
 		})
 	}
