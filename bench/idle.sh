@@ -19,6 +19,7 @@ source "$(dirname "$0")/lib.sh"
 SESSIONS=${SESSIONS:-2000}
 C=${C:-8}
 CMD=${CMD:-}
+LABEL=${LABEL:-idle relayed session} # the measure's name in the ROW lines (bench/idle-after.sh sets it)
 GCS=${GCS:-3}
 GK_SERVE_FLAGS="${GK_SERVE_FLAGS:-} --pprof"
 SETTLE=${SETTLE:-5} # seconds between the last session opening and the sample
@@ -143,6 +144,6 @@ for m in "VmRSS:$rss" "Go heap+stack:$gomem"; do
 	v=${m##*:}
 	met=$(bench_met 'v <= t && ok == "yes"' v="$v" t="$TARGET_KIB" ok="$ok")
 	[[ $ok == yes ]] || met="$met ($failed failed, ${dropped:-?} dropped)"
-	bench_row "idle relayed session, gatekeeper ${m%%:*}" - "$v KiB/session" - - "<= $TARGET_KIB KiB" "$met" \
+	bench_row "$LABEL, gatekeeper ${m%%:*}" - "$v KiB/session" - - "<= $TARGET_KIB KiB" "$met" \
 		"$opened idle sessions ($what) held by bench/idleclients, after - before / $opened (bench/idle.sh)"
 done

@@ -7,14 +7,14 @@
 # bench/login.sh prints no ROW lines: its medians are read from its output. bench/cluster.sh
 # runs separately (make bench runs it after this). Exits non-zero if a benchmark failed (its row
 # then says so), not for a missed target. Root.
-#   BENCHES="login throughput transfer distance idle storm profile" bench/report.sh
+#   BENCHES="login throughput transfer distance idle idle-after storm profile" bench/report.sh
 # The benchmarks' variables pass through (SIZE applies to every one that has it), e.g. a quick
 # check: SIZE=64M N=20 SESSIONS=50 U=20 bench/report.sh
 set -uo pipefail
 # shellcheck source=bench/lib.sh
 source "$(dirname "$0")/lib.sh"
 
-BENCHES=${BENCHES:-login throughput transfer distance idle storm profile}
+BENCHES=${BENCHES:-login throughput transfer distance idle idle-after storm profile}
 GK_MAKE_TARGET=bench
 gk_require_root "the benchmarks create local users and run a throwaway sshd"
 BENCH_DIR=$(cd "$(dirname "$0")" && pwd)
