@@ -133,13 +133,17 @@ func (b *buffer) readLocked(buf []byte) (n int, ok bool, err error) {
 			r := copy(buf, b.head.buf)
 			buf, b.head.buf = buf[r:], b.head.buf[r:]
 			n += r
-			// GATEKEEPER PATCH 13: a drained pooled packet goes back
-			// at once, also when it is the last element, which stays
-			// the head until more data comes (for an idle channel
-			// after a transfer, for good).
-			if len(b.head.buf) == 0 && b.head.pooled != nil {
-				packetPool.Put(b.head.pooled)
-				b.head.pooled, b.head.buf = nil, nil
+			// GATEKEEPER PATCH 13: a drained packet is let go at once
+			// (a pooled one back to the pool), also when it is the
+			// last element, which stays the head until more data
+			// comes: for an idle channel after a transfer, for good.
+			// A chunk of small writes is kept for the next ones.
+			if len(b.head.buf) == 0 && !b.head.owned {
+				if b.head.pooled != nil {
+					packetPool.Put(b.head.pooled)
+					b.head.pooled = nil
+				}
+				b.head.buf = nil
 			}
 			continue
 		}

@@ -75,10 +75,10 @@ type readerFunc func([]byte) (int, error)
 
 func (f readerFunc) Read(p []byte) (int, error) { return f(p) }
 
-// TestDrainedPacketGoesBack: once its data has been read, a pooled packet
-// goes back to the pool even when it is the buffer's last element, which
-// stays its head until more data comes: an idle channel after a transfer
-// held one for good. GATEKEEPER PATCH 13.
+// TestDrainedPacketGoesBack: once its data has been read, a packet is let
+// go (a pooled one back to the pool) even when it is the buffer's last
+// element, which stays its head until more data comes: an idle channel
+// after a transfer held one for good. GATEKEEPER PATCH 13.
 func TestDrainedPacketGoesBack(t *testing.T) {
 	b := newBuffer()
 	pkt := newPacketBuf(append([]byte{msgChannelData}, make([]byte, 30000)...))
@@ -92,6 +92,15 @@ func TestDrainedPacketGoesBack(t *testing.T) {
 	}
 	if b.head != b.tail || b.head.pooled != nil || b.head.buf != nil {
 		t.Fatalf("after the read the buffer still holds the packet (pooled %v)", b.head.pooled != nil)
+	}
+	// The same for a packet that was not pooled (under pooledPacketMin).
+	mid := make([]byte, 5000)
+	b.writePacket(mid, nil)
+	if n, err := b.Read(got); n != len(mid) || err != nil {
+		t.Fatalf("Read: %d bytes, %v", n, err)
+	}
+	if b.head != b.tail || b.head.buf != nil {
+		t.Fatalf("after the read the buffer still holds a %d-byte array", cap(b.head.buf))
 	}
 	b.write([]byte("more"))
 	if n, _ := b.Read(got); string(got[:n]) != "more" {
