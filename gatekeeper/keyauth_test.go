@@ -265,8 +265,11 @@ func TestKillKey(t *testing.T) {
 	}
 	a, b := dial(revoked), dial(kept)
 	fp := ssh.FingerprintSHA256(revoked.PublicKey())
-	if got := g.srv.Sessions(); len(got) != 2 || !slices.ContainsFunc(got, func(s SessionInfo) bool { return s.Key == fp }) {
-		t.Fatalf("sessions %+v: want two, one of them with key %s", got, fp)
+	// The client is in once it has read the server's success; the server
+	// registers the session right after sending it.
+	waitFor(t, "both sessions registered", func() bool { return len(g.srv.Sessions()) == 2 })
+	if got := g.srv.Sessions(); !slices.ContainsFunc(got, func(s SessionInfo) bool { return s.Key == fp }) {
+		t.Fatalf("sessions %+v: want one with key %s", got, fp)
 	}
 	if n := g.srv.KillKey("alice", fp); n != 1 {
 		t.Errorf("KillKey ended %d sessions, want 1", n)
