@@ -49,16 +49,15 @@ upload() {
 	if [[ $which == A ]]; then port=$A_PORT pid=$A_PID; else port=$B_PORT pid=$B_PID; fi
 	c0=$(gk_cpu_ticks "$pid")
 	t0=$(bench_ns)
-	head -c "$SIZE" /dev/zero |
-		timeout "$BENCH_TIMEOUT" ssh "${GK_SSH_OPTS[@]}" -b 127.0.0.2 -p "$port" -c "$cipher" \
-			"$BENCH_USER@127.0.0.1" 'cat > /dev/null' || gk_die "upload through $which with $cipher failed"
+	head -c "$SIZE" /dev/zero | GK_PORT=$port ssh_trusted -c "$cipher" "$BENCH_USER@127.0.0.1" 'cat > /dev/null' ||
+		gk_die "upload through $which with $cipher failed"
 	s=$(bench_secs "$t0")
 	c1=$(gk_cpu_ticks "$pid")
 	echo "$(bench_mibs "$bytes" "$s") $(bench_cpu_per_gib $((c1 - c0)) "$bytes")" >>"$TMP/$which.$cipher"
 }
 
 for p in $A_PORT $B_PORT; do # host keys into known_hosts; warms up
-	timeout "$BENCH_TIMEOUT" ssh "${GK_SSH_OPTS[@]}" -b 127.0.0.2 -p "$p" "$BENCH_USER@127.0.0.1" true </dev/null
+	GK_PORT=$p ssh_trusted "$BENCH_USER@127.0.0.1" true </dev/null
 done
 echo "A: $A"
 echo "B: $B"

@@ -148,11 +148,8 @@ func (b *buffer) readLocked(buf []byte) (n int, ok bool, err error) {
 			continue
 		}
 		// if there is a next buffer, make it the head
+		// (A drained packet has been let go above.)
 		if len(b.head.buf) == 0 && b.head != b.tail {
-			if b.head.pooled != nil {
-				packetPool.Put(b.head.pooled)
-				b.head.pooled = nil
-			}
 			b.head = b.head.next
 			continue
 		}

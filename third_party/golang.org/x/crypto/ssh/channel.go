@@ -299,7 +299,7 @@ func (ch *channel) WriteExtended(data []byte, extendedCode uint32) (n int, err e
 			return n, err
 		}
 		// GATEKEEPER PATCH 13: the channel keeps a buffer of at most
-		// writeBufMax; a larger packet is laid out in a pooled array,
+		// keptBufMax; a larger packet is laid out in a pooled array,
 		// given back once written (writePacket keeps no reference: a
 		// packet queued during a key exchange is copied).
 		packet, arr := writeBuf(&small, int(headerLength+space))

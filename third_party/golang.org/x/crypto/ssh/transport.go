@@ -303,28 +303,20 @@ type pooledReadBuf struct {
 // pooledReadFits reports whether a packet whose length field says length
 // (padding length byte, payload and padding) is read into a pooled array:
 // it fits with its tag, and is larger than the buffer a cipher keeps
-// (writeBufMax). GATEKEEPER PATCH 13: patch 10 took only packets that may
+// (keptBufMax). GATEKEEPER PATCH 13: patch 10 took only packets that may
 // be pooled channel data (pooledPacketMin), and the cipher kept a buffer
 // the size of the largest other packet for the connection's life.
 func pooledReadFits(length, tagSize uint32) bool {
-	return length+tagSize > writeBufMax && length+tagSize <= pooledPacketSize
+	return length+tagSize > keptBufMax && length+tagSize <= pooledPacketSize
 }
 
 // readBuf returns n bytes for a cipher to read a packet into: when pooled,
 // from the pooled array, head bytes before packetHead (taking an array from
 // packetPool when the reader has none); otherwise *own, grown when it is
-// too small, or, beyond writeBufMax, a buffer that is not kept.
+// too small, or, beyond keptBufMax, a buffer that is not kept.
 func (b *pooledReadBuf) readBuf(own *[]byte, pooled bool, head, n int) []byte {
 	if !pooled {
-		if n > writeBufMax {
-			// GATEKEEPER PATCH 13: too large to keep.
-			return make([]byte, n)
-		}
-		if cap(*own) < n {
-			*own = make([]byte, n)
-		}
-		*own = (*own)[:n]
-		return *own
+		return ownBuf(own, n)
 	}
 	if b.arr == nil {
 		b.arr = packetPool.Get().(*pooledPacket)
@@ -483,33 +475,38 @@ func readFullFrom(r io.Reader, p []byte) error {
 	return err
 }
 
-// writeBufMax is the largest buffer a cipher or a channel keeps for the
-// packets it writes. GATEKEEPER PATCH 13: a larger packet is laid out in an
+// keptBufMax is the largest buffer a cipher or a channel keeps for the
+// packets it writes or reads. GATEKEEPER PATCH 13: a larger packet is laid out in an
 // array from packetPool that goes back right after the write (writeBuf),
 // so that a connection that once moved bulk data does not keep 40 KiB per
 // cipher and per channel for the rest of its life: an idle session after
 // a 1 MiB download held 207 KiB, against 58 for one that moved nothing.
 // Keystrokes, lines of output and window adjustments fit.
-const writeBufMax = 2 << 10
+const keptBufMax = 2 << 10
 
-// writeBuf returns n bytes to lay out a packet in: *own, grown up to
-// writeBufMax, or a pooled array (arr, which the caller gives back to
-// packetPool once written) when n is larger, or a fresh allocation beyond
-// that. GATEKEEPER PATCH 13.
+// ownBuf returns n bytes of *own, grown to fit, when n is at most
+// keptBufMax; a larger buffer is allocated and not kept. GATEKEEPER PATCH
+// 13.
+func ownBuf(own *[]byte, n int) []byte {
+	if n > keptBufMax {
+		return make([]byte, n)
+	}
+	if cap(*own) < n {
+		*own = make([]byte, n)
+	}
+	*own = (*own)[:n]
+	return *own
+}
+
+// writeBuf returns n bytes to lay out a packet in: a pooled array (arr,
+// which the caller gives back to packetPool once written) when n is over
+// keptBufMax and fits one, else ownBuf's. GATEKEEPER PATCH 13.
 func writeBuf(own *[]byte, n int) (buf []byte, arr *pooledPacket) {
-	switch {
-	case n <= writeBufMax:
-		if cap(*own) < n {
-			*own = make([]byte, n)
-		}
-		*own = (*own)[:n]
-		return *own, nil
-	case n <= len(pooledPacket{}):
+	if n > keptBufMax && n <= len(pooledPacket{}) {
 		arr = packetPool.Get().(*pooledPacket)
 		return arr[:n], arr
-	default:
-		return make([]byte, n), nil
 	}
+	return ownBuf(own, n), nil
 }
 
 // transportBufSize is the size of a transport's read and write buffers.
