@@ -262,6 +262,18 @@ func (ch *channel) writePacket(packet []byte) error {
 	return err
 }
 
+// writeData writes the data packet of head and data through dw, as
+// writePacket writes a packet: not after the channel's close. It reports
+// false when dw declined and nothing was written. GATEKEEPER PATCH 14.
+func (ch *channel) writeData(dw dataWriter, head, data []byte) (bool, error) {
+	ch.writeMu.Lock()
+	defer ch.writeMu.Unlock()
+	if ch.sentClose {
+		return true, io.EOF
+	}
+	return dw.writeData(head, data)
+}
+
 func (ch *channel) sendMessage(msg interface{}) error {
 	if debugMux {
 		log.Printf("send(%d): %#v", ch.mux.chanList.offset, msg)
@@ -293,29 +305,38 @@ func (ch *channel) WriteExtended(data []byte, extendedCode uint32) (n int, err e
 	// flagged as errors by the race detector.
 	ch.writeMu.Unlock()
 
+	// GATEKEEPER PATCH 14: a connection that can (dataWriter) takes the
+	// header and the data apart, and copies the data only once.
+	dw, _ := ch.mux.conn.(dataWriter)
+	var head [13]byte
+	head[0] = opCode
+	binary.BigEndian.PutUint32(head[1:], ch.remoteId)
+	if extendedCode > 0 {
+		binary.BigEndian.PutUint32(head[5:], extendedCode)
+	}
 	for len(data) > 0 {
 		space := minPayloadSize(ch.maxRemotePayload, len(data))
 		if space, err = ch.remoteWin.reserve(space); err != nil {
 			return n, err
 		}
-		// GATEKEEPER PATCH 13: the channel keeps a buffer of at most
-		// keptBufMax; a larger packet is laid out in a pooled array,
-		// given back once written (writePacket keeps no reference: a
-		// packet queued during a key exchange is copied).
-		packet, arr := writeBuf(&small, int(headerLength+space))
-
 		todo := data[:space]
-
-		packet[0] = opCode
-		binary.BigEndian.PutUint32(packet[1:], ch.remoteId)
-		if extendedCode > 0 {
-			binary.BigEndian.PutUint32(packet[5:], uint32(extendedCode))
+		binary.BigEndian.PutUint32(head[headerLength-4:], uint32(len(todo)))
+		done := false
+		if dw != nil {
+			done, err = ch.writeData(dw, head[:headerLength], todo)
 		}
-		binary.BigEndian.PutUint32(packet[headerLength-4:], uint32(len(todo)))
-		copy(packet[headerLength:], todo)
-		err = ch.writePacket(packet)
-		if arr != nil {
-			packetPool.Put(arr)
+		if !done {
+			// GATEKEEPER PATCH 13: the channel keeps a buffer of at most
+			// keptBufMax; a larger packet is laid out in a pooled array,
+			// given back once written (writePacket keeps no reference: a
+			// packet queued during a key exchange is copied).
+			packet, arr := writeBuf(&small, int(headerLength+space))
+			copy(packet, head[:headerLength])
+			copy(packet[headerLength:], todo)
+			err = ch.writePacket(packet)
+			if arr != nil {
+				packetPool.Put(arr)
+			}
 		}
 		if err != nil {
 			return n, err

@@ -334,38 +334,57 @@ func newGCMCipher(key, iv, unusedMacKey []byte, unusedAlgs DirectionAlgorithms) 
 const gcmTagSize = 16
 
 func (c *gcmCipher) writeCipherPacket(seqNum uint32, w io.Writer, rand io.Reader, packet []byte) error {
-	// Pad out to multiple of 16 bytes. This is different from the
-	// stream cipher because that encrypts the length too.
-	padding := byte(packetSizeMultiple - (1+len(packet))%packetSizeMultiple)
-	if padding < 4 {
-		padding += packetSizeMultiple
-	}
-
-	length := uint32(len(packet) + int(padding) + 1)
-	binary.BigEndian.PutUint32(c.prefix[:], length)
-
 	// GATEKEEPER PATCH 11: the length, the sealed packet and its tag are
 	// laid out in c.buf and written with one Write, not two.
 	// GATEKEEPER PATCH 13: a bulk packet is laid out in a pooled array.
-	total := 4 + int(length) + gcmTagSize
-	buf, arr := writeBuf(&c.buf, total)
+	buf, arr := writeBuf(&c.buf, c.sealedSize(len(packet)))
 	if arr != nil {
 		defer packetPool.Put(arr)
 	}
+	n, err := c.sealPacket(seqNum, buf, rand, packet, nil)
+	if err != nil {
+		return err
+	}
+	_, err = w.Write(buf[:n])
+	return err
+}
+
+// sealedSize is the size of a packet of n payload bytes on the wire: the
+// length, the padding length, the payload padded to the block size and the
+// tag. GATEKEEPER PATCH 14.
+func (c *gcmCipher) sealedSize(n int) int {
+	return 4 + 1 + n + gcmPadding(n) + gcmTagSize
+}
+
+// gcmPadding is the padding of a packet of n payload bytes. Unlike the
+// stream ciphers', the length is not encrypted, so it is not counted.
+func gcmPadding(n int) int {
+	padding := packetSizeMultiple - (1+n)%packetSizeMultiple
+	if padding < 4 {
+		padding += packetSizeMultiple
+	}
+	return padding
+}
+
+// sealPacket lays out the packet whose payload is head followed by data
+// in buf, at least sealedSize bytes, encrypted and with its tag, and
+// returns its size. GATEKEEPER PATCH 14 (split out of writeCipherPacket).
+func (c *gcmCipher) sealPacket(seqNum uint32, buf []byte, rand io.Reader, head, data []byte) (int, error) {
+	n := len(head) + len(data)
+	padding := gcmPadding(n)
+	length := uint32(1 + n + padding)
+	binary.BigEndian.PutUint32(c.prefix[:], length)
 	copy(buf, c.prefix[:])
 	body := buf[4 : 4+length] // room for the tag after it
-	body[0] = padding
-	copy(body[1:], packet)
-	if _, err := io.ReadFull(rand, body[1+len(packet):]); err != nil {
-		return err
+	body[0] = byte(padding)
+	copy(body[1:], head)
+	copy(body[1+len(head):], data)
+	if _, err := io.ReadFull(rand, body[1+n:]); err != nil {
+		return 0, err
 	}
 	sealed := c.aead.Seal(body[:0], c.iv, body, c.prefix[:])
-	if _, err := w.Write(buf[:4+len(sealed)]); err != nil {
-		return err
-	}
 	c.incIV()
-
-	return nil
+	return 4 + len(sealed), nil
 }
 
 func (c *gcmCipher) incIV() {
@@ -852,44 +871,66 @@ func (c *chacha20Poly1305Cipher) readCipherPacket(seqNum uint32, r io.Reader) ([
 }
 
 func (c *chacha20Poly1305Cipher) writeCipherPacket(seqNum uint32, w io.Writer, rand io.Reader, payload []byte) error {
+	// GATEKEEPER PATCH 13: a bulk packet is laid out in a pooled array.
+	buf, arr := writeBuf(&c.buf, c.sealedSize(len(payload)))
+	if arr != nil {
+		defer packetPool.Put(arr)
+	}
+	n, err := c.sealPacket(seqNum, buf, rand, payload, nil)
+	if err != nil {
+		return err
+	}
+	_, err = w.Write(buf[:n])
+	return err
+}
+
+// chachaPadding is the padding of a packet of n payload bytes. There is no
+// blocksize, so it falls back to multiple of 8 byte padding, as described
+// in RFC 4253, Sec 6.
+func chachaPadding(n int) int {
+	const packetSizeMultiple = 8
+	padding := packetSizeMultiple - (1+n)%packetSizeMultiple
+	if padding < 4 {
+		padding += packetSizeMultiple
+	}
+	return padding
+}
+
+// sealedSize is the size of a packet of n payload bytes on the wire.
+// GATEKEEPER PATCH 14.
+func (c *chacha20Poly1305Cipher) sealedSize(n int) int {
+	// size (4 bytes), padding (1), payload, padding, tag.
+	return 4 + 1 + n + chachaPadding(n) + poly1305.TagSize
+}
+
+// sealPacket lays out the packet whose payload is head followed by data
+// in buf, at least sealedSize bytes, encrypted and with its MAC, and
+// returns its size. GATEKEEPER PATCH 14 (split out of writeCipherPacket).
+func (c *chacha20Poly1305Cipher) sealPacket(seqNum uint32, buf []byte, rand io.Reader, head, data []byte) (int, error) {
 	nonce := make([]byte, 12)
 	binary.BigEndian.PutUint32(nonce[8:], seqNum)
 	s, err := chacha20.NewUnauthenticatedCipher(c.contentKey[:], nonce)
 	if err != nil {
-		return err
+		return 0, err
 	}
 	var polyKey, discardBuf [32]byte
 	s.XORKeyStream(polyKey[:], polyKey[:])
 	s.XORKeyStream(discardBuf[:], discardBuf[:]) // skip the next 32 bytes
 
-	// There is no blocksize, so fall back to multiple of 8 byte
-	// padding, as described in RFC 4253, Sec 6.
-	const packetSizeMultiple = 8
-
-	padding := packetSizeMultiple - (1+len(payload))%packetSizeMultiple
-	if padding < 4 {
-		padding += packetSizeMultiple
-	}
-
-	// size (4 bytes), padding (1), payload, padding, tag.
-	totalLength := 4 + 1 + len(payload) + padding + poly1305.TagSize
-	// GATEKEEPER PATCH 13: a bulk packet is laid out in a pooled array.
-	buf, arr := writeBuf(&c.buf, totalLength)
-	if arr != nil {
-		defer packetPool.Put(arr)
-	}
-
-	binary.BigEndian.PutUint32(buf, uint32(1+len(payload)+padding))
+	n := len(head) + len(data)
+	padding := chachaPadding(n)
+	binary.BigEndian.PutUint32(buf, uint32(1+n+padding))
 	ls, err := chacha20.NewUnauthenticatedCipher(c.lengthKey[:], nonce)
 	if err != nil {
-		return err
+		return 0, err
 	}
 	ls.XORKeyStream(buf, buf[:4])
 	buf[4] = byte(padding)
-	copy(buf[5:], payload)
-	packetEnd := 5 + len(payload) + padding
-	if _, err := io.ReadFull(rand, buf[5+len(payload):packetEnd]); err != nil {
-		return err
+	copy(buf[5:], head)
+	copy(buf[5+len(head):], data)
+	packetEnd := 5 + n + padding
+	if _, err := io.ReadFull(rand, buf[5+n:packetEnd]); err != nil {
+		return 0, err
 	}
 
 	// The tag's 16 bytes after packetEnd are spare until the MAC is copied in.
@@ -899,9 +940,5 @@ func (c *chacha20Poly1305Cipher) writeCipherPacket(seqNum uint32, w io.Writer, r
 	poly1305.Sum(&mac, buf[:packetEnd], &polyKey)
 
 	copy(buf[packetEnd:], mac[:])
-
-	if _, err := w.Write(buf); err != nil {
-		return err
-	}
-	return nil
+	return packetEnd + poly1305.TagSize, nil
 }

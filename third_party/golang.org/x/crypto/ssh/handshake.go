@@ -694,6 +694,45 @@ func (t *handshakeTransport) writePacket(p []byte) error {
 	return nil
 }
 
+// writeData is writePacket of the payload head followed by data, joined
+// only if the transport cannot take them apart (dataWriter, GATEKEEPER
+// PATCH 14). While a key exchange is under way it declines: the caller's
+// writePacket then queues the packet (a copy) or waits, as upstream.
+func (t *handshakeTransport) writeData(head, data []byte) (bool, error) {
+	dw, ok := t.conn.(dataWriter)
+	if !ok || debugHandshake {
+		return false, nil
+	}
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if t.writeError != nil {
+		return true, t.writeError
+	}
+	if t.sentInitMsg != nil {
+		return false, nil
+	}
+	done, err := dw.writeData(head, data)
+	if !done {
+		return false, nil
+	}
+	// The rest is writePacket's.
+	if t.writeBytesLeft > 0 {
+		t.writeBytesLeft -= int64(len(head) + len(data))
+	} else {
+		t.requestKeyExchange()
+	}
+	if t.writePacketsLeft > 0 {
+		t.writePacketsLeft--
+	} else {
+		t.requestKeyExchange()
+	}
+	if err != nil {
+		t.writeError = err
+		t.writeCond.Broadcast()
+	}
+	return true, nil
+}
+
 func (t *handshakeTransport) Close() error {
 	// Close the connection. This should cause the readLoop goroutine to wake up
 	// and close t.startKex, which will shut down kexLoop if running.

@@ -365,6 +365,70 @@ func (s *connectionState) writePacket(w *bufio.Writer, rand io.Reader, packet []
 	return err
 }
 
+// GATEKEEPER PATCH 14: channel data copied once.
+//
+// Upstream laid out each channel data packet (its header and the data) in
+// a buffer of its own, which the cipher then copied into its buffer to
+// encrypt it: two copies of every byte a relay forwards. With an AEAD
+// cipher the data now goes straight from the writer's slice into the
+// buffer it is encrypted in.
+
+// packetSealer is a packetCipher that can lay out and encrypt a packet in
+// a buffer the caller gives, from a payload given in two parts.
+type packetSealer interface {
+	// sealedSize is the size on the wire of a packet of n payload bytes.
+	sealedSize(n int) int
+	// sealPacket lays out the packet whose payload is head followed by
+	// data in buf (at least sealedSize bytes), encrypted, and returns
+	// its size.
+	sealPacket(seqNum uint32, buf []byte, rand io.Reader, head, data []byte) (int, error)
+}
+
+// dataWriter is a packetConn that can write a packet whose payload comes
+// in two parts without joining them first.
+type dataWriter interface {
+	// writeData writes the packet whose payload is head followed by
+	// data. It reports false, having written nothing, when it cannot;
+	// the caller then joins them and calls writePacket.
+	writeData(head, data []byte) (bool, error)
+}
+
+func (t *transport) writeData(head, data []byte) (bool, error) {
+	if debugTransport {
+		return false, nil // writePacket prints it
+	}
+	return t.writer.writeData(t.bufWriter, t.rand, head, data)
+}
+
+// writeData is writePacket of the payload head followed by data (see
+// dataWriter). It declines when the cipher cannot seal into a buffer and
+// for packets that fit the buffer the cipher keeps (small ones, where the
+// copy costs nothing) or too large for a pooled array.
+func (s *connectionState) writeData(w *bufio.Writer, rand io.Reader, head, data []byte) (bool, error) {
+	sealer, ok := s.packetCipher.(packetSealer)
+	if !ok {
+		return false, nil
+	}
+	size := sealer.sealedSize(len(head) + len(data))
+	if size <= keptBufMax || size > len(pooledPacket{}) {
+		return false, nil
+	}
+	arr := packetPool.Get().(*pooledPacket)
+	defer packetPool.Put(arr)
+	n, err := sealer.sealPacket(s.seqNum, arr[:size], rand, head, data)
+	if err != nil {
+		return true, err
+	}
+	if _, err := w.Write(arr[:n]); err != nil {
+		return true, err
+	}
+	if err := w.Flush(); err != nil {
+		return true, err
+	}
+	s.seqNum++
+	return true, nil
+}
+
 // packetReader is the transport's read buffer (GATEKEEPER PATCH 12): Read
 // is bufio.Reader's, and readFull reads the rest of a large packet straight
 // into the packet's buffer together with what follows it, up to the size of
