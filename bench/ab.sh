@@ -72,15 +72,11 @@ for ((r = 1; r <= ROUNDS; r++)); do
 	done
 done
 
-# median COLUMN FILE: the median of a column of FILE.
-median() {
-	sort -g -k"$1","$1" "$2" | awk -v c="$1" '{ v[NR] = $c } END { print (NR % 2) ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2 }'
-}
 for cipher in $CIPHERS; do
 	echo "$cipher:"
 	for which in A B; do
 		f="$TMP/$which.$cipher"
-		printf '  %s  median %7.1f MiB/s  %5.2f CPU-s/GiB   (each MiB/s/CPU: %s)\n' "$which" "$(median 1 "$f")" "$(median 2 "$f")" \
+		printf '  %s  median %7.1f MiB/s  %5.2f CPU-s/GiB   (each MiB/s/CPU: %s)\n' "$which" "$(bench_median 1 "$f")" "$(bench_median 2 "$f")" \
 			"$(awk '{ printf "%s%s/%s", sep, $1, $2; sep = ", " }' "$f")"
 	done
 done

@@ -144,6 +144,13 @@ bench_cpu_per_gib() {
 	bench_calc %.2f 't / hz / (b / 1073741824)' t="$1" hz="$(getconf CLK_TCK)" b="$2"
 }
 
+# bench_median COLUMN FILE: the median of a column of numbers in FILE (one row per run). One
+# transfer on a shared VM moves by 20% or more from run to run; the median of interleaved runs
+# moves much less.
+bench_median() {
+	sort -g -k"$1","$1" "$2" | awk -v c="$1" '{ v[NR] = $c } END { print (NR % 2) ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2 }'
+}
+
 # bench_mibs BYTES SECONDS: MiB/s, rounded.
 bench_mibs() {
 	bench_calc %.0f 'b / 1048576 / s' b="$1" s="$2"
