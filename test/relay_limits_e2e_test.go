@@ -97,8 +97,9 @@ func (s *holdServer) waitOpen(t testing.TB, n int) {
 }
 
 // forwardOutcome tells what became of one connection to a local forward: it reached the far
-// end (true), or ssh closed it because the channel was refused (false).
-func forwardOutcome(t testing.TB, s *holdServer, conn net.Conn) bool {
+// end (true), or ssh closed it because the channel was refused (false). sshLog gives what ssh
+// printed, shown when neither happens.
+func forwardOutcome(t testing.TB, s *holdServer, conn net.Conn, sshLog func() string) bool {
 	t.Helper()
 	_, before, _ := s.counts()
 	closed := make(chan error, 1)
@@ -117,12 +118,12 @@ func forwardOutcome(t testing.TB, s *holdServer, conn net.Conn) bool {
 		case err := <-closed:
 			var ne net.Error
 			if errors.As(err, &ne) && ne.Timeout() {
-				t.Fatal("a forwarded connection neither reached the far end nor was closed")
+				t.Fatalf("a forwarded connection neither reached the far end nor was closed; ssh:\n%s", sshLog())
 			}
 			return false
 		case <-changed:
 		case <-timeout:
-			t.Fatal("a forwarded connection neither reached the far end nor was closed")
+			t.Fatalf("a forwarded connection neither reached the far end nor was closed; ssh:\n%s", sshLog())
 		}
 	}
 }
@@ -184,7 +185,7 @@ func TestMaxChannelsOpenSSH(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer over.Close()
-	if forwardOutcome(t, hold, over) {
+	if forwardOutcome(t, hold, over, sshLog) {
 		t.Fatalf("connection %d through one SSH connection reached the far end; want it refused (max_channels %d)", limit+1, limit)
 	}
 	const reason = "open failed: resource shortage: too many channels open on this connection"
@@ -208,7 +209,7 @@ func TestMaxChannelsOpenSSH(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		if forwardOutcome(t, hold, conn) {
+		if forwardOutcome(t, hold, conn, sshLog) {
 			held = append(held, conn)
 			break
 		}
