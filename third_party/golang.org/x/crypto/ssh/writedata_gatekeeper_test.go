@@ -16,8 +16,8 @@ import (
 )
 
 // TestWriteDataSameBytes: writeData puts on the wire, byte for byte, what
-// writePacket puts there for the joined payload, with the same sequence
-// number after it, for the ciphers that can seal into a buffer; and it
+// writePacket puts there for the joined payload, packet after packet, with
+// the same sequence number after them, for the ciphers that can seal into a buffer; and it
 // declines, writing nothing, for small packets, packets too large for a
 // pooled array and any other cipher.
 func TestWriteDataSameBytes(t *testing.T) {
@@ -37,12 +37,16 @@ func TestWriteDataSameBytes(t *testing.T) {
 				binary.BigEndian.PutUint32(head[9:], uint32(size))
 				data := make([]byte, size)
 				rand.Read(data)
-				pad := make([]byte, 300) // the padding: the same for both
+				pad := make([]byte, 3*300) // the padding: the same for both
 				rand.Read(pad)
 
+				// Three packets in a row: a nonce or counter moved
+				// twice, or not at all, shows from the second.
+				const packets = 3
 				s := newState()
 				var got bytes.Buffer
-				done, err := s.writeData(bufio.NewWriterSize(&got, transportBufSize), bytes.NewReader(pad), head, data)
+				gotW, gotPad := bufio.NewWriterSize(&got, transportBufSize), bytes.NewReader(pad)
+				done, err := s.writeData(gotW, gotPad, head, data)
 				if err != nil {
 					t.Fatal(err)
 				}
@@ -57,13 +61,20 @@ func TestWriteDataSameBytes(t *testing.T) {
 					}
 					return
 				}
+				for i := 1; i < packets; i++ {
+					if done, err := s.writeData(gotW, gotPad, head, data); !done || err != nil {
+						t.Fatalf("packet %d: writeData reported %v, %v", i+1, done, err)
+					}
+				}
 				ref := newState()
 				var want bytes.Buffer
-				w := bufio.NewWriterSize(&want, transportBufSize)
-				if err := ref.writePacket(w, bytes.NewReader(pad), append(bytes.Clone(head), data...), false); err != nil {
-					t.Fatal(err)
+				w, refPad := bufio.NewWriterSize(&want, transportBufSize), bytes.NewReader(pad)
+				for range packets {
+					if err := ref.writePacket(w, refPad, append(bytes.Clone(head), data...), false); err != nil {
+						t.Fatal(err)
+					}
 				}
-				if !bytes.Equal(got.Bytes(), want.Bytes()) || s.seqNum != ref.seqNum {
+				if !bytes.Equal(got.Bytes(), want.Bytes()) || s.seqNum != ref.seqNum || s.seqNum != 7+packets {
 					t.Fatalf("%d bytes and sequence number %d, want writePacket's %d bytes and %d",
 						got.Len(), s.seqNum, want.Len(), ref.seqNum)
 				}
