@@ -328,8 +328,11 @@ func (ch *channel) WriteExtended(data []byte, extendedCode uint32) (n int, err e
 		}
 		todo := data[:space]
 		binary.BigEndian.PutUint32(head[headerLength-4:], uint32(len(todo)))
+		// A packet that fits the kept buffers goes as before: the copy
+		// costs nothing there, and writeData would decline it after
+		// taking both locks.
 		done := false
-		if dw != nil {
+		if dw != nil && headerLength+space > keptBufMax {
 			done, err = ch.writeData(dw, head[:headerLength], todo)
 		}
 		if !done {

@@ -356,15 +356,21 @@ func (c *gcmCipher) sealedSize(n int) int {
 	return 4 + 1 + n + gcmPadding(n) + gcmTagSize
 }
 
-// gcmPadding is the padding of a packet of n payload bytes. Unlike the
-// stream ciphers', the length is not encrypted, so it is not counted.
-func gcmPadding(n int) int {
-	padding := packetSizeMultiple - (1+n)%packetSizeMultiple
+// aeadPadding is the padding of a packet of n payload bytes for an AEAD
+// cipher: the padding length byte, the payload and the padding fill a
+// multiple of the block size, with at least 4 bytes of padding. Unlike
+// the stream ciphers', the length is not encrypted, so it is not counted.
+// GATEKEEPER PATCH 14.
+func aeadPadding(n, blockSize int) int {
+	padding := blockSize - (1+n)%blockSize
 	if padding < 4 {
-		padding += packetSizeMultiple
+		padding += blockSize
 	}
 	return padding
 }
+
+// gcmPadding is aeadPadding with AES's 16-byte block.
+func gcmPadding(n int) int { return aeadPadding(n, packetSizeMultiple) }
 
 // sealPacket lays out the packet whose payload is head followed by data
 // in buf, at least sealedSize bytes, encrypted and with its tag, and
@@ -884,17 +890,10 @@ func (c *chacha20Poly1305Cipher) writeCipherPacket(seqNum uint32, w io.Writer, r
 	return err
 }
 
-// chachaPadding is the padding of a packet of n payload bytes. There is no
+// chachaPadding is aeadPadding for chacha20-poly1305. There is no
 // blocksize, so it falls back to multiple of 8 byte padding, as described
 // in RFC 4253, Sec 6.
-func chachaPadding(n int) int {
-	const packetSizeMultiple = 8
-	padding := packetSizeMultiple - (1+n)%packetSizeMultiple
-	if padding < 4 {
-		padding += packetSizeMultiple
-	}
-	return padding
-}
+func chachaPadding(n int) int { return aeadPadding(n, 8) }
 
 // sealedSize is the size of a packet of n payload bytes on the wire.
 // GATEKEEPER PATCH 14.

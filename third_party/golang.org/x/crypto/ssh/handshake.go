@@ -674,8 +674,23 @@ func (t *handshakeTransport) writePacket(p []byte) error {
 		}
 	}
 
+	t.countWrite(len(p))
+
+	if err := t.pushPacket(p); err != nil {
+		t.writeError = err
+		t.writeCond.Broadcast()
+	}
+
+	return nil
+}
+
+// countWrite counts a packet of n bytes towards the next key exchange,
+// and asks for one when the bytes or packets allowed since the last are
+// used up. t.mu must be held. GATEKEEPER PATCH 14: writePacket's, shared
+// with writeData.
+func (t *handshakeTransport) countWrite(n int) {
 	if t.writeBytesLeft > 0 {
-		t.writeBytesLeft -= int64(len(p))
+		t.writeBytesLeft -= int64(n)
 	} else {
 		t.requestKeyExchange()
 	}
@@ -685,13 +700,6 @@ func (t *handshakeTransport) writePacket(p []byte) error {
 	} else {
 		t.requestKeyExchange()
 	}
-
-	if err := t.pushPacket(p); err != nil {
-		t.writeError = err
-		t.writeCond.Broadcast()
-	}
-
-	return nil
 }
 
 // writeData is writePacket of the payload head followed by data, joined
@@ -716,16 +724,7 @@ func (t *handshakeTransport) writeData(head, data []byte) (bool, error) {
 		return false, nil
 	}
 	// The rest is writePacket's.
-	if t.writeBytesLeft > 0 {
-		t.writeBytesLeft -= int64(len(head) + len(data))
-	} else {
-		t.requestKeyExchange()
-	}
-	if t.writePacketsLeft > 0 {
-		t.writePacketsLeft--
-	} else {
-		t.requestKeyExchange()
-	}
+	t.countWrite(len(head) + len(data))
 	if err != nil {
 		t.writeError = err
 		t.writeCond.Broadcast()

@@ -410,7 +410,7 @@ func (s *connectionState) writeData(w *bufio.Writer, rand io.Reader, head, data 
 		return false, nil
 	}
 	size := sealer.sealedSize(len(head) + len(data))
-	if size <= keptBufMax || size > len(pooledPacket{}) {
+	if !pooledWriteFits(size) {
 		return false, nil
 	}
 	arr := packetPool.Get().(*pooledPacket)
@@ -562,11 +562,17 @@ func ownBuf(own *[]byte, n int) []byte {
 	return *own
 }
 
+// pooledWriteFits reports whether a packet of n bytes is laid out in a
+// pooled array to be written: over keptBufMax, and not too large for one.
+func pooledWriteFits(n int) bool {
+	return n > keptBufMax && n <= len(pooledPacket{})
+}
+
 // writeBuf returns n bytes to lay out a packet in: a pooled array (arr,
 // which the caller gives back to packetPool once written) when n is over
 // keptBufMax and fits one, else ownBuf's. GATEKEEPER PATCH 13.
 func writeBuf(own *[]byte, n int) (buf []byte, arr *pooledPacket) {
-	if n > keptBufMax && n <= len(pooledPacket{}) {
+	if pooledWriteFits(n) {
 		arr = packetPool.Get().(*pooledPacket)
 		return arr[:n], arr
 	}
