@@ -34,6 +34,7 @@ import (
 	"gatekeeper/gatekeeper/metrics"
 	"gatekeeper/gatekeeper/proxyproto"
 	"gatekeeper/gatekeeper/relay"
+	"gatekeeper/gatekeeper/sockio"
 	"gatekeeper/gatekeeper/store"
 )
 
@@ -318,6 +319,8 @@ func (s *Server) Reload(cfg *config.Config) (needRestart []string) {
 // peers in proxy_protocol_from must send a PROXY header and the client
 // address it names is the one the policy sees; nobody else can claim one.
 func (s *Server) Serve(ln net.Listener) error {
+	// Beneath the PROXY protocol, which reads its header through it.
+	ln = sockio.Listener(ln)
 	if cfg := s.config(); cfg.ProxyProtocol {
 		ln = &proxyproto.Listener{Listener: ln, From: cfg.ProxyFrom}
 	}

@@ -12,6 +12,8 @@ import (
 	"time"
 
 	"golang.org/x/crypto/ssh"
+
+	"gatekeeper/gatekeeper/sockio"
 	"golang.org/x/crypto/ssh/knownhosts"
 )
 
@@ -230,7 +232,7 @@ func (l *lander) connect(ctx context.Context, user string, setAuth func(*ssh.Cli
 		return nil, err
 	}
 
-	conn, chans, reqs, err := ssh.NewClientConn(nc, l.addr, cfg)
+	conn, chans, reqs, err := ssh.NewClientConn(sockio.Conn(nc), l.addr, cfg)
 	if err != nil {
 		nc.Close()
 		switch {
