@@ -12,9 +12,9 @@ import (
 	"time"
 
 	"golang.org/x/crypto/ssh"
+	"golang.org/x/crypto/ssh/knownhosts"
 
 	"gatekeeper/gatekeeper/sockio"
-	"golang.org/x/crypto/ssh/knownhosts"
 )
 
 // Errors from dialing the lander. They are for the log and the audit trail;

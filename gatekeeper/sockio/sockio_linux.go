@@ -1,17 +1,36 @@
 package sockio
 
 import (
+	"errors"
 	"io"
 	"net"
 	"os"
+	"sync"
 	"syscall"
-	"unsafe"
 )
 
 // tcpConn is a *net.TCPConn whose Read and Write are raw system calls.
 type tcpConn struct {
 	*net.TCPConn
 	raw syscall.RawConn
+
+	// rmu serialises Reads and protects the following: the state of the
+	// Read under way, which readFn (built once: a closure per call would be
+	// an allocation per packet) fills in.
+	rmu    sync.Mutex
+	rbuf   []byte
+	rn     int
+	rerr   error
+	readFn func(fd uintptr) bool
+
+	// wmu serialises Writes and protects the following, as rmu for Read.
+	// Holding it for a whole Write also keeps concurrent Writes from
+	// interleaving, as package net does.
+	wmu     sync.Mutex
+	wbuf    []byte
+	wn      int
+	werr    error
+	writeFn func(fd uintptr) bool
 }
 
 func wrap(nc net.Conn) net.Conn {
@@ -23,78 +42,101 @@ func wrap(nc net.Conn) net.Conn {
 	if err != nil {
 		return nc
 	}
-	return &tcpConn{TCPConn: tc, raw: raw}
+	c := &tcpConn{TCPConn: tc, raw: raw}
+	c.readFn, c.writeFn = c.read, c.write
+	return c
 }
 
 // Read reads as net.Conn's Read: io.EOF at the end of the stream, errors as *net.OpError.
 func (c *tcpConn) Read(p []byte) (int, error) {
 	if len(p) == 0 {
-		return 0, nil
+		return c.TCPConn.Read(p) // package net's answer, net.ErrClosed included
 	}
-	var n int
-	var errno syscall.Errno
-	// RawConn.Read calls the function until it returns true, waiting in the poller between
-	// calls (returning the poller's error on a deadline or Close).
-	err := c.raw.Read(func(fd uintptr) bool {
-		for {
-			r, _, e := syscall.RawSyscall(syscall.SYS_READ, fd, uintptr(unsafe.Pointer(&p[0])), uintptr(len(p)))
-			switch e {
-			case syscall.EINTR:
-				continue
-			case syscall.EAGAIN:
-				return false
-			}
-			n, errno = int(r), e
-			return true
-		}
-	})
-	if err == nil && errno != 0 {
-		err = os.NewSyscallError("read", errno)
+	c.rmu.Lock()
+	defer c.rmu.Unlock()
+	c.rbuf, c.rn, c.rerr = p, 0, nil
+	defer func() { c.rbuf = nil }()
+	// RawConn.Read calls readFn until it returns true, waiting in the
+	// poller in between, and fails on a deadline or Close.
+	err := c.raw.Read(c.readFn)
+	if err == nil {
+		err = c.rerr
 	}
 	if err != nil {
 		return 0, c.opError("read", err)
 	}
-	if n == 0 {
+	if c.rn == 0 {
 		return 0, io.EOF
 	}
-	raceWrite(p[:n])
-	return n, nil
+	return c.rn, nil
+}
+
+// read is the body of RawConn.Read for Read: false when the socket is empty.
+func (c *tcpConn) read(fd uintptr) bool {
+	for {
+		n, errno := recv(fd, c.rbuf)
+		switch errno {
+		case syscall.EINTR:
+			continue
+		case syscall.EAGAIN:
+			return false
+		case 0:
+			c.rn = n
+		default:
+			c.rerr = os.NewSyscallError("read", errno)
+		}
+		return true
+	}
 }
 
 // Write writes all of p, as net.Conn's Write, or returns how much went out and why no more did.
 func (c *tcpConn) Write(p []byte) (int, error) {
-	raceRead(p)
-	var n int
-	for n < len(p) {
-		var errno syscall.Errno
-		err := c.raw.Write(func(fd uintptr) bool {
-			for {
-				r, _, e := syscall.RawSyscall(syscall.SYS_WRITE, fd, uintptr(unsafe.Pointer(&p[n])), uintptr(len(p)-n))
-				switch e {
-				case syscall.EINTR:
-					continue
-				case syscall.EAGAIN:
-					return false
-				case 0:
-					n += int(r)
-				default:
-					errno = e
-				}
-				return true
-			}
-		})
-		if err == nil && errno != 0 {
-			err = os.NewSyscallError("write", errno)
-		}
-		if err != nil {
-			return n, c.opError("write", err)
-		}
+	if len(p) == 0 {
+		return c.TCPConn.Write(p)
 	}
-	return n, nil
+	c.wmu.Lock()
+	defer c.wmu.Unlock()
+	c.wbuf, c.wn, c.werr = p, 0, nil
+	defer func() { c.wbuf = nil }()
+	err := c.raw.Write(c.writeFn)
+	if err == nil {
+		err = c.werr
+	}
+	if err != nil {
+		return c.wn, c.opError("write", err)
+	}
+	return c.wn, nil
+}
+
+// write is the body of RawConn.Write for Write: false when the socket is
+// full before all of wbuf went out.
+func (c *tcpConn) write(fd uintptr) bool {
+	for c.wn < len(c.wbuf) {
+		n, errno := send(fd, c.wbuf[c.wn:])
+		switch {
+		case errno == syscall.EINTR:
+			continue
+		case errno == syscall.EAGAIN:
+			return false
+		case errno != 0:
+			c.werr = os.NewSyscallError("write", errno)
+			return true
+		case n <= 0 || n > len(c.wbuf)-c.wn:
+			// Never from Linux TCP; package net says the same.
+			c.werr = io.ErrUnexpectedEOF
+			return true
+		}
+		c.wn += n
+	}
+	return true
 }
 
 // opError wraps err as package net does, so that callers' checks (errors.Is with
-// net.ErrClosed or os.ErrDeadlineExceeded, net.Error's Timeout) work unchanged.
+// net.ErrClosed or os.ErrDeadlineExceeded, net.Error's Timeout) and logs read the same.
 func (c *tcpConn) opError(op string, err error) error {
+	var rawErr *net.OpError
+	if errors.As(err, &rawErr) {
+		err = rawErr.Err // RawConn's own, "raw-read" or "raw-write"
+	}
 	return &net.OpError{Op: op, Net: "tcp", Source: c.LocalAddr(), Addr: c.RemoteAddr(), Err: err}
 }

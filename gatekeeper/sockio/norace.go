@@ -1,7 +1,0 @@
-//go:build linux && !race
-
-package sockio
-
-func raceWrite([]byte) {}
-
-func raceRead([]byte) {}
