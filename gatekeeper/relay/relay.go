@@ -21,16 +21,6 @@ import (
 )
 
 const (
-	// copyBufSize is the buffer of a data copy while it carries bulk data.
-	// A channel read drains everything the peer has sent so far (up to the
-	// window), so a big buffer means fewer, larger writes and window
-	// adjustments.
-	copyBufSize = 256 << 10
-
-	// smallBufSize is what a copy starts with: interactive channels never
-	// need more (a keystroke, a line of output).
-	smallBufSize = 512
-
 	// reqQueueLen is how many requests we take off x/crypto's queue (16
 	// deep) while an earlier request waits for its reply. x/crypto's read
 	// loop blocks, for the whole connection, when its queue is full.
@@ -56,12 +46,6 @@ const (
 	reqHostkeys    = "hostkeys-00@openssh.com"
 	reqHostkeysPrv = "hostkeys-prove-00@openssh.com"
 )
-
-// bigBufs holds the copies' bulk buffers (*[]byte of copyBufSize), shared
-// by every relay: a copy takes one when a read fills its small buffer and
-// gives it back as soon as a read returns little, so idle channels hold
-// none.
-var bigBufs = sync.Pool{New: func() any { b := make([]byte, copyBufSize); return &b }}
 
 // DefaultWindow is the receive window x/crypto (and OpenSSH) offer for a
 // channel: 2 MiB.
@@ -776,7 +760,7 @@ func (f *forwarder) wait() {
 // quiet channel needs no goroutine.
 type notifyChannel interface {
 	ssh.Channel
-	ReadAnyWait(data []byte, wait time.Duration) (n int, extended uint32, err error)
+	ReadAnyTo(wait time.Duration, write func(p []byte, extended uint32) (int, error)) (n int, extended uint32, err error)
 	Readable() bool
 	SetNotify(f func())
 }
@@ -1023,49 +1007,35 @@ func (h *half) copy() {
 
 // copy moves src's data to dst and src's stderr to dst's until src has
 // been quiet for r.linger (false), or src reaches EOF or either fails
-// (true: src is done), counting bytes written. It reads into a small
-// buffer, switches to a big one from bigBufs when a read fills the small
-// one, and gives the big one back when a read returns no more than the
-// small one holds: the stream has gone quiet or interactive.
+// (true: src is done), counting bytes written. The bytes go from src's
+// buffer straight into the packets written to dst (x/crypto patches 15
+// and 14): the copy holds no buffer of its own.
 func (r *relay) copy(dst ssh.Channel, src notifyChannel, total, local *atomic.Int64) (ended bool) {
-	small := make([]byte, smallBufSize)
-	buf := small
-	var big *[]byte
-	defer func() {
-		if big != nil {
-			bigBufs.Put(big)
+	var werr error
+	write := func(p []byte, extended uint32) (int, error) {
+		out := io.Writer(dst)
+		if extended == 1 {
+			out = dst.Stderr()
 		}
-	}()
+		var w int
+		w, werr = out.Write(p)
+		return w, werr
+	}
 	for {
-		n, extended, rerr := src.ReadAnyWait(buf, r.linger)
-		if n > 0 {
-			out := io.Writer(dst)
-			if extended == 1 {
-				out = dst.Stderr()
-			}
-			w, werr := out.Write(buf[:n])
-			total.Add(int64(w))
-			local.Add(int64(w))
-			if werr != nil {
-				// dst is closed (only then do channel writes fail):
-				// its side is tearing the pair down.
-				return true
-			}
+		n, _, rerr := src.ReadAnyTo(r.linger, write)
+		total.Add(int64(n))
+		local.Add(int64(n))
+		if werr != nil {
+			// dst is closed (only then do channel writes fail): its
+			// side is tearing the pair down.
+			return true
 		}
-		// A read that returns data can also report that its window
-		// adjustment could not be sent (src's connection is gone);
-		// what src sent before is still buffered and owed to dst, so
-		// only a read that returns nothing (EOF) ends the copy.
+		// A read that moved data can also report that its window
+		// adjustment could not be sent (src's connection is gone); what
+		// src sent before is still buffered and owed to dst, so only a
+		// read that moves nothing (EOF) ends the copy.
 		if rerr != nil && n == 0 {
 			return !errors.Is(rerr, os.ErrDeadlineExceeded)
-		}
-		switch {
-		case big == nil && n == len(small):
-			big = bigBufs.Get().(*[]byte)
-			buf = *big
-		case big != nil && n <= len(small):
-			bigBufs.Put(big)
-			big, buf = nil, small
 		}
 	}
 }

@@ -129,28 +129,11 @@ func (b *buffer) hasData() bool {
 func (b *buffer) readLocked(buf []byte) (n int, ok bool, err error) {
 	for len(buf) > 0 {
 		// if there is data in b.head, copy it
-		if len(b.head.buf) > 0 {
-			r := copy(buf, b.head.buf)
-			buf, b.head.buf = buf[r:], b.head.buf[r:]
+		if p := b.peekLocked(); len(p) > 0 {
+			r := copy(buf, p)
+			b.consumeLocked(r)
+			buf = buf[r:]
 			n += r
-			// GATEKEEPER PATCH 13: a drained packet is let go at once
-			// (a pooled one back to the pool), also when it is the
-			// last element, which stays the head until more data
-			// comes: for an idle channel after a transfer, for good.
-			// A chunk of small writes is kept for the next ones.
-			if len(b.head.buf) == 0 && !b.head.owned {
-				if b.head.pooled != nil {
-					packetPool.Put(b.head.pooled)
-					b.head.pooled = nil
-				}
-				b.head.buf = nil
-			}
-			continue
-		}
-		// if there is a next buffer, make it the head
-		// (A drained packet has been let go above.)
-		if len(b.head.buf) == 0 && b.head != b.tail {
-			b.head = b.head.next
 			continue
 		}
 
@@ -167,4 +150,37 @@ func (b *buffer) readLocked(buf []byte) (n int, ok bool, err error) {
 		return 0, false, nil
 	}
 	return n, true, nil
+}
+
+// peekLocked returns the bytes at the head of b, the rest of one packet
+// (or of a chunk of small writes), without taking them out; nil when b is
+// empty. b.Cond.L must be held. The bytes stay valid until consumeLocked
+// drains them, also while the lock is released: writers only append
+// elements, or, to a chunk of small writes at the tail, bytes after the
+// ones returned. GATEKEEPER PATCH 15 (split out of readLocked).
+func (b *buffer) peekLocked() []byte {
+	// A drained head has been let go (consumeLocked); move past it.
+	for len(b.head.buf) == 0 && b.head != b.tail {
+		b.head = b.head.next
+	}
+	return b.head.buf
+}
+
+// consumeLocked takes the first n bytes that peekLocked returned out of b,
+// with b.Cond.L held. GATEKEEPER PATCH 15 (split out of readLocked).
+func (b *buffer) consumeLocked(n int) {
+	e := b.head
+	e.buf = e.buf[n:]
+	// GATEKEEPER PATCH 13: a drained packet is let go at once (a pooled
+	// one back to the pool), also when it is the last element, which
+	// stays the head until more data comes: for an idle channel after a
+	// transfer, for good. A chunk of small writes is kept for the next
+	// ones.
+	if len(e.buf) == 0 && !e.owned {
+		if e.pooled != nil {
+			packetPool.Put(e.pooled)
+			e.pooled = nil
+		}
+		e.buf = nil
+	}
 }

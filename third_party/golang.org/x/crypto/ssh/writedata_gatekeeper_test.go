@@ -111,45 +111,7 @@ func TestChannelDataAcrossKeyExchanges(t *testing.T) {
 			// The channel part runs over whole connections (a mux over
 			// bare handshake transports does not see the first key
 			// exchange's msgNewKeys as a connection does).
-			c1, c2, err := netPipe()
-			if err != nil {
-				t.Fatal(err)
-			}
-			t.Cleanup(func() { c1.Close(); c2.Close() })
-			accepted := make(chan Channel, 1)
-			go func() {
-				serverConf := &ServerConfig{NoClientAuth: true}
-				serverConf.AddHostKey(testSigners["ecdsa"])
-				_, chans, reqs, err := NewServerConn(c1, serverConf)
-				if err != nil {
-					t.Error(err)
-					close(accepted)
-					return
-				}
-				go DiscardRequests(reqs)
-				ch, chReqs, err := (<-chans).Accept()
-				if err != nil {
-					t.Error(err)
-					close(accepted)
-					return
-				}
-				go DiscardRequests(chReqs)
-				accepted <- ch
-			}()
-			conn, _, reqs, err := NewClientConn(c2, "", conf)
-			if err != nil {
-				t.Fatal(err)
-			}
-			go DiscardRequests(reqs)
-			client, chReqs, err := conn.OpenChannel("chan", nil)
-			if err != nil {
-				t.Fatal(err)
-			}
-			go DiscardRequests(chReqs)
-			server, ok := <-accepted
-			if !ok {
-				t.FailNow()
-			}
+			conn, client, server := channelOverConn(t, conf)
 			hs := conn.(*connection).transport.(*handshakeTransport)
 
 			sizes := []int{1, 100, keptBufMax, 5000, 32768, 32769, 70000, 300000}
@@ -196,4 +158,52 @@ func TestChannelDataAcrossKeyExchanges(t *testing.T) {
 			}
 		})
 	}
+}
+
+// channelOverConn connects a client with conf to a server over a pipe,
+// opens a channel and returns the client's connection and both ends of
+// the channel; they are closed at the end of the test. GATEKEEPER PATCHES
+// 14 and 15.
+func channelOverConn(t *testing.T, conf *ClientConfig) (conn Conn, client, server Channel) {
+	t.Helper()
+	c1, c2, err := netPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c1.Close(); c2.Close() })
+	accepted := make(chan Channel, 1)
+	go func() {
+		serverConf := &ServerConfig{NoClientAuth: true}
+		serverConf.AddHostKey(testSigners["ecdsa"])
+		_, chans, reqs, err := NewServerConn(c1, serverConf)
+		if err != nil {
+			t.Error(err)
+			close(accepted)
+			return
+		}
+		go DiscardRequests(reqs)
+		ch, chReqs, err := (<-chans).Accept()
+		if err != nil {
+			t.Error(err)
+			close(accepted)
+			return
+		}
+		go DiscardRequests(chReqs)
+		accepted <- ch
+	}()
+	conn, _, reqs, err := NewClientConn(c2, "", conf)
+	if err != nil {
+		t.Fatal(err)
+	}
+	go DiscardRequests(reqs)
+	client, chReqs, err := conn.OpenChannel("chan", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	go DiscardRequests(chReqs)
+	server, ok := <-accepted
+	if !ok {
+		t.FailNow()
+	}
+	return conn, client, server
 }
