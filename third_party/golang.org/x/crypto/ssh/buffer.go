@@ -20,6 +20,12 @@ type buffer struct {
 	tail *element // the buffer that will be read last
 
 	closed bool
+
+	// lent is set while ReadAnyTo has handed the bytes at the head out
+	// with the lock released; every other read waits until it is over
+	// (GATEKEEPER PATCH 15). A second reader would otherwise drain the
+	// element and give its pooled array back while it is still read.
+	lent bool
 }
 
 // An element represents a single link in a linked list.
@@ -114,6 +120,9 @@ func (b *buffer) Read(buf []byte) (n int, err error) {
 // hasData reports whether b holds unread bytes; b.Cond.L must be held.
 // GATEKEEPER PATCH 7.
 func (b *buffer) hasData() bool {
+	if b.lent {
+		return false // not for now; see lent
+	}
 	for e := b.head; ; e = e.next {
 		if len(e.buf) > 0 {
 			return true
@@ -127,6 +136,9 @@ func (b *buffer) hasData() bool {
 // readLocked is Read without the waiting, with b.Cond.L held: ok is false
 // when Read would wait. GATEKEEPER PATCH 6 (split out of Read).
 func (b *buffer) readLocked(buf []byte) (n int, ok bool, err error) {
+	if b.lent && len(buf) > 0 {
+		return 0, false, nil // see lent
+	}
 	for len(buf) > 0 {
 		// if there is data in b.head, copy it
 		if p := b.peekLocked(); len(p) > 0 {

@@ -493,6 +493,9 @@ func (c *channel) ReadAnyWait(data []byte, wait time.Duration) (n int, extended 
 	if !c.decided {
 		return 0, 0, errUndecided
 	}
+	if len(data) == 0 {
+		return 0, 0, nil // as io.Reader; waiting could not change it
+	}
 	c.pending.Cond.L.Lock() // also extPending's: they share the Cond
 	if extended, err = c.waitAnyLocked(wait); err == nil {
 		n, _, _ = c.stream(extended).readLocked(data)
@@ -523,10 +526,11 @@ const readAnyToMax = 256 << 10
 // peer's window at the end; err is write's error, io.ErrShortWrite when it
 // took less than a piece without one, an error of the window adjustment
 // other than io.EOF, or, with n == 0, ReadAnyWait's (io.EOF,
-// os.ErrDeadlineExceeded). write must not keep p,
-// which goes back to x/crypto's pool after the call, and must not read
-// this channel. A relay so copies each byte once, into the packet it
-// writes on (patch 14), instead of twice. GATEKEEPER PATCH 15.
+// os.ErrDeadlineExceeded). write must not keep p, which goes back to
+// x/crypto's pool after the call, nor append to it, nor read this
+// channel: other reads of the stream wait until ReadAnyTo is done with
+// it. A relay so copies each byte once, into the packet it writes on
+// (patch 14), instead of twice. GATEKEEPER PATCH 15.
 func (c *channel) ReadAnyTo(wait time.Duration, write func(p []byte, extended uint32) (int, error)) (n int, extended uint32, err error) {
 	if !c.decided {
 		return 0, 0, errUndecided
@@ -537,12 +541,14 @@ func (c *channel) ReadAnyTo(wait time.Duration, write func(p []byte, extended ui
 		c.pending.Cond.L.Unlock()
 		return 0, extended, err
 	}
-	// Only readers take bytes out of a buffer, and only one reads at a
-	// time: while the lock is released below, the connection's read
-	// loop only appends, after p (see buffer.peekLocked), and p's
-	// packet stays in the buffer until consumeLocked.
+	// Only readers take bytes out of a buffer, and b.lent makes every
+	// other reader wait: while the lock is released below, the
+	// connection's read loop only appends, after p (see
+	// buffer.peekLocked), and p's packet stays in the buffer until
+	// consumeLocked.
 	b := c.stream(extended)
 	p := b.peekLocked()
+	b.lent = true
 	c.pending.Cond.L.Unlock()
 	for len(p) > 0 {
 		w, werr := write(p, extended)
@@ -552,6 +558,10 @@ func (c *channel) ReadAnyTo(wait time.Duration, write func(p []byte, extended ui
 		next := []byte(nil)
 		if werr == nil && w == len(p) && n+w < readAnyToMax {
 			next = b.peekLocked()
+		}
+		if len(next) == 0 {
+			b.lent = false
+			c.pending.Cond.Broadcast() // readers that waited for it
 		}
 		c.pending.Cond.L.Unlock()
 		n += w
@@ -610,7 +620,7 @@ func (c *channel) waitAnyLocked(wait time.Duration) (which uint32, err error) {
 			}
 		}
 		// Both are closed together (channel EOF or close).
-		if c.pending.closed && c.extPending.closed {
+		if c.pending.closed && c.extPending.closed && !c.pending.lent && !c.extPending.lent {
 			return 0, io.EOF
 		}
 		switch {
