@@ -113,9 +113,13 @@ func (e env) run(t *testing.T, args ...string) (stdout, stderr string, err error
 	return out.String(), errOut.String(), err
 }
 
+// seedTime is the "now" the seeded users' times are relative to, taken once, so that a check
+// computing them again does not straddle a minute (the table shows minutes).
+var seedTime = time.Now()
+
 func seedActive(t *testing.T, st store.Store, name string, recovery ...string) {
 	t.Helper()
-	now := time.Now()
+	now := seedTime
 	var rs enroll.RecoverySet
 	if len(recovery) > 0 {
 		var err error
@@ -305,7 +309,7 @@ func TestAdminWithoutDaemon(t *testing.T) {
 			want: []string{"USER   STATE", "RECOVERY CODES LEFT  LOCKED UNTIL", "alice  active", "bob    pending"},
 			check: func(t *testing.T, e env, out string) {
 				headers := []string{"USER", "STATE", "ENROLLED", "LAST LOGIN", "RECOVERY CODES LEFT", "LOCKED UNTIL"}
-				now := time.Now()
+				now := seedTime
 				want := []string{"alice", "active", now.Add(-48 * time.Hour).Local().Format(tableTime),
 					now.Add(-time.Hour).Local().Format(tableTime), "2", "-"}
 				if got := tableRow(t, out, headers, "alice"); !slices.Equal(got, want) {
