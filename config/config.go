@@ -252,9 +252,10 @@ type Session struct {
 
 // Relay tunes the data path of relayed connections.
 type Relay struct {
-	// Window is the receive window advertised to clients for each channel they open, a size
-	// such as "16MiB": over a long round trip it, not the CPU, sets the upload speed (a client
-	// may send this much ahead of what the lander has taken). OpenSSH's own is 2 MiB.
+	// Window is the largest receive window advertised to clients for each channel they open, a
+	// size such as "16MiB": over a long round trip it, not the CPU, sets the upload speed (a
+	// client may send this much ahead of what the lander has taken). OpenSSH's own is 2 MiB. Each
+	// client gets its handshake's round trip times 1 GiB/s within 2 MiB and Window (package relay).
 	Window string `mapstructure:"window"`
 	// WindowTotal bounds the memory the windows above 2 MiB may hold on this node at once;
 	// channels opened past it get 2 MiB.

@@ -1523,7 +1523,7 @@ func TestMaxChannelsLander(t *testing.T) {
 // of a lander that reads nothing (with OpenSSH's 2 MiB it stalls after
 // about 4 MiB: the lander's window, the copy's buffer and its own).
 func TestWindow(t *testing.T) {
-	e := newEnvOpts(t, false, Options{Window: 16 << 20, Windows: NewWindowBudget(64 << 20)})
+	e := newEnvOpts(t, false, Options{Window: 16 << 20, Windows: NewWindowBudget(64 << 20), roundTrip: 50 * time.Millisecond})
 	s, err := e.client.NewSession()
 	if err != nil {
 		t.Fatal(err)
@@ -1563,7 +1563,7 @@ func TestWindowBudget(t *testing.T) {
 		{"node budget", 2*big + big/2, []uint32{big, big, DefaultWindow}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			e := newEnvOpts(t, false, Options{Window: big, Windows: NewWindowBudget(tc.budget)})
+			e := newEnvOpts(t, false, Options{Window: big, Windows: NewWindowBudget(tc.budget), roundTrip: time.Second})
 			var held []ssh.Channel
 			for i := range tc.want {
 				ch, err := openHeld(t, e.client, "session", nil)
@@ -1592,6 +1592,95 @@ func TestWindowBudget(t *testing.T) {
 			}
 			if last := channelOpenLines(e.logs.String())[len(tc.want)]; !strings.Contains(last, fmt.Sprintf("window=%d", big)) {
 				t.Errorf("after a close: %s, want window=%d", last, big)
+			}
+		})
+	}
+}
+
+// TestWindowFor: a client's window is its round trip times windowRate,
+// within DefaultWindow and the configured window; as configured when the
+// round trip is unknown.
+func TestWindowFor(t *testing.T) {
+	const big = 16 << 20
+	for _, tc := range []struct {
+		rtt  time.Duration
+		max  uint32
+		want uint32
+	}{
+		{0, big, big},
+		{100 * time.Microsecond, big, DefaultWindow},
+		{time.Millisecond, big, DefaultWindow},
+		{4 * time.Millisecond, big, 4 << 30 / 1000},
+		{15 * time.Millisecond, big, 15 << 30 / 1000},
+		{50 * time.Millisecond, big, big},
+		{50 * time.Millisecond, DefaultWindow, DefaultWindow},
+		{time.Second, maxWindow, maxWindow},
+		{time.Hour, big, big},
+	} {
+		if got := windowFor(tc.rtt, tc.max); got != tc.want {
+			t.Errorf("windowFor(%v, %d) = %d, want %d", tc.rtt, tc.max, got, tc.want)
+		}
+	}
+}
+
+// TestWindowByRoundTrip: the relay sizes the client's windows by the round
+// trip its handshake showed (x/crypto patch 16): on loopback that is far
+// below what a larger window than OpenSSH's needs, and every channel the
+// client opens gets the window logged for the connection.
+func TestWindowByRoundTrip(t *testing.T) {
+	for _, tc := range []struct {
+		name      string
+		roundTrip time.Duration // 0: as measured
+		want      uint32        // 0: windowFor the measured round trip
+	}{
+		{"measured", 0, 0},
+		{"near", 200 * time.Microsecond, DefaultWindow},
+		{"10ms", 10 * time.Millisecond, 10 << 30 / 1000},
+		{"far", 80 * time.Millisecond, 16 << 20},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			e := newEnvOpts(t, false, Options{Window: 16 << 20, Windows: NewWindowBudget(64 << 20), roundTrip: tc.roundTrip})
+			if _, err := openHeld(t, e.client, "session", nil); err != nil {
+				t.Fatal(err)
+			}
+			if !poll(func() bool { return len(channelOpenLines(e.logs.String())) == 1 }) {
+				t.Fatal("channel open not logged")
+			}
+			var rtt time.Duration
+			var window uint32
+			for line := range strings.Lines(e.logs.String()) {
+				if !strings.Contains(line, `msg="client receive window"`) {
+					continue
+				}
+				for f := range strings.FieldsSeq(line) {
+					if v, ok := strings.CutPrefix(f, "rtt="); ok {
+						d, err := time.ParseDuration(v)
+						if err != nil {
+							t.Fatalf("rtt in %q: %v", line, err)
+						}
+						rtt = d
+					}
+					if v, ok := strings.CutPrefix(f, "window="); ok {
+						n, err := strconv.ParseUint(v, 10, 32)
+						if err != nil {
+							t.Fatalf("window in %q: %v", line, err)
+						}
+						window = uint32(n)
+					}
+				}
+			}
+			want := tc.want
+			if want == 0 {
+				if rtt <= 0 || rtt > 10*time.Second {
+					t.Fatalf("measured round trip %v on loopback", rtt)
+				}
+				want = windowFor(rtt, 16<<20)
+			}
+			if window != want {
+				t.Errorf("client receive window %d (rtt %v), want %d", window, rtt, want)
+			}
+			if open := channelOpenLines(e.logs.String())[0]; !strings.Contains(open, fmt.Sprintf("window=%d", want)) {
+				t.Errorf("%s, want window=%d", open, want)
 			}
 		})
 	}

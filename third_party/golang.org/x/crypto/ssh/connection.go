@@ -7,6 +7,7 @@ package ssh
 import (
 	"fmt"
 	"net"
+	"time"
 )
 
 // OpenChannelError is returned if the other side rejects an
@@ -106,7 +107,29 @@ type connection struct {
 
 	// The connection protocol.
 	*mux
+
+	// accepted is when a server sent SSH_MSG_SERVICE_ACCEPT, and rtt the
+	// time until the client's first authentication request arrived:
+	// see HandshakeRTT. GATEKEEPER PATCH 16.
+	accepted time.Time
+	rtt      time.Duration
 }
+
+// HandshakeRTT returns, on a server's connection, the round trip time seen
+// during the handshake: from sending SSH_MSG_SERVICE_ACCEPT to receiving
+// the client's first SSH_MSG_USERAUTH_REQUEST, which clients (OpenSSH,
+// this package) send in reply to it and nothing else in between. Zero
+// means unknown: on a client's connection, or before that request came.
+// A client that sends its request without waiting for the accept shows a
+// round trip near zero, one that waits longer a larger one; the caller
+// must treat it as the client's claim, which is all it is. Reached through
+// a type assertion on ServerConn.Conn:
+//
+//	conn.Conn.(interface{ HandshakeRTT() time.Duration })
+//
+// GATEKEEPER PATCH 16: the gatekeeper sizes a channel's receive window
+// by it.
+func (c *connection) HandshakeRTT() time.Duration { return c.rtt }
 
 func (c *connection) Close() error {
 	return c.sshConn.conn.Close()

@@ -12,6 +12,7 @@ import (
 	"net"
 	"slices"
 	"strings"
+	"time"
 )
 
 // The Permissions type holds fine-grained permissions that are
@@ -441,6 +442,9 @@ func (s *connection) serverHandshake(config *ServerConfig) (*Permissions, error)
 	if err := s.transport.writePacket(Marshal(&serviceAccept)); err != nil {
 		return nil, err
 	}
+	// GATEKEEPER PATCH 16: the client answers with its first
+	// authentication request (see HandshakeRTT).
+	s.accepted = time.Now()
 
 	perms, err := s.serverAuthenticate(config)
 	if err != nil {
@@ -702,7 +706,12 @@ userAuthLoop:
 		authAttempts++
 
 		var userAuthReq userAuthRequestMsg
-		if packet, err := s.transport.readPacket(); err != nil {
+		packet, err := s.transport.readPacket()
+		if s.rtt == 0 && !s.accepted.IsZero() {
+			// GATEKEEPER PATCH 16. At least 1ns: zero means unknown.
+			s.rtt = max(time.Since(s.accepted), 1)
+		}
+		if err != nil {
 			if err == io.EOF {
 				return nil, &ServerAuthError{Errors: authErrs}
 			}
