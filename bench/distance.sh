@@ -5,9 +5,10 @@
 # stays plain loopback). Measured: download, `ssh HOST 'head -c SIZE /dev/zero' > /dev/null`, and
 # upload, `head -c SIZE /dev/zero | ssh HOST 'cat > /dev/null'`, with the client's default cipher.
 # At this distance the SSH channel window, not the CPU, sets the speed: OpenSSH's 2 MiB window
-# allows about 40 MB/s at 50 ms. The gatekeeper advertises relay.window (RELAY_WINDOW, default
-# 16MiB; empty: leave the key out, i.e. the gatekeeper's default) to the client for uploads;
-# downloads go by the client's own window either way. Each figure is the transfer's wall time
+# allows about 40 MB/s at 50 ms. For uploads the gatekeeper advertises the client its round trip
+# (from the handshake) x 1 GiB/s, at most relay.window (RELAY_WINDOW, default 16MiB; empty: leave
+# the key out, i.e. the gatekeeper's default), here all of it; downloads go by the client's own
+# window either way. Each figure is the transfer's wall time
 # less the median of LOGINS `ssh HOST true` on the same path, so that the extra round trips of
 # the login do not count. Root (creates a user, runs sshd).
 #
@@ -29,7 +30,7 @@ bytes=$(bench_bytes "$SIZE")
 [[ $DELAY_MS =~ ^[0-9]+$ ]] || gk_die "DELAY_MS=$DELAY_MS: a whole number of milliseconds"
 if [[ -n $RELAY_WINDOW ]]; then
 	BENCH_EXTRA_YAML=$(printf 'relay:\n  window: "%s"' "$RELAY_WINDOW")
-	window_note="relay.window $RELAY_WINDOW"
+	window_note="relay.window $RELAY_WINDOW at most"
 else
 	window_note="relay.window not set"
 fi

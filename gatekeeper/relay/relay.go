@@ -280,20 +280,34 @@ func Relay(down *ssh.ServerConn, downChans <-chan ssh.NewChannel, downReqs <-cha
 	if r.log == nil {
 		r.log = slog.New(slog.DiscardHandler)
 	}
-	if r.window > DefaultWindow {
-		rtt := opts.roundTrip
-		if rt, ok := down.Conn.(interface{ HandshakeRTT() time.Duration }); ok && rtt == 0 {
-			rtt = rt.HandshakeRTT()
-		}
-		r.window = windowFor(rtt, r.window)
-		r.log.Debug("client receive window", "rtt", rtt, "window", r.window)
-	}
+	r.sizeWindow(opts.roundTrip)
 	if r.stats == nil {
 		r.stats = new(Stats)
 	}
 	err := r.run(r.endpoint(fromClient, downChans, downReqs), r.endpoint(fromLander, upChans, upReqs))
 	r.logRefused()
 	return err
+}
+
+// sizeWindow sets r.window, Options.Window so far, for the client's round
+// trip: roundTrip if set, else what its handshake showed (x/crypto patch
+// 16). Not inlined: Relay's frame stays on the stack for the session's
+// whole life (see run), and this one's would have kept its goroutine's
+// stack at 8 KiB.
+//
+//go:noinline
+func (r *relay) sizeWindow(roundTrip time.Duration) {
+	if r.window <= DefaultWindow || r.window > maxWindow {
+		return
+	}
+	rtt := roundTrip
+	if sc, ok := r.down.(*ssh.ServerConn); ok && rtt == 0 {
+		if rt, ok := sc.Conn.(interface{ HandshakeRTT() time.Duration }); ok {
+			rtt = rt.HandshakeRTT()
+		}
+	}
+	r.window = windowFor(rtt, r.window)
+	r.log.Debug("client receive window", "rtt", rtt, "window", r.window)
 }
 
 // endpoint is one connection as run sees it.

@@ -1679,7 +1679,7 @@ func TestWindowByRoundTrip(t *testing.T) {
 			if window != want {
 				t.Errorf("client receive window %d (rtt %v), want %d", window, rtt, want)
 			}
-			if open := channelOpenLines(e.logs.String())[0]; !strings.Contains(open, fmt.Sprintf("window=%d", want)) {
+			if open := channelOpenLines(e.logs.String())[0]; !slices.Contains(strings.Fields(open), fmt.Sprintf("window=%d", want)) {
 				t.Errorf("%s, want window=%d", open, want)
 			}
 		})

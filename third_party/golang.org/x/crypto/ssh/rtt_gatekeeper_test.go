@@ -3,7 +3,9 @@
 package ssh
 
 import (
+	"errors"
 	"net"
+	"sync/atomic"
 	"testing"
 	"time"
 )
@@ -20,11 +22,15 @@ func (c slowWriter) Write(p []byte) (int, error) {
 }
 
 // TestHandshakeRTT: a server's connection reports the round trip from its
-// service accept to the client's first authentication request, at least
-// the delay the client's writes take and, without one, less; a client's
-// connection reports none.
+// service accept to the client's first authentication request: at least
+// the delay the client's writes take, and not the time to a later request
+// (here the client's third, after it took a second to find its password);
+// a client's connection reports none.
 func TestHandshakeRTT(t *testing.T) {
-	const delay = 60 * time.Millisecond
+	const (
+		delay = 60 * time.Millisecond
+		think = time.Second // before the client's second password
+	)
 	for _, tc := range []struct {
 		name  string
 		delay time.Duration
@@ -39,7 +45,14 @@ func TestHandshakeRTT(t *testing.T) {
 			}
 			defer c1.Close()
 			defer c2.Close()
-			conf := &ServerConfig{NoClientAuth: true}
+			conf := &ServerConfig{
+				PasswordCallback: func(_ ConnMetadata, pw []byte) (*Permissions, error) {
+					if string(pw) != "right" {
+						return nil, errors.New("wrong password")
+					}
+					return nil, nil
+				},
+			}
 			conf.AddHostKey(testSigners["ecdsa"])
 			type result struct {
 				conn *ServerConn
@@ -57,8 +70,19 @@ func TestHandshakeRTT(t *testing.T) {
 			if tc.delay > 0 {
 				clientConn = slowWriter{c2, tc.delay}
 			}
+			// "none" first, then a wrong password, then, a second
+			// later, the right one.
+			var tries atomic.Int32
+			password := PasswordCallback(func() (string, error) {
+				if tries.Add(1) == 1 {
+					return "wrong", nil
+				}
+				time.Sleep(think)
+				return "right", nil
+			})
 			client, _, reqs, err := NewClientConn(clientConn, "", &ClientConfig{
 				User:            "alice",
+				Auth:            []AuthMethod{RetryableAuthMethod(password, 2)},
 				HostKeyCallback: InsecureIgnoreHostKey(),
 			})
 			if err != nil {
@@ -71,15 +95,18 @@ func TestHandshakeRTT(t *testing.T) {
 				t.Fatal(res.err)
 			}
 			defer res.conn.Close()
+			if n := tries.Load(); n != 2 {
+				t.Fatalf("the client asked for its password %d times, want 2", n)
+			}
 
 			rtt := res.conn.Conn.(interface{ HandshakeRTT() time.Duration }).HandshakeRTT()
 			switch {
 			case rtt <= 0:
 				t.Errorf("server: HandshakeRTT() = %v, want a round trip", rtt)
-			case tc.delay > 0 && rtt < tc.delay:
+			case rtt < tc.delay:
 				t.Errorf("server: HandshakeRTT() = %v with a client %v away, want at least that", rtt, tc.delay)
-			case tc.delay == 0 && rtt >= delay:
-				t.Errorf("server: HandshakeRTT() = %v on loopback, want less than %v", rtt, delay)
+			case rtt >= think:
+				t.Errorf("server: HandshakeRTT() = %v, want the first request's round trip, not a later one's", rtt)
 			}
 			if got := client.(interface{ HandshakeRTT() time.Duration }).HandshakeRTT(); got != 0 {
 				t.Errorf("client: HandshakeRTT() = %v, want 0", got)

@@ -439,12 +439,13 @@ func (s *connection) serverHandshake(config *ServerConfig) (*Permissions, error)
 	serviceAccept := serviceAcceptMsg{
 		Service: serviceUserAuth,
 	}
+	// GATEKEEPER PATCH 16: the client answers with its first
+	// authentication request (see HandshakeRTT). Taken before the write,
+	// so that the round trip is never less than the path's.
+	s.accepted = time.Now()
 	if err := s.transport.writePacket(Marshal(&serviceAccept)); err != nil {
 		return nil, err
 	}
-	// GATEKEEPER PATCH 16: the client answers with its first
-	// authentication request (see HandshakeRTT).
-	s.accepted = time.Now()
 
 	perms, err := s.serverAuthenticate(config)
 	if err != nil {
