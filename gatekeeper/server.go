@@ -497,7 +497,8 @@ func (s *Server) startSession(l *loggedIn) (sess *Session, opts relay.Options, e
 	}
 	s.metrics.Sessions.Inc()
 	log = log.With("user", sc.User(), "session", sess.ID)
-	log.Info("session started", "trusted", a.trusted)
+	// rtt: what sized the client's receive window (see relay.Options.Window).
+	log.Info("session started", "trusted", a.trusted, "rtt", relay.ClientRTT(sc).Round(time.Microsecond).String())
 	stopLimits := s.enforceLimits(sess, cfg.Session, log)
 	var expiry *time.Timer
 	if !a.keyExpires.IsZero() {

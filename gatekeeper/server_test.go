@@ -6,6 +6,7 @@ import (
 	"crypto/ed25519"
 	"crypto/rand"
 	"encoding/base32"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -536,6 +537,29 @@ func TestPasswordMethodThenCode(t *testing.T) {
 	}
 	if !strings.Contains(g.logs.String(), `"method":"password+keyboard-interactive"`) {
 		t.Errorf("log does not record the method:\n%s", g.logs.String())
+	}
+}
+
+// TestSessionLogsRoundTrip: the session's start is logged with the round
+// trip its handshake showed, which sized the client's windows.
+func TestSessionLogsRoundTrip(t *testing.T) {
+	g := newTestGate(t, nil)
+	if r := g.login("alice", landerPassword, g.code(t, 0), "127.0.0.1"); r.err != nil {
+		t.Fatalf("login: %v\n%s", r.err, g.logs.String())
+	}
+	var started map[string]any
+	for line := range strings.Lines(g.logs.String()) {
+		var m map[string]any
+		if json.Unmarshal([]byte(line), &m) == nil && m["msg"] == "session started" {
+			started = m
+		}
+	}
+	if started == nil {
+		t.Fatalf("no session started line:\n%s", g.logs.String())
+	}
+	rtt, _ := started["rtt"].(string)
+	if d, err := time.ParseDuration(rtt); err != nil || d <= 0 || d > 10*time.Second {
+		t.Errorf("session started with rtt %q, want the loopback round trip", started["rtt"])
 	}
 }
 

@@ -289,6 +289,15 @@ func Relay(down *ssh.ServerConn, downChans <-chan ssh.NewChannel, downReqs <-cha
 	return err
 }
 
+// ClientRTT returns the round trip to the client of sc as its handshake
+// showed it (x/crypto patch 16, HandshakeRTT), or 0 when unknown.
+func ClientRTT(sc *ssh.ServerConn) time.Duration {
+	if rt, ok := sc.Conn.(interface{ HandshakeRTT() time.Duration }); ok {
+		return rt.HandshakeRTT()
+	}
+	return 0
+}
+
 // sizeWindow sets r.window, Options.Window so far, for the client's round
 // trip: roundTrip if set, else what its handshake showed (x/crypto patch
 // 16). Not inlined: Relay's frame stays on the stack for the session's
@@ -302,9 +311,7 @@ func (r *relay) sizeWindow(roundTrip time.Duration) {
 	}
 	rtt := roundTrip
 	if sc, ok := r.down.(*ssh.ServerConn); ok && rtt == 0 {
-		if rt, ok := sc.Conn.(interface{ HandshakeRTT() time.Duration }); ok {
-			rtt = rt.HandshakeRTT()
-		}
+		rtt = ClientRTT(sc)
 	}
 	r.window = windowFor(rtt, r.window)
 	r.log.Debug("client receive window", "rtt", rtt, "window", r.window)
