@@ -6,6 +6,7 @@ import (
 	"crypto/rand"
 	"crypto/sha256"
 	"encoding/hex"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -543,4 +544,123 @@ func TestManySessionsOneConnection(t *testing.T) {
 			wg.Wait()
 		}
 	})
+}
+
+// delayRelay forwards connections accepted on a loopback port to target, from the trusted source
+// address, holding every chunk for delay in each direction (a path 2 × delay long; this kernel
+// has no netem). It returns the port; it stops when the test ends.
+func delayRelay(t *testing.T, target string, delay time.Duration) int {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var wg sync.WaitGroup
+	var mu sync.Mutex
+	var conns []net.Conn
+	t.Cleanup(func() {
+		_ = ln.Close()
+		mu.Lock()
+		for _, c := range conns {
+			_ = c.Close()
+		}
+		mu.Unlock()
+		wg.Wait()
+	})
+	// pipe copies src to dst, each chunk delay after it was read, then half-closes dst.
+	pipe := func(dst, src net.Conn) {
+		type chunk struct {
+			b  []byte
+			at time.Time
+		}
+		q := make(chan chunk, 1024)
+		wg.Go(func() {
+			defer close(q)
+			for {
+				b := make([]byte, 32<<10)
+				n, err := src.Read(b)
+				if n > 0 {
+					q <- chunk{b[:n], time.Now().Add(delay)}
+				}
+				if err != nil {
+					return
+				}
+			}
+		})
+		wg.Go(func() {
+			for c := range q {
+				time.Sleep(time.Until(c.at))
+				if _, err := dst.Write(c.b); err != nil {
+					_ = src.Close()
+					for range q {
+					}
+					return
+				}
+			}
+			if tc, ok := dst.(*net.TCPConn); ok {
+				_ = tc.CloseWrite()
+			}
+		})
+	}
+	d := net.Dialer{LocalAddr: &net.TCPAddr{IP: net.ParseIP(trustedAddr)}}
+	wg.Go(func() {
+		for {
+			in, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			out, err := d.Dial("tcp", target)
+			if err != nil {
+				_ = in.Close()
+				continue
+			}
+			mu.Lock()
+			conns = append(conns, in, out)
+			mu.Unlock()
+			pipe(out, in)
+			pipe(in, out)
+		}
+	})
+	return ln.Addr().(*net.TCPAddr).Port
+}
+
+// TestRoundTripSeen: the gatekeeper sees a far client's round trip in its SSH handshake (x/crypto
+// patch 16), which sizes the client's receive windows (relay.window): OpenSSH's client waits for
+// the service accept before its first authentication request, which the measure relies on. The
+// session's start is logged with it.
+func TestRoundTripSeen(t *testing.T) {
+	t.Parallel()
+	const delay = 40 * time.Millisecond
+	g := sharedGatekeeper(t)
+	u := newUser(t)
+	rtts := func() []time.Duration {
+		var out []time.Duration
+		for line := range strings.Lines(g.userLog(u.name)) {
+			var m map[string]any
+			if json.Unmarshal([]byte(line), &m) != nil || m["msg"] != "session started" {
+				continue
+			}
+			s, _ := m["rtt"].(string)
+			d, err := time.ParseDuration(s)
+			if err != nil {
+				t.Fatalf("session started with rtt %q: %v", m["rtt"], err)
+			}
+			out = append(out, d)
+		}
+		return out
+	}
+	mustLogIn(t, newClient(t, u, g.port, trustedAddr), "near")
+	mustLogIn(t, newClient(t, u, delayRelay(t, g.addr(), delay), ""), "far")
+	got := rtts()
+	if len(got) != 2 {
+		t.Fatalf("%d session started lines with rtt, want 2:\n%s", len(got), g.userLog(u.name))
+	}
+	near, far := got[0], got[1]
+	t.Logf("round trips seen: %v on loopback, %v through a %v path", near, far, 2*delay)
+	if far < 2*delay {
+		t.Errorf("a client %v away logged in with rtt %v, want at least that", 2*delay, far)
+	}
+	if near <= 0 || near >= far {
+		t.Errorf("a client on loopback logged in with rtt %v (the far one: %v)", near, far)
+	}
 }
