@@ -120,7 +120,7 @@ for ((r = 0; r < ROUNDS; r++)); do
 	storm through
 	g_walls+=("$WALL") g_meds+=("$MEDIAN") g_ok=$((g_ok + OK))
 done
-# sum ARRAY...: the sum of the numbers; med: their median
+# sum NUMBER...: their sum
 sum() { printf '%s\n' "$@" | awk '{ s += $1 } END { printf "%.3f\n", s }'; }
 d_wall=$(sum "${d_walls[@]}") g_wall=$(sum "${g_walls[@]}")
 d_med=$(printf '%s\n' "${d_meds[@]}" | gk_median) g_med=$(printf '%s\n' "${g_meds[@]}" | gk_median)

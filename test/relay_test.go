@@ -546,82 +546,46 @@ func TestManySessionsOneConnection(t *testing.T) {
 	})
 }
 
-// delayRelay forwards connections accepted on a loopback port to target, from the trusted source
-// address, holding every chunk for delay in each direction (a path 2 × delay long; this kernel
-// has no netem). It returns the port; it stops when the test ends.
-func delayRelay(t *testing.T, target string, delay time.Duration) int {
+// delayProxy starts bench/delayproxy, the benchmarks' relay that holds every chunk for delay in
+// each direction (a path 2 × delay long; this kernel has no netem), in front of target, dialling
+// it from the trusted source address. It returns the proxy's port; the proxy is stopped when the
+// test ends.
+func delayProxy(t *testing.T, target string, delay time.Duration) int {
 	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	bin := filepath.Join(t.TempDir(), "delayproxy")
+	build := exec.Command("go", "build", "-o", bin, "./bench/delayproxy")
+	build.Dir = base(t).repo
+	if out, err := build.CombinedOutput(); err != nil {
+		t.Fatalf("go build ./bench/delayproxy: %v\n%s", err, out)
+	}
+	cmd := exec.Command(bin, "-target", target, "-source", trustedAddr, "-delay", delay.String())
+	stdout, err := cmd.StdoutPipe()
 	if err != nil {
 		t.Fatal(err)
 	}
-	var wg sync.WaitGroup
-	var mu sync.Mutex
-	var conns []net.Conn
-	t.Cleanup(func() {
-		_ = ln.Close()
-		mu.Lock()
-		for _, c := range conns {
-			_ = c.Close()
-		}
-		mu.Unlock()
-		wg.Wait()
-	})
-	// pipe copies src to dst, each chunk delay after it was read, then half-closes dst.
-	pipe := func(dst, src net.Conn) {
-		type chunk struct {
-			b  []byte
-			at time.Time
-		}
-		q := make(chan chunk, 1024)
-		wg.Go(func() {
-			defer close(q)
-			for {
-				b := make([]byte, 32<<10)
-				n, err := src.Read(b)
-				if n > 0 {
-					q <- chunk{b[:n], time.Now().Add(delay)}
-				}
-				if err != nil {
-					return
-				}
-			}
-		})
-		wg.Go(func() {
-			for c := range q {
-				time.Sleep(time.Until(c.at))
-				if _, err := dst.Write(c.b); err != nil {
-					_ = src.Close()
-					for range q {
-					}
-					return
-				}
-			}
-			if tc, ok := dst.(*net.TCPConn); ok {
-				_ = tc.CloseWrite()
-			}
-		})
+	var stderr bytes.Buffer
+	cmd.Stderr = &stderr
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
 	}
-	d := net.Dialer{LocalAddr: &net.TCPAddr{IP: net.ParseIP(trustedAddr)}}
-	wg.Go(func() {
-		for {
-			in, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			out, err := d.Dial("tcp", target)
-			if err != nil {
-				_ = in.Close()
-				continue
-			}
-			mu.Lock()
-			conns = append(conns, in, out)
-			mu.Unlock()
-			pipe(out, in)
-			pipe(in, out)
-		}
+	t.Cleanup(func() {
+		_ = cmd.Process.Kill()
+		_ = cmd.Wait()
 	})
-	return ln.Addr().(*net.TCPAddr).Port
+	// Its first line is the address it listens on.
+	line, err := bufio.NewReader(stdout).ReadString('\n')
+	if err != nil {
+		t.Fatalf("delayproxy printed no address: %v\n%s", err, stderr.String())
+	}
+	_, port, err := net.SplitHostPort(strings.TrimSpace(line))
+	if err != nil {
+		t.Fatalf("delayproxy printed %q: %v", line, err)
+	}
+	n, err := strconv.Atoi(port)
+	if err != nil {
+		t.Fatalf("delayproxy printed %q: %v", line, err)
+	}
+	return n
 }
 
 // TestRoundTripSeen: the gatekeeper sees a far client's round trip in its SSH handshake (x/crypto
@@ -650,7 +614,7 @@ func TestRoundTripSeen(t *testing.T) {
 		return out
 	}
 	mustLogIn(t, newClient(t, u, g.port, trustedAddr), "near")
-	mustLogIn(t, newClient(t, u, delayRelay(t, g.addr(), delay), ""), "far")
+	mustLogIn(t, newClient(t, u, delayProxy(t, g.addr(), delay), ""), "far")
 	got := rtts()
 	if len(got) != 2 {
 		t.Fatalf("%d session started lines with rtt, want 2:\n%s", len(got), g.userLog(u.name))

@@ -280,7 +280,7 @@ func Relay(down *ssh.ServerConn, downChans <-chan ssh.NewChannel, downReqs <-cha
 	if r.log == nil {
 		r.log = slog.New(slog.DiscardHandler)
 	}
-	r.sizeWindow(opts.roundTrip)
+	r.sizeWindow(down, opts.roundTrip)
 	if r.stats == nil {
 		r.stats = new(Stats)
 	}
@@ -298,20 +298,20 @@ func ClientRTT(sc *ssh.ServerConn) time.Duration {
 	return 0
 }
 
-// sizeWindow sets r.window, Options.Window so far, for the client's round
-// trip: roundTrip if set, else what its handshake showed (x/crypto patch
-// 16). Not inlined: Relay's frame stays on the stack for the session's
+// sizeWindow sets r.window, Options.Window so far, for the round trip to
+// the client of down: roundTrip if set, else what its handshake showed
+// (x/crypto patch 16). Not inlined: Relay's frame stays on the stack for the session's
 // whole life (see run), and this one's would have kept its goroutine's
 // stack at 8 KiB.
 //
 //go:noinline
-func (r *relay) sizeWindow(roundTrip time.Duration) {
+func (r *relay) sizeWindow(down *ssh.ServerConn, roundTrip time.Duration) {
 	if r.window <= DefaultWindow || r.window > maxWindow {
 		return
 	}
 	rtt := roundTrip
-	if sc, ok := r.down.(*ssh.ServerConn); ok && rtt == 0 {
-		rtt = ClientRTT(sc)
+	if rtt == 0 {
+		rtt = ClientRTT(down)
 	}
 	r.window = windowFor(rtt, r.window)
 	r.log.Debug("client receive window", "rtt", rtt, "window", r.window)
