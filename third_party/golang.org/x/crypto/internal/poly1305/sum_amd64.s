@@ -2,8 +2,9 @@
 
 //go:build gc && !purego
 
-// func update(state *macState, msg []byte)
-TEXT ·update(SB), $0-32
+// func updateScalar(state *macState, msg []byte)
+// GATEKEEPER PATCH 18: renamed from update (sum_amd64.go).
+TEXT ·updateScalar(SB), $0-32
 	MOVQ state+0(FP), DI
 	MOVQ msg_base+8(FP), SI
 	MOVQ msg_len+16(FP), R15
