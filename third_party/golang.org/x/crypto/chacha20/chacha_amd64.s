@@ -106,6 +106,10 @@ TEXT ·xorKeyStreamAVX512(SB), NOSPLIT, $0-48
 	MOVQ nonce+32(FP), BX
 	MOVQ counter+40(FP), DX
 
+	// Whole groups only: a shorter n (the caller's error) ends here.
+	CMPQ CX, $1024
+	JB   done
+
 	VPBROADCASTD (DX), Z16
 	VPADDD ·lanes<>(SB), Z16, Z16
 	MOVL $16, R8
@@ -169,7 +173,10 @@ doubleround:
 	ADDQ   $1024, SI
 	ADDQ   $1024, DI
 	SUBQ   $1024, CX
-	JNZ    group
+	CMPQ   CX, $1024
+	JAE    group
 
 	VZEROUPPER
+
+done:
 	RET

@@ -12,8 +12,10 @@ import (
 )
 
 // useAVX512 reports whether blocksAVX512 may run: AVX-512F, with the
-// operating system saving the ZMM registers (which x/sys/cpu checks).
-var useAVX512 = cpu.X86.HasAVX512F
+// operating system saving the ZMM registers (which x/sys/cpu checks), and
+// AVX2 for the final sums (every AVX-512 CPU has it, a VM's CPU mask may
+// not).
+var useAVX512 = cpu.X86.HasAVX512F && cpu.X86.HasAVX2
 
 const (
 	// vectorGroup is the number of message bytes blocksAVX512 takes per

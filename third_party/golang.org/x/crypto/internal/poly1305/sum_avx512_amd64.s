@@ -140,7 +140,8 @@ GLOBL ·odds<>(SB), RODATA|NOPTR, $64
 	VPANDQ Z31, Z14, Z0; \
 	VPADDQ Z19, Z15, Z1
 
-// SUMLANES stores the sum of the eight lanes of Zn at off(AX).
+// SUMLANES stores the sum of the eight lanes of Zn at off(AX). Its 256- and
+// 128-bit instructions are AVX2's (VEX), which useAVX512 also requires.
 #define SUMLANES(Zn, Yn, Xn, off) \
 	VEXTRACTI64X4 $1, Zn, Y14; \
 	VPADDQ        Y14, Yn, Yn; \
@@ -156,6 +157,10 @@ TEXT ·blocksAVX512(SB), NOSPLIT, $0-32
 	MOVQ p+8(FP), BX
 	MOVQ msg+16(FP), SI
 	MOVQ n+24(FP), CX
+
+	// Whole groups only: a shorter n (the caller's error) leaves h as it was.
+	CMPQ CX, $128
+	JB   none
 
 	MOVQ         $0x3ffffff, R8
 	VPBROADCASTQ R8, Z31
@@ -173,7 +178,8 @@ TEXT ·blocksAVX512(SB), NOSPLIT, $0-32
 	ADDBLOCKS
 	ADDQ  $128, SI
 	SUBQ  $128, CX
-	JZ    last
+	CMPQ  CX, $128
+	JB    last
 
 	// r⁸ and 5r⁸ in every lane: lane 0 of p.r and p.s.
 	VPBROADCASTQ 0(BX), Z5
@@ -192,7 +198,8 @@ step:
 	ADDBLOCKS
 	ADDQ $128, SI
 	SUBQ $128, CX
-	JNZ  step
+	CMPQ CX, $128
+	JAE  step
 
 last:
 	// Lane j times r⁸⁻ʲ, straight from p.
@@ -204,4 +211,6 @@ last:
 	SUMLANES(Z3, Y3, X3, 24)
 	SUMLANES(Z4, Y4, X4, 32)
 	VZEROUPPER
+
+none:
 	RET
