@@ -18,6 +18,11 @@
 # work), gatekeeper <= 0.8/2.9 = 0.28x of that. Prints ROW lines for bench/report.sh
 # (see bench/lib.sh).
 #
+# For scale, each round also sends the same upload straight to the lander through bench/plainrelay,
+# a relay that only copies the bytes (32 KiB reads and writes) without terminating SSH: its CPU per
+# GiB is the floor under any user-space relay on this machine, which the gatekeeper pays before it
+# decrypts and re-encrypts anything.
+#
 # Each cipher is measured ROUNDS times, direct and through taking turns (which goes first
 # alternates from round to round); the figures are the medians of the rounds, and the ratio is
 # that of the median times: one transfer on this kind of shared VM moves by 20% or more.
@@ -55,6 +60,32 @@ target() {
 	chacha20*) echo 0.75 ;;
 	*) echo 0.80 ;;
 	esac
+}
+
+# The plain relay, in front of the lander; stopped with the rest on exit.
+bench_build plainrelay "$TMP/plainrelay"
+"$TMP/plainrelay" -target "127.0.0.1:$LANDER_PORT" >"$TMP/plainrelay.addr" 2>"$TMP/plainrelay.log" &
+PLAIN_PID=$!
+# throughput_cleanup: stop the plain relay, then what bench_setup started.
+throughput_cleanup() {
+	local rc=$?
+	kill -TERM "$PLAIN_PID" 2>/dev/null || true
+	wait "$PLAIN_PID" 2>/dev/null || true
+	bench_cleanup "$rc"
+}
+trap throughput_cleanup EXIT
+deadline=$((SECONDS + 10))
+until PLAIN_ADDR=$(head -1 "$TMP/plainrelay.addr") && [[ -n $PLAIN_ADDR ]]; do
+	if ((SECONDS >= deadline)) || ! kill -0 "$PLAIN_PID" 2>/dev/null; then
+		gk_die "plainrelay did not start; see $TMP/plainrelay.log"
+	fi
+	sleep 0.05
+done
+PLAIN_PORT=${PLAIN_ADDR##*:}
+
+# ssh_plain ARGS...: ssh to the lander through the plain relay.
+ssh_plain() {
+	timeout "$BENCH_TIMEOUT" ssh "${GK_SSH_OPTS[@]}" -p "$PLAIN_PORT" "$@"
 }
 
 ssh_trusted "$BENCH_USER@127.0.0.1" true # accept the host keys once
@@ -95,6 +126,18 @@ through() {
 	echo "$g $(bench_cpu_per_gib $((c1 - c0)) "$bytes")" >>"$TMP/through.$1"
 }
 
+# plain CIPHER: one transfer through the plain relay; appends "SECONDS RELAY-CPU-S/GIB" to
+# $TMP/plain.CIPHER.
+plain() {
+	local c0 p c1
+	c0=$(gk_cpu_ticks "$PLAIN_PID")
+	p=$(send ssh_plain "$1")
+	c1=$(gk_cpu_ticks "$PLAIN_PID")
+	echo "$p $(bench_cpu_per_gib $((c1 - c0)) "$bytes")" >>"$TMP/plain.$1"
+}
+
+ssh_plain "$BENCH_USER@127.0.0.1" true
+
 echo "throughput, $SIZE of zeros into \`cat > /dev/null\`, medians of $ROUNDS rounds ($(nproc) CPUs, $(ssh -V 2>&1 | cut -d, -f1))"
 for ((r = 1; r <= ROUNDS; r++)); do
 	for cipher in $CIPHERS; do
@@ -105,6 +148,7 @@ for ((r = 1; r <= ROUNDS; r++)); do
 			through "$cipher"
 			direct "$cipher"
 		fi
+		plain "$cipher"
 	done
 done
 printf '  %-32s %12s %14s %8s %18s %8s\n' cipher "direct MiB/s" "through MiB/s" ratio "gatekeeper CPU s/GiB" target
@@ -117,13 +161,18 @@ for cipher in $CIPHERS; do
 	ratio=$(bench_calc %.2f 'd / g' d="$d" g="$g")
 	want=$(target "$cipher")
 	share=$(bench_calc %.2f 'c / d' c="$cpu" d="$dcpu")
-	printf '  %-32s %12s %14s %8s %18s %8s   direct: machine CPU %s s/GiB, gatekeeper/direct %s\n' "$cipher" \
-		"$(bench_mibs "$bytes" "$d")" "$(bench_mibs "$bytes" "$g")" "${ratio}x" "$cpu" ">= ${want}x" "$dcpu" "$share"
+	pcpu=$(bench_median 2 "$TMP/plain.$cipher")
+	printf '  %-32s %12s %14s %8s %18s %8s   direct: machine CPU %s s/GiB, gatekeeper/direct %s; plain relay CPU %s s/GiB\n' "$cipher" \
+		"$(bench_mibs "$bytes" "$d")" "$(bench_mibs "$bytes" "$g")" "${ratio}x" "$cpu" ">= ${want}x" "$dcpu" "$share" "$pcpu"
 	rows+=("$(bench_row "bulk upload, ssh -c ${cipher%@*}" "$(bench_mibs "$bytes" "$d") MiB/s (machine CPU $dcpu s/GiB)" \
 		"$(bench_mibs "$bytes" "$g") MiB/s" "${ratio}x" "$cpu (${share}x direct's)" \
 		">= ${want}x; CPU <= $CPU_TARGET s/GiB there, <= ${CPU_SHARE}x direct's here" \
 		"$(bench_met 'r >= w && s <= t' r="$ratio" w="$want" s="$share" t="$CPU_SHARE")" \
 		"head -c $SIZE /dev/zero | ssh -c $cipher [-b 127.0.0.2 -p GATEKEEPER] HOST 'cat > /dev/null', median of $ROUNDS (bench/throughput.sh)")")
+	rows+=("$(bench_row "the same upload through a relay that only copies bytes (${cipher%@*})" - \
+		"$(bench_mibs "$bytes" "$(bench_median 1 "$TMP/plain.$cipher")") MiB/s" - "$pcpu (the relay's)" \
+		"- (the floor under any user-space relay here)" - \
+		"the same through bench/plainrelay (32 KiB reads and writes, no SSH), median of $ROUNDS (bench/throughput.sh)")")
 done
 echo "  target: aes128-gcm >= 0.80x direct, chacha20-poly1305 >= 0.75x, gatekeeper CPU <= $CPU_TARGET s/GiB on the"
 echo "  issue's box, where direct cost 2.9 s/GiB: <= ${CPU_SHARE}x of the direct transfer's machine CPU here"
