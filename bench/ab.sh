@@ -5,8 +5,11 @@
 # trusted source), in an order that alternates from round to round, and the medians of MiB/s
 # and of gatekeeper CPU s/GiB (utime+stime from /proc) are printed for each. One transfer on a
 # shared VM moves by 20% or more from run to run; interleaved rounds and medians let a 5-10%
-# change show. Root (creates a user, runs sshd).
-#   A=/tmp/gatekeeper-old B=bin/gatekeeper ROUNDS=7 SIZE=1G CIPHERS="aes128-gcm@openssh.com" bench/ab.sh
+# change show. Then LOGINS logins (`ssh HOST true`, trusted source, OpenSSH's default cipher)
+# through each, one through A and one through B in turn, and the median time of each: a block of
+# logins through one binary then a block through the other measured this VM's drift, not the
+# binaries. Root (creates a user, runs sshd).
+#   A=/tmp/gatekeeper-old B=bin/gatekeeper ROUNDS=7 SIZE=1G CIPHERS="aes128-gcm@openssh.com" LOGINS=40 bench/ab.sh
 # Build A from an older commit with e.g.
 #   git stash && go build -o /tmp/gatekeeper-old ./cmd/gatekeeper && git stash pop
 set -euo pipefail
@@ -17,11 +20,13 @@ A=${A:?A=path of the old gatekeeper binary}
 B=${B:-$GK_REPO/bin/gatekeeper}
 ROUNDS=${ROUNDS:-5}
 SIZE=${SIZE:-1G}
+LOGINS=${LOGINS:-20}
 CIPHERS=${CIPHERS:-aes128-gcm@openssh.com chacha20-poly1305@openssh.com}
 for bin in "$A" "$B"; do
 	[[ -x $bin ]] || gk_die "$bin is not an executable gatekeeper"
 done
-((ROUNDS >= 1)) || gk_die "ROUNDS=$ROUNDS: use at least 1"
+((ROUNDS >= 0)) || gk_die "ROUNDS=$ROUNDS: use 0 or more"
+((LOGINS >= 0)) || gk_die "LOGINS=$LOGINS: use 0 or more"
 bytes=$(bench_bytes "$SIZE")
 
 # B is bench_setup's gatekeeper; A gets a second one with a config and state of its own.
@@ -72,11 +77,34 @@ for ((r = 1; r <= ROUNDS; r++)); do
 	done
 done
 
-for cipher in $CIPHERS; do
-	echo "$cipher:"
-	for which in A B; do
-		f="$TMP/$which.$cipher"
-		printf '  %s  median %7.1f MiB/s  %5.2f CPU-s/GiB   (each MiB/s/CPU: %s)\n' "$which" "$(bench_median 1 "$f")" "$(bench_median 2 "$f")" \
-			"$(awk '{ printf "%s%s/%s", sep, $1, $2; sep = ", " }' "$f")"
+if ((ROUNDS > 0)); then
+	for cipher in $CIPHERS; do
+		echo "$cipher:"
+		for which in A B; do
+			f="$TMP/$which.$cipher"
+			printf '  %s  median %7.1f MiB/s  %5.2f CPU-s/GiB   (each MiB/s/CPU: %s)\n' "$which" "$(bench_median 1 "$f")" "$(bench_median 2 "$f")" \
+				"$(awk '{ printf "%s%s/%s", sep, $1, $2; sep = ", " }' "$f")"
+		done
 	done
-done
+fi
+
+# login WHICH: one `ssh HOST true` through gatekeeper WHICH; appends its milliseconds to
+# $TMP/WHICH.logins.
+login() {
+	local port=$B_PORT t0
+	[[ $1 == A ]] && port=$A_PORT
+	t0=$(gk_ms)
+	GK_PORT=$port ssh_trusted "$BENCH_USER@127.0.0.1" true </dev/null || gk_die "login through $1 failed"
+	echo $(($(gk_ms) - t0)) >>"$TMP/$1.logins"
+}
+
+if ((LOGINS > 0)); then
+	for ((i = 0; i < LOGINS; i++)); do
+		if ((i % 2)); then login B && login A; else login A && login B; fi
+	done
+	echo "login latency, ssh HOST true from the trusted source, $LOGINS through each, taking turns:"
+	for which in A B; do
+		printf '  %s  median %s ms   (each: %s)\n' "$which" "$(gk_median <"$TMP/$which.logins")" \
+			"$(tr '\n' ' ' <"$TMP/$which.logins")"
+	done
+fi

@@ -19,7 +19,7 @@
 # (see bench/lib.sh).
 #
 # For scale, each round also sends the same upload straight to the lander through bench/plainrelay,
-# a relay that only copies the bytes (32 KiB reads and writes) without terminating SSH: its CPU per
+# a relay that only copies the bytes (reads of up to 256 KiB) without terminating SSH: its CPU per
 # GiB is the floor under any user-space relay on this machine, which the gatekeeper pays before it
 # decrypts and re-encrypts anything.
 #
@@ -172,7 +172,7 @@ for cipher in $CIPHERS; do
 	rows+=("$(bench_row "the same upload through a relay that only copies bytes (${cipher%@*})" - \
 		"$(bench_mibs "$bytes" "$(bench_median 1 "$TMP/plain.$cipher")") MiB/s" - "$pcpu (the relay's)" \
 		"- (the floor under any user-space relay here)" - \
-		"the same through bench/plainrelay (32 KiB reads and writes, no SSH), median of $ROUNDS (bench/throughput.sh)")")
+		"the same through bench/plainrelay (reads and writes of up to 256 KiB, no SSH), median of $ROUNDS (bench/throughput.sh)")")
 done
 echo "  target: aes128-gcm >= 0.80x direct, chacha20-poly1305 >= 0.75x, gatekeeper CPU <= $CPU_TARGET s/GiB on the"
 echo "  issue's box, where direct cost 2.9 s/GiB: <= ${CPU_SHARE}x of the direct transfer's machine CPU here"
