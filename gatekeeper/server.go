@@ -39,8 +39,9 @@ import (
 )
 
 // sshSetupBytes covers an SSH connection's handshake, authentication and
-// first channel requests: the part where the OpenSSH client's Nagle delays
-// meet the kernel's delayed ACKs (see connserve.Server.QuickAck).
+// first channel requests: the part where the Nagle delays of the OpenSSH
+// client, and of sshd on the lander leg, meet the kernel's delayed ACKs
+// (see connserve.Server.QuickAck and connserve.WithQuickAck).
 const sshSetupBytes = 256 << 10
 
 // ErrServerClosed is returned by Serve after Shutdown or Close.

@@ -43,3 +43,10 @@ func (c *quickAckConn) Read(p []byte) (int, error) {
 	}
 	return n, err
 }
+
+// WithQuickAck wraps nc so that its first budget bytes are acknowledged at
+// once, as Server does with QuickAck, for connections it does not accept:
+// the gatekeeper's own connection to the lander, whose sshd keeps Nagle's
+// algorithm on during the handshake too. nc is returned as it is when it
+// is not a socket that supports quick ACKs.
+func WithQuickAck(nc net.Conn, budget int) net.Conn { return withQuickAck(nc, budget) }

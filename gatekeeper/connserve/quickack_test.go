@@ -4,6 +4,8 @@ import (
 	"io"
 	"net"
 	"testing"
+
+	"gatekeeper/gatekeeper/sockio"
 )
 
 func TestWithQuickAck(t *testing.T) {
@@ -39,6 +41,15 @@ func TestWithQuickAck(t *testing.T) {
 	}
 	if q.budget > 0 {
 		t.Errorf("budget %d left after 16 bytes, want it spent", q.budget)
+	}
+
+	// A connection whose reads and writes are sockio's raw system calls
+	// (both legs of the gatekeeper) is still a socket to wrap: were it not,
+	// the quick ACKs would be lost without a sign.
+	if quickAckSupported {
+		if _, ok := WithQuickAck(sockio.Conn(server), 10).(*quickAckConn); !ok {
+			t.Error("a sockio connection was not wrapped")
+		}
 	}
 
 	// Connections without a socket underneath are left alone.
