@@ -18,10 +18,10 @@
 # work), gatekeeper <= 0.8/2.9 = 0.28x of that. Prints ROW lines for bench/report.sh
 # (see bench/lib.sh).
 #
-# For scale, each round also sends the same upload straight to the lander through bench/plainrelay,
-# a relay that only copies the bytes (reads of up to 256 KiB) without terminating SSH: its CPU per
-# GiB is the floor under any user-space relay on this machine, which the gatekeeper pays before it
-# decrypts and re-encrypts anything.
+# For scale, each round also sends the same upload straight to the lander through a relay that only
+# copies the bytes (`bench/delayproxy -delay 0`: reads of up to 256 KiB, written at once) without
+# terminating SSH: its CPU per GiB is the floor under any user-space relay on this machine, which
+# the gatekeeper pays before it decrypts and re-encrypts anything.
 #
 # Each cipher is measured ROUNDS times, direct and through taking turns (which goes first
 # alternates from round to round); the figures are the medians of the rounds, and the ratio is
@@ -63,8 +63,8 @@ target() {
 }
 
 # The plain relay, in front of the lander; stopped with the rest on exit.
-bench_build plainrelay "$TMP/plainrelay"
-"$TMP/plainrelay" -target "127.0.0.1:$LANDER_PORT" >"$TMP/plainrelay.addr" 2>"$TMP/plainrelay.log" &
+bench_build delayproxy "$TMP/delayproxy"
+"$TMP/delayproxy" -delay 0 -target "127.0.0.1:$LANDER_PORT" >"$TMP/plainrelay.addr" 2>"$TMP/plainrelay.log" &
 PLAIN_PID=$!
 # throughput_cleanup: stop the plain relay, then what bench_setup started.
 throughput_cleanup() {
@@ -77,7 +77,7 @@ trap throughput_cleanup EXIT
 deadline=$((SECONDS + 10))
 until PLAIN_ADDR=$(head -1 "$TMP/plainrelay.addr") && [[ -n $PLAIN_ADDR ]]; do
 	if ((SECONDS >= deadline)) || ! kill -0 "$PLAIN_PID" 2>/dev/null; then
-		gk_die "plainrelay did not start; see $TMP/plainrelay.log"
+		gk_die "the plain relay (delayproxy -delay 0) did not start; see $TMP/plainrelay.log"
 	fi
 	sleep 0.05
 done
@@ -172,7 +172,7 @@ for cipher in $CIPHERS; do
 	rows+=("$(bench_row "the same upload through a relay that only copies bytes (${cipher%@*})" - \
 		"$(bench_mibs "$bytes" "$(bench_median 1 "$TMP/plain.$cipher")") MiB/s" - "$pcpu (the relay's)" \
 		"- (the floor under any user-space relay here)" - \
-		"the same through bench/plainrelay (reads and writes of up to 256 KiB, no SSH), median of $ROUNDS (bench/throughput.sh)")")
+		"the same through bench/delayproxy -delay 0 (reads and writes of up to 256 KiB, no SSH), median of $ROUNDS (bench/throughput.sh)")")
 done
 echo "  target: aes128-gcm >= 0.80x direct, chacha20-poly1305 >= 0.75x, gatekeeper CPU <= $CPU_TARGET s/GiB on the"
 echo "  issue's box, where direct cost 2.9 s/GiB: <= ${CPU_SHARE}x of the direct transfer's machine CPU here"

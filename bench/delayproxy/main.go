@@ -9,6 +9,13 @@
 // bandwidth limit of its own: TCP sees a fast loopback peer, and the only thing that limits a
 // stream through it is how much the endpoints let be in flight (for SSH, the channel window).
 // A half close (EOF) is passed on after the same delay. It runs until killed.
+//
+// With -delay 0 it is a relay that only copies bytes, for bench/throughput.sh: each direction
+// reads up to 256 KiB (all that has arrived, often several SSH packets) and writes it straight
+// on, with no queue, so its CPU per GiB is the floor under any user-space relay on the machine,
+// the cost of reading every byte from one socket and writing it to another before any SSH work.
+// Not io.Copy: between two TCP sockets that splices inside the kernel, which a relay that must see
+// the bytes cannot do.
 package main
 
 import (
@@ -86,7 +93,7 @@ func main() {
 	listen := flag.String("listen", "127.0.0.1:0", "address to listen on")
 	target := flag.String("target", "", "address to relay to (host:port), required")
 	source := flag.String("source", "", "local IP address to dial the target from (default: any)")
-	delay := flag.Duration("delay", 25*time.Millisecond, "one-way delay added in each direction")
+	delay := flag.Duration("delay", 25*time.Millisecond, "one-way delay added in each direction (0: copy at once)")
 	flag.Parse()
 	if *target == "" || flag.NArg() > 0 || *delay < 0 {
 		flag.Usage()
@@ -135,6 +142,10 @@ func relay(client *net.TCPConn, dialer *net.Dialer, target string, delay time.Du
 // pipe copies src to dst, each chunk delay after it was read. A read error other than EOF, or a
 // write error, closes both connections, which ends the other direction too.
 func pipe(src, dst *net.TCPConn, delay time.Duration) {
+	if delay == 0 {
+		copyNow(src, dst)
+		return
+	}
 	q := newQueue()
 	go func() {
 		buf := make([]byte, 256<<10)
@@ -170,6 +181,30 @@ func pipe(src, dst *net.TCPConn, delay time.Duration) {
 		bufs := q.popDue(time.Now(), net.Buffers{c.data})
 		if _, err := bufs.WriteTo(dst); err != nil {
 			// the reader then fails too, and ends (pushing never blocks)
+			src.Close()
+			dst.Close()
+			return
+		}
+	}
+}
+
+// copyNow is pipe without a delay: each read is written at once. Errors end it as in pipe.
+func copyNow(src, dst *net.TCPConn) {
+	buf := make([]byte, 256<<10)
+	for {
+		n, err := src.Read(buf)
+		if n > 0 {
+			if _, werr := dst.Write(buf[:n]); werr != nil {
+				src.Close()
+				dst.Close()
+				return
+			}
+		}
+		if errors.Is(err, io.EOF) {
+			_ = dst.CloseWrite()
+			return
+		}
+		if err != nil {
 			src.Close()
 			dst.Close()
 			return
