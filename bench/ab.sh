@@ -91,11 +91,9 @@ fi
 # login WHICH: one `ssh HOST true` through gatekeeper WHICH; appends its milliseconds to
 # $TMP/WHICH.logins.
 login() {
-	local port=$B_PORT t0
+	local port=$B_PORT
 	[[ $1 == A ]] && port=$A_PORT
-	t0=$(gk_ms)
-	GK_PORT=$port ssh_trusted "$BENCH_USER@127.0.0.1" true </dev/null || gk_die "login through $1 failed"
-	echo $(($(gk_ms) - t0)) >>"$TMP/$1.logins"
+	GK_PORT=$port bench_time_logins 1 ssh_trusted >>"$TMP/$1.logins"
 }
 
 if ((LOGINS > 0)); then

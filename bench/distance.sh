@@ -35,41 +35,13 @@ else
 	window_note="relay.window not set"
 fi
 
-PROXY_PIDS=()
-distance_cleanup() {
-	local rc=$?
-	local p
-	for p in ${PROXY_PIDS[@]+"${PROXY_PIDS[@]}"}; do
-		kill -TERM "$p" 2>/dev/null || true
-		wait "$p" 2>/dev/null || true
-	done
-	bench_cleanup "$rc"
-}
 bench_setup
-trap distance_cleanup EXIT
-bench_build delayproxy "$TMP/delayproxy"
 
-# start_proxy NAME TARGET [SOURCE]: a delay relay to TARGET (dialling from SOURCE); sets
-# PROXY_PORT to its port.
-start_proxy() {
-	local name=$1 target=$2 src=() addr deadline=$((SECONDS + 10))
-	[[ -n ${3:-} ]] && src=(-source "$3")
-	"$TMP/delayproxy" -target "$target" -delay "${DELAY_MS}ms" "${src[@]}" \
-		>"$TMP/$name.addr" 2>>"$TMP/$name.log" &
-	PROXY_PIDS+=($!)
-	until addr=$(head -1 "$TMP/$name.addr") && [[ -n $addr ]]; do
-		if ((SECONDS >= deadline)) || ! kill -0 "${PROXY_PIDS[-1]}" 2>/dev/null; then
-			gk_die "delayproxy $name did not start; see $TMP/$name.log"
-		fi
-		sleep 0.05
-	done
-	PROXY_PORT=${addr##*:}
-}
 # the through relay dials the gatekeeper from the trusted source: password only
 declare -A PORT
-start_proxy direct "127.0.0.1:$LANDER_PORT"
+bench_start_proxy direct "127.0.0.1:$LANDER_PORT" "${DELAY_MS}ms"
 PORT[direct]=$PROXY_PORT
-start_proxy through "127.0.0.1:$GK_PORT" 127.0.0.2
+bench_start_proxy through "127.0.0.1:$GK_PORT" "${DELAY_MS}ms" 127.0.0.2
 PORT[through]=$PROXY_PORT
 
 # far PATH ARGS...: ssh over the delay relay of PATH (direct or through).

@@ -50,6 +50,11 @@ bench_cleanup() {
 		echo "--- last lines of the gatekeeper's log ($TMP/gatekeeper.log):" >&2
 		tail -n 15 "$TMP/gatekeeper.log" >&2
 	fi
+	local p
+	for p in ${BENCH_PROXY_PIDS[@]+"${BENCH_PROXY_PIDS[@]}"}; do
+		kill -TERM "$p" 2>/dev/null || true
+		wait "$p" 2>/dev/null || true
+	done
 	gk_stop_gatekeeper
 	gk_stop_lander
 	if [[ -n ${BENCH_USER:-} ]]; then
@@ -164,6 +169,40 @@ bench_bytes() {
 # bench_build PKG OUT: go build ./bench/PKG (a helper program) to OUT.
 bench_build() {
 	(cd "$GK_REPO" && "${GO:-go}" build -o "$2" "./bench/$1") || gk_die "go build ./bench/$1 failed"
+}
+
+# bench_time_logins COUNT CMD...: run `CMD BENCH_USER@127.0.0.1 true` COUNT times and print each
+# wall time in ms; fail on error.
+bench_time_logins() {
+	local count=$1 i t0
+	shift
+	for ((i = 0; i < count; i++)); do
+		t0=$(gk_ms)
+		"$@" "$BENCH_USER@127.0.0.1" true </dev/null || gk_die "login failed: $*"
+		echo $(($(gk_ms) - t0))
+	done
+}
+
+# bench_start_proxy NAME TARGET DELAY [SOURCE]: bench/delayproxy relaying to TARGET with DELAY
+# each way ("25ms"; "0": a relay that only copies bytes), dialling from SOURCE when given; sets
+# PROXY_PORT to its port and PROXY_PID to its pid. bench_cleanup stops it.
+BENCH_PROXY_PIDS=()
+bench_start_proxy() {
+	local name=$1 target=$2 delay=$3 src=() addr deadline=$((SECONDS + 10))
+	[[ -n ${4:-} ]] && src=(-source "$4")
+	[[ -x $TMP/delayproxy ]] || bench_build delayproxy "$TMP/delayproxy"
+	"$TMP/delayproxy" -target "$target" -delay "$delay" "${src[@]}" \
+		>"$TMP/$name.addr" 2>>"$TMP/$name.log" &
+	PROXY_PID=$!
+	BENCH_PROXY_PIDS+=("$PROXY_PID")
+	until addr=$(head -1 "$TMP/$name.addr") && [[ -n $addr ]]; do
+		if ((SECONDS >= deadline)) || ! kill -0 "$PROXY_PID" 2>/dev/null; then
+			gk_die "delayproxy $name did not start; see $TMP/$name.log"
+		fi
+		sleep 0.05
+	done
+	# shellcheck disable=SC2034 # used by the caller
+	PROXY_PORT=${addr##*:}
 }
 
 # bench_kill_user_procs USER: end the processes USER still has (by pid; sessions a benchmark left).

@@ -14,20 +14,10 @@ N=${N:-25}
 ((N >= 20)) || gk_die "N=$N: use at least 20 runs"
 bench_setup
 
-# time_logins COUNT CMD...: run CMD COUNT times, print each wall time in ms; fail on error.
-time_logins() {
-	local count=$1 i t0
-	shift
-	for ((i = 0; i < count; i++)); do
-		t0=$(gk_ms)
-		"$@" "$BENCH_USER@127.0.0.1" true </dev/null || gk_die "login failed: $*"
-		echo $(($(gk_ms) - t0))
-	done
-}
 
 # warm up both paths (page cache, first host key acceptance)
-time_logins 2 ssh_direct >/dev/null
-time_logins 2 ssh_trusted >/dev/null
+bench_time_logins 2 ssh_direct >/dev/null
+bench_time_logins 2 ssh_trusted >/dev/null
 
 # OpenSSH 9.2 picks the post-quantum sntrup761x25519 key exchange with its own sshd (tens of ms
 # of CPU); the gatekeeper's Go SSH stack offers curve25519-sha256 (on both legs), so the fair
@@ -37,16 +27,16 @@ time_logins 2 ssh_trusted >/dev/null
 # of direct logins followed by a block through the gatekeeper measured that drift (the same binary
 # showed -85 and +43 ms added in two runs that way).
 kex=curve25519-sha256
-direct_default=$(time_logins "$N" ssh_direct | gk_median)
+direct_default=$(bench_time_logins "$N" ssh_direct | gk_median)
 : >"$TMP/direct.ms"
 : >"$TMP/trusted.ms"
 for ((i = 0; i < N; i++)); do
 	if ((i % 2)); then
-		time_logins 1 ssh_trusted >>"$TMP/trusted.ms"
-		time_logins 1 ssh_direct -o KexAlgorithms=$kex >>"$TMP/direct.ms"
+		bench_time_logins 1 ssh_trusted >>"$TMP/trusted.ms"
+		bench_time_logins 1 ssh_direct -o KexAlgorithms=$kex >>"$TMP/direct.ms"
 	else
-		time_logins 1 ssh_direct -o KexAlgorithms=$kex >>"$TMP/direct.ms"
-		time_logins 1 ssh_trusted >>"$TMP/trusted.ms"
+		bench_time_logins 1 ssh_direct -o KexAlgorithms=$kex >>"$TMP/direct.ms"
+		bench_time_logins 1 ssh_trusted >>"$TMP/trusted.ms"
 	fi
 done
 direct=$(gk_median <"$TMP/direct.ms")
@@ -56,7 +46,7 @@ bench_enroll
 codes=()
 for ((s = BENCH_STEP + 1; s <= BENCH_STEP + 3; s++)); do
 	bench_code "$s"
-	codes+=("$(time_logins 1 ssh_code)")
+	codes+=("$(bench_time_logins 1 ssh_code)")
 done
 coded=$(printf '%s\n' "${codes[@]}" | gk_median)
 

@@ -62,26 +62,9 @@ target() {
 	esac
 }
 
-# The plain relay, in front of the lander; stopped with the rest on exit.
-bench_build delayproxy "$TMP/delayproxy"
-"$TMP/delayproxy" -delay 0 -target "127.0.0.1:$LANDER_PORT" >"$TMP/plainrelay.addr" 2>"$TMP/plainrelay.log" &
-PLAIN_PID=$!
-# throughput_cleanup: stop the plain relay, then what bench_setup started.
-throughput_cleanup() {
-	local rc=$?
-	kill -TERM "$PLAIN_PID" 2>/dev/null || true
-	wait "$PLAIN_PID" 2>/dev/null || true
-	bench_cleanup "$rc"
-}
-trap throughput_cleanup EXIT
-deadline=$((SECONDS + 10))
-until PLAIN_ADDR=$(head -1 "$TMP/plainrelay.addr") && [[ -n $PLAIN_ADDR ]]; do
-	if ((SECONDS >= deadline)) || ! kill -0 "$PLAIN_PID" 2>/dev/null; then
-		gk_die "the plain relay (delayproxy -delay 0) did not start; see $TMP/plainrelay.log"
-	fi
-	sleep 0.05
-done
-PLAIN_PORT=${PLAIN_ADDR##*:}
+# The plain relay, in front of the lander; bench_cleanup stops it.
+bench_start_proxy plainrelay "127.0.0.1:$LANDER_PORT" 0
+PLAIN_PORT=$PROXY_PORT PLAIN_PID=$PROXY_PID
 
 # ssh_plain ARGS...: ssh to the lander through the plain relay.
 ssh_plain() {
@@ -116,25 +99,17 @@ direct() {
 	echo "$d $(bench_cpu_per_gib $((m1 - m0)) "$bytes")" >>"$TMP/direct.$1"
 }
 
-# through CIPHER: one transfer through the gatekeeper; appends "SECONDS GATEKEEPER-CPU-S/GIB"
-# to $TMP/through.CIPHER.
-through() {
-	local c0 g c1
-	c0=$(gk_cpu_ticks "$GK_PID")
-	g=$(send ssh_trusted "$1")
-	c1=$(gk_cpu_ticks "$GK_PID")
-	echo "$g $(bench_cpu_per_gib $((c1 - c0)) "$bytes")" >>"$TMP/through.$1"
+# relayed NAME PID SSHFUNC CIPHER: one transfer with SSHFUNC, through the relay PID (the
+# gatekeeper or the plain relay); appends "SECONDS RELAY-CPU-S/GIB" to $TMP/NAME.CIPHER.
+relayed() {
+	local c0 s c1
+	c0=$(gk_cpu_ticks "$2")
+	s=$(send "$3" "$4")
+	c1=$(gk_cpu_ticks "$2")
+	echo "$s $(bench_cpu_per_gib $((c1 - c0)) "$bytes")" >>"$TMP/$1.$4"
 }
-
-# plain CIPHER: one transfer through the plain relay; appends "SECONDS RELAY-CPU-S/GIB" to
-# $TMP/plain.CIPHER.
-plain() {
-	local c0 p c1
-	c0=$(gk_cpu_ticks "$PLAIN_PID")
-	p=$(send ssh_plain "$1")
-	c1=$(gk_cpu_ticks "$PLAIN_PID")
-	echo "$p $(bench_cpu_per_gib $((c1 - c0)) "$bytes")" >>"$TMP/plain.$1"
-}
+through() { relayed through "$GK_PID" ssh_trusted "$1"; }
+plain() { relayed plain "$PLAIN_PID" ssh_plain "$1"; }
 
 ssh_plain "$BENCH_USER@127.0.0.1" true
 
