@@ -305,16 +305,16 @@ func (s *Server) withCode(ctx context.Context, user, password, code string, remo
 	// answered the password: a right code must not clear the user's count
 	// before the password is known to be right too, or whoever holds the
 	// phone could guess passwords without ever being locked out.
-	res.release(func(k LockKey) bool { return k.Scope != ScopeUser })
+	released := res.release(func(k LockKey) bool { return k.Scope != ScopeUser })
 	up, err := s.landerLogin(ctx, user, password)
+	released()
 	switch {
 	case errors.Is(err, ErrPasswordRejected):
 		s.noteFailures(append(res.fail(), s.limiter.fail(src)...), remote)
 	case err != nil:
 		res.cancel()
 	default:
-		res.succeed()
-		s.limiter.clear(src[:1]) // the address's own typing errors
+		res.succeed(src[:1]...) // and the address's own typing errors
 	}
 	if err != nil {
 		return nil, "", err

@@ -195,8 +195,7 @@ func (a *attempt) keyLogin(ctx context.Context, user, fp, code, how string) (*up
 	}
 	// The code was right and the key is the first factor: nothing is left
 	// to guess, so the places go back whatever the lander says.
-	res.succeed()
-	s.limiter.clear(src[:1])
+	res.succeed() // the address's failures too: its place is still held
 	up, err := a.landerCert(ctx, user, k)
 	if err != nil {
 		return nil, "", err

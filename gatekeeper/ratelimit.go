@@ -404,9 +404,12 @@ func liveHolds(e *LimitEntry, now time.Time) int {
 
 // succeed ends r for a code that was right: its places are given back, and
 // the user's and the address's remembered failures are cleared (a login
-// with both factors proves they were the user's own typing errors).
-func (r *reservation) succeed() {
-	r.end("succeed", nil, func(k LockKey, e *LimitEntry, _ time.Time) {
+// with both factors proves they were the user's own typing errors). The
+// failures of the keys in also are cleared in the same update: keys r no
+// longer holds, such as the address whose place went back before the lander
+// answered (see release).
+func (r *reservation) succeed(also ...LockKey) {
+	r.end("succeed", also, nil, func(k LockKey, e *LimitEntry, _ time.Time) {
 		if k.Scope == ScopeUser || k.Scope == ScopeAddress {
 			e.Failures = nil
 		}
@@ -414,10 +417,13 @@ func (r *reservation) succeed() {
 }
 
 // release gives back, without a verdict, the places of the keys that give
-// selects, and leaves r holding the others.
-func (r *reservation) release(give func(LockKey) bool) {
+// selects, and leaves r holding the others. The places go back in the
+// background, so that a shared store's round trip overlaps what the caller
+// does next (the lander checking the password); wait returns once they have,
+// and must be called before r is ended.
+func (r *reservation) release(give func(LockKey) bool) (wait func()) {
 	if r == nil || r.done {
-		return
+		return func() {}
 	}
 	var gone, kept []LockKey
 	for _, k := range r.keys {
@@ -427,21 +433,26 @@ func (r *reservation) release(give func(LockKey) bool) {
 			kept = append(kept, k)
 		}
 	}
-	r.keys = gone
-	r.end("release", nil, nil)
-	r.keys, r.done = kept, false
+	r.keys = kept
+	given := &reservation{l: r.l, id: r.id, keys: gone}
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		given.end("release", nil, nil, nil)
+	}()
+	return func() { <-done }
 }
 
 // cancel ends r without a verdict (the store or the lander failed): its
 // places are given back and nothing is counted.
-func (r *reservation) cancel() { r.end("cancel", nil, nil) }
+func (r *reservation) cancel() { r.end("cancel", nil, nil, nil) }
 
 // fail ends r as a failure counted in every one of its keys; it returns the
 // lockouts this failure started.
 func (r *reservation) fail() []Lock {
 	var started []Lock
 	p := r.l.pol()
-	r.end("fail", func() { started = started[:0] }, func(k LockKey, e *LimitEntry, now time.Time) {
+	r.end("fail", nil, func() { started = started[:0] }, func(k LockKey, e *LimitEntry, now time.Time) {
 		if lk, ok := failEntry(p, k, e, now); ok {
 			started = append(started, lk)
 		}
@@ -450,27 +461,40 @@ func (r *reservation) fail() []Lock {
 }
 
 // end gives back r's places, applying fn to each key's entry in the same
-// update. The update may be tried more than once (see LimitStore); reset,
-// when set, is called before each try so that fn's results are collected
-// afresh.
-func (r *reservation) end(op string, reset func(), fn func(LockKey, *LimitEntry, time.Time)) {
+// update, and to the entries the keys in also have (keys r does not hold;
+// none is created for them). The update may be tried more than once (see
+// LimitStore); reset, when set, is called before each try so that fn's
+// results are collected afresh.
+func (r *reservation) end(op string, also []LockKey, reset func(), fn func(LockKey, *LimitEntry, time.Time)) {
 	if r == nil || r.done {
 		return
 	}
 	r.done = true
-	if len(r.keys) == 0 {
+	keys := slices.Clip(r.keys)
+	for _, k := range also {
+		if !slices.Contains(keys, k) {
+			keys = append(keys, k)
+		}
+	}
+	if len(keys) == 0 {
 		return
 	}
 	l := r.l
 	if l.down() {
 		return // the hold expires, and counts, on its own
 	}
-	err := l.st.Update(r.keys, func(es []*LimitEntry) error {
+	err := l.st.Update(keys, func(es []*LimitEntry) error {
 		if reset != nil {
 			reset()
 		}
 		now := l.now()
-		for i, k := range r.keys {
+		for i, k := range keys {
+			if i >= len(r.keys) {
+				if es[i] != nil && fn != nil {
+					fn(k, es[i], now)
+				}
+				continue
+			}
 			if es[i] == nil {
 				es[i] = &LimitEntry{}
 			}

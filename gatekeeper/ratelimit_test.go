@@ -184,6 +184,56 @@ func TestLimiterSuccessGivesThePlaceBack(t *testing.T) {
 	}
 }
 
+// TestLimiterReleaseThenSucceed: what a login with a code does to the
+// limiter. The source's places go back (in the background) while the user's
+// stays held for the lander's answer; success then gives the user's back and
+// clears the address's failures in one update, creating no entry for a key
+// that has none.
+func TestLimiterReleaseThenSucceed(t *testing.T) {
+	l, _ := newTestLimiter(t)
+	network := LockKey{ScopeNetwork, "203.0.113.0/24"}
+	l.fail([]LockKey{outside}) // a typing error a minute ago
+	r, lk, _ := l.reserve([]LockKey{outside, network, alice})
+	if lk != nil {
+		t.Fatalf("refused: %+v", lk)
+	}
+	holds := func() map[LockKey]int {
+		t.Helper()
+		out := map[LockKey]int{}
+		keys := []LockKey{outside, network, alice, outside2}
+		if err := l.st.Update(keys, func(es []*LimitEntry) error {
+			for i, e := range es {
+				if e != nil {
+					out[keys[i]] = len(e.Holds)
+				}
+			}
+			return nil
+		}); err != nil {
+			t.Fatal(err)
+		}
+		return out
+	}
+	wait := r.release(func(k LockKey) bool { return k.Scope != ScopeUser })
+	wait()
+	if h := holds(); h[outside] != 0 || h[network] != 0 || h[alice] != 1 {
+		t.Fatalf("after release, places held: %v; want alice's only", h)
+	}
+	r.succeed(outside, outside2)
+	if h := holds(); h[alice] != 0 {
+		t.Fatalf("after success, places held: %v; want none", h)
+	}
+	if _, ok := holds()[outside2]; ok {
+		t.Error("success created an entry for a key that had none")
+	}
+	if lk, _ := l.locks([]LockKey{outside, alice}); len(lk) != 0 {
+		t.Errorf("failures left after success: %+v", lk)
+	}
+	r.fail() // after succeed: no effect
+	if lk, _ := l.locks([]LockKey{outside}); len(lk) != 0 {
+		t.Errorf("a verdict after success counted: %+v", lk)
+	}
+}
+
 func TestLimiterLockoutsDoubleUpToMax(t *testing.T) {
 	l, clock := newTestLimiter(t)
 	want := []time.Duration{5 * time.Minute, 10 * time.Minute, 20 * time.Minute, 40 * time.Minute, time.Hour, time.Hour}

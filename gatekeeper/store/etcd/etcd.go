@@ -18,8 +18,11 @@
 // # Consistency
 //
 // Every read is linearizable and every change of a record is a transaction
-// that compares the record's ModRevision with the one read and retries when
-// another node wrote in between (Update may call its fn more than once). So
+// that compares the record's ModRevision with the one its value was read at
+// and retries when another node wrote in between (Update may call its fn
+// more than once). The value may be the one this node last read or wrote,
+// remembered to save a read (see revCache): the comparison makes that as
+// safe as a read, since a ModRevision names one value of a key. So
 // the one-use rule of a time step holds for the whole cluster: of two nodes
 // checking the same code at once, one transaction fails its comparison, and
 // its retry sees the step used. Without quorum every call fails after
@@ -43,6 +46,7 @@ import (
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"go.etcd.io/etcd/client/v3/concurrency"
 	"go.uber.org/zap"
+	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
@@ -64,6 +68,9 @@ type Config struct {
 	KeyFile string
 	// Node names this gatekeeper (node_name) in audit keys and sessions.
 	Node string
+
+	// dialOptions are added to the client's (tests count round trips).
+	dialOptions []grpc.DialOption
 }
 
 // maxRetries bounds Update's compare-and-swap retries. Conflicts need
@@ -91,6 +98,9 @@ type Store struct {
 
 	// leader is whether this node holds the prune election.
 	leader atomic.Bool
+
+	// cache is what this node last saw of the keys it changes.
+	cache revCache
 }
 
 // Open connects to the cluster, checks (or, on an empty prefix, writes) the
@@ -109,6 +119,7 @@ func Open(cfg Config) (*Store, error) {
 		// Without this a member that is down keeps the client waiting on it.
 		DialKeepAliveTime:    5 * time.Second,
 		DialKeepAliveTimeout: 2 * time.Second,
+		DialOptions:          cfg.dialOptions,
 	}
 	if cfg.PasswordFile != "" {
 		pw, err := os.ReadFile(cfg.PasswordFile)
@@ -278,15 +289,15 @@ func (s *Store) Get(name string) (store.User, error) {
 	}
 	ctx, cancel := s.op()
 	defer cancel()
-	resp, err := s.cli.Get(ctx, s.key("users/"+name))
+	k := s.key("users/" + name)
+	resp, err := s.cli.Txn(ctx).Then(clientv3.OpGet(k)).Commit()
 	if err != nil {
 		return store.User{Name: name}, s.fail("read user "+name, err)
 	}
-	var raw []byte
-	if len(resp.Kvs) > 0 {
-		raw = resp.Kvs[0].Value
-	}
-	return s.codec.DecodeUser(name, raw)
+	// Remembered for the Update that usually follows (a login spends a step
+	// of the record it has just read).
+	cur := s.remember([]string{k}, resp)
+	return s.codec.DecodeUser(name, cur[0].val)
 }
 
 // List returns every user with a record, sorted by name.
@@ -324,62 +335,23 @@ func (s *Store) Delete(name string) (bool, error) {
 }
 
 // Update changes name's record with a compare-and-swap on its revision,
-// retried when another node wrote it in between; fn may run more than once.
+// retried when another node wrote it in between; fn may run more than once
+// (see readModifyWrite).
 func (s *Store) Update(name string, fn func(u *store.User) error) error {
 	if err := store.CheckName(name); err != nil {
 		return err
 	}
-	k := s.key("users/" + name)
-	deadline := time.Now().Add(s.timeout)
-	// uncertain is the write whose answer was lost (nil: none): if the
-	// record now reads as what it wrote, it was applied, and running fn
-	// again would refuse the very login that wrote it (a step "replayed").
-	var uncertain *pending
-	var lastErr error
-	for range maxRetries {
-		if lastErr != nil && !s.retry(deadline) {
-			return s.fail("update user "+name, lastErr)
-		}
-		ctx, cancel := s.attempt(deadline)
-		resp, err := s.cli.Get(ctx, k)
+	return s.readModifyWrite("update user "+name, []string{s.key("users/" + name)}, func(vals [][]byte) error {
+		v, del, err := s.codec.Apply(name, vals[0], fn)
 		if err != nil {
-			cancel()
-			lastErr = err
-			continue
-		}
-		var raw []byte
-		var rev int64
-		if len(resp.Kvs) > 0 {
-			raw, rev = resp.Kvs[0].Value, resp.Kvs[0].ModRevision
-		}
-		if uncertain != nil && uncertain.applied(raw, rev) {
-			cancel()
-			return nil
-		}
-		uncertain = nil
-		v, del, err := s.codec.Apply(name, raw, fn)
-		if err != nil {
-			cancel()
 			return err
 		}
-		then := clientv3.OpPut(k, string(v))
 		if del {
-			then = clientv3.OpDelete(k)
+			v = nil
 		}
-		txn, err := s.cli.Txn(ctx).If(clientv3.Compare(clientv3.ModRevision(k), "=", rev)).Then(then).Commit()
-		cancel()
-		if err != nil {
-			// Lost with the old leader, or applied with its answer lost: the
-			// next round reads the record again and tells which.
-			uncertain, lastErr = &pending{value: v, del: del, rev: rev}, err
-			continue
-		}
-		lastErr = nil
-		if txn.Succeeded {
-			return nil
-		}
-	}
-	return fmt.Errorf("user %q: gave up after %d conflicting writes", name, maxRetries)
+		vals[0] = v
+		return nil
+	})
 }
 
 // pending is a write whose outcome is unknown: the bytes it put (or that it

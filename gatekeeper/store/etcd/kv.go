@@ -9,83 +9,145 @@ import (
 	clientv3 "go.etcd.io/etcd/client/v3"
 )
 
-// UpdateKeys updates a few keys under the prefix atomically: it reads them,
-// calls fn with their values (nil for a missing key) and writes back what fn
-// changed in one transaction that compares every key's revision with the one
-// read, retrying on a conflict. Nothing is written when fn changes nothing.
-// It is how the nodes share their lockout counters.
+// UpdateKeys updates a few keys under the prefix atomically: it calls fn
+// with their values (nil for a missing key) and writes back what fn changed,
+// comparing every key's revision with the one its values were read at, and
+// retrying on a conflict (see readModifyWrite). Nothing is written when fn
+// changes nothing. It is how the nodes share their lockout counters.
 func (s *Store) UpdateKeys(keys []string, fn func(vals [][]byte) error) error {
 	full := make([]string, len(keys))
 	for i, k := range keys {
 		full[i] = s.key(k)
 	}
+	return s.readModifyWrite("update "+strings.Join(keys, ", "), full, fn)
+}
+
+// readModifyWrite changes keys atomically: fn gets their values (nil for a
+// missing key) and leaves the new ones in their place (nil: delete), and one
+// transaction writes what changed if every key's ModRevision is still the
+// one its value was read at. fn may run more than once and must depend on
+// nothing but the values.
+//
+// The first try takes the values from s.cache instead of reading them (an
+// unknown key as missing): a node settles the lockout counters it reserved,
+// and spends the step of the record it has just read, so the guess is
+// usually right, and then the change costs the cluster one round trip
+// instead of two. The transaction's Else branch reads the keys, so a wrong
+// guess costs nothing more than the read it replaced; fn then runs again on
+// the values read. Nothing is decided on a guess alone: an error of fn, or a
+// change of nothing, on guessed values is confirmed by the same comparison,
+// with nothing to write, before it is returned.
+func (s *Store) readModifyWrite(what string, keys []string, fn func(vals [][]byte) error) error {
 	deadline := time.Now().Add(s.timeout)
-	var uncertain []*pending // see Update
+	cur, confirmed := s.cache.lookup(keys), false
+	// uncertain is the write whose answer was lost (nil: none): if the keys
+	// now read as what it wrote, it was applied, and running fn again would
+	// undo it or, for a user record, refuse the very login that wrote it (a
+	// step "replayed").
+	var uncertain []*pending
 	var lastErr error
 	for range maxRetries {
 		if lastErr != nil && !s.retry(deadline) {
-			return s.fail("update "+strings.Join(keys, ", "), lastErr)
+			return s.fail(what, lastErr)
 		}
 		ctx, cancel := s.attempt(deadline)
-		ops := make([]clientv3.Op, len(full))
-		for i, k := range full {
-			ops[i] = clientv3.OpGet(k)
-		}
-		resp, err := s.cli.Txn(ctx).Then(ops...).Commit()
-		if err != nil {
-			cancel()
-			lastErr = err
-			continue
-		}
-		vals := make([][]byte, len(full))
-		old := make([][]byte, len(full))
-		revs := make([]int64, len(full))
-		for i, r := range resp.Responses {
-			if kvs := r.GetResponseRange().Kvs; len(kvs) > 0 {
-				vals[i], old[i], revs[i] = bytes.Clone(kvs[0].Value), kvs[0].Value, kvs[0].ModRevision
+		if cur == nil { // after an error: read what is there now
+			resp, err := s.cli.Txn(ctx).Then(getOps(keys)...).Commit()
+			if err != nil {
+				cancel()
+				lastErr = err
+				continue
 			}
+			cur, confirmed = s.remember(keys, resp), true
+			if uncertain != nil && allApplied(uncertain, cur) {
+				cancel()
+				return nil
+			}
+			uncertain = nil
 		}
-		if uncertain != nil && allApplied(uncertain, old, revs) {
+		vals := make([][]byte, len(keys))
+		for i, c := range cur {
+			vals[i] = bytes.Clone(c.val)
+		}
+		fnErr := fn(vals)
+		if fnErr != nil && confirmed {
 			cancel()
-			return nil
+			return fnErr
 		}
-		uncertain = nil
-		if err := fn(vals); err != nil {
-			cancel()
-			return err
-		}
-		var conds []clientv3.Cmp
+		conds := make([]clientv3.Cmp, len(keys))
 		var writes []clientv3.Op
-		var wrote []*pending
-		for i, k := range full {
-			conds = append(conds, clientv3.Compare(clientv3.ModRevision(k), "=", revs[i]))
+		wrote := make([]*pending, len(keys))
+		for i, k := range keys {
+			conds[i] = clientv3.Compare(clientv3.ModRevision(k), "=", cur[i].rev)
 			switch {
-			case vals[i] == nil && old[i] != nil:
+			case fnErr != nil: // only to confirm the values fn refused
+			case vals[i] == nil && cur[i].val != nil:
 				writes = append(writes, clientv3.OpDelete(k))
-				wrote = append(wrote, &pending{del: true, rev: revs[i]})
-			case vals[i] != nil && !bytes.Equal(vals[i], old[i]):
+				wrote[i] = &pending{del: true, rev: cur[i].rev}
+			case vals[i] != nil && !bytes.Equal(vals[i], cur[i].val):
 				writes = append(writes, clientv3.OpPut(k, string(vals[i])))
-				wrote = append(wrote, &pending{value: vals[i], rev: revs[i]})
-			default:
-				wrote = append(wrote, nil) // unchanged
+				wrote[i] = &pending{value: vals[i], rev: cur[i].rev}
 			}
 		}
-		if len(writes) == 0 {
+		if len(writes) == 0 && confirmed {
 			cancel()
 			return nil
 		}
-		txn, err := s.cli.Txn(ctx).If(conds...).Then(writes...).Commit()
+		txn, err := s.cli.Txn(ctx).If(conds...).Then(writes...).Else(getOps(keys)...).Commit()
 		cancel()
 		if err != nil {
-			uncertain, lastErr = wrote, err
+			// Lost with the old leader, or applied with its answer lost: the
+			// next round reads the keys again and tells which.
+			s.cache.drop(keys)
+			cur, lastErr = nil, err
+			if len(writes) > 0 {
+				uncertain = wrote
+			}
 			continue
 		}
 		lastErr = nil
-		if txn.Succeeded {
-			return nil
+		if !txn.Succeeded {
+			cur, confirmed = s.remember(keys, txn), true
+			continue
+		}
+		if fnErr != nil {
+			return fnErr
+		}
+		for i, w := range wrote {
+			switch {
+			case w == nil:
+			case w.del:
+				cur[i] = seen{}
+			default:
+				cur[i] = seen{val: w.value, rev: txn.Header.Revision}
+			}
+		}
+		s.cache.store(keys, cur)
+		return nil
+	}
+	return fmt.Errorf("%s: gave up after %d conflicting writes", what, maxRetries)
+}
+
+// getOps reads keys.
+func getOps(keys []string) []clientv3.Op {
+	ops := make([]clientv3.Op, len(keys))
+	for i, k := range keys {
+		ops[i] = clientv3.OpGet(k)
+	}
+	return ops
+}
+
+// remember returns the values and revisions of keys that resp, the answer
+// to getOps(keys), holds, and stores them in the cache.
+func (s *Store) remember(keys []string, resp *clientv3.TxnResponse) []seen {
+	cur := make([]seen, len(keys))
+	for i, r := range resp.Responses {
+		if kvs := r.GetResponseRange().Kvs; len(kvs) > 0 {
+			cur[i] = seen{val: kvs[0].Value, rev: kvs[0].ModRevision}
 		}
 	}
-	return fmt.Errorf("%s: gave up after %d conflicting writes", strings.Join(keys, ", "), maxRetries)
+	s.cache.store(keys, cur)
+	return cur
 }
 
 // ListKeys lists the keys under prefix (itself under the store's prefix),
@@ -106,9 +168,9 @@ func (s *Store) ListKeys(prefix string) ([]string, error) {
 
 // allApplied reports whether every written key of a transaction whose
 // answer was lost now shows its write (see pending).
-func allApplied(wrote []*pending, vals [][]byte, revs []int64) bool {
+func allApplied(wrote []*pending, cur []seen) bool {
 	for i, p := range wrote {
-		if p != nil && !p.applied(vals[i], revs[i]) {
+		if p != nil && !p.applied(cur[i].val, cur[i].rev) {
 			return false
 		}
 	}
