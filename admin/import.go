@@ -100,6 +100,7 @@ func Import(st store.Store, user string, req ImportRequest, actor string, now ti
 		}
 	}
 	err = st.Update(user, func(u *store.User) error {
+		res.Replaced = false // fn may run again, on newer values
 		if u.State == store.StateActive {
 			if !req.Force {
 				return fmt.Errorf("%w for %s (linked on %s): import with force to replace it",

@@ -178,8 +178,9 @@ type LimitStore interface {
 	// key without one; fn may put a new one in its place), and then stores
 	// them as fn left them, a nil entry deleted, atomically for all keys. fn
 	// may be called more than once (another node changed an entry
-	// meanwhile) and must depend on nothing but the entries. An error of
-	// fn is returned unchanged and nothing is stored.
+	// meanwhile, or the entries first given were what this node saw last)
+	// and must depend on nothing but the entries. An error of fn is
+	// returned unchanged and nothing is stored.
 	Update(keys []LockKey, fn func(entries []*LimitEntry) error) error
 	// Keys lists the keys that have an entry, for the sweep.
 	Keys() ([]LockKey, error)
@@ -405,12 +406,12 @@ func liveHolds(e *LimitEntry, now time.Time) int {
 // succeed ends r for a code that was right: its places are given back, and
 // the user's and the address's remembered failures are cleared (a login
 // with both factors proves they were the user's own typing errors). The
-// failures of the keys in also are cleared in the same update: keys r no
-// longer holds, such as the address whose place went back before the lander
+// failures of the keys in also are cleared in the same update, whatever
+// their scope: the source address whose place went back before the lander
 // answered (see release).
 func (r *reservation) succeed(also ...LockKey) {
 	r.end("succeed", also, nil, func(k LockKey, e *LimitEntry, _ time.Time) {
-		if k.Scope == ScopeUser || k.Scope == ScopeAddress {
+		if k.Scope == ScopeUser || k.Scope == ScopeAddress || slices.Contains(also, k) {
 			e.Failures = nil
 		}
 	})

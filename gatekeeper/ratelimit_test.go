@@ -218,14 +218,16 @@ func TestLimiterReleaseThenSucceed(t *testing.T) {
 	if h := holds(); h[outside] != 0 || h[network] != 0 || h[alice] != 1 {
 		t.Fatalf("after release, places held: %v; want alice's only", h)
 	}
-	r.succeed(outside, outside2)
+	campus := LockKey{ScopeTrustedAddress, "10.1.2.3"} // a portal sign-in's source
+	l.fail([]LockKey{campus})
+	r.succeed(outside, outside2, campus)
 	if h := holds(); h[alice] != 0 {
 		t.Fatalf("after success, places held: %v; want none", h)
 	}
 	if _, ok := holds()[outside2]; ok {
 		t.Error("success created an entry for a key that had none")
 	}
-	if lk, _ := l.locks([]LockKey{outside, alice}); len(lk) != 0 {
+	if lk, _ := l.locks([]LockKey{outside, alice, campus}); len(lk) != 0 {
 		t.Errorf("failures left after success: %+v", lk)
 	}
 	r.fail() // after succeed: no effect

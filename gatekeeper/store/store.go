@@ -285,7 +285,9 @@ type Store interface {
 	// Update changes name's record atomically and durably. fn sees the
 	// current record with its secrets opened (StateNone and zero fields when
 	// there is none) and may be called more than once when another writer
-	// got there first (etcd): it must depend on nothing but the record. If
+	// got there first or the record it first saw was the one this node
+	// remembered (etcd): it must depend on nothing but the record, and set
+	// afresh what it reports to its caller on every call. If
 	// fn returns an error nothing is written and that error is returned
 	// unchanged. The rules Codec.Apply enforces hold for the result (the
 	// name stays, LastStep never goes back, ...).

@@ -10,32 +10,49 @@ import (
 
 	"go.etcd.io/etcd/api/v3/etcdserverpb"
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
 
 	"gatekeeper/gatekeeper/store"
 	"gatekeeper/internal/etcdtest"
 )
 
-// openCounting opens a Store like open and counts the requests it sends to
-// the cluster's KV service about users and lockout counters (not the
-// election's, which runs on its own).
-func openCounting(t *testing.T, c *etcdtest.Cluster, prefix, keyPath, node string) (*Store, *atomic.Int64) {
-	t.Helper()
-	var n atomic.Int64
-	count := func(ctx context.Context, method string, req, reply any, cc *grpc.ClientConn, invoker grpc.UnaryInvoker, opts ...grpc.CallOption) error {
-		if strings.HasPrefix(method, "/etcdserverpb.KV/") && touchesRecords(req, prefix) {
-			n.Add(1)
-		}
+// wire counts the requests a Store sends to the cluster's KV service about
+// users and lockout counters (not the election's, which runs on its own),
+// and can lose the answer to the next write of them after the cluster
+// applied it.
+type wire struct {
+	prefix   string
+	requests atomic.Int64
+	loseNext atomic.Bool
+}
+
+func (w *wire) intercept(ctx context.Context, method string, req, reply any, cc *grpc.ClientConn, invoker grpc.UnaryInvoker, opts ...grpc.CallOption) error {
+	if !strings.HasPrefix(method, "/etcdserverpb.KV/") || !touchesRecords(req, w.prefix) {
 		return invoker(ctx, method, req, reply, cc, opts...)
 	}
+	w.requests.Add(1)
+	err := invoker(ctx, method, req, reply, cc, opts...)
+	if txn, ok := req.(*etcdserverpb.TxnRequest); ok && err == nil && len(txn.Success) > 0 &&
+		txn.Success[0].GetRequestRange() == nil && w.loseNext.CompareAndSwap(true, false) {
+		return status.Error(codes.Unavailable, "test: answer lost")
+	}
+	return err
+}
+
+// openWire opens a Store like open, its requests going through a wire.
+func openWire(t *testing.T, c *etcdtest.Cluster, prefix, keyPath, node string) (*Store, *wire) {
+	t.Helper()
+	w := &wire{prefix: prefix}
 	s, err := Open(Config{
 		Endpoints: c.Endpoints(), Prefix: prefix, DialTimeout: 5 * time.Second, RequestTimeout: 2 * time.Second,
-		KeyFile: keyPath, Node: node, dialOptions: []grpc.DialOption{grpc.WithChainUnaryInterceptor(count)},
+		KeyFile: keyPath, Node: node, dialOptions: []grpc.DialOption{grpc.WithChainUnaryInterceptor(w.intercept)},
 	})
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { s.Close() })
-	return s, &n
+	return s, w
 }
 
 // touchesRecords reports whether req, a KV request, reads or writes a user
@@ -76,7 +93,7 @@ func touchesRecords(req any, prefix string) bool {
 func TestOneRoundTrip(t *testing.T) {
 	c := etcdtest.Start(t, 1)
 	key := t.TempDir() + "/secret.key"
-	a, n := openCounting(t, c, "/rt/", key, "a")
+	a, w := openWire(t, c, "/rt/", key, "a")
 	b := open(t, c, "/rt/", key, "b")
 	step := func(u *store.User) error { u.LastStep++; return nil }
 	if err := b.Update("alice", func(u *store.User) error { u.State, u.Secret = store.StateActive, []byte("x"); return nil }); err != nil {
@@ -113,11 +130,11 @@ func TestOneRoundTrip(t *testing.T) {
 		{"UpdateKeys changing nothing", func() error { return a.UpdateKeys([]string{"limits/t/1"}, func([][]byte) error { return nil }) }, 1},
 	}
 	for _, tc := range cases {
-		before := n.Load()
+		before := w.requests.Load()
 		if err := tc.do(); err != nil {
 			t.Fatalf("%s: %v", tc.name, err)
 		}
-		if got := n.Load() - before; got != tc.want {
+		if got := w.requests.Load() - before; got != tc.want {
 			t.Errorf("%s: %d requests, want %d", tc.name, got, tc.want)
 		}
 	}
@@ -201,6 +218,107 @@ func TestStaleCacheDecidesNothing(t *testing.T) {
 	// A refusal on fresh values stands.
 	if err := a.UpdateKeys([]string{"limits/s/1"}, func([][]byte) error { return errNotActive }); !errors.Is(err, errNotActive) {
 		t.Errorf("fn's error = %v, want it returned", err)
+	}
+}
+
+// TestLostAnswer: a change applied by the cluster whose answer was lost is
+// recognised as applied, on a remembered record and on a read one, and is
+// not made twice; a remembered counter deleted meanwhile by another node is
+// not taken for this node's delete.
+func TestLostAnswer(t *testing.T) {
+	c := etcdtest.Start(t, 1)
+	key := t.TempDir() + "/secret.key"
+	a, w := openWire(t, c, "/lost/", key, "a")
+	b := open(t, c, "/lost/", key, "b")
+	if err := a.Update("alice", func(u *store.User) error { u.State, u.Secret = store.StateActive, []byte("x"); return nil }); err != nil {
+		t.Fatal(err)
+	}
+	spent := 0
+	spend := func(u *store.User) error {
+		spent++
+		u.LastStep++
+		return nil
+	}
+	for _, prep := range []struct {
+		name string
+		do   func() error
+	}{
+		{"remembered", func() error { return nil }},
+		{"read", func() error { a.cache.forget(); _, err := a.Get("alice"); return err }},
+	} {
+		if err := prep.do(); err != nil {
+			t.Fatal(err)
+		}
+		w.loseNext.Store(true)
+		if err := a.Update("alice", spend); err != nil {
+			t.Errorf("%s record: Update with its answer lost: %v", prep.name, err)
+		}
+		if w.loseNext.Load() {
+			t.Fatalf("%s record: no answer was lost", prep.name)
+		}
+	}
+	u, err := b.Get("alice")
+	if err != nil || u.LastStep != 2 {
+		t.Errorf("LastStep = %d (%v) after two steps spent with their answers lost, want 2 (fn ran %d times)", u.LastStep, err, spent)
+	}
+
+	// a remembers a counter, b deletes it, a's delete (answer lost) did not
+	// happen: fn runs again on what is there.
+	ks := []string{"limits/l/1"}
+	if err := a.UpdateKeys(ks, func(vals [][]byte) error { vals[0] = []byte("held"); return nil }); err != nil {
+		t.Fatal(err)
+	}
+	if err := b.UpdateKeys(ks, func(vals [][]byte) error { vals[0] = nil; return nil }); err != nil {
+		t.Fatal(err)
+	}
+	var saw []string
+	w.loseNext.Store(true)
+	if err := a.UpdateKeys(ks, func(vals [][]byte) error {
+		saw = append(saw, string(vals[0]))
+		vals[0] = nil
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	if len(saw) < 2 || saw[len(saw)-1] != "" {
+		t.Errorf("fn saw %q: want it run again on the deleted counter", saw)
+	}
+}
+
+// TestRevCacheForgets: a value is guessed for cacheFor at most, a key that
+// does not exist is not kept, and an answer showing the cluster went back
+// in time (a revision below one seen before the request) or is another
+// cluster empties the cache.
+func TestRevCacheForgets(t *testing.T) {
+	now := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
+	c := revCache{now: func() time.Time { return now }}
+	put := func() {
+		c.store([]string{"k", "gone"}, []seen{{val: []byte("v"), rev: 7}, {}})
+	}
+	held := func() bool { return c.lookup([]string{"k"})[0].rev == 7 }
+	put()
+	if !held() || len(c.m) != 1 {
+		t.Fatalf("after store: %v", c.m)
+	}
+	now = now.Add(cacheFor)
+	if held() {
+		t.Error("a value older than cacheFor was guessed")
+	}
+	put()
+	c.observe(1, 100, 0)
+	c.observe(1, 99, 0) // two answers crossing: nothing lost
+	if !held() {
+		t.Error("an answer sent before a later one arrived emptied the cache")
+	}
+	before := c.revision()
+	c.observe(1, 50, before)
+	if held() {
+		t.Error("a revision below one seen before the request left the cache")
+	}
+	put()
+	c.observe(2, 200, c.revision())
+	if held() {
+		t.Error("another cluster's answer left the cache")
 	}
 }
 

@@ -290,13 +290,15 @@ func (s *Store) Get(name string) (store.User, error) {
 	ctx, cancel := s.op()
 	defer cancel()
 	k := s.key("users/" + name)
+	before := s.cache.revision()
 	resp, err := s.cli.Txn(ctx).Then(clientv3.OpGet(k)).Commit()
 	if err != nil {
+		s.cache.forget()
 		return store.User{Name: name}, s.fail("read user "+name, err)
 	}
 	// Remembered for the Update that usually follows (a login spends a step
 	// of the record it has just read).
-	cur := s.remember([]string{k}, resp)
+	cur := s.remember([]string{k}, resp, before)
 	return s.codec.DecodeUser(name, cur[0].val)
 }
 
@@ -355,18 +357,23 @@ func (s *Store) Update(name string, fn func(u *store.User) error) error {
 }
 
 // pending is a write whose outcome is unknown: the bytes it put (or that it
-// deleted) over the revision it compared against.
+// deleted) over the revision it compared against, and whether that revision
+// was only the one remembered (see revCache).
 type pending struct {
 	value []byte
 	del   bool
 	rev   int64
+	guess bool
 }
 
 // applied reports whether the key, now holding raw at revision rev (0 and
 // nil: gone), shows the pending write: changed since, and to what it wrote.
+// A key gone after a delete compared against a remembered revision is not
+// taken as applied: another node may have deleted it before, failing the
+// comparison; fn then runs again on what is there.
 func (p *pending) applied(raw []byte, rev int64) bool {
 	if p.del {
-		return raw == nil && p.rev != 0
+		return raw == nil && p.rev != 0 && !p.guess
 	}
 	return rev > p.rev && bytes.Equal(raw, p.value)
 }

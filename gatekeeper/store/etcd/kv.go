@@ -39,6 +39,7 @@ func (s *Store) UpdateKeys(keys []string, fn func(vals [][]byte) error) error {
 // with nothing to write, before it is returned.
 func (s *Store) readModifyWrite(what string, keys []string, fn func(vals [][]byte) error) error {
 	deadline := time.Now().Add(s.timeout)
+	before := s.cache.revision()
 	cur, confirmed := s.cache.lookup(keys), false
 	// uncertain is the write whose answer was lost (nil: none): if the keys
 	// now read as what it wrote, it was applied, and running fn again would
@@ -52,13 +53,14 @@ func (s *Store) readModifyWrite(what string, keys []string, fn func(vals [][]byt
 		}
 		ctx, cancel := s.attempt(deadline)
 		if cur == nil { // after an error: read what is there now
+			before = s.cache.revision()
 			resp, err := s.cli.Txn(ctx).Then(getOps(keys)...).Commit()
 			if err != nil {
 				cancel()
 				lastErr = err
 				continue
 			}
-			cur, confirmed = s.remember(keys, resp), true
+			cur, confirmed = s.remember(keys, resp, before), true
 			if uncertain != nil && allApplied(uncertain, cur) {
 				cancel()
 				return nil
@@ -83,10 +85,10 @@ func (s *Store) readModifyWrite(what string, keys []string, fn func(vals [][]byt
 			case fnErr != nil: // only to confirm the values fn refused
 			case vals[i] == nil && cur[i].val != nil:
 				writes = append(writes, clientv3.OpDelete(k))
-				wrote[i] = &pending{del: true, rev: cur[i].rev}
+				wrote[i] = &pending{del: true, rev: cur[i].rev, guess: !confirmed}
 			case vals[i] != nil && !bytes.Equal(vals[i], cur[i].val):
 				writes = append(writes, clientv3.OpPut(k, string(vals[i])))
-				wrote[i] = &pending{value: vals[i], rev: cur[i].rev}
+				wrote[i] = &pending{value: vals[i], rev: cur[i].rev, guess: !confirmed}
 			}
 		}
 		if len(writes) == 0 && confirmed {
@@ -97,8 +99,9 @@ func (s *Store) readModifyWrite(what string, keys []string, fn func(vals [][]byt
 		cancel()
 		if err != nil {
 			// Lost with the old leader, or applied with its answer lost: the
-			// next round reads the keys again and tells which.
-			s.cache.drop(keys)
+			// next round reads the keys again and tells which. The cluster
+			// may be failing: nothing remembered is trusted any more.
+			s.cache.forget()
 			cur, lastErr = nil, err
 			if len(writes) > 0 {
 				uncertain = wrote
@@ -107,9 +110,10 @@ func (s *Store) readModifyWrite(what string, keys []string, fn func(vals [][]byt
 		}
 		lastErr = nil
 		if !txn.Succeeded {
-			cur, confirmed = s.remember(keys, txn), true
+			cur, confirmed = s.remember(keys, txn, before), true
 			continue
 		}
+		s.cache.observe(txn.Header.ClusterId, txn.Header.Revision, before)
 		if fnErr != nil {
 			return fnErr
 		}
@@ -119,7 +123,8 @@ func (s *Store) readModifyWrite(what string, keys []string, fn func(vals [][]byt
 			case w.del:
 				cur[i] = seen{}
 			default:
-				cur[i] = seen{val: w.value, rev: txn.Header.Revision}
+				// A copy: fn's slice is its own to keep and change.
+				cur[i] = seen{val: bytes.Clone(w.value), rev: txn.Header.Revision}
 			}
 		}
 		s.cache.store(keys, cur)
@@ -138,8 +143,10 @@ func getOps(keys []string) []clientv3.Op {
 }
 
 // remember returns the values and revisions of keys that resp, the answer
-// to getOps(keys), holds, and stores them in the cache.
-func (s *Store) remember(keys []string, resp *clientv3.TxnResponse) []seen {
+// to getOps(keys) sent when the cache's revision was before, holds, and
+// stores them in the cache.
+func (s *Store) remember(keys []string, resp *clientv3.TxnResponse, before int64) []seen {
+	s.cache.observe(resp.Header.ClusterId, resp.Header.Revision, before)
 	cur := make([]seen, len(keys))
 	for i, r := range resp.Responses {
 		if kvs := r.GetResponseRange().Kvs; len(kvs) > 0 {
