@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"go.etcd.io/etcd/api/v3/etcdserverpb"
+	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
@@ -20,11 +21,13 @@ import (
 // wire counts the requests a Store sends to the cluster's KV service about
 // users and lockout counters (not the election's, which runs on its own),
 // and can lose the answer to the next write of them after the cluster
-// applied it.
+// applied it, or refuse the next read as a member does during a leader
+// election.
 type wire struct {
-	prefix   string
-	requests atomic.Int64
-	loseNext atomic.Bool
+	prefix    string
+	requests  atomic.Int64
+	loseNext  atomic.Bool
+	electNext atomic.Bool
 }
 
 func (w *wire) intercept(ctx context.Context, method string, req, reply any, cc *grpc.ClientConn, invoker grpc.UnaryInvoker, opts ...grpc.CallOption) error {
@@ -32,6 +35,9 @@ func (w *wire) intercept(ctx context.Context, method string, req, reply any, cc 
 		return invoker(ctx, method, req, reply, cc, opts...)
 	}
 	w.requests.Add(1)
+	if txn, ok := req.(*etcdserverpb.TxnRequest); ok && len(txn.Compare) == 0 && w.electNext.CompareAndSwap(true, false) {
+		return rpctypes.ErrGRPCLeaderChanged
+	}
 	err := invoker(ctx, method, req, reply, cc, opts...)
 	if txn, ok := req.(*etcdserverpb.TxnRequest); ok && err == nil && len(txn.Success) > 0 &&
 		txn.Success[0].GetRequestRange() == nil && w.loseNext.CompareAndSwap(true, false) {
@@ -289,6 +295,30 @@ func TestLostAnswer(t *testing.T) {
 // does not exist is not kept, and an answer showing the cluster went back
 // in time (a revision below one seen before the request) or is another
 // cluster empties the cache.
+// TestReadDuringElection: a read refused with "leader changed" (a linearized
+// read that met an election) is tried again, not a failed login: the client
+// retries a plain Get itself but not the transaction Get reads with.
+func TestReadDuringElection(t *testing.T) {
+	c := etcdtest.Start(t, 1)
+	key := t.TempDir() + "/secret.key"
+	a, w := openWire(t, c, "/elect/", key, "a")
+	if err := a.Update("alice", func(u *store.User) error { u.State, u.Secret = store.StateActive, []byte("x"); return nil }); err != nil {
+		t.Fatal(err)
+	}
+	w.electNext.Store(true)
+	w.requests.Store(0)
+	u, err := a.Get("alice")
+	if err != nil || u.State != store.StateActive {
+		t.Errorf("Get after one leader changed = %+v, %v; want the active record", u, err)
+	}
+	if w.electNext.Load() {
+		t.Fatal("the read was not refused")
+	}
+	if n := w.requests.Load(); n != 2 {
+		t.Errorf("%d requests, want 2 (the refused read and its retry)", n)
+	}
+}
+
 func TestRevCacheForgets(t *testing.T) {
 	now := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
 	c := revCache{now: func() time.Time { return now }}

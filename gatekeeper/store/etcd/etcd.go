@@ -287,18 +287,12 @@ func (s *Store) Get(name string) (store.User, error) {
 	if err := store.CheckName(name); err != nil {
 		return store.User{}, err
 	}
-	ctx, cancel := s.op()
-	defer cancel()
-	k := s.key("users/" + name)
-	before := s.cache.revision()
-	resp, err := s.cli.Txn(ctx).Then(clientv3.OpGet(k)).Commit()
-	if err != nil {
-		s.cache.forget()
-		return store.User{Name: name}, s.fail("read user "+name, err)
-	}
 	// Remembered for the Update that usually follows (a login spends a step
 	// of the record it has just read).
-	cur := s.remember([]string{k}, resp, before)
+	cur, err := s.read("read user "+name, []string{s.key("users/" + name)})
+	if err != nil {
+		return store.User{Name: name}, err
+	}
 	return s.codec.DecodeUser(name, cur[0].val)
 }
 

@@ -133,6 +133,28 @@ func (s *Store) readModifyWrite(what string, keys []string, fn func(vals [][]byt
 	return fmt.Errorf("%s: gave up after %d conflicting writes", what, maxRetries)
 }
 
+// read reads keys in one transaction and remembers them (see remember),
+// trying again until the request timeout while the cluster does not answer.
+// The client retries a plain Get itself, but not a transaction: without
+// this a read that meets a leader election ("leader changed") would fail a
+// login that a moment later would have gone through.
+func (s *Store) read(what string, keys []string) ([]seen, error) {
+	deadline := time.Now().Add(s.timeout)
+	for {
+		ctx, cancel := s.attempt(deadline)
+		before := s.cache.revision()
+		resp, err := s.cli.Txn(ctx).Then(getOps(keys)...).Commit()
+		cancel()
+		if err == nil {
+			return s.remember(keys, resp, before), nil
+		}
+		s.cache.forget()
+		if !unavailable(err) || !s.retry(deadline) {
+			return nil, s.fail(what, err)
+		}
+	}
+}
+
 // getOps reads keys.
 func getOps(keys []string) []clientv3.Op {
 	ops := make([]clientv3.Op, len(keys))
