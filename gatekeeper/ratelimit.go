@@ -494,15 +494,16 @@ func (r *reservation) end(op string, also []LockKey, reset func(), fn func(LockK
 				if es[i] != nil && fn != nil {
 					fn(k, es[i], now)
 				}
-				continue
+			} else {
+				if es[i] == nil {
+					es[i] = &LimitEntry{}
+				}
+				delete(es[i].Holds, r.id)
+				if fn != nil {
+					fn(k, es[i], now)
+				}
 			}
-			if es[i] == nil {
-				es[i] = &LimitEntry{}
-			}
-			delete(es[i].Holds, r.id)
-			if fn != nil {
-				fn(k, es[i], now)
-			}
+			es[i] = dropEmpty(es[i])
 		}
 		return nil
 	})
@@ -570,9 +571,10 @@ func (l *limiter) clear(keys []LockKey) {
 		return
 	}
 	err := l.st.Update(keys, func(es []*LimitEntry) error {
-		for _, e := range es {
+		for i, e := range es {
 			if e != nil {
 				e.Failures = nil
+				es[i] = dropEmpty(e)
 			}
 		}
 		return nil
@@ -702,6 +704,17 @@ func (l *limiter) sweep() []LockEnded {
 	}
 	slices.SortFunc(ended, func(a, b LockEnded) int { return a.Until.Compare(b.Until) })
 	return ended
+}
+
+// dropEmpty returns e, or nil when e holds nothing at all: then the entry is
+// deleted at once rather than kept empty for the sweep to delete, which on a
+// shared store would be one more write per key and login.
+func dropEmpty(e *LimitEntry) *LimitEntry {
+	if e == nil || len(e.Failures) > 0 || len(e.Holds) > 0 || !e.LockedUntil.IsZero() ||
+		e.Level != 0 || !e.LastLockEnd.IsZero() || e.Refused != 0 {
+		return e
+	}
+	return nil
 }
 
 // idle reports whether e holds nothing that a decision depends on.

@@ -227,6 +227,9 @@ func TestLimiterReleaseThenSucceed(t *testing.T) {
 	if _, ok := holds()[outside2]; ok {
 		t.Error("success created an entry for a key that had none")
 	}
+	if keys, _ := l.st.Keys(); len(keys) != 0 {
+		t.Errorf("entries left that hold nothing: %v", keys)
+	}
 	if lk, _ := l.locks([]LockKey{outside, alice, campus}); len(lk) != 0 {
 		t.Errorf("failures left after success: %+v", lk)
 	}

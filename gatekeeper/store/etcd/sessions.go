@@ -27,6 +27,15 @@ const (
 	// retryEvery is how often the registry tries again while the cluster
 	// does not answer.
 	retryEvery = time.Second
+	// publishAfter is how long the registry gathers changes before it
+	// writes them, in one transaction: a session that ends within it (a
+	// scripted `ssh host cmd`, an scp of a small file) costs the cluster no
+	// write at all, and a login storm a few transactions, not two writes
+	// per session.
+	publishAfter = 500 * time.Millisecond
+	// maxSessionOps bounds the operations of one registry transaction
+	// (etcd's default limit is 128).
+	maxSessionOps = 100
 )
 
 // LiveSessions lists the live sessions every node registered (P sessions/).
@@ -224,24 +233,32 @@ func (r *Sessions) keep() {
 		}
 		written := map[uint64]bool{}
 		clean := false
+		// due fires when the changes gathered are to be written (at once
+		// under a new lease); retry, after a sync that failed.
+		var due, retry <-chan time.Time
+		due = time.After(0)
+	leased:
 		for {
-			var retry <-chan time.Time
-			if !r.sync(lease, written, &clean) {
-				retry = time.After(retryEvery)
-			}
 			select {
 			case <-r.ctx.Done():
 				return
 			case _, ok := <-alive:
-				if ok {
-					continue // drained; nothing to do
+				if !ok {
+					break leased // the lease is gone
 				}
+				continue // drained; nothing to do
 			case <-r.wake:
+				if due == nil && retry == nil {
+					due = time.After(publishAfter)
+				}
 				continue
+			case <-due:
 			case <-retry:
-				continue
 			}
-			break // the lease is gone
+			due, retry = nil, nil
+			if !r.sync(lease, written, &clean) {
+				retry = time.After(retryEvery)
+			}
 		}
 		if r.ctx.Err() != nil {
 			return // closing: the keep-alive ended with the context
@@ -268,47 +285,51 @@ func (r *Sessions) grant() (clientv3.LeaseID, <-chan *clientv3.LeaseKeepAliveRes
 
 // sync writes to the cluster what changed in live since written (the
 // sessions written under lease), first clearing what this node left under
-// its name under an earlier lease (clean false). It reports whether it all
-// went through.
+// its name under an earlier lease (clean false), in transactions of at most
+// maxSessionOps operations. It reports whether it all went through.
 func (r *Sessions) sync(lease clientv3.LeaseID, written map[uint64]bool, clean *bool) bool {
 	dir := r.st.key("sessions/" + r.st.node + "/")
-	do := func(op clientv3.Op) bool {
-		ctx, cancel := r.st.op()
-		defer cancel()
-		_, err := r.st.cli.Do(ctx, op)
-		return err == nil
-	}
 	if !*clean {
-		if !do(clientv3.OpDelete(dir, clientv3.WithPrefix())) {
+		ctx, cancel := r.st.op()
+		_, err := r.st.cli.Delete(ctx, dir, clientv3.WithPrefix())
+		cancel()
+		if err != nil {
 			return false
 		}
 		*clean = true
 	}
-	put := map[uint64]string{}
-	var del []uint64
+	var ops []clientv3.Op
+	var ids []uint64
 	r.mu.Lock()
 	for id, v := range r.live {
 		if !written[id] {
-			put[id] = v
+			ops = append(ops, clientv3.OpPut(dir+strconv.FormatUint(id, 10), v, clientv3.WithLease(lease)))
+			ids = append(ids, id)
 		}
 	}
 	for id := range written {
 		if _, ok := r.live[id]; !ok {
-			del = append(del, id)
+			ops = append(ops, clientv3.OpDelete(dir+strconv.FormatUint(id, 10)))
+			ids = append(ids, id)
 		}
 	}
 	r.mu.Unlock()
-	for id, v := range put {
-		if !do(clientv3.OpPut(dir+strconv.FormatUint(id, 10), v, clientv3.WithLease(lease))) {
+	for len(ops) > 0 {
+		n := min(len(ops), maxSessionOps)
+		ctx, cancel := r.st.op()
+		_, err := r.st.cli.Txn(ctx).Then(ops[:n]...).Commit()
+		cancel()
+		if err != nil {
 			return false
 		}
-		written[id] = true
-	}
-	for _, id := range del {
-		if !do(clientv3.OpDelete(dir + strconv.FormatUint(id, 10))) {
-			return false
+		for i, id := range ids[:n] {
+			if ops[i].IsDelete() {
+				delete(written, id)
+			} else {
+				written[id] = true
+			}
 		}
-		delete(written, id)
+		ops, ids = ops[n:], ids[n:]
 	}
 	return true
 }

@@ -267,3 +267,51 @@ func TestSessionsOutage(t *testing.T) {
 		}
 	}
 }
+
+// TestSessionsGathered: the registry writes the changes of publishAfter in
+// one transaction, and a session that ended within it is never written.
+func TestSessionsGathered(t *testing.T) {
+	c := etcdtest.Start(t, 1)
+	key := t.TempDir() + "/secret.key"
+	a := registry(t, open(t, c, "/g/", key, "a"))
+	b := registry(t, open(t, c, "/g/", key, "b"))
+	a.Register(store.LiveSession{ID: 1, User: "alice"})
+	waitListed(t, b, 2*time.Second, "a/1 alice") // the first lease's writes are done
+
+	cli := c.Client(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	now, err := cli.Get(ctx, "/g/")
+	if err != nil {
+		t.Fatal(err)
+	}
+	events := cli.Watch(ctx, "/g/sessions/a/", clientv3.WithPrefix(), clientv3.WithRev(now.Header.Revision+1))
+	a.Register(store.LiveSession{ID: 2, User: "bob"}) // over at once
+	a.Unregister(2)
+	for id := uint64(3); id <= 5; id++ {
+		a.Register(store.LiveSession{ID: id, User: "carol"})
+	}
+	a.Unregister(1)
+
+	revs := map[string]int64{}
+	for len(revs) < 4 {
+		resp, ok := <-events
+		if !ok {
+			t.Fatalf("watch ended after %v: %v", revs, ctx.Err())
+		}
+		for _, ev := range resp.Events {
+			revs[string(ev.Kv.Key)] = ev.Kv.ModRevision
+		}
+	}
+	if _, ok := revs["/g/sessions/a/2"]; ok {
+		t.Error("a session that ended before it was published was written")
+	}
+	r := revs["/g/sessions/a/1"]
+	for _, k := range []string{"/g/sessions/a/3", "/g/sessions/a/4", "/g/sessions/a/5"} {
+		if revs[k] != r {
+			t.Errorf("writes at revisions %v, want one transaction", revs)
+			break
+		}
+	}
+	waitListed(t, b, 2*time.Second, "a/3 carol", "a/4 carol", "a/5 carol")
+}
