@@ -654,14 +654,21 @@ func (l *limiter) sweep() []LockEnded {
 	counts := l.refused
 	l.refused = map[LockKey]int{}
 	l.mu.Unlock()
-	add := func(k LockKey, e *LimitEntry) {
-		if n := counts[k]; n > 0 && e != nil {
-			e.Refused += n
+	// add hands in this node's count for k, to an entry made for it when
+	// there is none: the places held while attempts were refused may have
+	// been given back since, and an entry left holding nothing is deleted
+	// at once (see dropEmpty), but the refusals are still to be reported.
+	add := func(k LockKey, es []*LimitEntry) {
+		if n := counts[k]; n > 0 {
+			if es[0] == nil {
+				es[0] = &LimitEntry{}
+			}
+			es[0].Refused += n
 		}
 	}
 	if !l.sweepHere() {
 		for k := range counts {
-			if err := l.st.Update([]LockKey{k}, func(es []*LimitEntry) error { add(k, es[0]); return nil }); err != nil {
+			if err := l.st.Update([]LockKey{k}, func(es []*LimitEntry) error { add(k, es); return nil }); err != nil {
 				l.failed("sweep", err)
 				return nil
 			}
@@ -673,14 +680,23 @@ func (l *limiter) sweep() []LockEnded {
 		l.failed("sweep", err)
 		return nil
 	}
+	stored := make(map[LockKey]bool, len(keys))
+	for _, k := range keys {
+		stored[k] = true
+	}
+	for k := range counts {
+		if !stored[k] {
+			keys = append(keys, k)
+		}
+	}
 	p := l.pol()
 	var ended []LockEnded
 	for _, k := range keys {
 		var got *LockEnded
 		err := l.st.Update([]LockKey{k}, func(es []*LimitEntry) error {
 			got = nil
+			add(k, es)
 			e := es[0]
-			add(k, e)
 			now := l.now()
 			if e == nil || now.Before(e.LockedUntil) {
 				return nil

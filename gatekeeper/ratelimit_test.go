@@ -365,6 +365,42 @@ func TestLimiterSweepAggregates(t *testing.T) {
 	}
 }
 
+// TestLimiterSweepReportsRefusalsAfterRelease: logins turned away while
+// every place was held are reported by the sweep even when the places were
+// given back (and the emptied entry deleted) before it ran.
+func TestLimiterSweepReportsRefusalsAfterRelease(t *testing.T) {
+	l, _ := newTestLimiter(t)
+	var held []*reservation
+	for range testPolicy.Failures {
+		r, lk, _ := l.reserve([]LockKey{outside})
+		if lk != nil {
+			t.Fatalf("refused with places free: %+v", lk)
+		}
+		held = append(held, r)
+	}
+	for range 5 {
+		if _, lk, _ := l.reserve([]LockKey{outside}); lk == nil {
+			t.Fatal("a fourth attempt got a place")
+		}
+	}
+	for _, r := range held {
+		r.cancel()
+	}
+	if n := l.st.(*memoryLimits).len(); n != 0 {
+		t.Fatalf("%d entries left after every place was given back", n)
+	}
+	ended := l.sweep()
+	if len(ended) != 1 || ended[0].Key != outside || ended[0].Refused != 5 || !ended[0].Until.IsZero() {
+		t.Fatalf("sweep: %+v, want the 5 refusals of %v", ended, outside)
+	}
+	if ended := l.sweep(); len(ended) != 0 {
+		t.Fatalf("second sweep reported again: %+v", ended)
+	}
+	if n := l.st.(*memoryLimits).len(); n != 0 {
+		t.Fatalf("%d entries left after the sweep", n)
+	}
+}
+
 func TestLimiterBoundsMemory(t *testing.T) {
 	l, clock := newTestLimiter(t)
 	failN(t, l, 2, alice) // a user's failures must survive the flood
