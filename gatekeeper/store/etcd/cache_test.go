@@ -22,12 +22,13 @@ import (
 // users and lockout counters (not the election's, which runs on its own),
 // and can lose the answer to the next write of them after the cluster
 // applied it, or refuse the next read as a member does during a leader
-// election.
+// election, or refuse it as not permitted.
 type wire struct {
 	prefix    string
 	requests  atomic.Int64
 	loseNext  atomic.Bool
 	electNext atomic.Bool
+	denyNext  atomic.Bool
 }
 
 func (w *wire) intercept(ctx context.Context, method string, req, reply any, cc *grpc.ClientConn, invoker grpc.UnaryInvoker, opts ...grpc.CallOption) error {
@@ -37,6 +38,9 @@ func (w *wire) intercept(ctx context.Context, method string, req, reply any, cc 
 	w.requests.Add(1)
 	if txn, ok := req.(*etcdserverpb.TxnRequest); ok && len(txn.Compare) == 0 && w.electNext.CompareAndSwap(true, false) {
 		return rpctypes.ErrGRPCLeaderChanged
+	}
+	if _, ok := req.(*etcdserverpb.TxnRequest); ok && w.denyNext.CompareAndSwap(true, false) {
+		return rpctypes.ErrGRPCPermissionDenied
 	}
 	err := invoker(ctx, method, req, reply, cc, opts...)
 	if txn, ok := req.(*etcdserverpb.TxnRequest); ok && err == nil && len(txn.Success) > 0 &&
@@ -295,10 +299,11 @@ func TestLostAnswer(t *testing.T) {
 // does not exist is not kept, and an answer showing the cluster went back
 // in time (a revision below one seen before the request) or is another
 // cluster empties the cache.
-// TestReadDuringElection: a read refused with "leader changed" (a linearized
-// read that met an election) is tried again, not a failed login: the client
-// retries a plain Get itself but not the transaction Get reads with.
-func TestReadDuringElection(t *testing.T) {
+// TestRetryOnlyWhenUnavailable: a read refused with "leader changed" (a
+// linearized read that met an election) is tried again, not a failed login
+// (the client retries a plain Get itself but not the transaction Get reads
+// with); a request refused as not permitted is not.
+func TestRetryOnlyWhenUnavailable(t *testing.T) {
 	c := etcdtest.Start(t, 1)
 	key := t.TempDir() + "/secret.key"
 	a, w := openWire(t, c, "/elect/", key, "a")
@@ -316,6 +321,28 @@ func TestReadDuringElection(t *testing.T) {
 	}
 	if n := w.requests.Load(); n != 2 {
 		t.Errorf("%d requests, want 2 (the refused read and its retry)", n)
+	}
+
+	// A request refused as such is not the cluster failing to answer: no
+	// retry, and not ErrUnavailable (whose banner would tell users the
+	// service is down and send admins looking at the wrong thing).
+	for _, tc := range []struct {
+		name string
+		do   func() error
+	}{
+		{"Get", func() error { _, err := a.Get("alice"); return err }},
+		{"Update", func() error { return a.Update("alice", func(u *store.User) error { u.LastStep++; return nil }) }},
+	} {
+		a.cache.forget()
+		w.denyNext.Store(true)
+		w.requests.Store(0)
+		err := tc.do()
+		if err == nil || errors.Is(err, store.ErrUnavailable) || !strings.Contains(err.Error(), "permission denied") {
+			t.Errorf("%s refused as not permitted = %v, want a permission error that is not ErrUnavailable", tc.name, err)
+		}
+		if n := w.requests.Load(); n != 1 {
+			t.Errorf("%s: %d requests after a refusal as not permitted, want 1", tc.name, n)
+		}
 	}
 }
 

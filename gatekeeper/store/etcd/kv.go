@@ -2,6 +2,7 @@ package etcd
 
 import (
 	"bytes"
+	"context"
 	"fmt"
 	"strings"
 	"time"
@@ -57,6 +58,9 @@ func (s *Store) readModifyWrite(what string, keys []string, fn func(vals [][]byt
 			resp, err := s.cli.Txn(ctx).Then(getOps(keys)...).Commit()
 			if err != nil {
 				cancel()
+				if !unavailable(err) { // refused as such: no retry changes that
+					return s.fail(what, err)
+				}
 				lastErr = err
 				continue
 			}
@@ -97,6 +101,11 @@ func (s *Store) readModifyWrite(what string, keys []string, fn func(vals [][]byt
 		}
 		txn, err := s.cli.Txn(ctx).If(conds...).Then(writes...).Else(getOps(keys)...).Commit()
 		cancel()
+		if err != nil && !unavailable(err) {
+			// Refused as such (too large, not permitted): not applied.
+			s.cache.forget()
+			return s.fail(what, err)
+		}
 		if err != nil {
 			// Lost with the old leader, or applied with its answer lost: the
 			// next round reads the keys again and tells which. The cluster
@@ -137,11 +146,13 @@ func (s *Store) readModifyWrite(what string, keys []string, fn func(vals [][]byt
 // trying again until the request timeout while the cluster does not answer.
 // The client retries a plain Get itself, but not a transaction: without
 // this a read that meets a leader election ("leader changed") would fail a
-// login that a moment later would have gone through.
+// login that a moment later would have gone through. Unlike a write's, a
+// try may take the whole time left: a member answers a read it cannot
+// serve at once ("leader changed"), so a slow answer is still an answer.
 func (s *Store) read(what string, keys []string) ([]seen, error) {
 	deadline := time.Now().Add(s.timeout)
 	for {
-		ctx, cancel := s.attempt(deadline)
+		ctx, cancel := context.WithDeadline(s.ctx, deadline)
 		before := s.cache.revision()
 		resp, err := s.cli.Txn(ctx).Then(getOps(keys)...).Commit()
 		cancel()
