@@ -119,6 +119,10 @@ type Sessions struct {
 	mu   sync.Mutex
 	live map[uint64]string // this node's sessions, encoded
 
+	// failing is whether the last sync failed (owned by keep's goroutine),
+	// so that an outage is logged once, not every second.
+	failing bool
+
 	ctx       context.Context
 	cancel    context.CancelFunc
 	wg        sync.WaitGroup
@@ -283,10 +287,17 @@ func (r *Sessions) grant() (clientv3.LeaseID, <-chan *clientv3.LeaseKeepAliveRes
 	return g.ID, alive, nil
 }
 
-// sync writes to the cluster what changed in live since written (the
-// sessions written under lease), first clearing what this node left under
-// its name under an earlier lease (clean false), in transactions of at most
-// maxSessionOps operations. It reports whether it all went through.
+// sync writes to the cluster what changed in live since written, first
+// clearing what this node left under its name under an earlier lease (clean
+// false), in transactions of at most maxSessionOps operations. It reports
+// whether it all went through.
+//
+// written holds the sessions that may be in the cluster under lease: true
+// when a write of them was answered, false when its answer was lost (it may
+// have been applied). A session is put again until written is true, and
+// deleted once it ended if it is in written at all, so that a write applied
+// with its answer lost does not leave an ended session listed for as long as
+// the lease lives.
 func (r *Sessions) sync(lease clientv3.LeaseID, written map[uint64]bool, clean *bool) bool {
 	dir := r.st.key("sessions/" + r.st.node + "/")
 	if !*clean {
@@ -294,7 +305,7 @@ func (r *Sessions) sync(lease clientv3.LeaseID, written map[uint64]bool, clean *
 		_, err := r.st.cli.Delete(ctx, dir, clientv3.WithPrefix())
 		cancel()
 		if err != nil {
-			return false
+			return r.syncFailed(err)
 		}
 		*clean = true
 	}
@@ -320,7 +331,12 @@ func (r *Sessions) sync(lease clientv3.LeaseID, written map[uint64]bool, clean *
 		_, err := r.st.cli.Txn(ctx).Then(ops[:n]...).Commit()
 		cancel()
 		if err != nil {
-			return false
+			for i, id := range ids[:n] {
+				if !ops[i].IsDelete() {
+					written[id] = false
+				}
+			}
+			return r.syncFailed(err)
 		}
 		for i, id := range ids[:n] {
 			if ops[i].IsDelete() {
@@ -331,7 +347,20 @@ func (r *Sessions) sync(lease clientv3.LeaseID, written map[uint64]bool, clean *
 		}
 		ops, ids = ops[n:], ids[n:]
 	}
+	if r.failing {
+		r.log.Info("session registry: this node's sessions are written to etcd again")
+	}
+	r.failing = false
 	return true
+}
+
+// syncFailed logs the first of a run of failed syncs and returns false.
+func (r *Sessions) syncFailed(err error) bool {
+	if !r.failing {
+		r.log.Warn("session registry: cannot write this node's sessions to etcd; trying again every second", "err", err)
+	}
+	r.failing = true
+	return false
 }
 
 // watch delivers the requests put under name (under the prefix) on Kills

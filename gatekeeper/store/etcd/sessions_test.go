@@ -5,10 +5,16 @@ import (
 	"errors"
 	"slices"
 	"strconv"
+	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
+	"go.etcd.io/etcd/api/v3/etcdserverpb"
 	clientv3 "go.etcd.io/etcd/client/v3"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
 
 	"gatekeeper/gatekeeper/store"
 	"gatekeeper/internal/etcdtest"
@@ -314,4 +320,62 @@ func TestSessionsGathered(t *testing.T) {
 		}
 	}
 	waitListed(t, b, 2*time.Second, "a/3 carol", "a/4 carol", "a/5 carol")
+}
+
+// TestSessionsLostAnswer: a batch the cluster applied but whose answer was
+// lost does not leave its sessions listed after they end.
+func TestSessionsLostAnswer(t *testing.T) {
+	c := etcdtest.Start(t, 1)
+	key := t.TempDir() + "/secret.key"
+	var lose atomic.Bool
+	intercept := func(ctx context.Context, method string, req, reply any, cc *grpc.ClientConn, invoker grpc.UnaryInvoker, opts ...grpc.CallOption) error {
+		err := invoker(ctx, method, req, reply, cc, opts...)
+		if txn, ok := req.(*etcdserverpb.TxnRequest); ok && err == nil && len(txn.Success) > 0 {
+			if put := txn.Success[0].GetRequestPut(); put != nil && strings.HasPrefix(string(put.Key), "/lost/sessions/") &&
+				lose.CompareAndSwap(true, false) {
+				return status.Error(codes.Unavailable, "test: answer lost")
+			}
+		}
+		return err
+	}
+	st, err := Open(Config{
+		Endpoints: c.Endpoints(), Prefix: "/lost/", DialTimeout: 5 * time.Second, RequestTimeout: 2 * time.Second,
+		KeyFile: key, Node: "a", dialOptions: []grpc.DialOption{grpc.WithChainUnaryInterceptor(intercept)},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { st.Close() })
+	a := registry(t, st)
+	b := registry(t, open(t, c, "/lost/", key, "b"))
+
+	lose.Store(true)
+	a.Register(store.LiveSession{ID: 1, User: "alice"})
+	waitListed(t, b, 2*time.Second, "a/1 alice") // applied, its answer lost
+	if lose.Load() {
+		t.Fatal("no answer was lost")
+	}
+	a.Unregister(1) // before the retry, a second after the failure
+	waitListed(t, b, 3*time.Second)
+}
+
+// TestSessionsBatches: more sessions than one transaction may hold are
+// written in several, and all listed; so are their ends.
+func TestSessionsBatches(t *testing.T) {
+	c := etcdtest.Start(t, 1)
+	key := t.TempDir() + "/secret.key"
+	a := registry(t, open(t, c, "/many/", key, "a"))
+	b := registry(t, open(t, c, "/many/", key, "b"))
+	const n = 2*maxSessionOps + 50
+	var want []string
+	for id := uint64(1); id <= n; id++ {
+		a.Register(store.LiveSession{ID: id, User: "alice"})
+		want = append(want, "a/"+strconv.FormatUint(id, 10)+" alice")
+	}
+	slices.Sort(want)
+	waitListed(t, b, 5*time.Second, want...)
+	for id := uint64(1); id <= n; id++ {
+		a.Unregister(id)
+	}
+	waitListed(t, b, 5*time.Second)
 }
