@@ -3,6 +3,7 @@ package etcd
 import (
 	"context"
 	"errors"
+	"slices"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -54,15 +55,67 @@ func (w *wire) intercept(ctx context.Context, method string, req, reply any, cc 
 func openWire(t *testing.T, c *etcdtest.Cluster, prefix, keyPath, node string) (*Store, *wire) {
 	t.Helper()
 	w := &wire{prefix: prefix}
+	return openIntercepted(t, c, prefix, keyPath, node, w.intercept), w
+}
+
+// openIntercepted opens a Store like open, its requests going through
+// intercept.
+func openIntercepted(t *testing.T, c *etcdtest.Cluster, prefix, keyPath, node string, intercept grpc.UnaryClientInterceptor) *Store {
+	t.Helper()
 	s, err := Open(Config{
 		Endpoints: c.Endpoints(), Prefix: prefix, DialTimeout: 5 * time.Second, RequestTimeout: 2 * time.Second,
-		KeyFile: keyPath, Node: node, dialOptions: []grpc.DialOption{grpc.WithChainUnaryInterceptor(w.intercept)},
+		KeyFile: keyPath, Node: node, dialOptions: []grpc.DialOption{grpc.WithChainUnaryInterceptor(intercept)},
 	})
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { s.Close() })
-	return s, w
+	return s
+}
+
+// TestAppendDuringElection: audit events whose transaction met an election
+// (refused unapplied, or applied with the answer lost) are each in the log
+// once.
+func TestAppendDuringElection(t *testing.T) {
+	c := etcdtest.Start(t, 1)
+	key := t.TempDir() + "/secret.key"
+	var refuse, lose atomic.Bool
+	intercept := func(ctx context.Context, method string, req, reply any, cc *grpc.ClientConn, invoker grpc.UnaryInvoker, opts ...grpc.CallOption) error {
+		txn, ok := req.(*etcdserverpb.TxnRequest)
+		audit := ok && len(txn.Success) > 0 && txn.Success[0].GetRequestPut() != nil &&
+			strings.HasPrefix(string(txn.Success[0].GetRequestPut().Key), "/append/audit/")
+		if audit && refuse.CompareAndSwap(true, false) {
+			return rpctypes.ErrGRPCLeaderChanged
+		}
+		err := invoker(ctx, method, req, reply, cc, opts...)
+		if audit && err == nil && lose.CompareAndSwap(true, false) {
+			return status.Error(codes.Unavailable, "test: answer lost")
+		}
+		return err
+	}
+	s := openIntercepted(t, c, "/append/", key, "a", intercept)
+	refuse.Store(true)
+	if err := s.Append(store.Event{Kind: store.EventLoginOK, User: "alice"}); err != nil {
+		t.Errorf("Append refused once with leader changed: %v", err)
+	}
+	lose.Store(true)
+	if err := s.Append(store.Event{Kind: store.EventLoginOK, User: "bob"}, store.Event{Kind: store.EventLoginOK, User: "carol"}); err != nil {
+		t.Errorf("Append with its answer lost: %v", err)
+	}
+	if refuse.Load() || lose.Load() {
+		t.Fatal("the interceptor did not refuse and lose an answer")
+	}
+	evs, err := s.Events(store.EventQuery{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var users []string
+	for _, e := range evs {
+		users = append(users, e.User)
+	}
+	if !slices.Equal(users, []string{"alice", "bob", "carol"}) {
+		t.Errorf("audit log holds events of %q, want alice, bob and carol once each", users)
+	}
 }
 
 // touchesRecords reports whether req, a KV request, reads or writes a user

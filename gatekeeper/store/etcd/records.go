@@ -39,13 +39,21 @@ func (s *Store) Append(events ...store.Event) error {
 		}
 		ops = append(ops, clientv3.OpPut(s.auditKey(t), string(v)))
 	}
-	ctx, cancel := s.op()
-	defer cancel()
 	// etcd takes at most 128 operations in one transaction: a larger batch
-	// goes in several, each whole.
+	// goes in several, each whole. A transaction the cluster did not answer
+	// (a leader election) is sent again until the request timeout: its keys
+	// are fixed, so one applied with its answer lost is only written twice,
+	// not appended twice.
+	deadline := time.Now().Add(s.timeout)
 	for len(ops) > 0 {
 		n := min(len(ops), loadBatch)
-		if _, err := s.cli.Txn(ctx).Then(ops[:n]...).Commit(); err != nil {
+		ctx, cancel := s.attempt(deadline)
+		_, err := s.cli.Txn(ctx).Then(ops[:n]...).Commit()
+		cancel()
+		if err != nil {
+			if unavailable(err) && s.retry(deadline) {
+				continue
+			}
 			return s.fail("append to the audit log", err)
 		}
 		ops = ops[n:]

@@ -338,15 +338,7 @@ func TestSessionsLostAnswer(t *testing.T) {
 		}
 		return err
 	}
-	st, err := Open(Config{
-		Endpoints: c.Endpoints(), Prefix: "/lost/", DialTimeout: 5 * time.Second, RequestTimeout: 2 * time.Second,
-		KeyFile: key, Node: "a", dialOptions: []grpc.DialOption{grpc.WithChainUnaryInterceptor(intercept)},
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { st.Close() })
-	a := registry(t, st)
+	a := registry(t, openIntercepted(t, c, "/lost/", key, "a", intercept))
 	b := registry(t, open(t, c, "/lost/", key, "b"))
 
 	lose.Store(true)
