@@ -58,21 +58,6 @@ func openWire(t *testing.T, c *etcdtest.Cluster, prefix, keyPath, node string) (
 	return openIntercepted(t, c, prefix, keyPath, node, w.intercept), w
 }
 
-// openIntercepted opens a Store like open, its requests going through
-// intercept.
-func openIntercepted(t *testing.T, c *etcdtest.Cluster, prefix, keyPath, node string, intercept grpc.UnaryClientInterceptor) *Store {
-	t.Helper()
-	s, err := Open(Config{
-		Endpoints: c.Endpoints(), Prefix: prefix, DialTimeout: 5 * time.Second, RequestTimeout: 2 * time.Second,
-		KeyFile: keyPath, Node: node, dialOptions: []grpc.DialOption{grpc.WithChainUnaryInterceptor(intercept)},
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { s.Close() })
-	return s
-}
-
 // TestAppendDuringElection: audit events whose transaction met an election
 // (refused unapplied, or applied with the answer lost) are each in the log
 // once.

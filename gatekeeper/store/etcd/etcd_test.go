@@ -9,6 +9,8 @@ import (
 	"testing"
 	"time"
 
+	"google.golang.org/grpc"
+
 	"gatekeeper/gatekeeper/store"
 	"gatekeeper/gatekeeper/store/storetest"
 	"gatekeeper/internal/etcdtest"
@@ -17,10 +19,21 @@ import (
 // open opens a Store on cluster c under prefix, as node.
 func open(t *testing.T, c *etcdtest.Cluster, prefix, keyPath, node string) *Store {
 	t.Helper()
-	s, err := Open(Config{
+	return openIntercepted(t, c, prefix, keyPath, node, nil)
+}
+
+// openIntercepted opens a Store like open, its requests going through
+// intercept (nil: none).
+func openIntercepted(t *testing.T, c *etcdtest.Cluster, prefix, keyPath, node string, intercept grpc.UnaryClientInterceptor) *Store {
+	t.Helper()
+	cfg := Config{
 		Endpoints: c.Endpoints(), Prefix: prefix, DialTimeout: 5 * time.Second, RequestTimeout: 2 * time.Second,
 		KeyFile: keyPath, Node: node,
-	})
+	}
+	if intercept != nil {
+		cfg.dialOptions = []grpc.DialOption{grpc.WithChainUnaryInterceptor(intercept)}
+	}
+	s, err := Open(cfg)
 	if err != nil {
 		t.Fatal(err)
 	}

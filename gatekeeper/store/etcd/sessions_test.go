@@ -28,6 +28,15 @@ func registry(t *testing.T, st *Store) *Sessions {
 	return r
 }
 
+// twoNodes starts a one-member cluster and the registries of nodes a and b
+// on it, under prefix.
+func twoNodes(t *testing.T, prefix string) (c *etcdtest.Cluster, a, b *Sessions) {
+	t.Helper()
+	c = etcdtest.Start(t, 1)
+	key := t.TempDir() + "/secret.key"
+	return c, registry(t, open(t, c, prefix, key, "a")), registry(t, open(t, c, prefix, key, "b"))
+}
+
 // tryListed returns the "node/id user" of every session r lists, sorted, or List's error.
 func tryListed(r *Sessions) ([]string, error) {
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
@@ -89,10 +98,7 @@ func noKill(t *testing.T, r *Sessions) {
 // one that asked); an unregistered session leaves the list, and a closed
 // registry takes its node's sessions with it.
 func TestSessionsAcrossNodes(t *testing.T) {
-	c := etcdtest.Start(t, 1)
-	key := t.TempDir() + "/secret.key"
-	a := registry(t, open(t, c, "/s/", key, "a"))
-	b := registry(t, open(t, c, "/s/", key, "b"))
+	c, a, b := twoNodes(t, "/s/")
 	start := time.Now().Round(time.Second)
 	a.Register(store.LiveSession{ID: 1, User: "alice", Remote: "192.0.2.1:5000", Trusted: true, Start: start})
 	a.Register(store.LiveSession{ID: 2, User: "bob", Remote: "192.0.2.2:5000", Start: start})
@@ -192,10 +198,7 @@ func TestSessionsOfADeadNode(t *testing.T) {
 // outage longer than its TTL would end it), the node takes a new one and
 // writes its sessions again.
 func TestSessionsLeaseLost(t *testing.T) {
-	c := etcdtest.Start(t, 1)
-	key := t.TempDir() + "/secret.key"
-	a := registry(t, open(t, c, "/l/", key, "a"))
-	b := registry(t, open(t, c, "/l/", key, "b"))
+	c, a, b := twoNodes(t, "/l/")
 	a.Register(store.LiveSession{ID: 1, User: "alice"})
 	waitListed(t, b, 2*time.Second, "a/1 alice")
 
@@ -222,10 +225,7 @@ func TestSessionsLeaseLost(t *testing.T) {
 // and a kill cannot be asked for; when it is back, what changed meanwhile is
 // written, and requests reach the node again.
 func TestSessionsOutage(t *testing.T) {
-	c := etcdtest.Start(t, 1)
-	key := t.TempDir() + "/secret.key"
-	a := registry(t, open(t, c, "/o/", key, "a"))
-	b := registry(t, open(t, c, "/o/", key, "b"))
+	c, a, b := twoNodes(t, "/o/")
 	a.Register(store.LiveSession{ID: 1, User: "alice"})
 	waitListed(t, b, 2*time.Second, "a/1 alice")
 
@@ -277,10 +277,7 @@ func TestSessionsOutage(t *testing.T) {
 // TestSessionsGathered: the registry writes the changes of publishAfter in
 // one transaction, and a session that ended within it is never written.
 func TestSessionsGathered(t *testing.T) {
-	c := etcdtest.Start(t, 1)
-	key := t.TempDir() + "/secret.key"
-	a := registry(t, open(t, c, "/g/", key, "a"))
-	b := registry(t, open(t, c, "/g/", key, "b"))
+	c, a, b := twoNodes(t, "/g/")
 	a.Register(store.LiveSession{ID: 1, User: "alice"})
 	waitListed(t, b, 2*time.Second, "a/1 alice") // the first lease's writes are done
 
@@ -354,10 +351,7 @@ func TestSessionsLostAnswer(t *testing.T) {
 // TestSessionsBatches: more sessions than one transaction may hold are
 // written in several, and all listed; so are their ends.
 func TestSessionsBatches(t *testing.T) {
-	c := etcdtest.Start(t, 1)
-	key := t.TempDir() + "/secret.key"
-	a := registry(t, open(t, c, "/many/", key, "a"))
-	b := registry(t, open(t, c, "/many/", key, "b"))
+	_, a, b := twoNodes(t, "/many/")
 	const n = 2*maxSessionOps + 50
 	var want []string
 	for id := uint64(1); id <= n; id++ {
