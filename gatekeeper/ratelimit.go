@@ -666,18 +666,31 @@ func (l *limiter) sweep() []LockEnded {
 			es[0].Refused += n
 		}
 	}
+	// keep puts the counts not handed in back, for the next sweep: a store
+	// that fails now must not make the refusals vanish from the audit log.
+	// A count is deleted from counts once its update went through.
+	keep := func() {
+		l.mu.Lock()
+		for k, n := range counts {
+			l.refused[k] += n
+		}
+		l.mu.Unlock()
+	}
 	if !l.sweepHere() {
 		for k := range counts {
 			if err := l.st.Update([]LockKey{k}, func(es []*LimitEntry) error { add(k, es); return nil }); err != nil {
 				l.failed("sweep", err)
+				keep()
 				return nil
 			}
+			delete(counts, k)
 		}
 		return nil
 	}
 	keys, err := l.st.Keys()
 	if err != nil {
 		l.failed("sweep", err)
+		keep()
 		return nil
 	}
 	stored := make(map[LockKey]bool, len(keys))
@@ -712,8 +725,10 @@ func (l *limiter) sweep() []LockEnded {
 		})
 		if err != nil {
 			l.failed("sweep", err)
+			keep()
 			return ended
 		}
+		delete(counts, k)
 		if got != nil {
 			ended = append(ended, *got)
 		}

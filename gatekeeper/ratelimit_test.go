@@ -401,6 +401,48 @@ func TestLimiterSweepReportsRefusalsAfterRelease(t *testing.T) {
 	}
 }
 
+// TestLimiterSweepKeepsRefusals: refusal counts a sweep could not hand in
+// (the store down) wait for the next one; a node that does not sweep hands
+// its counts in for the one that does.
+func TestLimiterSweepKeepsRefusals(t *testing.T) {
+	for _, sweepHere := range []bool{true, false} {
+		l, clock := newTestLimiter(t)
+		sweeper, _ := newTestLimiter(t)
+		sweeper.st = l.st // one shared store, two nodes
+		l.sweepHere = func() bool { return sweepHere }
+		var held []*reservation
+		for range testPolicy.Failures {
+			r, _, _ := l.reserve([]LockKey{outside})
+			held = append(held, r)
+		}
+		for range 4 {
+			if _, lk, _ := l.reserve([]LockKey{outside}); lk == nil {
+				t.Fatal("an attempt got a place beyond the budget")
+			}
+		}
+		for _, r := range held {
+			r.cancel()
+		}
+		shared := l.st
+		l.st = &downLimits{}
+		if ended := l.sweep(); len(ended) != 0 {
+			t.Fatalf("sweepHere %v: sweep with the store down reported %+v", sweepHere, ended)
+		}
+		l.st = shared
+		clock.Advance(downFor)
+		ended := l.sweep()
+		if !sweepHere {
+			if len(ended) != 0 {
+				t.Fatalf("a node that does not sweep reported %+v", ended)
+			}
+			ended = sweeper.sweep()
+		}
+		if len(ended) != 1 || ended[0].Key != outside || ended[0].Refused != 4 {
+			t.Errorf("sweepHere %v: after the store came back the sweep reported %+v, want the 4 refusals of %v", sweepHere, ended, outside)
+		}
+	}
+}
+
 func TestLimiterBoundsMemory(t *testing.T) {
 	l, clock := newTestLimiter(t)
 	failN(t, l, 2, alice) // a user's failures must survive the flood
