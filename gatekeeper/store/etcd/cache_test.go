@@ -22,14 +22,14 @@ import (
 // wire counts the requests a Store sends to the cluster's KV service about
 // users and lockout counters (not the election's, which runs on its own),
 // and can lose the answer to the next write of them after the cluster
-// applied it, or refuse the next read as a member does during a leader
-// election, or refuse it as not permitted.
+// applied it, or refuse the next request with a server's error.
 type wire struct {
-	prefix    string
-	requests  atomic.Int64
-	loseNext  atomic.Bool
-	electNext atomic.Bool
-	denyNext  atomic.Bool
+	prefix   string
+	requests atomic.Int64
+	loseNext atomic.Bool
+	// refuseNext, when set, is the error the next transaction is refused
+	// with, before it reaches the cluster.
+	refuseNext atomic.Pointer[error]
 }
 
 func (w *wire) intercept(ctx context.Context, method string, req, reply any, cc *grpc.ClientConn, invoker grpc.UnaryInvoker, opts ...grpc.CallOption) error {
@@ -37,11 +37,10 @@ func (w *wire) intercept(ctx context.Context, method string, req, reply any, cc 
 		return invoker(ctx, method, req, reply, cc, opts...)
 	}
 	w.requests.Add(1)
-	if txn, ok := req.(*etcdserverpb.TxnRequest); ok && len(txn.Compare) == 0 && w.electNext.CompareAndSwap(true, false) {
-		return rpctypes.ErrGRPCLeaderChanged
-	}
-	if _, ok := req.(*etcdserverpb.TxnRequest); ok && w.denyNext.CompareAndSwap(true, false) {
-		return rpctypes.ErrGRPCPermissionDenied
+	if _, ok := req.(*etcdserverpb.TxnRequest); ok {
+		if err := w.refuseNext.Swap(nil); err != nil {
+			return *err
+		}
 	}
 	err := invoker(ctx, method, req, reply, cc, opts...)
 	if txn, ok := req.(*etcdserverpb.TxnRequest); ok && err == nil && len(txn.Success) > 0 &&
@@ -337,10 +336,9 @@ func TestLostAnswer(t *testing.T) {
 // does not exist is not kept, and an answer showing the cluster went back
 // in time (a revision below one seen before the request) or is another
 // cluster empties the cache.
-// TestRetryOnlyWhenUnavailable: a read refused with "leader changed" (a
-// linearized read that met an election) is tried again, not a failed login
-// (the client retries a plain Get itself but not the transaction Get reads
-// with); a request refused as not permitted is not.
+// TestRetryOnlyWhenUnavailable: a read refused because the cluster or the
+// member asked cannot serve it now is tried again; one refused as such is
+// not.
 func TestRetryOnlyWhenUnavailable(t *testing.T) {
 	c := etcdtest.Start(t, 1)
 	key := t.TempDir() + "/secret.key"
@@ -348,38 +346,46 @@ func TestRetryOnlyWhenUnavailable(t *testing.T) {
 	if err := a.Update("alice", func(u *store.User) error { u.State, u.Secret = store.StateActive, []byte("x"); return nil }); err != nil {
 		t.Fatal(err)
 	}
-	w.electNext.Store(true)
-	w.requests.Store(0)
-	u, err := a.Get("alice")
-	if err != nil || u.State != store.StateActive {
-		t.Errorf("Get after one leader changed = %+v, %v; want the active record", u, err)
-	}
-	if w.electNext.Load() {
-		t.Fatal("the read was not refused")
-	}
-	if n := w.requests.Load(); n != 2 {
-		t.Errorf("%d requests, want 2 (the refused read and its retry)", n)
-	}
-
-	// A request refused as such is not the cluster failing to answer: no
-	// retry, and not ErrUnavailable (whose banner would tell users the
-	// service is down and send admins looking at the wrong thing).
+	get := func() error { _, err := a.Get("alice"); return err }
+	update := func() error { return a.Update("alice", func(u *store.User) error { u.LastStep++; return nil }) }
 	for _, tc := range []struct {
-		name string
-		do   func() error
+		name      string
+		refusal   error
+		do        func() error
+		transient bool
 	}{
-		{"Get", func() error { _, err := a.Get("alice"); return err }},
-		{"Update", func() error { return a.Update("alice", func(u *store.User) error { u.LastStep++; return nil }) }},
+		// A linearized read that met an election: tried again, not a
+		// failed login (the client retries a plain Get itself but not the
+		// transaction Get reads with).
+		{"Get, leader changed", rpctypes.ErrGRPCLeaderChanged, get, true},
+		{"Update, leader changed", rpctypes.ErrGRPCLeaderChanged, update, true},
+		// One member's answers during an upgrade or while it is a learner:
+		// another member serves the request.
+		{"Get, not capable", rpctypes.ErrGRPCNotCapable, get, true},
+		{"Get, learner", rpctypes.ErrGRPCNotSupportedForLearner, get, true},
+		// Refused as such, not the cluster failing to answer: no retry,
+		// and not ErrUnavailable (whose banner would tell users the service
+		// is down and send admins looking at the wrong thing).
+		{"Get, not permitted", rpctypes.ErrGRPCPermissionDenied, get, false},
+		{"Update, not permitted", rpctypes.ErrGRPCPermissionDenied, update, false},
 	} {
 		a.cache.forget()
-		w.denyNext.Store(true)
+		w.refuseNext.Store(&tc.refusal)
 		w.requests.Store(0)
 		err := tc.do()
-		if err == nil || errors.Is(err, store.ErrUnavailable) || !strings.Contains(err.Error(), "permission denied") {
-			t.Errorf("%s refused as not permitted = %v, want a permission error that is not ErrUnavailable", tc.name, err)
+		if w.refuseNext.Load() != nil {
+			t.Fatalf("%s: no request was refused", tc.name)
 		}
-		if n := w.requests.Load(); n != 1 {
-			t.Errorf("%s: %d requests after a refusal as not permitted, want 1", tc.name, n)
+		n := w.requests.Load()
+		switch {
+		case tc.transient && err != nil:
+			t.Errorf("%s: %v, want it tried again", tc.name, err)
+		case tc.transient && n < 2:
+			t.Errorf("%s: %d requests, want the refused read and its retry", tc.name, n)
+		case !tc.transient && (err == nil || errors.Is(err, store.ErrUnavailable)):
+			t.Errorf("%s: %v, want an error that is not ErrUnavailable", tc.name, err)
+		case !tc.transient && n != 1:
+			t.Errorf("%s: %d requests, want 1", tc.name, n)
 		}
 	}
 }

@@ -262,6 +262,11 @@ func unavailable(err error) bool {
 	if e, ok := errors.AsType[rpctypes.EtcdError](err); ok {
 		code = e.Code()
 	}
+	// One member's answers while it is a learner being added, or during an
+	// upgrade: another member serves the request.
+	if errors.Is(err, rpctypes.ErrNotCapable) || rpctypes.ErrorDesc(err) == rpctypes.ErrorDesc(rpctypes.ErrGRPCNotSupportedForLearner) {
+		return true
+	}
 	switch code {
 	case codes.Unavailable, codes.DeadlineExceeded, codes.Canceled, codes.ResourceExhausted, codes.Unknown:
 		return true

@@ -2,7 +2,6 @@ package etcd
 
 import (
 	"bytes"
-	"context"
 	"fmt"
 	"strings"
 	"time"
@@ -146,13 +145,14 @@ func (s *Store) readModifyWrite(what string, keys []string, fn func(vals [][]byt
 // trying again until the request timeout while the cluster does not answer.
 // The client retries a plain Get itself, but not a transaction: without
 // this a read that meets a leader election ("leader changed") would fail a
-// login that a moment later would have gone through. Unlike a write's, a
-// try may take the whole time left: a member answers a read it cannot
-// serve at once ("leader changed"), so a slow answer is still an answer.
+// login that a moment later would have gone through. A try takes at most
+// half the request timeout (see attempt): a member that hangs (stalled, or
+// cut off from its peers, when it holds a read for its own, longer
+// timeout) must leave time for another.
 func (s *Store) read(what string, keys []string) ([]seen, error) {
 	deadline := time.Now().Add(s.timeout)
 	for {
-		ctx, cancel := context.WithDeadline(s.ctx, deadline)
+		ctx, cancel := s.attempt(deadline)
 		before := s.cache.revision()
 		resp, err := s.cli.Txn(ctx).Then(getOps(keys)...).Commit()
 		cancel()
