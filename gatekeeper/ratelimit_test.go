@@ -365,11 +365,10 @@ func TestLimiterSweepAggregates(t *testing.T) {
 	}
 }
 
-// TestLimiterSweepReportsRefusalsAfterRelease: logins turned away while
-// every place was held are reported by the sweep even when the places were
-// given back (and the emptied entry deleted) before it ran.
-func TestLimiterSweepReportsRefusalsAfterRelease(t *testing.T) {
-	l, _ := newTestLimiter(t)
+// refuseWhileFull holds every place of outside's budget, has n more
+// attempts refused meanwhile, then gives the places back without a verdict.
+func refuseWhileFull(t *testing.T, l *limiter, n int) {
+	t.Helper()
 	var held []*reservation
 	for range testPolicy.Failures {
 		r, lk, _ := l.reserve([]LockKey{outside})
@@ -378,14 +377,22 @@ func TestLimiterSweepReportsRefusalsAfterRelease(t *testing.T) {
 		}
 		held = append(held, r)
 	}
-	for range 5 {
+	for range n {
 		if _, lk, _ := l.reserve([]LockKey{outside}); lk == nil {
-			t.Fatal("a fourth attempt got a place")
+			t.Fatal("an attempt got a place beyond the budget")
 		}
 	}
 	for _, r := range held {
 		r.cancel()
 	}
+}
+
+// TestLimiterSweepReportsRefusalsAfterRelease: logins turned away while
+// every place was held are reported by the sweep even when the places were
+// given back (and the emptied entry deleted) before it ran.
+func TestLimiterSweepReportsRefusalsAfterRelease(t *testing.T) {
+	l, _ := newTestLimiter(t)
+	refuseWhileFull(t, l, 5)
 	if n := l.st.(*memoryLimits).len(); n != 0 {
 		t.Fatalf("%d entries left after every place was given back", n)
 	}
@@ -410,19 +417,7 @@ func TestLimiterSweepKeepsRefusals(t *testing.T) {
 		sweeper, _ := newTestLimiter(t)
 		sweeper.st = l.st // one shared store, two nodes
 		l.sweepHere = func() bool { return sweepHere }
-		var held []*reservation
-		for range testPolicy.Failures {
-			r, _, _ := l.reserve([]LockKey{outside})
-			held = append(held, r)
-		}
-		for range 4 {
-			if _, lk, _ := l.reserve([]LockKey{outside}); lk == nil {
-				t.Fatal("an attempt got a place beyond the budget")
-			}
-		}
-		for _, r := range held {
-			r.cancel()
-		}
+		refuseWhileFull(t, l, 4)
 		shared := l.st
 		l.st = &downLimits{}
 		if ended := l.sweep(); len(ended) != 0 {
