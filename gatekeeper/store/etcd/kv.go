@@ -100,16 +100,16 @@ func (s *Store) readModifyWrite(what string, keys []string, fn func(vals [][]byt
 		}
 		txn, err := s.cli.Txn(ctx).If(conds...).Then(writes...).Else(getOps(keys)...).Commit()
 		cancel()
-		if err != nil && !unavailable(err) {
-			// Refused as such (too large, not permitted): not applied.
-			s.cache.forget()
-			return s.fail(what, err)
-		}
 		if err != nil {
-			// Lost with the old leader, or applied with its answer lost: the
-			// next round reads the keys again and tells which. The cluster
-			// may be failing: nothing remembered is trusted any more.
+			// The cluster may be failing: nothing remembered is trusted any
+			// more.
 			s.cache.forget()
+			if !unavailable(err) {
+				// Refused as such (too large, not permitted): not applied.
+				return s.fail(what, err)
+			}
+			// Lost with the old leader, or applied with its answer lost: the
+			// next round reads the keys again and tells which.
 			cur, lastErr = nil, err
 			if len(writes) > 0 {
 				uncertain = wrote

@@ -20,8 +20,8 @@ func (s *Store) auditKey(t time.Time) string {
 	return fmt.Sprintf("%saudit/%020d-%s-%d", s.prefix, t.UnixNano(), s.node, s.seq.Add(1))
 }
 
-// Append adds events in one transaction, or for more than loadBatch events
-// in one per loadBatch (see store.Store).
+// Append adds events in one transaction, or for more than maxTxnOps events
+// in one per maxTxnOps (see store.Store).
 func (s *Store) Append(events ...store.Event) error {
 	if len(events) == 0 {
 		return nil
@@ -46,7 +46,7 @@ func (s *Store) Append(events ...store.Event) error {
 	// not appended twice.
 	deadline := time.Now().Add(s.timeout)
 	for len(ops) > 0 {
-		n := min(len(ops), loadBatch)
+		n := min(len(ops), maxTxnOps)
 		ctx, cancel := s.attempt(deadline)
 		_, err := s.cli.Txn(ctx).Then(ops[:n]...).Commit()
 		cancel()
@@ -268,12 +268,13 @@ func (s *Store) Dump(audit bool, fn func(store.Item) error) error {
 	return nil
 }
 
-// loadBatch is how many puts Load sends in one transaction: etcd refuses
-// transactions of more than 128 operations by default.
-const loadBatch = 100
+// maxTxnOps is how many operations this package puts in one transaction
+// (Load's puts, Append's events, the session registry's changes): etcd
+// refuses transactions of more than 128 operations by default.
+const maxTxnOps = 100
 
 // Load writes items from a backup (see store.Store), in transactions of at
-// most loadBatch puts: a restore is an admin's act on a quiet cluster, and a
+// most maxTxnOps puts: a restore is an admin's act on a quiet cluster, and a
 // failure part-way leaves the earlier batches written. Without force, each
 // batch also requires its users to be still without a record, so a user
 // linked meanwhile is never overwritten.
@@ -342,7 +343,7 @@ func (s *Store) Load(items []store.Item, force bool) (store.LoadResult, error) {
 			ops = append(ops, clientv3.OpPut(s.auditKey(e.Time), string(it.Value)))
 			res.Events++
 		}
-		if len(ops) >= loadBatch {
+		if len(ops) >= maxTxnOps {
 			if err := flush(); err != nil {
 				return res, err
 			}

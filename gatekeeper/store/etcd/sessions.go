@@ -33,9 +33,6 @@ const (
 	// write at all, and a login storm a few transactions, not two writes
 	// per session.
 	publishAfter = 500 * time.Millisecond
-	// maxSessionOps bounds the operations of one registry transaction
-	// (etcd's default limit is 128).
-	maxSessionOps = 100
 )
 
 // LiveSessions lists the live sessions every node registered (P sessions/).
@@ -289,7 +286,7 @@ func (r *Sessions) grant() (clientv3.LeaseID, <-chan *clientv3.LeaseKeepAliveRes
 
 // sync writes to the cluster what changed in live since written, first
 // clearing what this node left under its name under an earlier lease (clean
-// false), in transactions of at most maxSessionOps operations. It reports
+// false), in transactions of at most maxTxnOps operations. It reports
 // whether it all went through.
 //
 // written holds the sessions that may be in the cluster under lease: true
@@ -326,7 +323,7 @@ func (r *Sessions) sync(lease clientv3.LeaseID, written map[uint64]bool, clean *
 	}
 	r.mu.Unlock()
 	for len(ops) > 0 {
-		n := min(len(ops), maxSessionOps)
+		n := min(len(ops), maxTxnOps)
 		ctx, cancel := r.st.op()
 		_, err := r.st.cli.Txn(ctx).Then(ops[:n]...).Commit()
 		cancel()

@@ -355,7 +355,7 @@ func TestSessionsLostAnswer(t *testing.T) {
 // written in several, and all listed; so are their ends.
 func TestSessionsBatches(t *testing.T) {
 	_, a, b := twoNodes(t, "/many/")
-	const n = 2*maxSessionOps + 50
+	const n = 2*maxTxnOps + 50
 	var want []string
 	for id := uint64(1); id <= n; id++ {
 		a.Register(store.LiveSession{ID: id, User: "alice"})
