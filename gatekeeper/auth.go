@@ -283,20 +283,23 @@ func (s *Server) authenticate(ctx context.Context, user, password, code string, 
 	if trusted {
 		return s.authenticateTrusted(ctx, user, password, remote)
 	}
-	return s.withCode(ctx, user, password, code, remote, sourceKeys(remote, false))
+	return s.withCode(ctx, user, password, code, remote, false)
 }
 
 // withCode checks the code (or a recovery code) and then the password at the
-// lander. src are the source's rate-limit keys; the user's own outside
-// budget bounds the codes checked, whichever door and network they come from.
-func (s *Server) withCode(ctx context.Context, user, password, code string, remote netip.Addr, src []LockKey) (*upstreamConn, string, error) {
+// lander, counting against the budgets of the source and of the user in the
+// scope of where it comes from (trusted: a sign-in at the linking portal or
+// SSH listener from the trusted networks), so that failures from outside
+// never lock the user out of signing in from the trusted networks.
+func (s *Server) withCode(ctx context.Context, user, password, code string, remote netip.Addr, trusted bool) (*upstreamConn, string, error) {
 	// Only users with a linked device have codes to guess; counting the
 	// others per user would only let a flood of made-up names fill memory.
 	u, err := s.store.Get(user)
 	if err != nil {
 		return nil, "", internalError(err)
 	}
-	res, how, err := s.spendCode(ctx, user, code, u.State == store.StateActive, remote, src)
+	src, mine := sourceKeys(remote, trusted), userKey(user, trusted)
+	res, how, err := s.spendCode(ctx, user, code, u.State == store.StateActive, remote, src, mine)
 	if err != nil {
 		return nil, "", err
 	}
@@ -305,7 +308,7 @@ func (s *Server) withCode(ctx context.Context, user, password, code string, remo
 	// answered the password: a right code must not clear the user's count
 	// before the password is known to be right too, or whoever holds the
 	// phone could guess passwords without ever being locked out.
-	released := res.release(func(k LockKey) bool { return k.Scope != ScopeUser })
+	released := res.release(func(k LockKey) bool { return k != mine })
 	up, err := s.landerLogin(ctx, user, password)
 	released()
 	switch {
@@ -313,6 +316,10 @@ func (s *Server) withCode(ctx context.Context, user, password, code string, remo
 		s.noteFailures(append(res.fail(), s.limiter.fail(src)...), remote)
 	case err != nil:
 		res.cancel()
+	case trusted:
+		// As after a trusted password login: the user's trusted count
+		// clears, a trusted address's (a campus NAT's) does not.
+		res.succeed(mine)
 	default:
 		res.succeed(src[:1]...) // and the address's own typing errors
 	}
@@ -324,10 +331,10 @@ func (s *Server) withCode(ctx context.Context, user, password, code string, remo
 
 // spendCode checks code (or a recovery code) for user, active when the user
 // has a linked device, with a place reserved in the budgets of src and (when
-// active) the user's outside budget. A refused code counts as a failure (an
+// active) mine, the user's own budget. A refused code counts as a failure (an
 // internal error as none); an accepted one returns the reservation, still
 // held, for the caller to end.
-func (s *Server) spendCode(ctx context.Context, user, code string, active bool, remote netip.Addr, src []LockKey) (*reservation, string, error) {
+func (s *Server) spendCode(ctx context.Context, user, code string, active bool, remote netip.Addr, src []LockKey, mine LockKey) (*reservation, string, error) {
 	// A recovery-code hash waits for a free slot before the attempt takes
 	// its place in the user's budget: a flood that keeps the slots busy
 	// must not hold the user's places meanwhile.
@@ -340,7 +347,7 @@ func (s *Server) spendCode(ctx context.Context, user, code string, active bool, 
 	}
 	keys := src
 	if active {
-		keys = append(slices.Clip(src), userKey(user, false))
+		keys = append(slices.Clip(src), mine)
 	}
 	res, lk, err := s.limiter.reserve(keys)
 	switch {
@@ -528,7 +535,7 @@ func (s *Server) signIn(ctx context.Context, user, password, code string, remote
 		// withCode refuses a user without a device (not_linked) before the
 		// password reaches the lander, doing the same work as for one with.
 		res.Linked = u.State == store.StateActive
-		up, res.SecondFactor, err = s.withCode(ctx, user, password, code, remote, sourceKeys(remote, trusted))
+		up, res.SecondFactor, err = s.withCode(ctx, user, password, code, remote, trusted)
 	} else {
 		up, err = s.passwordOnly(ctx, user, password, remote, trusted)
 	}

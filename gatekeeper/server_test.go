@@ -661,6 +661,43 @@ func TestOutsideFailuresNeverLockTrustedLogins(t *testing.T) {
 	}
 }
 
+// TestOutsideFailuresNeverLockTrustedSignIn: an attacker who locks alice's
+// outside logins does not keep her from signing in with both factors at the
+// linking portal from the trusted network (to replace a phone, say); her
+// wrong codes there count in the trusted scope, and lock her out of it, not
+// out of logins from outside.
+func TestOutsideFailuresNeverLockTrustedSignIn(t *testing.T) {
+	g := newTestGate(t, nil)
+	ctx := context.Background()
+	trusted := netip.MustParseAddr("127.0.0.2")
+	for range 5 {
+		g.login("alice", landerPassword, "000000", "127.0.0.1")
+	}
+	if _, err := g.srv.SignIn(ctx, "alice", landerPassword, g.code(t, 0), trusted, store.DoorPortal); err != nil {
+		t.Fatalf("trusted sign-in with both factors refused after failures from outside: %v", err)
+	}
+
+	g.clock.Advance(time.Hour) // the outside lockout is over; its failures are remembered
+	for range testRateLimit.TrustedFailures {
+		if _, err := g.srv.SignIn(ctx, "alice", landerPassword, "000000", trusted, store.DoorPortal); err == nil {
+			t.Fatal("a wrong code signed in")
+		}
+	}
+	_, err := g.srv.SignIn(ctx, "alice", landerPassword, g.code(t, 0), trusted, store.DoorPortal)
+	if le, ok := errors.AsType[*LoginError](err); !ok || le.Reason != ReasonLocked {
+		t.Fatalf("sign-in after %d wrong codes from the trusted network: %v, want locked", testRateLimit.TrustedFailures, err)
+	}
+	if locks := g.srv.Locks("alice"); !slices.ContainsFunc(locks, func(l Lock) bool {
+		return l.Key == (LockKey{ScopeTrustedUser, "alice"}) && !l.Until.IsZero()
+	}) {
+		t.Fatalf("Locks = %+v, want alice's trusted lock", locks)
+	}
+	g.clock.Advance(30 * time.Second)
+	if r := g.login("alice", landerPassword, g.code(t, 0), "127.0.0.3"); r.err != nil {
+		t.Fatalf("outside login refused after wrong codes from the trusted network: %v", r.err)
+	}
+}
+
 // TestCodesCheckedAreBounded: 60 concurrent wrong codes for one user from
 // 60 addresses get at most rate_limit.failures codes checked.
 func TestCodesCheckedAreBounded(t *testing.T) {
