@@ -378,7 +378,7 @@ func (s *Service) Begin(ctx context.Context, user string) (Link, Binding, error)
 				// No code can confirm it any more: it only waits for the void.
 				exhausted = true
 			default:
-				return fmt.Errorf("%w for %s: confirm it with a code from the app where it was started, or start again after it expires at %s (in %s)",
+				return fmt.Errorf("%w for %s: confirm it with a code from the app where it was started, or start again after it expires at %s (in %s) or after an admin resets it",
 					ErrPending, user, formatTime(exp), exp.Sub(now).Round(time.Second))
 			}
 		}

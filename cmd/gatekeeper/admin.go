@@ -182,10 +182,24 @@ func (o *adminOpts) wantJSON() (bool, error) {
 	return false, fmt.Errorf("--output %q: want table or json", o.output)
 }
 
+// storeUse says whether an admin command, run without a daemon, may create the database.
+type storeUse bool
+
+const (
+	// readsStore: the command reads or removes records (list, show, audit, backup, reset,
+	// revoke). A database file that is not there is an error, most likely a mistyped db or
+	// --config, never an empty database created to answer from.
+	readsStore storeUse = false
+	// addsToStore: the command adds records (a ticket, keys, an import or a restore), which
+	// an admin may do before the daemon first starts; the database is created as serve would.
+	addsToStore storeUse = true
+)
+
 // open connects an admin command like openLinker does: to the daemon over its admin socket
 // when one answers, else to the database directly. daemonOnly, when not empty, is why the
-// command needs the daemon; it then fails without one.
-func (o *adminOpts) open(cmd *cobra.Command, daemonOnly string) (*adminConn, error) {
+// command needs the daemon; it then fails without one. use says whether the command may
+// create the database.
+func (o *adminOpts) open(cmd *cobra.Command, daemonOnly string, use storeUse) (*adminConn, error) {
 	asJSON, err := o.wantJSON()
 	if err != nil {
 		return nil, err
@@ -208,6 +222,11 @@ func (o *adminOpts) open(cmd *cobra.Command, daemonOnly string) (*adminConn, err
 	}
 	if daemonOnly != "" {
 		return nil, &noDaemonError{socket: cfg.Admin.Socket, why: daemonOnly}
+	}
+	if use == readsStore {
+		if err := databaseExists(cfg); err != nil {
+			return nil, err
+		}
 	}
 	st, err := openStore(cfg, slog.New(slog.DiscardHandler))
 	if err != nil {
@@ -337,7 +356,7 @@ func newAdminListCmd(o *adminOpts) *cobra.Command {
 		Short: "List users with a linked or pending device",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			c, err := o.open(cmd, "")
+			c, err := o.open(cmd, "", readsStore)
 			if err != nil {
 				return err
 			}
@@ -381,7 +400,9 @@ func stateText(u admin.UserInfo, now time.Time) string {
 func knownUser(info admin.UserInfo) error {
 	if (info.State == store.StateNone || info.State == "") && info.CreatedAt.IsZero() && info.LockedUntil.IsZero() &&
 		len(info.Keys) == 0 && len(info.Remembered) == 0 {
-		return fmt.Errorf("%w: %s (no device linked or pending, no SSH key, no lockout)", admin.ErrNoSuchUser, info.Name)
+		// "State none" for scripts that look for the state; the exit status is that of id(1) for
+		// a name it does not know.
+		return fmt.Errorf("%w: %s (state none: no device linked or pending, no SSH key, no lockout)", admin.ErrNoSuchUser, info.Name)
 	}
 	return nil
 }
@@ -392,7 +413,7 @@ func newAdminShowCmd(o *adminOpts) *cobra.Command {
 		Short: "Show one user's state, device link, last login and lockout",
 		Args:  cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			c, err := o.open(cmd, "")
+			c, err := o.open(cmd, "", readsStore)
 			if err != nil {
 				return err
 			}
@@ -458,7 +479,7 @@ registered SSH keys stay unless --keys is given. A damaged record is removed who
 it.`,
 		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			c, err := o.open(cmd, "")
+			c, err := o.open(cmd, "", readsStore)
 			if err != nil {
 				return err
 			}
@@ -521,7 +542,7 @@ address itself (IPv6: its /64) and its network (/24, IPv6 /48).`,
 					return fmt.Errorf("--address %q is not an IP address", address)
 				}
 			}
-			c, err := o.open(cmd, "lockouts live only in the daemon")
+			c, err := o.open(cmd, "lockouts live only in the daemon", readsStore)
 			if err != nil {
 				return err
 			}
@@ -569,7 +590,7 @@ func newAdminTicketCmd(o *adminOpts) *cobra.Command {
 		Short: "Issue a one-time ticket to link a device from outside the allowed networks",
 		Args:  cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			c, err := o.open(cmd, "")
+			c, err := o.open(cmd, "", addsToStore)
 			if err != nil {
 				return err
 			}
@@ -671,7 +692,7 @@ midnight) or a duration back from now (90m, 24h, 7d).`, admin.DefaultAuditLimit)
 			if limit < 0 || limit > admin.MaxAuditLimit {
 				return fmt.Errorf("--limit %d: want a number from 1 to %d (0 = %d)", limit, admin.MaxAuditLimit, admin.DefaultAuditLimit)
 			}
-			c, err := o.open(cmd, "")
+			c, err := o.open(cmd, "", readsStore)
 			if err != nil {
 				return err
 			}
@@ -726,7 +747,7 @@ other nodes' sessions cannot be read (etcd out of reach), this node's are listed
 on stderr says what is missing.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			c, err := o.open(cmd, "there are no live sessions")
+			c, err := o.open(cmd, "there are no live sessions", readsStore)
 			if err != nil {
 				return err
 			}
@@ -794,7 +815,7 @@ is down loses its sessions from the list when its lease ends, about 10 s later).
 			if err != nil || named && node == "" {
 				return fmt.Errorf("session %q: want ID or NODE/ID from admin sessions", args[0])
 			}
-			c, err := o.open(cmd, "there are no live sessions")
+			c, err := o.open(cmd, "there are no live sessions", readsStore)
 			if err != nil {
 				return err
 			}
@@ -873,7 +894,7 @@ insists), and a table reports each user. The exit code is 1 if any import failed
 					return err
 				}
 			}
-			c, err := o.open(cmd, "")
+			c, err := o.open(cmd, "", addsToStore)
 			if err != nil {
 				return err
 			}

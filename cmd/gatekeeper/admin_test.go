@@ -1150,16 +1150,24 @@ func TestAdminExitCodes(t *testing.T) {
 		os.Exit(0)
 	}
 	e := newEnv(t, "")
+	noDaemon := "gatekeeper: no gatekeeper daemon is running (admin socket " + e.socket + ")"
 	tests := []struct {
 		args       []string
+		noDB       bool // run before the database exists
 		wantCode   int
 		wantStderr string
 	}{
-		{[]string{"admin", "show", "nobody"}, 1, "gatekeeper: no such user: nobody"},
-		{[]string{"admin", "sessions"}, 1, "gatekeeper: no gatekeeper daemon is running (admin socket " + e.socket + "): there are no live sessions\n"},
-		{[]string{"admin", "list"}, 0, ""},
+		// A command that only reads never creates the database it was pointed at.
+		{[]string{"admin", "list"}, true, 1, noDaemon + " and there is no database at " + e.db + ": check db"},
+		{[]string{"admin", "reset", "nobody"}, true, 1, noDaemon + " and there is no database at " + e.db + ": check db"},
+		{[]string{"admin", "show", "nobody"}, false, 1, "gatekeeper: no such user: nobody"},
+		{[]string{"admin", "sessions"}, false, 1, noDaemon + ": there are no live sessions\n"},
+		{[]string{"admin", "list"}, false, 0, ""},
 	}
 	for _, tt := range tests {
+		if !tt.noDB {
+			e.withStore(t, func(store.Store) {}) // creates it
+		}
 		t.Run(strings.Join(tt.args, " "), func(t *testing.T) {
 			a, _ := json.Marshal(append(tt.args, "--config", e.config))
 			cmd := exec.Command(os.Args[0], "-test.run=^TestAdminExitCodes$")
@@ -1178,6 +1186,9 @@ func TestAdminExitCodes(t *testing.T) {
 			}
 			if code != tt.wantCode || !strings.HasPrefix(stderr.String(), tt.wantStderr) || tt.wantStderr == "" && stderr.Len() > 0 {
 				t.Errorf("exit %d, stderr %q; want %d, %q", code, stderr.String(), tt.wantCode, tt.wantStderr)
+			}
+			if _, err := os.Stat(e.db); tt.noDB && err == nil {
+				t.Errorf("%s created the database", strings.Join(tt.args, " "))
 			}
 		})
 	}

@@ -63,7 +63,7 @@ file); without one the store is opened directly.`,
 					return fmt.Errorf("%s exists; pass --force to overwrite it", path)
 				}
 			}
-			c, err := o.open(cmd, "")
+			c, err := o.open(cmd, "", readsStore)
 			if err != nil {
 				return err
 			}
@@ -119,7 +119,7 @@ record. Stop the daemons, or restore before users come to the new store.`,
 			if err != nil {
 				return fmt.Errorf("restore %s: %w; nothing was written", path, err)
 			}
-			c, err := o.open(cmd, "")
+			c, err := o.open(cmd, "", addsToStore)
 			if err != nil {
 				return err
 			}

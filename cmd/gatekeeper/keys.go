@@ -172,7 +172,7 @@ func newKeysListCmd(o *adminOpts) *cobra.Command {
 					return err
 				}
 			}
-			c, err := o.open(cmd, "")
+			c, err := o.open(cmd, "", readsStore)
 			if err != nil {
 				return err
 			}
@@ -290,7 +290,7 @@ only that command at the lander. --from, --expires and --command also restrict a
 				return fmt.Errorf("public key: %w", err)
 			}
 			req.PublicKey = string(data)
-			c, err := o.open(cmd, "")
+			c, err := o.open(cmd, "", addsToStore)
 			if err != nil {
 				return err
 			}
@@ -350,7 +350,7 @@ func newKeysRevokeCmd(o *adminOpts) *cobra.Command {
 			if err := store.CheckName(user); err != nil {
 				return err
 			}
-			c, err := o.open(cmd, "")
+			c, err := o.open(cmd, "", readsStore)
 			if err != nil {
 				return err
 			}
@@ -425,7 +425,7 @@ read; skipped keys are not errors.`,
 					return fmt.Errorf("cannot import keys for %s: %w", args[0], err)
 				}
 			}
-			c, err := o.open(cmd, "")
+			c, err := o.open(cmd, "", addsToStore)
 			if err != nil {
 				return err
 			}

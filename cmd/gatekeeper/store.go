@@ -4,7 +4,9 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io/fs"
 	"log/slog"
+	"os"
 	"time"
 
 	"gatekeeper/config"
@@ -168,3 +170,17 @@ func (s instrumented) Load(items []store.Item, force bool) (r store.LoadResult, 
 }
 
 func (s instrumented) Close() error { return s.st.Close() }
+
+// databaseExists reports, for the bolt backend, a database file that is not there: a command
+// that only reads would otherwise create an empty database (and a key file) and answer from it
+// as if nobody had ever linked a device.
+func databaseExists(cfg *config.Config) error {
+	if cfg.Store.Backend != "bolt" && cfg.Store.Backend != "" {
+		return nil
+	}
+	if _, err := os.Stat(cfg.DB); errors.Is(err, fs.ErrNotExist) {
+		return fmt.Errorf("no gatekeeper daemon is running (admin socket %s) and there is no database at %s: "+
+			"check db in the config (or --config); the daemon creates the database when it first starts", cfg.Admin.Socket, cfg.DB)
+	}
+	return nil
+}
