@@ -117,6 +117,9 @@ type Config struct {
 
 	// source describes where the file settings came from, for messages and Effective.
 	source string
+	// origins maps each key whose value came from a flag or a GATEKEEPER_* environment
+	// variable to that flag ("--listen") or variable, for error messages (see keyFrom).
+	origins map[string]string
 	// warnings are Validate's findings that are allowed but probably a mistake.
 	warnings []string
 }
@@ -434,12 +437,14 @@ func read(file string, flags *pflag.FlagSet, fallback string) (*Config, error) {
 		}
 	}
 
+	origins := valueOrigins(flags)
+
 	// Check types first: viper's weak decoding would otherwise turn `window: 30` into 30ns and
 	// report other mismatches without the value or in Go type names.
 	var errs []error
 	for _, s := range settings() {
 		if err := checkType(s, v.Get(s.key)); err != nil {
-			errs = append(errs, fmt.Errorf("%s: %w", s.key, err))
+			errs = append(errs, fmt.Errorf("%s: %w", keyFrom(s.key, origins), err))
 		}
 	}
 	if len(errs) > 0 {
@@ -457,7 +462,40 @@ func read(file string, flags *pflag.FlagSet, fallback string) (*Config, error) {
 	c.Enroll.AllowedNetworks = cleanList(c.Enroll.AllowedNetworks)
 	c.Admin.Groups = cleanList(c.Admin.Groups)
 	c.source = source
+	c.origins = origins
 	return &c, nil
+}
+
+// valueOrigins finds the keys whose value comes from a flag or an environment variable rather
+// than the file or a default. Viper cannot say where a value came from, so this repeats its
+// precedence: a bound flag wins when it was given on the command line (Changed), then a
+// variable when it is set and not empty (viper ignores empty ones without AllowEmptyEnv).
+func valueOrigins(flags *pflag.FlagSet) map[string]string {
+	origins := make(map[string]string)
+	for _, s := range settings() {
+		if flags != nil {
+			if f := flags.Lookup(flagName(s.key)); f != nil && f.Changed {
+				origins[s.key] = "--" + f.Name
+				continue
+			}
+		}
+		if os.Getenv(envName(s.key)) != "" {
+			origins[s.key] = envName(s.key)
+		}
+	}
+	return origins
+}
+
+// keyFrom returns key as an error message names it: "totp.skew (from GATEKEEPER_TOTP_SKEW)"
+// when its value came from the environment or a flag, so that the admin does not search the
+// file for it; key alone otherwise. A list entry's key ("trusted_networks[1]") is looked up
+// by its list's key.
+func keyFrom(key string, origins map[string]string) string {
+	base, _, _ := strings.Cut(key, "[")
+	if from := origins[base]; from != "" {
+		return fmt.Sprintf("%s (from %s)", key, from)
+	}
+	return key
 }
 
 // checkType reports whether val, from whichever source won, fits the setting's type.

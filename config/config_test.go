@@ -145,7 +145,8 @@ func TestDefaults(t *testing.T) {
 		Relay:        Relay{Window: "16MiB", WindowTotal: "512MiB"},
 		Keys: Keys{LanderCAFile: "/var/lib/gatekeeper/lander_user_ca", CertValidity: 2 * time.Minute,
 			AutomationMaxLifetime: 720 * time.Hour},
-		source: "no config file",
+		source:  "no config file",
+		origins: map[string]string{},
 	}
 	if !reflect.DeepEqual(*c, want) {
 		t.Errorf("defaults:\n got %+v\nwant %+v", *c, want)
@@ -431,10 +432,63 @@ func TestTypeErrors(t *testing.T) {
 		cleanEnv(t)
 		t.Setenv("GATEKEEPER_RATE_LIMIT_LOCKOUT", "forever")
 		_, err := read("", nil, filepath.Join(t.TempDir(), "absent"))
-		if err == nil || !hasLine(err, `rate_limit.lockout: "forever" is not a duration`) {
+		if err == nil || !hasLine(err, `rate_limit.lockout (from GATEKEEPER_RATE_LIMIT_LOCKOUT): "forever" is not a duration`) {
 			t.Errorf("err = %v", err)
 		}
 	})
+}
+
+// TestErrorsNameTheirSource: a problem with a value from the environment or a flag names that
+// variable or flag, so that the admin does not search the file for it.
+func TestErrorsNameTheirSource(t *testing.T) {
+	tests := []struct {
+		name string
+		file string            // added to validYAML
+		env  map[string]string // set after cleanEnv
+		args []string          // serve's flags
+		want string            // the start of one line of Load's error
+	}{
+		{name: "type error from env", env: map[string]string{"GATEKEEPER_TOTP_SKEW": "x"},
+			want: `totp.skew (from GATEKEEPER_TOTP_SKEW): "x" is not a whole number`},
+		{name: "validation error from env", env: map[string]string{"GATEKEEPER_TOTP_SKEW": "20"},
+			want: `totp.skew (from GATEKEEPER_TOTP_SKEW): 20 is out of range`},
+		{name: "env beats the file", file: "totp: {skew: 2}\n", env: map[string]string{"GATEKEEPER_TOTP_SKEW": "20"},
+			want: `totp.skew (from GATEKEEPER_TOTP_SKEW): 20 is out of range`},
+		{name: "list entry from env", env: map[string]string{"GATEKEEPER_TRUSTED_NETWORKS": "10.0.0.0/8, 10.1.2.3/8"},
+			want: `trusted_networks[1] (from GATEKEEPER_TRUSTED_NETWORKS): "10.1.2.3/8" has host bits set`},
+		{name: "from the file", file: "totp: {skew: 20}\n",
+			want: `totp.skew: 20 is out of range`},
+		{name: "an empty variable does not count", file: "totp: {skew: 20}\n", env: map[string]string{"GATEKEEPER_TOTP_SKEW": ""},
+			want: `totp.skew: 20 is out of range`},
+		{name: "flag", args: []string{"--listen", "nohost"},
+			want: `listen (from --listen): "nohost" is not host:port`},
+		{name: "flag beats env", env: map[string]string{"GATEKEEPER_LOG_FORMAT": "text"}, args: []string{"--log-format=xml"},
+			want: `log_format (from --log-format): "xml" is not supported`},
+		{name: "unset flag does not count", file: "log_format: xml\n", args: []string{},
+			want: `log_format: "xml" is not supported`},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			cleanEnv(t)
+			for k, v := range tt.env {
+				t.Setenv(k, v)
+			}
+			dir := t.TempDir()
+			file := writeFile(t, filepath.Join(dir, "g.yaml"), validYAML(t, dir)+tt.file)
+			var fs *pflag.FlagSet
+			if tt.args != nil {
+				fs = pflag.NewFlagSet("serve", pflag.ContinueOnError)
+				RegisterFlags(fs)
+				if err := fs.Parse(tt.args); err != nil {
+					t.Fatal(err)
+				}
+			}
+			_, err := Load(file, fs)
+			if err == nil || !hasLine(err, tt.want) {
+				t.Errorf("err = %v\nwant a line starting %q", err, tt.want)
+			}
+		})
+	}
 }
 
 // hasLine reports whether one line of err starts with prefix: every problem must lead with
@@ -573,7 +627,7 @@ func TestEffectiveRoundTrip(t *testing.T) {
 	cleanEnv(t)
 	dir := t.TempDir()
 	file := writeFile(t, filepath.Join(dir, "g.yaml"), validYAML(t, dir)+
-		"trusted_networks: [\"10.1.2.3/8\", \"192.0.2.1\"]\nrate_limit: {lockout: 2h}\n")
+		"trusted_networks: [\"::ffff:10.0.0.0/104\", \"192.0.2.1\"]\nrate_limit: {lockout: 2h}\n")
 	c, err := Load(file, nil)
 	if err != nil {
 		t.Fatal(err)

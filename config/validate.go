@@ -30,22 +30,29 @@ const maxSocketPath = 107
 const maxIssuer = 64
 
 // problems collects validation errors so that an admin sees all of them in one run.
-type problems []error
+type problems struct {
+	errs []error
+	// origins names the flag or environment variable a key's value came from (see
+	// Config.origins), so that an error about that key does not send the admin to the file.
+	origins map[string]string
+}
 
 func (p *problems) addf(key, format string, args ...any) {
-	*p = append(*p, fmt.Errorf("%s: %s", key, fmt.Sprintf(format, args...)))
+	p.errs = append(p.errs, fmt.Errorf("%s: %s", keyFrom(key, p.origins), fmt.Sprintf(format, args...)))
 }
 
 func (p *problems) add(key string, err error) {
-	*p = append(*p, fmt.Errorf("%s: %w", key, err))
+	p.errs = append(p.errs, fmt.Errorf("%s: %w", keyFrom(key, p.origins), err))
 }
 
 // Validate checks every setting and reports all problems at once, each prefixed with the
-// key it concerns (e.g. "trusted_networks[1]: ..."). It also parses the network lists into
+// key it concerns (e.g. "trusted_networks[1]: ...") and, when Load took the key's value from
+// a flag or an environment variable, that one (e.g. "totp.skew (from
+// GATEKEEPER_TOTP_SKEW): ..."). It also parses the network lists into
 // Trusted, ProxyFrom and Enroll.Allowed (which defaults to Trusted). Files are checked as the
 // daemon will use them: known_hosts must hold a key, host keys must be parseable or creatable.
 func (c *Config) Validate() error {
-	var p problems
+	p := problems{origins: c.origins}
 	c.warnings = nil
 
 	c.Trusted = parseNetworks(&p, "trusted_networks", c.TrustedNetworks, false)
@@ -178,7 +185,7 @@ func (c *Config) Validate() error {
 		p.addf("failure_delay", "must not be negative")
 	}
 
-	return errors.Join(p...)
+	return errors.Join(p.errs...)
 }
 
 // minTrustedBits is the broadest trusted_networks entry allowed (10.0.0.0/8, fd00::/8).
@@ -253,14 +260,36 @@ func validGroupName(g string) bool {
 	return true
 }
 
+// hostBitsError is parseNetwork's error for a CIDR network with bits set past its prefix
+// length, such as 10.1.2.3/8.
+type hostBitsError struct {
+	network netip.Prefix // the network the prefix length denotes: 10.0.0.0/8
+	addr    netip.Addr   // the address as written: 10.1.2.3
+}
+
+// Error offers both readings: the network the prefix length denotes, and the one address
+// that was written (the usual intent for a load balancer in proxy_protocol_from).
+func (e *hostBitsError) Error() string {
+	return fmt.Sprintf("host bits set past the /%d (did you mean %s, or the single address %s?)",
+		e.network.Bits(), e.network, e.addr)
+}
+
 // parseNetwork accepts a CIDR network or a bare address (as /32 or /128). An IPv4-mapped
 // IPv6 network becomes the IPv4 network it denotes, because lookups Unmap addresses first.
+//
+// A CIDR network with host bits set (10.1.2.3/8) is refused with a *hostBitsError rather
+// than masked: it is almost always a typo, or an interface address copied from `ip addr`,
+// and masking it silently could trust a far larger network than the admin meant. OpenSSH
+// refuses such a network in Match Address for the same reason.
 func parseNetwork(s string) (netip.Prefix, error) {
 	var pfx netip.Prefix
 	if strings.Contains(s, "/") {
 		p, err := netip.ParsePrefix(s)
 		if err != nil {
 			return netip.Prefix{}, err
+		}
+		if m := p.Masked(); m != p {
+			return netip.Prefix{}, &hostBitsError{network: m, addr: p.Addr()}
 		}
 		pfx = p
 	} else {
@@ -284,6 +313,10 @@ func parseNetworks(p *problems, key string, raw []string, allowAll bool) []netip
 	for i, s := range raw {
 		k := fmt.Sprintf("%s[%d]", key, i)
 		pfx, err := parseNetwork(s)
+		if hb, ok := errors.AsType[*hostBitsError](err); ok {
+			p.addf(k, "%q has %v", s, hb)
+			continue
+		}
 		if err != nil {
 			p.addf(k, "%q is not a CIDR network or IP address", s)
 			continue

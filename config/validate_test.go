@@ -56,9 +56,23 @@ func TestValidateNamesTheKey(t *testing.T) {
 			`trusted_networks[0]: "::/0" would trust every address`},
 		{"zone", func(t *testing.T, c *Config, dir string) { c.TrustedNetworks = []string{"fe80::1%eth0"} },
 			`trusted_networks[0]: "fe80::1%eth0" is not a CIDR network`},
-		{"bare IPs and non-canonical prefixes are fine", func(t *testing.T, c *Config, dir string) {
-			c.TrustedNetworks = []string{"10.1.2.3", "2001:db8::1", "10.1.2.3/8"}
+		{"bare IPs, full-length and IPv4-mapped prefixes are fine", func(t *testing.T, c *Config, dir string) {
+			c.TrustedNetworks = []string{"10.1.2.3", "2001:db8::1", "10.1.2.4/32", "2001:db8::2/128", "::ffff:172.16.0.0/108"}
 		}, ""},
+
+		// host bits set past the prefix length: a typo or an address copied from `ip addr`, never masked
+		{"host bits in trusted", func(t *testing.T, c *Config, dir string) { c.TrustedNetworks = []string{"10.0.0.0/8", "10.1.2.3/8"} },
+			`trusted_networks[1]: "10.1.2.3/8" has host bits set past the /8 (did you mean 10.0.0.0/8, or the single address 10.1.2.3?)`},
+		{"host bits in trusted v6", func(t *testing.T, c *Config, dir string) { c.TrustedNetworks = []string{"fd00::1/8"} },
+			`trusted_networks[0]: "fd00::1/8" has host bits set past the /8 (did you mean fd00::/8, or the single address fd00::1?)`},
+		{"host bits in trusted IPv4-mapped", func(t *testing.T, c *Config, dir string) { c.TrustedNetworks = []string{"::ffff:10.1.2.3/104"} },
+			`trusted_networks[0]: "::ffff:10.1.2.3/104" has host bits set past the /104 (did you mean ::ffff:10.0.0.0/104, or the single address ::ffff:10.1.2.3?)`},
+		{"host bits in allowed networks", func(t *testing.T, c *Config, dir string) { c.Enroll.AllowedNetworks = []string{"192.168.1.7/24"} },
+			`enroll.allowed_networks[0]: "192.168.1.7/24" has host bits set past the /24 (did you mean 192.168.1.0/24, or the single address 192.168.1.7?)`},
+		{"host bits in proxy from", func(t *testing.T, c *Config, dir string) {
+			c.ProxyProtocol = true
+			c.ProxyProtocolFrom = []string{"10.0.0.5/24"}
+		}, `proxy_protocol_from[0]: "10.0.0.5/24" has host bits set past the /24 (did you mean 10.0.0.0/24, or the single address 10.0.0.5?)`},
 		{"allowed networks", func(t *testing.T, c *Config, dir string) { c.Enroll.AllowedNetworks = []string{"any"} },
 			`enroll.allowed_networks[0]: "any" is not a CIDR network`},
 		{"proxy from", func(t *testing.T, c *Config, dir string) {
