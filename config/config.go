@@ -95,6 +95,10 @@ type Config struct {
 	LoginGraceTime time.Duration `mapstructure:"login_grace_time"`
 	// MaxAuthTries is the number of authentication attempts per connection.
 	MaxAuthTries int `mapstructure:"max_auth_tries"`
+	// AllowUppercaseUsernames lets user names with upper-case letters in at the doors. Off, they
+	// are refused: a lander whose user directory ignores case would take "Alice" as alice, a
+	// second name with its own device link, lockouts and resets (see gatekeeper.Server).
+	AllowUppercaseUsernames bool `mapstructure:"allow_uppercase_usernames"`
 	// MaxStartups caps concurrent unauthenticated connections from outside the trusted networks;
 	// past Preauth.DropStart new ones are dropped at random, more often the fuller it gets.
 	MaxStartups int `mapstructure:"max_startups"`
@@ -338,6 +342,7 @@ func settings() []setting {
 		{"store.etcd.password_file", ""},
 		{"login_grace_time", 60 * time.Second},
 		{"max_auth_tries", 6},
+		{"allow_uppercase_usernames", false},
 		{"max_startups", 100},
 		{"preauth.handshake_timeout", 10 * time.Second},
 		{"preauth.per_address", 10},
@@ -883,10 +888,11 @@ type effective struct {
 			PasswordFile   string   `yaml:"password_file"`
 		} `yaml:"etcd"`
 	} `yaml:"store"`
-	LoginGraceTime string `yaml:"login_grace_time"`
-	MaxAuthTries   int    `yaml:"max_auth_tries"`
-	MaxStartups    int    `yaml:"max_startups"`
-	Preauth        struct {
+	LoginGraceTime          string `yaml:"login_grace_time"`
+	MaxAuthTries            int    `yaml:"max_auth_tries"`
+	AllowUppercaseUsernames bool   `yaml:"allow_uppercase_usernames"`
+	MaxStartups             int    `yaml:"max_startups"`
+	Preauth                 struct {
 		HandshakeTimeout string `yaml:"handshake_timeout"`
 		PerAddress       int    `yaml:"per_address"`
 		PerNetwork       int    `yaml:"per_network"`
@@ -964,6 +970,7 @@ func (c *Config) Effective() string {
 	e.Store.Etcd.PasswordFile = c.Store.Etcd.PasswordFile
 	e.LoginGraceTime = formatDuration(c.LoginGraceTime)
 	e.MaxAuthTries = c.MaxAuthTries
+	e.AllowUppercaseUsernames = c.AllowUppercaseUsernames
 	e.MaxStartups = c.MaxStartups
 	e.Preauth.HandshakeTimeout = formatDuration(c.Preauth.HandshakeTimeout)
 	e.Preauth.PerAddress = c.Preauth.PerAddress

@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"net/netip"
 	"slices"
+	"strings"
 	"sync"
 	"time"
 
@@ -394,7 +395,7 @@ func (s *Server) authenticateTrusted(ctx context.Context, user, password string,
 // source locked out already it is a locked refusal (audited once, with the
 // lockout), so that junk cannot grow the audit log either.
 func (s *Server) checkInput(user, password string, remote netip.Addr, trusted bool) error {
-	err := store.CheckName(user)
+	err := s.checkName(user)
 	if err != nil {
 		err = &LoginError{ReasonBadUsername, err}
 	} else if len(password) > maxPasswordLen {
@@ -409,6 +410,23 @@ func (s *Server) checkInput(user, password string, remote netip.Addr, trusted bo
 	}
 	s.noteFailures(s.limiter.fail(src), remote)
 	return err
+}
+
+// checkName refuses a user name the doors do not take: one store.CheckName
+// refuses, and one with upper-case letters unless allow_uppercase_usernames
+// is set. Records, lockouts, resets and session kills are keyed by the name
+// as typed, while a lander whose user directory ignores case (SSSD with
+// Active Directory) logs "Alice" in as alice: someone holding alice's
+// password could link a phone of their own to "Alice" from the trusted
+// networks and then log in from outside past alice's own device.
+func (s *Server) checkName(user string) error {
+	if err := store.CheckName(user); err != nil {
+		return err
+	}
+	if !s.config().AllowUppercaseUsernames && strings.ToLower(user) != user {
+		return fmt.Errorf("%w %q: upper-case letters (allow_uppercase_usernames is off)", store.ErrBadName, user)
+	}
+	return nil
 }
 
 // lockedError is the refusal for an attempt turned away by lk.

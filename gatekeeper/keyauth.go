@@ -56,7 +56,7 @@ var errKeyNotAccepted = errors.New("key not registered for this user")
 func (a *attempt) publicKey(conn ssh.ConnMetadata, pub ssh.PublicKey) (*ssh.Permissions, error) {
 	s := a.srv
 	user := conn.User()
-	if store.CheckName(user) != nil {
+	if s.checkName(user) != nil {
 		return nil, errKeyNotAccepted
 	}
 	if _, isCert := pub.(*ssh.Certificate); isCert {

@@ -261,7 +261,8 @@ func (s *Server) HostKeys() []ssh.Signer { return s.signers }
 func (s *Server) config() *config.Config { return s.cfg.Load() }
 
 // Reload applies the policy settings of cfg — trusted_networks, rate_limit,
-// totp.skew, failure_delay, login_grace_time, max_auth_tries, max_startups,
+// totp.skew, failure_delay, login_grace_time, max_auth_tries,
+// allow_uppercase_usernames, max_startups,
 // preauth, max_channels, session — to new logins
 // without touching live sessions. Settings that need a restart (listeners,
 // keys, upstream, database) keep their old values; Reload returns their
@@ -275,6 +276,7 @@ func (s *Server) Reload(cfg *config.Config) (needRestart []string) {
 	merged.FailureDelay = cfg.FailureDelay
 	merged.LoginGraceTime = cfg.LoginGraceTime
 	merged.MaxAuthTries = cfg.MaxAuthTries
+	merged.AllowUppercaseUsernames = cfg.AllowUppercaseUsernames
 	merged.Session = cfg.Session
 	merged.MaxStartups, merged.Preauth, merged.MaxChannels = cfg.MaxStartups, cfg.Preauth, cfg.MaxChannels
 	s.limiter.setPolicy(policyOf(cfg.RateLimit))

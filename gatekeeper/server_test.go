@@ -526,6 +526,31 @@ func TestLogin(t *testing.T) {
 	}
 }
 
+// TestUppercaseUsernames: a name with capitals, which a lander that ignores
+// case would take for another account's, is refused at every door before
+// its password reaches the lander, unless allow_uppercase_usernames is set.
+func TestUppercaseUsernames(t *testing.T) {
+	g := newTestGate(t, nil)
+	trusted := netip.MustParseAddr("127.0.0.2")
+	if r := g.login("Bob", landerPassword, "", "127.0.0.2"); r.err == nil {
+		t.Fatal("Bob logged in with allow_uppercase_usernames off")
+	}
+	_, err := g.srv.SignIn(context.Background(), "Bob", landerPassword, "", trusted, store.DoorPortal)
+	if le, ok := errors.AsType[*LoginError](err); !ok || le.Reason != ReasonBadUsername {
+		t.Fatalf("portal sign-in as Bob: %v, want %s", err, ReasonBadUsername)
+	}
+	if n := g.lander.attempts.Load(); n != 0 {
+		t.Fatalf("the lander saw %d passwords for Bob", n)
+	}
+
+	cfg := *g.srv.config()
+	cfg.AllowUppercaseUsernames = true
+	g.srv.Reload(&cfg)
+	if r := g.login("Bob", landerPassword, "", "127.0.0.2"); r.err != nil {
+		t.Fatalf("Bob refused with allow_uppercase_usernames on: %v", r.err)
+	}
+}
+
 func TestPasswordMethodThenCode(t *testing.T) {
 	g := newTestGate(t, nil)
 	r := g.login("alice", landerPassword, g.code(t, 0), "127.0.0.1", ssh.Password(landerPassword))

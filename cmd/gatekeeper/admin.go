@@ -595,6 +595,9 @@ func newAdminTicketCmd(o *adminOpts) *cobra.Command {
 				return err
 			}
 			defer c.close()
+			if err := doorsTake(c.cfg, args[0]); err != nil {
+				return err
+			}
 			token, expires, err := c.be.Ticket(cmd.Context(), args[0])
 			if err != nil {
 				return err

@@ -383,6 +383,8 @@ func TestAdminWithoutDaemon(t *testing.T) {
 			},
 		},
 		{name: "reset unknown user", args: []string{"admin", "reset", "carol"}, wantErr: "no such user: carol", wantIs: admin.ErrNoSuchUser},
+		{name: "ticket for a name with capitals", args: []string{"admin", "ticket", "Carol"}, wantErr: `user name "Carol" has capitals, which the front door and the linking doors refuse (allow_uppercase_usernames is off): did you mean "carol"?`},
+		{name: "enroll a name with capitals", args: []string{"enroll", "Carol"}, wantErr: `user name "Carol" has capitals`},
 		{
 			name: "ticket",
 			args: []string{"admin", "ticket", "carol"},

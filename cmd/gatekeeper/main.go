@@ -554,6 +554,9 @@ func newEnrollCmd() *cobra.Command {
 			if err != nil {
 				return err
 			}
+			if err := doorsTake(cfg, args[0]); err != nil {
+				return err
+			}
 			linker, closeFn, err := openLinker(cmd.Context(), cfg)
 			if err != nil {
 				return err
@@ -576,6 +579,16 @@ func newEnrollCmd() *cobra.Command {
 	cmd.Flags().BoolVar(&replace, "replace", false,
 		"replace USER's linked device with a new one (the old one works until the new one is confirmed)")
 	return cmd
+}
+
+// doorsTake refuses to link a device to (or issue a ticket for) a name that the doors refuse,
+// one with capitals while allow_uppercase_usernames is off: its user could never log in with it.
+func doorsTake(cfg *config.Config, user string) error {
+	if !cfg.AllowUppercaseUsernames && strings.ToLower(user) != user {
+		return fmt.Errorf("user name %q has capitals, which the front door and the linking doors refuse "+
+			"(allow_uppercase_usernames is off): did you mean %q?", user, strings.ToLower(user))
+	}
+	return nil
 }
 
 // consoleLinker is what gatekeeper enroll needs: a first link or a replacement, from the daemon
