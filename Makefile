@@ -80,6 +80,8 @@ bench: build
 	bench/report.sh
 	bench/cluster.sh
 
+# demo.sh installs what the demo runs when missing (scripts/install-deps.sh with the demo's
+# commands: openssh-server, openssh-client, oathtool; apt-get, no service started), as root.
 demo: build
 	scripts/demo.sh
 

@@ -4,6 +4,10 @@
 # etcdctl) and HAProxy. Quick and silent when everything is present; otherwise needs root and
 # installs the Debian packages with apt-get.
 #
+# Usage: install-deps.sh [COMMAND...]
+# Without arguments (`make test`) every command below is checked; with arguments only those
+# (scripts/demo.sh passes the few the demo runs), each one a key of pkg_of or extra_pkg_of.
+#
 # Installing openssh-server, etcd-server or haproxy normally starts the machine's sshd on port 22,
 # an etcd on localhost:2379/2380 or an HAProxy. The tests never want that (they start their own on
 # free loopback ports), so a temporary /usr/sbin/policy-rc.d forbids service starts during the
@@ -34,18 +38,41 @@ declare -A pkg_of=(
 	[/usr/sbin/haproxy]=haproxy # /usr/sbin is not on every user's PATH
 )
 
+# Checked only when named as an argument (scripts/demo.sh): the passwd package is part of every
+# Debian installation, and /usr/sbin is not on every user's PATH, so `make test` does not look.
+declare -A extra_pkg_of=(
+	[/usr/sbin/useradd]=passwd
+	[/usr/sbin/userdel]=passwd
+	[/usr/sbin/chpasswd]=passwd
+)
+
 # Debian package → the system service its installation enables, which the tests do not want.
 declare -A service_of=(
 	[etcd-server]=etcd
 	[haproxy]=haproxy
 )
 
+if (($# > 0)); then
+	cmds=("$@")
+else
+	cmds=("${!pkg_of[@]}")
+fi
+
 missing=()
-for cmd in "${!pkg_of[@]}"; do
+for cmd in "${cmds[@]}"; do
+	pkg=
+	if [[ -n $cmd ]]; then
+		pkg=${pkg_of[$cmd]:-${extra_pkg_of[$cmd]:-}}
+	fi
+	if [[ -z $pkg ]]; then
+		mapfile -t known < <(printf '%s\n' "${!pkg_of[@]}" "${!extra_pkg_of[@]}" | sort)
+		echo "install-deps.sh: unknown command \"$cmd\"; known: ${known[*]}" >&2
+		exit 2
+	fi
 	if [[ $cmd == /* ]]; then
-		[[ -x $cmd ]] || missing+=("${pkg_of[$cmd]}")
+		[[ -x $cmd ]] || missing+=("$pkg")
 	else
-		command -v "$cmd" >/dev/null 2>&1 || missing+=("${pkg_of[$cmd]}")
+		command -v "$cmd" >/dev/null 2>&1 || missing+=("$pkg")
 	fi
 done
 if ((${#missing[@]} == 0)); then
@@ -55,7 +82,7 @@ mapfile -t packages < <(printf '%s\n' "${missing[@]}" | sort -u)
 
 if ((EUID != 0)); then
 	echo "install-deps.sh: missing Debian packages: ${packages[*]}" >&2
-	echo "install-deps.sh: run as root (sudo $0) or install them yourself: apt-get install ${packages[*]}" >&2
+	echo "install-deps.sh: run as root (sudo $0${*:+ $*}) or install them yourself: apt-get install ${packages[*]}" >&2
 	exit 1
 fi
 if ! command -v apt-get >/dev/null 2>&1; then
