@@ -123,7 +123,9 @@ func checkKeyType(pub ssh.PublicKey) error {
 
 // ParseFrom reads a list of networks ("10.1.0.0/16", "192.0.2.7",
 // "2001:db8::/48"), each a CIDR prefix or one address, and returns them as
-// masked prefixes.
+// prefixes. A prefix with bits set past its length (10.1.2.3/16) is refused,
+// as OpenSSH refuses it in from=: it is a typo or an interface address, and
+// masking it would let the key in from a network far wider than meant.
 func ParseFrom(list []string) ([]string, error) {
 	if len(list) > maxFromLen {
 		return nil, fmt.Errorf("%w: %d networks, at most %d", ErrBadKey, len(list), maxFromLen)
@@ -143,10 +145,14 @@ func ParseFrom(list []string) ([]string, error) {
 			a = a.Unmap()
 			p = netip.PrefixFrom(a, a.BitLen())
 		}
-		p = netip.PrefixFrom(p.Addr().Unmap(), p.Bits()-unmapBits(p)).Masked()
+		p = netip.PrefixFrom(p.Addr().Unmap(), p.Bits()-unmapBits(p))
 		if !p.IsValid() {
 			// A v4-mapped prefix shorter than /96 (::ffff:0:0/90) has no IPv4 form.
 			return nil, fmt.Errorf("%w: network %q: want an address or a CIDR prefix such as 192.0.2.0/24", ErrBadKey, v)
+		}
+		if m := p.Masked(); m != p {
+			return nil, fmt.Errorf("%w: network %q has host bits set past the /%d: did you mean %s, or the single address %s?",
+				ErrBadKey, v, p.Bits(), m, p.Addr())
 		}
 		if !slices.Contains(out, p.String()) {
 			out = append(out, p.String())

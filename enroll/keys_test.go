@@ -145,7 +145,9 @@ func TestParseFrom(t *testing.T) {
 		wantErr bool
 	}{
 		{in: []string{"10.1.0.0/16"}, want: []string{"10.1.0.0/16"}},
-		{in: []string{"10.1.2.3/16"}, want: []string{"10.1.0.0/16"}},
+		{in: []string{"10.1.2.3/16"}, wantErr: true}, // OpenSSH refuses it too
+		{in: []string{"2001:db8::1/48"}, wantErr: true},
+		{in: []string{"::ffff:10.1.2.3/112"}, wantErr: true},
 		{in: []string{"192.0.2.7"}, want: []string{"192.0.2.7/32"}},
 		{in: []string{" 2001:db8::/48 ", "2001:db8::1"}, want: []string{"2001:db8::/48", "2001:db8::1/128"}},
 		{in: []string{"::ffff:10.0.0.1"}, want: []string{"10.0.0.1/32"}},
