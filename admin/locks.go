@@ -16,8 +16,9 @@ import (
 // force, or failures counted towards one.
 type LockInfo struct {
 	// Scope is what the lock applies to: "user" (logins from outside the trusted networks, all
-	// sources together), "trusted_user" (logins from the trusted networks), "address" (an
-	// outside address, IPv6 /64), "network" (an outside /24 or /48), "trusted_address".
+	// sources together), "trusted_user" (logins from the trusted networks), "trusted_code"
+	// (codes typed at the linking portal or SSH listener from the trusted networks), "address"
+	// (an outside address, IPv6 /64), "network" (an outside /24 or /48), "trusted_address".
 	Scope string `json:"scope"`
 	// Name is the user, address or network.
 	Name string `json:"name"`

@@ -288,10 +288,11 @@ func (s *Server) authenticate(ctx context.Context, user, password, code string, 
 }
 
 // withCode checks the code (or a recovery code) and then the password at the
-// lander, counting against the budgets of the source and of the user in the
-// scope of where it comes from (trusted: a sign-in at the linking portal or
-// SSH listener from the trusted networks), so that failures from outside
-// never lock the user out of signing in from the trusted networks.
+// lander, counting against the budgets of the source and of the user's codes
+// in the scope of where it comes from (trusted: a sign-in at the linking
+// portal or SSH listener from the trusted networks; see ScopeTrustedCode),
+// so that failures from outside never lock the user out of signing in from
+// the trusted networks, and codes guessed there are bounded as from outside.
 func (s *Server) withCode(ctx context.Context, user, password, code string, remote netip.Addr, trusted bool) (*upstreamConn, string, error) {
 	// Only users with a linked device have codes to guess; counting the
 	// others per user would only let a flood of made-up names fill memory.
@@ -299,7 +300,7 @@ func (s *Server) withCode(ctx context.Context, user, password, code string, remo
 	if err != nil {
 		return nil, "", internalError(err)
 	}
-	src, mine := sourceKeys(remote, trusted), userKey(user, trusted)
+	src, mine := sourceKeys(remote, trusted), codeKey(user, trusted)
 	res, how, err := s.spendCode(ctx, user, code, u.State == store.StateActive, remote, src, mine)
 	if err != nil {
 		return nil, "", err
@@ -318,9 +319,9 @@ func (s *Server) withCode(ctx context.Context, user, password, code string, remo
 	case err != nil:
 		res.cancel()
 	case trusted:
-		// As after a trusted password login: the user's trusted count
-		// clears, a trusted address's (a campus NAT's) does not.
-		res.succeed(mine)
+		// The user's code count clears; a trusted address's (a campus
+		// NAT's) does not, as after a trusted password login.
+		res.succeed()
 	default:
 		res.succeed(src[:1]...) // and the address's own typing errors
 	}
@@ -822,7 +823,7 @@ func (s *Server) noteFailures(started []Lock, remote netip.Addr) {
 			"until", lk.Until, "level", lk.Level, "remote", remote.String())
 		s.metrics.Lockouts.With(string(lk.Key.Scope)).Inc()
 		ev := store.Event{Kind: store.EventLockout, Remote: remote.String(), Detail: lk.describe()}
-		if lk.Key.Scope == ScopeUser || lk.Key.Scope == ScopeTrustedUser {
+		if userScope(lk.Key.Scope) {
 			ev.User = lk.Key.Name
 		}
 		s.audit.record(ev)
@@ -839,7 +840,7 @@ func (s *Server) auditLockEnds(ended []LockEnded) {
 				e.Key, e.Until.UTC().Format(time.RFC3339), e.Level, e.Refused)
 		}
 		ev := store.Event{Kind: store.EventLockoutEnded, Detail: detail}
-		if e.Key.Scope == ScopeUser || e.Key.Scope == ScopeTrustedUser {
+		if userScope(e.Key.Scope) {
 			ev.User = e.Key.Name
 		}
 		s.audit.record(ev)

@@ -189,7 +189,7 @@ func (a *attempt) keyLogin(ctx context.Context, user, fp, code, how string) (*up
 	}
 
 	src := sourceKeys(a.remote, false)
-	res, how, err := s.spendCode(ctx, user, code, u.State == store.StateActive, a.remote, src, userKey(user, false))
+	res, how, err := s.spendCode(ctx, user, code, u.State == store.StateActive, a.remote, src, codeKey(user, false))
 	if err != nil {
 		return nil, "", err
 	}

@@ -35,7 +35,23 @@ const (
 	ScopeTrustedUser Scope = "trusted_user"
 	// ScopeTrustedAddress counts failures from one trusted source address.
 	ScopeTrustedAddress Scope = "trusted_address"
+	// ScopeTrustedCode counts a user's wrong codes from the trusted networks
+	// (a user with a device signing in at the linking portal or SSH
+	// listener), and bounds guessing of that user's codes there exactly as
+	// ScopeUser does from outside: the same threshold, remembered as long,
+	// cleared only by a sign-in with a right code. It is apart from
+	// ScopeUser so that failures from outside never keep a user from
+	// replacing a phone on campus, and from ScopeTrustedUser, which forgets
+	// after the window and which a password login clears.
+	ScopeTrustedCode Scope = "trusted_code"
 )
+
+// codeScope reports whether scope bounds guessing of one user's codes.
+func codeScope(scope Scope) bool { return scope == ScopeUser || scope == ScopeTrustedCode }
+
+// userScope reports whether scope counts one user's failures (rather than
+// a source's).
+func userScope(scope Scope) bool { return codeScope(scope) || scope == ScopeTrustedUser }
 
 const (
 	// failureMemory is how long ScopeUser remembers a failure, and how long
@@ -72,7 +88,7 @@ type RateLimit struct {
 // threshold is how many failures (and attempts in flight) lock scope out.
 func (p RateLimit) threshold(scope Scope) int {
 	switch scope {
-	case ScopeUser, ScopeAddress:
+	case ScopeUser, ScopeTrustedCode, ScopeAddress:
 		return p.Failures
 	case ScopeNetwork:
 		return max(p.NetworkFailures, p.Failures)
@@ -86,7 +102,7 @@ func (p RateLimit) threshold(scope Scope) int {
 
 // memory is how long a failure counts in scope.
 func (p RateLimit) memory(scope Scope) time.Duration {
-	if scope == ScopeUser {
+	if codeScope(scope) {
 		return failureMemory
 	}
 	return p.Window
@@ -411,7 +427,7 @@ func liveHolds(e *LimitEntry, now time.Time) int {
 // answered (see release).
 func (r *reservation) succeed(also ...LockKey) {
 	r.end("succeed", also, nil, func(k LockKey, e *LimitEntry, _ time.Time) {
-		if k.Scope == ScopeUser || k.Scope == ScopeAddress || slices.Contains(also, k) {
+		if codeScope(k.Scope) || k.Scope == ScopeAddress || slices.Contains(also, k) {
 			e.Failures = nil
 		}
 	})
@@ -766,7 +782,7 @@ func (l *limiter) evictable(k LockKey, e *LimitEntry, pass int) bool {
 	if pass == 0 {
 		return idle(l.pol(), k, e, now)
 	}
-	return k.Scope != ScopeUser && liveHolds(e, now) == 0 && !now.Before(e.LockedUntil)
+	return !codeScope(k.Scope) && liveHolds(e, now) == 0 && !now.Before(e.LockedUntil)
 }
 
 // lockOf describes k's state at now.
@@ -885,6 +901,21 @@ func sourceKeys(remote netip.Addr, trusted bool) []LockKey {
 func userKey(user string, trusted bool) LockKey {
 	if trusted {
 		return LockKey{ScopeTrustedUser, user}
+	}
+	return LockKey{ScopeUser, user}
+}
+
+// userKeys are every key that counts user's failures, for admin show and
+// unlock.
+func userKeys(user string) []LockKey {
+	return []LockKey{userKey(user, false), userKey(user, true), codeKey(user, true)}
+}
+
+// codeKey is the key that bounds the codes checked for user from outside
+// (or, trusted, from the trusted networks).
+func codeKey(user string, trusted bool) LockKey {
+	if trusted {
+		return LockKey{ScopeTrustedCode, user}
 	}
 	return LockKey{ScopeUser, user}
 }

@@ -367,7 +367,7 @@ func (s *Server) Health(ctx context.Context) error {
 // Unlock clears every lockout and failure count of user, from outside and
 // from the trusted networks, levels included. It returns what was in force.
 func (s *Server) Unlock(user string) []Lock {
-	was, err := s.limiter.unlock([]LockKey{userKey(user, false), userKey(user, true)})
+	was, err := s.limiter.unlock(userKeys(user))
 	if err != nil {
 		s.log.Error("unlock failed: the lockout store did not answer", "user", user, "err", err)
 	}
@@ -388,7 +388,7 @@ func (s *Server) UnlockAddress(addr netip.Addr) []Lock {
 // Locks returns the lockouts in force on user and the failures counted
 // against them, outside and trusted, for admin show.
 func (s *Server) Locks(user string) []Lock {
-	locks, err := s.limiter.locks([]LockKey{userKey(user, false), userKey(user, true)})
+	locks, err := s.limiter.locks(userKeys(user))
 	if err != nil {
 		s.log.Warn("lockouts unknown: the lockout store did not answer", "user", user, "err", err)
 	}

@@ -688,9 +688,9 @@ func TestOutsideFailuresNeverLockTrustedLogins(t *testing.T) {
 
 // TestOutsideFailuresNeverLockTrustedSignIn: an attacker who locks alice's
 // outside logins does not keep her from signing in with both factors at the
-// linking portal from the trusted network (to replace a phone, say); her
-// wrong codes there count in the trusted scope, and lock her out of it, not
-// out of logins from outside.
+// linking portal from the trusted network (to replace a phone, say); wrong
+// codes there count in a budget of their own, which locks sign-ins from the
+// trusted networks, not logins from outside.
 func TestOutsideFailuresNeverLockTrustedSignIn(t *testing.T) {
 	g := newTestGate(t, nil)
 	ctx := context.Background()
@@ -703,23 +703,53 @@ func TestOutsideFailuresNeverLockTrustedSignIn(t *testing.T) {
 	}
 
 	g.clock.Advance(time.Hour) // the outside lockout is over; its failures are remembered
-	for range testRateLimit.TrustedFailures {
+	for range testRateLimit.Failures {
 		if _, err := g.srv.SignIn(ctx, "alice", landerPassword, "000000", trusted, store.DoorPortal); err == nil {
 			t.Fatal("a wrong code signed in")
 		}
 	}
 	_, err := g.srv.SignIn(ctx, "alice", landerPassword, g.code(t, 0), trusted, store.DoorPortal)
 	if le, ok := errors.AsType[*LoginError](err); !ok || le.Reason != ReasonLocked {
-		t.Fatalf("sign-in after %d wrong codes from the trusted network: %v, want locked", testRateLimit.TrustedFailures, err)
+		t.Fatalf("sign-in after %d wrong codes from the trusted network: %v, want locked", testRateLimit.Failures, err)
 	}
 	if locks := g.srv.Locks("alice"); !slices.ContainsFunc(locks, func(l Lock) bool {
-		return l.Key == (LockKey{ScopeTrustedUser, "alice"}) && !l.Until.IsZero()
+		return l.Key == (LockKey{ScopeTrustedCode, "alice"}) && !l.Until.IsZero()
 	}) {
-		t.Fatalf("Locks = %+v, want alice's trusted lock", locks)
+		t.Fatalf("Locks = %+v, want alice's trusted_code lock", locks)
 	}
 	g.clock.Advance(30 * time.Second)
 	if r := g.login("alice", landerPassword, g.code(t, 0), "127.0.0.3"); r.err != nil {
 		t.Fatalf("outside login refused after wrong codes from the trusted network: %v", r.err)
+	}
+}
+
+// TestTrustedCodeGuessesBounded: someone on campus who holds alice's
+// password guesses her codes at the linking portal as slowly as it takes,
+// and clears her trusted count with password logins (no code is asked on
+// campus) between guesses: the codes checked are bounded as from outside.
+func TestTrustedCodeGuessesBounded(t *testing.T) {
+	g := newTestGate(t, nil)
+	ctx := context.Background()
+	trusted := netip.MustParseAddr("127.0.0.2")
+	for range 20 {
+		g.srv.SignIn(ctx, "alice", landerPassword, "000000", trusted, store.DoorLinking)
+		if r := g.login("alice", landerPassword, "", "127.0.0.2"); r.err != nil {
+			t.Fatalf("password login from campus: %v", r.err)
+		}
+		g.clock.Advance(time.Minute) // past the window, every time
+	}
+	// As from outside: 3 codes (minutes 0-2), locked 5 min; 3 more (7-9),
+	// locked 10 min; 1 more (19). Each lockout takes rate_limit.failures.
+	if n := g.srv.metrics.SecondFactorChecks.Value(); n != 7 {
+		t.Fatalf("%d codes checked in 20 minutes, want 7", n)
+	}
+	// Unlocked by an admin, the count starts again; a right code then clears it.
+	g.srv.Unlock("alice")
+	if _, err := g.srv.SignIn(ctx, "alice", landerPassword, g.code(t, 0), trusted, store.DoorPortal); err != nil {
+		t.Fatalf("sign-in with both factors after admin unlock: %v", err)
+	}
+	if locks := g.srv.Locks("alice"); len(locks) != 0 {
+		t.Fatalf("Locks after a sign-in with a right code = %+v, want none", locks)
 	}
 }
 

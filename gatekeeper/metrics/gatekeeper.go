@@ -46,7 +46,7 @@ type Gatekeeper struct {
 	// for a code.
 	TrustedBypass *Counter
 	// Lockouts counts rate-limit lockouts started, by scope (user,
-	// address, network, trusted_user, trusted_address).
+	// address, network, trusted_user, trusted_code, trusted_address).
 	Lockouts *CounterVec
 	// SecondFactorChecks counts codes and recovery codes checked against a
 	// user's device: every one of them was first given a place in the
@@ -86,7 +86,7 @@ func NewGatekeeper(r *Registry) *Gatekeeper {
 		TrustedBypass: r.NewCounter("gatekeeper_trusted_bypass_total",
 			"Logins from trusted networks that were not asked for a verification code."),
 		Lockouts: r.NewCounterVec("gatekeeper_lockouts_total",
-			"Rate-limit lockouts started, by scope (user, address, network, trusted_user, trusted_address).", "scope"),
+			"Rate-limit lockouts started, by scope (user, address, network, trusted_user, trusted_code, trusted_address).", "scope"),
 		SecondFactorChecks: r.NewCounter("gatekeeper_second_factor_checks_total",
 			"Verification and recovery codes checked against a linked device."),
 		PreauthRefused: r.NewCounterVec("gatekeeper_preauth_refused_total",

@@ -50,7 +50,7 @@ gatekeeper_code_reuse_refusals_total 2
 # TYPE gatekeeper_trusted_bypass_total counter
 gatekeeper_trusted_bypass_total 1
 `,
-		"gatekeeper_lockouts_total": `# HELP gatekeeper_lockouts_total Rate-limit lockouts started, by scope (user, address, network, trusted_user, trusted_address).
+		"gatekeeper_lockouts_total": `# HELP gatekeeper_lockouts_total Rate-limit lockouts started, by scope (user, address, network, trusted_user, trusted_code, trusted_address).
 # TYPE gatekeeper_lockouts_total counter
 gatekeeper_lockouts_total{scope="user"} 1
 `,
