@@ -11,7 +11,7 @@
 # Installing openssh-server, etcd-server or haproxy normally starts the machine's sshd on port 22,
 # an etcd on localhost:2379/2380 or an HAProxy. The tests never want that (they start their own on
 # free loopback ports), so a temporary /usr/sbin/policy-rc.d forbids service starts during the
-# install, and the etcd and haproxy services this script installed are then stopped (if something
+# install, and the sshd, etcd and haproxy services this script installed are then stopped (if something
 # started them anyway) and disabled so that they do not start at the next boot either.
 set -euo pipefail
 
@@ -47,9 +47,12 @@ declare -A extra_pkg_of=(
 )
 
 # Debian package → the system service its installation enables, which the tests do not want.
+# openssh-server's enables the machine's sshd on port 22 at the next boot: the demo and the tests
+# run their own on loopback, and must not leave a door open behind them.
 declare -A service_of=(
 	[etcd-server]=etcd
 	[haproxy]=haproxy
+	[openssh-server]=ssh
 )
 
 if (($# > 0)); then
@@ -121,5 +124,5 @@ for pkg in "${packages[@]}"; do
 			update-rc.d "$svc" disable || true
 		fi
 	fi
-	echo "install-deps.sh: $svc service disabled (the tests start their own $svc)" >&2
+	echo "install-deps.sh: $svc service disabled (the tests and the demo start their own $svc)" >&2
 done
