@@ -498,7 +498,7 @@ func fromPatterns(v string) ([]string, error) {
 	}
 	from, err := ParseFrom(list)
 	if err != nil {
-		return nil, fmt.Errorf("%w: from=%q: only addresses and CIDR prefixes are taken", ErrBadKey, v)
+		return nil, fmt.Errorf("from=%q: %w", v, err) // ParseFrom's error says which network and why
 	}
 	if len(from) == 0 {
 		// OpenSSH lets such a key in from nowhere; without networks it would be let in from

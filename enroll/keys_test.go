@@ -431,7 +431,7 @@ func TestImportKeys(t *testing.T) {
 		t.Fatal(err)
 	}
 	past := clock.Now().Add(-48*time.Hour).UTC().Format("20060102") + "Z"
-	file := fmt.Sprintf("%s\nno-pty,from=\"10.0.0.0/8\" %s\n%s\nexpiry-time=\"%s\" %s\ncert-authority %s\n", a, a, b, past, c, c)
+	file := fmt.Sprintf("%s\nno-pty,from=\"10.0.0.0/8\" %s\n%s\nexpiry-time=\"%s\" %s\ncert-authority %s\nfrom=\"10.1.2.3/16\" %s\n", a, a, b, past, c, c, c)
 	res, err := s.ImportKeys(ctx, "alice", []byte(file), "uid 0")
 	if err != nil {
 		t.Fatal(err)
@@ -448,6 +448,7 @@ func TestImportKeys(t *testing.T) {
 		{3, ErrKeyExists, bfp},
 		{4, ErrBadKey, "in the past"},
 		{5, ErrBadKey, "cert-authority line names a CA"},
+		{6, ErrBadKey, `network "10.1.2.3/16" has host bits set past the /16: did you mean 10.1.0.0/16`},
 	}
 	if len(res.Skipped) != len(wantSkipped) {
 		t.Fatalf("skipped = %+v", res.Skipped)
