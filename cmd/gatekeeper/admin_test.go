@@ -26,6 +26,7 @@ import (
 	"golang.org/x/crypto/ssh/knownhosts"
 
 	"gatekeeper/admin"
+	"gatekeeper/config"
 	"gatekeeper/enroll"
 	"gatekeeper/gatekeeper"
 	"gatekeeper/gatekeeper/gauth"
@@ -1221,6 +1222,25 @@ func TestFmtBytes(t *testing.T) {
 	for _, tt := range tests {
 		if got := fmtBytes(tt.in); got != tt.want {
 			t.Errorf("fmtBytes(%d) = %q, want %q", tt.in, got, tt.want)
+		}
+	}
+}
+
+// TestWarnUppercaseNames: serve names, at start, the users the doors refuse for the capitals
+// in their names, unless allow_uppercase_usernames lets them in.
+func TestWarnUppercaseNames(t *testing.T) {
+	e := newEnv(t, "")
+	for _, allow := range []bool{false, true} {
+		var logs bytes.Buffer
+		e.withStore(t, func(st store.Store) {
+			seedActive(t, st, "alice")
+			seedActive(t, st, "Bob")
+			cfg := &config.Config{AllowUppercaseUsernames: allow}
+			warnUppercaseNames(cfg, st, slog.New(slog.NewTextHandler(&logs, nil)))
+		})
+		named := strings.Contains(logs.String(), "users=[Bob]")
+		if named == allow || strings.Contains(logs.String(), "alice") {
+			t.Errorf("allow_uppercase_usernames %v, log:\n%s", allow, logs.String())
 		}
 	}
 }

@@ -152,6 +152,7 @@ func serve(ctx context.Context, cfg *config.Config, log *slog.Logger, reload fun
 		return err
 	}
 	defer raw.Close()
+	warnUppercaseNames(cfg, raw, log)
 
 	reg := metrics.NewRegistry()
 	gm := metrics.NewGatekeeper(reg)

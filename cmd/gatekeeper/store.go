@@ -7,6 +7,7 @@ import (
 	"io/fs"
 	"log/slog"
 	"os"
+	"strings"
 	"time"
 
 	"gatekeeper/config"
@@ -183,4 +184,27 @@ func databaseExists(cfg *config.Config) error {
 			"check db in the config (or --config); the daemon creates the database when it first starts", cfg.Admin.Socket, cfg.DB)
 	}
 	return nil
+}
+
+// warnUppercaseNames logs the users whose names have capitals, whom the doors refuse while
+// allow_uppercase_usernames is off: records made before the setting existed, or while it was on.
+func warnUppercaseNames(cfg *config.Config, st store.Store, log *slog.Logger) {
+	if cfg.AllowUppercaseUsernames {
+		return
+	}
+	users, err := st.List()
+	if err != nil {
+		return // a store that does not answer is logged where it matters, at the first login
+	}
+	var names []string
+	for _, u := range users {
+		if strings.ToLower(u.Name) != u.Name {
+			names = append(names, u.Name)
+		}
+	}
+	if len(names) > 0 {
+		log.Warn("these users' names have capitals, and they cannot log in while allow_uppercase_usernames is off: "+
+			"turn it on if the lander's user names are case-sensitive, or else `gatekeeper admin reset` each and have "+
+			"the user link again under the lower-case name", "users", names)
+	}
 }
