@@ -70,7 +70,12 @@ func (s *Server) handleUnlock(w http.ResponseWriter, r *http.Request) {
 		s.notImplemented(w, r, "rate limiting")
 		return
 	}
-	res := UnlockResult{User: name, Cleared: nonNilLocks(s.OnUnlock(name))}
+	cleared, err := s.OnUnlock(name)
+	if err != nil {
+		s.writeErr(w, r, err)
+		return
+	}
+	res := UnlockResult{User: name, Cleared: nonNilLocks(cleared)}
 	s.audit(r, store.Event{Kind: store.EventUnlock, User: name, Actor: actorOf(r), Detail: clearedDetail(res.Cleared)})
 	writeJSON(w, http.StatusOK, res)
 }
@@ -86,7 +91,12 @@ func (s *Server) handleUnlockAddress(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	addr = addr.Unmap()
-	res := UnlockResult{Address: addr.String(), Cleared: nonNilLocks(s.OnUnlockAddress(addr))}
+	cleared, err := s.OnUnlockAddress(addr)
+	if err != nil {
+		s.writeErr(w, r, err)
+		return
+	}
+	res := UnlockResult{Address: addr.String(), Cleared: nonNilLocks(cleared)}
 	s.audit(r, store.Event{Kind: store.EventUnlock, Remote: addr.String(), Actor: actorOf(r), Detail: clearedDetail(res.Cleared)})
 	writeJSON(w, http.StatusOK, res)
 }

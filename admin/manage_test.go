@@ -266,21 +266,24 @@ func TestUnlock(t *testing.T) {
 	var mu sync.Mutex
 	var unlockedAddr netip.Addr
 	d2 := startDaemonWith(t, nil, func(s *Server) {
-		s.OnUnlock = func(user string) []LockInfo {
+		s.OnUnlock = func(user string) ([]LockInfo, error) {
+			if user == "down" {
+				return nil, fmt.Errorf("lockout counters: %w", store.ErrUnavailable)
+			}
 			mu.Lock()
 			defer mu.Unlock()
 			was := locked[user]
 			delete(locked, user)
 			if was {
-				return []LockInfo{lock}
+				return []LockInfo{lock}, nil
 			}
-			return nil
+			return nil, nil
 		}
-		s.OnUnlockAddress = func(a netip.Addr) []LockInfo {
+		s.OnUnlockAddress = func(a netip.Addr) ([]LockInfo, error) {
 			mu.Lock()
 			defer mu.Unlock()
 			unlockedAddr = a
-			return []LockInfo{{Scope: "address", Name: a.String(), Until: t0.Add(time.Minute), Level: 1}}
+			return []LockInfo{{Scope: "address", Name: a.String(), Until: t0.Add(time.Minute), Level: 1}}, nil
 		}
 	})
 	c2 := NewClient(d2.path)
@@ -289,6 +292,14 @@ func TestUnlock(t *testing.T) {
 		if err != nil || len(res.Cleared) != want || res.User != "alice" {
 			t.Errorf("Unlock %d = %+v, %v; want %d locks cleared", i, res, err, want)
 		}
+	}
+	// A lockout store that does not answer is an error, neither "cleared" nor "was not locked
+	// out", and nothing is audited as done.
+	if res, err := c2.Unlock(context.Background(), "down"); !errors.Is(err, store.ErrUnavailable) {
+		t.Errorf("Unlock with the lockout store down = %+v, %v; want store unavailable", res, err)
+	}
+	if got := auditOf(t, d2.st, "down"); len(got) != 0 {
+		t.Errorf("a failed unlock was audited: %q", got)
 	}
 	want := []string{"unlock/" + me + "/cleared " + lock.String(), "unlock/" + me + "/was not locked out"}
 	if got := auditOf(t, d2.st, "alice"); strings.Join(got, "|") != strings.Join(want, "|") {

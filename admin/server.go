@@ -102,11 +102,12 @@ type Server struct {
 	// OnReset ends user's live sessions after a reset; it returns how many it ended.
 	OnReset func(user string) int
 	// OnUnlock clears every rate-limit lock and failure count of user; it returns what was
-	// in force.
-	OnUnlock func(user string) []LockInfo
+	// in force, or an error (store.ErrUnavailable: the lockout store did not answer) when
+	// nothing could be cleared.
+	OnUnlock func(user string) ([]LockInfo, error)
 	// OnUnlockAddress clears the rate-limit locks and failure counts of a source address (and
-	// its network); it returns what was in force.
-	OnUnlockAddress func(addr netip.Addr) []LockInfo
+	// its network); it returns what was in force, or an error as OnUnlock does.
+	OnUnlockAddress func(addr netip.Addr) ([]LockInfo, error)
 	// Locks returns user's rate-limit locks and failure counts, for admin show and list.
 	Locks func(user string) []LockInfo
 	// Sessions returns the live sessions of every node in a JSON-encodable form; incomplete,

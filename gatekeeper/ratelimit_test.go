@@ -494,4 +494,8 @@ func TestLimiterStoreDown(t *testing.T) {
 	if n := st.calls.Load(); n != 2 {
 		t.Errorf("after downFor the store was asked %d times in all, want 2", n)
 	}
+	// An admin's unlock is not a login: it asks all the same, and says it failed.
+	if was, err := l.unlock([]LockKey{alice}); !errors.Is(err, store.ErrUnavailable) || len(was) != 0 {
+		t.Errorf("unlock with the store down = %+v, %v; want ErrUnavailable", was, err)
+	}
 }

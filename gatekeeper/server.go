@@ -365,24 +365,28 @@ func (s *Server) Health(ctx context.Context) error {
 }
 
 // Unlock clears every lockout and failure count of user, from outside and
-// from the trusted networks, levels included. It returns what was in force.
-func (s *Server) Unlock(user string) []Lock {
+// from the trusted networks, levels included. It returns what was in force,
+// or the error of a lockout store that did not answer (nothing cleared).
+func (s *Server) Unlock(user string) ([]Lock, error) {
 	was, err := s.limiter.unlock(userKeys(user))
 	if err != nil {
 		s.log.Error("unlock failed: the lockout store did not answer", "user", user, "err", err)
+		return nil, fmt.Errorf("unlock %s: the lockout counters could not be changed: %w", user, err)
 	}
-	return was
+	return was, nil
 }
 
 // UnlockAddress clears the lockouts and failure counts of addr: its address
 // (IPv6 /64), its network (/24, /48) and, if trusted, the address itself. It
-// returns what was in force.
-func (s *Server) UnlockAddress(addr netip.Addr) []Lock {
+// returns what was in force, or the error of a lockout store that did not
+// answer (nothing cleared).
+func (s *Server) UnlockAddress(addr netip.Addr) ([]Lock, error) {
 	was, err := s.limiter.unlock(addressKeys(addr))
 	if err != nil {
 		s.log.Error("unlock failed: the lockout store did not answer", "address", addr, "err", err)
+		return nil, fmt.Errorf("unlock %s: the lockout counters could not be changed: %w", addr, err)
 	}
-	return was
+	return was, nil
 }
 
 // Locks returns the lockouts in force on user and the failures counted

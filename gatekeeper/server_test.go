@@ -657,8 +657,8 @@ func TestUnlock(t *testing.T) {
 	if len(locks) != 1 || locks[0].Key.Scope != ScopeTrustedUser || locks[0].Level != 1 {
 		t.Fatalf("Locks = %+v, want one trusted_user lock at level 1", locks)
 	}
-	if was := g.srv.Unlock("alice"); len(was) != 1 {
-		t.Fatalf("Unlock cleared %+v", was)
+	if was, err := g.srv.Unlock("alice"); err != nil || len(was) != 1 {
+		t.Fatalf("Unlock cleared %+v, %v", was, err)
 	}
 	if r := g.login("alice", landerPassword, "", "127.0.0.2"); r.err != nil {
 		t.Fatalf("login after unlock: %v", r.err)

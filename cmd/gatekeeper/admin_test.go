@@ -888,18 +888,18 @@ func (f *frontDoor) install(s *admin.Server) {
 		f.sessions = slices.DeleteFunc(f.sessions, func(x gatekeeper.SessionInfo) bool { return x.User == user })
 		return n - len(f.sessions)
 	}
-	s.OnUnlock = func(user string) []admin.LockInfo {
+	s.OnUnlock = func(user string) ([]admin.LockInfo, error) {
 		f.mu.Lock()
 		defer f.mu.Unlock()
 		until, was := f.locked[user]
 		delete(f.locked, user)
 		if !was {
-			return nil
+			return nil, nil
 		}
-		return []admin.LockInfo{{Scope: "user", Name: user, Until: until, Level: 1}}
+		return []admin.LockInfo{{Scope: "user", Name: user, Until: until, Level: 1}}, nil
 	}
-	s.OnUnlockAddress = func(a netip.Addr) []admin.LockInfo {
-		return []admin.LockInfo{{Scope: "address", Name: a.String(), Failures: 2}}
+	s.OnUnlockAddress = func(a netip.Addr) ([]admin.LockInfo, error) {
+		return []admin.LockInfo{{Scope: "address", Name: a.String(), Failures: 2}}, nil
 	}
 	s.Locks = func(user string) []admin.LockInfo {
 		f.mu.Lock()

@@ -282,8 +282,14 @@ func serve(ctx context.Context, cfg *config.Config, log *slog.Logger, reload fun
 		// sessions: a lost phone stops working at once, and a link begun before the reset
 		// cannot be finished after it.
 		OnReset:         endUserEverywhere(gk.KillUser, prt.EndUser, sshLink.EndUser),
-		OnUnlock:        func(u string) []admin.LockInfo { return lockInfos(gk.Unlock(u)) },
-		OnUnlockAddress: func(a netip.Addr) []admin.LockInfo { return lockInfos(gk.UnlockAddress(a)) },
+		OnUnlock: func(u string) ([]admin.LockInfo, error) {
+			locks, err := gk.Unlock(u)
+			return lockInfos(locks), err
+		},
+		OnUnlockAddress: func(a netip.Addr) ([]admin.LockInfo, error) {
+			locks, err := gk.UnlockAddress(a)
+			return lockInfos(locks), err
+		},
 		Locks:           func(u string) []admin.LockInfo { return lockInfos(gk.Locks(u)) },
 		Sessions:        func(ctx context.Context) (any, error) { return gk.ClusterSessions(ctx) },
 		Kill:            killSession(gk),
