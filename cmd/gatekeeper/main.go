@@ -281,7 +281,7 @@ func serve(ctx context.Context, cfg *config.Config, log *slog.Logger, reload fun
 		// A reset ends the user's proxied SSH sessions, portal sessions and SSH-linking
 		// sessions: a lost phone stops working at once, and a link begun before the reset
 		// cannot be finished after it.
-		OnReset:         endUserEverywhere(gk.KillUser, prt.EndUser, sshLink.EndUser),
+		OnReset: endUserEverywhere(gk.KillUser, prt.EndUser, sshLink.EndUser),
 		OnUnlock: func(u string) ([]admin.LockInfo, error) {
 			locks, err := gk.Unlock(u)
 			return lockInfos(locks), err
@@ -290,9 +290,9 @@ func serve(ctx context.Context, cfg *config.Config, log *slog.Logger, reload fun
 			locks, err := gk.UnlockAddress(a)
 			return lockInfos(locks), err
 		},
-		Locks:           func(u string) []admin.LockInfo { return lockInfos(gk.Locks(u)) },
-		Sessions:        func(ctx context.Context) (any, error) { return gk.ClusterSessions(ctx) },
-		Kill:            killSession(gk),
+		Locks:    func(u string) []admin.LockInfo { return lockInfos(gk.Locks(u)) },
+		Sessions: func(ctx context.Context) (any, error) { return gk.ClusterSessions(ctx) },
+		Kill:     killSession(gk),
 	}
 	mux := http.NewServeMux()
 	mux.Handle("GET /metrics", reg.Handler())
