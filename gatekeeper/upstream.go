@@ -14,6 +14,7 @@ import (
 	"golang.org/x/crypto/ssh"
 	"golang.org/x/crypto/ssh/knownhosts"
 
+	"gatekeeper/config"
 	"gatekeeper/gatekeeper/connserve"
 	"gatekeeper/gatekeeper/sockio"
 )
@@ -83,6 +84,15 @@ func newLander(addr, knownHostsFile string) (*lander, error) {
 	l := &lander{addr: addr, hostKeyCheck: cb, hostKeyAlgos: algos, handshakeTime: 15 * time.Second}
 	l.health = &probeCache{ttl: probeTTL, now: time.Now, probe: l.probe}
 	return l, nil
+}
+
+// CheckKnownHosts reports whether serve could start with upstream.known_hosts
+// as it is: the file is readable and holds a host key for upstream.address
+// (recorded for its port: ssh-keyscan -p PORT). For config check, which
+// reads the file but does not contact the lander.
+func CheckKnownHosts(cfg *config.Config) error {
+	_, err := newLander(cfg.Upstream.Address, cfg.Upstream.KnownHosts)
+	return err
 }
 
 // knownAlgorithms asks the known_hosts callback about a throwaway key: the

@@ -171,12 +171,23 @@ func TestSysusersTmpfiles(t *testing.T) {
 	}
 	run(tmpfiles, tmpfilesFile)
 	check()
-	// Running again repairs a directory someone opened up.
+	// Running again repairs a directory someone opened up, and gives the daemon's group the
+	// config that make install (or cp) left root:root 0640, which the daemon could not read.
 	if err := os.Chmod(filepath.Join(root, "var/lib/gatekeeper"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(root, "etc/gatekeeper/gatekeeper.yaml"), []byte("listen: :22\n"), 0o600); err != nil {
 		t.Fatal(err)
 	}
 	run(tmpfiles, tmpfilesFile)
 	check()
+	fi, err := os.Stat(filepath.Join(root, "etc/gatekeeper/gatekeeper.yaml"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st := fi.Sys().(*syscall.Stat_t); fi.Mode().Perm() != 0o640 || st.Uid != 0 || int(st.Gid) != gid {
+		t.Errorf("/etc/gatekeeper/gatekeeper.yaml: %v %d:%d, want 0640 0:%d", fi.Mode(), st.Uid, st.Gid, gid)
+	}
 }
 
 // lookup returns the colon-separated fields of name's line in an

@@ -1244,3 +1244,19 @@ func TestWarnUppercaseNames(t *testing.T) {
 		}
 	}
 }
+
+// TestConfigCheckKnownHosts: config check warns, still exiting 0, when upstream.known_hosts has
+// no key for upstream.address (recorded for another port, say): serve would refuse to start.
+func TestConfigCheckKnownHosts(t *testing.T) {
+	e := newEnv(t, "") // a key for 127.0.0.1, port 22, the default upstream.address
+	_, stderr, err := e.run(t, "config", "check")
+	if err != nil || strings.Contains(stderr, "warning") || !strings.Contains(stderr, "config OK") {
+		t.Fatalf("config check = %v, stderr:\n%s", err, stderr)
+	}
+	t.Setenv("GATEKEEPER_UPSTREAM_ADDRESS", "127.0.0.1:2222")
+	_, stderr, err = e.run(t, "config", "check")
+	want := "warning: upstream.known_hosts " // ... no host key on file for [127.0.0.1]:2222
+	if err != nil || !strings.Contains(stderr, want) || !strings.Contains(stderr, "no host key on file for [127.0.0.1]:2222") {
+		t.Fatalf("config check with the lander on another port = %v, stderr:\n%s", err, stderr)
+	}
+}

@@ -539,6 +539,11 @@ func newConfigCmd() *cobra.Command {
 			for _, w := range cfg.Warnings() {
 				fmt.Fprintln(cmd.ErrOrStderr(), "warning:", w)
 			}
+			// A warning, not an error: the config may be checked before the lander's key is
+			// recorded, on another machine.
+			if err := gatekeeper.CheckKnownHosts(cfg); err != nil {
+				fmt.Fprintf(cmd.ErrOrStderr(), "warning: %v: serve refuses to start without the lander's host key\n", err)
+			}
 			fmt.Fprintln(cmd.ErrOrStderr(), "config OK")
 			return nil
 		},
