@@ -509,7 +509,7 @@ it.`,
 				fmt.Fprintf(&b, "; %s forgotten", plural(res.RememberedForgotten, "remembered device"))
 			}
 			if c.daemonRunning() || c.shared {
-				fmt.Fprintf(&b, "; %s ended (SSH, portal and linking sessions together).", plural(res.SessionsEnded, "live session"))
+				fmt.Fprintf(&b, "; %s ended.", plural(res.SessionsEnded, "live session"))
 			} else {
 				b.WriteString(" (no daemon is running, so there were no live sessions to end).")
 			}

@@ -1037,7 +1037,7 @@ func TestAdminWithDaemon(t *testing.T) {
 		{
 			name: "reset ends sessions",
 			args: []string{"admin", "reset", "alice"},
-			want: []string{"alice: token and recovery codes forgotten; 2 live sessions ended (SSH, portal and linking sessions together). alice can now link a new device.\n"},
+			want: []string{"alice: token and recovery codes forgotten; 2 live sessions ended. alice can now link a new device.\n"},
 			check: func(t *testing.T, _ string) {
 				if _, resets, left := f.state(); !slices.Equal(resets, []string{"alice"}) || left != 0 {
 					t.Errorf("resets = %v, sessions left = %d", resets, left)
