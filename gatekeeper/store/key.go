@@ -21,8 +21,9 @@ func LoadKey(keyPath, where string, hasRecords bool) (key []byte, created bool, 
 	f, err := os.Open(keyPath)
 	if errors.Is(err, fs.ErrNotExist) {
 		if hasRecords {
-			return nil, false, fmt.Errorf("%s holds encrypted TOTP secrets but secret key file %s does not exist; "+
-				"restore that key file from a backup (a new key cannot decrypt the existing secrets): %w",
+			return nil, false, fmt.Errorf("%s is sealed under a secret key already, but secret key file %s does not exist; "+
+				"copy that key file from a node that uses the same store, or restore it from a backup "+
+				"(a new key could not open what is sealed): %w",
 				where, keyPath, ErrKeyMissing)
 		}
 		key, err := createKey(keyPath)

@@ -452,7 +452,7 @@ func TestMigrateV1Refused(t *testing.T) {
 		{"key missing", func(t *testing.T, dbPath, _ string) {
 			key := randBytes(t, keySize)
 			buildV1(t, dbPath, key, v1DB{users: map[string][]byte{"alice": v1User(t, key, "alice", []byte("s"), v1Record{State: "active"})}})
-		}, store.ErrKeyMissing, "restore that key file"},
+		}, store.ErrKeyMissing, "restore it from a backup"},
 		{"no key check", func(t *testing.T, dbPath, keyPath string) {
 			key := newKey(t, keyPath)
 			buildV1(t, dbPath, key, v1DB{noCheck: true, users: map[string][]byte{"alice": v1User(t, key, "alice", []byte("s"), v1Record{State: "active"})}})

@@ -182,7 +182,9 @@ func (s *Store) init(cfg Config) error {
 	defer cancel()
 	resp, err := s.cli.Get(ctx, s.key("meta/keycheck"))
 	if err != nil {
-		return s.fail("reach the cluster", err)
+		// Members that answer TCP but form no majority time out here too: say both.
+		return s.fail(fmt.Sprintf("reach the cluster at %s (are a majority of its members up and reachable?)",
+			strings.Join(cfg.Endpoints, ",")), err)
 	}
 	var check []byte
 	if len(resp.Kvs) > 0 {
