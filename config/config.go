@@ -349,7 +349,7 @@ func settings() []setting {
 		{"preauth.per_network", 32},
 		{"preauth.drop_start", 0},
 		{"preauth.trusted_reserve", 20},
-		{"max_channels", 64},
+		{"max_channels", 256},
 		{"failure_delay", 3 * time.Second},
 		{"session.idle_timeout", time.Duration(0)},
 		{"session.max_duration", time.Duration(0)},

@@ -139,7 +139,7 @@ func TestDefaults(t *testing.T) {
 		MaxStartups:    100,
 		Preauth: Preauth{HandshakeTimeout: 10 * time.Second, PerAddress: 10, PerNetwork: 32,
 			DropStart: 0, TrustedReserve: 20},
-		MaxChannels:  64,
+		MaxChannels:  256,
 		FailureDelay: 3 * time.Second,
 		Audit:        Audit{Retention: 400 * 24 * time.Hour},
 		Relay:        Relay{Window: "16MiB", WindowTotal: "512MiB"},

@@ -10,7 +10,6 @@ import (
 	"testing"
 	"time"
 
-	"gatekeeper/gatekeeper/relay"
 )
 
 // holdServer is the far end of a local forward: it accepts TCP connections and keeps each open
@@ -129,12 +128,12 @@ func forwardOutcome(t testing.TB, s *holdServer, conn net.Conn, sshLog func() st
 }
 
 // TestMaxChannelsOpenSSH opens more parallel connections through one `ssh -L` than
-// max_channels allows (the default, 64): the gatekeeper refuses the channels beyond it with a
+// max_channels allows (64 in the tests' config): the gatekeeper refuses the channels beyond it with a
 // clear reason that the OpenSSH client prints, and a connection closed frees its slot.
 func TestMaxChannelsOpenSSH(t *testing.T) {
 	// Not parallel: 65 forwarded connections through one ssh, each waited for, need a machine
 	// that is not busy with the other tests (under the full suite's load one took over 30 s).
-	const limit = relay.DefaultMaxChannels // the tests' config leaves max_channels at its default
+	const limit = 64 // max_channels in gatekeeperConfig
 	g := sharedGatekeeper(t)
 	u := newUser(t)
 	explain(t, g, u)

@@ -33,8 +33,10 @@ const (
 
 // DefaultMaxChannels is the cap on channels open at once in each direction
 // of one connection when Options.MaxChannels is not set (config key
-// max_channels).
-const DefaultMaxChannels = 64
+// max_channels). Jupyter and Dask dashboards, and browsers through ssh -D,
+// open many forwarded connections at once (a browser up to 256); OpenSSH's
+// sshd has no cap of its own below thousands.
+const DefaultMaxChannels = 256
 
 // tooManyChannels is what a peer is told when it opens a channel beyond the
 // cap; it names no internals.
