@@ -942,7 +942,10 @@ func (p *pair) finish() {
 // order. The order of EOF and requests matters (sshd must see "exec" before
 // the client's EOF, the client must see "exit-status" before CLOSE), so the
 // EOF goes through the forwarder, after every request src sent before it,
-// and dst is closed only after src's request queue has ended.
+// and dst is closed only after src's request queue has ended. A command's
+// end ("exit-status", "exit-signal") waits for the copy of its output to
+// end, as sshd sends it after the output: a client that stops reading at
+// the exit status would otherwise lose output still held by its window.
 type half struct {
 	p     *pair
 	src   notifyChannel
@@ -959,6 +962,7 @@ type half struct {
 
 	// Only service uses the following.
 	reqs      <-chan *ssh.Request // src's requests; nil once closed
+	held      *ssh.Request        // a command's end, waiting for the copy to end; reqs is not read meanwhile
 	paused    bool                // fw is full: reqs is not read until fw.room
 	eofQueued bool
 	done      bool // the close is queued
@@ -1035,11 +1039,20 @@ func (h *half) step() {
 	// Loaded before the requests are taken: every request src sent
 	// before its EOF is queued by the time the copy sees the EOF.
 	ended := h.copyEnded.Load()
-	for h.reqs != nil && !h.paused {
+	if h.held != nil && ended {
+		req := h.held
+		h.held = nil
+		h.push(item{req: req})
+	}
+	for h.reqs != nil && !h.paused && h.held == nil {
 		select {
 		case req, ok := <-h.reqs:
 			if !ok {
 				h.reqs = nil
+				continue
+			}
+			if !ended && endsCommand(req.Type) {
+				h.held = req // the copy kicks the pair when it ends
 				continue
 			}
 			h.push(item{req: req})
@@ -1051,7 +1064,7 @@ func (h *half) step() {
 	if h.paused {
 		return
 	}
-	if ended && !h.eofQueued {
+	if ended && !h.eofQueued && h.held == nil {
 		h.eofQueued = true
 		h.push(item{eof: true})
 	}
@@ -1060,6 +1073,10 @@ func (h *half) step() {
 		h.push(item{close: true})
 	}
 }
+
+// endsCommand reports whether a channel request of type typ tells that the
+// command ended (RFC 4254 6.10), which comes after the command's output.
+func endsCommand(typ string) bool { return typ == "exit-status" || typ == "exit-signal" }
 
 // copy runs relay.copy for h and tells the pair when it ends.
 func (h *half) copy() {

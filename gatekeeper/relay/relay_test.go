@@ -191,6 +191,9 @@ type lander struct {
 	// release is closed.
 	holding          chan struct{}
 	flooded, release chan struct{}
+	// told is sent on once "source-tell" has exited and its marker
+	// reached the client.
+	told chan struct{}
 
 	mu   sync.Mutex
 	port uint32 // last tcpip-forward port
@@ -198,7 +201,8 @@ type lander struct {
 
 func startLander(raw net.Conn, key ssh.Signer) (*lander, <-chan error) {
 	l := &lander{raw: &wedgeConn{Conn: raw}, globals: newRecorder(),
-		holding: make(chan struct{}, 1), flooded: make(chan struct{}), release: make(chan struct{})}
+		holding: make(chan struct{}, 1), flooded: make(chan struct{}), release: make(chan struct{}),
+		told: make(chan struct{}, 1)}
 	cfg := &ssh.ServerConfig{NoClientAuth: true}
 	cfg.AddHostKey(key)
 	ready := make(chan error, 1)
@@ -458,6 +462,12 @@ func (l *lander) run(ch ssh.Channel, cmd string, seen *recorder) {
 		n, _ := strconv.ParseInt(arg, 10, 64)
 		_, _ = io.Copy(ch, io.LimitReader(zeroReader{}, n))
 		exit(ch, 0)
+	case "source-tell": // writes arg bytes, exits, then a global marker the client answers
+		n, _ := strconv.ParseInt(arg, 10, 64)
+		_, _ = io.Copy(ch, io.LimitReader(zeroReader{}, n))
+		exit(ch, 0)
+		_, _, _ = l.conn.SendRequest("marker@test", true, nil)
+		l.told <- struct{}{}
 	case "sink": // discards stdin
 		_, _ = io.Copy(io.Discard, ch)
 		exit(ch, 0)
@@ -695,6 +705,46 @@ func TestExitStatusAndSignal(t *testing.T) {
 			}
 		})
 	}
+}
+
+// TestExitStatusAfterOutput: a command's exit status reaches the client
+// after all its output, as from sshd, though the lander sent it while the
+// client's window still held output back: a client that stops reading at
+// the exit status must not lose the tail.
+func TestExitStatusAfterOutput(t *testing.T) {
+	// More than the client's window (2 MiB), less than the two legs'
+	// windows together: the lander can send it all and exit while the
+	// client reads nothing.
+	const size = 3 << 20
+	e := newEnv(t, false)
+	ch, reqs, err := e.client.OpenChannel("session", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ch.Close()
+	ok, err := ch.SendRequest("exec", true, ssh.Marshal(struct{ Command string }{fmt.Sprintf("source-tell %d", size)}))
+	if err != nil || !ok {
+		t.Fatalf("exec: %v, %v", ok, err)
+	}
+	within(t, "the lander's exit and marker", func() { <-e.lander.told })
+	// The marker came after the exit status, through the same relay; give
+	// a status forwarded out of order a moment to arrive as well.
+	select {
+	case req := <-reqs:
+		t.Fatalf("%s arrived while %d bytes of output waited for the client's window", req.Type, size-(2<<20))
+	case <-time.After(100 * time.Millisecond):
+	}
+	var n int64
+	within(t, "the output", func() { n, err = io.Copy(io.Discard, ch) })
+	if err != nil || n != size {
+		t.Fatalf("read %d bytes (%v), want %d", n, err, size)
+	}
+	within(t, "the exit status", func() {
+		req := <-reqs
+		if req == nil || req.Type != "exit-status" {
+			t.Errorf("request after the output: %+v, want exit-status", req)
+		}
+	})
 }
 
 func TestStdoutStderrApart(t *testing.T) {
