@@ -87,7 +87,7 @@ func windowFor(rtt time.Duration, max uint32) uint32 {
 
 // maxBigWindowsPerConn is how many channels of one connection may have a
 // window above DefaultWindow at once: a transfer or two with room to spare,
-// while a client opening max_channels channels cannot claim 64 of them.
+// while a client opening max_channels channels cannot claim them all.
 const maxBigWindowsPerConn = 4
 
 // WindowBudget bounds the memory that receive windows above DefaultWindow
@@ -673,6 +673,7 @@ func (r *relay) bridge(nc ssh.NewChannel, from side) *pair {
 	p.up = r.newHalf(p, down, downReqs, up, &r.stats.Up, &p.nUp)
 	p.down = r.newHalf(p, up, upReqs, down, &r.stats.Down, &p.nDown)
 	p.up.reverse, p.down.reverse = &p.down.inflight, &p.up.inflight
+	p.down.parksEnd = true
 	return p
 }
 
@@ -942,10 +943,17 @@ func (p *pair) finish() {
 // order. The order of EOF and requests matters (sshd must see "exec" before
 // the client's EOF, the client must see "exit-status" before CLOSE), so the
 // EOF goes through the forwarder, after every request src sent before it,
-// and dst is closed only after src's request queue has ended. A command's
-// end ("exit-status", "exit-signal") waits for the copy of its output to
-// end, as sshd sends it after the output: a client that stops reading at
-// the exit status would otherwise lose output still held by its window.
+// and dst is closed only after src's request queue has ended.
+//
+// Towards the client, a command's end ("exit-status", "exit-signal") is
+// parked until the copy of the output has ended, and the EOF and close
+// queue behind it. sshd sends it once the command is reaped, which can be
+// before output still in the pipe and before its EOF; directly, that output
+// is already in the client's window, but here it may still be held by ours,
+// and a client that stops reading at the exit status would lose it. Only
+// that one request waits: src's request queue is still read and forwarded
+// (x/crypto holds 4 requests a channel, then stops reading the whole
+// connection), so the lander's keepalives are answered meanwhile.
 type half struct {
 	p     *pair
 	src   notifyChannel
@@ -962,7 +970,8 @@ type half struct {
 
 	// Only service uses the following.
 	reqs      <-chan *ssh.Request // src's requests; nil once closed
-	held      *ssh.Request        // a command's end, waiting for the copy to end; reqs is not read meanwhile
+	parksEnd  bool                // lander → client: a command's end waits for the output
+	held      *ssh.Request        // the command's end, parked until the copy has ended
 	paused    bool                // fw is full: reqs is not read until fw.room
 	eofQueued bool
 	done      bool // the close is queued
@@ -1044,14 +1053,14 @@ func (h *half) step() {
 		h.held = nil
 		h.push(item{req: req})
 	}
-	for h.reqs != nil && !h.paused && h.held == nil {
+	for h.reqs != nil && !h.paused {
 		select {
 		case req, ok := <-h.reqs:
 			if !ok {
 				h.reqs = nil
 				continue
 			}
-			if !ended && endsCommand(req.Type) {
+			if h.parksEnd && !ended && h.held == nil && endsCommand(req.Type) {
 				h.held = req // the copy kicks the pair when it ends
 				continue
 			}

@@ -192,8 +192,11 @@ type lander struct {
 	holding          chan struct{}
 	flooded, release chan struct{}
 	// told is sent on once "source-tell" has exited and its marker
-	// reached the client.
+	// reached the client, and once "exit-then-flood" has sent all.
 	told chan struct{}
+	// keepalive gets whether "exit-then-keepalive"'s keepalive was
+	// answered.
+	keepalive chan bool
 
 	mu   sync.Mutex
 	port uint32 // last tcpip-forward port
@@ -202,7 +205,7 @@ type lander struct {
 func startLander(raw net.Conn, key ssh.Signer) (*lander, <-chan error) {
 	l := &lander{raw: &wedgeConn{Conn: raw}, globals: newRecorder(),
 		holding: make(chan struct{}, 1), flooded: make(chan struct{}), release: make(chan struct{}),
-		told: make(chan struct{}, 1)}
+		told: make(chan struct{}, 1), keepalive: make(chan bool, 1)}
 	cfg := &ssh.ServerConfig{NoClientAuth: true}
 	cfg.AddHostKey(key)
 	ready := make(chan error, 1)
@@ -358,7 +361,9 @@ func (l *lander) session(nc ssh.NewChannel) {
 	}
 }
 
-// exit ends a session the way sshd does: EOF, exit-status, CLOSE.
+// exit ends a session one way sshd does: EOF, exit-status, CLOSE (when
+// the command's output is all read before it is reaped; otherwise the
+// exit-status comes first, see "exit-then-keepalive").
 func exit(ch ssh.Channel, status uint32) {
 	_ = ch.CloseWrite()
 	_, _ = ch.SendRequest("exit-status", false, ssh.Marshal(struct{ Status uint32 }{status}))
@@ -468,6 +473,24 @@ func (l *lander) run(ch ssh.Channel, cmd string, seen *recorder) {
 		exit(ch, 0)
 		_, _, _ = l.conn.SendRequest("marker@test", true, nil)
 		l.told <- struct{}{}
+	case "exit-then-keepalive": // as sshd: arg bytes, exit-status before EOF, then a ClientAlive keepalive
+		n, _ := strconv.ParseInt(arg, 10, 64)
+		_, _ = io.Copy(ch, io.LimitReader(zeroReader{}, n))
+		_, _ = ch.SendRequest("exit-status", false, ssh.Marshal(struct{ Status uint32 }{0}))
+		_, err := ch.SendRequest("keepalive@openssh.com", true, nil)
+		l.keepalive <- err == nil
+		_ = ch.CloseWrite()
+		_ = ch.Close()
+	case "exit-then-flood": // arg bytes, exit-status, more requests than x/crypto queues, EOF
+		n, _ := strconv.ParseInt(arg, 10, 64)
+		_, _ = io.Copy(ch, io.LimitReader(zeroReader{}, n))
+		_, _ = ch.SendRequest("exit-status", false, ssh.Marshal(struct{ Status uint32 }{0}))
+		for range 6 {
+			_, _ = ch.SendRequest("keepalive@openssh.com", false, nil)
+		}
+		l.told <- struct{}{}
+		_ = ch.CloseWrite()
+		_ = ch.Close()
 	case "sink": // discards stdin
 		_, _ = io.Copy(io.Discard, ch)
 		exit(ch, 0)
@@ -708,9 +731,9 @@ func TestExitStatusAndSignal(t *testing.T) {
 }
 
 // TestExitStatusAfterOutput: a command's exit status reaches the client
-// after all its output, as from sshd, though the lander sent it while the
-// client's window still held output back: a client that stops reading at
-// the exit status must not lose the tail.
+// after all its output, as a client of sshd finds it in its window, though
+// the lander sent it while the client's window still held output back: a
+// client that stops reading at the exit status must not lose the tail.
 func TestExitStatusAfterOutput(t *testing.T) {
 	// More than the client's window (2 MiB), less than the two legs'
 	// windows together: the lander can send it all and exit while the
@@ -745,6 +768,78 @@ func TestExitStatusAfterOutput(t *testing.T) {
 			t.Errorf("request after the output: %+v, want exit-status", req)
 		}
 	})
+}
+
+// TestCommandEndParkedAlone: while the exit status waits for the output,
+// the lander's other requests still go through. sshd (ClientAliveInterval)
+// asks its client for a reply on the session channel when the client has
+// been quiet, as one is that does not read; unanswered, it would drop the
+// connection. And more requests than x/crypto queues for a channel must not
+// stop the relay reading the lander's connection, with the EOF behind them.
+func TestCommandEndParkedAlone(t *testing.T) {
+	const size = 3 << 20 // as in TestExitStatusAfterOutput
+	for _, cmd := range []string{"exit-then-keepalive", "exit-then-flood"} {
+		t.Run(cmd, func(t *testing.T) {
+			e := newEnv(t, false)
+			ch, reqs, err := e.client.OpenChannel("session", nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer ch.Close()
+			var got []string
+			answered := make(chan struct{})
+			go func() { // as OpenSSH's client does
+				defer close(answered)
+				for req := range reqs {
+					got = append(got, req.Type)
+					_ = req.Reply(false, nil)
+				}
+			}()
+			ok, err := ch.SendRequest("exec", true, ssh.Marshal(struct{ Command string }{fmt.Sprintf("%s %d", cmd, size)}))
+			if err != nil || !ok {
+				t.Fatalf("exec: %v, %v", ok, err)
+			}
+			if cmd == "exit-then-keepalive" {
+				within(t, "the keepalive's answer", func() {
+					if !<-e.lander.keepalive {
+						t.Error("the lander's keepalive was not answered")
+					}
+				})
+			} else {
+				within(t, "the lander's requests", func() { <-e.lander.told })
+			}
+			var n int64
+			within(t, "the output and EOF", func() { n, err = io.Copy(io.Discard, ch) })
+			if err != nil || n != size {
+				t.Fatalf("read %d bytes (%v), want %d", n, err, size)
+			}
+			_ = ch.Close()
+			within(t, "the channel's requests to end", func() { <-answered })
+			if !slices.Contains(got, "exit-status") {
+				t.Errorf("requests %q: no exit-status", got)
+			}
+		})
+	}
+}
+
+// TestClientExitStatusNotParked: a client's "exit-status" means nothing to
+// sshd and is not held back; followed by more requests than x/crypto queues
+// and the client leaving, it must not keep the relay alive.
+func TestClientExitStatusNotParked(t *testing.T) {
+	e := newEnv(t, false)
+	ch, _, err := e.client.OpenChannel("session", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if ok, err := ch.SendRequest("exec", true, ssh.Marshal(struct{ Command string }{"sink"})); err != nil || !ok {
+		t.Fatalf("exec: %v, %v", ok, err)
+	}
+	_, _ = ch.SendRequest("exit-status", false, ssh.Marshal(struct{ Status uint32 }{0}))
+	for range 6 {
+		_, _ = ch.SendRequest("env", false, ssh.Marshal(struct{ Name, Value string }{"A", "B"}))
+	}
+	_ = e.client.Close()
+	_ = e.waitRelay() // fails the test when Relay does not return
 }
 
 func TestStdoutStderrApart(t *testing.T) {
