@@ -483,12 +483,12 @@ rate_limit:
 failure_delay: "%[11]s"
 # Many tests log in at once from 127.0.0.1: the pre-auth caps are the flood tests' business.
 max_startups: 1000
-# TestMaxChannelsOpenSSH opens one forwarded connection more than this (the default, 256, would
-# take minutes under the suite's load).
-max_channels: 64
 preauth:
   per_address: 500
   per_network: 1000
+# TestMaxChannelsOpenSSH opens one forwarded connection more than this (the default, 256, would
+# take minutes under the suite's load).
+max_channels: 64
 enroll:
   portal_listen: "127.0.0.1:%[12]d"
   ssh_listen: "127.0.0.1:%[13]d"

@@ -139,8 +139,11 @@ func TestIdleFloodLeavesRoom(t *testing.T) {
 	// Not parallel: the 2 s are measured on a machine that is not busy with other tests.
 	g := ownGatekeeper(t, gkOptions{edit: func(y string) string {
 		// The defaults, in place of the harness's generous caps.
-		return strings.Replace(y, "max_startups: 1000\npreauth:\n  per_address: 500\n  per_network: 1000",
-			"max_startups: 100\npreauth:\n  per_address: 10\n  per_network: 32", 1)
+		const generous = "max_startups: 1000\npreauth:\n  per_address: 500\n  per_network: 1000"
+		if !strings.Contains(y, generous) {
+			t.Fatalf("the harness's config no longer holds %q", generous)
+		}
+		return strings.Replace(y, generous, "max_startups: 100\npreauth:\n  per_address: 10\n  per_network: 32", 1)
 	}})
 	u := enrolledUser(t, g)
 	var idle []net.Conn
