@@ -102,8 +102,8 @@ type Server struct {
 	// OnReset ends user's live sessions after a reset; it returns how many it ended.
 	OnReset func(user string) int
 	// OnUnlock clears every rate-limit lock and failure count of user; it returns what was
-	// in force, or an error (store.ErrUnavailable: the lockout store did not answer) when
-	// nothing could be cleared.
+	// in force, or an error (store.ErrUnavailable: the lockout store did not answer, and the
+	// unlock may not have been applied).
 	OnUnlock func(user string) ([]LockInfo, error)
 	// OnUnlockAddress clears the rate-limit locks and failure counts of a source address (and
 	// its network); it returns what was in force, or an error as OnUnlock does.

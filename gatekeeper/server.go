@@ -366,12 +366,13 @@ func (s *Server) Health(ctx context.Context) error {
 
 // Unlock clears every lockout and failure count of user, from outside and
 // from the trusted networks, levels included. It returns what was in force,
-// or the error of a lockout store that did not answer (nothing cleared).
+// or the error of a lockout store that did not answer (then the unlock may or
+// may not have been applied; running it again is safe).
 func (s *Server) Unlock(user string) ([]Lock, error) {
 	was, err := s.limiter.unlock(userKeys(user))
 	if err != nil {
 		s.log.Error("unlock failed: the lockout store did not answer", "user", user, "err", err)
-		return nil, fmt.Errorf("unlock %s: the lockout counters could not be changed: %w", user, err)
+		return nil, fmt.Errorf("unlock %s: the lockout store did not answer, so it may not be cleared (run it again): %w", user, err)
 	}
 	return was, nil
 }
@@ -379,12 +380,12 @@ func (s *Server) Unlock(user string) ([]Lock, error) {
 // UnlockAddress clears the lockouts and failure counts of addr: its address
 // (IPv6 /64), its network (/24, /48) and, if trusted, the address itself. It
 // returns what was in force, or the error of a lockout store that did not
-// answer (nothing cleared).
+// answer, as Unlock does.
 func (s *Server) UnlockAddress(addr netip.Addr) ([]Lock, error) {
 	was, err := s.limiter.unlock(addressKeys(addr))
 	if err != nil {
 		s.log.Error("unlock failed: the lockout store did not answer", "address", addr, "err", err)
-		return nil, fmt.Errorf("unlock %s: the lockout counters could not be changed: %w", addr, err)
+		return nil, fmt.Errorf("unlock %s: the lockout store did not answer, so it may not be cleared (run it again): %w", addr, err)
 	}
 	return was, nil
 }

@@ -106,12 +106,12 @@ func knownAlgorithms(cb ssh.HostKeyCallback, addr string) ([]string, error) {
 	if err != nil {
 		return nil, err
 	}
-	tcp, err := net.ResolveTCPAddr("tcp", addr)
-	if err != nil {
-		return nil, err
-	}
+	// knownhosts looks the key up by addr's own host and port; the remote
+	// address is only parsed. So no DNS lookup here: a lander name that
+	// does not resolve right now (DNS down at start, config check on
+	// another machine) is no reason to refuse.
 	var keyErr *knownhosts.KeyError
-	if err := cb(addr, tcp, probe); !errors.As(err, &keyErr) {
+	if err := cb(addr, &net.TCPAddr{}, probe); !errors.As(err, &keyErr) {
 		return nil, fmt.Errorf("cannot learn the key types on file for %s: %v", addr, err)
 	}
 	if len(keyErr.Want) == 0 {

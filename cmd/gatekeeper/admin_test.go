@@ -1259,4 +1259,20 @@ func TestConfigCheckKnownHosts(t *testing.T) {
 	if err != nil || !strings.Contains(stderr, want) || !strings.Contains(stderr, "no host key on file for [127.0.0.1]:2222") {
 		t.Fatalf("config check with the lander on another port = %v, stderr:\n%s", err, stderr)
 	}
+
+	// A lander named by a host name that does not resolve here: its line is all that counts.
+	kh := filepath.Join(filepath.Dir(e.config), "known_hosts")
+	line, err := os.ReadFile(kh)
+	if err != nil {
+		t.Fatal(err)
+	}
+	named := strings.Replace(string(line), "127.0.0.1 ", "lander.invalid ", 1)
+	if err := os.WriteFile(kh, []byte(named), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	t.Setenv("GATEKEEPER_UPSTREAM_ADDRESS", "lander.invalid:22")
+	_, stderr, err = e.run(t, "config", "check")
+	if err != nil || strings.Contains(stderr, "warning") {
+		t.Fatalf("config check with a lander name that does not resolve = %v, stderr:\n%s", err, stderr)
+	}
 }
