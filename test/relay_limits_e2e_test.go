@@ -9,7 +9,6 @@ import (
 	"sync"
 	"testing"
 	"time"
-
 )
 
 // holdServer is the far end of a local forward: it accepts TCP connections and keeps each open
