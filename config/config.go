@@ -43,6 +43,12 @@ const maxFileSize = 1 << 20
 //go:embed gatekeeper.example.yaml
 var example []byte
 
+// RefusesCapitals reports whether the doors refuse name for its upper-case
+// letters: allow_uppercase_usernames is off and name has some.
+func (c *Config) RefusesCapitals(name string) bool {
+	return !c.AllowUppercaseUsernames && strings.ToLower(name) != name
+}
+
 // Example returns the annotated example configuration, which documents every key with its
 // default value. It returns a fresh copy so callers may modify it.
 func Example() []byte { return bytes.Clone(example) }

@@ -7,7 +7,6 @@ import (
 	"log/slog"
 	"net/netip"
 	"slices"
-	"strings"
 	"sync"
 	"time"
 
@@ -424,7 +423,7 @@ func (s *Server) checkName(user string) error {
 	if err := store.CheckName(user); err != nil {
 		return err
 	}
-	if !s.config().AllowUppercaseUsernames && strings.ToLower(user) != user {
+	if s.config().RefusesCapitals(user) {
 		return fmt.Errorf("%w %q: upper-case letters (allow_uppercase_usernames is off)", store.ErrBadName, user)
 	}
 	return nil

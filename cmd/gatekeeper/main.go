@@ -596,7 +596,7 @@ func newEnrollCmd() *cobra.Command {
 // doorsTake refuses to link a device to (or issue a ticket for) a name that the doors refuse,
 // one with capitals while allow_uppercase_usernames is off: its user could never log in with it.
 func doorsTake(cfg *config.Config, user string) error {
-	if !cfg.AllowUppercaseUsernames && strings.ToLower(user) != user {
+	if cfg.RefusesCapitals(user) {
 		return fmt.Errorf("user name %q has capitals, which the front door and the linking doors refuse "+
 			"(allow_uppercase_usernames is off): did you mean %q?", user, strings.ToLower(user))
 	}

@@ -7,7 +7,6 @@ import (
 	"io/fs"
 	"log/slog"
 	"os"
-	"strings"
 	"time"
 
 	"gatekeeper/config"
@@ -190,7 +189,7 @@ func databaseExists(cfg *config.Config) error {
 // allow_uppercase_usernames is off: records made before the setting existed, or while it was on.
 func warnUppercaseNames(cfg *config.Config, st store.Store, log *slog.Logger) {
 	if cfg.AllowUppercaseUsernames {
-		return
+		return // no need to read every record
 	}
 	users, err := st.List()
 	if err != nil {
@@ -198,7 +197,7 @@ func warnUppercaseNames(cfg *config.Config, st store.Store, log *slog.Logger) {
 	}
 	var names []string
 	for _, u := range users {
-		if strings.ToLower(u.Name) != u.Name {
+		if cfg.RefusesCapitals(u.Name) {
 			names = append(names, u.Name)
 		}
 	}
