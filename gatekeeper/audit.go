@@ -59,7 +59,7 @@ func (a *auditor) run() {
 	for ev := range a.ch {
 		batch := []store.Event{ev}
 	drain:
-		for len(batch) < 256 {
+		for len(batch) < store.MaxAppend { // all written or none, so the error below is true
 			select {
 			case ev, ok := <-a.ch:
 				if !ok {

@@ -100,8 +100,15 @@ func isInternal(reason string) bool {
 // attempt is one connection's authentication state. The SSH library calls its
 // callbacks from the connection's handshake goroutine only, one at a time.
 type attempt struct {
-	srv     *Server
-	remote  netip.Addr
+	srv *Server
+	// ctx is the connection's (see Server.login): it ends when the server
+	// closes the connection, and the decision under way with it.
+	ctx    context.Context
+	remote netip.Addr
+	// known is false for a connection whose PROXY header named no client
+	// (a health check): remote is then the load balancer's own address, by
+	// which nothing is judged (neither trusted nor a key's networks).
+	known   bool
 	trusted bool
 	log     *slog.Logger
 
@@ -194,7 +201,7 @@ func (a *attempt) decide(conn ssh.ConnMetadata, method string, answered time.Tim
 	// padding of later refusals, never its own (which would stand out).
 	delay := s.refusalDelay()
 	a.resetEpoch = s.resetEpoch(user)
-	up, how, err := auth(context.Background())
+	up, how, err := auth(a.ctx)
 	elapsed := time.Since(answered)
 	s.metrics.AuthDuration.Observe(elapsed.Seconds())
 	remote := a.remote.String()
@@ -229,7 +236,7 @@ func (a *attempt) decide(conn ssh.ConnMetadata, method string, answered time.Tim
 		// grows neither the database nor, much, the log.
 		level = slog.LevelDebug
 	}
-	a.log.Log(context.Background(), level, "login refused", "user", logName(user), "method", method,
+	a.log.Log(a.ctx, level, "login refused", "user", logName(user), "method", method,
 		"trusted", a.trusted, "reason", reason, "err", err.Error(), "auth_ms", elapsed.Milliseconds())
 	s.metrics.Logins.With(metricsResultRefused, reason).Inc()
 	if reason != ReasonLocked {
@@ -243,7 +250,7 @@ func (a *attempt) decide(conn ssh.ConnMetadata, method string, answered time.Tim
 		s.metrics.CodeReuseRefusals.Inc()
 		s.audit.record(store.Event{Kind: store.EventCodeReuse, User: user, Remote: remote, Door: store.DoorSSH})
 	}
-	sleepUntil(answered.Add(delay))
+	sleepUntil(a.ctx, answered.Add(delay))
 	switch reason {
 	case ReasonLanderUnavailable, ReasonLanderHostKey, ReasonLanderRefusedCert:
 		return nil, &ssh.BannerError{Err: errDenied, Message: unavailableBanner}
@@ -535,7 +542,7 @@ func (s *Server) signInAt(ctx context.Context, user, password, code string, remo
 	if reason == ReasonReplayedCode {
 		s.metrics.CodeReuseRefusals.Inc()
 	}
-	sleepUntil(answered.Add(delay))
+	sleepUntil(ctx, answered.Add(delay))
 	return res, err
 }
 
@@ -589,7 +596,7 @@ func (s *Server) CheckPassword(ctx context.Context, user, password string, remot
 		level = slog.LevelDebug // counted on the lockout, as at the front door
 	}
 	s.log.Log(ctx, level, "password check refused", "user", logName(user), "remote", remote.String(), "reason", reason, "err", err.Error())
-	sleepUntil(start.Add(delay))
+	sleepUntil(ctx, start.Add(delay))
 	return err
 }
 
@@ -896,10 +903,17 @@ func (t *delayTracker) max() time.Duration {
 	return slices.Max(t.samples[:])
 }
 
-// sleepUntil waits until t. Refusals wait for a fixed deadline rather than a
-// random one: only an equal time for every reason hides the reason.
-func sleepUntil(t time.Time) {
-	time.Sleep(time.Until(t))
+// sleepUntil waits until t, or until ctx ends (the client is gone, or the
+// server is closing: nobody is left to tell the reason). Refusals wait for a
+// fixed deadline rather than a random one: only an equal time for every
+// reason hides the reason.
+func sleepUntil(ctx context.Context, t time.Time) {
+	timer := time.NewTimer(time.Until(t))
+	defer timer.Stop()
+	select {
+	case <-timer.C:
+	case <-ctx.Done():
+	}
 }
 
 // logName keeps hostile usernames from bloating the log.

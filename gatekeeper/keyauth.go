@@ -77,7 +77,7 @@ func (a *attempt) publicKey(conn ssh.ConnMetadata, pub ssh.PublicKey) (*ssh.Perm
 	case k.Expired(s.now()):
 		a.log.Info("key refused: expired", "user", user, "fingerprint", fp, "expired", k.Expires)
 		return nil, errKeyNotAccepted
-	case !k.AllowsFrom(a.remote):
+	case !a.keyAllowedFrom(k):
 		a.log.Info("key refused: not from its networks", "user", user, "fingerprint", fp, "from", k.From)
 		return nil, errKeyNotAccepted
 	}
@@ -95,7 +95,7 @@ func (a *attempt) verifiedKey(conn ssh.ConnMetadata, _ ssh.PublicKey, perms *ssh
 	how := secondFactorCode
 	u, err := s.store.Get(user)
 	if i := store.FindKey(u.Keys, fp); err == nil && i >= 0 {
-		how = s.keyNeeds(u, u.Keys[i], a.remote, a.trusted)
+		how = s.keyNeeds(u, u.Keys[i], a.remote, a.known, a.trusted)
 	}
 	if how != secondFactorCode {
 		return a.decide(conn, "publickey", time.Now(), func(ctx context.Context) (*upstreamConn, string, error) {
@@ -115,16 +115,28 @@ func (a *attempt) verifiedKey(conn ssh.ConnMetadata, _ ssh.PublicKey, perms *ssh
 	}}
 }
 
+// keyAllowedFrom reports whether k may log in from where this attempt comes
+// from. A key bound to networks is never let in over a connection whose
+// client is unknown (a PROXY header without an address): its remote is the
+// load balancer's own address.
+func (a *attempt) keyAllowedFrom(k store.Key) bool {
+	if len(k.From) > 0 && !a.known {
+		return false
+	}
+	return k.AllowsFrom(a.remote)
+}
+
 // keyNeeds says what k must show besides itself from remote: nothing for an
 // automation key, from the trusted networks, or from a network remembered
-// for it; otherwise a code (secondFactorCode).
-func (s *Server) keyNeeds(u store.User, k store.Key, remote netip.Addr, trusted bool) string {
+// for it; otherwise a code (secondFactorCode). known is false when remote is
+// not the client's (see attempt.known): no network is remembered for it.
+func (s *Server) keyNeeds(u store.User, k store.Key, remote netip.Addr, known, trusted bool) string {
 	switch {
 	case k.Automation:
 		return secondFactorAutomation
 	case trusted:
 		return secondFactorTrusted
-	case u.State == store.StateActive && s.remembered(u, k.Fingerprint, remote):
+	case known && u.State == store.StateActive && s.remembered(u, k.Fingerprint, remote):
 		return secondFactorRemembered
 	}
 	return secondFactorCode
@@ -165,7 +177,7 @@ func (a *attempt) keyLogin(ctx context.Context, user, fp, code, how string) (*up
 		return nil, "", internalError(err)
 	}
 	i := store.FindKey(u.Keys, fp)
-	if i < 0 || u.Keys[i].Expired(s.now()) || !u.Keys[i].AllowsFrom(a.remote) {
+	if i < 0 || u.Keys[i].Expired(s.now()) || !a.keyAllowedFrom(u.Keys[i]) {
 		return nil, "", &LoginError{ReasonKeyRevoked, fmt.Errorf("key %s is no longer registered, has expired or is not allowed from here", fp)}
 	}
 	k := u.Keys[i]
@@ -201,7 +213,7 @@ func (a *attempt) keyLogin(ctx context.Context, user, fp, code, how string) (*up
 		return nil, "", err
 	}
 	var remember netip.Prefix
-	if s.config().Keys.Remember > 0 {
+	if s.config().Keys.Remember > 0 && a.known {
 		remember = rememberPrefix(a.remote)
 	}
 	s.keyUsed(user, fp, remember, u.EnrolledAt)

@@ -3,6 +3,7 @@ package gatekeeper
 import (
 	"crypto/ed25519"
 	"crypto/rand"
+	"crypto/rsa"
 	"net/netip"
 	"os"
 	"path/filepath"
@@ -21,10 +22,19 @@ import (
 // gate's CA; remember is keys.remember.
 func newKeyGate(t *testing.T, remember time.Duration) *testGate {
 	t.Helper()
+	return newKeyGateWith(t, remember, nil)
+}
+
+// newKeyGateWith is newKeyGate with the config changed by edit as well.
+func newKeyGateWith(t *testing.T, remember time.Duration, edit func(*config.Config)) *testGate {
+	t.Helper()
 	caFile := filepath.Join(t.TempDir(), "lander_user_ca")
 	g := newTestGate(t, func(c *config.Config) {
 		c.Keys = config.Keys{Enabled: true, LanderCAFile: caFile, CertValidity: 2 * time.Minute,
 			Remember: remember, AutomationMaxLifetime: 720 * time.Hour}
+		if edit != nil {
+			edit(c)
+		}
 	})
 	fi, err := os.Stat(caFile)
 	if err != nil || fi.Mode().Perm() != 0o600 {
@@ -51,19 +61,25 @@ func (g *testGate) addKey(t *testing.T, edit func(k *store.Key)) ssh.Signer {
 	if err != nil {
 		t.Fatal(err)
 	}
-	k := store.Key{Fingerprint: ssh.FingerprintSHA256(signer.PublicKey()),
-		PublicKey: strings.TrimSpace(string(ssh.MarshalAuthorizedKey(signer.PublicKey()))), Label: "test"}
+	g.registerKey(t, signer.PublicKey(), edit)
+	return signer
+}
+
+// registerKey registers pub for alice, shaped by edit.
+func (g *testGate) registerKey(t *testing.T, pub ssh.PublicKey, edit func(k *store.Key)) {
+	t.Helper()
+	k := store.Key{Fingerprint: ssh.FingerprintSHA256(pub),
+		PublicKey: strings.TrimSpace(string(ssh.MarshalAuthorizedKey(pub))), Label: "test"}
 	if edit != nil {
 		edit(&k)
 	}
-	err = g.store.Update("alice", func(u *store.User) error {
+	err := g.store.Update("alice", func(u *store.User) error {
 		u.Keys = append(slices.Clone(u.Keys), k)
 		return nil
 	})
 	if err != nil {
 		t.Fatal(err)
 	}
-	return signer
 }
 
 func TestKeyLogin(t *testing.T) {
@@ -295,5 +311,77 @@ func TestRememberPrefix(t *testing.T) {
 		if got := rememberPrefix(netip.MustParseAddr(in)).String(); got != want {
 			t.Errorf("rememberPrefix(%s) = %s, want %s", in, got, want)
 		}
+	}
+}
+
+// TestKeySignatureAlgorithms: a registered RSA key signs with SHA-2 as
+// OpenSSH's client does; a SHA-1 signature (ssh-rsa), which the lander's own
+// sshd refuses since OpenSSH 8.8, does not log in with the key: the password
+// is asked instead.
+func TestKeySignatureAlgorithms(t *testing.T) {
+	priv, err := rsa.GenerateKey(rand.Reader, 2048)
+	if err != nil {
+		t.Fatal(err)
+	}
+	rsaKey, err := ssh.NewSignerFromKey(priv)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tests := []struct {
+		algo        string
+		wantPrompts []string
+	}{
+		{ssh.KeyAlgoRSASHA256, nil},
+		{ssh.KeyAlgoRSASHA512, nil},
+		{ssh.KeyAlgoRSA, []string{PromptPassword}},
+	}
+	for _, tc := range tests {
+		t.Run(tc.algo, func(t *testing.T) {
+			g := newKeyGate(t, 0)
+			g.registerKey(t, rsaKey.PublicKey(), nil)
+			signer, err := ssh.NewSignerWithAlgorithms(rsaKey.(ssh.AlgorithmSigner), []string{tc.algo})
+			if err != nil {
+				t.Fatal(err)
+			}
+			r := g.login("alice", landerPassword, "", "127.0.0.2", ssh.PublicKeys(signer))
+			if r.err != nil {
+				t.Fatalf("login: %v", r.err)
+			}
+			if !slices.Equal(r.prompts, tc.wantPrompts) {
+				t.Errorf("prompts %q, want %q", r.prompts, tc.wantPrompts)
+			}
+		})
+	}
+}
+
+// TestKeyFromUnknownClient: over a connection whose PROXY header names no
+// client (v1 UNKNOWN), the address is the load balancer's own: a key bound to
+// networks that hold the balancer does not get in by it, and a key login with
+// a code there leaves no network remembered.
+func TestKeyFromUnknownClient(t *testing.T) {
+	g := newKeyGateWith(t, time.Hour, func(c *config.Config) {
+		c.ProxyProtocol = true
+		c.ProxyFrom = []netip.Prefix{netip.MustParsePrefix("127.0.0.1/32")}
+	})
+	bound := g.addKey(t, func(k *store.Key) {
+		k.Automation, k.From, k.Expires = true, []string{"127.0.0.0/24"}, time.Now().Add(time.Hour)
+	})
+	personal := g.addKey(t, nil)
+	g.addr = proxyFront(t, g.addr, "PROXY UNKNOWN\r\n")
+
+	r := g.login("alice", landerPassword, g.code(t, 0), "127.0.0.1", ssh.PublicKeys(bound))
+	if r.err != nil {
+		t.Fatalf("login: %v", r.err)
+	}
+	if want := []string{PromptPassword, PromptCode}; !slices.Equal(r.prompts, want) {
+		t.Errorf("automation key bound to the balancer's network, client unknown: prompts %q, want %q (the key refused)", r.prompts, want)
+	}
+
+	g.clock.Advance(30 * time.Second)
+	if r := g.login("alice", landerPassword, g.code(t, 0), "127.0.0.1", ssh.PublicKeys(personal)); r.err != nil {
+		t.Fatalf("key and code, client unknown: %v", r.err)
+	}
+	if u, _ := g.store.Get("alice"); len(u.Remembered) != 0 {
+		t.Errorf("a key login from an unknown client remembered %+v", u.Remembered)
 	}
 }

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"gatekeeper/gatekeeper/store"
+	"maps"
 	"net/netip"
 	"slices"
 	"sync"
@@ -186,6 +187,17 @@ type LimitEntry struct {
 	Refused int `json:"refused,omitempty"`
 }
 
+// clone returns a copy of e that shares nothing with it; nil for nil.
+func (e *LimitEntry) clone() *LimitEntry {
+	if e == nil {
+		return nil
+	}
+	c := *e
+	c.Failures = slices.Clone(e.Failures)
+	c.Holds = maps.Clone(e.Holds)
+	return &c
+}
+
 // LimitStore keeps the limiter's entries: in memory for one node
 // (NewMemoryLimits), or in the store the nodes of a cluster share, so that
 // lockouts and the budgets of guesses hold for the whole cluster.
@@ -233,7 +245,8 @@ type limiter struct {
 	// not ask the LimitStore after it failed to answer (see downFor).
 	downUntil atomic.Int64
 
-	// mu protects the following.
+	// mu protects the following. It is taken after memoryLimits.mu, never
+	// held across a call to st (see memoryLimits.mu).
 	mu     sync.Mutex
 	policy RateLimit
 	// refused counts, per key, the attempts this node turned away because
@@ -799,7 +812,9 @@ func lockOf(k LockKey, e *LimitEntry, now time.Time) *Lock {
 type memoryLimits struct {
 	evictable func(k LockKey, e *LimitEntry, pass int) bool
 
-	// mu protects entries.
+	// mu protects entries. Lock order: mu before limiter.mu (makeRoom calls
+	// evictable, which reads the policy under limiter.mu), so the limiter
+	// never calls its LimitStore while it holds its own mu.
 	mu      sync.Mutex
 	entries map[LockKey]*LimitEntry
 }
@@ -811,13 +826,14 @@ func NewMemoryLimits(evictable func(k LockKey, e *LimitEntry, pass int) bool) Li
 	return &memoryLimits{evictable: evictable, entries: map[LockKey]*LimitEntry{}}
 }
 
-// Update runs fn on the live entries themselves, under the lock: once.
+// Update runs fn once, under the lock, on copies of the entries, so that an
+// error of fn leaves them as they were.
 func (m *memoryLimits) Update(keys []LockKey, fn func([]*LimitEntry) error) error {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	es := make([]*LimitEntry, len(keys))
 	for i, k := range keys {
-		es[i] = m.entries[k]
+		es[i] = m.entries[k].clone()
 	}
 	if err := fn(es); err != nil {
 		return err

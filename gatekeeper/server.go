@@ -110,8 +110,10 @@ type Server struct {
 	// relay.window_total) over all sessions.
 	windows *relay.WindowBudget
 	// landerCA signs the certificates of key logins at the lander; nil
-	// unless keys.enabled.
+	// unless keys.enabled. keyAlgos are the signature algorithms key logins
+	// may use (see serverConfig), shared read-only by every connection.
 	landerCA ssh.Signer
+	keyAlgos []string
 
 	// accept runs the accept loop and tracks the connections for Shutdown
 	// and Close.
@@ -228,6 +230,7 @@ func New(cfg *config.Config, opts Options) (*Server, error) {
 		resets:     map[string]uint64{},
 		keyRevokes: map[string]uint64{},
 		landerCA:   landerCA,
+		keyAlgos:   ssh.SupportedAlgorithms().PublicKeyAuths,
 		node:       cfg.NodeName,
 		registry:   opts.Sessions,
 		killDone:   make(chan struct{}),
@@ -243,7 +246,7 @@ func New(cfg *config.Config, opts Options) (*Server, error) {
 			"op", op, "err", err)
 	}
 	s.audit = newAuditor(opts.Store, opts.Log, s.storeWriteFailed)
-	s.accept.Handle = func(_ context.Context, nc net.Conn) { s.handleConn(nc) }
+	s.accept.Handle = s.handleConn
 	s.accept.Log = opts.Log
 	s.accept.QuickAck = sshSetupBytes
 	s.cfg.Store(cfg)
@@ -308,6 +311,8 @@ func (s *Server) Reload(cfg *config.Config) (needRestart []string) {
 		{"relay.window", old.Relay.Window, cfg.Relay.Window},
 		{"relay.window_total", old.Relay.WindowTotal, cfg.Relay.WindowTotal},
 		{"keys", old.Keys, cfg.Keys},
+		{"store", old.Store, cfg.Store},
+		{"node_name", old.NodeName, cfg.NodeName},
 	}
 	for _, r := range restartOnly {
 		if fmt.Sprint(r.old) != fmt.Sprint(r.new) {
@@ -336,24 +341,22 @@ func (s *Server) Serve(ln net.Listener) error {
 
 // Shutdown stops accepting connections and waits for the live ones to end
 // on their own. When ctx expires first it closes them and returns ctx.Err().
-// The audit log is closed once the connections are gone.
+// The background work (lockout sweeps, other nodes' kill requests) and the
+// audit log go on: the linking portal and SSH listener still sign users in
+// through this Server while they drain. Call Close when they are down.
 func (s *Server) Shutdown(ctx context.Context) error {
-	defer s.audit.close()
-	defer s.stopReporting()
 	return s.accept.Shutdown(ctx)
 }
 
-// Close stops accepting and closes every connection at once.
+// Close stops accepting and closes every connection at once, then stops the
+// background work and writes out the audit events still queued; events
+// recorded afterwards go to the log only.
 func (s *Server) Close() error {
 	s.accept.Close()
 	s.stopReporting()
 	s.audit.close()
 	return nil
 }
-
-// SetRateLimit replaces the lockout policy without touching live sessions or
-// current counts (used on config reload).
-func (s *Server) SetRateLimit(p RateLimit) { s.limiter.setPolicy(p) }
 
 // Health reports whether the store can be read and the lander answers; it
 // backs /healthz.
@@ -400,18 +403,6 @@ func (s *Server) Locks(user string) []Lock {
 	return locks
 }
 
-// LockedUntil reports until when user is locked out of logins from outside
-// or from the trusted networks, whichever ends later (zero if neither).
-func (s *Server) LockedUntil(user string) time.Time {
-	var until time.Time
-	for _, lk := range s.Locks(user) {
-		if lk.Until.After(until) {
-			until = lk.Until
-		}
-	}
-	return until
-}
-
 // handleConn authenticates one client and relays it to the lander. It
 // waits in Relay for the session's whole life, which may be days, so the
 // login and the session's start and end are functions of their own, gone
@@ -421,8 +412,8 @@ func (s *Server) LockedUntil(user string) time.Time {
 // bytes that let its stack go from 8 KiB to 4 (4 KiB less per idle
 // session). Keep the frames on that path (this one, Relay's and
 // its run loop's) small; bench/idle.sh shows the stacks per session.
-func (s *Server) handleConn(nc net.Conn) {
-	l := s.login(nc)
+func (s *Server) handleConn(ctx context.Context, nc net.Conn) {
+	l := s.login(ctx, nc)
 	if l == nil {
 		return
 	}
@@ -448,8 +439,10 @@ type loggedIn struct {
 
 // login runs the handshake and authentication of nc, up to a connected
 // lander; nil when the client did not log in (all is then closed or
-// handed back).
-func (s *Server) login(nc net.Conn) *loggedIn {
+// handed back). ctx ends when the server closes its connections (Close,
+// or Shutdown's deadline): the decision under way, which may wait for the
+// lander or a refusal's padding, stops with it.
+func (s *Server) login(ctx context.Context, nc net.Conn) *loggedIn {
 	start := time.Now()
 	remote, known := clientAddr(nc.RemoteAddr())
 	log := s.log.With("remote", remote.String())
@@ -478,7 +471,7 @@ func (s *Server) login(nc net.Conn) *loggedIn {
 	}
 	_ = nc.SetDeadline(start.Add(handshake))
 
-	a := &attempt{srv: s, remote: remote.Addr(), trusted: trusted, log: log}
+	a := &attempt{srv: s, ctx: ctx, remote: remote.Addr(), known: known, trusted: trusted, log: log}
 	sc, chans, reqs, err := ssh.NewServerConn(nc, s.serverConfig(cfg, a, nc, start))
 	if err != nil {
 		if a.up != nil {
@@ -607,6 +600,10 @@ func (s *Server) serverConfig(cfg *config.Config, a *attempt, nc net.Conn, start
 			return a.publicKey(c, key)
 		}
 		c.VerifiedPublicKeyCallback = a.verifiedKey
+		// Without ssh-rsa (SHA-1) and ssh-dss signatures, which x/crypto
+		// accepts by default and OpenSSH has refused since 8.8: a registered
+		// key gets in on the terms the lander's own sshd would give it.
+		c.PublicKeyAuthAlgorithms = s.keyAlgos
 	}
 	for _, k := range s.signers {
 		c.AddHostKey(k)

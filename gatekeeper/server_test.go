@@ -647,7 +647,7 @@ func TestUnlock(t *testing.T) {
 	for range testRateLimit.TrustedFailures {
 		g.login("alice", "guess", "", "127.0.0.2")
 	}
-	if g.srv.LockedUntil("alice").IsZero() {
+	if !slices.ContainsFunc(g.srv.Locks("alice"), func(lk Lock) bool { return lk.Until.After(g.clock.Now()) }) {
 		t.Fatal("alice is not locked after trusted_failures wrong passwords")
 	}
 	if r := g.login("alice", landerPassword, "", "127.0.0.2"); r.err == nil {
@@ -1594,5 +1594,66 @@ func TestSignInLinked(t *testing.T) {
 	}
 	if g.lander.attempts.Load() != before {
 		t.Error("the password of a user without a device went to the lander")
+	}
+}
+
+// TestCloseEndsLoginsBeingDecided: closing the server does not wait for the
+// logins it is deciding, neither one held at a slow lander nor a refusal
+// waiting out its padding; a daemon asked to stop stops within its grace.
+func TestCloseEndsLoginsBeingDecided(t *testing.T) {
+	tests := []struct {
+		name    string
+		padding time.Duration
+		hold    bool
+		code    func(g *testGate) string
+		inside  func(g *testGate) bool
+	}{
+		{"at the lander", time.Millisecond, true,
+			func(g *testGate) string { return g.code(t, 0) },
+			func(g *testGate) bool { return g.lander.attempts.Load() == 1 }},
+		{"padding a refusal", time.Minute, false,
+			func(*testGate) string { return "000000" },
+			func(g *testGate) bool { return strings.Contains(g.logs.String(), `"login refused"`) }},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			g := newTestGate(t, func(c *config.Config) { c.FailureDelay = tt.padding })
+			if tt.hold {
+				hold := make(chan struct{})
+				g.lander.hold.Store(&hold)
+				t.Cleanup(func() { close(hold) })
+			}
+			done := make(chan loginResult, 1)
+			go func() { done <- g.login("alice", landerPassword, tt.code(g), "127.0.0.1") }()
+			waitFor(t, "the login to be under way", func() bool { return tt.inside(g) })
+
+			closed := make(chan struct{})
+			go func() { g.srv.Close(); close(closed) }()
+			select {
+			case <-closed:
+			case <-time.After(10 * time.Second):
+				t.Fatal("Close still waits for a login being decided after 10 s")
+			}
+			if r := <-done; r.err == nil {
+				t.Fatalf("the login got in through a closed server: %q", r.output)
+			}
+		})
+	}
+}
+
+// TestShutdownKeepsTheAuditLog: the linking doors sign users in through the
+// Server while they drain after its Shutdown; their events still reach the
+// audit log, which Close writes out.
+func TestShutdownKeepsTheAuditLog(t *testing.T) {
+	g := newTestGate(t, nil)
+	if err := g.srv.Shutdown(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := g.srv.SignIn(context.Background(), "alice", landerPassword, "000000", netip.MustParseAddr("127.0.0.1"), store.DoorPortal); err == nil {
+		t.Fatal("a wrong code signed in")
+	}
+	g.srv.Close()
+	if kinds := g.store.kinds(); !slices.Contains(kinds, store.EventLoginRefused) {
+		t.Fatalf("the refused sign-in after Shutdown is not in the audit log: %v", kinds)
 	}
 }

@@ -247,10 +247,20 @@ func (l *lander) connect(ctx context.Context, user string, setAuth func(*ssh.Cli
 	// the handshake as the OpenSSH client does, and a packet it sends right
 	// after another waited for our delayed ACK, up to 40 ms, in many logins
 	// (bench/ab.sh with LOGINS=40, taking turns: medians 433 → 390 ms).
+	// The caller may give up (the client's connection closed under a
+	// shutdown): the handshake, which watches only its deadline, ends too.
+	stop := context.AfterFunc(ctx, func() { _ = nc.SetDeadline(time.Unix(1, 0)) })
 	conn, chans, reqs, err := ssh.NewClientConn(connserve.WithQuickAck(sockio.Conn(nc), sshSetupBytes), l.addr, cfg)
+	if !stop() && err == nil {
+		conn.Close()
+		return nil, fmt.Errorf("%w: %w", ErrLanderUnavailable, context.Cause(ctx))
+	}
 	if err != nil {
 		nc.Close()
 		switch {
+		case ctx.Err() != nil:
+			// Given up on, not refused: no failure counts against the user.
+			return nil, fmt.Errorf("%w: %w", ErrLanderUnavailable, context.Cause(ctx))
 		case hostKeyBad:
 			return nil, fmt.Errorf("%w: %v", ErrLanderHostKey, err)
 		case hostKeyOK && sent():

@@ -2,7 +2,10 @@ package e2e
 
 import (
 	"errors"
+	"fmt"
+	"io"
 	"net"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -358,7 +361,7 @@ func TestSIGTERMDrains(t *testing.T) {
 	u := enrolledUser(t, g)
 	c := newClient(t, u, g.port, "")
 	c.setCode(u.nextCode(t))
-	s := c.liveSSH(nil, "echo started; sleep 3; echo done")
+	s := c.liveSSH(nil, "echo started; sleep 6; echo done")
 	s.waitFor("started")
 
 	g.signal(t, syscall.SIGTERM)
@@ -382,6 +385,36 @@ func TestSIGTERMDrains(t *testing.T) {
 		time.Sleep(10 * time.Millisecond)
 	}
 	t.Logf("new connections refused %v after SIGTERM", time.Since(sent).Round(time.Millisecond))
+	if !s.running() {
+		t.Fatalf("the live session ended before it was done: %s", s)
+	}
+	// The other doors close with the front door, not after its sessions have drained, and
+	// /healthz tells a load balancer the node is going while metrics still answer.
+	for _, door := range []struct{ name, addr string }{
+		{"the linking portal", g.portalAddr(t)},
+		{"the SSH linking listener", net.JoinHostPort("127.0.0.1", strconv.Itoa(g.linkPort(t)))},
+	} {
+		for deadline := time.Now().Add(2 * time.Second); ; time.Sleep(10 * time.Millisecond) {
+			conn, err := net.DialTimeout("tcp", door.addr, time.Second)
+			if err != nil {
+				break
+			}
+			conn.Close()
+			if time.Now().After(deadline) {
+				t.Errorf("%s still accepts connections 2 s after the front door stopped", door.name)
+				break
+			}
+		}
+	}
+	resp, err := http.Get(fmt.Sprintf("http://127.0.0.1:%d/healthz", g.metricsPort))
+	if err != nil {
+		t.Fatalf("/healthz while draining: %v", err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusServiceUnavailable || !strings.Contains(string(body), "shutting down") {
+		t.Errorf("/healthz while draining: %d %q, want 503 shutting down", resp.StatusCode, body)
+	}
 	if !s.running() {
 		t.Fatalf("the live session ended before it was done: %s", s)
 	}

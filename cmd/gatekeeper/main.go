@@ -21,6 +21,7 @@ import (
 	"runtime/pprof"
 	"slices"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"syscall"
 	"time"
@@ -186,14 +187,14 @@ func serve(ctx context.Context, cfg *config.Config, log *slog.Logger, reload fun
 	if err != nil {
 		return err
 	}
+	// Stops the front door's background work on the error paths below; at
+	// the end it runs once the doors that sign users in through it are down.
+	defer gk.Close()
 	if c, ok := raw.(hostKeyClaimer); ok {
 		if err := c.ClaimHostKeys(fingerprints(gk.HostKeys())); err != nil {
 			return err
 		}
 	}
-	// Stops the front door's background work on the error paths below; after
-	// the Shutdown at the end it has nothing left to do.
-	defer gk.Close()
 	linker := &enroll.Service{
 		Store: st, Issuer: cfg.TOTP.Issuer, Skew: cfg.TOTP.Skew,
 		ConfirmWithin: cfg.Enroll.ConfirmWithin, Log: log,
@@ -296,7 +297,14 @@ func serve(ctx context.Context, cfg *config.Config, log *slog.Logger, reload fun
 	}
 	mux := http.NewServeMux()
 	mux.Handle("GET /metrics", reg.Handler())
+	// stopping is set when shutdown begins: /healthz then says so, and a load balancer that
+	// polls it sends new users to the other nodes while this one drains.
+	var stopping atomic.Bool
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) {
+		if stopping.Load() {
+			http.Error(w, "unhealthy: shutting down", http.StatusServiceUnavailable)
+			return
+		}
 		// The store is read on every request; the lander's answer is
 		// reused for 5 s, so frequent polling does not add up to
 		// per-source penalties at the lander's sshd (upstream.go, probeTTL).
@@ -349,7 +357,7 @@ wait:
 		select {
 		case sig := <-sigs:
 			if sig == syscall.SIGHUP {
-				reloadConfig(gk, linker, &policy, reload, log)
+				reloadConfig(gk, linker, sshLink, &policy, reload, log)
 				continue
 			}
 			log.Info("shutting down", "signal", sig.String(), "grace", shutdownGrace.String())
@@ -360,21 +368,37 @@ wait:
 		break wait
 	}
 
+	// Ordered shutdown: the three doors users come in by stop accepting at once and drain
+	// together within the grace; the front door's background work and audit log outlive them
+	// (the portal and SSH linking sign users in through it), then metrics and the admin
+	// socket, which answer until the end; the store closes last (deferred).
+	stopping.Store(true)
 	drain, cancel := context.WithTimeout(context.Background(), shutdownGrace)
 	defer cancel()
-	if err := gk.Shutdown(drain); err != nil {
-		log.Warn("sessions still open at the end of the grace period were closed", "err", err)
+	var doors sync.WaitGroup
+	for _, d := range []struct {
+		what     string
+		shutdown func(context.Context) error
+	}{
+		{"sessions still open at the end of the grace period were closed", gk.Shutdown},
+		{"ssh linking shutdown", sshLink.Shutdown},
+		{"portal shutdown", prt.Shutdown},
+	} {
+		doors.Go(func() {
+			if err := d.shutdown(drain); err != nil {
+				log.Warn(d.what, "err", err)
+			}
+		})
 	}
-	if err := sshLink.Shutdown(drain); err != nil {
-		log.Warn("ssh linking shutdown", "err", err)
-	}
-	if err := prt.Shutdown(drain); err != nil {
-		log.Warn("portal shutdown", "err", err)
-	}
-	if err := metricsSrv.Shutdown(drain); err != nil {
+	doors.Wait()
+	gk.Close()
+	// Metrics and the admin socket get a moment of their own: the grace may be spent.
+	last, cancelLast := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancelLast()
+	if err := metricsSrv.Shutdown(last); err != nil {
 		log.Warn("metrics shutdown", "err", err)
 	}
-	if err := adm.Shutdown(drain); err != nil {
+	if err := adm.Shutdown(last); err != nil {
 		log.Warn("admin socket shutdown", "err", err)
 	}
 	log.Info("gatekeeper stopped")
@@ -505,7 +529,7 @@ func addrOf(ln net.Listener) string {
 
 // reloadConfig applies a re-read config; a broken one is logged and the old
 // settings stay in force, as sshd does on SIGHUP with a bad config.
-func reloadConfig(gk *gatekeeper.Server, linker *enroll.Service, policy *livePolicy, reload func() (*config.Config, error), log *slog.Logger) {
+func reloadConfig(gk *gatekeeper.Server, linker *enroll.Service, link *sshlink.Server, policy *livePolicy, reload func() (*config.Config, error), log *slog.Logger) {
 	cfg, err := reload()
 	if err != nil {
 		log.Error("config reload failed; keeping the current settings", "err", err)
@@ -516,9 +540,11 @@ func reloadConfig(gk *gatekeeper.Server, linker *enroll.Service, policy *livePol
 	}
 	needRestart := gk.Reload(cfg)
 	linker.SetSkew(cfg.TOTP.Skew)
+	// The linking listener has its own counters, with the front door's limits.
+	link.SetLimits(gatekeeper.AdmissionLimits(cfg), cfg.Preauth.HandshakeTimeout, cfg.LoginGraceTime)
 	policy.cfg.Store(cfg)
 	log.Info("config reloaded", "applied", "trusted_networks, rate_limit, totp.skew, failure_delay, login_grace_time, "+
-		"max_auth_tries, max_startups, preauth, max_channels, session, enroll.allowed_networks")
+		"max_auth_tries, allow_uppercase_usernames, max_startups, preauth, max_channels, session, enroll.allowed_networks")
 	if len(needRestart) > 0 {
 		log.Warn("changed settings that take effect only after a restart", "keys", needRestart)
 	}

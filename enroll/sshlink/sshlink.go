@@ -26,6 +26,7 @@ import (
 	"net"
 	"net/netip"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"golang.org/x/crypto/ssh"
@@ -191,6 +192,9 @@ type Server struct {
 
 	initOnce  sync.Once
 	admission *connserve.Admission
+	// grace and handshake are LoginGraceTime and HandshakeTimeout in force,
+	// changed by SetLimits while connections are served.
+	grace, handshake atomic.Int64
 	// live holds the authenticated connections, for EndUser.
 	liveMu sync.Mutex
 	live   map[*liveConn]struct{}
@@ -201,11 +205,9 @@ type Server struct {
 
 func (s *Server) init() {
 	s.initOnce.Do(func() {
-		limits := DefaultPreauth()
-		if s.Preauth != (connserve.Limits{}) {
-			limits = s.Preauth.Or(limits)
-		}
-		s.admission = connserve.NewAdmission(limits)
+		s.admission = connserve.NewAdmission(preauthLimits(s.Preauth))
+		s.grace.Store(int64(s.LoginGraceTime))
+		s.handshake.Store(int64(s.HandshakeTimeout))
 		s.live = make(map[*liveConn]struct{})
 		s.accept.Handle = s.handleConn
 		s.accept.Log = s.log()
@@ -228,6 +230,24 @@ func (s *Server) log() *slog.Logger {
 	return slog.New(slog.DiscardHandler)
 }
 
+// SetLimits replaces Preauth, HandshakeTimeout and LoginGraceTime for the connections that
+// arrive from now on (a config reload); those in progress keep theirs. Zero values mean the
+// defaults, as in the fields.
+func (s *Server) SetLimits(preauth connserve.Limits, handshake, grace time.Duration) {
+	s.init()
+	s.admission.SetLimits(preauthLimits(preauth))
+	s.handshake.Store(int64(handshake))
+	s.grace.Store(int64(grace))
+}
+
+// preauthLimits is p, or DefaultPreauth when p is all zero; zero fields take DefaultPreauth's.
+func preauthLimits(p connserve.Limits) connserve.Limits {
+	if p == (connserve.Limits{}) {
+		return DefaultPreauth()
+	}
+	return p.Or(DefaultPreauth())
+}
+
 // DefaultPreauth returns the limits on unauthenticated connections used where Preauth leaves
 // them zero.
 func DefaultPreauth() connserve.Limits {
@@ -245,8 +265,8 @@ func (s *Server) waitRefusal(ctx context.Context) {
 }
 
 func (s *Server) graceTime() time.Duration {
-	if s.LoginGraceTime > 0 {
-		return s.LoginGraceTime
+	if g := time.Duration(s.grace.Load()); g > 0 {
+		return g
 	}
 	return DefaultLoginGraceTime
 }
@@ -309,7 +329,7 @@ func (s *Server) handleConn(ctx context.Context, nc net.Conn) {
 	// The version and key exchange get a short deadline; authentication then gets the grace
 	// time from the start, as at the front door.
 	start := time.Now()
-	handshake := s.HandshakeTimeout
+	handshake := time.Duration(s.handshake.Load())
 	if handshake <= 0 {
 		handshake = DefaultHandshakeTimeout
 	}

@@ -383,6 +383,34 @@ func TestMaxStartups(t *testing.T) {
 	}
 }
 
+// TestSetLimits: a config reload's pre-auth caps and grace time apply to the
+// connections that arrive after it, as at the front door.
+func TestSetLimits(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t)
+	e.srv.SetLimits(connserve.Limits{PerAddress: 1, PerNetwork: 1, Max: 1}, 0, 300*time.Millisecond)
+	hold, err := net.Dial("tcp", e.addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer hold.Close()
+	if line, err := bufio.NewReader(hold).ReadString('\n'); err != nil || !strings.HasPrefix(line, "SSH-2.0-") {
+		t.Fatalf("version line %q, %v", line, err)
+	}
+	if _, _, err := e.dial(testUser, testPassword, ""); err == nil {
+		t.Fatal("a second unauthenticated connection was served after the cap was lowered to 1")
+	}
+	// Saying nothing, the held connection is hung up after the new grace time.
+	start := time.Now()
+	_ = hold.SetDeadline(time.Now().Add(waitTime))
+	if _, err := io.ReadAll(hold); err != nil {
+		t.Fatalf("the server did not hang up: %v", err)
+	}
+	if d := time.Since(start); d > 5*time.Second {
+		t.Errorf("hung up after %s, want about 300ms (the default grace is a minute)", d)
+	}
+}
+
 func TestOtherChannelsRefused(t *testing.T) {
 	t.Parallel()
 	e := newEnv(t)

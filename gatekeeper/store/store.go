@@ -266,6 +266,10 @@ func CheckName(name string) error {
 	return nil
 }
 
+// MaxAppend is the most events one Store.Append writes all or none: etcd
+// takes a bounded number of operations per transaction.
+const MaxAppend = 100
+
 // Store is everything gatekeeper keeps, whatever the backend. Its methods are
 // safe for concurrent use. The daemon, package enroll and the admin commands
 // depend on this interface only; package storetest states its contract as a
@@ -293,8 +297,9 @@ type Store interface {
 	// name stays, LastStep never goes back, ...).
 	Update(name string, fn func(u *User) error) error
 
-	// Append adds events to the audit log, all or none, setting each one's
-	// Seq and (when zero) Time. Strings longer than 1 KiB are cut.
+	// Append adds events to the audit log, all or none for up to MaxAppend
+	// events (a longer call may be written in parts, each whole), setting
+	// each one's Seq and (when zero) Time. Strings longer than 1 KiB are cut.
 	Append(events ...Event) error
 	// Events returns the events q selects, oldest first.
 	Events(q EventQuery) ([]Event, error)

@@ -270,7 +270,8 @@ func (s *Store) Dump(audit bool, fn func(store.Item) error) error {
 
 // maxTxnOps is how many operations this package puts in one transaction
 // (Load's puts, Append's events, the session registry's changes): etcd
-// refuses transactions of more than 128 operations by default.
+// refuses transactions of more than 128 operations by default. It is at
+// least store.MaxAppend, so that an Append of that many is one transaction.
 const maxTxnOps = 100
 
 // Load writes items from a backup (see store.Store), in transactions of at
