@@ -1,7 +1,6 @@
 package enroll
 
 import (
-	"bufio"
 	"bytes"
 	"context"
 	"errors"
@@ -44,6 +43,8 @@ const (
 	maxLabelLen   = 100
 	maxCommandLen = 1024
 	maxFromLen    = 32
+	// maxKeyLineLen bounds a line of an authorized_keys file.
+	maxKeyLineLen = 64 << 10
 	// MaxKeyFileSize bounds an authorized_keys file given to ImportKeys.
 	MaxKeyFileSize = 1 << 20
 )
@@ -174,6 +175,10 @@ func unmapBits(p netip.Prefix) int {
 func checkCommand(cmd string) error {
 	if len(cmd) > maxCommandLen {
 		return fmt.Errorf("%w: command of %d bytes, at most %d", ErrBadKey, len(cmd), maxCommandLen)
+	}
+	if cmd != "" && strings.TrimSpace(cmd) == "" {
+		// No command means any command: a blank one must not become that.
+		return fmt.Errorf("%w: the command is blank; give the one command the key may run, or none for any command", ErrBadKey)
 	}
 	for _, r := range cmd {
 		if unicode.IsControl(r) {
@@ -399,25 +404,61 @@ type ImportedKey struct {
 
 // ParseAuthorizedKeys reads an authorized_keys file: every key line, with
 // its from= (addresses and CIDR prefixes only), command= and expiry-time=
-// options. Blank and comment lines are skipped.
+// options. Blank and comment lines are skipped; a key line longer than
+// maxKeyLineLen is an entry with its error (no key line is that long).
 func ParseAuthorizedKeys(data []byte) ([]ImportedKey, error) {
 	if len(data) > MaxKeyFileSize {
 		return nil, fmt.Errorf("%w: file of %d bytes, at most %d", ErrBadKey, len(data), MaxKeyFileSize)
 	}
 	var out []ImportedKey
-	sc := bufio.NewScanner(bytes.NewReader(data))
-	sc.Buffer(make([]byte, 64<<10), 64<<10)
-	for n := 1; sc.Scan(); n++ {
-		line := strings.TrimSpace(sc.Text())
-		if line == "" || line[0] == '#' {
+	for n := 1; len(data) > 0; n++ {
+		raw := data
+		if i := bytes.IndexByte(data, '\n'); i >= 0 {
+			raw, data = data[:i], data[i+1:]
+		} else {
+			data = nil
+		}
+		if t := bytes.TrimLeft(raw, " \t\r\v\f"); len(t) == 0 || t[0] == '#' {
 			continue
 		}
-		out = append(out, parseKeyLine(n, line))
-	}
-	if err := sc.Err(); err != nil {
-		return nil, fmt.Errorf("%w: %v", ErrBadKey, err)
+		if len(raw) > maxKeyLineLen {
+			// sshd reads such a line; its key cannot be one to register (ParsePublicKey
+			// refuses 16 KiB). Not copied: the file is bounded, the line is not.
+			out = append(out, ImportedKey{Line: n, Err: fmt.Errorf("%w: a line of %d bytes, at most %d are read", ErrBadKey, len(raw), maxKeyLineLen)})
+			continue
+		}
+		if line := strings.TrimSpace(string(raw)); line != "" {
+			out = append(out, parseKeyLine(n, line))
+		}
 	}
 	return out, nil
+}
+
+// The options of an authorized_keys line as OpenSSH's sshd (9.x, auth-options.c) reads them,
+// names in any case. sshd refuses the whole line over any other option, a flag with a value, a
+// value not in double quotes, or a second command=, from= or principals=.
+var (
+	// keyOptionFlags take no value; those of keyOptionNegatable may also have "no-" in front.
+	keyOptionFlags     = []string{"restrict", "cert-authority"}
+	keyOptionNegatable = []string{"port-forwarding", "agent-forwarding", "x11-forwarding", "touch-required", "verify-required", "pty", "user-rc"}
+	// keyOptionValued take a value in double quotes.
+	keyOptionValued = []string{"command", "principals", "from", "expiry-time", "environment", "permitopen", "permitlisten", "tunnel"}
+	// keyOptionOnce may be given once.
+	keyOptionOnce = []string{"command", "principals", "from"}
+	// keyOptionRestricting close what a key may do besides running its command, which the
+	// gatekeeper's certificate for a key with a forced command closes anyway (no
+	// forwarding, pty or ~/.ssh/rc at all) and nothing closes for a key without one.
+	keyOptionRestricting = []string{"restrict", "no-port-forwarding", "no-agent-forwarding", "no-x11-forwarding", "no-pty",
+		"no-user-rc", "permitopen", "permitlisten", "tunnel", "principals"}
+)
+
+// isKeyFlag reports whether name (in lower case) is an option without a value.
+func isKeyFlag(name string) bool {
+	if slices.Contains(keyOptionFlags, name) || slices.Contains(keyOptionNegatable, name) {
+		return true
+	}
+	neg, ok := strings.CutPrefix(name, "no-")
+	return ok && slices.Contains(keyOptionNegatable, neg)
 }
 
 // parseKeyLine reads one authorized_keys line numbered n.
@@ -433,11 +474,38 @@ func parseKeyLine(n int, line string) ImportedKey {
 		return ik
 	}
 	ik.Key = NewKey{PublicKey: strings.TrimSpace(string(ssh.MarshalAuthorizedKey(pub))), Label: comment}
+	fail := func(format string, a ...any) ImportedKey {
+		ik.Err = fmt.Errorf("%w: "+format, append([]any{ErrBadKey}, a...)...)
+		return ik
+	}
 	var restricting []string
+	seen := map[string]bool{}
 	for _, opt := range options {
-		name, value, hasValue := strings.Cut(opt, "=")
-		value = unquoteOption(value)
-		switch strings.ToLower(name) {
+		rawName, rawValue, hasValue := strings.Cut(opt, "=")
+		name := strings.ToLower(rawName)
+		var value string
+		switch {
+		case isKeyFlag(name):
+			if hasValue {
+				return fail("option %q takes no value: sshd refuses the whole line", opt)
+			}
+		case slices.Contains(keyOptionValued, name):
+			if !hasValue {
+				return fail("option %q needs a value: sshd refuses the whole line", opt)
+			}
+			v, ok := dequoteOption(rawValue)
+			if !ok {
+				return fail("option %q: the value must be in double quotes: sshd refuses the whole line", opt)
+			}
+			if seen[name] && slices.Contains(keyOptionOnce, name) {
+				return fail("%s= given twice: sshd refuses the whole line", name)
+			}
+			value = v
+		default:
+			return fail("unknown option %q: sshd refuses the whole line (a misspelling?)", opt)
+		}
+		seen[name] = true
+		switch name {
 		case "from":
 			from, err := fromPatterns(value)
 			if err != nil {
@@ -446,22 +514,37 @@ func parseKeyLine(n int, line string) ImportedKey {
 			}
 			ik.Key.From = from
 		case "command":
+			if strings.TrimSpace(value) == "" {
+				// sshd runs the empty command, which does nothing; the key without
+				// a command could run anything.
+				return fail("%s runs nothing (the key can run no command at all), which the gatekeeper cannot keep; without it the key would run any command",
+					opt)
+			}
 			ik.Key.Command = value
 		case "expiry-time":
 			t, err := parseExpiryTime(value)
-			if err != nil || !hasValue {
-				ik.Err = fmt.Errorf("%w: expiry-time %q: want YYYYMMDD[HHMM[SS]][Z]", ErrBadKey, value)
-				return ik
+			if err != nil {
+				return fail("expiry-time %q: want YYYYMMDD[HHMM[SS]][Z]", value)
 			}
-			ik.Key.Expires = t
+			// sshd keeps the earliest of several.
+			if ik.Key.Expires.IsZero() || t.Before(ik.Key.Expires) {
+				ik.Key.Expires = t
+			}
 		case "cert-authority":
-			ik.Err = fmt.Errorf("%w: a cert-authority line names a CA, not a key to log in with", ErrBadKey)
-			return ik
-		case "restrict", "no-port-forwarding", "no-agent-forwarding", "no-x11-forwarding", "no-pty",
-			"no-user-rc", "permitopen", "permitlisten", "tunnel", "principals":
-			restricting = append(restricting, opt)
+			return fail("a cert-authority line names a CA, not a key to log in with")
+		case "verify-required":
+			if pub.Type() == ssh.KeyAlgoSKED25519 || pub.Type() == ssh.KeyAlgoSKECDSA256 {
+				// The key's PIN (user verification): the gatekeeper checks the
+				// touch only, and a command= does not make up for that.
+				return fail("%s is not enforced by the gatekeeper, which checks the FIDO key's touch but not its PIN; register the key by hand (without it) only if touch alone is acceptable",
+					opt)
+			}
+			// sshd ignores it on any other key.
 			ik.Dropped = append(ik.Dropped, opt)
 		default:
+			if slices.Contains(keyOptionRestricting, name) {
+				restricting = append(restricting, opt)
+			}
 			ik.Dropped = append(ik.Dropped, opt)
 		}
 	}
@@ -476,12 +559,25 @@ func parseKeyLine(n int, line string) ImportedKey {
 	return ik
 }
 
-// unquoteOption removes an option value's quotes and its \" escapes.
-func unquoteOption(v string) string {
-	if len(v) >= 2 && v[0] == '"' && v[len(v)-1] == '"' {
-		v = strings.ReplaceAll(v[1:len(v)-1], `\"`, `"`)
+// dequoteOption reads an option's value as sshd does: in double quotes, with \" for a quote
+// inside, and nothing after the closing quote.
+func dequoteOption(v string) (string, bool) {
+	if !strings.HasPrefix(v, `"`) {
+		return "", false
 	}
-	return v
+	var b strings.Builder
+	for i := 1; i < len(v); i++ {
+		switch {
+		case v[i] == '\\' && i+1 < len(v) && v[i+1] == '"':
+			b.WriteByte('"')
+			i++
+		case v[i] == '"':
+			return b.String(), i == len(v)-1
+		default:
+			b.WriteByte(v[i])
+		}
+	}
+	return "", false // no closing quote
 }
 
 // fromPatterns reads a from= pattern list, which the gatekeeper takes only

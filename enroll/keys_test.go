@@ -7,6 +7,7 @@ import (
 	"crypto/elliptic"
 	"crypto/rand"
 	"crypto/rsa"
+	"encoding/base64"
 	"errors"
 	"fmt"
 	"slices"
@@ -246,6 +247,148 @@ func TestParseAuthorizedKeys(t *testing.T) {
 	}
 }
 
+// skKey returns a FIDO (sk-ssh-ed25519@openssh.com) public key line.
+func skKey(t *testing.T) string {
+	t.Helper()
+	pub, _, err := ed25519.GenerateKey(rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	blob := ssh.Marshal(struct {
+		Name string
+		Key  []byte
+		App  string
+	}{ssh.KeyAlgoSKED25519, pub, "ssh:"})
+	line := ssh.KeyAlgoSKED25519 + " " + base64.StdEncoding.EncodeToString(blob)
+	if _, _, _, _, err := ssh.ParseAuthorizedKey([]byte(line)); err != nil {
+		t.Fatal(err)
+	}
+	return line
+}
+
+// TestParseAuthorizedKeysAsSSHD checks that a line is imported only as sshd would read it: not
+// with fewer restrictions (an empty forced command, verify-required on a FIDO key), and not at
+// all when sshd refuses the line (an option given twice, an unknown or malformed option).
+func TestParseAuthorizedKeysAsSSHD(t *testing.T) {
+	a, _ := edKey(t, "")
+	sk := skKey(t)
+	tests := []struct {
+		name    string
+		line    string
+		command string
+		from    []string
+		expires time.Time
+		dropped []string
+		wantErr string
+	}{
+		// An empty forced command runs nothing; without it the key would run anything.
+		{name: "empty command", line: `command="" ` + a, wantErr: `command="" runs nothing`},
+		{name: "blank command", line: `command=" " ` + a, wantErr: `command=" " runs nothing`},
+		{name: "empty command and restrictions", line: `command="",no-pty ` + a, wantErr: "runs nothing"},
+		// sshd refuses these lines outright ("multiple ... clauses", "unknown key option",
+		// "missing start quote").
+		{name: "command twice", line: `command="echo A",command="/bin/bash" ` + a, wantErr: "command= given twice"},
+		{name: "from twice", line: `from="10.0.0.0/24",from="0.0.0.0/0" ` + a, wantErr: "from= given twice"},
+		{name: "from twice in other cases", line: `from="10.0.0.0/24",FROM="0.0.0.0/0" ` + a, wantErr: "given twice"},
+		{name: "principals twice", line: `principals="a",principals="b",command="x" ` + a, wantErr: "principals= given twice"},
+		{name: "misspelt option", line: `no-port-fowarding ` + a, wantErr: `unknown option "no-port-fowarding"`},
+		{name: "misspelt option beside a command", line: `command="ls",no-agent-fowarding ` + a, wantErr: "unknown option"},
+		{name: "restrict negated", line: `no-restrict ` + a, wantErr: "unknown option"},
+		{name: "flag with a value", line: `no-pty="yes",command="ls" ` + a, wantErr: "takes no value"},
+		{name: "command without a value", line: `command,no-pty ` + a, wantErr: "needs a value"},
+		{name: "unquoted value", line: `from=10.0.0.0/8 ` + a, wantErr: "double quotes"},
+		{name: "text after the closing quote", line: `command="ls"x ` + a, wantErr: "double quotes"},
+		// verify-required asks for the FIDO key's PIN, which the gatekeeper does not check:
+		// a command= does not make up for it.
+		{name: "verify-required", line: `verify-required ` + sk, wantErr: "verify-required is not enforced"},
+		{name: "verify-required with a command", line: `verify-required,command="ls" ` + sk, wantErr: "verify-required is not enforced"},
+		{name: "verify-required in capitals", line: `Verify-Required ` + sk, wantErr: "not enforced"},
+		// sshd ignores verify-required on a key that is not a FIDO key.
+		{name: "verify-required on a plain key", line: `verify-required ` + a, dropped: []string{"verify-required"}},
+		{name: "FIDO key without verify-required", line: `no-verify-required,no-touch-required ` + sk, dropped: []string{"no-verify-required", "no-touch-required"}},
+		// What sshd takes stays as it was: option names in any case, the earliest expiry-time,
+		// known options that loosen or restrict beside a command.
+		{name: "names in capitals", line: `NO-PTY,Command="ls",From="10.0.0.0/8" ` + a, command: "ls", from: []string{"10.0.0.0/8"}, dropped: []string{"NO-PTY"}},
+		{name: "earliest expiry-time", line: `expiry-time="20351231Z",expiry-time="20301231Z",expiry-time="20331231Z" ` + a,
+			expires: time.Date(2030, 12, 31, 0, 0, 0, 0, time.UTC)},
+		{name: "loosening options", line: `port-forwarding,agent-forwarding,X11-forwarding,pty,user-rc,touch-required,environment="A=b" ` + a,
+			dropped: []string{"port-forwarding", "agent-forwarding", "X11-forwarding", "pty", "user-rc", "touch-required", `environment="A=b"`}},
+		{name: "restrictions beside a command", line: `restrict,no-port-forwarding,no-agent-forwarding,no-x11-forwarding,no-pty,no-user-rc,permitopen="h:1",permitlisten="2",tunnel="0",command="ls" ` + a,
+			command: "ls", dropped: []string{"restrict", "no-port-forwarding", "no-agent-forwarding", "no-x11-forwarding", "no-pty", "no-user-rc", `permitopen="h:1"`, `permitlisten="2"`, `tunnel="0"`}},
+		{name: "restriction without a command", line: `no-user-rc ` + a, wantErr: "no-user-rc cannot be kept without command="},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			got, err := ParseAuthorizedKeys([]byte("# keys\n" + tt.line + "\n"))
+			if err != nil || len(got) != 1 || got[0].Line != 2 {
+				t.Fatalf("ParseAuthorizedKeys = %+v, %v; want line 2", got, err)
+			}
+			ik := got[0]
+			if tt.wantErr != "" {
+				if !errors.Is(ik.Err, ErrBadKey) || !strings.Contains(ik.Err.Error(), tt.wantErr) {
+					t.Errorf("error %v, want ErrBadKey with %q (key %+v)", ik.Err, tt.wantErr, ik.Key)
+				}
+				return
+			}
+			if ik.Err != nil || ik.Key.Command != tt.command || !slices.Equal(ik.Key.From, tt.from) || !ik.Key.Expires.Equal(tt.expires) ||
+				!slices.Equal(ik.Dropped, tt.dropped) {
+				t.Errorf("= %+v, err %v; want command %q, from %q, expires %v, dropped %q", ik.Key, ik.Err, tt.command, tt.from, tt.expires, tt.dropped)
+			}
+		})
+	}
+}
+
+// TestParseAuthorizedKeysLongLines checks that a line longer than any key line is skipped,
+// named by its number, and the lines around it are read.
+func TestParseAuthorizedKeysLongLines(t *testing.T) {
+	a, _ := edKey(t, "a")
+	b, _ := edKey(t, "b")
+	long := `command="` + strings.Repeat("x", 70<<10) + `" ` + a
+	tests := []struct {
+		name  string
+		lines []string
+		want  []int    // line numbers of the entries
+		errs  []string // per entry: "" for a key, else a part of the error
+	}{
+		{name: "long key line between keys", lines: []string{a, long, b},
+			want: []int{1, 2, 3}, errs: []string{"", fmt.Sprintf("line of %d bytes", len(long)), ""}},
+		{name: "longest line read", lines: []string{strings.Repeat(" ", maxKeyLineLen-len(a)) + a, b},
+			want: []int{1, 2}, errs: []string{"", ""}},
+		{name: "one byte longer", lines: []string{strings.Repeat(" ", maxKeyLineLen+1-len(a)) + a, b},
+			want: []int{1, 2}, errs: []string{"at most 65536", ""}},
+		{name: "long comment and blank lines", lines: []string{"# " + strings.Repeat("x", 100<<10), strings.Repeat(" ", 100<<10), b},
+			want: []int{3}, errs: []string{""}},
+		{name: "long last line without a newline", lines: []string{b, strings.Repeat("y", 200<<10)},
+			want: []int{1, 2}, errs: []string{"", "line of 204800 bytes"}},
+		{name: "CRLF", lines: []string{a + "\r", "\r", b + "\r"}, want: []int{1, 3}, errs: []string{"", ""}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			file := strings.Join(tt.lines, "\n")
+			if !strings.HasPrefix(tt.name, "long last line") {
+				file += "\n"
+			}
+			got, err := ParseAuthorizedKeys([]byte(file))
+			if err != nil {
+				t.Fatalf("ParseAuthorizedKeys: %v", err)
+			}
+			if len(got) != len(tt.want) {
+				t.Fatalf("%d entries, want %d: %+v", len(got), len(tt.want), got)
+			}
+			for i, ik := range got {
+				switch {
+				case ik.Line != tt.want[i]:
+					t.Errorf("entry %d is line %d, want %d", i, ik.Line, tt.want[i])
+				case tt.errs[i] == "" && (ik.Err != nil || ik.Key.PublicKey == ""):
+					t.Errorf("line %d = %+v, %v; want a key", ik.Line, ik.Key, ik.Err)
+				case tt.errs[i] != "" && (!errors.Is(ik.Err, ErrBadKey) || !strings.Contains(ik.Err.Error(), tt.errs[i])):
+					t.Errorf("line %d: error %v, want ErrBadKey with %q", ik.Line, ik.Err, tt.errs[i])
+				}
+			}
+		})
+	}
+}
+
 // keyService is a Service with a fake clock and an EndKeySessions hook that records its calls.
 func keyService(t *testing.T) (*Service, *fakeClock, *[]string) {
 	t.Helper()
@@ -293,6 +436,8 @@ func TestAddKey(t *testing.T) {
 		{name: "bad network", nk: NewKey{PublicKey: line, From: []string{"example.org"}}, by: "uid 0", wantErr: ErrBadKey},
 		{name: "control character in the command", nk: NewKey{PublicKey: line, Command: "ls\nrm"}, by: "uid 0", wantErr: ErrBadKey, errText: "control character"},
 		{name: "command too long", nk: NewKey{PublicKey: line, Command: strings.Repeat("x", maxCommandLen+1)}, by: "uid 0", wantErr: ErrBadKey},
+		// An empty Command means none (any command): blanks must not turn into that.
+		{name: "blank command", nk: NewKey{PublicKey: line, Command: "   "}, by: "uid 0", wantErr: ErrBadKey, errText: "blank"},
 		{name: "self without a linked device", nk: NewKey{PublicKey: line}, by: AddedBySelf, wantErr: ErrNotLinked},
 	}
 	for _, tt := range tests {

@@ -7,6 +7,7 @@ import (
 	"io"
 	"io/fs"
 	"os"
+	"os/user"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -397,11 +398,16 @@ func newKeysImportCmd(o *adminOpts) *cobra.Command {
 personal keys. The options from= (addresses and CIDR prefixes only), command= and expiry-time=
 are carried over; the others (no-pty, restrict, permitopen=, ...) are not, and each key's row
 names them. Keys USER has already, keys of types not accepted (DSA, RSA under 2048 bits,
-certificates), expired keys and from= host name patterns are skipped, each with its reason.
+certificates), expired keys and from= host name patterns are skipped, each with its reason; so
+are lines sshd would refuse (an unknown or repeated option) and lines restricting the key in a
+way the gatekeeper cannot keep: command="" (which runs nothing), verify-required on a FIDO key
+(the gatekeeper does not check its PIN), no-pty, restrict, ... without command=.
 
 With --all-users, every directory under --home-root whose name is a user name and which holds
-.ssh/authorized_keys is imported for that user. The exit code is 1 if a file could not be
-read; skipped keys are not errors.`,
+.ssh/authorized_keys is imported for that user, unless sshd's StrictModes would ignore the file:
+the file, .ssh or the home directory owned by someone other than the user (by the user
+database's uid) or root, or writable by group or others. The exit code is 1 if a file could not
+be read; skipped keys are not errors.`,
 		Args: func(cmd *cobra.Command, args []string) error {
 			if allUsers {
 				if len(args) != 0 {
@@ -441,30 +447,8 @@ read; skipped keys are not errors.`,
 				}
 				return writeKeysImports(c.out, []keysImport{{User: res.User, File: args[1], Added: res.Added, Skipped: res.Skipped}})
 			}
-			rows, err := importKeyHomes(cmd.Context(), c.be, homeRoot)
-			if err != nil {
-				return err
-			}
 			keysOffNote(cmd, c)
-			if c.json {
-				if err := c.writeJSON(rows); err != nil {
-					return err
-				}
-			} else if len(rows) == 0 {
-				fmt.Fprintf(c.out, "No home directory under %s has a .ssh/authorized_keys file.\n", homeRoot)
-			} else if err := writeKeysImports(c.out, rows); err != nil {
-				return err
-			}
-			failed := 0
-			for _, r := range rows {
-				if r.Error != "" {
-					failed++
-				}
-			}
-			if failed > 0 {
-				return fmt.Errorf("%d of %d authorized_keys files under %s could not be imported", failed, len(rows), homeRoot)
-			}
-			return nil
+			return importAllKeys(cmd.Context(), c, homeRoot, userUID)
 		},
 	}
 	cmd.Flags().BoolVar(&allUsers, "all-users", false, "import every user's ~/.ssh/authorized_keys under --home-root")
@@ -524,10 +508,39 @@ func lineDetail(l admin.ImportedLine, reason string) string {
 	return strings.Join(parts, "; ")
 }
 
+// importAllKeys is keys import --all-users: it imports the keys under homeRoot (see
+// importKeyHomes) and writes a row per file to c; the error says how many files could not be
+// imported. uidOf finds a user's uid (userUID; tests give their own users).
+func importAllKeys(ctx context.Context, c *adminConn, homeRoot string, uidOf func(name string) (uint32, error)) error {
+	rows, err := importKeyHomes(ctx, c.be, homeRoot, uidOf)
+	if err != nil {
+		return err
+	}
+	if c.json {
+		if err := c.writeJSON(rows); err != nil {
+			return err
+		}
+	} else if len(rows) == 0 {
+		fmt.Fprintf(c.out, "No home directory under %s has a .ssh/authorized_keys file.\n", homeRoot)
+	} else if err := writeKeysImports(c.out, rows); err != nil {
+		return err
+	}
+	failed := 0
+	for _, r := range rows {
+		if r.Error != "" {
+			failed++
+		}
+	}
+	if failed > 0 {
+		return fmt.Errorf("%d of %d authorized_keys files under %s could not be imported", failed, len(rows), homeRoot)
+	}
+	return nil
+}
+
 // importKeyHomes imports .ssh/authorized_keys of every directory under root named like a user,
 // for that user. A directory without the file is no row; a file that cannot be read or imported
 // is an error row, and the walk goes on.
-func importKeyHomes(ctx context.Context, be adminBackend, root string) ([]keysImport, error) {
+func importKeyHomes(ctx context.Context, be adminBackend, root string, uidOf func(name string) (uint32, error)) ([]keysImport, error) {
 	entries, err := os.ReadDir(root)
 	if err != nil {
 		return nil, fmt.Errorf("--home-root: %w", err)
@@ -552,7 +565,13 @@ func importKeyHomes(ctx context.Context, be adminBackend, root string) ([]keysIm
 			continue
 		}
 		r := keysImport{User: name, File: path, Added: []admin.ImportedLine{}, Skipped: []admin.ImportedLine{}}
-		if err := strictModes(home, path); err != nil {
+		uid, err := uidOf(name)
+		if err != nil {
+			r.Error = fmt.Sprintf("%s is not in the user database (%v), so the owner of the file cannot be checked", name, err)
+			rows = append(rows, r)
+			continue
+		}
+		if err := strictModes(name, uid, home, path); err != nil {
 			r.Error = err.Error()
 			rows = append(rows, r)
 			continue
@@ -574,28 +593,45 @@ func importKeyHomes(ctx context.Context, be adminBackend, root string) ([]keysIm
 	return rows, nil
 }
 
-// strictModes refuses an authorized_keys file that sshd (StrictModes, its default) would
-// ignore: the file or its .ssh directory owned by someone other than the home directory's
-// owner or root, or writable by group or others. Whoever could write such a file could
-// otherwise register a key for the user through an import.
-func strictModes(home, path string) error {
-	hi, err := os.Stat(home)
+// userUID is the uid of the user named name in the user database, as sshd finds the user
+// (getpwnam); --all-users checks the owners of the user's files against it.
+func userUID(name string) (uint32, error) {
+	u, err := user.Lookup(name)
 	if err != nil {
-		return err
+		return 0, err
 	}
-	owner := hi.Sys().(*syscall.Stat_t).Uid
-	for _, p := range []string{filepath.Dir(path), path} {
-		fi, err := os.Lstat(p)
+	uid, err := strconv.ParseUint(u.Uid, 10, 32)
+	if err != nil {
+		return 0, fmt.Errorf("uid %q: %w", u.Uid, err)
+	}
+	return uint32(uid), nil
+}
+
+// strictModes refuses an authorized_keys file that sshd (StrictModes, its default) would
+// ignore: the file, its .ssh directory or the home directory owned by someone other than the
+// user (uid, from the user database, as sshd knows the user) or root, or writable by group or
+// others. sshd checks every directory from the file up to the home directory, and the home
+// itself ("bad ownership or modes for directory"). Whoever could write such a file, or replace
+// the .ssh directory, could otherwise register a key for the user through an import.
+func strictModes(name string, uid uint32, home, path string) error {
+	for _, p := range []string{path, filepath.Dir(path), home} {
+		var fi fs.FileInfo
+		var err error
+		if p == home {
+			fi, err = os.Stat(p) // sites link home directories elsewhere: sshd checks the real one
+		} else {
+			fi, err = os.Lstat(p)
+		}
 		if err != nil {
 			return err
 		}
 		if fi.Mode()&fs.ModeSymlink != 0 {
 			return nil // never followed: readUserFile says so
 		}
-		uid := fi.Sys().(*syscall.Stat_t).Uid
+		owner := fi.Sys().(*syscall.Stat_t).Uid
 		switch {
-		case uid != owner && uid != 0:
-			return fmt.Errorf("%s belongs to uid %d, not to the home directory's owner (uid %d): sshd would ignore it too", p, uid, owner)
+		case owner != uid && owner != 0:
+			return fmt.Errorf("%s belongs to uid %d, not to %s (uid %d) or root: sshd would ignore it too", p, owner, name, uid)
 		case fi.Mode().Perm()&0o022 != 0:
 			return fmt.Errorf("%s is writable by group or others (mode %04o): sshd would ignore it too", p, fi.Mode().Perm())
 		}

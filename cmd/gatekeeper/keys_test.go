@@ -6,7 +6,9 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"log/slog"
 	"os"
+	"os/user"
 	"path/filepath"
 	"slices"
 	"strings"
@@ -19,6 +21,7 @@ import (
 	"gatekeeper/enroll"
 	"gatekeeper/gatekeeper"
 	"gatekeeper/gatekeeper/store"
+	"gatekeeper/gatekeeper/store/bolt"
 	"gatekeeper/internal/keytest"
 )
 
@@ -272,9 +275,31 @@ func TestAdminKeysOffNote(t *testing.T) {
 	}
 }
 
+// importAllKeysAs runs keys import --all-users on e's database (no daemon) with the users and
+// uids of uids in place of the user database, and returns its output.
+func importAllKeysAs(t *testing.T, e env, root string, uids map[string]uint32, asJSON bool) (string, error) {
+	t.Helper()
+	st, err := bolt.Open(e.db, e.key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	be := &localBackend{st: st, enroll: &enroll.Service{Store: st}, log: slog.New(slog.DiscardHandler)}
+	var out bytes.Buffer
+	err = importAllKeys(context.Background(), &adminConn{be: be, out: &out, json: asJSON}, root, func(name string) (uint32, error) {
+		if uid, ok := uids[name]; ok {
+			return uid, nil
+		}
+		return 0, user.UnknownUserError(name)
+	})
+	return out.String(), err
+}
+
 func TestAdminKeysImportAllUsers(t *testing.T) {
 	e := newEnv(t, "")
 	root := t.TempDir()
+	me := uint32(os.Getuid())
+	users := map[string]uint32{"alice": me, "bob": me, "dave": me}
 	a1, a1FP := keytest.PublicKey(t, "a1")
 	b1, _ := keytest.PublicKey(t, "b1")
 	// restrict beside command= is kept by a forced command's certificate (no extensions).
@@ -300,7 +325,7 @@ func TestAdminKeysImportAllUsers(t *testing.T) {
 	}
 	writeFile(t, root, "README", "x")
 
-	out, _, err := e.run(t, "admin", "keys", "import", "--all-users", "--home-root", root)
+	out, err := importAllKeysAs(t, e, root, users, false)
 	if err == nil || !strings.Contains(err.Error(), "2 of 3 authorized_keys files under "+root+" could not be imported") {
 		t.Errorf("error = %v", err)
 	}
@@ -328,7 +353,7 @@ func TestAdminKeysImportAllUsers(t *testing.T) {
 		}
 	})
 
-	out, _, _ = e.run(t, "admin", "keys", "import", "--all-users", "--home-root", root, "-o", "json")
+	out, _ = importAllKeysAs(t, e, root, users, true)
 	var rows []keysImport
 	if err := json.Unmarshal([]byte(out), &rows); err != nil || len(rows) != 3 || rows[0].User != "alice" || len(rows[0].Skipped) != 2 ||
 		rows[1].User != "bob" || rows[1].Error == "" || rows[2].User != "dave" || rows[2].Error == "" {
@@ -339,6 +364,157 @@ func TestAdminKeysImportAllUsers(t *testing.T) {
 			t.Errorf("keys import %v: no error", args)
 		}
 	}
+}
+
+// TestKeysStrictModes checks that --all-users reads an authorized_keys file only where sshd's
+// StrictModes would: the file, .ssh and the home directory each owned by the user (their uid in
+// the user database, not the home directory's owner) or root, and none writable by group or
+// others.
+func TestKeysStrictModes(t *testing.T) {
+	const other = 61001 // not the user
+	root := os.Geteuid() == 0
+	userUID := uint32(os.Getuid())
+	if root {
+		userUID = 61002
+	}
+	// Owners: "u" the user, "o" someone else, "r" root.
+	tests := []struct {
+		name                       string
+		homeMode, sshMode, keyMode os.FileMode
+		owners                     string // of the home, .ssh and the file
+		linkedHome                 bool   // the home is a symbolic link to the directory
+		wantErr                    string // "": readable; else "home", ".ssh" or "file" and the error's end
+	}{
+		{name: "sshd's layout", homeMode: 0o755, sshMode: 0o700, keyMode: 0o600, owners: "uuu"},
+		{name: "home writable by everyone", homeMode: 0o777, sshMode: 0o700, keyMode: 0o600, owners: "uuu",
+			wantErr: "home is writable by group or others (mode 0777): sshd would ignore it too"},
+		{name: "home writable by the group", homeMode: 0o775, sshMode: 0o700, keyMode: 0o600, owners: "uuu",
+			wantErr: "home is writable by group or others (mode 0775)"},
+		{name: "home writable by others, sticky", homeMode: 0o1757, sshMode: 0o700, keyMode: 0o600, owners: "uuu",
+			wantErr: "home is writable by group or others (mode 0757)"},
+		{name: "linked home", homeMode: 0o750, sshMode: 0o700, keyMode: 0o644, owners: "uuu", linkedHome: true},
+		{name: "linked home writable by everyone", homeMode: 0o777, sshMode: 0o700, keyMode: 0o644, owners: "uuu", linkedHome: true,
+			wantErr: "home is writable by group or others (mode 0777)"},
+		{name: ".ssh writable by the group", homeMode: 0o755, sshMode: 0o770, keyMode: 0o600, owners: "uuu",
+			wantErr: ".ssh is writable by group or others (mode 0770)"},
+		{name: "file writable by others", homeMode: 0o755, sshMode: 0o700, keyMode: 0o602, owners: "uuu",
+			wantErr: "file is writable by group or others (mode 0602)"},
+		{name: "home owned by root", homeMode: 0o755, sshMode: 0o700, keyMode: 0o600, owners: "ruu"},
+		{name: "all root's", homeMode: 0o755, sshMode: 0o755, keyMode: 0o644, owners: "rrr"},
+		// The home directory's owner is not the user: sshd compares with the user's uid.
+		{name: "all another user's", homeMode: 0o755, sshMode: 0o700, keyMode: 0o600, owners: "ooo",
+			wantErr: fmt.Sprintf("file belongs to uid %d, not to alice (uid %d) or root: sshd would ignore it too", other, userUID)},
+		{name: "home another user's", homeMode: 0o755, sshMode: 0o700, keyMode: 0o600, owners: "ouu",
+			wantErr: fmt.Sprintf("home belongs to uid %d, not to alice (uid %d) or root", other, userUID)},
+		{name: ".ssh another user's", homeMode: 0o755, sshMode: 0o700, keyMode: 0o600, owners: "uou",
+			wantErr: fmt.Sprintf(".ssh belongs to uid %d", other)},
+		{name: "file another user's", homeMode: 0o755, sshMode: 0o700, keyMode: 0o600, owners: "uuo",
+			wantErr: fmt.Sprintf("file belongs to uid %d", other)},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			if !root && strings.ContainsAny(tt.owners, "or") {
+				if os.Getenv("CI") == "true" {
+					t.Fatal("needs root to give files to other uids; CI must run this test")
+				}
+				t.Skip("needs root to give files to other uids")
+			}
+			dir := t.TempDir()
+			home := filepath.Join(dir, "alice")
+			real := home
+			if tt.linkedHome {
+				real = filepath.Join(dir, "elsewhere")
+				if err := os.Symlink(real, home); err != nil {
+					t.Fatal(err)
+				}
+			}
+			ssh := filepath.Join(real, ".ssh")
+			file := filepath.Join(ssh, "authorized_keys")
+			if err := os.MkdirAll(ssh, 0o700); err != nil {
+				t.Fatal(err)
+			}
+			if err := os.WriteFile(file, []byte("\n"), 0o600); err != nil {
+				t.Fatal(err)
+			}
+			for i, p := range []string{real, ssh, file} {
+				if err := os.Chmod(p, []os.FileMode{tt.homeMode, tt.sshMode, tt.keyMode}[i]); err != nil {
+					t.Fatal(err)
+				}
+				uid := map[byte]uint32{'u': userUID, 'o': other, 'r': 0}[tt.owners[i]]
+				if root {
+					if err := os.Lchown(p, int(uid), int(uid)); err != nil {
+						t.Fatal(err)
+					}
+				}
+			}
+			var names []string
+			for _, d := range []string{home, real} {
+				names = append(names, filepath.Join(d, ".ssh", "authorized_keys"), "file", filepath.Join(d, ".ssh"), ".ssh", d, "home")
+			}
+			err := strictModes("alice", userUID, home, filepath.Join(home, ".ssh", "authorized_keys"))
+			switch {
+			case tt.wantErr == "" && err != nil:
+				t.Errorf("strictModes: %v, want none", err)
+			case tt.wantErr != "" && (err == nil || !strings.HasPrefix(strings.NewReplacer(names...).Replace(err.Error()), tt.wantErr)):
+				t.Errorf("strictModes = %v, want an error %q", err, tt.wantErr)
+			}
+		})
+	}
+}
+
+// TestAdminKeysImportAllUsersStrictModes checks --all-users' rows for the files sshd would not
+// read, and for a directory named like no user.
+func TestAdminKeysImportAllUsersStrictModes(t *testing.T) {
+	e := newEnv(t, "")
+	root := t.TempDir()
+	me := uint32(os.Getuid())
+	// frank's home and files belong to someone who is not frank (nor root).
+	frankUID, frankOwner := me+1, me
+	if me == 0 {
+		frankUID, frankOwner = 61002, 61001
+	}
+	users := map[string]uint32{"alice": me, "erin": me, "frank": frankUID}
+	a1, a1FP := keytest.PublicKey(t, "a1")
+	writeFile(t, filepath.Join(root, "alice", ".ssh"), "authorized_keys", a1+"\n")
+	// erin's home is open to everyone: whoever wrote .ssh there could have written the keys.
+	writeFile(t, filepath.Join(root, "erin", ".ssh"), "authorized_keys", a1+"\n")
+	if err := os.Chmod(filepath.Join(root, "erin"), 0o777); err != nil {
+		t.Fatal(err)
+	}
+	writeFile(t, filepath.Join(root, "frank", ".ssh"), "authorized_keys", a1+"\n")
+	if me == 0 {
+		for _, p := range []string{"frank", "frank/.ssh", "frank/.ssh/authorized_keys"} {
+			if err := os.Chown(filepath.Join(root, p), int(frankOwner), int(frankOwner)); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	// No user ghost.
+	writeFile(t, filepath.Join(root, "ghost", ".ssh"), "authorized_keys", a1+"\n")
+
+	out, err := importAllKeysAs(t, e, root, users, false)
+	if err == nil || !strings.Contains(err.Error(), "3 of 4 authorized_keys files under "+root+" could not be imported") {
+		t.Errorf("error = %v", err)
+	}
+	file := func(u string) string { return filepath.Join(root, u, ".ssh", "authorized_keys") }
+	for _, w := range []string{
+		"alice: 1 key added, 0 skipped from " + file("alice") + ".\n",
+		a1FP,
+		"erin: " + file("erin") + " not imported: " + filepath.Join(root, "erin") + " is writable by group or others (mode 0777): sshd would ignore it too\n",
+		"frank: " + file("frank") + " not imported: " + file("frank") + fmt.Sprintf(" belongs to uid %d, not to frank (uid %d) or root", frankOwner, frankUID),
+		"ghost: " + file("ghost") + " not imported: ghost is not in the user database (user: unknown user ghost)",
+	} {
+		if !strings.Contains(out, w) {
+			t.Errorf("output lacks %q:\n%s", w, out)
+		}
+	}
+	e.withStore(t, func(st store.Store) {
+		for _, n := range []string{"erin", "frank", "ghost"} {
+			if u, _ := st.Get(n); len(u.Keys) != 0 {
+				t.Errorf("%s's keys = %+v", n, u.Keys)
+			}
+		}
+	})
 }
 
 func TestAdminKeysWithDaemon(t *testing.T) {
