@@ -49,7 +49,8 @@ const (
 // user with an active device, a code from the app or a recovery code, checked first and used
 // up (one-use, as at the front door). It counts its calls and remembers their doors.
 type fakeAuth struct {
-	st store.Store
+	st  store.Store
+	now func() time.Time // the test's clock (env.now)
 
 	mu    sync.Mutex
 	pw    map[string]string
@@ -75,7 +76,7 @@ func (a *fakeAuth) SignIn(ctx context.Context, user, password, code string, remo
 			if u.State != store.StateActive {
 				return errors.New("not linked")
 			}
-			if step, err := totp.Verify(u.Secret, code, time.Now(), testSkew, u.LastStep); err == nil {
+			if step, err := totp.Verify(u.Secret, code, a.now(), testSkew, u.LastStep); err == nil {
 				u.LastStep = step
 				return nil
 			}
@@ -216,6 +217,16 @@ type env struct {
 	// endMu guards ended: the calls of the server's EndSessions.
 	endMu sync.Mutex
 	ended []endCall
+
+	// ahead is how far (in nanoseconds) the test's clock, now, is ahead of the real one: code
+	// moves it to the next time step instead of waiting for it.
+	ahead atomic.Int64
+}
+
+// now is the test's clock: the service's, the server's and the front door's (fakeAuth). It is
+// the real time until code moves it ahead.
+func (e *env) now() time.Time {
+	return time.Now().Add(time.Duration(e.ahead.Load()))
 }
 
 // endCall is one call of Server.EndSessions.
@@ -251,9 +262,9 @@ func newEnv(t *testing.T, configure ...func(*env)) *env {
 	logs := newSyncBuffer()
 	log := slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
 	e := &env{t: t, st: st, logs: logs}
-	e.svc = &enroll.Service{Store: st, Issuer: "Example HPC", Skew: testSkew, ConfirmWithin: 10 * time.Minute, Log: log}
+	e.svc = &enroll.Service{Store: st, Issuer: "Example HPC", Skew: testSkew, ConfirmWithin: 10 * time.Minute, Log: log, Now: e.now}
 	e.linker = &countingLinker{Service: e.svc}
-	e.auth = &fakeAuth{st: st, pw: map[string]string{testUser: testPassword, "bob": "bobs password"}}
+	e.auth = &fakeAuth{st: st, now: e.now, pw: map[string]string{testUser: testPassword, "bob": "bobs password"}}
 	e.allowed.Store(true)
 	e.srv = &Server{
 		Signers: []ssh.Signer{newSigner(t)},
@@ -262,6 +273,7 @@ func newEnv(t *testing.T, configure ...func(*env)) *env {
 		Tickets: st,
 		Allowed: func(netip.Addr) bool { return e.allowed.Load() },
 		Log:     log,
+		Now:     e.now,
 		EndSessions: func(user string, ssh bool) int {
 			e.endMu.Lock()
 			defer e.endMu.Unlock()
@@ -383,7 +395,7 @@ func (e *env) link(user string) (secret string, recovery []string) {
 	if err != nil {
 		e.t.Fatalf("Begin: %v", err)
 	}
-	recovery, err = e.svc.Confirm(ctx, user, b, codeAt(e.t, l.Secret, time.Now()))
+	recovery, err = e.svc.Confirm(ctx, user, b, codeAt(e.t, l.Secret, e.now()))
 	if err != nil {
 		e.t.Fatalf("Confirm: %v", err)
 	}
@@ -392,7 +404,8 @@ func (e *env) link(user string) (secret string, recovery []string) {
 
 // code returns a code of secret that user has not used yet and that the service (testSkew)
 // accepts now: the oldest step within the skew that is newer than the user's last used step.
-// When all of them are used it waits for the next step.
+// When all of them are used it moves the test's clock (now) to the start of the next step,
+// as waiting for it would.
 func (e *env) code(user, secret string) string {
 	e.t.Helper()
 	for {
@@ -400,7 +413,7 @@ func (e *env) code(user, secret string) string {
 		if err != nil {
 			e.t.Fatalf("Get %s: %v", user, err)
 		}
-		now := time.Now()
+		now := e.now()
 		step := uint64(now.Unix() / 30)
 		for d := -testSkew; d <= testSkew; d++ {
 			if s := step + uint64(d); s > u.LastStep {
@@ -411,7 +424,8 @@ func (e *env) code(user, secret string) string {
 				return codeAt(e.t, secret, time.Unix(int64(s)*30, 0))
 			}
 		}
-		time.Sleep(time.Duration(30-now.Unix()%30) * time.Second)
+		next := time.Unix(int64(step+1)*30, 0)
+		e.ahead.Add(int64(next.Sub(now)))
 	}
 }
 
@@ -542,6 +556,18 @@ func codeAt(t *testing.T, secret string, at time.Time) string {
 	off := h[len(h)-1] & 0x0f
 	v := binary.BigEndian.Uint32(h[off:off+4]) & 0x7fffffff
 	return fmt.Sprintf("%06d", v%1_000_000)
+}
+
+// hasLinkDay reports whether out holds before+DAY+after, DAY being the day, as the server writes
+// it, of a link made between from and to: either end's, so that a test crossing midnight
+// still matches.
+func hasLinkDay(out, before, after string, from, to time.Time) bool {
+	for _, at := range []time.Time{from, to} {
+		if strings.Contains(out, before+at.Local().Format("2 January 2006")+after) {
+			return true
+		}
+	}
+	return false
 }
 
 // wrongCode returns a well-formed code that matches none of the steps around now.

@@ -123,6 +123,7 @@ func TestMenuKeys(t *testing.T) {
 				t.Parallel()
 				e := newEnv(t, keysOn)
 				e.svc.EndKeySessions = func(user, fp string) int { return 2 }
+				start := e.now()
 				cs := keysSession(e, pty)
 				line, fp := publicKeyLine(t, "")
 				cs.write("a" + nl)
@@ -152,10 +153,17 @@ func TestMenuKeys(t *testing.T) {
 				if exit != 0 {
 					t.Errorf("exit %d, want 0", exit)
 				}
+				// The key expires 7 days after it was added, between start and now: either
+				// end's day, should the test cross midnight.
+				expires := func(at time.Time) string {
+					return `from 192.0.2.7/32, 10.1.0.0/16, expires ` + formatTime(at.Add(7 * 24 * time.Hour))[:10]
+				}
+				if w1, w2 := expires(start), expires(e.now()); !strings.Contains(out, w1) && !strings.Contains(out, w2) {
+					t.Errorf("no %q in the output:\n%s", w1, out)
+				}
 				for _, w := range []string{`SSH key "backup" (` + fp + `) added. It logs in without a code from 192.0.2.7/32, 10.1.0.0/16 until `,
 					"Please type a whole number from 1 to 3650, or nothing.",
 					"  1) backup (ssh-ed25519, automation)",
-					`from 192.0.2.7/32, 10.1.0.0/16, expires ` + formatTime(time.Now().Add(7 * 24 * time.Hour))[:10],
 					`only runs "rsync --server --sender . /data"`,
 					"2 live sessions that had logged in with it were ended."} {
 					if !strings.Contains(out, w) {

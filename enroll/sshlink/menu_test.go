@@ -40,7 +40,9 @@ func TestMenu(t *testing.T) {
 			t.Run("shown to a linked user; quit", func(t *testing.T) {
 				t.Parallel()
 				e := newEnv(t)
+				linking := e.now()
 				cs, _, _ := linkedSession(e, pty)
+				linked := e.now()
 				cs.write("x" + nl)
 				cs.waitCount(promptChoice, 2)
 				cs.write("9" + nl)
@@ -50,7 +52,10 @@ func TestMenu(t *testing.T) {
 				if exit != 0 {
 					t.Errorf("exit %d, want 0", exit)
 				}
-				for _, w := range []string{"Signed in as alice", "linked (since " + time.Now().Format("2 January 2006") + ")",
+				if !hasLinkDay(out, "linked (since ", ")", linking, linked) {
+					t.Errorf("no \"linked (since DAY)\" with the day of the link in the output:\n%s", out)
+				}
+				for _, w := range []string{"Signed in as alice",
 					"1) Replace this device (link a new phone)", "2) New recovery codes", "3) Quit", "Bye."} {
 					if !strings.Contains(out, w) {
 						t.Errorf("no %q in the output:\n%s", w, out)
@@ -64,16 +69,24 @@ func TestMenu(t *testing.T) {
 				}
 			})
 
+			// The input ends: the client's stdin closes, or, on a pty, the user types ^D, which
+			// the line editor takes as an abort (TestLineEditor).
 			t.Run("input ends at the menu", func(t *testing.T) {
 				t.Parallel()
-				if pty {
-					t.Skip("a pty's input ends with ^D, tested as abort")
-				}
 				e := newEnv(t)
 				cs, _, _ := linkedSession(e, pty)
-				cs.stdin.Close()
-				if exit, out := cs.wait(); exit != 1 || !strings.Contains(out, "No answer given, so nothing was changed.") {
-					t.Errorf("exit %d, output:\n%s", exit, out)
+				want := "No answer given, so nothing was changed."
+				if pty {
+					cs.write("\x04")
+					want = "Aborted."
+				} else {
+					cs.stdin.Close()
+				}
+				if exit, out := cs.wait(); exit != 1 || !strings.Contains(out, want) {
+					t.Errorf("exit %d, want 1 and %q in the output:\n%s", exit, want, out)
+				}
+				if e.linker.begins.Load() != 0 {
+					t.Error("the input's end started a link")
 				}
 			})
 
@@ -143,7 +156,7 @@ func TestMenu(t *testing.T) {
 				cs.write(wrongCode(t, secret) + nl)
 				cs.waitCount("Code from your app: ", 2)
 				// A phone whose clock is 4 minutes fast.
-				cs.write(codeAt(t, secret, time.Now().Add(4*time.Minute)) + nl)
+				cs.write(codeAt(t, secret, e.now().Add(4*time.Minute)) + nl)
 				cs.waitCount("Code from your app: ", 3)
 				// Newer than the old phone's last code: a time step is used once, whichever phone.
 				cs.write(e.code(testUser, secret) + nl)
@@ -329,11 +342,13 @@ func TestLinkedAfterLogin(t *testing.T) {
 	t.Parallel()
 	e := newEnv(t)
 	c := e.mustDial(testUser, testPassword, "")
+	linking := e.now()
 	e.link(testUser)
+	linked := e.now()
 	cs := startSession(t, c, true, "")
 	exit, out := cs.wait()
 	if exit != 1 || strings.Contains(out, promptChoice) ||
-		!strings.Contains(out, "Your device is already linked (since "+time.Now().Format("2 January 2006")+"). To replace it, connect again") {
+		!hasLinkDay(out, "Your device is already linked (since ", "). To replace it, connect again", linking, linked) {
 		t.Errorf("exit %d, output:\n%s", exit, out)
 	}
 }

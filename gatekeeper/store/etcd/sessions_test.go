@@ -3,9 +3,11 @@ package etcd
 import (
 	"context"
 	"errors"
+	"log/slog"
 	"slices"
 	"strconv"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -169,15 +171,35 @@ func TestSessionsOfADeadNode(t *testing.T) {
 	a.Register(store.LiveSession{ID: 1, User: "alice"})
 	a.Register(store.LiveSession{ID: 2, User: "alice"})
 	waitListed(t, b, 2*time.Second, "a/1 alice", "a/2 alice")
+	cli := c.Client(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	resp, err := cli.Get(ctx, "/d/sessions/a/1")
+	if err != nil || len(resp.Kvs) != 1 {
+		t.Fatal(resp, err)
+	}
+	lease := clientv3.LeaseID(resp.Kvs[0].Lease)
 
-	// Node a dies: its connection goes, nothing is revoked.
+	// Node a dies: its connection goes, nothing is revoked. Its lease lives
+	// on for what is left of its TTL since the last keep-alive, and the
+	// sessions are listed as long.
 	stA.Close()
 	died := time.Now()
-	time.Sleep(2 * time.Second)
+	ttl, err := cli.TimeToLive(ctx, lease)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// TTL is the whole seconds left (the lease ends in under TTL+1 s), -1
+	// for a lease that is gone.
+	if ttl.TTL <= 0 {
+		t.Fatalf("the dead node's lease is gone at once (TTL %d): closing its connection revoked it", ttl.TTL)
+	}
 	waitListed(t, b, 0, "a/1 alice", "a/2 alice")
 	waitListed(t, b, sessionTTL*time.Second+3*time.Second)
-	if d := time.Since(died); d < (sessionTTL-3)*time.Second {
-		t.Errorf("the dead node's sessions left after %v, before its lease could end", d)
+	if d := time.Since(died); d < time.Duration(ttl.TTL)*time.Second {
+		t.Errorf("the dead node's sessions left after %v, before its lease ended (%d s left at its death)", d, ttl.TTL)
+	} else {
+		t.Logf("the dead node's sessions left after %v (its lease had %d s left)", d, ttl.TTL)
 	}
 
 	// A node that crashed and starts again: what it left under its name goes
@@ -225,9 +247,21 @@ func TestSessionsLeaseLost(t *testing.T) {
 // and a kill cannot be asked for; when it is back, what changed meanwhile is
 // written, and requests reach the node again.
 func TestSessionsOutage(t *testing.T) {
-	c, a, b := twoNodes(t, "/o/")
+	c := etcdtest.Start(t, 1)
+	key := t.TempDir() + "/secret.key"
+	// cannotWrite is closed when a logs that it cannot write its sessions.
+	cannotWrite := make(chan struct{})
+	var once sync.Once
+	logs := logWriter(func(line string) {
+		if strings.Contains(line, "cannot write this node's sessions to etcd") {
+			once.Do(func() { close(cannotWrite) })
+		}
+	})
+	a := NewSessions(open(t, c, "/o/", key, "a"), slog.New(slog.NewTextHandler(logs, nil)))
+	t.Cleanup(func() { a.Close() })
+	b := registry(t, open(t, c, "/o/", key, "b"))
 	a.Register(store.LiveSession{ID: 1, User: "alice"})
-	waitListed(t, b, 2*time.Second, "a/1 alice")
+	waitListed(t, b, 2*time.Second, "a/1 alice") // written: a is not failing
 
 	c.Stop(0)
 	began := time.Now()
@@ -244,7 +278,13 @@ func TestSessionsOutage(t *testing.T) {
 	if err := b.RequestKill(ctx, "a", 2); err == nil {
 		t.Error("RequestKill with the cluster down: no error")
 	}
-	time.Sleep(3 * time.Second)
+	// The cluster comes back once a has tried to write the changes, and
+	// said it could not.
+	select {
+	case <-cannotWrite:
+	case <-time.After(10 * time.Second):
+		t.Fatal("a did not report that it cannot write its sessions with the cluster down")
+	}
 	c.Restart(0)
 	c.WaitHealthy(t)
 	waitListed(t, b, sessionTTL*time.Second, "a/2 bob")
@@ -272,6 +312,15 @@ func TestSessionsOutage(t *testing.T) {
 			t.Fatal("no kill request reached a after the outage")
 		}
 	}
+}
+
+// logWriter is an io.Writer for a slog handler, which writes each record
+// (a line) in one Write.
+type logWriter func(line string)
+
+func (w logWriter) Write(p []byte) (int, error) {
+	w(string(p))
+	return len(p), nil
 }
 
 // TestSessionsGathered: the registry writes the changes of publishAfter in
