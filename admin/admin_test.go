@@ -153,8 +153,8 @@ func startDaemonWith(t *testing.T, prepare func(t *testing.T, dbPath, keyPath st
 		if err := d.srv.Shutdown(context.Background()); err != nil {
 			t.Errorf("Shutdown: %v", err)
 		}
-		if err := <-served; err != nil {
-			t.Errorf("Serve after Shutdown = %v, want nil", err)
+		if err := <-served; !errors.Is(err, http.ErrServerClosed) {
+			t.Errorf("Serve after Shutdown = %v, want http.ErrServerClosed", err)
 		}
 	})
 	return d
@@ -587,8 +587,8 @@ func TestShutdownBeforeServe(t *testing.T) {
 	if err := s.Shutdown(context.Background()); err != nil {
 		t.Fatal(err)
 	}
-	if err := s.Serve(ln); err != nil {
-		t.Errorf("Serve after Shutdown = %v, want nil", err)
+	if err := s.Serve(ln); !errors.Is(err, http.ErrServerClosed) {
+		t.Errorf("Serve after Shutdown = %v, want http.ErrServerClosed", err)
 	}
 	if _, err := os.Lstat(path); !errors.Is(err, fs.ErrNotExist) {
 		t.Errorf("socket file after Serve returned: %v, want gone", err)

@@ -255,7 +255,8 @@ func (s *Server) log() *slog.Logger {
 	return slog.New(slog.DiscardHandler)
 }
 
-// Serve answers admin requests on ln until Shutdown. It returns nil after Shutdown and the
+// Serve answers admin requests on ln until Shutdown. Like http.Server's, it always returns a
+// non-nil error: http.ErrServerClosed after Shutdown (also when called after it), the
 // listener's error otherwise; it closes ln either way.
 func (s *Server) Serve(ln net.Listener) error {
 	srv := &http.Server{
@@ -272,15 +273,11 @@ func (s *Server) Serve(ln net.Listener) error {
 	if s.closed {
 		s.mu.Unlock()
 		ln.Close()
-		return nil
+		return http.ErrServerClosed
 	}
 	s.srv = srv
 	s.mu.Unlock()
-	err := srv.Serve(ln)
-	if errors.Is(err, http.ErrServerClosed) {
-		return nil
-	}
-	return err
+	return srv.Serve(ln)
 }
 
 // Shutdown stops accepting connections and waits for running requests until ctx ends. A Serve

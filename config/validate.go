@@ -441,6 +441,10 @@ func checkKnownHosts(p *problems, key, path string) {
 		return
 	}
 	data, err := readSmall(path)
+	if errors.Is(err, fs.ErrNotExist) {
+		p.addf(key, "%s does not exist: record the lander's host key first (ssh-keyscan -p PORT HOST > %s)", path, path)
+		return
+	}
 	if err != nil {
 		p.add(key, err)
 		return

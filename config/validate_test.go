@@ -173,7 +173,7 @@ func TestValidateNamesTheKey(t *testing.T) {
 
 		// known_hosts
 		{"known_hosts missing", func(t *testing.T, c *Config, dir string) { c.Upstream.KnownHosts = filepath.Join(dir, "nope") },
-			`upstream.known_hosts: open ` + "DIR" + `/nope: no such file or directory`},
+			`upstream.known_hosts: DIR/nope does not exist: record the lander's host key first (ssh-keyscan -p PORT HOST > DIR/nope)`},
 		{"known_hosts empty path", func(t *testing.T, c *Config, dir string) { c.Upstream.KnownHosts = "" }, `upstream.known_hosts: required`},
 		{"known_hosts empty", func(t *testing.T, c *Config, dir string) {
 			c.Upstream.KnownHosts = writeFile(t, filepath.Join(dir, "kh"), "# nothing yet\n\n")

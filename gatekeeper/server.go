@@ -68,7 +68,11 @@ type Options struct {
 	// Log receives one structured line per auth decision and session.
 	// Defaults to slog.Default().
 	Log *slog.Logger
-	// Now is the clock for TOTP steps and rate limits. Defaults to time.Now.
+	// Now is the clock of the rules kept in time (TOTP steps, rate limits and
+	// lockouts, key expiry and remembered networks), which tests move.
+	// Durations measured as they pass (session start and idle time, refusal
+	// padding, the lander's answer time) use the real clock on purpose.
+	// Defaults to time.Now.
 	Now func() time.Time
 	// Recovery checks answer against u's unused recovery codes and, on a
 	// match, removes that code from u. Nil: recovery codes are not accepted.
