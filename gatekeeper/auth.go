@@ -542,7 +542,10 @@ func (s *Server) signInAt(ctx context.Context, user, password, code string, remo
 	if reason == ReasonReplayedCode {
 		s.metrics.CodeReuseRefusals.Inc()
 	}
-	sleepUntil(ctx, answered.Add(delay))
+	// Padded whatever ctx says: a client that half-closes its connection has
+	// its request's context cancelled at once and could read an unpadded
+	// answer, whose time would tell the reasons apart.
+	sleepUntil(context.WithoutCancel(ctx), answered.Add(delay))
 	return res, err
 }
 
@@ -596,7 +599,7 @@ func (s *Server) CheckPassword(ctx context.Context, user, password string, remot
 		level = slog.LevelDebug // counted on the lockout, as at the front door
 	}
 	s.log.Log(ctx, level, "password check refused", "user", logName(user), "remote", remote.String(), "reason", reason, "err", err.Error())
-	sleepUntil(ctx, start.Add(delay))
+	sleepUntil(context.WithoutCancel(ctx), start.Add(delay)) // padded whatever ctx says, as in signInAt
 	return err
 }
 
@@ -903,10 +906,11 @@ func (t *delayTracker) max() time.Duration {
 	return slices.Max(t.samples[:])
 }
 
-// sleepUntil waits until t, or until ctx ends (the client is gone, or the
-// server is closing: nobody is left to tell the reason). Refusals wait for a
-// fixed deadline rather than a random one: only an equal time for every
-// reason hides the reason.
+// sleepUntil waits until t, or until ctx ends. The front door passes the
+// connection's context, which ends only when the server closes the
+// connection (nobody is left to tell the reason); the linking doors pass
+// none that a client can end. Refusals wait for a fixed deadline rather than
+// a random one: only an equal time for every reason hides the reason.
 func sleepUntil(ctx context.Context, t time.Time) {
 	timer := time.NewTimer(time.Until(t))
 	defer timer.Stop()
