@@ -586,8 +586,17 @@ func dequoteOption(v string) (string, bool) {
 func fromPatterns(v string) ([]string, error) {
 	var list []string
 	for _, p := range strings.Split(v, ",") {
-		p = strings.TrimSpace(p)
-		if strings.ContainsAny(p, "*?!") {
+		// sshd matches each entry as written: one with blanks around it or an empty one
+		// matches no client (sshd refuses the key), and a v4-mapped address never matches an
+		// IPv4 client, which sshd sees unmapped. Read leniently, each would open the key to
+		// a network sshd keeps it from.
+		switch a, err := netip.ParseAddr(strings.Split(p, "/")[0]); {
+		case p == "" || strings.TrimSpace(p) != p:
+			return nil, fmt.Errorf("%w: from=%q: an empty entry or blanks around one, which sshd matches with no client", ErrBadKey, v)
+		case err == nil && a.Is4In6():
+			return nil, fmt.Errorf("%w: from=%q: %s is a v4-mapped address, which sshd matches with no IPv4 client (write %s)",
+				ErrBadKey, v, p, a.Unmap())
+		case strings.ContainsAny(p, "*?!"):
 			return nil, fmt.Errorf("%w: from=%q: only addresses and CIDR prefixes are taken, not patterns", ErrBadKey, v)
 		}
 		list = append(list, p)

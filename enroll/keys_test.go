@@ -214,7 +214,7 @@ func TestParseAuthorizedKeys(t *testing.T) {
 		{line: 7, wantErr: "expiry-time"},
 		{line: 8, wantErr: "not patterns"},
 		{line: 9, wantErr: "not patterns"},
-		{line: 10, wantErr: "names no network"},
+		{line: 10, wantErr: "an empty entry"},
 		{line: 11, wantErr: "RSA key of 1024 bits"},
 		{line: 12, wantErr: "not an authorized_keys key line"},
 	}
@@ -298,6 +298,13 @@ func TestParseAuthorizedKeysAsSSHD(t *testing.T) {
 		{name: "command without a value", line: `command,no-pty ` + a, wantErr: "needs a value"},
 		{name: "unquoted value", line: `from=10.0.0.0/8 ` + a, wantErr: "double quotes"},
 		{name: "text after the closing quote", line: `command="ls"x ` + a, wantErr: "double quotes"},
+		// from= entries sshd matches with no client: the key would be let in from more places.
+		{name: "from with a blank after a comma", line: `from="10.0.0.0/8, 127.0.0.1" ` + a, wantErr: "blanks around one"},
+		{name: "from with a trailing comma", line: `from="127.0.0.1," ` + a, wantErr: "an empty entry"},
+		{name: "from with an empty entry", line: `from="127.0.0.1,,10.0.0.0/8" ` + a, wantErr: "an empty entry"},
+		{name: "from v4-mapped", line: `from="::ffff:127.0.0.1" ` + a, wantErr: "v4-mapped address, which sshd matches with no IPv4 client (write 127.0.0.1)"},
+		{name: "from v4-mapped prefix", line: `from="::ffff:10.0.0.0/104" ` + a, wantErr: "v4-mapped"},
+		{name: "from list as sshd reads it", line: `from="10.0.0.0/8,127.0.0.1" ` + a, from: []string{"10.0.0.0/8", "127.0.0.1/32"}},
 		// verify-required asks for the FIDO key's PIN, which the gatekeeper does not check:
 		// a command= does not make up for it.
 		{name: "verify-required", line: `verify-required ` + sk, wantErr: "verify-required is not enforced"},

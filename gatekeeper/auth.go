@@ -503,6 +503,11 @@ func (s *Server) SignInLinked(ctx context.Context, user, password, code string, 
 
 // signInAt is SignIn, saying also how the second factor was satisfied.
 func (s *Server) signInAt(ctx context.Context, user, password, code string, remote netip.Addr, door string, mustBeLinked bool) (SignInResult, error) {
+	// A check under way is never cut short by the client: net/http cancels a
+	// request's context as soon as its client half-closes the connection, and
+	// a lander check given up on counts no failure (see lander.connect), while
+	// such a client can still read the answer. Nor is the refusal's padding.
+	ctx = context.WithoutCancel(ctx)
 	answered, delay := time.Now(), s.refusalDelay()
 	remote = remote.Unmap()
 	trusted := s.config().IsTrusted(remote)
@@ -542,10 +547,7 @@ func (s *Server) signInAt(ctx context.Context, user, password, code string, remo
 	if reason == ReasonReplayedCode {
 		s.metrics.CodeReuseRefusals.Inc()
 	}
-	// Padded whatever ctx says: a client that half-closes its connection has
-	// its request's context cancelled at once and could read an unpadded
-	// answer, whose time would tell the reasons apart.
-	sleepUntil(context.WithoutCancel(ctx), answered.Add(delay))
+	sleepUntil(ctx, answered.Add(delay))
 	return res, err
 }
 
@@ -578,6 +580,7 @@ func (s *Server) signIn(ctx context.Context, user, password, code string, remote
 // failure accounting and failure delay as an SSH login, and without a second
 // factor.
 func (s *Server) CheckPassword(ctx context.Context, user, password string, remote netip.Addr) error {
+	ctx = context.WithoutCancel(ctx) // never cut short by the client, as in signInAt
 	start, delay := time.Now(), s.refusalDelay()
 	remote = remote.Unmap()
 	trusted := s.config().IsTrusted(remote)
@@ -599,7 +602,7 @@ func (s *Server) CheckPassword(ctx context.Context, user, password string, remot
 		level = slog.LevelDebug // counted on the lockout, as at the front door
 	}
 	s.log.Log(ctx, level, "password check refused", "user", logName(user), "remote", remote.String(), "reason", reason, "err", err.Error())
-	sleepUntil(context.WithoutCancel(ctx), start.Add(delay)) // padded whatever ctx says, as in signInAt
+	sleepUntil(ctx, start.Add(delay))
 	return err
 }
 
@@ -908,8 +911,8 @@ func (t *delayTracker) max() time.Duration {
 
 // sleepUntil waits until t, or until ctx ends. The front door passes the
 // connection's context, which ends only when the server closes the
-// connection (nobody is left to tell the reason); the linking doors pass
-// none that a client can end. Refusals wait for a fixed deadline rather than
+// connection (nobody is left to tell the reason); the linking doors' sign-ins
+// pass none that can end (see signInAt). Refusals wait for a fixed deadline rather than
 // a random one: only an equal time for every reason hides the reason.
 func sleepUntil(ctx context.Context, t time.Time) {
 	timer := time.NewTimer(time.Until(t))

@@ -1657,3 +1657,29 @@ func TestShutdownKeepsTheAuditLog(t *testing.T) {
 		t.Fatalf("the refused sign-in after Shutdown is not in the audit log: %v", kinds)
 	}
 }
+
+// TestSignInNotCutShortByItsContext: the linking doors pass a request's
+// context, which net/http cancels as soon as the client half-closes its
+// connection while it can still read the answer. A password guess whose
+// context ends while the lander checks it still counts, so such a client
+// cannot guess for free and then read whether the guess was right.
+func TestSignInNotCutShortByItsContext(t *testing.T) {
+	g := newTestGate(t, nil)
+	g.lander.rejectDelay.Store(int64(time.Second)) // PAM's failure delay
+	from := netip.MustParseAddr("127.0.0.1")
+	for i := range testRateLimit.Failures {
+		ctx, cancel := context.WithCancel(context.Background())
+		stop := time.AfterFunc(300*time.Millisecond, cancel)
+		if _, err := g.srv.SignIn(ctx, "bob", fmt.Sprintf("guess-%d", i), "", from, store.DoorPortal); err == nil {
+			t.Fatalf("wrong password %d signed in", i)
+		}
+		stop.Stop()
+		cancel()
+	}
+	if n := strings.Count(g.logs.String(), `"reason":"wrong_password"`); n != testRateLimit.Failures {
+		t.Errorf("%d sign-ins refused as wrong_password, want %d:\n%s", n, testRateLimit.Failures, g.logs)
+	}
+	if _, err := g.srv.SignIn(context.Background(), "bob", landerPassword, "", from, store.DoorPortal); err == nil {
+		t.Error("the right password signed in after as many cancelled wrong guesses as lock a user out")
+	}
+}

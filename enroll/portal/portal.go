@@ -289,8 +289,11 @@ func (s *Server) ServeTLS(ln net.Listener, certFile, keyFile string) error {
 }
 
 // waitRefusal waits before a sign-in refusal that did not go through the password check (see
-// enroll.RefusalDelay).
+// enroll.RefusalDelay), whatever the request's context says: net/http cancels it as soon as the
+// client half-closes its connection, and such a client can still read an answer that would then
+// come at once.
 func (s *Server) waitRefusal(ctx context.Context) {
+	ctx = context.WithoutCancel(ctx)
 	if s.refusalDelay != nil {
 		s.refusalDelay(ctx)
 		return

@@ -918,3 +918,17 @@ func TestQRShownOnceToConcurrentTabs(t *testing.T) {
 		t.Errorf("%d of %d simultaneous tabs got the secret, want exactly 1", shown, tabs)
 	}
 }
+
+// TestWaitRefusalOutlivesTheRequest: net/http cancels a request's context as
+// soon as the client half-closes its connection, and such a client can still
+// read the answer: the refusal's wait must not end with that context.
+func TestWaitRefusalOutlivesTheRequest(t *testing.T) {
+	var waited error
+	s := &Server{refusalDelay: func(ctx context.Context) { waited = ctx.Err() }}
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	s.waitRefusal(ctx)
+	if waited != nil {
+		t.Errorf("the refusal waited under a context that had ended (%v): a half-closing client gets an unpadded answer", waited)
+	}
+}
