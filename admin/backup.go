@@ -11,6 +11,7 @@ import (
 	"log/slog"
 	"net/http"
 	"strconv"
+	"strings"
 	"time"
 
 	"gatekeeper/gatekeeper/store"
@@ -54,6 +55,103 @@ type BackupHeader struct {
 	Users   int `json:"users"`
 	Tickets int `json:"tickets"`
 	Events  int `json:"events"`
+	// LeftOut names the damaged items the backup left out (store.Item.Damaged): a record that
+	// fails its integrity check cannot be restored, and would make the whole backup
+	// unrestorable.
+	LeftOut []LeftOut `json:"left_out,omitempty"`
+	// MoreLeftOut counts the damaged items left out beyond the maxLeftOut named.
+	MoreLeftOut int `json:"more_left_out,omitempty"`
+}
+
+// maxLeftOut is how many damaged items a backup names at most: the header and the stream's end
+// line must stay well within maxBackupLine however damaged the store.
+const maxLeftOut = 100
+
+// leftOutCount is how many damaged items were left out.
+func (h BackupHeader) leftOutCount() int { return len(h.LeftOut) + h.MoreLeftOut }
+
+// LeftOut is a damaged item a backup left out.
+type LeftOut struct {
+	Kind string `json:"kind"`
+	Key  string `json:"key,omitempty"`
+	// Why is what is wrong with it ("fails its integrity check").
+	Why string `json:"why"`
+}
+
+// leftOut describes it, which failed its check with err.
+func leftOut(it store.Item, err error) LeftOut {
+	return LeftOut{Kind: it.Kind, Key: shorten(it.Key, 200), Why: shorten(err.Error(), 300)}
+}
+
+// shorten cuts s (a key stored under an invalid name can be long) to at most n bytes and a mark.
+func shorten(s string, n int) string {
+	if len(s) <= n {
+		return s
+	}
+	return strings.ToValidUTF8(s[:n], "") + "…"
+}
+
+// String names l, says what is wrong with it and what to do: "user x (fails its integrity
+// check; it cannot be used as it is: `gatekeeper admin reset x` removes it, and the user
+// links again)".
+func (l LeftOut) String() string {
+	switch l.Kind {
+	case store.ItemUser:
+		return fmt.Sprintf("user %s (%s; it cannot be used as it is: `gatekeeper admin reset %s` removes it, and the user links again)",
+			quoteOdd(l.Key), l.Why, quoteOdd(l.Key))
+	case store.ItemTicket:
+		return fmt.Sprintf("ticket %.8s… (%s; it cannot be spent: `gatekeeper admin ticket USER` gives its user a new one)", l.Key, l.Why)
+	case store.ItemEvent:
+		return fmt.Sprintf("an audit event (%s)", l.Why)
+	}
+	return fmt.Sprintf("%s %s (%s)", l.Kind, quoteOdd(l.Key), l.Why)
+}
+
+// quoteOdd quotes a name that is not a valid user name (a record stored under one), so that it
+// shows as it is.
+func quoteOdd(name string) string {
+	if store.CheckName(name) != nil {
+		return strconv.Quote(name)
+	}
+	return name
+}
+
+// LeftOutNames is "user x, ticket 1a2b3c4d…": the items left out, by name.
+func (h BackupHeader) LeftOutNames() string {
+	names := make([]string, len(h.LeftOut), len(h.LeftOut)+1)
+	for i, l := range h.LeftOut {
+		switch l.Kind {
+		case store.ItemTicket:
+			names[i] = fmt.Sprintf("ticket %.8s…", l.Key)
+		case store.ItemEvent:
+			names[i] = "an audit event"
+		default:
+			names[i] = l.Kind + " " + quoteOdd(l.Key)
+		}
+	}
+	if h.MoreLeftOut > 0 {
+		names = append(names, fmt.Sprintf("and %d more", h.MoreLeftOut))
+	}
+	return strings.Join(names, ", ")
+}
+
+// LeftOutSummary is "1 damaged record left out: user x (...)", describing at most 20; "" when
+// nothing was left out.
+func (h BackupHeader) LeftOutSummary() string {
+	if h.leftOutCount() == 0 {
+		return ""
+	}
+	names := make([]string, 0, min(len(h.LeftOut), 20)+1)
+	for i, l := range h.LeftOut {
+		if i == 20 {
+			break
+		}
+		names = append(names, l.String())
+	}
+	if more := h.leftOutCount() - len(names); more > 0 {
+		names = append(names, fmt.Sprintf("and %d more", more))
+	}
+	return plural(h.leftOutCount(), "damaged record") + " left out: " + strings.Join(names, "; ")
 }
 
 // count adds it to h's counts.
@@ -208,23 +306,39 @@ func parseItem(b []byte) (store.Item, error) {
 }
 
 // Backup calls fn with every record and ticket of st, and with the audit events when h.Audit,
-// and returns h with its counts set. On success it writes a "backup" event with actor to the
-// audit log (a failure to write it goes to log: the backup is made by then). The daemon's
-// endpoint and commands working on the store directly both use it.
-func Backup(st store.Store, h BackupHeader, actor string, log *slog.Logger, fn func(store.Item) error) (BackupHeader, error) {
-	h.Users, h.Tickets, h.Events = 0, 0, 0
+// and returns h with its counts set. A damaged item (store.Item.Damaged) is left out and named
+// in h.LeftOut: one record that cannot be used must not make the backup of everyone else
+// unrestorable. The daemon's endpoint and commands working on the store directly both use it,
+// and write the audit event (AuditBackup) once the backup has gone where it goes.
+func Backup(st store.Store, h BackupHeader, fn func(store.Item) error) (BackupHeader, error) {
+	h.Users, h.Tickets, h.Events, h.LeftOut, h.MoreLeftOut = 0, 0, 0, nil, 0
 	err := st.Dump(h.Audit, func(it store.Item) error {
+		if it.Damaged != nil {
+			if len(h.LeftOut) < maxLeftOut {
+				h.LeftOut = append(h.LeftOut, leftOut(it, it.Damaged))
+			} else {
+				h.MoreLeftOut++
+			}
+			return nil
+		}
 		h.count(it)
 		return fn(it)
 	})
-	if err != nil {
-		return h, err
+	return h, err
+}
+
+// AuditBackup writes the "backup" event of h, by actor, to st's audit log: what went where
+// ("sent 12 users, 1 ticket to the admin command", "wrote 12 users, 1 ticket to FILE"), and
+// what was left out. A failure to write it goes to log: the backup is made by then.
+func AuditBackup(st store.Store, h BackupHeader, actor, what string, log *slog.Logger) {
+	detail := what
+	if h.leftOutCount() > 0 {
+		detail += "; left out " + plural(h.leftOutCount(), "damaged record") + ": " + h.LeftOutNames()
 	}
-	e := store.Event{Kind: store.EventBackup, Actor: actor, Door: store.DoorConsole, Detail: "copied " + h.Summary()}
+	e := store.Event{Kind: store.EventBackup, Actor: actor, Door: store.DoorConsole, Detail: detail}
 	if err := st.Append(e); err != nil {
 		log.Error("audit log write failed", "err", err, "kind", e.Kind)
 	}
-	return h, nil
 }
 
 // RestoreResult is the answer to a restore: what was written.
@@ -236,18 +350,18 @@ type RestoreResult struct {
 
 // Restore loads f's items into st (Store.Load): a user who already has a record is refused,
 // all of them named, with an error matching store.ErrExists unless force; items that do not
-// verify under st's key file get an error matching ErrBadBackup that names the line. Either
-// way nothing is written. On success it writes a "restore" event with actor to the audit log
-// (a failure to write it goes to log). The daemon's endpoint and commands working on the
-// store directly both use it.
+// verify under st's key file get an error matching ErrBadBackup that names the line. The
+// error says what was written: "nothing was written", or for a store that stopped part-way
+// (a *store.LoadError) how much was. On success it writes a "restore" event with actor to the
+// audit log (a failure to write it goes to log). The daemon's endpoint and commands working
+// on the store directly both use it.
 func Restore(st store.Store, f *BackupFile, force bool, actor string, log *slog.Logger) (RestoreResult, error) {
 	res, err := st.Load(f.Items, force)
-	if ie, ok := errors.AsType[*store.ItemError](err); ok {
-		// Item n is on line n+1, after the header.
-		return RestoreResult{}, fmt.Errorf("%w: line %d: %v", ErrBadBackup, ie.Index+1, ie.Err)
+	if _, ok := errors.AsType[*store.LoadError](err); ok {
+		return RestoreResult{}, err // its message says what was written
 	}
 	if err != nil {
-		return RestoreResult{}, err
+		return RestoreResult{}, fmt.Errorf("%w; nothing was written", lineError(err))
 	}
 	out := RestoreResult{Users: res.Users, Tickets: res.Tickets, Events: res.Events}
 	h := f.Header
@@ -262,6 +376,41 @@ func Restore(st store.Store, f *BackupFile, force bool, actor string, log *slog.
 		log.Error("audit log write failed", "err", err, "kind", e.Kind)
 	}
 	return out, nil
+}
+
+// lineError is err with an *store.ItemError (item n of a backup) turned into an ErrBadBackup
+// error naming its line.
+func lineError(err error) error {
+	if ie, ok := errors.AsType[*store.ItemError](err); ok {
+		// Item n is on line n+1, after the header.
+		return fmt.Errorf("%w: line %d: %v", ErrBadBackup, ie.Index+1, ie.Err)
+	}
+	return err
+}
+
+// CheckBackupKey checks f's records and tickets against key (the bytes of the key file) as
+// Restore will, so that a command about to open a store itself refuses a backup made under
+// another key file before anything is created: a new store takes the key file it is first
+// opened with. The error matches ErrBadBackup and names the line.
+func CheckBackupKey(key []byte, f *BackupFile) error {
+	c, err := store.NewCodec(key, "")
+	if err != nil {
+		return err
+	}
+	// The events need no key (and there may be many): only the sealed items, numbered as in f.
+	var sealed []store.Item
+	var index []int
+	for i, it := range f.Items {
+		if it.Kind == store.ItemUser || it.Kind == store.ItemTicket {
+			sealed = append(sealed, it)
+			index = append(index, i)
+		}
+	}
+	_, err = c.CheckItems(sealed)
+	if ie, ok := errors.AsType[*store.ItemError](err); ok {
+		err = &store.ItemError{Index: index[ie.Index-1] + 1, Err: ie.Err}
+	}
+	return lineError(err)
 }
 
 func orDash(s string) string {
@@ -287,7 +436,10 @@ type streamLine struct {
 	Users   int    `json:"users,omitempty"`
 	Tickets int    `json:"tickets,omitempty"`
 	Events  int    `json:"events,omitempty"`
-	Error   string `json:"error,omitempty"`
+	// LeftOut and MoreLeftOut, on the end line, are the damaged items left out.
+	LeftOut     []LeftOut `json:"left_out,omitempty"`
+	MoreLeftOut int       `json:"more_left_out,omitempty"`
+	Error       string    `json:"error,omitempty"`
 }
 
 // backupIOTimeout bounds each write of the backup stream and the whole upload of a restore.
@@ -329,7 +481,7 @@ func (s *Server) handleBackup(w http.ResponseWriter, r *http.Request) {
 	w.Header().Set("Content-Type", "application/jsonl")
 	w.Header().Set("X-Content-Type-Options", "nosniff")
 	w.Header().Set("Cache-Control", "no-store")
-	h, err = Backup(s.store(), h, actorOf(r), s.log(), func(it store.Item) error {
+	h, err = Backup(s.store(), h, func(it store.Item) error {
 		return enc.Encode(streamLine{Kind: it.Kind, Key: it.Key, Value: it.Value})
 	})
 	if err != nil && dw.n == 0 {
@@ -343,12 +495,16 @@ func (s *Server) handleBackup(w http.ResponseWriter, r *http.Request) {
 		bw.Flush()
 		return
 	}
-	enc.Encode(streamLine{Kind: streamEnd, Users: h.Users, Tickets: h.Tickets, Events: h.Events})
+	enc.Encode(streamLine{Kind: streamEnd, Users: h.Users, Tickets: h.Tickets, Events: h.Events, LeftOut: h.LeftOut, MoreLeftOut: h.MoreLeftOut})
 	if err := bw.Flush(); err != nil {
 		s.log().WarnContext(r.Context(), "backup not delivered", "err", err, "actor", actorOf(r))
 		return
 	}
-	s.log().InfoContext(r.Context(), "backup", "actor", actorOf(r), "users", h.Users, "tickets", h.Tickets, "events", h.Events)
+	// The daemon knows that the backup was sent, not whether the command stored it (a full
+	// disk there): the event says so.
+	AuditBackup(s.store(), h, actorOf(r), "sent "+h.Summary()+" to the admin command, which writes the backup file", s.log())
+	s.log().InfoContext(r.Context(), "backup", "actor", actorOf(r), "users", h.Users, "tickets", h.Tickets, "events", h.Events,
+		"left_out", h.leftOutCount())
 }
 
 // handleRestore answers POST /v1/restore?force=true, whose body is a backup file.
@@ -376,6 +532,13 @@ func (s *Server) handleRestore(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	res, err := Restore(s.store(), f, force, actorOf(r), s.log())
+	if le, ok := errors.AsType[*store.LoadError](err); ok && !errors.Is(err, store.ErrUnavailable) && !errors.Is(err, store.ErrExists) {
+		// writeErr would answer with its internal message alone: the caller must learn what
+		// was written.
+		s.log().ErrorContext(r.Context(), "restore failed part-way", "err", err, "actor", actorOf(r))
+		writeError(w, http.StatusInternalServerError, codeInternal, internalMessage+"; "+le.Progress())
+		return
+	}
 	if err != nil {
 		s.writeErr(w, r, err)
 		return
@@ -428,7 +591,7 @@ func readStream(body io.Reader, fn func(store.Item) error) (BackupHeader, error)
 			if sc.Scan() {
 				return h, unreadable("more after the end line")
 			}
-			h.Users, h.Tickets, h.Events = got.Users, got.Tickets, got.Events
+			h.Users, h.Tickets, h.Events, h.LeftOut, h.MoreLeftOut = got.Users, got.Tickets, got.Events, l.LeftOut, l.MoreLeftOut
 			return h, nil
 		case streamError:
 			return h, fmt.Errorf("gatekeeper daemon: %s", l.Error)

@@ -171,3 +171,97 @@ func TestBackupCallers(t *testing.T) {
 		t.Errorf("restore as nobody: %q, want %q", out, want)
 	}
 }
+
+// loadFails is a store whose Load fails with err.
+type loadFails struct {
+	store.Store
+	err error
+}
+
+func (l loadFails) Load([]store.Item, bool) (store.LoadResult, error) {
+	return store.LoadResult{}, l.err
+}
+
+// TestRestoreSaysWhatWasWritten: a restore's error says what was written, through the daemon
+// too: nothing, or for a store that stopped part-way how much, whatever the cause.
+func TestRestoreSaysWhatWasWritten(t *testing.T) {
+	d := startDaemonWith(t, nil, nil)
+	c := NewClient(d.path)
+	f, err := ParseBackup([]byte(`{"gatekeeper_backup":1,"users":0}` + "\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	partway := func(cause error) error {
+		return &store.LoadError{Written: store.LoadResult{Users: 2, Events: 298}, Of: store.LoadResult{Users: 2, Events: 1000}, Err: cause}
+	}
+	written := "2 of 2 users, 0 of 0 tickets and 298 of 1000 events were written; run restore again with --force"
+	tests := []struct {
+		name    string
+		err     error
+		is      error
+		want    string
+		notWant string
+	}{
+		{"part-way, cluster gone", partway(fmt.Errorf("etcd: restore: %w", store.ErrUnavailable)), store.ErrUnavailable, written, "nothing was written"},
+		{"part-way, other failure", partway(errors.New("etcd: restore: request too large")), nil, "; the restore stopped part-way: " + written, "nothing was written"},
+		{"part-way, user linked meanwhile", partway(fmt.Errorf("%w: a user was linked", store.ErrExists)), store.ErrExists, "see who linked meanwhile", "nothing was written"},
+		{"before any write", fmt.Errorf("etcd: read users: %w", store.ErrUnavailable), store.ErrUnavailable, "read users: store unavailable; nothing was written", ""},
+		{"existing user", store.ExistsError([]string{"alice"}), store.ErrExists, "alice (restore --force overwrites them); nothing was written", ""},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			for _, via := range []string{"directly", "daemon"} {
+				var err error
+				if via == "daemon" {
+					d.srv.Store = loadFails{Store: d.st, err: tc.err}
+					_, err = c.Restore(context.Background(), f, true)
+				} else {
+					_, err = Restore(loadFails{Store: d.st, err: tc.err}, f, true, "test", d.srv.log())
+				}
+				if err == nil || !strings.Contains(err.Error(), tc.want) || tc.notWant != "" && strings.Contains(err.Error(), tc.notWant) ||
+					tc.is != nil && !errors.Is(err, tc.is) {
+					t.Errorf("%s: Restore = %v, want %q (and %v)", via, err, tc.want, tc.is)
+				}
+			}
+		})
+	}
+}
+
+// damagedDump is a store whose Dump hands out one good record and n damaged ones.
+type damagedDump struct {
+	store.Store
+	n int
+}
+
+func (d damagedDump) Dump(_ bool, fn func(store.Item) error) error {
+	if err := fn(store.Item{Kind: store.ItemUser, Key: "alice", Value: []byte("{}")}); err != nil {
+		return err
+	}
+	for i := range d.n {
+		it := store.Item{Kind: store.ItemUser, Key: fmt.Sprintf("u%d", i), Value: []byte("{}"), Damaged: errors.New("fails its integrity check")}
+		if err := fn(it); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// TestBackupLeavesOutDamaged: damaged items are left out and named, at most maxLeftOut of them
+// in the header (which must stay one readable line), the rest counted.
+func TestBackupLeavesOutDamaged(t *testing.T) {
+	for _, n := range []int{1, maxLeftOut + 50} {
+		var got []string
+		h, err := Backup(damagedDump{n: n}, BackupHeader{}, func(it store.Item) error { got = append(got, it.Key); return nil })
+		if err != nil || len(got) != 1 || h.Users != 1 || h.leftOutCount() != n || len(h.LeftOut) != min(n, maxLeftOut) {
+			t.Fatalf("n=%d: Backup = %+v (%d named), %v; passed on %q", n, h.Users, len(h.LeftOut), err, got)
+		}
+		if len(h.MarshalLine()) > maxBackupLine/10 {
+			t.Errorf("n=%d: header of %d bytes", n, len(h.MarshalLine()))
+		}
+		s := h.LeftOutSummary()
+		if !strings.HasPrefix(s, plural(n, "damaged record")+" left out: user u0 (fails its integrity check; ") ||
+			n > 20 && !strings.HasSuffix(s, fmt.Sprintf("; and %d more", n-20)) {
+			t.Errorf("n=%d: summary %.200q", n, s)
+		}
+	}
+}

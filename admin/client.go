@@ -166,7 +166,12 @@ func (c *Client) ResetWith(ctx context.Context, user string, opts ResetOptions) 
 	var res ResetResult
 	p, err := userPath(user, "reset")
 	if err != nil {
-		return res, err
+		if user == "" || user == "." || user == ".." {
+			return res, err // no path element can carry it
+		}
+		// The daemon removes a record stored under an invalid name (by hand), if there is
+		// one, and refuses the name otherwise.
+		p = "/v1/users/" + url.PathEscape(user) + "/reset"
 	}
 	if opts.Keys {
 		p += "?keys=true"
@@ -458,6 +463,8 @@ func remoteError(status int, b []byte) error {
 		sentinel = ErrBadBackup
 	case codeUnavailable:
 		sentinel = store.ErrUnavailable
+	case codeNoSpace:
+		sentinel = store.ErrNoSpace
 	case codeBadKey:
 		sentinel = enroll.ErrBadKey
 	case codeKeyExists:

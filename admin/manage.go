@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -56,7 +57,12 @@ type ResetOptions struct {
 // the caller's.
 func ResetRecord(st store.Store, name string, opts ResetOptions) (res ResetResult, existed bool, err error) {
 	if err := store.CheckName(name); err != nil {
-		return ResetResult{}, false, err
+		// No user has this name, but a record put under it by hand (admin list names it as
+		// damaged) must be removable: Delete removes one if there is one, else refuses the name.
+		if existed, err = st.Delete(name); err != nil {
+			return ResetResult{}, false, err
+		}
+		return ResetResult{User: name, HadRecord: existed, Damaged: existed}, existed, nil
 	}
 	err = st.Update(name, func(u *store.User) error {
 		// fn may run more than once (etcd): everything it reports starts afresh.
@@ -211,26 +217,53 @@ func (s *Server) notImplemented(w http.ResponseWriter, r *http.Request, what str
 }
 
 func (s *Server) handleUsers(w http.ResponseWriter, r *http.Request) {
-	users, err := s.store().List()
+	infos, err := ListInfos(s.store(), s.userInfo)
 	if err != nil {
 		s.writeErr(w, r, err)
 		return
 	}
-	infos := make([]UserInfo, 0, len(users))
-	for _, u := range users {
-		infos = append(infos, s.userInfo(u))
+	for _, in := range infos {
+		if in.State == StateDamaged {
+			s.log().ErrorContext(r.Context(), "damaged user record", "user", in.Name, "err", in.Damaged)
+		}
 	}
 	writeJSON(w, http.StatusOK, infos)
+}
+
+// StateDamaged is the state a list of users gives a record that cannot be read (UserInfo.Damaged
+// says why): it failed its integrity check, or is stored under a name gatekeeper never writes.
+// `admin reset` removes it; the user then links again.
+const StateDamaged store.State = "damaged"
+
+// ListInfos lists st's users as info describes them, sorted by name. A damaged record does not
+// hide the others: it is listed with StateDamaged and the reason.
+func ListInfos(st store.Store, info func(store.User) UserInfo) ([]UserInfo, error) {
+	users, err := st.List()
+	var damaged *store.DamagedError
+	if err != nil && !errors.As(err, &damaged) {
+		return nil, err
+	}
+	infos := make([]UserInfo, 0, len(users))
+	for _, u := range users {
+		infos = append(infos, info(u))
+	}
+	if damaged != nil {
+		for _, d := range damaged.Records {
+			infos = append(infos, UserInfo{Name: d.Name, State: StateDamaged, Damaged: d.Err.Error()})
+		}
+		slices.SortStableFunc(infos, func(a, b UserInfo) int { return strings.Compare(a.Name, b.Name) })
+	}
+	return infos, nil
 }
 
 // handleReset forgets the user's device link and recovery codes (even a damaged record) and ends
 // their live sessions: a lost phone must stop working at once. The user's SSH keys stay unless
 // the query says keys=true. POST /v1/users/{name}/reset[?keys=true].
 func (s *Server) handleReset(w http.ResponseWriter, r *http.Request) {
-	name := s.pathUser(w, r)
-	if name == "" {
-		return
-	}
+	// Not pathUser: a record stored under an invalid name (by hand) is removed too, if there is
+	// one (ResetRecord); nobody can log in under such a name, so it has no sessions to end.
+	name := r.PathValue("name")
+	valid := store.CheckName(name) == nil
 	var opts ResetOptions
 	if v := r.URL.Query().Get("keys"); v != "" {
 		b, err := strconv.ParseBool(v)
@@ -249,7 +282,9 @@ func (s *Server) handleReset(w http.ResponseWriter, r *http.Request) {
 		s.writeErr(w, r, err)
 		return
 	}
-	res.SessionsEnded = s.OnReset(name)
+	if valid {
+		res.SessionsEnded = s.OnReset(name)
+	}
 	if err := NothingToReset(res, " and no live session"); err != nil {
 		s.writeErr(w, r, err)
 		return

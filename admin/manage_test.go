@@ -562,21 +562,73 @@ func TestSessionsAPICluster(t *testing.T) {
 	}
 }
 
+// TestDamagedRecordAPI: a damaged record, or one stored by hand under an invalid name, does not
+// hide the other users from the list: it is listed with state damaged and the reason, and a reset
+// by the name the list gives removes it (for an invalid name only while a record is stored under
+// it), ending no one's sessions for an invalid name.
 func TestDamagedRecordAPI(t *testing.T) {
-	d := startDaemonWith(t, damage("bob"), func(s *Server) { s.OnReset = func(string) int { return 0 } })
-	c := NewClient(d.path)
-	ctx := context.Background()
-	if _, err := c.User(ctx, "bob"); !errors.Is(err, store.ErrDamaged) || !strings.Contains(err.Error(), `"bob"`) {
-		t.Errorf("User(bob) = %v, want ErrDamaged naming bob", err)
-	}
-	if _, err := c.Users(ctx); !errors.Is(err, store.ErrDamaged) || !strings.Contains(err.Error(), `"bob"`) {
-		t.Errorf("Users = %v, want ErrDamaged naming bob", err)
-	}
-	if _, err := c.Reset(ctx, "bob"); err != nil {
-		t.Fatalf("Reset(bob) = %v", err)
-	}
-	if users, err := c.Users(ctx); err != nil || len(users) != 0 {
-		t.Errorf("Users after reset = %+v, %v", users, err)
+	for _, name := range []string{"bob", "bad name", "a/b", "-x"} {
+		t.Run(name, func(t *testing.T) {
+			var resetFor []string
+			d := startDaemonWith(t, func(t *testing.T, dbPath, keyPath string) {
+				st, err := bolt.Open(dbPath, keyPath)
+				if err != nil {
+					t.Fatal(err)
+				}
+				for _, u := range []string{"alice", "carol"} {
+					if err := st.Update(u, func(x *store.User) error { x.State, x.Secret = store.StateActive, []byte(u); return nil }); err != nil {
+						t.Fatal(err)
+					}
+				}
+				st.Close()
+				damage(name)(t, dbPath, keyPath)
+			}, func(s *Server) { s.OnReset = func(u string) int { resetFor = append(resetFor, u); return 0 } })
+			c := NewClient(d.path)
+			ctx := context.Background()
+			if name == "bob" {
+				if _, err := c.User(ctx, "bob"); !errors.Is(err, store.ErrDamaged) || !strings.Contains(err.Error(), `"bob"`) {
+					t.Errorf("User(bob) = %v, want ErrDamaged naming bob", err)
+				}
+			}
+			users, err := c.Users(ctx)
+			if err != nil {
+				t.Fatalf("Users = %v", err)
+			}
+			var got []string
+			for _, u := range users {
+				got = append(got, u.Name+"/"+string(u.State))
+				if u.State == StateDamaged && !strings.Contains(u.Damaged, fmt.Sprintf("%q", name)) {
+					t.Errorf("damaged entry %+v does not name %q", u, name)
+				}
+			}
+			want := []string{"alice/active", "carol/active", name + "/damaged"}
+			slices.Sort(want)
+			if !slices.Equal(got, want) {
+				t.Errorf("Users = %v, want %v", got, want)
+			}
+			if strings.Count(d.log.String(), `"msg":"damaged user record","user":`) != 1 {
+				t.Errorf("log has no line about the damaged record:\n%s", d.log.String())
+			}
+
+			res, err := c.Reset(ctx, name)
+			if err != nil || !res.Damaged || !res.HadRecord {
+				t.Fatalf("Reset(%q) = %+v, %v", name, res, err)
+			}
+			if users, err := c.Users(ctx); err != nil || len(users) != 2 {
+				t.Errorf("Users after reset = %+v, %v", users, err)
+			}
+			if ev := auditOf(t, d.st, name); len(ev) != 1 || !strings.HasPrefix(ev[0], "reset/") {
+				t.Errorf("audit of %q = %v, want the reset", name, ev)
+			}
+			valid := store.CheckName(name) == nil
+			if wantReset := []string{name}; valid && !slices.Equal(resetFor, wantReset) || !valid && len(resetFor) != 0 {
+				t.Errorf("sessions ended for %q, want them ended only for a valid name", resetFor)
+			}
+			// Gone now: a second reset of an invalid name is refused as such.
+			if _, err := c.Reset(ctx, name); valid != errors.Is(err, ErrNoSuchUser) || !valid != errors.Is(err, store.ErrBadName) {
+				t.Errorf("second Reset(%q) = %v", name, err)
+			}
+		})
 	}
 }
 

@@ -45,6 +45,7 @@ const (
 	codeKeyExists     = "key_exists"
 	codeNoKey         = "no_key"
 	codeTooManyKeys   = "too_many_keys"
+	codeNoSpace       = "no_space"
 )
 
 // Errors of the admin API besides the enroll and store sentinels. The Client's errors match
@@ -66,6 +67,10 @@ const maxBodyBytes = 64 << 10
 
 // internalMessage is all a client learns about an internal error; the details go to the log.
 const internalMessage = "internal error, see the daemon's log"
+
+// noSpaceMessage is the answer to a request whose write found no room (store.ErrNoSpace).
+const noSpaceMessage = "database disk full: the filesystem holding gatekeeper's database has no room left (or a quota or " +
+	"file size limit was reached), and the change could not be written; free some space and try again (the daemon's log names the file)"
 
 // Timeouts of the HTTP server. The clients are local commands, so these only guard against a
 // stuck or hostile peer holding a connection.
@@ -157,6 +162,9 @@ type UserInfo struct {
 	// network pairs that skip the code until a time (keys.remember).
 	Keys       []store.Key        `json:"keys,omitempty"`
 	Remembered []store.Remembered `json:"remembered,omitempty"`
+	// Damaged, in a list of users, says why the record stored under Name cannot be read (State
+	// is then StateDamaged and nothing else is set): `admin reset` removes it.
+	Damaged string `json:"damaged,omitempty"`
 }
 
 // UserInfoOf is the public state of u, whose pending link expires confirmWithin after it began
@@ -552,6 +560,12 @@ func (s *Server) writeErr(w http.ResponseWriter, r *http.Request, err error) {
 	case errors.Is(err, store.ErrUnavailable):
 		s.log().ErrorContext(r.Context(), "store unavailable", "method", r.Method, "path", r.URL.Path, "err", err)
 		status, code = http.StatusServiceUnavailable, codeUnavailable
+	case errors.Is(err, store.ErrNoSpace):
+		// Said as such, not as an internal error: the admin can act on it. The file's path
+		// stays in the log.
+		s.log().ErrorContext(r.Context(), "database disk full", "method", r.Method, "path", r.URL.Path, "err", err)
+		writeError(w, http.StatusInsufficientStorage, codeNoSpace, noSpaceMessage)
+		return
 	case errors.Is(err, ErrNotImplemented):
 		status, code = http.StatusNotImplemented, codeNotImpl
 	case errors.Is(err, store.ErrDamaged):

@@ -362,9 +362,14 @@ func (s *Server) Close() error {
 	return nil
 }
 
-// Health reports whether the store can be read and the lander answers; it
-// backs /healthz.
+// Health reports whether the store can be read, still takes writes (when it
+// can tell: store.HealthChecker) and the lander answers; it backs /healthz.
 func (s *Server) Health(ctx context.Context) error {
+	if h, ok := s.store.(store.HealthChecker); ok {
+		if err := h.Health(); err != nil {
+			return fmt.Errorf("store: %w", err)
+		}
+	}
 	if _, err := s.store.Get("gatekeeper-healthz"); err != nil {
 		return fmt.Errorf("store: %w", err)
 	}

@@ -76,15 +76,7 @@ type localBackend struct {
 var _ adminBackend = (*localBackend)(nil)
 
 func (b *localBackend) Users(context.Context) ([]admin.UserInfo, error) {
-	users, err := b.st.List()
-	if err != nil {
-		return nil, err
-	}
-	infos := make([]admin.UserInfo, 0, len(users))
-	for _, u := range users {
-		infos = append(infos, admin.UserInfoOf(u, b.enroll.ConfirmWithin))
-	}
-	return infos, nil
+	return admin.ListInfos(b.st, func(u store.User) admin.UserInfo { return admin.UserInfoOf(u, b.enroll.ConfirmWithin) })
 }
 
 func (b *localBackend) User(_ context.Context, name string) (admin.UserInfo, error) {
@@ -103,9 +95,13 @@ func (b *localBackend) ResetWith(ctx context.Context, name string, opts admin.Re
 	if err != nil {
 		return admin.ResetResult{}, err
 	}
-	ended, shared, endErr := endSessionsElsewhere(ctx, b.st, name)
-	if endErr != nil {
-		b.log.Error("the nodes could not be asked to end the user's live sessions", "user", name, "err", endErr)
+	ended, shared := 0, false
+	if store.CheckName(name) == nil { // else a record put under an invalid name by hand: no one's sessions
+		var endErr error
+		ended, shared, endErr = endSessionsElsewhere(ctx, b.st, name)
+		if endErr != nil {
+			b.log.Error("the nodes could not be asked to end the user's live sessions", "user", name, "err", endErr)
+		}
 	}
 	res.SessionsEnded = ended
 	if err := admin.NothingToReset(res, ""); err != nil {
@@ -200,6 +196,12 @@ const (
 // command needs the daemon; it then fails without one. use says whether the command may
 // create the database.
 func (o *adminOpts) open(cmd *cobra.Command, daemonOnly string, use storeUse) (*adminConn, error) {
+	return o.openChecked(cmd, daemonOnly, use, nil)
+}
+
+// openChecked is open, with check (when not nil) run before a store is opened directly, which
+// may create it: a restore checks its backup against the key file first.
+func (o *adminOpts) openChecked(cmd *cobra.Command, daemonOnly string, use storeUse, check func(*config.Config) error) (*adminConn, error) {
 	asJSON, err := o.wantJSON()
 	if err != nil {
 		return nil, err
@@ -225,6 +227,11 @@ func (o *adminOpts) open(cmd *cobra.Command, daemonOnly string, use storeUse) (*
 	}
 	if use == readsStore {
 		if err := databaseExists(cfg); err != nil {
+			return nil, err
+		}
+	}
+	if check != nil {
+		if err := check(cfg); err != nil {
 			return nil, err
 		}
 	}
@@ -366,7 +373,10 @@ func newAdminListCmd(o *adminOpts) *cobra.Command {
 				return err
 			}
 			if c.json {
-				return c.writeJSON(users)
+				if err := c.writeJSON(users); err != nil {
+					return err
+				}
+				return damagedUsers(users)
 			}
 			if len(users) == 0 {
 				fmt.Fprintln(c.out, "No user has a linked or pending device.")
@@ -382,9 +392,32 @@ func newAdminListCmd(o *adminOpts) *cobra.Command {
 				}
 				row(tw, u.Name, stateText(u, now), fmtTime(u.EnrolledAt), fmtTime(u.LastLogin), codes, fmtTime(u.LockedUntil))
 			}
-			return tw.Flush()
+			if err := tw.Flush(); err != nil {
+				return err
+			}
+			return damagedUsers(users)
 		},
 	}
+}
+
+// damagedUsers is the error (exit status 1) of a list that holds damaged records, naming each
+// with the reason, after the list itself has been printed: the others are listed all the same.
+func damagedUsers(users []admin.UserInfo) error {
+	var msgs []string
+	for _, u := range users {
+		if u.State == admin.StateDamaged {
+			msgs = append(msgs, fmt.Sprintf("%s: %s", cell(u.Name), u.Damaged))
+		}
+	}
+	switch len(msgs) {
+	case 0:
+		return nil
+	case 1:
+		return store.Damaged(fmt.Errorf("one user record (state damaged above) cannot be read: %s; "+
+			"`gatekeeper admin reset USER` removes it, and the user links again", msgs[0]))
+	}
+	return store.Damaged(fmt.Errorf("%d user records (state damaged above) cannot be read:\n  %s\n"+
+		"`gatekeeper admin reset USER` removes each, and the user links again", len(msgs), strings.Join(msgs, "\n  ")))
 }
 
 // stateText is u's state for people: a pending link says whether it has expired.
@@ -490,6 +523,10 @@ it.`,
 			}
 			if c.json {
 				return c.writeJSON(res)
+			}
+			if store.CheckName(res.User) != nil {
+				fmt.Fprintf(c.out, "%s: the damaged record stored under this name (not a valid user name) was removed.\n", cell(res.User))
+				return nil
 			}
 			var b strings.Builder
 			if res.HadRecord {

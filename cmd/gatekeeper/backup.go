@@ -15,15 +15,25 @@ import (
 	"github.com/spf13/cobra"
 
 	"gatekeeper/admin"
+	"gatekeeper/config"
 	"gatekeeper/enroll"
 	"gatekeeper/gatekeeper/store"
 )
 
 // Backup streams the store's items to fn and returns the backup's header (see admin.Backup).
+// The audit event is written by auditBackup once the file is stored.
 func (b *localBackend) Backup(_ context.Context, audit bool, fn func(store.Item) error) (admin.BackupHeader, error) {
 	h := admin.BackupHeader{Version: admin.BackupVersion, Created: time.Now().UTC().Truncate(time.Second),
 		Backend: b.backend, Node: b.node, Audit: audit}
-	return admin.Backup(b.st, h, enroll.ActorConsole, b.log, fn)
+	return admin.Backup(b.st, h, fn)
+}
+
+// auditBackup writes the "backup" event of a backup stored at path.
+func (b *localBackend) auditBackup(h admin.BackupHeader, path string) {
+	if path == "-" {
+		path = "standard output"
+	}
+	admin.AuditBackup(b.st, h, enroll.ActorConsole, "wrote "+h.Summary()+" to "+path, b.log)
 }
 
 func (b *localBackend) Restore(_ context.Context, f *admin.BackupFile, force bool) (admin.RestoreResult, error) {
@@ -53,6 +63,11 @@ together open every secret: keep the key file backed up too, but apart from the 
 The backup goes to FILE.tmp (mode 0600) and is renamed to FILE once complete and on disk, so
 FILE is never half written. An existing FILE is refused unless --force.
 
+A record or ticket that fails its integrity check (or an audit event that cannot be read) is
+left out, so that the backup of everyone else can be restored, and named with what to do.
+The command then exits with status 1, FILE written all the same: a script that checks only
+the exit status learns of it, and keeps the older backups that may hold a good copy.
+
 With a running daemon the backup comes through its admin socket (the daemon holds a bbolt
 file); without one the store is opened directly.`,
 		Args: cobra.ExactArgs(1),
@@ -78,12 +93,28 @@ file); without one the store is opened directly.`,
 				// The backup is on standard output: the summary goes beside it.
 				c.out = cmd.ErrOrStderr()
 			}
-			if c.json {
-				return c.writeJSON(backupOutput{File: path, BackupHeader: h})
+			if lb, ok := c.be.(*localBackend); ok {
+				lb.auditBackup(h, path) // the daemon writes its own when it has sent the backup
 			}
-			fmt.Fprintf(c.out, "backed up %s to %s\n", h.Summary(), path)
-			if !audit {
-				fmt.Fprintln(c.out, "(the audit log is not in it: --audit adds it)")
+			if c.json {
+				if err := c.writeJSON(backupOutput{File: path, BackupHeader: h}); err != nil {
+					return err
+				}
+			} else {
+				fmt.Fprintf(c.out, "backed up %s to %s\n", h.Summary(), path)
+				if s := h.LeftOutSummary(); s != "" {
+					fmt.Fprintln(c.out, s)
+				}
+				if !audit {
+					fmt.Fprintln(c.out, "(the audit log is not in it: --audit adds it)")
+				}
+			}
+			if n := len(h.LeftOut) + h.MoreLeftOut; n > 0 {
+				// Exit status 1 with the file written: a cron job that checks only the exit
+				// status must not take this backup for a complete one and rotate away the
+				// older backups, which may hold the last good copy of the damaged record.
+				return fmt.Errorf("backup written to %s, but %s left out of it (named above): "+
+					"exit status 1 so that a script notices", path, plural(n, "damaged record")+isAre(n))
 			}
 			return nil
 		},
@@ -104,10 +135,15 @@ admin backup with the old config, admin restore with the new one, the same secre
 both. Phones keep working, and time steps used before the backup stay used.
 
 The whole file is read and checked first: a line that is not a valid item is refused, naming
-the line, and so is a file cut short or one made under another secret_key_file; nothing is
-written then. A user who already has a record is refused, every one named, unless --force,
-which overwrites them with the backup's record. Tickets are added; audit events are added to
-the log. The restore itself is written to the audit log.
+the line, and so is a file cut short or one made under another secret_key_file (or, for a
+backup with records, a secret_key_file that does not exist); nothing is written or created
+then. A user who already has a record is refused, every one named, unless --force, which
+overwrites them with the backup's record. Tickets are added; audit events are added to the
+log. The restore itself is written to the audit log.
+
+A bolt store takes the restore in one transaction, all or nothing. An etcd store takes it in
+batches: a failure part-way says how much was written, and the same restore run again with
+--force writes the rest (the audit events written already are replaced, not added twice).
 
 Restoring is for a quiet store (a new one, a migration, disaster recovery): it does not end
 live sessions, and a login between the backup and the restore is forgotten by an overwritten
@@ -119,14 +155,23 @@ record. Stop the daemons, or restore before users come to the new store.`,
 			if err != nil {
 				return fmt.Errorf("restore %s: %w; nothing was written", path, err)
 			}
-			c, err := o.open(cmd, "", addsToStore)
+			// Without a daemon the store is opened here, which creates a new one (its database
+			// and key check) under the configured key file: the backup is checked against that
+			// key file first, so that a wrong one is refused before anything is created.
+			c, err := o.openChecked(cmd, "", addsToStore, func(cfg *config.Config) error {
+				if err := checkBackupKey(cfg, f); err != nil {
+					return fmt.Errorf("restore %s: %w; nothing was written", path, err)
+				}
+				return nil
+			})
 			if err != nil {
 				return err
 			}
 			defer c.close()
 			res, err := c.be.Restore(cmd.Context(), f, force)
 			if err != nil {
-				return fmt.Errorf("restore %s: %w; nothing was written", path, err)
+				// admin.Restore's error (or the daemon's) says what was written.
+				return fmt.Errorf("restore %s: %w", path, err)
 			}
 			if c.json {
 				return c.writeJSON(backupOutput{File: path, BackupHeader: f.Header, Restored: &res})
@@ -137,11 +182,42 @@ record. Stop the daemons, or restore before users come to the new store.`,
 			if skipped := f.Header.Tickets - res.Tickets; skipped > 0 {
 				fmt.Fprintf(c.out, "(%s expired and left out)\n", plural(skipped, "ticket"))
 			}
+			if n := len(f.Header.LeftOut) + f.Header.MoreLeftOut; n > 0 {
+				fmt.Fprintf(c.out, "(the backup had left out %s as damaged: %s; a user among them has no record here and links again)\n",
+					plural(n, "record"), f.Header.LeftOutNames())
+			}
 			return nil
 		},
 	}
 	cmd.Flags().BoolVar(&force, "force", false, "overwrite users who already have a record")
 	return cmd
+}
+
+func isAre(n int) string {
+	if n == 1 {
+		return " is"
+	}
+	return " are"
+}
+
+// checkBackupKey checks f's records and tickets against cfg's secret_key_file, before a store is
+// opened (and maybe created) for the restore. A backup without records or tickets needs no key;
+// one with them cannot be checked against a key file that does not exist, and a new key could
+// not open them: refused, naming secret_key_file.
+func checkBackupKey(cfg *config.Config, f *admin.BackupFile) error {
+	if f.Header.Users+f.Header.Tickets == 0 {
+		return nil
+	}
+	if _, err := os.Stat(cfg.SecretKeyFile); errors.Is(err, fs.ErrNotExist) {
+		return fmt.Errorf("%w: its %s are sealed under the secret key file the backup was made with, but secret_key_file %s "+
+			"does not exist: copy that key file there, or set secret_key_file to where it is (a new key could not open them)",
+			admin.ErrBadBackup, admin.BackupHeader{Users: f.Header.Users, Tickets: f.Header.Tickets}.Summary(), cfg.SecretKeyFile)
+	}
+	key, _, err := store.LoadKey(cfg.SecretKeyFile, "", true)
+	if err != nil {
+		return err
+	}
+	return admin.CheckBackupKey(key, f)
 }
 
 func orDash(s string) string {
@@ -154,12 +230,17 @@ func orDash(s string) string {
 // readBackup reads and checks the backup at path ("-": stdin), all of it (admin.ParseBackup).
 func readBackup(path string, stdin io.Reader) (*admin.BackupFile, error) {
 	r := stdin
+	tooLarge := fmt.Errorf("%w: larger than %d bytes", admin.ErrBadBackup, admin.MaxBackupBytes)
 	if path != "-" {
 		f, err := os.Open(path)
 		if err != nil {
 			return nil, err
 		}
 		defer f.Close()
+		// A file over the limit is refused before it is read: reading it would take as much memory.
+		if fi, err := f.Stat(); err == nil && fi.Mode().IsRegular() && fi.Size() > admin.MaxBackupBytes {
+			return nil, tooLarge
+		}
 		r = f
 	}
 	raw, err := io.ReadAll(io.LimitReader(r, admin.MaxBackupBytes+1))
@@ -167,7 +248,7 @@ func readBackup(path string, stdin io.Reader) (*admin.BackupFile, error) {
 		return nil, err
 	}
 	if len(raw) > admin.MaxBackupBytes {
-		return nil, fmt.Errorf("%w: larger than %d bytes", admin.ErrBadBackup, admin.MaxBackupBytes)
+		return nil, tooLarge
 	}
 	return admin.ParseBackup(raw)
 }

@@ -7,10 +7,14 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"runtime"
 	"slices"
 	"strings"
 	"testing"
 	"time"
+
+	bbolt "go.etcd.io/bbolt"
+	clientv3 "go.etcd.io/etcd/client/v3"
 
 	"gatekeeper/admin"
 	"gatekeeper/gatekeeper/store"
@@ -229,7 +233,9 @@ func TestAdminBackupStdout(t *testing.T) {
 }
 
 // TestAdminRestoreRefuses: a file that is not whole and sound, or made under another key file,
-// is refused before anything is written, naming the line.
+// is refused before anything is written, naming the line; a store that did not exist is not
+// created (its database and key file would tie it to a key that cannot open the backup), and
+// without a key file the backup is refused naming secret_key_file.
 func TestAdminRestoreRefuses(t *testing.T) {
 	src := newEnv(t, "")
 	src.withStore(t, func(st store.Store) { seedBackup(t, st) })
@@ -244,11 +250,22 @@ func TestAdminRestoreRefuses(t *testing.T) {
 	lines := strings.SplitAfter(string(raw), "\n")
 	lines = lines[:len(lines)-1] // the empty string after the last newline
 	edit := func(f func(l []string) []string) string { return strings.Join(f(slices.Clone(lines)), "") }
+	// damageLine changes a byte of the stored value on line i (a user record), as damage in the
+	// backup file would.
+	damageLine := func(l []string, i int) {
+		var it store.Item
+		if err := json.Unmarshal([]byte(l[i]), &it); err != nil {
+			t.Fatal(err)
+		}
+		it.Value[len(it.Value)/2] ^= 1
+		b, _ := json.Marshal(it)
+		l[i] = string(b) + "\n"
+	}
 
 	tests := []struct {
 		name    string
 		file    string
-		other   bool   // restore into a store with another key file
+		key     string // the target's key file: "" the backup's, "other" another, "none" none
 		wantErr string // substring of the error
 	}{
 		{name: "empty", file: "", wantErr: "the file is empty"},
@@ -278,12 +295,21 @@ func TestAdminRestoreRefuses(t *testing.T) {
 			l[1] = strings.Replace(l[1], `"key":"alice"`, `"key":"mallory"`, 1)
 			return l
 		}), wantErr: `line 2: user "mallory"`},
-		{name: "another key file", file: string(raw), other: true, wantErr: "line 2: "},
+		{name: "damaged record", file: edit(func(l []string) []string { damageLine(l, 1); return l }),
+			wantErr: `line 2: user "alice": its record in the backup fails its integrity check`},
+		{name: "another key file", file: string(raw), key: "other", wantErr: "line 2: "},
+		{name: "no key file", file: string(raw), key: "none", wantErr: "secret_key_file "},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
 			dst := sameKey(t, src)
-			if tc.other {
+			switch tc.key {
+			case "other":
+				dst = newEnv(t, "")
+				if err := os.WriteFile(dst.key, bytes.Repeat([]byte{7}, store.KeySize), 0o600); err != nil {
+					t.Fatal(err)
+				}
+			case "none":
 				dst = newEnv(t, "")
 			}
 			file := filepath.Join(t.TempDir(), "bad.backup")
@@ -294,18 +320,20 @@ func TestAdminRestoreRefuses(t *testing.T) {
 			if !errors.Is(err, admin.ErrBadBackup) || !strings.Contains(err.Error(), tc.wantErr) || !strings.Contains(err.Error(), "nothing was written") {
 				t.Fatalf("restore = %v, want ErrBadBackup with %q", err, tc.wantErr)
 			}
-			if tc.other && !strings.Contains(err.Error(), "another secret key file") {
+			if !strings.Contains(err.Error(), "restore "+file+": ") || strings.Contains(err.Error(), dst.db) {
+				t.Errorf("restore = %v, want the backup file named and not the database", err)
+			}
+			if tc.key == "other" && !strings.Contains(err.Error(), "another secret key file") {
 				t.Errorf("restore under another key: %v, want the key file named", err)
 			}
-			if _, err := os.Stat(dst.db); err == nil {
-				dst.withStore(t, func(st store.Store) {
-					if users, _ := st.List(); len(users) != 0 {
-						t.Errorf("a refused restore wrote %d users", len(users))
-					}
-					if ev := events(t, st); len(ev) != 0 {
-						t.Errorf("a refused restore wrote events %v", ev)
-					}
-				})
+			if tc.key == "none" && !strings.Contains(err.Error(), dst.key+" does not exist") {
+				t.Errorf("restore without a key file: %v, want secret_key_file named", err)
+			}
+			if _, err := os.Stat(dst.db); !errors.Is(err, os.ErrNotExist) {
+				t.Errorf("a refused restore created the database %s (%v)", dst.db, err)
+			}
+			if _, err := os.Stat(dst.key); tc.key == "none" && !errors.Is(err, os.ErrNotExist) {
+				t.Errorf("a refused restore created the key file %s (%v)", dst.key, err)
 			}
 		})
 	}
@@ -384,6 +412,24 @@ func TestAdminBackupEtcd(t *testing.T) {
 	if err := os.WriteFile(etcdEnv.config, cfg, 0o644); err != nil {
 		t.Fatal(err)
 	}
+	// Under another key file, the restore is refused before the store is opened: no key check
+	// is written under the prefix, which would tie it to that key file.
+	wrongKey := newEnv(t, "")
+	if err := os.WriteFile(wrongKey.key, bytes.Repeat([]byte{7}, store.KeySize), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	wrongCfg := fmt.Appendf(nil, "%sstore:\n  backend: etcd\n  etcd:\n    endpoints: [%q]\n    prefix: \"/gk-wrongkey/\"\n",
+		mustRead(t, wrongKey.config), c.Endpoints()[0])
+	if err := os.WriteFile(wrongKey.config, wrongCfg, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if _, _, err := wrongKey.run(t, "admin", "restore", fromBolt); !errors.Is(err, admin.ErrBadBackup) {
+		t.Errorf("restore into etcd under another key file: %v, want ErrBadBackup", err)
+	}
+	if resp, err := c.Client(t).Get(t.Context(), "/gk-wrongkey/", clientv3.WithPrefix(), clientv3.WithCountOnly()); err != nil || resp.Count != 0 {
+		t.Errorf("a refused restore left keys under its prefix: %v, %v", resp, err)
+	}
+
 	out, _, err := etcdEnv.run(t, "admin", "restore", fromBolt)
 	if err != nil || !strings.HasPrefix(out, "restored 2 users, 1 ticket, 1 event from ") {
 		t.Fatalf("restore into etcd: %q, %v", out, err)
@@ -404,4 +450,168 @@ func TestAdminBackupEtcd(t *testing.T) {
 		t.Fatalf("restore of the etcd backup into bbolt: %v", err)
 	}
 	back.withStore(t, func(st store.Store) { checkRestored(t, st, used) })
+}
+
+// flipStoredByte changes one byte in the middle of user's stored record in e's (closed)
+// database, as damage to the file would: the record fails its integrity check.
+func flipStoredByte(t *testing.T, e env, user string) {
+	t.Helper()
+	db, err := bbolt.Open(e.db, 0o600, &bbolt.Options{Timeout: time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	if err := db.Update(func(tx *bbolt.Tx) error {
+		b := tx.Bucket([]byte("users"))
+		v := bytes.Clone(b.Get([]byte(user)))
+		if v == nil {
+			return fmt.Errorf("no record of %s", user)
+		}
+		v[len(v)/2] ^= 1
+		return b.Put([]byte(user), v)
+	}); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// TestAdminBackupDamaged: a record that fails its integrity check is left out of the backup and
+// named with the way out, the backup of the others is written and restores, and the command
+// exits non-zero so that a script notices; the audit event names what was left out. With and
+// without a daemon alike.
+func TestAdminBackupDamaged(t *testing.T) {
+	for _, daemon := range []bool{false, true} {
+		t.Run(fmt.Sprintf("daemon %v", daemon), func(t *testing.T) {
+			src := newEnv(t, "")
+			src.withStore(t, func(st store.Store) {
+				for _, u := range []string{"alice", "bob", "x"} {
+					seedActive(t, st, u)
+				}
+			})
+			flipStoredByte(t, src, "x")
+			var st store.Store
+			if daemon {
+				st = startDaemon(t, src, &frontDoor{})
+			}
+			file := filepath.Join(t.TempDir(), "bk.jsonl")
+			out, _, err := src.run(t, "admin", "backup", file)
+			want := "1 damaged record left out: user x (fails its integrity check; it cannot be used as it is: " +
+				"`gatekeeper admin reset x` removes it, and the user links again)"
+			if !strings.HasPrefix(out, "backed up 2 users, 0 tickets to "+file+"\n") || !strings.Contains(out, want) {
+				t.Errorf("backup said %q, want 2 users and %q", out, want)
+			}
+			if err == nil || !strings.Contains(err.Error(), "backup written to "+file+", but 1 damaged record is left out") {
+				t.Errorf("backup = %v, want an error saying the file is written without x", err)
+			}
+			h, lines := readHeader(t, file)
+			if h.Users != 2 || len(lines) != 2 || len(h.LeftOut) != 1 || h.LeftOut[0].Key != "x" {
+				t.Errorf("header = %+v with %d items, want 2 users and x left out", h, len(lines))
+			}
+			check := func(st store.Store) {
+				evs, err := st.Events(store.EventQuery{})
+				if err != nil {
+					t.Fatal(err)
+				}
+				if len(evs) != 1 || evs[0].Kind != store.EventBackup || !strings.HasSuffix(evs[0].Detail, "; left out 1 damaged record: user x") {
+					t.Errorf("audit = %+v, want one backup event naming x", evs)
+				}
+			}
+			if daemon {
+				check(st)
+			} else {
+				src.withStore(t, check)
+			}
+
+			dst := sameKey(t, src)
+			out, _, err = dst.run(t, "admin", "restore", file)
+			if err != nil || !strings.HasPrefix(out, "restored 2 users, 0 tickets from ") ||
+				!strings.Contains(out, "(the backup had left out 1 record as damaged: user x; ") {
+				t.Errorf("restore of the backup without x = %q, %v", out, err)
+			}
+		})
+	}
+}
+
+// TestAdminBackupAudit: a backup is in the audit log only once it is stored (without a daemon),
+// or as sent to the command (with one, which cannot know whether the command stored it).
+func TestAdminBackupAudit(t *testing.T) {
+	e := newEnv(t, "")
+	e.withStore(t, func(st store.Store) { seedActive(t, st, "alice") })
+	dir := t.TempDir()
+	file := filepath.Join(dir, "bk.jsonl")
+	// FILE.tmp a directory that is not empty: the backup fails after the dump, storing nothing.
+	if err := os.MkdirAll(filepath.Join(file+".tmp", "sub"), 0o700); err != nil {
+		t.Fatal(err)
+	}
+	if _, _, err := e.run(t, "admin", "backup", file); err == nil {
+		t.Fatal("backup over a FILE.tmp that cannot be removed succeeded")
+	}
+	details := func(st store.Store) []string {
+		evs, err := st.Events(store.EventQuery{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		var out []string
+		for _, e := range evs {
+			if e.Kind == store.EventBackup {
+				out = append(out, e.Actor+": "+e.Detail)
+			}
+		}
+		return out
+	}
+	e.withStore(t, func(st store.Store) {
+		if d := details(st); len(d) != 0 {
+			t.Errorf("a failed backup is in the audit log: %q", d)
+		}
+	})
+	if err := os.RemoveAll(file + ".tmp"); err != nil {
+		t.Fatal(err)
+	}
+	if _, _, err := e.run(t, "admin", "backup", file); err != nil {
+		t.Fatal(err)
+	}
+	e.withStore(t, func(st store.Store) {
+		if d := details(st); !slices.Equal(d, []string{"console: wrote 1 user, 0 tickets to " + file}) {
+			t.Errorf("audit = %q, want the backup written to %s", d, file)
+		}
+	})
+
+	st := startDaemon(t, e, &frontDoor{})
+	if _, _, err := e.run(t, "admin", "backup", file, "--force"); err != nil {
+		t.Fatal(err)
+	}
+	if d := details(st); len(d) != 2 || d[1] != me+": sent 1 user, 0 tickets to the admin command, which writes the backup file" {
+		t.Errorf("audit = %q, want the backup sent to the command", d)
+	}
+}
+
+// TestReadBackupTooLarge: a file over the limit is refused without being read into memory.
+func TestReadBackupTooLarge(t *testing.T) {
+	file := filepath.Join(t.TempDir(), "huge.jsonl")
+	f, err := os.Create(file)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := f.Truncate(admin.MaxBackupBytes + 1); err != nil { // sparse: no disk used
+		t.Fatal(err)
+	}
+	f.Close()
+	var before, after runtime.MemStats
+	runtime.ReadMemStats(&before)
+	_, err = readBackup(file, nil)
+	runtime.ReadMemStats(&after)
+	if !errors.Is(err, admin.ErrBadBackup) || !strings.Contains(err.Error(), "larger than") {
+		t.Errorf("readBackup of a file over the limit = %v", err)
+	}
+	if n := after.TotalAlloc - before.TotalAlloc; n > 16<<20 {
+		t.Errorf("readBackup allocated %d MiB to refuse a file over the limit", n>>20)
+	}
+}
+
+func mustRead(t *testing.T, path string) []byte {
+	t.Helper()
+	b, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b
 }

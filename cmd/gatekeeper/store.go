@@ -106,7 +106,26 @@ func (s instrumented) observe(op string, start time.Time, err error) {
 		failed = err
 	}
 	s.m.ObserveStore(op, time.Since(start), failed)
-	s.m.SetStoreUp(!errors.Is(err, store.ErrUnavailable))
+	// A store whose writes have broken (Health) stays down however well its reads answer.
+	s.m.SetStoreUp(!errors.Is(err, store.ErrUnavailable) && s.health() == nil)
+}
+
+// health is the backend's Health (store.HealthChecker), nil for one without it.
+func (s instrumented) health() error {
+	if h, ok := s.st.(store.HealthChecker); ok {
+		return h.Health()
+	}
+	return nil
+}
+
+// Health passes the backend's on (nil for one that has none), so that /healthz sees it, and
+// sets gatekeeper_store_up to 0 when it reports an error.
+func (s instrumented) Health() error {
+	err := s.health()
+	if err != nil {
+		s.m.SetStoreUp(false)
+	}
+	return err
 }
 
 func (s instrumented) Get(name string) (u store.User, err error) {
@@ -192,7 +211,7 @@ func warnUppercaseNames(cfg *config.Config, st store.Store, log *slog.Logger) {
 		return // no need to read every record
 	}
 	users, err := st.List()
-	if err != nil {
+	if err != nil && !errors.Is(err, store.ErrDamaged) { // damaged records: the others still count
 		return // a store that does not answer is logged where it matters, at the first login
 	}
 	var names []string

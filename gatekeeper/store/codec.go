@@ -226,21 +226,27 @@ func (c *Codec) Decode(name string, raw []byte) (Record, error) {
 		return Record{}, Damaged(fmt.Errorf("user %q: stored record in %s fails its integrity check "+
 			"(damaged, edited, or copied from another user; deleting it resets the user)", name, c.Where))
 	}
-	// An authentic record was written by gatekeeper; these checks catch a
-	// gatekeeper bug, not an attacker.
-	switch {
-	case err != nil:
-	case r.State != StateNone && r.State != StatePending && r.State != StateActive:
-		err = fmt.Errorf("unknown state %q", r.State)
-	case r.State != StateNone && len(r.Sealed) == 0:
-		err = fmt.Errorf("state %s without a secret", r.State)
-	case len(r.SealedNext) > 0 && r.State != StateActive:
-		err = fmt.Errorf("state %s with a replacement secret", r.State)
+	if err == nil {
+		err = r.check()
 	}
 	if err != nil {
 		return Record{}, Damaged(fmt.Errorf("user %q: stored record in %s is damaged: %w", name, c.Where, err))
 	}
 	return r, nil
+}
+
+// check catches impossible values in an authentic record: they come from a
+// gatekeeper bug, not an attacker.
+func (r Record) check() error {
+	switch {
+	case r.State != StateNone && r.State != StatePending && r.State != StateActive:
+		return fmt.Errorf("unknown state %q", r.State)
+	case r.State != StateNone && len(r.Sealed) == 0:
+		return fmt.Errorf("state %s without a secret", r.State)
+	case len(r.SealedNext) > 0 && r.State != StateActive:
+		return fmt.Errorf("state %s with a replacement secret", r.State)
+	}
+	return nil
 }
 
 // DecodeUser is Decode as a User, without secrets.

@@ -32,8 +32,9 @@
 // all of this, for every backend alike, so that a stored value moves between
 // backends (admin backup and restore) unchanged and still verifies. A user
 // record that fails the check is an error matching ErrDamaged that names the
-// user (Get, Update and List refuse it; Delete removes it, so that an admin
-// can reset the user); a ticket that fails it is no ticket.
+// user (Get and Update refuse it, List names it apart from the others; Delete
+// removes it, so that an admin can reset the user); a ticket that fails it is
+// no ticket.
 //
 // What this cannot catch: a MAC proves that gatekeeper wrote a value for this
 // user (or ticket), not that it is the newest one. An authentic older copy of
@@ -280,11 +281,14 @@ type Store interface {
 	// integrity check is an error matching ErrDamaged.
 	Get(name string) (User, error)
 	// List returns every user with a record, sorted by name, without secrets.
-	// A damaged record makes it fail with an error naming that user.
+	// Damaged records (also one stored under an invalid name) do not stop
+	// it: it returns the others together with a *DamagedError naming them
+	// (matching ErrDamaged); any other error comes with no users.
 	List() ([]User, error)
 	// Delete removes name's record, whatever it holds, damaged or not.
 	// existed reports whether there was one. Tickets and the audit log are
-	// left alone.
+	// left alone. A name that is not a valid user name is ErrBadName unless
+	// a record is stored under it (see CheckDeleteName), which it removes.
 	Delete(name string) (existed bool, err error)
 	// Update changes name's record atomically and durably. fn sees the
 	// current record with its secrets opened (StateNone and zero fields when
@@ -319,7 +323,8 @@ type Store interface {
 
 	// Dump calls fn with every stored user record and ticket, in their
 	// stored (sealed, authenticated) form, and with the audit events when
-	// audit is true. It is admin backup.
+	// audit is true. It is admin backup. An item that fails its check
+	// under the key (Codec.CheckItem) is passed with Item.Damaged set.
 	Dump(audit bool, fn func(Item) error) error
 	// Load writes items written by Dump (of this or another backend) into
 	// the store: records and tickets must verify under this store's key;
@@ -339,6 +344,10 @@ type Item struct {
 	Kind  string `json:"kind"`
 	Key   string `json:"key,omitempty"`
 	Value []byte `json:"value"`
+	// Damaged is set by Dump on an item that fails Codec.CheckItem (a
+	// record that fails its integrity check, an unreadable event): a backup
+	// leaves it out and names it. It is not part of a backup file.
+	Damaged error `json:"-"`
 }
 
 // LoadResult counts what Load wrote.
@@ -352,6 +361,15 @@ const (
 	ItemTicket = "ticket"
 	ItemEvent  = "event"
 )
+
+// HealthChecker is implemented by a store that can know, without a request,
+// that it no longer works even though reads still answer: bbolt after a write
+// broke inside bbolt (a damaged page), which ends writing until a restart.
+// Health returns that error (nil while the store works); it is cheap, so the
+// health check and the metrics may ask it as often as they like.
+type HealthChecker interface {
+	Health() error
+}
 
 // Pruner is implemented by stores shared by several nodes, where only one
 // node should prune the audit log at a time. Leader reports whether this

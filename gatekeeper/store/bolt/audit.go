@@ -82,21 +82,28 @@ func (s *Store) Events(q store.EventQuery) ([]store.Event, error) {
 // never wait long behind retention, however large the log has grown.
 const pruneBatch = 500
 
-// PruneEvents removes the events older than before and returns how many it
-// removed. It is the audit log's retention.
+// pruneScan is the most events one pass of PruneEvents reads (in a read
+// transaction, which holds up no writer) before it deletes what it found.
+const pruneScan = 10 * pruneBatch
+
+// PruneEvents removes the events older than before, and the ones that cannot
+// be read, and returns how many it removed. It is the audit log's retention.
 //
-// Events are appended in time order (nearly: Append takes the caller's time
-// when it is set), so PruneEvents deletes from the oldest end and stops at
-// the first event that is not older than before; an unreadable event on the
-// way goes too. An event that is older than before but was appended after a
-// newer one stays until the one ahead of it goes. It deletes in transactions
-// of at most pruneBatch events, each committed on its own: if one fails, what
-// the earlier ones deleted stays deleted, and that count comes back with the
-// error.
+// Events are stored in the order they were appended, which is not always
+// time order: a restored backup's events, or those written while the clock
+// was set ahead, come after newer (or older) ones. So, as etcd's time-ordered
+// keys do, PruneEvents goes by each event's time, not by its place: it walks
+// the whole log in passes, each reading at most pruneScan events and deleting
+// at most pruneBatch of them in one write transaction of its own, the next
+// pass going on where the last one stopped. An event dated in the future
+// stays until its time is past, and holds up nothing behind it. If a pass
+// fails, what the earlier ones deleted stays deleted, and that count comes
+// back with the error.
 func (s *Store) PruneEvents(before time.Time) (int, error) {
 	total := 0
+	var from []byte
 	for {
-		n, more, err := s.pruneOnce(before)
+		n, next, err := s.pruneOnce(before, from)
 		total += n
 		if err != nil {
 			return total, fmt.Errorf("audit log: %w", err)
@@ -104,45 +111,56 @@ func (s *Store) PruneEvents(before time.Time) (int, error) {
 		if s.afterPruneTx != nil {
 			s.afterPruneTx(n)
 		}
-		if !more {
+		if next == nil {
 			return total, nil
 		}
+		from = next
 	}
 }
 
-// pruneOnce deletes up to pruneBatch events from the oldest end of the log in
-// one transaction, as PruneEvents describes; more reports that it stopped
-// only because the batch was full.
-func (s *Store) pruneOnce(before time.Time) (n int, more bool, err error) {
+// pruneOnce is one pass of PruneEvents: from the key from on (nil: the
+// oldest event) it reads up to pruneScan events and collects up to
+// pruneBatch of those to delete, then deletes them in one write transaction.
+// next is the key the next pass starts at, nil once the walk reached the end
+// of the log. Keys are collected in a read transaction and deleted in a write
+// one: nothing but PruneEvents removes an event, and appends only add keys
+// after the walk's.
+func (s *Store) pruneOnce(before time.Time, from []byte) (n int, next []byte, err error) {
+	var gone [][]byte
+	err = s.view(func(tx *bbolt.Tx) error {
+		c := tx.Bucket(bucketAudit).Cursor()
+		k, v := c.First()
+		if from != nil {
+			k, v = c.Seek(from)
+		}
+		for seen := 0; k != nil; k, v = c.Next() {
+			if seen == pruneScan || len(gone) == pruneBatch {
+				next = bytes.Clone(k)
+				return nil
+			}
+			seen++
+			if e, ok := decodeEvent(k, v); !ok || e.Time.Before(before) {
+				gone = append(gone, bytes.Clone(k))
+			}
+		}
+		return nil
+	})
+	if err != nil || len(gone) == 0 {
+		return 0, next, err
+	}
 	err = s.update(func(tx *bbolt.Tx) error {
 		b := tx.Bucket(bucketAudit)
-		var gone [][]byte
-		more = false
-		c := b.Cursor()
-		for k, v := c.First(); k != nil; k, v = c.Next() {
-			if e, ok := decodeEvent(k, v); ok && !e.Time.Before(before) {
-				break
-			}
-			if len(gone) == pruneBatch {
-				more = true
-				break
-			}
-			gone = append(gone, bytes.Clone(k))
-		}
-		// Deleted after the walk: deleting under a moving cursor can skip
-		// keys.
 		for _, k := range gone {
 			if err := b.Delete(k); err != nil {
 				return err
 			}
 		}
-		n = len(gone)
 		return nil
 	})
 	if err != nil {
-		return 0, false, err
+		return 0, nil, err
 	}
-	return n, more, nil
+	return len(gone), next, nil
 }
 
 // seqKey is the audit bucket key of seq: big-endian, so keys sort in order.

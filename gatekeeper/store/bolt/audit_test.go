@@ -174,37 +174,64 @@ func TestDamagedEvent(t *testing.T) {
 	}
 }
 
-// TestPruneStopsAtFirstKept: pruning stops at the first event it keeps, so
-// an unreadable or older event behind it stays (until the next prune that
-// gets that far).
-func TestPruneStopsAtFirstKept(t *testing.T) {
+// TestPruneOutOfOrder: events stored out of time order (a restored backup's, those written while
+// the clock was set ahead) are pruned by their time, as etcd's time-ordered log is: an event dated
+// in the future, or any other kept event, holds up nothing behind it, and an unreadable one goes.
+func TestPruneOutOfOrder(t *testing.T) {
+	y2099 := time.Date(2099, 1, 1, 0, 0, 0, 0, time.UTC)
+	y2020 := time.Date(2020, 6, 1, 0, 0, 0, 0, time.UTC)
+	tests := []struct {
+		name   string
+		times  []time.Time // appended in this order, kinds k0, k1, ...
+		before time.Time
+		n      int
+		want   string
+	}{
+		{"a future event first", []time.Time{y2099, y2020, y2020, y2020, y2020, y2020}, day0, 5, "k0"},
+		{"a kept event first", []time.Time{day0, y2020, y2020}, day0, 2, "k0"},
+		{"old after new", []time.Time{day0, day0.Add(2 * time.Hour), day0}, day0.Add(time.Hour), 2, "k1"},
+		{"kept ones between", []time.Time{y2020, y2099, y2020, day0, y2020}, day0, 3, "k1,k3"},
+		{"all in order", []time.Time{y2020, y2020, day0}, day0, 2, "k2"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			dbPath, keyPath := paths(t)
+			s := mustOpen(t, dbPath, keyPath)
+			for i, at := range tt.times {
+				if err := s.Append(store.Event{Kind: fmt.Sprintf("k%d", i), Time: at}); err != nil {
+					t.Fatal(err)
+				}
+			}
+			if n, err := s.PruneEvents(tt.before); err != nil || n != tt.n {
+				t.Errorf("PruneEvents = %d, %v; want %d", n, err, tt.n)
+			}
+			if got, _ := s.Events(store.EventQuery{}); kinds(got) != tt.want {
+				t.Errorf("left %s, want %s", kinds(got), tt.want)
+			}
+		})
+	}
+}
+
+// TestPruneDamagedEvent: an event that cannot be read is pruned wherever it is.
+func TestPruneDamagedEvent(t *testing.T) {
 	dbPath, keyPath := paths(t)
 	s, err := Open(dbPath, keyPath)
 	if err != nil {
 		t.Fatal(err)
 	}
-	err = s.Append(
-		store.Event{Kind: "old", Time: day0},
-		store.Event{Kind: "new", Time: day0.Add(2 * time.Hour)},
-		store.Event{Kind: "late", Time: day0}, // appended late with its own, older time
-	)
-	if err != nil {
+	if err := s.Append(store.Event{Kind: "new", Time: day0.Add(2 * time.Hour)}, store.Event{Kind: "old", Time: day0}); err != nil {
 		t.Fatal(err)
 	}
 	if err := s.Close(); err != nil {
 		t.Fatal(err)
 	}
-	rawPut(t, dbPath, bucketAudit, seqKey(4), []byte("{garbage"))
+	rawPut(t, dbPath, bucketAudit, seqKey(3), []byte("{garbage"))
 	s = mustOpen(t, dbPath, keyPath)
-
-	if n, err := s.PruneEvents(day0.Add(time.Hour)); err != nil || n != 1 {
-		t.Errorf("PruneEvents = %d, %v; want 1", n, err)
+	if n, err := s.PruneEvents(day0.Add(time.Hour)); err != nil || n != 2 {
+		t.Errorf("PruneEvents = %d, %v; want 2", n, err)
 	}
-	if got, _ := s.Events(store.EventQuery{}); kinds(got) != "new,late,damaged" {
-		t.Errorf("left %s, want new,late,damaged", kinds(got))
-	}
-	if n, err := s.PruneEvents(day0.Add(3 * time.Hour)); err != nil || n != 3 {
-		t.Errorf("PruneEvents = %d, %v; want 3", n, err)
+	if got, _ := s.Events(store.EventQuery{}); kinds(got) != "new" {
+		t.Errorf("left %s, want new", kinds(got))
 	}
 }
 
@@ -312,8 +339,9 @@ func TestPruneEventsInBatches(t *testing.T) {
 	if err != nil || n != old {
 		t.Fatalf("PruneEvents = %d, %v; want %d", n, err, old)
 	}
-	if len(perTx) != old/pruneBatch {
-		t.Errorf("%d transactions, want %d", len(perTx), old/pruneBatch)
+	// The walk goes on past the first kept event, reading the rest pruneScan at a time.
+	if want := old/pruneBatch + (total-old)/pruneScan; len(perTx) != want {
+		t.Errorf("%d passes, want %d", len(perTx), want)
 	}
 	for i, d := range perTx {
 		if d > pruneBatch {
@@ -332,10 +360,11 @@ func TestPruneEventsInBatches(t *testing.T) {
 		t.Errorf("left events %d (%v) to %d, want %d to %d", left[0].Seq, left[0].Time, left[len(left)-1].Seq, old+1, total)
 	}
 
-	// Nothing more to prune: one transaction that deletes nothing.
+	// Nothing more to prune: passes that read the log pruneScan events at a time and delete
+	// nothing.
 	perTx = nil
-	if n, err := s.PruneEvents(day0.Add(old * time.Second)); err != nil || n != 0 || len(perTx) != 1 {
-		t.Errorf("second PruneEvents = %d, %v in %d transactions; want 0 in 1", n, err, len(perTx))
+	if n, err := s.PruneEvents(day0.Add(old * time.Second)); err != nil || n != 0 || len(perTx) != (total-old)/pruneScan {
+		t.Errorf("second PruneEvents = %d, %v in %d passes; want 0 in %d", n, err, len(perTx), (total-old)/pruneScan)
 	}
 }
 

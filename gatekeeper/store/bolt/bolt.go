@@ -40,23 +40,39 @@ import (
 // openBolt opens the bbolt file, turning its errors into ones an operator
 // can act on.
 func openBolt(path string) (*bbolt.DB, error) {
-	hadData := false
-	if st, err := os.Stat(path); err == nil && st.Mode().IsRegular() && st.Size() > 0 {
-		hadData = true
+	existed := false
+	if st, err := os.Stat(path); err == nil && st.Mode().IsRegular() {
+		existed = true
+		if st.Size() == 0 {
+			return nil, emptyFileError(path)
+		}
 		if err := checkLength(path); err != nil {
 			return nil, err
 		}
 	}
 	db, err := boltOpen(path, &bbolt.Options{Timeout: openTimeout})
-	if err != nil && !hadData && errors.Is(err, store.ErrNoSpace) {
+	if err != nil && !existed && errors.Is(err, store.ErrNoSpace) {
 		// bbolt creates a new file by writing its first four pages at once.
 		// On a full disk that write may have stored only some of them, and
 		// the next Open would map a file shorter than its metadata says.
-		// The file held nothing before: empty it, so that the next Open
-		// starts it afresh.
-		_ = os.Truncate(path, 0)
+		// The file did not exist before: remove it, so that the next Open
+		// creates it afresh (an empty one would be refused).
+		_ = os.Remove(path)
 	}
 	return db, err
+}
+
+// emptyFileError is Open's error for a database file that exists but holds
+// nothing. bbolt would format it as a new database, and gatekeeper would then
+// know no user: every linked device forgotten, and anyone could link one
+// again from the allowed networks with only a password. Gatekeeper itself
+// never leaves an empty file (see openBolt), so it was emptied by hand, by a
+// failed copy or restore, or by a filesystem check: an admin must decide.
+func emptyFileError(path string) error {
+	return fmt.Errorf("database %s exists but is empty (0 bytes): it was emptied or cut short (by hand, a failed copy, "+
+		"a filesystem repair), and gatekeeper will not start it afresh, which would forget every linked device. "+
+		"Restore it from a backup (delete the empty file, then `gatekeeper admin restore FILE`), or delete it to "+
+		"start with no users (every user then links a device again)", path)
 }
 
 // checkLength refuses a database file that is shorter than bbolt's
@@ -140,8 +156,12 @@ func (s *Store) update(fn func(*bbolt.Tx) error) (err error) {
 	defer debug.SetPanicOnFault(debug.SetPanicOnFault(true))
 	defer func() {
 		if r := recover(); r != nil {
-			s.writeBroken = fmt.Errorf("database %s is damaged (bbolt: %v); it takes no more writes until gatekeeper is restarted", s.path, r)
+			s.writeBroken = fmt.Errorf("database %s is damaged (bbolt: %v); it takes no more writes until gatekeeper is restarted. "+
+				"If it breaks again after a restart, copy the records into a new database file: `gatekeeper admin backup FILE` "+
+				"(without --audit if the damage is in the audit log), stop gatekeeper, move the database file aside, "+
+				"`gatekeeper admin restore FILE`, start gatekeeper (README: Backup and restore)", s.path, r)
 			err = s.writeBroken
+			s.broken.Store(&s.writeBroken)
 		}
 	}()
 	fnFailed := false
@@ -154,6 +174,19 @@ func (s *Store) update(fn func(*bbolt.Tx) error) (err error) {
 		return store.NoSpace(s.path, err)
 	}
 	return err
+}
+
+var _ store.HealthChecker = (*Store)(nil)
+
+// Health returns nil while the Store takes writes, and after a write broke
+// inside bbolt (see update) that write's error, which every later write
+// returns too: reads may still answer, but no login with a code can record its
+// time step. It backs /healthz (store.HealthChecker).
+func (s *Store) Health() error {
+	if p := s.broken.Load(); p != nil {
+		return *p
+	}
+	return nil
 }
 
 // recoverDamage turns a panic in a read transaction into an error. A read

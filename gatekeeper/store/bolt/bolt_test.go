@@ -155,3 +155,46 @@ func TestTruncatedWhileOpen(t *testing.T) {
 		}
 	}
 }
+
+// TestEmptyFile: a database file that exists but is empty (`: > gatekeeper.db`) is refused with
+// a message saying what happened and what to do, and left as it is: bbolt would format it as a
+// new database, forgetting every linked device.
+func TestEmptyFile(t *testing.T) {
+	tests := []struct {
+		name    string
+		withKey bool
+	}{
+		{"key file still there", true},
+		{"no key file", false},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			dbPath, keyPath := paths(t)
+			s := mustOpen(t, dbPath, keyPath)
+			enroll(t, s, "alice", []byte("secret"))
+			if err := s.Close(); err != nil {
+				t.Fatal(err)
+			}
+			if err := os.Truncate(dbPath, 0); err != nil {
+				t.Fatal(err)
+			}
+			if !tt.withKey {
+				if err := os.Remove(keyPath); err != nil {
+					t.Fatal(err)
+				}
+			}
+			_, err := Open(dbPath, keyPath)
+			for _, want := range []string{"database " + dbPath + " exists but is empty", "gatekeeper admin restore FILE", "delete it to start with no users"} {
+				if err == nil || !strings.Contains(err.Error(), want) {
+					t.Errorf("Open = %v, want it to say %q", err, want)
+				}
+			}
+			if st, err := os.Stat(dbPath); err != nil || st.Size() != 0 {
+				t.Errorf("the empty file was changed: %v, %v", st, err)
+			}
+			if _, err := os.Stat(keyPath); tt.withKey == errors.Is(err, os.ErrNotExist) {
+				t.Errorf("key file: %v, want it as it was", err)
+			}
+		})
+	}
+}

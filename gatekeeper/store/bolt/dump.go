@@ -12,23 +12,28 @@ import (
 
 // Dump calls fn with every user record and ticket as stored, and with the
 // audit events when audit is true, all read in one transaction (a consistent
-// snapshot). fn must not use the Store.
+// snapshot). Each is checked (store.Codec.CheckItem): one that fails has
+// Damaged set. fn must not use the Store.
 func (s *Store) Dump(audit bool, fn func(store.Item) error) error {
+	checked := func(it store.Item) error {
+		it.Damaged = s.codec.CheckItem(it)
+		return fn(it)
+	}
 	return s.view(func(tx *bbolt.Tx) error {
 		err := tx.Bucket(bucketUsers).ForEach(func(k, v []byte) error {
-			return fn(store.Item{Kind: store.ItemUser, Key: string(k), Value: bytes.Clone(v)})
+			return checked(store.Item{Kind: store.ItemUser, Key: string(k), Value: bytes.Clone(v)})
 		})
 		if err != nil {
 			return err
 		}
 		err = tx.Bucket(bucketTickets).ForEach(func(k, v []byte) error {
-			return fn(store.Item{Kind: store.ItemTicket, Key: hex.EncodeToString(k), Value: bytes.Clone(v)})
+			return checked(store.Item{Kind: store.ItemTicket, Key: hex.EncodeToString(k), Value: bytes.Clone(v)})
 		})
 		if err != nil || !audit {
 			return err
 		}
 		return tx.Bucket(bucketAudit).ForEach(func(k, v []byte) error {
-			return fn(store.Item{Kind: store.ItemEvent, Value: bytes.Clone(v)})
+			return checked(store.Item{Kind: store.ItemEvent, Value: bytes.Clone(v)})
 		})
 	})
 }

@@ -64,6 +64,7 @@ import (
 	"slices"
 	"strconv"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"go.etcd.io/bbolt"
@@ -122,6 +123,9 @@ type Store struct {
 	// from writeBroken what happened rather than block forever.
 	writeMu     sync.Mutex
 	writeBroken error // set for good by update; guarded by writeMu
+	// broken points at writeBroken once it is set, for Health, which must
+	// not wait for writeMu behind a write.
+	broken atomic.Pointer[error]
 	// migrated is what Open migrated (see Migrated).
 	migrated *Migration
 	// afterPruneTx, when set (by tests), is called after each of
@@ -359,38 +363,38 @@ func (s *Store) Get(name string) (store.User, error) {
 }
 
 // List returns every user with a record, sorted by name, without secrets.
-// A damaged record makes it fail with an error naming that user.
+// Damaged records come back apart, in a *store.DamagedError, with the
+// others (see store.Store).
 func (s *Store) List() ([]store.User, error) {
-	users := []store.User{} // never nil: "no users" encodes as [], not null
+	l := store.Lister{Codec: s.codec}
 	err := s.view(func(tx *bbolt.Tx) error {
 		return tx.Bucket(bucketUsers).ForEach(func(k, v []byte) error {
-			name := string(k)
-			u, err := s.codec.DecodeUser(name, v)
-			if err != nil {
-				return err
-			}
-			users = append(users, u)
+			l.Add(string(k), v)
 			return nil
 		})
 	})
 	if err != nil {
 		return nil, err
 	}
-	return users, nil
+	return l.Result()
 }
 
 // Delete removes name's record, whatever it holds: the secret, the recovery
 // codes, the last used step. It works on a damaged record too (the way out
 // for one that Get or Update refuse). existed reports whether there was a
 // record. The audit log and tickets are left alone: a ticket issued for the
-// user still lets them link a new device.
+// user still lets them link a new device. A record stored under an invalid
+// name (by hand) is removed too; an invalid name without one is ErrBadName.
 func (s *Store) Delete(name string) (existed bool, err error) {
-	if err := store.CheckName(name); err != nil {
-		return false, err
+	if name == "" {
+		return false, store.CheckName(name) // bbolt has no empty keys
 	}
 	err = s.update(func(tx *bbolt.Tx) error {
 		b := tx.Bucket(bucketUsers)
 		existed = b.Get([]byte(name)) != nil
+		if err := store.CheckDeleteName(name, existed); err != nil {
+			return err
+		}
 		if !existed {
 			return nil
 		}

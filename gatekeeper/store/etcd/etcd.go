@@ -310,7 +310,8 @@ func (s *Store) Get(name string) (store.User, error) {
 	return s.codec.DecodeUser(name, cur[0].val)
 }
 
-// List returns every user with a record, sorted by name.
+// List returns every user with a record, sorted by name; damaged records
+// come back apart (see store.Store).
 func (s *Store) List() ([]store.User, error) {
 	ctx, cancel := s.op()
 	defer cancel()
@@ -319,27 +320,25 @@ func (s *Store) List() ([]store.User, error) {
 	if err != nil {
 		return nil, s.fail("list users", err)
 	}
-	users := []store.User{}
+	l := store.Lister{Codec: s.codec}
 	for _, kv := range resp.Kvs {
-		u, err := s.codec.DecodeUser(strings.TrimPrefix(string(kv.Key), p), kv.Value)
-		if err != nil {
-			return nil, err
-		}
-		users = append(users, u)
+		l.Add(strings.TrimPrefix(string(kv.Key), p), kv.Value)
 	}
-	return users, nil
+	return l.Result()
 }
 
-// Delete removes name's record.
+// Delete removes name's record. A record stored under an invalid name (put
+// there by hand with etcdctl) is removed too: the delete is of that one key,
+// never a range; an invalid name without a record is ErrBadName.
 func (s *Store) Delete(name string) (bool, error) {
-	if err := store.CheckName(name); err != nil {
-		return false, err
-	}
 	ctx, cancel := s.op()
 	defer cancel()
 	resp, err := s.cli.Delete(ctx, s.key("users/"+name))
 	if err != nil {
-		return false, s.fail("delete user "+name, err)
+		return false, s.fail(fmt.Sprintf("delete user %q", name), err)
+	}
+	if err := store.CheckDeleteName(name, resp.Deleted > 0); err != nil {
+		return false, err
 	}
 	return resp.Deleted > 0, nil
 }

@@ -2,6 +2,7 @@ package etcd
 
 import (
 	"context"
+	"crypto/sha256"
 	"encoding/hex"
 	"fmt"
 	"slices"
@@ -228,33 +229,50 @@ func (s *Store) CheckTicket(user, token string, now time.Time) error {
 	return s.codec.CheckTicket(k, v, user, now)
 }
 
+// dumpPage is how many keys Dump reads per request.
+const dumpPage = 1000
+
 // Dump calls fn with every record, ticket and (with audit) event, all read at
-// one revision of the cluster.
+// one revision of the cluster, in pages of dumpPage keys, each request with
+// its own deadline (a long audit log takes as long as it takes). Each item is
+// checked (store.Codec.CheckItem): one that fails has Damaged set.
 func (s *Store) Dump(audit bool, fn func(store.Item) error) error {
-	ctx, cancel := context.WithTimeout(s.ctx, 10*s.timeout)
-	defer cancel()
 	var rev int64
 	get := func(kind, sub string) error {
 		p := s.key(sub)
-		opts := []clientv3.OpOption{clientv3.WithPrefix(), clientv3.WithSort(clientv3.SortByKey, clientv3.SortAscend)}
-		if rev != 0 {
-			opts = append(opts, clientv3.WithRev(rev))
-		}
-		resp, err := s.cli.Get(ctx, p, opts...)
-		if err != nil {
-			return s.fail("read for a backup", err)
-		}
-		rev = resp.Header.Revision
-		for _, kv := range resp.Kvs {
-			it := store.Item{Kind: kind, Value: kv.Value}
-			if kind != store.ItemEvent {
-				it.Key = strings.TrimPrefix(string(kv.Key), p)
+		from, end := p, clientv3.GetPrefixRangeEnd(p)
+		for {
+			opts := []clientv3.OpOption{clientv3.WithRange(end), clientv3.WithSort(clientv3.SortByKey, clientv3.SortAscend),
+				clientv3.WithLimit(dumpPage)}
+			if rev != 0 {
+				opts = append(opts, clientv3.WithRev(rev))
 			}
-			if err := fn(it); err != nil {
+			var resp *clientv3.GetResponse
+			err := s.retried(func(ctx context.Context) (err error) {
+				resp, err = s.cli.Get(ctx, from, opts...)
 				return err
+			})
+			if err != nil {
+				return s.fail("read for a backup", err)
 			}
+			if rev == 0 {
+				rev = resp.Header.Revision
+			}
+			for _, kv := range resp.Kvs {
+				it := store.Item{Kind: kind, Value: kv.Value}
+				if kind != store.ItemEvent {
+					it.Key = strings.TrimPrefix(string(kv.Key), p)
+				}
+				it.Damaged = s.codec.CheckItem(it)
+				if err := fn(it); err != nil {
+					return err
+				}
+			}
+			if !resp.More || len(resp.Kvs) == 0 {
+				return nil
+			}
+			from = string(resp.Kvs[len(resp.Kvs)-1].Key) + "\x00"
 		}
-		return nil
 	}
 	if err := get(store.ItemUser, "users/"); err != nil {
 		return err
@@ -275,26 +293,55 @@ func (s *Store) Dump(audit bool, fn func(store.Item) error) error {
 const maxTxnOps = 100
 
 // Load writes items from a backup (see store.Store), in transactions of at
-// most maxTxnOps puts: a restore is an admin's act on a quiet cluster, and a
-// failure part-way leaves the earlier batches written. Without force, each
-// batch also requires its users to be still without a record, so a user
-// linked meanwhile is never overwritten.
+// most maxTxnOps puts, each with its own deadline and tried again within
+// request_timeout when the cluster did not answer, like Append: a restore of
+// a long audit log takes as long as it takes. A restore is an admin's act on
+// a quiet cluster; a failure part-way leaves the earlier batches written and
+// is a *store.LoadError that counts them. Without force, each batch also
+// requires its users to be still without a record, so a user linked
+// meanwhile is never overwritten. An audit event is put under a key made
+// from its time, its bytes and its place in items (restoredKey), so that a
+// restore run again after a failure replaces the events it wrote already.
 func (s *Store) Load(items []store.Item, force bool) (store.LoadResult, error) {
 	var res store.LoadResult
 	users, err := s.codec.CheckItems(items)
 	if err != nil {
 		return res, err
 	}
-	ctx, cancel := context.WithTimeout(s.ctx, 10*s.timeout)
-	defer cancel()
+	// What there is to write: the tickets that have not expired.
+	now := time.Now()
+	var total store.LoadResult
+	expires := map[int]time.Time{}
+	for i, it := range items {
+		switch it.Kind {
+		case store.ItemUser:
+			total.Users++
+		case store.ItemTicket:
+			k, _ := hex.DecodeString(it.Key) // checked
+			if t, _ := s.codec.ReadTicket(k, it.Value); now.Before(t.Expires) {
+				expires[i] = t.Expires
+				total.Tickets++
+			}
+		case store.ItemEvent:
+			total.Events++
+		}
+	}
 	if !force && len(users) > 0 {
+		var resp *clientv3.GetResponse
+		err := s.retried(func(ctx context.Context) (err error) {
+			resp, err = s.cli.Get(ctx, s.key("users/"), clientv3.WithPrefix(), clientv3.WithKeysOnly())
+			return err
+		})
+		if err != nil {
+			return res, s.fail("read users", err)
+		}
+		stored := map[string]bool{}
+		for _, kv := range resp.Kvs {
+			stored[strings.TrimPrefix(string(kv.Key), s.key("users/"))] = true
+		}
 		var exist []string
 		for _, u := range users {
-			resp, err := s.cli.Get(ctx, s.key("users/"+u), clientv3.WithCountOnly())
-			if err != nil {
-				return res, s.fail("read users", err)
-			}
-			if resp.Count > 0 {
+			if stored[u] {
 				exist = append(exist, u)
 			}
 		}
@@ -302,47 +349,87 @@ func (s *Store) Load(items []store.Item, force bool) (store.LoadResult, error) {
 			return res, store.ExistsError(exist)
 		}
 	}
-	var ops []clientv3.Op
-	var absent []clientv3.Cmp // without force: users still without a record
+
+	var (
+		ops    []clientv3.Op
+		absent []clientv3.Cmp    // without force: users still without a record
+		puts   map[string]string // without force: the batch's users, key → value
+		batch  store.LoadResult  // what ops write
+		wrote  bool              // a batch was written: a failure from now on is a LoadError
+	)
+	// stopped is the error for a failure: a LoadError once something was or may have been
+	// written (unsure: the failed write's answer was lost).
+	stopped := func(err error, unsure bool) error {
+		if !wrote && !unsure {
+			return err // nothing was written
+		}
+		return &store.LoadError{Written: res, Of: total, Unsure: unsure, Err: err}
+	}
 	flush := func() error {
 		if len(ops) == 0 {
 			return nil
 		}
-		txn, err := s.cli.Txn(ctx).If(absent...).Then(ops...).Commit()
-		ops, absent = ops[:0], absent[:0]
-		if err != nil {
-			return s.fail("restore", err)
+		deadline := time.Now().Add(s.timeout)
+		lost := false // a try failed unanswered: it may have been applied
+		for {
+			ctx, cancel := s.attempt(deadline)
+			txn, err := s.cli.Txn(ctx).If(absent...).Then(ops...).Commit()
+			cancel()
+			if err != nil {
+				if unavailable(err) {
+					lost = true
+					if s.retry(deadline) {
+						continue
+					}
+				}
+				return stopped(s.fail("restore", err), lost)
+			}
+			if !txn.Succeeded && !(lost && s.applied(puts)) {
+				// Nothing of this batch was written: the users it holds were linked meanwhile.
+				return stopped(fmt.Errorf("%w: a user was linked while the restore ran", store.ErrExists), false)
+			}
+			wrote = true
+			break
 		}
-		if !txn.Succeeded {
-			return fmt.Errorf("%w: a user was linked while the restore ran; nothing of this batch was written, earlier batches were", store.ErrExists)
-		}
+		res.Users += batch.Users
+		res.Tickets += batch.Tickets
+		res.Events += batch.Events
+		ops, absent, puts, batch = ops[:0], absent[:0], nil, store.LoadResult{}
 		return nil
 	}
-	for _, it := range items {
+	for i, it := range items {
 		switch it.Kind {
 		case store.ItemUser:
 			k := s.key("users/" + it.Key)
 			if !force {
 				absent = append(absent, clientv3.Compare(clientv3.CreateRevision(k), "=", 0))
+				if puts == nil {
+					puts = map[string]string{}
+				}
+				puts[k] = string(it.Value)
 			}
 			ops = append(ops, clientv3.OpPut(k, string(it.Value)))
-			res.Users++
+			batch.Users++
 		case store.ItemTicket:
-			k, _ := hex.DecodeString(it.Key) // checked
-			t, _ := s.codec.ReadTicket(k, it.Value)
-			if !time.Now().Before(t.Expires) {
+			exp, ok := expires[i]
+			if !ok {
 				continue // expired: nothing to restore
 			}
-			lease, err := s.cli.Grant(ctx, int64(time.Until(t.Expires)/time.Second)+60)
+			k, _ := hex.DecodeString(it.Key) // checked
+			var lease *clientv3.LeaseGrantResponse
+			err := s.retried(func(ctx context.Context) (err error) {
+				lease, err = s.cli.Grant(ctx, int64(time.Until(exp)/time.Second)+60)
+				return err
+			})
 			if err != nil {
-				return res, s.fail("grant a ticket lease", err)
+				return res, stopped(s.fail("grant a ticket lease", err), false)
 			}
 			ops = append(ops, clientv3.OpPut(s.ticketKey(k), string(it.Value), clientv3.WithLease(lease.ID)))
-			res.Tickets++
+			batch.Tickets++
 		case store.ItemEvent:
 			e, _ := store.DecodeEvent(1, it.Value)
-			ops = append(ops, clientv3.OpPut(s.auditKey(e.Time), string(it.Value)))
-			res.Events++
+			ops = append(ops, clientv3.OpPut(s.restoredKey(e.Time, it.Value, i), string(it.Value)))
+			batch.Events++
 		}
 		if len(ops) >= maxTxnOps {
 			if err := flush(); err != nil {
@@ -351,4 +438,54 @@ func (s *Store) Load(items []store.Item, force bool) (store.LoadResult, error) {
 		}
 	}
 	return res, flush()
+}
+
+// restoredKey is the key Load gives the event v at t, item i of a backup: the
+// time first (the log reads in time order, as with auditKey), then a hash of
+// the event and i, so that the same backup restored again puts each of its
+// events under the key it had, replacing it rather than adding it twice.
+func (s *Store) restoredKey(t time.Time, v []byte, i int) string {
+	h := sha256.Sum256(v)
+	return fmt.Sprintf("%saudit/%020d-restore-%x-%d", s.prefix, t.UnixNano(), h[:6], i)
+}
+
+// applied reports whether every key of puts holds its value: a batch whose
+// answer was lost, tried again and then refused because its users exist,
+// was applied by the try whose answer was lost.
+func (s *Store) applied(puts map[string]string) bool {
+	if len(puts) == 0 {
+		return false
+	}
+	gets := make([]clientv3.Op, 0, len(puts))
+	for k := range puts {
+		gets = append(gets, clientv3.OpGet(k))
+	}
+	var resp *clientv3.TxnResponse
+	if err := s.retried(func(ctx context.Context) (err error) {
+		resp, err = s.cli.Txn(ctx).Then(gets...).Commit()
+		return err
+	}); err != nil {
+		return false
+	}
+	for _, r := range resp.Responses {
+		kvs := r.GetResponseRange().GetKvs()
+		if len(kvs) != 1 || string(kvs[0].Value) != puts[string(kvs[0].Key)] {
+			return false
+		}
+	}
+	return true
+}
+
+// retried runs fn, a request, and runs it again when the cluster did not
+// answer, within request_timeout (see attempt).
+func (s *Store) retried(fn func(ctx context.Context) error) error {
+	deadline := time.Now().Add(s.timeout)
+	for {
+		ctx, cancel := s.attempt(deadline)
+		err := fn(ctx)
+		cancel()
+		if err == nil || !unavailable(err) || !s.retry(deadline) {
+			return err
+		}
+	}
 }
