@@ -13,6 +13,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"gatekeeper/internal/nobodytest"
 )
 
 // selfSigned writes a certificate and key pair for the portal's TLS settings.
@@ -324,7 +326,7 @@ func TestValidateIdempotent(t *testing.T) {
 // reads files regardless of mode, so as root the test runs again as the user nobody.
 func TestUnreadableFiles(t *testing.T) {
 	if os.Geteuid() == 0 {
-		runAsNobody(t)
+		nobodytest.Rerun(t)
 		return
 	}
 	c := validConfig(t)

@@ -34,6 +34,7 @@ import (
 	"gatekeeper/gatekeeper/store"
 	"gatekeeper/gatekeeper/store/bolt"
 	"gatekeeper/gatekeeper/totp"
+	"gatekeeper/internal/nobodytest"
 )
 
 // me is the actor the audit log must name for this test process over the admin socket.
@@ -1138,7 +1139,7 @@ func TestAdminDaemonOnlyWithoutSocketPermission(t *testing.T) {
 	// Root passes every permission check; this needs an ordinary user: as root the test runs
 	// again as the user nobody.
 	if os.Geteuid() == 0 {
-		runAsNobody(t)
+		nobodytest.Rerun(t)
 		return
 	}
 	e := newEnv(t, "")

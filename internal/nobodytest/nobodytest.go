@@ -1,4 +1,6 @@
-package config
+// Package nobodytest runs a test again as the user nobody, for the tests of what an ordinary
+// user meets (a permission check) when the suite runs as root, as make test does.
+package nobodytest
 
 import (
 	"io"
@@ -14,15 +16,15 @@ import (
 	"time"
 )
 
-// runAsNobody runs the top-level test t again, in a copy of the test binary, as the user nobody,
+// Rerun runs the top-level test t again, in a copy of the test binary, as the user nobody,
 // and fails t unless it passes there. A test of what an ordinary user meets (a permission
 // check) calls it when it runs as root, who passes every such check, and returns: so `make
 // test`, which runs as root, still checks it. The copy and the temporary directory (TMPDIR)
 // of the child are where nobody may reach them: the build directory is private to root.
-func runAsNobody(t *testing.T) {
+func Rerun(t *testing.T) {
 	t.Helper()
 	if strings.Contains(t.Name(), "/") {
-		t.Fatalf("runAsNobody runs top-level tests only, not %s", t.Name())
+		t.Fatalf("nobodytest.Rerun runs top-level tests only, not %s", t.Name())
 	}
 	nobody, err := user.Lookup("nobody")
 	if err != nil {
