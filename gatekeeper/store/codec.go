@@ -35,10 +35,10 @@ const KeySize = 32
 // records, so that a wrong key file is caught when the store is opened, not
 // at the first login. It names the schema version, so that a schema record
 // set back by hand is caught too; CheckPlainV1 is what schema 1 sealed.
-var (
-	CheckPlain   = []byte("gatekeeper secret key check v2")
-	CheckPlainV1 = []byte("gatekeeper secret key check v1")
-	checkAD      = []byte("gatekeeper keycheck")
+const (
+	CheckPlain   = "gatekeeper secret key check v2"
+	CheckPlainV1 = "gatekeeper secret key check v1"
+	checkAD      = "gatekeeper keycheck"
 )
 
 // errIntegrity is what Verify returns for a value that is not in the
@@ -96,11 +96,11 @@ func (c *Codec) Open(sealed, ad []byte) ([]byte, error) {
 }
 
 // KeyCheck returns a new sealed key check (CheckPlain) to store.
-func (c *Codec) KeyCheck() ([]byte, error) { return c.Seal(CheckPlain, checkAD) }
+func (c *Codec) KeyCheck() ([]byte, error) { return c.Seal([]byte(CheckPlain), []byte(checkAD)) }
 
 // OpenKeyCheck opens a stored key check; an error means the key file is not
 // the one it was sealed with.
-func (c *Codec) OpenKeyCheck(sealed []byte) ([]byte, error) { return c.Open(sealed, checkAD) }
+func (c *Codec) OpenKeyCheck(sealed []byte) ([]byte, error) { return c.Open(sealed, []byte(checkAD)) }
 
 // UserAD is the additional data a user's secret is sealed with.
 func UserAD(name string) []byte { return []byte("user:" + name) }

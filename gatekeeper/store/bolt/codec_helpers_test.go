@@ -27,8 +27,8 @@ type (
 )
 
 var (
-	checkPlain   = store.CheckPlain
-	checkPlainV1 = store.CheckPlainV1
+	checkPlain   = []byte(store.CheckPlain)
+	checkPlainV1 = []byte(store.CheckPlainV1)
 	// checkAD is the additional data store seals the key check with.
 	checkAD = []byte("gatekeeper keycheck")
 )

@@ -255,11 +255,11 @@ func (s *Store) checkKey(info dbInfo) (writeCheck bool, err error) {
 	switch {
 	case err != nil:
 		return false, mismatch
-	case bytes.Equal(plain, store.CheckPlain) && info.schema == schemaVersion:
+	case string(plain) == store.CheckPlain && info.schema == schemaVersion:
 		return false, nil
-	case bytes.Equal(plain, store.CheckPlainV1) && info.schema == 1:
+	case string(plain) == store.CheckPlainV1 && info.schema == 1:
 		return true, nil // the migration seals a new one
-	case bytes.Equal(plain, store.CheckPlain) || bytes.Equal(plain, store.CheckPlainV1):
+	case string(plain) == store.CheckPlain || string(plain) == store.CheckPlainV1:
 		return false, fmt.Errorf("database %s has schema version %d but a key check record of another version "+
 			"(its schema record was edited?); refusing to open it: restore it from a backup: %w", s.path, info.schema, store.ErrSchema)
 	default:

@@ -199,7 +199,7 @@ func (s *Store) init(cfg Config) error {
 	}
 	if check != nil {
 		plain, err := s.codec.OpenKeyCheck(check)
-		if err != nil || string(plain) != string(store.CheckPlain) {
+		if err != nil || string(plain) != store.CheckPlain {
 			return fmt.Errorf("secret key file %s is not the one the records in %s were sealed with: "+
 				"copy secret_key_file from a node of the cluster (every node needs the same one): %w",
 				cfg.KeyFile, where, store.ErrKeyMismatch)
