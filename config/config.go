@@ -261,6 +261,10 @@ type Session struct {
 	IdleTimeout time.Duration `mapstructure:"idle_timeout"`
 	// MaxDuration ends a session this long after login (0: never).
 	MaxDuration time.Duration `mapstructure:"max_duration"`
+	// MaxPerUser caps one user's live sessions on this node (0: no cap), as pam_limits'
+	// maxlogins does on a login node: one account cannot make the node hold an unbounded number
+	// of connections.
+	MaxPerUser int `mapstructure:"max_per_user"`
 }
 
 // Relay tunes the data path of relayed connections.
@@ -359,6 +363,7 @@ func settings() []setting {
 		{"failure_delay", 3 * time.Second},
 		{"session.idle_timeout", time.Duration(0)},
 		{"session.max_duration", time.Duration(0)},
+		{"session.max_per_user", 0},
 		{"audit.retention", 400 * 24 * time.Hour},
 		{"relay.window", "16MiB"},
 		{"relay.window_total", "512MiB"},
@@ -910,6 +915,7 @@ type effective struct {
 	Session      struct {
 		IdleTimeout string `yaml:"idle_timeout"`
 		MaxDuration string `yaml:"max_duration"`
+		MaxPerUser  int    `yaml:"max_per_user"`
 	} `yaml:"session"`
 	Audit struct {
 		Retention string `yaml:"retention"`
@@ -987,6 +993,7 @@ func (c *Config) Effective() string {
 	e.FailureDelay = formatDuration(c.FailureDelay)
 	e.Session.IdleTimeout = formatDuration(c.Session.IdleTimeout)
 	e.Session.MaxDuration = formatDuration(c.Session.MaxDuration)
+	e.Session.MaxPerUser = c.Session.MaxPerUser
 	e.Audit.Retention = formatDuration(c.Audit.Retention)
 	e.Relay.Window = formatSize(c.Relay.WindowBytes, c.Relay.Window)
 	e.Relay.WindowTotal = formatSize(c.Relay.WindowTotalBytes, c.Relay.WindowTotal)

@@ -181,6 +181,9 @@ func (c *Config) Validate() error {
 	if c.Session.MaxDuration < 0 {
 		p.addf("session.max_duration", "must not be negative (0 turns it off)")
 	}
+	if c.Session.MaxPerUser < 0 || c.Session.MaxPerUser > maxSessionsPerUser {
+		p.addf("session.max_per_user", "must be 0 (no cap) to %d", maxSessionsPerUser)
+	}
 	if c.FailureDelay < 0 {
 		p.addf("failure_delay", "must not be negative")
 	}
@@ -190,6 +193,9 @@ func (c *Config) Validate() error {
 
 // minTrustedBits is the broadest trusted_networks entry allowed (10.0.0.0/8, fd00::/8).
 const minTrustedBits = 8
+
+// maxSessionsPerUser bounds session.max_per_user: a cap above it caps nothing a node could hold.
+const maxSessionsPerUser = 100000
 
 // Narrowest allowed proxy_protocol_from entries: a load balancer is a handful of hosts, and a
 // broad range would let anyone inside it claim any client address.

@@ -47,6 +47,10 @@ const (
 	// ReasonStoreUnavailable: the store (an etcd cluster without quorum) did not answer; a login
 	// that needs a code is refused rather than decided without the one-use record.
 	ReasonStoreUnavailable = "store_unavailable"
+	// ReasonTooManySessions: both factors were right, but the user already has
+	// session.max_per_user live sessions on this node. Unlike the others it is
+	// told to the client, who has proved to be the user.
+	ReasonTooManySessions = "too_many_sessions"
 )
 
 // Sentinel errors of the login policy.
@@ -77,6 +81,17 @@ var errDenied = errors.New("permission denied")
 // unavailableBanner is the one failure the user is told about, because
 // retrying cannot help and they would otherwise suspect their password.
 const unavailableBanner = "The login node is not reachable right now. Please try again in a few minutes.\r\n"
+
+// tooManySessionsBanner tells a user who logged in with both factors that
+// they are at session.max_per_user.
+func tooManySessionsBanner(user string, limit int) string {
+	sessions := "sessions"
+	if limit == 1 {
+		sessions = "session"
+	}
+	return fmt.Sprintf("%s already has %d %s open on this login node, the most allowed. "+
+		"Close one (or share one: ControlMaster in ~/.ssh/config) and log in again.\r\n", user, limit, sessions)
+}
 
 // storeUnavailableBanner tells a user refused because the store did not answer that it is not
 // their password or code; from the trusted networks logins go on meanwhile.
@@ -129,6 +144,11 @@ type attempt struct {
 	keyEpoch   uint64
 	sessionID  uint64
 	keyExpires time.Time
+
+	// overCap is set when the user logged in with both factors but is at
+	// session.max_per_user: the client was told so, and every later method
+	// it tries on this connection is refused without a question.
+	overCap bool
 }
 
 // keyboardInteractive asks for the password and, outside trusted networks,
@@ -161,6 +181,9 @@ func (a *attempt) passwordMethod(conn ssh.ConnMetadata, pw []byte) (*ssh.Permiss
 }
 
 func (a *attempt) codeOnly(conn ssh.ConnMetadata, ask ssh.KeyboardInteractiveChallenge) (*ssh.Permissions, error) {
+	if a.overCap {
+		return nil, errDenied
+	}
 	code, err := askOne(ask, PromptCode)
 	if err != nil {
 		return nil, err
@@ -205,6 +228,18 @@ func (a *attempt) decide(conn ssh.ConnMetadata, method string, answered time.Tim
 	elapsed := time.Since(answered)
 	s.metrics.AuthDuration.Observe(elapsed.Seconds())
 	remote := a.remote.String()
+	if limit := s.config().Session.MaxPerUser; err == nil && limit > 0 && s.liveSessionsOf(user) >= limit {
+		// Told to the client, who has proved to be the user, and without the
+		// refusal's padding: nothing about the factors is left to hide.
+		up.conn.Close()
+		a.overCap = true
+		a.log.Warn("login refused: the user is at session.max_per_user on this node", "user", user, "method", method,
+			"trusted", a.trusted, "reason", ReasonTooManySessions, "max_per_user", limit)
+		s.metrics.Logins.With(metricsResultRefused, ReasonTooManySessions).Inc()
+		s.audit.record(store.Event{Kind: store.EventLoginRefused, User: user, Remote: remote, Door: store.DoorSSH,
+			Reason: ReasonTooManySessions, Detail: fmt.Sprintf("%d live sessions on %s (session.max_per_user)", limit, s.node)})
+		return nil, &ssh.BannerError{Err: errDenied, Message: tooManySessionsBanner(user, limit)}
+	}
 	if err == nil {
 		a.up = up
 		a.log.Info("login accepted", "user", user, "method", method, "trusted", a.trusted,

@@ -498,9 +498,9 @@ func (s *Server) login(ctx context.Context, nc net.Conn) *loggedIn {
 // is nil when the session may not start (l is then closed).
 func (s *Server) startSession(l *loggedIn) (sess *Session, opts relay.Options, end func(err *error)) {
 	sc, a, log, cfg := l.sc, l.a, l.log, l.cfg
-	sess = s.addSession(sc, l.remote, a)
+	sess, refused := s.addSession(sc, l.remote, a)
 	if sess == nil {
-		log.Warn("login refused: the user's token was reset while the login was decided", "user", sc.User())
+		log.Warn("login refused: "+refused, "user", sc.User())
 		a.up.conn.Close()
 		sc.Close()
 		return nil, opts, nil
@@ -594,17 +594,28 @@ func (s *Server) serverConfig(cfg *config.Config, a *attempt, nc net.Conn, start
 	c := &ssh.ServerConfig{
 		MaxAuthTries:  cfg.MaxAuthTries,
 		ServerVersion: "SSH-2.0-gatekeeper",
+		// A user told they are at session.max_per_user (attempt.overCap)
+		// is asked nothing more on this connection.
 		KeyboardInteractiveCallback: func(c ssh.ConnMetadata, ask ssh.KeyboardInteractiveChallenge) (*ssh.Permissions, error) {
+			if a.overCap {
+				return nil, errDenied
+			}
 			authBegins()
 			return a.keyboardInteractive(c, ask)
 		},
 		PasswordCallback: func(c ssh.ConnMetadata, pw []byte) (*ssh.Permissions, error) {
+			if a.overCap {
+				return nil, errDenied
+			}
 			authBegins()
 			return a.passwordMethod(c, pw)
 		},
 	}
 	if s.landerCA != nil {
 		c.PublicKeyCallback = func(c ssh.ConnMetadata, key ssh.PublicKey) (*ssh.Permissions, error) {
+			if a.overCap {
+				return nil, errDenied
+			}
 			authBegins()
 			return a.publicKey(c, key)
 		}
@@ -727,23 +738,48 @@ func (sess *Session) info(node string) SessionInfo {
 
 // addSession registers a new session; nil when the user's token was reset
 // since a's login began (the reset could not see, and so end, this session).
-func (s *Server) addSession(sc *ssh.ServerConn, remote netip.AddrPort, a *attempt) *Session {
+func (s *Server) addSession(sc *ssh.ServerConn, remote netip.AddrPort, a *attempt) (sess *Session, refused string) {
 	s.mu.Lock()
 	if s.resets[sc.User()] != a.resetEpoch || a.keyFP != "" && s.keyRevokes[sc.User()] != a.keyEpoch {
 		s.mu.Unlock()
-		return nil
+		return nil, "the user's token was reset while the login was decided"
+	}
+	// decide checked the cap already; this check, under the lock, holds it
+	// against logins of the same user decided at once.
+	if limit := s.config().Session.MaxPerUser; limit > 0 && s.liveSessionsOfLocked(sc.User()) >= limit {
+		s.mu.Unlock()
+		return nil, "the user reached session.max_per_user while the login was decided"
 	}
 	id := a.sessionID
 	if id == 0 {
 		s.nextID++
 		id = s.nextID
 	}
-	sess := &Session{ID: id, User: sc.User(), Remote: remote, Trusted: a.trusted, Start: time.Now(), KeyFP: a.keyFP, conn: sc}
+	sess = &Session{ID: id, User: sc.User(), Remote: remote, Trusted: a.trusted, Start: time.Now(), KeyFP: a.keyFP, conn: sc}
 	s.sessions[sess.ID] = sess
 	s.mu.Unlock()
 	s.registry.Register(store.LiveSession{Node: s.node, ID: sess.ID, User: sess.User, Remote: remote.String(),
 		Trusted: sess.Trusted, Start: sess.Start, Key: sess.KeyFP})
-	return sess
+	return sess, ""
+}
+
+// liveSessionsOf counts user's live sessions on this node.
+func (s *Server) liveSessionsOf(user string) int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.liveSessionsOfLocked(user)
+}
+
+// liveSessionsOfLocked is liveSessionsOf with s.mu held. It walks every
+// session: it runs only with a cap set, once per login.
+func (s *Server) liveSessionsOfLocked(user string) int {
+	n := 0
+	for _, sess := range s.sessions {
+		if sess.User == user {
+			n++
+		}
+	}
+	return n
 }
 
 // reserveSessionID takes the id the next session of a key login will have,

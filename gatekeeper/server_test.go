@@ -1683,3 +1683,63 @@ func TestSignInNotCutShortByItsContext(t *testing.T) {
 		t.Error("the right password signed in after as many cancelled wrong guesses as lock a user out")
 	}
 }
+
+// TestMaxSessionsPerUser: at session.max_per_user live sessions a login with
+// the right factors is refused with a banner that says why; other users are
+// not counted; a session that ends makes room.
+func TestMaxSessionsPerUser(t *testing.T) {
+	g := newTestGate(t, func(c *config.Config) { c.Session.MaxPerUser = 2 })
+	dial := func(user string) (*ssh.Client, string, error) {
+		var banner strings.Builder
+		answer := func(_, _ string, questions []string, _ []bool) ([]string, error) {
+			out := make([]string, len(questions))
+			for i := range questions {
+				out[i] = landerPassword
+			}
+			return out, nil
+		}
+		d := net.Dialer{LocalAddr: &net.TCPAddr{IP: net.ParseIP("127.0.0.2")}, Timeout: 5 * time.Second}
+		nc, err := d.Dial("tcp", g.addr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		conn, chans, reqs, err := ssh.NewClientConn(nc, g.addr, &ssh.ClientConfig{
+			User:            user,
+			Auth:            []ssh.AuthMethod{ssh.KeyboardInteractive(answer)},
+			HostKeyCallback: ssh.InsecureIgnoreHostKey(),
+			BannerCallback:  func(m string) error { banner.WriteString(m); return nil },
+		})
+		if err != nil {
+			nc.Close()
+			return nil, banner.String(), err
+		}
+		c := ssh.NewClient(conn, chans, reqs)
+		t.Cleanup(func() { c.Close() })
+		return c, banner.String(), nil
+	}
+	first, _, err := dial("alice")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, _, err := dial("alice"); err != nil {
+		t.Fatal(err)
+	}
+	if _, _, err := dial("bob"); err != nil {
+		t.Fatalf("bob's login counted against alice's cap: %v", err)
+	}
+	_, banner, err := dial("alice")
+	if err == nil {
+		t.Fatal("a third session of alice was let in at session.max_per_user 2")
+	}
+	if !strings.Contains(banner, "alice already has 2 sessions open on this login node") {
+		t.Errorf("banner %q, want it to say why", banner)
+	}
+	if !slices.Contains(g.store.kinds(), store.EventLoginRefused) || !strings.Contains(g.logs.String(), `"reason":"too_many_sessions"`) {
+		t.Errorf("the refusal is not audited and logged as too_many_sessions:\n%s", g.logs)
+	}
+	first.Close()
+	waitFor(t, "the closed session to end", func() bool { return g.srv.liveSessionsOf("alice") == 1 })
+	if _, _, err := dial("alice"); err != nil {
+		t.Errorf("a login after one of the sessions ended: %v", err)
+	}
+}

@@ -223,3 +223,39 @@ func TestMaxChannelsOpenSSH(t *testing.T) {
 	default:
 	}
 }
+
+// TestMaxSessionsPerUserOpenSSH: with session.max_per_user 1, OpenSSH's client holding one
+// session is told why a second login with the right password and code is refused, and is asked
+// nothing more; a session of another user is not counted; once the first ends, the login works.
+func TestMaxSessionsPerUserOpenSSH(t *testing.T) {
+	t.Parallel()
+	g := ownGatekeeper(t, gkOptions{edit: func(y string) string { return y + "session:\n  max_per_user: 1\n" }})
+	u := enrolledUser(t, g)
+	held := newClient(t, u, g.port, trustedAddr)
+	s := held.liveSSH(nil, "echo started; read line")
+	s.waitFor("started")
+
+	other := newClient(t, enrolledUser(t, g), g.port, trustedAddr)
+	if r := other.ssh(nil, "echo", "ok"); r.exit != 0 {
+		t.Fatalf("another user's login while alice holds her one session: %s", r)
+	}
+
+	c := newClient(t, u, g.port, "")
+	c.setCode(u.nextCode(t))
+	r := c.ssh([]string{"-o", "LogLevel=INFO"}, "echo", "second") // INFO, ssh's default, shows banners
+	if r.exit != 255 || !strings.Contains(r.stderr, u.name+" already has 1 session open on this login node") {
+		t.Fatalf("a second session at max_per_user 1: want exit 255 and the reason shown, got %s", r)
+	}
+	if n := strings.Count(strings.Join(c.prompts(), "\n"), "Password:"); n != 1 {
+		t.Errorf("the client was asked for the password %d times, want once (nothing after the refusal): %q", n, c.prompts())
+	}
+
+	s.write("done\n")
+	if exit := s.wait(waitTimeout); exit != 0 {
+		t.Fatalf("the held session: %s", s)
+	}
+	c.setCode(u.nextCode(t))
+	if r := c.ssh(nil, "echo", "again"); r.exit != 0 || strings.TrimSpace(r.stdout) != "again" {
+		t.Errorf("a login after the session ended: %s", r)
+	}
+}
