@@ -11,6 +11,7 @@ import (
 	"sync"
 	"time"
 
+	"go.etcd.io/etcd/api/v3/mvccpb"
 	clientv3 "go.etcd.io/etcd/client/v3"
 
 	"gatekeeper/gatekeeper/store"
@@ -363,9 +364,33 @@ func (r *Sessions) syncFailed(err error) bool {
 // watch delivers the requests put under name (under the prefix) on Kills
 // until Close, skipping this node's own when own is set. After a broken
 // watch it resumes after the last revision it saw, so that no request is
-// missed while the cluster was out of reach.
+// missed while the cluster was out of reach; when the cluster compacted
+// those revisions meanwhile, it reads the requests still live instead (they
+// live 10 s on their lease), so that a reset or kill made during the gap
+// still reaches this node.
 func (r *Sessions) watch(name string, skipOwn bool) {
 	key := r.st.key(name)
+	// deliver hands on the request stored in kv; false when Close came first.
+	deliver := func(kv *mvccpb.KeyValue) bool {
+		var req store.KillRequest
+		if json.Unmarshal(kv.Value, &req) != nil || skipOwn && req.By == r.st.node {
+			return true
+		}
+		if !skipOwn {
+			// kill/NODE/ID: the key names the session.
+			id, err := strconv.ParseUint(strings.TrimPrefix(string(kv.Key), key), 10, 64)
+			if err != nil {
+				return true
+			}
+			req.ID, req.User = id, ""
+		}
+		select {
+		case r.kills <- req:
+			return true
+		case <-r.ctx.Done():
+			return false
+		}
+	}
 	var rev int64
 	for r.ctx.Err() == nil {
 		if rev == 0 {
@@ -381,29 +406,20 @@ func (r *Sessions) watch(name string, skipOwn bool) {
 		ctx, cancel := context.WithCancel(clientv3.WithRequireLeader(r.ctx))
 		wc := r.st.cli.Watch(ctx, key, clientv3.WithPrefix(), clientv3.WithFilterDelete(), clientv3.WithRev(rev+1))
 		for resp := range wc {
-			if resp.CompactRevision > rev {
-				rev = resp.CompactRevision - 1
+			if resp.CompactRevision != 0 {
+				// The revisions after rev are gone: read what is live now.
+				if !r.catchUp(key, &rev, deliver) {
+					cancel()
+					return
+				}
+				break
 			}
 			if resp.Err() != nil {
 				break
 			}
 			for _, ev := range resp.Events {
 				rev = max(rev, ev.Kv.ModRevision)
-				var req store.KillRequest
-				if json.Unmarshal(ev.Kv.Value, &req) != nil || skipOwn && req.By == r.st.node {
-					continue
-				}
-				if !skipOwn {
-					// kill/NODE/ID: the key names the session.
-					id, err := strconv.ParseUint(strings.TrimPrefix(string(ev.Kv.Key), key), 10, 64)
-					if err != nil {
-						continue
-					}
-					req.ID, req.User = id, ""
-				}
-				select {
-				case r.kills <- req:
-				case <-r.ctx.Done():
+				if !deliver(ev.Kv) {
 					cancel()
 					return
 				}
@@ -412,4 +428,24 @@ func (r *Sessions) watch(name string, skipOwn bool) {
 		cancel()
 		sleep(r.ctx, retryEvery)
 	}
+}
+
+// catchUp delivers the requests under key written after *rev and still
+// live, and moves *rev to the revision it read at; when the read fails *rev
+// stays, and the next watch (met by the compaction again) tries once more.
+// False when Close came first.
+func (r *Sessions) catchUp(key string, rev *int64, deliver func(*mvccpb.KeyValue) bool) bool {
+	ctx, cancel := r.st.op()
+	resp, err := r.st.cli.Get(ctx, key, clientv3.WithPrefix())
+	cancel()
+	if err != nil {
+		return r.ctx.Err() == nil
+	}
+	for _, kv := range resp.Kvs {
+		if kv.ModRevision > *rev && !deliver(kv) {
+			return false
+		}
+	}
+	*rev = resp.Header.Revision
+	return true
 }
