@@ -194,7 +194,7 @@ func TestRestoreSaysWhatWasWritten(t *testing.T) {
 	partway := func(cause error) error {
 		return &store.LoadError{Written: store.LoadResult{Users: 2, Events: 298}, Of: store.LoadResult{Users: 2, Events: 1000}, Err: cause}
 	}
-	written := "2 of 2 users, 0 of 0 tickets and 298 of 1000 events were written; run restore again with --force"
+	written := "2 of 2 users, 0 of 0 tickets and 298 of 1000 events were written; run the same restore again, without --force"
 	tests := []struct {
 		name    string
 		err     error

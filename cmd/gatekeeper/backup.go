@@ -142,8 +142,9 @@ overwrites them with the backup's record. Tickets are added; audit events are ad
 log. The restore itself is written to the audit log.
 
 A bolt store takes the restore in one transaction, all or nothing. An etcd store takes it in
-batches: a failure part-way says how much was written, and the same restore run again with
---force writes the rest (the audit events written already are replaced, not added twice).
+batches: a failure part-way says how much was written, and the same restore run again without
+--force writes the rest (users whose record is already the backup's are left as they are, the
+audit events written already are replaced, not added twice).
 
 Restoring is for a quiet store (a new one, a migration, disaster recovery): it does not end
 live sessions, and a login between the backup and the restore is forgotten by an overwritten
@@ -178,13 +179,13 @@ record. Stop the daemons, or restore before users come to the new store.`,
 			}
 			got := admin.BackupHeader{Users: res.Users, Tickets: res.Tickets, Events: res.Events, Audit: f.Header.Audit}
 			fmt.Fprintf(c.out, "restored %s from %s (a backup of %s, %s store, made %s)\n", got.Summary(), path,
-				orDash(f.Header.Node), orDash(f.Header.Backend), fmtTime(f.Header.Created))
+				cell(f.Header.Node), cell(f.Header.Backend), fmtTime(f.Header.Created))
 			if skipped := f.Header.Tickets - res.Tickets; skipped > 0 {
 				fmt.Fprintf(c.out, "(%s expired and left out)\n", plural(skipped, "ticket"))
 			}
 			if n := len(f.Header.LeftOut) + f.Header.MoreLeftOut; n > 0 {
 				fmt.Fprintf(c.out, "(the backup had left out %s as damaged: %s; a user among them has no record here and links again)\n",
-					plural(n, "record"), f.Header.LeftOutNames())
+					plural(n, "record"), cell(f.Header.LeftOutNames()))
 			}
 			return nil
 		},
@@ -218,13 +219,6 @@ func checkBackupKey(cfg *config.Config, f *admin.BackupFile) error {
 		return err
 	}
 	return admin.CheckBackupKey(key, f)
-}
-
-func orDash(s string) string {
-	if s == "" {
-		return "-"
-	}
-	return s
 }
 
 // readBackup reads and checks the backup at path ("-": stdin), all of it (admin.ParseBackup).

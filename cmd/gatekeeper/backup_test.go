@@ -434,8 +434,10 @@ func TestAdminBackupEtcd(t *testing.T) {
 	if err != nil || !strings.HasPrefix(out, "restored 2 users, 1 ticket, 1 event from ") {
 		t.Fatalf("restore into etcd: %q, %v", out, err)
 	}
-	if _, _, err := etcdEnv.run(t, "admin", "restore", fromBolt); !errors.Is(err, store.ErrExists) {
-		t.Errorf("restore into etcd again: %v, want ErrExists", err)
+	// The same restore again (as after one that stopped part-way): the records are already the
+	// backup's, and are left as they are.
+	if out, _, err := etcdEnv.run(t, "admin", "restore", fromBolt); err != nil || !strings.HasPrefix(out, "restored 2 users, 1 ticket, 1 event from ") {
+		t.Errorf("restore into etcd again: %q, %v; want it to go through, changing nothing", out, err)
 	}
 	out, _, err = etcdEnv.run(t, "admin", "backup", fromEtcd, "--audit")
 	if err != nil || !strings.HasPrefix(out, "backed up 2 users, 1 ticket, ") {
@@ -614,4 +616,38 @@ func mustRead(t *testing.T, path string) []byte {
 		t.Fatal(err)
 	}
 	return b
+}
+
+// TestAdminRestorePrintsNoEscapes: the header's text comes from the file, which someone other
+// than the admin may have written: restore prints it quoted, never a terminal escape sequence.
+func TestAdminRestorePrintsNoEscapes(t *testing.T) {
+	src := newEnv(t, "")
+	src.withStore(t, func(st store.Store) { seedBackup(t, st) })
+	out, _, err := src.run(t, "admin", "backup", "-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	header, rest, _ := strings.Cut(out, "\n")
+	var h map[string]any
+	if err := json.Unmarshal([]byte(header), &h); err != nil {
+		t.Fatal(err)
+	}
+	h["node"] = "lander\x1b[2K\x1b[1A\rrestored everything\x1b]0;pwned\a"
+	edited, err := json.Marshal(h)
+	if err != nil {
+		t.Fatal(err)
+	}
+	dst := sameKey(t, src)
+	root := newRootCmd()
+	var stdout bytes.Buffer
+	root.SetOut(&stdout)
+	root.SetErr(&stdout)
+	root.SetIn(strings.NewReader(string(edited) + "\n" + rest))
+	root.SetArgs([]string{"admin", "restore", "-", "--config", dst.config})
+	if err := root.Execute(); err != nil {
+		t.Fatalf("restore -: %v", err)
+	}
+	if strings.ContainsAny(stdout.String(), "\x1b\a\r") || !strings.Contains(stdout.String(), `\x1b[2K`) {
+		t.Errorf("restore printed the header's control characters, or not quoted: %q", stdout.String())
+	}
 }

@@ -137,8 +137,9 @@ func (e *LoadError) Progress() string {
 	if errors.Is(e.Err, ErrExists) {
 		return s + "; see who linked meanwhile (admin list) before you run restore again with --force, which would overwrite them"
 	}
-	return s + "; run restore again with --force to write the rest (it writes the same records again; " +
-		"the audit events written already are replaced, not added twice)"
+	return s + "; run the same restore again, without --force, to write the rest: the records written already are " +
+		"left as they are, the audit events replaced, not added twice (with --force it would also overwrite what " +
+		"users did since: a login's used code, a reset)"
 }
 
 // of is "2 of 3 users".

@@ -187,10 +187,13 @@ func TestPruneOutOfOrder(t *testing.T) {
 		n      int
 		want   string
 	}{
+		// A future event is passed over, and holds up nothing behind it.
 		{"a future event first", []time.Time{y2099, y2020, y2020, y2020, y2020, y2020}, day0, 5, "k0"},
-		{"a kept event first", []time.Time{day0, y2020, y2020}, day0, 2, "k0"},
-		{"old after new", []time.Time{day0, day0.Add(2 * time.Hour), day0}, day0.Add(time.Hour), 2, "k1"},
-		{"kept ones between", []time.Time{y2020, y2099, y2020, day0, y2020}, day0, 3, "k1,k3"},
+		{"future ones between", []time.Time{y2020, y2099, y2020, y2099, y2020}, day0, 3, "k1,k3"},
+		// The walk stops at the first event to keep: old ones restored behind it go with it.
+		{"a kept event first", []time.Time{day0, y2020, y2020}, day0, 0, "k0,k1,k2"},
+		{"old after new", []time.Time{y2020, day0.Add(2 * time.Hour), day0}, day0.Add(time.Hour), 1, "k1,k2"},
+		{"kept ones between", []time.Time{y2020, y2099, y2020, day0, y2020}, day0, 2, "k1,k3,k4"},
 		{"all in order", []time.Time{y2020, y2020, day0}, day0, 2, "k2"},
 	}
 	for _, tt := range tests {
@@ -212,20 +215,22 @@ func TestPruneOutOfOrder(t *testing.T) {
 	}
 }
 
-// TestPruneDamagedEvent: an event that cannot be read is pruned wherever it is.
+// TestPruneDamagedEvent: an event that cannot be read is pruned when the walk
+// reaches it, whatever its place.
 func TestPruneDamagedEvent(t *testing.T) {
 	dbPath, keyPath := paths(t)
 	s, err := Open(dbPath, keyPath)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := s.Append(store.Event{Kind: "new", Time: day0.Add(2 * time.Hour)}, store.Event{Kind: "old", Time: day0}); err != nil {
+	if err := s.Append(store.Event{Kind: "old", Time: day0}, store.Event{Kind: "damaged", Time: day0.Add(3 * time.Hour)},
+		store.Event{Kind: "new", Time: day0.Add(2 * time.Hour)}); err != nil {
 		t.Fatal(err)
 	}
 	if err := s.Close(); err != nil {
 		t.Fatal(err)
 	}
-	rawPut(t, dbPath, bucketAudit, seqKey(3), []byte("{garbage"))
+	rawPut(t, dbPath, bucketAudit, seqKey(2), []byte("{garbage"))
 	s = mustOpen(t, dbPath, keyPath)
 	if n, err := s.PruneEvents(day0.Add(time.Hour)); err != nil || n != 2 {
 		t.Errorf("PruneEvents = %d, %v; want 2", n, err)
@@ -339,9 +344,9 @@ func TestPruneEventsInBatches(t *testing.T) {
 	if err != nil || n != old {
 		t.Fatalf("PruneEvents = %d, %v; want %d", n, err, old)
 	}
-	// The walk goes on past the first kept event, reading the rest pruneScan at a time.
-	if want := old/pruneBatch + (total-old)/pruneScan; len(perTx) != want {
-		t.Errorf("%d passes, want %d", len(perTx), want)
+	// The walk stops at the first event to keep: it reads only what it deletes.
+	if len(perTx) != old/pruneBatch {
+		t.Errorf("%d passes, want %d", len(perTx), old/pruneBatch)
 	}
 	for i, d := range perTx {
 		if d > pruneBatch {
@@ -360,11 +365,10 @@ func TestPruneEventsInBatches(t *testing.T) {
 		t.Errorf("left events %d (%v) to %d, want %d to %d", left[0].Seq, left[0].Time, left[len(left)-1].Seq, old+1, total)
 	}
 
-	// Nothing more to prune: passes that read the log pruneScan events at a time and delete
-	// nothing.
+	// Nothing more to prune: one pass, which reads one event and deletes nothing.
 	perTx = nil
-	if n, err := s.PruneEvents(day0.Add(old * time.Second)); err != nil || n != 0 || len(perTx) != (total-old)/pruneScan {
-		t.Errorf("second PruneEvents = %d, %v in %d passes; want 0 in %d", n, err, len(perTx), (total-old)/pruneScan)
+	if n, err := s.PruneEvents(day0.Add(old * time.Second)); err != nil || n != 0 || len(perTx) != 1 {
+		t.Errorf("second PruneEvents = %d, %v in %d passes; want 0 in 1", n, err, len(perTx))
 	}
 }
 

@@ -164,22 +164,31 @@ func TestLoadStopsPartWay(t *testing.T) {
 		t.Errorf("LoadError = written %+v of %+v, unsure %v", le.Written, le.Of, le.Unsure)
 	}
 	for _, want := range []string{"store unavailable", "2 of 2 users, 0 of 0 tickets and 298 of 1000 events were written",
-		"may have been too", "run restore again with --force"} {
+		"may have been too", "run the same restore again, without --force"} {
 		if !strings.Contains(err.Error(), want) {
 			t.Errorf("error %q does not say %q", err, want)
 		}
 	}
 
+	// The same restore again, without force, goes on where it stopped: the users written
+	// already hold exactly the backup's records and are left as they are.
 	f.failRest.Store(false)
-	if _, err := s.Load(items, false); !errors.Is(err, store.ErrExists) {
-		t.Errorf("Load again without force = %v, want ErrExists", err)
-	}
-	res, err := s.Load(items, true)
+	res, err := s.Load(items, false)
 	if err != nil || res.Users != 2 || res.Events != events {
-		t.Fatalf("Load again with force = %+v, %v", res, err)
+		t.Fatalf("Load again without force = %+v, %v", res, err)
 	}
 	if n := count(t, s, "audit/"); n != events {
 		t.Errorf("after the second restore %d events stored, want %d (each once)", n, events)
+	}
+	// A user whose record changed since (a login, a reset) is never overwritten without force.
+	if err := s.Update("bob", func(u *store.User) error { u.LastStep = 55555555; return nil }); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.Load(items, false); !errors.Is(err, store.ErrExists) || !strings.Contains(err.Error(), "bob") || strings.Contains(err.Error(), "alice") {
+		t.Errorf("Load again after bob's record changed = %v, want ErrExists naming bob only", err)
+	}
+	if u, err := s.Get("bob"); err != nil || u.LastStep != 55555555 {
+		t.Errorf("bob after the refused restore: %+v, %v; want his used step kept", u, err)
 	}
 }
 

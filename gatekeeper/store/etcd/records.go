@@ -1,6 +1,7 @@
 package etcd
 
 import (
+	"bytes"
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
@@ -297,9 +298,12 @@ const maxTxnOps = 100
 // request_timeout when the cluster did not answer, like Append: a restore of
 // a long audit log takes as long as it takes. A restore is an admin's act on
 // a quiet cluster; a failure part-way leaves the earlier batches written and
-// is a *store.LoadError that counts them. Without force, each batch also
-// requires its users to be still without a record, so a user linked
-// meanwhile is never overwritten. An audit event is put under a key made
+// is a *store.LoadError that counts them. Without force, a user whose record
+// is already exactly the backup's is left as it is (the same restore run
+// again after such a failure goes on where it stopped), any other user with a
+// record is refused, and each batch requires its users to be still without a
+// record, so a user linked (or logged in, or reset) meanwhile is never
+// overwritten. An audit event is put under a key made
 // from its time, its bytes and its place in items (restoredKey), so that a
 // restore run again after a failure replaces the events it wrote already.
 func (s *Store) Load(items []store.Item, force bool) (store.LoadResult, error) {
@@ -326,23 +330,32 @@ func (s *Store) Load(items []store.Item, force bool) (store.LoadResult, error) {
 			total.Events++
 		}
 	}
+	// done: without force, the users whose record is already exactly the
+	// backup's (a restore run again after it stopped part-way): left as they
+	// are and counted as restored. Any other user with a record is refused.
+	done := map[string]bool{}
 	if !force && len(users) > 0 {
 		var resp *clientv3.GetResponse
 		err := s.retried(func(ctx context.Context) (err error) {
-			resp, err = s.cli.Get(ctx, s.key("users/"), clientv3.WithPrefix(), clientv3.WithKeysOnly())
+			resp, err = s.cli.Get(ctx, s.key("users/"), clientv3.WithPrefix())
 			return err
 		})
 		if err != nil {
 			return res, s.fail("read users", err)
 		}
-		stored := map[string]bool{}
+		stored := map[string][]byte{}
 		for _, kv := range resp.Kvs {
-			stored[strings.TrimPrefix(string(kv.Key), s.key("users/"))] = true
+			stored[strings.TrimPrefix(string(kv.Key), s.key("users/"))] = kv.Value
 		}
 		var exist []string
-		for _, u := range users {
-			if stored[u] {
-				exist = append(exist, u)
+		for _, it := range items {
+			v, ok := stored[it.Key]
+			switch {
+			case it.Kind != store.ItemUser || !ok:
+			case bytes.Equal(v, it.Value):
+				done[it.Key] = true
+			default:
+				exist = append(exist, it.Key)
 			}
 		}
 		if len(exist) > 0 {
@@ -400,6 +413,10 @@ func (s *Store) Load(items []store.Item, force bool) (store.LoadResult, error) {
 	for i, it := range items {
 		switch it.Kind {
 		case store.ItemUser:
+			if done[it.Key] {
+				res.Users++
+				continue
+			}
 			k := s.key("users/" + it.Key)
 			if !force {
 				absent = append(absent, clientv3.Compare(clientv3.CreateRevision(k), "=", 0))
