@@ -281,7 +281,7 @@ func parseItem(b []byte) (store.Item, error) {
 		return it, errors.New("not a backup item: more after the JSON object")
 	}
 	if len(it.Value) == 0 {
-		return it, fmt.Errorf("%s item without a value", it.Kind)
+		return it, fmt.Errorf("%q item without a value", it.Kind)
 	}
 	switch it.Kind {
 	case store.ItemUser:

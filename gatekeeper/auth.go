@@ -149,6 +149,10 @@ type attempt struct {
 	// session.max_per_user: the client was told so, and every later method
 	// it tries on this connection is refused without a question.
 	overCap bool
+	// preAuth is the connection before authentication ends, for sending a
+	// banner outside a refusal (see decide); nil in tests that call the
+	// callbacks directly.
+	preAuth ssh.ServerPreAuthConn
 }
 
 // keyboardInteractive asks for the password and, outside trusted networks,
@@ -238,7 +242,17 @@ func (a *attempt) decide(conn ssh.ConnMetadata, method string, answered time.Tim
 		s.metrics.Logins.With(metricsResultRefused, ReasonTooManySessions).Inc()
 		s.audit.record(store.Event{Kind: store.EventLoginRefused, User: user, Remote: remote, Door: store.DoorSSH,
 			Reason: ReasonTooManySessions, Detail: fmt.Sprintf("%d live sessions on %s (session.max_per_user)", limit, s.node)})
-		return nil, &ssh.BannerError{Err: errDenied, Message: tooManySessionsBanner(user, limit)}
+		if a.preAuth == nil {
+			return nil, &ssh.BannerError{Err: errDenied, Message: tooManySessionsBanner(user, limit)}
+		}
+		// The banner, then a partial success that leaves no method to try:
+		// x/crypto ends the connection there, so that the client is asked
+		// nothing more (after a plain failure OpenSSH would ask for the
+		// password again, as many times as NumberOfPasswordPrompts).
+		if err := a.preAuth.SendAuthBanner(tooManySessionsBanner(user, limit)); err != nil {
+			return nil, err
+		}
+		return nil, &ssh.PartialSuccessError{}
 	}
 	if err == nil {
 		a.up = up

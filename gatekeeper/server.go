@@ -592,8 +592,9 @@ func (s *Server) serverConfig(cfg *config.Config, a *attempt, nc net.Conn, start
 	}
 	authBegins := func() { _ = nc.SetDeadline(start.Add(grace)) }
 	c := &ssh.ServerConfig{
-		MaxAuthTries:  cfg.MaxAuthTries,
-		ServerVersion: "SSH-2.0-gatekeeper",
+		MaxAuthTries:        cfg.MaxAuthTries,
+		ServerVersion:       "SSH-2.0-gatekeeper",
+		PreAuthConnCallback: func(c ssh.ServerPreAuthConn) { a.preAuth = c },
 		// A user told they are at session.max_per_user (attempt.overCap)
 		// is asked nothing more on this connection.
 		KeyboardInteractiveCallback: func(c ssh.ConnMetadata, ask ssh.KeyboardInteractiveChallenge) (*ssh.Permissions, error) {

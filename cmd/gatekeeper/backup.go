@@ -181,7 +181,8 @@ record. Stop the daemons, or restore before users come to the new store.`,
 			fmt.Fprintf(c.out, "restored %s from %s (a backup of %s, %s store, made %s)\n", got.Summary(), path,
 				cell(f.Header.Node), cell(f.Header.Backend), fmtTime(f.Header.Created))
 			if skipped := f.Header.Tickets - res.Tickets; skipped > 0 {
-				fmt.Fprintf(c.out, "(%s expired and left out)\n", plural(skipped, "ticket"))
+				fmt.Fprintf(c.out, "(%s left out: expired, or, when this restore ran before and stopped part-way, "+
+					"restored then and perhaps used since; admin ticket issues a new one)\n", plural(skipped, "ticket"))
 			}
 			if n := len(f.Header.LeftOut) + f.Header.MoreLeftOut; n > 0 {
 				fmt.Fprintf(c.out, "(the backup had left out %s as damaged: %s; a user among them has no record here and links again)\n",

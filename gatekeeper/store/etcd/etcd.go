@@ -102,6 +102,10 @@ type Store struct {
 
 	// cache is what this node last saw of the keys it changes.
 	cache revCache
+
+	// requestTTL is how many seconds the kill requests this node writes
+	// live (the const requestTTL; tests shorten it).
+	requestTTL int64
 }
 
 // Open connects to the cluster, checks (or, on an empty prefix, writes) the
@@ -141,7 +145,8 @@ func Open(cfg Config) (*Store, error) {
 		return nil, fmt.Errorf("etcd cluster %s: %w", strings.Join(cfg.Endpoints, ","), err)
 	}
 	ctx, cancel := context.WithCancel(context.Background())
-	s := &Store{cli: cli, prefix: cfg.Prefix, node: cfg.Node, timeout: cfg.RequestTimeout, keyPath: cfg.KeyFile, ctx: ctx, cancel: cancel}
+	s := &Store{cli: cli, prefix: cfg.Prefix, node: cfg.Node, timeout: cfg.RequestTimeout, keyPath: cfg.KeyFile, ctx: ctx, cancel: cancel,
+		requestTTL: requestTTL}
 	if err := s.init(cfg); err != nil {
 		s.cancel()
 		_ = cli.Close()

@@ -240,3 +240,36 @@ func TestDumpPagesAndDamage(t *testing.T) {
 		t.Errorf("Dump = %v, damaged %q; want 2 users, %d events, x damaged", kinds, damaged, events)
 	}
 }
+
+// TestLoadAgainLeavesTicketsOut: the same restore run again without force (as after one that
+// stopped part-way) writes no ticket: one written by the first run may have been used since,
+// and a used ticket must not work again.
+func TestLoadAgainLeavesTicketsOut(t *testing.T) {
+	c := etcdtest.Start(t, 1)
+	key := t.TempDir() + "/secret.key"
+	src := open(t, c, "/tickets-src/", key, "a")
+	if err := src.Update("alice", func(u *store.User) error { u.State, u.Secret = store.StateActive, []byte("k"); return nil }); err != nil {
+		t.Fatal(err)
+	}
+	if err := src.AddTicket("carol", "ticket-for-carol", time.Now().Add(time.Hour)); err != nil {
+		t.Fatal(err)
+	}
+	var items []store.Item
+	if err := src.Dump(false, func(it store.Item) error { items = append(items, it); return nil }); err != nil {
+		t.Fatal(err)
+	}
+	dst := open(t, c, "/tickets-dst/", key, "b")
+	if res, err := dst.Load(items, false); err != nil || res.Tickets != 1 {
+		t.Fatalf("Load = %+v, %v; want the ticket restored", res, err)
+	}
+	if err := dst.UseTicket("carol", "ticket-for-carol", time.Now()); err != nil {
+		t.Fatal(err)
+	}
+	res, err := dst.Load(items, false)
+	if err != nil || res.Users != 1 || res.Tickets != 0 {
+		t.Fatalf("Load again = %+v, %v; want alice left as she is and no ticket", res, err)
+	}
+	if err := dst.CheckTicket("carol", "ticket-for-carol", time.Now()); err == nil {
+		t.Error("the used ticket works again after the restore ran again")
+	}
+}

@@ -429,8 +429,12 @@ func (s *Store) Load(items []store.Item, force bool) (store.LoadResult, error) {
 			batch.Users++
 		case store.ItemTicket:
 			exp, ok := expires[i]
-			if !ok {
-				continue // expired: nothing to restore
+			if !ok || len(done) > 0 {
+				// Expired: nothing to restore. Or this is the same restore run
+				// again after it stopped part-way (users left as they were): a
+				// ticket is written before the events, and one absent now may
+				// have been written then and used since, which must not come back.
+				continue
 			}
 			k, _ := hex.DecodeString(it.Key) // checked
 			var lease *clientv3.LeaseGrantResponse

@@ -22,9 +22,12 @@ const (
 	// sessionTTL is the TTL in seconds of a node's lease on its sessions: a
 	// node that dies leaves the registry this long after its last keep-alive.
 	sessionTTL = 10
-	// requestTTL is how many seconds a kill request lives: long enough for
-	// a node whose watch is reconnecting to see it, short enough to vanish.
-	requestTTL = 10
+	// requestTTL is how many seconds a kill request lives. A node whose
+	// watch comes back after the cluster compacted the revisions it missed
+	// reads the requests still live (Sessions.catchUp): a reset or kill
+	// reaches a node cut off from etcd for up to this long. A day: a
+	// request is one small key, and resets and kills are few.
+	requestTTL = 24 * 60 * 60
 	// retryEvery is how often the registry tries again while the cluster
 	// does not answer.
 	retryEvery = time.Second
@@ -79,7 +82,7 @@ func (s *Store) RequestKillKey(ctx context.Context, user, fp string) error {
 }
 
 // request writes r under name on a lease of its own, so that it vanishes on
-// its own after requestTTL.
+// its own after s.requestTTL seconds.
 func (s *Store) request(ctx context.Context, name string, r store.KillRequest) error {
 	v, err := json.Marshal(r)
 	if err != nil {
@@ -87,7 +90,7 @@ func (s *Store) request(ctx context.Context, name string, r store.KillRequest) e
 	}
 	ctx, cancel := context.WithTimeout(ctx, s.timeout)
 	defer cancel()
-	lease, err := s.cli.Grant(ctx, requestTTL)
+	lease, err := s.cli.Grant(ctx, s.requestTTL)
 	if err != nil {
 		return s.fail("write "+name, err)
 	}

@@ -101,6 +101,8 @@ func noKill(t *testing.T, r *Sessions) {
 // registry takes its node's sessions with it.
 func TestSessionsAcrossNodes(t *testing.T) {
 	c, a, b := twoNodes(t, "/s/")
+	const ttl = 10 // seconds: the requests are seen to vanish below
+	a.st.requestTTL, b.st.requestTTL = ttl, ttl
 	start := time.Now().Round(time.Second)
 	a.Register(store.LiveSession{ID: 1, User: "alice", Remote: "192.0.2.1:5000", Trusted: true, Start: start})
 	a.Register(store.LiveSession{ID: 2, User: "bob", Remote: "192.0.2.2:5000", Start: start})
@@ -138,7 +140,7 @@ func TestSessionsAcrossNodes(t *testing.T) {
 	cli := c.Client(t)
 	waitGone := func(k string) {
 		t.Helper()
-		deadline := time.Now().Add(requestTTL*time.Second + 5*time.Second)
+		deadline := time.Now().Add(ttl*time.Second + 5*time.Second)
 		for {
 			resp, err := cli.Get(ctx, k)
 			if err == nil && len(resp.Kvs) == 0 {
