@@ -12,7 +12,7 @@
 //	P audit/NANOS-NODE-N      an audit event; keys sort by time, Seq is its revision
 //	P limits/SCOPE/NAME       a lockout counter (see Limits)
 //	P sessions/NODE/ID        a live SSH session, on its node's lease (see Sessions)
-//	P kill/NODE/ID, P killuser/USER   requests to end sessions, on short leases
+//	P kill/NODE/ID, P killuser/USER   requests to end sessions, on day-long leases
 //	P election/prune          the node that prunes the audit log
 //
 // # Consistency

@@ -273,3 +273,39 @@ func TestLoadAgainLeavesTicketsOut(t *testing.T) {
 		t.Error("the used ticket works again after the restore ran again")
 	}
 }
+
+// TestLoadTicketsAfterIdenticalUsers: a restore into a store whose users are already the
+// backup's, but that never got the backup's tickets (its events are not there either: an
+// earlier run stopped before them, or an older backup was restored), writes the tickets.
+func TestLoadTicketsAfterIdenticalUsers(t *testing.T) {
+	c := etcdtest.Start(t, 1)
+	key := t.TempDir() + "/secret.key"
+	src := open(t, c, "/tickets2-src/", key, "a")
+	if err := src.Update("alice", func(u *store.User) error { u.State, u.Secret = store.StateActive, []byte("k"); return nil }); err != nil {
+		t.Fatal(err)
+	}
+	var usersOnly []store.Item
+	if err := src.Dump(false, func(it store.Item) error { usersOnly = append(usersOnly, it); return nil }); err != nil {
+		t.Fatal(err)
+	}
+	dst := open(t, c, "/tickets2-dst/", key, "b")
+	if _, err := dst.Load(usersOnly, false); err != nil {
+		t.Fatal(err)
+	}
+	if err := src.AddTicket("carol", "ticket-for-carol", time.Now().Add(time.Hour)); err != nil {
+		t.Fatal(err)
+	}
+	if err := src.Append(store.Event{Kind: store.EventLoginOK, User: "alice"}); err != nil {
+		t.Fatal(err)
+	}
+	var later []store.Item
+	if err := src.Dump(true, func(it store.Item) error { later = append(later, it); return nil }); err != nil {
+		t.Fatal(err)
+	}
+	if res, err := dst.Load(later, false); err != nil || res.Users != 1 || res.Tickets != 1 {
+		t.Fatalf("Load = %+v, %v; want alice left as she is and the new ticket written", res, err)
+	}
+	if err := dst.CheckTicket("carol", "ticket-for-carol", time.Now()); err != nil {
+		t.Errorf("the ticket after the restore: %v", err)
+	}
+}

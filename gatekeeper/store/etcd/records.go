@@ -362,6 +362,31 @@ func (s *Store) Load(items []store.Item, force bool) (store.LoadResult, error) {
 			return res, store.ExistsError(exist)
 		}
 	}
+	// ticketsWritten: this is the same restore run again, and the earlier
+	// run got past the tickets, which a backup holds before its events: its
+	// first event is stored already (under its fixed key), or it has none
+	// (then it cannot be told, and the tickets are left out to be safe). A
+	// ticket absent now may have been used since, and must not come back.
+	ticketsWritten := false
+	if len(done) > 0 {
+		ticketsWritten = true
+		for i, it := range items {
+			if it.Kind != store.ItemEvent {
+				continue
+			}
+			e, _ := store.DecodeEvent(1, it.Value)
+			var resp *clientv3.GetResponse
+			err := s.retried(func(ctx context.Context) (err error) {
+				resp, err = s.cli.Get(ctx, s.restoredKey(e.Time, it.Value, i), clientv3.WithCountOnly())
+				return err
+			})
+			if err != nil {
+				return res, s.fail("read the audit log", err)
+			}
+			ticketsWritten = resp.Count > 0
+			break
+		}
+	}
 
 	var (
 		ops    []clientv3.Op
@@ -429,12 +454,8 @@ func (s *Store) Load(items []store.Item, force bool) (store.LoadResult, error) {
 			batch.Users++
 		case store.ItemTicket:
 			exp, ok := expires[i]
-			if !ok || len(done) > 0 {
-				// Expired: nothing to restore. Or this is the same restore run
-				// again after it stopped part-way (users left as they were): a
-				// ticket is written before the events, and one absent now may
-				// have been written then and used since, which must not come back.
-				continue
+			if !ok || ticketsWritten {
+				continue // expired, or written by the earlier run (see ticketsWritten)
 			}
 			k, _ := hex.DecodeString(it.Key) // checked
 			var lease *clientv3.LeaseGrantResponse

@@ -369,8 +369,8 @@ func (r *Sessions) syncFailed(err error) bool {
 // watch it resumes after the last revision it saw, so that no request is
 // missed while the cluster was out of reach; when the cluster compacted
 // those revisions meanwhile, it reads the requests still live instead (they
-// live 10 s on their lease), so that a reset or kill made during the gap
-// still reaches this node.
+// live requestTTL on their lease), so that a reset or kill made during the
+// gap still reaches this node.
 func (r *Sessions) watch(name string, skipOwn bool) {
 	key := r.st.key(name)
 	// deliver hands on the request stored in kv; false when Close came first.
