@@ -145,13 +145,9 @@ type attempt struct {
 	sessionID  uint64
 	keyExpires time.Time
 
-	// overCap is set when the user logged in with both factors but is at
-	// session.max_per_user: the client was told so, and every later method
-	// it tries on this connection is refused without a question.
-	overCap bool
 	// preAuth is the connection before authentication ends, for sending a
-	// banner outside a refusal (see decide); nil in tests that call the
-	// callbacks directly.
+	// banner outside a refusal (see decide); set by the ServerConfig's
+	// PreAuthConnCallback before any method is tried.
 	preAuth ssh.ServerPreAuthConn
 }
 
@@ -185,9 +181,6 @@ func (a *attempt) passwordMethod(conn ssh.ConnMetadata, pw []byte) (*ssh.Permiss
 }
 
 func (a *attempt) codeOnly(conn ssh.ConnMetadata, ask ssh.KeyboardInteractiveChallenge) (*ssh.Permissions, error) {
-	if a.overCap {
-		return nil, errDenied
-	}
 	code, err := askOne(ask, PromptCode)
 	if err != nil {
 		return nil, err
@@ -236,15 +229,11 @@ func (a *attempt) decide(conn ssh.ConnMetadata, method string, answered time.Tim
 		// Told to the client, who has proved to be the user, and without the
 		// refusal's padding: nothing about the factors is left to hide.
 		up.conn.Close()
-		a.overCap = true
 		a.log.Warn("login refused: the user is at session.max_per_user on this node", "user", user, "method", method,
 			"trusted", a.trusted, "reason", ReasonTooManySessions, "max_per_user", limit)
 		s.metrics.Logins.With(metricsResultRefused, ReasonTooManySessions).Inc()
 		s.audit.record(store.Event{Kind: store.EventLoginRefused, User: user, Remote: remote, Door: store.DoorSSH,
 			Reason: ReasonTooManySessions, Detail: fmt.Sprintf("%d live sessions on %s (session.max_per_user)", limit, s.node)})
-		if a.preAuth == nil {
-			return nil, &ssh.BannerError{Err: errDenied, Message: tooManySessionsBanner(user, limit)}
-		}
 		// The banner, then a partial success that leaves no method to try:
 		// x/crypto ends the connection there, so that the client is asked
 		// nothing more (after a plain failure OpenSSH would ask for the

@@ -104,9 +104,6 @@ func (a *attempt) verifiedKey(conn ssh.ConnMetadata, _ ssh.PublicKey, perms *ssh
 	}
 	return nil, &ssh.PartialSuccessError{Next: ssh.ServerAuthCallbacks{
 		KeyboardInteractiveCallback: func(conn ssh.ConnMetadata, ask ssh.KeyboardInteractiveChallenge) (*ssh.Permissions, error) {
-			if a.overCap {
-				return nil, errDenied
-			}
 			code, err := askOne(ask, PromptCode)
 			if err != nil {
 				return nil, err

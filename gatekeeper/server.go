@@ -595,28 +595,17 @@ func (s *Server) serverConfig(cfg *config.Config, a *attempt, nc net.Conn, start
 		MaxAuthTries:        cfg.MaxAuthTries,
 		ServerVersion:       "SSH-2.0-gatekeeper",
 		PreAuthConnCallback: func(c ssh.ServerPreAuthConn) { a.preAuth = c },
-		// A user told they are at session.max_per_user (attempt.overCap)
-		// is asked nothing more on this connection.
 		KeyboardInteractiveCallback: func(c ssh.ConnMetadata, ask ssh.KeyboardInteractiveChallenge) (*ssh.Permissions, error) {
-			if a.overCap {
-				return nil, errDenied
-			}
 			authBegins()
 			return a.keyboardInteractive(c, ask)
 		},
 		PasswordCallback: func(c ssh.ConnMetadata, pw []byte) (*ssh.Permissions, error) {
-			if a.overCap {
-				return nil, errDenied
-			}
 			authBegins()
 			return a.passwordMethod(c, pw)
 		},
 	}
 	if s.landerCA != nil {
 		c.PublicKeyCallback = func(c ssh.ConnMetadata, key ssh.PublicKey) (*ssh.Permissions, error) {
-			if a.overCap {
-				return nil, errDenied
-			}
 			authBegins()
 			return a.publicKey(c, key)
 		}
