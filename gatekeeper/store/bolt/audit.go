@@ -106,7 +106,8 @@ const pruneScan = 10 * pruneBatch
 // ones go when those do. The walk goes in passes, each reading at most
 // pruneScan events and deleting at most pruneBatch of them in one write
 // transaction of its own, the next pass going on where the last one stopped.
-// If a pass fails, what the earlier ones deleted stays deleted, and that count comes
+// If a pass fails, what the earlier ones deleted stays deleted, and that count
+// comes back with the error.
 func (s *Store) PruneEvents(before time.Time) (int, error) {
 	total := 0
 	var from []byte
@@ -130,9 +131,9 @@ func (s *Store) PruneEvents(before time.Time) (int, error) {
 // oldest event) it reads up to pruneScan events and collects up to
 // pruneBatch of those to delete, then deletes them in one write transaction.
 // next is the key the next pass starts at, nil once the walk reached the
-// first event to keep or the end of the log. Keys are collected in a read transaction and deleted in a write
-// one: nothing but PruneEvents removes an event, and appends only add keys
-// after the walk's.
+// first event to keep or the end of the log. Keys are collected in a read
+// transaction and deleted in a write one: nothing but PruneEvents removes an
+// event, and appends only add keys after the walk's.
 func (s *Store) pruneOnce(before time.Time, from []byte) (n int, next []byte, err error) {
 	var gone [][]byte
 	err = s.view(func(tx *bbolt.Tx) error {

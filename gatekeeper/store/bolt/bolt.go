@@ -150,18 +150,18 @@ func (s *Store) view(fn func(*bbolt.Tx) error) (err error) {
 func (s *Store) update(fn func(*bbolt.Tx) error) (err error) {
 	s.writeMu.Lock()
 	defer s.writeMu.Unlock()
-	if s.writeBroken != nil {
-		return s.writeBroken
+	if err := s.Health(); err != nil {
+		return err
 	}
 	defer debug.SetPanicOnFault(debug.SetPanicOnFault(true))
 	defer func() {
 		if r := recover(); r != nil {
-			s.writeBroken = fmt.Errorf("database %s is damaged (bbolt: %v); it takes no more writes until gatekeeper is restarted. "+
+			broken := fmt.Errorf("database %s is damaged (bbolt: %v); it takes no more writes until gatekeeper is restarted. "+
 				"If it breaks again after a restart, copy the records into a new database file: `gatekeeper admin backup FILE` "+
 				"(without --audit if the damage is in the audit log), stop gatekeeper, move the database file aside, "+
 				"`gatekeeper admin restore FILE`, start gatekeeper (README: Backup and restore)", s.path, r)
-			err = s.writeBroken
-			s.broken.Store(&s.writeBroken)
+			s.broken.Store(&broken)
+			err = broken
 		}
 	}()
 	fnFailed := false

@@ -120,11 +120,11 @@ type Store struct {
 	// writeMu lets one write transaction at a time reach bbolt (which runs
 	// only one anyway). If bbolt panics or faults mid-write, its own writer
 	// lock may stay held for good; writers then wait here instead, and learn
-	// from writeBroken what happened rather than block forever.
-	writeMu     sync.Mutex
-	writeBroken error // set for good by update; guarded by writeMu
-	// broken points at writeBroken once it is set, for Health, which must
-	// not wait for writeMu behind a write.
+	// from broken what happened rather than block forever.
+	writeMu sync.Mutex
+	// broken is the error of the write that broke, set for good by update
+	// (under writeMu); atomic so that Health need not wait for writeMu
+	// behind a write.
 	broken atomic.Pointer[error]
 	// migrated is what Open migrated (see Migrated).
 	migrated *Migration
@@ -337,8 +337,8 @@ func peekRecord(raw []byte, schema int, r *store.Record) error {
 func (s *Store) Close() error {
 	s.writeMu.Lock()
 	defer s.writeMu.Unlock()
-	if s.writeBroken != nil {
-		return s.writeBroken
+	if err := s.Health(); err != nil {
+		return err
 	}
 	return s.db.Close()
 }
