@@ -335,56 +335,14 @@ func (s *Store) Load(items []store.Item, force bool) (store.LoadResult, error) {
 	// are and counted as restored. Any other user with a record is refused.
 	done := map[string]bool{}
 	if !force && len(users) > 0 {
-		var resp *clientv3.GetResponse
-		err := s.retried(func(ctx context.Context) (err error) {
-			resp, err = s.cli.Get(ctx, s.key("users/"), clientv3.WithPrefix())
-			return err
-		})
-		if err != nil {
-			return res, s.fail("read users", err)
-		}
-		stored := map[string][]byte{}
-		for _, kv := range resp.Kvs {
-			stored[strings.TrimPrefix(string(kv.Key), s.key("users/"))] = kv.Value
-		}
-		var exist []string
-		for _, it := range items {
-			v, ok := stored[it.Key]
-			switch {
-			case it.Kind != store.ItemUser || !ok:
-			case bytes.Equal(v, it.Value):
-				done[it.Key] = true
-			default:
-				exist = append(exist, it.Key)
-			}
-		}
-		if len(exist) > 0 {
-			return res, store.ExistsError(exist)
+		if done, err = s.identicalUsers(items); err != nil {
+			return res, err
 		}
 	}
-	// ticketsWritten: this is the same restore run again, and the earlier
-	// run got past the tickets, which a backup holds before its events: its
-	// first event is stored already (under its fixed key), or it has none
-	// (then it cannot be told, and the tickets are left out to be safe). A
-	// ticket absent now may have been used since, and must not come back.
 	ticketsWritten := false
 	if len(done) > 0 {
-		ticketsWritten = true
-		for i, it := range items {
-			if it.Kind != store.ItemEvent {
-				continue
-			}
-			e, _ := store.DecodeEvent(1, it.Value)
-			var resp *clientv3.GetResponse
-			err := s.retried(func(ctx context.Context) (err error) {
-				resp, err = s.cli.Get(ctx, s.restoredKey(e.Time, it.Value, i), clientv3.WithCountOnly())
-				return err
-			})
-			if err != nil {
-				return res, s.fail("read the audit log", err)
-			}
-			ticketsWritten = resp.Count > 0
-			break
+		if ticketsWritten, err = s.ticketsRestored(items); err != nil {
+			return res, err
 		}
 	}
 
@@ -455,7 +413,7 @@ func (s *Store) Load(items []store.Item, force bool) (store.LoadResult, error) {
 		case store.ItemTicket:
 			exp, ok := expires[i]
 			if !ok || ticketsWritten {
-				continue // expired, or written by the earlier run (see ticketsWritten)
+				continue // expired, or written by the earlier run (see ticketsRestored)
 			}
 			k, _ := hex.DecodeString(it.Key) // checked
 			var lease *clientv3.LeaseGrantResponse
@@ -480,6 +438,65 @@ func (s *Store) Load(items []store.Item, force bool) (store.LoadResult, error) {
 		}
 	}
 	return res, flush()
+}
+
+// identicalUsers reads the users' records and returns the users of items
+// whose record is already exactly the backup's; a user of items with any
+// other record is an ExistsError (see Load).
+func (s *Store) identicalUsers(items []store.Item) (map[string]bool, error) {
+	var resp *clientv3.GetResponse
+	err := s.retried(func(ctx context.Context) (err error) {
+		resp, err = s.cli.Get(ctx, s.key("users/"), clientv3.WithPrefix())
+		return err
+	})
+	if err != nil {
+		return nil, s.fail("read users", err)
+	}
+	stored := map[string][]byte{}
+	for _, kv := range resp.Kvs {
+		stored[strings.TrimPrefix(string(kv.Key), s.key("users/"))] = kv.Value
+	}
+	done := map[string]bool{}
+	var exist []string
+	for _, it := range items {
+		v, ok := stored[it.Key]
+		switch {
+		case it.Kind != store.ItemUser || !ok:
+		case bytes.Equal(v, it.Value):
+			done[it.Key] = true
+		default:
+			exist = append(exist, it.Key)
+		}
+	}
+	if len(exist) > 0 {
+		return nil, store.ExistsError(exist)
+	}
+	return done, nil
+}
+
+// ticketsRestored reports, for the same restore run again (see Load),
+// whether the earlier run got past the tickets, which a backup holds before
+// its events: its first event is stored already (under its fixed key), or it
+// has none (then it cannot be told, and true keeps the tickets out to be
+// safe). A ticket absent now may have been used since, and must not come
+// back.
+func (s *Store) ticketsRestored(items []store.Item) (bool, error) {
+	for i, it := range items {
+		if it.Kind != store.ItemEvent {
+			continue
+		}
+		e, _ := store.DecodeEvent(1, it.Value)
+		var resp *clientv3.GetResponse
+		err := s.retried(func(ctx context.Context) (err error) {
+			resp, err = s.cli.Get(ctx, s.restoredKey(e.Time, it.Value, i), clientv3.WithCountOnly())
+			return err
+		})
+		if err != nil {
+			return false, s.fail("read the audit log", err)
+		}
+		return resp.Count > 0, nil
+	}
+	return true, nil
 }
 
 // restoredKey is the key Load gives the event v at t, item i of a backup: the
