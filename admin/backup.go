@@ -67,8 +67,8 @@ type BackupHeader struct {
 // line must stay well within maxBackupLine however damaged the store.
 const maxLeftOut = 100
 
-// leftOutCount is how many damaged items were left out.
-func (h BackupHeader) leftOutCount() int { return len(h.LeftOut) + h.MoreLeftOut }
+// LeftOutCount is how many damaged items were left out, named or not.
+func (h BackupHeader) LeftOutCount() int { return len(h.LeftOut) + h.MoreLeftOut }
 
 // LeftOut is a damaged item a backup left out.
 type LeftOut struct {
@@ -91,20 +91,29 @@ func shorten(s string, n int) string {
 	return strings.ToValidUTF8(s[:n], "") + "…"
 }
 
+// name is l by name: "user x", "ticket 1a2b3c4d…", "an audit event".
+func (l LeftOut) name() string {
+	switch l.Kind {
+	case store.ItemTicket:
+		return fmt.Sprintf("ticket %.8s…", l.Key)
+	case store.ItemEvent:
+		return "an audit event"
+	}
+	return l.Kind + " " + quoteOdd(l.Key)
+}
+
 // String names l, says what is wrong with it and what to do: "user x (fails its integrity
 // check; it cannot be used as it is: `gatekeeper admin reset x` removes it, and the user
 // links again)".
 func (l LeftOut) String() string {
 	switch l.Kind {
 	case store.ItemUser:
-		return fmt.Sprintf("user %s (%s; it cannot be used as it is: `gatekeeper admin reset %s` removes it, and the user links again)",
-			quoteOdd(l.Key), l.Why, quoteOdd(l.Key))
+		return fmt.Sprintf("%s (%s; it cannot be used as it is: `gatekeeper admin reset %s` removes it, and the user links again)",
+			l.name(), l.Why, quoteOdd(l.Key))
 	case store.ItemTicket:
-		return fmt.Sprintf("ticket %.8s… (%s; it cannot be spent: `gatekeeper admin ticket USER` gives its user a new one)", l.Key, l.Why)
-	case store.ItemEvent:
-		return fmt.Sprintf("an audit event (%s)", l.Why)
+		return fmt.Sprintf("%s (%s; it cannot be spent: `gatekeeper admin ticket USER` gives its user a new one)", l.name(), l.Why)
 	}
-	return fmt.Sprintf("%s %s (%s)", l.Kind, quoteOdd(l.Key), l.Why)
+	return fmt.Sprintf("%s (%s)", l.name(), l.Why)
 }
 
 // quoteOdd quotes a name that is not a valid user name (a record stored under one), so that it
@@ -120,14 +129,7 @@ func quoteOdd(name string) string {
 func (h BackupHeader) LeftOutNames() string {
 	names := make([]string, len(h.LeftOut), len(h.LeftOut)+1)
 	for i, l := range h.LeftOut {
-		switch l.Kind {
-		case store.ItemTicket:
-			names[i] = fmt.Sprintf("ticket %.8s…", l.Key)
-		case store.ItemEvent:
-			names[i] = "an audit event"
-		default:
-			names[i] = l.Kind + " " + quoteOdd(l.Key)
-		}
+		names[i] = l.name()
 	}
 	if h.MoreLeftOut > 0 {
 		names = append(names, fmt.Sprintf("and %d more", h.MoreLeftOut))
@@ -138,7 +140,7 @@ func (h BackupHeader) LeftOutNames() string {
 // LeftOutSummary is "1 damaged record left out: user x (...)", describing at most 20; "" when
 // nothing was left out.
 func (h BackupHeader) LeftOutSummary() string {
-	if h.leftOutCount() == 0 {
+	if h.LeftOutCount() == 0 {
 		return ""
 	}
 	names := make([]string, 0, min(len(h.LeftOut), 20)+1)
@@ -148,10 +150,10 @@ func (h BackupHeader) LeftOutSummary() string {
 		}
 		names = append(names, l.String())
 	}
-	if more := h.leftOutCount() - len(names); more > 0 {
+	if more := h.LeftOutCount() - len(names); more > 0 {
 		names = append(names, fmt.Sprintf("and %d more", more))
 	}
-	return plural(h.leftOutCount(), "damaged record") + " left out: " + strings.Join(names, "; ")
+	return plural(h.LeftOutCount(), "damaged record") + " left out: " + strings.Join(names, "; ")
 }
 
 // count adds it to h's counts.
@@ -332,8 +334,8 @@ func Backup(st store.Store, h BackupHeader, fn func(store.Item) error) (BackupHe
 // what was left out. A failure to write it goes to log: the backup is made by then.
 func AuditBackup(st store.Store, h BackupHeader, actor, what string, log *slog.Logger) {
 	detail := what
-	if h.leftOutCount() > 0 {
-		detail += "; left out " + plural(h.leftOutCount(), "damaged record") + ": " + h.LeftOutNames()
+	if h.LeftOutCount() > 0 {
+		detail += "; left out " + plural(h.LeftOutCount(), "damaged record") + ": " + h.LeftOutNames()
 	}
 	e := store.Event{Kind: store.EventBackup, Actor: actor, Door: store.DoorConsole, Detail: detail}
 	if err := st.Append(e); err != nil {
@@ -504,7 +506,7 @@ func (s *Server) handleBackup(w http.ResponseWriter, r *http.Request) {
 	// disk there): the event says so.
 	AuditBackup(s.store(), h, actorOf(r), "sent "+h.Summary()+" to the admin command, which writes the backup file", s.log())
 	s.log().InfoContext(r.Context(), "backup", "actor", actorOf(r), "users", h.Users, "tickets", h.Tickets, "events", h.Events,
-		"left_out", h.leftOutCount())
+		"left_out", h.LeftOutCount())
 }
 
 // handleRestore answers POST /v1/restore?force=true, whose body is a backup file.

@@ -252,7 +252,7 @@ func TestBackupLeavesOutDamaged(t *testing.T) {
 	for _, n := range []int{1, maxLeftOut + 50} {
 		var got []string
 		h, err := Backup(damagedDump{n: n}, BackupHeader{}, func(it store.Item) error { got = append(got, it.Key); return nil })
-		if err != nil || len(got) != 1 || h.Users != 1 || h.leftOutCount() != n || len(h.LeftOut) != min(n, maxLeftOut) {
+		if err != nil || len(got) != 1 || h.Users != 1 || h.LeftOutCount() != n || len(h.LeftOut) != min(n, maxLeftOut) {
 			t.Fatalf("n=%d: Backup = %+v (%d named), %v; passed on %q", n, h.Users, len(h.LeftOut), err, got)
 		}
 		if len(h.MarshalLine()) > maxBackupLine/10 {

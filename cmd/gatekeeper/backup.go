@@ -109,7 +109,7 @@ file); without one the store is opened directly.`,
 					fmt.Fprintln(c.out, "(the audit log is not in it: --audit adds it)")
 				}
 			}
-			if n := len(h.LeftOut) + h.MoreLeftOut; n > 0 {
+			if n := h.LeftOutCount(); n > 0 {
 				// Exit status 1 with the file written: a cron job that checks only the exit
 				// status must not take this backup for a complete one and rotate away the
 				// older backups, which may hold the last good copy of the damaged record.
@@ -184,7 +184,7 @@ record. Stop the daemons, or restore before users come to the new store.`,
 				fmt.Fprintf(c.out, "(%s left out: expired, or, when this restore ran before and stopped part-way, "+
 					"restored then and perhaps used since; admin ticket issues a new one)\n", plural(skipped, "ticket"))
 			}
-			if n := len(f.Header.LeftOut) + f.Header.MoreLeftOut; n > 0 {
+			if n := f.Header.LeftOutCount(); n > 0 {
 				fmt.Fprintf(c.out, "(the backup had left out %s as damaged: %s; a user among them has no record here and links again)\n",
 					plural(n, "record"), cell(f.Header.LeftOutNames()))
 			}
