@@ -221,6 +221,85 @@ func TestTransfer32MiB(t *testing.T) {
 	})
 }
 
+// TestRekeyDuringTransfer moves 32 MiB up and down while OpenSSH renews the keys of both legs
+// every 4 MiB: the client those of its leg (RekeyLimit), the lander's sshd those of the
+// gatekeeper's (its own RekeyLimit), each in the middle of the data. Researchers' transfers of
+// terabytes do this every gigabyte or so.
+func TestRekeyDuringTransfer(t *testing.T) {
+	t.Parallel()
+	hs := base(t)
+	dir, err := os.MkdirTemp(hs.tmp, "rekey")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = os.RemoveAll(dir) })
+	l, err := startLanderWith(dir, "RekeyLimit 4M\nLogLevel DEBUG1\n")
+	if err != nil {
+		t.Fatal("starting the lander: ", err)
+	}
+	t.Cleanup(func() {
+		if err := l.stop(); err != nil {
+			t.Error(err)
+		}
+	})
+	g, err := newGatekeeper(binary(t), hs.tmp, l, gkOptions{})
+	if g != nil {
+		t.Cleanup(func() {
+			if err := g.stop(); err != nil {
+				t.Errorf("stopping gatekeeper: %v", err)
+			}
+			if err := g.logProblems(); err != nil {
+				t.Error(err)
+			}
+			if t.Failed() {
+				t.Logf("gatekeeper log (%s):\n%s", g.logPath, tail(g.logBytes(), 60))
+			}
+			_ = os.RemoveAll(g.dir)
+		})
+	}
+	if err != nil {
+		t.Fatal("starting gatekeeper: ", err)
+	}
+	c := newClient(t, newUser(t), g.port, trustedAddr)
+	src, err := data32()
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := sha256File(t, src)
+	opts := []string{"-o", "RekeyLimit=4M", "-o", "LogLevel=DEBUG1"}
+	newKeys := func(log string) int { return strings.Count(log, "SSH2_MSG_NEWKEYS received") }
+
+	f, err := os.Open(src)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	up := c.run(f, nil, "ssh", c.sshArgs(opts, "cat > up.bin")...)
+	if up.exit != 0 {
+		t.Fatalf("upload: %s", tailStr(up.stderr, 3000))
+	}
+	if got := sha256File(t, filepath.Join(c.user.home, "up.bin")); got != want {
+		t.Fatalf("upload: sha256 %s, want %s", got, want)
+	}
+	hash := sha256.New()
+	down := c.run(nil, hash, "ssh", c.sshArgs(opts, "cat up.bin")...)
+	if got := hex.EncodeToString(hash.Sum(nil)); down.exit != 0 || got != want {
+		t.Fatalf("download: sha256 %s, want %s; exit %d\n%s", got, want, down.exit, tailStr(down.stderr, 3000))
+	}
+	t.Logf("sets of keys: client upload %d, client download %d, lander %d", newKeys(up.stderr), newKeys(down.stderr), newKeys(string(l.logBytes())))
+	// The first key exchange of each connection, then one every 4 MiB of the 32 (at least 6:
+	// the count of bytes differs a little between the ends).
+	if n := newKeys(up.stderr); n < 1+6 {
+		t.Errorf("the client's upload connection took %d sets of keys, want a new one every 4 MiB", n)
+	}
+	if n := newKeys(down.stderr); n < 1+6 {
+		t.Errorf("the client's download connection took %d sets of keys, want a new one every 4 MiB", n)
+	}
+	if n := newKeys(string(l.logBytes())); n < 2*(1+6) {
+		t.Errorf("the lander took %d sets of keys over the two connections, want a new one every 4 MiB", n)
+	}
+}
+
 // echoServer is a TCP echo service on 127.0.0.1, the far end of the forwarding tests.
 func echoServer(t testing.TB) int {
 	t.Helper()

@@ -202,11 +202,12 @@ type lander struct {
 	port uint32 // last tcpip-forward port
 }
 
-func startLander(raw net.Conn, key ssh.Signer) (*lander, <-chan error) {
+func startLander(raw net.Conn, key ssh.Signer, rekey uint64) (*lander, <-chan error) {
 	l := &lander{raw: &wedgeConn{Conn: raw}, globals: newRecorder(),
 		holding: make(chan struct{}, 1), flooded: make(chan struct{}), release: make(chan struct{}),
 		told: make(chan struct{}, 1), keepalive: make(chan bool, 1)}
 	cfg := &ssh.ServerConfig{NoClientAuth: true}
+	cfg.RekeyThreshold = rekey
 	cfg.AddHostKey(key)
 	ready := make(chan error, 1)
 	l.wg.Go(func() {
@@ -534,12 +535,20 @@ func newEnv(tb testing.TB, direct bool) *env {
 // newEnvOpts is newEnv with Relay options; Log and Stats are the env's own.
 func newEnvOpts(tb testing.TB, direct bool, opts Options) *env {
 	tb.Helper()
+	return newEnvRekey(tb, direct, opts, 0)
+}
+
+// newEnvRekey is newEnvOpts whose four SSH ends (client, both of the
+// relay's, lander) each ask for a key exchange after rekey bytes (0: x/crypto's
+// default).
+func newEnvRekey(tb testing.TB, direct bool, opts Options, rekey uint64) *env {
+	tb.Helper()
 	baseline := runtime.NumGoroutine()
 	e := &env{tb: tb, globals: newRecorder(), stats: new(Stats), logs: new(syncBuffer), relayDone: make(chan error, 1), front: make(chan *ssh.ServerConn, 1)}
 	landerKey, gkKey := newSigner(tb), newSigner(tb)
 
 	landerRaw, upRaw := tcpPair(tb)
-	l, ready := startLander(landerRaw, landerKey)
+	l, ready := startLander(landerRaw, landerKey, rekey)
 	e.lander = l
 	serverKey := gkKey
 
@@ -551,6 +560,7 @@ func newEnvOpts(tb testing.TB, direct bool, opts Options) *env {
 		clientRaw, downRaw := tcpPair(tb)
 		e.clientRaw = clientRaw
 		up, upChans, upReqs, err := ssh.NewClientConn(upRaw, "lander", &ssh.ClientConfig{
+			Config:          ssh.Config{RekeyThreshold: rekey},
 			User:            "alice",
 			HostKeyCallback: ssh.FixedHostKey(landerKey.PublicKey()),
 		})
@@ -558,6 +568,7 @@ func newEnvOpts(tb testing.TB, direct bool, opts Options) *env {
 			tb.Fatal(err)
 		}
 		cfg := &ssh.ServerConfig{NoClientAuth: true}
+		cfg.RekeyThreshold = rekey
 		cfg.AddHostKey(gkKey)
 		log := slog.New(slog.NewTextHandler(e.logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
 		e.wg.Go(func() {
@@ -573,6 +584,7 @@ func newEnvOpts(tb testing.TB, direct bool, opts Options) *env {
 		})
 	}
 	conn, chans, reqs, err := ssh.NewClientConn(e.clientRaw, "gatekeeper", &ssh.ClientConfig{
+		Config:          ssh.Config{RekeyThreshold: rekey},
 		User:            "alice",
 		HostKeyCallback: ssh.FixedHostKey(serverKey.PublicKey()),
 	})
@@ -877,6 +889,34 @@ func TestBulkEchoAndStats(t *testing.T) {
 	_ = e.client.Close()
 	if err := e.waitRelay(); err != nil {
 		t.Fatalf("Relay = %v, want nil after the client closed", err)
+	}
+	if up, down := e.stats.Up.Load(), e.stats.Down.Load(); up != size || down != size {
+		t.Fatalf("stats up %d down %d, want %d each", up, down, size)
+	}
+}
+
+// TestRekeyDuringBulk moves data both ways at once while every one of the
+// four SSH ends asks for a new key exchange every 64 KiB (hundreds of them,
+// started from both sides of each leg, in the middle of channel data and
+// window adjustments): every byte arrives, in order, and the session ends
+// with its exit status.
+func TestRekeyDuringBulk(t *testing.T) {
+	const size = 8 << 20
+	e := newEnvRekey(t, false, Options{}, 64<<10)
+	in := sha256.New()
+	src := io.TeeReader(io.LimitReader(mrand.NewChaCha8([32]byte{9}), size), in)
+	out := sha256.New()
+	s, err := e.client.NewSession()
+	if err != nil {
+		t.Fatal(err)
+	}
+	s.Stdin, s.Stdout = src, out
+	within(t, "echo 8 MiB with key exchanges", func() { err = s.Run("echo") })
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Equal(in.Sum(nil), out.Sum(nil)) {
+		t.Fatal("sha256 of stdout differs from stdin")
 	}
 	if up, down := e.stats.Up.Load(), e.stats.Down.Load(); up != size || down != size {
 		t.Fatalf("stats up %d down %d, want %d each", up, down, size)
