@@ -496,7 +496,7 @@ func (s *Server) login(ctx context.Context, nc net.Conn) *loggedIn {
 // startSession registers l's session, logs its start and starts its
 // limits; end undoes all that and logs the end with Relay's result *err. sess
 // is nil when the session may not start (l is then closed).
-func (s *Server) startSession(l *loggedIn) (sess *Session, opts relay.Options, end func(err *error)) {
+func (s *Server) startSession(l *loggedIn) (sess *Session, opts *relay.Options, end func(err *error)) {
 	sc, a, log, cfg := l.sc, l.a, l.log, l.cfg
 	sess, refused := s.addSession(sc, l.remote, a)
 	if sess == nil {
@@ -518,7 +518,7 @@ func (s *Server) startSession(l *loggedIn) (sess *Session, opts relay.Options, e
 			sess.conn.Close()
 		})
 	}
-	opts = relay.Options{Log: log, Stats: &sess.Stats,
+	opts = &relay.Options{Log: log, Stats: &sess.Stats,
 		MaxChannels: cfg.MaxChannels, Window: uint32(cfg.Relay.WindowBytes), Windows: s.windows}
 	end = func(err *error) {
 		sess.reportBytes(s.metrics)

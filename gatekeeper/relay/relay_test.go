@@ -580,7 +580,7 @@ func newEnvRekey(tb testing.TB, direct bool, opts Options, rekey uint64) *env {
 			}
 			e.front <- down
 			opts.Log, opts.Stats = log, e.stats
-			e.relayDone <- Relay(down, downChans, downReqs, up, upChans, upReqs, opts)
+			e.relayDone <- Relay(down, downChans, downReqs, up, upChans, upReqs, &opts)
 		})
 	}
 	conn, chans, reqs, err := ssh.NewClientConn(e.clientRaw, "gatekeeper", &ssh.ClientConfig{

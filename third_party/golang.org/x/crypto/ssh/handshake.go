@@ -78,9 +78,18 @@ type handshakeTransport struct {
 	// we accept these key types from the server as host key.
 	hostKeyAlgorithms []string
 
-	// On read error, incoming is closed, and readError is set.
-	incoming  chan []byte
-	readError error
+	// GATEKEEPER PATCH 19: no read loop goroutine. The packets are read
+	// by whoever calls readPacket (the handshake and authentication, then
+	// the mux's loop), one caller at a time, and by kexLoop while it waits
+	// for the peer's KEXINIT and nobody else reads (readAhead). Holding
+	// readLock (a send on it; a receive releases it) is the right to read
+	// and protects the following, the read counters below, and the
+	// shutdown of the reading side (readStopped), which happens once: on
+	// the first read error, or in Close.
+	readLock    chan struct{}
+	readStarted bool     // the first packet (the peer's KEXINIT) was read
+	readAhead   [][]byte // packets kexLoop read, for readPacket, at most chanSize
+	readError   error    // the read error; readStopped has run
 
 	mu sync.Mutex
 	// Condition for the above mutex. It is used to notify a completed key
@@ -99,7 +108,7 @@ type handshakeTransport struct {
 	writeBytesLeft   int64
 	userAuthComplete bool // whether the user authentication phase is complete
 
-	// If the read loop wants to schedule a kex, it pings this
+	// If a reader wants to schedule a kex, it pings this
 	// channel, and the write loop will send out a kex
 	// message.
 	requestKex chan struct{}
@@ -116,8 +125,8 @@ type handshakeTransport struct {
 	// while taking mu.
 	loopMu      sync.Mutex
 	loopRunning bool // a kexLoop goroutine runs
-	loopSenders int  // readLoop is about to send on startKex
-	loopClosed  bool // readLoop has closed startKex
+	loopSenders int  // readers sending on startKex, less kexLoop's receipts
+	loopClosed  bool // readStopped has closed startKex
 
 	// data for host key checking
 	hostKeyCallback HostKeyCallback
@@ -132,7 +141,7 @@ type handshakeTransport struct {
 	// Algorithms agreed in the last key exchange.
 	algorithms *NegotiatedAlgorithms
 
-	// Counters exclusively owned by readLoop.
+	// Counters owned by the reader (readMu, GATEKEEPER PATCH 19).
 	readPacketsLeft uint32
 	readBytesLeft   int64
 
@@ -147,6 +156,12 @@ type handshakeTransport struct {
 type pendingKex struct {
 	otherInit []byte
 	done      chan error
+
+	// GATEKEEPER PATCH 19: kexLoop read otherInit itself (readAhead) and
+	// holds readLock; it finishes the reader's part (kexDone) after the
+	// exchange. firstKex is kexDone's argument.
+	readAhead bool
+	firstKex  bool
 }
 
 func newHandshakeTransport(conn keyingTransport, config *Config, clientVersion, serverVersion []byte) *handshakeTransport {
@@ -154,9 +169,9 @@ func newHandshakeTransport(conn keyingTransport, config *Config, clientVersion, 
 		conn:          conn,
 		serverVersion: serverVersion,
 		clientVersion: clientVersion,
-		incoming:      make(chan []byte, chanSize),
 		requestKex:    make(chan struct{}, 1),
 		startKex:      make(chan *pendingKex),
+		readLock:      make(chan struct{}, 1),
 		kexLoopDone:   make(chan struct{}),
 
 		config: config,
@@ -181,8 +196,7 @@ func newClientTransport(conn keyingTransport, clientVersion, serverVersion []byt
 	} else {
 		t.hostKeyAlgorithms = defaultHostKeyAlgos
 	}
-	t.loopRunning = true // GATEKEEPER PATCH 9; before readLoop reads it
-	go t.readLoop()
+	t.loopRunning = true // GATEKEEPER PATCH 9; before a reader reads it
 	go t.kexLoop()
 	return t
 }
@@ -191,8 +205,7 @@ func newServerTransport(conn keyingTransport, clientVersion, serverVersion []byt
 	t := newHandshakeTransport(conn, &config.Config, clientVersion, serverVersion)
 	t.hostKeys = config.hostKeys
 	t.publicKeyAuthAlgorithms = config.PublicKeyAuthAlgorithms
-	t.loopRunning = true // GATEKEEPER PATCH 9; before readLoop reads it
-	go t.readLoop()
+	t.loopRunning = true // GATEKEEPER PATCH 9; before a reader reads it
 	go t.kexLoop()
 	return t
 }
@@ -204,6 +217,17 @@ func (t *handshakeTransport) startKexLoopLocked() {
 		t.loopRunning = true
 		go t.kexLoop()
 	}
+}
+
+// receivedKex counts a request kexLoop received on startKex off
+// loopSenders. The receiver does it, not the sender after its send: else
+// kexLoop could finish the key exchange and ask kexLoopIdle before the
+// sender got to it, and stay, idle, for the connection's life.
+// GATEKEEPER PATCH 9.
+func (t *handshakeTransport) receivedKex() {
+	t.loopMu.Lock()
+	t.loopSenders--
+	t.loopMu.Unlock()
 }
 
 // kexLoopIdle reports whether kexLoop, between key exchanges, has nothing
@@ -262,33 +286,114 @@ func (t *handshakeTransport) printPacket(p []byte, write bool) {
 	}
 }
 
+// readPacket reads the next packet for the layer above, taking part in
+// key exchanges on the way (the peer's KEXINIT is handed to kexLoop, and
+// readPacket returns once the exchange is over).
+//
+// GATEKEEPER PATCH 19: upstream ran a goroutine per connection (readLoop)
+// that read ahead into a queue of chanSize packets, beside the mux's loop,
+// which took them from the queue: two goroutines, each with its stack,
+// waiting for the next packet of every idle connection. The caller reads
+// now, holding readLock, after the packets kexLoop read ahead.
 func (t *handshakeTransport) readPacket() ([]byte, error) {
-	p, ok := <-t.incoming
-	if !ok {
-		return nil, t.readError
-	}
-	return p, nil
-}
-
-func (t *handshakeTransport) readLoop() {
-	first := true
+	t.readLock <- struct{}{}
+	defer func() { <-t.readLock }()
 	for {
+		if len(t.readAhead) > 0 {
+			p := t.readAhead[0]
+			t.readAhead[0] = nil
+			t.readAhead = t.readAhead[1:]
+			if len(t.readAhead) == 0 {
+				t.readAhead = nil
+			}
+			return p, nil
+		}
+		if t.readError != nil {
+			return nil, t.readError
+		}
+		if w, ok := t.conn.(readableWaiter); ok {
+			w.waitReadable()
+		}
+		first := !t.readStarted
+		t.readStarted = true
 		p, err := t.readOnePacket(first)
-		first = false
 		if err != nil {
 			t.readError = err
-			close(t.incoming)
-			break
-		}
-		// If this is the first kex, and strict KEX mode is enabled,
-		// we don't ignore any messages, as they may be used to manipulate
-		// the packet sequence numbers.
-		if !(t.sessionID == nil && t.strictMode) && (p[0] == msgIgnore || p[0] == msgDebug) {
+			t.readStopped()
 			continue
 		}
-		t.incoming <- p
+		if t.passed(p) {
+			return p, nil
+		}
 	}
+}
 
+// readableWaiter is a keyingTransport that can wait for the next packet
+// with little of the caller's stack in use (transport.waitReadable).
+// GATEKEEPER PATCH 19.
+type readableWaiter interface {
+	waitReadable()
+}
+
+// passed reports whether the layer above gets packet p.
+func (t *handshakeTransport) passed(p []byte) bool {
+	// If this is the first kex, and strict KEX mode is enabled,
+	// we don't ignore any messages, as they may be used to manipulate
+	// the packet sequence numbers.
+	return (t.sessionID == nil && t.strictMode) || (p[0] != msgIgnore && p[0] != msgDebug)
+}
+
+// readAheadOne is kexLoop's read while it waits for the peer's KEXINIT
+// after sending its own, and nobody else reads: it reads one packet
+// holding readLock, as upstream's read loop did whether or not anybody
+// waited for its packets, so that a key exchange this side starts
+// completes while the connection's owner does not read. It returns the
+// peer's KEXINIT as a request, readLock still held (kexDone releases it);
+// else it keeps any other packet for readPacket and releases readLock.
+// It returns full when readPacket has chanSize packets to take first: the
+// peer's KEXINIT is then left for readPacket to find. GATEKEEPER PATCH 19.
+func (t *handshakeTransport) readAheadOne() (request *pendingKex, full bool) {
+	if t.readError != nil {
+		// The reading side has stopped; kexLoop finds startKex closed.
+		<-t.readLock
+		return nil, true
+	}
+	first := !t.readStarted
+	t.readStarted = true
+	p, err := t.readRawPacket(first)
+	switch {
+	case err != nil:
+		t.readError = err
+		t.readStopped()
+	case p[0] == msgKexInit:
+		return &pendingKex{otherInit: p, done: make(chan error, 1), readAhead: true, firstKex: t.sessionID == nil}, false
+	case t.passed(p):
+		t.readAhead = append(t.readAhead, p)
+	}
+	full = len(t.readAhead) >= chanSize
+	<-t.readLock
+	return nil, full
+}
+
+// kexDone, after a key exchange that kexLoop's readAheadOne took part in,
+// is the part readOnePacket plays after the peer's KEXINIT, and releases
+// readLock. GATEKEEPER PATCH 19.
+func (t *handshakeTransport) kexDone(request *pendingKex, kexErr error) {
+	p, err := t.afterKex(request.firstKex, kexErr)
+	if err != nil {
+		t.readError = err
+		t.readStopped()
+	} else if t.passed(p) {
+		t.readAhead = append(t.readAhead, p)
+	}
+	<-t.readLock
+}
+
+// readStopped ends the reading side once t.readError is set: writers
+// stop, and kexLoop ends for good. t.readLock must be held, which keeps
+// any reader from sending on startKex meanwhile. GATEKEEPER PATCH 19: the
+// end of upstream's readLoop.
+func (t *handshakeTransport) readStopped() {
 	// Stop writers too.
 	t.recordWriteError(t.readError)
 
@@ -359,15 +464,25 @@ write:
 		var request *pendingKex
 		var sent bool
 
+		readAheadFull := false
 		for request == nil || !sent {
+			// GATEKEEPER PATCH 19: once this side's KEXINIT is out,
+			// read the peer's if nobody else reads.
+			var readLock chan struct{}
+			if sent && !readAheadFull {
+				readLock = t.readLock
+			}
 			var ok bool
 			select {
 			case request, ok = <-t.startKex:
 				if !ok {
 					break write
 				}
+				t.receivedKex()
 			case <-t.requestKex:
 				break
+			case readLock <- struct{}{}:
+				request, readAheadFull = t.readAheadOne()
 			}
 
 			if !sent {
@@ -382,6 +497,9 @@ write:
 		if err := t.getWriteError(); err != nil {
 			if request != nil {
 				request.done <- err
+				if request.readAhead { // GATEKEEPER PATCH 19
+					t.kexDone(request, err)
+				}
 			}
 			break
 		}
@@ -436,6 +554,10 @@ write:
 		// Unblock writePacket if waiting for KEX.
 		t.writeCond.Broadcast()
 		t.mu.Unlock()
+
+		if request.readAhead { // GATEKEEPER PATCH 19
+			t.kexDone(request, err)
+		}
 	}
 
 	// Unblock reader.
@@ -444,6 +566,7 @@ write:
 	// drain startKex channel. We don't service t.requestKex
 	// because nobody does blocking sends there.
 	for request := range t.startKex {
+		t.receivedKex()
 		request.done <- t.getWriteError()
 	}
 
@@ -470,6 +593,35 @@ func (t *handshakeTransport) resetReadThresholds() {
 }
 
 func (t *handshakeTransport) readOnePacket(first bool) ([]byte, error) {
+	p, err := t.readRawPacket(first)
+	if err != nil {
+		return nil, err
+	}
+
+	if p[0] != msgKexInit {
+		return p, nil
+	}
+
+	firstKex := t.sessionID == nil
+
+	kex := pendingKex{
+		done:      make(chan error, 1),
+		otherInit: p,
+	}
+	// GATEKEEPER PATCH 9: kexLoop keeps running (or starts) for the
+	// send.
+	t.loopMu.Lock()
+	t.loopSenders++
+	t.startKexLoopLocked()
+	t.loopMu.Unlock()
+	t.startKex <- &kex // kexLoop counts the send off loopSenders
+	return t.afterKex(firstKex, <-kex.done)
+}
+
+// readRawPacket reads the next packet, counting it towards the next key
+// exchange. GATEKEEPER PATCH 19: readOnePacket's first part, shared with
+// readAheadOne.
+func (t *handshakeTransport) readRawPacket(first bool) ([]byte, error) {
 	p, err := t.conn.readPacket()
 	if err != nil {
 		return nil, err
@@ -494,29 +646,14 @@ func (t *handshakeTransport) readOnePacket(first bool) ([]byte, error) {
 	if first && p[0] != msgKexInit {
 		return nil, fmt.Errorf("ssh: first packet should be msgKexInit")
 	}
+	return p, nil
+}
 
-	if p[0] != msgKexInit {
-		return p, nil
-	}
-
-	firstKex := t.sessionID == nil
-
-	kex := pendingKex{
-		done:      make(chan error, 1),
-		otherInit: p,
-	}
-	// GATEKEEPER PATCH 9: kexLoop keeps running (or starts) for the
-	// send.
-	t.loopMu.Lock()
-	t.loopSenders++
-	t.startKexLoopLocked()
-	t.loopMu.Unlock()
-	t.startKex <- &kex
-	t.loopMu.Lock()
-	t.loopSenders--
-	t.loopMu.Unlock()
-	err = <-kex.done
-
+// afterKex is the reader's part after a key exchange the peer's KEXINIT
+// started, which ended with err: the packet that stands for it, for the
+// layer above. GATEKEEPER PATCH 19: readOnePacket's last part, shared with
+// kexDone.
+func (t *handshakeTransport) afterKex(firstKex bool, err error) ([]byte, error) {
 	if debugHandshake {
 		log.Printf("%s exited key exchange (first %v), err %v", t.id(), firstKex, err)
 	}
@@ -733,13 +870,27 @@ func (t *handshakeTransport) writeData(head, data []byte) (bool, error) {
 }
 
 func (t *handshakeTransport) Close() error {
-	// Close the connection. This should cause the readLoop goroutine to wake up
-	// and close t.startKex, which will shut down kexLoop if running.
+	// Close the connection. A reader blocked in a read wakes up with an
+	// error and runs readStopped, which closes t.startKex and so shuts
+	// down kexLoop.
 	err := t.conn.Close()
 
+	// GATEKEEPER PATCH 19: with no read loop, nobody may be reading; then
+	// Close stops the reading side itself, reading to the error the closed
+	// connection gives (what upstream's read loop got; the packets are
+	// dropped). readLock waits for a reader that is still on its way out
+	// (woken by the Close above, or finishing a key exchange, which fails
+	// on the closed connection).
+	t.readLock <- struct{}{}
+	for t.readError == nil {
+		if _, err := t.conn.readPacket(); err != nil {
+			t.readError = err
+			t.readStopped()
+		}
+	}
+	<-t.readLock
+
 	// Wait for the kexLoop goroutine to complete.
-	// At that point we know that the readLoop goroutine is complete too,
-	// because kexLoop itself waits for readLoop to close the startKex channel.
 	<-t.kexLoopDone
 
 	return err

@@ -442,7 +442,7 @@ func testHandshakeErrorHandlingN(t *testing.T, readLimit, writeLimit int, couple
 	serverConn := newHandshakeTransport(&errorKeyingTransport{a, readLimit, writeLimit}, &serverConf, []byte{'a'}, []byte{'b'})
 	serverConn.hostKeys = []Signer{key}
 	serverConn.loopRunning = true // GATEKEEPER PATCH 9: kexLoop runs
-	go serverConn.readLoop()
+	// GATEKEEPER PATCH 19: no readLoop to start; the readers below read.
 	go serverConn.kexLoop()
 
 	clientConf := Config{RekeyThreshold: 10 * minRekeyThreshold}
@@ -451,7 +451,7 @@ func testHandshakeErrorHandlingN(t *testing.T, readLimit, writeLimit int, couple
 	clientConn.hostKeyAlgorithms = []string{key.PublicKey().Type()}
 	clientConn.hostKeyCallback = InsecureIgnoreHostKey()
 	clientConn.loopRunning = true // GATEKEEPER PATCH 9: kexLoop runs
-	go clientConn.readLoop()
+	// GATEKEEPER PATCH 19: no readLoop to start; the readers below read.
 	go clientConn.kexLoop()
 
 	var wg sync.WaitGroup
@@ -1032,6 +1032,13 @@ func TestStrictKEXResetSeqSuccessiveKEX(t *testing.T) {
 
 	// Request a key exchange, which should cause the sequence numbers to reset
 	checker.waitCall <- 1
+	// GATEKEEPER PATCH 19: the server reads (as its mux's loop would) to
+	// see the client's KEXINIT; no read loop goroutine does it for it.
+	serverRead := make(chan error, 1)
+	go func() {
+		_, err := trS.readPacket()
+		serverRead <- err
+	}()
 	trC.requestKeyExchange()
 	<-checker.called
 
@@ -1052,6 +1059,9 @@ func TestStrictKEXResetSeqSuccessiveKEX(t *testing.T) {
 	// avoid races.
 	trC.Close()
 	trS.Close()
+	if err := <-serverRead; err == nil {
+		t.Errorf("the server read a packet after the key exchange; the client sent none")
+	}
 
 	if trC.conn.(*transport).reader.seqNum != 2 || trC.conn.(*transport).writer.seqNum != 0 ||
 		trS.conn.(*transport).reader.seqNum != 1 || trS.conn.(*transport).writer.seqNum != 1 {
