@@ -88,8 +88,11 @@ type handshakeTransport struct {
 	// the first read error, or in Close.
 	readLock    chan struct{}
 	readStarted bool     // the first packet (the peer's KEXINIT) was read
-	readAhead   [][]byte // packets kexLoop read, for readPacket, at most chanSize
+	readAhead   [][]byte // packets kexLoop read, for readPacket; at most readAheadMax
 	readError   error    // the read error; readStopped has run
+	// readTaken wakes kexLoop (a send that never waits) when readPacket
+	// took a packet of readAhead: it may read ahead again.
+	readTaken chan struct{}
 
 	mu sync.Mutex
 	// Condition for the above mutex. It is used to notify a completed key
@@ -141,7 +144,7 @@ type handshakeTransport struct {
 	// Algorithms agreed in the last key exchange.
 	algorithms *NegotiatedAlgorithms
 
-	// Counters owned by the reader (readMu, GATEKEEPER PATCH 19).
+	// Counters owned by the reader (readLock, GATEKEEPER PATCH 19).
 	readPacketsLeft uint32
 	readBytesLeft   int64
 
@@ -172,6 +175,7 @@ func newHandshakeTransport(conn keyingTransport, config *Config, clientVersion, 
 		requestKex:    make(chan struct{}, 1),
 		startKex:      make(chan *pendingKex),
 		readLock:      make(chan struct{}, 1),
+		readTaken:     make(chan struct{}, 1),
 		kexLoopDone:   make(chan struct{}),
 
 		config: config,
@@ -306,6 +310,10 @@ func (t *handshakeTransport) readPacket() ([]byte, error) {
 			if len(t.readAhead) == 0 {
 				t.readAhead = nil
 			}
+			select {
+			case t.readTaken <- struct{}{}:
+			default:
+			}
 			return p, nil
 		}
 		if t.readError != nil {
@@ -350,11 +358,13 @@ func (t *handshakeTransport) passed(p []byte) bool {
 // completes while the connection's owner does not read. It returns the
 // peer's KEXINIT as a request, readLock still held (kexDone releases it);
 // else it keeps any other packet for readPacket and releases readLock.
-// It returns full when readPacket has chanSize packets to take first: the
-// peer's KEXINIT is then left for readPacket to find. GATEKEEPER PATCH 19.
+// It returns full when readPacket has readAheadMax packets to take first:
+// the peer's KEXINIT is then left for readPacket to find, unless it takes
+// some of them before (readTaken). GATEKEEPER PATCH 19.
 func (t *handshakeTransport) readAheadOne() (request *pendingKex, full bool) {
-	if t.readError != nil {
-		// The reading side has stopped; kexLoop finds startKex closed.
+	if t.readError != nil || len(t.readAhead) >= readAheadMax {
+		// The reading side has stopped (kexLoop finds startKex
+		// closed), or readTaken was sent before the queue filled again.
 		<-t.readLock
 		return nil, true
 	}
@@ -370,10 +380,15 @@ func (t *handshakeTransport) readAheadOne() (request *pendingKex, full bool) {
 	case t.passed(p):
 		t.readAhead = append(t.readAhead, p)
 	}
-	full = len(t.readAhead) >= chanSize
+	full = len(t.readAhead) >= readAheadMax
 	<-t.readLock
 	return nil, full
 }
+
+// readAheadMax is how many packets kexLoop reads ahead for readPacket
+// while waiting for the peer's KEXINIT: as many as upstream's read loop
+// held, chanSize queued and one in its hands. GATEKEEPER PATCH 19.
+const readAheadMax = chanSize + 1
 
 // kexDone, after a key exchange that kexLoop's readAheadOne took part in,
 // is the part readOnePacket plays after the peer's KEXINIT, and releases
@@ -468,9 +483,11 @@ write:
 		for request == nil || !sent {
 			// GATEKEEPER PATCH 19: once this side's KEXINIT is out,
 			// read the peer's if nobody else reads.
-			var readLock chan struct{}
+			var readLock, readTaken chan struct{}
 			if sent && !readAheadFull {
 				readLock = t.readLock
+			} else if sent {
+				readTaken = t.readTaken
 			}
 			var ok bool
 			select {
@@ -483,6 +500,8 @@ write:
 				break
 			case readLock <- struct{}{}:
 				request, readAheadFull = t.readAheadOne()
+			case <-readTaken:
+				readAheadFull = false
 			}
 
 			if !sent {
@@ -538,6 +557,14 @@ write:
 		}
 
 		request.done <- t.writeError
+		if request.readAhead && err == nil {
+			// GATEKEEPER PATCH 19: readers go on before the pending
+			// packets are pushed, as upstream's read loop did once
+			// done was sent: the peer may be pushing its own and read
+			// only after. kexDone cannot fail here (nor take mu).
+			t.kexDone(request, nil)
+			request.readAhead = false
+		}
 
 		// kex finished. Push packets that we received while
 		// the kex was in progress. Don't look at t.startKex
@@ -555,7 +582,7 @@ write:
 		t.writeCond.Broadcast()
 		t.mu.Unlock()
 
-		if request.readAhead { // GATEKEEPER PATCH 19
+		if request.readAhead { // GATEKEEPER PATCH 19: after a failure
 			t.kexDone(request, err)
 		}
 	}

@@ -6,12 +6,14 @@ package ssh
 
 import (
 	"bytes"
+	"crypto/rand"
 	"fmt"
 	"io"
 	"net"
 	"regexp"
 	"runtime"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 )
@@ -221,4 +223,188 @@ func TestNoReadLoop(t *testing.T) {
 	}
 	ch.Close()
 	wantIdle("after two key exchanges and an echo")
+}
+
+// readAheadLen is how many packets kexLoop has read ahead for t.
+func readAheadLen(t *handshakeTransport) int {
+	t.readLock <- struct{}{}
+	defer func() { <-t.readLock }()
+	return len(t.readAhead)
+}
+
+// pendingLen is how many packets t's writers queued during a key exchange.
+func pendingLen(t *handshakeTransport) int {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	return len(t.pendingPackets)
+}
+
+// waitFor polls cond for up to 10 s.
+func waitFor(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	for start := time.Now(); !cond(); time.Sleep(time.Millisecond) {
+		if time.Since(start) > 10*time.Second {
+			t.Fatalf("waiting for %s: timed out", what)
+		}
+	}
+}
+
+// TestReadAheadAgainAfterTaken (found by review): this side starts a key
+// exchange; kexLoop reads ahead as many packets as it may; the owner
+// takes them, then stops reading while its writer waits for the key
+// exchange (pending queue full). The peer's KEXINIT, next on the wire,
+// must still be read: kexLoop reads ahead again once the owner took its
+// packets, as upstream's read loop did once its queue had room.
+func TestReadAheadAgainAfterTaken(t *testing.T) {
+	trC, trS, err := handshakePair(&ClientConfig{HostKeyCallback: InsecureIgnoreHostKey()}, "addr", false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer trC.Close()
+	defer trS.Close()
+	if p, err := trC.readPacket(); err != nil || p[0] != msgExtInfo {
+		t.Fatalf("ext info: %x %v", p, err)
+	}
+	// The peer writes readAheadMax packets without reading, then its
+	// KEXINIT once it reads ours.
+	for i := range readAheadMax {
+		if err := trS.writePacket([]byte{msgChannelData, 0, 0, 0, 0, byte(i)}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	trC.requestKeyExchange()
+	waitFor(t, "kexLoop to read ahead", func() bool { return readAheadLen(trC) == readAheadMax })
+	for i := range readAheadMax {
+		p, err := trC.readPacket()
+		if err != nil || p[5] != byte(i) {
+			t.Fatalf("read %d: %x %v", i, p, err)
+		}
+	}
+	// From now on the owner does not read (a mux loop busy handing a
+	// packet over to a caller that waits for the writes below).
+	go func() {
+		for {
+			if _, err := trS.readPacket(); err != nil {
+				return
+			}
+		}
+	}()
+	wrote := make(chan error, 1)
+	go func() {
+		for range maxPendingPackets + 5 {
+			if err := trC.writePacket([]byte{msgChannelData, 0, 0, 0, 0, 1}); err != nil {
+				wrote <- err
+				return
+			}
+		}
+		wrote <- nil
+	}()
+	select {
+	case err := <-wrote:
+		if err != nil {
+			t.Fatal(err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("writes wait for a key exchange whose KEXINIT nobody reads")
+	}
+}
+
+// TestReadersBeforeFlush (found by review): both ends start a key exchange
+// at once while their owners are busy, so each kexLoop reads the peer's
+// KEXINIT itself, and each side's writer queues a full pending queue of
+// 32 KiB packets meanwhile. After the exchange, readers must get in before
+// kexLoop pushes those packets: the peer pushes its own at the same time
+// and reads only after, and 2 MiB each way does not fit in 128 KiB socket
+// buffers.
+func TestReadersBeforeFlush(t *testing.T) {
+	entered, release := make(chan struct{}, 1), make(chan struct{})
+	var calls atomic.Int32
+	hold := func(string, net.Addr, PublicKey) error {
+		if calls.Add(1) > 1 { // the second key exchange waits for the test
+			entered <- struct{}{}
+			<-release
+		}
+		return nil
+	}
+	a, b, err := netPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, c := range []net.Conn{a, b} {
+		c.(*net.TCPConn).SetReadBuffer(128 << 10)
+		c.(*net.TCPConn).SetWriteBuffer(128 << 10)
+	}
+	clientConf := &ClientConfig{HostKeyCallback: hold}
+	clientConf.SetDefaults()
+	v := []byte("version")
+	trC := newClientTransport(newTransport(a, rand.Reader, true), v, v, clientConf, "addr", a.RemoteAddr())
+	defer trC.Close()
+	serverConf := &ServerConfig{}
+	serverConf.AddHostKey(testSigners["ecdsa"])
+	serverConf.SetDefaults()
+	trS := newServerTransport(newTransport(b, rand.Reader, false), v, v, serverConf)
+	defer trS.Close()
+	if err := trS.waitSession(); err != nil {
+		t.Fatal(err)
+	}
+	if err := trC.waitSession(); err != nil {
+		t.Fatal(err)
+	}
+	if p, err := trC.readPacket(); err != nil || p[0] != msgExtInfo {
+		t.Fatalf("ext info: %x %v", p, err)
+	}
+
+	trC.requestKeyExchange()
+	trS.requestKeyExchange()
+	<-entered // both sides are in the key exchange; nobody else reads
+	const n = maxPendingPackets
+	wrote := make(chan error, 2)
+	for _, tr := range []*handshakeTransport{trC, trS} {
+		go func() {
+			for range n {
+				p := make([]byte, 32<<10)
+				p[0] = msgChannelData
+				if err := tr.writePacket(p); err != nil {
+					wrote <- err
+					return
+				}
+			}
+			wrote <- nil
+		}()
+	}
+	waitFor(t, "full pending queues", func() bool { return pendingLen(trC) == n && pendingLen(trS) == n })
+	got := make(chan int, 2)
+	for _, tr := range []*handshakeTransport{trC, trS} {
+		go func() { // the owner reads again, as a mux loop does
+			i := 0
+			for ; i < n; i++ {
+				if _, err := tr.readPacket(); err != nil {
+					break
+				}
+			}
+			got <- i
+		}()
+	}
+	close(release)
+	timeout := time.After(10 * time.Second)
+	for range 2 {
+		select {
+		case err := <-wrote:
+			if err != nil {
+				t.Fatal(err)
+			}
+		case <-timeout:
+			t.Fatal("writes hang: both kexLoops push their pending packets before letting readers in")
+		}
+	}
+	for range 2 {
+		select {
+		case k := <-got:
+			if k != n {
+				t.Fatalf("read %d packets, want %d", k, n)
+			}
+		case <-timeout:
+			t.Fatal("reads hang")
+		}
+	}
 }
