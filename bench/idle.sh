@@ -94,7 +94,7 @@ sample() {
 what=${CMD:-pty + interactive shell}
 echo "idle sessions: $SESSIONS through the gatekeeper from 127.0.0.2, $what ($(nproc) CPUs, $(ssh -V 2>&1 | cut -d, -f1))"
 sample before
-rss0=$S_RSS go0=$S_GO
+rss0=$S_RSS go0=$S_GO stack0=$S_STACK
 
 cmd=()
 [[ -n $CMD ]] && cmd=(-cmd "$CMD")
@@ -134,12 +134,16 @@ echo "  idleclients: $held"
 
 rss=$(bench_calc %.1f '(a - b) / n' a="$S_RSS" b="$rss0" n="$opened")
 gomem=$(bench_calc %.1f '(a - b) / 1024 / n' a="$S_GO" b="$go0" n="$opened")
+stacks=$(bench_calc %.1f '(a - b) / 1024 / n' a="$S_STACK" b="$stack0" n="$opened")
 ok=yes
 if ((failed > 0 || ${dropped:-1} > 0)); then
 	ok=no
 	echo "  $failed of $SESSIONS sessions failed to open, ${dropped:-?} were dropped while held: see $TMP/idle.log" >&2
 fi
 echo "  per idle session: VmRSS ${rss} KiB, Go heap+stack ${gomem} KiB (target <= $TARGET_KIB KiB)"
+# Three goroutines per idle session (two mux loops, the caller of Relay) at 4 KiB each: more
+# means one of them waits under frames that keep its stack at 8 KiB (README, "Idle sessions").
+echo "  stacks per idle session: ${stacks} KiB (3 goroutines at 4 KiB: 12; a few sessions show more)"
 for m in "VmRSS:$rss" "Go heap+stack:$gomem"; do
 	v=${m##*:}
 	met=$(bench_met 'v <= t && ok == "yes"' v="$v" t="$TARGET_KIB" ok="$ok")

@@ -85,7 +85,8 @@ type handshakeTransport struct {
 	// readLock (a send on it; a receive releases it) is the right to read
 	// and protects the following, the read counters below, and the
 	// shutdown of the reading side (readStopped), which happens once: on
-	// the first read error, or in Close.
+	// the first read error, a key exchange failing under kexLoop's read
+	// ahead (kexDone), or in Close.
 	readLock    chan struct{}
 	readStarted bool     // the first packet (the peer's KEXINIT) was read
 	readAhead   [][]byte // packets kexLoop read, for readPacket; at most readAheadMax
@@ -390,9 +391,9 @@ func (t *handshakeTransport) readAheadOne() (request *pendingKex, full bool) {
 // held, chanSize queued and one in its hands. GATEKEEPER PATCH 19.
 const readAheadMax = chanSize + 1
 
-// kexDone, after a key exchange that kexLoop's readAheadOne took part in,
-// is the part readOnePacket plays after the peer's KEXINIT, and releases
-// readLock. GATEKEEPER PATCH 19.
+// kexDone, after a key exchange whose KEXINIT kexLoop's readAheadOne read
+// (or once kexLoop gave up on it, with kexErr), is the part readOnePacket
+// plays after the peer's KEXINIT, and releases readLock. GATEKEEPER PATCH 19.
 func (t *handshakeTransport) kexDone(request *pendingKex, kexErr error) {
 	p, err := t.afterKex(request.firstKex, kexErr)
 	if err != nil {
