@@ -589,6 +589,31 @@ func ownGatekeeper(t *testing.T, o gkOptions) *gatekeeper {
 	return g
 }
 
+// gatekeeperBefore starts a gatekeeper in front of l, a lander of the test's own; it is stopped,
+// its log checked for races and panics, and its directory removed when the test ends.
+func gatekeeperBefore(t *testing.T, l *lander, o gkOptions) *gatekeeper {
+	t.Helper()
+	g, err := newGatekeeper(binary(t), base(t).tmp, l, o)
+	if g != nil {
+		t.Cleanup(func() {
+			if err := g.stop(); err != nil {
+				t.Errorf("stopping gatekeeper: %v", err)
+			}
+			if err := g.logProblems(); err != nil {
+				t.Error(err)
+			}
+			if t.Failed() {
+				t.Logf("gatekeeper log (%s):\n%s", g.logPath, tail(g.logBytes(), 60))
+			}
+			_ = os.RemoveAll(g.dir)
+		})
+	}
+	if err != nil {
+		t.Fatal("starting gatekeeper: ", err)
+	}
+	return g
+}
+
 func (g *gatekeeper) addr() string { return net.JoinHostPort("127.0.0.1", strconv.Itoa(g.port)) }
 
 // start runs `gatekeeper serve --config` and waits for its SSH banner; stderr goes to the log.

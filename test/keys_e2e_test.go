@@ -45,26 +45,9 @@ func newKeysSetup(t *testing.T, remember string) *keysSetup {
 	})
 	ks.lander = l
 	caFile := filepath.Join(dir, "lander_user_ca")
-	g, err := newGatekeeper(binary(t), hs.tmp, l, gkOptions{edit: func(y string) string {
+	g := gatekeeperBefore(t, l, gkOptions{edit: func(y string) string {
 		return y + "keys:\n  enabled: true\n  lander_ca_file: \"" + caFile + "\"\n  remember: \"" + remember + "\"\n"
 	}})
-	if g != nil {
-		t.Cleanup(func() {
-			if err := g.stop(); err != nil {
-				t.Errorf("stopping gatekeeper: %v", err)
-			}
-			if err := g.logProblems(); err != nil {
-				t.Error(err)
-			}
-			if t.Failed() {
-				t.Logf("gatekeeper log (%s):\n%s", g.logPath, tail(g.logBytes(), 60))
-			}
-			_ = os.RemoveAll(g.dir)
-		})
-	}
-	if err != nil {
-		t.Fatal("starting gatekeeper: ", err)
-	}
 	ks.g = g
 	if fi, err := os.Stat(caFile); err != nil || fi.Mode().Perm() != 0o600 {
 		t.Fatalf("lander CA %s: %v, mode %v; want it created 0600", caFile, err, fi.Mode())

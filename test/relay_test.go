@@ -242,24 +242,7 @@ func TestRekeyDuringTransfer(t *testing.T) {
 			t.Error(err)
 		}
 	})
-	g, err := newGatekeeper(binary(t), hs.tmp, l, gkOptions{})
-	if g != nil {
-		t.Cleanup(func() {
-			if err := g.stop(); err != nil {
-				t.Errorf("stopping gatekeeper: %v", err)
-			}
-			if err := g.logProblems(); err != nil {
-				t.Error(err)
-			}
-			if t.Failed() {
-				t.Logf("gatekeeper log (%s):\n%s", g.logPath, tail(g.logBytes(), 60))
-			}
-			_ = os.RemoveAll(g.dir)
-		})
-	}
-	if err != nil {
-		t.Fatal("starting gatekeeper: ", err)
-	}
+	g := gatekeeperBefore(t, l, gkOptions{})
 	c := newClient(t, newUser(t), g.port, trustedAddr)
 	src, err := data32()
 	if err != nil {
