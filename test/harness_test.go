@@ -557,12 +557,20 @@ func (g *gatekeeper) writeConfig(name string) error {
 	return os.WriteFile(g.cfgPath, []byte(cfg), 0o600)
 }
 
-// ownGatekeeper starts a gatekeeper for one test (for restarts, rate limits, broken landers);
-// it is stopped, and its log checked for races and panics, when the test ends.
+// ownGatekeeper starts a gatekeeper for one test (for restarts, rate limits, broken landers) in
+// front of the shared lander; see gatekeeperBefore.
 func ownGatekeeper(t *testing.T, o gkOptions) *gatekeeper {
 	t.Helper()
+	return gatekeeperBefore(t, landerFor(t), o)
+}
+
+// gatekeeperBefore starts a gatekeeper for one test in front of l (the shared lander, or one of
+// the test's own). When the test ends it is stopped, its log checked for races and panics, its
+// database and log for the secrets the tests used, and its directory removed (kept with
+// GK_E2E_KEEP set).
+func gatekeeperBefore(t *testing.T, l *lander, o gkOptions) *gatekeeper {
+	t.Helper()
 	hs := base(t)
-	l := landerFor(t)
 	g, err := newGatekeeper(binary(t), hs.tmp, l, o)
 	if g != nil {
 		t.Cleanup(func() {
@@ -581,31 +589,6 @@ func ownGatekeeper(t *testing.T, o gkOptions) *gatekeeper {
 			if os.Getenv("GK_E2E_KEEP") == "" {
 				_ = os.RemoveAll(g.dir)
 			}
-		})
-	}
-	if err != nil {
-		t.Fatal("starting gatekeeper: ", err)
-	}
-	return g
-}
-
-// gatekeeperBefore starts a gatekeeper in front of l, a lander of the test's own; it is stopped,
-// its log checked for races and panics, and its directory removed when the test ends.
-func gatekeeperBefore(t *testing.T, l *lander, o gkOptions) *gatekeeper {
-	t.Helper()
-	g, err := newGatekeeper(binary(t), base(t).tmp, l, o)
-	if g != nil {
-		t.Cleanup(func() {
-			if err := g.stop(); err != nil {
-				t.Errorf("stopping gatekeeper: %v", err)
-			}
-			if err := g.logProblems(); err != nil {
-				t.Error(err)
-			}
-			if t.Failed() {
-				t.Logf("gatekeeper log (%s):\n%s", g.logPath, tail(g.logBytes(), 60))
-			}
-			_ = os.RemoveAll(g.dir)
 		})
 	}
 	if err != nil {
