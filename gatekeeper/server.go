@@ -417,10 +417,11 @@ func (s *Server) Locks(user string) []Lock {
 // login and the session's start and end are functions of their own, gone
 // from the stack meanwhile. The runtime halves an idle goroutine's stack
 // only while less than a quarter of it is in use, counting an 800-byte
-// reserve: waiting, this goroutine uses about 1.2 KiB, under the 1,248
-// bytes that let its stack go from 8 KiB to 4 (4 KiB less per idle
-// session). Keep the frames on that path (this one, Relay's and
-// its run loop's) small; bench/idle.sh shows the stacks per session.
+// reserve: waiting, this goroutine uses 1,152 bytes (gdb, 2026-12-07),
+// under the 1,248 that let its stack go from 8 KiB to 4 (4 KiB less per
+// idle session); it had crept to 1,256 before Relay took *Options. Keep
+// the frames on that path (this one, Relay's and its run loop's) small;
+// bench/idle.sh shows the stacks per session (12 KiB: 3 goroutines at 4).
 func (s *Server) handleConn(ctx context.Context, nc net.Conn) {
 	l := s.login(ctx, nc)
 	if l == nil {

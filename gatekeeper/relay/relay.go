@@ -378,9 +378,9 @@ func (e *endpoint) push(it item) {
 // their channel opens (each bridged in a goroutine of its own, up to
 // maxChannels open at once; one over the cap is refused), their global
 // requests (answered locally, dropped or forwarded, see global), and the
-// end of each. x/crypto's queues are always read, since its read loop
-// blocks, for the whole connection, when one is full: nothing run does
-// waits on a peer. It returns Relay's result.
+// end of each. x/crypto's queues are always read, since its mux loop,
+// which also reads the connection (x/crypto patch 19), blocks, for the
+// whole connection, when one is full: nothing run does waits on a peer. It returns Relay's result.
 //
 // run waits here for the whole of an idle session, so it keeps its own
 // frame small and leaves the rest to methods: the runtime halves an idle
@@ -654,7 +654,7 @@ func (r *relay) bridge(nc ssh.NewChannel, from side) *pair {
 		r.warn(log, "channel accept failed", "err", err)
 		_ = out.Close()
 		// Keep reading the closed channel's requests until x/crypto
-		// closes the queue, or its read loop could block on it.
+		// closes the queue, or its mux loop could block on it.
 		ssh.DiscardRequests(outReqs)
 		return nil
 	}

@@ -88,9 +88,15 @@ type handshakeTransport struct {
 	// the first read error, a key exchange failing under kexLoop's read
 	// ahead (kexDone), or in Close.
 	readLock    chan struct{}
-	readStarted bool     // the first packet (the peer's KEXINIT) was read
-	readAhead   [][]byte // packets kexLoop read, for readPacket; at most readAheadMax
-	readError   error    // the read error; readStopped has run
+	readStarted bool  // the first packet (the peer's KEXINIT) was read
+	readError   error // the read error; readStopped has run
+	// aheadMu protects readAhead, the packets kexLoop read for readPacket
+	// (at most readAheadMax). It is taken with or without readLock, and
+	// never held while waiting for it: readPacket takes a queued packet
+	// without readLock, which kexLoop may hold, waiting in a read for
+	// the peer's next packet. Packets are queued only under readLock.
+	aheadMu   sync.Mutex
+	readAhead [][]byte
 	// readTaken wakes kexLoop (a send that never waits) when readPacket
 	// took a packet of readAhead: it may read ahead again.
 	readTaken chan struct{}
@@ -301,20 +307,14 @@ func (t *handshakeTransport) printPacket(p []byte, write bool) {
 // waiting for the next packet of every idle connection. The caller reads
 // now, holding readLock, after the packets kexLoop read ahead.
 func (t *handshakeTransport) readPacket() ([]byte, error) {
+	if p := t.takeReadAhead(); p != nil {
+		return p, nil
+	}
 	t.readLock <- struct{}{}
 	defer func() { <-t.readLock }()
 	for {
-		if len(t.readAhead) > 0 {
-			p := t.readAhead[0]
-			t.readAhead[0] = nil
-			t.readAhead = t.readAhead[1:]
-			if len(t.readAhead) == 0 {
-				t.readAhead = nil
-			}
-			select {
-			case t.readTaken <- struct{}{}:
-			default:
-			}
+		// Again: kexLoop may have queued one while this waited.
+		if p := t.takeReadAhead(); p != nil {
 			return p, nil
 		}
 		if t.readError != nil {
@@ -344,6 +344,38 @@ type readableWaiter interface {
 	waitReadable()
 }
 
+// takeReadAhead takes the first packet kexLoop read ahead, if any.
+// GATEKEEPER PATCH 19.
+func (t *handshakeTransport) takeReadAhead() []byte {
+	t.aheadMu.Lock()
+	defer t.aheadMu.Unlock()
+	if len(t.readAhead) == 0 {
+		return nil
+	}
+	p := t.readAhead[0]
+	t.readAhead[0] = nil
+	t.readAhead = t.readAhead[1:]
+	if len(t.readAhead) == 0 {
+		t.readAhead = nil
+	}
+	select {
+	case t.readTaken <- struct{}{}:
+	default:
+	}
+	return p
+}
+
+// queueReadAhead queues p for readPacket and reports whether the queue is
+// full. t.readLock must be held. GATEKEEPER PATCH 19.
+func (t *handshakeTransport) queueReadAhead(p []byte) (full bool) {
+	t.aheadMu.Lock()
+	defer t.aheadMu.Unlock()
+	if p != nil {
+		t.readAhead = append(t.readAhead, p)
+	}
+	return len(t.readAhead) >= readAheadMax
+}
+
 // passed reports whether the layer above gets packet p.
 func (t *handshakeTransport) passed(p []byte) bool {
 	// If this is the first kex, and strict KEX mode is enabled,
@@ -363,7 +395,7 @@ func (t *handshakeTransport) passed(p []byte) bool {
 // the peer's KEXINIT is then left for readPacket to find, unless it takes
 // some of them before (readTaken). GATEKEEPER PATCH 19.
 func (t *handshakeTransport) readAheadOne() (request *pendingKex, full bool) {
-	if t.readError != nil || len(t.readAhead) >= readAheadMax {
+	if t.readError != nil || t.queueReadAhead(nil) {
 		// The reading side has stopped (kexLoop finds startKex
 		// closed), or readTaken was sent before the queue filled again.
 		<-t.readLock
@@ -379,9 +411,8 @@ func (t *handshakeTransport) readAheadOne() (request *pendingKex, full bool) {
 	case p[0] == msgKexInit:
 		return &pendingKex{otherInit: p, done: make(chan error, 1), readAhead: true, firstKex: t.sessionID == nil}, false
 	case t.passed(p):
-		t.readAhead = append(t.readAhead, p)
+		full = t.queueReadAhead(p)
 	}
-	full = len(t.readAhead) >= readAheadMax
 	<-t.readLock
 	return nil, full
 }
@@ -400,7 +431,7 @@ func (t *handshakeTransport) kexDone(request *pendingKex, kexErr error) {
 		t.readError = err
 		t.readStopped()
 	} else if t.passed(p) {
-		t.readAhead = append(t.readAhead, p)
+		t.queueReadAhead(p)
 	}
 	<-t.readLock
 }

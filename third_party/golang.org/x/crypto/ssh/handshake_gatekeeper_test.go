@@ -227,8 +227,8 @@ func TestNoReadLoop(t *testing.T) {
 
 // readAheadLen is how many packets kexLoop has read ahead for t.
 func readAheadLen(t *handshakeTransport) int {
-	t.readLock <- struct{}{}
-	defer func() { <-t.readLock }()
+	t.aheadMu.Lock()
+	defer t.aheadMu.Unlock()
 	return len(t.readAhead)
 }
 
