@@ -305,7 +305,8 @@ func (t *handshakeTransport) printPacket(p []byte, write bool) {
 // that read ahead into a queue of chanSize packets, beside the mux's loop,
 // which took them from the queue: two goroutines, each with its stack,
 // waiting for the next packet of every idle connection. The caller reads
-// now, holding readLock, after the packets kexLoop read ahead.
+// now, holding readLock, after the packets kexLoop read ahead, which it
+// takes without readLock (see aheadMu).
 func (t *handshakeTransport) readPacket() ([]byte, error) {
 	if p := t.takeReadAhead(); p != nil {
 		return p, nil
@@ -397,7 +398,8 @@ func (t *handshakeTransport) passed(p []byte) bool {
 func (t *handshakeTransport) readAheadOne() (request *pendingKex, full bool) {
 	if t.readError != nil || t.queueReadAhead(nil) {
 		// The reading side has stopped (kexLoop finds startKex
-		// closed), or readTaken was sent before the queue filled again.
+		// closed), or a readTaken left from an earlier take woke
+		// kexLoop while the queue is still full: wait again.
 		<-t.readLock
 		return nil, true
 	}
