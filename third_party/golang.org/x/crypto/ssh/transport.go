@@ -464,7 +464,8 @@ func newPacketReader(rd io.Reader) *packetReader {
 
 // fill waits for the connection to have something to read, and reads it
 // into the empty buffer; it does nothing if the buffer holds something or
-// an error. GATEKEEPER PATCH 19: see transport.waitReadable.
+// an error. Read fills the buffer with it, and GATEKEEPER PATCH 19 calls
+// it to wait between packets (transport.waitReadable).
 func (b *packetReader) fill() {
 	if b.r < b.w || b.err != nil {
 		return
@@ -501,14 +502,9 @@ func (b *packetReader) Read(p []byte) (int, error) {
 		if len(p) >= len(b.buf) {
 			return b.rd.Read(p)
 		}
-		b.r, b.w = 0, 0
-		n, err := b.rd.Read(b.buf)
-		if n < 0 || n > len(b.buf) {
-			return 0, errors.New("ssh: invalid read count")
-		}
-		b.w, b.err = n, err
-		if n == 0 {
-			if err == nil {
+		b.fill()
+		if b.r == b.w {
+			if b.err == nil {
 				// As io.ReadFull would: a reader that returns
 				// nothing, and no error, is asked again.
 				return 0, nil
