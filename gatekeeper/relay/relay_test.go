@@ -868,24 +868,31 @@ func TestStdoutStderrApart(t *testing.T) {
 	}
 }
 
-func TestBulkEchoAndStats(t *testing.T) {
-	const size = 32 << 20
-	e := newEnv(t, false)
+// echoBulk sends size bytes from a seeded generator through the lander's
+// "echo" in one session and checks that the same bytes come back.
+func echoBulk(t *testing.T, e *env, size int64, seed byte) {
+	t.Helper()
 	in := sha256.New()
-	src := io.TeeReader(io.LimitReader(mrand.NewChaCha8([32]byte{7}), size), in)
+	src := io.TeeReader(io.LimitReader(mrand.NewChaCha8([32]byte{seed}), size), in)
 	out := sha256.New()
 	s, err := e.client.NewSession()
 	if err != nil {
 		t.Fatal(err)
 	}
 	s.Stdin, s.Stdout = src, out
-	within(t, "echo 32 MiB", func() { err = s.Run("echo") })
+	within(t, fmt.Sprintf("echo %d MiB", size>>20), func() { err = s.Run("echo") })
 	if err != nil {
 		t.Fatal(err)
 	}
 	if !bytes.Equal(in.Sum(nil), out.Sum(nil)) {
 		t.Fatal("sha256 of stdout differs from stdin")
 	}
+}
+
+func TestBulkEchoAndStats(t *testing.T) {
+	const size = 32 << 20
+	e := newEnv(t, false)
+	echoBulk(t, e, size, 7)
 	_ = e.client.Close()
 	if err := e.waitRelay(); err != nil {
 		t.Fatalf("Relay = %v, want nil after the client closed", err)
@@ -896,28 +903,14 @@ func TestBulkEchoAndStats(t *testing.T) {
 }
 
 // TestRekeyDuringBulk moves data both ways at once while every one of the
-// four SSH ends asks for a new key exchange every 64 KiB (hundreds of them,
-// started from both sides of each leg, in the middle of channel data and
-// window adjustments): every byte arrives, in order, and the session ends
-// with its exit status.
+// four SSH ends asks for a new key exchange every 64 KiB (a few dozen of
+// them, started from both sides of each leg, in the middle of channel data
+// and window adjustments): every byte arrives, in order, and the session
+// ends with its exit status.
 func TestRekeyDuringBulk(t *testing.T) {
 	const size = 8 << 20
 	e := newEnvRekey(t, false, Options{}, 64<<10)
-	in := sha256.New()
-	src := io.TeeReader(io.LimitReader(mrand.NewChaCha8([32]byte{9}), size), in)
-	out := sha256.New()
-	s, err := e.client.NewSession()
-	if err != nil {
-		t.Fatal(err)
-	}
-	s.Stdin, s.Stdout = src, out
-	within(t, "echo 8 MiB with key exchanges", func() { err = s.Run("echo") })
-	if err != nil {
-		t.Fatal(err)
-	}
-	if !bytes.Equal(in.Sum(nil), out.Sum(nil)) {
-		t.Fatal("sha256 of stdout differs from stdin")
-	}
+	echoBulk(t, e, size, 9)
 	if up, down := e.stats.Up.Load(), e.stats.Down.Load(); up != size || down != size {
 		t.Fatalf("stats up %d down %d, want %d each", up, down, size)
 	}
