@@ -139,7 +139,8 @@ the line, and so is a file cut short or one made under another secret_key_file (
 backup with records, a secret_key_file that does not exist); nothing is written or created
 then. A user who already has a record is refused, every one named, unless --force, which
 overwrites them with the backup's record. Tickets are added; audit events are added to the
-log. The restore itself is written to the audit log.
+log, but not those it holds already (a backup restored twice adds its events once). The
+restore itself is written to the audit log.
 
 A bolt store takes the restore in one transaction, all or nothing. An etcd store takes it in
 batches: a failure part-way says how much was written, and the same restore run again without

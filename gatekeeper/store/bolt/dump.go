@@ -2,6 +2,7 @@ package bolt
 
 import (
 	"bytes"
+	"crypto/sha256"
 	"encoding/binary"
 	"encoding/hex"
 	"fmt"
@@ -41,7 +42,10 @@ func (s *Store) Dump(audit bool, fn func(store.Item) error) error {
 // Load writes items (from Dump of any backend) in one transaction, after
 // checking all of them (store.Codec.CheckItems). Users who already have a
 // record are refused, all of them named, unless force is set. Events are
-// appended after the existing ones, in the items' order.
+// appended after the existing ones, in the items' order, except those the log
+// already holds (the same bytes, as many times as it holds them): a backup
+// restored twice adds its events once, as etcd's Load, which keys them.
+// They are counted as restored.
 func (s *Store) Load(items []store.Item, force bool) (store.LoadResult, error) {
 	var res store.LoadResult
 	if _, err := s.codec.CheckItems(items); err != nil {
@@ -65,6 +69,10 @@ func (s *Store) Load(items []store.Item, force bool) (store.LoadResult, error) {
 		if k, _ := audit.Cursor().Last(); len(k) == 8 {
 			seq = max(seq, binary.BigEndian.Uint64(k))
 		}
+		held, err := heldEvents(audit, items)
+		if err != nil {
+			return err
+		}
 		for _, it := range items {
 			var err error
 			switch it.Kind {
@@ -76,9 +84,13 @@ func (s *Store) Load(items []store.Item, force bool) (store.LoadResult, error) {
 				err = tickets.Put(k, it.Value)
 				res.Tickets++
 			case store.ItemEvent:
+				res.Events++
+				if h := sha256.Sum256(it.Value); held[h] > 0 {
+					held[h]--
+					continue
+				}
 				seq++
 				err = audit.Put(seqKey(seq), it.Value)
-				res.Events++
 			}
 			if err != nil {
 				return fmt.Errorf("restore: %w", err)
@@ -87,6 +99,29 @@ func (s *Store) Load(items []store.Item, force bool) (store.LoadResult, error) {
 		return audit.SetSequence(seq)
 	})
 	return res, err
+}
+
+// heldEvents counts the events of the audit bucket that are among items'
+// events, by the SHA-256 of their bytes; nil when items hold none (a restore
+// without --audit reads no log).
+func heldEvents(audit *bbolt.Bucket, items []store.Item) (map[[sha256.Size]byte]int, error) {
+	want := map[[sha256.Size]byte]int{}
+	for _, it := range items {
+		if it.Kind == store.ItemEvent {
+			want[sha256.Sum256(it.Value)]++
+		}
+	}
+	if len(want) == 0 {
+		return nil, nil
+	}
+	held := map[[sha256.Size]byte]int{}
+	err := audit.ForEach(func(_, v []byte) error {
+		if h := sha256.Sum256(v); want[h] > held[h] {
+			held[h]++
+		}
+		return nil
+	})
+	return held, err
 }
 
 // Leader reports that this node prunes the audit log: it is the only one.

@@ -437,6 +437,32 @@ func testDumpLoad(t *testing.T, b Backend) {
 	if !slices.ContainsFunc(evs, func(e store.Event) bool { return e.Kind == store.EventLinkConfirmed }) {
 		t.Error("restored audit event missing")
 	}
+
+	// The same backup restored again (an admin's second try) adds no event
+	// twice; a backup holding the same event twice keeps both, once.
+	var event store.Item
+	for _, it := range items {
+		if it.Kind == store.ItemEvent {
+			event = it
+		}
+	}
+	twice := append(slices.Clone(items), event)
+	for run := 1; run <= 2; run++ {
+		res, err := dst.Load(twice, true)
+		if err != nil || res.Events != 2 {
+			t.Fatalf("Load again (run %d) = %+v, %v; want 2 events restored", run, res, err)
+		}
+		evs, _ = dst.Events(store.EventQuery{})
+		n := 0
+		for _, e := range evs {
+			if e.Kind == store.EventLinkConfirmed {
+				n++
+			}
+		}
+		if n != 2 {
+			t.Errorf("after restoring a backup holding an event twice (run %d): %d copies of it in the log, want 2", run, n)
+		}
+	}
 }
 
 // testWrongKey: data written under one key file cannot be opened with
