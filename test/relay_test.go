@@ -690,3 +690,59 @@ func TestRoundTripSeen(t *testing.T) {
 		t.Errorf("a client on loopback logged in with rtt %v (the far one: %v)", near, far)
 	}
 }
+
+// TestControlMaster: one authenticated connection carries the user's later ssh and scp runs
+// (ControlMaster, as the README advises for bursts of copies), each with its own exit status.
+// OpenSSH's master closes a channel as soon as its input is done (`ssh -n`) and the command's
+// EOF came: its CLOSE then goes out before the command's exit status, which sshd still sends
+// after it (the channel is closed once both sides sent CLOSE). Through the gatekeeper that
+// status was lost (exit 255), every time when the command closes its output before it ends.
+func TestControlMaster(t *testing.T) {
+	forEachPath(t, func(t *testing.T, c *client) {
+		sock := filepath.Join(c.dir, "cm")
+		mux := []string{"-o", "ControlPath=" + sock, "-o", "ControlMaster=no"}
+		_, _, exited := c.background("ssh", c.sshArgs([]string{"-N",
+			"-o", "ControlPath=" + sock, "-o", "ControlMaster=yes", "-o", "ControlPersist=no"})...)
+		deadline := time.Now().Add(cmdTimeout)
+		for c.ssh(append([]string{"-O", "check"}, mux...)).exit != 0 {
+			select {
+			case <-exited:
+				t.Fatal("the master connection ended before its control socket worked")
+			default:
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("no working control socket after %v", cmdTimeout)
+			}
+			time.Sleep(50 * time.Millisecond)
+		}
+		defer c.ssh(append([]string{"-O", "exit"}, mux...))
+
+		for i := range 4 {
+			if r := c.ssh(append([]string{"-n"}, mux...), "exec >&- 2>&-; sleep 0.2; exit 3"); r.exit != 3 {
+				t.Errorf("run %d of a command that closes its output, then exits 3: %s", i, r)
+			}
+			if r := c.ssh(append([]string{"-n"}, mux...), "echo bye; exit 42"); r.exit != 42 || r.stdout != "bye\n" {
+				t.Errorf("run %d of `echo bye; exit 42`: %s", i, r)
+			}
+			if r := c.ssh(mux, "exit 5"); r.exit != 5 {
+				t.Errorf("run %d of `exit 5` with stdin open: %s", i, r)
+			}
+		}
+		src := filepath.Join(c.dir, "up.txt")
+		if err := os.WriteFile(src, []byte("through the master\n"), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		scp := append(append([]string{"-q", "-P", strconv.Itoa(c.port)}, mux...), c.opts()...)
+		if r := c.run(nil, nil, "scp", append(scp, src, c.target()+":cm-up.txt")...); r.exit != 0 {
+			t.Fatalf("scp through the master: %s", r)
+		}
+		if r := c.ssh(append([]string{"-n"}, mux...), "cat cm-up.txt"); r.exit != 0 || r.stdout != "through the master\n" {
+			t.Errorf("the copy through the master: %s", r)
+		}
+		select {
+		case <-exited:
+			t.Error("the master connection ended while it was in use")
+		default:
+		}
+	})
+}

@@ -289,6 +289,7 @@ func Relay(down *ssh.ServerConn, downChans <-chan ssh.NewChannel, downReqs <-cha
 		r.log = slog.New(slog.DiscardHandler)
 	}
 	r.sizeWindow(down, opts.roundTrip)
+	closeAfterLander(down)
 	if r.stats == nil {
 		r.stats = new(Stats)
 	}
@@ -323,6 +324,20 @@ func (r *relay) sizeWindow(down *ssh.ServerConn, roundTrip time.Duration) {
 	}
 	r.window = windowFor(rtt, r.window)
 	r.log.Debug("client receive window", "rtt", rtt, "window", r.window)
+}
+
+// closeAfterLander makes the client's CLOSE of a channel wait for its answer
+// until the lander's CLOSE is relayed (x/crypto patch 20): sshd sends a
+// command's exit status after the client's CLOSE when the client closed
+// first (OpenSSH's ControlMaster does, once its input is done and the
+// command's EOF came), and x/crypto, answering at once, closed the channel
+// before that status could reach the client. Not inlined, as sizeWindow.
+//
+//go:noinline
+func closeAfterLander(down *ssh.ServerConn) {
+	if oc, ok := down.Conn.(interface{ OwnerAnswersClose() }); ok {
+		oc.OwnerAnswersClose()
+	}
 }
 
 // endpoint is one connection as run sees it.

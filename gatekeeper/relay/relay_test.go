@@ -304,6 +304,16 @@ func (l *lander) session(nc ssh.NewChannel) {
 		return
 	}
 	seen := newRecorder()
+	execd := false
+	defer func() {
+		// The channel's requests end with the client's CLOSE. A session
+		// that ran no command answers it here; a command's goroutine
+		// does (with "late-status", after the exit status, as sshd).
+		seen.add("closed")
+		if !execd {
+			_ = ch.Close()
+		}
+	}()
 	for req := range reqs {
 		ok := true
 		var rec string
@@ -336,6 +346,7 @@ func (l *lander) session(nc ssh.NewChannel) {
 				// Like sshd: reply first, then the command runs.
 				seen.add(rec)
 				_ = req.Reply(true, nil)
+				execd = true
 				l.wg.Go(func() { l.run(ch, p.Command, seen) })
 				continue
 			}
@@ -400,6 +411,12 @@ func (l *lander) run(ch ssh.Channel, cmd string, seen *recorder) {
 		n, _ := io.Copy(io.Discard, ch)
 		_, _ = fmt.Fprintf(ch, "got %d bytes\n", n)
 		exit(ch, 0)
+	case "late-status": // as sshd when the client closes first: EOF; the exit status after the client's CLOSE
+		_ = ch.CloseWrite()
+		seen.waitFor(func(l []string) bool { return slices.Contains(l, "closed") })
+		n, _ := strconv.Atoi(arg)
+		_, _ = ch.SendRequest("exit-status", false, ssh.Marshal(struct{ Status uint32 }{uint32(n)}))
+		_ = ch.Close()
 	case "halfclose": // EOF first, then read stdin; status = bytes read
 		_ = ch.CloseWrite()
 		n, _ := io.Copy(io.Discard, ch)
@@ -1269,6 +1286,41 @@ func TestReplyBeforeClose(t *testing.T) {
 		if !ok || err != nil {
 			t.Fatalf("attempt %d: reply %v, %v; want true, nil", i, ok, err)
 		}
+	}
+}
+
+// TestExitStatusAfterClientClose: a client that closes the channel once its
+// input is done and the command's EOF came (OpenSSH's ControlMaster) gets the
+// exit status that sshd sends after that CLOSE, directly and through the
+// relay, which answers the client's CLOSE only with the lander's (x/crypto
+// patch 20). The lander here answers CLOSE itself, as sshd does.
+func TestExitStatusAfterClientClose(t *testing.T) {
+	for _, direct := range []bool{true, false} {
+		t.Run(map[bool]string{true: "direct", false: "relay"}[direct], func(t *testing.T) {
+			e := newEnv(t, direct)
+			e.lander.conn.Conn.(interface{ OwnerAnswersClose() }).OwnerAnswersClose()
+			for i := range 20 {
+				ch, reqs, err := e.client.OpenChannel("session", nil)
+				if err != nil {
+					t.Fatal(err)
+				}
+				if ok, err := ch.SendRequest("exec", true, ssh.Marshal(struct{ Command string }{"late-status 3"})); !ok || err != nil {
+					t.Fatalf("exec: %v, %v", ok, err)
+				}
+				_ = ch.CloseWrite()
+				within(t, "the command's EOF", func() { _, _ = io.Copy(io.Discard, ch) })
+				_ = ch.Close()
+				var got []string
+				within(t, "the lander's CLOSE", func() {
+					for req := range reqs {
+						got = append(got, fmt.Sprintf("%s %x", req.Type, req.Payload))
+					}
+				})
+				if want := []string{"exit-status 00000003"}; !slices.Equal(got, want) {
+					t.Fatalf("attempt %d: requests after the client's CLOSE %q, want %q", i, got, want)
+				}
+			}
+		})
 	}
 }
 

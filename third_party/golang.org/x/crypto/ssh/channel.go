@@ -238,6 +238,10 @@ type channel struct {
 	// is a key exchange pending.
 	writeMu   sync.Mutex
 	sentClose bool
+	// peerClosed is set when the peer's CLOSE came while the owner
+	// answers it (mux.OwnerAnswersClose). Guarded by writeMu.
+	// GATEKEEPER PATCH 20.
+	peerClosed bool
 
 	// packetPool has a buffer for each extended channel ID to
 	// save allocations during writes.
@@ -689,7 +693,37 @@ func (c *channel) close() {
 		// Unblock writers.
 		c.remoteWin.close()
 	})
+	// GATEKEEPER PATCH 20: after peerClose, whose closeOnce.Do ran the
+	// above but for sentClose, close still stops every write.
+	c.writeMu.Lock()
+	c.sentClose = true
+	c.writeMu.Unlock()
 	c.notifyReader() // GATEKEEPER PATCH 7
+}
+
+// peerClose takes the peer's CLOSE on a connection whose channel owners
+// answer it (mux.OwnerAnswersClose): the channel's reads end, its requests
+// and replies stop coming and data can no longer be written, as after
+// close, but messages (a command's exit status, sent after the peer's
+// CLOSE as sshd does) can still be sent until the owner's Close sends this
+// side's CLOSE. The channel leaves the mux's list once both CLOSEs went.
+// GATEKEEPER PATCH 20.
+func (c *channel) peerClose() {
+	c.writeMu.Lock()
+	c.peerClosed = true
+	both := c.sentClose
+	c.writeMu.Unlock()
+	if both {
+		c.mux.chanList.drop(c)
+	}
+	c.closeOnce.Do(func() {
+		c.pending.eof()
+		c.extPending.eof()
+		close(c.msg)
+		close(c.incomingRequests)
+		c.remoteWin.close()
+	})
+	c.notifyReader()
 }
 
 // responseMessageReceived is called when a success or failure message is
@@ -708,6 +742,13 @@ func (ch *channel) responseMessageReceived() error {
 }
 
 func (ch *channel) handlePacket(packet []byte) error {
+	// GATEKEEPER PATCH 20: after its CLOSE the peer sends nothing more on
+	// the channel; what it does send is taken as upstream takes it for a
+	// channel it has already forgotten. (peerClosed is written only by
+	// this goroutine, the mux's loop.)
+	if ch.peerClosed {
+		return ch.mux.handleUnknownChannelPacket(ch.localId, packet)
+	}
 	// Only the open response is expected before the channel is established.
 	if !ch.established.Load() {
 		switch packet[0] {
@@ -721,6 +762,10 @@ func (ch *channel) handlePacket(packet []byte) error {
 	case msgChannelData, msgChannelExtendedData:
 		return ch.handleData(packet)
 	case msgChannelClose:
+		if ch.mux.ownerCloses.Load() { // GATEKEEPER PATCH 20
+			ch.peerClose()
+			return nil
+		}
 		ch.sendMessage(channelCloseMsg{PeersID: ch.remoteId})
 		ch.mux.chanList.remove(ch.localId)
 		ch.close()
@@ -932,8 +977,17 @@ func (ch *channel) Close() error {
 		return errUndecided
 	}
 
-	return ch.sendMessage(channelCloseMsg{
+	err := ch.sendMessage(channelCloseMsg{
 		PeersID: ch.remoteId})
+	// GATEKEEPER PATCH 20: this answers a CLOSE the peer sent while the
+	// owner answers it; the channel then leaves the mux's list.
+	ch.writeMu.Lock()
+	both := ch.peerClosed
+	ch.writeMu.Unlock()
+	if both {
+		ch.mux.chanList.drop(ch)
+	}
+	return err
 }
 
 // Extended returns an io.ReadWriter that sends and receives data on the given,

@@ -70,6 +70,18 @@ func (c *chanList) remove(id uint32) {
 	c.Unlock()
 }
 
+// drop removes ch from the list, if its ID still names it: a channel
+// dropped twice (once for each side's CLOSE, as they may cross) never
+// removes a later channel given the same ID. GATEKEEPER PATCH 20.
+func (c *chanList) drop(ch *channel) {
+	id := ch.localId - c.offset
+	c.Lock()
+	if id < uint32(len(c.chans)) && c.chans[id] == ch {
+		c.chans[id] = nil
+	}
+	c.Unlock()
+}
+
 // dropAll forgets all channels it knows, returning them in a slice.
 func (c *chanList) dropAll() []*channel {
 	c.Lock()
@@ -101,7 +113,21 @@ type mux struct {
 
 	errCond *sync.Cond
 	err     error
+
+	// ownerCloses is set by OwnerAnswersClose. GATEKEEPER PATCH 20.
+	ownerCloses atomic.Bool
 }
+
+// OwnerAnswersClose makes the connection's channels answer a CLOSE from the
+// peer only when their owner calls Close, not at once, so that messages the
+// owner still has for the peer (a relayed command's exit status, which sshd
+// sends after the client's CLOSE) can go before it, as RFC 4254 allows: a
+// channel is closed once both sides have sent CLOSE. After the peer's CLOSE
+// the channel's reads end and its data writes fail, as before; only
+// SendRequest without a reply still works. The owner must Close every
+// channel whose peer closed it: until then it keeps its ID. Call it before
+// the first channel is opened or accepted. GATEKEEPER PATCH 20.
+func (m *mux) OwnerAnswersClose() { m.ownerCloses.Store(true) }
 
 // When debugging, each new chanList instantiation has a different
 // offset.
