@@ -87,6 +87,10 @@ var (
 	ErrExpired = errors.New("the device link expired")
 	// ErrBadCode means the code did not match (wrong, malformed or already used).
 	ErrBadCode = errors.New("the code did not match")
+	// ErrUsedCode means the code's 30-second window was used already, by a login or by the
+	// code that confirmed a link: every window's code is good once, across phones too (a
+	// replacement confirmed in the window its sign-in used). It matches ErrBadCode.
+	ErrUsedCode = fmt.Errorf("%w: %w", ErrBadCode, totp.ErrReplay)
 	// ErrVoided means too many wrong codes were tried: the pending link was cancelled and its
 	// secret dropped. Its text is what users are shown.
 	ErrVoided = errors.New("too many wrong codes: this link was cancelled; start again")
@@ -550,7 +554,7 @@ func (s *Service) Confirm(ctx context.Context, user string, binding Binding, cod
 		case !binding.matches(u.PendingBinding):
 			return fmt.Errorf("%w for %s: it was replaced while the code was checked", ErrNoPending, user)
 		case at.step <= u.LastStep:
-			return fmt.Errorf("%w: %w", ErrBadCode, totp.ErrReplay)
+			return ErrUsedCode
 		}
 		u.State = store.StateActive
 		u.EnrolledAt = now
@@ -581,6 +585,9 @@ func (s *Service) badCode(u *store.User, secret []byte, code string, now time.Ti
 			u.DriftSteps, u.DriftAt = steps, now
 			return &ClockError{Steps: steps}
 		}
+	}
+	if errors.Is(err, totp.ErrReplay) {
+		return ErrUsedCode
 	}
 	return fmt.Errorf("%w: %w", ErrBadCode, err)
 }

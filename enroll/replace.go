@@ -224,7 +224,7 @@ func (s *Service) ConfirmReplace(ctx context.Context, user string, binding Bindi
 		case len(u.NextSecret) == 0 || !binding.matches(u.PendingBinding):
 			return fmt.Errorf("%w for %s: the phone replacement changed while the code was checked; start again if needed", ErrNoPending, user)
 		case at.step <= u.LastStep:
-			return fmt.Errorf("%w: %w", ErrBadCode, totp.ErrReplay)
+			return ErrUsedCode
 		}
 		u.Secret = u.NextSecret
 		u.EnrolledAt = now

@@ -143,6 +143,8 @@ func runTerminal(ctx context.Context, f terminalFlow, user string, in io.Reader,
 			fmt.Fprintln(out, clock.Error())
 		case errors.Is(err, ErrCurrentDeviceCode):
 			fmt.Fprintln(out, "That code is from the phone linked now. Type a code from the app on the new phone.")
+		case errors.Is(err, ErrUsedCode):
+			fmt.Fprintln(out, "That code was used already (each code works once, across phones too). Wait for the next code in the app, then type it.")
 		case errors.Is(err, ErrBadCode):
 			fmt.Fprintln(out, "That code did not match. Check the phone's clock is set automatically, or wait for the next code, and try again.")
 		default:

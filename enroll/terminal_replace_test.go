@@ -41,6 +41,9 @@ func TestTerminalReplace(t *testing.T) {
 	if err := login(svc, "alice", clock.t.Add(30*time.Second), codeAt(old, clock.t.Add(30*time.Second))); err != nil {
 		t.Fatalf("old phone during the replacement: %v", err)
 	}
+	// The new phone's code of the window that login used: used already, and said so.
+	s.typeLine(t, codeAt(next, clock.t.Add(30*time.Second)))
+	s.waitLine(t, "Code from your app: That code was used already (each code works once, across phones too). Wait for the next code in the app, then type it.")
 	clock.t = clock.t.Add(time.Minute)
 	s.typeLine(t, codeAt(next, clock.t))
 	out, err := s.finish(t)

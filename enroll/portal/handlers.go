@@ -28,6 +28,7 @@ const (
 	msgOutside       = "Linking is only possible from the campus network or VPN. If you are away, ask your admin for a one-time ticket."
 	msgShownOnce     = "For your security the code is shown only once. If you scanned it, enter a code from the app below; if not, wait until it expires at %s and start again, or ask your admin."
 	msgBadCode       = "That code did not match. Check that you typed the 6 digits the app shows now. If it still fails, check that the phone sets its clock automatically."
+	msgUsedCode      = "That code was used already: each code works once, across phones too. Wait for the next code in the app and enter that one."
 	msgLinkedOn      = "Linked on %s. Lost your phone? Ask your admin."
 	msgLinkedSince   = "Linked on %s."
 	msgAlreadyLinked = "Your device is already linked. To link a different one, use “Replace my phone” on your account page, or ask your admin to reset it."
@@ -724,13 +725,17 @@ func (s *Server) linkConfirm(w http.ResponseWriter, r *http.Request) {
 
 // badCodeMessage is what a wrong confirmation code gets: the clock advice when the code is what
 // the new secret gives a few minutes off (the phone's clock is wrong), and for a replacement a
-// hint when the code came from the phone linked now; otherwise msgBadCode.
+// hint when the code came from the phone linked now; a code whose window was used already says
+// so; otherwise msgBadCode.
 func badCodeMessage(err error) string {
 	if ce, ok := errors.AsType[*enroll.ClockError](err); ok {
 		return ce.Error()
 	}
 	if errors.Is(err, enroll.ErrCurrentDeviceCode) {
 		return msgCurrentDevice
+	}
+	if errors.Is(err, enroll.ErrUsedCode) {
+		return msgUsedCode
 	}
 	return msgBadCode
 }

@@ -484,6 +484,24 @@ func TestReplaceWithTheCurrentPhonesCode(t *testing.T) {
 	}
 }
 
+// TestReplaceInTheSignInsWindow: the new phone's code of the 30-second window that the sign-in
+// used is refused as used (each window's code is good once, across phones too), saying so, not
+// as a wrong code; the next window's code confirms the new phone.
+func TestReplaceInTheSignInsWindow(t *testing.T) {
+	clock := &fakeClock{t: t0}
+	e := newEnv(t, clock)
+	c, _, _ := linkedUser(t, e, clock) // signed in with the code of the window before now
+	next := startReplace(t, c, false)
+	r := c.post("/replace/confirm", url.Values{"code": {codeAt(next, clock.Now().Add(-30*time.Second))}})
+	if r.status != http.StatusUnprocessableEntity || !strings.Contains(r.body, msgUsedCode) || strings.Contains(r.body, msgBadCode) {
+		t.Errorf("the new phone's code of the sign-in's window: status %d\n%s", r.status, r.body)
+	}
+	r = c.post("/replace/confirm", url.Values{"code": {codeAt(next, clock.Now())}})
+	if r.status != http.StatusSeeOther || r.header.Get("Location") != "/replace/done" {
+		t.Errorf("the next window's code: status %d Location %q\n%s", r.status, r.header.Get("Location"), r.body)
+	}
+}
+
 func TestReplacePendingElsewhere(t *testing.T) {
 	clock := &fakeClock{t: t0}
 	e := newEnv(t, clock)
