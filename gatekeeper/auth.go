@@ -345,7 +345,8 @@ func (s *Server) withCode(ctx context.Context, user, password, code string, remo
 		return nil, "", internalError(err)
 	}
 	src, mine := sourceKeys(remote, trusted), codeKey(user, trusted)
-	res, how, err := s.spendCode(ctx, user, code, u.State == store.StateActive, remote, src, mine)
+	at := s.now()
+	res, how, err := s.spendCode(ctx, user, code, u.State == store.StateActive, remote, src, mine, at)
 	if err != nil {
 		return nil, "", err
 	}
@@ -357,6 +358,9 @@ func (s *Server) withCode(ctx context.Context, user, password, code string, remo
 	released := res.release(func(k LockKey) bool { return k != mine })
 	up, err := s.landerLogin(ctx, user, password)
 	released()
+	if err != nil {
+		s.unrecordLogin(user, u.LastLogin, at)
+	}
 	switch {
 	case errors.Is(err, ErrPasswordRejected):
 		s.noteFailures(append(res.fail(), s.limiter.fail(src)...), remote)
@@ -379,8 +383,9 @@ func (s *Server) withCode(ctx context.Context, user, password, code string, remo
 // has a linked device, with a place reserved in the budgets of src and (when
 // active) mine, the user's own budget. A refused code counts as a failure (an
 // internal error as none); an accepted one returns the reservation, still
-// held, for the caller to end.
-func (s *Server) spendCode(ctx context.Context, user, code string, active bool, remote netip.Addr, src []LockKey, mine LockKey) (*reservation, string, error) {
+// held, for the caller to end, and records at as the user's last login (see
+// unrecordLogin).
+func (s *Server) spendCode(ctx context.Context, user, code string, active bool, remote netip.Addr, src []LockKey, mine LockKey, at time.Time) (*reservation, string, error) {
 	// A recovery-code hash waits for a free slot before the attempt takes
 	// its place in the user's budget: a flood that keeps the slots busy
 	// must not hold the user's places meanwhile.
@@ -402,7 +407,7 @@ func (s *Server) spendCode(ctx context.Context, user, code string, active bool, 
 	case lk != nil:
 		return nil, "", lockedError(lk)
 	}
-	how, err := s.useSecondFactor(ctx, user, code, active)
+	how, err := s.useSecondFactor(ctx, user, code, active, at)
 	if err != nil {
 		if le, ok := errors.AsType[*LoginError](err); ok && isInternal(le.Reason) {
 			res.cancel()
@@ -676,7 +681,7 @@ func (s *Server) passwordOnly(ctx context.Context, user, password string, remote
 // typed, one of their recovery codes, and says which it was. For a user
 // without a linked device the same work is done (a recovery-shaped answer is
 // hashed against nothing), so that timing does not tell such users apart.
-func (s *Server) useSecondFactor(ctx context.Context, user, answer string, active bool) (string, error) {
+func (s *Server) useSecondFactor(ctx context.Context, user, answer string, active bool, at time.Time) (string, error) {
 	recovery := s.recovery != nil && !looksLikeTOTP(answer)
 	if !active {
 		if recovery {
@@ -686,9 +691,9 @@ func (s *Server) useSecondFactor(ctx context.Context, user, answer string, activ
 	}
 	s.metrics.SecondFactorChecks.Inc()
 	if recovery {
-		return secondFactorRecovery, s.useRecoveryCode(ctx, user, answer)
+		return secondFactorRecovery, s.useRecoveryCode(ctx, user, answer, at)
 	}
-	return secondFactorCode, s.useCode(user, answer)
+	return secondFactorCode, s.useCode(user, answer, at)
 }
 
 // looksLikeTOTP tells codes from the app (six digits, maybe spaced) from
@@ -710,12 +715,15 @@ func looksLikeTOTP(answer string) bool {
 // useCode accepts code for user only if its time step is newer than the last
 // one the user used; the check and the record are one store transaction,
 // committed before this returns, so concurrent logins with one code let at
-// most one in, also across restarts.
+// most one in, also across restarts. The same write records at as the
+// user's last login, which the caller takes back if the login fails after
+// all (unrecordLogin): a write after the lander's answer would cost every
+// login a store round trip.
 //
 // A wrong code that matches the user's secret up to driftWindow steps away
 // is recorded as the user's clock drift (for admin show and the log, never
 // for the client): "my codes stopped working" is usually a phone clock.
-func (s *Server) useCode(user, code string) error {
+func (s *Server) useCode(user, code string, at time.Time) error {
 	var drifted *clockDriftError
 	err := s.store.Update(user, func(u *store.User) error {
 		drifted = nil
@@ -739,7 +747,7 @@ func (s *Server) useCode(user, code string) error {
 			return err
 		}
 		u.LastStep = step
-		u.LastLogin = now
+		u.LastLogin = at
 		u.DriftSteps, u.DriftAt = 0, time.Time{} // the clock is right again
 		return nil
 	})
@@ -767,8 +775,9 @@ func (e *clockDriftError) Unwrap() error { return totp.ErrMismatch }
 // useRecoveryCode accepts one of user's unused recovery codes and removes
 // it, in one store transaction. The expensive hash is first computed outside
 // the transaction, so that guesses cannot hold the store's write lock; only
-// a code that matched is hashed again inside it.
-func (s *Server) useRecoveryCode(ctx context.Context, user, answer string) error {
+// a code that matched is hashed again inside it. at is recorded as the
+// user's last login, as in useCode.
+func (s *Server) useRecoveryCode(ctx context.Context, user, answer string, at time.Time) error {
 	u, err := s.store.Get(user)
 	if err != nil {
 		return classifyCodeError(err)
@@ -786,7 +795,7 @@ func (s *Server) useRecoveryCode(ctx context.Context, user, answer string) error
 		if !s.recovery(u, answer) {
 			return totp.ErrReplay // used by a concurrent login in between
 		}
-		u.LastLogin = s.now()
+		u.LastLogin = at
 		return nil
 	})
 	s.noteWriteError(err)
@@ -845,6 +854,32 @@ func classifyCodeError(err error) error {
 		return internalError(err)
 	}
 }
+
+// unrecordLogin puts user's last login back to before where a login whose
+// code was accepted at at (useCode) failed after all: the lander refused the
+// password or could not be reached. "Last login" (admin list and show) is the
+// last login that got in; the audit log has the refused ones. Unless a later
+// login has recorded its own since, as only one that got in can. It is
+// bookkeeping, on the failure path only: a failure is only logged.
+func (s *Server) unrecordLogin(user string, before, at time.Time) {
+	if s.limiter.down() {
+		return // the shared store is not answering: do not make the user wait for it again
+	}
+	err := s.store.Update(user, func(u *store.User) error {
+		if !u.LastLogin.Equal(at) {
+			return errUnchanged
+		}
+		u.LastLogin = before
+		return nil
+	})
+	if err != nil && !errors.Is(err, errUnchanged) {
+		s.log.Warn("taking back the last login failed", "user", user, "err", err)
+		s.storeWriteFailed(err)
+	}
+}
+
+// errUnchanged ends an Update that has nothing to write.
+var errUnchanged = errors.New("unchanged")
 
 // touchLastLogin records a trusted-network login for users that have a
 // record; it is bookkeeping, so a failure is only logged.

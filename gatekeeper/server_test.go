@@ -1073,6 +1073,55 @@ func TestReloadTrustedNetworks(t *testing.T) {
 	}
 }
 
+// TestLastLoginOnlyWhenIn: the last login (admin list and show) is the last
+// one that got in: a good code or recovery code with a wrong password
+// leaves it as it was.
+func TestLastLoginOnlyWhenIn(t *testing.T) {
+	codes, err := enroll.NewRecoveryCodes()
+	if err != nil {
+		t.Fatal(err)
+	}
+	g := newTestGateWith(t, nil, func(o *Options) { o.Recovery = enroll.VerifyRecovery })
+	rs, err := enroll.HashRecovery(context.Background(), codes)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := g.store.Update("alice", func(u *store.User) error { rs.SetOn(u); return nil }); err != nil {
+		t.Fatal(err)
+	}
+	lastLogin := func() time.Time {
+		u, err := g.store.Get("alice")
+		if err != nil {
+			t.Fatal(err)
+		}
+		return u.LastLogin
+	}
+	if r := g.login("alice", landerPassword, g.code(t, 0), "127.0.0.1"); r.err != nil {
+		t.Fatalf("login: %v", r.err)
+	}
+	in := lastLogin()
+	if !in.Equal(g.clock.Now()) {
+		t.Fatalf("last login %v after a login at %v", in, g.clock.Now())
+	}
+	g.clock.Advance(time.Minute)
+	if r := g.login("alice", "guess", g.code(t, 0), "127.0.0.1"); r.err == nil {
+		t.Fatal("a wrong password got in")
+	}
+	if r := g.login("alice", "guess", codes[0], "127.0.0.1"); r.err == nil {
+		t.Fatal("a wrong password got in with a recovery code")
+	}
+	if got := lastLogin(); !got.Equal(in) {
+		t.Errorf("last login %v after refused logins, want %v (the one that got in)", got, in)
+	}
+	g.clock.Advance(time.Minute)
+	if r := g.login("alice", landerPassword, g.code(t, 0), "127.0.0.1"); r.err != nil {
+		t.Fatalf("login: %v", r.err)
+	}
+	if got := lastLogin(); !got.Equal(g.clock.Now()) {
+		t.Errorf("last login %v after a login at %v", got, g.clock.Now())
+	}
+}
+
 func TestRecoveryCodeLogsInOnce(t *testing.T) {
 	var g *testGate
 	codes, err := enroll.NewRecoveryCodes()

@@ -94,6 +94,15 @@ func testRecords(t *testing.T, b Backend) {
 	if string(seen) != "secret-a" {
 		t.Errorf("Update's fn saw secret %q, want the stored one", seen)
 	}
+	// Times come back to the nanosecond: a login's failure takes back the last
+	// login it recorded only while the record still holds exactly that time.
+	at := time.Date(2026, 12, 7, 23, 30, 1, 123456789, time.FixedZone("X", 3600))
+	if err := s.Update("alice", func(u *store.User) error { u.LastLogin = at; return nil }); err != nil {
+		t.Fatal(err)
+	}
+	if u, _ := s.Get("alice"); !u.LastLogin.Equal(at) {
+		t.Errorf("LastLogin stored as %v, read back as %v", at, u.LastLogin)
+	}
 	users, err := s.List()
 	if err != nil || len(users) != 2 || users[0].Name != "alice" || users[1].Name != "bob" {
 		t.Fatalf("List = %+v, %v; want alice, bob", users, err)
