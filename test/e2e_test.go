@@ -626,6 +626,28 @@ func TestCommandLine(t *testing.T) {
 			t.Errorf("config check with a bad %s: want exit 1 and a message naming the key, got %v:\n%s", tc.key, err, out)
 		}
 	}
+
+	// The lander moved to a port whose host key is not on file: config check fails as serve
+	// does, and serve refuses before it creates a database or a key file.
+	dir := t.TempDir()
+	moved := regexp.MustCompile(`address: "127\.0\.0\.1:\d+"`).ReplaceAll(good, []byte(`address: "127.0.0.1:1"`))
+	moved = regexp.MustCompile(`(?m)^db: .*$`).ReplaceAll(moved, fmt.Appendf(nil, "db: %q", filepath.Join(dir, "new.db")))
+	moved = regexp.MustCompile(`(?m)^secret_key_file: .*$`).ReplaceAll(moved, fmt.Appendf(nil, "secret_key_file: %q", filepath.Join(dir, "new.key")))
+	bad := filepath.Join(dir, "moved.yaml")
+	if err := os.WriteFile(bad, moved, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	for _, args := range [][]string{{"config", "check"}, {"serve"}} {
+		out, err := run(append(args, "--config", bad)...)
+		var ee *exec.ExitError
+		if !errors.As(err, &ee) || ee.ExitCode() != 1 || !strings.Contains(out, "no host key on file for [127.0.0.1]:1") ||
+			strings.Contains(out, "config OK") {
+			t.Errorf("%s with the lander's key not on file: want exit 1 naming the missing key, got %v:\n%s", args[0], err, out)
+		}
+	}
+	if ents, _ := os.ReadDir(dir); len(ents) != 1 {
+		t.Errorf("serve refused to start, but left %d files (want only the config)", len(ents)-1)
+	}
 }
 
 func TestMetricsHealthz(t *testing.T) {

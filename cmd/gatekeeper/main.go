@@ -148,6 +148,11 @@ func serve(ctx context.Context, cfg *config.Config, log *slog.Logger, reload fun
 	for _, w := range cfg.Warnings() {
 		log.Warn("config: " + w)
 	}
+	// The lander's host key before anything is created: a config serve cannot run with
+	// leaves no database or key file behind.
+	if err := gatekeeper.CheckKnownHosts(cfg); err != nil {
+		return err
+	}
 	raw, err := openStore(cfg, log)
 	if err != nil {
 		return err
@@ -565,10 +570,10 @@ func newConfigCmd() *cobra.Command {
 			for _, w := range cfg.Warnings() {
 				fmt.Fprintln(cmd.ErrOrStderr(), "warning:", w)
 			}
-			// A warning, not an error: the config may be checked before the lander's key is
-			// recorded, on another machine.
+			// An error, as a missing known_hosts is: serve would refuse to start with this
+			// config, and the admin should learn it here, not from a unit that fails.
 			if err := gatekeeper.CheckKnownHosts(cfg); err != nil {
-				fmt.Fprintf(cmd.ErrOrStderr(), "warning: %v: serve refuses to start without the lander's host key\n", err)
+				return fmt.Errorf("%w: serve refuses to start without the lander's host key", err)
 			}
 			fmt.Fprintln(cmd.ErrOrStderr(), "config OK")
 			return nil
