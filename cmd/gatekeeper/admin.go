@@ -645,9 +645,25 @@ func newAdminTicketCmd(o *adminOpts) *cobra.Command {
 				return c.writeJSON(out)
 			}
 			writeTicket(c.out, out)
+			for _, l := range []struct{ key, addr string }{{"enroll.portal_listen", c.cfg.Enroll.PortalListen}, {"enroll.ssh_listen", c.cfg.Enroll.SSHListen}} {
+				if loopbackListen(l.addr) {
+					fmt.Fprintf(cmd.ErrOrStderr(), "note: %s is %s, reachable from this machine only unless a proxy forwards to it; the address above names this host\n", l.key, l.addr)
+				}
+			}
 			return nil
 		},
 	}
+}
+
+// loopbackListen reports whether a listen address is on a loopback address (which users
+// elsewhere cannot reach).
+func loopbackListen(listen string) bool {
+	host, _, err := net.SplitHostPort(listen)
+	if err != nil {
+		return false
+	}
+	a, err := netip.ParseAddr(host)
+	return err == nil && a.IsLoopback() || host == "localhost"
 }
 
 // writeTicket prints a ticket, its expiry and what to tell the user.

@@ -1289,3 +1289,18 @@ func TestConfigCheckKnownHosts(t *testing.T) {
 		t.Fatalf("config check with a lander name that does not resolve = %v, stderr:\n%s", err, stderr)
 	}
 }
+
+// TestAdminTicketLoopbackNote: a ticket printed while a linking door listens on loopback only
+// says so, since the address it prints names this host, which users elsewhere cannot reach
+// there without a proxy.
+func TestAdminTicketLoopbackNote(t *testing.T) {
+	e := newEnv(t, "enroll:\n  portal_listen: \"127.0.0.1:8080\"\n  ssh_listen: \":2223\"\n")
+	out, stderr, err := e.run(t, "admin", "ticket", "carol")
+	if err != nil || !strings.Contains(out, "Ticket for carol: ") {
+		t.Fatalf("admin ticket = %v\n%s", err, out)
+	}
+	want := "note: enroll.portal_listen is 127.0.0.1:8080, reachable from this machine only unless a proxy forwards to it"
+	if !strings.Contains(stderr, want) || strings.Contains(stderr, "enroll.ssh_listen") {
+		t.Errorf("stderr = %q, want the note on the portal alone", stderr)
+	}
+}
