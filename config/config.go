@@ -414,10 +414,18 @@ func Load(file string, flags *pflag.FlagSet) (*Config, error) {
 		return nil, err
 	}
 	if err := c.Validate(); err != nil {
-		return nil, fmt.Errorf("invalid configuration (%s):\n%w", c.source, err)
+		source := c.source
+		if source == noFile {
+			// The defaults alone rarely validate (known_hosts): say why no file was read.
+			source = fmt.Sprintf("%s: %s does not exist, and neither --config nor $%s names one", noFile, DefaultFile, EnvConfigFile)
+		}
+		return nil, fmt.Errorf("invalid configuration (%s):\n%w", source, err)
 	}
 	return c, nil
 }
+
+// noFile is Config.source when no config file was read.
+const noFile = "no config file"
 
 // read is Load without validation; fallback stands in for DefaultFile so tests do not depend
 // on the machine's /etc.
@@ -432,7 +440,7 @@ func read(file string, flags *pflag.FlagSet, fallback string) (*Config, error) {
 	v.SetEnvKeyReplacer(strings.NewReplacer(".", "_"))
 	v.AutomaticEnv()
 
-	source := "no config file"
+	source := noFile
 	if file != "" {
 		source = file
 		m, err := readFile(file)

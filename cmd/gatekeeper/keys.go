@@ -260,7 +260,7 @@ func newKeysAddCmd(o *adminOpts) *cobra.Command {
 	var from []string
 	var automation bool
 	cmd := &cobra.Command{
-		Use:   "add USER PUBKEY_FILE [--label L] [--automation --from CIDR[,CIDR] --expires DUR [--command CMD]]",
+		Use:   "add USER PUBKEY_FILE [--label L] [--automation --from CIDR[,CIDR] [--expires DUR] [--command CMD]]",
 		Short: "Register an SSH public key for USER (PUBKEY_FILE - reads standard input)",
 		Long: `Register the public key in PUBKEY_FILE (one line such as "ssh-ed25519 AAAA... comment";
 - reads standard input) for USER. The label defaults to the key's comment.

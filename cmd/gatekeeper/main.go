@@ -88,7 +88,7 @@ func newServeCmd() *cobra.Command {
 	var pprofOn bool
 	cmd := &cobra.Command{
 		Use:   "serve",
-		Short: "Run the daemon (SSH front door and admin socket)",
+		Short: "Run the daemon (SSH front door, linking portal and SSH linking, admin socket, metrics)",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			cfg, err := loadConfig(cmd, cmd.Flags())
