@@ -599,16 +599,55 @@ address itself (IPv6: its /64) and its network (/24, IPv6 /48).`,
 			who := res.User + res.Address
 			if len(res.Cleared) == 0 {
 				fmt.Fprintf(c.out, "%s was not locked out.\n", who)
-				return nil
 			}
 			for _, lk := range res.Cleared {
 				fmt.Fprintf(c.out, "%s: cleared %s\n", who, lk)
+			}
+			if res.User != "" {
+				refusedFrom(cmd.Context(), c, res.User)
 			}
 			return nil
 		},
 	}
 	cmd.Flags().StringVar(&address, "address", "", "clear the lockouts of this source address instead of a user's")
 	return cmd
+}
+
+// refusedFrom tells, after unlock USER, where user's logins refused in the last hour came
+// from: a source address has lockouts of its own, which unlock USER leaves (they hold back
+// whoever guessed from there too), and which keep the user out when that is where the user
+// tried from. At most the five addresses with the most refusals are named.
+func refusedFrom(ctx context.Context, c *adminConn, user string) {
+	events, err := c.be.Audit(ctx, store.EventQuery{User: user, Since: time.Now().Add(-time.Hour), Limit: admin.MaxAuditLimit})
+	if err != nil {
+		return // a hint only
+	}
+	counts := map[string]int{}
+	var addrs []string
+	for _, ev := range events {
+		if ev.Kind != store.EventLoginRefused || ev.Remote == "" {
+			continue
+		}
+		if counts[ev.Remote] == 0 {
+			addrs = append(addrs, ev.Remote)
+		}
+		counts[ev.Remote]++
+	}
+	if len(addrs) == 0 {
+		return
+	}
+	slices.SortStableFunc(addrs, func(a, b string) int { return counts[b] - counts[a] })
+	more := ""
+	if len(addrs) > 5 {
+		more = fmt.Sprintf(" and %d more", len(addrs)-5)
+		addrs = addrs[:5]
+	}
+	named := make([]string, len(addrs))
+	for i, a := range addrs {
+		named[i] = fmt.Sprintf("%s (%d)", a, counts[a])
+	}
+	fmt.Fprintf(c.out, "%s's logins refused in the last hour came from %s%s. A source address has lockouts of its own, which this leaves; if %s is still refused, `gatekeeper admin unlock --address ADDR` clears one.\n",
+		user, strings.Join(named, ", "), more, user)
 }
 
 // ticketOutput is `admin ticket -o json`.

@@ -965,6 +965,19 @@ func TestAdminWithDaemon(t *testing.T) {
 	st := startDaemon(t, e, f)
 	seedActive(t, st, "alice", "aaaa-bbbb-cc")
 	seedActive(t, st, "bob")
+	// bob's refused logins, for unlock's hint at the addresses: two from one address, one from
+	// another, one too old to count, and a lockout (not a refusal).
+	for _, ev := range []store.Event{
+		{Kind: store.EventLoginRefused, User: "bob", Remote: "198.51.100.7", Reason: "wrong_code"},
+		{Kind: store.EventLoginRefused, User: "bob", Remote: "203.0.113.9", Reason: "replayed_code"},
+		{Kind: store.EventLoginRefused, User: "bob", Remote: "203.0.113.9", Reason: "wrong_code"},
+		{Kind: store.EventLoginRefused, User: "bob", Remote: "192.0.2.1", Reason: "wrong_code", Time: time.Now().Add(-2 * time.Hour)},
+		{Kind: store.EventLockout, User: "bob", Remote: "192.0.2.2"},
+	} {
+		if err := st.Append(ev); err != nil {
+			t.Fatal(err)
+		}
+	}
 	dir := t.TempDir()
 	var good string
 	if _, err := exec.LookPath("google-authenticator"); err == nil || os.Getenv("CI") == "true" {
@@ -1033,7 +1046,8 @@ func TestAdminWithDaemon(t *testing.T) {
 		{
 			name: "unlock",
 			args: []string{"admin", "unlock", "bob"},
-			want: []string{"bob: cleared user bob: locked until ", "(level 1)\n"},
+			want: []string{"bob: cleared user bob: locked until ", "(level 1)\n",
+				"bob's logins refused in the last hour came from 203.0.113.9 (2), 198.51.100.7 (1). A source address has lockouts of its own"},
 			check: func(t *testing.T, _ string) {
 				if ev := events(t, st); !slices.Contains(ev, "unlock/bob/"+me) {
 					t.Errorf("audit = %v", ev)
