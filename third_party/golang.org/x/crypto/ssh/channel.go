@@ -743,11 +743,27 @@ func (ch *channel) responseMessageReceived() error {
 
 func (ch *channel) handlePacket(packet []byte) error {
 	// GATEKEEPER PATCH 20: after its CLOSE the peer sends nothing more on
-	// the channel; what it does send is taken as upstream takes it for a
-	// channel it has already forgotten. (peerClosed is written only by
-	// this goroutine, the mux's loop.)
+	// the channel but for answers to requests that crossed it; a request
+	// is refused, as upstream refuses one for a channel it has forgotten,
+	// and anything else ends the connection. (peerClosed is written only
+	// by this goroutine, the mux's loop.)
 	if ch.peerClosed {
-		return ch.mux.handleUnknownChannelPacket(ch.localId, packet)
+		switch packet[0] {
+		case msgChannelSuccess, msgChannelFailure:
+			// The answer to a request of ours that crossed the peer's
+			// CLOSE: its SendRequest has returned already (EOF).
+			return nil
+		case msgChannelRequest:
+			var req channelRequestMsg
+			if err := Unmarshal(packet, &req); err != nil {
+				return err
+			}
+			if req.WantReply {
+				return ch.sendMessage(channelRequestFailureMsg{PeersID: ch.remoteId})
+			}
+			return nil
+		}
+		return fmt.Errorf("ssh: message type %d on channel %d after its close", packet[0], ch.localId)
 	}
 	// Only the open response is expected before the channel is established.
 	if !ch.established.Load() {
@@ -1009,6 +1025,14 @@ func (ch *channel) SendRequest(name string, wantReply bool, payload []byte) (boo
 	}
 
 	if wantReply {
+		// GATEKEEPER PATCH 20: a peer that sent CLOSE answers nothing
+		// more; the request is not sent.
+		ch.writeMu.Lock()
+		closed := ch.peerClosed
+		ch.writeMu.Unlock()
+		if closed {
+			return false, io.EOF
+		}
 		ch.sentRequestMu.Lock()
 		defer ch.sentRequestMu.Unlock()
 

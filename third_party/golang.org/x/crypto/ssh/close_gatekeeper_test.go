@@ -81,8 +81,8 @@ func TestOwnerAnswersClose(t *testing.T) {
 		t.Error("data written after the peer's CLOSE")
 	}
 	within(t, "a request wanting a reply", func() {
-		if ok, err := accepted.SendRequest("want-reply", true, nil); ok || err == nil {
-			t.Errorf("SendRequest(wantReply) after the peer's CLOSE = %v, %v; want false and an error", ok, err)
+		if ok, err := accepted.SendRequest("want-reply", true, nil); ok || err != io.EOF {
+			t.Errorf("SendRequest(wantReply) after the peer's CLOSE = %v, %v; want false, EOF (and nothing sent)", ok, err)
 		}
 	})
 	if _, err := accepted.SendRequest("exit-status", false, Marshal(struct{ Status uint32 }{3})); err != nil {
@@ -100,8 +100,8 @@ func TestOwnerAnswersClose(t *testing.T) {
 			got = append(got, req.Type)
 		}
 	})
-	if len(got) != 2 || got[0] != "want-reply" || got[1] != "exit-status" {
-		t.Errorf("the opener got %q after its CLOSE, want the two requests", got)
+	if len(got) != 1 || got[0] != "exit-status" {
+		t.Errorf("the opener got %q after its CLOSE, want the exit status alone", got)
 	}
 	if acceptor.chanList.getChan(accepted.localId) != nil {
 		t.Error("the accepted channel is still listed after both CLOSEs")
@@ -149,13 +149,21 @@ func TestOwnerAnswersCloseCrossing(t *testing.T) {
 	}
 }
 
-// TestOwnerAnswersCloseAfterPeerClose: what a peer sends on a channel after
-// its CLOSE is taken as upstream takes it for a channel it has forgotten: a
-// request is ignored (no reply wanted) and anything else ends the connection
-// with an error, never a send on a closed Go channel.
+// TestOwnerAnswersCloseAfterPeerClose: after its CLOSE, a peer's answers to
+// requests that crossed it are dropped and its requests refused, as upstream
+// refuses them for a channel it has forgotten, and the connection goes on;
+// anything else ends the connection with an error, never a send on a closed
+// Go channel.
 func TestOwnerAnswersCloseAfterPeerClose(t *testing.T) {
 	opener, acceptor, opened, _, reqs := ownerClosePair(t)
-	if err := opened.Close(); err != nil {
+	go func() {
+		for req := range acceptor.incomingRequests {
+			_ = req.Reply(true, nil)
+		}
+	}()
+	// A raw CLOSE: the opener's channel stays as it was, to receive the
+	// failure its request below gets.
+	if err := opener.conn.writePacket(Marshal(channelCloseMsg{PeersID: opened.remoteId})); err != nil {
 		t.Fatal(err)
 	}
 	within(t, "the accepted end's requests ending", func() {
@@ -169,7 +177,18 @@ func TestOwnerAnswersCloseAfterPeerClose(t *testing.T) {
 		}
 	}
 	raw(channelRequestMsg{PeersID: opened.remoteId, Request: "late"})
-	raw(channelRequestMsg{PeersID: opened.remoteId, Request: "late-success", WantReply: true})
+	raw(channelRequestSuccessMsg{PeersID: opened.remoteId})
+	raw(channelRequestFailureMsg{PeersID: opened.remoteId})
+	within(t, "a request after the peer's CLOSE", func() {
+		if ok, err := opened.SendRequest("late-want-reply", true, nil); ok || err != nil {
+			t.Errorf("a request after its CLOSE = %v, %v; want refused", ok, err)
+		}
+	})
+	within(t, "a global request after those", func() {
+		if ok, _, err := opener.SendRequest("alive", true, nil); !ok || err != nil {
+			t.Errorf("the connection after stray answers and requests: %v, %v; want it alive", ok, err)
+		}
+	})
 	raw(channelDataMsg{PeersID: opened.remoteId, Length: 4, Rest: []byte("late")})
 	within(t, "the connection ending", func() {
 		if err := acceptor.Wait(); err == nil || err == io.EOF {

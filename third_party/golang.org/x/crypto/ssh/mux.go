@@ -123,8 +123,10 @@ type mux struct {
 // owner still has for the peer (a relayed command's exit status, which sshd
 // sends after the client's CLOSE) can go before it, as RFC 4254 allows: a
 // channel is closed once both sides have sent CLOSE. After the peer's CLOSE
-// the channel's reads end and its data writes fail, as before; only
-// SendRequest without a reply still works. The owner must Close every
+// the channel's reads end and its data writes fail, as before, and a
+// request wanting a reply is not sent (SendRequest returns io.EOF); other
+// messages still go (a request without reply, EOF, answers to the peer's
+// earlier requests, window adjustments). The owner must Close every
 // channel whose peer closed it: until then it keeps its ID. Call it before
 // the first channel is opened or accepted. GATEKEEPER PATCH 20.
 func (m *mux) OwnerAnswersClose() { m.ownerCloses.Store(true) }
