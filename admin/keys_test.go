@@ -229,16 +229,16 @@ func TestResetKeepsKeys(t *testing.T) {
 	}{
 		{name: "linked, keys kept", linked: true,
 			want:      ResetResult{User: "alice", HadRecord: true, KeysKept: 2, RememberedForgotten: 1},
-			wantAudit: "device link and recovery codes removed; 2 SSH keys kept; 1 remembered devices forgotten; 0 live sessions ended", keysLeft: 2},
+			wantAudit: "device link and recovery codes removed; 2 SSH keys kept; 1 remembered device forgotten; 0 live sessions ended", keysLeft: 2},
 		{name: "linked, keys removed", linked: true, keys: true, sessions: 1,
 			want:      ResetResult{User: "alice", HadRecord: true, KeysRemoved: 2, RememberedForgotten: 1, SessionsEnded: 1},
-			wantAudit: "device link and recovery codes removed; 2 SSH keys removed; 1 remembered devices forgotten; 1 live sessions ended"},
+			wantAudit: "device link and recovery codes removed; 2 SSH keys removed; 1 remembered device forgotten; 1 live session ended"},
 		{name: "keys only, keys removed", keys: true,
 			want:      ResetResult{User: "alice", KeysRemoved: 2, RememberedForgotten: 1},
-			wantAudit: "no device was linked; 2 SSH keys removed; 1 remembered devices forgotten; 0 live sessions ended"},
+			wantAudit: "no device was linked; 2 SSH keys removed; 1 remembered device forgotten; 0 live sessions ended"},
 		{name: "keys only, remembered forgotten",
 			want:      ResetResult{User: "alice", KeysKept: 2, RememberedForgotten: 1},
-			wantAudit: "no device was linked; 2 SSH keys kept; 1 remembered devices forgotten; 0 live sessions ended", keysLeft: 2},
+			wantAudit: "no device was linked; 2 SSH keys kept; 1 remembered device forgotten; 0 live sessions ended", keysLeft: 2},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -303,7 +303,7 @@ func TestResetNothingButKeys(t *testing.T) {
 		t.Fatal(err)
 	}
 	_, err := c.Reset(ctx, "alice")
-	if !errors.Is(err, ErrNoSuchUser) || !strings.Contains(err.Error(), "1 SSH keys kept; --keys removes them") {
+	if !errors.Is(err, ErrNoSuchUser) || !strings.Contains(err.Error(), "1 SSH key kept; --keys removes them") {
 		t.Errorf("reset of a user with keys only = %v, want ErrNoSuchUser mentioning --keys", err)
 	}
 	if u, _ := d.st.Get("alice"); len(u.Keys) != 1 {

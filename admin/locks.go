@@ -44,10 +44,10 @@ func (l LockInfo) String() string {
 		fmt.Fprintf(&b, "not locked (level %d)", l.Level)
 	}
 	if l.Failures > 0 {
-		fmt.Fprintf(&b, ", %d failures counted", l.Failures)
+		b.WriteString(", " + plural(l.Failures, "failure") + " counted")
 	}
 	if l.Refused > 0 {
-		fmt.Fprintf(&b, ", %d logins refused", l.Refused)
+		b.WriteString(", " + plural(l.Refused, "login") + " refused")
 	}
 	return b.String()
 }

@@ -112,12 +112,12 @@ func ResetDetail(res ResetResult, opts ResetOptions) string {
 	case res.Damaged:
 		d += "; the record was damaged, so it was removed whole with any SSH keys it held"
 	case opts.Keys || res.KeysRemoved > 0:
-		d += fmt.Sprintf("; %d SSH keys removed", res.KeysRemoved)
+		d += "; " + plural(res.KeysRemoved, "SSH key") + " removed"
 	case res.KeysKept > 0:
-		d += fmt.Sprintf("; %d SSH keys kept", res.KeysKept)
+		d += "; " + plural(res.KeysKept, "SSH key") + " kept"
 	}
 	if res.RememberedForgotten > 0 {
-		d += fmt.Sprintf("; %d remembered devices forgotten", res.RememberedForgotten)
+		d += "; " + plural(res.RememberedForgotten, "remembered device") + " forgotten"
 	}
 	return d
 }
@@ -131,7 +131,7 @@ func NothingToReset(res ResetResult, also string) error {
 	}
 	keys := ""
 	if res.KeysKept > 0 {
-		keys = fmt.Sprintf(" (%d SSH keys kept; --keys removes them)", res.KeysKept)
+		keys = " (" + plural(res.KeysKept, "SSH key") + " kept; --keys removes them)"
 	}
 	return fmt.Errorf("%w: %s has no linked device%s, nothing to reset%s", ErrNoSuchUser, res.User, also, keys)
 }
@@ -289,7 +289,7 @@ func (s *Server) handleReset(w http.ResponseWriter, r *http.Request) {
 		s.writeErr(w, r, err)
 		return
 	}
-	detail := ResetDetail(res, opts) + fmt.Sprintf("; %d live sessions ended", res.SessionsEnded)
+	detail := ResetDetail(res, opts) + "; " + plural(res.SessionsEnded, "live session") + " ended"
 	s.audit(r, store.Event{Kind: store.EventReset, User: name, Actor: actorOf(r), Detail: detail})
 	s.log().InfoContext(r.Context(), "user reset", "user", name, "actor", actorOf(r), "had_record", res.HadRecord,
 		"keys_kept", res.KeysKept, "keys_removed", res.KeysRemoved, "damaged", res.Damaged, "sessions_ended", res.SessionsEnded)

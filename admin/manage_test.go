@@ -179,7 +179,7 @@ func TestReset(t *testing.T) {
 			want:      ResetResult{User: "bob", HadRecord: true, Damaged: true},
 			wantAudit: "device link and recovery codes removed; the record was damaged, so it was removed whole with any SSH keys it held; 0 live sessions ended"},
 		{name: "no record but a session", user: "carol", sessions: 1,
-			want: ResetResult{User: "carol", SessionsEnded: 1}, wantAudit: "no device was linked; 1 live sessions ended"},
+			want: ResetResult{User: "carol", SessionsEnded: 1}, wantAudit: "no device was linked; 1 live session ended"},
 		{name: "nothing to reset", user: "carol", wantErr: ErrNoSuchUser},
 		{name: "no session hook", user: "alice", linked: true, noHook: true, wantErr: ErrNotImplemented},
 		{name: "bad name", user: "-rf", wantErr: store.ErrBadName},

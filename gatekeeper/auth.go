@@ -905,7 +905,7 @@ func (s *Server) touchLastLogin(user string) {
 func (s *Server) noteFailures(started []Lock, remote netip.Addr) {
 	for _, lk := range started {
 		s.log.Warn("locked out", "scope", string(lk.Key.Scope), "key", lk.Key.Name,
-			"until", lk.Until, "level", lk.Level, "remote", remote.String())
+			"until", lk.Until, "lock_level", lk.Level, "remote", remote.String())
 		s.metrics.Lockouts.With(string(lk.Key.Scope)).Inc()
 		ev := store.Event{Kind: store.EventLockout, Remote: remote.String(), Detail: lk.describe()}
 		if userScope(lk.Key.Scope) {
