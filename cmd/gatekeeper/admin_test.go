@@ -20,6 +20,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -1316,5 +1317,50 @@ func TestAdminTicketLoopbackNote(t *testing.T) {
 	want := "note: enroll.portal_listen is 127.0.0.1:8080, reachable from this machine only unless a proxy forwards to it"
 	if !strings.Contains(stderr, want) || strings.Contains(stderr, "enroll.ssh_listen") {
 		t.Errorf("stderr = %q, want the note on the portal alone", stderr)
+	}
+}
+
+// TestCreatedFilesTakeTheDirectorysOwner: run as root before the first start, a command that
+// creates the database and the key file gives them to the owner of their directory (the
+// service's user owns /var/lib/gatekeeper), so that the service can open them; files that
+// existed keep their owner.
+func TestCreatedFilesTakeTheDirectorysOwner(t *testing.T) {
+	if os.Geteuid() != 0 {
+		if os.Getenv("CI") == "true" {
+			t.Fatal("needs root to give a directory to another uid; CI must run this test")
+		}
+		t.Skip("needs root to give a directory to another uid")
+	}
+	const uid, gid = 54321, 54322
+	e := newEnv(t, "")
+	dir := filepath.Dir(e.db)
+	if err := os.Chown(dir, uid, gid); err != nil {
+		t.Fatal(err)
+	}
+	if _, _, err := e.run(t, "admin", "ticket", "carol"); err != nil {
+		t.Fatal(err)
+	}
+	owner := func(p string) (int, int) {
+		fi, err := os.Stat(p)
+		if err != nil {
+			t.Fatal(err)
+		}
+		st := fi.Sys().(*syscall.Stat_t)
+		return int(st.Uid), int(st.Gid)
+	}
+	for _, p := range []string{e.db, e.key} {
+		if u, g := owner(p); u != uid || g != gid {
+			t.Errorf("%s created as %d:%d, want the directory's %d:%d", filepath.Base(p), u, g, uid, gid)
+		}
+	}
+	// An existing file keeps its owner.
+	if err := os.Chown(e.db, 0, 0); err != nil {
+		t.Fatal(err)
+	}
+	if _, _, err := e.run(t, "admin", "ticket", "dave"); err != nil {
+		t.Fatal(err)
+	}
+	if u, g := owner(e.db); u != 0 || g != 0 {
+		t.Errorf("an existing database went to %d:%d", u, g)
 	}
 }

@@ -188,8 +188,21 @@ func serve(ctx context.Context, cfg *config.Config, log *slog.Logger, reload fun
 		defer sessions.Close()
 		opts.Sessions = sessions
 	}
-	gk, err := gatekeeper.New(cfg, opts)
+	// Host keys and the lander CA are created on the first start: the service's own, as the
+	// database (adoptNew).
+	var gk *gatekeeper.Server
+	generated := slices.Clone(cfg.HostKeyFiles)
+	if cfg.Keys.Enabled {
+		generated = append(generated, cfg.Keys.LanderCAFile, cfg.Keys.LanderCAFile+".pub")
+	}
+	err = adoptNew(generated, func() (err error) {
+		gk, err = gatekeeper.New(cfg, opts)
+		return err
+	})
 	if err != nil {
+		if gk != nil {
+			gk.Close()
+		}
 		return err
 	}
 	// Stops the front door's background work on the error paths below; at

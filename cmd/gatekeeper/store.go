@@ -60,8 +60,27 @@ func endElsewhere(ctx context.Context, st store.Store, match func(store.LiveSess
 }
 
 // openStore opens the store cfg names: the bbolt file in db, or the etcd
-// cluster of store.etcd. log gets what opening did (a schema migration).
-func openStore(cfg *config.Config, log *slog.Logger) (store.Store, error) {
+// cluster of store.etcd. log gets what opening did (a schema migration). The
+// database and key files it creates go to the owner of their directory when
+// it runs as root (adoptNew).
+func openStore(cfg *config.Config, log *slog.Logger) (st store.Store, err error) {
+	files := []string{cfg.SecretKeyFile}
+	if cfg.Store.Backend != "etcd" {
+		files = append(files, cfg.DB)
+	}
+	err = adoptNew(files, func() error {
+		st, err = openStoreAs(cfg, log)
+		return err
+	})
+	if err != nil && st != nil {
+		_ = st.Close()
+		st = nil
+	}
+	return st, err
+}
+
+// openStoreAs is openStore without the files' owner.
+func openStoreAs(cfg *config.Config, log *slog.Logger) (store.Store, error) {
 	switch cfg.Store.Backend {
 	case "etcd":
 		e := cfg.Store.Etcd
