@@ -138,11 +138,16 @@ func (b *localBackend) Import(_ context.Context, name string, req admin.ImportRe
 }
 
 // noDaemonError is the answer of the commands that only make sense with a running daemon.
+// cluster is set for a node of several (etcd), where the other nodes' daemons may run.
 type noDaemonError struct {
 	socket, why string
+	cluster     bool
 }
 
 func (e *noDaemonError) Error() string {
+	if e.cluster {
+		return fmt.Sprintf("no gatekeeper daemon is running on this node (admin socket %s): run the command on a node whose daemon runs, which reaches the whole cluster", e.socket)
+	}
 	return fmt.Sprintf("no gatekeeper daemon is running (admin socket %s): %s", e.socket, e.why)
 }
 
@@ -223,7 +228,7 @@ func (o *adminOpts) openChecked(cmd *cobra.Command, daemonOnly string, use store
 		return nil, err
 	}
 	if daemonOnly != "" {
-		return nil, &noDaemonError{socket: cfg.Admin.Socket, why: daemonOnly}
+		return nil, &noDaemonError{socket: cfg.Admin.Socket, why: daemonOnly, cluster: cfg.Store.Backend == "etcd"}
 	}
 	if use == readsStore {
 		if err := databaseExists(cfg); err != nil {
@@ -345,7 +350,8 @@ func newAdminCmd() *cobra.Command {
 The commands talk to the running daemon over its admin socket (admin.socket; root or the
 gatekeeper group), which records the caller's uid in the audit log. When no daemon runs they
 open the database directly and the audit log names "console"; sessions, kill and unlock then
-fail, as live sessions and lockouts exist only in the daemon.`,
+fail, as live sessions and lockouts exist only in the daemon (with several nodes on etcd: run
+them on a node whose daemon runs, which reaches the others).`,
 	}
 	cmd.PersistentFlags().StringVarP(&o.output, "output", "o", "table", "output format: table (for people) or json (for scripts)")
 	cmd.AddCommand(

@@ -1364,3 +1364,17 @@ func TestCreatedFilesTakeTheDirectorysOwner(t *testing.T) {
 		t.Errorf("an existing database went to %d:%d", u, g)
 	}
 }
+
+// TestNoDaemonOnAClusterNode: on a node of several (etcd) whose daemon is down, the commands
+// that need a daemon say to run them on a node whose daemon runs, not that there are no
+// sessions or lockouts: the other nodes may have both.
+func TestNoDaemonOnAClusterNode(t *testing.T) {
+	e := newEnv(t, "store:\n  backend: \"etcd\"\n  etcd:\n    endpoints: [\"http://127.0.0.1:1\"]\n")
+	for _, args := range [][]string{{"admin", "sessions"}, {"admin", "kill", "3"}, {"admin", "unlock", "alice"}} {
+		_, _, err := e.run(t, args...)
+		if !errors.Is(err, admin.ErrNoDaemon) || !strings.Contains(err.Error(), "no gatekeeper daemon is running on this node") ||
+			!strings.Contains(err.Error(), "run the command on a node whose daemon runs") {
+			t.Errorf("%s without a daemon on an etcd node: %v", strings.Join(args, " "), err)
+		}
+	}
+}
