@@ -343,11 +343,13 @@ func AuditBackup(st store.Store, h BackupHeader, actor, what string, log *slog.L
 	}
 }
 
-// RestoreResult is the answer to a restore: what was written.
+// RestoreResult is the answer to a restore: what was written. Events counts the events
+// restored, EventsHeld those of them the audit log held already, which were not added again.
 type RestoreResult struct {
-	Users   int `json:"users"`
-	Tickets int `json:"tickets"`
-	Events  int `json:"events"`
+	Users      int `json:"users"`
+	Tickets    int `json:"tickets"`
+	Events     int `json:"events"`
+	EventsHeld int `json:"events_held,omitempty"`
 }
 
 // Restore loads f's items into st (Store.Load): a user who already has a record is refused,
@@ -365,11 +367,14 @@ func Restore(st store.Store, f *BackupFile, force bool, actor string, log *slog.
 	if err != nil {
 		return RestoreResult{}, fmt.Errorf("%w; nothing was written", lineError(err))
 	}
-	out := RestoreResult{Users: res.Users, Tickets: res.Tickets, Events: res.Events}
+	out := RestoreResult{Users: res.Users, Tickets: res.Tickets, Events: res.Events, EventsHeld: res.EventsHeld}
 	h := f.Header
 	detail := fmt.Sprintf("loaded %s from a backup of %s (%s) made %s",
 		BackupHeader{Users: out.Users, Tickets: out.Tickets, Events: out.Events, Audit: h.Audit}.Summary(),
 		orDash(h.Node), orDash(h.Backend), h.Created.UTC().Format(time.RFC3339))
+	if out.EventsHeld > 0 {
+		detail += fmt.Sprintf("; %s of them already in the log, not added again", plural(out.EventsHeld, "event"))
+	}
 	if force {
 		detail += "; --force: existing users overwritten"
 	}

@@ -181,6 +181,9 @@ record. Stop the daemons, or restore before users come to the new store.`,
 			got := admin.BackupHeader{Users: res.Users, Tickets: res.Tickets, Events: res.Events, Audit: f.Header.Audit}
 			fmt.Fprintf(c.out, "restored %s from %s (a backup of %s, %s store, made %s)\n", got.Summary(), path,
 				cell(f.Header.Node), cell(f.Header.Backend), fmtTime(f.Header.Created))
+			if res.EventsHeld > 0 {
+				fmt.Fprintf(c.out, "(already in the audit log, so not added again: %s)\n", plural(res.EventsHeld, "event"))
+			}
 			if skipped := f.Header.Tickets - res.Tickets; skipped > 0 {
 				fmt.Fprintf(c.out, "(%s left out: expired, or, when this restore ran before and stopped part-way, "+
 					"restored then and perhaps used since; admin ticket issues a new one)\n", plural(skipped, "ticket"))

@@ -190,6 +190,11 @@ func TestAdminBackupRestore(t *testing.T) {
 	}
 	var nEvents int
 	dst.withStore(t, func(st store.Store) { nEvents = len(events(t, st)) })
+	out, _, err = dst.run(t, "admin", "restore", file, "--force")
+	if err != nil || !strings.Contains(out, "(already in the audit log, so not added again: 1 event)") {
+		t.Fatalf("restore --force again: %v\n%s", err, out)
+	}
+	dst.withStore(t, func(st store.Store) { nEvents = len(events(t, st)) })
 	out, _, err = dst.run(t, "admin", "restore", file, "--force", "-o", "json")
 	if err != nil {
 		t.Fatalf("restore --force: %v", err)

@@ -350,9 +350,11 @@ type Item struct {
 	Damaged error `json:"-"`
 }
 
-// LoadResult counts what Load wrote.
+// LoadResult counts what Load wrote. Events counts the events restored,
+// EventsHeld those of them the log held already, which were not added again.
 type LoadResult struct {
 	Users, Tickets, Events int
+	EventsHeld             int
 }
 
 // The kinds of Item.

@@ -44,8 +44,8 @@ func (s *Store) Dump(audit bool, fn func(store.Item) error) error {
 // record are refused, all of them named, unless force is set. Events are
 // appended after the existing ones, in the items' order, except those the log
 // already holds (the same bytes, as many times as it holds them): a backup
-// restored twice adds its events once, as etcd's Load, which keys them.
-// They are counted as restored.
+// restored twice adds its events once, as etcd's Load. They are counted as
+// restored, and in EventsHeld.
 func (s *Store) Load(items []store.Item, force bool) (store.LoadResult, error) {
 	var res store.LoadResult
 	if _, err := s.codec.CheckItems(items); err != nil {
@@ -87,6 +87,7 @@ func (s *Store) Load(items []store.Item, force bool) (store.LoadResult, error) {
 				res.Events++
 				if h := sha256.Sum256(it.Value); held[h] > 0 {
 					held[h]--
+					res.EventsHeld++
 					continue
 				}
 				seq++

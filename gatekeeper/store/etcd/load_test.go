@@ -309,3 +309,38 @@ func TestLoadTicketsAfterIdenticalUsers(t *testing.T) {
 		t.Errorf("the ticket after the restore: %v", err)
 	}
 }
+
+// TestLoadIntoItsOwnCluster: a backup with audit restored into the cluster it came from, whose
+// log holds its events as they were appended live (under keys of another form than a
+// restore's), adds none of them again, also when they take several pages to read
+// (heldEvents), and events appended since are kept.
+func TestLoadIntoItsOwnCluster(t *testing.T) {
+	c := etcdtest.Start(t, 1)
+	s := open(t, c, "/own/", t.TempDir()+"/secret.key", "a")
+	const n = 2*heldPage + 17
+	base := time.Now().Add(-time.Hour)
+	var batch []store.Event
+	for i := range n {
+		batch = append(batch, store.Event{Kind: store.EventLoginOK, User: "alice", Time: base.Add(time.Duration(i) * time.Millisecond)})
+		if len(batch) == store.MaxAppend || i == n-1 {
+			if err := s.Append(batch...); err != nil {
+				t.Fatal(err)
+			}
+			batch = batch[:0]
+		}
+	}
+	var items []store.Item
+	if err := s.Dump(true, func(it store.Item) error { items = append(items, it); return nil }); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Append(store.Event{Kind: store.EventLoginOK, User: "bob"}); err != nil {
+		t.Fatal(err)
+	}
+	res, err := s.Load(items, true)
+	if err != nil || res.Events != n || res.EventsHeld != n {
+		t.Fatalf("Load = %+v, %v; want all %d events held already", res, err, n)
+	}
+	if got := count(t, s, "audit/"); got != n+1 {
+		t.Errorf("%d events in the log after the restore, want %d", got, n+1)
+	}
+}

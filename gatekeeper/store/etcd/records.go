@@ -303,8 +303,9 @@ const maxTxnOps = 100
 // again after such a failure goes on where it stopped), any other user with a
 // record is refused, and each batch requires its users to be still without a
 // record, so a user linked (or logged in, or reset) meanwhile is never
-// overwritten. An audit event is put under a key made
-// from its time, its bytes and its place in items (restoredKey), so that a
+// overwritten. An audit event the log holds already (the same bytes) is not
+// added again (heldEvents); one that is added is put under a key made from
+// its time, its bytes and its place in items (restoredKey), so that a
 // restore run again after a failure replaces the events it wrote already.
 func (s *Store) Load(items []store.Item, force bool) (store.LoadResult, error) {
 	var res store.LoadResult
@@ -338,6 +339,10 @@ func (s *Store) Load(items []store.Item, force bool) (store.LoadResult, error) {
 		if done, err = s.identicalUsers(items); err != nil {
 			return res, err
 		}
+	}
+	held, err := s.heldEvents(items)
+	if err != nil {
+		return res, err
 	}
 	ticketsWritten := false
 	if len(done) > 0 {
@@ -427,6 +432,12 @@ func (s *Store) Load(items []store.Item, force bool) (store.LoadResult, error) {
 			ops = append(ops, clientv3.OpPut(s.ticketKey(k), string(it.Value), clientv3.WithLease(lease.ID)))
 			batch.Tickets++
 		case store.ItemEvent:
+			if h := sha256.Sum256(it.Value); held[h] > 0 {
+				held[h]--
+				res.Events++
+				res.EventsHeld++
+				continue
+			}
 			e, _ := store.DecodeEvent(1, it.Value)
 			ops = append(ops, clientv3.OpPut(s.restoredKey(e.Time, it.Value, i), string(it.Value)))
 			batch.Events++
@@ -438,6 +449,58 @@ func (s *Store) Load(items []store.Item, force bool) (store.LoadResult, error) {
 		}
 	}
 	return res, flush()
+}
+
+// heldPage is how many events heldEvents reads in one request.
+const heldPage = 1000
+
+// heldEvents counts the events of the audit log that are among items'
+// events, by the SHA-256 of their bytes, as bolt's Load does: so a backup
+// restored into the cluster it came from, or restored twice, adds none of
+// its events twice (restoredKey covers only the same restore run again). It
+// reads the log between the first and the last of the events' times (the
+// keys start with the time), heldPage events at a time; nil when items hold
+// no event.
+func (s *Store) heldEvents(items []store.Item) (map[[sha256.Size]byte]int, error) {
+	want := map[[sha256.Size]byte]int{}
+	var lo, hi int64
+	for _, it := range items {
+		if it.Kind != store.ItemEvent {
+			continue
+		}
+		e, _ := store.DecodeEvent(1, it.Value) // checked
+		t := max(e.Time.UnixNano(), 0)
+		if len(want) == 0 || t < lo {
+			lo = t
+		}
+		hi = max(hi, t)
+		want[sha256.Sum256(it.Value)]++
+	}
+	if len(want) == 0 {
+		return nil, nil
+	}
+	from := fmt.Sprintf("%saudit/%020d", s.prefix, lo)
+	end := fmt.Sprintf("%saudit/%020d", s.prefix, hi+1)
+	held := map[[sha256.Size]byte]int{}
+	for {
+		var resp *clientv3.GetResponse
+		err := s.retried(func(ctx context.Context) (err error) {
+			resp, err = s.cli.Get(ctx, from, clientv3.WithRange(end), clientv3.WithLimit(heldPage))
+			return err
+		})
+		if err != nil {
+			return nil, s.fail("read the audit log", err)
+		}
+		for _, kv := range resp.Kvs {
+			if h := sha256.Sum256(kv.Value); want[h] > held[h] {
+				held[h]++
+			}
+		}
+		if !resp.More || len(resp.Kvs) == 0 {
+			return held, nil
+		}
+		from = string(resp.Kvs[len(resp.Kvs)-1].Key) + "\x00"
+	}
 }
 
 // identicalUsers reads the users' records and returns the users of items

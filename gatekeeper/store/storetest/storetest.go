@@ -458,8 +458,8 @@ func testDumpLoad(t *testing.T, b Backend) {
 	twice := append(slices.Clone(items), event)
 	for run := 1; run <= 2; run++ {
 		res, err := dst.Load(twice, true)
-		if err != nil || res.Events != 2 {
-			t.Fatalf("Load again (run %d) = %+v, %v; want 2 events restored", run, res, err)
+		if err != nil || res.Events != 2 || res.EventsHeld != run {
+			t.Fatalf("Load again (run %d) = %+v, %v; want 2 events restored, %d of them held already", run, res, err, run)
 		}
 		evs, _ = dst.Events(store.EventQuery{})
 		n := 0
@@ -471,6 +471,16 @@ func testDumpLoad(t *testing.T, b Backend) {
 		if n != 2 {
 			t.Errorf("after restoring a backup holding an event twice (run %d): %d copies of it in the log, want 2", run, n)
 		}
+	}
+	// Restored into the store it came from, whose log holds its events as they were written
+	// live: none is added again.
+	res, err = src.Load(items, true)
+	if err != nil || res.Events != 1 || res.EventsHeld != 1 {
+		t.Fatalf("Load into the store the backup came from = %+v, %v; want its event held already", res, err)
+	}
+	evs, _ = src.Events(store.EventQuery{})
+	if n := len(slices.DeleteFunc(evs, func(e store.Event) bool { return e.Kind != store.EventLinkConfirmed })); n != 1 {
+		t.Errorf("after restoring a backup into the store it came from: %d copies of its event, want 1", n)
 	}
 }
 
