@@ -240,7 +240,7 @@ func (o *adminOpts) openChecked(cmd *cobra.Command, daemonOnly string, use store
 			return nil, err
 		}
 	}
-	st, err := openStore(cfg, slog.New(slog.DiscardHandler))
+	st, err := openStore(cfg, slog.New(slog.DiscardHandler), use == readsStore)
 	if err != nil {
 		var inUse *bolt.InUseError
 		if errors.As(err, &inUse) {

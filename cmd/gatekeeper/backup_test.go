@@ -658,3 +658,26 @@ func TestAdminRestorePrintsNoEscapes(t *testing.T) {
 		t.Errorf("restore printed the header's control characters, or not quoted: %q", stdout.String())
 	}
 }
+
+// TestReadOnlyCommandsRefuseAnEmptyEtcdPrefix: admin list, show, audit and backup with a
+// store.etcd.prefix that holds no store (mistyped) say so and write nothing there; a command
+// that adds (ticket) starts the store, as the daemon would, and list then works.
+func TestReadOnlyCommandsRefuseAnEmptyEtcdPrefix(t *testing.T) {
+	c := etcdtest.Start(t, 1)
+	e := newEnv(t, fmt.Sprintf("store:\n  backend: etcd\n  etcd:\n    endpoints: [%q]\n    prefix: \"/typo/\"\n", c.Endpoints()[0]))
+	for _, args := range [][]string{{"admin", "list"}, {"admin", "show", "alice"}, {"admin", "audit"}, {"admin", "backup", filepath.Join(t.TempDir(), "b.jsonl")}} {
+		_, _, err := e.run(t, args...)
+		if err == nil || !strings.Contains(err.Error(), "holds no gatekeeper store") || !strings.Contains(err.Error(), "check store.etcd.prefix") {
+			t.Errorf("%s on an empty prefix: %v, want it refused naming the prefix", strings.Join(args, " "), err)
+		}
+	}
+	if _, err := os.Stat(e.key); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("a refused command created the key file: %v", err)
+	}
+	if _, _, err := e.run(t, "admin", "ticket", "carol"); err != nil {
+		t.Fatalf("admin ticket on a new prefix: %v", err)
+	}
+	if _, _, err := e.run(t, "admin", "list"); err != nil {
+		t.Errorf("admin list once the store exists: %v", err)
+	}
+}

@@ -153,7 +153,7 @@ func serve(ctx context.Context, cfg *config.Config, log *slog.Logger, reload fun
 	if err := gatekeeper.CheckKnownHosts(cfg); err != nil {
 		return err
 	}
-	raw, err := openStore(cfg, log)
+	raw, err := openStore(cfg, log, false)
 	if err != nil {
 		return err
 	}
@@ -665,7 +665,7 @@ func openLinker(ctx context.Context, cfg *config.Config) (consoleLinker, func(),
 	if !errors.Is(err, admin.ErrNoDaemon) {
 		return nil, nil, err
 	}
-	st, err := openStore(cfg, slog.New(slog.DiscardHandler))
+	st, err := openStore(cfg, slog.New(slog.DiscardHandler), false)
 	if err != nil {
 		return nil, nil, err
 	}

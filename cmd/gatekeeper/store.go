@@ -62,14 +62,16 @@ func endElsewhere(ctx context.Context, st store.Store, match func(store.LiveSess
 // openStore opens the store cfg names: the bbolt file in db, or the etcd
 // cluster of store.etcd. log gets what opening did (a schema migration). The
 // database and key files it creates go to the owner of their directory when
-// it runs as root (adoptNew).
-func openStore(cfg *config.Config, log *slog.Logger) (st store.Store, err error) {
+// it runs as root (adoptNew). With mustExist (commands that only read) an etcd
+// prefix that holds no store is refused, as databaseExists refuses a missing
+// bbolt file.
+func openStore(cfg *config.Config, log *slog.Logger, mustExist bool) (st store.Store, err error) {
 	files := []string{cfg.SecretKeyFile}
 	if cfg.Store.Backend != "etcd" {
 		files = append(files, cfg.DB)
 	}
 	err = adoptNew(files, func() error {
-		st, err = openStoreAs(cfg, log)
+		st, err = openStoreAs(cfg, log, mustExist)
 		return err
 	})
 	if err != nil && st != nil {
@@ -80,15 +82,19 @@ func openStore(cfg *config.Config, log *slog.Logger) (st store.Store, err error)
 }
 
 // openStoreAs is openStore without the files' owner.
-func openStoreAs(cfg *config.Config, log *slog.Logger) (store.Store, error) {
+func openStoreAs(cfg *config.Config, log *slog.Logger, mustExist bool) (store.Store, error) {
 	switch cfg.Store.Backend {
 	case "etcd":
 		e := cfg.Store.Etcd
-		return etcd.Open(etcd.Config{
+		st, err := etcd.Open(etcd.Config{
 			Endpoints: e.Endpoints, Prefix: e.Prefix, DialTimeout: e.DialTimeout, RequestTimeout: e.RequestTimeout,
 			TLSCA: e.TLSCA, TLSCert: e.TLSCert, TLSKey: e.TLSKey, Username: e.Username, PasswordFile: e.PasswordFile,
-			KeyFile: cfg.SecretKeyFile, Node: cfg.NodeName,
+			KeyFile: cfg.SecretKeyFile, Node: cfg.NodeName, MustExist: mustExist,
 		})
+		if err != nil {
+			return nil, err // not a store.Store holding a nil *etcd.Store
+		}
+		return st, nil
 	case "bolt", "":
 		st, err := bolt.Open(cfg.DB, cfg.SecretKeyFile)
 		if err != nil {

@@ -69,6 +69,10 @@ type Config struct {
 	KeyFile string
 	// Node names this gatekeeper (node_name) in audit keys and sessions.
 	Node string
+	// MustExist refuses a prefix that holds no store yet (no key check)
+	// rather than start one there, writing nothing: for commands that only
+	// read, to which an empty prefix is most likely a mistyped one.
+	MustExist bool
 
 	// dialOptions are added to the client's (tests count round trips).
 	dialOptions []grpc.DialOption
@@ -107,6 +111,10 @@ type Store struct {
 	// live (the const requestTTL; tests shorten it).
 	requestTTL int64
 }
+
+// ErrNoStore is Open's error, with Config.MustExist, for a prefix that holds
+// no store.
+var ErrNoStore = errors.New("no store under this prefix")
 
 // Open connects to the cluster, checks (or, on an empty prefix, writes) the
 // key check against cfg.KeyFile and starts campaigning for the audit pruning
@@ -194,6 +202,10 @@ func (s *Store) init(cfg Config) error {
 	var check []byte
 	if len(resp.Kvs) > 0 {
 		check = resp.Kvs[0].Value
+	}
+	if check == nil && cfg.MustExist {
+		return fmt.Errorf("%s holds no gatekeeper store (no %s): check store.etcd.prefix and endpoints in the config (or --config); "+
+			"the daemon starts the store when it first starts: %w", where, s.key("meta/keycheck"), ErrNoStore)
 	}
 	key, _, err := store.LoadKey(cfg.KeyFile, where, check != nil)
 	if err != nil {

@@ -1,14 +1,17 @@
 package etcd
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"os"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
 
+	clientv3 "go.etcd.io/etcd/client/v3"
 	"google.golang.org/grpc"
 
 	"gatekeeper/gatekeeper/store"
@@ -181,4 +184,38 @@ func TestUpdateKeysConcurrent(t *testing.T) {
 	if err != nil || len(keys) != 2 {
 		t.Errorf("ListKeys = %v, %v", keys, err)
 	}
+}
+
+// TestMustExist: with MustExist (the admin commands that only read), a prefix that holds no
+// store, a mistyped one most likely, is refused and nothing is written under it, nor a key
+// file created; one that holds a store opens.
+func TestMustExist(t *testing.T) {
+	c := etcdtest.Start(t, 1)
+	dir := t.TempDir()
+	cfg := Config{Endpoints: c.Endpoints(), Prefix: "/typo/", DialTimeout: 5 * time.Second, RequestTimeout: 2 * time.Second,
+		KeyFile: dir + "/secret.key", Node: "a", MustExist: true}
+	if s, err := Open(cfg); !errors.Is(err, ErrNoStore) || !strings.Contains(err.Error(), "check store.etcd.prefix") {
+		if s != nil {
+			s.Close()
+		}
+		t.Fatalf("Open of an empty prefix with MustExist = %v, want ErrNoStore", err)
+	}
+	cli, err := clientv3.New(clientv3.Config{Endpoints: c.Endpoints(), DialTimeout: 5 * time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cli.Close()
+	resp, err := cli.Get(context.Background(), "/typo/", clientv3.WithPrefix(), clientv3.WithCountOnly())
+	if err != nil || resp.Count != 0 {
+		t.Errorf("keys under the refused prefix: %v, %v; want none", resp.Count, err)
+	}
+	if _, err := os.Stat(cfg.KeyFile); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("the refused Open left a key file: %v", err)
+	}
+	open(t, c, "/typo/", cfg.KeyFile, "a") // the daemon's first start
+	s, err := Open(cfg)
+	if err != nil {
+		t.Fatalf("Open with MustExist of a prefix that holds a store: %v", err)
+	}
+	s.Close()
 }
