@@ -1150,6 +1150,12 @@ func importHomes(ctx context.Context, be adminBackend, root string, force bool, 
 			r.Result, r.Detail = importError, fmt.Sprintf(format, a...)
 			rows = append(rows, r)
 		}
+		if st.Uid == 0 {
+			// A directory of root's under the home root is no user's home (root's own is
+			// elsewhere): its file is nobody's to import.
+			fail("the directory is root's, not a user's home")
+			continue
+		}
 		name, err := lookup(st.Uid)
 		if err != nil {
 			fail("the directory's owner (uid %d) has no user name: %v", st.Uid, err)

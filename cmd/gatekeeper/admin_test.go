@@ -740,6 +740,7 @@ func TestImportHomes(t *testing.T) {
 	if err := os.Symlink("/etc/shadow", filepath.Join(root, "mallory-dir")); err != nil {
 		t.Fatal(err)
 	}
+	home("shared", 0, 0, good) // root's directory: no one's home
 	home("mallory", 61008, 61008, "")
 	if err := os.Symlink("/etc/shadow", filepath.Join(root, "mallory", gauthFile)); err != nil {
 		t.Fatal(err)
@@ -747,7 +748,7 @@ func TestImportHomes(t *testing.T) {
 	if err := os.WriteFile(filepath.Join(root, "README"), []byte("not a home"), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	lookup := lookupTable(map[uint32]string{61001: "alice", 61002: "bob", 61005: "carol", 61006: "dave", 61008: "mallory"})
+	lookup := lookupTable(map[uint32]string{0: "root", 61001: "alice", 61002: "bob", 61005: "carol", 61006: "dave", 61008: "mallory"})
 
 	e := newEnv(t, "")
 	st, err := bolt.Open(e.db, e.key)
@@ -759,8 +760,8 @@ func TestImportHomes(t *testing.T) {
 	be := &localBackend{st: st, enroll: &enroll.Service{Store: st}, log: slog.New(slog.DiscardHandler)}
 	var out bytes.Buffer
 	err = importAll(context.Background(), &adminConn{be: be, out: &out}, root, false, lookup)
-	if err == nil || !strings.Contains(err.Error(), "5 of 7 google_authenticator files under "+root+" could not be imported") {
-		t.Errorf("error = %v, want 5 of 7 failed", err)
+	if err == nil || !strings.Contains(err.Error(), "6 of 8 google_authenticator files under "+root+" could not be imported") {
+		t.Errorf("error = %v, want 6 of 8 failed", err)
 	}
 	want := []struct{ home, user, result string }{
 		{"alice", "alice", "imported (" + fmt.Sprint(len(readGA(t, good).Scratch)) + " recovery codes)"},
@@ -770,6 +771,7 @@ func TestImportHomes(t *testing.T) {
 		{"dave", "dave", "error: " + filepath.Join(root, "dave", gauthFile) + ": unsupported google_authenticator file: counter-based (HOTP_COUNTER)"},
 		{"ghost", "uid 61004", "error: the directory's owner (uid 61004) has no user name"},
 		{"mallory", "mallory", "error: " + filepath.Join(root, "mallory", gauthFile) + ": malformed google_authenticator file: is a symbolic link"},
+		{"shared", "uid 0", "error: the directory is root's, not a user's home"},
 	}
 	lines := strings.Split(strings.TrimSpace(out.String()), "\n")
 	if len(lines) != len(want)+1 || !strings.HasPrefix(lines[0], "USER ") {
@@ -785,7 +787,7 @@ func TestImportHomes(t *testing.T) {
 		t.Errorf("alice = %s, want active", u.State)
 	}
 	checkLogin(t, st, "alice", readGA(t, good))
-	for _, n := range []string{"bob", "dave", "mallory"} {
+	for _, n := range []string{"bob", "dave", "mallory", "root"} {
 		if u, _ := st.Get(n); u.State != store.StateNone {
 			t.Errorf("%s = %s after a refused import", n, u.State)
 		}
