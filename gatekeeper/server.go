@@ -215,6 +215,14 @@ func New(cfg *config.Config, opts Options) (*Server, error) {
 	if opts.Metrics == nil {
 		opts.Metrics = metrics.NewGatekeeper(metrics.NewRegistry())
 	}
+	// Every reason and scope exported at 0 from the first scrape: an alert on
+	// a rate needs the series before its first increment.
+	for _, r := range []string{connserve.RefusedPerAddress, connserve.RefusedPerNetwork, connserve.RefusedFull, connserve.RefusedEarlyDrop} {
+		opts.Metrics.PreauthRefused.With(r)
+	}
+	for _, sc := range []Scope{ScopeUser, ScopeAddress, ScopeNetwork, ScopeTrustedUser, ScopeTrustedAddress, ScopeTrustedCode} {
+		opts.Metrics.Lockouts.With(string(sc))
+	}
 	if opts.Sessions == nil {
 		opts.Sessions = oneNode{}
 	}

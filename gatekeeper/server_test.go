@@ -1188,6 +1188,11 @@ func TestAuditAndMetrics(t *testing.T) {
 		`gatekeeper_trusted_bypass_total 1`,
 		`gatekeeper_auth_duration_seconds_count 4`,
 		`gatekeeper_relayed_bytes_total{direction="down"} 20`,
+		// At 0 before the first: alerts on their rates need the series.
+		`gatekeeper_preauth_refused_total{reason="per_address"} 0`,
+		`gatekeeper_preauth_refused_total{reason="early_drop"} 0`,
+		`gatekeeper_lockouts_total{scope="user"} 0`,
+		`gatekeeper_lockouts_total{scope="trusted_code"} 0`,
 	} {
 		if !strings.Contains(out.String(), want) {
 			t.Errorf("metrics lack %q:\n%s", want, out.String())

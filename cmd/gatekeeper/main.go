@@ -362,7 +362,7 @@ func serve(ctx context.Context, cfg *config.Config, log *slog.Logger, reload fun
 	if linkLn != nil {
 		go func() { errc <- sshLink.Serve(linkLn) }()
 	}
-	log.Info("gatekeeper started", "version", version, "listen", sshLn.Addr().String(),
+	log.Info("gatekeeper started", "version", version, "node", cfg.NodeName, "store", cfg.Store.Backend, "listen", sshLn.Addr().String(),
 		"upstream", cfg.Upstream.Address, "admin_socket", cfg.Admin.Socket,
 		"portal", addrOf(portalLn), "link_ssh", addrOf(linkLn), "metrics", addrOf(metricsLn))
 
