@@ -18,6 +18,7 @@ import (
 	"path/filepath"
 	"regexp"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"syscall"
@@ -806,6 +807,13 @@ func TestAdminImportAllUsers(t *testing.T) {
 		}
 		t.Skipf("this user cannot own an imported home (%v)", err)
 	}
+	// As root (make test), the home is nobody's: a directory of root's is no user's home to
+	// the import.
+	if os.Geteuid() == 0 {
+		if me, err = user.Lookup("nobody"); err != nil {
+			t.Fatalf("user nobody: %v", err)
+		}
+	}
 	root := t.TempDir()
 	home := filepath.Join(root, me.Username)
 	if err := os.Mkdir(home, 0o700); err != nil {
@@ -814,7 +822,17 @@ func TestAdminImportAllUsers(t *testing.T) {
 	if err := os.Mkdir(filepath.Join(root, "empty"), 0o700); err != nil {
 		t.Fatal(err)
 	}
-	gf := readGA(t, gaFile(t, home, gauthFile, false))
+	file := gaFile(t, home, gauthFile, false)
+	gf := readGA(t, file)
+	if os.Geteuid() == 0 {
+		uid, _ := strconv.Atoi(me.Uid)
+		gid, _ := strconv.Atoi(me.Gid)
+		for _, p := range []string{home, file} {
+			if err := os.Chown(p, uid, gid); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
 	e := newEnv(t, "")
 	out, _, err := e.run(t, "admin", "import-google-authenticator", "--all-users", "--home-root", root)
 	if err != nil {
