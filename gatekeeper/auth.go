@@ -345,8 +345,8 @@ func (s *Server) withCode(ctx context.Context, user, password, code string, remo
 		return nil, "", internalError(err)
 	}
 	src, mine := sourceKeys(remote, trusted), codeKey(user, trusted)
-	at := s.now()
-	res, how, err := s.spendCode(ctx, user, code, u.State == store.StateActive, remote, src, mine, at)
+	var mark loginMark
+	res, how, err := s.spendCode(ctx, user, code, u.State == store.StateActive, remote, src, mine, &mark)
 	if err != nil {
 		return nil, "", err
 	}
@@ -359,7 +359,7 @@ func (s *Server) withCode(ctx context.Context, user, password, code string, remo
 	up, err := s.landerLogin(ctx, user, password)
 	released()
 	if err != nil {
-		s.unrecordLogin(user, u.LastLogin, at)
+		s.unrecordLogin(user, mark)
 	}
 	switch {
 	case errors.Is(err, ErrPasswordRejected):
@@ -383,9 +383,9 @@ func (s *Server) withCode(ctx context.Context, user, password, code string, remo
 // has a linked device, with a place reserved in the budgets of src and (when
 // active) mine, the user's own budget. A refused code counts as a failure (an
 // internal error as none); an accepted one returns the reservation, still
-// held, for the caller to end, and records at as the user's last login (see
-// unrecordLogin).
-func (s *Server) spendCode(ctx context.Context, user, code string, active bool, remote netip.Addr, src []LockKey, mine LockKey, at time.Time) (*reservation, string, error) {
+// held, for the caller to end, and records the user's last login, as mark
+// tells (see unrecordLogin).
+func (s *Server) spendCode(ctx context.Context, user, code string, active bool, remote netip.Addr, src []LockKey, mine LockKey, mark *loginMark) (*reservation, string, error) {
 	// A recovery-code hash waits for a free slot before the attempt takes
 	// its place in the user's budget: a flood that keeps the slots busy
 	// must not hold the user's places meanwhile.
@@ -407,7 +407,7 @@ func (s *Server) spendCode(ctx context.Context, user, code string, active bool, 
 	case lk != nil:
 		return nil, "", lockedError(lk)
 	}
-	how, err := s.useSecondFactor(ctx, user, code, active, at)
+	how, err := s.useSecondFactor(ctx, user, code, active, mark)
 	if err != nil {
 		if le, ok := errors.AsType[*LoginError](err); ok && isInternal(le.Reason) {
 			res.cancel()
@@ -681,7 +681,7 @@ func (s *Server) passwordOnly(ctx context.Context, user, password string, remote
 // typed, one of their recovery codes, and says which it was. For a user
 // without a linked device the same work is done (a recovery-shaped answer is
 // hashed against nothing), so that timing does not tell such users apart.
-func (s *Server) useSecondFactor(ctx context.Context, user, answer string, active bool, at time.Time) (string, error) {
+func (s *Server) useSecondFactor(ctx context.Context, user, answer string, active bool, mark *loginMark) (string, error) {
 	recovery := s.recovery != nil && !looksLikeTOTP(answer)
 	if !active {
 		if recovery {
@@ -691,9 +691,9 @@ func (s *Server) useSecondFactor(ctx context.Context, user, answer string, activ
 	}
 	s.metrics.SecondFactorChecks.Inc()
 	if recovery {
-		return secondFactorRecovery, s.useRecoveryCode(ctx, user, answer, at)
+		return secondFactorRecovery, s.useRecoveryCode(ctx, user, answer, mark)
 	}
-	return secondFactorCode, s.useCode(user, answer, at)
+	return secondFactorCode, s.useCode(user, answer, mark)
 }
 
 // looksLikeTOTP tells codes from the app (six digits, maybe spaced) from
@@ -715,15 +715,15 @@ func looksLikeTOTP(answer string) bool {
 // useCode accepts code for user only if its time step is newer than the last
 // one the user used; the check and the record are one store transaction,
 // committed before this returns, so concurrent logins with one code let at
-// most one in, also across restarts. The same write records at as the
-// user's last login, which the caller takes back if the login fails after
-// all (unrecordLogin): a write after the lander's answer would cost every
-// login a store round trip.
+// most one in, also across restarts. The same write records now as the
+// user's last login, and mark what it wrote and replaced, which the caller
+// takes back if the login fails after all (unrecordLogin): a write after the
+// lander's answer would cost every login a store round trip.
 //
 // A wrong code that matches the user's secret up to driftWindow steps away
 // is recorded as the user's clock drift (for admin show and the log, never
 // for the client): "my codes stopped working" is usually a phone clock.
-func (s *Server) useCode(user, code string, at time.Time) error {
+func (s *Server) useCode(user, code string, mark *loginMark) error {
 	var drifted *clockDriftError
 	err := s.store.Update(user, func(u *store.User) error {
 		drifted = nil
@@ -747,7 +747,7 @@ func (s *Server) useCode(user, code string, at time.Time) error {
 			return err
 		}
 		u.LastStep = step
-		u.LastLogin = at
+		mark.set(u, now)
 		u.DriftSteps, u.DriftAt = 0, time.Time{} // the clock is right again
 		return nil
 	})
@@ -775,9 +775,9 @@ func (e *clockDriftError) Unwrap() error { return totp.ErrMismatch }
 // useRecoveryCode accepts one of user's unused recovery codes and removes
 // it, in one store transaction. The expensive hash is first computed outside
 // the transaction, so that guesses cannot hold the store's write lock; only
-// a code that matched is hashed again inside it. at is recorded as the
-// user's last login, as in useCode.
-func (s *Server) useRecoveryCode(ctx context.Context, user, answer string, at time.Time) error {
+// a code that matched is hashed again inside it. The last login is recorded
+// as in useCode.
+func (s *Server) useRecoveryCode(ctx context.Context, user, answer string, mark *loginMark) error {
 	u, err := s.store.Get(user)
 	if err != nil {
 		return classifyCodeError(err)
@@ -795,7 +795,7 @@ func (s *Server) useRecoveryCode(ctx context.Context, user, answer string, at ti
 		if !s.recovery(u, answer) {
 			return totp.ErrReplay // used by a concurrent login in between
 		}
-		u.LastLogin = at
+		mark.set(u, s.now())
 		return nil
 	})
 	s.noteWriteError(err)
@@ -855,21 +855,32 @@ func classifyCodeError(err error) error {
 	}
 }
 
-// unrecordLogin puts user's last login back to before where a login whose
-// code was accepted at at (useCode) failed after all: the lander refused the
-// password or could not be reached. "Last login" (admin list and show) is the
-// last login that got in; the audit log has the refused ones. Unless a later
-// login has recorded its own since, as only one that got in can. It is
-// bookkeeping, on the failure path only: a failure is only logged.
-func (s *Server) unrecordLogin(user string, before, at time.Time) {
-	if s.limiter.down() {
-		return // the shared store is not answering: do not make the user wait for it again
+// loginMark is what the write that spent a login's code recorded as the
+// user's last login (at) and the value it replaced (prev), for unrecordLogin.
+type loginMark struct{ prev, at time.Time }
+
+// set records now as u's last login, in the store's Update callback (which
+// may run more than once: each run sets m afresh).
+func (m *loginMark) set(u *store.User, now time.Time) {
+	m.prev, m.at = u.LastLogin, now
+	u.LastLogin = now
+}
+
+// unrecordLogin puts user's last login back to what the write that spent a
+// login's code replaced (mark), where that login failed after all: the lander
+// refused the password or could not be reached. "Last login" (admin list and
+// show) is the last login that got in; the audit log has the refused ones.
+// Unless another login has recorded its own since. It is bookkeeping, on the
+// failure path only: a failure is only logged.
+func (s *Server) unrecordLogin(user string, mark loginMark) {
+	if mark.at.IsZero() || s.limiter.down() {
+		return // nothing recorded; or the shared store is not answering: do not make the user wait for it again
 	}
 	err := s.store.Update(user, func(u *store.User) error {
-		if !u.LastLogin.Equal(at) {
+		if !u.LastLogin.Equal(mark.at) {
 			return errUnchanged
 		}
-		u.LastLogin = before
+		u.LastLogin = mark.prev
 		return nil
 	})
 	if err != nil && !errors.Is(err, errUnchanged) {

@@ -201,8 +201,8 @@ func (a *attempt) keyLogin(ctx context.Context, user, fp, code, how string) (*up
 	}
 
 	src := sourceKeys(a.remote, false)
-	at := s.now()
-	res, how, err := s.spendCode(ctx, user, code, u.State == store.StateActive, a.remote, src, codeKey(user, false), at)
+	var mark loginMark
+	res, how, err := s.spendCode(ctx, user, code, u.State == store.StateActive, a.remote, src, codeKey(user, false), &mark)
 	if err != nil {
 		return nil, "", err
 	}
@@ -211,7 +211,7 @@ func (a *attempt) keyLogin(ctx context.Context, user, fp, code, how string) (*up
 	res.succeed() // the address's failures too: its place is still held
 	up, err := a.landerCert(ctx, user, k)
 	if err != nil {
-		s.unrecordLogin(user, u.LastLogin, at)
+		s.unrecordLogin(user, mark)
 		return nil, "", err
 	}
 	var remember netip.Prefix

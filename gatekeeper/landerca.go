@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"fmt"
 	"os"
+	"path/filepath"
 
 	"golang.org/x/crypto/ssh"
 )
@@ -30,14 +31,38 @@ func LoadLanderCA(path string) (ssh.Signer, error) {
 		// Rewritten when missing or stale (the key file was replaced), so
 		// that admin lander-ca never prints a key the daemon does not sign
 		// with.
-		if err := os.WriteFile(path+".pub.tmp", line, 0o644); err != nil {
-			return nil, fmt.Errorf("keys.lander_ca_file: write the public key: %w", err)
-		}
-		if err := os.Rename(path+".pub.tmp", path+".pub"); err != nil {
+		if err := replaceFile(path+".pub", line, 0o644); err != nil {
 			return nil, fmt.Errorf("keys.lander_ca_file: write the public key: %w", err)
 		}
 	}
 	return signer, nil
+}
+
+// replaceFile puts data at path with mode through a new temporary file in
+// the same directory, renamed over path. The temporary file is made with a
+// new random name (O_EXCL): never through a name someone else placed there,
+// such as a symbolic link to a file of root's, which a fixed name would
+// follow when root runs serve in the service user's directory.
+func replaceFile(path string, data []byte, mode os.FileMode) error {
+	f, err := os.CreateTemp(filepath.Dir(path), filepath.Base(path)+".tmp*")
+	if err != nil {
+		return err
+	}
+	tmp := f.Name()
+	_, err = f.Write(data)
+	if err == nil {
+		err = f.Chmod(mode)
+	}
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	if err == nil {
+		err = os.Rename(tmp, path)
+	}
+	if err != nil {
+		_ = os.Remove(tmp)
+	}
+	return err
 }
 
 // LanderCALine is pub as a TrustedUserCAKeys line.

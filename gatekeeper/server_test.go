@@ -1122,6 +1122,43 @@ func TestLastLoginOnlyWhenIn(t *testing.T) {
 	}
 }
 
+// TestLastLoginKeptByAFailedLoginWaiting: a login that fails after waiting
+// (here for a recovery-code hashing slot) while another got in puts back what
+// its own write replaced, the other's login, not what it read when it began.
+func TestLastLoginKeptByAFailedLoginWaiting(t *testing.T) {
+	codes, err := enroll.NewRecoveryCodes()
+	if err != nil {
+		t.Fatal(err)
+	}
+	g := newTestGateWith(t, nil, func(o *Options) { o.Recovery = enroll.VerifyRecovery })
+	rs, err := enroll.HashRecovery(context.Background(), codes)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := g.store.Update("alice", func(u *store.User) error { rs.SetOn(u); return nil }); err != nil {
+		t.Fatal(err)
+	}
+	for range cap(g.srv.hashSlots) {
+		g.srv.hashSlots <- struct{}{}
+	}
+	failed := make(chan loginResult, 1)
+	go func() { failed <- g.login("alice", "guess", codes[0], "127.0.0.1") }()
+	g.clock.Advance(time.Minute)
+	if r := g.login("alice", landerPassword, g.code(t, 0), "127.0.0.1"); r.err != nil {
+		t.Fatalf("login: %v", r.err)
+	}
+	in := g.clock.Now()
+	for range cap(g.srv.hashSlots) {
+		<-g.srv.hashSlots
+	}
+	if r := <-failed; r.err == nil {
+		t.Fatal("a wrong password got in")
+	}
+	if u, _ := g.store.Get("alice"); !u.LastLogin.Equal(in) {
+		t.Errorf("last login %v after a refused login that waited, want %v (the login that got in meanwhile)", u.LastLogin, in)
+	}
+}
+
 func TestRecoveryCodeLogsInOnce(t *testing.T) {
 	var g *testGate
 	codes, err := enroll.NewRecoveryCodes()

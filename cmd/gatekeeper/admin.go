@@ -622,15 +622,17 @@ address itself (IPv6: its /64) and its network (/24, IPv6 /48).`,
 // refusedFrom tells, after unlock USER, where user's logins refused in the last hour came
 // from: a source address has lockouts of its own, which unlock USER leaves (they hold back
 // whoever guessed from there too), and which keep the user out when that is where the user
-// tried from. At most the five addresses with the most refusals are named.
+// tried from. The addresses are named newest refusal first, at most five, with no advice to
+// unlock any: the one with the most refusals may well be whoever is guessing, so the admin
+// asks the user which is theirs.
 func refusedFrom(ctx context.Context, c *adminConn, user string) {
 	events, err := c.be.Audit(ctx, store.EventQuery{User: user, Since: time.Now().Add(-time.Hour), Limit: admin.MaxAuditLimit})
 	if err != nil {
 		return // a hint only
 	}
 	counts := map[string]int{}
-	var addrs []string
-	for _, ev := range events {
+	var addrs []string // newest first
+	for _, ev := range slices.Backward(events) {
 		if ev.Kind != store.EventLoginRefused || ev.Remote == "" {
 			continue
 		}
@@ -642,7 +644,6 @@ func refusedFrom(ctx context.Context, c *adminConn, user string) {
 	if len(addrs) == 0 {
 		return
 	}
-	slices.SortStableFunc(addrs, func(a, b string) int { return counts[b] - counts[a] })
 	more := ""
 	if len(addrs) > 5 {
 		more = fmt.Sprintf(" and %d more", len(addrs)-5)
@@ -652,7 +653,8 @@ func refusedFrom(ctx context.Context, c *adminConn, user string) {
 	for i, a := range addrs {
 		named[i] = fmt.Sprintf("%s (%d)", a, counts[a])
 	}
-	fmt.Fprintf(c.out, "%s's logins refused in the last hour came from %s%s. A source address has lockouts of its own, which this leaves; if %s is still refused, `gatekeeper admin unlock --address ADDR` clears one.\n",
+	fmt.Fprintf(c.out, "%s's logins refused in the last hour came from %s%s, newest first. A source address has lockouts of its own, "+
+		"which this leaves: if %s is still refused, ask from which address, and `gatekeeper admin unlock --address ADDR` clears that one.\n",
 		user, strings.Join(named, ", "), more, user)
 }
 

@@ -1068,7 +1068,7 @@ func TestAdminWithDaemon(t *testing.T) {
 			name: "unlock",
 			args: []string{"admin", "unlock", "bob"},
 			want: []string{"bob: cleared user bob: locked until ", "(level 1)\n",
-				"bob's logins refused in the last hour came from 203.0.113.9 (2), 198.51.100.7 (1). A source address has lockouts of its own"},
+				"bob's logins refused in the last hour came from 203.0.113.9 (2), 198.51.100.7 (1), newest first. A source address has lockouts of its own"},
 			check: func(t *testing.T, _ string) {
 				if ev := events(t, st); !slices.Contains(ev, "unlock/bob/"+me) {
 					t.Errorf("audit = %v", ev)

@@ -51,6 +51,15 @@ func (s *Store) Load(items []store.Item, force bool) (store.LoadResult, error) {
 	if _, err := s.codec.CheckItems(items); err != nil {
 		return res, err
 	}
+	// The log is read for the events it holds before the write transaction, in a read one:
+	// a long log read under bbolt's one writer lock would hold up every login meanwhile.
+	var held map[[sha256.Size]byte]int
+	if err := s.view(func(tx *bbolt.Tx) (err error) {
+		held, err = heldEvents(tx.Bucket(bucketAudit), items)
+		return err
+	}); err != nil {
+		return res, err
+	}
 	err := s.update(func(tx *bbolt.Tx) error {
 		res = store.LoadResult{}
 		users, tickets, audit := tx.Bucket(bucketUsers), tx.Bucket(bucketTickets), tx.Bucket(bucketAudit)
@@ -68,10 +77,6 @@ func (s *Store) Load(items []store.Item, force bool) (store.LoadResult, error) {
 		seq := audit.Sequence()
 		if k, _ := audit.Cursor().Last(); len(k) == 8 {
 			seq = max(seq, binary.BigEndian.Uint64(k))
-		}
-		held, err := heldEvents(audit, items)
-		if err != nil {
-			return err
 		}
 		for _, it := range items {
 			var err error
