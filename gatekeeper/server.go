@@ -602,7 +602,7 @@ func (s *Server) serverConfig(cfg *config.Config, a *attempt, nc net.Conn, start
 	authBegins := func() { _ = nc.SetDeadline(start.Add(grace)) }
 	c := &ssh.ServerConfig{
 		MaxAuthTries:        cfg.MaxAuthTries,
-		ServerVersion:       "SSH-2.0-gatekeeper",
+		ServerVersion:       VersionString,
 		PreAuthConnCallback: func(c ssh.ServerPreAuthConn) { a.preAuth = c },
 		KeyboardInteractiveCallback: func(c ssh.ConnMetadata, ask ssh.KeyboardInteractiveChallenge) (*ssh.Permissions, error) {
 			authBegins()

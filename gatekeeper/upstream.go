@@ -86,6 +86,17 @@ func newLander(addr, knownHostsFile string) (*lander, error) {
 	return l, nil
 }
 
+// VersionString is the SSH identification the gatekeeper sends to clients
+// and to the lander. Its software version starts with "OpenSSH" because
+// OpenSSH turns on two messages only for peers whose version does (compat.c,
+// SSH_NEW_OPENSSH), and a relay must pass both ends': eow@openssh.com, with
+// which a client whose output is closed (`ssh host yes | head -1`) tells sshd
+// to stop the command, and sshd tells a client that the command stopped
+// reading its input; and no-more-sessions@openssh.com. Without it, such a
+// pipeline hung through the gatekeeper while the remote command ran on. It
+// names no OpenSSH version: the gatekeeper is not one.
+const VersionString = "SSH-2.0-OpenSSH_gatekeeper"
+
 // CheckKnownHosts reports whether serve could start with upstream.known_hosts
 // as it is: the file is readable and holds a host key for upstream.address
 // (recorded for its port: ssh-keyscan -p PORT). For config check, which
@@ -229,7 +240,7 @@ func (l *lander) connect(ctx context.Context, user string, setAuth func(*ssh.Cli
 			return nil
 		},
 		HostKeyAlgorithms: l.hostKeyAlgos,
-		ClientVersion:     "SSH-2.0-gatekeeper",
+		ClientVersion:     VersionString,
 	}
 	// AES-GCM first on the leg to the lander: both ends usually have AES
 	// instructions, where it is the fastest cipher.

@@ -18,6 +18,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -743,6 +744,108 @@ func TestControlMaster(t *testing.T) {
 		case <-exited:
 			t.Error("the master connection ended while it was in use")
 		default:
+		}
+	})
+}
+
+// processesOf returns the pids of the processes whose command line contains pattern (pgrep -f).
+func processesOf(t *testing.T, pattern string) []int {
+	t.Helper()
+	out, _ := exec.Command("pgrep", "-f", pattern).Output()
+	var pids []int
+	for _, f := range strings.Fields(string(out)) {
+		if pid, err := strconv.Atoi(f); err == nil {
+			pids = append(pids, pid)
+		}
+	}
+	return pids
+}
+
+// TestOutputClosedEarly: `ssh host yes | head -1` ends, and so does the remote command, as
+// directly: OpenSSH's client tells the server that its output is closed (eow@openssh.com) only
+// to a server whose version starts with "OpenSSH", and the gatekeeper's did not, so the pipeline
+// hung while the remote command ran on.
+func TestOutputClosedEarly(t *testing.T) {
+	forEachPath(t, func(t *testing.T, c *client) {
+		marker := "gk-eow-" + randHex(4)
+		cmd := exec.Command("ssh", c.sshArgs(nil, "exec yes "+marker)...)
+		cmd.Env = c.env()
+		cmd.Dir = c.dir
+		cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
+		out, err := cmd.StdoutPipe()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := cmd.Start(); err != nil {
+			t.Fatal(err)
+		}
+		defer func() {
+			_ = cmd.Process.Kill()
+			_ = exec.Command("pkill", "-KILL", "-f", "yes "+marker).Run()
+		}()
+		line, err := bufio.NewReader(out).ReadString('\n')
+		if err != nil || line != marker+"\n" {
+			t.Fatalf("first line %q, %v", line, err)
+		}
+		out.Close() // as head does once it has its line
+		done := make(chan error, 1)
+		go func() { done <- cmd.Wait() }()
+		select {
+		case <-done:
+		case <-time.After(20 * time.Second):
+			t.Fatal("ssh still running 20 s after its output was closed")
+		}
+		waitUntil(t, "the remote command to end after the client's output was closed",
+			func() bool { return len(processesOf(t, "yes "+marker)) == 0 })
+	})
+}
+
+// TestServerAliveSeesHungLander: a client with ServerAliveInterval gives up on a login node
+// whose sshd stopped answering (here: stopped with SIGSTOP), as directly; the gatekeeper
+// passes the client's keepalives to the lander rather than answering them itself.
+func TestServerAliveSeesHungLander(t *testing.T) {
+	forEachPath(t, func(t *testing.T, c *client) {
+		cmd := exec.Command("ssh", c.sshArgs([]string{"-o", "ServerAliveInterval=1", "-o", "ServerAliveCountMax=2"},
+			"echo up; exec sleep 600")...)
+		cmd.Env = c.env()
+		cmd.Dir = c.dir
+		cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
+		out, err := cmd.StdoutPipe()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := cmd.Start(); err != nil {
+			t.Fatal(err)
+		}
+		defer func() { _ = cmd.Process.Kill() }()
+		if line, err := bufio.NewReader(out).ReadString('\n'); err != nil || line != "up\n" {
+			t.Fatalf("first line %q, %v", line, err)
+		}
+		sshd := processesOf(t, "sshd: "+c.user.name)
+		if len(sshd) == 0 {
+			t.Fatal("no sshd process of the session found")
+		}
+		for _, pid := range sshd {
+			_ = syscall.Kill(pid, syscall.SIGSTOP)
+		}
+		defer func() {
+			for _, pid := range sshd {
+				_ = syscall.Kill(pid, syscall.SIGCONT)
+				_ = syscall.Kill(pid, syscall.SIGKILL)
+			}
+			// The session's sleep, left without its sshd.
+			_ = exec.Command("pkill", "-KILL", "-u", c.user.name).Run()
+		}()
+		done := make(chan error, 1)
+		go func() { done <- cmd.Wait() }()
+		select {
+		case err := <-done:
+			var ee *exec.ExitError
+			if !errors.As(err, &ee) || ee.ExitCode() != 255 {
+				t.Errorf("ssh ended with %v, want exit 255 (server alive timeout)", err)
+			}
+		case <-time.After(30 * time.Second):
+			t.Fatal("ssh with ServerAliveInterval=1 still running 30 s after the login node stopped answering")
 		}
 	})
 }

@@ -44,7 +44,7 @@ const tooManyChannels = "too many channels open on this connection"
 
 // Global request types with special treatment.
 const (
-	reqKeepalive   = "keepalive@openssh.com"
+	reqNoMoreSess  = "no-more-sessions@openssh.com"
 	reqHostkeys    = "hostkeys-00@openssh.com"
 	reqHostkeysPrv = "hostkeys-prove-00@openssh.com"
 )
@@ -1152,20 +1152,30 @@ func (r *relay) copy(dst ssh.Channel, src notifyChannel, total, local *atomic.In
 	}
 }
 
-// global handles one global request from one side: answered locally,
-// dropped, or forwarded to the other side with the reply (and its payload,
-// e.g. the port tcpip-forward allocated) passed back.
+// global handles one global request from one side: dropped, or forwarded to
+// the other side with the reply (and its payload, e.g. the port tcpip-forward
+// allocated) passed back. The client's keepalive@openssh.com goes to the
+// lander too: with ServerAliveInterval the client learns that the lander
+// stopped answering (a hung login node), which an answer from the gatekeeper
+// would hide for good.
 func (r *relay) global(req *ssh.Request, from side) {
 	target := r.up
 	if from == fromLander {
 		target = r.down
 	}
 	switch {
-	case from == fromClient && req.Type == reqKeepalive:
-		// The client only wants a reply; the lander may be slow.
-		// OpenSSH's sshd answers failure to it, as to any unknown
-		// request.
-		_ = req.Reply(false, nil)
+	case from == fromClient && req.Type == reqNoMoreSess:
+		// OpenSSH's client sends it right after its session's channel
+		// open. x/crypto hands channel opens and global requests over
+		// apart, so forwarded it could reach the lander before that open,
+		// and sshd then ends the connection ("attempt to open a session
+		// after additional sessions disabled"); for the same reason the
+		// relay cannot enforce it itself. Dropped, as a server that does
+		// not know it would.
+		r.log.Debug("global request dropped", "type", req.Type, "from", from.String())
+		if req.WantReply {
+			_ = req.Reply(false, nil)
+		}
 		return
 	case from == fromLander && (req.Type == reqHostkeys || req.Type == reqHostkeysPrv):
 		// These would teach the client the lander's host keys under the
