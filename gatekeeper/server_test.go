@@ -1077,18 +1077,7 @@ func TestReloadTrustedNetworks(t *testing.T) {
 // one that got in: a good code or recovery code with a wrong password
 // leaves it as it was.
 func TestLastLoginOnlyWhenIn(t *testing.T) {
-	codes, err := enroll.NewRecoveryCodes()
-	if err != nil {
-		t.Fatal(err)
-	}
-	g := newTestGateWith(t, nil, func(o *Options) { o.Recovery = enroll.VerifyRecovery })
-	rs, err := enroll.HashRecovery(context.Background(), codes)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := g.store.Update("alice", func(u *store.User) error { rs.SetOn(u); return nil }); err != nil {
-		t.Fatal(err)
-	}
+	g, codes := gateWithRecovery(t)
 	lastLogin := func() time.Time {
 		u, err := g.store.Get("alice")
 		if err != nil {
@@ -1126,18 +1115,7 @@ func TestLastLoginOnlyWhenIn(t *testing.T) {
 // (here for a recovery-code hashing slot) while another got in puts back what
 // its own write replaced, the other's login, not what it read when it began.
 func TestLastLoginKeptByAFailedLoginWaiting(t *testing.T) {
-	codes, err := enroll.NewRecoveryCodes()
-	if err != nil {
-		t.Fatal(err)
-	}
-	g := newTestGateWith(t, nil, func(o *Options) { o.Recovery = enroll.VerifyRecovery })
-	rs, err := enroll.HashRecovery(context.Background(), codes)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := g.store.Update("alice", func(u *store.User) error { rs.SetOn(u); return nil }); err != nil {
-		t.Fatal(err)
-	}
+	g, codes := gateWithRecovery(t)
 	for range cap(g.srv.hashSlots) {
 		g.srv.hashSlots <- struct{}{}
 	}
@@ -1159,13 +1137,15 @@ func TestLastLoginKeptByAFailedLoginWaiting(t *testing.T) {
 	}
 }
 
-func TestRecoveryCodeLogsInOnce(t *testing.T) {
-	var g *testGate
+// gateWithRecovery is newTestGate with recovery codes on: alice has the
+// codes returned.
+func gateWithRecovery(t *testing.T) (*testGate, []string) {
+	t.Helper()
 	codes, err := enroll.NewRecoveryCodes()
 	if err != nil {
 		t.Fatal(err)
 	}
-	g = newTestGateWith(t, nil, func(o *Options) { o.Recovery = enroll.VerifyRecovery })
+	g := newTestGateWith(t, nil, func(o *Options) { o.Recovery = enroll.VerifyRecovery })
 	rs, err := enroll.HashRecovery(context.Background(), codes)
 	if err != nil {
 		t.Fatal(err)
@@ -1173,6 +1153,11 @@ func TestRecoveryCodeLogsInOnce(t *testing.T) {
 	if err := g.store.Update("alice", func(u *store.User) error { rs.SetOn(u); return nil }); err != nil {
 		t.Fatal(err)
 	}
+	return g, codes
+}
+
+func TestRecoveryCodeLogsInOnce(t *testing.T) {
+	g, codes := gateWithRecovery(t)
 	// Typed the way a user copies it from a printout: upper case, spaced.
 	typed := strings.ToUpper(strings.ReplaceAll(codes[3], "-", " "))
 	if r := g.login("alice", landerPassword, typed, "127.0.0.1"); r.err != nil {

@@ -761,6 +761,29 @@ func processesOf(t *testing.T, pattern string) []int {
 	return pids
 }
 
+// startSSH starts `ssh [opts] user@127.0.0.1 command` in the background and returns once its
+// first line of output, want, has come; the caller ends it. out is its standard output.
+func startSSH(t *testing.T, c *client, opts []string, command, want string) (*exec.Cmd, io.ReadCloser) {
+	t.Helper()
+	cmd := exec.Command("ssh", c.sshArgs(opts, command)...)
+	cmd.Env = c.env()
+	cmd.Dir = c.dir
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
+	out, err := cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	if line, err := bufio.NewReader(out).ReadString('\n'); err != nil || line != want+"\n" {
+		_ = cmd.Process.Kill()
+		_ = cmd.Wait()
+		t.Fatalf("first line %q, %v; want %q", line, err, want)
+	}
+	return cmd, out
+}
+
 // TestOutputClosedEarly: `ssh host yes | head -1` ends, and so does the remote command, as
 // directly: OpenSSH's client tells the server that its output is closed (eow@openssh.com) only
 // to a server whose version starts with "OpenSSH", and the gatekeeper's did not, so the pipeline
@@ -768,25 +791,11 @@ func processesOf(t *testing.T, pattern string) []int {
 func TestOutputClosedEarly(t *testing.T) {
 	forEachPath(t, func(t *testing.T, c *client) {
 		marker := "gk-eow-" + randHex(4)
-		cmd := exec.Command("ssh", c.sshArgs(nil, "exec yes "+marker)...)
-		cmd.Env = c.env()
-		cmd.Dir = c.dir
-		cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
-		out, err := cmd.StdoutPipe()
-		if err != nil {
-			t.Fatal(err)
-		}
-		if err := cmd.Start(); err != nil {
-			t.Fatal(err)
-		}
+		cmd, out := startSSH(t, c, nil, "exec yes "+marker, marker)
 		defer func() {
 			_ = cmd.Process.Kill()
 			_ = exec.Command("pkill", "-KILL", "-f", "yes "+marker).Run()
 		}()
-		line, err := bufio.NewReader(out).ReadString('\n')
-		if err != nil || line != marker+"\n" {
-			t.Fatalf("first line %q, %v", line, err)
-		}
 		out.Close() // as head does once it has its line
 		done := make(chan error, 1)
 		go func() { done <- cmd.Wait() }()
@@ -805,22 +814,8 @@ func TestOutputClosedEarly(t *testing.T) {
 // passes the client's keepalives to the lander rather than answering them itself.
 func TestServerAliveSeesHungLander(t *testing.T) {
 	forEachPath(t, func(t *testing.T, c *client) {
-		cmd := exec.Command("ssh", c.sshArgs([]string{"-o", "ServerAliveInterval=1", "-o", "ServerAliveCountMax=2"},
-			"echo up; exec sleep 600")...)
-		cmd.Env = c.env()
-		cmd.Dir = c.dir
-		cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
-		out, err := cmd.StdoutPipe()
-		if err != nil {
-			t.Fatal(err)
-		}
-		if err := cmd.Start(); err != nil {
-			t.Fatal(err)
-		}
+		cmd, _ := startSSH(t, c, []string{"-o", "ServerAliveInterval=1", "-o", "ServerAliveCountMax=2"}, "echo up; exec sleep 600", "up")
 		defer func() { _ = cmd.Process.Kill() }()
-		if line, err := bufio.NewReader(out).ReadString('\n'); err != nil || line != "up\n" {
-			t.Fatalf("first line %q, %v", line, err)
-		}
 		sshd := processesOf(t, "sshd: "+c.user.name)
 		if len(sshd) == 0 {
 			t.Fatal("no sshd process of the session found")

@@ -696,12 +696,7 @@ func lookupTable(names map[uint32]string) func(uint32) (string, error) {
 }
 
 func TestImportHomes(t *testing.T) {
-	if os.Geteuid() != 0 {
-		if os.Getenv("CI") == "true" {
-			t.Fatal("needs root to give home directories to other uids; CI must run this test")
-		}
-		t.Skip("needs root to give home directories to other uids")
-	}
+	needRoot(t, "give home directories to other uids")
 	src := t.TempDir()
 	good := gaFile(t, src, "good", false)
 	hotp := gaFile(t, src, "hotp", true)
@@ -1345,12 +1340,7 @@ func TestAdminTicketLoopbackNote(t *testing.T) {
 // service's user owns /var/lib/gatekeeper), so that the service can open them; files that
 // existed keep their owner.
 func TestCreatedFilesTakeTheDirectorysOwner(t *testing.T) {
-	if os.Geteuid() != 0 {
-		if os.Getenv("CI") == "true" {
-			t.Fatal("needs root to give a directory to another uid; CI must run this test")
-		}
-		t.Skip("needs root to give a directory to another uid")
-	}
+	needRoot(t, "give a directory to another uid")
 	const uid, gid = 54321, 54322
 	e := newEnv(t, "")
 	dir := filepath.Dir(e.db)

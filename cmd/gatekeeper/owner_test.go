@@ -14,12 +14,7 @@ import (
 // is not changed (the directory's owner could have put it there to make root change a file of
 // root's); paths that existed before keep their owner.
 func TestAdoptNew(t *testing.T) {
-	if os.Geteuid() != 0 {
-		if os.Getenv("CI") == "true" {
-			t.Fatal("needs root to give files to another uid; CI must run this test")
-		}
-		t.Skip("needs root to give files to another uid")
-	}
+	needRoot(t, "give files to another uid")
 	const uid, gid = 54321, 54322
 	dir := t.TempDir()
 	if err := os.Chown(dir, uid, gid); err != nil {
@@ -72,4 +67,17 @@ func TestAdoptNew(t *testing.T) {
 	if u := owner(rootFile); u != 0 {
 		t.Errorf("root's file went to uid %d", u)
 	}
+}
+
+// needRoot stops t unless it runs as root, which it needs to do what: skipped outside CI, failed
+// in CI, which must run it.
+func needRoot(t *testing.T, what string) {
+	t.Helper()
+	if os.Geteuid() == 0 {
+		return
+	}
+	if os.Getenv("CI") == "true" {
+		t.Fatalf("needs root to %s; CI must run this test", what)
+	}
+	t.Skipf("needs root to %s", what)
 }
