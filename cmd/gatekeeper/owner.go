@@ -30,13 +30,14 @@ func adoptNew(paths []string, create func() error) error {
 	}
 	for _, p := range fresh {
 		if cerr := adopt(p); cerr != nil && err == nil {
-			err = cerr
+			err = fmt.Errorf("give %s to the owner of %s: %w", p, filepath.Dir(p), cerr)
 		}
 	}
 	return err
 }
 
-// adopt gives path, if it is there, to the owner of its directory unless that is root. The
+// adopt gives path, if it is there, to the owner of its directory unless that is root (its
+// errors are wrapped by adoptNew, which names the path and directory). The
 // file is opened without following a link and changed through its descriptor, and only while
 // it is a regular file with one link: the directory is the other user's, who could otherwise
 // swap the name for a link to a file of root's between a check and the change.
@@ -54,18 +55,15 @@ func adopt(path string) error {
 		return nil // not made after all
 	}
 	if err != nil {
-		return fmt.Errorf("give %s to the owner of %s: %w", path, filepath.Dir(path), err)
+		return err
 	}
 	defer f.Close()
 	fi, err := f.Stat()
 	if err != nil {
-		return fmt.Errorf("give %s to the owner of %s: %w", path, filepath.Dir(path), err)
+		return err
 	}
 	if st, ok := fi.Sys().(*syscall.Stat_t); !ok || !fi.Mode().IsRegular() || st.Nlink != 1 {
-		return fmt.Errorf("give %s to the owner of %s: not a regular file with one link; left as it is", path, filepath.Dir(path))
+		return errors.New("not a regular file with one link; left as it is")
 	}
-	if err := f.Chown(int(d.Uid), int(d.Gid)); err != nil {
-		return fmt.Errorf("give %s to the owner of %s: %w", path, filepath.Dir(path), err)
-	}
-	return nil
+	return f.Chown(int(d.Uid), int(d.Gid))
 }

@@ -2,7 +2,6 @@ package bolt
 
 import (
 	"bytes"
-	"crypto/sha256"
 	"encoding/binary"
 	"encoding/hex"
 	"fmt"
@@ -53,12 +52,17 @@ func (s *Store) Load(items []store.Item, force bool) (store.LoadResult, error) {
 	}
 	// The log is read for the events it holds before the write transaction, in a read one:
 	// a long log read under bbolt's one writer lock would hold up every login meanwhile.
-	var held map[[sha256.Size]byte]int
-	if err := s.view(func(tx *bbolt.Tx) (err error) {
-		held, err = heldEvents(tx.Bucket(bucketAudit), items)
-		return err
-	}); err != nil {
-		return res, err
+	held := store.NewHeldEvents(items)
+	if held != nil {
+		err := s.view(func(tx *bbolt.Tx) error {
+			return tx.Bucket(bucketAudit).ForEach(func(_, v []byte) error {
+				held.See(v)
+				return nil
+			})
+		})
+		if err != nil {
+			return res, err
+		}
 	}
 	err := s.update(func(tx *bbolt.Tx) error {
 		res = store.LoadResult{}
@@ -90,8 +94,7 @@ func (s *Store) Load(items []store.Item, force bool) (store.LoadResult, error) {
 				res.Tickets++
 			case store.ItemEvent:
 				res.Events++
-				if h := sha256.Sum256(it.Value); held[h] > 0 {
-					held[h]--
+				if held.Take(it.Value) {
 					res.EventsHeld++
 					continue
 				}
@@ -105,29 +108,6 @@ func (s *Store) Load(items []store.Item, force bool) (store.LoadResult, error) {
 		return audit.SetSequence(seq)
 	})
 	return res, err
-}
-
-// heldEvents counts the events of the audit bucket that are among items'
-// events, by the SHA-256 of their bytes; nil when items hold none (a restore
-// without --audit reads no log).
-func heldEvents(audit *bbolt.Bucket, items []store.Item) (map[[sha256.Size]byte]int, error) {
-	want := map[[sha256.Size]byte]int{}
-	for _, it := range items {
-		if it.Kind == store.ItemEvent {
-			want[sha256.Sum256(it.Value)]++
-		}
-	}
-	if len(want) == 0 {
-		return nil, nil
-	}
-	held := map[[sha256.Size]byte]int{}
-	err := audit.ForEach(func(_, v []byte) error {
-		if h := sha256.Sum256(v); want[h] > held[h] {
-			held[h]++
-		}
-		return nil
-	})
-	return held, err
 }
 
 // Leader reports that this node prunes the audit log: it is the only one.

@@ -432,8 +432,7 @@ func (s *Store) Load(items []store.Item, force bool) (store.LoadResult, error) {
 			ops = append(ops, clientv3.OpPut(s.ticketKey(k), string(it.Value), clientv3.WithLease(lease.ID)))
 			batch.Tickets++
 		case store.ItemEvent:
-			if h := sha256.Sum256(it.Value); held[h] > 0 {
-				held[h]--
+			if held.Take(it.Value) {
 				res.Events++
 				res.EventsHeld++
 				continue
@@ -454,34 +453,30 @@ func (s *Store) Load(items []store.Item, force bool) (store.LoadResult, error) {
 // heldPage is how many events heldEvents reads in one request.
 const heldPage = 1000
 
-// heldEvents counts the events of the audit log that are among items'
-// events, by the SHA-256 of their bytes, as bolt's Load does: so a backup
-// restored into the cluster it came from, or restored twice, adds none of
-// its events twice (restoredKey covers only the same restore run again). It
+// heldEvents returns which of items' events the audit log holds already (a
+// backup restored into the cluster it came from, or restored twice; see
+// store.HeldEvents; restoredKey covers only the same restore run again). It
 // reads the log between the first and the last of the events' times (the
 // keys start with the time), heldPage events at a time; nil when items hold
 // no event.
-func (s *Store) heldEvents(items []store.Item) (map[[sha256.Size]byte]int, error) {
-	want := map[[sha256.Size]byte]int{}
-	var lo, hi int64
-	for _, it := range items {
-		if it.Kind != store.ItemEvent {
-			continue
-		}
-		e, _ := store.DecodeEvent(1, it.Value) // checked
-		t := max(e.Time.UnixNano(), 0)
-		if len(want) == 0 || t < lo {
-			lo = t
-		}
-		hi = max(hi, t)
-		want[sha256.Sum256(it.Value)]++
-	}
-	if len(want) == 0 {
+func (s *Store) heldEvents(items []store.Item) (*store.HeldEvents, error) {
+	held := store.NewHeldEvents(items)
+	if held == nil {
 		return nil, nil
+	}
+	lo, hi := int64(-1), int64(0)
+	for _, it := range items {
+		if it.Kind == store.ItemEvent {
+			e, _ := store.DecodeEvent(1, it.Value) // checked
+			t := max(e.Time.UnixNano(), 0)
+			if lo < 0 || t < lo {
+				lo = t
+			}
+			hi = max(hi, t)
+		}
 	}
 	from := fmt.Sprintf("%saudit/%020d", s.prefix, lo)
 	end := fmt.Sprintf("%saudit/%020d", s.prefix, hi+1)
-	held := map[[sha256.Size]byte]int{}
 	for {
 		var resp *clientv3.GetResponse
 		err := s.retried(func(ctx context.Context) (err error) {
@@ -492,9 +487,7 @@ func (s *Store) heldEvents(items []store.Item) (map[[sha256.Size]byte]int, error
 			return nil, s.fail("read the audit log", err)
 		}
 		for _, kv := range resp.Kvs {
-			if h := sha256.Sum256(kv.Value); want[h] > held[h] {
-				held[h]++
-			}
+			held.See(kv.Value)
 		}
 		if !resp.More || len(resp.Kvs) == 0 {
 			return held, nil
