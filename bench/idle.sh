@@ -34,7 +34,10 @@ ulimit -n "$(ulimit -Hn)"
 (($(ulimit -n) >= 2 * SESSIONS + 1024)) ||
 	gk_die "ulimit -n is $(ulimit -n) (hard limit), SESSIONS=$SESSIONS needs about $((2 * SESSIONS + 1024))"
 pid_max=$(</proc/sys/kernel/pid_max)
-procs=$(find /proc -maxdepth 1 -name '[0-9]*' | wc -l)
+# A glob, not find: find fails (and set -e ends the script) when a process exits while it walks
+# /proc, as the sessions of the benchmark run before this one do.
+running=(/proc/[0-9]*)
+procs=${#running[@]}
 ((procs + 4 * SESSIONS + 1000 <= pid_max)) ||
 	gk_die "pid_max is $pid_max with $procs processes running: SESSIONS=$SESSIONS needs about $((4 * SESSIONS)) more"
 if [[ -z $CMD ]]; then
