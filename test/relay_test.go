@@ -762,13 +762,15 @@ func processesOf(t *testing.T, pattern string) []int {
 }
 
 // startSSH starts `ssh [opts] user@127.0.0.1 command` in the background and returns once its
-// first line of output, want, has come; the caller ends it. out is its standard output.
+// first line of output, want, has come; the caller ends it. out is its standard output; its
+// standard error is cmd.Stderr, a *bytes.Buffer to read once cmd.Wait has returned.
 func startSSH(t *testing.T, c *client, opts []string, command, want string) (*exec.Cmd, io.ReadCloser) {
 	t.Helper()
 	cmd := exec.Command("ssh", c.sshArgs(opts, command)...)
 	cmd.Env = c.env()
 	cmd.Dir = c.dir
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
+	cmd.Stderr = new(bytes.Buffer)
 	out, err := cmd.StdoutPipe()
 	if err != nil {
 		t.Fatal(err)
@@ -841,6 +843,42 @@ func TestServerAliveSeesHungLander(t *testing.T) {
 			}
 		case <-time.After(30 * time.Second):
 			t.Fatal("ssh with ServerAliveInterval=1 still running 30 s after the login node stopped answering")
+		}
+	})
+}
+
+// TestLanderDropsSession: when the login node's sshd goes away in the middle of a session
+// (killed, out of memory, the node rebooting), ssh says "Connection to ... closed by remote
+// host." and exits 255, as directly. The gatekeeper used to close the session's channel first,
+// and ssh then ended (255) without a word.
+func TestLanderDropsSession(t *testing.T) {
+	forEachPath(t, func(t *testing.T, c *client) {
+		cmd, _ := startSSH(t, c, nil, "echo up; exec sleep 600", "up")
+		defer func() { _ = cmd.Process.Kill() }()
+		sshd := processesOf(t, "sshd: "+c.user.name)
+		if len(sshd) == 0 {
+			t.Fatal("no sshd process of the session found")
+		}
+		defer func() {
+			// The session's sleep, left without its sshd.
+			_ = exec.Command("pkill", "-KILL", "-u", c.user.name).Run()
+		}()
+		for _, pid := range sshd {
+			_ = syscall.Kill(pid, syscall.SIGKILL)
+		}
+		done := make(chan error, 1)
+		go func() { done <- cmd.Wait() }()
+		select {
+		case err := <-done:
+			var ee *exec.ExitError
+			if !errors.As(err, &ee) || ee.ExitCode() != 255 {
+				t.Errorf("ssh ended with %v, want exit 255", err)
+			}
+			if stderr := cmd.Stderr.(*bytes.Buffer).String(); !strings.Contains(stderr, "closed by remote host") {
+				t.Errorf("ssh's stderr %q does not say that the connection was closed", stderr)
+			}
+		case <-time.After(20 * time.Second):
+			t.Fatal("ssh still running 20 s after the login node's sshd was killed")
 		}
 	})
 }

@@ -1,6 +1,7 @@
 package connserve
 
 import (
+	"errors"
 	"net"
 	"syscall"
 )
@@ -42,6 +43,16 @@ func (c *quickAckConn) Read(p []byte) (int, error) {
 		_ = c.raw.Control(setQuickAck)
 	}
 	return n, err
+}
+
+// CloseWrite shuts down the writing half of the connection underneath (the
+// relay ends a connection so), or returns errors.ErrUnsupported when it has
+// no CloseWrite.
+func (c *quickAckConn) CloseWrite() error {
+	if cw, ok := c.Conn.(interface{ CloseWrite() error }); ok {
+		return cw.CloseWrite()
+	}
+	return errors.ErrUnsupported
 }
 
 // WithQuickAck wraps nc so that its first budget bytes are acknowledged at

@@ -43,6 +43,21 @@ func TestWithQuickAck(t *testing.T) {
 		t.Errorf("budget %d left after 16 bytes, want it spent", q.budget)
 	}
 
+	// CloseWrite reaches the socket (the relay ends a connection so): the
+	// peer reads EOF, and can still write.
+	if err := c.(interface{ CloseWrite() error }).CloseWrite(); err != nil {
+		t.Fatalf("CloseWrite: %v", err)
+	}
+	if n, err := client.Read(buf); n != 0 || err != io.EOF {
+		t.Fatalf("the peer read %d, %v after CloseWrite; want EOF", n, err)
+	}
+	if _, err := client.Write([]byte("x")); err != nil {
+		t.Fatalf("the peer's write after CloseWrite: %v", err)
+	}
+	if _, err := io.ReadFull(c, buf[:1]); err != nil {
+		t.Fatalf("a read after CloseWrite: %v", err)
+	}
+
 	// A connection whose reads and writes are sockio's raw system calls
 	// (both legs of the gatekeeper) is still a socket to wrap: were it not,
 	// the quick ACKs would be lost without a sign.

@@ -132,6 +132,15 @@ type conn struct {
 	remote net.Addr // set inside once
 }
 
+// CloseWrite shuts down the writing half of the connection underneath (the relay ends a
+// connection so, see relay.Relay), or returns errors.ErrUnsupported when it has no CloseWrite.
+func (c *conn) CloseWrite() error {
+	if cw, ok := c.Conn.Raw().(interface{ CloseWrite() error }); ok {
+		return cw.CloseWrite()
+	}
+	return errors.ErrUnsupported
+}
+
 // RemoteAddr returns the client address from the PROXY header, or an *UnknownAddr holding the
 // balancer's address when the header names none or could not be read. It waits for the header
 // if it has not been read yet.

@@ -404,3 +404,26 @@ func TestHeaderTimeoutDefault(t *testing.T) {
 		}
 	}
 }
+
+// TestCloseWrite: a connection from a listed balancer shuts down its writing half (the relay
+// ends a client's connection so) after what it wrote; the balancer reads it, then EOF.
+func TestCloseWrite(t *testing.T) {
+	l := listen(t, trusted, time.Second)
+	client, server := connect(t, l)
+	write(t, client, []byte("PROXY TCP4 192.0.2.1 127.0.0.1 5555 22\r\n"+banner))
+	buf := make([]byte, len(banner))
+	if _, err := io.ReadFull(server, buf); err != nil || string(buf) != banner {
+		t.Fatalf("read %q, %v", buf, err)
+	}
+	write(t, server, []byte("bye"))
+	cw, ok := server.(interface{ CloseWrite() error })
+	if !ok {
+		t.Fatalf("%T has no CloseWrite", server)
+	}
+	if err := cw.CloseWrite(); err != nil {
+		t.Fatalf("CloseWrite: %v", err)
+	}
+	if got, err := io.ReadAll(client); err != nil || string(got) != "bye" {
+		t.Fatalf("the balancer read %q, %v; want \"bye\" and EOF", got, err)
+	}
+}

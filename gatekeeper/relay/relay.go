@@ -224,9 +224,13 @@ type relay struct {
 	// open counts the channel pairs being opened or running, by the side
 	// that opened them.
 	open [2]int
+	// lost counts the pairs in open whose lander channel went with the
+	// lander's connection and whose output the client has had (see
+	// half.forward): the drain does not wait for them to end.
+	lost int
 	// refused counts the channel opens refused over the cap, by side.
 	refused [2]int
-	// idle is closed when no pair is left, if set.
+	// idle is closed when no pair is left but lost ones, if set.
 	idle chan struct{}
 	// bigWindows counts the channels open with a window above
 	// DefaultWindow.
@@ -247,7 +251,8 @@ type relay struct {
 // When the client goes, the lander connection is closed at once. When the
 // lander goes, output it sent before (data, exit status, channel close) is
 // still delivered to the client, for at most drainTimeout, before the client
-// connection is closed.
+// connection is closed; a channel the lander had not closed stays open
+// until then, so that the client sees its connection end, as directly.
 //
 // Relay returns nil when the connection that ended first ended normally (EOF,
 // a peer's "by application" disconnect, or closed by the caller), otherwise
@@ -453,14 +458,40 @@ func (d *drain) stop() {
 	d.idle, d.timeout = nil, nil
 }
 
-// drained closes the client's connection once the drain is over: every
-// pair has ended, or the client took too long (timedOut).
+// drained ends the client's connection once the drain is over: every pair
+// has ended but lost ones, or the client took too long (timedOut). With
+// lost pairs, whose channels stay open, the client is sent a FIN after
+// their output and closes its end itself, within the drain's time: a Close
+// now, with the client's last window adjustments unread, would make the
+// kernel reset the connection and lose output still on its way.
 func (r *relay) drained(d *drain, timedOut bool) {
 	if timedOut {
 		r.log.Warn("client did not take the lander's last output in time; closing", "timeout", drainTimeout)
+	} else if r.anyLost() && closeWrite(r.down) == nil {
+		d.idle = nil
+		return
 	}
 	d.stop()
 	_ = r.down.Close()
+}
+
+// anyLost reports whether a lost pair is left (see pairLost).
+func (r *relay) anyLost() bool {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.lost > 0
+}
+
+// closeWrite shuts down the writing half of c's connection (x/crypto patch
+// 21), or returns errors.ErrUnsupported.
+func closeWrite(c ssh.Conn) error {
+	if sc, ok := c.(*ssh.ServerConn); ok {
+		c = sc.Conn
+	}
+	if cw, ok := c.(interface{ CloseWrite() error }); ok {
+		return cw.CloseWrite()
+	}
+	return errors.ErrUnsupported
 }
 
 // checkEnded notes a connection whose queues have both closed: the first
@@ -516,7 +547,7 @@ func (r *relay) channelOpen(e *endpoint, nc ssh.NewChannel, ok bool) {
 		if p := r.bridge(nc, e.from); p != nil {
 			p.start()
 		} else {
-			r.pairDone(e.from)
+			r.pairDone(e.from, false)
 		}
 	})
 }
@@ -548,17 +579,23 @@ func endErr(s side, err error) error {
 }
 
 // idleChan returns a channel that is closed once no channel pair is left
-// (at once if none is).
+// but lost ones (at once if none is).
 func (r *relay) idleChan() <-chan struct{} {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	idle := make(chan struct{})
-	if r.open[fromClient]+r.open[fromLander] == 0 {
-		close(idle)
-	} else {
-		r.idle = idle
-	}
+	r.idle = idle
+	r.checkIdle()
 	return idle
+}
+
+// checkIdle closes r.idle, if set, when no pair is left but lost ones.
+// r.mu is held.
+func (r *relay) checkIdle() {
+	if r.open[fromClient]+r.open[fromLander] == r.lost && r.idle != nil {
+		close(r.idle)
+		r.idle = nil
+	}
 }
 
 // pairStart takes a channel slot for a channel opened by from; it reports
@@ -574,14 +611,24 @@ func (r *relay) pairStart(from side) bool {
 	return true
 }
 
-// pairDone gives back a slot taken by pairStart.
-func (r *relay) pairDone(from side) {
+// pairDone gives back a slot taken by pairStart; lost tells whether
+// pairLost counted the pair.
+func (r *relay) pairDone(from side, lost bool) {
 	r.mu.Lock()
 	r.open[from]--
-	if r.open[fromClient]+r.open[fromLander] == 0 && r.idle != nil {
-		close(r.idle)
-		r.idle = nil
+	if lost {
+		r.lost--
 	}
+	r.checkIdle()
+	r.mu.Unlock()
+}
+
+// pairLost counts a pair whose lander channel went with the lander's
+// connection, once the client has had its output.
+func (r *relay) pairLost() {
+	r.mu.Lock()
+	r.lost++
+	r.checkIdle()
 	r.mu.Unlock()
 }
 
@@ -844,12 +891,14 @@ func (f *forwarder) wait() {
 // notifyChannel is x/crypto's channel with patch 7 (see
 // third_party/golang.org/x/crypto/PATCHES.md): it says when it has
 // something to read, and its reads can give up after a while, so that a
-// quiet channel needs no goroutine.
+// quiet channel needs no goroutine. Patch 21 adds Lost: the channel went
+// with its connection, not by the peer's CLOSE.
 type notifyChannel interface {
 	ssh.Channel
 	ReadAnyTo(wait time.Duration, write func(p []byte, extended uint32) (int, error)) (n int, extended uint32, err error)
 	Readable() bool
 	SetNotify(f func())
+	Lost() bool
 }
 
 // copyLinger is how long a copy waits for more data before its goroutine
@@ -872,6 +921,11 @@ type pair struct {
 	// up moves the client's channel to the lander's; down the other way.
 	up, down   *half
 	nUp, nDown atomic.Int64 // bytes relayed, for the log
+
+	// lost is set, by the down half's forwarder, when the lander's channel
+	// went with the lander's connection; finish reads it after that
+	// forwarder is done.
+	lost bool
 
 	mu sync.Mutex
 	// mu protects the following.
@@ -952,7 +1006,7 @@ func (p *pair) finish() {
 	p.mu.Lock()
 	p.finished = true
 	p.mu.Unlock()
-	p.r.pairDone(p.from)
+	p.r.pairDone(p.from, p.lost)
 	p.r.wg.Done()
 }
 
@@ -1014,8 +1068,20 @@ func (r *relay) newHalf(p *pair, src notifyChannel, srcReqs <-chan *ssh.Request,
 }
 
 // forward is h's forwarder function.
+//
+// A lander channel that went with the lander's connection (x/crypto patch
+// 21, Lost), not by a CLOSE of sshd, gets no EOF or CLOSE relayed to the
+// client: the client is given the output that came before, and then its
+// connection is closed with the channel still open, as directly. OpenSSH's
+// client then says "Connection to lander closed by remote host." (exit
+// 255), where a channel closed first ended the session without a word.
 func (h *half) forward(it item) {
 	switch {
+	case (it.eof || it.close) && h.parksEnd && h.src.Lost():
+		if it.close {
+			h.p.lost = true
+			h.p.r.pairLost()
+		}
 	case it.eof:
 		// Fails harmlessly when dst is already closed.
 		_ = h.dst.CloseWrite()

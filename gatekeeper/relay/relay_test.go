@@ -481,6 +481,9 @@ func (l *lander) run(ch ssh.Channel, cmd string, seen *recorder) {
 		// kernel send RST, which discards data in flight even to a
 		// direct client.
 		_ = l.raw.Conn.(*net.TCPConn).CloseWrite()
+	case "burst-and-vanish": // output, then the lander's connection ends with the channel open (sshd killed)
+		_, _ = ch.Write(bytes.Repeat([]byte("v"), burstSize))
+		_ = l.raw.Conn.(*net.TCPConn).CloseWrite()
 	case "source": // writes arg bytes
 		n, _ := strconv.ParseInt(arg, 10, 64)
 		_, _ = io.Copy(ch, io.LimitReader(zeroReader{}, n))
@@ -1567,6 +1570,61 @@ func TestLanderOutputDeliveredAfterDrop(t *testing.T) {
 	within(t, "client conn closed", func() { _ = e.client.Wait() })
 	if err := e.waitRelay(); err != nil {
 		t.Fatalf("Relay = %v, want nil", err)
+	}
+}
+
+// TestLanderVanished: when the lander's connection ends with a channel
+// still open (sshd killed, the node down), the client gets the output sent
+// before, and then its connection ends with the channel open, as directly:
+// no EOF, CLOSE or exit status the lander never sent. OpenSSH's client
+// says "Connection to ... closed by remote host." only then; given a
+// CLOSE it ends without a word. A channel closed before is closed.
+func TestLanderVanished(t *testing.T) {
+	for _, direct := range []bool{true, false} {
+		t.Run(fmt.Sprintf("direct=%v", direct), func(t *testing.T) {
+			e := newEnv(t, direct)
+			closed, err := e.client.NewSession()
+			if err != nil {
+				t.Fatal(err)
+			}
+			if err := closed.Run("exit 3"); err == nil {
+				t.Fatal("exit 3: no error")
+			}
+			ch, reqs, err := e.client.OpenChannel("session", nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			var got []string
+			reqsDone := make(chan struct{})
+			go func() {
+				defer close(reqsDone)
+				for req := range reqs {
+					got = append(got, req.Type)
+				}
+			}()
+			ok, err := ch.SendRequest("exec", true, ssh.Marshal(struct{ Command string }{"burst-and-vanish"}))
+			if !ok || err != nil {
+				t.Fatalf("exec = %v, %v", ok, err)
+			}
+			var out []byte
+			within(t, "reading the output", func() { out, _ = io.ReadAll(ch) })
+			if len(out) != burstSize || strings.Trim(string(out), "v") != "" {
+				t.Errorf("got %d bytes of output, want %d", len(out), burstSize)
+			}
+			within(t, "client conn closed", func() { _ = e.client.Wait() })
+			within(t, "channel requests ending", func() { <-reqsDone })
+			if len(got) != 0 {
+				t.Errorf("channel requests %v, want none", got)
+			}
+			if !ch.(interface{ Lost() bool }).Lost() {
+				t.Error("the client's channel was closed, not left open when the connection ended")
+			}
+			if !direct {
+				if err := e.waitRelay(); err != nil {
+					t.Errorf("Relay = %v, want nil", err)
+				}
+			}
+		})
 	}
 }
 

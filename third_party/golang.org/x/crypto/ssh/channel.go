@@ -243,6 +243,10 @@ type channel struct {
 	// GATEKEEPER PATCH 20.
 	peerClosed bool
 
+	// lost is set when the connection ended before the peer's CLOSE
+	// came (Lost). GATEKEEPER PATCH 21.
+	lost atomic.Bool
+
 	// packetPool has a buffer for each extended channel ID to
 	// save allocations during writes.
 	packetPool map[uint32][]byte
@@ -670,6 +674,29 @@ func (c *channel) SetNotify(f func()) {
 		return
 	}
 	c.notify.Store(&f)
+}
+
+// Lost reports whether the channel ended because its connection did (the
+// peer went away, an error, or the connection's Close) before the peer's
+// CLOSE came, rather than by that CLOSE. It is set before the channel's
+// reads end and its Requests channel closes, so an owner that has seen
+// either can tell the two apart: a relay then passes on a CLOSE the peer
+// sent, and not one the peer never sent. Not part of the Channel
+// interface; reach it with a type assertion. GATEKEEPER PATCH 21.
+func (c *channel) Lost() bool {
+	return c.lost.Load()
+}
+
+// markLost sets Lost for a channel its connection's end is closing, unless
+// the peer's CLOSE came already (mux.OwnerAnswersClose keeps such a
+// channel listed until its owner's Close). GATEKEEPER PATCH 21.
+func (c *channel) markLost() {
+	c.writeMu.Lock()
+	peerClosed := c.peerClosed
+	c.writeMu.Unlock()
+	if !peerClosed {
+		c.lost.Store(true)
+	}
 }
 
 // notifyReader calls the function of SetNotify, if any. GATEKEEPER PATCH 7.

@@ -5,6 +5,7 @@
 package ssh
 
 import (
+	"errors"
 	"fmt"
 	"net"
 	"time"
@@ -133,6 +134,22 @@ func (c *connection) HandshakeRTT() time.Duration { return c.rtt }
 
 func (c *connection) Close() error {
 	return c.sshConn.conn.Close()
+}
+
+// CloseWrite shuts down the writing half of the connection's net.Conn (on
+// TCP, a FIN after everything written so far) while reading goes on until
+// the peer closes; later writes fail. It returns errors.ErrUnsupported when
+// the net.Conn has no CloseWrite method (*net.TCPConn has one). A relay
+// ends a connection so without losing what it wrote last: Close with the
+// peer's last packets (window adjustments) unread makes the kernel reset
+// the connection, discarding data still on its way to the peer. Reached
+// through a type assertion on Conn. GATEKEEPER PATCH 21.
+func (c *connection) CloseWrite() error {
+	cw, ok := c.sshConn.conn.(interface{ CloseWrite() error })
+	if !ok {
+		return errors.ErrUnsupported
+	}
+	return cw.CloseWrite()
 }
 
 // sshConn provides net.Conn metadata, but disallows direct reads and

@@ -244,6 +244,7 @@ func (m *mux) loop() {
 	}
 
 	for _, ch := range m.chanList.dropAll() {
+		ch.markLost() // GATEKEEPER PATCH 21
 		ch.close()
 	}
 
