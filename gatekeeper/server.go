@@ -531,8 +531,13 @@ func (s *Server) startSession(l *loggedIn) (sess *Session, opts *relay.Options, 
 		MaxChannels: cfg.MaxChannels, Window: uint32(cfg.Relay.WindowBytes), Windows: s.windows}
 	end = func(err *error) {
 		sess.reportBytes(s.metrics)
+		closedFirst := "client"
+		if sess.Stats.LanderFirst.Load() {
+			closedFirst = "lander"
+		}
 		log.Info("session ended", "duration", time.Since(sess.Start).Round(time.Millisecond).String(),
-			"bytes_up", sess.Stats.Up.Load(), "bytes_down", sess.Stats.Down.Load(), "err", errString(*err))
+			"bytes_up", sess.Stats.Up.Load(), "bytes_down", sess.Stats.Down.Load(),
+			"closed_first", closedFirst, "err", errString(*err))
 		if expiry != nil {
 			expiry.Stop()
 		}

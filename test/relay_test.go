@@ -877,8 +877,19 @@ func TestLanderDropsSession(t *testing.T) {
 			if stderr := cmd.Stderr.(*bytes.Buffer).String(); !strings.Contains(stderr, "closed by remote host") {
 				t.Errorf("ssh's stderr %q does not say that the connection was closed", stderr)
 			}
-		case <-time.After(20 * time.Second):
-			t.Fatal("ssh still running 20 s after the login node's sshd was killed")
+			if c.bind == trustedAddr {
+				// Through the gatekeeper: its log says who ended the session.
+				g := sharedGatekeeper(t)
+				waitUntil(t, "the gatekeeper's log line for the session's end", func() bool {
+					return strings.Contains(g.userLog(c.user.name), `"msg":"session ended"`)
+				})
+				if log := g.userLog(c.user.name); !strings.Contains(log, `"closed_first":"lander"`) {
+					t.Errorf("the session's end is not logged with closed_first lander:\n%s", log)
+				}
+			}
+		case <-time.After(5 * time.Second):
+			// Not the relay's drain timeout (10 s) cutting the connection.
+			t.Fatal("ssh still running 5 s after the login node's sshd was killed")
 		}
 	})
 }

@@ -133,6 +133,11 @@ type windowAccepter interface {
 type Stats struct {
 	Up   atomic.Int64 // client → lander
 	Down atomic.Int64 // lander → client
+	// LanderFirst is set when the lander's connection ended before the
+	// client's (sshd went away, or ended the connection itself), not set
+	// when the client's did (the user logged out, or the caller closed
+	// it). Final once Relay has returned.
+	LanderFirst atomic.Bool
 }
 
 // Options tunes a Relay. The zero value is usable.
@@ -517,6 +522,7 @@ func (r *relay) checkEnded(d *drain, down, up *endpoint) {
 		if !down.ended {
 			// The client still gets what the lander sent
 			// before it went, for at most drainTimeout.
+			r.stats.LanderFirst.Store(true)
 			close(r.ending)
 			d.err = endErr(fromLander, e)
 			d.idle = r.idleChan()
@@ -1070,18 +1076,18 @@ func (r *relay) newHalf(p *pair, src notifyChannel, srcReqs <-chan *ssh.Request,
 // forward is h's forwarder function.
 //
 // A lander channel that went with the lander's connection (x/crypto patch
-// 21, Lost), not by a CLOSE of sshd, gets no EOF or CLOSE relayed to the
-// client: the client is given the output that came before, and then its
-// connection is closed with the channel still open, as directly. OpenSSH's
-// client then says "Connection to lander closed by remote host." (exit
-// 255), where a channel closed first ended the session without a word.
+// 21, Lost), not by a CLOSE of sshd, gets no CLOSE relayed to the client:
+// the client is given the output that came before (and an EOF, as the
+// channel's reads show no difference between one sshd sent just before it
+// went and none), and then its connection ends with the channel still
+// open, as directly. OpenSSH's client then says "Connection to lander
+// closed by remote host." (exit 255), where a channel closed first ended
+// the session without a word.
 func (h *half) forward(it item) {
 	switch {
-	case (it.eof || it.close) && h.parksEnd && h.src.Lost():
-		if it.close {
-			h.p.lost = true
-			h.p.r.pairLost()
-		}
+	case it.close && h.parksEnd && h.src.Lost():
+		h.p.lost = true
+		h.p.r.pairLost()
 	case it.eof:
 		// Fails harmlessly when dst is already closed.
 		_ = h.dst.CloseWrite()

@@ -138,16 +138,22 @@ func (c *connection) Close() error {
 
 // CloseWrite shuts down the writing half of the connection's net.Conn (on
 // TCP, a FIN after everything written so far) while reading goes on until
-// the peer closes; later writes fail. It returns errors.ErrUnsupported when
-// the net.Conn has no CloseWrite method (*net.TCPConn has one). A relay
-// ends a connection so without losing what it wrote last: Close with the
-// peer's last packets (window adjustments) unread makes the kernel reset
-// the connection, discarding data still on its way to the peer. Reached
-// through a type assertion on Conn. GATEKEEPER PATCH 21.
+// the peer closes; later writes fail. During a key exchange, the packets
+// written meanwhile wait in a queue, and the shutdown waits for them: it
+// comes once the exchange is over and they are out. It returns
+// errors.ErrUnsupported when the net.Conn has no CloseWrite method
+// (*net.TCPConn has one). A relay ends a connection so without losing what
+// it wrote last: Close with the peer's last packets (window adjustments)
+// unread makes the kernel reset the connection, discarding data still on
+// its way to the peer. Reached through a type assertion on Conn.
+// GATEKEEPER PATCH 21.
 func (c *connection) CloseWrite() error {
 	cw, ok := c.sshConn.conn.(interface{ CloseWrite() error })
 	if !ok {
 		return errors.ErrUnsupported
+	}
+	if t, ok := c.transport.(*handshakeTransport); ok {
+		return t.closeWriteAfterKex(cw.CloseWrite)
 	}
 	return cw.CloseWrite()
 }

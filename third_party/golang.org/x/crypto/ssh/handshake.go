@@ -113,7 +113,11 @@ type handshakeTransport struct {
 	// limited by pendingPacketsSize. Once full, writes will block until the key
 	// exchange is completed or an error occurs. If not empty, it is emptied
 	// all at once when the key exchange is completed in kexLoop.
-	pendingPackets   [][]byte
+	pendingPackets [][]byte
+	// closeWrite, if set, is run by kexLoop once the key exchange under
+	// way is over and pendingPackets are out (closeWriteAfterKex).
+	// GATEKEEPER PATCH 21.
+	closeWrite       func() error
 	writePacketsLeft uint32
 	writeBytesLeft   int64
 	userAuthComplete bool // whether the user authentication phase is complete
@@ -612,6 +616,10 @@ write:
 			}
 		}
 		t.pendingPackets = t.pendingPackets[:0]
+		if t.closeWrite != nil && t.writeError == nil { // GATEKEEPER PATCH 21
+			_ = t.closeWrite()
+		}
+		t.closeWrite = nil
 		// Unblock writePacket if waiting for KEX.
 		t.writeCond.Broadcast()
 		t.mu.Unlock()
@@ -928,6 +936,20 @@ func (t *handshakeTransport) writeData(head, data []byte) (bool, error) {
 		t.writeCond.Broadcast()
 	}
 	return true, nil
+}
+
+// closeWriteAfterKex runs closeWrite, which shuts down the writing half of
+// the connection, at once or, while a key exchange is under way, after it:
+// kexLoop runs it once the packets queued meanwhile are written. Under t.mu,
+// no packet is cut short by it. GATEKEEPER PATCH 21.
+func (t *handshakeTransport) closeWriteAfterKex(closeWrite func() error) error {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if t.sentInitMsg != nil && t.writeError == nil {
+		t.closeWrite = closeWrite
+		return nil
+	}
+	return closeWrite()
 }
 
 func (t *handshakeTransport) Close() error {
