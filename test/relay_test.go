@@ -833,18 +833,28 @@ func TestServerAliveSeesHungLander(t *testing.T) {
 			// The session's sleep, left without its sshd.
 			_ = exec.Command("pkill", "-KILL", "-u", c.user.name).Run()
 		}()
-		done := make(chan error, 1)
-		go func() { done <- cmd.Wait() }()
-		select {
-		case err := <-done:
-			var ee *exec.ExitError
-			if !errors.As(err, &ee) || ee.ExitCode() != 255 {
-				t.Errorf("ssh ended with %v, want exit 255 (server alive timeout)", err)
-			}
-		case <-time.After(30 * time.Second):
+		if !waitExit255(t, cmd, 30*time.Second) {
 			t.Fatal("ssh with ServerAliveInterval=1 still running 30 s after the login node stopped answering")
 		}
 	})
+}
+
+// waitExit255 waits up to limit for cmd, an ssh, to end, and checks that it exited 255 (the
+// connection lost); false if it was still running.
+func waitExit255(t *testing.T, cmd *exec.Cmd, limit time.Duration) bool {
+	t.Helper()
+	done := make(chan error, 1)
+	go func() { done <- cmd.Wait() }()
+	select {
+	case err := <-done:
+		var ee *exec.ExitError
+		if !errors.As(err, &ee) || ee.ExitCode() != 255 {
+			t.Errorf("ssh ended with %v, want exit 255", err)
+		}
+		return true
+	case <-time.After(limit):
+		return false
+	}
 }
 
 // TestLanderDropsSession: when the login node's sshd goes away in the middle of a session
@@ -866,30 +876,22 @@ func TestLanderDropsSession(t *testing.T) {
 		for _, pid := range sshd {
 			_ = syscall.Kill(pid, syscall.SIGKILL)
 		}
-		done := make(chan error, 1)
-		go func() { done <- cmd.Wait() }()
-		select {
-		case err := <-done:
-			var ee *exec.ExitError
-			if !errors.As(err, &ee) || ee.ExitCode() != 255 {
-				t.Errorf("ssh ended with %v, want exit 255", err)
-			}
-			if stderr := cmd.Stderr.(*bytes.Buffer).String(); !strings.Contains(stderr, "closed by remote host") {
-				t.Errorf("ssh's stderr %q does not say that the connection was closed", stderr)
-			}
-			if c.bind == trustedAddr {
-				// Through the gatekeeper: its log says who ended the session.
-				g := sharedGatekeeper(t)
-				waitUntil(t, "the gatekeeper's log line for the session's end", func() bool {
-					return strings.Contains(g.userLog(c.user.name), `"msg":"session ended"`)
-				})
-				if log := g.userLog(c.user.name); !strings.Contains(log, `"closed_first":"lander"`) {
-					t.Errorf("the session's end is not logged with closed_first lander:\n%s", log)
-				}
-			}
-		case <-time.After(5 * time.Second):
-			// Not the relay's drain timeout (10 s) cutting the connection.
+		// Within 5 s: not the relay's drain timeout (10 s) cutting the connection.
+		if !waitExit255(t, cmd, 5*time.Second) {
 			t.Fatal("ssh still running 5 s after the login node's sshd was killed")
+		}
+		if stderr := cmd.Stderr.(*bytes.Buffer).String(); !strings.Contains(stderr, "closed by remote host") {
+			t.Errorf("ssh's stderr %q does not say that the connection was closed", stderr)
+		}
+		if c.bind == trustedAddr {
+			// Through the gatekeeper: its log says who ended the session.
+			g := sharedGatekeeper(t)
+			waitUntil(t, "the gatekeeper's log line for the session's end", func() bool {
+				return strings.Contains(g.userLog(c.user.name), `"msg":"session ended"`)
+			})
+			if log := g.userLog(c.user.name); !strings.Contains(log, `"closed_first":"lander"`) {
+				t.Errorf("the session's end is not logged with closed_first lander:\n%s", log)
+			}
 		}
 	})
 }
