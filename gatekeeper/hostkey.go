@@ -32,6 +32,24 @@ func LoadHostKeys(files []string) ([]ssh.Signer, error) {
 	return signers, nil
 }
 
+// HandshakeKeys returns the first key of each type in keys, in their order:
+// the keys a door offers in its key exchanges, as sshd uses the first
+// HostKey of each type. (x/crypto's ServerConfig.AddHostKey keeps the last
+// key of a type.) Every key is announced to clients once they are logged in
+// (OpenSSH's UpdateHostKeys, see relay.Options.HostKeys), so that a new key
+// listed after the one in use is learned before it is put first.
+func HandshakeKeys(keys []ssh.Signer) []ssh.Signer {
+	var first []ssh.Signer
+	seen := map[string]bool{}
+	for _, k := range keys {
+		if t := k.PublicKey().Type(); !seen[t] {
+			seen[t] = true
+			first = append(first, k)
+		}
+	}
+	return first
+}
+
 func loadOrCreateHostKey(path string) (ssh.Signer, error) {
 	return loadOrCreateKey(path, "gatekeeper host key")
 }

@@ -528,7 +528,8 @@ func (s *Server) startSession(l *loggedIn) (sess *Session, opts *relay.Options, 
 		})
 	}
 	opts = &relay.Options{Log: log, Stats: &sess.Stats,
-		MaxChannels: cfg.MaxChannels, Window: uint32(cfg.Relay.WindowBytes), Windows: s.windows}
+		MaxChannels: cfg.MaxChannels, Window: uint32(cfg.Relay.WindowBytes), Windows: s.windows,
+		HostKeys: s.signers}
 	end = func(err *error) {
 		sess.reportBytes(s.metrics)
 		closedFirst := "client"
@@ -629,7 +630,7 @@ func (s *Server) serverConfig(cfg *config.Config, a *attempt, nc net.Conn, start
 		// key gets in on the terms the lander's own sshd would give it.
 		c.PublicKeyAuthAlgorithms = s.keyAlgos
 	}
-	for _, k := range s.signers {
+	for _, k := range HandshakeKeys(s.signers) {
 		c.AddHostKey(k)
 	}
 	return c

@@ -662,3 +662,72 @@ func TestMetricsHealthz(t *testing.T) {
 		t.Errorf("/healthz: %s", resp.Status)
 	}
 }
+
+// TestHostKeyRotation walks an admin through replacing the gatekeeper's host key without a
+// "host key changed" warning: a new key listed after the one in use is not used for key
+// exchanges (the first of each type is, as in sshd), and a client with UpdateHostKeys (OpenSSH's
+// default for a user's own known_hosts) learns it at its next login, proven by the gatekeeper.
+// Once the new key is listed first, that client connects with StrictHostKeyChecking=yes.
+func TestHostKeyRotation(t *testing.T) {
+	t.Parallel()
+	next := filepath.Join(t.TempDir(), "ssh_host_ed25519_key.next")
+	hostKeyFiles := regexp.MustCompile(`host_key_files: \["([^"]+)"\]`)
+	g := ownGatekeeper(t, gkOptions{edit: func(yaml string) string {
+		return hostKeyFiles.ReplaceAllString(yaml, `host_key_files: ["$1", "`+next+`"]`)
+	}})
+	u := newUser(t)
+	c := newClient(t, u, g.port, trustedAddr)
+	knownHosts := filepath.Join(c.dir, "known_hosts")
+	line := func(keyFile string) string {
+		t.Helper()
+		data, err := os.ReadFile(keyFile)
+		if err != nil {
+			t.Fatal(err)
+		}
+		s, err := ssh.ParsePrivateKey(data)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return fmt.Sprintf("[127.0.0.1]:%d %s", c.port, strings.TrimSpace(string(ssh.MarshalAuthorizedKey(s.PublicKey()))))
+	}
+	current := line(g.hostKey)
+	if err := os.WriteFile(knownHosts, []byte(current+"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	strict := []string{"-o", "StrictHostKeyChecking=yes", "-o", "UpdateHostKeys=yes"}
+	if r := c.ssh(strict, "true"); r.exit != 0 {
+		t.Fatalf("login with the current key known: %s", r)
+	}
+	got, err := os.ReadFile(knownHosts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	learned := line(next)
+	if !strings.Contains(string(got), current) || !strings.Contains(string(got), learned) {
+		t.Fatalf("known_hosts after the login:\n%s\nwant both\n%s\n%s", got, current, learned)
+	}
+
+	// The switch: the new key first, the old one gone.
+	if err := g.stop(); err != nil {
+		t.Fatal(err)
+	}
+	g.opts.edit = func(yaml string) string {
+		return hostKeyFiles.ReplaceAllString(yaml, `host_key_files: ["`+next+`"]`)
+	}
+	if err := g.writeConfig("gatekeeper"); err != nil {
+		t.Fatal(err)
+	}
+	if err := g.start(); err != nil {
+		t.Fatal(err)
+	}
+	// known_hosts names the old port (a new one each start here); the keys it learned are
+	// the gatekeeper's either way.
+	oldHost, newHost := fmt.Sprintf("[127.0.0.1]:%d ", c.port), fmt.Sprintf("[127.0.0.1]:%d ", g.port)
+	c.port = g.port
+	if err := os.WriteFile(knownHosts, []byte(strings.ReplaceAll(string(got), oldHost, newHost)), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if r := c.ssh(strict, "true"); r.exit != 0 {
+		t.Fatalf("login after the switch to the learned key: %s", r)
+	}
+}

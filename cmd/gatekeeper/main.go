@@ -38,6 +38,7 @@ import (
 	"gatekeeper/gatekeeper"
 	"gatekeeper/gatekeeper/metrics"
 	"gatekeeper/gatekeeper/store"
+	"gatekeeper/gatekeeper/store/etcd"
 )
 
 // Set by the Makefile with -ldflags "-X main.version=... -X main.commit=...".
@@ -209,7 +210,7 @@ func serve(ctx context.Context, cfg *config.Config, log *slog.Logger, reload fun
 	// the end it runs once the doors that sign users in through it are down.
 	defer gk.Close()
 	if c, ok := raw.(hostKeyClaimer); ok {
-		if err := c.ClaimHostKeys(fingerprints(gk.HostKeys())); err != nil {
+		if err := c.ClaimHostKeys(hostKeysOf(gk.HostKeys())); err != nil {
 			return err
 		}
 	}
@@ -265,7 +266,7 @@ func serve(ctx context.Context, cfg *config.Config, log *slog.Logger, reload fun
 		KeysEnabled:   cfg.Keys.Enabled,
 	}
 	sshLink := &sshlink.Server{
-		Signers:        gk.HostKeys(),
+		Signers:        gatekeeper.HandshakeKeys(gk.HostKeys()),
 		Auth:           gk,
 		Linker:         linker,
 		Tickets:        linker,
@@ -706,18 +707,24 @@ func orUnknown(s string) string {
 	return s
 }
 
-// hostKeyClaimer is a store shared by several nodes, which must all present
-// the same SSH host keys (see etcd.Store.ClaimHostKeys).
+// hostKeyClaimer is a store shared by several nodes, whose SSH host keys
+// must go together (see etcd.Store.ClaimHostKeys).
 type hostKeyClaimer interface {
-	ClaimHostKeys(fingerprints string) error
+	ClaimHostKeys(mine etcd.HostKeys) error
 }
 
-// fingerprints lists the SHA-256 fingerprints of keys, sorted, one string.
-func fingerprints(keys []ssh.Signer) string {
+// hostKeysOf names keys, the gatekeeper's host keys, by their fingerprints:
+// the ones its key exchanges use and all it announces.
+func hostKeysOf(keys []ssh.Signer) etcd.HostKeys {
+	return etcd.HostKeys{Handshake: fingerprints(gatekeeper.HandshakeKeys(keys)), Announced: fingerprints(keys)}
+}
+
+// fingerprints lists the SHA-256 fingerprints of keys, sorted, each once.
+func fingerprints(keys []ssh.Signer) []string {
 	var fps []string
 	for _, k := range keys {
 		fps = append(fps, ssh.FingerprintSHA256(k.PublicKey()))
 	}
 	slices.Sort(fps)
-	return strings.Join(fps, " ")
+	return slices.Compact(fps)
 }

@@ -174,6 +174,10 @@ type Options struct {
 	// Windows bounds the memory of enlarged windows across connections
 	// (relay.window_total). Nil: Window is not used.
 	Windows *WindowBudget
+	// HostKeys are the gatekeeper's host keys, all of them, announced to
+	// the client for OpenSSH's UpdateHostKeys (see hostkeys.go). Nil: none
+	// are announced, and the client's requests to prove them are refused.
+	HostKeys []ssh.Signer
 
 	// roundTrip, if set, replaces the client's round trip that the
 	// handshake showed (x/crypto patch 16): tests size windows with it.
@@ -224,6 +228,8 @@ type relay struct {
 	// linger is how long a copy waits for data before it ends
 	// (copyLinger unless Options.linger).
 	linger time.Duration
+	// hostKeys is Options.HostKeys.
+	hostKeys []ssh.Signer
 
 	mu sync.Mutex
 	// open counts the channel pairs being opened or running, by the side
@@ -288,6 +294,7 @@ func Relay(down *ssh.ServerConn, downChans <-chan ssh.NewChannel, downReqs <-cha
 		windows:     opts.Windows,
 		peakQueue:   opts.peakQueue,
 		linger:      opts.linger,
+		hostKeys:    opts.HostKeys,
 	}
 	if r.linger <= 0 {
 		r.linger = copyLinger
@@ -303,6 +310,7 @@ func Relay(down *ssh.ServerConn, downChans <-chan ssh.NewChannel, downReqs <-cha
 	if r.stats == nil {
 		r.stats = new(Stats)
 	}
+	r.announceHostKeys()
 	err := r.run(r.endpoint(fromClient, downChans, downReqs), r.endpoint(fromLander, upChans, upReqs))
 	r.logRefused()
 	return err
@@ -490,10 +498,7 @@ func (r *relay) anyLost() bool {
 // closeWrite shuts down the writing half of c's connection (x/crypto patch
 // 21), or returns errors.ErrUnsupported.
 func closeWrite(c ssh.Conn) error {
-	if sc, ok := c.(*ssh.ServerConn); ok {
-		c = sc.Conn
-	}
-	if cw, ok := c.(interface{ CloseWrite() error }); ok {
+	if cw, ok := innerConn(c).(interface{ CloseWrite() error }); ok {
 		return cw.CloseWrite()
 	}
 	return errors.ErrUnsupported
@@ -1248,6 +1253,11 @@ func (r *relay) global(req *ssh.Request, from side) {
 		if req.WantReply {
 			_ = req.Reply(false, nil)
 		}
+		return
+	case from == fromClient && req.Type == reqHostkeysPrv:
+		// The client asks for proof of the keys the gatekeeper
+		// announced: the gatekeeper's to give, not the lander's.
+		r.proveHostKeys(req)
 		return
 	case from == fromLander && (req.Type == reqHostkeys || req.Type == reqHostkeysPrv):
 		// These would teach the client the lander's host keys under the

@@ -5,6 +5,7 @@ import (
 	"bytes"
 	"crypto/ed25519"
 	"crypto/rand"
+	"crypto/rsa"
 	"crypto/sha256"
 	"errors"
 	"fmt"
@@ -534,7 +535,8 @@ type env struct {
 	lander    *lander
 	client    *ssh.Client
 	clientRaw net.Conn
-	globals   *recorder // global request types the client received
+	globals   *recorder   // global request types the client received
+	announced chan []byte // payloads of the hostkeys-00@openssh.com the client received
 	stats     *Stats
 	logs      *syncBuffer
 	relayDone chan error
@@ -572,7 +574,7 @@ func newEnvRekey(tb testing.TB, direct bool, opts Options, rekey uint64) *env {
 func newEnvLinks(tb testing.TB, direct bool, opts Options, frontRekey, landerRekey uint64) *env {
 	tb.Helper()
 	baseline := runtime.NumGoroutine()
-	e := &env{tb: tb, globals: newRecorder(), stats: new(Stats), logs: new(syncBuffer), relayDone: make(chan error, 1), front: make(chan *ssh.ServerConn, 1)}
+	e := &env{tb: tb, globals: newRecorder(), announced: make(chan []byte, 4), stats: new(Stats), logs: new(syncBuffer), relayDone: make(chan error, 1), front: make(chan *ssh.ServerConn, 1)}
 	landerKey, gkKey := newSigner(tb), newSigner(tb)
 
 	landerRaw, upRaw := tcpPair(tb)
@@ -631,6 +633,12 @@ func newEnvLinks(tb testing.TB, direct bool, opts Options, frontRekey, landerRek
 		defer close(fwd)
 		for req := range reqs {
 			e.globals.add(req.Type)
+			if req.Type == reqHostkeys {
+				select {
+				case e.announced <- req.Payload:
+				default:
+				}
+			}
 			if req.Type == "marker@test" {
 				_ = req.Reply(true, nil)
 				continue
@@ -1458,6 +1466,97 @@ func TestHostkeysNotRelayed(t *testing.T) {
 	if !slices.Contains(got, "marker@test") || slices.Contains(got, "hostkeys-00@openssh.com") ||
 		slices.Contains(got, "hostkeys-prove-00@openssh.com") {
 		t.Fatalf("client received global requests %q; want the marker only", got)
+	}
+}
+
+// TestHostKeysAnnounced: the client is told the gatekeeper's host keys
+// (each once), and the gatekeeper proves the ones it is asked about with
+// signatures OpenSSH's client accepts (prefix, session ID and key, RSA with
+// rsa-sha2-512); a key it does not have, one asked twice or a malformed
+// request is refused.
+func TestHostKeysAnnounced(t *testing.T) {
+	edKey, otherEd := newSigner(t), newSigner(t)
+	rsaPriv, err := rsa.GenerateKey(rand.Reader, 2048)
+	if err != nil {
+		t.Fatal(err)
+	}
+	rsaKey, err := ssh.NewSignerFromKey(rsaPriv)
+	if err != nil {
+		t.Fatal(err)
+	}
+	e := newEnvOpts(t, false, Options{HostKeys: []ssh.Signer{edKey, rsaKey, otherEd, edKey}})
+	var announced []byte
+	select {
+	case announced = <-e.announced:
+	case <-time.After(waitLimit):
+		t.Fatal("no hostkeys-00@openssh.com came")
+	}
+	var blobs [][]byte
+	for rest := announced; len(rest) > 0; {
+		blob, next, ok := parseString(rest)
+		if !ok {
+			t.Fatalf("malformed announcement %x", announced)
+		}
+		blobs, rest = append(blobs, blob), next
+	}
+	want := [][]byte{edKey.PublicKey().Marshal(), rsaKey.PublicKey().Marshal(), otherEd.PublicKey().Marshal()}
+	if !slices.EqualFunc(blobs, want, bytes.Equal) {
+		t.Fatalf("announced %d keys, want the 3 keys once each, in order", len(blobs))
+	}
+
+	prove := func(keys ...ssh.PublicKey) (bool, []byte) {
+		t.Helper()
+		var payload []byte
+		for _, k := range keys {
+			payload = appendString(payload, k.Marshal())
+		}
+		ok, resp, err := e.client.SendRequest(reqHostkeysPrv, true, payload)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return ok, resp
+	}
+	ok, resp := prove(otherEd.PublicKey(), rsaKey.PublicKey())
+	if !ok {
+		t.Fatal("proof of two announced keys refused")
+	}
+	for _, k := range []ssh.PublicKey{otherEd.PublicKey(), rsaKey.PublicKey()} {
+		sigBlob, rest, ok := parseString(resp)
+		if !ok {
+			t.Fatalf("proof answer too short for %s", k.Type())
+		}
+		resp = rest
+		var sig ssh.Signature
+		if err := ssh.Unmarshal(sigBlob, &sig); err != nil {
+			t.Fatal(err)
+		}
+		data := ssh.Marshal(struct {
+			Prefix    string
+			SessionID []byte
+			Key       []byte
+		}{reqHostkeysPrv, e.client.SessionID(), k.Marshal()})
+		if err := k.Verify(data, &sig); err != nil {
+			t.Errorf("proof for %s (%s) does not verify: %v", k.Type(), sig.Format, err)
+		}
+		if k.Type() == ssh.KeyAlgoRSA && sig.Format != ssh.KeyAlgoRSASHA512 {
+			t.Errorf("RSA proof signed with %s, want %s", sig.Format, ssh.KeyAlgoRSASHA512)
+		}
+	}
+	if len(resp) != 0 {
+		t.Errorf("%d bytes left after the proofs", len(resp))
+	}
+	if ok, _ := prove(newSigner(t).PublicKey()); ok {
+		t.Error("a key the gatekeeper does not have was proven")
+	}
+	if ok, _ := prove(edKey.PublicKey(), edKey.PublicKey()); ok {
+		t.Error("a key asked twice in one request was proven")
+	}
+	if ok, _, err := e.client.SendRequest(reqHostkeysPrv, true, []byte{0, 0, 1}); ok || err != nil {
+		t.Errorf("a malformed request: %v, %v; want refused", ok, err)
+	}
+	// The session still works.
+	if out, _, err := e.run("echo", strings.NewReader("still here")); err != nil || out != "still here" {
+		t.Errorf("echo after the proofs: %q, %v", out, err)
 	}
 }
 
