@@ -202,6 +202,13 @@ func New(cfg *config.Config, opts Options) (*Server, error) {
 	if err != nil {
 		return nil, err
 	}
+	for i, k := range signers {
+		if first := HandshakeKeys(signers[:i+1]); first[len(first)-1] != k {
+			opts.Log.Info("host key announced to clients, not used in key exchanges: an earlier key of its type is "+
+				"(gatekeepers before key announcements used the last of each type)",
+				"file", cfg.HostKeyFiles[i], "type", k.PublicKey().Type())
+		}
+	}
 	l, err := newLander(cfg.Upstream.Address, cfg.Upstream.KnownHosts)
 	if err != nil {
 		return nil, err

@@ -694,6 +694,9 @@ func TestHostKeyRotation(t *testing.T) {
 	if err := os.WriteFile(knownHosts, []byte(current+"\n"), 0o600); err != nil {
 		t.Fatal(err)
 	}
+	if !strings.Contains(string(g.logBytes()), "host key announced to clients, not used in key exchanges") {
+		t.Error("the start does not say that the second key is only announced")
+	}
 	strict := []string{"-o", "StrictHostKeyChecking=yes", "-o", "UpdateHostKeys=yes"}
 	if r := c.ssh(strict, "true"); r.exit != 0 {
 		t.Fatalf("login with the current key known: %s", r)

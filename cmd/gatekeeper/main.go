@@ -713,18 +713,18 @@ type hostKeyClaimer interface {
 	ClaimHostKeys(mine etcd.HostKeys) error
 }
 
-// hostKeysOf names keys, the gatekeeper's host keys, by their fingerprints:
-// the ones its key exchanges use and all it announces.
+// hostKeysOf names keys, the gatekeeper's host keys, by their SHA-256
+// fingerprints: the one of each type its key exchanges use, and all it
+// announces (sorted, each once).
 func hostKeysOf(keys []ssh.Signer) etcd.HostKeys {
-	return etcd.HostKeys{Handshake: fingerprints(gatekeeper.HandshakeKeys(keys)), Announced: fingerprints(keys)}
-}
-
-// fingerprints lists the SHA-256 fingerprints of keys, sorted, each once.
-func fingerprints(keys []ssh.Signer) []string {
-	var fps []string
-	for _, k := range keys {
-		fps = append(fps, ssh.FingerprintSHA256(k.PublicKey()))
+	h := etcd.HostKeys{Handshake: map[string]string{}}
+	for _, k := range gatekeeper.HandshakeKeys(keys) {
+		h.Handshake[k.PublicKey().Type()] = ssh.FingerprintSHA256(k.PublicKey())
 	}
-	slices.Sort(fps)
-	return slices.Compact(fps)
+	for _, k := range keys {
+		h.Announced = append(h.Announced, ssh.FingerprintSHA256(k.PublicKey()))
+	}
+	slices.Sort(h.Announced)
+	h.Announced = slices.Compact(h.Announced)
+	return h
 }

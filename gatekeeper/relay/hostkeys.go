@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"crypto/rand"
 	"encoding/binary"
+	"errors"
 	"strings"
 
 	"golang.org/x/crypto/ssh"
@@ -27,7 +28,7 @@ import (
 //
 //go:noinline
 func (r *relay) announceHostKeys() {
-	if len(r.hostKeys) == 0 {
+	if len(r.hostKeys) == 0 || cannotTakeHostKeys(r.down.ClientVersion()) {
 		return
 	}
 	var payload []byte
@@ -43,6 +44,24 @@ func (r *relay) announceHostKeys() {
 	}
 }
 
+// cannotTakeHostKeys reports whether a client of this version breaks on
+// hostkeys-00@openssh.com: those OpenSSH's sshd does not send it to (its
+// compat.c, SSH_BUG_HOSTKEYS: old Tera Term and Cisco clients).
+func cannotTakeHostKeys(version []byte) bool {
+	v := string(version)
+	for _, proto := range []string{"SSH-2.0-", "SSH-1.99-"} {
+		if sw, ok := strings.CutPrefix(v, proto); ok {
+			for _, old := range []string{"Cisco-1.", "TeraTerm SSH", "TTSSH/1.5.", "TTSSH/2.1", "TTSSH/2.2",
+				"TTSSH/2.3", "TTSSH/2.4", "TTSSH/2.5", "TTSSH/2.6", "TTSSH/2.70", "TTSSH/2.71", "TTSSH/2.72"} {
+				if strings.HasPrefix(sw, old) {
+					return true
+				}
+			}
+		}
+	}
+	return false
+}
+
 // proveHostKeys answers the client's hostkeys-prove-00@openssh.com: for
 // each key it names (each one of r.hostKeys, each at most once) a
 // signature of the request's prefix, the session ID and the key, made as
@@ -50,6 +69,13 @@ func (r *relay) announceHostKeys() {
 // cannot have the gatekeeper sign anything else or sign over and over.
 func (r *relay) proveHostKeys(req *ssh.Request) {
 	if !req.WantReply {
+		return
+	}
+	// OpenSSH's client asks once a connection; more would only make the
+	// gatekeeper sign, over and over.
+	if r.proved.Swap(true) {
+		r.log.Debug("host key proof refused: asked before on this connection")
+		_ = req.Reply(false, nil)
 		return
 	}
 	resp, ok := r.hostKeyProofs(req.Payload)
@@ -112,19 +138,21 @@ func (r *relay) hostKeyIndex(blob []byte) int {
 
 // signProof signs data with k as sshd signs a host key proof: an RSA key
 // with the RSA algorithm of the key exchange when that used one (OpenSSH's
-// client then checks for it), else with rsa-sha2-512; any other key with
-// its own algorithm.
+// client checks the proof with it; ssh-rsa only for an old client that
+// asked for it in the key exchange, whose signature it already took), else
+// with rsa-sha2-512; any other key with its own algorithm.
 func signProof(k ssh.Signer, data []byte, kexAlgo string) (*ssh.Signature, error) {
 	if k.PublicKey().Type() != ssh.KeyAlgoRSA {
 		return k.Sign(rand.Reader, data)
 	}
 	algo := ssh.KeyAlgoRSASHA512
-	if strings.HasPrefix(kexAlgo, "rsa-sha2-") {
+	if kexAlgo == ssh.KeyAlgoRSA || strings.HasPrefix(kexAlgo, "rsa-sha2-") {
 		algo = kexAlgo
 	}
 	as, ok := k.(ssh.AlgorithmSigner)
 	if !ok {
-		return k.Sign(rand.Reader, data)
+		// Sign would choose ssh-rsa (SHA-1) for it.
+		return nil, errors.New("an RSA host key that cannot choose its signature algorithm")
 	}
 	return as.SignWithAlgorithm(rand.Reader, data, algo)
 }

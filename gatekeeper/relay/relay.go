@@ -228,8 +228,10 @@ type relay struct {
 	// linger is how long a copy waits for data before it ends
 	// (copyLinger unless Options.linger).
 	linger time.Duration
-	// hostKeys is Options.HostKeys.
+	// hostKeys is Options.HostKeys; proved is set once the client has
+	// been answered a request to prove them (see proveHostKeys).
 	hostKeys []ssh.Signer
+	proved   atomic.Bool
 
 	mu sync.Mutex
 	// open counts the channel pairs being opened or running, by the side

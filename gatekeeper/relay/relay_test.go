@@ -1472,8 +1472,8 @@ func TestHostkeysNotRelayed(t *testing.T) {
 // TestHostKeysAnnounced: the client is told the gatekeeper's host keys
 // (each once), and the gatekeeper proves the ones it is asked about with
 // signatures OpenSSH's client accepts (prefix, session ID and key, RSA with
-// rsa-sha2-512); a key it does not have, one asked twice or a malformed
-// request is refused.
+// rsa-sha2-512), once a connection; a key it does not have, one asked twice
+// or a malformed request is refused.
 func TestHostKeysAnnounced(t *testing.T) {
 	edKey, otherEd := newSigner(t), newSigner(t)
 	rsaPriv, err := rsa.GenerateKey(rand.Reader, 2048)
@@ -1483,6 +1483,35 @@ func TestHostKeysAnnounced(t *testing.T) {
 	rsaKey, err := ssh.NewSignerFromKey(rsaPriv)
 	if err != nil {
 		t.Fatal(err)
+	}
+	prove := func(t *testing.T, e *env, payload []byte) (bool, []byte) {
+		t.Helper()
+		ok, resp, err := e.client.SendRequest(reqHostkeysPrv, true, payload)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return ok, resp
+	}
+	payloadOf := func(keys ...ssh.PublicKey) []byte {
+		var payload []byte
+		for _, k := range keys {
+			payload = appendString(payload, k.Marshal())
+		}
+		return payload
+	}
+	for what, payload := range map[string][]byte{
+		"a key the gatekeeper does not have": payloadOf(newSigner(t).PublicKey()),
+		"a key asked twice":                  payloadOf(edKey.PublicKey(), edKey.PublicKey()),
+		"a malformed request":                {0, 0, 1},
+	} {
+		// One relay at a time: an env's cleanup checks that no relay
+		// goroutine is left.
+		t.Run(what, func(t *testing.T) {
+			fresh := newEnvOpts(t, false, Options{HostKeys: []ssh.Signer{edKey}})
+			if ok, _ := prove(t, fresh, payload); ok {
+				t.Error("proven")
+			}
+		})
 	}
 	e := newEnvOpts(t, false, Options{HostKeys: []ssh.Signer{edKey, rsaKey, otherEd, edKey}})
 	var announced []byte
@@ -1504,19 +1533,7 @@ func TestHostKeysAnnounced(t *testing.T) {
 		t.Fatalf("announced %d keys, want the 3 keys once each, in order", len(blobs))
 	}
 
-	prove := func(keys ...ssh.PublicKey) (bool, []byte) {
-		t.Helper()
-		var payload []byte
-		for _, k := range keys {
-			payload = appendString(payload, k.Marshal())
-		}
-		ok, resp, err := e.client.SendRequest(reqHostkeysPrv, true, payload)
-		if err != nil {
-			t.Fatal(err)
-		}
-		return ok, resp
-	}
-	ok, resp := prove(otherEd.PublicKey(), rsaKey.PublicKey())
+	ok, resp := prove(t, e, payloadOf(otherEd.PublicKey(), rsaKey.PublicKey()))
 	if !ok {
 		t.Fatal("proof of two announced keys refused")
 	}
@@ -1545,18 +1562,32 @@ func TestHostKeysAnnounced(t *testing.T) {
 	if len(resp) != 0 {
 		t.Errorf("%d bytes left after the proofs", len(resp))
 	}
-	if ok, _ := prove(newSigner(t).PublicKey()); ok {
-		t.Error("a key the gatekeeper does not have was proven")
-	}
-	if ok, _ := prove(edKey.PublicKey(), edKey.PublicKey()); ok {
-		t.Error("a key asked twice in one request was proven")
-	}
-	if ok, _, err := e.client.SendRequest(reqHostkeysPrv, true, []byte{0, 0, 1}); ok || err != nil {
-		t.Errorf("a malformed request: %v, %v; want refused", ok, err)
+	if ok, _ := prove(t, e, payloadOf(edKey.PublicKey())); ok {
+		t.Error("a second request on the connection was answered (OpenSSH's client asks once)")
 	}
 	// The session still works.
 	if out, _, err := e.run("echo", strings.NewReader("still here")); err != nil || out != "still here" {
 		t.Errorf("echo after the proofs: %q, %v", out, err)
+	}
+}
+
+// TestCannotTakeHostKeys: the clients OpenSSH's sshd does not announce its
+// host keys to are spared the announcement, and no others.
+func TestCannotTakeHostKeys(t *testing.T) {
+	for v, want := range map[string]bool{
+		"SSH-2.0-OpenSSH_9.2p1 Debian-2+deb12u3": false,
+		"SSH-2.0-PuTTY_Release_0.81":             false,
+		"SSH-2.0-TTSSH/2.72 Win32":               true,
+		"SSH-2.0-TTSSH/2.73 Win32":               false,
+		"SSH-2.0-TTSSH/2.1":                      true,
+		"SSH-2.0-TTSSH/3.1":                      false,
+		"SSH-1.99-Cisco-1.25":                    true,
+		"SSH-2.0-TeraTerm SSH":                   true,
+		"SSH-2.0-Go":                             false,
+	} {
+		if got := cannotTakeHostKeys([]byte(v)); got != want {
+			t.Errorf("cannotTakeHostKeys(%q) = %v, want %v", v, got, want)
+		}
 	}
 }
 

@@ -6,7 +6,8 @@
 // Under the configured prefix P:
 //
 //	P meta/keycheck           the key check, sealed with the shared key file
-//	P meta/hostkeys           the SSH host key fingerprints every node must present
+//	P meta/hostkeys           the SSH host key fingerprints, as gatekeepers before key announcements check them
+//	P hostkeys/NODE           a live node's SSH host keys, on its lease (see ClaimHostKeys)
 //	P users/NAME              a user record (store.Codec's authenticated form)
 //	P tickets/HEX             a ticket under the hex SHA-256 of its token, on a lease
 //	P audit/NANOS-NODE-N      an audit event; keys sort by time, Seq is its revision
@@ -38,7 +39,6 @@ import (
 	"errors"
 	"fmt"
 	"os"
-	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -451,116 +451,6 @@ func sleep(ctx context.Context, d time.Duration) {
 	case <-t.C:
 	case <-ctx.Done():
 	}
-}
-
-// HostKeys names a node's SSH host keys by their SHA-256 fingerprints,
-// each list sorted: Handshake, the keys it offers in key exchanges (the
-// first of each type), and Announced, all of them, which it tells clients
-// after login (OpenSSH's UpdateHostKeys).
-type HostKeys struct {
-	Handshake, Announced []string
-}
-
-// String is the form meta/hostkeys holds: the handshake fingerprints, and
-// after " | " the announced ones when they are more. A node with one key of
-// each type writes what nodes before key announcements wrote (its
-// fingerprints, space-separated), which parseHostKeys reads as both.
-func (h HostKeys) String() string {
-	hs := strings.Join(h.Handshake, " ")
-	if slices.Equal(h.Handshake, h.Announced) {
-		return hs
-	}
-	return hs + " | " + strings.Join(h.Announced, " ")
-}
-
-func parseHostKeys(v string) HostKeys {
-	hs, announced, ok := strings.Cut(v, " | ")
-	h := HostKeys{Handshake: strings.Fields(hs)}
-	h.Announced = h.Handshake
-	if ok {
-		h.Announced = strings.Fields(announced)
-	}
-	return h
-}
-
-// compatible reports whether a node presenting h may serve beside nodes
-// presenting o: each one's handshake keys are announced by the other, so a
-// client that logs in at either learns (or keeps) the keys the other uses.
-func (h HostKeys) compatible(o HostKeys) bool {
-	subset := func(a, b []string) bool {
-		for _, x := range a {
-			if !slices.Contains(b, x) {
-				return false
-			}
-		}
-		return true
-	}
-	return subset(h.Handshake, o.Announced) && subset(o.Handshake, h.Announced)
-}
-
-// ClaimHostKeys checks this node's host keys against the cluster's record
-// and records them: every node must present host keys compatible with the
-// others' (see HostKeys.compatible), or clients behind the load balancer
-// would see the host key change from one login to the next. The first node
-// records its own; a compatible node replaces the record with its own, so
-// that a key rotation can roll through the nodes one at a time: a new key
-// listed last on every node, then first, then the old one removed, each
-// step on every node before the next. The record is the last started
-// node's: a node is checked against that one, not against every running
-// node.
-func (s *Store) ClaimHostKeys(mine HostKeys) error {
-	k := s.key("meta/hostkeys")
-	for range 5 {
-		ctx, cancel := s.op()
-		txn, err := s.cli.Txn(ctx).If(clientv3.Compare(clientv3.CreateRevision(k), "=", 0)).
-			Then(clientv3.OpPut(k, mine.String())).Else(clientv3.OpGet(k)).Commit()
-		cancel()
-		if err != nil {
-			return s.fail("check the host keys", err)
-		}
-		if txn.Succeeded {
-			return nil
-		}
-		kvs := txn.Responses[0].GetResponseRange().Kvs
-		if len(kvs) == 0 {
-			continue // deleted in between
-		}
-		cluster := parseHostKeys(string(kvs[0].Value))
-		if !mine.compatible(cluster) {
-			return &HostKeyError{Have: mine, Cluster: cluster}
-		}
-		if string(kvs[0].Value) == mine.String() {
-			return nil
-		}
-		ctx, cancel = s.op()
-		txn, err = s.cli.Txn(ctx).If(clientv3.Compare(clientv3.ModRevision(k), "=", kvs[0].ModRevision)).
-			Then(clientv3.OpPut(k, mine.String())).Commit()
-		cancel()
-		if err != nil {
-			return s.fail("record the host keys", err)
-		}
-		if txn.Succeeded {
-			return nil
-		}
-		// Another node recorded its keys in between: check against those.
-	}
-	return s.fail("record the host keys", errors.New("the record kept changing"))
-}
-
-// HostKeyError is ClaimHostKeys' error for a node whose host keys are not
-// compatible with the cluster's.
-type HostKeyError struct {
-	Have, Cluster HostKeys
-}
-
-func (e *HostKeyError) Error() string {
-	return fmt.Sprintf("this node's SSH host keys (in use: %s; announced: %s) do not go with the ones the cluster's "+
-		"nodes present (in use: %s; announced: %s): clients would see the host key change. Copy the files of "+
-		"host_key_files from a running node to this one (same paths, mode 0600) and start again; to replace the "+
-		"host key, take each step of the README's rotation (new key listed last, then first, then the old one "+
-		"removed) on every node before the next",
-		strings.Join(e.Have.Handshake, " "), strings.Join(e.Have.Announced, " "),
-		strings.Join(e.Cluster.Handshake, " "), strings.Join(e.Cluster.Announced, " "))
 }
 
 var (

@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"os"
-	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -91,60 +90,6 @@ func TestKeyFiles(t *testing.T) {
 		KeyFile: other, Node: "b"})
 	if !errors.Is(err, store.ErrKeyMismatch) {
 		t.Errorf("a node with another key file: %v, want ErrKeyMismatch", err)
-	}
-}
-
-// TestHostKeys: the first node records its host keys; another with the same
-// is let in, one with others is refused with a message saying what to copy;
-// a rotation (a new key listed last, then first, then alone) goes through
-// one node at a time, and a node that skips a step is refused. A record
-// written before key announcements (all fingerprints, space-separated) is
-// read as keys both used and announced.
-func TestHostKeys(t *testing.T) {
-	c := etcdtest.Start(t, 1)
-	key := t.TempDir() + "/secret.key"
-	a := open(t, c, "/h/", key, "a")
-	b := open(t, c, "/h/", key, "b")
-	keys := func(handshake string, more ...string) HostKeys {
-		all := append([]string{handshake}, more...)
-		slices.Sort(all)
-		return HostKeys{Handshake: []string{handshake}, Announced: all}
-	}
-	for _, step := range []struct {
-		what string
-		node *Store
-		have HostKeys
-		ok   bool
-	}{
-		{"the first node", a, keys("SHA256:old"), true},
-		{"a node with the same key", b, keys("SHA256:old"), true},
-		{"a node with another key", b, keys("SHA256:other"), false},
-		{"rotation, 1: the new key listed last", a, keys("SHA256:old", "SHA256:new"), true},
-		{"rotation, 1, the other node", b, keys("SHA256:old", "SHA256:new"), true},
-		{"skipping step 2: the old key removed while in use", b, keys("SHA256:new"), false},
-		{"rotation, 2: the new key first", a, keys("SHA256:new", "SHA256:old"), true},
-		{"rotation, 2, the other node", b, keys("SHA256:new", "SHA256:old"), true},
-		{"rotation, 3: the old key removed", a, keys("SHA256:new"), true},
-		{"rotation, 3, the other node", b, keys("SHA256:new"), true},
-		{"a node still on the old key", b, keys("SHA256:old"), false},
-	} {
-		err := step.node.ClaimHostKeys(step.have)
-		var he *HostKeyError
-		switch {
-		case step.ok && err != nil:
-			t.Errorf("%s: refused: %v", step.what, err)
-		case !step.ok && !errors.As(err, &he):
-			t.Errorf("%s: %v, want a HostKeyError", step.what, err)
-		case !step.ok && !strings.Contains(err.Error(), "Copy the files of host_key_files"):
-			t.Errorf("%s: the error does not say what to copy: %v", step.what, err)
-		}
-	}
-
-	if _, err := c.Client(t).Put(context.Background(), "/h/meta/hostkeys", "SHA256:x SHA256:y"); err != nil {
-		t.Fatal(err)
-	}
-	if err := a.ClaimHostKeys(keys("SHA256:x", "SHA256:y")); err != nil {
-		t.Errorf("against a record of the keys before announcements: %v", err)
 	}
 }
 
