@@ -23,6 +23,7 @@ import (
 	"net"
 	"net/netip"
 	"sort"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -101,6 +102,9 @@ type Server struct {
 	// hashSlots bounds the recovery-code hashes (argon2id, 19 MiB each)
 	// computed at once.
 	hashSlots chan struct{}
+	// proxyWarned is when a PROXY header the gatekeeper was not told to
+	// read was last logged at Warn (UnixNano; see warnUnreadProxyHeader).
+	proxyWarned atomic.Int64
 	// landerDelay learns how long the lander takes to refuse a password.
 	landerDelay delayTracker
 
@@ -503,10 +507,31 @@ func (s *Server) login(ctx context.Context, nc net.Conn) *loggedIn {
 			a.up.conn.Close()
 		}
 		log.Debug("connection ended before login", "err", err)
+		s.warnUnreadProxyHeader(err)
 		return nil
 	}
 	_ = nc.SetDeadline(time.Time{})
 	return &loggedIn{sc: sc, chans: chans, reqs: reqs, a: a, remote: remote, log: log, cfg: cfg}
+}
+
+// warnUnreadProxyHeader logs at Warn, at most once a minute, a connection
+// refused for starting with a PROXY protocol header that the gatekeeper was
+// not told to read (proxy_protocol off, or the sender not in
+// proxy_protocol_from): a balancer set up to send one, which an admin would
+// otherwise find only as every login failing. Such a connection fails (as
+// with OpenSSH's sshd), never logs in with the balancer's address.
+func (s *Server) warnUnreadProxyHeader(err error) {
+	var lbv *ssh.LineBeforeVersionError
+	if !errors.As(err, &lbv) || !strings.HasPrefix(lbv.Start, "PROXY ") {
+		return
+	}
+	now := s.now().UnixNano()
+	last := s.proxyWarned.Load()
+	if now-last < int64(time.Minute) || !s.proxyWarned.CompareAndSwap(last, now) {
+		return
+	}
+	s.log.Warn("a connection began with a PROXY protocol header, which this gatekeeper does not read from it " +
+		"(set proxy_protocol: true and list the load balancer in proxy_protocol_from): refused")
 }
 
 // startSession registers l's session, logs its start and starts its

@@ -1005,16 +1005,36 @@ func TestProxyProtocol(t *testing.T) {
 			}
 		})
 	}
-	t.Run("header from anyone else is not honoured", func(t *testing.T) {
-		g := newTestGate(t, func(c *config.Config) {
+	// A header the gatekeeper was not told to read, from a balancer inside
+	// trusted_networks: the connection must fail (x/crypto patch 22), not
+	// skip the header as a line before the version and let every client in
+	// with the balancer's trusted address and no code.
+	for name, edit := range map[string]func(c *config.Config){
+		"header from anyone else is not honoured": func(c *config.Config) {
 			c.ProxyProtocol = true
 			c.ProxyFrom = []netip.Prefix{netip.MustParsePrefix("10.9.9.9/32")} // not us
+		},
+		"header without proxy_protocol is not honoured": func(c *config.Config) {},
+	} {
+		t.Run(name, func(t *testing.T) {
+			g := newTestGate(t, func(c *config.Config) {
+				edit(c)
+				c.Trusted = append(c.Trusted, netip.MustParsePrefix("127.0.0.1/32")) // the balancer
+			})
+			g.addr = proxyFront(t, g.addr, "PROXY TCP4 192.0.2.7 127.0.0.1 40000 22\r\n")
+			for range 2 {
+				if r := g.login("alice", landerPassword, "", "127.0.0.1"); r.err == nil {
+					t.Fatal("a PROXY header the gatekeeper was not told to read let a client in as the trusted balancer")
+				}
+			}
+			// The admin is told why, once (a minute) for both.
+			const warning = "a connection began with a PROXY protocol header"
+			waitFor(t, "the warning about the header", func() bool { return strings.Contains(g.logs.String(), warning) })
+			if n := strings.Count(g.logs.String(), warning); n != 1 {
+				t.Errorf("warned %d times, want once", n)
+			}
 		})
-		g.addr = proxyFront(t, g.addr, "PROXY TCP4 127.0.0.2 127.0.0.1 40000 22\r\n")
-		if r := g.login("alice", landerPassword, "", "127.0.0.1"); r.err == nil {
-			t.Fatal("a PROXY header from an unlisted peer let a client skip the code")
-		}
-	})
+	}
 }
 
 // proxyFront starts a tiny TCP forwarder that prefixes each connection to

@@ -75,9 +75,6 @@ func TestProxyProtocol(t *testing.T) {
 		// No client address in the header: fail closed, never the (trusted) balancer's address.
 		{name: "v1 UNKNOWN", from: balancerAddr, header: "PROXY UNKNOWN\r\n", wantCode: true},
 		{name: "v2 LOCAL", from: balancerAddr, header: v2Local(), wantCode: true},
-		// 127.0.0.1 is not a listed balancer: its header is not even read as one (the SSH
-		// handshake skips it as a line before the version), so the client is 127.0.0.1, outside.
-		{name: "header from a peer not listed", from: "127.0.0.1", header: v1TCP4(insideClient), wantCode: true, remote: "127.0.0.1:"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -104,15 +101,18 @@ func TestProxyProtocol(t *testing.T) {
 	}
 
 	// A listed balancer must send a header: a connection without one, or with a broken one, is
-	// closed before anything is asked.
-	for _, tt := range []struct{ name, header string }{
-		{"no header from the balancer", ""},
-		{"broken header from the balancer", "PROXY TCP4 " + outsideClient + " 127.0.0.1 40000\r\n"},
+	// closed before anything is asked. A header from a peer not listed (127.0.0.1) is not read
+	// as one, and the connection fails as with OpenSSH's sshd: it used to be skipped as a line
+	// before the version, and the peer's own address, trusted or not, logged in.
+	for _, tt := range []struct{ name, from, header string }{
+		{"no header from the balancer", balancerAddr, ""},
+		{"broken header from the balancer", balancerAddr, "PROXY TCP4 " + outsideClient + " 127.0.0.1 40000\r\n"},
+		{"header from a peer not listed", "127.0.0.1", v1TCP4(insideClient)},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
 			t.Parallel()
 			u := newUser(t)
-			c, opts := proxyClient(t, g, u, balancerAddr, tt.header)
+			c, opts := proxyClient(t, g, u, tt.from, tt.header)
 			r := c.ssh(opts, "echo", "ok")
 			if r.exit != 255 || strings.Contains(r.stdout, "ok") {
 				t.Fatalf("expected the connection to be refused, got %s", r)

@@ -30,9 +30,13 @@ func TestClientVersion(t *testing.T) {
 			version: "SSH-2.0-CustomClientVersionString",
 		},
 		{
-			name:      "good multi line version",
+			// GATEKEEPER PATCH 22: a server refuses lines a client sends
+			// before its version, as OpenSSH's sshd does (upstream skips
+			// them).
+			name:      "multi line version from a client",
 			version:   packageVersion,
 			multiLine: strings.Repeat("ignored\r\n", 20),
+			wantErr:   true,
 		},
 		{
 			name:      "bad multi line version",

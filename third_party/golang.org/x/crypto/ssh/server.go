@@ -408,7 +408,7 @@ func (s *connection) serverHandshake(config *ServerConfig) (*Permissions, error)
 		s.serverVersion = []byte(packageVersion)
 	}
 	var err error
-	s.clientVersion, err = exchangeVersions(s.sshConn.conn, s.serverVersion)
+	s.clientVersion, err = exchangePeerVersions(s.sshConn.conn, s.serverVersion, true) // GATEKEEPER PATCH 22
 	if err != nil {
 		return nil, err
 	}

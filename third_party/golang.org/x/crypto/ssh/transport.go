@@ -712,6 +712,12 @@ const packageVersion = "SSH-2.0-Go"
 // be US ASCII, start with "SSH-2.0-", and should not include a
 // newline. exchangeVersions returns the other side's version line.
 func exchangeVersions(rw io.ReadWriter, versionLine []byte) (them []byte, err error) {
+	return exchangePeerVersions(rw, versionLine, false)
+}
+
+// exchangePeerVersions is exchangeVersions; fromClient as for
+// readPeerVersion. GATEKEEPER PATCH 22.
+func exchangePeerVersions(rw io.ReadWriter, versionLine []byte, fromClient bool) (them []byte, err error) {
 	// Contrary to the RFC, we do not ignore lines that don't
 	// start with "SSH-2.0-" to make the library usable with
 	// nonconforming servers.
@@ -726,7 +732,7 @@ func exchangeVersions(rw io.ReadWriter, versionLine []byte) (them []byte, err er
 		return
 	}
 
-	them, err = readVersion(rw)
+	them, err = readPeerVersion(rw, fromClient)
 	return them, err
 }
 
@@ -743,6 +749,43 @@ const maxPreVersionLines = 1024
 
 // Read version string as specified by RFC 4253, section 4.2.
 func readVersion(r io.Reader) ([]byte, error) {
+	return readPeerVersion(r, false)
+}
+
+// LineBeforeVersionError is a server's error for a client that sent a line
+// other than its version first; Start is the line's first bytes (at most
+// 16, printable ASCII, others as '?'), so that a caller can tell what
+// spoke: a load balancer's PROXY protocol header, an HTTP client.
+// GATEKEEPER PATCH 22.
+type LineBeforeVersionError struct {
+	Start string
+}
+
+func (e *LineBeforeVersionError) Error() string {
+	return fmt.Sprintf("ssh: the client sent %q before its version string", e.Start)
+}
+
+// lineBeforeVersion makes the LineBeforeVersionError of line.
+func lineBeforeVersion(line []byte) error {
+	start := bytes.Clone(bytes.TrimRight(line, "\r"))
+	if len(start) > 16 {
+		start = start[:16]
+	}
+	for i, c := range start {
+		if c < 0x20 || c > 0x7e {
+			start[i] = '?'
+		}
+	}
+	return &LineBeforeVersionError{Start: string(start)}
+}
+
+// readPeerVersion is readVersion; fromClient (a server reading its client's
+// version) refuses any line before the version, as OpenSSH's sshd does: RFC
+// 4253 4.2 lets only a server send other lines first. Without it a load
+// balancer's PROXY protocol v1 header sent to a gatekeeper not told to read
+// it was skipped as such a line, and every client logged in with the
+// balancer's address, which may be trusted. GATEKEEPER PATCH 22.
+func readPeerVersion(r io.Reader, fromClient bool) ([]byte, error) {
 	versionString := make([]byte, 0, 64)
 	var ok bool
 	var buf [1]byte
@@ -756,6 +799,9 @@ func readVersion(r io.Reader) ([]byte, error) {
 		// but several SSH servers actually only send a \n.
 		if buf[0] == '\n' {
 			if !bytes.HasPrefix(versionString, []byte("SSH-")) {
+				if fromClient { // GATEKEEPER PATCH 22
+					return nil, lineBeforeVersion(versionString)
+				}
 				// RFC 4253 says we need to ignore all version string lines
 				// except the one containing the SSH version.
 				versionString = versionString[:0]
