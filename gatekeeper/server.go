@@ -16,6 +16,7 @@
 package gatekeeper
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -23,7 +24,6 @@ import (
 	"net"
 	"net/netip"
 	"sort"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -207,7 +207,8 @@ func New(cfg *config.Config, opts Options) (*Server, error) {
 		return nil, err
 	}
 	for i, k := range signers {
-		if first := HandshakeKeys(signers[:i+1]); first[len(first)-1] != k {
+		first := HandshakeKeys(signers[:i+1])
+		if used := first[len(first)-1]; !bytes.Equal(used.PublicKey().Marshal(), k.PublicKey().Marshal()) {
 			opts.Log.Info("host key announced to clients, not used in key exchanges: an earlier key of its type is "+
 				"(gatekeepers before key announcements used the last of each type)",
 				"file", cfg.HostKeyFiles[i], "type", k.PublicKey().Type())
@@ -507,7 +508,7 @@ func (s *Server) login(ctx context.Context, nc net.Conn) *loggedIn {
 			a.up.conn.Close()
 		}
 		log.Debug("connection ended before login", "err", err)
-		s.warnUnreadProxyHeader(err)
+		s.warnUnreadProxyHeader(log, err)
 		return nil
 	}
 	_ = nc.SetDeadline(time.Time{})
@@ -520,9 +521,12 @@ func (s *Server) login(ctx context.Context, nc net.Conn) *loggedIn {
 // proxy_protocol_from): a balancer set up to send one, which an admin would
 // otherwise find only as every login failing. Such a connection fails (as
 // with OpenSSH's sshd), never logs in with the balancer's address.
-func (s *Server) warnUnreadProxyHeader(err error) {
+// log is the connection's (it names the sender: the balancer, or someone
+// sending PROXY lines to mislead).
+func (s *Server) warnUnreadProxyHeader(log *slog.Logger, err error) {
 	var lbv *ssh.LineBeforeVersionError
-	if !errors.As(err, &lbv) || !strings.HasPrefix(lbv.Start, "PROXY ") {
+	if !errors.As(err, &lbv) ||
+		!bytes.HasPrefix(lbv.Raw, []byte("PROXY ")) && !bytes.HasPrefix(lbv.Raw, []byte("\r\n\r\n\x00\r\nQUIT\n")) {
 		return
 	}
 	now := s.now().UnixNano()
@@ -530,7 +534,7 @@ func (s *Server) warnUnreadProxyHeader(err error) {
 	if now-last < int64(time.Minute) || !s.proxyWarned.CompareAndSwap(last, now) {
 		return
 	}
-	s.log.Warn("a connection began with a PROXY protocol header, which this gatekeeper does not read from it " +
+	log.Warn("a connection began with a PROXY protocol header, which this gatekeeper does not read from it " +
 		"(set proxy_protocol: true and list the load balancer in proxy_protocol_from): refused")
 }
 

@@ -16,6 +16,7 @@ import (
 	"net/netip"
 	"os"
 	"path/filepath"
+	"regexp"
 	"slices"
 	"strings"
 	"sync"
@@ -1021,17 +1022,26 @@ func TestProxyProtocol(t *testing.T) {
 				edit(c)
 				c.Trusted = append(c.Trusted, netip.MustParsePrefix("127.0.0.1/32")) // the balancer
 			})
-			g.addr = proxyFront(t, g.addr, "PROXY TCP4 192.0.2.7 127.0.0.1 40000 22\r\n")
-			for range 2 {
-				if r := g.login("alice", landerPassword, "", "127.0.0.1"); r.err == nil {
-					t.Fatal("a PROXY header the gatekeeper was not told to read let a client in as the trusted balancer")
-				}
-			}
-			// The admin is told why, once (a minute) for both.
+			// A v1 header, then a v2 one (HAProxy's send-proxy-v2); each twice.
 			const warning = "a connection began with a PROXY protocol header"
-			waitFor(t, "the warning about the header", func() bool { return strings.Contains(g.logs.String(), warning) })
-			if n := strings.Count(g.logs.String(), warning); n != 1 {
-				t.Errorf("warned %d times, want once", n)
+			front := g.addr
+			for i, header := range []string{"PROXY TCP4 192.0.2.7 127.0.0.1 40000 22\r\n",
+				"\r\n\r\n\x00\r\nQUIT\n\x21\x11\x00\x0c\xc0\x00\x02\x07\x7f\x00\x00\x01\x9c\x40\x00\x16"} {
+				g.addr = proxyFront(t, front, header)
+				for range 2 {
+					if r := g.login("alice", landerPassword, "", "127.0.0.1"); r.err == nil {
+						t.Fatalf("a PROXY header the gatekeeper was not told to read (%q) let a client in as the trusted balancer", header)
+					}
+				}
+				// The admin is told why, with the sender, once a minute.
+				waitFor(t, "the warning about the header", func() bool { return strings.Count(g.logs.String(), warning) > i })
+				if n := strings.Count(g.logs.String(), warning); n != i+1 {
+					t.Errorf("header %d: warned %d times in all, want %d", i+1, n, i+1)
+				}
+				g.srv.proxyWarned.Store(0) // the next header warns again
+			}
+			if !regexp.MustCompile(warning + `[^\n]*"remote":"127\.0\.0\.1:`).MatchString(g.logs.String()) {
+				t.Errorf("the warning does not name the sender:\n%s", g.logs.String())
 			}
 		})
 	}

@@ -210,7 +210,7 @@ func serve(ctx context.Context, cfg *config.Config, log *slog.Logger, reload fun
 	// the end it runs once the doors that sign users in through it are down.
 	defer gk.Close()
 	if c, ok := raw.(hostKeyClaimer); ok {
-		if err := c.ClaimHostKeys(hostKeysOf(gk.HostKeys())); err != nil {
+		if err := c.ClaimHostKeys(hostKeysOf(gk.HostKeys()), log); err != nil {
 			return err
 		}
 	}
@@ -710,7 +710,7 @@ func orUnknown(s string) string {
 // hostKeyClaimer is a store shared by several nodes, whose SSH host keys
 // must go together (see etcd.Store.ClaimHostKeys).
 type hostKeyClaimer interface {
-	ClaimHostKeys(mine etcd.HostKeys) error
+	ClaimHostKeys(mine etcd.HostKeys, log *slog.Logger) error
 }
 
 // hostKeysOf names keys, the gatekeeper's host keys, by their SHA-256

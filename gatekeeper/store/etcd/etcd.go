@@ -7,7 +7,7 @@
 //
 //	P meta/keycheck           the key check, sealed with the shared key file
 //	P meta/hostkeys           the SSH host key fingerprints, as gatekeepers before key announcements check them
-//	P hostkeys/NODE           a live node's SSH host keys, on its lease (see ClaimHostKeys)
+//	P hostkeys/NODE/LEASE     a running gatekeeper's SSH host keys, on its lease (see ClaimHostKeys)
 //	P users/NAME              a user record (store.Codec's authenticated form)
 //	P tickets/HEX             a ticket under the hex SHA-256 of its token, on a lease
 //	P audit/NANOS-NODE-N      an audit event; keys sort by time, Seq is its revision

@@ -4,9 +4,14 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"slices"
 	"strings"
+	"sync"
 	"testing"
+	"time"
+
+	clientv3 "go.etcd.io/etcd/client/v3"
 
 	"gatekeeper/internal/etcdtest"
 )
@@ -41,7 +46,7 @@ func TestHostKeys(t *testing.T) {
 			s.Close()
 		}
 		nodes[node] = open(t, c, "/h/", key, node)
-		return nodes[node].ClaimHostKeys(have)
+		return nodes[node].ClaimHostKeys(have, nil)
 	}
 	stop := func(node string) {
 		nodes[node].Close()
@@ -106,8 +111,8 @@ func TestHostKeysAtOnce(t *testing.T) {
 		prefix := fmt.Sprintf("/once%d/", i)
 		a, b := open(t, c, prefix, key, "a"), open(t, c, prefix, key, "b")
 		errs := make(chan error, 2)
-		go func() { errs <- a.ClaimHostKeys(keysOf("ed:one")) }()
-		go func() { errs <- b.ClaimHostKeys(keysOf("ed:two")) }()
+		go func() { errs <- a.ClaimHostKeys(keysOf("ed:one"), nil) }()
+		go func() { errs <- b.ClaimHostKeys(keysOf("ed:two"), nil) }()
 		var refused int
 		for range 2 {
 			var he *HostKeyError
@@ -120,5 +125,110 @@ func TestHostKeysAtOnce(t *testing.T) {
 		if refused != 1 {
 			t.Errorf("round %d: %d of the two nodes refused, want 1", i, refused)
 		}
+	}
+}
+
+// TestHostKeysSameNodeName: a second process with the node_name of a
+// running one is checked like any other node, and its end leaves the
+// running one's entry in place.
+func TestHostKeysSameNodeName(t *testing.T) {
+	c := etcdtest.Start(t, 1)
+	key := t.TempDir() + "/secret.key"
+	a1 := open(t, c, "/h/", key, "a")
+	if err := a1.ClaimHostKeys(keysOf("ed:one"), nil); err != nil {
+		t.Fatal(err)
+	}
+	a2 := open(t, c, "/h/", key, "a")
+	var he *HostKeyError
+	if err := a2.ClaimHostKeys(keysOf("ed:two"), nil); !errors.As(err, &he) {
+		t.Errorf("a second a with another key beside the running a: %v, want a HostKeyError", err)
+	}
+	a3 := open(t, c, "/h/", key, "a")
+	if err := a3.ClaimHostKeys(keysOf("ed:one"), nil); err != nil {
+		t.Fatal(err)
+	}
+	a3.Close()
+	b := open(t, c, "/h/", key, "b")
+	if err := b.ClaimHostKeys(keysOf("ed:three"), nil); !errors.As(err, &he) {
+		t.Errorf("b with another key while a runs, after a second a stopped: %v, want a HostKeyError", err)
+	}
+}
+
+// TestHostKeysLeaseLost: a node whose entry went with its lease (the cluster
+// out of reach) claims it again with the check: beside a node that started
+// meanwhile with keys that do not go with its own, it writes nothing and
+// says so at Error; once that node is gone, its entry is back.
+func TestHostKeysLeaseLost(t *testing.T) {
+	c := etcdtest.Start(t, 1)
+	key := t.TempDir() + "/secret.key"
+	var logs syncBuffer
+	log := slog.New(slog.NewTextHandler(&logs, nil))
+	a := open(t, c, "/h/", key, "a")
+	if err := a.ClaimHostKeys(keysOf("ed:one"), log); err != nil {
+		t.Fatal(err)
+	}
+	cli := c.Client(t)
+	entries := func() []string {
+		t.Helper()
+		r, err := cli.Get(context.Background(), "/h/hostkeys/", clientv3.WithPrefix(), clientv3.WithKeysOnly())
+		if err != nil {
+			t.Fatal(err)
+		}
+		var keys []string
+		for _, kv := range r.Kvs {
+			keys = append(keys, string(kv.Key))
+		}
+		return keys
+	}
+	r, err := cli.Get(context.Background(), "/h/hostkeys/", clientv3.WithPrefix())
+	if err != nil || len(r.Kvs) != 1 {
+		t.Fatalf("entries %v, %v; want a's", r, err)
+	}
+	if _, err := cli.Revoke(context.Background(), clientv3.LeaseID(r.Kvs[0].Lease)); err != nil { // as if expired
+		t.Fatal(err)
+	}
+	b := open(t, c, "/h/", key, "b")
+	if err := b.ClaimHostKeys(keysOf("ed:two"), nil); err != nil {
+		t.Fatalf("b while a's entry was gone: %v", err)
+	}
+	waitUntil(t, "a's error about b", func() bool { return strings.Contains(logs.String(), "do not go together") })
+	if got := entries(); len(got) != 1 || !strings.HasPrefix(got[0], "/h/hostkeys/b/") {
+		t.Errorf("entries %q, want b's alone", got)
+	}
+	b.Close()
+	waitUntil(t, "a's entry back", func() bool {
+		got := entries()
+		return len(got) == 1 && strings.HasPrefix(got[0], "/h/hostkeys/a/")
+	})
+}
+
+// syncBuffer is a log sink safe for the goroutine that writes it and the
+// test that reads it.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  strings.Builder
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}
+
+// waitUntil fails t if cond does not hold within 20 s.
+func waitUntil(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(20 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("%s: not within 20 s", what)
+		}
+		time.Sleep(50 * time.Millisecond)
 	}
 }

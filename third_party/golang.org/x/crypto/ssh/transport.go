@@ -753,11 +753,14 @@ func readVersion(r io.Reader) ([]byte, error) {
 }
 
 // LineBeforeVersionError is a server's error for a client that sent a line
-// other than its version first; Start is the line's first bytes (at most
-// 16, printable ASCII, others as '?'), so that a caller can tell what
-// spoke: a load balancer's PROXY protocol header, an HTTP client.
+// other than its version first. Raw is what it sent first, at most 16
+// bytes (when the line was empty, as a PROXY protocol v2 header's
+// signature starts, with the 10 bytes after it), so that a caller can tell
+// what spoke: a load balancer's PROXY header, an HTTP client. Start is Raw
+// without line ends, printable ASCII and others as '?', to log.
 // GATEKEEPER PATCH 22.
 type LineBeforeVersionError struct {
+	Raw   []byte
 	Start string
 }
 
@@ -765,18 +768,23 @@ func (e *LineBeforeVersionError) Error() string {
 	return fmt.Sprintf("ssh: the client sent %q before its version string", e.Start)
 }
 
-// lineBeforeVersion makes the LineBeforeVersionError of line.
-func lineBeforeVersion(line []byte) error {
-	start := bytes.Clone(bytes.TrimRight(line, "\r"))
-	if len(start) > 16 {
-		start = start[:16]
+// lineBeforeVersion makes the LineBeforeVersionError of line, read from r
+// up to its '\n' (dropped); an empty line gets up to 10 more bytes of r.
+func lineBeforeVersion(line []byte, r io.Reader) error {
+	raw := append(bytes.Clone(line), '\n')
+	if len(line) == 0 || (len(line) == 1 && line[0] == '\r') {
+		more := make([]byte, 10)
+		n, _ := io.ReadFull(r, more)
+		raw = append(raw, more[:n]...)
 	}
+	raw = raw[:min(len(raw), 16)]
+	start := bytes.TrimRight(bytes.Clone(raw), "\r\n")
 	for i, c := range start {
 		if c < 0x20 || c > 0x7e {
 			start[i] = '?'
 		}
 	}
-	return &LineBeforeVersionError{Start: string(start)}
+	return &LineBeforeVersionError{Raw: raw, Start: string(start)}
 }
 
 // readPeerVersion is readVersion; fromClient (a server reading its client's
@@ -800,7 +808,7 @@ func readPeerVersion(r io.Reader, fromClient bool) ([]byte, error) {
 		if buf[0] == '\n' {
 			if !bytes.HasPrefix(versionString, []byte("SSH-")) {
 				if fromClient { // GATEKEEPER PATCH 22
-					return nil, lineBeforeVersion(versionString)
+					return nil, lineBeforeVersion(versionString, r)
 				}
 				// RFC 4253 says we need to ignore all version string lines
 				// except the one containing the SSH version.

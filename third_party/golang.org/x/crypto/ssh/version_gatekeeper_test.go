@@ -24,7 +24,7 @@ func TestClientLineBeforeVersion(t *testing.T) {
 		var lbv *LineBeforeVersionError
 		if _, err := readPeerVersion(bytes.NewBufferString(in), true); !errors.As(err, &lbv) {
 			t.Errorf("client sent %q: %v, want a LineBeforeVersionError", in, err)
-		} else if want, _, _ := strings.Cut(in, "\r"); !strings.HasPrefix(want, lbv.Start) || len(lbv.Start) > 16 {
+		} else if want, _, _ := strings.Cut(in, "\r"); want != "" && !strings.HasPrefix(want, lbv.Start) || len(lbv.Start) > 16 {
 			t.Errorf("client sent %q: Start %q", in, lbv.Start)
 		}
 		if v, err := readPeerVersion(bytes.NewBufferString(in+"SSH-2.0-x\r\n"), false); err != nil || !bytes.HasPrefix(v, []byte("SSH-2.0-")) {
@@ -55,7 +55,13 @@ func TestClientLineBeforeVersion(t *testing.T) {
 	if _, _, _, err := NewServerConn(s, cfg); !errors.As(err, &lbv) || lbv.Start != "PROXY TCP4 192.0" {
 		t.Errorf("NewServerConn = %v, want a LineBeforeVersionError starting PROXY", err)
 	}
-	if lbv := lineBeforeVersion([]byte("\x00\xffabc\r")); lbv.(*LineBeforeVersionError).Start != "??abc" {
+	if lbv := lineBeforeVersion([]byte("\x00\xffabc\r"), nil); lbv.(*LineBeforeVersionError).Start != "??abc" {
 		t.Errorf("unprintable bytes: %q", lbv.(*LineBeforeVersionError).Start)
+	}
+	// A PROXY protocol v2 header: its 12-byte signature in Raw.
+	v2 := "\r\n\r\n\x00\r\nQUIT\n\x21\x11\x00\x0c"
+	if _, err := readPeerVersion(bytes.NewBufferString(v2+"SSH-2.0-Go\r\n"), true); !errors.As(err, &lbv) ||
+		!bytes.HasPrefix(lbv.Raw, []byte("\r\n\r\n\x00\r\nQUIT\n")) {
+		t.Errorf("a PROXY v2 header: %v, Raw %q", err, lbv.Raw)
 	}
 }
