@@ -34,6 +34,7 @@ import (
 	"gatekeeper/gatekeeper/connserve"
 	"gatekeeper/gatekeeper/metrics"
 	"gatekeeper/gatekeeper/store"
+	"gatekeeper/internal/logbuf"
 )
 
 // memStore is an in-memory Store with the same all-or-nothing Update
@@ -236,31 +237,13 @@ func (c *fakeClock) Now() time.Time          { return time.Unix(0, c.t.Load()) }
 func (c *fakeClock) Set(t time.Time)         { c.t.Store(t.UnixNano()) }
 func (c *fakeClock) Advance(d time.Duration) { c.t.Add(int64(d)) }
 
-// syncBuffer collects log output written from many goroutines.
-type syncBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *syncBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *syncBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
-}
-
 type testGate struct {
 	srv    *Server
 	addr   string
 	store  *memStore
 	clock  *fakeClock
 	lander *fakeLander
-	logs   *syncBuffer
+	logs   *logbuf.Buffer
 	secret []byte
 }
 
@@ -281,7 +264,7 @@ func newTestGateWith(t *testing.T, edit func(*config.Config), editOpts func(*Opt
 		store:  &memStore{users: map[string]store.User{}},
 		clock:  &fakeClock{},
 		lander: fl,
-		logs:   &syncBuffer{},
+		logs:   new(logbuf.Buffer),
 		secret: secret,
 	}
 	g.clock.Set(time.Date(2026, 11, 23, 12, 0, 0, 0, time.UTC))

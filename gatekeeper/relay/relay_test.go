@@ -24,6 +24,8 @@ import (
 	"time"
 
 	"golang.org/x/crypto/ssh"
+
+	"gatekeeper/internal/logbuf"
 )
 
 // waitLimit bounds every step a test waits for; generous for -race.
@@ -113,24 +115,6 @@ func (c *wedgeConn) unwedge() {
 		c.gate = nil
 	}
 	c.mu.Unlock()
-}
-
-// syncBuffer is a goroutine-safe log sink.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
 }
 
 // recorder is a goroutine-safe list of strings with change notification.
@@ -538,7 +522,7 @@ type env struct {
 	globals   *recorder   // global request types the client received
 	announced chan []byte // payloads of the hostkeys-00@openssh.com the client received
 	stats     *Stats
-	logs      *syncBuffer
+	logs      *logbuf.Buffer
 	relayDone chan error
 	front     chan *ssh.ServerConn // the relay's client-side conn, once up
 	relayErr  error
@@ -574,7 +558,7 @@ func newEnvRekey(tb testing.TB, direct bool, opts Options, rekey uint64) *env {
 func newEnvLinks(tb testing.TB, direct bool, opts Options, frontRekey, landerRekey uint64) *env {
 	tb.Helper()
 	baseline := runtime.NumGoroutine()
-	e := &env{tb: tb, globals: newRecorder(), announced: make(chan []byte, 4), stats: new(Stats), logs: new(syncBuffer), relayDone: make(chan error, 1), front: make(chan *ssh.ServerConn, 1)}
+	e := &env{tb: tb, globals: newRecorder(), announced: make(chan []byte, 4), stats: new(Stats), logs: new(logbuf.Buffer), relayDone: make(chan error, 1), front: make(chan *ssh.ServerConn, 1)}
 	landerKey, gkKey := newSigner(tb), newSigner(tb)
 
 	landerRaw, upRaw := tcpPair(tb)

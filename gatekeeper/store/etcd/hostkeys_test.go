@@ -7,13 +7,13 @@ import (
 	"log/slog"
 	"slices"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
 	clientv3 "go.etcd.io/etcd/client/v3"
 
 	"gatekeeper/internal/etcdtest"
+	"gatekeeper/internal/logbuf"
 )
 
 // keysOf is HostKeys for a node whose host_key_files list these keys, each
@@ -161,7 +161,7 @@ func TestHostKeysSameNodeName(t *testing.T) {
 func TestHostKeysLeaseLost(t *testing.T) {
 	c := etcdtest.Start(t, 1)
 	key := t.TempDir() + "/secret.key"
-	var logs syncBuffer
+	var logs logbuf.Buffer
 	log := slog.New(slog.NewTextHandler(&logs, nil))
 	a := open(t, c, "/h/", key, "a")
 	if err := a.ClaimHostKeys(keysOf("ed:one"), log); err != nil {
@@ -200,25 +200,6 @@ func TestHostKeysLeaseLost(t *testing.T) {
 		got := entries()
 		return len(got) == 1 && strings.HasPrefix(got[0], "/h/hostkeys/a/")
 	})
-}
-
-// syncBuffer is a log sink safe for the goroutine that writes it and the
-// test that reads it.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  strings.Builder
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
 }
 
 // waitUntil fails t if cond does not hold within 20 s.
