@@ -206,9 +206,12 @@ func New(cfg *config.Config, opts Options) (*Server, error) {
 	if err != nil {
 		return nil, err
 	}
+	used := map[string][]byte{} // key type → the key its exchanges use, in wire form
+	for _, k := range HandshakeKeys(signers) {
+		used[k.PublicKey().Type()] = k.PublicKey().Marshal()
+	}
 	for i, k := range signers {
-		first := HandshakeKeys(signers[:i+1])
-		if used := first[len(first)-1]; !bytes.Equal(used.PublicKey().Marshal(), k.PublicKey().Marshal()) {
+		if !bytes.Equal(used[k.PublicKey().Type()], k.PublicKey().Marshal()) {
 			opts.Log.Info("host key announced to clients, not used in key exchanges: an earlier key of its type is "+
 				"(gatekeepers before key announcements used the last of each type)",
 				"file", cfg.HostKeyFiles[i], "type", k.PublicKey().Type())
@@ -525,8 +528,7 @@ func (s *Server) login(ctx context.Context, nc net.Conn) *loggedIn {
 // sending PROXY lines to mislead).
 func (s *Server) warnUnreadProxyHeader(log *slog.Logger, err error) {
 	var lbv *ssh.LineBeforeVersionError
-	if !errors.As(err, &lbv) ||
-		!bytes.HasPrefix(lbv.Raw, []byte("PROXY ")) && !bytes.HasPrefix(lbv.Raw, []byte("\r\n\r\n\x00\r\nQUIT\n")) {
+	if !errors.As(err, &lbv) || !proxyproto.IsHeader(lbv.Raw) {
 		return
 	}
 	now := s.now().UnixNano()

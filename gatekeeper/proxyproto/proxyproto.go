@@ -9,6 +9,7 @@
 package proxyproto
 
 import (
+	"bytes"
 	"errors"
 	"fmt"
 	"net"
@@ -130,6 +131,13 @@ type conn struct {
 
 	once   sync.Once
 	remote net.Addr // set inside once
+}
+
+// IsHeader reports whether b, the first bytes of a connection, start a PROXY
+// protocol header (v1 or v2, by the library's signatures): what a load
+// balancer sends to a gatekeeper not told to read it.
+func IsHeader(b []byte) bool {
+	return bytes.HasPrefix(b, goproxy.SIGV1) || bytes.HasPrefix(b, goproxy.SIGV2)
 }
 
 // CloseWrite shuts down the writing half of the connection underneath (the relay ends a

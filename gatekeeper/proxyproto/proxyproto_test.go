@@ -427,3 +427,18 @@ func TestCloseWrite(t *testing.T) {
 		t.Fatalf("the balancer read %q, %v; want \"bye\" and EOF", got, err)
 	}
 }
+
+// TestIsHeader: the start of a v1 or v2 header, not an SSH version or an HTTP request.
+func TestIsHeader(t *testing.T) {
+	for in, want := range map[string]bool{
+		"PROXY TCP4 192.0.2.1 127.0.0.1 5555 22\r\n": true,
+		"\r\n\r\n\x00\r\nQUIT\n\x21\x11":             true,
+		"SSH-2.0-OpenSSH_9.2\r\n":                    false,
+		"GET / HTTP/1.1\r\n":                         false,
+		"\r\n":                                       false,
+	} {
+		if got := IsHeader([]byte(in)); got != want {
+			t.Errorf("IsHeader(%q) = %v, want %v", in, got, want)
+		}
+	}
+}

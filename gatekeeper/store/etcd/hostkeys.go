@@ -57,8 +57,9 @@ func (h HostKeys) String() string {
 	for _, typ := range slices.Sorted(maps.Keys(h.Handshake)) {
 		used = append(used, typ+" "+h.Handshake[typ])
 	}
+	inUse := slices.Collect(maps.Values(h.Handshake))
 	for _, fp := range h.Announced {
-		if !slices.Contains(slices.Collect(maps.Values(h.Handshake)), fp) {
+		if !slices.Contains(inUse, fp) {
 			more = append(more, fp)
 		}
 	}
