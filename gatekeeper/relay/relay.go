@@ -1093,8 +1093,13 @@ func (r *relay) newHalf(p *pair, src notifyChannel, srcReqs <-chan *ssh.Request,
 func (h *half) forward(it item) {
 	switch {
 	case it.close && h.parksEnd && h.src.Lost():
+		// As for a close: the answer to a request of the client in
+		// flight goes first; the client's connection may end once the
+		// pair counts as lost.
+		h.reverse.Lock()
 		h.p.lost = true
 		h.p.r.pairLost()
+		h.reverse.Unlock()
 	case it.eof:
 		// Fails harmlessly when dst is already closed.
 		_ = h.dst.CloseWrite()

@@ -512,6 +512,9 @@ func (t *handshakeTransport) kexLoop() {
 write:
 	for t.getWriteError() == nil {
 		if t.kexLoopIdle() { // GATEKEEPER PATCH 9
+			t.mu.Lock()
+			t.closeWriteLocked() // GATEKEEPER PATCH 21
+			t.mu.Unlock()
 			return
 		}
 		var request *pendingKex
@@ -616,10 +619,7 @@ write:
 			}
 		}
 		t.pendingPackets = t.pendingPackets[:0]
-		if t.closeWrite != nil && t.writeError == nil { // GATEKEEPER PATCH 21
-			_ = t.closeWrite()
-		}
-		t.closeWrite = nil
+		t.closeWriteLocked() // GATEKEEPER PATCH 21
 		// Unblock writePacket if waiting for KEX.
 		t.writeCond.Broadcast()
 		t.mu.Unlock()
@@ -939,17 +939,34 @@ func (t *handshakeTransport) writeData(head, data []byte) (bool, error) {
 }
 
 // closeWriteAfterKex runs closeWrite, which shuts down the writing half of
-// the connection, at once or, while a key exchange is under way, after it:
-// kexLoop runs it once the packets queued meanwhile are written. Under t.mu,
-// no packet is cut short by it. GATEKEEPER PATCH 21.
+// the connection, at once or, while kexLoop runs (a key exchange requested,
+// under way, or asked for by the peer), once it is over: kexLoop runs it
+// after the packets queued meanwhile are written, or when it finds nothing
+// to do. Shut down before our KEXINIT went out, the exchange would fail
+// writing it and close the connection with the peer's last packets unread,
+// which makes the kernel reset it and lose output still on its way. Under
+// t.mu, no packet is cut short by it. GATEKEEPER PATCH 21.
 func (t *handshakeTransport) closeWriteAfterKex(closeWrite func() error) error {
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	if t.sentInitMsg != nil && t.writeError == nil {
+	t.loopMu.Lock()
+	running := t.loopRunning
+	t.loopMu.Unlock()
+	if t.writeError == nil && (t.sentInitMsg != nil || running) {
 		t.closeWrite = closeWrite
 		return nil
 	}
 	return closeWrite()
+}
+
+// closeWriteLocked runs the shutdown closeWriteAfterKex left to kexLoop, if
+// any, unless the connection failed meanwhile. t.mu is held.
+// GATEKEEPER PATCH 21.
+func (t *handshakeTransport) closeWriteLocked() {
+	if t.closeWrite != nil && t.writeError == nil {
+		_ = t.closeWrite()
+	}
+	t.closeWrite = nil
 }
 
 func (t *handshakeTransport) Close() error {
